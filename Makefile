@@ -1,0 +1,50 @@
+# cs-relay: the two commands of the README, and a few helpers.
+#   make run    the whole pipeline locally: Kafka, mock partners, a worker, sample traffic
+#   make test   the full test suite (unit and end-to-end, against a real local broker)
+# Both create .venv and install the project on first use; Kafka's jars are fetched
+# from Maven Central into ~/.cache/cs-relay/kafka on first use.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test unit e2e install kafka mocks worker bench clean compose-check
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "cs-relay needs Python 3.11 or newer (found %d.%d)" % sys.version_info[:2])'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/cs-relay dev --demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -m 'not e2e'
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest -m e2e
+
+kafka: $(STAMP)
+	$(BIN)/cs-relay kafka
+
+mocks: $(STAMP)
+	$(BIN)/cs-relay mocks
+
+worker: $(STAMP)
+	$(BIN)/cs-relay worker
+
+compose-check:
+	docker-compose config --quiet
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .hypothesis

@@ -1,0 +1,417 @@
+"""The Faust application: topics, tables and the two agents that carry the business rule.
+
+    segment-events ──intake──▶ cs-relay-by-user ──route──▶ ClientSuccess, CustomerSuccessBox
+          │ (raw bytes)   (keyed by userId/anonymousId)  │
+          └─ bad input ──▶ segment-events-dlq ◀─────────┘ refused or undeliverable
+
+* `intake` parses and validates each raw record (`streams.segment`), sends what cannot be
+  processed to the dead-letter topic with its original bytes, and re-keys the rest by
+  user so that one worker sees all of a user's messages, in order.
+* `route` runs the pure `streams.relay.step` against the user's state in the `users`,
+  `groups` and `pending` tables, writes the new state back (assigned, so the changelog
+  has it) and hands the requests to the partner clients. Deliveries run concurrently;
+  each event is acknowledged, in offset order, only when its deliveries are finished
+  (`streams.inflight`).
+
+The app is configured from `streams.settings.Settings.from_env()` when this module is
+imported (`faust -A streams.app` or `cs-relay worker`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import Counter
+from datetime import datetime, timezone
+from typing import Any, Awaitable, Mapping
+
+import faust
+
+from streams import clientsuccess, customersuccessbox
+from streams.deadletter import dead_letter_headers
+from streams.delivery import Outcome, PartnerClient, Result, classify
+from streams.inflight import AckTracker, Chains
+from streams.pending import Pending, confirm
+from streams.redact import RedactingFilter
+from streams.relay import DeadLetter, Destination, Dispatch, Step, merge_step, resend_releasing, step
+from streams.segment import InvalidMessage, parse
+from streams.settings import Settings
+from streams.state import GroupState, UserState
+
+log = logging.getLogger("cs_relay")
+
+settings = Settings.from_env()
+
+KIND_HEADER = "cs-relay-kind"
+KIND_PENDING_DONE = b"pending-done"  # released events delivered: forget them
+KIND_MERGE_REQUEST = b"merge-request"  # to an anonymous profile: hand yourself to a user
+KIND_MERGE_PROFILE = b"merge-profile"  # to a user: an anonymous profile to fold in
+MAX_UNACKED_EVENTS = 5000
+
+app = faust.App(
+    settings.app_id,
+    broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+    store="rocksdb://",
+    datadir=str(settings.data_dir),
+    topic_partitions=settings.topic_partitions,
+    consumer_auto_offset_reset="earliest",
+    producer_acks=-1,
+    web_host=settings.web_host,
+    web_port=settings.web_port,
+    web_bind=settings.web_host,
+    key_serializer="raw",
+    value_serializer="raw",
+    stream_wait_empty=False,
+)
+
+input_topic = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
+by_user_topic = app.topic(
+    f"{settings.app_id}-by-user",
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.topic_partitions,
+    internal=True,
+)
+dlq_topic = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
+
+# Users and their waiting events live in the partition of their user key: every read
+# and write in `route` is local to the worker that owns the key.
+users = app.Table("users", default=None, key_serializer="json", value_serializer="json")
+pending_table = app.Table("pending", default=None, key_serializer="json", value_serializer="json")
+# Groups are a GlobalTable: a group call arrives in the partition of the user who made
+# it, but any user's event may name the group (`context.groupId`) or belong to it, so
+# every worker needs every group. Groups are few and small next to users, so a full
+# copy per worker is cheap, and it avoids a second re-keyed hop (and its ordering
+# questions) between a group call and the events that depend on it.
+groups_table = app.GlobalTable("groups", default=None, key_serializer="json", value_serializer="json")
+
+
+def _destinations(s: Settings) -> list[Destination]:
+    enabled = []
+    if s.clientsuccess.enabled:
+        source_id = s.clientsuccess.source_id
+        enabled.append(
+            Destination(
+                clientsuccess.KEY,
+                clientsuccess.NAME,
+                lambda msg, user, groups: clientsuccess.decide(msg, user, groups, source_id),
+            )
+        )
+    if s.customersuccessbox.enabled:
+        enabled.append(Destination(customersuccessbox.KEY, customersuccessbox.NAME, customersuccessbox.decide))
+    return enabled
+
+
+def _clients(s: Settings) -> dict[str, PartnerClient]:
+    common = dict(
+        timeout=s.http_timeout, max_in_flight=s.max_in_flight, max_retries=s.max_retries, secrets=s.secrets()
+    )
+    clients = {}
+    if s.clientsuccess.enabled:
+        clients[clientsuccess.KEY] = PartnerClient(
+            clientsuccess.NAME,
+            s.clientsuccess.base_url,
+            query_auth={"api_key": s.clientsuccess.api_key.reveal()},
+            **common,
+        )
+    if s.customersuccessbox.enabled:
+        clients[customersuccessbox.KEY] = PartnerClient(
+            customersuccessbox.NAME,
+            s.customersuccessbox.base_url,
+            bearer=s.customersuccessbox.api_key.reveal(),
+            **common,
+        )
+    return clients
+
+
+DESTINATIONS = _destinations(settings)
+CLIENTS = _clients(settings)
+acks = AckTracker()
+chains = Chains()
+in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
+counters: Counter[str] = Counter()
+
+
+@app.on_configured.connect
+def _announce(app: faust.App, conf: Any, **kwargs: Any) -> None:  # pragma: no cover - start-up log
+    logging.getLogger().addFilter(RedactingFilter(settings.secrets()))
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter(settings.secrets()))
+
+
+@app.task
+async def _start_up() -> None:
+    log.info("cs-relay settings: %s", json.dumps(settings.redacted()))
+    if not settings.clientsuccess.enabled:
+        log.warning(
+            "ClientSuccess disabled: set CLIENTSUCCESS_SOURCE_ID and CLIENTSUCCESS_API_KEY to enable it"
+        )
+    if not settings.customersuccessbox.enabled:
+        log.warning("CustomerSuccessBox disabled: set CSB_API_KEY and CSB_BASE_URL to enable it")
+    for client in CLIENTS.values():
+        await client.start()
+
+
+@app.timer(interval=30.0)
+async def _report() -> None:
+    if counters:
+        log.info("cs-relay counters: %s; unacknowledged events: %d", dict(sorted(counters.items())), acks.in_flight)
+
+
+def _source(event: faust.EventT) -> dict[str, Any]:
+    message = event.message
+    return {"topic": message.topic, "partition": message.partition, "offset": message.offset}
+
+
+def _headers(event: faust.EventT) -> dict[str, bytes]:
+    headers = event.headers or {}
+    if isinstance(headers, Mapping):
+        return {k: v for k, v in headers.items()}
+    return {k: v for k, v in headers}
+
+
+def _source_from_headers(headers: Mapping[str, bytes], fallback: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return json.loads(headers["cs-relay-source"])
+    except (KeyError, ValueError):
+        return fallback
+
+
+async def send_dead_letter(dead: DeadLetter, key: bytes | None = None, *, status: int | None = None) -> None:
+    counters[f"dead_lettered.{dead.stage}.{dead.reason}"] += 1
+    log.warning(
+        "dead letter (%s, %s%s): %s",
+        dead.stage,
+        dead.reason,
+        f", {dead.destination}" if dead.destination else "",
+        dead.detail,
+    )
+    headers = dead_letter_headers(
+        reason=dead.reason,
+        detail=dead.detail,
+        stage=dead.stage,
+        source=dead.source,
+        destination=dead.destination,
+        status=status,
+        secrets=settings.secrets(),
+    )
+    value = dead.raw.encode("utf-8") if isinstance(dead.raw, str) else dead.raw
+    fut = await dlq_topic.send(key=key, value=value, headers=headers)
+    await fut
+
+
+@app.agent(input_topic)
+async def intake(stream: faust.StreamT) -> None:
+    """Validate each raw record; re-key the good ones by user, dead-letter the rest."""
+    async for event in stream.events():
+        raw: bytes = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+        source = _source(event)
+        try:
+            msg = parse(raw)
+        except InvalidMessage as exc:
+            await send_dead_letter(
+                DeadLetter(exc.reason.value, exc.detail, raw, source, "intake"),  # type: ignore[arg-type]
+                key=event.key if isinstance(event.key, bytes) else None,
+            )
+            continue
+        counters[f"in.{msg.type}"] += 1
+        await by_user_topic.send(
+            key=msg.key.encode("utf-8"),
+            value=raw,
+            headers={"cs-relay-source": json.dumps(source).encode()},
+        )
+
+
+@app.agent(by_user_topic)
+async def route(stream: faust.StreamT) -> None:
+    """Apply each user's messages to their state, in order; deliver concurrently."""
+    async for event in stream.noack().events():
+        await acks.wait_below(MAX_UNACKED_EVENTS)
+        tp = (event.message.topic, event.message.partition)
+        try:
+            work = handle(event)
+        except Exception:  # a bug must not stop every other user's events
+            log.exception("routing failed for an event at %s; it goes to the dead-letter topic", _source(event))
+            work = [
+                send_dead_letter(
+                    DeadLetter("routing_error", "cs-relay could not route this event (see the worker log)",
+                               bytes(event.value or b""), _source(event), "routing")
+                )
+            ]
+        acks.add(tp, event.ack, work)
+
+
+def handle(event: faust.EventT) -> list[Awaitable[Any]]:
+    """The synchronous part of routing one event: state read, pure step, state written.
+    Returns the deliveries, dead letters and records still to finish before the event
+    is acknowledged."""
+    key_bytes: bytes = event.key
+    key = key_bytes.decode("utf-8")
+    headers = _headers(event)
+    kind = headers.get(KIND_HEADER)
+    if kind == KIND_PENDING_DONE:
+        done = json.loads(event.value)
+        _store_pending(key, confirm(_pending(key), done["destination"], done["seq"]))
+        return []
+    if kind == KIND_MERGE_REQUEST:
+        return _give_profile(key, json.loads(event.value)["into"])
+    if kind == KIND_MERGE_PROFILE:
+        return _take_profile(key, json.loads(event.value))
+
+    raw_bytes: bytes = event.value
+    user = _user(key)
+    if user is not None and user.merged_into:
+        # An anonymous visitor who has logged in: their state lives with the user now.
+        return [_forward(user.merged_into, raw_bytes, headers)]
+    source = _source_from_headers(headers, _source(event))
+    msg = parse(raw_bytes)  # validated by intake already
+    raw = raw_bytes.decode("utf-8")
+    pending = _pending(key)
+    now = time.time()
+    result = step(
+        key,
+        msg,
+        raw,
+        source,
+        user,
+        pending,
+        _group,
+        DESTINATIONS,
+        now=now,
+        now_iso=datetime.fromtimestamp(now, timezone.utc).isoformat(),
+        max_pending=settings.pending_max_events,
+        max_pending_age=settings.pending_max_age_seconds,
+    )
+    if result.group is not None:
+        groups_table[result.group.group_id] = result.group.to_dict()
+    for dest, _reason in result.skipped:
+        counters[f"skipped.{dest}"] += 1
+    for dest, _reason in result.held:
+        counters[f"held.{dest}"] += 1
+    work = _apply(key, pending, result)
+    if result.merge_from is not None:
+        work.append(_control(result.merge_from, KIND_MERGE_REQUEST, {"into": key}))
+    return work
+
+
+def _apply(key: str, before: Pending, result: Step) -> list[Awaitable[Any]]:
+    """Write a step's state (assigned back, so the changelog has it) and start its work."""
+    users[key] = result.user.to_dict()
+    if result.pending != before:
+        _store_pending(key, result.pending)
+    resend = resend_releasing(
+        before, DESTINATIONS, result.user, _group, lambda dest, seq: (key, dest, seq) in in_flight
+    )
+    key_bytes = key.encode("utf-8")
+    work: list[Awaitable[Any]] = [send_dead_letter(d, key_bytes) for d in result.dead_letters]
+    work += [_dispatch(key, d) for d in (*resend, *result.dispatches)]
+    return work
+
+
+def _give_profile(anonymous_id: str, into: str) -> list[Awaitable[Any]]:
+    """In the anonymous profile's partition: hand the profile and its waiting events to
+    the user it logged in as, and forward this key's later events there."""
+    anonymous = _user(anonymous_id)
+    if anonymous is not None and anonymous.merged_into:
+        return []  # merged already (a repeated request)
+    profile = {
+        "anonymous_id": anonymous_id,
+        "user": anonymous.to_dict() if anonymous else None,
+        "pending": _pending(anonymous_id).to_dict(),
+    }
+    users[anonymous_id] = UserState(key=anonymous_id, merged_into=into).to_dict()
+    _store_pending(anonymous_id, Pending())
+    counters["merged.anonymous"] += 1
+    return [_control(into, KIND_MERGE_PROFILE, profile)]
+
+
+def _take_profile(key: str, profile: Mapping[str, Any]) -> list[Awaitable[Any]]:
+    """In the user's partition: fold the anonymous profile in and release what it allows."""
+    user = _user(key) or UserState(key=key, user_id=key)
+    anonymous = UserState.from_dict(profile["user"]) if profile.get("user") else None
+    pending = _pending(key)
+    result = merge_step(
+        user, pending, anonymous, Pending.from_dict(profile.get("pending")), profile["anonymous_id"],
+        _group, DESTINATIONS,
+    )
+    return _apply(key, pending, result)
+
+
+def _user(key: str) -> UserState | None:
+    data = users.get(key)
+    return UserState.from_dict(data) if data else None
+
+
+def _pending(key: str) -> Pending:
+    return Pending.from_dict(pending_table.get(key))
+
+
+def _group(group_id: str) -> GroupState | None:
+    data = groups_table.get(group_id)
+    return GroupState.from_dict(data) if data else None
+
+
+async def _control(key: str, kind: bytes, body: Mapping[str, Any]) -> None:
+    """A control record to the partition that owns `key` (its state can only be
+    written there)."""
+    fut = await by_user_topic.send(key=key.encode("utf-8"), value=json.dumps(body).encode(), headers={KIND_HEADER: kind})
+    await fut
+
+
+async def _forward(key: str, raw: bytes, headers: Mapping[str, bytes]) -> None:
+    fut = await by_user_topic.send(key=key.encode("utf-8"), value=raw, headers=dict(headers))
+    await fut
+
+
+def _store_pending(key: str, pending: Pending) -> None:
+    if pending.is_empty():
+        if pending_table.get(key) is not None:
+            del pending_table[key]
+    else:
+        pending_table[key] = pending.to_dict()
+
+
+def _dispatch(key: str, dispatch: Dispatch) -> asyncio.Future:
+    if dispatch.released_seq is not None:
+        in_flight.add((key, dispatch.destination, dispatch.released_seq))
+    return chains.submit((key, dispatch.destination), lambda: _deliver(key, dispatch))
+
+
+async def _deliver(key: str, dispatch: Dispatch) -> Result:
+    client = CLIENTS[dispatch.destination]
+    result = await client.send(dispatch.request)
+    counters[f"{result.outcome.value}.{dispatch.destination}"] += 1
+    if result.outcome is Outcome.FAIL:
+        await send_dead_letter(
+            DeadLetter(
+                "partner_refused" if classify(result.status) is Outcome.FAIL else "retries_exhausted",
+                f"{client.name} answered {result.status}: {result.excerpt}"
+                if result.status is not None
+                else f"{client.name}: {result.excerpt}",
+                dispatch.raw,
+                dispatch.source,
+                "delivery",
+                dispatch.destination,
+            ),
+            key.encode("utf-8"),
+            status=result.status,
+        )
+    if dispatch.released_seq is not None:
+        # Confirm in the user's own partition, so the changelog write is local to the key.
+        await _control(key, KIND_PENDING_DONE, {"destination": dispatch.destination, "seq": dispatch.released_seq})
+        in_flight.discard((key, dispatch.destination, dispatch.released_seq))
+    return result
+
+
+@app.service
+class _Shutdown(faust.Service):
+    """On stop: give in-flight deliveries a bounded time to finish, then close clients."""
+
+    async def on_stop(self) -> None:
+        finished = await acks.drain(timeout=10.0)
+        if not finished:
+            log.warning("stopping with %d events unacknowledged; they will be processed again", acks.in_flight)
+        for client in CLIENTS.values():
+            await client.close()

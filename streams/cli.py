@@ -1,0 +1,150 @@
+"""`cs-relay`: the command line.
+
+    cs-relay kafka   [--port 9092] [--data-dir DIR]      a local Apache Kafka broker
+    cs-relay mocks   [--clientsuccess-port 8081] [--csb-port 8082]
+    cs-relay worker                                      the Faust worker (env-configured)
+    cs-relay send FILE                                   produce a JSON-lines file
+    cs-relay dev     [--demo] [--exit]                   Kafka + mocks + worker together
+    cs-relay dlq list | dlq replay [--reason R]          inspect and replay dead letters
+
+Each subcommand imports only what it needs: `streams.app` (which reads the whole
+configuration) is imported by `worker` alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from streams.settings import Settings, SettingsError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except SettingsError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cs-relay", description="Segment to ClientSuccess and CustomerSuccessBox relay")
+    sub = parser.add_subparsers(dest="command")
+
+    kafka = sub.add_parser("kafka", help="run a local single-node Apache Kafka broker (KRaft)")
+    kafka.add_argument("--port", type=int, default=9092)
+    kafka.add_argument("--data-dir", type=Path, default=None)
+    kafka.set_defaults(run=_kafka)
+
+    mocks = sub.add_parser("mocks", help="run the ClientSuccess and CustomerSuccessBox imitations")
+    mocks.add_argument("--host", default="127.0.0.1")
+    mocks.add_argument("--clientsuccess-port", type=int, default=8081)
+    mocks.add_argument("--csb-port", type=int, default=8082)
+    mocks.set_defaults(run=_mocks)
+
+    worker = sub.add_parser("worker", help="run the Faust worker (configured by environment variables)")
+    worker.set_defaults(run=_worker)
+
+    send = sub.add_parser("send", help="produce a JSON-lines file of Segment messages to the input topic")
+    send.add_argument("file", type=Path)
+    send.set_defaults(run=_send)
+
+    dev = sub.add_parser("dev", help="local Kafka, mocks and a worker together; Ctrl-C stops all")
+    dev.add_argument("--demo", action="store_true", help="send the bundled sample traffic and show what arrived")
+    dev.add_argument("--exit", action="store_true", help="with --demo: stop everything after the summary")
+    dev.add_argument("--kafka-port", type=int, default=9092)
+    dev.set_defaults(run=_dev)
+
+    dlq = sub.add_parser("dlq", help="dead letters")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="show dead letters: reason, time, a short preview")
+    dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_list.set_defaults(run=_dlq_list)
+    replay = dlq_sub.add_parser("replay", help="send dead letters back to the input topic")
+    replay.add_argument("--reason", default=None, help="only dead letters with this reason")
+    replay.set_defaults(run=_dlq_replay)
+    return parser
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    from streams.kafka_local import run_kafka
+
+    return run_kafka(args.port, args.data_dir)
+
+
+def _mocks(args: argparse.Namespace) -> int:
+    from mockservers.server import run_mocks
+
+    run_mocks(args.host, args.clientsuccess_port, args.csb_port)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()  # fail fast, with the variable's name, before Faust starts
+    from streams.topics import TopicMismatch, ensure_topics
+
+    try:
+        asyncio.run(ensure_topics(settings))
+    except TopicMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # broker unreachable
+        print(f"error: cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
+        return 2
+    from streams.app import app
+
+    sys.argv = [
+        "cs-relay",
+        "worker",
+        "--loglevel",
+        settings.log_level,
+        "--web-port",
+        str(settings.web_port),
+        "--web-host",
+        settings.web_host,
+        "--without-uvloop",
+    ]
+    app.main()
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    from streams.producer import send_file
+
+    settings = Settings.from_env()
+    return asyncio.run(send_file(args.file, settings.kafka_bootstrap_servers, settings.input_topic))
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from streams.dev import run_dev
+
+    return run_dev(demo=args.demo, exit_after=args.exit, kafka_port=args.kafka_port)
+
+
+def _dlq_list(args: argparse.Namespace) -> int:
+    from streams.dlqtool import list_dead_letters
+
+    settings = Settings.from_env()
+    return asyncio.run(list_dead_letters(settings, limit=args.limit))
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    from streams.dlqtool import replay_dead_letters
+
+    settings = Settings.from_env()
+    return asyncio.run(replay_dead_letters(settings, reason=args.reason))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""HTTP delivery to the partners: one pooled aiohttp client per destination.
+
+What an answer means (../shared/partner-contracts.md section 4) is decided by the pure
+`classify()`; how long to wait before the next try by the pure `backoff()`. The
+`PartnerClient` adds the credentials to a `PartnerRequest` at the last moment, so no
+other part of cs-relay ever holds a key in a request, a log line or a dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import random
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Iterable, Mapping
+
+import aiohttp
+
+from streams.decision import PartnerRequest
+from streams.redact import redact
+
+log = logging.getLogger(__name__)
+
+NOT_RETRIED = frozenset({400, 401, 403, 404, 413, 422})
+EXCERPT_CHARS = 300
+
+
+class Outcome(str, enum.Enum):
+    DONE = "done"
+    RETRY = "retry"
+    FAIL = "fail"
+
+
+def classify(status: int | None) -> Outcome:
+    """2xx done; 400/401/403/404/413/422 fail for good; 408, 429, 5xx and
+    transport errors (status None) are worth another try."""
+    if status is None:
+        return Outcome.RETRY
+    if 200 <= status < 300:
+        return Outcome.DONE
+    if status in (408, 429) or status >= 500:
+        return Outcome.RETRY
+    if status in NOT_RETRIED or 400 <= status < 500:
+        return Outcome.FAIL
+    return Outcome.FAIL  # 1xx/3xx: a partner never answers these on purpose
+
+
+def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
+    """`Retry-After` as seconds: delta-seconds or an HTTP date; None when absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when - (time.time() if now is None else now))
+
+
+def backoff(attempt: int, retry_after: float | None, *, base: float, cap: float, rng: random.Random) -> float:
+    """Seconds before try `attempt + 1`: full-jitter exponential, never less than
+    the partner's `Retry-After`."""
+    exponential = min(cap, base * (2 ** max(0, attempt - 1)))
+    delay = rng.uniform(exponential / 2, exponential)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return delay
+
+
+@dataclass(frozen=True)
+class Result:
+    outcome: Outcome
+    status: int | None
+    attempts: int
+    excerpt: str  # a short, redacted excerpt of the last answer or error
+    elapsed: float
+
+
+class PartnerClient:
+    """Sends requests to one partner with pooled keep-alive connections and retries."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        query_auth: Mapping[str, str] | None = None,
+        bearer: str | None = None,
+        timeout: float = 5.0,
+        max_in_flight: int = 64,
+        max_retries: int = 8,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        secrets: Iterable[str] = (),
+    ) -> None:
+        self.name = name
+        self._base = base_url.rstrip("/")
+        self._query_auth = dict(query_auth or {})
+        self._headers = {"Content-Type": "application/json", "User-Agent": "cs-relay/0.1"}
+        if bearer:
+            self._headers["Authorization"] = f"Bearer {bearer}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._limit = max_in_flight
+        self._max_retries = max_retries
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._secrets = [s for s in (*secrets, *self._query_auth.values(), bearer or "") if s]
+        self._session: aiohttp.ClientSession | None = None
+        self._rng = random.Random()
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, request: PartnerRequest) -> Result:
+        """Deliver one request, retrying what is worth retrying; never raises for HTTP trouble."""
+        await self.start()
+        assert self._session is not None
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            status, excerpt, retry_after = await self._try_once(request)
+            outcome = classify(status)
+            if outcome is Outcome.RETRY and attempt > self._max_retries:
+                outcome = Outcome.FAIL
+                excerpt = f"gave up after {attempt} attempts; last: {excerpt}"
+            if outcome is not Outcome.RETRY:
+                return Result(outcome, status, attempt, excerpt, time.monotonic() - started)
+            delay = backoff(attempt, retry_after, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)
+            log.warning(
+                "%s answered %s to %s %s (attempt %d); retrying in %.1fs",
+                self.name, status if status is not None else excerpt, request.method, request.path, attempt, delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def _try_once(self, request: PartnerRequest) -> tuple[int | None, str, float | None]:
+        assert self._session is not None
+        params = {**request.query, **self._query_auth}
+        try:
+            async with self._session.request(
+                request.method, self._base + request.path, json=request.json, params=params or None
+            ) as response:
+                body = await response.text(errors="replace")
+                return (
+                    response.status,
+                    self._excerpt(body),
+                    retry_after_seconds(response.headers.get("Retry-After")),
+                )
+        except asyncio.TimeoutError:
+            return None, "timed out", None
+        except aiohttp.ClientError as exc:
+            return None, self._excerpt(f"{type(exc).__name__}: {exc}"), None
+
+    def _excerpt(self, text: str) -> str:
+        return redact(text, self._secrets)[:EXCERPT_CHARS]

@@ -1,0 +1,110 @@
+"""Concurrency inside one agent, without committing past unfinished work.
+
+Faust commits an offset once the event is acknowledged. Agent `concurrency>1` can
+commit past events still in flight (faust issue 606), and Faust's own gap handling
+commits past one unacknowledged offset at the head of a partition. So cs-relay runs one
+agent instance, reads events without automatic acks, lets their deliveries run
+concurrently, and acknowledges each partition's events strictly in offset order once
+their work is finished (`AckTracker`). A user's requests to one partner still go out one
+after another, in order (`Chains`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any, Awaitable, Callable, Deque, Dict, Hashable, Iterable
+
+log = logging.getLogger(__name__)
+
+
+class AckTracker:
+    """Acknowledges events per partition in offset order once their work is done.
+
+    `add(tp, ack, work)` registers an event: `ack` is called when `work` (awaitables)
+    has finished and every earlier event of the same partition has been acknowledged.
+    `wait_below(n)` applies back-pressure on the reading loop.
+    """
+
+    def __init__(self) -> None:
+        self._queues: Dict[Hashable, Deque[list]] = {}
+        self._count = 0
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._count
+
+    def add(self, tp: Hashable, ack: Callable[[], Any], work: Iterable[Awaitable[Any]] = ()) -> None:
+        entry = [False, ack]
+        self._queues.setdefault(tp, deque()).append(entry)
+        self._count += 1
+        pending = [asyncio.ensure_future(w) for w in work]
+        if not pending:
+            self._finish(tp, entry)
+            return
+        task = asyncio.ensure_future(self._await(tp, entry, pending))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _await(self, tp: Hashable, entry: list, work: list[asyncio.Future]) -> None:
+        results = await asyncio.gather(*work, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("work for an event failed; it stays unacknowledged", exc_info=result)
+                return  # never acknowledged: a restart reprocesses it
+        self._finish(tp, entry)
+
+    def _finish(self, tp: Hashable, entry: list) -> None:
+        entry[0] = True
+        queue = self._queues[tp]
+        while queue and queue[0][0]:
+            _, ack = queue.popleft()
+            self._count -= 1
+            ack()
+        if not queue:
+            del self._queues[tp]
+        self._changed.set()
+
+    async def wait_below(self, limit: int) -> None:
+        while self._count >= limit:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until everything registered is acknowledged; False on timeout."""
+        try:
+            await asyncio.wait_for(self.wait_below(1), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+
+class Chains:
+    """Runs coroutines one after another per key, concurrently across keys."""
+
+    def __init__(self) -> None:
+        self._tails: Dict[Hashable, asyncio.Future] = {}
+
+    def submit(self, key: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
+        previous = self._tails.get(key)
+        task = asyncio.ensure_future(self._run(previous, make))
+        self._tails[key] = task
+        task.add_done_callback(lambda t, k=key: self._forget(k, t))
+        return task
+
+    @staticmethod
+    async def _run(previous: asyncio.Future | None, make: Callable[[], Awaitable[Any]]) -> Any:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        return await make()
+
+    def _forget(self, key: Hashable, task: asyncio.Future) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    def __len__(self) -> int:
+        return len(self._tails)
+

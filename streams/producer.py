@@ -1,0 +1,41 @@
+"""Producing Segment messages to the input topic (`cs-relay send`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterable
+
+from aiokafka import AIOKafkaProducer
+
+
+def read_lines(path: Path) -> Iterable[bytes]:
+    """The non-blank lines of a JSON-lines file, as raw bytes (not validated here:
+    the worker dead-letters what it cannot process)."""
+    with path.open("rb") as handle:
+        for line in handle:
+            line = line.strip()
+            if line:
+                yield line
+
+
+async def send_file(path: Path, bootstrap: str, topic: str, *, progress_every: int = 1000) -> int:
+    if not path.is_file():
+        print(f"error: no such file: {path}", file=sys.stderr)
+        return 2
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    sent = 0
+    try:
+        futures = []
+        for line in read_lines(path):
+            futures.append(await producer.send(topic, line))
+            sent += 1
+            if sent % progress_every == 0:
+                print(f"\rsent {sent}", end="", flush=True)
+        for fut in futures:
+            await fut
+    finally:
+        await producer.stop()
+    print(f"\rsent {sent} messages from {path} to {topic}")
+    return 0

@@ -1,0 +1,223 @@
+"""Everything configurable in cs-relay, read once from the environment.
+
+`Settings.from_env()` is the only place that reads `os.environ` for the worker. Every
+value is typed and validated at start-up; a bad value raises `SettingsError` naming the
+variable, so a misconfigured deployment stops with one clear line instead of failing
+later on the first event.
+
+Secrets (`CLIENTSUCCESS_API_KEY`, `CSB_API_KEY`, ...) are held in `Secret`, whose
+`repr` and `str` never show the value.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
+
+T = TypeVar("T")
+
+CLIENTSUCCESS_PRODUCTION_URL = "https://usage.clientsuccess.com"
+
+
+class SettingsError(ValueError):
+    """A configuration variable is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A credential. Its value is reachable only through `.reveal()`."""
+
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __str__(self) -> str:
+        return "***" if self._value else ""
+
+    def __repr__(self) -> str:
+        return "Secret('***')" if self._value else "Secret('')"
+
+
+@dataclass(frozen=True)
+class ClientSuccessSettings:
+    source_id: str
+    api_key: Secret
+    base_url: str
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.source_id) and bool(self.api_key)
+
+
+@dataclass(frozen=True)
+class CustomerSuccessBoxSettings:
+    api_key: Secret
+    base_url: str
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_key) and bool(self.base_url)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The worker's whole configuration. Field docs are the configuration reference."""
+
+    kafka_bootstrap_servers: str = "localhost:9092"
+    input_topic: str = "segment-events"
+    dlq_topic: str = "segment-events-dlq"
+    app_id: str = "cs-relay"
+    data_dir: Path = Path("var/worker")
+    web_host: str = "127.0.0.1"
+    web_port: int = 6066
+    topic_partitions: int = 8
+    clientsuccess: ClientSuccessSettings = ClientSuccessSettings(
+        "", Secret(""), CLIENTSUCCESS_PRODUCTION_URL
+    )
+    customersuccessbox: CustomerSuccessBoxSettings = CustomerSuccessBoxSettings(Secret(""), "")
+    http_timeout: float = 5.0
+    max_in_flight: int = 64
+    max_retries: int = 8
+    pending_max_events: int = 1000
+    pending_max_age_seconds: float = 7 * 24 * 3600.0
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        """Read and validate every variable; raise `SettingsError` naming the bad one."""
+        env = os.environ if env is None else env
+        read = _Reader(env)
+        d = cls()
+        return cls(
+            kafka_bootstrap_servers=read.text("KAFKA_BOOTSTRAP_SERVERS", d.kafka_bootstrap_servers, check=_bootstrap),
+            input_topic=read.text("CS_RELAY_INPUT_TOPIC", d.input_topic, check=_topic_name),
+            dlq_topic=read.text("CS_RELAY_DLQ_TOPIC", d.dlq_topic, check=_topic_name),
+            app_id=read.text("CS_RELAY_APP_ID", d.app_id, check=_topic_name),
+            data_dir=Path(read.text("CS_RELAY_DATA_DIR", str(d.data_dir))),
+            web_host=read.text("CS_RELAY_WEB_HOST", d.web_host),
+            web_port=read.integer("CS_RELAY_WEB_PORT", d.web_port, low=0, high=65535),
+            topic_partitions=read.integer("CS_RELAY_TOPIC_PARTITIONS", d.topic_partitions, low=1, high=1024),
+            clientsuccess=ClientSuccessSettings(
+                source_id=read.text("CLIENTSUCCESS_SOURCE_ID", ""),
+                api_key=Secret(read.text("CLIENTSUCCESS_API_KEY", "")),
+                base_url=read.text("CLIENTSUCCESS_BASE_URL", CLIENTSUCCESS_PRODUCTION_URL, check=_http_url),
+            ),
+            customersuccessbox=CustomerSuccessBoxSettings(
+                api_key=Secret(read.text("CSB_API_KEY", "")),
+                base_url=read.text("CSB_BASE_URL", "", check=_http_url_or_empty),
+            ),
+            http_timeout=read.number("CS_RELAY_HTTP_TIMEOUT", d.http_timeout, low=0.1, high=300),
+            max_in_flight=read.integer("CS_RELAY_MAX_IN_FLIGHT", d.max_in_flight, low=1, high=10_000),
+            max_retries=read.integer("CS_RELAY_MAX_RETRIES", d.max_retries, low=0, high=1000),
+            pending_max_events=read.integer("CS_RELAY_PENDING_MAX_EVENTS", d.pending_max_events, low=1, high=1_000_000),
+            pending_max_age_seconds=read.number(
+                "CS_RELAY_PENDING_MAX_AGE_SECONDS", d.pending_max_age_seconds, low=1, high=365 * 24 * 3600
+            ),
+            log_level=read.text("CS_RELAY_LOG_LEVEL", d.log_level, check=_log_level),
+        )
+
+    def redacted(self) -> dict:
+        """The settings as plain data for a start-up log line, secrets masked."""
+        return _redact(dataclasses.asdict(self))
+
+    def secrets(self) -> list[str]:
+        """Every secret value in use, for log and dead-letter redaction."""
+        values = [self.clientsuccess.api_key.reveal(), self.customersuccessbox.api_key.reveal()]
+        return [v for v in values if v]
+
+
+def _redact(obj: object) -> object:
+    if isinstance(obj, dict):
+        if set(obj) == {"_value"}:
+            return "***" if obj["_value"] else ""
+        return {k: _redact(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+class _Reader:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+
+    def _raw(self, name: str) -> str | None:
+        value = self._env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value.strip()
+
+    def text(self, name: str, default: str, check: Callable[[str], str | None] | None = None) -> str:
+        value = self._raw(name)
+        if value is None:
+            return default
+        if check is not None:
+            problem = check(value)
+            if problem:
+                raise SettingsError(f"{name}: {problem} (got {value!r})")
+        return value
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            raise SettingsError(f"{name}: expected a whole number, got {value!r}") from None
+        if not low <= number <= high:
+            raise SettingsError(f"{name}: must be between {low} and {high}, got {number}")
+        return number
+
+    def number(self, name: str, default: float, *, low: float, high: float) -> float:
+        value = self._raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            raise SettingsError(f"{name}: expected a number, got {value!r}") from None
+        if not low <= number <= high:
+            raise SettingsError(f"{name}: must be between {low} and {high}, got {number}")
+        return number
+
+
+def _bootstrap(value: str) -> str | None:
+    for server in value.split(","):
+        host, sep, port = server.strip().rpartition(":")
+        if not sep or not host or not port.isdigit():
+            return "expected host:port[,host:port...]"
+    return None
+
+
+def _topic_name(value: str) -> str | None:
+    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+    if len(value) > 200 or not set(value) <= allowed:
+        return "expected letters, digits, '.', '_' or '-' (at most 200)"
+    return None
+
+
+def _http_url(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "expected an http:// or https:// URL"
+    if parts.username or parts.password:
+        return "credentials do not belong in the URL; use the API key variable"
+    return None
+
+
+def _http_url_or_empty(value: str) -> str | None:
+    return _http_url(value) if value else None
+
+
+def _log_level(value: str) -> str | None:
+    if value.lower() not in {"debug", "info", "warning", "error", "critical"}:
+        return "expected one of debug, info, warning, error, critical"
+    return None

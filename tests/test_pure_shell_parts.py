@@ -1,0 +1,129 @@
+"""Settings, redaction, dead-letter headers, HTTP outcome rules and in-order acks."""
+
+import asyncio
+import random
+
+import pytest
+
+from streams.deadletter import dead_letter_headers, read_headers
+from streams.delivery import Outcome, backoff, classify, retry_after_seconds
+from streams.inflight import AckTracker, Chains
+from streams.redact import redact
+from streams.settings import Settings, SettingsError
+
+
+def test_settings_defaults_and_disabled_destinations():
+    s = Settings.from_env({})
+    assert s.kafka_bootstrap_servers == "localhost:9092" and s.input_topic == "segment-events"
+    assert s.app_id == "cs-relay" and s.web_port == 6066 and s.dlq_topic == "segment-events-dlq"
+    assert not s.clientsuccess.enabled and not s.customersuccessbox.enabled
+    assert s.clientsuccess.base_url == "https://usage.clientsuccess.com"
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("CS_RELAY_WEB_PORT", "seventy"),
+        ("CS_RELAY_WEB_PORT", "70000"),
+        ("KAFKA_BOOTSTRAP_SERVERS", "no-port"),
+        ("CLIENTSUCCESS_BASE_URL", "ftp://x"),
+        ("CSB_BASE_URL", "https://user:pw@x.example"),
+        ("CS_RELAY_INPUT_TOPIC", "bad topic"),
+        ("CS_RELAY_HTTP_TIMEOUT", "0"),
+        ("CS_RELAY_LOG_LEVEL", "loud"),
+    ],
+)
+def test_bad_settings_name_the_variable(name, value):
+    with pytest.raises(SettingsError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_secrets_never_show_in_repr_or_redacted_settings():
+    s = Settings.from_env({"CLIENTSUCCESS_API_KEY": "cs-secret-1", "CSB_API_KEY": "csb-secret-2",
+                           "CLIENTSUCCESS_SOURCE_ID": "src", "CSB_BASE_URL": "http://127.0.0.1:1"})
+    text = repr(s) + str(s.redacted())
+    assert "cs-secret-1" not in text and "csb-secret-2" not in text
+    assert s.clientsuccess.enabled and s.customersuccessbox.enabled
+    assert sorted(s.secrets()) == ["cs-secret-1", "csb-secret-2"]
+
+
+def test_redact_masks_known_secrets_query_keys_and_auth_headers():
+    text = "GET /x?api_key=abc123&y=1 Authorization: Bearer tok.en-9 and cs-secret-1"
+    out = redact(text, ["cs-secret-1"])
+    assert "abc123" not in out and "tok.en-9" not in out and "cs-secret-1" not in out
+
+
+def test_dead_letter_headers_round_trip_and_are_redacted():
+    h = dead_letter_headers(reason="partner_refused", detail="answered 401 for key s3cret", stage="delivery",
+                            source={"topic": "t", "partition": 2, "offset": 40}, destination="clientsuccess",
+                            status=401, secrets=["s3cret"])
+    back = read_headers(h.items())
+    assert back["reason"] == "partner_refused" and back["stage"] == "delivery"
+    assert back["source-partition"] == "2" and back["source-offset"] == "40" and back["status"] == "401"
+    assert "s3cret" not in back["detail"]
+
+
+@pytest.mark.parametrize("status,outcome", [
+    (200, Outcome.DONE), (201, Outcome.DONE), (400, Outcome.FAIL), (401, Outcome.FAIL), (403, Outcome.FAIL),
+    (404, Outcome.FAIL), (413, Outcome.FAIL), (422, Outcome.FAIL), (408, Outcome.RETRY), (429, Outcome.RETRY),
+    (500, Outcome.RETRY), (502, Outcome.RETRY), (503, Outcome.RETRY), (None, Outcome.RETRY),
+])
+def test_classify(status, outcome):
+    assert classify(status) is outcome
+
+
+def test_backoff_grows_is_capped_and_honours_retry_after():
+    rng = random.Random(1)
+    delays = [backoff(a, None, base=1, cap=10, rng=rng) for a in range(1, 8)]
+    assert all(0.5 <= d <= 10 for d in delays) and delays[-1] >= 5
+    assert backoff(1, 30.0, base=1, cap=10, rng=rng) == 30.0
+    assert retry_after_seconds("7") == 7.0 and retry_after_seconds("soon") is None
+
+
+async def test_acks_are_given_in_offset_order_per_partition():
+    acked = []
+    tracker = AckTracker()
+    gates = [asyncio.Event() for _ in range(3)]
+    for i, gate in enumerate(gates):
+        tracker.add("tp0", lambda i=i: acked.append(i), [gate.wait()])
+    tracker.add("tp1", lambda: acked.append("other"), [])
+    gates[2].set()
+    gates[1].set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert acked == ["other"]  # 1 and 2 are done but 0 is not: nothing of tp0 is acked
+    gates[0].set()
+    assert await tracker.drain(timeout=2)
+    assert acked == ["other", 0, 1, 2]
+
+
+async def test_failed_work_is_never_acknowledged():
+    acked = []
+    tracker = AckTracker()
+
+    async def boom():
+        raise RuntimeError("x")
+
+    tracker.add("tp", lambda: acked.append(1), [boom()])
+    assert not await tracker.drain(timeout=0.2)
+    assert acked == []
+
+
+async def test_chains_run_in_order_per_key_and_concurrently_across_keys():
+    order = []
+    chains = Chains()
+    release_a = asyncio.Event()
+
+    async def job(name, gate=None):
+        if gate:
+            await gate.wait()
+        order.append(name)
+
+    a1 = chains.submit("a", lambda: job("a1", release_a))
+    a2 = chains.submit("a", lambda: job("a2"))
+    b1 = chains.submit("b", lambda: job("b1"))
+    await b1
+    assert order == ["b1"]
+    release_a.set()
+    await asyncio.gather(a1, a2)
+    assert order == ["b1", "a1", "a2"]

@@ -1,0 +1,162 @@
+"""The per-message step: state, holding, releasing in order, bounds and switches."""
+
+from streams import clientsuccess as cs
+from streams import customersuccessbox as csb
+from streams.pending import Pending, confirm
+from streams.relay import Destination, merge_step, resend_releasing, step
+from streams.state import GroupState
+from tests.factories import msg, raw
+
+DESTS = [
+    Destination(cs.KEY, cs.NAME, lambda m, u, g: cs.decide(m, u, g, "src")),
+    Destination(csb.KEY, csb.NAME, csb.decide),
+]
+
+
+class World:
+    """The tables of one partition as plain dicts, driven through `step`."""
+
+    def __init__(self, max_pending=1000, max_age=3600.0):
+        self.users, self.pending, self.groups = {}, {}, {}
+        self.sent, self.dead = [], []
+        self.max_pending, self.max_age = max_pending, max_age
+        self.now = 1_000_000.0
+
+    def feed(self, m, dests=DESTS):
+        result = step(
+            m.key, m, raw(m), {"topic": "t", "partition": 0, "offset": 1},
+            self.users.get(m.key), self.pending.get(m.key, Pending()), self.groups.get, dests,
+            now=self.now, now_iso="2026-11-22T00:00:00+00:00",
+            max_pending=self.max_pending, max_pending_age=self.max_age,
+        )
+        self.users[m.key] = result.user
+        self.pending[m.key] = result.pending
+        if result.group:
+            self.groups[result.group.group_id] = result.group
+        self.sent += result.dispatches
+        self.dead += result.dead_letters
+        return result
+
+    def sent_to(self, dest):
+        return [d for d in self.sent if d.destination == dest]
+
+
+def test_events_before_group_are_held_then_released_in_order_after_it():
+    w = World()
+    w.feed(msg("track", event="First"))
+    w.feed(msg("page", name="Second"))
+    assert w.sent_to(cs.KEY) == []
+    w.feed(msg("group", groupId="acme", traits={"name": "Acme"}))
+    names = [d.request.path.rsplit("/", 1)[1] for d in w.sent_to(cs.KEY)]
+    assert names == ["First", "Viewed%20Second%20Page"]
+    assert all(d.request.json["identity"]["organization"] == {"id": "acme", "name": "Acme"} for d in w.sent_to(cs.KEY))
+    released = [d.released_seq for d in w.sent_to(cs.KEY)]
+    assert released == sorted(released) and None not in released
+
+
+def test_an_attributable_event_waits_behind_held_ones():
+    w = World()
+    w.groups["globex"] = GroupState("globex", name="Globex")
+    w.feed(msg("track", event="Early"))
+    w.feed(msg("track", event="Named", context={"groupId": "globex"}))
+    assert w.sent_to(cs.KEY) == []  # would overtake "Early" otherwise
+    w.feed(msg("group", groupId="acme", traits={"name": "Acme"}))
+    assert [d.request.path.rsplit("/", 1)[1] for d in w.sent_to(cs.KEY)] == ["Early", "Named"]
+
+
+def test_released_events_stay_until_confirmed_and_are_resent_after_a_restart():
+    w = World()
+    w.feed(msg("track", event="Early"))
+    w.feed(msg("group", groupId="acme", traits={"name": "Acme"}))
+    pending = w.pending["u1"]
+    (item,) = pending.queue(cs.KEY).releasing
+    # a fresh process carries nothing: the released event is sent again
+    again = resend_releasing(pending, DESTS, w.users["u1"], w.groups.get, lambda d, s: False)
+    assert [d.released_seq for d in again if d.destination == cs.KEY] == [item.seq]
+    # while this process carries it, it is not sent twice
+    assert resend_releasing(pending, DESTS, w.users["u1"], w.groups.get, lambda d, s: True) == []
+    assert confirm(pending, cs.KEY, item.seq).queue(cs.KEY).releasing == ()
+
+
+def test_pending_count_bound_dead_letters_the_oldest():
+    w = World(max_pending=2)
+    for i in range(4):
+        w.feed(msg("track", event=f"E{i}"))
+    overflow = [d for d in w.dead if d.reason == "pending_overflow" and d.destination == cs.KEY]
+    assert [d.raw for d in overflow] and '"E0"' in overflow[0].raw and '"E1"' in overflow[1].raw
+    assert len(w.pending["u1"].queue(cs.KEY).held) == 2
+
+
+def test_pending_age_bound_dead_letters_expired_events():
+    w = World(max_age=60)
+    w.feed(msg("track", event="Old"))
+    w.now += 61
+    w.feed(msg("identify", traits={"firstName": "A"}))
+    assert [d.reason for d in w.dead if d.destination == cs.KEY] == ["pending_expired"]
+    assert not w.pending["u1"].queue(cs.KEY).held
+
+
+def test_integrations_switches():
+    w = World()
+    w.feed(msg("group", groupId="acme", traits={"name": "Acme", "account_id": "A"}))
+    w.sent.clear()
+    w.feed(msg("track", event="OnlyCSB", integrations={"All": False, "CustomerSuccessBox": True}))
+    w.feed(msg("track", event="NotCS", integrations={"ClientSuccess": False}))
+    assert [d.request.json["event"] for d in w.sent_to(csb.KEY)] == ["OnlyCSB", "NotCS"]
+    assert w.sent_to(cs.KEY) == []
+
+
+def test_group_without_name_is_dead_lettered_for_clientsuccess_only():
+    w = World()
+    result = w.feed(msg("group", groupId="g1", traits={"plan": "pro"}))
+    assert [(d.reason, d.destination) for d in result.dead_letters] == [("group_without_name", cs.KEY)]
+    assert [d.request.path for d in w.sent_to(csb.KEY)] == ["/api_js/v1_1/account"]
+
+
+def test_screen_is_skipped_by_both():
+    w = World()
+    result = w.feed(msg("screen", name="Home"))
+    assert sorted(d for d, _ in result.skipped) == sorted([cs.KEY, csb.KEY])
+
+
+def test_csb_events_wait_for_an_account_from_identify():
+    w = World()
+    w.feed(msg("track", event="Early"))
+    assert w.sent_to(csb.KEY) == []
+    w.feed(msg("identify", traits={"account_id": "A1", "user_id": "u@x"}))
+    assert [(d.request.path, d.request.json["accountId"]) for d in w.sent_to(csb.KEY)] == [
+        ("/api_js/v1_1/identify", "A1"),
+        ("/api_js/v1_1/track", "A1"),
+    ]
+
+
+def test_anonymous_early_pages_are_attributed_after_login():
+    w = World()
+    w.feed(msg("page", user=None, anonymousId="anon-1", name="Pricing"))
+    assert w.sent == [] and w.pending["anon-1"].queue(cs.KEY).held
+    w.feed(msg("group", groupId="acme", traits={"name": "Acme", "account_id": "A1"}))
+    login = w.feed(msg("alias", previousId="anon-1"))
+    assert login.merge_from == "anon-1" and "anon-1" in w.users["u1"].anonymous_ids
+    # the anonymous partition hands its profile over; the user's partition folds it in
+    result = merge_step(w.users["u1"], w.pending["u1"], w.users["anon-1"], w.pending["anon-1"], "anon-1",
+                        w.groups.get, DESTS)
+    sent = {(d.destination, d.request.path) for d in result.dispatches}
+    assert (cs.KEY, "/collector/1.0.0/projects/src/events/Viewed%20Pricing%20Page") in sent
+    assert (csb.KEY, "/api_js/v1_1/page") in sent
+    assert all(d.request.json.get("accountId", "A1") == "A1" for d in result.dispatches)
+
+
+def test_identify_with_both_ids_asks_for_a_merge_once():
+    w = World()
+    first = w.feed(msg("identify", anonymousId="anon-2", traits={"email": "a@x"}))
+    again = w.feed(msg("identify", anonymousId="anon-2", traits={"email": "a@x"}))
+    assert first.merge_from == "anon-2" and again.merge_from is None
+
+
+def test_merge_keeps_the_users_newer_traits_and_fills_gaps():
+    from streams.state import UserState, merge_users
+    user = UserState("u1", user_id="u1", traits={"email": "new@x"})
+    anon = UserState("anon", traits={"email": "old@x", "firstName": "Al"}, group_id="acme", groups=("acme",))
+    merged = merge_users(user, anon, "anon")
+    assert merged.traits == {"email": "new@x", "firstName": "Al"} and merged.group_id == "acme"
+    assert merged.anonymous_ids == ("anon",)
