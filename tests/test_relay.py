@@ -124,9 +124,11 @@ def test_csb_events_wait_for_an_account_from_identify():
     w.feed(msg("track", event="Early"))
     assert w.sent_to(csb.KEY) == []
     w.feed(msg("identify", traits={"account_id": "A1", "user_id": "u@x"}))
+    # Order per user per destination is kept: the identify queues behind the held
+    # track, and once the account is known both go out in arrival order.
     assert [(d.request.path, d.request.json["accountId"]) for d in w.sent_to(csb.KEY)] == [
-        ("/api_js/v1_1/identify", "A1"),
         ("/api_js/v1_1/track", "A1"),
+        ("/api_js/v1_1/identify", "A1"),
     ]
 
 
