@@ -61,8 +61,6 @@ app = faust.App(
     web_host=settings.web_host,
     web_port=settings.web_port,
     web_bind=settings.web_host,
-    key_serializer="raw",
-    value_serializer="raw",
     stream_wait_empty=False,
 )
 
@@ -78,14 +76,14 @@ dlq_topic = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer
 
 # Users and their waiting events live in the partition of their user key: every read
 # and write in `route` is local to the worker that owns the key.
-users = app.Table("users", default=None, key_serializer="json", value_serializer="json")
-pending_table = app.Table("pending", default=None, key_serializer="json", value_serializer="json")
+users = app.Table("users", default=None)
+pending_table = app.Table("pending", default=None)
 # Groups are a GlobalTable: a group call arrives in the partition of the user who made
 # it, but any user's event may name the group (`context.groupId`) or belong to it, so
 # every worker needs every group. Groups are few and small next to users, so a full
 # copy per worker is cheap, and it avoids a second re-keyed hop (and its ordering
 # questions) between a group call and the events that depend on it.
-groups_table = app.GlobalTable("groups", default=None, key_serializer="json", value_serializer="json")
+groups_table = app.GlobalTable("groups", default=None)
 
 
 def _destinations(s: Settings) -> list[Destination]:
@@ -254,6 +252,9 @@ def handle(event: faust.EventT) -> list[Awaitable[Any]]:
     if kind == KIND_PENDING_DONE:
         done = json.loads(event.value)
         _store_pending(key, confirm(_pending(key), done["destination"], done["seq"]))
+        # Only now is the event out of `releasing`; until this record is applied, a
+        # later event of the user must not send it again.
+        in_flight.discard((key, done["destination"], done["seq"]))
         return []
     if kind == KIND_MERGE_REQUEST:
         return _give_profile(key, json.loads(event.value)["into"])
@@ -401,7 +402,6 @@ async def _deliver(key: str, dispatch: Dispatch) -> Result:
     if dispatch.released_seq is not None:
         # Confirm in the user's own partition, so the changelog write is local to the key.
         await _control(key, KIND_PENDING_DONE, {"destination": dispatch.destination, "seq": dispatch.released_seq})
-        in_flight.discard((key, dispatch.destination, dispatch.released_seq))
     return result
 
 

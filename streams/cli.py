@@ -113,7 +113,6 @@ def _worker(args: argparse.Namespace) -> int:
         str(settings.web_port),
         "--web-host",
         settings.web_host,
-        "--without-uvloop",
     ]
     app.main()
     return 0

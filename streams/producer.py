@@ -8,6 +8,20 @@ from typing import Iterable
 
 from aiokafka import AIOKafkaProducer
 
+from streams.segment import InvalidMessage, parse
+
+
+def user_key(raw: bytes) -> bytes | None:
+    """The record key a producer should use: the message's user (userId, else
+    anonymousId). cs-relay re-keys by user anyway, but only a keyed input topic keeps
+    one user's messages in order on their way to the worker (Kafka orders records
+    within a partition, not across partitions). Unparseable lines get no key; the
+    worker dead-letters them."""
+    try:
+        return parse(raw).key.encode("utf-8")
+    except InvalidMessage:
+        return None
+
 
 def read_lines(path: Path) -> Iterable[bytes]:
     """The non-blank lines of a JSON-lines file, as raw bytes (not validated here:
@@ -29,7 +43,7 @@ async def send_file(path: Path, bootstrap: str, topic: str, *, progress_every: i
     try:
         futures = []
         for line in read_lines(path):
-            futures.append(await producer.send(topic, line))
+            futures.append(await producer.send(topic, line, key=user_key(line)))
             sent += 1
             if sent % progress_every == 0:
                 print(f"\rsent {sent}", end="", flush=True)

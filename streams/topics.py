@@ -2,9 +2,11 @@
 
 Faust creates its own internal topics (the by-user topic, table changelogs). The input
 and dead-letter topics belong to the deployment: `ensure_topics` creates them with the
-configured partition count when they do not exist, and refuses to start when an
-existing input topic has a different count (keys would be routed differently from
-what the tables expect).
+configured partition count when they do not exist. The input topic may have any
+partition count (`intake` re-keys every message by user). The by-user topic and the
+table changelogs must agree with CS_RELAY_TOPIC_PARTITIONS, because a user's state
+lives in the changelog partition with the same number as their by-user partition:
+start-up is refused when an existing by-user topic has a different count.
 """
 
 from __future__ import annotations
@@ -31,13 +33,15 @@ async def ensure_topics(settings: Settings, replication_factor: int = 1) -> None
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass
-        described = await admin.describe_topics([settings.input_topic])
-        for topic in described:
-            count = len(topic.get("partitions") or [])
-            if topic.get("topic") == settings.input_topic and count and count != settings.topic_partitions:
-                raise TopicMismatch(
-                    f"topic {settings.input_topic!r} has {count} partitions but CS_RELAY_TOPIC_PARTITIONS is "
-                    f"{settings.topic_partitions}; set CS_RELAY_TOPIC_PARTITIONS={count} or recreate the topic"
-                )
+        by_user = f"{settings.app_id}-by-user"
+        if by_user in existing:
+            for topic in await admin.describe_topics([by_user]):
+                count = len(topic.get("partitions") or [])
+                if count and count != settings.topic_partitions:
+                    raise TopicMismatch(
+                        f"topic {by_user!r} has {count} partitions but CS_RELAY_TOPIC_PARTITIONS is "
+                        f"{settings.topic_partitions}; set CS_RELAY_TOPIC_PARTITIONS={count} (the state "
+                        f"tables are partitioned the same way)"
+                    )
     finally:
         await admin.close()
