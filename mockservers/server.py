@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from mockservers import clientsuccess, customersuccessbox
+from streams.webserve import serve as _serve
 
 DEMO_CREDENTIALS = {
     "CLIENTSUCCESS_SOURCE_ID": "demo-source",
@@ -52,19 +53,6 @@ def _url(host: str, port: int) -> str:
     except ValueError:
         pass  # a host name
     return f"http://{host}:{port}"
-
-
-async def _serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Start `app` on `host`:`port` (0 picks a free port); the runner and the bound port."""
-    runner = web.AppRunner(app, access_log=None)  # no access log: it would show api_key
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, host, port)
-        await site.start()
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return runner, runner.addresses[0][1]
 
 
 async def start_mocks(

@@ -4,6 +4,7 @@
     cs-relay mocks   [--clientsuccess-port 8081] [--csb-port 8082]
     cs-relay worker                                      the Faust worker (env-configured)
     cs-relay send FILE                                   produce a JSON-lines file
+    cs-relay ingest  [--host 127.0.0.1] [--port 8088]    Segment HTTP API -> the input topic
     cs-relay dev     [--demo] [--exit]                   Kafka + mocks + worker together
     cs-relay dlq list | dlq replay [--reason R]          inspect and replay dead letters
 
@@ -59,6 +60,11 @@ def _parser() -> argparse.ArgumentParser:
     send = sub.add_parser("send", help="produce a JSON-lines file of Segment messages to the input topic")
     send.add_argument("file", type=Path)
     send.set_defaults(run=_send)
+
+    ingest = sub.add_parser("ingest", help="serve Segment's HTTP Tracking API and produce the calls to the input topic")
+    ingest.add_argument("--host", default="127.0.0.1")
+    ingest.add_argument("--port", type=int, default=8088)
+    ingest.set_defaults(run=_ingest)
 
     dev = sub.add_parser("dev", help="local Kafka, mocks and a worker together; Ctrl-C stops all")
     dev.add_argument("--demo", action="store_true", help="send the bundled sample traffic and show what arrived")
@@ -123,6 +129,12 @@ def _send(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     return asyncio.run(send_file(args.file, settings.kafka_bootstrap_servers, settings.input_topic))
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from streams.ingest import run_ingest
+
+    return run_ingest(Settings.from_env(), args.host, args.port)
 
 
 def _dev(args: argparse.Namespace) -> int:
