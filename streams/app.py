@@ -28,11 +28,14 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Mapping
 
 import faust
+from aiokafka.partitioner import murmur2
 
 from streams import clientsuccess, customersuccessbox
 from streams.deadletter import dead_letter_headers
+from streams.dlqtool import REPLAY_DESTINATION_HEADER, REPLAY_HEADER
 from streams.delivery import Outcome, PartnerClient, Result, classify
-from streams.inflight import AckTracker, Chains
+from streams import dedupe
+from streams.inflight import AckTracker, Chains, Redeliveries
 from streams.pending import Pending, confirm
 from streams.redact import RedactingFilter
 from streams.relay import DeadLetter, Destination, Dispatch, Step, merge_step, resend_releasing, step
@@ -48,9 +51,40 @@ KIND_HEADER = "cs-relay-kind"
 KIND_PENDING_DONE = b"pending-done"  # released events delivered: forget them
 KIND_MERGE_REQUEST = b"merge-request"  # to an anonymous profile: hand yourself to a user
 KIND_MERGE_PROFILE = b"merge-profile"  # to a user: an anonymous profile to fold in
+KIND_SWEEP = b"sweep"  # to one partition: prune expired dedupe records
+SWEEP_INTERVAL = 3600.0
+REPLAY_HEADERS = (REPLAY_HEADER, REPLAY_DESTINATION_HEADER)
 MAX_UNACKED_EVENTS = 5000
 
-app = faust.App(
+class RelayApp(faust.App):
+    """A Faust app that stops gracefully: on SIGTERM it stops fetching, lets in-flight
+    deliveries finish (bounded by CS_RELAY_SHUTDOWN_TIMEOUT), commits what they
+    acknowledged, and only then lets Faust stop the consumer. Faust's own stop commits
+    first and would leave the last finished events to be processed again."""
+
+    async def on_stop(self) -> None:
+        consumer = self._consumer
+        if consumer is not None:
+            consumer.stop_flow()
+            self.flow_control.suspend()
+            self.flow_control.clear()
+            finished = await acks.drain(timeout=settings.shutdown_timeout)
+            if not finished:
+                log.warning(
+                    "stopping with %d events unacknowledged after %.0f s; they will be processed again",
+                    acks.in_flight,
+                    settings.shutdown_timeout,
+                )
+            try:
+                await consumer.commit()
+            except Exception:  # the broker may be gone; uncommitted events are redone
+                log.exception("final commit failed")
+        for client in CLIENTS.values():
+            await client.close()
+        await super().on_stop()
+
+
+app = RelayApp(
     settings.app_id,
     broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
     store="rocksdb://",
@@ -84,6 +118,8 @@ pending_table = app.Table("pending", default=None)
 # copy per worker is cheap, and it avoids a second re-keyed hop (and its ordering
 # questions) between a group call and the events that depend on it.
 groups_table = app.GlobalTable("groups", default=None)
+# Recently routed messageIds per user (streams.dedupe), in the user's partition.
+seen_table = app.Table("seen", default=None)
 
 
 def _destinations(s: Settings) -> list[Destination]:
@@ -127,9 +163,15 @@ def _clients(s: Settings) -> dict[str, PartnerClient]:
 DESTINATIONS = _destinations(settings)
 CLIENTS = _clients(settings)
 acks = AckTracker()
+redeliveries = Redeliveries()
 chains = Chains()
 in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
 counters: Counter[str] = Counter()
+
+
+@app.on_partitions_revoked.connect
+async def _on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
+    redeliveries.forget((tp.topic, tp.partition) for tp in revoked)
 
 
 @app.on_configured.connect
@@ -202,24 +244,33 @@ async def send_dead_letter(dead: DeadLetter, key: bytes | None = None, *, status
 
 @app.agent(input_topic)
 async def intake(stream: faust.StreamT) -> None:
-    """Validate each raw record; re-key the good ones by user, dead-letter the rest."""
-    async for event in stream.events():
-        raw: bytes = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+    """Validate each raw record; re-key the good ones by user, dead-letter the rest.
+    An input record is acknowledged once Kafka has taken what it became."""
+    async for event in stream.noack().events():
+        await acks.wait_below(MAX_UNACKED_EVENTS)
         source = _source(event)
+        tp = (source["topic"], source["partition"])
+        if not redeliveries.first_time(tp, source["offset"]):
+            continue  # taken already; the first copy's acknowledgement covers it
+        raw: bytes = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
         try:
             msg = parse(raw)
         except InvalidMessage as exc:
-            await send_dead_letter(
+            work = send_dead_letter(
                 DeadLetter(exc.reason.value, exc.detail, raw, source, "intake"),  # type: ignore[arg-type]
                 key=event.key if isinstance(event.key, bytes) else None,
             )
-            continue
-        counters[f"in.{msg.type}"] += 1
-        await by_user_topic.send(
-            key=msg.key.encode("utf-8"),
-            value=raw,
-            headers={"cs-relay-source": json.dumps(source).encode()},
-        )
+        else:
+            counters[f"in.{msg.type}"] += 1
+            headers = {k: v for k, v in _headers(event).items() if k in REPLAY_HEADERS}
+            headers["cs-relay-source"] = json.dumps(source).encode()
+            work = _produce(by_user_topic, key=msg.key.encode("utf-8"), value=raw, headers=headers)
+        acks.add(tp, event.ack, [work])
+
+
+async def _produce(topic: faust.TopicT, **kwargs: Any) -> None:
+    fut = await topic.send(**kwargs)
+    await fut
 
 
 @app.agent(by_user_topic)
@@ -228,6 +279,8 @@ async def route(stream: faust.StreamT) -> None:
     async for event in stream.noack().events():
         await acks.wait_below(MAX_UNACKED_EVENTS)
         tp = (event.message.topic, event.message.partition)
+        if not redeliveries.first_time(tp, event.message.offset):
+            continue  # taken already in this assignment (see Redeliveries)
         try:
             work = handle(event)
         except Exception:  # a bug must not stop every other user's events
@@ -260,6 +313,9 @@ def handle(event: faust.EventT) -> list[Awaitable[Any]]:
         return _give_profile(key, json.loads(event.value)["into"])
     if kind == KIND_MERGE_PROFILE:
         return _take_profile(key, json.loads(event.value))
+    if kind == KIND_SWEEP:
+        _sweep(event.message.partition)
+        return []
 
     raw_bytes: bytes = event.value
     user = _user(key)
@@ -268,6 +324,14 @@ def handle(event: faust.EventT) -> list[Awaitable[Any]]:
         return [_forward(user.merged_into, raw_bytes, headers)]
     source = _source_from_headers(headers, _source(event))
     msg = parse(raw_bytes)  # validated by intake already
+    replay = REPLAY_HEADER in headers
+    if not _first_routing(key, msg.message_id, event.message.offset, replay=replay):
+        counters["duplicates"] += 1
+        return []
+    destinations = DESTINATIONS
+    if replay and REPLAY_DESTINATION_HEADER in headers:
+        only = headers[REPLAY_DESTINATION_HEADER].decode("utf-8", "replace")
+        destinations = [d for d in DESTINATIONS if d.key == only]
     raw = raw_bytes.decode("utf-8")
     pending = _pending(key)
     now = time.time()
@@ -279,7 +343,7 @@ def handle(event: faust.EventT) -> list[Awaitable[Any]]:
         user,
         pending,
         _group,
-        DESTINATIONS,
+        destinations,
         now=now,
         now_iso=datetime.fromtimestamp(now, timezone.utc).isoformat(),
         max_pending=settings.pending_max_events,
@@ -295,6 +359,58 @@ def handle(event: faust.EventT) -> list[Awaitable[Any]]:
     if result.merge_from is not None:
         work.append(_control(result.merge_from, KIND_MERGE_REQUEST, {"into": key}))
     return work
+
+
+def _first_routing(key: str, message_id: str, offset: int, *, replay: bool = False) -> bool:
+    """False for a duplicate messageId within the window (streams.dedupe); a replayed
+    dead letter is routed again on purpose."""
+    verdict, seen = dedupe.check(
+        dedupe.Seen.from_dict(seen_table.get(key)),
+        message_id,
+        offset,
+        time.time(),
+        window=settings.dedupe_window_seconds,
+        max_ids=settings.dedupe_max_ids_per_user,
+        replay=replay,
+    )
+    if verdict is dedupe.Verdict.DUPLICATE:
+        log.info("duplicate messageId %s for a user: dropped", message_id)
+        return False
+    seen_table[key] = seen.to_dict()
+    return True
+
+
+def _sweep(partition: int) -> None:
+    """Prune the dedupe records of this partition's users (those who went quiet too).
+    Only keys of `partition` are touched: a table write goes to the changelog partition
+    of the event being processed."""
+    now = time.time()
+    partitions = by_user_topic.partitions or settings.topic_partitions
+    for key, data in list(seen_table.items()):
+        if _partition_of(key, partitions) != partition:
+            continue
+        before = dedupe.Seen.from_dict(data)
+        after = dedupe.prune(
+            before, now, window=settings.dedupe_window_seconds, max_ids=settings.dedupe_max_ids_per_user
+        )
+        if not after.ids:
+            del seen_table[key]
+        elif after is not before:
+            seen_table[key] = after.to_dict()
+
+
+def _partition_of(key: str, partitions: int) -> int:
+    """The by-user partition of a user key: Kafka's default (murmur2) partitioner."""
+    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+@app.timer(interval=SWEEP_INTERVAL)
+async def _request_sweeps() -> None:
+    """Ask every by-user partition to prune its dedupe records: the pruning must run
+    in the partition's own stream so its deletions reach the right changelog."""
+    partitions = by_user_topic.partitions or settings.topic_partitions
+    for partition in range(partitions):
+        await _produce(by_user_topic, key=b"", value=b"{}", partition=partition, headers={KIND_HEADER: KIND_SWEEP})
 
 
 def _apply(key: str, before: Pending, result: Step) -> list[Awaitable[Any]]:
@@ -403,15 +519,3 @@ async def _deliver(key: str, dispatch: Dispatch) -> Result:
         # Confirm in the user's own partition, so the changelog write is local to the key.
         await _control(key, KIND_PENDING_DONE, {"destination": dispatch.destination, "seq": dispatch.released_seq})
     return result
-
-
-@app.service
-class _Shutdown(faust.Service):
-    """On stop: give in-flight deliveries a bounded time to finish, then close clients."""
-
-    async def on_stop(self) -> None:
-        finished = await acks.drain(timeout=10.0)
-        if not finished:
-            log.warning("stopping with %d events unacknowledged; they will be processed again", acks.in_flight)
-        for client in CLIENTS.values():
-            await client.close()

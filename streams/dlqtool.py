@@ -56,6 +56,19 @@ async def list_dead_letters(settings: Settings, *, limit: int) -> int:
     return 0
 
 
+REPLAY_HEADER = "cs-relay-replay"
+REPLAY_DESTINATION_HEADER = "cs-relay-replay-destination"
+
+
+def replay_headers(dl: DeadLetterRecord) -> list[tuple[str, bytes]]:
+    """A replayed record is routed even though its messageId was seen (it was dead-
+    lettered, not delivered), and only to the destination that refused it, if one did."""
+    headers = [(REPLAY_HEADER, b"1")]
+    if dl.headers.get("destination"):
+        headers.append((REPLAY_DESTINATION_HEADER, dl.headers["destination"].encode()))
+    return headers
+
+
 async def replay_dead_letters(settings: Settings, *, reason: str | None) -> int:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
     await producer.start()
@@ -64,7 +77,7 @@ async def replay_dead_letters(settings: Settings, *, reason: str | None) -> int:
         async for dl in read_dead_letters(settings):
             if reason is not None and dl.reason != reason:
                 continue
-            await producer.send_and_wait(settings.input_topic, dl.value, key=dl.key)
+            await producer.send_and_wait(settings.input_topic, dl.value, key=dl.key, headers=replay_headers(dl))
             replayed += 1
     finally:
         await producer.stop()

@@ -108,3 +108,30 @@ class Chains:
     def __len__(self) -> int:
         return len(self._tails)
 
+
+
+class Redeliveries:
+    """Spots a record this process has already taken since its partition was assigned.
+
+    Faust can hand a stream the same records twice within one assignment: when
+    recovery completes it resumes the stream partitions before it seeks them to the
+    committed offsets (`faust/tables/recovery.py`, `on_recovery_completed`), so what
+    the fetcher read in between comes again. Processing those twice would send
+    partner requests twice. `first_time(tp, offset)` is False for an offset at or
+    below the highest one taken on that partition; `forget(tps)` on revocation, since a
+    partition assigned again starts over from its committed offset.
+    """
+
+    def __init__(self) -> None:
+        self._high: Dict[Hashable, int] = {}
+
+    def first_time(self, tp: Hashable, offset: int) -> bool:
+        high = self._high.get(tp)
+        if high is not None and offset <= high:
+            return False
+        self._high[tp] = offset
+        return True
+
+    def forget(self, tps: Iterable[Hashable]) -> None:
+        for tp in tps:
+            self._high.pop(tp, None)

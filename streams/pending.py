@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping
 
-from streams.state import STATE_VERSION
+from streams.state import STATE_VERSION, check_version
 
 OVERFLOW = "pending_overflow"
 EXPIRED = "pending_expired"
@@ -89,9 +89,7 @@ class Pending:
     def from_dict(cls, data: Mapping[str, Any] | None) -> "Pending":
         if not data:
             return cls()
-        version = data.get("v", 1)
-        if version > STATE_VERSION:
-            raise ValueError(f"pending record version {version} is newer than this worker ({STATE_VERSION})")
+        check_version(data, "pending")
         queues = {
             dest: Queue(
                 held=tuple(Item.from_dict(i) for i in q.get("held") or ()),

@@ -5,8 +5,8 @@ value is typed and validated at start-up; a bad value raises `SettingsError` nam
 variable, so a misconfigured deployment stops with one clear line instead of failing
 later on the first event.
 
-Secrets (`CLIENTSUCCESS_API_KEY`, `CSB_API_KEY`, ...) are held in `Secret`, whose
-`repr` and `str` never show the value.
+Secrets (`CLIENTSUCCESS_API_KEY`, `CSB_API_KEY`, `CS_RELAY_WRITE_KEYS`) are held in
+`Secret`, whose `repr` and `str` never show the value; errors about them never quote it.
 """
 
 from __future__ import annotations
@@ -89,6 +89,13 @@ class Settings:
     pending_max_events: int = 1000
     pending_max_age_seconds: float = 7 * 24 * 3600.0
     log_level: str = "info"
+    shutdown_timeout: float = 20.0
+    dedupe_window_seconds: float = 24 * 3600.0
+    dedupe_max_ids_per_user: int = 10_000
+    # `cs-relay ingest`: the Segment write keys it accepts (none: it refuses to start)
+    # and how long it waits for Kafka to acknowledge a request's messages.
+    write_keys: tuple[Secret, ...] = ()
+    ingest_timeout: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -122,6 +129,15 @@ class Settings:
                 "CS_RELAY_PENDING_MAX_AGE_SECONDS", d.pending_max_age_seconds, low=1, high=365 * 24 * 3600
             ),
             log_level=read.text("CS_RELAY_LOG_LEVEL", d.log_level, check=_log_level),
+            shutdown_timeout=read.number("CS_RELAY_SHUTDOWN_TIMEOUT", d.shutdown_timeout, low=0, high=3600),
+            dedupe_window_seconds=read.number(
+                "CS_RELAY_DEDUPE_WINDOW_SECONDS", d.dedupe_window_seconds, low=0, high=30 * 24 * 3600
+            ),
+            dedupe_max_ids_per_user=read.integer(
+                "CS_RELAY_DEDUPE_MAX_IDS_PER_USER", d.dedupe_max_ids_per_user, low=1, high=1_000_000
+            ),
+            write_keys=read.secrets("CS_RELAY_WRITE_KEYS"),
+            ingest_timeout=read.number("CS_RELAY_INGEST_TIMEOUT", d.ingest_timeout, low=0.1, high=300),
         )
 
     def redacted(self) -> dict:
@@ -131,6 +147,7 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value in use, for log and dead-letter redaction."""
         values = [self.clientsuccess.api_key.reveal(), self.customersuccessbox.api_key.reveal()]
+        values += [key.reveal() for key in self.write_keys]
         return [v for v in values if v]
 
 
@@ -139,6 +156,8 @@ def _redact(obj: object) -> object:
         if set(obj) == {"_value"}:
             return "***" if obj["_value"] else ""
         return {k: _redact(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_redact(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
     return obj
@@ -163,6 +182,21 @@ class _Reader:
             if problem:
                 raise SettingsError(f"{name}: {problem} (got {value!r})")
         return value
+
+    def secrets(self, name: str) -> tuple[Secret, ...]:
+        """A comma-separated list of keys. Errors say which item is wrong, never its value."""
+        value = self._raw(name)
+        if value is None:
+            return ()
+        items = [item.strip() for item in value.split(",")]
+        for number, item in enumerate(items, 1):
+            if not item:
+                raise SettingsError(f"{name}: key {number} of {len(items)} is empty (expected key[,key...])")
+            if ":" in item or any(ch.isspace() or not ch.isprintable() for ch in item):
+                raise SettingsError(
+                    f"{name}: key {number} of {len(items)} holds ':', a space or a control character"
+                )
+        return tuple(Secret(item) for item in dict.fromkeys(items))
 
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
         value = self._raw(name)

@@ -19,6 +19,15 @@ from streams.segment import Message
 STATE_VERSION = 1
 
 
+def check_version(data: Mapping[str, Any], what: str) -> int:
+    """The record's version; a record written by a newer worker is refused rather than
+    misread (rolling upgrades go forward)."""
+    version = data.get("v", 1)
+    if version > STATE_VERSION:
+        raise ValueError(f"{what} record version {version} is newer than this worker ({STATE_VERSION})")
+    return version
+
+
 def _text(value: Any) -> str | None:
     """A non-empty identifier as a string (numbers are accepted, as Segment does)."""
     if isinstance(value, bool) or value is None:
@@ -84,9 +93,7 @@ class UserState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "UserState":
-        version = data.get("v", 1)
-        if version > STATE_VERSION:
-            raise ValueError(f"user record version {version} is newer than this worker ({STATE_VERSION})")
+        check_version(data, "user")
         return cls(
             key=data["key"],
             user_id=data.get("user_id"),
@@ -124,9 +131,7 @@ class GroupState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "GroupState":
-        version = data.get("v", 1)
-        if version > STATE_VERSION:
-            raise ValueError(f"group record version {version} is newer than this worker ({STATE_VERSION})")
+        check_version(data, "group")
         return cls(
             group_id=data["group_id"],
             name=data.get("name"),

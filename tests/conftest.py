@@ -46,3 +46,16 @@ def kafka_bootstrap(tmp_path_factory):
 
 
 # --------------------------------------------------------------------- end of Kafka broker
+
+
+@pytest.fixture
+async def pipeline(kafka_bootstrap, tmp_path):
+    """Mock partners on free ports and a fresh set of topics; start workers with
+    `pipeline.start_worker()` (see tests/pipeline.py). Everything stops at the end."""
+    from tests.pipeline import open_pipeline
+
+    pipe = await open_pipeline(kafka_bootstrap, tmp_path)
+    try:
+        yield pipe
+    finally:
+        await pipe.close()

@@ -1,0 +1,244 @@
+"""The whole pipeline for end-to-end tests: the real broker, both mock partners over
+HTTP, and cs-relay workers as real processes (`python -m streams.cli worker`).
+
+Every `Pipeline` has its own app id (consumer group, internal topics, changelogs),
+input and dead-letter topics and data dir, so tests share one broker without seeing
+each other's records. Tests wait for conditions with `eventually` (a timeout, never a
+fixed sleep) and read what the partners received through the mocks' admin API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from mockservers.server import DEMO_CREDENTIALS, MockServers, start_mocks
+from streams.producer import user_key
+
+T = TypeVar("T")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Worker:
+    """One worker process; its output goes to `log`."""
+
+    process: subprocess.Popen
+    log: Path
+    web_port: int
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM (a graceful stop), then SIGKILL if it does not exit in time."""
+        if self.alive:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        return self.kill()
+
+    def kill(self) -> int:
+        """SIGKILL: a crash, nothing flushed."""
+        if self.alive:
+            self.process.kill()
+        return self.process.wait(30)
+
+
+@dataclass
+class Pipeline:
+    bootstrap: str
+    mocks: MockServers
+    root: Path
+    name: str = field(default_factory=lambda: f"e2e-{uuid.uuid4().hex[:10]}")
+    partitions: int = 2
+    env: dict[str, str] = field(default_factory=dict)
+    workers: list[Worker] = field(default_factory=list)
+    _producer: AIOKafkaProducer | None = None
+
+    @property
+    def input_topic(self) -> str:
+        return f"{self.name}-in"
+
+    @property
+    def dlq_topic(self) -> str:
+        return f"{self.name}-dlq"
+
+    def worker_env(self, index: int = 0, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("CS_RELAY_", "CLIENTSUCCESS_", "CSB_"))}
+        env.update(
+            KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
+            CS_RELAY_APP_ID=self.name,
+            CS_RELAY_INPUT_TOPIC=self.input_topic,
+            CS_RELAY_DLQ_TOPIC=self.dlq_topic,
+            CS_RELAY_TOPIC_PARTITIONS=str(self.partitions),
+            CS_RELAY_DATA_DIR=str(self.root / f"worker-{index}"),
+            CLIENTSUCCESS_SOURCE_ID=DEMO_CREDENTIALS["CLIENTSUCCESS_SOURCE_ID"],
+            CLIENTSUCCESS_API_KEY=DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"],
+            CLIENTSUCCESS_BASE_URL=self.mocks.clientsuccess_url,
+            CSB_API_KEY=DEMO_CREDENTIALS["CSB_API_KEY"],
+            CSB_BASE_URL=self.mocks.csb_url,
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(self.env)
+        env.update(extra)
+        return env
+
+    def start_worker(self, index: int = 0, **extra_env: str) -> Worker:
+        """Start a worker process (it needs a few seconds to join; tests need not wait:
+        it reads the topics from the beginning)."""
+        web_port = free_port()
+        env = self.worker_env(index, CS_RELAY_WEB_PORT=str(web_port), **extra_env)
+        log = self.root / f"worker-{index}-{len(self.workers)}.log"
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        worker = Worker(process, log, web_port)
+        self.workers.append(worker)
+        return worker
+
+    # ----------------------------------------------------------------- producing
+
+    async def producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            await self._producer.start()
+        return self._producer
+
+    async def send(self, *messages: Mapping[str, Any] | bytes) -> None:
+        """Produce messages to the input topic, keyed by user as `cs-relay send` does;
+        bytes are sent as they are (bad input)."""
+        producer = await self.producer()
+        futures = []
+        for message in messages:
+            raw = message if isinstance(message, bytes) else json.dumps(message).encode()
+            futures.append(await producer.send(self.input_topic, raw, key=user_key(raw)))
+        await asyncio.gather(*futures)
+
+    # ----------------------------------------------------------------- observing
+
+    async def _get(self, url: str) -> Any:
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url) as response:
+                response.raise_for_status()
+                return await response.json()
+
+    async def cs_requests(self) -> list[dict[str, Any]]:
+        return await self._get(f"{self.mocks.clientsuccess_url}/_mock/requests")
+
+    async def csb_requests(self) -> list[dict[str, Any]]:
+        return await self._get(f"{self.mocks.csb_url}/_mock/requests")
+
+    async def cs_state(self) -> dict[str, Any]:
+        return await self._get(f"{self.mocks.clientsuccess_url}/_mock/state")
+
+    async def csb_state(self) -> dict[str, Any]:
+        return await self._get(f"{self.mocks.csb_url}/_mock/state")
+
+    async def dead_letters(self) -> list[tuple[bytes, dict[str, str]]]:
+        """Everything in the dead-letter topic now: (original bytes, headers)."""
+        consumer = AIOKafkaConsumer(
+            self.dlq_topic,
+            bootstrap_servers=self.bootstrap,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        try:
+            partitions = consumer.assignment()
+            if not partitions:
+                return []
+            ends = await consumer.end_offsets(list(partitions))
+            out: list[tuple[bytes, dict[str, str]]] = []
+            remaining = {tp for tp, end in ends.items() if end > 0}
+            while remaining:
+                batch = await consumer.getmany(timeout_ms=1000)
+                for tp, records in batch.items():
+                    for record in records:
+                        headers = {k: v.decode("utf-8", "replace") for k, v in (record.headers or ())}
+                        out.append((record.value, headers))
+                        if record.offset + 1 >= ends[tp]:
+                            remaining.discard(tp)
+            return out
+        finally:
+            await consumer.stop()
+
+    async def eventually(
+        self,
+        probe: Callable[[], Awaitable[T]],
+        until: Callable[[T], bool],
+        *,
+        timeout: float = 60.0,
+        what: str = "the condition",
+    ) -> T:
+        """Poll `probe` until `until(value)` holds; on timeout fail with the last value
+        and the workers' log tails."""
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            value = await probe()
+            if until(value):
+                return value
+            if time.monotonic() > deadline:
+                logs = "\n".join(f"--- {w.log.name} (alive={w.alive})\n{w.log_tail()}" for w in self.workers)
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value: {value!r}\n{logs}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def close(self) -> None:
+        for worker in self.workers:
+            worker.terminate()
+        if self._producer is not None:
+            await self._producer.stop()
+        await self.mocks.close()
+
+
+def paths(requests: Iterable[Mapping[str, Any]]) -> list[str]:
+    return [r["path"] for r in requests]
+
+
+async def open_pipeline(bootstrap: str, root: Path, **kwargs: Any) -> Pipeline:
+    mocks = await start_mocks(
+        "127.0.0.1",
+        0,
+        0,
+        cs_source_id=DEMO_CREDENTIALS["CLIENTSUCCESS_SOURCE_ID"],
+        cs_api_key=DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"],
+        csb_api_key=DEMO_CREDENTIALS["CSB_API_KEY"],
+    )
+    return Pipeline(bootstrap, mocks, root, **kwargs)
