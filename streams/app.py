@@ -54,6 +54,11 @@ KIND_MERGE_PROFILE = b"merge-profile"  # to a user: an anonymous profile to fold
 KIND_SWEEP = b"sweep"  # to one partition: prune expired dedupe records
 SWEEP_INTERVAL = 3600.0
 REPLAY_HEADERS = (REPLAY_HEADER, REPLAY_DESTINATION_HEADER)
+# A dead letter keeps the original bytes, and an input record may be as large as the
+# broker allows (1 MB by default): the producer and the dead-letter topic take more.
+MAX_RECORD_BYTES = 4 * 1024 * 1024
+DLQ_TRUNCATED_BYTES = 64 * 1024
+DLQ_SEND_ATTEMPTS = 8
 MAX_UNACKED_EVENTS = 5000
 
 class RelayApp(faust.App):
@@ -92,6 +97,7 @@ app = RelayApp(
     topic_partitions=settings.topic_partitions,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
+    producer_max_request_size=MAX_RECORD_BYTES,
     web_host=settings.web_host,
     web_port=settings.web_port,
     web_bind=settings.web_host,
@@ -238,8 +244,28 @@ async def send_dead_letter(dead: DeadLetter, key: bytes | None = None, *, status
         secrets=settings.secrets(),
     )
     value = dead.raw.encode("utf-8") if isinstance(dead.raw, str) else dead.raw
-    fut = await dlq_topic.send(key=key, value=value, headers=headers)
-    await fut
+    for attempt in range(1, DLQ_SEND_ATTEMPTS + 1):
+        try:
+            await _produce(dlq_topic, key=key, value=value, headers=headers)
+            return
+        except Exception as exc:  # noqa: BLE001 - Faust wraps the aiokafka error
+            if _too_large(exc) and len(value) > DLQ_TRUNCATED_BYTES:
+                # Kafka refuses the original bytes on the dead-letter topic (its size
+                # limit is lower than the input's): keep the head, say so, and log it.
+                log.error("dead letter of %d bytes is too large for %s; keeping its first %d bytes",
+                          len(value), settings.dlq_topic, DLQ_TRUNCATED_BYTES)
+                headers = {**headers, "cs-relay-truncated-from": str(len(value)).encode()}
+                value = value[:DLQ_TRUNCATED_BYTES]
+                continue
+            if attempt == DLQ_SEND_ATTEMPTS:
+                raise  # the event stays unacknowledged: a restart processes it again
+            log.warning("dead-letter topic refused a record (%r); retrying", exc)
+            await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+
+
+def _too_large(exc: BaseException) -> bool:
+    text = repr(exc) + repr(exc.__cause__)
+    return "TooLarge" in text
 
 
 @app.agent(input_topic)

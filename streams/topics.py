@@ -17,6 +17,9 @@ from aiokafka.errors import TopicAlreadyExistsError
 from streams.settings import Settings
 
 
+DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024
+
+
 class TopicMismatch(RuntimeError):
     pass
 
@@ -27,7 +30,14 @@ async def ensure_topics(settings: Settings, replication_factor: int = 1) -> None
     try:
         wanted = {settings.input_topic: settings.topic_partitions, settings.dlq_topic: settings.topic_partitions}
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, n, replication_factor) for t, n in wanted.items() if t not in existing]
+        # Dead letters carry the original bytes plus headers: allow them more room than
+        # an input record gets by default (1 MB).
+        configs = {settings.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}}
+        missing = [
+            NewTopic(t, n, replication_factor, topic_configs=configs.get(t, {}))
+            for t, n in wanted.items()
+            if t not in existing
+        ]
         if missing:
             try:
                 await admin.create_topics(missing)

@@ -216,7 +216,9 @@ class Pipeline:
                 return value
             if time.monotonic() > deadline:
                 logs = "\n".join(f"--- {w.log.name} (alive={w.alive})\n{w.log_tail()}" for w in self.workers)
-                raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value: {value!r}\n{logs}")
+                shown = repr(value)
+                shown = shown if len(shown) <= 3000 else shown[:3000] + f"... ({len(shown)} characters)"
+                raise AssertionError(f"timed out after {timeout} s waiting for {what}; last value: {shown}\n{logs}")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
