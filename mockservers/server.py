@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import os
 import signal
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from mockservers import clientsuccess, customersuccessbox
+from streams.webserve import client_url as _url
 from streams.webserve import serve as _serve
 
 DEMO_CREDENTIALS = {
@@ -39,20 +39,6 @@ class MockServers:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-
-def _url(host: str, port: int) -> str:
-    """The base URL clients use for a server bound to `host`:`port`."""
-    if host in ("", "0.0.0.0"):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    try:
-        if ipaddress.ip_address(host).version == 6:
-            host = f"[{host}]"
-    except ValueError:
-        pass  # a host name
-    return f"http://{host}:{port}"
 
 
 async def start_mocks(

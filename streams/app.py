@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections import Counter
 from datetime import datetime, timezone
@@ -33,12 +34,24 @@ from aiokafka.partitioner import murmur2
 from streams import clientsuccess, customersuccessbox
 from streams.deadletter import dead_letter_headers
 from streams.dlqtool import REPLAY_DESTINATION_HEADER, REPLAY_HEADER
-from streams.delivery import Outcome, PartnerClient, Result, classify
+from streams.decision import PartnerRequest
+from streams.delivery import Outcome, PartnerClient, Result, backoff, classify
 from streams import dedupe
+from streams import admin, observe  # HTTP endpoints, metrics and event ids in logs (issue 6)
 from streams.inflight import AckTracker, Chains, Redeliveries
-from streams.pending import Pending, confirm
+from streams import pending as pending_mod
+from streams.pending import Parked, Pending, confirm
 from streams.redact import RedactingFilter
-from streams.relay import DeadLetter, Destination, Dispatch, Step, merge_step, resend_releasing, step
+from streams.relay import (
+    DeadLetter,
+    Destination,
+    Dispatch,
+    Step,
+    merge_step,
+    release_ready,
+    resend_releasing,
+    step,
+)
 from streams.segment import InvalidMessage, parse
 from streams.settings import Settings
 from streams.state import GroupState, UserState
@@ -52,6 +65,10 @@ KIND_PENDING_DONE = b"pending-done"  # released events delivered: forget them
 KIND_MERGE_REQUEST = b"merge-request"  # to an anonymous profile: hand yourself to a user
 KIND_MERGE_PROFILE = b"merge-profile"  # to a user: an anonymous profile to fold in
 KIND_SWEEP = b"sweep"  # to one partition: prune expired dedupe records
+KIND_PARK = b"park"  # a delivery failed in a retryable way: keep it in the user's pending
+KIND_RETRY_DUE = b"retry-due"  # to one partition: these users have parked deliveries due
+KIND_RETRIED = b"retried"  # the outcome of retrying a parked delivery
+RETRY_TICK = 1.0  # seconds between looks for parked deliveries that are due
 SWEEP_INTERVAL = 3600.0
 REPLAY_HEADERS = (REPLAY_HEADER, REPLAY_DESTINATION_HEADER)
 # A dead letter keeps the original bytes, and an input record may be as large as the
@@ -66,6 +83,24 @@ class RelayApp(faust.App):
     deliveries finish (bounded by CS_RELAY_SHUTDOWN_TIMEOUT), commits what they
     acknowledged, and only then lets Faust stop the consumer. Faust's own stop commits
     first and would leave the last finished events to be processed again."""
+
+    def _new_producer(self) -> Any:
+        """Faust's producer, with a commit-safe flush that terminates under load.
+
+        Before committing offsets Faust flushes the producer, so that the changelog
+        records of the acknowledged events are in Kafka first. Its buffer flush drains
+        until the buffer is empty, and with table writes arriving all the time it never
+        is: commits stopped for as long as traffic lasted (a crash then redid all of it).
+        Flushing the messages buffered when the flush starts is enough: the changelog
+        records of every acknowledged event were buffered before its acknowledgement."""
+        producer = super()._new_producer()
+        buffer = producer.buffer
+
+        async def flush_what_is_buffered_now() -> None:
+            await buffer.flush_atmost(buffer.size)
+
+        buffer.flush = flush_what_is_buffered_now
+        return producer
 
     async def on_stop(self) -> None:
         consumer = self._consumer
@@ -98,6 +133,12 @@ app = RelayApp(
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
     producer_max_request_size=MAX_RECORD_BYTES,
+    # A worker that dies is noticed after the session timeout; only then are its
+    # partitions handed to the others (Faust's default is 60 s).
+    broker_session_timeout=settings.session_timeout,
+    broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
+    # Committing often keeps the redo after a crash short (duplicates, not losses).
+    broker_commit_interval=settings.commit_interval,
     web_host=settings.web_host,
     web_port=settings.web_port,
     web_bind=settings.web_host,
@@ -146,7 +187,7 @@ def _destinations(s: Settings) -> list[Destination]:
 
 def _clients(s: Settings) -> dict[str, PartnerClient]:
     common = dict(
-        timeout=s.http_timeout, max_in_flight=s.max_in_flight, max_retries=s.max_retries, secrets=s.secrets()
+        timeout=s.http_timeout, max_in_flight=s.max_in_flight, max_retries=s.quick_retries, secrets=s.secrets()
     )
     clients = {}
     if s.clientsuccess.enabled:
@@ -169,15 +210,31 @@ def _clients(s: Settings) -> dict[str, PartnerClient]:
 DESTINATIONS = _destinations(settings)
 CLIENTS = _clients(settings)
 acks = AckTracker()
+_rng = random.Random()
 redeliveries = Redeliveries()
 chains = Chains()
 in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
+# Parking, in this process: park records produced but not applied yet, per (user,
+# destination) -- while one is on its way, that user's later events for the
+# destination wait; parked heads being retried; and when each user's next retry is due.
+parking: Counter[tuple[str, str]] = Counter()
+retrying: set[tuple[str, str, int]] = set()
+retry_due_at: dict[str, float] = {}
+retry_rescan = asyncio.Event()
 counters: Counter[str] = Counter()
 
 
 @app.on_partitions_revoked.connect
 async def _on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
     redeliveries.forget((tp.topic, tp.partition) for tp in revoked)
+    # Their users' parked deliveries and park records in transit are the next owner's
+    # now (it finds them in the table); ours would be stale if the partitions return.
+    lost = {tp.partition for tp in revoked if tp.topic == by_user_topic.get_topic_name()}
+    partitions = by_user_topic.partitions or settings.topic_partitions
+    for key in [k for k in retry_due_at if _partition_of(k, partitions) in lost]:
+        del retry_due_at[key]
+    for pair in [p for p in parking if _partition_of(p[0], partitions) in lost]:
+        del parking[pair]
 
 
 @app.on_configured.connect
@@ -227,6 +284,7 @@ def _source_from_headers(headers: Mapping[str, bytes], fallback: dict[str, Any])
 
 async def send_dead_letter(dead: DeadLetter, key: bytes | None = None, *, status: int | None = None) -> None:
     counters[f"dead_lettered.{dead.stage}.{dead.reason}"] += 1
+    observe.on_dead_letter(dead)
     log.warning(
         "dead letter (%s, %s%s): %s",
         dead.stage,
@@ -342,6 +400,12 @@ def handle(event: faust.EventT) -> list[Awaitable[Any]]:
     if kind == KIND_SWEEP:
         _sweep(event.message.partition)
         return []
+    if kind == KIND_PARK:
+        return _apply_park(key, json.loads(event.value))
+    if kind == KIND_RETRY_DUE:
+        return _start_retries(json.loads(event.value)["keys"])
+    if kind == KIND_RETRIED:
+        return _apply_retried(key, json.loads(event.value))
 
     raw_bytes: bytes = event.value
     user = _user(key)
@@ -374,6 +438,7 @@ def handle(event: faust.EventT) -> list[Awaitable[Any]]:
         now_iso=datetime.fromtimestamp(now, timezone.utc).isoformat(),
         max_pending=settings.pending_max_events,
         max_pending_age=settings.pending_max_age_seconds,
+        blocked=frozenset(d.key for d in destinations if parking[(key, d.key)] > 0),
     )
     if result.group is not None:
         groups_table[result.group.group_id] = result.group.to_dict()
@@ -508,7 +573,16 @@ async def _forward(key: str, raw: bytes, headers: Mapping[str, bytes]) -> None:
     await fut
 
 
+def _index_retry(key: str, pending: Pending) -> None:
+    due_at = pending_mod.next_retry_at(pending)
+    if due_at is None:
+        retry_due_at.pop(key, None)
+    else:
+        retry_due_at[key] = due_at
+
+
 def _store_pending(key: str, pending: Pending) -> None:
+    _index_retry(key, pending)
     if pending.is_empty():
         if pending_table.get(key) is not None:
             del pending_table[key]
@@ -522,10 +596,20 @@ def _dispatch(key: str, dispatch: Dispatch) -> asyncio.Future:
     return chains.submit((key, dispatch.destination), lambda: _deliver(key, dispatch))
 
 
-async def _deliver(key: str, dispatch: Dispatch) -> Result:
+async def _deliver(key: str, dispatch: Dispatch) -> Result | None:
+    observe.on_delivery(dispatch)
     client = CLIENTS[dispatch.destination]
+    if parking[(key, dispatch.destination)] > 0:
+        # An earlier delivery of this user to this partner is being parked: park this
+        # one behind it rather than overtake it.
+        await _park(key, dispatch, attempts=0, error="waiting behind a parked delivery", retry_after=None)
+        return None
     result = await client.send(dispatch.request)
     counters[f"{result.outcome.value}.{dispatch.destination}"] += 1
+    if result.outcome is Outcome.RETRY:
+        await _park(key, dispatch, attempts=result.attempts, error=_error_text(client, result),
+                    retry_after=result.retry_after)
+        return result
     if result.outcome is Outcome.FAIL:
         await send_dead_letter(
             DeadLetter(
@@ -545,3 +629,161 @@ async def _deliver(key: str, dispatch: Dispatch) -> Result:
         # Confirm in the user's own partition, so the changelog write is local to the key.
         await _control(key, KIND_PENDING_DONE, {"destination": dispatch.destination, "seq": dispatch.released_seq})
     return result
+
+
+# ---------------------------------------------------------------- issue 6: streams.admin
+ADMIN = admin.install(
+    app,
+    settings=settings,
+    users=users,
+    pending=pending_table,
+    groups=groups_table,
+    source_topics=(input_topic.get_topic_name(), by_user_topic.get_topic_name()),
+    partitions=by_user_topic.partitions or settings.topic_partitions,
+    counters=counters,
+    unacknowledged=lambda: acks.in_flight,
+    clients=CLIENTS,
+)
+
+
+# ------------------------------------------------------------- parked deliveries
+#
+# A delivery that still fails in a retryable way after the client's quick retries is
+# parked: a `park` control record carries it to the user's partition, where it joins
+# the user's pending record (durable, in the changelog) and the event is acknowledged.
+# The user's later events for that partner wait behind it; everything else flows.
+# Every RETRY_TICK a timer finds users whose parked head is due and sends a
+# `retry-due` record to their partition; there the head is retried, and a `retried`
+# record applies the outcome: done (the next one goes), retry later (backoff that
+# honours Retry-After), or dead-lettered (a final refusal, or the window is over).
+
+
+def _error_text(client: PartnerClient, result: Result) -> str:
+    if result.status is not None:
+        return f"{client.name} answered {result.status}: {result.excerpt}"
+    return f"{client.name}: {result.excerpt}"
+
+
+def _retry_delay(attempts: int, retry_after: float | None) -> float:
+    return backoff(
+        max(1, attempts), retry_after, base=settings.retry_base_delay, cap=settings.retry_max_delay, rng=_rng
+    )
+
+
+async def _park(key: str, dispatch: Dispatch, *, attempts: int, error: str, retry_after: float | None) -> None:
+    parking[(key, dispatch.destination)] += 1  # before any await: the chain's next item sees it
+    counters[f"parked.{dispatch.destination}"] += 1
+    now = time.time()
+    parked = Parked(
+        0, dispatch.raw, dispatch.source, dispatch.request.to_dict(), dispatch.message_id,
+        first_failed_at=now, attempts=attempts, next_at=now + _retry_delay(attempts, retry_after), last_error=error,
+    )
+    log.warning("parked a delivery to %s for retry (message %s): %s", dispatch.destination, dispatch.message_id, error)
+    await _control(
+        key, KIND_PARK,
+        {"destination": dispatch.destination, "released_seq": dispatch.released_seq, "parked": parked.to_dict()},
+    )
+
+
+def _apply_park(key: str, body: Mapping[str, Any]) -> list[Awaitable[Any]]:
+    dest = body["destination"]
+    if parking[(key, dest)] > 0:
+        parking[(key, dest)] -= 1
+    if parking[(key, dest)] <= 0:
+        del parking[(key, dest)]
+    if body.get("released_seq") is not None:
+        in_flight.discard((key, dest, body["released_seq"]))
+    parked = Parked.from_dict(body["parked"])
+    _store_pending(key, pending_mod.park(_pending(key), dest, parked, body.get("released_seq")))
+    return []
+
+
+@app.timer(interval=RETRY_TICK)
+async def _retry_tick() -> None:
+    """Send a `retry-due` record to each partition with users whose parked head is due."""
+    if retry_rescan.is_set() and _recovered():
+        retry_rescan.clear()
+        for key, data in list(pending_table.items()):
+            due_at = pending_mod.next_retry_at(Pending.from_dict(data))
+            if due_at is not None:
+                retry_due_at[key] = due_at
+    now = time.time()
+    partitions = by_user_topic.partitions or settings.topic_partitions
+    by_partition: dict[int, list[str]] = {}
+    for key, due_at in list(retry_due_at.items()):
+        if due_at <= now:
+            by_partition.setdefault(_partition_of(key, partitions), []).append(key)
+            retry_due_at[key] = now + 30.0  # until the partition answers (it resets this)
+    for partition, keys in by_partition.items():
+        await _produce(
+            by_user_topic, key=b"", value=json.dumps({"keys": keys}).encode(), partition=partition,
+            headers={KIND_HEADER: KIND_RETRY_DUE},
+        )
+
+
+def _recovered() -> bool:
+    recovery = getattr(app.tables, "recovery", None)
+    completed = getattr(recovery, "completed", None)
+    return bool(completed is not None and completed.is_set() and not app.rebalancing)
+
+
+def _start_retries(keys: list[str]) -> list[Awaitable[Any]]:
+    """In the partition of `keys`: retry each due parked head once (not waited for by
+    the acknowledgement: the parked record is durable whatever happens)."""
+    now = time.time()
+    for key in keys:
+        pending = _pending(key)
+        for dest, head in pending_mod.due(pending, now):
+            if (key, dest, head.seq) in retrying or dest not in CLIENTS:
+                continue
+            retrying.add((key, dest, head.seq))
+            chains.submit((key, dest), lambda k=key, d=dest, h=head: _retry(k, d, h))
+        _index_retry(key, pending)
+    return []
+
+
+async def _retry(key: str, dest: str, head: Parked) -> None:
+    client = CLIENTS[dest]
+    result = await client.send(PartnerRequest.from_dict(head.request))
+    counters[f"retried.{dest}"] += 1
+    await _control(
+        key, KIND_RETRIED,
+        {"destination": dest, "seq": head.seq, "outcome": result.outcome.value, "attempts": result.attempts,
+         "status": result.status, "error": _error_text(client, result), "retry_after": result.retry_after},
+    )
+
+
+def _apply_retried(key: str, body: Mapping[str, Any]) -> list[Awaitable[Any]]:
+    dest, seq, outcome = body["destination"], body["seq"], body["outcome"]
+    retrying.discard((key, dest, seq))
+    before = _pending(key)
+    head = next((p for p in before.queue(dest).parked if p.seq == seq), None)
+    attempts = (head.attempts if head else 0) + body.get("attempts", 1)
+    pending, given_up = pending_mod.retried(
+        before, dest, seq, outcome=outcome, error=body.get("error", ""), now=time.time(),
+        delay=_retry_delay(attempts, body.get("retry_after")), window=settings.retry_window_seconds,
+        attempts=body.get("attempts", 1),
+    )
+    work: list[Awaitable[Any]] = []
+    if outcome == Outcome.DONE.value:
+        counters[f"done.{dest}"] += 1
+    if given_up is not None:
+        reason = pending_mod.RETRIES_EXHAUSTED if outcome == Outcome.RETRY.value else "partner_refused"
+        detail = f"{given_up.last_error} (after {given_up.attempts} attempts)"
+        dead = DeadLetter(reason, detail, given_up.raw, given_up.source, "delivery", dest)
+        work.append(send_dead_letter(dead, key.encode("utf-8"), status=body.get("status")))
+    user = _user(key)
+    destination = next((d for d in DESTINATIONS if d.key == dest), None)
+    if user is not None and destination is not None:
+        pending, released = release_ready(pending, destination, user, _group)
+        work += [_dispatch(key, d) for d in released]
+    _store_pending(key, pending)
+    if outcome == Outcome.DONE.value:
+        _start_retries([key])  # the partner answers again: the next parked one goes now
+    return work
+
+
+@app.on_partitions_assigned.connect
+async def _on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+    retry_rescan.set()  # newly owned users may have parked deliveries: find them
+

@@ -7,6 +7,8 @@
     cs-relay ingest  [--host 127.0.0.1] [--port 8088]    Segment HTTP API -> the input topic
     cs-relay dev     [--demo] [--exit]                   Kafka + mocks + worker together
     cs-relay dlq list | dlq replay [--reason R]          inspect and replay dead letters
+    cs-relay inspect user|group|pending ID [--json]      state, from a running worker
+    cs-relay status  [--json]                            deliveries and lag of a running worker
 
 Each subcommand imports only what it needs: `streams.app` (which reads the whole
 configuration) is imported by `worker` alone.
@@ -80,7 +82,21 @@ def _parser() -> argparse.ArgumentParser:
     replay = dlq_sub.add_parser("replay", help="send dead letters back to the input topic")
     replay.add_argument("--reason", default=None, help="only dead letters with this reason")
     replay.set_defaults(run=_dlq_replay)
+
+    inspect = sub.add_parser("inspect", help="a user's, group's or waiting events' state, from a running worker")
+    inspect.add_argument("what", choices=["user", "group", "pending"])
+    inspect.add_argument("id", help="userId (or anonymousId) for user and pending, groupId for group")
+    _worker_http_options(inspect)
+    inspect.set_defaults(run=_inspect)
+    status = sub.add_parser("status", help="per destination: delivered, retrying, pending, dead-lettered; consumer lag")
+    _worker_http_options(status)
+    status.set_defaults(run=_status)
     return parser
+
+
+def _worker_http_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None, help="the worker (default http://CS_RELAY_WEB_HOST:CS_RELAY_WEB_PORT)")
+    parser.add_argument("--json", action="store_true", help="compact JSON on one line, for scripts")
 
 
 def _kafka(args: argparse.Namespace) -> int:
@@ -112,6 +128,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     sys.argv = [
         "cs-relay",
+        *(["--quiet"] if settings.log_format == "json" else []),  # no banner between JSON lines
         "worker",
         "--loglevel",
         settings.log_level,
@@ -155,6 +172,27 @@ def _dlq_replay(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     return asyncio.run(replay_dead_letters(settings, reason=args.reason))
+
+
+def _worker_http(args: argparse.Namespace) -> tuple[str, str]:
+    from streams.webserve import client_url
+
+    settings = Settings.from_env()
+    return args.url or client_url(settings.web_host, settings.web_port), settings.admin_token.reveal()
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from streams.admincli import inspect
+
+    url, token = _worker_http(args)
+    return inspect(args.what, args.id, url=url, token=token, compact=args.json)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from streams.admincli import status
+
+    url, token = _worker_http(args)
+    return status(url=url, token=token, as_json=args.json)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,7 @@ import random
 import time
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import aiohttp
 
@@ -74,11 +74,15 @@ def backoff(attempt: int, retry_after: float | None, *, base: float, cap: float,
 
 @dataclass(frozen=True)
 class Result:
+    """What became of one request. RETRY means the quick in-process retries are used
+    up and the caller should park the delivery durably (`streams.pending.park`)."""
+
     outcome: Outcome
     status: int | None
     attempts: int
     excerpt: str  # a short, redacted excerpt of the last answer or error
     elapsed: float
+    retry_after: float | None = None  # the partner's Retry-After, in seconds
 
 
 class PartnerClient:
@@ -112,6 +116,8 @@ class PartnerClient:
         self._secrets = [s for s in (*secrets, *self._query_auth.values(), bearer or "") if s]
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
+        # Called after each attempt with (status, seconds, outcome, attempt): metrics.
+        self.on_attempt: Callable[[int | None, float, Outcome, int], None] | None = None
 
     async def start(self) -> None:
         if self._session is None:
@@ -124,20 +130,22 @@ class PartnerClient:
             self._session = None
 
     async def send(self, request: PartnerRequest) -> Result:
-        """Deliver one request, retrying what is worth retrying; never raises for HTTP trouble."""
+        """Deliver one request with up to `max_retries` quick retries of what is worth
+        retrying; never raises for HTTP trouble. A RETRY result goes to the caller, who
+        parks the delivery durably rather than sleeping on it here."""
         await self.start()
         assert self._session is not None
         started = time.monotonic()
         attempt = 0
         while True:
             attempt += 1
+            tried = time.monotonic()
             status, excerpt, retry_after = await self._try_once(request)
             outcome = classify(status)
-            if outcome is Outcome.RETRY and attempt > self._max_retries:
-                outcome = Outcome.FAIL
-                excerpt = f"gave up after {attempt} attempts; last: {excerpt}"
-            if outcome is not Outcome.RETRY:
-                return Result(outcome, status, attempt, excerpt, time.monotonic() - started)
+            if self.on_attempt is not None:
+                self.on_attempt(status, time.monotonic() - tried, outcome, attempt)
+            if outcome is not Outcome.RETRY or attempt > self._max_retries:
+                return Result(outcome, status, attempt, excerpt, time.monotonic() - started, retry_after)
             delay = backoff(attempt, retry_after, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)
             log.warning(
                 "%s answered %s to %s %s (attempt %d); retrying in %.1fs",

@@ -5,8 +5,8 @@ state in, the new state and what to send out.
 
 1. the user's record (and the group's, for a group call) is updated;
 2. every enabled destination decides: send, hold, skip or reject;
-3. a destination that already holds events for the user holds this one behind them,
-   so a user's events reach each partner in order;
+3. a destination that already holds or parks events for the user holds this one
+   behind them, so a user's events reach each partner in order;
 4. held events that the new state can attribute are released, oldest first;
 5. held events beyond the count or age bound become dead letters.
 
@@ -92,8 +92,11 @@ def step(
     now_iso: str,
     max_pending: int,
     max_pending_age: float,
+    blocked: frozenset[str] = frozenset(),
 ) -> Step:
-    """Apply one message to the state of user `key` and decide what every destination gets."""
+    """Apply one message to the state of user `key` and decide what every destination gets.
+    `blocked` names destinations with a delivery of this user being parked right now
+    (its park record not applied yet): they hold this message like a parked queue does."""
     new_user = apply_to_user(user, msg, now_iso, key)
     merge_from = anonymous_to_merge(msg, new_user)
     if merge_from is not None:
@@ -116,7 +119,8 @@ def step(
             skipped.append((dest.key, "disabled by the message's integrations"))
             continue
         decision = dest.decide(msg, new_user, lookup)
-        if isinstance(decision, Send) and pending.queue(dest.key).held:
+        queue = pending.queue(dest.key)
+        if isinstance(decision, Send) and (queue.held or queue.parked or dest.key in blocked):
             decision = Hold("earlier events of this user are waiting")
         if isinstance(decision, Send):
             dispatches.append(Dispatch(dest.key, decision.request, raw, source, msg.message_id))
@@ -129,8 +133,9 @@ def step(
         elif isinstance(decision, Skip):
             skipped.append((dest.key, decision.reason))
 
-        pending, released = release_ready(pending, dest, new_user, lookup)
-        dispatches += released
+        if dest.key not in blocked:
+            pending, released = release_ready(pending, dest, new_user, lookup)
+            dispatches += released
 
     return Step(new_user, new_group, pending, dispatches, dead, skipped, held, merge_from)
 
@@ -158,8 +163,11 @@ def merge_step(
 def release_ready(
     pending: Pending, dest: Destination, user: UserState, groups: GroupLookup
 ) -> tuple[Pending, list[Dispatch]]:
-    """Release, oldest first, the held events of `dest` that the state now attributes."""
+    """Release, oldest first, the held events of `dest` that the state now attributes
+    (none while deliveries of the user to `dest` are parked: they go first)."""
     ready: list[Dispatch] = []
+    if pending.queue(dest.key).parked:
+        return pending, ready
     for item in pending.queue(dest.key).held:
         dispatch = _decide_item(item, dest, user, groups)
         if dispatch is None:

@@ -5,7 +5,8 @@ value is typed and validated at start-up; a bad value raises `SettingsError` nam
 variable, so a misconfigured deployment stops with one clear line instead of failing
 later on the first event.
 
-Secrets (`CLIENTSUCCESS_API_KEY`, `CSB_API_KEY`, `CS_RELAY_WRITE_KEYS`) are held in
+Secrets (`CLIENTSUCCESS_API_KEY`, `CSB_API_KEY`, `CS_RELAY_WRITE_KEYS`,
+`CS_RELAY_ADMIN_TOKEN`) are held in
 `Secret`, whose `repr` and `str` never show the value; errors about them never quote it.
 """
 
@@ -21,6 +22,7 @@ from urllib.parse import urlsplit
 T = TypeVar("T")
 
 CLIENTSUCCESS_PRODUCTION_URL = "https://usage.clientsuccess.com"
+ADMIN_TOKEN_MIN_CHARS = 16
 
 
 class SettingsError(ValueError):
@@ -85,17 +87,26 @@ class Settings:
     customersuccessbox: CustomerSuccessBoxSettings = CustomerSuccessBoxSettings(Secret(""), "")
     http_timeout: float = 5.0
     max_in_flight: int = 64
-    max_retries: int = 8
+    quick_retries: int = 2
+    retry_base_delay: float = 10.0
+    retry_max_delay: float = 300.0
+    retry_window_seconds: float = 4 * 3600.0
     pending_max_events: int = 1000
     pending_max_age_seconds: float = 7 * 24 * 3600.0
     log_level: str = "info"
     shutdown_timeout: float = 20.0
+    session_timeout: float = 30.0
+    commit_interval: float = 1.0
     dedupe_window_seconds: float = 24 * 3600.0
     dedupe_max_ids_per_user: int = 10_000
     # `cs-relay ingest`: the Segment write keys it accepts (none: it refuses to start)
     # and how long it waits for Kafka to acknowledge a request's messages.
     write_keys: tuple[Secret, ...] = ()
     ingest_timeout: float = 10.0
+    # The worker's inspection, status and metrics endpoints (streams.admin): a bearer
+    # token they require when set, and the log line format (text or json).
+    admin_token: Secret = Secret("")
+    log_format: str = "text"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -123,13 +134,20 @@ class Settings:
             ),
             http_timeout=read.number("CS_RELAY_HTTP_TIMEOUT", d.http_timeout, low=0.1, high=300),
             max_in_flight=read.integer("CS_RELAY_MAX_IN_FLIGHT", d.max_in_flight, low=1, high=10_000),
-            max_retries=read.integer("CS_RELAY_MAX_RETRIES", d.max_retries, low=0, high=1000),
+            quick_retries=read.integer("CS_RELAY_QUICK_RETRIES", d.quick_retries, low=0, high=20),
+            retry_base_delay=read.number("CS_RELAY_RETRY_BASE_DELAY", d.retry_base_delay, low=0.01, high=3600),
+            retry_max_delay=read.number("CS_RELAY_RETRY_MAX_DELAY", d.retry_max_delay, low=0.01, high=24 * 3600),
+            retry_window_seconds=read.number(
+                "CS_RELAY_RETRY_WINDOW_SECONDS", d.retry_window_seconds, low=1, high=30 * 24 * 3600
+            ),
             pending_max_events=read.integer("CS_RELAY_PENDING_MAX_EVENTS", d.pending_max_events, low=1, high=1_000_000),
             pending_max_age_seconds=read.number(
                 "CS_RELAY_PENDING_MAX_AGE_SECONDS", d.pending_max_age_seconds, low=1, high=365 * 24 * 3600
             ),
             log_level=read.text("CS_RELAY_LOG_LEVEL", d.log_level, check=_log_level),
             shutdown_timeout=read.number("CS_RELAY_SHUTDOWN_TIMEOUT", d.shutdown_timeout, low=0, high=3600),
+            session_timeout=read.number("CS_RELAY_SESSION_TIMEOUT", d.session_timeout, low=6, high=300),
+            commit_interval=read.number("CS_RELAY_COMMIT_INTERVAL", d.commit_interval, low=0.1, high=60),
             dedupe_window_seconds=read.number(
                 "CS_RELAY_DEDUPE_WINDOW_SECONDS", d.dedupe_window_seconds, low=0, high=30 * 24 * 3600
             ),
@@ -138,6 +156,8 @@ class Settings:
             ),
             write_keys=read.secrets("CS_RELAY_WRITE_KEYS"),
             ingest_timeout=read.number("CS_RELAY_INGEST_TIMEOUT", d.ingest_timeout, low=0.1, high=300),
+            admin_token=read.token("CS_RELAY_ADMIN_TOKEN"),
+            log_format=read.text("CS_RELAY_LOG_FORMAT", d.log_format, check=_log_format).lower(),
         )
 
     def redacted(self) -> dict:
@@ -148,6 +168,7 @@ class Settings:
         """Every secret value in use, for log and dead-letter redaction."""
         values = [self.clientsuccess.api_key.reveal(), self.customersuccessbox.api_key.reveal()]
         values += [key.reveal() for key in self.write_keys]
+        values.append(self.admin_token.reveal())
         return [v for v in values if v]
 
 
@@ -197,6 +218,18 @@ class _Reader:
                     f"{name}: key {number} of {len(items)} holds ':', a space or a control character"
                 )
         return tuple(Secret(item) for item in dict.fromkeys(items))
+
+    def token(self, name: str) -> Secret:
+        """A bearer token: at least ADMIN_TOKEN_MIN_CHARS printable characters without
+        spaces. Errors never quote it."""
+        value = self._raw(name)
+        if value is None:
+            return Secret("")
+        if any(ch.isspace() or not ch.isprintable() for ch in value):
+            raise SettingsError(f"{name}: holds a space or a control character")
+        if len(value) < ADMIN_TOKEN_MIN_CHARS:
+            raise SettingsError(f"{name}: too short ({len(value)} characters; use at least {ADMIN_TOKEN_MIN_CHARS})")
+        return Secret(value)
 
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
         value = self._raw(name)
@@ -249,6 +282,12 @@ def _http_url(value: str) -> str | None:
 
 def _http_url_or_empty(value: str) -> str | None:
     return _http_url(value) if value else None
+
+
+def _log_format(value: str) -> str | None:
+    if value.lower() not in {"text", "json"}:
+        return "expected text or json"
+    return None
 
 
 def _log_level(value: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from aiohttp import web
@@ -20,3 +21,18 @@ async def serve(app: web.Application, host: str, port: int, **runner_options: An
         await runner.cleanup()
         raise
     return runner, runner.addresses[0][1]
+
+
+def client_url(host: str, port: int) -> str:
+    """The base URL clients use for a server bound to `host`:`port` (a server on all
+    interfaces is reached on this machine's loopback)."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    try:
+        if ipaddress.ip_address(host).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass  # a host name
+    return f"http://{host}:{port}"

@@ -169,6 +169,20 @@ class Pipeline:
     async def csb_state(self) -> dict[str, Any]:
         return await self._get(f"{self.mocks.csb_url}/_mock/state")
 
+    async def fault(self, partner: str, **spec: Any) -> None:
+        """Inject a fault at a mock ("cs" or "csb"): see mockservers/recorder.py."""
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{self._mock_url(partner)}/_mock/faults", json=spec) as response:
+                response.raise_for_status()
+
+    async def clear_faults(self, partner: str) -> None:
+        async with aiohttp.ClientSession() as session:
+            async with session.delete(f"{self._mock_url(partner)}/_mock/faults") as response:
+                response.raise_for_status()
+
+    def _mock_url(self, partner: str) -> str:
+        return {"cs": self.mocks.clientsuccess_url, "csb": self.mocks.csb_url}[partner]
+
     async def dead_letters(self) -> list[tuple[bytes, dict[str, str]]]:
         """Everything in the dead-letter topic now: (original bytes, headers)."""
         consumer = AIOKafkaConsumer(
@@ -222,11 +236,15 @@ class Pipeline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
 
+    async def close_producer(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
     async def close(self) -> None:
         for worker in self.workers:
             worker.terminate()
-        if self._producer is not None:
-            await self._producer.stop()
+        await self.close_producer()
         await self.mocks.close()
 
 

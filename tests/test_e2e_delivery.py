@@ -1,0 +1,210 @@
+"""Delivery that loses nothing, end to end: partner outages, 429 with Retry-After,
+refusals, a slow partner, a killed worker and a restarted broker. Each test prints
+its figures (sent, delivered, duplicated, dead-lettered, recovery time)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import Counter, defaultdict
+from datetime import datetime
+
+import pytest
+
+from streams.kafka_local import LocalKafka
+from tests.pipeline import Pipeline, open_pipeline
+
+pytestmark = pytest.mark.e2e
+
+# Parked deliveries are retried within a second in tests (production: 10 s .. 300 s).
+FAST_RETRIES = dict(CS_RELAY_QUICK_RETRIES="1", CS_RELAY_RETRY_BASE_DELAY="0.2", CS_RELAY_RETRY_MAX_DELAY="1")
+
+
+def report(name: str, **figures) -> None:
+    print(f"\n[{name}] " + ", ".join(f"{k}={v}" for k, v in figures.items()), file=sys.stderr)
+
+
+def traffic(users: int, per_user: int, prefix: str = "u") -> list[dict]:
+    """Each user: a group call, then `per_user` tracks with unique names, in order."""
+    out = []
+    for u in range(users):
+        user = f"{prefix}{u}"
+        out.append({"type": "group", "userId": user, "groupId": f"g{u % 5}", "traits": {"name": f"Org {u % 5}"},
+                    "messageId": f"{user}-group"})
+    for n in range(per_user):
+        for u in range(users):
+            user = f"{prefix}{u}"
+            out.append({"type": "track", "userId": user, "event": f"{user} e{n}", "messageId": f"{user}-{n}"})
+    return out
+
+
+def cs_events(state) -> list[tuple[str, str]]:
+    """(user, event) in the order ClientSuccess received them, over all organizations."""
+    events = [e for org in state["organizations"].values() for e in org["events"]]
+    events.sort(key=lambda e: e["received_at"])
+    return [(e["user_id"], e["event"]) for e in events]
+
+
+def csb_events(state) -> list[tuple[str, str]]:
+    return [(e["userId"], e["event"]) for e in sorted(state["events"], key=lambda e: e["received_at"])]
+
+
+def check_delivery(received: list[tuple[str, str]], sent: list[dict]) -> Counter:
+    """Every sent track arrived, each user's first arrivals are in sent order; returns
+    how many times each event arrived."""
+    counts = Counter(event for _, event in received)
+    expected = [m["event"] for m in sent if m["type"] == "track"]
+    missing = [e for e in expected if counts[e] == 0]
+    assert not missing, f"{len(missing)} events never arrived, e.g. {missing[:5]}"
+    first_seen: dict[str, list[str]] = defaultdict(list)
+    seen = set()
+    for user, event in received:
+        if event not in seen:
+            seen.add(event)
+            first_seen[user].append(event)
+    for user, events in first_seen.items():
+        wanted = [m["event"] for m in sent if m["type"] == "track" and m["userId"] == user]
+        assert events == wanted, f"order broken for {user}: {events[:10]}"
+    return counts
+
+
+def duplicates(counts: Counter) -> int:
+    return sum(n - 1 for n in counts.values() if n > 1)
+
+
+async def test_an_outage_of_one_partner_delays_nothing_at_the_other_and_loses_nothing(pipeline: Pipeline):
+    sent = traffic(users=10, per_user=10)
+    total = sum(m["type"] == "track" for m in sent)
+    await pipeline.fault("cs", status=503, share=1.0)
+    pipeline.start_worker(**FAST_RETRIES)
+    started = time.monotonic()
+    await pipeline.send(*sent)
+    # The other partner gets everything while ClientSuccess answers 503 to all.
+    await pipeline.eventually(pipeline.csb_state, lambda s: len(s["events"]) == total, what="all CSB events")
+    csb_done = time.monotonic() - started
+    during = await pipeline.cs_state()
+    assert cs_events(during) == []
+    await pipeline.clear_faults("cs")
+    recovered = time.monotonic()
+    state = await pipeline.eventually(
+        pipeline.cs_state, lambda s: len(cs_events(s)) >= total, what="all CS events after recovery", timeout=90
+    )
+    recovery = time.monotonic() - recovered
+    counts = check_delivery(cs_events(state), sent)
+    csb_counts = check_delivery(csb_events(await pipeline.csb_state()), sent)
+    letters = await pipeline.dead_letters()
+    report("503 outage", sent=total, cs_delivered=len(counts), cs_duplicates=duplicates(counts),
+           csb_delivered=len(csb_counts), csb_duplicates=duplicates(csb_counts), dead_lettered=len(letters),
+           csb_done_during_outage_s=f"{csb_done:.1f}", cs_recovery_s=f"{recovery:.1f}")
+    assert letters == []
+    assert duplicates(counts) == 0 and duplicates(csb_counts) == 0
+
+
+async def test_429_retry_after_is_honoured_and_nothing_is_dropped(pipeline: Pipeline):
+    sent = traffic(users=1, per_user=5, prefix="rl")
+    await pipeline.fault("csb", status=429, count=1, retry_after=2, path_prefix="/api_js/v1_1/track")
+    pipeline.start_worker(**FAST_RETRIES)
+    await pipeline.send(*sent)
+    state = await pipeline.eventually(pipeline.csb_state, lambda s: len(s["events"]) == 5, what="all CSB events")
+    requests = [r for r in await pipeline.csb_requests() if r["path"].endswith("/track")]
+    refused = [r for r in requests if r["status"] == 429]
+    assert len(refused) == 1
+    retried = next(r for r in requests if r["status"] == 200 and r["json"] == refused[0]["json"])
+    waited = (_when(retried) - _when(refused[0])).total_seconds()
+    report("429 Retry-After", sent=5, delivered=len(state["events"]), waited_s=f"{waited:.2f}", retry_after_s=2)
+    assert waited >= 2.0
+    check_delivery(csb_events(state), sent)
+
+
+def _when(request) -> datetime:
+    return datetime.fromisoformat(request["received_at"].replace("Z", "+00:00"))
+
+
+async def test_a_refusal_is_dead_lettered_and_the_users_later_events_still_flow(pipeline: Pipeline):
+    sent = traffic(users=1, per_user=4, prefix="rf")
+    await pipeline.fault("cs", status=422, count=1)
+    pipeline.start_worker(**FAST_RETRIES)
+    await pipeline.send(*sent)
+    state = await pipeline.eventually(pipeline.cs_state, lambda s: len(cs_events(s)) == 3, what="three CS events")
+    letters = await pipeline.eventually(pipeline.dead_letters, lambda d: len(d) == 1, what="the refused event")
+    value, headers = letters[0]
+    assert headers["cs-relay-reason"] == "partner_refused"
+    assert headers["cs-relay-stage"] == "delivery"
+    assert headers["cs-relay-status"] == "422"
+    assert headers["cs-relay-destination"] == "clientsuccess"
+    assert json.loads(value)["event"] == "rf0 e0"
+    assert [e for _, e in cs_events(state)] == ["rf0 e1", "rf0 e2", "rf0 e3"]
+    report("422 refusal", sent=4, delivered=3, dead_lettered=1)
+
+
+async def test_a_slow_partner_does_not_slow_the_other(pipeline: Pipeline):
+    sent = traffic(users=4, per_user=10, prefix="sl")
+    total = sum(m["type"] == "track" for m in sent)
+    await pipeline.fault("csb", latency_ms=1500)  # near the 2 s timeout set below
+    pipeline.start_worker(CS_RELAY_HTTP_TIMEOUT="2", **FAST_RETRIES)
+    await pipeline.send(*sent)
+    await pipeline.eventually(pipeline.cs_state, lambda s: len(cs_events(s)) == total, what="all CS events")
+    csb_so_far = len((await pipeline.csb_state())["events"])
+    report("slow partner", sent=total, cs_delivered=total, csb_delivered_meanwhile=csb_so_far)
+    # Each user's CSB calls go one after another at 1.5 s each: ClientSuccess finished
+    # everything while CustomerSuccessBox had done only a fraction.
+    assert csb_so_far < total / 2
+    await pipeline.clear_faults("csb")
+    state = await pipeline.eventually(pipeline.csb_state, lambda s: len(s["events"]) >= total, what="all CSB events",
+                                      timeout=120)
+    check_delivery(csb_events(state), sent)
+
+
+async def test_a_killed_worker_loses_nothing(pipeline: Pipeline):
+    sent = traffic(users=50, per_user=60, prefix="k")  # 3,000 tracks
+    total = sum(m["type"] == "track" for m in sent)
+    pipeline.env["CS_RELAY_SESSION_TIMEOUT"] = "6"  # the dead worker is noticed sooner
+    worker = pipeline.start_worker()
+    await pipeline.send(*sent)
+    await pipeline.eventually(pipeline.cs_state, lambda s: len(cs_events(s)) >= total // 3, what="a third delivered")
+    worker.kill()
+    killed_at = time.monotonic()
+    at_kill = len(cs_events(await pipeline.cs_state()))
+    pipeline.start_worker()
+    cs = await pipeline.eventually(pipeline.cs_state, lambda s: len({e for _, e in cs_events(s)}) == total,
+                                   what="every CS event after the restart", timeout=120)
+    recovery = time.monotonic() - killed_at
+    csb = await pipeline.eventually(pipeline.csb_state, lambda s: len({e for _, e in csb_events(s)}) == total,
+                                    what="every CSB event after the restart", timeout=120)
+    cs_counts = check_delivery(cs_events(cs), sent)
+    csb_counts = check_delivery(csb_events(csb), sent)
+    report("kill -9", sent=total, delivered_before_kill=at_kill, cs_duplicates=duplicates(cs_counts),
+           csb_duplicates=duplicates(csb_counts), recovery_s=f"{recovery:.1f}")
+    # Duplicates come only from events in flight at the kill: at most the unacknowledged window.
+    assert duplicates(cs_counts) <= 5000 and duplicates(csb_counts) <= 5000
+
+
+async def test_a_broker_restart_loses_nothing(tmp_path):
+    kafka = LocalKafka(port=0, data_dir=tmp_path / "kafka")
+    kafka.start(timeout=120)
+    pipe = await open_pipeline(kafka.bootstrap_servers, tmp_path)
+    try:
+        sent = traffic(users=10, per_user=20, prefix="b")
+        total = sum(m["type"] == "track" for m in sent)
+        pipe.start_worker(**FAST_RETRIES)
+        first, second = sent[: len(sent) // 2], sent[len(sent) // 2:]
+        await pipe.send(*first)
+        await pipe.eventually(pipe.cs_state, lambda s: len(cs_events(s)) >= 20, what="some deliveries")
+        await pipe.close_producer()
+        stopped_at = time.monotonic()
+        kafka.restart(timeout=120)
+        await pipe.send(*second)
+        cs = await pipe.eventually(pipe.cs_state, lambda s: len({e for _, e in cs_events(s)}) == total,
+                                   what="every CS event after the broker restart", timeout=150)
+        recovery = time.monotonic() - stopped_at
+        counts = check_delivery(cs_events(cs), sent)
+        csb = await pipe.eventually(pipe.csb_state, lambda s: len({e for _, e in csb_events(s)}) == total,
+                                    what="every CSB event", timeout=60)
+        csb_counts = check_delivery(csb_events(csb), sent)
+        report("broker restart", sent=total, cs_duplicates=duplicates(counts), csb_duplicates=duplicates(csb_counts),
+               recovery_s=f"{recovery:.1f}", worker_alive=pipe.workers[0].alive)
+        assert pipe.workers[0].alive
+    finally:
+        await pipe.close()
+        kafka.stop()
