@@ -139,6 +139,9 @@ app = RelayApp(
     broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
     # Committing often keeps the redo after a crash short (duplicates, not losses).
     broker_commit_interval=settings.commit_interval,
+    # Standbys keep a copy of other workers' table partitions up to date, so a worker
+    # that takes over after a loss resumes without replaying the whole changelog.
+    table_standby_replicas=settings.standby_replicas,
     web_host=settings.web_host,
     web_port=settings.web_port,
     web_bind=settings.web_host,

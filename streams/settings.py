@@ -96,6 +96,7 @@ class Settings:
     log_level: str = "info"
     shutdown_timeout: float = 20.0
     session_timeout: float = 30.0
+    standby_replicas: int = 1
     commit_interval: float = 1.0
     dedupe_window_seconds: float = 24 * 3600.0
     dedupe_max_ids_per_user: int = 10_000
@@ -147,6 +148,7 @@ class Settings:
             log_level=read.text("CS_RELAY_LOG_LEVEL", d.log_level, check=_log_level),
             shutdown_timeout=read.number("CS_RELAY_SHUTDOWN_TIMEOUT", d.shutdown_timeout, low=0, high=3600),
             session_timeout=read.number("CS_RELAY_SESSION_TIMEOUT", d.session_timeout, low=6, high=300),
+            standby_replicas=read.integer("CS_RELAY_STANDBY_REPLICAS", d.standby_replicas, low=0, high=10),
             commit_interval=read.number("CS_RELAY_COMMIT_INTERVAL", d.commit_interval, low=0.1, high=60),
             dedupe_window_seconds=read.number(
                 "CS_RELAY_DEDUPE_WINDOW_SECONDS", d.dedupe_window_seconds, low=0, high=30 * 24 * 3600

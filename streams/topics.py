@@ -6,7 +6,8 @@ configured partition count when they do not exist. The input topic may have any
 partition count (`intake` re-keys every message by user). The by-user topic and the
 table changelogs must agree with CS_RELAY_TOPIC_PARTITIONS, because a user's state
 lives in the changelog partition with the same number as their by-user partition:
-start-up is refused when an existing by-user topic has a different count.
+start-up is refused, naming the topic, when an existing one has a different count.
+CS_RELAY_TOPIC_PARTITIONS is therefore also the most workers that can share the work.
 """
 
 from __future__ import annotations
@@ -22,6 +23,29 @@ DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024
 
 class TopicMismatch(RuntimeError):
     pass
+
+
+# The topics whose partitions must match CS_RELAY_TOPIC_PARTITIONS: a user's records
+# and their table rows are found by partition number.
+CO_PARTITIONED = ("by-user", "users-changelog", "pending-changelog", "seen-changelog", "groups-changelog")
+
+
+async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> None:
+    # Describe only topics that exist: describing a missing one can make a broker with
+    # auto.create.topics.enable create it, with the broker's default partition count.
+    existing = set(await admin.list_topics())
+    names = [f"{settings.app_id}-{suffix}" for suffix in CO_PARTITIONED]
+    present = [name for name in names if name in existing]
+    for topic in await admin.describe_topics(present) if present else ():
+        if topic.get("error_code"):
+            continue
+        count = len(topic.get("partitions") or [])
+        if count and count != settings.topic_partitions:
+            raise TopicMismatch(
+                f"topic {topic.get('topic')!r} has {count} partitions but CS_RELAY_TOPIC_PARTITIONS is "
+                f"{settings.topic_partitions}; a user's state is found by partition number, so set "
+                f"CS_RELAY_TOPIC_PARTITIONS={count}, or start under a new CS_RELAY_APP_ID to repartition"
+            )
 
 
 async def ensure_topics(settings: Settings, replication_factor: int = 1) -> None:
@@ -43,15 +67,6 @@ async def ensure_topics(settings: Settings, replication_factor: int = 1) -> None
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass
-        by_user = f"{settings.app_id}-by-user"
-        if by_user in existing:
-            for topic in await admin.describe_topics([by_user]):
-                count = len(topic.get("partitions") or [])
-                if count and count != settings.topic_partitions:
-                    raise TopicMismatch(
-                        f"topic {by_user!r} has {count} partitions but CS_RELAY_TOPIC_PARTITIONS is "
-                        f"{settings.topic_partitions}; set CS_RELAY_TOPIC_PARTITIONS={count} (the state "
-                        f"tables are partitioned the same way)"
-                    )
+        await _check_partitions(admin, settings)
     finally:
         await admin.close()

@@ -1,0 +1,79 @@
+"""Records in the tables outlive the code that wrote them: a worker must read what an
+older worker stored (rolling upgrades), and refuse, clearly, what a newer one did.
+
+The records below are frozen copies of what version 1 of each record looks like in
+the changelog. Change the code, never these: a test that fails here means the new
+code cannot read the state of a running deployment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streams.dedupe import Seen
+from streams.pending import Pending
+from streams.state import GroupState, UserState
+
+USER_V1 = (
+    '{"v": 1, "key": "u1", "user_id": "u1", "traits": {"firstName": "Ada", "lastName": "L", "email": "a@x.io",'
+    ' "account_id": "A1"}, "group_id": "acme", "groups": ["acme"], "csb_account_id": "A1", "csb_user_id": null,'
+    ' "first_seen": "2026-11-20T10:00:00+00:00", "last_seen": "2026-11-20T10:01:00+00:00", "anonymous_ids": [],'
+    ' "merged_into": null}'
+)
+GROUP_V1 = (
+    '{"v": 1, "group_id": "acme", "name": "Acme", "traits": {"name": "Acme", "account_id": "acc"},'
+    ' "csb_account_id": "acc", "updated_at": "2026-11-20T10:01:00+00:00"}'
+)
+# A pending record as the first release wrote it: no "parked" queue yet.
+PENDING_V1_BEFORE_PARKING = (
+    '{"v": 1, "next_seq": 3, "queues": {"clientsuccess": {"held": [{"seq": 1, "held_at": 1000.0,'
+    ' "raw": "{\\"type\\": \\"track\\"}", "source": {"topic": "t", "partition": 0, "offset": 5}}],'
+    ' "releasing": [{"seq": 2, "held_at": 1001.0, "raw": "{}", "source": {}}]}}}'
+)
+SEEN_V1 = '{"v": 1, "ids": {"m1": [7, 100.0]}}'
+# Written before records carried a version at all.
+USER_UNVERSIONED = '{"key": "u2", "user_id": "u2", "traits": {"plan": "pro"}}'
+
+
+def test_a_version_1_user_record_is_read_with_every_field():
+    user = UserState.from_dict(json.loads(USER_V1))
+    assert (user.key, user.group_id, user.csb_account_id) == ("u1", "acme", "A1")
+    assert user.traits["firstName"] == "Ada"
+    assert list(user.groups) == ["acme"]
+    assert UserState.from_dict(user.to_dict()) == user
+
+
+def test_a_version_1_group_record_is_read():
+    group = GroupState.from_dict(json.loads(GROUP_V1))
+    assert (group.group_id, group.name, group.csb_account_id) == ("acme", "Acme", "acc")
+
+
+def test_a_pending_record_from_before_parking_is_read_with_an_empty_parked_queue():
+    pending = Pending.from_dict(json.loads(PENDING_V1_BEFORE_PARKING))
+    queue = pending.queue("clientsuccess")
+    assert [i.seq for i in queue.held] == [1] and [i.seq for i in queue.releasing] == [2]
+    assert queue.parked == ()
+    assert pending.next_seq == 3
+    assert Pending.from_dict(pending.to_dict()) == pending
+
+
+def test_a_dedupe_record_is_read():
+    assert Seen.from_dict(json.loads(SEEN_V1)).ids == {"m1": (7, 100.0)}
+
+
+def test_a_record_without_a_version_is_read_as_version_1():
+    user = UserState.from_dict(json.loads(USER_UNVERSIONED))
+    assert user.key == "u2" and user.traits == {"plan": "pro"}
+
+
+@pytest.mark.parametrize(
+    "reader, record",
+    [(UserState.from_dict, USER_V1), (GroupState.from_dict, GROUP_V1),
+     (Pending.from_dict, PENDING_V1_BEFORE_PARKING), (Seen.from_dict, SEEN_V1)],
+)
+def test_a_record_from_a_newer_worker_is_refused_clearly(reader, record):
+    data = json.loads(record)
+    data["v"] = 99
+    with pytest.raises(ValueError, match="version 99 is newer than this worker"):
+        reader(data)

@@ -1,0 +1,90 @@
+"""Topic set-up against the real broker: created when missing, refused when the
+partition count of a co-partitioned topic disagrees with the configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from streams.settings import Settings
+from streams.topics import DLQ_MAX_MESSAGE_BYTES, TopicMismatch, ensure_topics
+
+pytestmark = pytest.mark.e2e
+
+
+def settings_for(bootstrap: str, app_id: str, partitions: int) -> Settings:
+    return Settings.from_env(
+        {
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "CS_RELAY_APP_ID": app_id,
+            "CS_RELAY_INPUT_TOPIC": f"{app_id}-in",
+            "CS_RELAY_DLQ_TOPIC": f"{app_id}-dlq",
+            "CS_RELAY_TOPIC_PARTITIONS": str(partitions),
+        }
+    )
+
+
+async def describe(bootstrap: str, topics: list[str]) -> dict:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        return {t["topic"]: t for t in await admin.describe_topics(topics)}
+    finally:
+        await admin.close()
+
+
+async def wait_listed(bootstrap: str, topic: str, timeout: float = 10.0) -> None:
+    """Until the broker lists a topic just created (its metadata spreads asynchronously)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while topic not in await admin.list_topics():
+            assert asyncio.get_running_loop().time() < deadline, f"{topic} never listed"
+            await asyncio.sleep(0.05)
+    finally:
+        await admin.close()
+
+
+async def test_missing_topics_are_created_with_the_configured_partitions(kafka_bootstrap):
+    app_id = f"topics-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(settings_for(kafka_bootstrap, app_id, 3))
+    topics = await describe(kafka_bootstrap, [f"{app_id}-in", f"{app_id}-dlq"])
+    assert {name: len(t["partitions"]) for name, t in topics.items()} == {f"{app_id}-in": 3, f"{app_id}-dlq": 3}
+    await ensure_topics(settings_for(kafka_bootstrap, app_id, 3))  # again: nothing to do
+    assert DLQ_MAX_MESSAGE_BYTES > 4 * 1024 * 1024
+
+
+async def test_a_co_partitioned_topic_with_another_count_is_refused_by_name(kafka_bootstrap):
+    app_id = f"topics-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(f"{app_id}-users-changelog", 4, 1)])
+    finally:
+        await admin.close()
+    await wait_listed(kafka_bootstrap, f"{app_id}-users-changelog")
+    with pytest.raises(TopicMismatch) as info:
+        await ensure_topics(settings_for(kafka_bootstrap, app_id, 2))
+    message = str(info.value)
+    assert f"{app_id}-users-changelog" in message and "4 partitions" in message
+    assert "CS_RELAY_TOPIC_PARTITIONS=4" in message
+
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CS_RELAY_APP_ID": app_id,
+           "CS_RELAY_TOPIC_PARTITIONS": "2", "PATH": "/usr/bin:/bin"}
+    worker = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], env=env, capture_output=True,
+                            text=True, timeout=60)
+    assert worker.returncode == 2
+    assert "CS_RELAY_TOPIC_PARTITIONS=4" in worker.stderr
+    # Checking created nothing: the other co-partitioned topics are still missing.
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        assert f"{app_id}-by-user" not in await admin.list_topics()
+    finally:
+        await admin.close()
