@@ -198,6 +198,7 @@ def _clients(s: Settings) -> dict[str, PartnerClient]:
             clientsuccess.NAME,
             s.clientsuccess.base_url,
             query_auth={"api_key": s.clientsuccess.api_key.reveal()},
+            rate_limit=s.clientsuccess_rate_limit or None,
             **common,
         )
     if s.customersuccessbox.enabled:
@@ -205,6 +206,7 @@ def _clients(s: Settings) -> dict[str, PartnerClient]:
             customersuccessbox.NAME,
             s.customersuccessbox.base_url,
             bearer=s.customersuccessbox.api_key.reveal(),
+            rate_limit=s.csb_rate_limit or None,
             **common,
         )
     return clients

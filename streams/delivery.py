@@ -20,6 +20,7 @@ from typing import Callable, Iterable, Mapping
 import aiohttp
 
 from streams.decision import PartnerRequest
+from streams.ratelimit import AdaptiveRate
 from streams.redact import redact
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class PartnerClient:
         backoff_base: float = 0.5,
         backoff_cap: float = 30.0,
         secrets: Iterable[str] = (),
+        rate_limit: float | None = None,
     ) -> None:
         self.name = name
         self._base = base_url.rstrip("/")
@@ -116,6 +118,7 @@ class PartnerClient:
         self._secrets = [s for s in (*secrets, *self._query_auth.values(), bearer or "") if s]
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
+        self._rate = AdaptiveRate(rate_limit) if rate_limit else None
         # Called after each attempt with (status, seconds, outcome, attempt): metrics.
         self.on_attempt: Callable[[int | None, float, Outcome, int], None] | None = None
 
@@ -156,11 +159,15 @@ class PartnerClient:
     async def _try_once(self, request: PartnerRequest) -> tuple[int | None, str, float | None]:
         assert self._session is not None
         params = {**request.query, **self._query_auth}
+        if self._rate is not None:
+            await self._rate.acquire()
         try:
             async with self._session.request(
                 request.method, self._base + request.path, json=request.json, params=params or None
             ) as response:
                 body = await response.text(errors="replace")
+                if response.status == 429 and self._rate is not None:
+                    self._rate.throttled()
                 return (
                     response.status,
                     self._excerpt(body),

@@ -88,6 +88,8 @@ class Settings:
     http_timeout: float = 5.0
     max_in_flight: int = 64
     quick_retries: int = 2
+    clientsuccess_rate_limit: float = 0.0  # requests per second; 0: no limit
+    csb_rate_limit: float = 0.0
     retry_base_delay: float = 10.0
     retry_max_delay: float = 300.0
     retry_window_seconds: float = 4 * 3600.0
@@ -136,6 +138,10 @@ class Settings:
             http_timeout=read.number("CS_RELAY_HTTP_TIMEOUT", d.http_timeout, low=0.1, high=300),
             max_in_flight=read.integer("CS_RELAY_MAX_IN_FLIGHT", d.max_in_flight, low=1, high=10_000),
             quick_retries=read.integer("CS_RELAY_QUICK_RETRIES", d.quick_retries, low=0, high=20),
+            clientsuccess_rate_limit=read.number(
+                "CS_RELAY_CLIENTSUCCESS_RATE_LIMIT", d.clientsuccess_rate_limit, low=0, high=100_000
+            ),
+            csb_rate_limit=read.number("CS_RELAY_CSB_RATE_LIMIT", d.csb_rate_limit, low=0, high=100_000),
             retry_base_delay=read.number("CS_RELAY_RETRY_BASE_DELAY", d.retry_base_delay, low=0.01, high=3600),
             retry_max_delay=read.number("CS_RELAY_RETRY_MAX_DELAY", d.retry_max_delay, low=0.01, high=24 * 3600),
             retry_window_seconds=read.number(

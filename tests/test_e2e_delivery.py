@@ -104,7 +104,7 @@ async def test_an_outage_of_one_partner_delays_nothing_at_the_other_and_loses_no
 async def test_429_retry_after_is_honoured_and_nothing_is_dropped(pipeline: Pipeline):
     sent = traffic(users=1, per_user=5, prefix="rl")
     await pipeline.fault("csb", status=429, count=1, retry_after=2, path_prefix="/api_js/v1_1/track")
-    pipeline.start_worker(**FAST_RETRIES)
+    pipeline.start_worker(CS_RELAY_CSB_RATE_LIMIT="50", **FAST_RETRIES)  # the limiter halves on the 429
     await pipeline.send(*sent)
     state = await pipeline.eventually(pipeline.csb_state, lambda s: len(s["events"]) == 5, what="all CSB events")
     requests = [r for r in await pipeline.csb_requests() if r["path"].endswith("/track")]
