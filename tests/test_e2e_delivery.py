@@ -113,7 +113,7 @@ async def test_429_retry_after_is_honoured_and_nothing_is_dropped(pipeline: Pipe
     retried = next(r for r in requests if r["status"] == 200 and r["json"] == refused[0]["json"])
     waited = (_when(retried) - _when(refused[0])).total_seconds()
     report("429 Retry-After", sent=5, delivered=len(state["events"]), waited_s=f"{waited:.2f}", retry_after_s=2)
-    assert waited >= 2.0
+    assert waited >= 2.0 - 0.01  # asyncio may wake a clock tick early; wall and monotonic clocks differ
     check_delivery(csb_events(state), sent)
 
 
