@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import AsyncIterator
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.deadletter import DeadLetterRecord, read_headers
 from streams.settings import Settings
@@ -13,14 +13,19 @@ from streams.settings import Settings
 async def read_dead_letters(settings: Settings) -> AsyncIterator[DeadLetterRecord]:
     """Every dead letter currently in the topic, from the beginning to the end offsets
     taken at start (no consumer group: reading commits nothing)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers, enable_auto_commit=False)
+    # Subscribed without a group, aiokafka assigns every partition of the topic.
+    consumer = AIOKafkaConsumer(
+        settings.dlq_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(settings.dlq_topic) or set()
-        tps = [TopicPartition(settings.dlq_topic, p) for p in sorted(partitions)]
+        tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
         if not tps:
             return
-        consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
         remaining = {tp for tp in tps if ends[tp] > 0}

@@ -208,3 +208,36 @@ async def test_a_broker_restart_loses_nothing(tmp_path):
     finally:
         await pipe.close()
         kafka.stop()
+
+
+async def test_a_replayed_dead_letter_is_delivered_despite_dedupe_and_only_where_it_failed(pipeline: Pipeline):
+    import asyncio
+    import subprocess
+
+    sent = traffic(users=1, per_user=2, prefix="rp")
+    await pipeline.fault("cs", status=422, count=1)
+    worker = pipeline.start_worker(**FAST_RETRIES)
+    await pipeline.send(*sent)
+    await pipeline.eventually(pipeline.dead_letters, lambda d: len(d) == 1, what="the refused event")
+    await pipeline.eventually(pipeline.csb_state, lambda s: len(s["events"]) == 2, what="both at CSB")
+
+    env = pipeline.worker_env()
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True,
+                              text=True, timeout=60)
+
+    listed = await asyncio.to_thread(cli, "dlq", "list")
+    assert listed.returncode == 0, listed.stderr
+    assert "partner_refused" in listed.stdout and "rp0 e0" in listed.stdout
+    replayed = await asyncio.to_thread(cli, "dlq", "replay", "--reason", "partner_refused")
+    assert replayed.returncode == 0 and "replayed 1" in replayed.stdout, replayed.stdout + replayed.stderr
+
+    state = await pipeline.eventually(pipeline.cs_state, lambda s: len(cs_events(s)) == 2, what="the replayed event")
+    assert sorted(e for _, e in cs_events(state)) == ["rp0 e0", "rp0 e1"]
+    # CustomerSuccessBox had it already: the replay was for ClientSuccess only.
+    await pipeline.send(sent[-1])  # a plain duplicate, by contrast, is dropped
+    await pipeline.send({"type": "track", "userId": "rp0", "event": "rp0 marker", "messageId": "rp0-marker"})
+    csb = await pipeline.eventually(pipeline.csb_state, lambda s: len(s["events"]) == 3, what="the marker at CSB")
+    assert [e for _, e in csb_events(csb)] == ["rp0 e0", "rp0 e1", "rp0 marker"]
+    assert worker.alive
