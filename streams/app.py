@@ -353,7 +353,10 @@ async def intake(stream: faust.StreamT) -> None:
             counters[f"in.{msg.type}"] += 1
             headers = {k: v for k, v in _headers(event).items() if k in REPLAY_HEADERS}
             headers["cs-relay-source"] = json.dumps(source).encode()
-            work = _produce(by_user_topic, key=msg.key.encode("utf-8"), value=raw, headers=headers)
+            # Hand the record to the producer here, in input order (a user's records
+            # must reach the by-user topic in the order they came); only Kafka's
+            # acknowledgement is awaited in the background.
+            work = await by_user_topic.send(key=msg.key.encode("utf-8"), value=raw, headers=headers)
         acks.add(tp, event.ack, [work])
 
 
@@ -416,7 +419,9 @@ def handle(event: faust.EventT) -> list[Awaitable[Any]]:
     user = _user(key)
     if user is not None and user.merged_into:
         # An anonymous visitor who has logged in: their state lives with the user now.
-        return [_forward(user.merged_into, raw_bytes, headers)]
+        # One after another per user, so forwarded events keep their order.
+        into = user.merged_into
+        return [chains.submit((into, "forward"), lambda: _forward(into, raw_bytes, headers))]
     source = _source_from_headers(headers, _source(event))
     msg = parse(raw_bytes)  # validated by intake already
     replay = REPLAY_HEADER in headers
