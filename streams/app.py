@@ -36,7 +36,7 @@ from streams.deadletter import dead_letter_headers
 from streams.dlqtool import REPLAY_DESTINATION_HEADER, REPLAY_HEADER
 from streams.decision import PartnerRequest
 from streams.delivery import Outcome, PartnerClient, Result, backoff, classify
-from streams import dedupe
+from streams import dedupe, faust_fixes
 from streams import admin, observe  # HTTP endpoints, metrics and event ids in logs (issue 6)
 from streams.inflight import AckTracker, Chains, Redeliveries
 from streams import pending as pending_mod
@@ -59,6 +59,7 @@ from streams.state import GroupState, UserState
 log = logging.getLogger("cs_relay")
 
 settings = Settings.from_env()
+faust_fixes.install()
 
 KIND_HEADER = "cs-relay-kind"
 KIND_PENDING_DONE = b"pending-done"  # released events delivered: forget them
@@ -142,6 +143,9 @@ app = RelayApp(
     # Standbys keep a copy of other workers' table partitions up to date, so a worker
     # that takes over after a loss resumes without replaying the whole changelog.
     table_standby_replicas=settings.standby_replicas,
+    # A topic created while a worker joins is picked up at the next metadata refresh
+    # (Faust's default is 5 minutes).
+    consumer_metadata_max_age_ms=30_000,
     web_host=settings.web_host,
     web_port=settings.web_port,
     web_bind=settings.web_host,

@@ -113,11 +113,11 @@ class Chains:
 class Redeliveries:
     """Spots a record this process has already taken since its partition was assigned.
 
-    Faust can hand a stream the same records twice within one assignment: when
-    recovery completes it resumes the stream partitions before it seeks them to the
-    committed offsets (`faust/tables/recovery.py`, `on_recovery_completed`), so what
-    the fetcher read in between comes again. Processing those twice would send
-    partner requests twice. `first_time(tp, offset)` is False for an offset at or
+    Faust 0.15 could hand a stream the same records twice within one assignment: when
+    recovery completed it resumed the stream partitions before seeking them to the
+    committed offsets, so what the fetcher read in between came again (and worse, see
+    `streams.faust_fixes`, which now seeks first). This guard stays as a cheap second
+    line: processing a record twice would send partner requests twice. `first_time(tp, offset)` is False for an offset at or
     below the highest one taken on that partition; `forget(tps)` on revocation, since a
     partition assigned again starts over from its committed offset.
     """

@@ -12,6 +12,8 @@ CS_RELAY_TOPIC_PARTITIONS is therefore also the most workers that can share the 
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -48,11 +50,29 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> N
             )
 
 
+async def _until_listed(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0) -> None:
+    """Wait until the broker lists topics just created (metadata spreads asynchronously)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not set(names) <= set(await admin.list_topics()):
+        if loop.time() > deadline:
+            raise TimeoutError(f"Kafka did not list the new topics {names} within {timeout:.0f} s")
+        await asyncio.sleep(0.1)
+
+
 async def ensure_topics(settings: Settings, replication_factor: int = 1) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
-        wanted = {settings.input_topic: settings.topic_partitions, settings.dlq_topic: settings.topic_partitions}
+        # The by-user topic too: when workers start together, a topic that Faust
+        # creates while their group forms can be missed by the first assignment,
+        # leaving every worker without it until the next metadata refresh.
+        wanted = {
+            settings.input_topic: settings.topic_partitions,
+            settings.dlq_topic: settings.topic_partitions,
+            f"{settings.app_id}-by-user": settings.topic_partitions,
+        }
+        await _check_partitions(admin, settings)  # before creating anything
         existing = set(await admin.list_topics())
         # Dead letters carry the original bytes plus headers: allow them more room than
         # an input record gets by default (1 MB).
@@ -67,6 +87,6 @@ async def ensure_topics(settings: Settings, replication_factor: int = 1) -> None
                 await admin.create_topics(missing)
             except TopicAlreadyExistsError:
                 pass
-        await _check_partitions(admin, settings)
+            await _until_listed(admin, [t.name for t in missing])
     finally:
         await admin.close()
