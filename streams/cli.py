@@ -5,7 +5,7 @@
     cs-relay worker                                      the Faust worker (env-configured)
     cs-relay send FILE                                   produce a JSON-lines file
     cs-relay ingest  [--host 127.0.0.1] [--port 8088]    Segment HTTP API -> the input topic
-    cs-relay dev     [--demo] [--exit]                   Kafka + mocks + worker together
+    cs-relay dev     [--demo] [--exit] [--workers N]     Kafka + mocks + N workers together
     cs-relay dlq list | dlq replay [--reason R]          inspect and replay dead letters
     cs-relay inspect user|group|pending ID [--json]      state, from a running worker
     cs-relay status  [--json]                            deliveries and lag of a running worker
@@ -68,10 +68,12 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--port", type=int, default=8088)
     ingest.set_defaults(run=_ingest)
 
-    dev = sub.add_parser("dev", help="local Kafka, mocks and a worker together; Ctrl-C stops all")
+    dev = sub.add_parser("dev", help="local Kafka, mocks and workers together; Ctrl-C stops all")
     dev.add_argument("--demo", action="store_true", help="send the bundled sample traffic and show what arrived")
     dev.add_argument("--exit", action="store_true", help="with --demo: stop everything after the summary")
     dev.add_argument("--kafka-port", type=int, default=9092)
+    dev.add_argument("--workers", type=_positive, default=1, metavar="N",
+                     help="worker processes (data var/dev/worker-{i}, web port 6066+i, log var/dev/worker-{i}.log)")
     dev.set_defaults(run=_dev)
 
     dlq = sub.add_parser("dlq", help="dead letters")
@@ -157,7 +159,17 @@ def _ingest(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from streams.dev import run_dev
 
-    return run_dev(demo=args.demo, exit_after=args.exit, kafka_port=args.kafka_port)
+    return run_dev(demo=args.demo, exit_after=args.exit, kafka_port=args.kafka_port, workers=args.workers)
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
 
 
 def _dlq_list(args: argparse.Namespace) -> int:

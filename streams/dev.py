@@ -1,9 +1,11 @@
-"""`cs-relay dev`: the whole pipeline on one machine (local Kafka, mocks, a worker).
+"""`cs-relay dev`: the whole pipeline on one machine (local Kafka, mocks, workers).
 
-Children run as separate processes with one shared environment, so the worker and the
-mocks agree on credentials. Ctrl-C (or SIGTERM) stops the worker first, then the mocks,
-then Kafka. With `--demo` it sends the bundled sample traffic and prints what each
-mock partner received.
+Children run as separate processes with one shared environment, so the workers and the
+mocks agree on credentials. `--workers N` starts N workers in one consumer group, each
+with its own data dir (`var/dev/worker-{i}`), web port (6066+i) and log
+(`var/dev/worker-{i}.log`). Ctrl-C (or SIGTERM) stops the workers first, then the
+mocks, then Kafka. With `--demo` it sends the bundled sample traffic and prints what
+each mock partner received.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -40,10 +43,41 @@ def dev_environment(bootstrap: str, cs_port: int = 8081, csb_port: int = 8082, d
     return env
 
 
-async def wait_http(url: str, timeout: float) -> None:
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What distinguishes one dev worker from the others."""
+
+    index: int
+    env: dict
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.env['CS_RELAY_WEB_PORT']}"
+
+
+def worker_specs(env: dict, workers: int, var: Path) -> list[WorkerSpec]:
+    """Worker i: data dir `{CS_RELAY_DATA_DIR}-{i}`, web port CS_RELAY_WEB_PORT + i
+    (6066 by default) and log `var/worker-{i}.log`; the rest of `env` is shared."""
+    data_dir = env["CS_RELAY_DATA_DIR"]
+    base_port = int(env.get("CS_RELAY_WEB_PORT") or 6066)
+    return [
+        WorkerSpec(
+            i,
+            {**env, "CS_RELAY_DATA_DIR": f"{data_dir}-{i}", "CS_RELAY_WEB_PORT": str(base_port + i)},
+            var / f"worker-{i}.log",
+        )
+        for i in range(workers)
+    ]
+
+
+async def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    """Until `url` answers below 500; fails early when `process` (the server) has exited."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as session:
         while True:
+            if process is not None and process.poll() is not None:
+                raise ChildProcessError(f"exited with {process.returncode} before {url} answered")
             try:
                 async with session.get(url) as response:
                     if response.status < 500:
@@ -100,17 +134,21 @@ def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     )
 
 
-def _stop(proc: subprocess.Popen, timeout: float = 20.0) -> None:
-    if proc.poll() is None:
+def _stop(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    """SIGTERM to all of them at once, then SIGKILL to any still running after `timeout`."""
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
         proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in running:
         try:
-            proc.wait(timeout)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
 
 
-def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092) -> int:
+def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: int = 1) -> int:
     from streams.kafka_local import KafkaLaunchError, LocalKafka
 
     var = Path("var/dev")
@@ -126,7 +164,13 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092) -> int:
         bootstrap = kafka.bootstrap_servers
         print(f"kafka     ready at {bootstrap} (started in {kafka.started_in:.1f}s)")
     env = dev_environment(bootstrap)
-    children: list[subprocess.Popen] = []
+    specs = worker_specs(env, workers, var)
+    partitions = int(env["CS_RELAY_TOPIC_PARTITIONS"])
+    if workers > partitions:
+        print(f"note: {workers} workers share {partitions} partitions (CS_RELAY_TOPIC_PARTITIONS): "
+              f"{workers - partitions} will stand by")
+    mocks: list[subprocess.Popen] = []
+    running: list[tuple[WorkerSpec, subprocess.Popen]] = []
     stop = False
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -135,14 +179,19 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        children.append(_spawn(["mocks"], env, var / "mocks.log"))
+        mocks.append(_spawn(["mocks"], env, var / "mocks.log"))
         asyncio.run(wait_http(env["CLIENTSUCCESS_BASE_URL"] + "/_mock/requests", 30))
         asyncio.run(wait_http(env["CSB_BASE_URL"] + "/_mock/requests", 30))
         print(f"mocks     ClientSuccess {env['CLIENTSUCCESS_BASE_URL']}, CustomerSuccessBox {env['CSB_BASE_URL']}")
-        worker = _spawn(["worker"], env, var / "worker.log")
-        children.append(worker)
-        asyncio.run(wait_http(f"http://127.0.0.1:{env.get('CS_RELAY_WEB_PORT', '6066')}/", 90))
-        print(f"worker    running (log: {var / 'worker.log'})")
+        for spec in specs:
+            running.append((spec, _spawn(["worker"], spec.env, spec.log)))
+        for spec, worker in running:
+            try:
+                asyncio.run(wait_http(spec.url + "/", 90, worker))
+            except (ChildProcessError, TimeoutError) as exc:
+                print(f"error: worker {spec.index} {exc}; see {spec.log}", file=sys.stderr)
+                return 1
+            print(f"worker {spec.index} running at {spec.url} (data: {spec.env['CS_RELAY_DATA_DIR']}, log: {spec.log})")
         if demo:
             from streams.producer import send_file
 
@@ -151,18 +200,20 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092) -> int:
             print(asyncio.run(demo_summary(env)))
             if exit_after:
                 return 0
-        print("running; Ctrl-C stops the worker, the mocks and Kafka")
+        print("running; Ctrl-C stops the workers, the mocks and Kafka")
         while not stop:
-            if worker.poll() is not None:
-                print(f"error: the worker exited with {worker.returncode}; see {var / 'worker.log'}", file=sys.stderr)
-                return 1
+            for spec, worker in running:
+                if worker.poll() is not None:
+                    print(f"error: worker {spec.index} exited with {worker.returncode}; see {spec.log}",
+                          file=sys.stderr)
+                    return 1
             time.sleep(0.5)
         return 0
     except KeyboardInterrupt:
         return 0
     finally:
-        for child in reversed(children):
-            _stop(child)
+        _stop([worker for _, worker in running])
+        _stop(mocks)
         if kafka is not None:
             kafka.stop()
         print("stopped")
