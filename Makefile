@@ -1,6 +1,8 @@
 # cs-relay: the two commands of the README, and a few helpers.
 #   make run    the whole pipeline locally: Kafka, mock partners, a worker, sample traffic
 #   make test   the full test suite (unit and end-to-end, against a real local broker)
+#   make bench  the benchmark, a few minutes (not part of `make test`; docs/benchmarks.md);
+#               flags through BENCH_ARGS, e.g. make bench BENCH_ARGS='--events 20000'
 # Both create .venv and install the project on first use; Kafka's jars are fetched
 # from Maven Central into ~/.cache/cs-relay/kafka on first use.
 
@@ -8,6 +10,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.installed-bench
 
 .PHONY: run test unit e2e install kafka mocks worker bench clean compose-check
 
@@ -19,6 +22,10 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
+
+$(BENCH_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
 
 install: $(STAMP)
 
@@ -42,6 +49,9 @@ mocks: $(STAMP)
 
 worker: $(STAMP)
 	$(BIN)/cs-relay worker
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 compose-check:
 	docker-compose config --quiet

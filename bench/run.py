@@ -1,0 +1,679 @@
+"""`python -m bench` (`make bench`): cs-relay's throughput, latency, memory and state size.
+
+One run, on this machine:
+
+1. a local Kafka broker (`LocalKafka`, unless KAFKA_BOOTSTRAP_SERVERS is set) and both
+   mock partners (in this process, on free ports); fresh topics and app id for the run;
+   a **warm-up** worker delivers one group call per group (`bench.mix`), then stops;
+2. **backlog**: `--events` Segment calls (the mix of `bench.mix`) are produced to the
+   input topic, keyed by user, while no worker runs; then a worker process
+   (`python -m streams.cli worker`, restarting on the warm-up's state) drains them.
+   Throughput is the events delivered divided by the time from the first request a
+   partner received to the moment the last event had reached every partner that
+   takes it;
+3. **paced**: with the worker warm, `--paced-events` more calls (none of which has to
+   wait for a group call) are produced at a steady `--paced-rate` (default: half the
+   backlog throughput). Latency is produce time (each message's `timestamp`) to the
+   partner's `received_at`, per request;
+4. the worker's peak memory (VmHWM) is read, the worker is stopped, and its data dir
+   (RocksDB tables) is measured;
+5. the ceilings (`bench.baselines`): a bare consumer reading the same input topic, and
+   a bare HTTP client sending the same requests to the mocks.
+
+Results go to `bench/results/<stamp>.json` with two charts beside it; work files
+(broker data, the worker's data dir and log) to `var/bench/<stamp>/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import logging
+import multiprocessing
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Sequence
+
+from aiokafka import AIOKafkaProducer
+
+from bench import mix, stats
+from bench.baselines import PartnerJobs, consume_ceiling, run_http_ceiling
+from mockservers.recorder import RECORDS_KEY
+from mockservers.server import DEMO_CREDENTIALS, MockServers, start_mocks
+from streams.dlqtool import read_dead_letters
+from streams.producer import user_key
+from streams.settings import Settings
+from streams.topics import ensure_topics
+
+REPO = Path(__file__).resolve().parent.parent
+CLIENTSUCCESS, CSB = "clientsuccess", "customersuccessbox"
+PARTNERS_OF = {"identify": (CSB,), "group": (CSB,), "track": (CLIENTSUCCESS, CSB), "page": (CLIENTSUCCESS, CSB)}
+DEFAULT_MAX_IN_FLIGHT = Settings().max_in_flight
+READY_LINE = "[^Worker]: Ready"  # Faust's log line once every service of the worker runs
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--events", type=int, default=40_000, help="calls in the backlog phase (throughput), after the warm-up")
+    add("--paced-events", type=int, default=5_000, help="calls in the paced phase (latency)")
+    add("--paced-rate", type=float, default=0.0, help="calls/s in the paced phase; 0: half the backlog throughput")
+    add("--users", type=int, default=10_000, help="distinct users")
+    add("--groups", type=int, default=500, help="groups (accounts); the warm-up introduces each with a group call")
+    add("--early-share", type=float, default=0.5,
+        help="share of the users whose first group call comes late that send calls before it (they must wait)")
+    add("--payload-bytes", type=int, default=0, help="extra characters in each call's properties or traits")
+    add("--partitions", type=int, default=8, help="CS_RELAY_TOPIC_PARTITIONS for the run's topics")
+    add("--http-concurrency", type=int, default=int(os.environ.get("CS_RELAY_MAX_IN_FLIGHT") or DEFAULT_MAX_IN_FLIGHT),
+        help="requests in flight per partner in the HTTP ceiling (default: the worker's CS_RELAY_MAX_IN_FLIGHT)")
+    add("--seed", type=int, default=1, help="seed of the mix")
+    add("--timeout", type=float, default=900.0, help="seconds each phase may take before the run gives up")
+    add("--results-dir", type=Path, default=REPO / "bench" / "results")
+    add("--work-dir", type=Path, default=REPO / "var" / "bench", help="broker data, worker data dir and log")
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.paced_events < 0 or args.users < 1 or args.partitions < 1:
+        parser.error("--events, --users and --partitions must be positive, --paced-events not negative")
+    try:
+        phases(args)
+    except ValueError as exc:
+        parser.error(str(exc))
+    return args
+
+
+# ------------------------------------------------------------------ the worker process
+
+
+@dataclass
+class Worker:
+    """One `python -m streams.cli worker` process, its output in `log`."""
+
+    process: subprocess.Popen
+    log: Path
+
+    @classmethod
+    def start(cls, env: dict[str, str], log: Path) -> "Worker":
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
+            )
+        return cls(process, log)
+
+    def check_alive(self) -> None:
+        if self.process.poll() is not None:
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-30:])
+            raise RuntimeError(f"the worker exited with {self.process.returncode}; the end of {self.log}:\n{tail}")
+
+    async def until_logged(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log.read_text(errors="replace"):
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not log {text!r} within {timeout:.0f} s; see {self.log}")
+            await asyncio.sleep(0.2)
+
+    def cpu_seconds(self) -> float:
+        text = Path(f"/proc/{self.process.pid}/stat").read_text()
+        return stats.proc_stat_cpu_seconds(text, os.sysconf("SC_CLK_TCK"))
+
+    async def sample_cpu(self, samples: list[tuple[int, float]], every: float = 0.5) -> None:
+        """Append (time µs, CPU seconds) every `every` seconds while the process runs."""
+        while self.process.poll() is None:
+            try:
+                samples.append((time.time_ns() // 1000, self.cpu_seconds()))
+            except OSError:
+                return
+            await asyncio.sleep(every)
+
+    def memory_kb(self) -> dict[str, int]:
+        return stats.proc_status_kb(Path(f"/proc/{self.process.pid}/status").read_text())
+
+    async def stop(self, timeout: float = 60.0) -> None:
+        """SIGTERM, a graceful stop (the loop keeps serving the mocks meanwhile: the
+        worker may finish deliveries), then SIGKILL if it takes longer than `timeout`."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.process.wait, timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                await asyncio.to_thread(self.process.wait, 30)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def worker_env(settings: Settings, mocks: MockServers) -> dict[str, str]:
+    """The environment of the run's worker: the caller's, with the run's topics, data
+    dir and mocks (other CS_RELAY_* tuning passes through)."""
+    env = dict(os.environ)
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
+        CS_RELAY_APP_ID=settings.app_id,
+        CS_RELAY_INPUT_TOPIC=settings.input_topic,
+        CS_RELAY_DLQ_TOPIC=settings.dlq_topic,
+        CS_RELAY_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        CS_RELAY_DATA_DIR=str(settings.data_dir),
+        CS_RELAY_WEB_PORT=str(free_port()),
+        CS_RELAY_LOG_LEVEL="info",  # the bench waits for Faust's "Ready" line
+        CLIENTSUCCESS_BASE_URL=mocks.clientsuccess_url,
+        CSB_BASE_URL=mocks.csb_url,
+        PYTHONUNBUFFERED="1",
+        **DEMO_CREDENTIALS,
+    )
+    return env
+
+
+# ------------------------------------------------------------------ what the partners received
+
+
+class Receipts:
+    """Collects, as they come, the benchmark's requests the mocks recorded (the same
+    records `GET /_mock/requests` serves, read in-process: polling over HTTP would
+    serialise the whole list every time)."""
+
+    def __init__(self, mocks: MockServers) -> None:
+        self._records = {CLIENTSUCCESS: mocks.clientsuccess_app[RECORDS_KEY], CSB: mocks.csb_app[RECORDS_KEY]}
+        self._read = {partner: 0 for partner in self._records}
+        self.all: list[stats.Receipt] = []
+        self.delivered: set[tuple[str, int]] = set()  # (partner, event) answered 2xx
+
+    def collect(self) -> None:
+        for partner, records in self._records.items():
+            new = records[self._read[partner]:]
+            self._read[partner] += len(new)
+            for record in new:
+                r = stats.receipt(partner, record)
+                if r is not None:
+                    self.all.append(r)
+                    if r.ok:
+                        self.delivered.add((partner, r.event_us))
+
+    def records(self, partner: str) -> list[dict[str, Any]]:
+        return list(self._records[partner])
+
+
+@dataclass
+class Phase:
+    """The calls of one phase and when each was produced (its event id)."""
+
+    name: str
+    calls: list[mix.Call]
+    produced_us: list[int] = field(default_factory=list)
+
+    def expected(self) -> set[tuple[str, int]]:
+        return {(p, us) for call, us in zip(self.calls, self.produced_us) for p in PARTNERS_OF[call.type]}
+
+
+# ------------------------------------------------------------------ the run
+
+
+@dataclass
+class Measured:
+    """What the worker did in the measured phases."""
+
+    backlog: dict[str, Any]
+    paced: dict[str, Any]
+    memory_kb: dict[str, int]
+    worker_exit: int | None
+    restart_s: float  # the measured worker's start to its first delivery
+    started_us: int  # the measured worker's start, the charts' zero
+    cpu_samples: list[tuple[int, float]]  # (time µs, the worker's CPU seconds)
+
+
+class Bench:
+    """One run: its own app id and topics on the broker, its data under `work`."""
+
+    def __init__(self, args: argparse.Namespace, bootstrap: str, stamp: str, work: Path) -> None:
+        self.args = args
+        self.stamp = stamp
+        self.work = work
+        name = f"bench-{stamp.lower()}-{uuid.uuid4().hex[:6]}"
+        self.settings = Settings(
+            kafka_bootstrap_servers=bootstrap,
+            input_topic=f"{name}-in",
+            dlq_topic=f"{name}-dlq",
+            app_id=name,
+            data_dir=work / "worker",
+            topic_partitions=args.partitions,
+        )
+        self._last_us = 0
+        self._message_bytes = 0
+        self._workers = 0
+
+    async def run(self) -> tuple[dict[str, Any], list[float]]:
+        args, settings = self.args, self.settings
+        intro, backlog, paced = phases(args)
+        calls = intro.calls + backlog.calls + paced.calls
+        mocks = await start_mocks("127.0.0.1", 0, 0, cs_source_id=DEMO_CREDENTIALS["CLIENTSUCCESS_SOURCE_ID"],
+                                  cs_api_key=DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"],
+                                  csb_api_key=DEMO_CREDENTIALS["CSB_API_KEY"])
+        try:
+            await ensure_topics(settings)
+            receipts = Receipts(mocks)
+            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=2)
+            await producer.start()
+            try:
+                await self._create_topics(mocks)
+                await self._warm_up(producer, receipts, mocks, intro)
+                measured = await self._measure(producer, receipts, mocks, backlog, paced)
+            finally:
+                await producer.stop()
+            state = _disk_usage(settings.data_dir)
+            dead_letters = await _count_dead_letters(settings)
+            ceilings = await self._ceilings(receipts, mocks, backlog, len(calls))
+        finally:
+            await mocks.close()
+        return self._results(calls, receipts, measured, state, dead_letters, ceilings, paced)
+
+    async def _create_topics(self, mocks: MockServers) -> None:
+        """Start a worker on the empty input so that Faust creates its changelog topics,
+        and stop it once ready. On a fresh cluster Faust's first partition assignment
+        can come before a topic it has just created is in the metadata ("Ignoring
+        missing topic"): a worker without a changelog's partitions dead-letters every
+        event as `routing_error` until its next metadata refresh (docs/operations.md,
+        "First start"). Later starts find every topic."""
+        worker = self._start_worker(mocks)
+        try:
+            await worker.until_logged(READY_LINE, self.args.timeout)
+        finally:
+            await worker.stop()
+
+    async def _warm_up(self, producer: AIOKafkaProducer, receipts: Receipts, mocks: MockServers, intro: Phase) -> None:
+        """Introduce every group with a first worker, then stop it: the measured phases
+        start from known groups, and the next worker starts from its state on disk."""
+        print(f"warm-up: {len(intro.calls):,} group introductions", flush=True)
+        await self._produce(producer, intro)
+        worker = self._start_worker(mocks)
+        try:
+            if not await self._until_delivered(receipts, intro, worker):
+                raise RuntimeError("the warm-up's group calls were not delivered; see the worker log")
+        finally:
+            await worker.stop()
+
+    async def _measure(
+        self, producer: AIOKafkaProducer, receipts: Receipts, mocks: MockServers, backlog: Phase, paced: Phase
+    ) -> Measured:
+        print(f"backlog: producing {len(backlog.calls):,} calls, then starting the worker", flush=True)
+        await self._produce(producer, backlog)
+        started_us = time.time_ns() // 1000
+        worker = self._start_worker(mocks)
+        cpu_samples: list[tuple[int, float]] = []
+        sampler = asyncio.create_task(worker.sample_cpu(cpu_samples))
+        try:
+            complete = await self._until_delivered(receipts, backlog, worker)
+            backlog_figures = {**_phase_figures(receipts.all, backlog, latency=False), "complete": complete}
+            backlog_figures["worker_cpu_cores"] = round(
+                stats.cpu_cores(cpu_samples, backlog_figures["first_receipt_us"], time.time_ns() // 1000), 2)
+            paced_figures: dict[str, Any] = {"events": 0, "complete": True}
+            if paced.calls:
+                rate = self.args.paced_rate or max(1.0, backlog_figures["events_per_second"] / 2)
+                print(f"paced: {len(paced.calls):,} calls at {rate:,.0f}/s", flush=True)
+                await self._produce(producer, paced, rate)
+                complete = await self._until_delivered(receipts, paced, worker)
+                paced_figures = {**_phase_figures(receipts.all, paced, latency=True), "rate": round(rate, 1),
+                                 "complete": complete}
+            memory = worker.memory_kb()
+        finally:
+            sampler.cancel()
+            await worker.stop()
+        return Measured(
+            backlog=backlog_figures,
+            paced=paced_figures,
+            memory_kb=memory,
+            worker_exit=worker.process.returncode,
+            restart_s=round((backlog_figures["first_receipt_us"] - started_us) / stats.US, 1),
+            started_us=started_us,
+            cpu_samples=cpu_samples,
+        )
+
+    async def _ceilings(self, receipts: Receipts, mocks: MockServers, backlog: Phase, records: int) -> dict[str, Any]:
+        print("ceiling 1: a bare consumer reading the input topic", flush=True)
+        consumed = await consume_ceiling(self.settings.kafka_bootstrap_servers, self.settings.input_topic,
+                                         records, self.args.timeout)
+        print("ceiling 2: a bare aiohttp client sending the backlog's requests to the mocks", flush=True)
+        jobs = _replay_jobs(receipts, backlog, mocks)
+        with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            http = await asyncio.get_running_loop().run_in_executor(
+                pool, run_http_ceiling, jobs, self.args.http_concurrency
+            )
+        return {
+            "raw_consumer": {"records": consumed.count, "seconds": round(consumed.seconds, 3),
+                             "events_per_second": round(consumed.per_second)},
+            "plain_http": {"requests": http.count, "ok": http.ok, "seconds": round(http.seconds, 3),
+                           "concurrency_per_partner": self.args.http_concurrency,
+                           "requests_per_second": round(http.per_second)},
+        }
+
+    def _results(
+        self,
+        calls: list[mix.Call],
+        receipts: Receipts,
+        measured: Measured,
+        state: dict[str, Any],
+        dead_letters: int,
+        ceilings: dict[str, Any],
+        paced: Phase,
+    ) -> tuple[dict[str, Any], list[float]]:
+        users = len({call.user for call in calls})
+        backlog = measured.backlog
+        settings = {k: (_shown(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items()}
+        results: dict[str, Any] = {
+            "settings": {**settings, "shares": dict(mix.DEFAULT_SHARES), "app_id": self.settings.app_id,
+                         "worker_env": {k: v for k, v in os.environ.items() if k.startswith("CS_RELAY_")}},
+            "mix": {
+                "calls": {kind: sum(1 for c in calls if c.type == kind) for kind in PARTNERS_OF},
+                "introductions": self.args.groups,
+                "early_calls": sum(1 for c in calls if c.early),
+                "users": users,
+                "mean_message_bytes": round(self._message_bytes / len(calls)),
+            },
+            "cs_relay": {
+                "burst": backlog,
+                "paced": measured.paced,
+                "restart_to_first_delivery_s": measured.restart_s,
+                "worker_peak_rss_mb": round(measured.memory_kb.get("VmHWM", 0) / 1024, 1),
+                "worker_rss_at_end_mb": round(measured.memory_kb.get("VmRSS", 0) / 1024, 1),
+                "worker_exit_code": measured.worker_exit,
+                "state_data_bytes": state["data"],
+                "state_data_bytes_by_table": state["by_table"],
+                "state_rocksdb_overhead_bytes": state["overhead"],
+                "state_data_mb_per_100k_users": round(stats.per_100k_users(state["data"], users) / 2**20, 1),
+                "dead_letters": dead_letters,
+            },
+            "baselines": ceilings,
+            "ratios": {
+                "throughput_vs_raw_consumer": round(
+                    stats.ratio(backlog["events_per_second"], ceilings["raw_consumer"]["events_per_second"]), 4),
+                "throughput_vs_plain_http": round(
+                    stats.ratio(backlog["requests_per_second"], ceilings["plain_http"]["requests_per_second"]), 4),
+            },
+            "series": _series(receipts.all, measured, paced),
+        }
+        return results, [r.latency_ms for r in receipts.all if r.ok and _in_phase(r, paced)]
+
+    def _start_worker(self, mocks: MockServers) -> Worker:
+        self._workers += 1
+        return Worker.start(worker_env(self.settings, mocks), self.work / f"worker-{self._workers}.log")
+
+    def _now_us(self) -> int:
+        """Wall-clock µs, strictly increasing: each message's timestamp is unique."""
+        self._last_us = max(time.time_ns() // 1000, self._last_us + 1)
+        return self._last_us
+
+    async def _produce(self, producer: AIOKafkaProducer, phase: Phase, rate: float | None = None) -> None:
+        """Produce the phase's calls, keyed by user (`rate` per second, else at once)."""
+        started = time.monotonic()
+        futures = []
+        for i, call in enumerate(phase.calls):
+            if rate:
+                delay = started + i / rate - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            produced = self._now_us()
+            body = mix.message(call, seq=i, run=f"{self.stamp}-{phase.name}", produced_us=produced,
+                               padding=self.args.payload_bytes)
+            raw = json.dumps(body, separators=(",", ":")).encode()
+            phase.produced_us.append(produced)
+            self._message_bytes += len(raw)
+            futures.append(await producer.send(self.settings.input_topic, raw, key=user_key(raw)))
+        await asyncio.gather(*futures)
+
+    async def _until_delivered(self, receipts: Receipts, phase: Phase, worker: Worker) -> bool:
+        """Wait until every partner has every event of the phase it takes; False on timeout."""
+        expected = phase.expected()
+        deadline = time.monotonic() + self.args.timeout
+        last_report = time.monotonic()
+        while True:
+            receipts.collect()
+            done = len(expected & receipts.delivered)
+            if done == len(expected):
+                return True
+            worker.check_alive()
+            if time.monotonic() > deadline:
+                print(f"  {phase.name}: gave up after {self.args.timeout:.0f} s with {done:,}/{len(expected):,} "
+                      f"requests; see {worker.log}", flush=True)
+                return False
+            if time.monotonic() - last_report >= 10:
+                print(f"  {phase.name}: {done:,}/{len(expected):,} partner requests delivered", flush=True)
+                last_report = time.monotonic()
+            await asyncio.sleep(0.2)
+
+
+def _shown(path: Path) -> str:
+    """A path for the results file: relative to the checkout when inside it."""
+    path = path.absolute()
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
+
+
+def phases(args: argparse.Namespace) -> tuple[Phase, Phase, Phase]:
+    """The run's calls: introductions and backlog from one plan; the paced phase
+    continues with known groups and no waiting calls, so its latency is that of calls
+    cs-relay can deliver at once."""
+    first = mix.plan(args.groups + args.events, users=args.users, groups=args.groups,
+                     early_share=args.early_share, seed=args.seed)
+    then = mix.plan(args.paced_events, users=args.users, groups=args.groups, early_share=0.0,
+                    seed=args.seed + 1, introductions=False)
+    return Phase("introductions", first[: args.groups]), Phase("backlog", first[args.groups:]), Phase("paced", then)
+
+
+def _in_phase(r: stats.Receipt, phase: Phase) -> bool:
+    return bool(phase.produced_us) and phase.produced_us[0] <= r.event_us <= phase.produced_us[-1]
+
+
+def _phase_figures(receipts: Sequence[stats.Receipt], phase: Phase, *, latency: bool) -> dict[str, Any]:
+    """Throughput (and latency) of one phase, from its receipts. The backlog's latency
+    would only measure how long its events waited for the worker to start."""
+    mine = [r for r in receipts if _in_phase(r, phase)]
+    ok = [r for r in mine if r.ok]
+    done = stats.completions(ok)
+    first = min((r.received_us for r in mine), default=0)
+    last = max(done.values(), default=0)
+    figures: dict[str, Any] = {
+        "events": len(phase.calls),
+        "events_delivered": len(done),
+        "requests": {p: sum(1 for r in ok if r.partner == p) for p in (CLIENTSUCCESS, CSB)},
+        "requests_not_2xx": len(mine) - len(ok),
+        "window_s": round((last - first) / stats.US, 3),
+        "events_per_second": round(stats.rate(len(done), first, last), 1),
+        "requests_per_second": round(stats.rate(len(ok), first, last), 1),
+        "first_receipt_us": first,
+    }
+    if latency:
+        figures["latency_ms"] = stats.summary([r.latency_ms for r in ok])
+        figures["latency_ms_by_partner"] = {
+            p: stats.summary([r.latency_ms for r in ok if r.partner == p]) for p in (CLIENTSUCCESS, CSB)
+        }
+    return figures
+
+
+def _series(receipts: Sequence[stats.Receipt], measured: Measured, paced: Phase) -> dict[str, Any]:
+    """Per second from the measured worker's start: events delivered, requests per
+    partner, the worker's CPU use; and the paced phase's latency CDF."""
+    start_us = measured.started_us
+    ok = [r for r in receipts if r.ok]
+    done = stats.completions(ok)
+    seconds = len(stats.per_second(done.values(), start_us))
+    cpu = [
+        [round((b[0] - start_us) / stats.US, 2), round(stats.cpu_cores([a, b], a[0], b[0]), 3)]
+        for a, b in zip(measured.cpu_samples, measured.cpu_samples[1:])
+    ]
+    return {
+        "start_us": start_us,
+        "events_per_second": stats.per_second(done.values(), start_us, seconds),
+        "requests_per_second": {
+            p: stats.per_second((r.received_us for r in ok if r.partner == p), start_us, seconds)
+            for p in (CLIENTSUCCESS, CSB)
+        },
+        "worker_cpu_cores": cpu,  # [seconds since start, cores used since the previous sample]
+        "paced_from_second": (paced.produced_us[0] - start_us) // stats.US if paced.produced_us else None,
+        "paced_latency_cdf_ms": [
+            [round(p, 1), round(v, 2)]
+            for p, v in stats.cdf_points([r.latency_ms for r in ok if _in_phase(r, paced)])
+        ],
+    }
+
+
+def _replay_jobs(receipts: Receipts, phase: Phase, mocks: MockServers) -> list[PartnerJobs]:
+    """The backlog's successful partner requests, to send again without cs-relay."""
+    def requests(partner: str) -> list[tuple[str, Any]]:
+        return [
+            (record["raw_path"], record["json"])
+            for record in receipts.records(partner)
+            if 200 <= record["status"] < 300 and (r := stats.receipt(partner, record)) and _in_phase(r, phase)
+        ]
+
+    return [
+        PartnerJobs(mocks.clientsuccess_url, requests(CLIENTSUCCESS),
+                    params={"api_key": DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"]}),
+        PartnerJobs(mocks.csb_url, requests(CSB),
+                    headers={"Authorization": f"Bearer {DEMO_CREDENTIALS['CSB_API_KEY']}"}),
+    ]
+
+
+def _disk_usage(root: Path) -> dict[str, Any]:
+    """Bytes of the worker's data dir: table data per table, and RocksDB's overhead."""
+    data: dict[str, int] = {}
+    overhead = 0
+    for path in root.rglob("*"):
+        if not path.is_file() or path.is_symlink():
+            continue
+        size = path.stat().st_size
+        if stats.is_table_data(path.name):
+            table = stats.table_of(path.relative_to(root).as_posix())
+            data[table] = data.get(table, 0) + size
+        else:
+            overhead += size
+    return {"data": sum(data.values()), "by_table": dict(sorted(data.items())), "overhead": overhead}
+
+
+async def _count_dead_letters(settings: Settings) -> int:
+    return sum([1 async for _ in read_dead_letters(settings)])
+
+
+# ------------------------------------------------------------------ report
+
+
+def machine_info(kafka: str) -> dict[str, Any]:
+    def version(package: str) -> str:
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    cpu_model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.partition(":")[2].strip()
+                break
+        memory_kb = stats.proc_status_kb(Path("/proc/meminfo").read_text()).get("MemTotal", 0)
+    except OSError:
+        memory_kb = 0
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model,
+        "memory_gb": round(memory_kb / 2**20, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "kafka": kafka,
+        "faust-streaming": version("faust-streaming"),
+        "aiokafka": version("aiokafka"),
+        "aiohttp": version("aiohttp"),
+        "rocksdict": version("rocksdict"),
+    }
+
+
+def report(results: dict[str, Any]) -> str:
+    relay, base, ratios = results["cs_relay"], results["baselines"], results["ratios"]
+    burst, paced = relay["burst"], relay["paced"]
+    lines = [
+        f"cs-relay, {results['mix']['users']:,} users, {results['settings']['events']:,} + "
+        f"{results['settings']['paced_events']:,} events, {results['machine']['cpus']} CPUs, "
+        f"Kafka {results['machine']['kafka']}",
+        f"  throughput     {burst['events_per_second']:,.0f} events/s delivered "
+        f"({burst['requests_per_second']:,.0f} partner requests/s) over {burst['window_s']:.1f} s, "
+        f"worker at {burst['worker_cpu_cores']:.2f} cores",
+        f"  vs intake      {ratios['throughput_vs_raw_consumer']:.1%} of a bare consumer "
+        f"({base['raw_consumer']['events_per_second']:,} events/s)",
+        f"  vs delivery    {ratios['throughput_vs_plain_http']:.1%} of a bare HTTP client "
+        f"({base['plain_http']['requests_per_second']:,} requests/s, "
+        f"{base['plain_http']['concurrency_per_partner']} in flight per partner)",
+    ]
+    if paced.get("latency_ms"):
+        latency = paced["latency_ms"]
+        lines.append(
+            f"  latency        p50 {latency['p50']:.0f} ms, p99 {latency['p99']:.0f} ms produce → partner "
+            f"(paced at {paced['rate']:.0f} events/s, {latency['count']:,} requests)"
+        )
+    lines += [
+        f"  memory         worker peak RSS {relay['worker_peak_rss_mb']:.0f} MB",
+        f"  state on disk  {relay['state_data_bytes'] / 2**20:.1f} MB of table data for {results['mix']['users']:,} "
+        f"users = {relay['state_data_mb_per_100k_users']:.0f} MB per 100,000 users "
+        f"(+ {relay['state_rocksdb_overhead_bytes'] / 2**20:.1f} MB of RocksDB logs and options)",
+        f"  dead letters   {relay['dead_letters']}; requests not 2xx: "
+        f"{burst['requests_not_2xx'] + paced.get('requests_not_2xx', 0)}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # A topic just created has no leader for a moment; aiokafka retries and says so.
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    started = time.monotonic()
+    load_before = [round(x, 2) for x in os.getloadavg()]
+    if load_before[0] > 0.5:
+        print(f"note: the machine is busy (load average {load_before[0]}): the figures will be lower", flush=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    work = args.work_dir / stamp
+    work.mkdir(parents=True, exist_ok=True)
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    kafka = None
+    if bootstrap:
+        kafka_version = f"external ({bootstrap})"
+    else:
+        from streams.kafka_local import LocalKafka
+
+        kafka = LocalKafka(port=0, data_dir=work / "kafka")
+        print(f"starting a local Kafka {kafka.version} broker", flush=True)
+        kafka.start(timeout=180)
+        bootstrap, kafka_version = kafka.bootstrap_servers, kafka.version
+    try:
+        results, latencies = asyncio.run(Bench(args, bootstrap, stamp, work).run())
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if kafka is not None:
+            kafka.stop()
+    results = {
+        "run": {"stamp": stamp, "wall_seconds": round(time.monotonic() - started, 1), "work_dir": _shown(work),
+                "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "machine": machine_info(kafka_version),
+        **results,
+    }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    prefix = args.results_dir / stamp
+    from bench.charts import draw
+
+    results["charts"] = [p.name for p in draw(results, latencies, prefix)]
+    prefix.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    print(report(results))
+    print(f"results: {prefix.with_suffix('.json')} and {', '.join(results['charts'])}; took {results['run']['wall_seconds']:.0f} s")
+    complete = results["cs_relay"]["burst"]["complete"] and results["cs_relay"]["paced"]["complete"]
+    return 0 if complete else 1

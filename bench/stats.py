@@ -1,0 +1,167 @@
+"""The benchmark's arithmetic, as pure functions: what the partners received becomes
+throughput, latency and per-second series; /proc and a data dir become memory and
+state figures."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from bench.mix import us_from_iso
+
+US = 1_000_000
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """One request a mock partner answered: which event it carried (the event's
+    produce time, in unix µs, from the body's `timestamp`) and when it arrived."""
+
+    partner: str
+    event_us: int
+    received_us: int
+    status: int
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    @property
+    def latency_ms(self) -> float:
+        return (self.received_us - self.event_us) / 1000
+
+
+def receipt(partner: str, record: Mapping[str, Any]) -> Receipt | None:
+    """A mock's recorded request (`GET /_mock/requests` item) as a `Receipt`; None for a
+    request without a body timestamp (not one of the benchmark's)."""
+    body = record.get("json")
+    stamp = body.get("timestamp") if isinstance(body, dict) else None
+    if not isinstance(stamp, str):
+        return None
+    return Receipt(partner, us_from_iso(stamp), us_from_iso(record["received_at"]), int(record["status"]))
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """The `p`-th percentile (0-100) with linear interpolation between closest ranks
+    (numpy's default); NaN for no values."""
+    if not values:
+        return math.nan
+    if not 0 <= p <= 100:
+        raise ValueError("p must be between 0 and 100")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * p / 100
+    low = math.floor(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def summary(values: Sequence[float]) -> dict[str, float]:
+    """Count, p50, p90, p99 and max of `values`, rounded for a report."""
+    return {
+        "count": len(values),
+        "p50": round(percentile(values, 50), 1),
+        "p90": round(percentile(values, 90), 1),
+        "p99": round(percentile(values, 99), 1),
+        "max": round(max(values), 1) if values else math.nan,
+    }
+
+
+def completions(receipts: Iterable[Receipt]) -> dict[int, int]:
+    """Event (produce µs) -> when its last successful request arrived (µs): an event is
+    delivered once every partner that takes it has it."""
+    done: dict[int, int] = {}
+    for r in receipts:
+        if r.ok and r.received_us > done.get(r.event_us, 0):
+            done[r.event_us] = r.received_us
+    return done
+
+
+def rate(count: int, start_us: int, end_us: int) -> float:
+    """Items per second over [start, end]; 0 when the window is empty."""
+    seconds = (end_us - start_us) / US
+    return count / seconds if seconds > 0 else 0.0
+
+
+def per_second(times_us: Iterable[int], start_us: int, seconds: int | None = None) -> list[int]:
+    """How many of `times_us` fall in each whole second from `start_us` (times before
+    the start are left out; `seconds` fixes the length of the series)."""
+    bins: list[int] = [0] * (seconds or 0)
+    for t in times_us:
+        if t < start_us:
+            continue
+        index = (t - start_us) // US
+        if seconds is not None and index >= seconds:
+            continue
+        if index >= len(bins):
+            bins.extend([0] * (index + 1 - len(bins)))
+        bins[index] += 1
+    return bins
+
+
+def cdf_points(values: Sequence[float], points: int = 101) -> list[tuple[float, float]]:
+    """(percentile, value) at `points` evenly spaced percentiles: a compact CDF for the
+    results file."""
+    if not values:
+        return []
+    return [(100 * i / (points - 1), percentile(values, 100 * i / (points - 1))) for i in range(points)]
+
+
+def ratio(measured: float, ceiling: float) -> float:
+    """`measured` as a share of `ceiling` (0.42 is 42 %); NaN without a ceiling."""
+    return measured / ceiling if ceiling > 0 else math.nan
+
+
+def per_100k_users(total: float, users: int) -> float:
+    """`total` (of `users` users) scaled to 100,000 users."""
+    if users <= 0:
+        raise ValueError("users must be positive")
+    return total * 100_000 / users
+
+
+def proc_status_kb(text: str) -> dict[str, int]:
+    """The `kB` fields of a /proc/<pid>/status text (VmHWM, VmRSS, ...) as numbers."""
+    fields: dict[str, int] = {}
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        parts = value.split()
+        if len(parts) == 2 and parts[1] == "kB" and parts[0].isdigit():
+            fields[name.strip()] = int(parts[0])
+    return fields
+
+
+def is_table_data(file_name: str) -> bool:
+    """Whether a file of a RocksDB folder holds table data (SST files, the write-ahead
+    log, the manifest) rather than RocksDB's own info logs, options and lock, which
+    are about the same size for an empty store and grow with every restart."""
+    if file_name.endswith((".sst", ".blob")) or file_name.startswith(("MANIFEST-", "CURRENT", "IDENTITY")):
+        return True
+    stem, _, suffix = file_name.partition(".")
+    return suffix == "log" and stem.isdigit()  # NNNNNN.log is the WAL; LOG and LOG.old.* are info logs
+
+
+def proc_stat_cpu_seconds(text: str, ticks_per_second: int) -> float:
+    """User plus system CPU time of a process, from its /proc/<pid>/stat text."""
+    fields = text.rpartition(")")[2].split()  # after "pid (comm)": field 3 onwards
+    return (int(fields[11]) + int(fields[12])) / ticks_per_second
+
+
+def cpu_cores(samples: Sequence[tuple[int, float]], start_us: int, end_us: int) -> float:
+    """Cores a process used on average between `start_us` and `end_us`, from
+    (time µs, CPU seconds) samples: the samples nearest inside the window."""
+    inside = [s for s in samples if start_us <= s[0] <= end_us]
+    if len(inside) < 2 or inside[-1][0] == inside[0][0]:
+        return math.nan
+    return (inside[-1][1] - inside[0][1]) / ((inside[-1][0] - inside[0][0]) / US)
+
+
+def table_of(relative_path: str) -> str:
+    """The Faust table a file in the worker's data dir belongs to (its RocksDB folder is
+    `<table>-<partition>.db`), else the file's top folder: for a size breakdown."""
+    parts = relative_path.split("/")
+    for part in parts:
+        if part.endswith(".db"):
+            name = part[: -len(".db")]
+            head, _, partition = name.rpartition("-")
+            return head if head and partition.isdigit() else name
+    return parts[0] if len(parts) > 1 else "(files)"

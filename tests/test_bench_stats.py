@@ -1,0 +1,132 @@
+"""The benchmark's pure parts (bench/mix.py, bench/stats.py): the traffic mix and the
+arithmetic of its report. Fast, no broker."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+
+import pytest
+
+from bench import mix, stats
+from streams.segment import parse
+
+
+def test_split_counts_follows_the_shares_and_adds_up():
+    assert mix.split_counts(50_000, mix.DEFAULT_SHARES) == {
+        "identify": 2_500, "group": 1_000, "track": 35_000, "page": 11_500,
+    }
+    counts = mix.split_counts(7, {"a": 1, "b": 1, "c": 1})
+    assert sum(counts.values()) == 7 and sorted(counts.values()) == [2, 2, 3]
+    with pytest.raises(ValueError):
+        mix.split_counts(10, {"a": 0})
+
+
+def test_plan_opens_with_one_introduction_per_group_by_its_first_member():
+    calls = mix.plan(3_000, users=400, groups=40, seed=7)
+    assert len(calls) == 3_000
+    intro = calls[:40]
+    assert all(c.type == "group" and c.user == c.group for c in intro)
+    assert sorted(c.group for c in intro) == list(range(40))
+    assert Counter(c.type for c in calls) == mix.split_counts(3_000, mix.DEFAULT_SHARES)
+    assert all(c.group == c.user % 40 for c in calls)
+
+
+def test_early_calls_come_before_the_users_own_first_group_call():
+    calls = mix.plan(20_000, users=1_000, groups=50, early_share=1.0, seed=3)
+    early = [i for i, c in enumerate(calls) if c.early]
+    assert early, "the mix must hold calls that wait"
+    for index in early:
+        user = calls[index].user
+        group_calls = [i for i, c in enumerate(calls) if c.user == user and c.type == "group"]
+        assert group_calls and group_calls[0] > index  # released by the user's own group call
+        assert calls[index].type != "group"
+
+
+def test_plan_is_reproducible_and_refuses_too_few_group_calls():
+    assert mix.plan(3_000, users=400, groups=40, seed=5) == mix.plan(3_000, users=400, groups=40, seed=5)
+    with pytest.raises(ValueError, match="fewer than the 500 groups"):
+        mix.plan(3_000, users=10_000, groups=500)
+    continued = mix.plan(1_000, users=400, groups=40, early_share=0.0, introductions=False)
+    assert len(continued) == 1_000 and not any(c.early for c in continued)
+
+
+@pytest.mark.parametrize("kind", ["identify", "group", "track", "page"])
+def test_messages_are_valid_segment_calls_stamped_with_their_produce_time(kind):
+    produced = 1_790_000_000_123_456
+    call = mix.Call(kind, user=42, group=2, variant=5)
+    body = mix.message(call, seq=9, run="r1", produced_us=produced, padding=100)
+    msg = parse(json.dumps(body).encode())
+    assert msg.type == kind and msg.key == "user-000042"
+    assert mix.us_from_iso(msg.timestamp) == produced
+    assert msg.message_id == f"r1-9-{produced}"
+    assert len(json.dumps(body)) > 100
+    if kind == "group":
+        assert msg.group_id == "group-00002" and body["traits"]["name"]
+    else:
+        assert body["context"]["groupId"] == "group-00002"
+
+
+def test_an_early_message_names_no_group():
+    body = mix.message(mix.Call("track", 1, 1, 0, early=True), seq=0, run="r", produced_us=1)
+    assert "groupId" not in body["context"]
+
+
+def test_timestamps_round_trip_to_the_microsecond():
+    assert mix.iso_from_us(0) == "1970-01-01T00:00:00.000000Z"
+    assert mix.us_from_iso("2026-11-23T16:42:29.703739Z") == mix.us_from_iso("2026-11-23T17:42:29.703739+01:00")
+    assert mix.us_from_iso(mix.iso_from_us(1_790_000_000_000_001)) == 1_790_000_000_000_001
+
+
+def test_percentiles_interpolate_like_numpy():
+    values = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]
+    assert stats.percentile(values, 50) == 5.5
+    assert stats.percentile(values, 0) == 1 and stats.percentile(values, 100) == 10
+    assert stats.percentile([3.0], 99) == 3.0
+    assert math.isnan(stats.percentile([], 50))
+    assert stats.summary(values) == {"count": 10, "p50": 5.5, "p90": 9.1, "p99": 9.9, "max": 10}
+
+
+def test_receipts_and_completions():
+    record = {"json": {"timestamp": mix.iso_from_us(1_000_000)}, "received_at": mix.iso_from_us(1_250_000),
+              "status": 200}
+    r = stats.receipt("clientsuccess", record)
+    assert r == stats.Receipt("clientsuccess", 1_000_000, 1_250_000, 200) and r.latency_ms == 250.0
+    assert stats.receipt("clientsuccess", {"json": {}, "received_at": "x", "status": 200}) is None
+    receipts = [
+        stats.Receipt("clientsuccess", 1, 10, 200),
+        stats.Receipt("customersuccessbox", 1, 30, 200),
+        stats.Receipt("customersuccessbox", 2, 50, 503),  # a failed try does not deliver
+        stats.Receipt("customersuccessbox", 2, 40, 200),
+    ]
+    assert stats.completions(receipts) == {1: 30, 2: 40}
+
+
+def test_rates_and_series():
+    assert stats.rate(500, 0, 2 * stats.US) == 250
+    assert stats.rate(5, 10, 10) == 0.0
+    times = [0, 10, 999_999, 1_000_000, 3_500_000, -5]
+    assert stats.per_second(times, 0) == [3, 1, 0, 1]
+    assert stats.per_second(times, 0, seconds=2) == [3, 1]
+    assert stats.ratio(50, 200) == 0.25 and math.isnan(stats.ratio(1, 0))
+    assert stats.per_100k_users(3 * 2**20, 10_000) == 30 * 2**20
+    assert stats.cdf_points([1.0, 2.0, 3.0], points=3) == [(0.0, 1.0), (50.0, 2.0), (100.0, 3.0)]
+
+
+def test_proc_status_and_data_dir_files():
+    status = "Name:\tpython\nVmHWM:\t  153600 kB\nVmRSS:\t  102400 kB\nThreads:\t7\n"
+    assert stats.proc_status_kb(status) == {"VmHWM": 153600, "VmRSS": 102400}
+    assert stats.table_of("v1/tables/users-7.db/000013.sst") == "users"
+    assert stats.table_of("v1/tables/pending-12.db/LOG") == "pending"
+    assert stats.table_of("loose-file") == "(files)"
+    assert [stats.is_table_data(n) for n in ("000013.sst", "000020.log", "MANIFEST-000017", "CURRENT")] == [True] * 4
+    assert [stats.is_table_data(n) for n in ("LOG", "LOG.old.1795454794786629", "OPTIONS-000019", "LOCK")] == [False] * 4
+
+
+def test_cpu_from_proc_stat_samples():
+    stat = "4242 (python -m x) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0 100"
+    assert stats.proc_stat_cpu_seconds(stat, 100) == 3.0  # utime 250 + stime 50 ticks
+    samples = [(0, 1.0), (1_000_000, 1.5), (2_000_000, 2.5), (3_000_000, 2.6)]
+    assert stats.cpu_cores(samples, 0, 2_000_000) == 0.75
+    assert math.isnan(stats.cpu_cores(samples, 5_000_000, 6_000_000))
