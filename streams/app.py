@@ -47,6 +47,7 @@ from streams.relay import (
     Destination,
     Dispatch,
     Step,
+    expire_held,
     merge_step,
     release_ready,
     resend_releasing,
@@ -70,7 +71,6 @@ KIND_PARK = b"park"  # a delivery failed in a retryable way: keep it in the user
 KIND_RETRY_DUE = b"retry-due"  # to one partition: these users have parked deliveries due
 KIND_RETRIED = b"retried"  # the outcome of retrying a parked delivery
 RETRY_TICK = 1.0  # seconds between looks for parked deliveries that are due
-SWEEP_INTERVAL = 3600.0
 REPLAY_HEADERS = (REPLAY_HEADER, REPLAY_DESTINATION_HEADER)
 # A dead letter keeps the original bytes, and an input record may be as large as the
 # broker allows (1 MB by default): the producer and the dead-letter topic take more.
@@ -410,8 +410,7 @@ def handle(event: faust.EventT) -> list[Awaitable[Any]]:
     if kind == KIND_MERGE_PROFILE:
         return _take_profile(key, json.loads(event.value))
     if kind == KIND_SWEEP:
-        _sweep(event.message.partition)
-        return []
+        return _sweep(event.message.partition)
     if kind == KIND_PARK:
         return _apply_park(key, json.loads(event.value))
     if kind == KIND_RETRY_DUE:
@@ -485,12 +484,22 @@ def _first_routing(key: str, message_id: str, offset: int, *, replay: bool = Fal
     return True
 
 
-def _sweep(partition: int) -> None:
-    """Prune the dedupe records of this partition's users (those who went quiet too).
-    Only keys of `partition` are touched: a table write goes to the changelog partition
-    of the event being processed."""
+def _sweep(partition: int) -> list[Awaitable[Any]]:
+    """Prune the dedupe records of this partition's users and dead-letter their held
+    events past the age bound (users who went quiet too: their own next message would
+    do it, but it may never come). Only keys of `partition` are touched: a table write
+    goes to the changelog partition of the event being processed."""
     now = time.time()
     partitions = by_user_topic.partitions or settings.topic_partitions
+    work: list[Awaitable[Any]] = []
+    for key, data in list(pending_table.items()):
+        if _partition_of(key, partitions) != partition:
+            continue
+        before = Pending.from_dict(data)
+        after, dead = expire_held(before, now, settings.pending_max_age_seconds)
+        if dead:
+            _store_pending(key, after)
+            work += [send_dead_letter(d, key.encode("utf-8")) for d in dead]
     for key, data in list(seen_table.items()):
         if _partition_of(key, partitions) != partition:
             continue
@@ -502,6 +511,7 @@ def _sweep(partition: int) -> None:
             del seen_table[key]
         elif after is not before:
             seen_table[key] = after.to_dict()
+    return work
 
 
 def _partition_of(key: str, partitions: int) -> int:
@@ -509,7 +519,7 @@ def _partition_of(key: str, partitions: int) -> int:
     return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 
-@app.timer(interval=SWEEP_INTERVAL)
+@app.timer(interval=settings.sweep_interval_seconds)
 async def _request_sweeps() -> None:
     """Ask every by-user partition to prune its dedupe records: the pruning must run
     in the partition's own stream so its deletions reach the right changelog."""

@@ -218,6 +218,13 @@ def _overlay(groups: GroupLookup, changed: GroupState | None) -> GroupLookup:
     return lookup
 
 
+def expire_held(pending: Pending, now: float, max_age: float) -> tuple[Pending, list[DeadLetter]]:
+    """Held events older than `max_age`, as dead letters (for users who went quiet: a
+    user's own next message expires them too, in `step`)."""
+    pending, expired = pending_mod.expire(pending, now, max_age)
+    return pending, [_pending_dead_letter(item, dest, pending_mod.EXPIRED, max_age) for dest, item in expired]
+
+
 def _pending_dead_letter(item: Item, dest: str, reason: str, bound: float) -> DeadLetter:
     if reason == pending_mod.OVERFLOW:
         detail = f"more than {int(bound)} events waiting for {dest} for this user; the oldest was dropped from the queue"

@@ -101,6 +101,7 @@ class Settings:
     standby_replicas: int = 1
     commit_interval: float = 1.0
     dedupe_window_seconds: float = 24 * 3600.0
+    sweep_interval_seconds: float = 3600.0
     dedupe_max_ids_per_user: int = 10_000
     # `cs-relay ingest`: the Segment write keys it accepts (none: it refuses to start)
     # and how long it waits for Kafka to acknowledge a request's messages.
@@ -156,6 +157,9 @@ class Settings:
             session_timeout=read.number("CS_RELAY_SESSION_TIMEOUT", d.session_timeout, low=6, high=300),
             standby_replicas=read.integer("CS_RELAY_STANDBY_REPLICAS", d.standby_replicas, low=0, high=10),
             commit_interval=read.number("CS_RELAY_COMMIT_INTERVAL", d.commit_interval, low=0.1, high=60),
+            sweep_interval_seconds=read.number(
+                "CS_RELAY_SWEEP_INTERVAL_SECONDS", d.sweep_interval_seconds, low=1, high=7 * 24 * 3600
+            ),
             dedupe_window_seconds=read.number(
                 "CS_RELAY_DEDUPE_WINDOW_SECONDS", d.dedupe_window_seconds, low=0, high=30 * 24 * 3600
             ),

@@ -67,16 +67,22 @@ async def ensure_topics(settings: Settings, replication_factor: int = 1) -> None
         # The by-user topic too: when workers start together, a topic that Faust
         # creates while their group forms can be missed by the first assignment,
         # leaving every worker without it until the next metadata refresh.
+        # The table changelogs likewise (compacted, as Faust would make them): a
+        # worker's first assignment could miss one Faust had only just created.
         wanted = {
             settings.input_topic: settings.topic_partitions,
             settings.dlq_topic: settings.topic_partitions,
-            f"{settings.app_id}-by-user": settings.topic_partitions,
+            **{f"{settings.app_id}-{suffix}": settings.topic_partitions for suffix in CO_PARTITIONED},
         }
         await _check_partitions(admin, settings)  # before creating anything
         existing = set(await admin.list_topics())
         # Dead letters carry the original bytes plus headers: allow them more room than
         # an input record gets by default (1 MB).
         configs = {settings.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}}
+        configs.update(
+            {f"{settings.app_id}-{suffix}": {"cleanup.policy": "compact"} for suffix in CO_PARTITIONED
+             if suffix.endswith("-changelog")}
+        )
         missing = [
             NewTopic(t, n, replication_factor, topic_configs=configs.get(t, {}))
             for t, n in wanted.items()

@@ -266,3 +266,14 @@ async def test_a_duplicate_message_id_is_delivered_once(pipeline: Pipeline):
     assert [r["path"].rsplit("/", 1)[1] for r in requests] == ["Once", "Marker"]
     csb = await pipeline.eventually(pipeline.csb_requests, lambda r: len(r) >= 3, what="CSB requests")
     assert paths(csb) == [CSB + "account", CSB + "track", CSB + "track"]
+
+
+async def test_held_events_of_a_user_who_goes_quiet_expire_into_the_dead_letter_topic(pipeline: Pipeline):
+    pipeline.start_worker(CS_RELAY_PENDING_MAX_AGE_SECONDS="1", CS_RELAY_SWEEP_INTERVAL_SECONDS="1")
+    await pipeline.send(seg("track", "u14", 1, event="Never Attributed"))  # no group, no account: held
+    letters = await pipeline.eventually(pipeline.dead_letters, lambda d: len(d) == 2, what="both expiries")
+    assert sorted((h["cs-relay-reason"], h["cs-relay-destination"]) for _, h in letters) == [
+        ("pending_expired", "clientsuccess"),
+        ("pending_expired", "customersuccessbox"),
+    ]
+    assert all(json.loads(v)["event"] == "Never Attributed" for v, _ in letters)
