@@ -35,7 +35,6 @@ import multiprocessing
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -56,6 +55,7 @@ from streams.dlqtool import read_dead_letters
 from streams.producer import user_key
 from streams.settings import Settings
 from streams.topics import ensure_topics
+from streams.webserve import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTSUCCESS, CSB = "clientsuccess", "customersuccessbox"
@@ -151,12 +151,6 @@ class Worker:
                 await asyncio.to_thread(self.process.wait, 30)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def worker_env(settings: Settings, mocks: MockServers) -> dict[str, str]:
     """The environment of the run's worker: the caller's, with the run's topics, data
     dir and mocks (other CS_RELAY_* tuning passes through)."""
@@ -170,10 +164,8 @@ def worker_env(settings: Settings, mocks: MockServers) -> dict[str, str]:
         CS_RELAY_DATA_DIR=str(settings.data_dir),
         CS_RELAY_WEB_PORT=str(free_port()),
         CS_RELAY_LOG_LEVEL="info",  # the bench waits for Faust's "Ready" line
-        CLIENTSUCCESS_BASE_URL=mocks.clientsuccess_url,
-        CSB_BASE_URL=mocks.csb_url,
         PYTHONUNBUFFERED="1",
-        **DEMO_CREDENTIALS,
+        **mocks.worker_env(),
     )
     return env
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
+from mockservers.recorder import identifier_text as _text
 from mockservers.recorder import new_mock_app, utc_now
 
 EVENTS_PATH = "/collector/1.0.0/projects/{sourceId}/events/{eventId}"
@@ -75,15 +76,6 @@ class ClientSuccessState:
 
 CREDENTIALS_KEY = web.AppKey("clientsuccess_credentials", Credentials)
 STATE_KEY = web.AppKey("clientsuccess_state", ClientSuccessState)
-
-
-def _text(value: Any) -> str | None:
-    """A non-empty identifier as text (strings and numbers), else None."""
-    if isinstance(value, str):
-        return value if value.strip() else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return None
 
 
 def _object(value: Any) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import BasicAuth, web
 
+from mockservers.recorder import identifier_text as _text
 from mockservers.recorder import new_mock_app, utc_now
 
 API = "/api_js/v1_1"
@@ -92,15 +93,6 @@ class CustomerSuccessBoxState:
 
 API_KEY_KEY = web.AppKey("csb_api_key", str)
 STATE_KEY = web.AppKey("csb_state", CustomerSuccessBoxState)
-
-
-def _text(value: Any) -> str | None:
-    """A non-empty identifier as text (strings and numbers), else None."""
-    if isinstance(value, str):
-        return value if value.strip() else None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    return None
 
 
 def _feature_id(value: Any) -> Any:

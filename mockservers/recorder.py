@@ -185,6 +185,15 @@ def is_admin(path: str) -> bool:
     return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
 
 
+def identifier_text(value: Any) -> str | None:
+    """A non-empty identifier as text (strings and numbers), else None."""
+    if isinstance(value, str):
+        return value if value.strip() else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
 def utc_now() -> str:
     """The current time as ISO-8601 UTC with a `Z` suffix."""
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -29,6 +29,11 @@ class MockServers:
     clientsuccess_app: web.Application
     csb_app: web.Application
     _runners: tuple[web.AppRunner, ...]
+    credentials: dict[str, str] = field(default_factory=dict)  # by the worker's variable names
+
+    def worker_env(self) -> dict[str, str]:
+        """The variables that point a cs-relay worker at these mocks, credentials included."""
+        return {**self.credentials, "CLIENTSUCCESS_BASE_URL": self.clientsuccess_url, "CSB_BASE_URL": self.csb_url}
 
     async def close(self) -> None:
         for runner in self._runners:
@@ -65,6 +70,11 @@ async def start_mocks(
         clientsuccess_app=cs_app,
         csb_app=csb_app,
         _runners=(cs_runner, csb_runner),
+        credentials={
+            "CLIENTSUCCESS_SOURCE_ID": cs_source_id,
+            "CLIENTSUCCESS_API_KEY": cs_api_key,
+            "CSB_API_KEY": csb_api_key,
+        },
     )
 
 

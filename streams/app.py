@@ -29,7 +29,6 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Mapping
 
 import faust
-from aiokafka.partitioner import murmur2
 
 from streams import clientsuccess, customersuccessbox
 from streams.deadletter import dead_letter_headers
@@ -38,6 +37,7 @@ from streams.decision import PartnerRequest
 from streams.delivery import Outcome, PartnerClient, Result, backoff, classify
 from streams import dedupe, faust_fixes
 from streams import admin, observe  # HTTP endpoints, metrics and event ids in logs (issue 6)
+from streams.admin import owner_partition
 from streams.inflight import AckTracker, Chains, Redeliveries
 from streams import pending as pending_mod
 from streams.pending import Parked, Pending, confirm
@@ -240,9 +240,9 @@ async def _on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
     # now (it finds them in the table); ours would be stale if the partitions return.
     lost = {tp.partition for tp in revoked if tp.topic == by_user_topic.get_topic_name()}
     partitions = by_user_topic.partitions or settings.topic_partitions
-    for key in [k for k in retry_due_at if _partition_of(k, partitions) in lost]:
+    for key in [k for k in retry_due_at if owner_partition(k, partitions) in lost]:
         del retry_due_at[key]
-    for pair in [p for p in parking if _partition_of(p[0], partitions) in lost]:
+    for pair in [p for p in parking if owner_partition(p[0], partitions) in lost]:
         del parking[pair]
 
 
@@ -493,7 +493,7 @@ def _sweep(partition: int) -> list[Awaitable[Any]]:
     partitions = by_user_topic.partitions or settings.topic_partitions
     work: list[Awaitable[Any]] = []
     for key, data in list(pending_table.items()):
-        if _partition_of(key, partitions) != partition:
+        if owner_partition(key, partitions) != partition:
             continue
         before = Pending.from_dict(data)
         after, dead = expire_held(before, now, settings.pending_max_age_seconds)
@@ -501,7 +501,7 @@ def _sweep(partition: int) -> list[Awaitable[Any]]:
             _store_pending(key, after)
             work += [send_dead_letter(d, key.encode("utf-8")) for d in dead]
     for key, data in list(seen_table.items()):
-        if _partition_of(key, partitions) != partition:
+        if owner_partition(key, partitions) != partition:
             continue
         before = dedupe.Seen.from_dict(data)
         after = dedupe.prune(
@@ -512,11 +512,6 @@ def _sweep(partition: int) -> list[Awaitable[Any]]:
         elif after is not before:
             seen_table[key] = after.to_dict()
     return work
-
-
-def _partition_of(key: str, partitions: int) -> int:
-    """The by-user partition of a user key: Kafka's default (murmur2) partitioner."""
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 
 @app.timer(interval=settings.sweep_interval_seconds)
@@ -588,13 +583,11 @@ def _group(group_id: str) -> GroupState | None:
 async def _control(key: str, kind: bytes, body: Mapping[str, Any]) -> None:
     """A control record to the partition that owns `key` (its state can only be
     written there)."""
-    fut = await by_user_topic.send(key=key.encode("utf-8"), value=json.dumps(body).encode(), headers={KIND_HEADER: kind})
-    await fut
+    await _produce(by_user_topic, key=key.encode("utf-8"), value=json.dumps(body).encode(), headers={KIND_HEADER: kind})
 
 
 async def _forward(key: str, raw: bytes, headers: Mapping[str, bytes]) -> None:
-    fut = await by_user_topic.send(key=key.encode("utf-8"), value=raw, headers=dict(headers))
-    await fut
+    await _produce(by_user_topic, key=key.encode("utf-8"), value=raw, headers=dict(headers))
 
 
 def _index_retry(key: str, pending: Pending) -> None:
@@ -736,7 +729,7 @@ async def _retry_tick() -> None:
     by_partition: dict[int, list[str]] = {}
     for key, due_at in list(retry_due_at.items()):
         if due_at <= now:
-            by_partition.setdefault(_partition_of(key, partitions), []).append(key)
+            by_partition.setdefault(owner_partition(key, partitions), []).append(key)
             retry_due_at[key] = now + 30.0  # until the partition answers (it resets this)
     for partition, keys in by_partition.items():
         await _produce(

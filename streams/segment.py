@@ -128,22 +128,23 @@ class Message:
     def properties(self) -> Mapping[str, Any]:
         return self.raw.get("properties") or {}
 
+    def _string(self, field: str) -> str | None:
+        value = self.raw.get(field)
+        return value if isinstance(value, str) else None
+
     @property
     def event(self) -> str | None:
         """The track call's event name."""
-        value = self.raw.get("event")
-        return value if isinstance(value, str) else None
+        return self._string("event")
 
     @property
     def name(self) -> str | None:
         """The page or screen name."""
-        value = self.raw.get("name")
-        return value if isinstance(value, str) else None
+        return self._string("name")
 
     @property
     def category(self) -> str | None:
-        value = self.raw.get("category")
-        return value if isinstance(value, str) else None
+        return self._string("category")
 
     @property
     def group_id(self) -> str | None:

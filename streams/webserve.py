@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import ipaddress
 from typing import Any
 
@@ -36,3 +38,11 @@ def client_url(host: str, port: int) -> str:
     except ValueError:
         pass  # a host name
     return f"http://{host}:{port}"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (for a child process to bind)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,16 +26,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from mockservers.server import DEMO_CREDENTIALS, MockServers, start_mocks
 from streams.producer import user_key
+from streams.webserve import free_port
 
 T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -102,12 +96,8 @@ class Pipeline:
             CS_RELAY_DLQ_TOPIC=self.dlq_topic,
             CS_RELAY_TOPIC_PARTITIONS=str(self.partitions),
             CS_RELAY_DATA_DIR=str(self.root / f"worker-{index}"),
-            CLIENTSUCCESS_SOURCE_ID=DEMO_CREDENTIALS["CLIENTSUCCESS_SOURCE_ID"],
-            CLIENTSUCCESS_API_KEY=DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"],
-            CLIENTSUCCESS_BASE_URL=self.mocks.clientsuccess_url,
-            CSB_API_KEY=DEMO_CREDENTIALS["CSB_API_KEY"],
-            CSB_BASE_URL=self.mocks.csb_url,
             PYTHONUNBUFFERED="1",
+            **self.mocks.worker_env(),
         )
         env.update(self.env)
         env.update(extra)
