@@ -616,9 +616,9 @@ def _dispatch(key: str, dispatch: Dispatch) -> asyncio.Future:
 async def _deliver(key: str, dispatch: Dispatch) -> Result | None:
     observe.on_delivery(dispatch)
     client = CLIENTS[dispatch.destination]
-    if parking[(key, dispatch.destination)] > 0:
-        # An earlier delivery of this user to this partner is being parked: park this
-        # one behind it rather than overtake it.
+    if parking[(key, dispatch.destination)] > 0 or _pending(key).queue(dispatch.destination).parked:
+        # An earlier delivery of this user to this partner is parked, or on its way to
+        # be: park this one behind it rather than overtake it.
         await _park(key, dispatch, attempts=0, error="waiting behind a parked delivery", retry_after=None)
         return None
     result = await client.send(dispatch.request)
