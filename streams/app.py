@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 from typing import Any, Awaitable, Mapping
 
 import faust
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from streams import clientsuccess, customersuccessbox
 from streams.deadletter import dead_letter_headers
@@ -330,9 +331,15 @@ async def send_dead_letter(dead: DeadLetter, key: bytes | None = None, *, status
             await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
 
 
-def _too_large(exc: BaseException) -> bool:
-    text = repr(exc) + repr(exc.__cause__)
-    return "TooLarge" in text
+def _too_large(exc: BaseException | None) -> bool:
+    """Whether Kafka refused a record for its size (Faust wraps aiokafka's error)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 @app.agent(input_topic)

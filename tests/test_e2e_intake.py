@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from streams.ingest import KafkaSink, create_app, serve
 from streams.settings import Secret
@@ -122,3 +123,30 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_good_input_flows(p
     assert sorted(e["event"] for e in cs["organizations"]["acme"]["events"]) == sorted(m["event"] for m in good)
     assert worker.alive
     assert "Traceback" not in worker.log.read_text(errors="replace")
+
+
+async def test_a_dead_letter_too_large_for_its_topic_keeps_its_head_and_says_so(pipeline: Pipeline):
+    """An operator's dead-letter topic may take less than the input topic: the worker
+    keeps the first 64 KB of the original bytes, marks the record, and goes on."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(pipeline.dlq_topic, num_partitions=1, replication_factor=1,
+                                            topic_configs={"max.message.bytes": "200000"})])
+    finally:
+        await admin.close()
+    worker = pipeline.start_worker()
+    big = b'{"type": "track", "userId": "u", "event": "e", "properties": {"blob": "' + b"x" * 500_000 + b'"}}'
+    await pipeline.send(big, {"type": "track", "userId": "after", "event": "After", "messageId": "after",
+                              "context": {"groupId": "acme"}},
+                        {"type": "group", "userId": "after", "groupId": "acme", "traits": {"name": "Acme"}})
+    letters = await pipeline.eventually(pipeline.dead_letters, lambda d: len(d) >= 1, what="the dead letter")
+    [(value, headers)] = letters
+    assert value == big[:64 * 1024]
+    assert headers["cs-relay-reason"] == "oversized"
+    assert headers["cs-relay-truncated-from"] == str(len(big))
+    await pipeline.eventually(pipeline.cs_state,
+                              lambda s: len(s["organizations"].get("acme", {}).get("events", [])) == 1,
+                              what="the next event delivered")
+    assert worker.alive
+    assert "too large for" in worker.log.read_text(errors="replace")
