@@ -87,22 +87,7 @@ class RelayApp(faust.App):
     first and would leave the last finished events to be processed again."""
 
     def _new_producer(self) -> Any:
-        """Faust's producer, with a commit-safe flush that terminates under load.
-
-        Before committing offsets Faust flushes the producer, so that the changelog
-        records of the acknowledged events are in Kafka first. Its buffer flush drains
-        until the buffer is empty, and with table writes arriving all the time it never
-        is: commits stopped for as long as traffic lasted (a crash then redid all of it).
-        Flushing the messages buffered when the flush starts is enough: the changelog
-        records of every acknowledged event were buffered before its acknowledgement."""
-        producer = super()._new_producer()
-        buffer = producer.buffer
-
-        async def flush_what_is_buffered_now() -> None:
-            await buffer.flush_atmost(buffer.size)
-
-        buffer.flush = flush_what_is_buffered_now
-        return producer
+        return faust_fixes.with_bounded_flush(super()._new_producer())
 
     async def on_stop(self) -> None:
         consumer = self._consumer
