@@ -19,14 +19,29 @@ still needed.
    `with_bounded_flush` makes the flush wait for what is buffered when it starts, which
    is enough: the changelog records of every acknowledged event were buffered before
    its acknowledgement. `RelayApp._new_producer` applies it to Faust's producer.
+
+3. Faust's fetcher hands aiokafka its *live* set of active partitions and waits up to a
+   second for records. aiokafka's `Fetcher.fetched_records(partitions)` reads an empty
+   set as "every partition", and the set does become empty while the call waits: a
+   rebalance pauses every partition until recovery has finished. The records aiokafka
+   then drains (moving its position past them) belong to paused partitions, and Faust
+   drops them. When that happens after the post-recovery seek, those records are never
+   processed: the partition looks assigned and idle, its offset stays uncommitted (seen
+   in tests/test_e2e_scale.py after a standby takeover: an input partition's 93 events
+   waited until a restart), and with later traffic Faust's gap tracking would commit
+   past them. The patched `_fetch_records` gives aiokafka a view that is never "all"
+   and answers membership from the live set at the moment records are drained, so only
+   partitions that are active then give up their records.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Collection, Optional, Set
 
+from aiokafka.errors import ConsumerStoppedError
 from faust.tables.recovery import Recovery
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 _installed = False
 
@@ -76,8 +91,41 @@ def with_bounded_flush(producer: Any) -> Any:
     return producer
 
 
+class ActiveNow:
+    """The partitions to drain, as aiokafka's fetcher asks about them (patch 3): never
+    empty-meaning-all, and a partition counts if it is active when its records are taken."""
+
+    __slots__ = ("_live",)
+
+    def __init__(self, live: Collection[Any]) -> None:
+        self._live = live
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self._live
+
+
+async def _fetch_records(
+    self: Any, consumer: Any, active_partitions: Optional[Set[Any]], timeout: Optional[float] = None,
+    max_records: Optional[int] = None,
+) -> Any:
+    """Faust 0.15.3's `AIOKafkaConsumerThread._fetch_records`, draining only partitions
+    active at the time (patch 3)."""
+    if not self.consumer.flow_active:
+        return {}
+    fetcher = consumer._fetcher
+    if consumer._closed or fetcher._closed:
+        raise ConsumerStoppedError()
+    partitions = None if active_partitions is None else ActiveNow(active_partitions)
+    with fetcher._subscriptions.fetch_context():
+        return await fetcher.fetched_records(partitions, timeout=timeout, max_records=max_records)
+
+
 def install() -> None:
     global _installed
     if not _installed:
         Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
+        AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
         _installed = True
