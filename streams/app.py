@@ -57,6 +57,7 @@ from streams.relay import (
 from streams.segment import InvalidMessage, parse
 from streams.settings import Settings
 from streams.state import GroupState, UserState
+from streams.tablescan import items_of_partition
 
 log = logging.getLogger("cs_relay")
 
@@ -484,17 +485,17 @@ def _sweep(partition: int) -> list[Awaitable[Any]]:
     now = time.time()
     partitions = by_user_topic.partitions or settings.topic_partitions
     work: list[Awaitable[Any]] = []
-    for key, data in list(pending_table.items()):
-        if owner_partition(key, partitions) != partition:
-            continue
+
+    def owner(key: str) -> int:
+        return owner_partition(key, partitions)
+
+    for key, data in list(items_of_partition(pending_table, partition, owner)):
         before = Pending.from_dict(data)
         after, dead = expire_held(before, now, settings.pending_max_age_seconds)
         if dead:
             _store_pending(key, after)
             work += [send_dead_letter(d, key.encode("utf-8")) for d in dead]
-    for key, data in list(seen_table.items()):
-        if owner_partition(key, partitions) != partition:
-            continue
+    for key, data in list(items_of_partition(seen_table, partition, owner)):
         before = dedupe.Seen.from_dict(data)
         after = dedupe.prune(
             before, now, window=settings.dedupe_window_seconds, max_ids=settings.dedupe_max_ids_per_user

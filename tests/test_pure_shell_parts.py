@@ -127,3 +127,38 @@ async def test_chains_run_in_order_per_key_and_concurrently_across_keys():
     release_a.set()
     await asyncio.gather(a1, a2)
     assert order == ["b1", "a1", "a2"]
+
+
+class _PerPartitionStore:
+    """The shape of Faust's RocksDB store that `items_of_partition` reads: one database
+    per partition, raw items, and the table's serializers."""
+
+    def __init__(self, dbs: dict[int, dict[bytes, bytes]]) -> None:
+        self._dbs = dbs
+
+    def _visible_items(self, db: dict[bytes, bytes]):
+        return iter(db.items())
+
+    def _decode_key(self, raw: bytes) -> str:
+        return raw.decode()
+
+    def _decode_value(self, raw: bytes) -> int:
+        return int(raw)
+
+
+def test_items_of_partition_reads_only_that_partitions_database():
+    from types import SimpleNamespace
+
+    from streams.tablescan import items_of_partition
+
+    def owner(key: str) -> int:
+        return int(key[1])
+
+    store = _PerPartitionStore({0: {b"u0a": b"1", b"u0b": b"2", b"u1x": b"9"}, 1: {b"u1c": b"3"}})
+    table = SimpleNamespace(data=store, items=lambda: pytest.fail("a per-partition store is not scanned whole"))
+    assert list(items_of_partition(table, 0, owner)) == [("u0a", 1), ("u0b", 2)]  # a stray key is left out
+    assert list(items_of_partition(table, 1, owner)) == [("u1c", 3)]
+    assert list(items_of_partition(table, 2, owner)) == []
+    # A store without per-partition databases (Faust's memory store) is filtered by owner.
+    memory = SimpleNamespace(data=object(), items=lambda: {"u0a": 1, "u1c": 3}.items())
+    assert list(items_of_partition(memory, 1, owner)) == [("u1c", 3)]
