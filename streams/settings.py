@@ -98,7 +98,7 @@ class Settings:
     log_level: str = "info"
     shutdown_timeout: float = 20.0
     session_timeout: float = 30.0
-    standby_replicas: int = 0  # see docs/operations.md: takeovers with standbys can stall an input partition
+    standby_replicas: int = 1
     commit_interval: float = 1.0
     dedupe_window_seconds: float = 24 * 3600.0
     sweep_interval_seconds: float = 3600.0

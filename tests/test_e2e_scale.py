@@ -232,15 +232,7 @@ def received_at(request_time: str) -> float:
     return datetime.fromisoformat(request_time.replace("Z", "+00:00")).timestamp()
 
 
-STANDBY_STALL = (
-    "known problem, not fixed: with standby replicas a takeover after kill -9 can leave an input partition "
-    "assigned but unconsumed (events uncommitted, delivered only after a restart); about 1 run in 5"
-)
-
-
-@pytest.mark.parametrize(
-    "standby_replicas", [0, pytest.param(1, marks=pytest.mark.xfail(reason=STANDBY_STALL, strict=False))]
-)
+@pytest.mark.parametrize("standby_replicas", [0, 1])
 async def test_failover_after_kill_9_with_and_without_standby_replicas(pipeline: Pipeline, standby_replicas: int):
     users = 3000
     load = state_traffic(users, "f")
