@@ -20,6 +20,11 @@ DEMO_CREDENTIALS = {
 }
 
 
+def worker_partner_env(clientsuccess_url: str, csb_url: str, credentials: dict[str, str]) -> dict[str, str]:
+    """The worker's partner variables for mocks at these URLs (credentials by variable name)."""
+    return {**credentials, "CLIENTSUCCESS_BASE_URL": clientsuccess_url, "CSB_BASE_URL": csb_url}
+
+
 @dataclass
 class MockServers:
     """Both mocks, running. `close()` stops them; also usable as `async with`."""
@@ -33,7 +38,7 @@ class MockServers:
 
     def worker_env(self) -> dict[str, str]:
         """The variables that point a cs-relay worker at these mocks, credentials included."""
-        return {**self.credentials, "CLIENTSUCCESS_BASE_URL": self.clientsuccess_url, "CSB_BASE_URL": self.csb_url}
+        return worker_partner_env(self.clientsuccess_url, self.csb_url, self.credentials)
 
     async def close(self) -> None:
         for runner in self._runners:

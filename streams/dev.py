@@ -22,22 +22,16 @@ from pathlib import Path
 
 import aiohttp
 
+from mockservers.server import DEMO_CREDENTIALS, worker_partner_env
+
 SAMPLE = Path(__file__).resolve().parent / "samples" / "segment-sample.jsonl"
-DEMO_CREDENTIALS = {
-    "CLIENTSUCCESS_SOURCE_ID": "demo-source",
-    "CLIENTSUCCESS_API_KEY": "demo-cs-api-key",
-    "CSB_API_KEY": "demo-csb-api-key",
-}
 
 
 def dev_environment(bootstrap: str, cs_port: int = 8081, csb_port: int = 8082, data_dir: Path | None = None) -> dict:
     env = dict(os.environ)
-    for name, value in DEMO_CREDENTIALS.items():
-        if not env.get(name):
-            env[name] = value
+    credentials = {name: env.get(name) or demo for name, demo in DEMO_CREDENTIALS.items()}
+    env.update(worker_partner_env(f"http://127.0.0.1:{cs_port}", f"http://127.0.0.1:{csb_port}", credentials))
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
-    env["CLIENTSUCCESS_BASE_URL"] = f"http://127.0.0.1:{cs_port}"
-    env["CSB_BASE_URL"] = f"http://127.0.0.1:{csb_port}"
     env.setdefault("CS_RELAY_DATA_DIR", str(data_dir or Path("var/dev/worker")))
     env.setdefault("CS_RELAY_TOPIC_PARTITIONS", "4")
     return env
