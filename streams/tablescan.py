@@ -5,8 +5,8 @@ Faust's `table.items()` walks every partition this worker owns, so sweeping P
 partitions read each key P times, all of it on the event loop. With the RocksDB store a
 table keeps one database per partition, and a key lives in the database of the
 partition whose event wrote it, which for cs-relay's by-user tables is the key's owner
-partition. `items_of_partition` reads that database alone; other stores (the in-memory
-one of unit tests) are filtered by the owner function instead.
+partition. `items_of_partition` reads that database alone; other stores (Faust's
+in-memory one) are scanned and filtered by the owner function instead.
 """
 
 from __future__ import annotations
