@@ -59,3 +59,13 @@ async def pipeline(kafka_bootstrap, tmp_path):
         yield pipe
     finally:
         await pipe.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The figures the end-to-end tests measured (tests/figures.py), at the end of the run."""
+    from tests.figures import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("cs-relay figures (reported, not asserted)")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

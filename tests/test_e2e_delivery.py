@@ -13,16 +13,13 @@ from datetime import datetime
 import pytest
 
 from streams.kafka_local import LocalKafka
+from tests.figures import report
 from tests.pipeline import Pipeline, open_pipeline
 
 pytestmark = pytest.mark.e2e
 
 # Parked deliveries are retried within a second in tests (production: 10 s .. 300 s).
 FAST_RETRIES = dict(CS_RELAY_QUICK_RETRIES="1", CS_RELAY_RETRY_BASE_DELAY="0.2", CS_RELAY_RETRY_MAX_DELAY="1")
-
-
-def report(name: str, **figures) -> None:
-    print(f"\n[{name}] " + ", ".join(f"{k}={v}" for k, v in figures.items()), file=sys.stderr)
 
 
 def traffic(users: int, per_user: int, prefix: str = "u") -> list[dict]:

@@ -16,9 +16,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.admin import owner_partition
+from tests.figures import report
 from tests.pipeline import Pipeline, Worker
 from tests.test_e2e_admin import get_json
-from tests.test_e2e_delivery import check_delivery, cs_events, csb_events, duplicates, report
+from tests.test_e2e_delivery import check_delivery, cs_events, csb_events, duplicates
 
 pytestmark = pytest.mark.e2e
 
