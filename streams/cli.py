@@ -6,6 +6,7 @@
     cs-relay send FILE                                   produce a JSON-lines file
     cs-relay ingest  [--host 127.0.0.1] [--port 8088]    Segment HTTP API -> the input topic
     cs-relay dev     [--demo] [--exit] [--workers N]     Kafka + mocks + N workers together
+                     [--kafka-port 9092] [--clientsuccess-port 8081] [--csb-port 8082]
     cs-relay dlq list | dlq replay [--reason R]          inspect and replay dead letters
     cs-relay inspect user|group|pending ID [--json]      state, from a running worker
     cs-relay status  [--json]                            deliveries and lag of a running worker
@@ -70,7 +71,9 @@ def _parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="local Kafka, mocks and workers together; Ctrl-C stops all")
     dev.add_argument("--demo", action="store_true", help="send the bundled sample traffic and show what arrived")
     dev.add_argument("--exit", action="store_true", help="with --demo: stop everything after the summary")
-    dev.add_argument("--kafka-port", type=int, default=9092)
+    dev.add_argument("--kafka-port", type=int, default=9092, help="0 picks a free port")
+    dev.add_argument("--clientsuccess-port", type=int, default=8081)
+    dev.add_argument("--csb-port", type=int, default=8082)
     dev.add_argument("--workers", type=_positive, default=1, metavar="N",
                      help="worker processes (data var/dev/worker-{i}, web port 6066+i, log var/dev/worker-{i}.log)")
     dev.set_defaults(run=_dev)
@@ -158,7 +161,8 @@ def _ingest(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from streams.dev import run_dev
 
-    return run_dev(demo=args.demo, exit_after=args.exit, kafka_port=args.kafka_port, workers=args.workers)
+    return run_dev(demo=args.demo, exit_after=args.exit, kafka_port=args.kafka_port, workers=args.workers,
+                   cs_port=args.clientsuccess_port, csb_port=args.csb_port)
 
 
 def _positive(text: str) -> int:

@@ -5,7 +5,9 @@ mocks agree on credentials. `--workers N` starts N workers in one consumer group
 with its own data dir (`var/dev/worker-{i}`), web port (6066+i) and log
 (`var/dev/worker-{i}.log`). Ctrl-C (or SIGTERM) stops the workers first, then the
 mocks, then Kafka. With `--demo` it sends the bundled sample traffic and prints what
-each mock partner received.
+each mock partner received; each demo run prefixes the sample's messageIds with its
+own tag, so a second run is new traffic rather than duplicates of the first (Kafka and
+the workers' state in var/dev/ carry over between runs).
 """
 
 from __future__ import annotations
@@ -142,7 +144,15 @@ def _stop(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
             proc.wait()
 
 
-def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: int = 1) -> int:
+def demo_run_tag(now: float | None = None) -> str:
+    """The messageId prefix of one demo run ("demo-20261129T150918Z"): the sample's
+    messageIds are fixed, and var/dev keeps the worker's dedupe state between runs, so
+    without it a second `make run` would show its traffic dropped as duplicates."""
+    return "demo-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: int = 1,
+            cs_port: int = 8081, csb_port: int = 8082) -> int:
     from streams.kafka_local import KafkaLaunchError, LocalKafka
 
     var = Path("var/dev")
@@ -157,7 +167,7 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
             return 2
         bootstrap = kafka.bootstrap_servers
         print(f"kafka     ready at {bootstrap} (started in {kafka.started_in:.1f}s)")
-    env = dev_environment(bootstrap)
+    env = dev_environment(bootstrap, cs_port, csb_port)
     specs = worker_specs(env, workers, var)
     partitions = int(env["CS_RELAY_TOPIC_PARTITIONS"])
     if workers > partitions:
@@ -173,7 +183,8 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        mocks.append(_spawn(["mocks"], env, var / "mocks.log"))
+        mocks.append(_spawn(["mocks", "--clientsuccess-port", str(cs_port), "--csb-port", str(csb_port)], env,
+                            var / "mocks.log"))
         asyncio.run(wait_http(env["CLIENTSUCCESS_BASE_URL"] + "/_mock/requests", 30))
         asyncio.run(wait_http(env["CSB_BASE_URL"] + "/_mock/requests", 30))
         print(f"mocks     ClientSuccess {env['CLIENTSUCCESS_BASE_URL']}, CustomerSuccessBox {env['CSB_BASE_URL']}")
@@ -189,7 +200,8 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
         if demo:
             from streams.producer import send_file
 
-            asyncio.run(send_file(SAMPLE, bootstrap, env.get("CS_RELAY_INPUT_TOPIC", "segment-events")))
+            asyncio.run(send_file(SAMPLE, bootstrap, env.get("CS_RELAY_INPUT_TOPIC", "segment-events"),
+                                  message_id_tag=demo_run_tag()))
             print("waiting for deliveries to settle ...")
             print(asyncio.run(demo_summary(env)))
             if exit_after:

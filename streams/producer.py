@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Iterable
@@ -33,7 +34,23 @@ def read_lines(path: Path) -> Iterable[bytes]:
                 yield line
 
 
-async def send_file(path: Path, bootstrap: str, topic: str, *, progress_every: int = 1000) -> int:
+def tag_message_id(raw: bytes, tag: str) -> bytes:
+    """`raw` with its messageId prefixed by `tag` ("{tag}-{messageId}"), so that a file
+    sent again is new traffic to the worker's per-user dedupe instead of duplicates;
+    messages that repeat a messageId within the file still repeat it. Lines that are
+    not a JSON object with a string messageId are returned unchanged (byte for byte)."""
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return raw
+    if not isinstance(message, dict) or not isinstance(message.get("messageId"), str):
+        return raw
+    message["messageId"] = f"{tag}-{message['messageId']}"
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+async def send_file(path: Path, bootstrap: str, topic: str, *, progress_every: int = 1000,
+                    message_id_tag: str | None = None) -> int:
     if not path.is_file():
         print(f"error: no such file: {path}", file=sys.stderr)
         return 2
@@ -43,6 +60,8 @@ async def send_file(path: Path, bootstrap: str, topic: str, *, progress_every: i
     try:
         futures = []
         for line in read_lines(path):
+            if message_id_tag:
+                line = tag_message_id(line, message_id_tag)
             futures.append(await producer.send(topic, line, key=user_key(line)))
             sent += 1
             if sent % progress_every == 0:
@@ -51,5 +70,6 @@ async def send_file(path: Path, bootstrap: str, topic: str, *, progress_every: i
             await fut
     finally:
         await producer.stop()
-    print(f"\rsent {sent} messages from {path} to {topic}")
+    tagged = f" (messageIds prefixed with {message_id_tag}-)" if message_id_tag else ""
+    print(f"\rsent {sent} messages from {path} to {topic}{tagged}")
     return 0

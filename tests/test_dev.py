@@ -1,11 +1,18 @@
-"""`cs-relay dev --workers N`: what each worker gets, and the option's parsing."""
+"""`cs-relay dev`: what each worker gets, the option's parsing, and the demo of `make run`."""
 
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from streams.cli import _parser
-from streams.dev import dev_environment, worker_specs
+from streams.dev import demo_run_tag, dev_environment, worker_specs
+from streams.producer import tag_message_id
 
 
 def test_each_dev_worker_has_its_own_data_dir_port_and_log(monkeypatch):
@@ -40,3 +47,46 @@ def test_dev_workers_option():
     for bad in ("0", "-1", "two"):
         with pytest.raises(SystemExit):
             parser.parse_args(["dev", "--workers", bad])
+
+
+def test_a_demo_run_tags_the_sample_message_ids():
+    line = b'{"type":"track","userId":"u1","event":"E","messageId":"sample-0007"}'
+    tagged = json.loads(tag_message_id(line, "demo-1"))
+    assert tagged == {"type": "track", "userId": "u1", "event": "E", "messageId": "demo-1-sample-0007"}
+    # Two lines that share a messageId still share it: a duplicate in the file stays one.
+    assert tag_message_id(line, "demo-1") == tag_message_id(line, "demo-1") != tag_message_id(line, "demo-2")
+    # What the worker is meant to dead-letter reaches it byte for byte.
+    for raw in (b'{"type":"track",', b'[1, 2]', b'{"type":"track","userId":"u1","messageId":7}', b'{"type":"x"}'):
+        assert tag_message_id(raw, "demo-1") == raw
+    assert demo_run_tag(0) == "demo-19700101T000000Z"
+
+
+def _summary_counts(output: str) -> dict[str, tuple[int, int]]:
+    found = re.findall(r"== (ClientSuccess|CustomerSuccessBox) received (\d+) requests \((\d+) accepted\) ==", output)
+    return {name: (int(total), int(accepted)) for name, total, accepted in found}
+
+
+@pytest.mark.e2e
+def test_make_run_demo_delivers_its_sample_again_when_run_a_second_time(kafka_bootstrap, tmp_path):
+    """`make run` is `cs-relay dev --demo`: sample traffic in, each partner's requests out.
+    Run twice in one directory (var/dev/ keeps the state, the broker keeps the topics),
+    the second run must deliver as much as the first instead of dropping its traffic as
+    duplicates of the first run's messageIds."""
+    from streams.webserve import free_port
+
+    name = f"demo-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CS_RELAY_APP_ID": name,
+           "CS_RELAY_INPUT_TOPIC": f"{name}-in", "CS_RELAY_DLQ_TOPIC": f"{name}-dlq",
+           "CS_RELAY_WEB_PORT": str(free_port())}
+    args = [sys.executable, "-m", "streams.cli", "dev", "--demo", "--exit",
+            "--clientsuccess-port", str(free_port()), "--csb-port", str(free_port())]
+    runs = []
+    for _ in range(2):
+        done = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+        assert done.returncode == 0, done.stdout + done.stderr
+        runs.append(_summary_counts(done.stdout))
+    first, second = runs
+    assert set(first) == {"ClientSuccess", "CustomerSuccessBox"}, first
+    for partner, (total, accepted) in first.items():
+        assert total >= 10 and accepted == total, (partner, first)
+    assert second == first
