@@ -433,6 +433,13 @@ def handle(event: faust.EventT) -> list[Awaitable[Any]]:
         return _apply_retried(key, json.loads(event.value))
 
     raw_bytes: bytes = event.value
+    msg = parse(raw_bytes)  # validated by intake already
+    replay = REPLAY_HEADER in headers
+    # Before any forwarding: a copy of an anonymous message that arrives after the
+    # visitor logged in must meet the first copy's record, which is on this key.
+    if not _first_routing(key, msg.message_id, event.message.offset, replay=replay):
+        counters["duplicates"] += 1
+        return []
     user = _user(key)
     if user is not None and user.merged_into:
         # An anonymous visitor who has logged in: their state lives with the user now.
@@ -440,11 +447,6 @@ def handle(event: faust.EventT) -> list[Awaitable[Any]]:
         into = user.merged_into
         return [chains.submit((into, "forward"), lambda: _forward(into, raw_bytes, headers))]
     source = _source_from_headers(headers, _source(event))
-    msg = parse(raw_bytes)  # validated by intake already
-    replay = REPLAY_HEADER in headers
-    if not _first_routing(key, msg.message_id, event.message.offset, replay=replay):
-        counters["duplicates"] += 1
-        return []
     destinations = DESTINATIONS
     if replay and REPLAY_DESTINATION_HEADER in headers:
         only = headers[REPLAY_DESTINATION_HEADER].decode("utf-8", "replace")

@@ -268,6 +268,30 @@ async def test_a_duplicate_message_id_is_delivered_once(pipeline: Pipeline):
     assert paths(csb) == [CSB + "account", CSB + "track", CSB + "track"]
 
 
+async def test_an_anonymous_message_sent_again_after_login_is_delivered_once(pipeline: Pipeline):
+    """Segment retries byte-identical copies. A copy of an anonymous page that arrives
+    after the visitor logged in is forwarded to the user; it is still the same
+    messageId, and the first copy was already delivered as the user's."""
+    pipeline.start_worker()
+    pricing = {"type": "page", "anonymousId": "anon-9", "name": "Pricing", "messageId": "p9",
+               "timestamp": "2026-11-20T09:00:00Z"}
+    await pipeline.send(pricing)
+    await pipeline.send(
+        seg("identify", "u9", 3, anonymousId="anon-9", traits={"firstName": "Ada"}),
+        seg("group", "u9", 4, groupId="initech", traits={"name": "Initech", "account_id": "acc-i"}),
+    )
+    await pipeline.eventually(pipeline.csb_state, lambda s: len(s["pages"]) == 1, what="the first copy at CSB")
+    await pipeline.send(pricing, {**pricing, "name": "Marker", "messageId": "p10"})
+    csb = await pipeline.eventually(
+        pipeline.csb_state, lambda s: any(p["name"] == "Marker" for p in s["pages"]), what="the marker page"
+    )
+    assert [(p["name"], p["userId"]) for p in csb["pages"]] == [("Pricing", "u9"), ("Marker", "u9")]
+    state = await pipeline.eventually(
+        pipeline.cs_state, lambda s: ("Viewed Marker Page", "u9") in cs_events(s, "initech"), what="the marker at CS"
+    )
+    assert cs_events(state, "initech") == [("Viewed Pricing Page", "u9"), ("Viewed Marker Page", "u9")]
+
+
 async def test_held_events_of_a_user_who_goes_quiet_expire_into_the_dead_letter_topic(pipeline: Pipeline):
     pipeline.start_worker(CS_RELAY_PENDING_MAX_AGE_SECONDS="1", CS_RELAY_SWEEP_INTERVAL_SECONDS="1")
     await pipeline.send(seg("track", "u14", 1, event="Never Attributed"))  # no group, no account: held
