@@ -106,6 +106,18 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8")).digest()
 
 
+def changelog_remaining(highwaters: Mapping[Any, int | None], offsets: Mapping[Any, int | None]) -> int:
+    """Changelog records still to read for a set of table partitions: per partition,
+    its highwater (the offset of its last record, -1 when empty, as Faust's recovery
+    keeps it) less the offset read so far (-1 before the first); unknowns count 0."""
+    total = 0
+    for tp, highwater in highwaters.items():
+        offset = offsets.get(tp)
+        if highwater is not None and offset is not None and highwater > offset:
+            total += highwater - offset
+    return total
+
+
 def error(code: str, detail: str) -> dict[str, str]:
     return {"error": code, "detail": detail}
 
@@ -146,6 +158,12 @@ class Admin:
             "rebalancing": rebalancing,
             "recovering": bool(recovery.in_recovery),
             "recovery_completed": recovered,
+            # Progress: what this worker still has to read from the changelogs before
+            # it serves its active partitions, and to bring its standby copies up to date.
+            "recovery_remaining": {
+                "active": changelog_remaining(recovery.active_highwaters, recovery.active_offsets),
+                "standby": changelog_remaining(recovery.standby_highwaters, recovery.standby_offsets),
+            },
             "partitions": {topic: sorted(parts) for topic, parts in assigned.items()},
         }
 

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from mockservers.server import DEMO_CREDENTIALS, start_mocks
 from streams import admincli
-from streams.admin import authorized, owner_partition, owner_url, same_worker
+from streams.admin import authorized, changelog_remaining, owner_partition, owner_url, same_worker
 from streams.decision import PartnerRequest
 from streams.delivery import Outcome, PartnerClient
 from streams.logs import JsonFormatter, RedactingStreamHandler, bind_event_id, bind_event_raw, logging_config, message_id_of
@@ -78,6 +78,18 @@ def test_owner_url_and_same_worker():
     assert owner_url(metadata, 2) == "http://a:6066" and owner_url(metadata, 1) == "http://b:6067"
     assert owner_url(metadata, 3) is None and owner_url({}, 0) is None
     assert same_worker("http://a:6066", "http://a:6066/") and not same_worker("http://a:6066", "http://a:6067")
+
+
+def test_changelog_remaining_is_what_recovery_still_has_to_read():
+    from collections import Counter
+
+    highwaters = Counter({"a": 99, "b": 9, "empty": -1, "unknown": None, "done": 40, "not_started": 4})
+    offsets = Counter({"a": 49, "b": -1, "empty": -1, "unknown": 3, "done": 40})
+    # a: 50 to go; b: nothing read yet, offsets 0..9; an empty, unknown, done or
+    # not yet tracked partition: nothing.
+    assert changelog_remaining(highwaters, offsets) == 50 + 10
+    assert changelog_remaining({"a": 10}, {"a": 12}) == 0
+    assert changelog_remaining(Counter(), Counter()) == 0
 
 
 # ------------------------------------------------------------------ metrics and status

@@ -90,7 +90,8 @@ async def test_state_pages_metrics_status_and_the_commands(pipeline: Pipeline, c
         seg("track", "u2", 4, event="Too Early"),  # u2 has no group yet: held for both partners
     )
     await pipeline.eventually(lambda: http(worker, "/health"), lambda a: a[0] == 200, what="a live worker")
-    await wait_ready(pipeline, worker)
+    ready = await wait_ready(pipeline, worker)
+    assert ready["recovery_remaining"] == {"active": 0, "standby": 0} and not ready["recovering"], ready
 
     status, user = await pipeline.eventually(
         lambda: get_json(worker, "/users/u1"), lambda a: a[0] == 200 and a[1]["traits"], what="u1's state"

@@ -229,6 +229,23 @@ def log_time(worker: Worker, text: str, *, after: float) -> float:
     raise AssertionError(f"{worker.log.name} has no {text!r} after the kill:\n{worker.log_tail()}")
 
 
+async def recovery_progress(worker: Worker) -> list[int]:
+    """Poll the worker's /ready until cancelled, keeping the changelog records it said it
+    still had to read for its active partitions whenever it was recovering."""
+    samples: list[int] = []
+    try:
+        while True:
+            try:
+                _, body = await get_json(worker, "/ready")
+            except aiohttp.ClientError:
+                body = None
+            if isinstance(body, dict) and body.get("recovering"):
+                samples.append(body["recovery_remaining"]["active"])
+            await asyncio.sleep(0.1)
+    except asyncio.CancelledError:
+        return samples
+
+
 def received_at(request_time: str) -> float:
     return datetime.fromisoformat(request_time.replace("Z", "+00:00")).timestamp()
 
@@ -253,6 +270,7 @@ async def test_failover_after_kill_9_with_and_without_standby_replicas(pipeline:
 
     await asyncio.to_thread(victim.kill)
     killed_at = time.time()
+    watcher = asyncio.create_task(recovery_progress(survivor))
     probes = [{"type": "track", "userId": f"f{u}", "event": f"f{u} probe", "messageId": f"f{u}-probe"}
               for u in range(0, users, 10)]
     await pipeline.send(*probes)
@@ -275,6 +293,9 @@ async def test_failover_after_kill_9_with_and_without_standby_replicas(pipeline:
             f"{missing[:10]}; the survivor's consumer lag: {doc['consumer_lag'] if status == 200 else status}\n"
             f"--- {survivor.log.name}\n{survivor.log_tail()}"
         ) from None
+    watcher.cancel()
+    (progress,) = await asyncio.gather(watcher, return_exceptions=True)
+    progress = progress if isinstance(progress, list) else []
     at = arrivals(cs)
     lost_times = sorted(at[e] - killed_at for e in on_lost)
     kept_times = sorted(t - killed_at for e, t in at.items() if e not in on_lost)
@@ -298,6 +319,7 @@ async def test_failover_after_kill_9_with_and_without_standby_replicas(pipeline:
            failover_s=f"{lost_times[-1]:.1f}", first_lost_probe_s=f"{lost_times[0]:.1f}",
            rebalance_started_s=f"{rebalanced - killed_at:.1f}", recovery_s=f"{ready - assigned:.1f}",
            kept_partitions_s=f"{kept_times[-1]:.1f}", session_timeout_s=6,
+           ready_says_recovering=len(progress), ready_remaining_max=max(progress, default=0),
            cs_duplicates=duplicates(cs_counts), csb_duplicates=duplicates(csb_counts), users_checked=len(answers),
            users_wrong=len(wrong))
     assert survivor.alive, survivor.log_tail()
