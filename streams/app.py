@@ -39,7 +39,7 @@ from streams.delivery import Outcome, PartnerClient, Result, backoff, classify
 from streams import dedupe, faust_fixes
 from streams import admin, observe  # HTTP endpoints, metrics and event ids in logs (issue 6)
 from streams.admin import owner_partition
-from streams.inflight import AckTracker, Chains, Redeliveries
+from streams.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
 from streams import pending as pending_mod
 from streams.pending import Parked, Pending, confirm
 from streams.redact import RedactingFilter
@@ -210,12 +210,10 @@ _rng = random.Random()
 redeliveries = Redeliveries()
 chains = Chains()
 in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
-# Parking, in this process: park records produced but not applied yet, per (user,
-# destination) -- while one is on its way, that user's later events for the
-# destination wait; parked heads being retried; and when each user's next retry is due.
-parking: Counter[tuple[str, str]] = Counter()
-retrying: set[tuple[str, str, int]] = set()
-retry_due_at: dict[str, float] = {}
+# Parking, in this process (streams.inflight.ParkingMarks): park records in transit,
+# parked heads being retried, and when each user's next retry is due.
+marks = ParkingMarks()
+parking, retrying, retry_due_at = marks.parking, marks.retrying, marks.retry_due_at
 retry_rescan = asyncio.Event()
 counters: Counter[str] = Counter()
 
@@ -227,10 +225,7 @@ async def _on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
     # now (it finds them in the table); ours would be stale if the partitions return.
     lost = {tp.partition for tp in revoked if tp.topic == by_user_topic.get_topic_name()}
     partitions = by_user_topic.partitions or settings.topic_partitions
-    for key in [k for k in retry_due_at if owner_partition(k, partitions) in lost]:
-        del retry_due_at[key]
-    for pair in [p for p in parking if owner_partition(p[0], partitions) in lost]:
-        del parking[pair]
+    marks.forget(lost, lambda key: owner_partition(key, partitions))
 
 
 @app.on_configured.connect
@@ -777,13 +772,18 @@ def _start_retries(keys: list[str]) -> list[Awaitable[Any]]:
 
 async def _retry(key: str, dest: str, head: Parked) -> None:
     client = CLIENTS[dest]
-    result = await client.send(PartnerRequest.from_dict(head.request))
-    counters[f"retried.{dest}"] += 1
-    await _control(
-        key, KIND_RETRIED,
-        {"destination": dest, "seq": head.seq, "outcome": result.outcome.value, "attempts": result.attempts,
-         "status": result.status, "error": _error_text(client, result), "retry_after": result.retry_after},
-    )
+    try:
+        result = await client.send(PartnerRequest.from_dict(head.request))
+        counters[f"retried.{dest}"] += 1
+        await _control(
+            key, KIND_RETRIED,
+            {"destination": dest, "seq": head.seq, "outcome": result.outcome.value, "attempts": result.attempts,
+             "status": result.status, "error": _error_text(client, result), "retry_after": result.retry_after},
+        )
+    except BaseException:
+        # No `retried` record will clear this retry's mark: let a later tick try again.
+        retrying.discard((key, dest, head.seq))
+        raise
 
 
 def _apply_retried(key: str, body: Mapping[str, Any]) -> list[Awaitable[Any]]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
+from collections import Counter, deque
 from typing import Any, Awaitable, Callable, Deque, Dict, Hashable, Iterable
 
 log = logging.getLogger(__name__)
@@ -135,3 +135,36 @@ class Redeliveries:
     def forget(self, tps: Iterable[Hashable]) -> None:
         for tp in tps:
             self._high.pop(tp, None)
+
+
+class ParkingMarks:
+    """What this process knows, outside the tables, about its users' parked deliveries.
+
+    * `parking[(user, destination)]`: park records produced but not applied yet; while
+      one is on its way, the user's later events for that destination wait.
+    * `retrying`: (user, destination, seq) of parked heads being retried, from the start
+      of a retry until its `retried` record is applied, so a head is not retried twice.
+    * `retry_due_at[user]`: when the user's next retry is due.
+
+    The records that clear a mark are applied by whoever owns the user's partition at
+    the time. When a partition is revoked, its users' marks must go (`forget`): the next
+    owner may apply them instead, and a mark left behind would, if the partition came
+    back, block that user's destination (parking) or skip its parked head forever
+    (retrying). Forgetting costs at most a second attempt at a delivery.
+    """
+
+    def __init__(self) -> None:
+        self.parking: Counter[tuple[str, str]] = Counter()
+        self.retrying: set[tuple[str, str, int]] = set()
+        self.retry_due_at: dict[str, float] = {}
+
+    def forget(self, partitions: Iterable[int], partition_of: Callable[[str], int]) -> None:
+        """Drop every mark of the users in `partitions` (by-user partitions)."""
+        lost = set(partitions)
+        if not lost:
+            return
+        for key in [k for k in self.retry_due_at if partition_of(k) in lost]:
+            del self.retry_due_at[key]
+        for pair in [p for p in self.parking if partition_of(p[0]) in lost]:
+            del self.parking[pair]
+        self.retrying.difference_update([r for r in self.retrying if partition_of(r[0]) in lost])

@@ -7,7 +7,7 @@ import pytest
 
 from streams.deadletter import dead_letter_headers, read_headers
 from streams.delivery import Outcome, backoff, classify, retry_after_seconds
-from streams.inflight import AckTracker, Chains
+from streams.inflight import AckTracker, Chains, ParkingMarks
 from streams.redact import redact
 from streams.settings import Settings, SettingsError
 
@@ -127,6 +127,26 @@ async def test_chains_run_in_order_per_key_and_concurrently_across_keys():
     release_a.set()
     await asyncio.gather(a1, a2)
     assert order == ["b1", "a1", "a2"]
+
+
+def test_parking_marks_of_revoked_partitions_are_forgotten():
+    """A retry mark left behind when a partition moves away would, if the partition came
+    back, skip that user's parked head forever: the next owner applied the `retried`
+    record that should have cleared it."""
+    partition_of = {"u0": 0, "u1": 1, "u2": 2}.__getitem__
+    marks = ParkingMarks()
+    for user in ("u0", "u1", "u2"):
+        marks.parking[(user, "clientsuccess")] += 1
+        marks.retrying.add((user, "clientsuccess", 7))
+        marks.retry_due_at[user] = 100.0
+    marks.forget({0, 2}, partition_of)
+    assert dict(marks.parking) == {("u1", "clientsuccess"): 1}
+    assert marks.retrying == {("u1", "clientsuccess", 7)}
+    assert marks.retry_due_at == {"u1": 100.0}
+    marks.forget([], partition_of)
+    assert marks.retrying == {("u1", "clientsuccess", 7)}
+    marks.forget([1], partition_of)
+    assert not marks.parking and not marks.retrying and not marks.retry_due_at
 
 
 class _PerPartitionStore:
