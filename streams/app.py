@@ -133,7 +133,7 @@ app = RelayApp(
     # A topic created while a worker joins is picked up at the next metadata refresh
     # (Faust's default is 5 minutes).
     consumer_metadata_max_age_ms=30_000,
-    web_host=settings.web_host,
+    web_host=settings.advertised_web_host,  # the canonical URL other workers call
     web_port=settings.web_port,
     web_bind=settings.web_host,
     stream_wait_empty=False,

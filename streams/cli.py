@@ -139,6 +139,8 @@ def _worker(args: argparse.Namespace) -> int:
         "--web-port",
         str(settings.web_port),
         "--web-host",
+        settings.advertised_web_host,
+        "--web-bind",
         settings.web_host,
     ]
     app.main()

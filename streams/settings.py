@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
@@ -80,6 +81,10 @@ class Settings:
     data_dir: Path = Path("var/worker")
     web_host: str = "127.0.0.1"
     web_port: int = 6066
+    # The host name other workers use to reach this one's web server (inspection
+    # forwarding); empty: `web_host`, or this machine's host name when that is a
+    # wildcard such as 0.0.0.0 (a container's name in Docker Compose).
+    web_advertised_host: str = ""
     topic_partitions: int = 8
     clientsuccess: ClientSuccessSettings = ClientSuccessSettings(
         "", Secret(""), CLIENTSUCCESS_PRODUCTION_URL
@@ -126,6 +131,8 @@ class Settings:
             data_dir=Path(read.text("CS_RELAY_DATA_DIR", str(d.data_dir))),
             web_host=read.text("CS_RELAY_WEB_HOST", d.web_host),
             web_port=read.integer("CS_RELAY_WEB_PORT", d.web_port, low=0, high=65535),
+            web_advertised_host=read.text("CS_RELAY_WEB_ADVERTISED_HOST", d.web_advertised_host,
+                                          check=_advertised_host),
             topic_partitions=read.integer("CS_RELAY_TOPIC_PARTITIONS", d.topic_partitions, low=1, high=1024),
             clientsuccess=ClientSuccessSettings(
                 source_id=read.text("CLIENTSUCCESS_SOURCE_ID", ""),
@@ -171,6 +178,15 @@ class Settings:
             admin_token=read.token("CS_RELAY_ADMIN_TOKEN"),
             log_format=read.text("CS_RELAY_LOG_FORMAT", d.log_format, check=_log_format).lower(),
         )
+
+    @property
+    def advertised_web_host(self) -> str:
+        """What this worker tells the others to call it (Faust's canonical URL host)."""
+        if self.web_advertised_host:
+            return self.web_advertised_host
+        if self.web_host in WILDCARD_HOSTS:
+            return socket.gethostname()
+        return self.web_host
 
     def redacted(self) -> dict:
         """The settings as plain data for a start-up log line, secrets masked."""
@@ -273,6 +289,17 @@ def _bootstrap(value: str) -> str | None:
         host, sep, port = server.strip().rpartition(":")
         if not sep or not host or not port.isdigit():
             return "expected host:port[,host:port...]"
+    return None
+
+
+WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def _advertised_host(value: str) -> str | None:
+    if value in WILDCARD_HOSTS[:2]:
+        return "expected a host name or address other workers can reach, not a wildcard"
+    if any(c in value for c in "/:@ ") and not value.startswith("["):
+        return "expected a host name or address, without scheme or port"
     return None
 
 

@@ -176,10 +176,12 @@ def users_in_each_partition(partitions: int) -> list[str]:
 
 
 async def test_any_of_two_workers_answers_for_every_user(pipeline: Pipeline):
-    """Each worker owns one of two partitions; asked either, both answer for both users."""
+    """Each worker owns one of two partitions; asked either, both answer for both users.
+    The second binds every address, as in a container, and advertises a host name."""
     assert pipeline.partitions == 2
     users = users_in_each_partition(2)
-    workers = [pipeline.start_worker(index=0), pipeline.start_worker(index=1)]
+    workers = [pipeline.start_worker(index=0),
+               pipeline.start_worker(index=1, CS_RELAY_WEB_HOST="0.0.0.0", CS_RELAY_WEB_ADVERTISED_HOST="localhost")]
     await pipeline.send(*(seg("identify", u, i, traits={"name": u}) for i, u in enumerate(users)))
     for worker in workers:
         await wait_ready(pipeline, worker, partitions=1)
@@ -197,7 +199,8 @@ async def test_any_of_two_workers_answers_for_every_user(pipeline: Pipeline):
         assert state["traits"] == {"name": user} and partition == str(owner_partition(user, 2))
     # The two users live in different workers: one of the answers was forwarded.
     assert len(set(served_by.values())) == 2, served_by
-    assert set(served_by.values()) == {f"http://127.0.0.1:{w.web_port}" for w in workers}
+    assert set(served_by.values()) == {f"http://127.0.0.1:{workers[0].web_port}",
+                                       f"http://localhost:{workers[1].web_port}"}
 
 
 async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):

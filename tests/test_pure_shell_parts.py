@@ -2,6 +2,7 @@
 
 import asyncio
 import random
+import socket
 
 import pytest
 
@@ -20,6 +21,16 @@ def test_settings_defaults_and_disabled_destinations():
     assert s.clientsuccess.base_url == "https://usage.clientsuccess.com"
 
 
+def test_the_advertised_web_host_is_never_a_wildcard():
+    """Other workers forward inspection requests to the URL a worker advertises; behind
+    a wildcard bind (Docker) every worker would advertise the same 0.0.0.0."""
+    assert Settings.from_env({}).advertised_web_host == "127.0.0.1"
+    assert Settings.from_env({"CS_RELAY_WEB_HOST": "10.0.0.5"}).advertised_web_host == "10.0.0.5"
+    assert Settings.from_env({"CS_RELAY_WEB_HOST": "0.0.0.0"}).advertised_web_host == socket.gethostname()
+    explicit = Settings.from_env({"CS_RELAY_WEB_HOST": "0.0.0.0", "CS_RELAY_WEB_ADVERTISED_HOST": "worker-2"})
+    assert explicit.advertised_web_host == "worker-2" and explicit.web_host == "0.0.0.0"
+
+
 @pytest.mark.parametrize(
     "name,value",
     [
@@ -31,6 +42,8 @@ def test_settings_defaults_and_disabled_destinations():
         ("CS_RELAY_INPUT_TOPIC", "bad topic"),
         ("CS_RELAY_HTTP_TIMEOUT", "0"),
         ("CS_RELAY_LOG_LEVEL", "loud"),
+        ("CS_RELAY_WEB_ADVERTISED_HOST", "0.0.0.0"),
+        ("CS_RELAY_WEB_ADVERTISED_HOST", "http://worker-1:6066"),
     ],
 )
 def test_bad_settings_name_the_variable(name, value):
