@@ -118,6 +118,7 @@ app = RelayApp(
     store="rocksdb://",
     datadir=str(settings.data_dir),
     topic_partitions=settings.topic_partitions,
+    topic_replication_factor=settings.topic_replication_factor,
     consumer_auto_offset_reset="earliest",
     producer_acks=-1,
     producer_max_request_size=MAX_RECORD_BYTES,

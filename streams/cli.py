@@ -118,11 +118,11 @@ def _mocks(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env()  # fail fast, with the variable's name, before Faust starts
-    from streams.topics import TopicMismatch, ensure_topics
+    from streams.topics import TopicProblem, ensure_topics
 
     try:
         asyncio.run(ensure_topics(settings))
-    except TopicMismatch as exc:
+    except TopicProblem as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # broker unreachable

@@ -86,6 +86,10 @@ class Settings:
     # wildcard such as 0.0.0.0 (a container's name in Docker Compose).
     web_advertised_host: str = ""
     topic_partitions: int = 8
+    # Copies of each topic cs-relay or Faust creates (input, dead letters, by-user, the
+    # changelogs). 1 suits a single local broker; use 3 on a production cluster, where
+    # the changelogs are the only durable copy of the state.
+    topic_replication_factor: int = 1
     clientsuccess: ClientSuccessSettings = ClientSuccessSettings(
         "", Secret(""), CLIENTSUCCESS_PRODUCTION_URL
     )
@@ -134,6 +138,8 @@ class Settings:
             web_advertised_host=read.text("CS_RELAY_WEB_ADVERTISED_HOST", d.web_advertised_host,
                                           check=_advertised_host),
             topic_partitions=read.integer("CS_RELAY_TOPIC_PARTITIONS", d.topic_partitions, low=1, high=1024),
+            topic_replication_factor=read.integer("CS_RELAY_TOPIC_REPLICATION_FACTOR", d.topic_replication_factor,
+                                                  low=1, high=32),
             clientsuccess=ClientSuccessSettings(
                 source_id=read.text("CLIENTSUCCESS_SOURCE_ID", ""),
                 api_key=Secret(read.text("CLIENTSUCCESS_API_KEY", "")),

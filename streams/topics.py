@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from streams.settings import Settings
 
@@ -23,8 +23,30 @@ from streams.settings import Settings
 DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024
 
 
-class TopicMismatch(RuntimeError):
+class TopicProblem(RuntimeError):
+    """A topic cs-relay needs cannot be used as configured (the message says why)."""
+
+
+class TopicMismatch(TopicProblem):
     pass
+
+
+class TopicRefused(TopicProblem):
+    pass
+
+
+def creation_errors(topic_errors: list[tuple]) -> list[str]:
+    """What a CreateTopics response refused, one sentence per topic; a topic that
+    exists already (created meanwhile by another worker) is no error. Entries are
+    (topic, error_code) or (topic, error_code, error_message), by protocol version."""
+    out = []
+    for entry in topic_errors:
+        name, code = entry[0], entry[1]
+        if code == 0 or code == TopicAlreadyExistsError.errno:
+            continue
+        detail = entry[2] if len(entry) > 2 and entry[2] else ""
+        out.append(f"{name!r}: {for_code(code).__name__}" + (f" ({detail})" if detail else ""))
+    return out
 
 
 # The topics whose partitions must match CS_RELAY_TOPIC_PARTITIONS: a user's records
@@ -60,7 +82,7 @@ async def _until_listed(admin: AIOKafkaAdminClient, names: list[str], timeout: f
         await asyncio.sleep(0.1)
 
 
-async def ensure_topics(settings: Settings, replication_factor: int = 1) -> None:
+async def ensure_topics(settings: Settings) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
@@ -84,15 +106,21 @@ async def ensure_topics(settings: Settings, replication_factor: int = 1) -> None
              if suffix.endswith("-changelog")}
         )
         missing = [
-            NewTopic(t, n, replication_factor, topic_configs=configs.get(t, {}))
+            NewTopic(t, n, settings.topic_replication_factor, topic_configs=configs.get(t, {}))
             for t, n in wanted.items()
             if t not in existing
         ]
         if missing:
             try:
-                await admin.create_topics(missing)
+                response = await admin.create_topics(missing)
             except TopicAlreadyExistsError:
-                pass
+                response = None
+            refused = creation_errors(getattr(response, "topic_errors", None) or [])
+            if refused:
+                raise TopicRefused(
+                    "Kafka refused to create " + "; ".join(refused) + f" (CS_RELAY_TOPIC_PARTITIONS="
+                    f"{settings.topic_partitions}, CS_RELAY_TOPIC_REPLICATION_FACTOR={settings.topic_replication_factor})"
+                )
             await _until_listed(admin, [t.name for t in missing])
     finally:
         await admin.close()

@@ -1,4 +1,4 @@
-"""Settings, redaction, dead-letter headers, HTTP outcome rules and in-order acks."""
+"""Settings, redaction, dead-letter headers, HTTP outcome rules, in-order acks, and topic creation errors."""
 
 import asyncio
 import random
@@ -11,6 +11,7 @@ from streams.delivery import Outcome, backoff, classify, retry_after_seconds
 from streams.inflight import AckTracker, Chains, ParkingMarks
 from streams.redact import redact
 from streams.settings import Settings, SettingsError
+from streams.topics import creation_errors
 
 
 def test_settings_defaults_and_disabled_destinations():
@@ -195,3 +196,10 @@ def test_items_of_partition_reads_only_that_partitions_database():
     # A store without per-partition databases (Faust's memory store) is filtered by owner.
     memory = SimpleNamespace(data=object(), items=lambda: {"u0a": 1, "u1c": 3}.items())
     assert list(items_of_partition(memory, 1, owner)) == [("u1c", 3)]
+
+
+def test_creation_errors_skip_success_and_topics_created_meanwhile():
+    assert creation_errors([("a", 0), ("b", 36, "exists"), ("c", 38, "Replication factor: 2 larger than 1")]) == [
+        "'c': InvalidReplicationFactorError (Replication factor: 2 larger than 1)"
+    ]
+    assert creation_errors([("d", 37)]) == ["'d': InvalidPartitionsError"]

@@ -10,14 +10,21 @@ import uuid
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.settings import Settings
-from streams.topics import DLQ_MAX_MESSAGE_BYTES, TopicMismatch, ensure_topics
+from streams.topics import (
+    CO_PARTITIONED,
+    DLQ_MAX_MESSAGE_BYTES,
+    TopicMismatch,
+    TopicRefused,
+    ensure_topics,
+)
 
 pytestmark = pytest.mark.e2e
 
 
-def settings_for(bootstrap: str, app_id: str, partitions: int) -> Settings:
+def settings_for(bootstrap: str, app_id: str, partitions: int, **more: str) -> Settings:
     return Settings.from_env(
         {
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
@@ -25,8 +32,27 @@ def settings_for(bootstrap: str, app_id: str, partitions: int) -> Settings:
             "CS_RELAY_INPUT_TOPIC": f"{app_id}-in",
             "CS_RELAY_DLQ_TOPIC": f"{app_id}-dlq",
             "CS_RELAY_TOPIC_PARTITIONS": str(partitions),
+            **more,
         }
     )
+
+
+async def topic_configs(bootstrap: str, topics: list[str], names: list[str]) -> dict[str, dict[str, str]]:
+    """{topic: {config name: value}} for the given config names, as the broker has them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        responses = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, t, configs=dict.fromkeys(names)) for t in topics]
+        )
+    finally:
+        await admin.close()
+    out: dict[str, dict[str, str]] = {}
+    for response in responses:
+        for error_code, _, _, name, entries in response.resources:
+            assert error_code == 0, (name, error_code)
+            out[name] = {entry[0]: entry[1] for entry in entries if entry[0] in names}
+    return out
 
 
 async def describe(bootstrap: str, topics: list[str]) -> dict:
@@ -54,10 +80,28 @@ async def wait_listed(bootstrap: str, topic: str, timeout: float = 10.0) -> None
 async def test_missing_topics_are_created_with_the_configured_partitions(kafka_bootstrap):
     app_id = f"topics-{uuid.uuid4().hex[:8]}"
     await ensure_topics(settings_for(kafka_bootstrap, app_id, 3))
-    topics = await describe(kafka_bootstrap, [f"{app_id}-in", f"{app_id}-dlq"])
-    assert {name: len(t["partitions"]) for name, t in topics.items()} == {f"{app_id}-in": 3, f"{app_id}-dlq": 3}
+    names = [f"{app_id}-in", f"{app_id}-dlq", *(f"{app_id}-{suffix}" for suffix in CO_PARTITIONED)]
+    assert len(names) == 7
+    topics = await describe(kafka_bootstrap, names)
+    assert {name: len(t["partitions"]) for name, t in topics.items()} == dict.fromkeys(names, 3)
+    configs = await topic_configs(kafka_bootstrap, names, ["cleanup.policy", "max.message.bytes"])
+    # Changelogs are compacted, as Faust makes them; dead letters get room for a whole
+    # input record plus headers; the rest keep the broker's defaults.
+    policies = {name: c["cleanup.policy"] for name, c in configs.items()}
+    assert policies == {name: "compact" if name.endswith("-changelog") else "delete" for name in names}
+    assert configs[f"{app_id}-dlq"]["max.message.bytes"] == str(DLQ_MAX_MESSAGE_BYTES) > str(4 * 1024 * 1024)
     await ensure_topics(settings_for(kafka_bootstrap, app_id, 3))  # again: nothing to do
-    assert DLQ_MAX_MESSAGE_BYTES > 4 * 1024 * 1024
+
+
+async def test_a_topic_the_broker_refuses_to_create_stops_start_up_with_the_reason(kafka_bootstrap):
+    """One broker cannot hold two copies: the refusal is reported per topic, with the
+    setting that caused it, not as an unreachable broker after a timeout."""
+    app_id = f"topics-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(TopicRefused) as info:
+        await ensure_topics(settings_for(kafka_bootstrap, app_id, 2, CS_RELAY_TOPIC_REPLICATION_FACTOR="2"))
+    message = str(info.value)
+    assert f"'{app_id}-in': InvalidReplicationFactorError" in message, message
+    assert "CS_RELAY_TOPIC_REPLICATION_FACTOR=2" in message
 
 
 async def test_a_co_partitioned_topic_with_another_count_is_refused_by_name(kafka_bootstrap):
