@@ -85,6 +85,36 @@ async def wait_http(url: str, timeout: float, process: subprocess.Popen | None =
             await asyncio.sleep(0.2)
 
 
+def shares_every_partition(answers: list[tuple[int, dict | None]], topic: str, partitions: int) -> bool:
+    """Whether every worker's /ready said 200 and together they own each partition of
+    `topic` once (a group that has finished forming)."""
+    if not answers or any(status != 200 or not body for status, body in answers):
+        return False
+    owned = sorted(p for _, body in answers for p in body.get("partitions", {}).get(topic, []))
+    return owned == list(range(partitions))
+
+
+async def wait_group_ready(specs: list["WorkerSpec"], topic: str, partitions: int, timeout: float) -> None:
+    """Until the workers have formed their group (`shares_every_partition`), so demo
+    traffic is not caught in the rebalances of workers joining one after another."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            answers = []
+            for spec in specs:
+                try:
+                    async with session.get(spec.url + "/ready") as response:
+                        answers.append((response.status, await response.json()))
+                except (aiohttp.ClientError, ValueError):
+                    answers.append((0, None))
+            if shares_every_partition(answers, topic, partitions):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the workers did not share the {partitions} partitions of {topic} "
+                                   f"within {timeout:.0f}s")
+            await asyncio.sleep(0.3)
+
+
 async def settled_requests(url: str, *, quiet_for: float = 3.0, timeout: float = 90.0) -> list:
     """The mock's recorded requests once no new one has arrived for `quiet_for` seconds."""
     deadline = time.monotonic() + timeout
@@ -199,6 +229,13 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
             print(f"worker {spec.index} running at {spec.url} (data: {spec.env['CS_RELAY_DATA_DIR']}, log: {spec.log})")
         if demo:
             from streams.producer import send_file
+
+            topic = f"{env.get('CS_RELAY_APP_ID', 'cs-relay')}-by-user"
+            try:
+                asyncio.run(wait_group_ready([spec for spec, _ in running], topic, partitions, 120))
+            except TimeoutError as exc:
+                print(f"error: {exc}; see {var}/worker-*.log", file=sys.stderr)
+                return 1
 
             asyncio.run(send_file(SAMPLE, bootstrap, env.get("CS_RELAY_INPUT_TOPIC", "segment-events"),
                                   message_id_tag=demo_run_tag()))

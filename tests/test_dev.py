@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from streams.cli import _parser
-from streams.dev import demo_run_tag, dev_environment, worker_specs
+from streams.dev import demo_run_tag, dev_environment, shares_every_partition, worker_specs
 from streams.producer import tag_message_id
 
 
@@ -61,6 +61,19 @@ def test_a_demo_run_tags_the_sample_message_ids():
     assert demo_run_tag(0) == "demo-19700101T000000Z"
 
 
+def test_the_demo_waits_for_a_formed_group():
+    def ready(*parts):
+        return (200, {"partitions": {"x-by-user": list(parts), "x-users-changelog": [9]}})
+
+    assert shares_every_partition([ready(0, 2), ready(1, 3)], "x-by-user", 4)
+    assert shares_every_partition([ready(0, 1), ready()], "x-by-user", 2)  # more workers than partitions
+    assert not shares_every_partition([ready(0, 1), ready(1)], "x-by-user", 3)  # 2 missing
+    assert not shares_every_partition([ready(0, 1), ready(1, 2)], "x-by-user", 3)  # 1 twice: mid-rebalance
+    assert not shares_every_partition([ready(0, 1, 2), (503, {"ready": False})], "x-by-user", 3)
+    assert not shares_every_partition([ready(0), (0, None)], "x-by-user", 1)
+    assert not shares_every_partition([], "x-by-user", 1)
+
+
 def _summary_counts(output: str) -> dict[str, tuple[int, int]]:
     found = re.findall(r"== (ClientSuccess|CustomerSuccessBox) received (\d+) requests \((\d+) accepted\) ==", output)
     return {name: (int(total), int(accepted)) for name, total, accepted in found}
@@ -70,8 +83,8 @@ def _summary_counts(output: str) -> dict[str, tuple[int, int]]:
 def test_make_run_demo_delivers_its_sample_again_when_run_a_second_time(kafka_bootstrap, tmp_path):
     """`make run` is `cs-relay dev --demo`: sample traffic in, each partner's requests out.
     Run twice in one directory (var/dev/ keeps the state, the broker keeps the topics),
-    the second run must deliver as much as the first instead of dropping its traffic as
-    duplicates of the first run's messageIds."""
+    the second time with two workers, the second run must deliver as much as the first
+    instead of dropping its traffic as duplicates of the first run's messageIds."""
     from streams.webserve import free_port
 
     name = f"demo-{uuid.uuid4().hex[:8]}"
@@ -81,8 +94,8 @@ def test_make_run_demo_delivers_its_sample_again_when_run_a_second_time(kafka_bo
     args = [sys.executable, "-m", "streams.cli", "dev", "--demo", "--exit",
             "--clientsuccess-port", str(free_port()), "--csb-port", str(free_port())]
     runs = []
-    for _ in range(2):
-        done = subprocess.run(args, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    for extra in ([], ["--workers", "2"]):
+        done = subprocess.run(args + extra, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
         assert done.returncode == 0, done.stdout + done.stderr
         runs.append(_summary_counts(done.stdout))
     first, second = runs
