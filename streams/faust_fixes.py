@@ -1,8 +1,10 @@
 """Work-arounds for faust-streaming 0.15 behaviour that would lose or stall events.
 
-Each patch is small, applied once by `install()` (from `streams.app`), and pinned to
-the Faust range in pyproject.toml; each says what it fixes and how to see that it is
-still needed.
+Each patch is small, applied once by `install()` (from `streams.app`), and says what
+it fixes and how to see that it is still needed. Patches 1 and 3 replace Faust methods
+with edited copies of faust-streaming 0.15.3's, so pyproject.toml pins that version
+and `install()` refuses another: after an upgrade, compare each patched method with
+the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION.
 
 1. `Recovery.on_recovery_completed` resumes the stream partitions *before* seeking
    them to their committed offsets. Records fetched in between reach the stream
@@ -39,11 +41,24 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Collection, Optional, Set
 
+import faust
 from aiokafka.errors import ConsumerStoppedError
 from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 _installed = False
+FAUST_VERSION = "0.15.3"  # the version whose methods patches 1 and 3 copy
+
+
+def check_version(version: str) -> None:
+    """Refuse to patch a Faust other than the one the patches were copied from: an
+    older copy would silently undo whatever the new version changed."""
+    if version != FAUST_VERSION:
+        raise RuntimeError(
+            f"streams/faust_fixes.py patches copies of faust-streaming {FAUST_VERSION} methods, but "
+            f"{version} is installed: install faust-streaming=={FAUST_VERSION}, or port the patches "
+            f"(see that module's docstring) and update FAUST_VERSION"
+        )
 
 
 async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
@@ -126,6 +141,7 @@ async def _fetch_records(
 def install() -> None:
     global _installed
     if not _installed:
+        check_version(faust.__version__)
         Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
         AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
         _installed = True

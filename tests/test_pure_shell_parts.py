@@ -203,3 +203,13 @@ def test_creation_errors_skip_success_and_topics_created_meanwhile():
         "'c': InvalidReplicationFactorError (Replication factor: 2 larger than 1)"
     ]
     assert creation_errors([("d", 37)]) == ["'d': InvalidPartitionsError"]
+
+
+def test_faust_patches_refuse_a_faust_they_were_not_copied_from():
+    import faust
+
+    from streams.faust_fixes import FAUST_VERSION, check_version
+
+    check_version(faust.__version__)  # the pinned version is the one installed
+    with pytest.raises(RuntimeError, match=rf"faust-streaming=={FAUST_VERSION}.*FAUST_VERSION"):
+        check_version("0.16.0")
