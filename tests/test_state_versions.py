@@ -77,3 +77,49 @@ def test_a_record_from_a_newer_worker_is_refused_clearly(reader, record):
     data["v"] = 99
     with pytest.raises(ValueError, match="version 99 is newer than this worker"):
         reader(data)
+
+
+@pytest.mark.e2e
+async def test_a_worker_takes_over_state_an_older_worker_left_in_the_changelogs(pipeline):
+    """A rolling upgrade on the real broker: the records above are put in the tables'
+    changelogs as an older worker left them, and a worker of this version, starting on
+    an empty data dir, restores them and carries on from them."""
+    from aiokafka import AIOKafkaProducer
+
+    from streams.admin import owner_partition
+    from streams.settings import Settings
+    from streams.topics import ensure_topics
+    from tests.test_e2e_admin import get_json, wait_ready
+
+    await ensure_topics(Settings.from_env(pipeline.worker_env()))
+    producer = AIOKafkaProducer(bootstrap_servers=pipeline.bootstrap, acks="all")
+    await producer.start()
+    try:
+        # Faust's table records: JSON key, JSON value, in the user's by-user partition.
+        for table, key, record in (("users", "u1", USER_V1), ("users", "u2", USER_UNVERSIONED),
+                                   ("groups", "acme", GROUP_V1)):
+            await producer.send_and_wait(f"{pipeline.name}-{table}-changelog", record.encode(),
+                                         key=json.dumps(key).encode(),
+                                         partition=owner_partition(key, pipeline.partitions))
+    finally:
+        await producer.stop()
+
+    worker = pipeline.start_worker()
+    await wait_ready(pipeline, worker)
+    await pipeline.send(
+        {"type": "track", "userId": "u1", "event": "After Upgrade", "messageId": "up-1"},
+        {"type": "group", "userId": "u2", "groupId": "acme", "messageId": "up-2"},
+    )
+    # u1's group, its name and u1's CustomerSuccessBox account all come from the old records.
+    cs = await pipeline.eventually(pipeline.cs_state, lambda s: s["organizations"].get("acme", {}).get("events"),
+                                   what="u1's track at ClientSuccess")
+    assert cs["organizations"]["acme"]["name"] == "Acme"
+    assert [(e["event"], e["user_id"]) for e in cs["organizations"]["acme"]["events"]] == [("After Upgrade", "u1")]
+    csb = await pipeline.eventually(pipeline.csb_state, lambda s: s["events"], what="u1's track at CSB")
+    assert [(e["event"], e["userId"], e["accountId"]) for e in csb["events"]] == [("After Upgrade", "u1", "A1")]
+    # Both users were rewritten by this version, their old fields kept.
+    _, u1 = await get_json(worker, "/users/u1")
+    assert u1["v"] >= 1 and u1["traits"]["firstName"] == "Ada" and u1["first_seen"] == "2026-11-20T10:00:00+00:00"
+    _, u2 = await pipeline.eventually(lambda: get_json(worker, "/users/u2"),
+                                      lambda a: a[0] == 200 and a[1].get("group_id") == "acme", what="u2 joined acme")
+    assert u2["v"] >= 1 and u2["traits"] == {"plan": "pro"}
