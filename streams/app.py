@@ -732,10 +732,20 @@ async def _retry_tick() -> None:
     """Send a `retry-due` record to each partition with users whose parked head is due."""
     if retry_rescan.is_set() and _recovered():
         retry_rescan.clear()
+        unreadable = 0
         for key, data in list(pending_table.items()):
-            due_at = pending_mod.next_retry_at(Pending.from_dict(data))
+            try:
+                due_at = pending_mod.next_retry_at(Pending.from_dict(data))
+            except (ValueError, KeyError, TypeError):
+                # A record this worker cannot read (one a newer version wrote, during a
+                # rolling upgrade): its owner retries it. An exception here would stop
+                # the timer, and with it every retry of this worker.
+                unreadable += 1
+                continue
             if due_at is not None:
                 retry_due_at[key] = due_at
+        if unreadable:
+            log.warning("retry rescan: %d pending records unreadable by this version were skipped", unreadable)
     now = time.time()
     partitions = by_user_topic.partitions or settings.topic_partitions
     by_partition: dict[int, list[str]] = {}

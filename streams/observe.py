@@ -102,10 +102,15 @@ PENDING_STATES = ("held", "releasing", "parked")
 def pending_counts(records: Iterable[Mapping[str, Any] | None]) -> dict[str, dict[str, int]]:
     """Events waiting per destination over `pending` table values: held (not yet
     attributable), releasing (sent, not yet confirmed) and parked (a delivery that
-    failed in a retryable way, waiting for its next retry)."""
+    failed in a retryable way, waiting for its next retry). Records this version
+    cannot read (a newer worker's, mid-upgrade) are left out rather than failing."""
     out: dict[str, dict[str, int]] = {}
     for data in records:
-        for dest, queue in Pending.from_dict(data).queues.items():
+        try:
+            pending = Pending.from_dict(data)
+        except ValueError:
+            continue
+        for dest, queue in pending.queues.items():
             counts = out.setdefault(dest, dict.fromkeys(PENDING_STATES, 0))
             for state in PENDING_STATES:
                 counts[state] += len(getattr(queue, state, ()))

@@ -113,6 +113,7 @@ def test_pending_counts_and_consumer_lag():
         pending_record(clientsuccess={"held": [item(1), item(2)], "releasing": [item(3)]}),
         pending_record(clientsuccess={"held": [item(4)]}, customersuccessbox={"parked": [parked(5)]}),
         None,
+        {**pending_record(clientsuccess={"held": [item(6)]}), "v": 99},  # a newer worker's: left out
     ]
     assert pending_counts(records) == {
         "clientsuccess": {"held": 3, "releasing": 1, "parked": 0},
