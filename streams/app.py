@@ -14,7 +14,9 @@
   (`streams.inflight`).
 
 The app is configured from `streams.settings.Settings.from_env()` when this module is
-imported (`faust -A streams.app` or `cs-relay worker`).
+imported. Start it with `cs-relay worker`, which first creates the topics and checks
+their partition counts (`streams.topics`); `faust -A streams.app worker` skips those
+checks.
 """
 
 from __future__ import annotations
