@@ -224,11 +224,16 @@ counters: Counter[str] = Counter()
 @app.on_partitions_revoked.connect
 async def _on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
     redeliveries.forget((tp.topic, tp.partition) for tp in revoked)
-    # Their users' parked deliveries and park records in transit are the next owner's
-    # now (it finds them in the table); ours would be stale if the partitions return.
-    lost = {tp.partition for tp in revoked if tp.topic == by_user_topic.get_topic_name()}
+
+
+@app.on_partitions_assigned.connect
+async def _on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
+    # The parked deliveries of users in partitions that went elsewhere, and their park
+    # records in transit, are the next owner's now (it finds them in the table); ours
+    # would be stale if the partitions returned. Those that stayed keep theirs.
+    ours = {tp.partition for tp in assigned if tp.topic == by_user_topic.get_topic_name()}
     partitions = by_user_topic.partitions or settings.topic_partitions
-    marks.forget(lost, lambda key: owner_partition(key, partitions))
+    marks.reassigned(ours, lambda key: owner_partition(key, partitions))
 
 
 @app.on_configured.connect

@@ -147,16 +147,27 @@ class ParkingMarks:
     * `retry_due_at[user]`: when the user's next retry is due.
 
     The records that clear a mark are applied by whoever owns the user's partition at
-    the time. When a partition is revoked, its users' marks must go (`forget`): the next
-    owner may apply them instead, and a mark left behind would, if the partition came
-    back, block that user's destination (parking) or skip its parked head forever
-    (retrying). Forgetting costs at most a second attempt at a delivery.
+    the time. When a partition goes to another worker, its users' marks must go: the
+    next owner may apply those records instead, and a mark left behind would, if the
+    partition came back, block that user's destination (parking) or skip its parked
+    head forever (retrying). Marks of partitions that stay must stay: Faust's eager
+    rebalances revoke every partition and give most of them back, and a retry still
+    running when its mark is dropped is sent a second time. So `reassigned`, at the
+    end of each rebalance, forgets only the partitions this worker had and lost.
     """
 
     def __init__(self) -> None:
         self.parking: Counter[tuple[str, str]] = Counter()
         self.retrying: set[tuple[str, str, int]] = set()
         self.retry_due_at: dict[str, float] = {}
+        self._owned: set[int] = set()
+
+    def reassigned(self, partitions: Iterable[int], partition_of: Callable[[str], int]) -> None:
+        """A rebalance gave this worker `partitions` (by-user): forget the users of the
+        partitions it had before and does not have now."""
+        owned = set(partitions)
+        self.forget(self._owned - owned, partition_of)
+        self._owned = owned
 
     def forget(self, partitions: Iterable[int], partition_of: Callable[[str], int]) -> None:
         """Drop every mark of the users in `partitions` (by-user partitions)."""

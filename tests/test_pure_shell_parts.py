@@ -30,6 +30,10 @@ def test_the_advertised_web_host_is_never_a_wildcard():
     assert Settings.from_env({"CS_RELAY_WEB_HOST": "0.0.0.0"}).advertised_web_host == socket.gethostname()
     explicit = Settings.from_env({"CS_RELAY_WEB_HOST": "0.0.0.0", "CS_RELAY_WEB_ADVERTISED_HOST": "worker-2"})
     assert explicit.advertised_web_host == "worker-2" and explicit.web_host == "0.0.0.0"
+    # IPv6 addresses go in brackets, as the canonical URL needs them.
+    assert Settings.from_env({"CS_RELAY_WEB_ADVERTISED_HOST": "fe80::1"}).advertised_web_host == "[fe80::1]"
+    assert Settings.from_env({"CS_RELAY_WEB_ADVERTISED_HOST": "[::1]"}).advertised_web_host == "[::1]"
+    assert Settings.from_env({"CS_RELAY_WEB_HOST": "::1"}).advertised_web_host == "[::1]"
 
 
 @pytest.mark.parametrize(
@@ -45,6 +49,10 @@ def test_the_advertised_web_host_is_never_a_wildcard():
         ("CS_RELAY_LOG_LEVEL", "loud"),
         ("CS_RELAY_WEB_ADVERTISED_HOST", "0.0.0.0"),
         ("CS_RELAY_WEB_ADVERTISED_HOST", "http://worker-1:6066"),
+        ("CS_RELAY_WEB_ADVERTISED_HOST", "worker-1:6066"),
+        ("CS_RELAY_WEB_ADVERTISED_HOST", "[::1]:6066"),
+        ("CS_RELAY_WEB_ADVERTISED_HOST", "[::]"),
+        ("CS_RELAY_WEB_ADVERTISED_HOST", "worker 1"),
     ],
 )
 def test_bad_settings_name_the_variable(name, value):
@@ -161,6 +169,24 @@ def test_parking_marks_of_revoked_partitions_are_forgotten():
     assert marks.retrying == {("u1", "clientsuccess", 7)}
     marks.forget([1], partition_of)
     assert not marks.parking and not marks.retrying and not marks.retry_due_at
+
+
+def test_a_rebalance_keeps_the_marks_of_partitions_that_stay():
+    """Faust revokes every partition at each rebalance and gives most back: a retry
+    still running must keep its mark, or the next due tick sends it a second time."""
+    partition_of = {"u0": 0, "u1": 1, "u2": 2}.__getitem__
+    marks = ParkingMarks()
+    marks.reassigned({0, 1, 2}, partition_of)
+    for user in ("u0", "u1", "u2"):
+        marks.retrying.add((user, "clientsuccess", 7))
+    marks.reassigned({0, 1}, partition_of)  # a worker joined and took partition 2
+    assert marks.retrying == {("u0", "clientsuccess", 7), ("u1", "clientsuccess", 7)}
+    marks.reassigned({0, 1, 2}, partition_of)  # it came back; u2's old mark stays forgotten
+    marks.retrying.add(("u2", "clientsuccess", 8))
+    marks.reassigned({0, 1, 2}, partition_of)  # a rebalance that changed nothing for us
+    assert len(marks.retrying) == 3
+    marks.reassigned(set(), partition_of)  # this worker left the group
+    assert not marks.retrying
 
 
 class _PerPartitionStore:
