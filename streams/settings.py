@@ -13,12 +13,15 @@ Secrets (`CLIENTSUCCESS_API_KEY`, `CSB_API_KEY`, `CS_RELAY_WRITE_KEYS`,
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
+
+from yarl import URL
 
 T = TypeVar("T")
 
@@ -189,10 +192,10 @@ class Settings:
     def advertised_web_host(self) -> str:
         """What this worker tells the others to call it (Faust's canonical URL host)."""
         if self.web_advertised_host:
-            return self.web_advertised_host
+            return url_host(self.web_advertised_host)
         if self.web_host in WILDCARD_HOSTS:
             return socket.gethostname()
-        return self.web_host
+        return url_host(self.web_host)
 
     def redacted(self) -> dict:
         """The settings as plain data for a start-up log line, secrets masked."""
@@ -301,10 +304,22 @@ def _bootstrap(value: str) -> str | None:
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
 
 
+def url_host(host: str) -> str:
+    """`host` as it goes in a URL: an IPv6 address in brackets, anything else as is."""
+    try:
+        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
+    except ValueError:
+        return host
+
+
 def _advertised_host(value: str) -> str | None:
-    if value in WILDCARD_HOSTS[:2]:
+    if value.strip("[]") in WILDCARD_HOSTS:
         return "expected a host name or address other workers can reach, not a wildcard"
-    if any(c in value for c in "/:@ ") and not value.startswith("["):
+    try:
+        url = URL(f"http://{url_host(value)}:1/")
+    except ValueError:
+        url = None
+    if url is None or url.port != 1 or not url.host or url.user or url.path != "/" or any(c.isspace() for c in value):
         return "expected a host name or address, without scheme or port"
     return None
 
