@@ -36,13 +36,15 @@ class TopicRefused(TopicProblem):
 
 
 def creation_errors(topic_errors: list[tuple]) -> list[str]:
-    """What a CreateTopics response refused, one sentence per topic; a topic that
-    exists already (created meanwhile by another worker) is no error. Entries are
-    (topic, error_code) or (topic, error_code, error_message), by protocol version."""
+    """What a CreateTopics response refused, one sentence per topic. A topic that
+    exists already (created meanwhile by another worker) is no error, nor is a
+    retriable one (a timeout, a controller move): the creation may still complete, and
+    the wait for the topics to be listed decides. Entries are (topic, error_code) or
+    (topic, error_code, error_message), by protocol version."""
     out = []
     for entry in topic_errors:
         name, code = entry[0], entry[1]
-        if code == 0 or code == TopicAlreadyExistsError.errno:
+        if code == 0 or code == TopicAlreadyExistsError.errno or for_code(code).retriable:
             continue
         detail = entry[2] if len(entry) > 2 and entry[2] else ""
         out.append(f"{name!r}: {for_code(code).__name__}" + (f" ({detail})" if detail else ""))
@@ -122,5 +124,8 @@ async def ensure_topics(settings: Settings) -> None:
                     f"{settings.topic_partitions}, CS_RELAY_TOPIC_REPLICATION_FACTOR={settings.topic_replication_factor})"
                 )
             await _until_listed(admin, [t.name for t in missing])
+            # Workers starting together race to create them: if another one, configured
+            # differently, won, its partition count is the one that counts.
+            await _check_partitions(admin, settings)
     finally:
         await admin.close()

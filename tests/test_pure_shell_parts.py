@@ -229,6 +229,8 @@ def test_creation_errors_skip_success_and_topics_created_meanwhile():
         "'c': InvalidReplicationFactorError (Replication factor: 2 larger than 1)"
     ]
     assert creation_errors([("d", 37)]) == ["'d': InvalidPartitionsError"]
+    # Retriable (request timed out, not the controller): left to the wait for the topics.
+    assert creation_errors([("e", 7, "timed out"), ("f", 41)]) == []
 
 
 def test_faust_patches_refuse_a_faust_they_were_not_copied_from():
