@@ -515,14 +515,25 @@ def _sweep(partition: int) -> list[Awaitable[Any]]:
     def owner(key: str) -> int:
         return owner_partition(key, partitions)
 
+    # A record this version cannot read (a newer worker's, mid-upgrade) is skipped: one
+    # user's record must not stop the sweep of the whole partition.
+    unreadable = 0
     for key, data in list(items_of_partition(pending_table, partition, owner)):
-        before = Pending.from_dict(data)
+        try:
+            before = Pending.from_dict(data)
+        except ValueError:
+            unreadable += 1
+            continue
         after, dead = expire_held(before, now, settings.pending_max_age_seconds)
         if dead:
             _store_pending(key, after)
             work += [send_dead_letter(d, key.encode("utf-8")) for d in dead]
     for key, data in list(items_of_partition(seen_table, partition, owner)):
-        before = dedupe.Seen.from_dict(data)
+        try:
+            before = dedupe.Seen.from_dict(data)
+        except ValueError:
+            unreadable += 1
+            continue
         after = dedupe.prune(
             before, now, window=settings.dedupe_window_seconds, max_ids=settings.dedupe_max_ids_per_user
         )
@@ -530,6 +541,8 @@ def _sweep(partition: int) -> list[Awaitable[Any]]:
             del seen_table[key]
         elif after is not before:
             seen_table[key] = after.to_dict()
+    if unreadable:
+        log.warning("sweep of partition %d: %d records unreadable by this version were skipped", partition, unreadable)
     return work
 
 
