@@ -94,18 +94,22 @@ def shares_every_partition(answers: list[tuple[int, dict | None]], topic: str, p
     return owned == list(range(partitions))
 
 
-async def wait_group_ready(specs: list["WorkerSpec"], topic: str, partitions: int, timeout: float) -> None:
+async def wait_group_ready(workers: list[tuple["WorkerSpec", subprocess.Popen]], topic: str, partitions: int,
+                           timeout: float) -> None:
     """Until the workers have formed their group (`shares_every_partition`), so demo
-    traffic is not caught in the rebalances of workers joining one after another."""
+    traffic is not caught in the rebalances of workers joining one after another.
+    Fails early when a worker has exited."""
     deadline = time.monotonic() + timeout
-    async with aiohttp.ClientSession() as session:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
         while True:
             answers = []
-            for spec in specs:
+            for spec, process in workers:
+                if process.poll() is not None:
+                    raise ChildProcessError(f"worker {spec.index} exited with {process.returncode}")
                 try:
                     async with session.get(spec.url + "/ready") as response:
                         answers.append((response.status, await response.json()))
-                except (aiohttp.ClientError, ValueError):
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                     answers.append((0, None))
             if shares_every_partition(answers, topic, partitions):
                 return
@@ -232,8 +236,8 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
 
             topic = f"{env.get('CS_RELAY_APP_ID', 'cs-relay')}-by-user"
             try:
-                asyncio.run(wait_group_ready([spec for spec, _ in running], topic, partitions, 120))
-            except TimeoutError as exc:
+                asyncio.run(wait_group_ready(running, topic, partitions, 120))
+            except (ChildProcessError, TimeoutError) as exc:
                 print(f"error: {exc}; see {var}/worker-*.log", file=sys.stderr)
                 return 1
 

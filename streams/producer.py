@@ -46,7 +46,10 @@ def tag_message_id(raw: bytes, tag: str) -> bytes:
     if not isinstance(message, dict) or not isinstance(message.get("messageId"), str):
         return raw
     message["messageId"] = f"{tag}-{message['messageId']}"
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (escaped in the line): the worker dead-letters it
+        return raw
 
 
 async def send_file(path: Path, bootstrap: str, topic: str, *, progress_every: int = 1000,

@@ -56,7 +56,8 @@ def test_a_demo_run_tags_the_sample_message_ids():
     # Two lines that share a messageId still share it: a duplicate in the file stays one.
     assert tag_message_id(line, "demo-1") == tag_message_id(line, "demo-1") != tag_message_id(line, "demo-2")
     # What the worker is meant to dead-letter reaches it byte for byte.
-    for raw in (b'{"type":"track",', b'[1, 2]', b'{"type":"track","userId":"u1","messageId":7}', b'{"type":"x"}'):
+    for raw in (b'{"type":"track",', b'[1, 2]', b'{"type":"track","userId":"u1","messageId":7}', b'{"type":"x"}',
+                b'{"type":"track","userId":"u1","event":"\\ud800","messageId":"m"}'):
         assert tag_message_id(raw, "demo-1") == raw
     assert demo_run_tag(0) == "demo-19700101T000000Z"
 
