@@ -234,18 +234,21 @@ def log_time(worker: Worker, text: str, *, after: float) -> float:
     raise AssertionError(f"{worker.log.name} has no {text!r} after the kill:\n{worker.log_tail()}")
 
 
-async def recovery_progress(worker: Worker) -> list[int]:
+async def recovery_progress(worker: Worker, answered: list[int]) -> list[int]:
     """Poll the worker's /ready until cancelled, keeping the changelog records it said it
-    still had to read for its active partitions whenever it was recovering."""
+    still had to read for its active partitions whenever it was recovering. Each answer
+    is counted in `answered[0]`, so a watcher that never got one shows."""
     samples: list[int] = []
     try:
         while True:
             try:
                 _, body = await get_json(worker, "/ready")
-            except aiohttp.ClientError:
+            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
                 body = None
-            if isinstance(body, dict) and body.get("recovering"):
-                samples.append(body["recovery_remaining"]["active"])
+            if isinstance(body, dict) and "recovery_remaining" in body:
+                answered[0] += 1
+                if body.get("recovering"):
+                    samples.append(body["recovery_remaining"]["active"])
             await asyncio.sleep(0.1)
     except asyncio.CancelledError:
         return samples
@@ -275,7 +278,8 @@ async def test_failover_after_kill_9_with_and_without_standby_replicas(pipeline:
 
     await asyncio.to_thread(victim.kill)
     killed_at = time.time()
-    watcher = asyncio.create_task(recovery_progress(survivor))
+    answered = [0]
+    watcher = asyncio.create_task(recovery_progress(survivor, answered))
     probes = [{"type": "track", "userId": f"f{u}", "event": f"f{u} probe", "messageId": f"f{u}-probe"}
               for u in range(0, users, 10)]
     await pipeline.send(*probes)
@@ -335,6 +339,7 @@ async def test_failover_after_kill_9_with_and_without_standby_replicas(pipeline:
         redone = [e for e, n in counts.items() if n > 1 and not e.endswith(" probe")]
         assert not redone, f"{partner} got committed events again: {redone[:5]}"
         assert duplicates(counts) <= len(probes), f"{partner}: {duplicates(counts)} duplicates"
+    assert answered[0] > 10, "the survivor's /ready was hardly ever answered during the failover"
     if standby_replicas:
         # The standby copy was current: the survivor had (next to) nothing to replay.
         assert max(progress, default=0) < records // 10, (progress, records)
