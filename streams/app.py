@@ -58,8 +58,9 @@ from streams.relay import (
 )
 from streams.segment import InvalidMessage, parse
 from streams.settings import Settings
-from streams.state import GroupState, UserState
+from streams.state import GroupState, Readable, UserState
 from streams.tablescan import items_of_partition
+from streams.topics import by_user_topic_name
 
 log = logging.getLogger("cs_relay")
 
@@ -144,7 +145,7 @@ app = RelayApp(
 
 input_topic = app.topic(settings.input_topic, key_serializer="raw", value_serializer="raw")
 by_user_topic = app.topic(
-    f"{settings.app_id}-by-user",
+    by_user_topic_name(settings.app_id),
     key_serializer="raw",
     value_serializer="raw",
     partitions=settings.topic_partitions,
@@ -515,25 +516,13 @@ def _sweep(partition: int) -> list[Awaitable[Any]]:
     def owner(key: str) -> int:
         return owner_partition(key, partitions)
 
-    # A record this version cannot read (a newer worker's, mid-upgrade) is skipped: one
-    # user's record must not stop the sweep of the whole partition.
-    unreadable = 0
-    for key, data in list(items_of_partition(pending_table, partition, owner)):
-        try:
-            before = Pending.from_dict(data)
-        except ValueError:
-            unreadable += 1
-            continue
+    pendings, seens = Readable(Pending.from_dict), Readable(dedupe.Seen.from_dict)
+    for key, before in pendings.each(list(items_of_partition(pending_table, partition, owner))):
         after, dead = expire_held(before, now, settings.pending_max_age_seconds)
         if dead:
             _store_pending(key, after)
             work += [send_dead_letter(d, key.encode("utf-8")) for d in dead]
-    for key, data in list(items_of_partition(seen_table, partition, owner)):
-        try:
-            before = dedupe.Seen.from_dict(data)
-        except ValueError:
-            unreadable += 1
-            continue
+    for key, before in seens.each(list(items_of_partition(seen_table, partition, owner))):
         after = dedupe.prune(
             before, now, window=settings.dedupe_window_seconds, max_ids=settings.dedupe_max_ids_per_user
         )
@@ -541,8 +530,9 @@ def _sweep(partition: int) -> list[Awaitable[Any]]:
             del seen_table[key]
         elif after is not before:
             seen_table[key] = after.to_dict()
-    if unreadable:
-        log.warning("sweep of partition %d: %d records unreadable by this version were skipped", partition, unreadable)
+    if pendings.skipped or seens.skipped:
+        log.warning("sweep of partition %d: %d records unreadable by this version were skipped", partition,
+                    pendings.skipped + seens.skipped)
     return work
 
 
@@ -752,20 +742,15 @@ async def _retry_tick() -> None:
     """Send a `retry-due` record to each partition with users whose parked head is due."""
     if retry_rescan.is_set() and _recovered():
         retry_rescan.clear()
-        unreadable = 0
-        for key, data in list(pending_table.items()):
-            try:
-                due_at = pending_mod.next_retry_at(Pending.from_dict(data))
-            except (ValueError, KeyError, TypeError):
-                # A record this worker cannot read (one a newer version wrote, during a
-                # rolling upgrade): its owner retries it. An exception here would stop
-                # the timer, and with it every retry of this worker.
-                unreadable += 1
-                continue
+        # Any record it cannot read is its owner's to retry: an exception here would
+        # stop the timer, and with it every retry of this worker.
+        pendings = Readable(Pending.from_dict, errors=(ValueError, KeyError, TypeError))
+        for key, pending in pendings.each(list(pending_table.items())):
+            due_at = pending_mod.next_retry_at(pending)
             if due_at is not None:
                 retry_due_at[key] = due_at
-        if unreadable:
-            log.warning("retry rescan: %d pending records unreadable by this version were skipped", unreadable)
+        if pendings.skipped:
+            log.warning("retry rescan: %d pending records unreadable by this version were skipped", pendings.skipped)
     now = time.time()
     partitions = by_user_topic.partitions or settings.topic_partitions
     by_partition: dict[int, list[str]] = {}

@@ -233,16 +233,17 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
             print(f"worker {spec.index} running at {spec.url} (data: {spec.env['CS_RELAY_DATA_DIR']}, log: {spec.log})")
         if demo:
             from streams.producer import send_file
+            from streams.settings import Settings
+            from streams.topics import by_user_topic_name
 
-            topic = f"{env.get('CS_RELAY_APP_ID', 'cs-relay')}-by-user"
+            settings = Settings.from_env(env)  # what the workers read, defaults included
             try:
-                asyncio.run(wait_group_ready(running, topic, partitions, 120))
+                asyncio.run(wait_group_ready(running, by_user_topic_name(settings.app_id), partitions, 120))
             except (ChildProcessError, TimeoutError) as exc:
                 print(f"error: {exc}; see {var}/worker-*.log", file=sys.stderr)
                 return 1
 
-            asyncio.run(send_file(SAMPLE, bootstrap, env.get("CS_RELAY_INPUT_TOPIC", "segment-events"),
-                                  message_id_tag=demo_run_tag()))
+            asyncio.run(send_file(SAMPLE, bootstrap, settings.input_topic, message_id_tag=demo_run_tag()))
             print("waiting for deliveries to settle ...")
             print(asyncio.run(demo_summary(env)))
             if exit_after:

@@ -29,6 +29,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from streams.logs import bind_event_id, bind_event_raw
 from streams.pending import Pending
+from streams.state import Readable
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 NO_STATUS = "error"  # a timeout or transport error: no HTTP answer
@@ -105,11 +106,7 @@ def pending_counts(records: Iterable[Mapping[str, Any] | None]) -> dict[str, dic
     failed in a retryable way, waiting for its next retry). Records this version
     cannot read (a newer worker's, mid-upgrade) are left out rather than failing."""
     out: dict[str, dict[str, int]] = {}
-    for data in records:
-        try:
-            pending = Pending.from_dict(data)
-        except ValueError:
-            continue
+    for _, pending in Readable(Pending.from_dict).each(enumerate(records)):
         for dest, queue in pending.queues.items():
             counts = out.setdefault(dest, dict.fromkeys(PENDING_STATES, 0))
             for state in PENDING_STATES:

@@ -12,7 +12,7 @@ knows, so a newer worker can read what an older one wrote.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
 from streams.segment import Message
 
@@ -26,6 +26,30 @@ def check_version(data: Mapping[str, Any], what: str) -> int:
     if version > STATE_VERSION:
         raise ValueError(f"{what} record version {version} is newer than this worker ({STATE_VERSION})")
     return version
+
+
+K = TypeVar("K")
+R = TypeVar("R")
+
+
+class Readable(Generic[R]):
+    """Reads a table's values with `read` (a `from_dict`), leaving out, and counting in
+    `skipped`, those it refuses: during a rolling upgrade an older worker meets records
+    a newer one wrote, and one such record must not stop a scan over every user."""
+
+    def __init__(self, read: Callable[[Any], R], errors: tuple[type[Exception], ...] = (ValueError,)) -> None:
+        self.read = read
+        self.errors = errors
+        self.skipped = 0
+
+    def each(self, items: Iterable[tuple[K, Any]]) -> Iterator[tuple[K, R]]:
+        for key, data in items:
+            try:
+                record = self.read(data)
+            except self.errors:
+                self.skipped += 1
+                continue
+            yield key, record
 
 
 def _text(value: Any) -> str | None:

@@ -51,9 +51,15 @@ def creation_errors(topic_errors: list[tuple]) -> list[str]:
     return out
 
 
+BY_USER = "by-user"
 # The topics whose partitions must match CS_RELAY_TOPIC_PARTITIONS: a user's records
 # and their table rows are found by partition number.
-CO_PARTITIONED = ("by-user", "users-changelog", "pending-changelog", "seen-changelog", "groups-changelog")
+CO_PARTITIONED = (BY_USER, "users-changelog", "pending-changelog", "seen-changelog", "groups-changelog")
+
+
+def by_user_topic_name(app_id: str) -> str:
+    """The internal topic intake re-keys every call to, by user (`{app_id}-by-user`)."""
+    return f"{app_id}-{BY_USER}"
 
 
 async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> None:
@@ -113,11 +119,9 @@ async def ensure_topics(settings: Settings) -> None:
             if t not in existing
         ]
         if missing:
-            try:
-                response = await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                response = None
-            refused = creation_errors(getattr(response, "topic_errors", None) or [])
+            # The broker answers per topic; aiokafka raises for none of those errors.
+            response = await admin.create_topics(missing)
+            refused = creation_errors(response.topic_errors)
             if refused:
                 raise TopicRefused(
                     "Kafka refused to create " + "; ".join(refused) + f" (CS_RELAY_TOPIC_PARTITIONS="

@@ -123,3 +123,16 @@ async def test_a_worker_takes_over_state_an_older_worker_left_in_the_changelogs(
     _, u2 = await pipeline.eventually(lambda: get_json(worker, "/users/u2"),
                                       lambda a: a[0] == 200 and a[1].get("group_id") == "acme", what="u2 joined acme")
     assert u2["v"] >= 1 and u2["traits"] == {"plan": "pro"}
+
+
+def test_a_scan_over_records_leaves_out_and_counts_those_from_a_newer_worker():
+    from streams.state import Readable
+
+    newer = {**json.loads(USER_V1), "v": 99}
+    users = Readable(UserState.from_dict)
+    read = list(users.each([("u1", json.loads(USER_V1)), ("u9", newer), ("u2", json.loads(USER_UNVERSIONED))]))
+    assert [(key, user.key) for key, user in read] == [("u1", "u1"), ("u2", "u2")]
+    assert users.skipped == 1
+    with pytest.raises(KeyError):  # only the errors it is given are skipped
+        list(Readable(lambda data: data["missing"]).each([("k", {})]))
+    assert list(Readable(lambda data: data["missing"], errors=(KeyError,)).each([("k", {})])) == []
