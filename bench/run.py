@@ -51,11 +51,11 @@ from bench import mix, stats
 from bench.baselines import PartnerJobs, consume_ceiling, run_http_ceiling
 from mockservers.recorder import RECORDS_KEY
 from mockservers.server import DEMO_CREDENTIALS, MockServers, start_mocks
-from streams.dlqtool import read_dead_letters
-from streams.producer import user_key
+from streams.ops.dlq import read_dead_letters
+from streams.ops.producer import user_key
 from streams.settings import Settings
-from streams.topics import ensure_topics
-from streams.webserve import free_port
+from streams.runtime.topics import ensure_topics
+from streams.ops.webserve import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTSUCCESS, CSB = "clientsuccess", "customersuccessbox"
@@ -639,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bootstrap:
         kafka_version = f"external ({bootstrap})"
     else:
-        from streams.kafka_local import LocalKafka
+        from devtools.kafka_local import LocalKafka
 
         kafka = LocalKafka(port=0, data_dir=work / "kafka")
         print(f"starting a local Kafka {kafka.version} broker", flush=True)

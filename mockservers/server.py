@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from mockservers import clientsuccess, customersuccessbox
-from streams.webserve import client_url as _url
-from streams.webserve import serve as _serve
+from streams.destinations.clientsuccess import mock as clientsuccess
+from streams.destinations.customersuccessbox import mock as customersuccessbox
+from streams.ops.webserve import client_url as _url
+from streams.ops.webserve import serve as _serve
 
 DEMO_CREDENTIALS = {
     "CLIENTSUCCESS_SOURCE_ID": "demo-source",

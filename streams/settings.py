@@ -119,7 +119,7 @@ class Settings:
     # and how long it waits for Kafka to acknowledge a request's messages.
     write_keys: tuple[Secret, ...] = ()
     ingest_timeout: float = 10.0
-    # The worker's inspection, status and metrics endpoints (streams.admin): a bearer
+    # The worker's inspection, status and metrics endpoints (streams.ops.admin): a bearer
     # token they require when set, and the log line format (text or json).
     admin_token: Secret = Secret("")
     log_format: str = "text"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from streams.segment import Message, parse
+from streams.core.segment import Message, parse
 
 _counter = 0
 

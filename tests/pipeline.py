@@ -25,8 +25,8 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from mockservers.server import DEMO_CREDENTIALS, MockServers, start_mocks
-from streams.producer import user_key
-from streams.webserve import free_port
+from streams.ops.producer import user_key
+from streams.ops.webserve import free_port
 
 T = TypeVar("T")
 

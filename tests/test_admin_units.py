@@ -16,14 +16,14 @@ from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 from mockservers.server import DEMO_CREDENTIALS, start_mocks
-from streams import admincli
-from streams.admin import authorized, changelog_remaining, owner_partition, owner_url, same_worker
-from streams.decision import PartnerRequest
-from streams.delivery import Outcome, PartnerClient
-from streams.logs import JsonFormatter, RedactingStreamHandler, bind_event_id, bind_event_raw, logging_config, message_id_of
-from streams.observe import Snapshot, Stats, consumer_lag, pending_counts, render_metrics, status_document
+from streams.cli import inspection as admincli
+from streams.ops.admin import authorized, changelog_remaining, owner_partition, owner_url, same_worker
+from streams.core.decision import PartnerRequest
+from streams.runtime.delivery import Outcome, PartnerClient
+from streams.ops.logs import JsonFormatter, RedactingStreamHandler, bind_event_id, bind_event_raw, logging_config, message_id_of
+from streams.ops.observe import Snapshot, Stats, consumer_lag, pending_counts, render_metrics, status_document
 from streams.settings import Settings, SettingsError
-from streams.webserve import client_url, serve
+from streams.ops.webserve import client_url, serve
 
 TOKEN = "an-admin-token-of-32-characters!"
 

@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 
 from bench import mix, stats
-from streams.segment import parse
+from streams.core.segment import parse
 
 
 def test_split_counts_follows_the_shares_and_adds_up():

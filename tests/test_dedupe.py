@@ -1,12 +1,12 @@
-"""Deduplication by messageId (streams.dedupe) and the in-process redelivery guard."""
+"""Deduplication by messageId (streams.core.dedupe) and the in-process redelivery guard."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.dedupe import Seen, Verdict, check, prune
-from streams.inflight import Redeliveries
+from streams.core.dedupe import Seen, Verdict, check, prune
+from streams.runtime.inflight import Redeliveries
 
 DAY = 24 * 3600.0
 

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli import _parser
-from streams.dev import demo_run_tag, dev_environment, shares_every_partition, worker_specs
-from streams.producer import tag_message_id
+from streams.cli.commands import _parser
+from devtools.dev import demo_run_tag, dev_environment, shares_every_partition, worker_specs
+from streams.ops.producer import tag_message_id
 
 
 def test_each_dev_worker_has_its_own_data_dir_port_and_log(monkeypatch):
@@ -86,7 +86,7 @@ def test_make_run_demo_delivers_its_sample_again_when_run_a_second_time(kafka_bo
     Run twice in one directory (var/dev/ keeps the state, the broker keeps the topics),
     the second time with two workers, the second run must deliver as much as the first
     instead of dropping its traffic as duplicates of the first run's messageIds."""
-    from streams.webserve import free_port
+    from streams.ops.webserve import free_port
 
     name = f"demo-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CS_RELAY_APP_ID": name,

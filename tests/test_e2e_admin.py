@@ -1,4 +1,4 @@
-"""End to end: the worker's HTTP endpoints (streams.admin) and the `inspect` / `status`
+"""End to end: the worker's HTTP endpoints (streams.ops.admin) and the `inspect` / `status`
 commands against real worker processes, the real broker and the mock partners."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from mockservers.server import DEMO_CREDENTIALS
-from streams.admin import owner_partition
-from streams.cli import main as cli_main
+from streams.ops.admin import owner_partition
+from streams.cli.commands import main as cli_main
 from tests.pipeline import Pipeline, Worker
 
 pytestmark = pytest.mark.e2e

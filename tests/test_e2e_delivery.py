@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 
-from streams.kafka_local import LocalKafka
+from devtools.kafka_local import LocalKafka
 from tests.figures import report
 from tests.pipeline import Pipeline, open_pipeline
 

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.ingest import KafkaSink, create_app, serve
+from streams.ops.ingest import KafkaSink, create_app, serve
 from streams.settings import Secret
 from tests.pipeline import Pipeline
 

@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.admin import owner_partition
+from streams.ops.admin import owner_partition
 from tests.figures import report
 from tests.pipeline import Pipeline, Worker
 from tests.test_e2e_admin import get_json

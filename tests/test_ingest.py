@@ -22,8 +22,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.cli import main as cli_main
-from streams.ingest import (
+from streams.cli.commands import main as cli_main
+from streams.ops.ingest import (
     MAX_BATCH_MESSAGES,
     MAX_MESSAGE_BYTES,
     MAX_REQUEST_BYTES,
@@ -41,7 +41,7 @@ from streams.ingest import (
     run_ingest,
     serve,
 )
-from streams.kafka_local import LocalKafka
+from devtools.kafka_local import LocalKafka
 from streams.settings import Secret, Settings, SettingsError
 
 KEY, OTHER_KEY = "wk-test-key-1", "wk-test-key-2"

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.kafka_local import KafkaLaunchError, LocalKafka, resolve_kafka, run_kafka, wait_until_ready
+from devtools.kafka_local import KafkaLaunchError, LocalKafka, resolve_kafka, run_kafka, wait_until_ready
 
 
 async def produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:

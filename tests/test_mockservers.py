@@ -17,7 +17,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from mockservers import clientsuccess, customersuccessbox
+from streams.destinations.clientsuccess import mock as clientsuccess
+from streams.destinations.customersuccessbox import mock as customersuccessbox
 from mockservers.server import credentials_from_env, start_mocks
 
 SOURCE, CS_KEY, CSB_KEY = "src-1", "cs-secret-key", "csb-secret-key"

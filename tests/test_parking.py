@@ -1,11 +1,11 @@
-"""Parked deliveries (streams.pending): a retryable failure waits durably in the user's
+"""Parked deliveries (streams.core.pending): a retryable failure waits durably in the user's
 pending record, ahead of that user's later events for the same partner."""
 
 from __future__ import annotations
 
-from streams import clientsuccess as cs
-from streams import customersuccessbox as csb
-from streams.pending import Parked, Pending, due, next_retry_at, park, retried
+from streams.destinations.clientsuccess import mapping as cs
+from streams.destinations.customersuccessbox import mapping as csb
+from streams.core.pending import Parked, Pending, due, next_retry_at, park, retried
 from tests.factories import msg
 from tests.test_relay import World
 
@@ -76,7 +76,7 @@ def test_later_events_wait_behind_a_parked_delivery_and_flow_after_it():
 
 
 def test_a_delivery_being_parked_blocks_the_destination_before_its_record_lands():
-    from streams.relay import step
+    from streams.core.step import step
     from tests.factories import raw
     from tests.test_relay import DESTS
 

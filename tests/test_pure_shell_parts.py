@@ -6,12 +6,12 @@ import socket
 
 import pytest
 
-from streams.deadletter import dead_letter_headers, read_headers
-from streams.delivery import Outcome, backoff, classify, retry_after_seconds
-from streams.inflight import AckTracker, Chains, ParkingMarks
-from streams.redact import redact
+from streams.core.deadletter import dead_letter_headers, read_headers
+from streams.core.retry import Outcome, backoff, classify, retry_after_seconds
+from streams.runtime.inflight import AckTracker, Chains, ParkingMarks
+from streams.core.redact import redact
 from streams.settings import Settings, SettingsError
-from streams.topics import creation_errors
+from streams.runtime.topics import creation_errors
 
 
 def test_settings_defaults_and_disabled_destinations():
@@ -209,7 +209,7 @@ class _PerPartitionStore:
 def test_items_of_partition_reads_only_that_partitions_database():
     from types import SimpleNamespace
 
-    from streams.tablescan import items_of_partition
+    from streams.runtime.tablescan import items_of_partition
 
     def owner(key: str) -> int:
         return int(key[1])
@@ -236,7 +236,7 @@ def test_creation_errors_skip_success_and_topics_created_meanwhile():
 def test_faust_patches_refuse_a_faust_they_were_not_copied_from():
     import faust
 
-    from streams.faust_fixes import FAUST_VERSION, check_version
+    from streams.runtime.faust_fixes import FAUST_VERSION, check_version
 
     check_version(faust.__version__)  # the pinned version is the one installed
     with pytest.raises(RuntimeError, match=rf"faust-streaming=={FAUST_VERSION}.*FAUST_VERSION"):

@@ -1,10 +1,10 @@
-"""The adaptive per-partner rate (streams.ratelimit), against a fake clock."""
+"""The adaptive per-partner rate (streams.runtime.ratelimit), against a fake clock."""
 
 from __future__ import annotations
 
 import pytest
 
-from streams.ratelimit import AdaptiveRate
+from streams.runtime.ratelimit import AdaptiveRate
 
 
 class Clock:

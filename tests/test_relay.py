@@ -1,10 +1,10 @@
 """The per-message step: state, holding, releasing in order, bounds and switches."""
 
-from streams import clientsuccess as cs
-from streams import customersuccessbox as csb
-from streams.pending import Pending, confirm
-from streams.relay import Destination, merge_step, resend_releasing, step
-from streams.state import GroupState
+from streams.destinations.clientsuccess import mapping as cs
+from streams.destinations.customersuccessbox import mapping as csb
+from streams.core.pending import Pending, confirm
+from streams.core.step import Destination, merge_step, resend_releasing, step
+from streams.core.state import GroupState
 from tests.factories import msg, raw
 
 DESTS = [
@@ -156,7 +156,7 @@ def test_identify_with_both_ids_asks_for_a_merge_once():
 
 
 def test_merge_keeps_the_users_newer_traits_and_fills_gaps():
-    from streams.state import UserState, merge_users
+    from streams.core.state import UserState, merge_users
     user = UserState("u1", user_id="u1", traits={"email": "new@x"})
     anon = UserState("anon", traits={"email": "old@x", "firstName": "Al"}, group_id="acme", groups=("acme",))
     merged = merge_users(user, anon, "anon")

@@ -1,4 +1,4 @@
-"""Tests for streams.segment: parsing and validation of Segment spec messages."""
+"""Tests for streams.core.segment: parsing and validation of Segment spec messages."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from streams.segment import (
+from streams.core.segment import (
     MAX_DEPTH,
     MAX_MESSAGE_BYTES,
     MAX_MESSAGE_ID_LENGTH,

@@ -11,9 +11,9 @@ import json
 
 import pytest
 
-from streams.dedupe import Seen
-from streams.pending import Pending
-from streams.state import GroupState, UserState
+from streams.core.dedupe import Seen
+from streams.core.pending import Pending
+from streams.core.state import GroupState, UserState
 
 USER_V1 = (
     '{"v": 1, "key": "u1", "user_id": "u1", "traits": {"firstName": "Ada", "lastName": "L", "email": "a@x.io",'
@@ -86,9 +86,9 @@ async def test_a_worker_takes_over_state_an_older_worker_left_in_the_changelogs(
     an empty data dir, restores them and carries on from them."""
     from aiokafka import AIOKafkaProducer
 
-    from streams.admin import owner_partition
+    from streams.ops.admin import owner_partition
     from streams.settings import Settings
-    from streams.topics import ensure_topics
+    from streams.runtime.topics import ensure_topics
     from tests.test_e2e_admin import get_json, wait_ready
 
     await ensure_topics(Settings.from_env(pipeline.worker_env()))
@@ -126,7 +126,7 @@ async def test_a_worker_takes_over_state_an_older_worker_left_in_the_changelogs(
 
 
 def test_a_scan_over_records_leaves_out_and_counts_those_from_a_newer_worker():
-    from streams.state import Readable
+    from streams.core.state import Readable
 
     newer = {**json.loads(USER_V1), "v": 99}
     users = Readable(UserState.from_dict)

@@ -13,7 +13,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.settings import Settings
-from streams.topics import (
+from streams.runtime.topics import (
     CO_PARTITIONED,
     DLQ_MAX_MESSAGE_BYTES,
     TopicMismatch,

@@ -1,0 +1,267 @@
+"""`cs-relay dev`: the whole pipeline on one machine (local Kafka, mocks, workers).
+
+Children run as separate processes with one shared environment, so the workers and the
+mocks agree on credentials. `--workers N` starts N workers in one consumer group, each
+with its own data dir (`var/dev/worker-{i}`), web port (6066+i) and log
+(`var/dev/worker-{i}.log`). Ctrl-C (or SIGTERM) stops the workers first, then the
+mocks, then Kafka. With `--demo` it sends the bundled sample traffic and prints what
+each mock partner received; each demo run prefixes the sample's messageIds with its
+own tag, so a second run is new traffic rather than duplicates of the first (Kafka and
+the workers' state in var/dev/ carry over between runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from mockservers.server import DEMO_CREDENTIALS, worker_partner_env
+
+SAMPLE = Path(__file__).resolve().parent.parent / "streams" / "samples" / "segment-sample.jsonl"
+
+
+def dev_environment(bootstrap: str, cs_port: int = 8081, csb_port: int = 8082, data_dir: Path | None = None) -> dict:
+    env = dict(os.environ)
+    credentials = {name: env.get(name) or demo for name, demo in DEMO_CREDENTIALS.items()}
+    env.update(worker_partner_env(f"http://127.0.0.1:{cs_port}", f"http://127.0.0.1:{csb_port}", credentials))
+    env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
+    env.setdefault("CS_RELAY_DATA_DIR", str(data_dir or Path("var/dev/worker")))
+    env.setdefault("CS_RELAY_TOPIC_PARTITIONS", "4")
+    return env
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """What distinguishes one dev worker from the others."""
+
+    index: int
+    env: dict
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.env['CS_RELAY_WEB_PORT']}"
+
+
+def worker_specs(env: dict, workers: int, var: Path) -> list[WorkerSpec]:
+    """Worker i: data dir `{CS_RELAY_DATA_DIR}-{i}`, web port CS_RELAY_WEB_PORT + i
+    (6066 by default) and log `var/worker-{i}.log`; the rest of `env` is shared."""
+    data_dir = env["CS_RELAY_DATA_DIR"]
+    base_port = int(env.get("CS_RELAY_WEB_PORT") or 6066)
+    return [
+        WorkerSpec(
+            i,
+            {**env, "CS_RELAY_DATA_DIR": f"{data_dir}-{i}", "CS_RELAY_WEB_PORT": str(base_port + i)},
+            var / f"worker-{i}.log",
+        )
+        for i in range(workers)
+    ]
+
+
+async def wait_http(url: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    """Until `url` answers below 500; fails early when `process` (the server) has exited."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession() as session:
+        while True:
+            if process is not None and process.poll() is not None:
+                raise ChildProcessError(f"exited with {process.returncode} before {url} answered")
+            try:
+                async with session.get(url) as response:
+                    if response.status < 500:
+                        return
+            except aiohttp.ClientError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout:.0f}s")
+            await asyncio.sleep(0.2)
+
+
+def shares_every_partition(answers: list[tuple[int, dict | None]], topic: str, partitions: int) -> bool:
+    """Whether every worker's /ready said 200 and together they own each partition of
+    `topic` once (a group that has finished forming)."""
+    if not answers or any(status != 200 or not body for status, body in answers):
+        return False
+    owned = sorted(p for _, body in answers for p in body.get("partitions", {}).get(topic, []))
+    return owned == list(range(partitions))
+
+
+async def wait_group_ready(workers: list[tuple["WorkerSpec", subprocess.Popen]], topic: str, partitions: int,
+                           timeout: float) -> None:
+    """Until the workers have formed their group (`shares_every_partition`), so demo
+    traffic is not caught in the rebalances of workers joining one after another.
+    Fails early when a worker has exited."""
+    deadline = time.monotonic() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        while True:
+            answers = []
+            for spec, process in workers:
+                if process.poll() is not None:
+                    raise ChildProcessError(f"worker {spec.index} exited with {process.returncode}")
+                try:
+                    async with session.get(spec.url + "/ready") as response:
+                        answers.append((response.status, await response.json()))
+                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                    answers.append((0, None))
+            if shares_every_partition(answers, topic, partitions):
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the workers did not share the {partitions} partitions of {topic} "
+                                   f"within {timeout:.0f}s")
+            await asyncio.sleep(0.3)
+
+
+async def settled_requests(url: str, *, quiet_for: float = 3.0, timeout: float = 90.0) -> list:
+    """The mock's recorded requests once no new one has arrived for `quiet_for` seconds."""
+    deadline = time.monotonic() + timeout
+    last, since = -1, time.monotonic()
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(url + "/_mock/requests") as response:
+                requests = await response.json()
+            if len(requests) != last:
+                last, since = len(requests), time.monotonic()
+            elif len(requests) and time.monotonic() - since >= quiet_for:
+                return requests
+            if time.monotonic() > deadline:
+                return requests
+            await asyncio.sleep(0.5)
+
+
+async def demo_summary(env: dict) -> str:
+    cs, csb = env["CLIENTSUCCESS_BASE_URL"], env["CSB_BASE_URL"]
+    lines = []
+    for name, url in (("ClientSuccess", cs), ("CustomerSuccessBox", csb)):
+        requests = await settled_requests(url)
+        ok = sum(1 for r in requests if 200 <= r["status"] < 300)
+        lines.append(f"\n== {name} received {len(requests)} requests ({ok} accepted) ==")
+        for r in requests[:40]:
+            body = json.dumps(r.get("json"), separators=(",", ":"))
+            lines.append(f"  {r['status']} {r['method']} {r['path']}  {body[:140]}")
+        if len(requests) > 40:
+            lines.append(f"  ... and {len(requests) - 40} more")
+        async with aiohttp.ClientSession() as session:
+            async with session.get(url + "/_mock/state") as response:
+                state = await response.json()
+        lines.append(f"  partner view: {json.dumps(state)[:600]}")
+    return "\n".join(lines)
+
+
+def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    handle = log.open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", *args], env=env, stdout=handle, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def _stop(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
+    """SIGTERM to all of them at once, then SIGKILL to any still running after `timeout`."""
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
+        proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in running:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def demo_run_tag(now: float | None = None) -> str:
+    """The messageId prefix of one demo run ("demo-20261129T150918Z"): the sample's
+    messageIds are fixed, and var/dev keeps the worker's dedupe state between runs, so
+    without it a second `make run` would show its traffic dropped as duplicates."""
+    return "demo-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
+
+
+def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: int = 1,
+            cs_port: int = 8081, csb_port: int = 8082) -> int:
+    from devtools.kafka_local import KafkaLaunchError, LocalKafka
+
+    var = Path("var/dev")
+    kafka = None
+    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if not bootstrap:
+        kafka = LocalKafka(port=kafka_port, data_dir=var / "kafka")
+        try:
+            kafka.start()
+        except KafkaLaunchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        bootstrap = kafka.bootstrap_servers
+        print(f"kafka     ready at {bootstrap} (started in {kafka.started_in:.1f}s)")
+    env = dev_environment(bootstrap, cs_port, csb_port)
+    specs = worker_specs(env, workers, var)
+    partitions = int(env["CS_RELAY_TOPIC_PARTITIONS"])
+    if workers > partitions:
+        print(f"note: {workers} workers share {partitions} partitions (CS_RELAY_TOPIC_PARTITIONS): "
+              f"{workers - partitions} will stand by")
+    mocks: list[subprocess.Popen] = []
+    running: list[tuple[WorkerSpec, subprocess.Popen]] = []
+    stop = False
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        mocks.append(_spawn(["mocks", "--clientsuccess-port", str(cs_port), "--csb-port", str(csb_port)], env,
+                            var / "mocks.log"))
+        asyncio.run(wait_http(env["CLIENTSUCCESS_BASE_URL"] + "/_mock/requests", 30))
+        asyncio.run(wait_http(env["CSB_BASE_URL"] + "/_mock/requests", 30))
+        print(f"mocks     ClientSuccess {env['CLIENTSUCCESS_BASE_URL']}, CustomerSuccessBox {env['CSB_BASE_URL']}")
+        for spec in specs:
+            running.append((spec, _spawn(["worker"], spec.env, spec.log)))
+        for spec, worker in running:
+            try:
+                asyncio.run(wait_http(spec.url + "/", 90, worker))
+            except (ChildProcessError, TimeoutError) as exc:
+                print(f"error: worker {spec.index} {exc}; see {spec.log}", file=sys.stderr)
+                return 1
+            print(f"worker {spec.index} running at {spec.url} (data: {spec.env['CS_RELAY_DATA_DIR']}, log: {spec.log})")
+        if demo:
+            from streams.ops.producer import send_file
+            from streams.settings import Settings
+            from streams.runtime.topics import by_user_topic_name
+
+            settings = Settings.from_env(env)  # what the workers read, defaults included
+            try:
+                asyncio.run(wait_group_ready(running, by_user_topic_name(settings.app_id), partitions, 120))
+            except (ChildProcessError, TimeoutError) as exc:
+                print(f"error: {exc}; see {var}/worker-*.log", file=sys.stderr)
+                return 1
+
+            asyncio.run(send_file(SAMPLE, bootstrap, settings.input_topic, message_id_tag=demo_run_tag()))
+            print("waiting for deliveries to settle ...")
+            print(asyncio.run(demo_summary(env)))
+            if exit_after:
+                return 0
+        print("running; Ctrl-C stops the workers, the mocks and Kafka")
+        while not stop:
+            for spec, worker in running:
+                if worker.poll() is not None:
+                    print(f"error: worker {spec.index} exited with {worker.returncode}; see {spec.log}",
+                          file=sys.stderr)
+                    return 1
+            time.sleep(0.5)
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _stop([worker for _, worker in running])
+        _stop(mocks)
+        if kafka is not None:
+            kafka.stop()
+        print("stopped")

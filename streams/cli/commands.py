@@ -1,0 +1,216 @@
+"""`cs-relay`: the command line.
+
+    cs-relay kafka   [--port 9092] [--data-dir DIR]      a local Apache Kafka broker
+    cs-relay mocks   [--clientsuccess-port 8081] [--csb-port 8082]
+    cs-relay worker                                      the Faust worker (env-configured)
+    cs-relay send FILE                                   produce a JSON-lines file
+    cs-relay ingest  [--host 127.0.0.1] [--port 8088]    Segment HTTP API -> the input topic
+    cs-relay dev     [--demo] [--exit] [--workers N]     Kafka + mocks + N workers together
+                     [--kafka-port 9092] [--clientsuccess-port 8081] [--csb-port 8082]
+    cs-relay dlq list | dlq replay [--reason R]          inspect and replay dead letters
+    cs-relay inspect user|group|pending ID [--json]      state, from a running worker
+    cs-relay status  [--json]                            deliveries and lag of a running worker
+
+Each subcommand imports only what it needs: `streams.runtime.app` (which reads the whole
+configuration) is imported by `worker` alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from streams.settings import Settings, SettingsError
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except SettingsError as exc:
+        print(f"error: configuration: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cs-relay", description="Segment to ClientSuccess and CustomerSuccessBox relay")
+    sub = parser.add_subparsers(dest="command")
+
+    kafka = sub.add_parser("kafka", help="run a local single-node Apache Kafka broker (KRaft)")
+    kafka.add_argument("--port", type=int, default=9092)
+    kafka.add_argument("--data-dir", type=Path, default=None)
+    kafka.set_defaults(run=_kafka)
+
+    mocks = sub.add_parser("mocks", help="run the ClientSuccess and CustomerSuccessBox imitations")
+    mocks.add_argument("--host", default="127.0.0.1")
+    mocks.add_argument("--clientsuccess-port", type=int, default=8081)
+    mocks.add_argument("--csb-port", type=int, default=8082)
+    mocks.set_defaults(run=_mocks)
+
+    worker = sub.add_parser("worker", help="run the Faust worker (configured by environment variables)")
+    worker.set_defaults(run=_worker)
+
+    send = sub.add_parser("send", help="produce a JSON-lines file of Segment messages to the input topic")
+    send.add_argument("file", type=Path)
+    send.set_defaults(run=_send)
+
+    ingest = sub.add_parser("ingest", help="serve Segment's HTTP Tracking API and produce the calls to the input topic")
+    ingest.add_argument("--host", default="127.0.0.1")
+    ingest.add_argument("--port", type=int, default=8088)
+    ingest.set_defaults(run=_ingest)
+
+    dev = sub.add_parser("dev", help="local Kafka, mocks and workers together; Ctrl-C stops all")
+    dev.add_argument("--demo", action="store_true", help="send the bundled sample traffic and show what arrived")
+    dev.add_argument("--exit", action="store_true", help="with --demo: stop everything after the summary")
+    dev.add_argument("--kafka-port", type=int, default=9092, help="0 picks a free port")
+    dev.add_argument("--clientsuccess-port", type=int, default=8081)
+    dev.add_argument("--csb-port", type=int, default=8082)
+    dev.add_argument("--workers", type=_positive, default=1, metavar="N",
+                     help="worker processes (data var/dev/worker-{i}, web port 6066+i, log var/dev/worker-{i}.log)")
+    dev.set_defaults(run=_dev)
+
+    dlq = sub.add_parser("dlq", help="dead letters")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dlq_list = dlq_sub.add_parser("list", help="show dead letters: reason, time, a short preview")
+    dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_list.set_defaults(run=_dlq_list)
+    replay = dlq_sub.add_parser("replay", help="send dead letters back to the input topic")
+    replay.add_argument("--reason", default=None, help="only dead letters with this reason")
+    replay.set_defaults(run=_dlq_replay)
+
+    inspect = sub.add_parser("inspect", help="a user's, group's or waiting events' state, from a running worker")
+    inspect.add_argument("what", choices=["user", "group", "pending"])
+    inspect.add_argument("id", help="userId (or anonymousId) for user and pending, groupId for group")
+    _worker_http_options(inspect)
+    inspect.set_defaults(run=_inspect)
+    status = sub.add_parser("status", help="per destination: delivered, retrying, pending, dead-lettered; consumer lag")
+    _worker_http_options(status)
+    status.set_defaults(run=_status)
+    return parser
+
+
+def _worker_http_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--url", default=None, help="the worker (default http://CS_RELAY_WEB_HOST:CS_RELAY_WEB_PORT)")
+    parser.add_argument("--json", action="store_true", help="compact JSON on one line, for scripts")
+
+
+def _kafka(args: argparse.Namespace) -> int:
+    from devtools.kafka_local import run_kafka
+
+    return run_kafka(args.port, args.data_dir)
+
+
+def _mocks(args: argparse.Namespace) -> int:
+    from mockservers.server import run_mocks
+
+    run_mocks(args.host, args.clientsuccess_port, args.csb_port)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()  # fail fast, with the variable's name, before Faust starts
+    from streams.runtime.topics import TopicProblem, ensure_topics
+
+    try:
+        asyncio.run(ensure_topics(settings))
+    except TopicProblem as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # broker unreachable
+        print(f"error: cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
+        return 2
+    from streams.runtime.app import app
+
+    sys.argv = [
+        "cs-relay",
+        *(["--quiet"] if settings.log_format == "json" else []),  # no banner between JSON lines
+        "worker",
+        "--loglevel",
+        settings.log_level,
+        "--web-port",
+        str(settings.web_port),
+        "--web-host",
+        settings.advertised_web_host,
+        "--web-bind",
+        settings.web_host,
+    ]
+    app.main()
+    return 0
+
+
+def _send(args: argparse.Namespace) -> int:
+    from streams.ops.producer import send_file
+
+    settings = Settings.from_env()
+    return asyncio.run(send_file(args.file, settings.kafka_bootstrap_servers, settings.input_topic))
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from streams.ops.ingest import run_ingest
+
+    return run_ingest(Settings.from_env(), args.host, args.port)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from devtools.dev import run_dev
+
+    return run_dev(demo=args.demo, exit_after=args.exit, kafka_port=args.kafka_port, workers=args.workers,
+                   cs_port=args.clientsuccess_port, csb_port=args.csb_port)
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
+def _dlq_list(args: argparse.Namespace) -> int:
+    from streams.ops.dlq import list_dead_letters
+
+    settings = Settings.from_env()
+    return asyncio.run(list_dead_letters(settings, limit=args.limit))
+
+
+def _dlq_replay(args: argparse.Namespace) -> int:
+    from streams.ops.dlq import replay_dead_letters
+
+    settings = Settings.from_env()
+    return asyncio.run(replay_dead_letters(settings, reason=args.reason))
+
+
+def _worker_http(args: argparse.Namespace) -> tuple[str, str]:
+    from streams.ops.webserve import client_url
+
+    settings = Settings.from_env()
+    return args.url or client_url(settings.web_host, settings.web_port), settings.admin_token.reveal()
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from streams.cli.inspection import inspect
+
+    url, token = _worker_http(args)
+    return inspect(args.what, args.id, url=url, token=token, compact=args.json)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from streams.cli.inspection import status
+
+    url, token = _worker_http(args)
+    return status(url=url, token=token, as_json=args.json)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Dead letters: a message cs-relay cannot process, kept with its original bytes.
+
+A dead letter's value is the original record value, untouched. Its headers say why:
+`cs-relay-reason` (a stable machine-readable code), `cs-relay-detail` (one readable
+sentence), `cs-relay-stage` (intake, routing or delivery), where it came from
+(`cs-relay-source-topic`, `-partition`, `-offset`), and for delivery failures the
+destination and the partner's status. Header values are redacted of secrets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+from streams.core.redact import redact
+
+PREFIX = "cs-relay-"
+DETAIL_MAX = 500
+
+
+def dead_letter_headers(
+    *,
+    reason: str,
+    detail: str,
+    stage: str,
+    source: Mapping[str, Any],
+    destination: str | None = None,
+    status: int | None = None,
+    secrets: Iterable[str] = (),
+    now: datetime | None = None,
+) -> dict[str, bytes]:
+    """The headers of a dead-letter record, as Kafka header bytes."""
+    fields: dict[str, Any] = {
+        "reason": reason,
+        "detail": redact(detail, secrets)[:DETAIL_MAX],
+        "stage": stage,
+        "source-topic": source.get("topic"),
+        "source-partition": source.get("partition"),
+        "source-offset": source.get("offset"),
+        "destination": destination,
+        "status": status,
+        "failed-at": (now or datetime.now(timezone.utc)).isoformat(),
+    }
+    return {PREFIX + k: str(v).encode("utf-8") for k, v in fields.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class DeadLetterRecord:
+    """A dead letter read back from the topic, for `cs-relay dlq list` and replay."""
+
+    offset: int
+    partition: int
+    key: bytes | None
+    value: bytes
+    headers: Mapping[str, str]
+
+    @property
+    def reason(self) -> str:
+        return self.headers.get("reason", "")
+
+    def preview(self, width: int = 80) -> str:
+        text = self.value[: width * 4].decode("utf-8", errors="replace")
+        text = " ".join(text.split())
+        return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def read_headers(raw: Iterable[tuple[str, bytes]]) -> dict[str, str]:
+    """Our headers from a Kafka record's header list, without the prefix."""
+    return {
+        k[len(PREFIX):]: v.decode("utf-8", errors="replace")
+        for k, v in raw
+        if k.startswith(PREFIX) and v is not None
+    }

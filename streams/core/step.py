@@ -1,0 +1,233 @@
+"""The business rule of cs-relay as one pure step: a Segment message and the user's
+state in, the new state and what to send out.
+
+`step()` is everything that happens to one message in the user's partition:
+
+1. the user's record (and the group's, for a group call) is updated;
+2. every enabled destination decides: send, hold, skip or reject;
+3. a destination that already holds or parks events for the user holds this one
+   behind them, so a user's events reach each partner in order;
+4. held events that the new state can attribute are released, oldest first;
+5. held events beyond the count or age bound become dead letters.
+
+The Faust agent in `streams.runtime.app` reads the tables, calls `step()`, writes the tables
+and hands the dispatches to the delivery client. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from streams.core import pending as pending_mod
+from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip
+from streams.core.pending import Item, Pending
+from streams.core.segment import InvalidMessage, Message, destination_enabled, parse
+from streams.core.state import (
+    GroupState,
+    UserState,
+    anonymous_to_merge,
+    apply_to_group,
+    apply_to_user,
+    merge_users,
+)
+
+GroupLookup = Callable[[str], "GroupState | None"]
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A partner as the core sees it: its key, its Segment integration name, its rule."""
+
+    key: str
+    integration_name: str
+    decide: Callable[[Message, UserState, GroupLookup], Decision]
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """A request to deliver, with what a dead letter would need if it fails."""
+
+    destination: str
+    request: PartnerRequest
+    raw: str
+    source: Mapping[str, Any]
+    message_id: str
+    released_seq: int | None = None  # set when the event comes out of the pending queue
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    reason: str
+    detail: str
+    raw: str
+    source: Mapping[str, Any]
+    stage: str
+    destination: str | None = None
+
+
+@dataclass(frozen=True)
+class Step:
+    user: UserState
+    group: GroupState | None
+    pending: Pending
+    dispatches: list[Dispatch] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    held: list[tuple[str, str]] = field(default_factory=list)
+    merge_from: str | None = None  # an anonymous profile to fold into this user
+
+
+def step(
+    key: str,
+    msg: Message,
+    raw: str,
+    source: Mapping[str, Any],
+    user: UserState | None,
+    pending: Pending,
+    groups: GroupLookup,
+    destinations: Sequence[Destination],
+    *,
+    now: float,
+    now_iso: str,
+    max_pending: int,
+    max_pending_age: float,
+    blocked: frozenset[str] = frozenset(),
+) -> Step:
+    """Apply one message to the state of user `key` and decide what every destination gets.
+    `blocked` names destinations with a delivery of this user being parked right now
+    (its park record not applied yet): they hold this message like a parked queue does."""
+    new_user = apply_to_user(user, msg, now_iso, key)
+    merge_from = anonymous_to_merge(msg, new_user)
+    if merge_from is not None:
+        new_user = replace(new_user, anonymous_ids=(*new_user.anonymous_ids, merge_from))
+    new_group = None
+    if msg.type == "group":
+        new_group = apply_to_group(groups(msg.group_id), msg, now_iso)
+    lookup = _overlay(groups, new_group)
+
+    dispatches: list[Dispatch] = []
+    dead: list[DeadLetter] = []
+    skipped: list[tuple[str, str]] = []
+    held: list[tuple[str, str]] = []
+
+    pending, expired = pending_mod.expire(pending, now, max_pending_age)
+    dead += [_pending_dead_letter(item, dest, pending_mod.EXPIRED, max_pending_age) for dest, item in expired]
+
+    for dest in destinations:
+        if not destination_enabled(msg.integrations, dest.integration_name):
+            skipped.append((dest.key, "disabled by the message's integrations"))
+            continue
+        decision = dest.decide(msg, new_user, lookup)
+        queue = pending.queue(dest.key)
+        if isinstance(decision, Send) and (queue.held or queue.parked or dest.key in blocked):
+            decision = Hold("earlier events of this user are waiting")
+        if isinstance(decision, Send):
+            dispatches.append(Dispatch(dest.key, decision.request, raw, source, msg.message_id))
+        elif isinstance(decision, Hold):
+            pending, overflow = pending_mod.hold(pending, dest.key, raw, source, now, max_pending)
+            held.append((dest.key, decision.reason))
+            dead += [_pending_dead_letter(i, dest.key, pending_mod.OVERFLOW, max_pending) for i in overflow]
+        elif isinstance(decision, Reject):
+            dead.append(DeadLetter(decision.reason, decision.detail, raw, source, "routing", dest.key))
+        elif isinstance(decision, Skip):
+            skipped.append((dest.key, decision.reason))
+
+        if dest.key not in blocked:
+            pending, released = release_ready(pending, dest, new_user, lookup)
+            dispatches += released
+
+    return Step(new_user, new_group, pending, dispatches, dead, skipped, held, merge_from)
+
+
+def merge_step(
+    user: UserState,
+    pending: Pending,
+    anonymous: UserState | None,
+    anonymous_pending: Pending,
+    anonymous_id: str,
+    groups: GroupLookup,
+    destinations: Sequence[Destination],
+) -> Step:
+    """Fold an anonymous profile and its waiting events into the user, then release
+    what the merged state can attribute (the visitor's early page views, say)."""
+    merged = merge_users(user, anonymous, anonymous_id)
+    pending = pending_mod.adopt(pending, anonymous_pending)
+    dispatches: list[Dispatch] = []
+    for dest in destinations:
+        pending, released = release_ready(pending, dest, merged, groups)
+        dispatches += released
+    return Step(merged, None, pending, dispatches)
+
+
+def release_ready(
+    pending: Pending, dest: Destination, user: UserState, groups: GroupLookup
+) -> tuple[Pending, list[Dispatch]]:
+    """Release, oldest first, the held events of `dest` that the state now attributes
+    (none while deliveries of the user to `dest` are parked: they go first)."""
+    ready: list[Dispatch] = []
+    if pending.queue(dest.key).parked:
+        return pending, ready
+    for item in pending.queue(dest.key).held:
+        dispatch = _decide_item(item, dest, user, groups)
+        if dispatch is None:
+            break
+        ready.append(dispatch)
+    pending, _ = pending_mod.release(pending, dest.key, len(ready))
+    return pending, ready
+
+
+def resend_releasing(
+    pending: Pending,
+    destinations: Iterable[Destination],
+    user: UserState,
+    groups: GroupLookup,
+    in_flight: Callable[[str, int], bool],
+) -> list[Dispatch]:
+    """Dispatches for released events that no delivery in this process is carrying
+    (after a restart): they are sent again rather than lost."""
+    out: list[Dispatch] = []
+    for dest in destinations:
+        for item in pending.queue(dest.key).releasing:
+            if in_flight(dest.key, item.seq):
+                continue
+            dispatch = _decide_item(item, dest, user, groups)
+            if dispatch is not None:
+                out.append(dispatch)
+    return out
+
+
+def _decide_item(item: Item, dest: Destination, user: UserState, groups: GroupLookup) -> Dispatch | None:
+    try:
+        msg = parse(item.raw.encode("utf-8"))
+    except InvalidMessage:  # it was valid when held; a newer rule may refuse it
+        return None
+    decision = dest.decide(msg, user, groups)
+    if not isinstance(decision, Send):
+        return None
+    return Dispatch(dest.key, decision.request, item.raw, item.source, msg.message_id, item.seq)
+
+
+def _overlay(groups: GroupLookup, changed: GroupState | None) -> GroupLookup:
+    if changed is None:
+        return groups
+
+    def lookup(group_id: str) -> GroupState | None:
+        return changed if group_id == changed.group_id else groups(group_id)
+
+    return lookup
+
+
+def expire_held(pending: Pending, now: float, max_age: float) -> tuple[Pending, list[DeadLetter]]:
+    """Held events older than `max_age`, as dead letters (for users who went quiet: a
+    user's own next message expires them too, in `step`)."""
+    pending, expired = pending_mod.expire(pending, now, max_age)
+    return pending, [_pending_dead_letter(item, dest, pending_mod.EXPIRED, max_age) for dest, item in expired]
+
+
+def _pending_dead_letter(item: Item, dest: str, reason: str, bound: float) -> DeadLetter:
+    if reason == pending_mod.OVERFLOW:
+        detail = f"more than {int(bound)} events waiting for {dest} for this user; the oldest was dropped from the queue"
+    else:
+        detail = f"waited longer than {int(bound)} s for {dest} to be able to attribute it"
+    return DeadLetter(reason, detail, item.raw, item.source, "routing", dest)

@@ -1,0 +1,373 @@
+"""The worker's own HTTP endpoints, on Faust's web server (CS_RELAY_WEB_HOST:CS_RELAY_WEB_PORT).
+
+    GET /health             200 while the process runs                       open
+    GET /ready              200 once partitions are assigned and tables       open
+                            recovered, else 503; JSON details either way
+    GET /users/{userId}     a user's state (a userId, or an anonymousId)      token
+    GET /groups/{groupId}   a group's state                                   token
+    GET /pending/{userId}   a user's waiting events per destination           token
+    GET /status             per destination: delivered, retrying, pending,    token
+                            dead-lettered; consumer lag (streams.ops.observe)
+    GET /metrics            the same and more, in Prometheus text format      token
+
+"token": when CS_RELAY_ADMIN_TOKEN is set these need `Authorization: Bearer <token>`
+(compared in constant time), else they answer 401. Errors are JSON
+`{"error": code, "detail": sentence}`, masked of secrets.
+
+Routing: a user's state lives in the worker that owns the user's by-user partition.
+A request reaching another worker is forwarded to the owner (one hop, marked with
+`X-CS-Relay-Routed`); answers say who served them (`X-CS-Relay-Served-By`, the owner's
+canonical URL) and the partition (`X-CS-Relay-Partition`). Faust's own
+`@app.table_route` cannot be used as it is: it hashes the key serialized with the
+table's key serializer (JSON, `"u1"` with the quotes), while the by-user topic, whose
+partitions the tables follow, is keyed by the raw UTF-8 bytes (`u1`): for many keys
+the two land in different partitions. `owner_partition` hashes the raw bytes with
+Kafka's default partitioner, as the producer of the by-user topic does, and the owner
+comes from Faust's own assignment metadata (`app.router.table_metadata`).
+Groups are a GlobalTable, in every worker: served locally.
+
+Faust's built-in pages that expose data or topology (`/table`, `/router`, statistics,
+`/graph`, `/performance`) are switched off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Collection, Iterable, Mapping
+
+import aiohttp
+import faust
+from aiokafka.partitioner import murmur2
+from faust import web
+from prometheus_client import CONTENT_TYPE_LATEST
+from yarl import URL
+
+from streams.ops.logs import logging_config
+from streams.ops.observe import STATS, Snapshot, consumer_lag, pending_counts, render_metrics, status_document
+from streams.core.redact import redact
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ROUTED_HEADER = "X-CS-Relay-Routed"
+SERVED_BY_HEADER = "X-CS-Relay-Served-By"
+PARTITION_HEADER = "X-CS-Relay-Partition"
+FORWARD_TIMEOUT = 10.0
+# Faust's built-in pages, all off: /table serves table data, the others topology and internals.
+FAUST_PAGES_OFF = (
+    "web_tables_enabled",
+    "web_router_enabled",
+    "web_stats_enabled",
+    "web_graph_enabled",
+    "web_metrics_enabled",
+)
+
+Reply = tuple[int, Any]  # HTTP status and JSON body
+NOT_READY = {"error": "not_ready", "detail": "this worker is starting or rebalancing; try again"}
+
+
+def owner_partition(key: str, partitions: int) -> int:
+    """The by-user partition of a user key: Kafka's default partitioner (murmur2 of
+    the key's UTF-8 bytes), as `by_user_topic.send(key=key.encode())` picks it."""
+    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+def owner_url(metadata: Mapping[str, Mapping[str, Iterable[int]]], partition: int) -> str | None:
+    """The worker URL whose active partitions (of one table's changelog, as
+    `app.router.table_metadata` lists them) include `partition`."""
+    for url, topics in metadata.items():
+        if any(partition in partitions for partitions in topics.values()):
+            return url
+    return None
+
+
+def same_worker(a: str | URL, b: str | URL) -> bool:
+    a, b = URL(str(a)), URL(str(b))
+    return (a.host, a.port) == (b.host, b.port)
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries the bearer token (no token: open).
+    Both sides are hashed first, so the comparison takes the same time whatever the
+    length or content of the guess."""
+    if not token:
+        return True
+    scheme, _, given = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(_digest(given.strip()), _digest(token))
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
+
+
+def changelog_remaining(highwaters: Mapping[Any, int | None], offsets: Mapping[Any, int | None]) -> int:
+    """Changelog records still to read for a set of table partitions: per partition,
+    its highwater (the offset of its last record, -1 when empty, as Faust's recovery
+    keeps it) less the offset read so far (-1 before the first); unknowns count 0."""
+    total = 0
+    for tp, highwater in highwaters.items():
+        offset = offsets.get(tp)
+        if highwater is not None and offset is not None and highwater > offset:
+            total += highwater - offset
+    return total
+
+
+def error(code: str, detail: str) -> dict[str, str]:
+    return {"error": code, "detail": detail}
+
+
+@dataclass
+class Admin:
+    """The endpoints' view of a running worker. Built by `install()`."""
+
+    app: faust.App
+    settings: Settings
+    users: Any
+    pending: Any
+    groups: Any
+    source_topics: Collection[str]
+    partitions: int
+    counters: Mapping[str, int]
+    unacknowledged: Callable[[], int]
+    destinations: Mapping[str, str]
+
+    # ------------------------------------------------------------------ readiness
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        app = self.app
+        started = getattr(app, "_consumer", None) is not None
+        recovery = app.tables.recovery
+        recovered = recovery.completed.is_set()
+        rebalancing = bool(app.rebalancing)
+        assigned: dict[str, list[int]] = {topic: [] for topic in self.source_topics}
+        if started:
+            for tp in app.assignor.assigned_actives():
+                if tp.topic in assigned:
+                    assigned[tp.topic].append(tp.partition)
+        ready = started and recovered and not rebalancing and not recovery.in_recovery
+        return ready, {
+            "ready": ready,
+            "worker": str(app.conf.canonical_url),
+            "consumer_started": started,
+            "rebalancing": rebalancing,
+            "recovering": bool(recovery.in_recovery),
+            "recovery_completed": recovered,
+            # Progress: what this worker still has to read from the changelogs before
+            # it serves its active partitions, and to bring its standby copies up to date.
+            "recovery_remaining": {
+                "active": changelog_remaining(recovery.active_highwaters, recovery.active_offsets),
+                "standby": changelog_remaining(recovery.standby_highwaters, recovery.standby_offsets),
+            },
+            "partitions": {topic: sorted(parts) for topic, parts in assigned.items()},
+        }
+
+    # ------------------------------------------------------------------ state
+
+    def read_user(self, key: str) -> Reply:
+        data = self.users.get(key)
+        return (200, data) if data is not None else (404, error("not_found", f"no user {key!r}"))
+
+    def read_pending(self, key: str) -> Reply:
+        data = self.pending.get(key)
+        if data is None and self.users.get(key) is None:
+            return 404, error("not_found", f"no user {key!r}")
+        return 200, data if data is not None else {"queues": {}}
+
+    def read_group(self, key: str) -> Reply:
+        data = self.groups.get(key)
+        return (200, data) if data is not None else (404, error("not_found", f"no group {key!r}"))
+
+    # ------------------------------------------------------------------ numbers
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        consumer = getattr(self.app, "_consumer", None)
+        if consumer is None:
+            return {}
+        committed = getattr(consumer, "_committed_offset", {})
+        read = getattr(consumer, "_read_offset", {})
+        ends: dict[tuple[str, int], int | None] = {}
+        positions: dict[tuple[str, int], int | None] = {}
+        for tp in self.app.assignor.assigned_actives():
+            if tp.topic not in self.source_topics:
+                continue
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # not fetched yet, or being revoked
+                end = self.app.monitor.tp_end_offsets.get(tp)
+            position = committed.get(tp)
+            ends[(tp.topic, tp.partition)] = end
+            positions[(tp.topic, tp.partition)] = position if position is not None else read.get(tp)
+        return consumer_lag(ends, positions)
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(
+            destinations=self.destinations,
+            counters=dict(self.counters),
+            stats=STATS,
+            pending=pending_counts(self.pending.values()),
+            lag=self.lag(),
+            unacknowledged=self.unacknowledged(),
+            ready=self.readiness()[0],
+        )
+
+    # ------------------------------------------------------------------ HTTP
+
+    def respond(self, view: web.View, status: int, body: Any, headers: Mapping[str, str] | None = None) -> web.Response:
+        if status >= 400 and isinstance(body, dict) and "detail" in body:
+            body = {**body, "detail": redact(str(body["detail"]), self.settings.secrets())}
+        return view.json(body, status=status, headers=dict(headers or {}))
+
+    async def serve(
+        self, view: web.View, request: web.Request, handler: Callable[..., Awaitable[web.Response]], match: Mapping[str, str], *, open_: bool
+    ) -> web.Response:
+        if not open_ and not authorized(request.headers.get("Authorization"), self.settings.admin_token.reveal()):
+            return self.respond(
+                view, 401, error("unauthorized", "send 'Authorization: Bearer <CS_RELAY_ADMIN_TOKEN>'"),
+                {"WWW-Authenticate": 'Bearer realm="cs-relay"'},
+            )
+        try:
+            return await handler(view, request, **match)
+        except Exception as exc:  # a bug must answer JSON, not a stack trace
+            log.exception("%s %s failed", request.method, request.path)
+            return self.respond(view, 500, error("internal", f"{type(exc).__name__} (see the worker log)"))
+
+    async def owned(self, view: web.View, request: web.Request, table: Any, key: str, read: Callable[[str], Reply]) -> web.Response:
+        """Answer for a user key here if this worker owns its partition, else forward."""
+        if not self.readiness()[0]:
+            return self.respond(view, 503, NOT_READY)
+        partition = owner_partition(key, self.partitions)
+        owner = owner_url(self.app.router.table_metadata(table.name), partition)
+        if owner is None:
+            return self.respond(view, 503, error("unavailable", f"no worker owns partition {partition} yet; try again"))
+        if not same_worker(owner, self.app.conf.canonical_url):
+            if request.headers.get(ROUTED_HEADER):
+                return self.respond(view, 503, error("unavailable", "partition ownership is moving; try again"))
+            return await self.forward(view, request, owner)
+        status, body = read(key)
+        return self.respond(
+            view, status, body, {SERVED_BY_HEADER: str(self.app.conf.canonical_url), PARTITION_HEADER: str(partition)}
+        )
+
+    async def forward(self, view: web.View, request: web.Request, owner: str) -> web.Response:
+        target = URL(owner).with_path(request.rel_url.raw_path, encoded=True).with_query(request.rel_url.query)
+        headers = {ROUTED_HEADER: "1"}
+        if "Authorization" in request.headers:
+            headers["Authorization"] = request.headers["Authorization"]
+        try:
+            async with self.app.http_client.get(
+                target, headers=headers, timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
+            ) as response:
+                body = await response.read()
+                keep = {k: v for k, v in response.headers.items() if k.lower().startswith("x-cs-relay-")}
+                return view.bytes(body, content_type=response.content_type, status=response.status, headers=keep)
+        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+            log.warning("forwarding %s to %s failed: %s", request.path, owner, type(exc).__name__)
+            return self.respond(view, 502, error("owner_unreachable", f"the worker that owns this key ({owner}) did not answer"))
+
+    # ------------------------------------------------------------------ pages
+
+    def register(self) -> None:
+        app = self.app
+
+        async def health(view: web.View, request: web.Request) -> web.Response:
+            return view.json({"status": "alive"})
+
+        async def ready(view: web.View, request: web.Request) -> web.Response:
+            ok, details = self.readiness()
+            return view.json(details, status=200 if ok else 503)
+
+        async def user(view: web.View, request: web.Request, userId: str) -> web.Response:
+            return await self.owned(view, request, self.users, userId, self.read_user)
+
+        async def pending(view: web.View, request: web.Request, userId: str) -> web.Response:
+            return await self.owned(view, request, self.pending, userId, self.read_pending)
+
+        async def group(view: web.View, request: web.Request, groupId: str) -> web.Response:
+            if not self.readiness()[0]:
+                return self.respond(view, 503, NOT_READY)
+            status, body = self.read_group(groupId)
+            return self.respond(view, status, body, {SERVED_BY_HEADER: str(app.conf.canonical_url)})
+
+        async def status(view: web.View, request: web.Request) -> web.Response:
+            return view.json({"worker": str(app.conf.canonical_url), **status_document(self.snapshot())})
+
+        async def metrics(view: web.View, request: web.Request) -> web.Response:
+            return view.bytes(render_metrics(self.snapshot()), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        pages: list[tuple[str, Callable[..., Awaitable[web.Response]], bool]] = [
+            ("/health", health, True),
+            ("/ready", ready, True),
+            ("/users/{userId}", user, False),
+            ("/groups/{groupId}", group, False),
+            ("/pending/{userId}", pending, False),
+            ("/status", status, False),
+            ("/metrics", metrics, False),
+        ]
+        for path, handler, open_ in pages:
+            app.page(path, name=f"cs_relay_{handler.__name__}")(self._view(handler, open_))
+
+    def _view(self, handler: Callable[..., Awaitable[web.Response]], open_: bool) -> type[web.View]:
+        admin = self
+
+        class AdminView(web.View):
+            async def get(self, request: web.Request, **match: str) -> web.Response:
+                return await admin.serve(self, request, handler, match, open_=open_)
+
+        AdminView.__name__ = AdminView.__qualname__ = f"{handler.__name__.title()}View"
+        return AdminView
+
+
+def switch_off_faust_pages(app: faust.App) -> None:
+    """Faust's `/table` pages serve any key of any table and `/router` the cluster's
+    layout: neither belongs on a worker holding user data. Must run before the first
+    `app.page` (which builds the web server with the settings as they are then)."""
+    for setting in FAUST_PAGES_OFF:
+        setattr(app.conf, setting, False)
+    served = {prefix for prefix, _ in getattr(app.web.blueprints, "_enabled", ())}
+    if served & {"/table", "/router"}:  # pragma: no cover - the web server was built before
+        raise RuntimeError(f"Faust pages {sorted(served)} are served; install the admin endpoints earlier")
+
+
+def install(
+    app: faust.App,
+    *,
+    settings: Settings,
+    users: Any,
+    pending: Any,
+    groups: Any,
+    source_topics: Collection[str],
+    partitions: int,
+    counters: Mapping[str, int],
+    unacknowledged: Callable[[], int],
+    clients: Mapping[str, Any],
+) -> Admin:
+    """Wire the endpoints, metrics hooks and log format into the app (called once, at
+    the end of `streams.runtime.app`)."""
+    switch_off_faust_pages(app)
+    app.conf.logging_config = logging_config(
+        level=settings.log_level, log_format=settings.log_format, secrets=settings.secrets()
+    )
+    if settings.log_format == "json":
+        logging.captureWarnings(True)  # Python's warnings as log lines too, not bare stderr text
+    for key, client in clients.items():
+        client.on_attempt = STATS.observer(key)
+    admin = Admin(
+        app=app,
+        settings=settings,
+        users=users,
+        pending=pending,
+        groups=groups,
+        source_topics=tuple(source_topics),
+        partitions=partitions,
+        counters=counters,
+        unacknowledged=unacknowledged,
+        destinations={key: client.name for key, client in clients.items()},
+    )
+    admin.register()
+    return admin

@@ -1,0 +1,125 @@
+"""The worker's log lines: text (Faust's format) or JSON lines, never a secret.
+
+`logging_config(settings)` is handed to Faust (`app.conf.logging_config`), which
+applies it when the worker sets up logging. It replaces the worker's one log handler
+with a `RedactingStreamHandler`: the existing `RedactingFilter` masks each record's
+message, and the handler masks the whole formatted line again, so a secret in an
+exception's traceback is masked too. With `CS_RELAY_LOG_FORMAT=json` every line is one
+JSON object (`JsonFormatter`).
+
+Event ids: a log line written while cs-relay works on an event carries that event's
+`messageId` (`message_id` in JSON lines). The id comes from `bind_event_id()` /
+`bind_event_raw()` (delivery tasks and dead letters bind the event they are about),
+else from the event Faust's stream is processing (`faust.current_event()`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from contextvars import ContextVar
+from datetime import datetime, timezone
+from typing import Any, Iterable, TextIO
+
+from streams.core.redact import RedactingFilter, redact
+
+_EVENT_ID: ContextVar[str | None] = ContextVar("cs_relay_event_id", default=None)
+# Scanning a record for its messageId is for log lines only: skip giant records.
+PEEK_MAX_BYTES = 1024 * 1024
+
+
+def bind_event_id(message_id: str | None) -> None:
+    """Log lines of the current task (and tasks it starts) are about this event."""
+    _EVENT_ID.set(message_id or None)
+
+
+def bind_event_raw(raw: str | bytes | None) -> None:
+    """Like `bind_event_id`, with the id read from a record's original bytes."""
+    bind_event_id(message_id_of(raw))
+
+
+def message_id_of(raw: str | bytes | bytearray | None) -> str | None:
+    """The top-level `messageId` of a JSON record, or None (not JSON, no id, too big)."""
+    if not raw or len(raw) > PEEK_MAX_BYTES:
+        return None
+    try:
+        data = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    value = data.get("messageId") if isinstance(data, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def current_event_id() -> str | None:
+    """The event the current log line is about, if any."""
+    bound = _EVENT_ID.get()
+    if bound is not None:
+        return bound
+    try:
+        import faust
+
+        event = faust.current_event()
+    except Exception:  # outside a stream, or Faust not set up
+        return None
+    if event is None:
+        return None
+    value = getattr(event, "value", None)
+    return message_id_of(value) if isinstance(value, (str, bytes, bytearray)) else None
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, message_id, error."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        self._secrets = [s for s in secrets if s]
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": redact(record.getMessage(), self._secrets),
+        }
+        message_id = current_event_id()
+        if message_id is not None:
+            line["message_id"] = message_id
+        if record.exc_info:
+            line["error"] = redact(self.formatException(record.exc_info), self._secrets)
+        elif record.exc_text:
+            line["error"] = redact(record.exc_text, self._secrets)
+        return json.dumps(line, ensure_ascii=False, default=str)
+
+
+class RedactingStreamHandler(logging.StreamHandler):
+    """A stream handler whose every formatted line is masked of secrets (the message
+    by `RedactingFilter`, the whole line, traceback included, once more here)."""
+
+    def __init__(self, stream: TextIO | None = None, secrets: Iterable[str] = ()) -> None:
+        super().__init__(stream)
+        self._secrets = [s for s in secrets if s]
+        self.addFilter(RedactingFilter(self._secrets))
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record), self._secrets)
+
+
+def logging_config(*, level: str, log_format: str, secrets: Iterable[str]) -> dict[str, Any]:
+    """A `logging.config.dictConfig` dict that Faust's worker merges into its own
+    (`merge`): the default handler becomes a `RedactingStreamHandler`, writing to
+    stderr as Faust's does, in Faust's coloured text format or as JSON lines."""
+    secrets = [s for s in secrets if s]
+    return {
+        "merge": True,
+        "formatters": {"cs_relay_json": {"()": JsonFormatter, "secrets": secrets}},
+        "handlers": {
+            "default": {
+                "()": RedactingStreamHandler,
+                "stream": sys.stderr,
+                "secrets": secrets,
+                "level": level.upper(),
+                "formatter": "cs_relay_json" if log_format == "json" else "colored",
+            }
+        },
+    }

@@ -1,0 +1,269 @@
+"""What a worker has done, for `GET /metrics` (Prometheus) and `GET /status` (JSON).
+
+Three sources, all read at scrape time by `streams.ops.admin`:
+
+* the `counters` Counter of `streams.runtime.app` (`in.track`, `held.clientsuccess`,
+  `skipped.<dest>`, `duplicates`, ...), turned into metric families by
+  `metric_families()` so the app only keeps counting as it does;
+* `STATS`, fed by two small hooks: every partner request's round trip
+  (`PartnerClient.on_attempt`: destination, HTTP status, seconds, outcome) and every
+  dead letter (`on_dead_letter`, with its stage, reason and destination);
+* a `Snapshot` of gauges the admin module reads from Faust: events waiting per
+  destination (the `pending` table: held, releasing, and parked for a later retry),
+  consumer lag per partition, readiness.
+
+Everything here is plain data and pure functions: `render_metrics(snapshot)` is the
+Prometheus text, `status_document(snapshot)` the JSON of `GET /status`. Counts are
+this worker process's since it started (each worker is scraped on its own).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+
+from streams.ops.logs import bind_event_id, bind_event_raw
+from streams.core.pending import Pending
+from streams.core.state import Readable
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+NO_STATUS = "error"  # a timeout or transport error: no HTTP answer
+DONE, RETRY, FAIL = "done", "retry", "fail"  # streams.runtime.delivery.Outcome values
+
+
+def status_label(status: int | None) -> str:
+    return NO_STATUS if status is None else str(status)
+
+
+@dataclass
+class Latency:
+    """One destination's request latency histogram (per-bucket counts, not cumulative)."""
+
+    counts: list[int] = field(default_factory=lambda: [0] * (len(LATENCY_BUCKETS) + 1))
+    total: float = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.counts[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def cumulative(self) -> list[tuple[str, float]]:
+        out, running = [], 0
+        for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.counts):
+            running += count
+            out.append((bound, float(running)))
+        return out
+
+
+@dataclass
+class Stats:
+    """Partner requests and dead letters, as the hooks report them."""
+
+    responses: Counter = field(default_factory=Counter)  # (destination, status, outcome)
+    latency: dict[str, Latency] = field(default_factory=dict)
+    dead_letters: Counter = field(default_factory=Counter)  # (stage, reason, destination)
+
+    def attempt(self, destination: str, status: int | None, seconds: float, outcome: Any, attempt: int = 1) -> None:
+        """One request's round trip and what its answer means (`classify`): done,
+        retry (408, 429, 5xx, no answer: tried again, now or parked) or fail."""
+        outcome = getattr(outcome, "value", outcome)
+        self.responses[(destination, status_label(status), outcome)] += 1
+        self.latency.setdefault(destination, Latency()).observe(seconds)
+
+    def observer(self, destination: str) -> Callable[[int | None, float, Any, int], None]:
+        """The `PartnerClient.on_attempt` callback for one destination."""
+        return lambda status, seconds, outcome, attempt: self.attempt(destination, status, seconds, outcome, attempt)
+
+    def dead_letter(self, stage: str, reason: str, destination: str | None) -> None:
+        self.dead_letters[(stage, reason, destination or "")] += 1
+
+
+STATS = Stats()
+
+
+def on_dead_letter(dead: Any) -> None:
+    """Hook at the start of `streams.runtime.app.send_dead_letter`: count it, and let the log
+    lines about it carry its messageId."""
+    STATS.dead_letter(dead.stage, dead.reason, dead.destination)
+    bind_event_raw(dead.raw)
+
+
+def on_delivery(dispatch: Any) -> None:
+    """Hook at the start of a delivery task: its log lines carry the event's messageId."""
+    bind_event_id(dispatch.message_id)
+
+
+PENDING_STATES = ("held", "releasing", "parked")
+
+
+def pending_counts(records: Iterable[Mapping[str, Any] | None]) -> dict[str, dict[str, int]]:
+    """Events waiting per destination over `pending` table values: held (not yet
+    attributable), releasing (sent, not yet confirmed) and parked (a delivery that
+    failed in a retryable way, waiting for its next retry). Records this version
+    cannot read (a newer worker's, mid-upgrade) are left out rather than failing."""
+    out: dict[str, dict[str, int]] = {}
+    for _, pending in Readable(Pending.from_dict).each(enumerate(records)):
+        for dest, queue in pending.queues.items():
+            counts = out.setdefault(dest, dict.fromkeys(PENDING_STATES, 0))
+            for state in PENDING_STATES:
+                counts[state] += len(getattr(queue, state, ()))
+    return out
+
+
+def consumer_lag(
+    ends: Mapping[tuple[str, int], int | None], positions: Mapping[tuple[str, int], int | None]
+) -> dict[tuple[str, int], int]:
+    """Records per partition not yet done: the log end offset minus the committed
+    offset (or the next offset to read). Partitions with either unknown are left out."""
+    lag = {}
+    for tp, end in ends.items():
+        position = positions.get(tp)
+        if end is not None and position is not None:
+            lag[tp] = max(0, end - position)
+    return lag
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    destinations: Mapping[str, str]  # key -> display name, the enabled ones
+    counters: Mapping[str, int]
+    stats: Stats
+    pending: Mapping[str, Mapping[str, int]]
+    lag: Mapping[tuple[str, int], int]
+    unacknowledged: int
+    ready: bool
+
+
+def _family(kind: type, name: str, doc: str, labels: list[str], values: Mapping[tuple, float]) -> Metric:
+    family = kind(name, doc, labels=labels)
+    for label_values, value in sorted(values.items()):
+        family.add_metric(list(label_values), value)
+    return family
+
+
+# counters of streams.runtime.app: prefix -> (metric name, help, label)
+_COUNTER_FAMILIES = {
+    "in": ("cs_relay_events_in", "Valid Segment messages taken from the input topic, by type.", "type"),
+    "held": ("cs_relay_held", "Events held until they can be attributed, by destination.", "destination"),
+    "skipped": ("cs_relay_skipped", "Events a destination does not take (by its rules), by destination.", "destination"),
+}
+_SINGLE_COUNTERS = {
+    "duplicates": ("cs_relay_duplicates", "Messages dropped as a repeated messageId."),
+    "merged.anonymous": ("cs_relay_anonymous_merged", "Anonymous profiles merged into a user after login."),
+}
+# Counted from the hooks instead (with HTTP status and destination).
+_FROM_HOOKS = ("done.", "fail.", "retry.", "dead_lettered.")
+
+
+def _counter_families(counters: Mapping[str, int]) -> list[Metric]:
+    grouped: dict[str, dict[tuple, float]] = {prefix: {} for prefix in _COUNTER_FAMILIES}
+    single: dict[str, float] = {}
+    other: dict[tuple, float] = {}
+    for key, value in counters.items():
+        prefix, _, rest = key.partition(".")
+        if key in _SINGLE_COUNTERS:
+            single[key] = value
+        elif prefix in _COUNTER_FAMILIES and rest:
+            grouped[prefix][(rest,)] = value
+        elif not key.startswith(_FROM_HOOKS):
+            other[(key,)] = value
+    families = [
+        _family(CounterMetricFamily, name, doc, [label], grouped[prefix])
+        for prefix, (name, doc, label) in _COUNTER_FAMILIES.items()
+    ]
+    families += [
+        CounterMetricFamily(name, doc, value=single.get(key, 0)) for key, (name, doc) in _SINGLE_COUNTERS.items()
+    ]
+    families.append(_family(CounterMetricFamily, "cs_relay_app_events", "Other cs-relay counters, by name.", ["counter"], other))
+    return families
+
+
+def _by_outcome(stats: Stats, outcome: str) -> dict[tuple, float]:
+    return {(dest, status): n for (dest, status, out), n in stats.responses.items() if out == outcome}
+
+
+def metric_families(snapshot: Snapshot) -> list[Metric]:
+    """Every metric of a worker, as Prometheus metric families."""
+    stats = snapshot.stats
+    families = _counter_families(snapshot.counters)
+    families += [
+        _family(CounterMetricFamily, "cs_relay_delivered", "Deliveries a partner accepted, by destination and HTTP status.",
+                ["destination", "status"], _by_outcome(stats, DONE)),
+        _family(CounterMetricFamily, "cs_relay_retried",
+                "Partner answers worth another try (408, 429, 5xx, no answer), by destination and HTTP status.",
+                ["destination", "status"], _by_outcome(stats, RETRY)),
+        _family(CounterMetricFamily, "cs_relay_delivery_failed",
+                "Partner refusals (400, 401, 403, 404, 413, 422, ...): dead-lettered, by destination and HTTP status.",
+                ["destination", "status"], _by_outcome(stats, FAIL)),
+        _family(CounterMetricFamily, "cs_relay_dead_lettered", "Records sent to the dead-letter topic.",
+                ["stage", "reason", "destination"], stats.dead_letters),
+        _family(GaugeMetricFamily, "cs_relay_pending_events",
+                "Events waiting for a destination in this worker's partitions: held until attributable, "
+                "released and not yet confirmed, or parked for a retry.",
+                ["destination", "state"],
+                {(d, state): n for d, counts in snapshot.pending.items() for state, n in counts.items()}),
+        _family(GaugeMetricFamily, "cs_relay_consumer_lag",
+                "Records of this worker's input partitions not yet processed and committed.",
+                ["topic", "partition"], {(t, str(p)): n for (t, p), n in snapshot.lag.items()}),
+        GaugeMetricFamily("cs_relay_unacknowledged_events", "Events taken whose work is not finished.",
+                          value=snapshot.unacknowledged),
+        GaugeMetricFamily("cs_relay_ready", "1 when partitions are assigned and tables recovered.",
+                          value=1 if snapshot.ready else 0),
+    ]
+    latency = HistogramMetricFamily(
+        "cs_relay_partner_request_seconds", "Partner request round trips (every attempt), by destination.",
+        labels=["destination"],
+    )
+    for dest, histogram in sorted(stats.latency.items()):
+        latency.add_metric([dest], histogram.cumulative(), histogram.total)
+    families.append(latency)
+    return families
+
+
+class _Families:
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+
+def render_metrics(snapshot: Snapshot) -> bytes:
+    """The Prometheus text exposition of a snapshot."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(metric_families(snapshot)))
+    return generate_latest(registry)
+
+
+def status_document(snapshot: Snapshot) -> dict[str, Any]:
+    """`GET /status`: per destination what was delivered and dead-lettered (since this
+    worker started), what is retrying (parked) and pending (held or releasing) in its
+    partitions now, plus consumer lag."""
+    stats = snapshot.stats
+    destinations = {}
+    for dest, name in snapshot.destinations.items():
+        waiting = snapshot.pending.get(dest, {})
+        destinations[dest] = {
+            "name": name,
+            "delivered": sum(n for (d, _, out), n in stats.responses.items() if d == dest and out == DONE),
+            "retrying": waiting.get("parked", 0),
+            "pending": waiting.get("held", 0) + waiting.get("releasing", 0),
+            "dead_lettered": sum(n for (_, _, d), n in stats.dead_letters.items() if d == dest),
+            "held": waiting.get("held", 0),
+            "releasing": waiting.get("releasing", 0),
+        }
+    return {
+        "ready": snapshot.ready,
+        "destinations": destinations,
+        "dead_lettered_without_destination": sum(n for (_, _, d), n in stats.dead_letters.items() if not d),
+        "events_in": {k.partition(".")[2]: v for k, v in sorted(snapshot.counters.items()) if k.startswith("in.")},
+        "consumer_lag": {
+            "total": sum(snapshot.lag.values()),
+            "partitions": [{"topic": t, "partition": p, "lag": n} for (t, p), n in sorted(snapshot.lag.items())],
+        },
+        "unacknowledged_events": snapshot.unacknowledged,
+    }

@@ -1,0 +1,135 @@
+"""HTTP delivery to the partners: one pooled aiohttp client per destination.
+
+What an answer means (../shared/partner-contracts.md section 4) is decided by the pure
+`streams.core.retry.classify()`; how long to wait before the next try by `backoff()`. The
+`PartnerClient` adds the credentials to a `PartnerRequest` at the last moment, so no
+other part of cs-relay ever holds a key in a request, a log line or a dead letter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
+
+import aiohttp
+
+from streams.core.decision import PartnerRequest
+from streams.core.retry import Outcome, backoff, classify, retry_after_seconds
+from streams.runtime.ratelimit import AdaptiveRate
+from streams.core.redact import redact
+
+log = logging.getLogger(__name__)
+
+EXCERPT_CHARS = 300
+
+@dataclass(frozen=True)
+class Result:
+    """What became of one request. RETRY means the quick in-process retries are used
+    up and the caller should park the delivery durably (`streams.core.pending.park`)."""
+
+    outcome: Outcome
+    status: int | None
+    attempts: int
+    excerpt: str  # a short, redacted excerpt of the last answer or error
+    elapsed: float
+    retry_after: float | None = None  # the partner's Retry-After, in seconds
+
+
+class PartnerClient:
+    """Sends requests to one partner with pooled keep-alive connections and retries."""
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        *,
+        query_auth: Mapping[str, str] | None = None,
+        bearer: str | None = None,
+        timeout: float = 5.0,
+        max_in_flight: int = 64,
+        max_retries: int = 8,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+        secrets: Iterable[str] = (),
+        rate_limit: float | None = None,
+    ) -> None:
+        self.name = name
+        self._base = base_url.rstrip("/")
+        self._query_auth = dict(query_auth or {})
+        self._headers = {"Content-Type": "application/json", "User-Agent": "cs-relay/0.1"}
+        if bearer:
+            self._headers["Authorization"] = f"Bearer {bearer}"
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._limit = max_in_flight
+        self._max_retries = max_retries
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+        self._secrets = [s for s in (*secrets, *self._query_auth.values(), bearer or "") if s]
+        self._session: aiohttp.ClientSession | None = None
+        self._rng = random.Random()
+        self._rate = AdaptiveRate(rate_limit) if rate_limit else None
+        # Called after each attempt with (status, seconds, outcome, attempt): metrics.
+        self.on_attempt: Callable[[int | None, float, Outcome, int], None] | None = None
+
+    async def start(self) -> None:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, request: PartnerRequest) -> Result:
+        """Deliver one request with up to `max_retries` quick retries of what is worth
+        retrying; never raises for HTTP trouble. A RETRY result goes to the caller, who
+        parks the delivery durably rather than sleeping on it here."""
+        await self.start()
+        assert self._session is not None
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            tried = time.monotonic()
+            status, excerpt, retry_after = await self._try_once(request)
+            outcome = classify(status)
+            if self.on_attempt is not None:
+                self.on_attempt(status, time.monotonic() - tried, outcome, attempt)
+            if outcome is not Outcome.RETRY or attempt > self._max_retries:
+                return Result(outcome, status, attempt, excerpt, time.monotonic() - started, retry_after)
+            delay = backoff(attempt, retry_after, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)
+            log.warning(
+                "%s answered %s to %s %s (attempt %d); retrying in %.1fs",
+                self.name, status if status is not None else excerpt, request.method, request.path, attempt, delay,
+            )
+            await asyncio.sleep(delay)
+
+    async def _try_once(self, request: PartnerRequest) -> tuple[int | None, str, float | None]:
+        assert self._session is not None
+        params = {**request.query, **self._query_auth}
+        if self._rate is not None:
+            await self._rate.acquire()
+        try:
+            async with self._session.request(
+                request.method, self._base + request.path, json=request.json, params=params or None
+            ) as response:
+                body = await response.text(errors="replace")
+                if response.status == 429 and self._rate is not None:
+                    self._rate.throttled()
+                return (
+                    response.status,
+                    self._excerpt(body),
+                    retry_after_seconds(response.headers.get("Retry-After")),
+                )
+        except asyncio.TimeoutError:
+            return None, "timed out", None
+        except aiohttp.ClientError as exc:
+            return None, self._excerpt(f"{type(exc).__name__}: {exc}"), None
+
+    def _excerpt(self, text: str) -> str:
+        return redact(text, self._secrets)[:EXCERPT_CHARS]

@@ -1,0 +1,147 @@
+"""Work-arounds for faust-streaming 0.15 behaviour that would lose or stall events.
+
+Each patch is small, applied once by `install()` (from `streams.runtime.app`), and says what
+it fixes and how to see that it is still needed. Patches 1 and 3 replace Faust methods
+with edited copies of faust-streaming 0.15.3's, so pyproject.toml pins that version
+and `install()` refuses another: after an upgrade, compare each patched method with
+the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION.
+
+1. `Recovery.on_recovery_completed` resumes the stream partitions *before* seeking
+   them to their committed offsets. Records fetched in between reach the stream
+   buffers, are dropped when flow control resumes, and the offset jump they leave
+   makes Faust's gap tracking (`Consumer._add_gap`) count them as acknowledged: after
+   a takeover the input offset was committed past records nobody processed (seen in
+   tests/test_e2e_scale.py: about one failover in three lost events). The patched
+   copy seeks first and resumes afterwards; nothing else changes.
+
+2. Before committing offsets Faust flushes the producer, so that the changelog records
+   of the acknowledged events are in Kafka first. Its buffer flush drains until the
+   buffer is empty, and with table writes arriving all the time it never is: commits
+   stopped for as long as traffic lasted (a crash then redid all of it).
+   `with_bounded_flush` makes the flush wait for what is buffered when it starts, which
+   is enough: the changelog records of every acknowledged event were buffered before
+   its acknowledgement. `RelayApp._new_producer` applies it to Faust's producer.
+
+3. Faust's fetcher hands aiokafka its *live* set of active partitions and waits up to a
+   second for records. aiokafka's `Fetcher.fetched_records(partitions)` reads an empty
+   set as "every partition", and the set does become empty while the call waits: a
+   rebalance pauses every partition until recovery has finished. The records aiokafka
+   then drains (moving its position past them) belong to paused partitions, and Faust
+   drops them. When that happens after the post-recovery seek, those records are never
+   processed: the partition looks assigned and idle, its offset stays uncommitted (seen
+   in tests/test_e2e_scale.py after a standby takeover: an input partition's 93 events
+   waited until a restart), and with later traffic Faust's gap tracking would commit
+   past them. The patched `_fetch_records` gives aiokafka a view that is never "all"
+   and answers membership from the live set at the moment records are drained, so only
+   partitions that are active then give up their records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Collection, Optional, Set
+
+import faust
+from aiokafka.errors import ConsumerStoppedError
+from faust.tables.recovery import Recovery
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+_installed = False
+FAUST_VERSION = "0.15.3"  # the version whose methods patches 1 and 3 copy
+
+
+def check_version(version: str) -> None:
+    """Refuse to patch a Faust other than the one the patches were copied from: an
+    older copy would silently undo whatever the new version changed."""
+    if version != FAUST_VERSION:
+        raise RuntimeError(
+            f"streams/faust_fixes.py patches copies of faust-streaming {FAUST_VERSION} methods, but "
+            f"{version} is installed: install faust-streaming=={FAUST_VERSION}, or port the patches "
+            f"(see that module's docstring) and update FAUST_VERSION"
+        )
+
+
+async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+    """Faust 0.15.3's `Recovery.on_recovery_completed`, with the seek moved before
+    the stream partitions are resumed."""
+    consumer = self.app.consumer
+    self.log.info("Restore complete!")
+    await self.app.on_rebalance_complete.send()
+    self._set_recovery_ended()
+    callback_coros = [
+        asyncio.ensure_future(table.on_recovery_completed(self.actives_for_table[table], self.standbys_for_table[table]))
+        for table in self.tables.values()
+    ]
+    if callback_coros:
+        await asyncio.wait(callback_coros)
+    assignment = consumer.assignment()
+    if self.app.consumer_generation_id != generation_id:
+        self.log.warning(
+            f"Recovery rebalancing again app id {self.app.consumer_generation_id} param {generation_id}"
+        )
+        return
+    if assignment:
+        self.log.info("Seek stream partitions to committed offsets.")
+        await self._wait(consumer.perform_seek(), timeout=self.app.conf.broker_request_timeout)
+    consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
+    self.completed.set()
+    self.app.flow_control.resume()
+    consumer.resume_flow()
+    await self.app._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    if not self.app.assignor.assigned_standbys():
+        self.tables.on_standbys_ready()
+    self.app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
+def with_bounded_flush(producer: Any) -> Any:
+    """Give Faust's producer a buffer flush that terminates under load (patch 2)."""
+    buffer = producer.buffer
+
+    async def flush_what_is_buffered_now() -> None:
+        await buffer.flush_atmost(buffer.size)
+
+    buffer.flush = flush_what_is_buffered_now
+    return producer
+
+
+class ActiveNow:
+    """The partitions to drain, as aiokafka's fetcher asks about them (patch 3): never
+    empty-meaning-all, and a partition counts if it is active when its records are taken."""
+
+    __slots__ = ("_live",)
+
+    def __init__(self, live: Collection[Any]) -> None:
+        self._live = live
+
+    def __bool__(self) -> bool:
+        return True
+
+    def __contains__(self, tp: object) -> bool:
+        return tp in self._live
+
+
+async def _fetch_records(
+    self: Any, consumer: Any, active_partitions: Optional[Set[Any]], timeout: Optional[float] = None,
+    max_records: Optional[int] = None,
+) -> Any:
+    """Faust 0.15.3's `AIOKafkaConsumerThread._fetch_records`, draining only partitions
+    active at the time (patch 3)."""
+    if not self.consumer.flow_active:
+        return {}
+    fetcher = consumer._fetcher
+    if consumer._closed or fetcher._closed:
+        raise ConsumerStoppedError()
+    partitions = None if active_partitions is None else ActiveNow(active_partitions)
+    with fetcher._subscriptions.fetch_context():
+        return await fetcher.fetched_records(partitions, timeout=timeout, max_records=max_records)
+
+
+def install() -> None:
+    global _installed
+    if not _installed:
+        check_version(faust.__version__)
+        Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
+        AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
+        _installed = True

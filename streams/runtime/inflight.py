@@ -1,0 +1,181 @@
+"""Concurrency inside one agent, without committing past unfinished work.
+
+Faust commits an offset once the event is acknowledged. Agent `concurrency>1` can
+commit past events still in flight (faust issue 606), and Faust's own gap handling
+commits past one unacknowledged offset at the head of a partition. So cs-relay runs one
+agent instance, reads events without automatic acks, lets their deliveries run
+concurrently, and acknowledges each partition's events strictly in offset order once
+their work is finished (`AckTracker`). A user's requests to one partner still go out one
+after another, in order (`Chains`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from typing import Any, Awaitable, Callable, Deque, Dict, Hashable, Iterable
+
+log = logging.getLogger(__name__)
+
+
+class AckTracker:
+    """Acknowledges events per partition in offset order once their work is done.
+
+    `add(tp, ack, work)` registers an event: `ack` is called when `work` (awaitables)
+    has finished and every earlier event of the same partition has been acknowledged.
+    `wait_below(n)` applies back-pressure on the reading loop.
+    """
+
+    def __init__(self) -> None:
+        self._queues: Dict[Hashable, Deque[list]] = {}
+        self._count = 0
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return self._count
+
+    def add(self, tp: Hashable, ack: Callable[[], Any], work: Iterable[Awaitable[Any]] = ()) -> None:
+        entry = [False, ack]
+        self._queues.setdefault(tp, deque()).append(entry)
+        self._count += 1
+        pending = [asyncio.ensure_future(w) for w in work]
+        if not pending:
+            self._finish(tp, entry)
+            return
+        task = asyncio.ensure_future(self._await(tp, entry, pending))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _await(self, tp: Hashable, entry: list, work: list[asyncio.Future]) -> None:
+        results = await asyncio.gather(*work, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                log.error("work for an event failed; it stays unacknowledged", exc_info=result)
+                return  # never acknowledged: a restart reprocesses it
+        self._finish(tp, entry)
+
+    def _finish(self, tp: Hashable, entry: list) -> None:
+        entry[0] = True
+        queue = self._queues[tp]
+        while queue and queue[0][0]:
+            _, ack = queue.popleft()
+            self._count -= 1
+            ack()
+        if not queue:
+            del self._queues[tp]
+        self._changed.set()
+
+    async def wait_below(self, limit: int) -> None:
+        while self._count >= limit:
+            self._changed.clear()
+            await self._changed.wait()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until everything registered is acknowledged; False on timeout."""
+        try:
+            await asyncio.wait_for(self.wait_below(1), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+
+class Chains:
+    """Runs coroutines one after another per key, concurrently across keys."""
+
+    def __init__(self) -> None:
+        self._tails: Dict[Hashable, asyncio.Future] = {}
+
+    def submit(self, key: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
+        previous = self._tails.get(key)
+        task = asyncio.ensure_future(self._run(previous, make))
+        self._tails[key] = task
+        task.add_done_callback(lambda t, k=key: self._forget(k, t))
+        return task
+
+    @staticmethod
+    async def _run(previous: asyncio.Future | None, make: Callable[[], Awaitable[Any]]) -> Any:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        return await make()
+
+    def _forget(self, key: Hashable, task: asyncio.Future) -> None:
+        if self._tails.get(key) is task:
+            del self._tails[key]
+
+    def __len__(self) -> int:
+        return len(self._tails)
+
+
+
+class Redeliveries:
+    """Spots a record this process has already taken since its partition was assigned.
+
+    Faust 0.15 could hand a stream the same records twice within one assignment: when
+    recovery completed it resumed the stream partitions before seeking them to the
+    committed offsets, so what the fetcher read in between came again (and worse, see
+    `streams.runtime.faust_fixes`, which now seeks first). This guard stays as a cheap second
+    line: processing a record twice would send partner requests twice. `first_time(tp, offset)` is False for an offset at or
+    below the highest one taken on that partition; `forget(tps)` on revocation, since a
+    partition assigned again starts over from its committed offset.
+    """
+
+    def __init__(self) -> None:
+        self._high: Dict[Hashable, int] = {}
+
+    def first_time(self, tp: Hashable, offset: int) -> bool:
+        high = self._high.get(tp)
+        if high is not None and offset <= high:
+            return False
+        self._high[tp] = offset
+        return True
+
+    def forget(self, tps: Iterable[Hashable]) -> None:
+        for tp in tps:
+            self._high.pop(tp, None)
+
+
+class ParkingMarks:
+    """What this process knows, outside the tables, about its users' parked deliveries.
+
+    * `parking[(user, destination)]`: park records produced but not applied yet; while
+      one is on its way, the user's later events for that destination wait.
+    * `retrying`: (user, destination, seq) of parked heads being retried, from the start
+      of a retry until its `retried` record is applied, so a head is not retried twice.
+    * `retry_due_at[user]`: when the user's next retry is due.
+
+    The records that clear a mark are applied by whoever owns the user's partition at
+    the time. When a partition goes to another worker, its users' marks must go: the
+    next owner may apply those records instead, and a mark left behind would, if the
+    partition came back, block that user's destination (parking) or skip its parked
+    head forever (retrying). Marks of partitions that stay must stay: Faust's eager
+    rebalances revoke every partition and give most of them back, and a retry still
+    running when its mark is dropped is sent a second time. So `reassigned`, at the
+    end of each rebalance, forgets only the partitions this worker had and lost.
+    """
+
+    def __init__(self) -> None:
+        self.parking: Counter[tuple[str, str]] = Counter()
+        self.retrying: set[tuple[str, str, int]] = set()
+        self.retry_due_at: dict[str, float] = {}
+        self._owned: set[int] = set()
+
+    def reassigned(self, partitions: Iterable[int], partition_of: Callable[[str], int]) -> None:
+        """A rebalance gave this worker `partitions` (by-user): forget the users of the
+        partitions it had before and does not have now."""
+        owned = set(partitions)
+        self.forget(self._owned - owned, partition_of)
+        self._owned = owned
+
+    def forget(self, partitions: Iterable[int], partition_of: Callable[[str], int]) -> None:
+        """Drop every mark of the users in `partitions` (by-user partitions)."""
+        lost = set(partitions)
+        if not lost:
+            return
+        for key in [k for k in self.retry_due_at if partition_of(k) in lost]:
+            del self.retry_due_at[key]
+        for pair in [p for p in self.parking if partition_of(p[0]) in lost]:
+            del self.parking[pair]
+        self.retrying.difference_update([r for r in self.retrying if partition_of(r[0]) in lost])
