@@ -33,15 +33,13 @@ from typing import Any, Awaitable, Mapping
 import faust
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
-from streams.destinations.clientsuccess import mapping as clientsuccess
-from streams.destinations.customersuccessbox import mapping as customersuccessbox
 from streams.core.deadletter import dead_letter_headers
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER
 from streams.core.decision import PartnerRequest
 from streams.core.retry import Outcome, backoff, classify
 from streams.runtime.delivery import PartnerClient, Result
 from streams.core import dedupe
-from streams.runtime import faust_fixes
+from streams.runtime import faust_fixes, wiring
 from streams.ops import admin, observe  # HTTP endpoints, metrics and event ids in logs (issue 6)
 from streams.ops.admin import owner_partition
 from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
@@ -50,7 +48,6 @@ from streams.core.pending import Parked, Pending, confirm
 from streams.core.redact import RedactingFilter
 from streams.core.step import (
     DeadLetter,
-    Destination,
     Dispatch,
     Step,
     expire_held,
@@ -170,48 +167,8 @@ groups_table = app.GlobalTable("groups", default=None)
 seen_table = app.Table("seen", default=None)
 
 
-def _destinations(s: Settings) -> list[Destination]:
-    enabled = []
-    if s.clientsuccess.enabled:
-        source_id = s.clientsuccess.source_id
-        enabled.append(
-            Destination(
-                clientsuccess.KEY,
-                clientsuccess.NAME,
-                lambda msg, user, groups: clientsuccess.decide(msg, user, groups, source_id),
-            )
-        )
-    if s.customersuccessbox.enabled:
-        enabled.append(Destination(customersuccessbox.KEY, customersuccessbox.NAME, customersuccessbox.decide))
-    return enabled
-
-
-def _clients(s: Settings) -> dict[str, PartnerClient]:
-    common = dict(
-        timeout=s.http_timeout, max_in_flight=s.max_in_flight, max_retries=s.quick_retries, secrets=s.secrets()
-    )
-    clients = {}
-    if s.clientsuccess.enabled:
-        clients[clientsuccess.KEY] = PartnerClient(
-            clientsuccess.NAME,
-            s.clientsuccess.base_url,
-            query_auth={"api_key": s.clientsuccess.api_key.reveal()},
-            rate_limit=s.clientsuccess_rate_limit or None,
-            **common,
-        )
-    if s.customersuccessbox.enabled:
-        clients[customersuccessbox.KEY] = PartnerClient(
-            customersuccessbox.NAME,
-            s.customersuccessbox.base_url,
-            bearer=s.customersuccessbox.api_key.reveal(),
-            rate_limit=s.csb_rate_limit or None,
-            **common,
-        )
-    return clients
-
-
-DESTINATIONS = _destinations(settings)
-CLIENTS = _clients(settings)
+DESTINATIONS = wiring.destinations(settings)
+CLIENTS = wiring.clients(settings)
 acks = AckTracker()
 _rng = random.Random()
 redeliveries = Redeliveries()
@@ -250,12 +207,7 @@ def _announce(app: faust.App, conf: Any, **kwargs: Any) -> None:  # pragma: no c
 @app.task
 async def _start_up() -> None:
     log.info("cs-relay settings: %s", json.dumps(settings.redacted()))
-    if not settings.clientsuccess.enabled:
-        log.warning(
-            "ClientSuccess disabled: set CLIENTSUCCESS_SOURCE_ID and CLIENTSUCCESS_API_KEY to enable it"
-        )
-    if not settings.customersuccessbox.enabled:
-        log.warning("CustomerSuccessBox disabled: set CSB_API_KEY and CSB_BASE_URL to enable it")
+    wiring.announce(settings, log)
     for client in CLIENTS.values():
         await client.start()
 
