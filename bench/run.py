@@ -50,7 +50,9 @@ from aiokafka import AIOKafkaProducer
 from bench import mix, stats
 from bench.baselines import PartnerJobs, consume_ceiling, run_http_ceiling
 from mockservers.recorder import RECORDS_KEY
-from mockservers.server import DEMO_CREDENTIALS, MockServers, start_mocks
+from mockservers.server import MockServers, start_mocks, worker_partner_env
+from streams.core.decision import PartnerRequest
+from streams.destinations import REGISTRY, plugin
 from streams.ops.dlq import read_dead_letters
 from streams.ops.producer import user_key
 from streams.settings import Settings
@@ -59,6 +61,9 @@ from streams.ops.webserve import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTSUCCESS, CSB = "clientsuccess", "customersuccessbox"
+# The destinations the benchmark's scenarios are about (others in the registry are not
+# enabled in its worker), and which of them each call type reaches.
+MEASURED = (CLIENTSUCCESS, CSB)
 PARTNERS_OF = {"identify": (CSB,), "group": (CSB,), "track": (CLIENTSUCCESS, CSB), "page": (CLIENTSUCCESS, CSB)}
 DEFAULT_MAX_IN_FLIGHT = Settings().max_in_flight
 READY_LINE = "[^Worker]: Ready"  # Faust's log line once every service of the worker runs
@@ -165,8 +170,8 @@ def worker_env(settings: Settings, mocks: MockServers) -> dict[str, str]:
         CS_RELAY_WEB_PORT=str(free_port()),
         CS_RELAY_LOG_LEVEL="info",  # the bench waits for Faust's "Ready" line
         PYTHONUNBUFFERED="1",
-        **mocks.worker_env(),
     )
+    env.update(worker_partner_env({key: mocks.urls[key] for key in MEASURED}, mocks.credentials))
     return env
 
 
@@ -179,7 +184,7 @@ class Receipts:
     serialise the whole list every time)."""
 
     def __init__(self, mocks: MockServers) -> None:
-        self._records = {CLIENTSUCCESS: mocks.clientsuccess_app[RECORDS_KEY], CSB: mocks.csb_app[RECORDS_KEY]}
+        self._records = {key: mocks.apps[key][RECORDS_KEY] for key in MEASURED}
         self._read = {partner: 0 for partner in self._records}
         self.all: list[stats.Receipt] = []
         self.delivered: set[tuple[str, int]] = set()  # (partner, event) answered 2xx
@@ -251,9 +256,7 @@ class Bench:
         args, settings = self.args, self.settings
         intro, backlog, paced = phases(args)
         calls = intro.calls + backlog.calls + paced.calls
-        mocks = await start_mocks("127.0.0.1", 0, 0, cs_source_id=DEMO_CREDENTIALS["CLIENTSUCCESS_SOURCE_ID"],
-                                  cs_api_key=DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"],
-                                  csb_api_key=DEMO_CREDENTIALS["CSB_API_KEY"])
+        mocks = await start_mocks("127.0.0.1", {p.key: 0 for p in REGISTRY})
         try:
             await ensure_topics(settings)
             receipts = Receipts(mocks)
@@ -478,7 +481,7 @@ def _phase_figures(receipts: Sequence[stats.Receipt], phase: Phase, *, latency: 
     figures: dict[str, Any] = {
         "events": len(phase.calls),
         "events_delivered": len(done),
-        "requests": {p: sum(1 for r in ok if r.partner == p) for p in (CLIENTSUCCESS, CSB)},
+        "requests": {p: sum(1 for r in ok if r.partner == p) for p in MEASURED},
         "requests_not_2xx": len(mine) - len(ok),
         "window_s": round((last - first) / stats.US, 3),
         "events_per_second": round(stats.rate(len(done), first, last), 1),
@@ -488,7 +491,7 @@ def _phase_figures(receipts: Sequence[stats.Receipt], phase: Phase, *, latency: 
     if latency:
         figures["latency_ms"] = stats.summary([r.latency_ms for r in ok])
         figures["latency_ms_by_partner"] = {
-            p: stats.summary([r.latency_ms for r in ok if r.partner == p]) for p in (CLIENTSUCCESS, CSB)
+            p: stats.summary([r.latency_ms for r in ok if r.partner == p]) for p in MEASURED
         }
     return figures
 
@@ -509,7 +512,7 @@ def _series(receipts: Sequence[stats.Receipt], measured: Measured, paced: Phase)
         "events_per_second": stats.per_second(done.values(), start_us, seconds),
         "requests_per_second": {
             p: stats.per_second((r.received_us for r in ok if r.partner == p), start_us, seconds)
-            for p in (CLIENTSUCCESS, CSB)
+            for p in MEASURED
         },
         "worker_cpu_cores": cpu,  # [seconds since start, cores used since the previous sample]
         "paced_from_second": (paced.produced_us[0] - start_us) // stats.US if paced.produced_us else None,
@@ -529,12 +532,14 @@ def _replay_jobs(receipts: Receipts, phase: Phase, mocks: MockServers) -> list[P
             if 200 <= record["status"] < 300 and (r := stats.receipt(partner, record)) and _in_phase(r, phase)
         ]
 
-    return [
-        PartnerJobs(mocks.clientsuccess_url, requests(CLIENTSUCCESS),
-                    params={"api_key": DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"]}),
-        PartnerJobs(mocks.csb_url, requests(CSB),
-                    headers={"Authorization": f"Bearer {DEMO_CREDENTIALS['CSB_API_KEY']}"}),
-    ]
+    # Each destination's own credentials, as its plugin attaches them for the worker.
+    settings = Settings.from_env(mocks.worker_env())
+    jobs = []
+    for key in MEASURED:
+        attached = plugin(key).credentials(settings.destinations[key], PartnerRequest("POST", "", {}), b"")
+        jobs.append(PartnerJobs(mocks.urls[key], requests(key), params=dict(attached.query),
+                                headers=dict(attached.headers)))
+    return jobs
 
 
 def _disk_usage(root: Path) -> dict[str, Any]:

@@ -24,15 +24,21 @@ from pathlib import Path
 
 import aiohttp
 
-from mockservers.server import DEMO_CREDENTIALS, worker_partner_env
+from mockservers.server import credentials_from_env, worker_partner_env
+from streams.destinations import REGISTRY
 
 SAMPLE = Path(__file__).resolve().parent.parent / "streams" / "samples" / "segment-sample.jsonl"
 
 
-def dev_environment(bootstrap: str, cs_port: int = 8081, csb_port: int = 8082, data_dir: Path | None = None) -> dict:
+def mock_urls(mock_ports: dict[str, int] | None = None) -> dict[str, str]:
+    """Each registered destination's mock URL on this machine (its default port unless given)."""
+    ports = {p.key: p.mock.port for p in REGISTRY} | dict(mock_ports or {})
+    return {key: f"http://127.0.0.1:{port}" for key, port in ports.items()}
+
+
+def dev_environment(bootstrap: str, mock_ports: dict[str, int] | None = None, data_dir: Path | None = None) -> dict:
     env = dict(os.environ)
-    credentials = {name: env.get(name) or demo for name, demo in DEMO_CREDENTIALS.items()}
-    env.update(worker_partner_env(f"http://127.0.0.1:{cs_port}", f"http://127.0.0.1:{csb_port}", credentials))
+    env.update(worker_partner_env(mock_urls(mock_ports), credentials_from_env(env)))
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     env.setdefault("CS_RELAY_DATA_DIR", str(data_dir or Path("var/dev/worker")))
     env.setdefault("CS_RELAY_TOPIC_PARTITIONS", "4")
@@ -136,10 +142,11 @@ async def settled_requests(url: str, *, quiet_for: float = 3.0, timeout: float =
             await asyncio.sleep(0.5)
 
 
-async def demo_summary(env: dict) -> str:
-    cs, csb = env["CLIENTSUCCESS_BASE_URL"], env["CSB_BASE_URL"]
+async def demo_summary(urls: dict[str, str]) -> str:
+    """What each destination's mock received, and what it now knows."""
     lines = []
-    for name, url in (("ClientSuccess", cs), ("CustomerSuccessBox", csb)):
+    for p in REGISTRY:
+        name, url = p.name, urls[p.key]
         requests = await settled_requests(url)
         ok = sum(1 for r in requests if 200 <= r["status"] < 300)
         lines.append(f"\n== {name} received {len(requests)} requests ({ok} accepted) ==")
@@ -186,7 +193,7 @@ def demo_run_tag(now: float | None = None) -> str:
 
 
 def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: int = 1,
-            cs_port: int = 8081, csb_port: int = 8082) -> int:
+            mock_ports: dict[str, int] | None = None) -> int:
     from devtools.kafka_local import KafkaLaunchError, LocalKafka
 
     var = Path("var/dev")
@@ -201,7 +208,8 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
             return 2
         bootstrap = kafka.bootstrap_servers
         print(f"kafka     ready at {bootstrap} (started in {kafka.started_in:.1f}s)")
-    env = dev_environment(bootstrap, cs_port, csb_port)
+    env = dev_environment(bootstrap, mock_ports)
+    urls = mock_urls(mock_ports)
     specs = worker_specs(env, workers, var)
     partitions = int(env["CS_RELAY_TOPIC_PARTITIONS"])
     if workers > partitions:
@@ -217,11 +225,11 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
 
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        mocks.append(_spawn(["mocks", "--clientsuccess-port", str(cs_port), "--csb-port", str(csb_port)], env,
-                            var / "mocks.log"))
-        asyncio.run(wait_http(env["CLIENTSUCCESS_BASE_URL"] + "/_mock/requests", 30))
-        asyncio.run(wait_http(env["CSB_BASE_URL"] + "/_mock/requests", 30))
-        print(f"mocks     ClientSuccess {env['CLIENTSUCCESS_BASE_URL']}, CustomerSuccessBox {env['CSB_BASE_URL']}")
+        port_args = [arg for p in REGISTRY for arg in (f"--{p.mock.option}-port", urls[p.key].rsplit(":", 1)[1])]
+        mocks.append(_spawn(["mocks", *port_args], env, var / "mocks.log"))
+        for url in urls.values():
+            asyncio.run(wait_http(url + "/_mock/requests", 30))
+        print("mocks     " + ", ".join(f"{p.name} {urls[p.key]}" for p in REGISTRY))
         for spec in specs:
             running.append((spec, _spawn(["worker"], spec.env, spec.log)))
         for spec, worker in running:
@@ -245,7 +253,7 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
 
             asyncio.run(send_file(SAMPLE, bootstrap, settings.input_topic, message_id_tag=demo_run_tag()))
             print("waiting for deliveries to settle ...")
-            print(asyncio.run(demo_summary(env)))
+            print(asyncio.run(demo_summary(urls)))
             if exit_after:
                 return 0
         print("running; Ctrl-C stops the workers, the mocks and Kafka")

@@ -1,4 +1,10 @@
-"""Run both partner imitations: in-process for tests (`start_mocks`) or as a command (`run_mocks`)."""
+"""Run every registered destination's imitation: in-process for tests and the benchmark
+(`start_mocks`) or as a command (`run_mocks`, `cs-relay mocks`).
+
+Each destination's mock lives in its folder (`streams/destinations/<key>/mock.py`) and is
+described by its plugin's `Mock`: the factory, the default port, the variable that
+points a worker at it and the demo credentials both sides agree on.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +12,46 @@ import asyncio
 import os
 import signal
 from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 from aiohttp import web
 
-from streams.destinations.clientsuccess import mock as clientsuccess
-from streams.destinations.customersuccessbox import mock as customersuccessbox
-from streams.ops.webserve import client_url as _url
-from streams.ops.webserve import serve as _serve
+from streams.destinations import REGISTRY
+from streams.ops.webserve import client_url, serve
 
-DEMO_CREDENTIALS = {
-    "CLIENTSUCCESS_SOURCE_ID": "demo-source",
-    "CLIENTSUCCESS_API_KEY": "demo-cs-api-key",
-    "CSB_API_KEY": "demo-csb-api-key",
-}
+# The demo credentials of every destination, by the worker's variable names.
+DEMO_CREDENTIALS: dict[str, str] = {name: value for p in REGISTRY for name, value in p.mock.demo_env.items()}
 
 
-def worker_partner_env(clientsuccess_url: str, csb_url: str, credentials: dict[str, str]) -> dict[str, str]:
-    """The worker's partner variables for mocks at these URLs (credentials by variable name)."""
-    return {**credentials, "CLIENTSUCCESS_BASE_URL": clientsuccess_url, "CSB_BASE_URL": csb_url}
+def credentials_from_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The mocks' credentials, by the worker's variable names: from the environment,
+    the demo values where unset or empty."""
+    env = os.environ if env is None else env
+    return {name: env.get(name) or demo for name, demo in DEMO_CREDENTIALS.items()}
+
+
+def worker_partner_env(urls: Mapping[str, str], credentials: Mapping[str, str]) -> dict[str, str]:
+    """The worker's destination variables for mocks at `urls` (by destination key)."""
+    env: dict[str, str] = {}
+    for p in REGISTRY:
+        if p.key in urls:
+            env.update(p.mock.worker_env(urls[p.key], credentials))
+    return env
 
 
 @dataclass
 class MockServers:
-    """Both mocks, running. `close()` stops them; also usable as `async with`."""
+    """The mocks, running: their base URLs and aiohttp apps by destination key.
+    `close()` stops them; also usable as `async with`."""
 
-    clientsuccess_url: str
-    csb_url: str
-    clientsuccess_app: web.Application
-    csb_app: web.Application
-    _runners: tuple[web.AppRunner, ...]
+    urls: dict[str, str]
+    apps: dict[str, web.Application]
+    _runners: list[web.AppRunner]
     credentials: dict[str, str] = field(default_factory=dict)  # by the worker's variable names
 
     def worker_env(self) -> dict[str, str]:
         """The variables that point a cs-relay worker at these mocks, credentials included."""
-        return worker_partner_env(self.clientsuccess_url, self.csb_url, self.credentials)
+        return worker_partner_env(self.urls, self.credentials)
 
     async def close(self) -> None:
         for runner in self._runners:
@@ -54,62 +66,47 @@ class MockServers:
 
 async def start_mocks(
     host: str = "127.0.0.1",
-    clientsuccess_port: int = 8081,
-    csb_port: int = 8082,
-    *,
-    cs_source_id: str,
-    cs_api_key: str,
-    csb_api_key: str,
+    ports: Mapping[str, int] | None = None,
+    credentials: Mapping[str, str] | None = None,
 ) -> MockServers:
-    """Start the ClientSuccess and CustomerSuccessBox mocks; port 0 picks a free port."""
-    cs_app = clientsuccess.create_app(cs_source_id, cs_api_key)
-    csb_app = customersuccessbox.create_app(csb_api_key)
-    cs_runner, cs_port = await _serve(cs_app, host, clientsuccess_port)
+    """Start every registered destination's mock. `ports` by destination key (each
+    plugin's default where absent; 0 picks a free port); `credentials` by the worker's
+    variable names (the demo ones where absent)."""
+    ports = {p.key: p.mock.port for p in REGISTRY} | dict(ports or {})
+    creds = {**DEMO_CREDENTIALS, **(credentials or {})}
+    mocks = MockServers({}, {}, [], creds)
     try:
-        csb_runner, bound_csb_port = await _serve(csb_app, host, csb_port)
+        for p in REGISTRY:
+            app = p.mock.create_app(creds)
+            runner, port = await serve(app, host, ports[p.key])
+            mocks._runners.append(runner)
+            mocks.urls[p.key] = client_url(host, port)
+            mocks.apps[p.key] = app
     except BaseException:
-        await cs_runner.cleanup()
+        await mocks.close()
         raise
-    return MockServers(
-        clientsuccess_url=_url(host, cs_port),
-        csb_url=_url(host, bound_csb_port),
-        clientsuccess_app=cs_app,
-        csb_app=csb_app,
-        _runners=(cs_runner, csb_runner),
-        credentials={
-            "CLIENTSUCCESS_SOURCE_ID": cs_source_id,
-            "CLIENTSUCCESS_API_KEY": cs_api_key,
-            "CSB_API_KEY": csb_api_key,
-        },
-    )
+    return mocks
 
 
-def credentials_from_env() -> dict[str, str]:
-    """`cs_source_id`, `cs_api_key`, `csb_api_key` from the environment (demo values if unset or empty)."""
-    def read(name: str) -> str:
-        return os.environ.get(name) or DEMO_CREDENTIALS[name]
-
-    return {
-        "cs_source_id": read("CLIENTSUCCESS_SOURCE_ID"),
-        "cs_api_key": read("CLIENTSUCCESS_API_KEY"),
-        "csb_api_key": read("CSB_API_KEY"),
-    }
-
-
-async def _run_until_signalled(host: str, clientsuccess_port: int, csb_port: int) -> None:
+async def _run_until_signalled(host: str, ports: Mapping[str, int]) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    mocks = await start_mocks(host, clientsuccess_port, csb_port, **credentials_from_env())
+    mocks = await start_mocks(host, ports, credentials_from_env())
     try:
-        print(f"ClientSuccess mock listening on {mocks.clientsuccess_url}", flush=True)
-        print(f"CustomerSuccessBox mock listening on {mocks.csb_url}", flush=True)
+        for p in REGISTRY:
+            print(f"{p.name} mock listening on {mocks.urls[p.key]}", flush=True)
         await stop.wait()
     finally:
         await mocks.close()
 
 
-def run_mocks(host: str = "127.0.0.1", clientsuccess_port: int = 8081, csb_port: int = 8082) -> None:
-    """Run both mocks with the credentials from the environment until SIGINT or SIGTERM."""
-    asyncio.run(_run_until_signalled(host, clientsuccess_port, csb_port))
+def run_mocks(host: str = "127.0.0.1", ports: Mapping[str, int] | None = None) -> None:
+    """Run every mock with the credentials from the environment until SIGINT or SIGTERM."""
+    asyncio.run(_run_until_signalled(host, dict(ports or {})))
+
+
+def port_options() -> list[tuple[str, str, int, Any]]:
+    """(option, destination key, default port, destination name) for the CLI."""
+    return [(f"--{p.mock.option}-port", p.key, p.mock.port, p.name) for p in REGISTRY]

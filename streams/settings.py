@@ -5,9 +5,11 @@ value is typed and validated at start-up; a bad value raises `SettingsError` nam
 variable, so a misconfigured deployment stops with one clear line instead of failing
 later on the first event.
 
-Secrets (`CLIENTSUCCESS_API_KEY`, `CSB_API_KEY`, `CS_RELAY_WRITE_KEYS`,
-`CS_RELAY_ADMIN_TOKEN`) are held in
-`Secret`, whose `repr` and `str` never show the value; errors about them never quote it.
+Each destination's variables are read by its own settings class
+(`streams/destinations/<key>/settings.py`), found through `streams.destinations.REGISTRY`.
+
+Secrets (the destinations' keys, `CS_RELAY_WRITE_KEYS`, `CS_RELAY_ADMIN_TOKEN`) are held
+in `Secret`, whose `repr` and `str` never show the value; errors about them never quote it.
 """
 
 from __future__ import annotations
@@ -23,54 +25,17 @@ from urllib.parse import urlsplit
 
 from yarl import URL
 
+from streams.destinations import REGISTRY
+from streams.destinations.base import DestinationSettings
+from streams.envreader import ADMIN_TOKEN_MIN_CHARS, EnvReader, Secret, SettingsError
+
 T = TypeVar("T")
 
-CLIENTSUCCESS_PRODUCTION_URL = "https://usage.clientsuccess.com"
-ADMIN_TOKEN_MIN_CHARS = 16
 
+def _default_destinations() -> dict[str, DestinationSettings]:
+    empty = EnvReader({})
+    return {p.key: p.read_settings(empty) for p in REGISTRY}
 
-class SettingsError(ValueError):
-    """A configuration variable is missing or malformed; the message names it."""
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A credential. Its value is reachable only through `.reveal()`."""
-
-    _value: str = field(repr=False)
-
-    def reveal(self) -> str:
-        return self._value
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __str__(self) -> str:
-        return "***" if self._value else ""
-
-    def __repr__(self) -> str:
-        return "Secret('***')" if self._value else "Secret('')"
-
-
-@dataclass(frozen=True)
-class ClientSuccessSettings:
-    source_id: str
-    api_key: Secret
-    base_url: str
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.source_id) and bool(self.api_key)
-
-
-@dataclass(frozen=True)
-class CustomerSuccessBoxSettings:
-    api_key: Secret
-    base_url: str
-
-    @property
-    def enabled(self) -> bool:
-        return bool(self.api_key) and bool(self.base_url)
 
 
 @dataclass(frozen=True)
@@ -93,15 +58,11 @@ class Settings:
     # changelogs). 1 suits a single local broker; use 3 on a production cluster, where
     # the changelogs are the only durable copy of the state.
     topic_replication_factor: int = 1
-    clientsuccess: ClientSuccessSettings = ClientSuccessSettings(
-        "", Secret(""), CLIENTSUCCESS_PRODUCTION_URL
-    )
-    customersuccessbox: CustomerSuccessBoxSettings = CustomerSuccessBoxSettings(Secret(""), "")
+    # Each registered destination's own settings (streams/destinations/<key>/settings.py).
+    destinations: Mapping[str, DestinationSettings] = field(default_factory=_default_destinations)
     http_timeout: float = 5.0
     max_in_flight: int = 64
     quick_retries: int = 2
-    clientsuccess_rate_limit: float = 0.0  # requests per second; 0: no limit
-    csb_rate_limit: float = 0.0
     retry_base_delay: float = 10.0
     retry_max_delay: float = 300.0
     retry_window_seconds: float = 4 * 3600.0
@@ -128,7 +89,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         """Read and validate every variable; raise `SettingsError` naming the bad one."""
         env = os.environ if env is None else env
-        read = _Reader(env)
+        read = EnvReader(env)
         d = cls()
         return cls(
             kafka_bootstrap_servers=read.text("KAFKA_BOOTSTRAP_SERVERS", d.kafka_bootstrap_servers, check=_bootstrap),
@@ -143,22 +104,10 @@ class Settings:
             topic_partitions=read.integer("CS_RELAY_TOPIC_PARTITIONS", d.topic_partitions, low=1, high=1024),
             topic_replication_factor=read.integer("CS_RELAY_TOPIC_REPLICATION_FACTOR", d.topic_replication_factor,
                                                   low=1, high=32),
-            clientsuccess=ClientSuccessSettings(
-                source_id=read.text("CLIENTSUCCESS_SOURCE_ID", ""),
-                api_key=Secret(read.text("CLIENTSUCCESS_API_KEY", "")),
-                base_url=read.text("CLIENTSUCCESS_BASE_URL", CLIENTSUCCESS_PRODUCTION_URL, check=_http_url),
-            ),
-            customersuccessbox=CustomerSuccessBoxSettings(
-                api_key=Secret(read.text("CSB_API_KEY", "")),
-                base_url=read.text("CSB_BASE_URL", "", check=_http_url_or_empty),
-            ),
+            destinations={p.key: p.read_settings(read) for p in REGISTRY},
             http_timeout=read.number("CS_RELAY_HTTP_TIMEOUT", d.http_timeout, low=0.1, high=300),
             max_in_flight=read.integer("CS_RELAY_MAX_IN_FLIGHT", d.max_in_flight, low=1, high=10_000),
             quick_retries=read.integer("CS_RELAY_QUICK_RETRIES", d.quick_retries, low=0, high=20),
-            clientsuccess_rate_limit=read.number(
-                "CS_RELAY_CLIENTSUCCESS_RATE_LIMIT", d.clientsuccess_rate_limit, low=0, high=100_000
-            ),
-            csb_rate_limit=read.number("CS_RELAY_CSB_RATE_LIMIT", d.csb_rate_limit, low=0, high=100_000),
             retry_base_delay=read.number("CS_RELAY_RETRY_BASE_DELAY", d.retry_base_delay, low=0.01, high=3600),
             retry_max_delay=read.number("CS_RELAY_RETRY_MAX_DELAY", d.retry_max_delay, low=0.01, high=24 * 3600),
             retry_window_seconds=read.number(
@@ -203,7 +152,7 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value in use, for log and dead-letter redaction."""
-        values = [self.clientsuccess.api_key.reveal(), self.customersuccessbox.api_key.reveal()]
+        values = [value for dest in self.destinations.values() for value in dest.secrets()]
         values += [key.reveal() for key in self.write_keys]
         values.append(self.admin_token.reveal())
         return [v for v in values if v]
@@ -219,78 +168,6 @@ def _redact(obj: object) -> object:
     if isinstance(obj, Path):
         return str(obj)
     return obj
-
-
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self._env = env
-
-    def _raw(self, name: str) -> str | None:
-        value = self._env.get(name)
-        if value is None or value.strip() == "":
-            return None
-        return value.strip()
-
-    def text(self, name: str, default: str, check: Callable[[str], str | None] | None = None) -> str:
-        value = self._raw(name)
-        if value is None:
-            return default
-        if check is not None:
-            problem = check(value)
-            if problem:
-                raise SettingsError(f"{name}: {problem} (got {value!r})")
-        return value
-
-    def secrets(self, name: str) -> tuple[Secret, ...]:
-        """A comma-separated list of keys. Errors say which item is wrong, never its value."""
-        value = self._raw(name)
-        if value is None:
-            return ()
-        items = [item.strip() for item in value.split(",")]
-        for number, item in enumerate(items, 1):
-            if not item:
-                raise SettingsError(f"{name}: key {number} of {len(items)} is empty (expected key[,key...])")
-            if ":" in item or any(ch.isspace() or not ch.isprintable() for ch in item):
-                raise SettingsError(
-                    f"{name}: key {number} of {len(items)} holds ':', a space or a control character"
-                )
-        return tuple(Secret(item) for item in dict.fromkeys(items))
-
-    def token(self, name: str) -> Secret:
-        """A bearer token: at least ADMIN_TOKEN_MIN_CHARS printable characters without
-        spaces. Errors never quote it."""
-        value = self._raw(name)
-        if value is None:
-            return Secret("")
-        if any(ch.isspace() or not ch.isprintable() for ch in value):
-            raise SettingsError(f"{name}: holds a space or a control character")
-        if len(value) < ADMIN_TOKEN_MIN_CHARS:
-            raise SettingsError(f"{name}: too short ({len(value)} characters; use at least {ADMIN_TOKEN_MIN_CHARS})")
-        return Secret(value)
-
-    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
-        value = self._raw(name)
-        if value is None:
-            return default
-        try:
-            number = int(value)
-        except ValueError:
-            raise SettingsError(f"{name}: expected a whole number, got {value!r}") from None
-        if not low <= number <= high:
-            raise SettingsError(f"{name}: must be between {low} and {high}, got {number}")
-        return number
-
-    def number(self, name: str, default: float, *, low: float, high: float) -> float:
-        value = self._raw(name)
-        if value is None:
-            return default
-        try:
-            number = float(value)
-        except ValueError:
-            raise SettingsError(f"{name}: expected a number, got {value!r}") from None
-        if not low <= number <= high:
-            raise SettingsError(f"{name}: must be between {low} and {high}, got {number}")
-        return number
 
 
 def _bootstrap(value: str) -> str | None:
@@ -329,19 +206,6 @@ def _topic_name(value: str) -> str | None:
     if len(value) > 200 or not set(value) <= allowed:
         return "expected letters, digits, '.', '_' or '-' (at most 200)"
     return None
-
-
-def _http_url(value: str) -> str | None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "expected an http:// or https:// URL"
-    if parts.username or parts.password:
-        return "credentials do not belong in the URL; use the API key variable"
-    return None
-
-
-def _http_url_or_empty(value: str) -> str | None:
-    return _http_url(value) if value else None
 
 
 def _log_format(value: str) -> str | None:

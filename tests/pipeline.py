@@ -24,11 +24,17 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from mockservers.server import DEMO_CREDENTIALS, MockServers, start_mocks
+from mockservers.server import MockServers, start_mocks
+from streams.destinations import REGISTRY
 from streams.ops.producer import user_key
 from streams.ops.webserve import free_port
 
 T = TypeVar("T")
+
+# Every destination's variables: a test's worker sees only what the test gives it.
+DESTINATION_VARIABLES = frozenset(v.name for p in REGISTRY for v in p.variables)
+# Short names the tests use for the destinations' mocks, besides their keys.
+ALIASES = {"cs": "clientsuccess", "csb": "customersuccessbox"}
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -88,7 +94,7 @@ class Pipeline:
         return f"{self.name}-dlq"
 
     def worker_env(self, index: int = 0, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("CS_RELAY_", "CLIENTSUCCESS_", "CSB_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CS_RELAY_") and k not in DESTINATION_VARIABLES}
         env.update(
             KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
             CS_RELAY_APP_ID=self.name,
@@ -147,20 +153,28 @@ class Pipeline:
                 response.raise_for_status()
                 return await response.json()
 
+    async def requests(self, destination: str) -> list[dict[str, Any]]:
+        """What the destination's mock received (mockservers/recorder.py)."""
+        return await self._get(f"{self._mock_url(destination)}/_mock/requests")
+
+    async def state(self, destination: str) -> dict[str, Any]:
+        """What the destination's mock now knows."""
+        return await self._get(f"{self._mock_url(destination)}/_mock/state")
+
     async def cs_requests(self) -> list[dict[str, Any]]:
-        return await self._get(f"{self.mocks.clientsuccess_url}/_mock/requests")
+        return await self.requests("clientsuccess")
 
     async def csb_requests(self) -> list[dict[str, Any]]:
-        return await self._get(f"{self.mocks.csb_url}/_mock/requests")
+        return await self.requests("customersuccessbox")
 
     async def cs_state(self) -> dict[str, Any]:
-        return await self._get(f"{self.mocks.clientsuccess_url}/_mock/state")
+        return await self.state("clientsuccess")
 
     async def csb_state(self) -> dict[str, Any]:
-        return await self._get(f"{self.mocks.csb_url}/_mock/state")
+        return await self.state("customersuccessbox")
 
     async def fault(self, partner: str, **spec: Any) -> None:
-        """Inject a fault at a mock ("cs" or "csb"): see mockservers/recorder.py."""
+        """Inject a fault at a mock (a destination key, or "cs" / "csb"): see mockservers/recorder.py."""
         async with aiohttp.ClientSession() as session:
             async with session.post(f"{self._mock_url(partner)}/_mock/faults", json=spec) as response:
                 response.raise_for_status()
@@ -171,7 +185,7 @@ class Pipeline:
                 response.raise_for_status()
 
     def _mock_url(self, partner: str) -> str:
-        return {"cs": self.mocks.clientsuccess_url, "csb": self.mocks.csb_url}[partner]
+        return self.mocks.urls[ALIASES.get(partner, partner)]
 
     async def dead_letters(self) -> list[tuple[bytes, dict[str, str]]]:
         """Everything in the dead-letter topic now: (original bytes, headers)."""
@@ -242,13 +256,10 @@ def paths(requests: Iterable[Mapping[str, Any]]) -> list[str]:
     return [r["path"] for r in requests]
 
 
-async def open_pipeline(bootstrap: str, root: Path, **kwargs: Any) -> Pipeline:
-    mocks = await start_mocks(
-        "127.0.0.1",
-        0,
-        0,
-        cs_source_id=DEMO_CREDENTIALS["CLIENTSUCCESS_SOURCE_ID"],
-        cs_api_key=DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"],
-        csb_api_key=DEMO_CREDENTIALS["CSB_API_KEY"],
-    )
+async def open_pipeline(
+    bootstrap: str, root: Path, mock_credentials: Mapping[str, str] | None = None, **kwargs: Any
+) -> Pipeline:
+    """Every destination's mock on a free port (demo credentials unless given), and a
+    pipeline whose workers point at them."""
+    mocks = await start_mocks("127.0.0.1", {p.key: 0 for p in REGISTRY}, mock_credentials)
     return Pipeline(bootstrap, mocks, root, **kwargs)

@@ -16,6 +16,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 from mockservers.server import DEMO_CREDENTIALS, start_mocks
+from streams.destinations.base import Credentials
 from streams.cli import inspection as admincli
 from streams.ops.admin import authorized, changelog_remaining, owner_partition, owner_url, same_worker
 from streams.core.decision import PartnerRequest
@@ -197,17 +198,17 @@ def test_status_document():
 
 
 async def test_partner_client_reports_every_attempt_to_the_hook():
-    mocks = await start_mocks("127.0.0.1", 0, 0, cs_source_id="demo-source",
-                              cs_api_key=DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"], csb_api_key="k")
-    client = PartnerClient("ClientSuccess", mocks.clientsuccess_url, max_retries=2, backoff_base=0.001,
-                           query_auth={"api_key": DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"]})
+    mocks = await start_mocks("127.0.0.1", {"clientsuccess": 0, "customersuccessbox": 0}, {"CSB_API_KEY": "k"})
+    client = PartnerClient("ClientSuccess", mocks.urls["clientsuccess"], max_retries=2, backoff_base=0.001,
+                           credentials=lambda request, body: Credentials(
+                               query={"api_key": DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"]}))
     seen = []
     client.on_attempt = lambda status, seconds, outcome, attempt: seen.append((status, outcome, attempt, seconds >= 0))
     try:
         import aiohttp
 
         async with aiohttp.ClientSession() as session:
-            await session.post(f"{mocks.clientsuccess_url}/_mock/faults", json={"status": 503, "count": 1})
+            await session.post(mocks.urls["clientsuccess"] + "/_mock/faults", json={"status": 503, "count": 1})
         request = PartnerRequest("POST", "/collector/1.0.0/projects/demo-source/events/Built", {
             "identity": {"organization": {"id": "o", "name": "O"}, "user": {"id": "u"}}, "value": 1})
         result = await client.send(request)

@@ -97,9 +97,10 @@ async def test_state_pages_metrics_status_and_the_commands(pipeline: Pipeline, c
         lambda: get_json(worker, "/users/u1"), lambda a: a[0] == 200 and a[1]["traits"], what="u1's state"
     )
     assert user["group_id"] == "acme" and user["traits"] == {"email": "u1@acme.io"}
-    assert user["csb_account_id"] == "acc-1"
+    # Version 2 records: CustomerSuccessBox's ids are in its slot (issue 12).
+    assert user["slots"]["customersuccessbox"] == {"account_id": "acc-1"}
     status, group = await get_json(worker, "/groups/acme")
-    assert status == 200 and group["name"] == "Acme" and group["csb_account_id"] == "acc-1"
+    assert status == 200 and group["name"] == "Acme" and group["slots"]["customersuccessbox"] == {"account_id": "acc-1"}
     status, pending = await pipeline.eventually(
         lambda: get_json(worker, "/pending/u2"), lambda a: a[0] == 200, what="u2's waiting events"
     )
@@ -208,7 +209,7 @@ async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):
         CS_RELAY_ADMIN_TOKEN=ADMIN_TOKEN, CS_RELAY_WRITE_KEYS=WRITE_KEY, CS_RELAY_LOG_FORMAT="json"
     )
     async with aiohttp.ClientSession() as session:
-        for base, status in ((pipeline.mocks.clientsuccess_url, 401), (pipeline.mocks.csb_url, 422)):
+        for base, status in ((pipeline.mocks.urls["clientsuccess"], 401), (pipeline.mocks.urls["customersuccessbox"], 422)):
             async with session.post(f"{base}/_mock/faults", json={"status": status, "count": 1}) as response:
                 assert response.status < 300
     refused = seg("track", "u-sec", 2, event="Refused")

@@ -483,40 +483,43 @@ async def test_invalid_fault_is_400_and_adds_nothing(cs: TestClient, fault: Any)
 
 async def test_start_mocks_on_free_ports() -> None:
     mocks = await start_mocks(
-        "127.0.0.1", 0, 0, cs_source_id=SOURCE, cs_api_key=CS_KEY, csb_api_key=CSB_KEY
+        "127.0.0.1",
+        {"clientsuccess": 0, "customersuccessbox": 0},
+        {"CLIENTSUCCESS_SOURCE_ID": SOURCE, "CLIENTSUCCESS_API_KEY": CS_KEY, "CSB_API_KEY": CSB_KEY},
     )
     try:
-        assert not mocks.clientsuccess_url.endswith(":0") and not mocks.csb_url.endswith(":0")
-        assert mocks.clientsuccess_url != mocks.csb_url
+        assert not mocks.urls["clientsuccess"].endswith(":0") and not mocks.urls["customersuccessbox"].endswith(":0")
+        assert mocks.urls["clientsuccess"] != mocks.urls["customersuccessbox"]
         async with aiohttp.ClientSession() as session:
-            url = mocks.clientsuccess_url + cs_path("E")
+            url = mocks.urls["clientsuccess"] + cs_path("E")
             async with session.post(url, params={"api_key": CS_KEY}, json=cs_body()) as response:
                 assert response.status == 200
-            async with session.post(mocks.csb_url + "/api_js/v1_1/account", json={"accountId": "A"},
+            async with session.post(mocks.urls["customersuccessbox"] + "/api_js/v1_1/account", json={"accountId": "A"},
                                     headers=bearer()) as response:
                 assert response.status == 200
-            async with session.get(mocks.csb_url + "/_mock/state") as response:
+            async with session.get(mocks.urls["customersuccessbox"] + "/_mock/state") as response:
                 assert (await response.json())["accounts"] == {"A": {"traits": {}}}
     finally:
         await mocks.close()
     async with aiohttp.ClientSession() as session:
         with pytest.raises(aiohttp.ClientConnectionError):
-            await session.get(mocks.csb_url + "/_mock/state")
+            await session.get(mocks.urls["customersuccessbox"] + "/_mock/state")
 
 
 def test_credentials_from_env_with_demo_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CLIENTSUCCESS_SOURCE_ID", raising=False)
     monkeypatch.setenv("CLIENTSUCCESS_API_KEY", "")
     monkeypatch.setenv("CSB_API_KEY", "k3")
-    assert credentials_from_env() == {
-        "cs_source_id": "demo-source", "cs_api_key": "demo-cs-api-key", "csb_api_key": "k3",
-    }
+    creds = credentials_from_env()
+    assert (creds["CLIENTSUCCESS_SOURCE_ID"], creds["CLIENTSUCCESS_API_KEY"], creds["CSB_API_KEY"]) == (
+        "demo-source", "demo-cs-api-key", "k3",
+    )
 
 
 async def test_run_mocks_prints_urls_without_keys_and_stops_on_sigterm() -> None:
     env = dict(os.environ, CLIENTSUCCESS_SOURCE_ID="s9", CLIENTSUCCESS_API_KEY="cs-top-secret",
                CSB_API_KEY="csb-top-secret", PYTHONPATH=str(ROOT))
-    code = "from mockservers.server import run_mocks; run_mocks('127.0.0.1', 0, 0)"
+    code = "from mockservers.server import run_mocks; run_mocks('127.0.0.1', {'clientsuccess': 0, 'customersuccessbox': 0})"
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

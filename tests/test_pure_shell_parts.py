@@ -18,8 +18,8 @@ def test_settings_defaults_and_disabled_destinations():
     s = Settings.from_env({})
     assert s.kafka_bootstrap_servers == "localhost:9092" and s.input_topic == "segment-events"
     assert s.app_id == "cs-relay" and s.web_port == 6066 and s.dlq_topic == "segment-events-dlq"
-    assert not s.clientsuccess.enabled and not s.customersuccessbox.enabled
-    assert s.clientsuccess.base_url == "https://usage.clientsuccess.com"
+    assert not s.destinations["clientsuccess"].enabled and not s.destinations["customersuccessbox"].enabled
+    assert s.destinations["clientsuccess"].base_url == "https://usage.clientsuccess.com"
 
 
 def test_the_advertised_web_host_is_never_a_wildcard():
@@ -65,7 +65,7 @@ def test_secrets_never_show_in_repr_or_redacted_settings():
                            "CLIENTSUCCESS_SOURCE_ID": "src", "CSB_BASE_URL": "http://127.0.0.1:1"})
     text = repr(s) + str(s.redacted())
     assert "cs-secret-1" not in text and "csb-secret-2" not in text
-    assert s.clientsuccess.enabled and s.customersuccessbox.enabled
+    assert s.destinations["clientsuccess"].enabled and s.destinations["customersuccessbox"].enabled
     assert sorted(s.secrets()) == ["cs-secret-1", "csb-secret-2"]
 
 

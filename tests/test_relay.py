@@ -1,6 +1,11 @@
 """The per-message step: state, holding, releasing in order, bounds and switches."""
 
+from functools import partial
+
 from streams.destinations.clientsuccess import mapping as cs
+from streams.destinations.clientsuccess.settings import ClientSuccessSettings
+from streams.destinations.customersuccessbox.memory import MEMORY
+from streams.destinations.customersuccessbox.settings import CustomerSuccessBoxSettings
 from streams.destinations.customersuccessbox import mapping as csb
 from streams.core.pending import Pending, confirm
 from streams.core.step import Destination, merge_step, resend_releasing, step
@@ -8,9 +13,10 @@ from streams.core.state import GroupState
 from tests.factories import msg, raw
 
 DESTS = [
-    Destination(cs.KEY, cs.NAME, lambda m, u, g: cs.decide(m, u, g, "src")),
-    Destination(csb.KEY, csb.NAME, csb.decide),
+    Destination(cs.KEY, cs.NAME, partial(cs.decide, ClientSuccessSettings(source_id="src"))),
+    Destination(csb.KEY, csb.NAME, partial(csb.decide, CustomerSuccessBoxSettings())),
 ]
+MEMORIES = [MEMORY]
 
 
 class World:
@@ -27,7 +33,7 @@ class World:
             m.key, m, raw(m), {"topic": "t", "partition": 0, "offset": 1},
             self.users.get(m.key), self.pending.get(m.key, Pending()), self.groups.get, dests,
             now=self.now, now_iso="2026-11-22T00:00:00+00:00",
-            max_pending=self.max_pending, max_pending_age=self.max_age,
+            max_pending=self.max_pending, max_pending_age=self.max_age, memories=MEMORIES,
         )
         self.users[m.key] = result.user
         self.pending[m.key] = result.pending

@@ -38,7 +38,8 @@ USER_UNVERSIONED = '{"key": "u2", "user_id": "u2", "traits": {"plan": "pro"}}'
 
 def test_a_version_1_user_record_is_read_with_every_field():
     user = UserState.from_dict(json.loads(USER_V1))
-    assert (user.key, user.group_id, user.csb_account_id) == ("u1", "acme", "A1")
+    # Version 2 keeps CustomerSuccessBox's ids in its own slot; version 1's fields move there.
+    assert (user.key, user.group_id, user.slot("customersuccessbox")) == ("u1", "acme", {"account_id": "A1"})
     assert user.traits["firstName"] == "Ada"
     assert list(user.groups) == ["acme"]
     assert UserState.from_dict(user.to_dict()) == user
@@ -46,7 +47,8 @@ def test_a_version_1_user_record_is_read_with_every_field():
 
 def test_a_version_1_group_record_is_read():
     group = GroupState.from_dict(json.loads(GROUP_V1))
-    assert (group.group_id, group.name, group.csb_account_id) == ("acme", "Acme", "acc")
+    assert (group.group_id, group.name, group.slot("customersuccessbox")) == ("acme", "Acme", {"account_id": "acc"})
+    assert GroupState.from_dict(group.to_dict()) == group
 
 
 def test_a_pending_record_from_before_parking_is_read_with_an_empty_parked_queue():

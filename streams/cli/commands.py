@@ -1,12 +1,12 @@
 """`cs-relay`: the command line.
 
     cs-relay kafka   [--port 9092] [--data-dir DIR]      a local Apache Kafka broker
-    cs-relay mocks   [--clientsuccess-port 8081] [--csb-port 8082]
+    cs-relay mocks   [--{destination}-port PORT ...]     every destination's imitation
     cs-relay worker                                      the Faust worker (env-configured)
     cs-relay send FILE                                   produce a JSON-lines file
     cs-relay ingest  [--host 127.0.0.1] [--port 8088]    Segment HTTP API -> the input topic
     cs-relay dev     [--demo] [--exit] [--workers N]     Kafka + mocks + N workers together
-                     [--kafka-port 9092] [--clientsuccess-port 8081] [--csb-port 8082]
+                     [--kafka-port 9092] [--{destination}-port PORT ...]
     cs-relay dlq list | dlq replay [--reason R]          inspect and replay dead letters
     cs-relay inspect user|group|pending ID [--json]      state, from a running worker
     cs-relay status  [--json]                            deliveries and lag of a running worker
@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from streams.destinations import REGISTRY
 from streams.settings import Settings, SettingsError
 
 
@@ -42,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cs-relay", description="Segment to ClientSuccess and CustomerSuccessBox relay")
+    parser = argparse.ArgumentParser(prog="cs-relay", description="Segment messages to customer-success destinations")
     sub = parser.add_subparsers(dest="command")
 
     kafka = sub.add_parser("kafka", help="run a local single-node Apache Kafka broker (KRaft)")
@@ -50,10 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     kafka.add_argument("--data-dir", type=Path, default=None)
     kafka.set_defaults(run=_kafka)
 
-    mocks = sub.add_parser("mocks", help="run the ClientSuccess and CustomerSuccessBox imitations")
+    mocks = sub.add_parser("mocks", help="run every destination's imitation (" + ", ".join(p.name for p in REGISTRY) + ")")
     mocks.add_argument("--host", default="127.0.0.1")
-    mocks.add_argument("--clientsuccess-port", type=int, default=8081)
-    mocks.add_argument("--csb-port", type=int, default=8082)
+    _mock_port_options(mocks)
     mocks.set_defaults(run=_mocks)
 
     worker = sub.add_parser("worker", help="run the Faust worker (configured by environment variables)")
@@ -72,8 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--demo", action="store_true", help="send the bundled sample traffic and show what arrived")
     dev.add_argument("--exit", action="store_true", help="with --demo: stop everything after the summary")
     dev.add_argument("--kafka-port", type=int, default=9092, help="0 picks a free port")
-    dev.add_argument("--clientsuccess-port", type=int, default=8081)
-    dev.add_argument("--csb-port", type=int, default=8082)
+    _mock_port_options(dev)
     dev.add_argument("--workers", type=_positive, default=1, metavar="N",
                      help="worker processes (data var/dev/worker-{i}, web port 6066+i, log var/dev/worker-{i}.log)")
     dev.set_defaults(run=_dev)
@@ -98,6 +97,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _mock_port_options(parser: argparse.ArgumentParser) -> None:
+    """`--{option}-port` for each registered destination's mock."""
+    for p in REGISTRY:
+        parser.add_argument(f"--{p.mock.option}-port", type=int, default=p.mock.port, dest=f"port_{p.key}",
+                            help=f"the {p.name} mock's port (default {p.mock.port})")
+
+
+def _mock_ports(args: argparse.Namespace) -> dict[str, int]:
+    return {p.key: getattr(args, f"port_{p.key}") for p in REGISTRY}
+
+
 def _worker_http_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", default=None, help="the worker (default http://CS_RELAY_WEB_HOST:CS_RELAY_WEB_PORT)")
     parser.add_argument("--json", action="store_true", help="compact JSON on one line, for scripts")
@@ -112,7 +122,7 @@ def _kafka(args: argparse.Namespace) -> int:
 def _mocks(args: argparse.Namespace) -> int:
     from mockservers.server import run_mocks
 
-    run_mocks(args.host, args.clientsuccess_port, args.csb_port)
+    run_mocks(args.host, _mock_ports(args))
     return 0
 
 
@@ -164,7 +174,7 @@ def _dev(args: argparse.Namespace) -> int:
     from devtools.dev import run_dev
 
     return run_dev(demo=args.demo, exit_after=args.exit, kafka_port=args.kafka_port, workers=args.workers,
-                   cs_port=args.clientsuccess_port, csb_port=args.csb_port)
+                   mock_ports=_mock_ports(args))
 
 
 def _positive(text: str) -> int:

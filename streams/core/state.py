@@ -5,8 +5,14 @@ record and a Segment message and return the new record. The Faust tables in
 `streams.runtime.app` store these records as JSON dicts (`to_dict` / `from_dict`); nothing in
 this module knows about Faust.
 
+What a destination remembers on its own (CustomerSuccessBox's account and user ids, say)
+lives in the record's slot for that destination (`slots[key]`, a plain JSON object),
+written by that destination's `Memory`: this module knows no partner.
+
 Record versions: every stored dict carries `"v"`. `from_dict` reads every version it
-knows, so a newer worker can read what an older one wrote.
+knows, so a newer worker can read what an older one wrote. Users and groups are at
+version 2 (destination slots); version 1 kept CustomerSuccessBox's ids in top-level
+fields, which `from_dict` moves into that destination's slot (`V1_SLOT_FIELDS`).
 """
 
 from __future__ import annotations
@@ -16,16 +22,62 @@ from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
 
 from streams.core.segment import Message
 
-STATE_VERSION = 1
+STATE_VERSION = 1  # pending and dedupe records
+USER_VERSION = 2  # users and groups: 2 moved destination ids into slots
+GroupLookup = Callable[[str], "GroupState | None"]
+Slots = Mapping[str, Mapping[str, Any]]
+
+# Version 1 of the user and group records (frozen: it is what older workers wrote) kept
+# CustomerSuccessBox's ids as top-level fields. Reading one, they move into the slot of
+# the destination that owns them: field -> (destination key, slot field).
+V1_SLOT_FIELDS: Mapping[str, tuple[str, str]] = {
+    "csb_account_id": ("customersuccessbox", "account_id"),
+    "csb_user_id": ("customersuccessbox", "user_id"),
+}
 
 
-def check_version(data: Mapping[str, Any], what: str) -> int:
+def check_version(data: Mapping[str, Any], what: str, current: int = STATE_VERSION) -> int:
     """The record's version; a record written by a newer worker is refused rather than
     misread (rolling upgrades go forward)."""
     version = data.get("v", 1)
-    if version > STATE_VERSION:
-        raise ValueError(f"{what} record version {version} is newer than this worker ({STATE_VERSION})")
+    if version > current:
+        raise ValueError(f"{what} record version {version} is newer than this worker ({current})")
     return version
+
+
+def _read_slots(data: Mapping[str, Any], version: int) -> dict[str, dict[str, Any]]:
+    slots = {key: dict(slot) for key, slot in (data.get("slots") or {}).items()}
+    if version < 2:
+        for old, (dest, name) in V1_SLOT_FIELDS.items():
+            if data.get(old) is not None:
+                slots.setdefault(dest, {})[name] = data[old]
+    return slots
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What one destination remembers of users and groups, in its own slot of their
+    records: pure functions from (slot, message) to the new slot."""
+
+    key: str
+    user: Callable[[Mapping[str, Any], Message], Mapping[str, Any]]
+    group: Callable[[Mapping[str, Any], Message], Mapping[str, Any]] | None = None
+
+
+def _remembered(slots: Slots, msg: Message, memories: Iterable[Memory], group: bool = False) -> Slots | None:
+    """`slots` after each memory saw `msg`, or None when nothing changed."""
+    changed = False
+    out = dict(slots)
+    for memory in memories:
+        update = memory.group if group else memory.user
+        if update is None:
+            continue
+        before = slots.get(memory.key) or {}
+        after = update(before, msg)
+        if dict(after) != dict(before):
+            out[memory.key] = dict(after)
+            changed = True
+    return out if changed else None
 
 
 K = TypeVar("K")
@@ -72,8 +124,7 @@ class UserState:
     traits: Mapping[str, Any] = field(default_factory=dict)
     group_id: str | None = None
     groups: tuple[str, ...] = ()
-    csb_account_id: str | None = None
-    csb_user_id: str | None = None
+    slots: Slots = field(default_factory=dict)  # per destination: what it remembers
     first_seen: str | None = None
     last_seen: str | None = None
     anonymous_ids: tuple[str, ...] = ()  # anonymous profiles merged into this one
@@ -99,16 +150,18 @@ class UserState:
             return " ".join(parts)
         return _text(self.traits.get("name"))
 
+    def slot(self, destination: str) -> Mapping[str, Any]:
+        return self.slots.get(destination) or {}
+
     def to_dict(self) -> dict[str, Any]:
         return {
-            "v": STATE_VERSION,
+            "v": USER_VERSION,
             "key": self.key,
             "user_id": self.user_id,
             "traits": dict(self.traits),
             "group_id": self.group_id,
             "groups": list(self.groups),
-            "csb_account_id": self.csb_account_id,
-            "csb_user_id": self.csb_user_id,
+            "slots": {k: dict(v) for k, v in self.slots.items()},
             "first_seen": self.first_seen,
             "last_seen": self.last_seen,
             "anonymous_ids": list(self.anonymous_ids),
@@ -117,15 +170,14 @@ class UserState:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "UserState":
-        check_version(data, "user")
+        version = check_version(data, "user", USER_VERSION)
         return cls(
             key=data["key"],
             user_id=data.get("user_id"),
             traits=dict(data.get("traits") or {}),
             group_id=data.get("group_id"),
             groups=tuple(data.get("groups") or ()),
-            csb_account_id=data.get("csb_account_id"),
-            csb_user_id=data.get("csb_user_id"),
+            slots=_read_slots(data, version),
             first_seen=data.get("first_seen"),
             last_seen=data.get("last_seen"),
             anonymous_ids=tuple(data.get("anonymous_ids") or ()),
@@ -140,33 +192,39 @@ class GroupState:
     group_id: str
     name: str | None = None
     traits: Mapping[str, Any] = field(default_factory=dict)
-    csb_account_id: str | None = None
+    slots: Slots = field(default_factory=dict)  # per destination: what it remembers
     updated_at: str | None = None
+
+    def slot(self, destination: str) -> Mapping[str, Any]:
+        return self.slots.get(destination) or {}
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "v": STATE_VERSION,
+            "v": USER_VERSION,
             "group_id": self.group_id,
             "name": self.name,
             "traits": dict(self.traits),
-            "csb_account_id": self.csb_account_id,
+            "slots": {k: dict(v) for k, v in self.slots.items()},
             "updated_at": self.updated_at,
         }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "GroupState":
-        check_version(data, "group")
+        version = check_version(data, "group", USER_VERSION)
         return cls(
             group_id=data["group_id"],
             name=data.get("name"),
             traits=dict(data.get("traits") or {}),
-            csb_account_id=data.get("csb_account_id"),
+            slots=_read_slots(data, version),
             updated_at=data.get("updated_at"),
         )
 
 
-def apply_to_user(user: UserState | None, msg: Message, now: str, key: str | None = None) -> UserState:
-    """The user's record after `msg`: traits merged (latest wins), group and ids learned."""
+def apply_to_user(
+    user: UserState | None, msg: Message, now: str, key: str | None = None, memories: Iterable[Memory] = ()
+) -> UserState:
+    """The user's record after `msg`: traits merged (latest wins), group learned, and
+    each destination's slot updated by its `Memory`."""
     user = user or UserState(key=key or msg.key, first_seen=now)
     changes: dict[str, Any] = {"last_seen": now}
     if user.first_seen is None:
@@ -177,40 +235,28 @@ def apply_to_user(user: UserState | None, msg: Message, now: str, key: str | Non
         traits = msg.traits
         if traits:
             changes["traits"] = {**user.traits, **traits}
-        changes.update(_csb_ids(traits, user))
     elif msg.type == "group":
         group_id = msg.group_id
         changes["group_id"] = group_id
         if group_id not in user.groups:
             changes["groups"] = (*user.groups, group_id)
-        account = _text(msg.traits.get("account_id"))
-        if account:
-            changes["csb_account_id"] = account
-    elif msg.type in ("track", "page", "screen"):
-        changes.update(_csb_ids(msg.properties, user))
+    slots = _remembered(user.slots, msg, memories)
+    if slots is not None:
+        changes["slots"] = slots
     return replace(user, **changes)
 
 
-def _csb_ids(fields: Mapping[str, Any], user: UserState) -> dict[str, str]:
-    found: dict[str, str] = {}
-    account = _text(fields.get("account_id"))
-    if account and account != user.csb_account_id:
-        found["csb_account_id"] = account
-    csb_user = _text(fields.get("user_id"))
-    if csb_user and csb_user != user.csb_user_id:
-        found["csb_user_id"] = csb_user
-    return found
-
-
-def apply_to_group(group: GroupState | None, msg: Message, now: str) -> GroupState:
-    """The group's record after a group call: name and traits updated, account id learned."""
+def apply_to_group(group: GroupState | None, msg: Message, now: str, memories: Iterable[Memory] = ()) -> GroupState:
+    """The group's record after a group call: name and traits updated, and each
+    destination's slot updated by its `Memory`."""
     group = group or GroupState(group_id=msg.group_id)
     traits = {**group.traits, **msg.traits}
+    slots = _remembered(group.slots, msg, memories, group=True)
     return replace(
         group,
         name=_text(msg.traits.get("name")) or group.name,
         traits=traits,
-        csb_account_id=_text(msg.traits.get("account_id")) or group.csb_account_id,
+        slots=group.slots if slots is None else slots,
         updated_at=now,
     )
 
@@ -241,8 +287,12 @@ def merge_users(user: UserState, anonymous: UserState | None, anonymous_id: str)
         traits={**anonymous.traits, **user.traits},
         group_id=user.group_id or anonymous.group_id,
         groups=groups,
-        csb_account_id=user.csb_account_id or anonymous.csb_account_id,
-        csb_user_id=user.csb_user_id or anonymous.csb_user_id,
+        slots=_merge_slots(user.slots, anonymous.slots),
         first_seen=min(filter(None, (user.first_seen, anonymous.first_seen)), default=None),
         anonymous_ids=ids,
     )
+
+
+def _merge_slots(user: Slots, anonymous: Slots) -> Slots:
+    """Each destination's slot: what the user has wins, the anonymous profile fills gaps."""
+    return {key: {**(anonymous.get(key) or {}), **(user.get(key) or {})} for key in {*anonymous, *user}}

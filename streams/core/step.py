@@ -25,6 +25,7 @@ from streams.core.pending import Item, Pending
 from streams.core.segment import InvalidMessage, Message, destination_enabled, parse
 from streams.core.state import (
     GroupState,
+    Memory,
     UserState,
     anonymous_to_merge,
     apply_to_group,
@@ -93,17 +94,19 @@ def step(
     max_pending: int,
     max_pending_age: float,
     blocked: frozenset[str] = frozenset(),
+    memories: Sequence[Memory] = (),
 ) -> Step:
     """Apply one message to the state of user `key` and decide what every destination gets.
     `blocked` names destinations with a delivery of this user being parked right now
-    (its park record not applied yet): they hold this message like a parked queue does."""
-    new_user = apply_to_user(user, msg, now_iso, key)
+    (its park record not applied yet): they hold this message like a parked queue does.
+    `memories` are what every registered destination remembers (enabled or not)."""
+    new_user = apply_to_user(user, msg, now_iso, key, memories)
     merge_from = anonymous_to_merge(msg, new_user)
     if merge_from is not None:
         new_user = replace(new_user, anonymous_ids=(*new_user.anonymous_ids, merge_from))
     new_group = None
     if msg.type == "group":
-        new_group = apply_to_group(groups(msg.group_id), msg, now_iso)
+        new_group = apply_to_group(groups(msg.group_id), msg, now_iso, memories)
     lookup = _overlay(groups, new_group)
 
     dispatches: list[Dispatch] = []

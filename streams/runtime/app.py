@@ -169,6 +169,7 @@ seen_table = app.Table("seen", default=None)
 
 DESTINATIONS = wiring.destinations(settings)
 CLIENTS = wiring.clients(settings)
+MEMORIES = wiring.memories()  # what every registered destination remembers of users and groups
 acks = AckTracker()
 _rng = random.Random()
 redeliveries = Redeliveries()
@@ -427,6 +428,7 @@ def handle(event: faust.EventT) -> list[Awaitable[Any]]:
         max_pending=settings.pending_max_events,
         max_pending_age=settings.pending_max_age_seconds,
         blocked=frozenset(d.key for d in destinations if parking[(key, d.key)] > 0),
+        memories=MEMORIES,
     )
     if result.group is not None:
         groups_table[result.group.group_id] = result.group.to_dict()

@@ -9,6 +9,7 @@ other part of cs-relay ever holds a key in a request, a log line or a dead lette
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -17,14 +18,17 @@ from typing import Callable, Iterable, Mapping
 
 import aiohttp
 
+from streams import __version__
 from streams.core.decision import PartnerRequest
 from streams.core.retry import Outcome, backoff, classify, retry_after_seconds
+from streams.destinations.base import Credentials
 from streams.runtime.ratelimit import AdaptiveRate
 from streams.core.redact import redact
 
 log = logging.getLogger(__name__)
 
 EXCERPT_CHARS = 300
+USER_AGENT = f"cs-relay/{__version__}"
 
 @dataclass(frozen=True)
 class Result:
@@ -47,8 +51,8 @@ class PartnerClient:
         name: str,
         base_url: str,
         *,
-        query_auth: Mapping[str, str] | None = None,
-        bearer: str | None = None,
+        credentials: Callable[[PartnerRequest, bytes], Credentials] | None = None,
+        classify: Callable[[int | None], Outcome] = classify,
         timeout: float = 5.0,
         max_in_flight: int = 64,
         max_retries: int = 8,
@@ -59,16 +63,15 @@ class PartnerClient:
     ) -> None:
         self.name = name
         self._base = base_url.rstrip("/")
-        self._query_auth = dict(query_auth or {})
-        self._headers = {"Content-Type": "application/json", "User-Agent": "cs-relay/0.1"}
-        if bearer:
-            self._headers["Authorization"] = f"Bearer {bearer}"
+        self._credentials = credentials or (lambda request, body: Credentials())
+        self._classify = classify
+        self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._limit = max_in_flight
         self._max_retries = max_retries
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
-        self._secrets = [s for s in (*secrets, *self._query_auth.values(), bearer or "") if s]
+        self._secrets = [s for s in secrets if s]
         self._session: aiohttp.ClientSession | None = None
         self._rng = random.Random()
         self._rate = AdaptiveRate(rate_limit) if rate_limit else None
@@ -97,7 +100,7 @@ class PartnerClient:
             attempt += 1
             tried = time.monotonic()
             status, excerpt, retry_after = await self._try_once(request)
-            outcome = classify(status)
+            outcome = self._classify(status)
             if self.on_attempt is not None:
                 self.on_attempt(status, time.monotonic() - tried, outcome, attempt)
             if outcome is not Outcome.RETRY or attempt > self._max_retries:
@@ -111,12 +114,16 @@ class PartnerClient:
 
     async def _try_once(self, request: PartnerRequest) -> tuple[int | None, str, float | None]:
         assert self._session is not None
-        params = {**request.query, **self._query_auth}
+        # The exact bytes sent: a destination may sign them (credentials see the body).
+        body = json.dumps(request.json, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        attached = self._credentials(request, body)
+        params = {**request.query, **attached.query}
         if self._rate is not None:
             await self._rate.acquire()
         try:
             async with self._session.request(
-                request.method, self._base + request.path, json=request.json, params=params or None
+                request.method, self._base + request.path, data=body, params=params or None,
+                headers={"Content-Type": "application/json", **attached.headers},
             ) as response:
                 body = await response.text(errors="replace")
                 if response.status == 429 and self._rate is not None:

@@ -1,62 +1,56 @@
-"""The enabled destinations, built from settings: what the core decides with
-(`streams.core.step.Destination`) and what the runtime delivers with (`PartnerClient`)."""
+"""The registered destinations, built from settings: what the core decides with
+(`streams.core.step.Destination`), what every destination remembers (`Memory`), and
+what the runtime delivers with (`PartnerClient`). The only place that turns plugins
+into running parts; it names no destination."""
 
 from __future__ import annotations
 
 import logging
+from functools import partial
 
+from streams.core.state import Memory
 from streams.core.step import Destination
-from streams.destinations.clientsuccess import mapping as clientsuccess
-from streams.destinations.customersuccessbox import mapping as customersuccessbox
+from streams.destinations import REGISTRY
 from streams.runtime.delivery import PartnerClient
 from streams.settings import Settings
 
 
 def destinations(s: Settings) -> list[Destination]:
-    enabled = []
-    if s.clientsuccess.enabled:
-        source_id = s.clientsuccess.source_id
-        enabled.append(
-            Destination(
-                clientsuccess.KEY,
-                clientsuccess.NAME,
-                lambda msg, user, groups: clientsuccess.decide(msg, user, groups, source_id),
-            )
-        )
-    if s.customersuccessbox.enabled:
-        enabled.append(Destination(customersuccessbox.KEY, customersuccessbox.NAME, customersuccessbox.decide))
-    return enabled
+    """The enabled destinations, in registry order, with their settings bound."""
+    return [
+        Destination(p.key, p.name, partial(p.decide, s.destinations[p.key]))
+        for p in REGISTRY
+        if s.destinations[p.key].enabled
+    ]
+
+
+def memories() -> list[Memory]:
+    """What every registered destination remembers, enabled or not: a destination
+    switched on later finds what it needs already in the users' records."""
+    return [p.memory for p in REGISTRY if p.memory is not None]
 
 
 def clients(s: Settings) -> dict[str, PartnerClient]:
-    common = dict(
-        timeout=s.http_timeout, max_in_flight=s.max_in_flight, max_retries=s.quick_retries, secrets=s.secrets()
-    )
     clients = {}
-    if s.clientsuccess.enabled:
-        clients[clientsuccess.KEY] = PartnerClient(
-            clientsuccess.NAME,
-            s.clientsuccess.base_url,
-            query_auth={"api_key": s.clientsuccess.api_key.reveal()},
-            rate_limit=s.clientsuccess_rate_limit or None,
-            **common,
-        )
-    if s.customersuccessbox.enabled:
-        clients[customersuccessbox.KEY] = PartnerClient(
-            customersuccessbox.NAME,
-            s.customersuccessbox.base_url,
-            bearer=s.customersuccessbox.api_key.reveal(),
-            rate_limit=s.csb_rate_limit or None,
-            **common,
-        )
+    for p in REGISTRY:
+        own = s.destinations[p.key]
+        if own.enabled:
+            clients[p.key] = PartnerClient(
+                p.name,
+                own.base_url,
+                credentials=partial(p.credentials, own),
+                classify=p.classify,
+                rate_limit=own.rate_limit or None,
+                timeout=s.http_timeout,
+                max_in_flight=s.max_in_flight,
+                max_retries=s.quick_retries,
+                secrets=s.secrets(),
+            )
     return clients
 
 
 def announce(s: Settings, log: logging.Logger) -> None:
     """One start-up line for each destination left disabled, naming what enables it."""
-    if not s.clientsuccess.enabled:
-        log.warning(
-            "ClientSuccess disabled: set CLIENTSUCCESS_SOURCE_ID and CLIENTSUCCESS_API_KEY to enable it"
-        )
-    if not s.customersuccessbox.enabled:
-        log.warning("CustomerSuccessBox disabled: set CSB_API_KEY and CSB_BASE_URL to enable it")
+    for p in REGISTRY:
+        if not s.destinations[p.key].enabled:
+            log.warning("%s disabled: %s", p.name, p.enable_hint)

@@ -19,17 +19,16 @@ Rules (../shared/partner-contracts.md section 2 and the ClientSuccess destinatio
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip
 from streams.core.segment import Message
-from streams.core.state import GroupState, UserState
+from streams.core.state import GroupLookup, GroupState, UserState
+from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 
 NAME = "ClientSuccess"
 KEY = "clientsuccess"
-
-GroupLookup = Callable[[str], "GroupState | None"]
 
 
 def event_name(msg: Message) -> str:
@@ -58,7 +57,7 @@ def organization(msg: Message, user: UserState, groups: GroupLookup) -> GroupSta
     return group
 
 
-def decide(msg: Message, user: UserState, groups: GroupLookup, source_id: str) -> Decision:
+def decide(settings: ClientSuccessSettings, msg: Message, user: UserState, groups: GroupLookup) -> Decision:
     """What ClientSuccess gets for `msg`, given the user's state after `msg`."""
     if msg.type == "identify":
         return Skip("identify updates the user's state only")
@@ -72,7 +71,7 @@ def decide(msg: Message, user: UserState, groups: GroupLookup, source_id: str) -
     org = organization(msg, user, groups)
     if org is None:
         return Hold("no group with a name is known for this user yet")
-    return Send(build_event(msg, user, org, source_id))
+    return Send(build_event(msg, user, org, settings.source_id))
 
 
 def build_event(msg: Message, user: UserState, org: GroupState, source_id: str) -> PartnerRequest:

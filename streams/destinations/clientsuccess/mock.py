@@ -16,7 +16,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Mapping
 
 from aiohttp import web
 
@@ -158,3 +158,8 @@ def create_app(source_id: str, api_key: str) -> web.Application:
     app[STATE_KEY] = state
     app.router.add_post(EVENTS_PATH, add_event)
     return app
+
+
+def from_env(env: Mapping[str, str]) -> web.Application:
+    """The imitation for the project and key a worker would use (its variables)."""
+    return create_app(env["CLIENTSUCCESS_SOURCE_ID"], env["CLIENTSUCCESS_API_KEY"])

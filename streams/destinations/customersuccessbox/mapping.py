@@ -20,24 +20,24 @@ Rules (../shared/partner-contracts.md section 3 and the CustomerSuccessBox page)
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from streams.core.decision import Decision, Hold, PartnerRequest, Send, Skip
 from streams.core.segment import Message
-from streams.core.state import GroupState, UserState, _text
+from streams.core.state import GroupLookup, UserState, _text
+from streams.destinations.customersuccessbox import memory
+from streams.destinations.customersuccessbox.settings import CustomerSuccessBoxSettings
 
 NAME = "CustomerSuccessBox"
 KEY = "customersuccessbox"
 API = "/api_js/v1_1"
 FEATURE_ID_MAX = 64
 
-GroupLookup = Callable[[str], "GroupState | None"]
-
 
 def group_account(group_id: str, groups: GroupLookup) -> str:
     """The CustomerSuccessBox account of a Segment group."""
     group = groups(group_id)
-    return (group.csb_account_id if group else None) or group_id
+    return (memory.group_account(group) if group else None) or group_id
 
 
 def account_id(msg: Message, own: Mapping[str, Any], user: UserState, groups: GroupLookup) -> str | None:
@@ -45,13 +45,13 @@ def account_id(msg: Message, own: Mapping[str, Any], user: UserState, groups: Gr
     return (
         _text(own.get("account_id"))
         or (group_account(msg.context_group_id, groups) if msg.context_group_id else None)
-        or user.csb_account_id
+        or memory.user_account(user)
         or (group_account(user.group_id, groups) if user.group_id else None)
     )
 
 
 def user_id(msg: Message, own: Mapping[str, Any], user: UserState) -> str | None:
-    return _text(own.get("user_id")) or user.csb_user_id or msg.user_id or user.user_id
+    return _text(own.get("user_id")) or memory.user_id(user) or msg.user_id or user.user_id
 
 
 def _feature_id(value: Any) -> str | None:
@@ -59,7 +59,7 @@ def _feature_id(value: Any) -> str | None:
     return text[:FEATURE_ID_MAX] if text else None
 
 
-def decide(msg: Message, user: UserState, groups: GroupLookup) -> Decision:
+def decide(settings: CustomerSuccessBoxSettings, msg: Message, user: UserState, groups: GroupLookup) -> Decision:
     """What CustomerSuccessBox gets for `msg`, given the state after `msg`."""
     if msg.type == "group":
         body: dict[str, Any] = {

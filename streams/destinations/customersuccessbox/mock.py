@@ -15,7 +15,7 @@ import binascii
 import hmac
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 from aiohttp import BasicAuth, web
 
@@ -164,3 +164,8 @@ def create_app(api_key: str) -> web.Application:
     app[STATE_KEY] = state
     app.router.add_post(API + "/{endpoint:(" + "|".join(ENDPOINTS) + ")}", handle)
     return app
+
+
+def from_env(env: Mapping[str, str]) -> web.Application:
+    """The imitation for the key a worker would use (its variables)."""
+    return create_app(env["CSB_API_KEY"])

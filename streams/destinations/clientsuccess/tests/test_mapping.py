@@ -1,12 +1,17 @@
 """The mapping from a Segment message (and state) to a ClientSuccess request."""
 
 from streams.destinations.clientsuccess import mapping as cs
+from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 from streams.core.decision import Hold, Reject, Send, Skip
 from streams.core.state import GroupState, UserState, apply_to_group, apply_to_user
 from tests.factories import msg
 
 NOW = "2026-11-22T00:00:00+00:00"
 ACME = GroupState("acme", name="Acme Corp")
+
+
+def decide(m, user, groups, source_id):
+    return cs.decide(ClientSuccessSettings(source_id=source_id), m, user, groups)
 
 
 def lookup(*groups: GroupState):
@@ -19,14 +24,14 @@ def user_in(group: str | None = "acme", **traits) -> UserState:
 
 
 def test_track_before_any_group_is_held():
-    decision = cs.decide(msg("track", event="Signed In"), user_in(None), lookup(), "src")
+    decision = decide(msg("track", event="Signed In"), user_in(None), lookup(), "src")
     assert isinstance(decision, Hold)
 
 
 def test_track_after_group_becomes_usage_event_with_organization_and_user():
     user = user_in(firstName="Alice", lastName="Ng", email="alice@acme.example")
     m = msg("track", event="Report Viewed", timestamp="2026-11-01T10:00:00Z")
-    decision = cs.decide(m, user, lookup(ACME), "src-1")
+    decision = decide(m, user, lookup(ACME), "src-1")
     assert isinstance(decision, Send)
     req = decision.request
     assert req.method == "POST"
@@ -44,15 +49,15 @@ def test_track_after_group_becomes_usage_event_with_organization_and_user():
 
 def test_value_is_properties_value_when_numeric_else_one():
     user = user_in()
-    assert cs.decide(msg("track", event="E", properties={"value": -2.5}), user, lookup(ACME), "s").request.json["value"] == -2.5
-    assert cs.decide(msg("track", event="E", properties={"value": "7"}), user, lookup(ACME), "s").request.json["value"] == 1
-    assert cs.decide(msg("track", event="E", properties={"value": True}), user, lookup(ACME), "s").request.json["value"] == 1
+    assert decide(msg("track", event="E", properties={"value": -2.5}), user, lookup(ACME), "s").request.json["value"] == -2.5
+    assert decide(msg("track", event="E", properties={"value": "7"}), user, lookup(ACME), "s").request.json["value"] == 1
+    assert decide(msg("track", event="E", properties={"value": True}), user, lookup(ACME), "s").request.json["value"] == 1
 
 
 def test_page_event_names():
     user = user_in()
-    named = cs.decide(msg("page", name="Pricing"), user, lookup(ACME), "s").request
-    unnamed = cs.decide(msg("page"), user, lookup(ACME), "s").request
+    named = decide(msg("page", name="Pricing"), user, lookup(ACME), "s").request
+    unnamed = decide(msg("page"), user, lookup(ACME), "s").request
     assert named.path.endswith("/events/Viewed%20Pricing%20Page")
     assert unnamed.path.endswith("/events/Loaded%20a%20Page")
 
@@ -60,34 +65,34 @@ def test_page_event_names():
 def test_context_group_id_names_the_organization():
     other = GroupState("globex", name="Globex")
     m = msg("track", event="E", context={"groupId": "globex"})
-    req = cs.decide(m, user_in("acme"), lookup(ACME, other), "s").request
+    req = decide(m, user_in("acme"), lookup(ACME, other), "s").request
     assert req.json["identity"]["organization"] == {"id": "globex", "name": "Globex"}
 
 
 def test_group_without_a_name_is_rejected_and_with_a_name_only_updates_state():
     nameless = msg("group", groupId="g9", traits={"plan": "pro"})
     g = apply_to_group(None, nameless, NOW)
-    assert isinstance(cs.decide(nameless, user_in("g9"), lookup(g), "s"), Reject)
+    assert isinstance(decide(nameless, user_in("g9"), lookup(g), "s"), Reject)
     named = msg("group", groupId="acme", traits={"name": "Acme Corp"})
-    assert isinstance(cs.decide(named, user_in(), lookup(apply_to_group(None, named, NOW)), "s"), Skip)
+    assert isinstance(decide(named, user_in(), lookup(apply_to_group(None, named, NOW)), "s"), Skip)
 
 
 def test_group_known_only_without_name_holds_events():
     g = GroupState("g9", name=None)
-    assert isinstance(cs.decide(msg("track", event="E"), user_in("g9"), lookup(g), "s"), Hold)
+    assert isinstance(decide(msg("track", event="E"), user_in("g9"), lookup(g), "s"), Hold)
 
 
 def test_identify_traits_name_the_user_on_later_events():
     user = apply_to_user(user_in(), msg("identify", traits={"firstName": "Bo", "email": "bo@x.example"}), NOW)
-    req = cs.decide(msg("track", event="E"), user, lookup(ACME), "s").request
+    req = decide(msg("track", event="E"), user, lookup(ACME), "s").request
     assert req.json["identity"]["user"] == {"id": "u1", "name": "Bo", "email": "bo@x.example"}
 
 
 def test_identify_screen_alias_send_nothing():
     for m in (msg("identify", traits={}), msg("screen", name="Home"), msg("alias", previousId="a1")):
-        assert isinstance(cs.decide(m, user_in(), lookup(ACME), "s"), Skip)
+        assert isinstance(decide(m, user_in(), lookup(ACME), "s"), Skip)
 
 
 def test_timestamp_is_omitted_when_absent():
-    req = cs.decide(msg("track", event="E"), user_in(), lookup(ACME), "s").request
+    req = decide(msg("track", event="E"), user_in(), lookup(ACME), "s").request
     assert "timestamp" not in req.json

@@ -1,0 +1,100 @@
+"""What a destination is to cs-relay: one `Plugin`, plain data and pure functions.
+
+Each destination is a folder under `streams/destinations/` holding its settings, its
+mapping (message + state -> decision), what it remembers of users and groups, how its
+credentials are attached, its mock server, its CONTRACT.md and its tests. The folder's
+`__init__.py` exports `PLUGIN`; `streams.destinations.REGISTRY` lists them, one line
+each. Settings, the runtime, `cs-relay mocks`, `cs-relay dev`, the test harness and the
+benchmark iterate over the registry: adding a destination edits no shared code.
+
+Nothing here does I/O. A plugin's `mock` names an aiohttp factory by import path, so
+the worker never imports a mock.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Mapping, Protocol, TypeVar
+
+from streams.core.decision import Decision, PartnerRequest
+from streams.core.retry import Outcome, classify
+from streams.core.segment import Message
+from streams.core.state import GroupLookup, Memory, UserState
+from streams.envreader import EnvReader
+
+
+class DestinationSettings(Protocol):
+    """What every destination's settings object offers the runtime."""
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def base_url(self) -> str: ...
+
+    @property
+    def rate_limit(self) -> float: ...  # requests per second; 0: none
+
+    def secrets(self) -> list[str]: ...  # every credential value, for redaction
+
+
+S = TypeVar("S", bound=DestinationSettings)
+
+
+@dataclass(frozen=True)
+class Variable:
+    """One environment variable of a destination, for the docs and `config`."""
+
+    name: str
+    default: str
+    meaning: str
+    secret: bool = False
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request carries beyond its body: added by the delivery client at the last
+    moment, so no request in state, a log or a dead letter ever holds a key."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Mock:
+    """How `cs-relay mocks`, `cs-relay dev`, the tests and the benchmark run the
+    destination's imitation, and point a worker at it."""
+
+    factory: str  # "module:function"; function(env) -> aiohttp.web.Application
+    option: str  # `cs-relay mocks --{option}-port`
+    port: int  # its default port there
+    url_variable: str  # the worker variable that takes the mock's URL
+    demo_env: Mapping[str, str]  # variables both the mock and the worker read (demo credentials)
+    path: str = ""  # appended to the mock's URL in `url_variable`
+
+    def create_app(self, env: Mapping[str, str]) -> Any:
+        module, _, name = self.factory.partition(":")
+        return getattr(importlib.import_module(module), name)(env)
+
+    def worker_env(self, url: str, env: Mapping[str, str]) -> dict[str, str]:
+        """The worker's variables for this mock at `url` (credentials from `env`, else the demo ones)."""
+        out = {name: env.get(name, value) for name, value in self.demo_env.items()}
+        out[self.url_variable] = url.rstrip("/") + self.path
+        return out
+
+
+@dataclass(frozen=True)
+class Plugin(Generic[S]):
+    """A destination, as the registry lists it."""
+
+    key: str  # stable identifier: pending queues, slots, metrics, dead-letter headers
+    name: str  # its Segment `integrations` name, and its name in logs
+    variables: tuple[Variable, ...]
+    read_settings: Callable[[EnvReader], S]
+    decide: Callable[[S, Message, UserState, GroupLookup], Decision]
+    credentials: Callable[[S, PartnerRequest, bytes], Credentials]  # bytes: the exact body sent
+    mock: Mock
+    enable_hint: str  # what a disabled destination's start-up line tells the operator
+    memory: Memory | None = None  # what it remembers of users and groups, in its own slot
+    classify: Callable[[int | None], Outcome] = classify  # its answers, when the shared rules do not fit

@@ -1,0 +1,42 @@
+"""ClientSuccess's settings: the project (source id) and API key of the Usage API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.destinations.base import Variable
+from streams.envreader import EnvReader, Secret, http_url
+
+PRODUCTION_URL = "https://usage.clientsuccess.com"
+
+VARIABLES = (
+    Variable("CLIENTSUCCESS_SOURCE_ID", "unset (disabled)", "the ClientSuccess project (source) id"),
+    Variable("CLIENTSUCCESS_API_KEY", "unset (disabled)", "the Usage API key", secret=True),
+    Variable("CLIENTSUCCESS_BASE_URL", PRODUCTION_URL, "the Usage API host"),
+    Variable("CS_RELAY_CLIENTSUCCESS_RATE_LIMIT", "0 (none)",
+             "requests per second; halves on a 429 and climbs back over 30 s"),
+)
+
+
+@dataclass(frozen=True)
+class ClientSuccessSettings:
+    source_id: str = ""
+    api_key: Secret = Secret("")
+    base_url: str = PRODUCTION_URL
+    rate_limit: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.source_id) and bool(self.api_key)
+
+    def secrets(self) -> list[str]:
+        return [self.api_key.reveal()] if self.api_key else []
+
+    @classmethod
+    def from_env(cls, read: EnvReader) -> "ClientSuccessSettings":
+        return cls(
+            source_id=read.text("CLIENTSUCCESS_SOURCE_ID", ""),
+            api_key=Secret(read.text("CLIENTSUCCESS_API_KEY", "")),
+            base_url=read.text("CLIENTSUCCESS_BASE_URL", PRODUCTION_URL, check=http_url),
+            rate_limit=read.number("CS_RELAY_CLIENTSUCCESS_RATE_LIMIT", 0.0, low=0, high=100_000),
+        )

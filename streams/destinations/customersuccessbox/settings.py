@@ -1,0 +1,36 @@
+"""CustomerSuccessBox's settings: the tenant's host and its POST API key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streams.destinations.base import Variable
+from streams.envreader import EnvReader, Secret, http_url_or_empty
+
+VARIABLES = (
+    Variable("CSB_API_KEY", "unset (disabled)", "the CustomerSuccessBox POST API key", secret=True),
+    Variable("CSB_BASE_URL", "unset (disabled)", "your tenant's host, `https://{tenant}.customersuccessbox.com`"),
+    Variable("CS_RELAY_CSB_RATE_LIMIT", "0 (none)", "requests per second; halves on a 429 and climbs back over 30 s"),
+)
+
+
+@dataclass(frozen=True)
+class CustomerSuccessBoxSettings:
+    api_key: Secret = Secret("")
+    base_url: str = ""
+    rate_limit: float = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.api_key) and bool(self.base_url)
+
+    def secrets(self) -> list[str]:
+        return [self.api_key.reveal()] if self.api_key else []
+
+    @classmethod
+    def from_env(cls, read: EnvReader) -> "CustomerSuccessBoxSettings":
+        return cls(
+            api_key=Secret(read.text("CSB_API_KEY", "")),
+            base_url=read.text("CSB_BASE_URL", "", check=http_url_or_empty),
+            rate_limit=read.number("CS_RELAY_CSB_RATE_LIMIT", 0.0, low=0, high=100_000),
+        )
