@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.core.reasons import INTAKE as Reason  # the intake stage's reasons
 from streams.core.segment import (
     MAX_DEPTH,
     MAX_MESSAGE_BYTES,
@@ -21,7 +22,6 @@ from streams.core.segment import (
     MESSAGE_TYPES,
     InvalidMessage,
     Message,
-    Reason,
     derive_message_id,
     destination_enabled,
     parse,

@@ -21,9 +21,6 @@ from typing import Any, Mapping
 
 from streams.core.state import STATE_VERSION, check_version
 
-OVERFLOW = "pending_overflow"
-EXPIRED = "pending_expired"
-
 
 @dataclass(frozen=True)
 class Item:
@@ -215,8 +212,6 @@ def held_at_iso(item: Item) -> str:
 
 # ------------------------------------------------------------------ parked deliveries
 
-
-RETRIES_EXHAUSTED = "retries_exhausted"
 
 
 def park(pending: Pending, destination: str, parked: Parked, released_seq: int | None = None) -> Pending:

@@ -31,7 +31,6 @@ A JSON null counts as absent everywhere. Unknown extra fields are kept untouched
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
 import math
@@ -40,6 +39,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
+
+from streams.core.reasons import Reason  # intake's reasons: streams.core.reasons.INTAKE
 
 __all__ = [
     "MAX_DEPTH",
@@ -67,21 +68,6 @@ DERIVED_ID_PREFIX = "csr-"
 # Fields left out when deriving a messageId: they change between retries of one call.
 _NOT_IN_DERIVED_ID = frozenset({"messageId", "sentAt", "receivedAt"})
 _VALUE_PREVIEW = 40
-
-
-class Reason(str, enum.Enum):
-    """Why a message was refused; the values are stable dead-letter reason codes."""
-
-    NOT_UTF8 = "not_utf8"
-    INVALID_JSON = "invalid_json"
-    NOT_AN_OBJECT = "not_an_object"
-    OVERSIZED = "oversized"
-    UNKNOWN_TYPE = "unknown_type"
-    MISSING_FIELD = "missing_field"
-    WRONG_TYPE = "wrong_type"
-    INVALID_TIMESTAMP = "invalid_timestamp"
-    MESSAGE_ID_TOO_LONG = "message_id_too_long"
-    TOO_DEEP = "too_deep"
 
 
 class InvalidMessage(Exception):

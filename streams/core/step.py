@@ -22,8 +22,10 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from streams.core import pending as pending_mod
 from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip
 from streams.core.pending import Item, Pending
+from streams.core.reasons import Reason
 from streams.core.segment import InvalidMessage, Message, destination_enabled, parse
 from streams.core.state import (
+    GroupLookup,
     GroupState,
     Memory,
     UserState,
@@ -32,8 +34,6 @@ from streams.core.state import (
     apply_to_user,
     merge_users,
 )
-
-GroupLookup = Callable[[str], "GroupState | None"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Dispatch:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    reason: str
+    reason: Reason
     detail: str
     raw: str
     source: Mapping[str, Any]
@@ -115,7 +115,7 @@ def step(
     held: list[tuple[str, str]] = []
 
     pending, expired = pending_mod.expire(pending, now, max_pending_age)
-    dead += [_pending_dead_letter(item, dest, pending_mod.EXPIRED, max_pending_age) for dest, item in expired]
+    dead += [_pending_dead_letter(item, dest, Reason.PENDING_EXPIRED, max_pending_age) for dest, item in expired]
 
     for dest in destinations:
         if not destination_enabled(msg.integrations, dest.integration_name):
@@ -130,9 +130,9 @@ def step(
         elif isinstance(decision, Hold):
             pending, overflow = pending_mod.hold(pending, dest.key, raw, source, now, max_pending)
             held.append((dest.key, decision.reason))
-            dead += [_pending_dead_letter(i, dest.key, pending_mod.OVERFLOW, max_pending) for i in overflow]
+            dead += [_pending_dead_letter(i, dest.key, Reason.PENDING_OVERFLOW, max_pending) for i in overflow]
         elif isinstance(decision, Reject):
-            dead.append(DeadLetter(decision.reason, decision.detail, raw, source, "routing", dest.key))
+            dead.append(DeadLetter(Reason(decision.reason), decision.detail, raw, source, "routing", dest.key))
         elif isinstance(decision, Skip):
             skipped.append((dest.key, decision.reason))
 
@@ -225,11 +225,11 @@ def expire_held(pending: Pending, now: float, max_age: float) -> tuple[Pending, 
     """Held events older than `max_age`, as dead letters (for users who went quiet: a
     user's own next message expires them too, in `step`)."""
     pending, expired = pending_mod.expire(pending, now, max_age)
-    return pending, [_pending_dead_letter(item, dest, pending_mod.EXPIRED, max_age) for dest, item in expired]
+    return pending, [_pending_dead_letter(item, dest, Reason.PENDING_EXPIRED, max_age) for dest, item in expired]
 
 
-def _pending_dead_letter(item: Item, dest: str, reason: str, bound: float) -> DeadLetter:
-    if reason == pending_mod.OVERFLOW:
+def _pending_dead_letter(item: Item, dest: str, reason: Reason, bound: float) -> DeadLetter:
+    if reason == Reason.PENDING_OVERFLOW:
         detail = f"more than {int(bound)} events waiting for {dest} for this user; the oldest was dropped from the queue"
     else:
         detail = f"waited longer than {int(bound)} s for {dest} to be able to attribute it"

@@ -45,6 +45,7 @@ from streams.ops.admin import owner_partition
 from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
 from streams.core import pending as pending_mod
 from streams.core.pending import Parked, Pending, confirm
+from streams.core.reasons import Reason
 from streams.core.redact import RedactingFilter
 from streams.core.step import (
     DeadLetter,
@@ -305,7 +306,7 @@ async def intake(stream: faust.StreamT) -> None:
             msg = parse(raw)
         except InvalidMessage as exc:
             work = send_dead_letter(
-                DeadLetter(exc.reason.value, exc.detail, raw, source, "intake"),  # type: ignore[arg-type]
+                DeadLetter(exc.reason, exc.detail, raw, source, "intake"),
                 key=event.key if isinstance(event.key, bytes) else None,
             )
         else:
@@ -357,7 +358,7 @@ async def route(stream: faust.StreamT) -> None:
             log.exception("routing failed for an event at %s; it goes to the dead-letter topic", _source(event))
             work = [
                 send_dead_letter(
-                    DeadLetter("routing_error", "cs-relay could not route this event (see the worker log)",
+                    DeadLetter(Reason.ROUTING_ERROR, "cs-relay could not route this event (see the worker log)",
                                bytes(event.value or b""), _source(event), "routing")
                 )
             ]
@@ -609,7 +610,7 @@ async def _deliver(key: str, dispatch: Dispatch) -> Result | None:
     if result.outcome is Outcome.FAIL:
         await send_dead_letter(
             DeadLetter(
-                "partner_refused" if classify(result.status) is Outcome.FAIL else "retries_exhausted",
+                Reason.PARTNER_REFUSED if classify(result.status) is Outcome.FAIL else Reason.RETRIES_EXHAUSTED,
                 f"{client.name} answered {result.status}: {result.excerpt}"
                 if result.status is not None
                 else f"{client.name}: {result.excerpt}",
@@ -774,7 +775,7 @@ def _apply_retried(key: str, body: Mapping[str, Any]) -> list[Awaitable[Any]]:
     if outcome == Outcome.DONE.value:
         counters[f"done.{dest}"] += 1
     if given_up is not None:
-        reason = pending_mod.RETRIES_EXHAUSTED if outcome == Outcome.RETRY.value else "partner_refused"
+        reason = Reason.RETRIES_EXHAUSTED if outcome == Outcome.RETRY.value else Reason.PARTNER_REFUSED
         detail = f"{given_up.last_error} (after {given_up.attempts} attempts)"
         dead = DeadLetter(reason, detail, given_up.raw, given_up.source, "delivery", dest)
         work.append(send_dead_letter(dead, key.encode("utf-8"), status=body.get("status")))
