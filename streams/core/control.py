@@ -1,0 +1,198 @@
+"""Control records: records on the by-user topic that carry no Segment call but an
+instruction for the partition that owns a key (a table row can only be written there).
+
+One frozen dataclass per kind; `encode` and `decode` are the only code that knows the
+wire format. That format is what earlier versions wrote and must stay readable while a
+by-user topic still holds their records during an upgrade: the kind in the
+`cs-relay-kind` header (the `KIND` bytes of each class), the fields as a JSON object
+(`json.dumps` with its default separators), keyed by the user whose state the record
+changes, or with an empty key sent to one partition (`Sweep`, `RetryDue`).
+tests/test_core_control.py holds frozen examples of each kind as version 0.1 wrote them.
+
+    kind           sent by                      what the owner of the key does
+    pending-done   a finished delivery          removes the released event from `releasing`
+    merge-request  route (identify/alias)       hands the anonymous profile to the user
+    merge-profile  the anonymous partition      folds the profile into the user
+    sweep          a timer, to each partition   prunes dedupe rows, expires held events
+    park           a failed delivery            stores it in the user's parked queue
+    retry-due      a timer, to a partition      retries the due parked heads once
+    retried        a retry                      applies its outcome
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, Union
+
+from streams.core.pending import Parked
+from streams.core.retry import Outcome
+
+KIND_HEADER = "cs-relay-kind"
+
+
+@dataclass(frozen=True)
+class PendingDone:
+    """Released event `seq` of `destination` was delivered (or dead-lettered): forget it."""
+
+    KIND: ClassVar[bytes] = b"pending-done"
+    destination: str
+    seq: int
+
+    def body(self) -> dict[str, Any]:
+        return {"destination": self.destination, "seq": self.seq}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "PendingDone":
+        return cls(body["destination"], body["seq"])
+
+
+@dataclass(frozen=True)
+class MergeRequest:
+    """To an anonymous profile: hand yourself to user `into`."""
+
+    KIND: ClassVar[bytes] = b"merge-request"
+    into: str
+
+    def body(self) -> dict[str, Any]:
+        return {"into": self.into}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "MergeRequest":
+        return cls(body["into"])
+
+
+@dataclass(frozen=True)
+class MergeProfile:
+    """To a user: the anonymous profile `anonymous_id` to fold in. `user` and `pending`
+    are table records as they were stored (`UserState.to_dict()`, `Pending.to_dict()`),
+    each with its own version: the receiver reads them with the table readers, so a
+    record an older worker put in transit reads as the table would read it."""
+
+    KIND: ClassVar[bytes] = b"merge-profile"
+    anonymous_id: str
+    user: Mapping[str, Any] | None
+    pending: Mapping[str, Any] | None
+
+    def body(self) -> dict[str, Any]:
+        return {"anonymous_id": self.anonymous_id, "user": self.user, "pending": self.pending}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "MergeProfile":
+        return cls(body["anonymous_id"], body.get("user") or None, body.get("pending"))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """To one partition (empty key): prune expired dedupe rows, expire held events."""
+
+    KIND: ClassVar[bytes] = b"sweep"
+
+    def body(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "Sweep":
+        return cls()
+
+
+@dataclass(frozen=True)
+class Park:
+    """A delivery failed in a retryable way after the quick retries: keep it in the
+    user's parked queue for `destination`. `released_seq` is set when the event came
+    out of `releasing` (it leaves that queue)."""
+
+    KIND: ClassVar[bytes] = b"park"
+    destination: str
+    released_seq: int | None
+    parked: Parked
+
+    def body(self) -> dict[str, Any]:
+        return {"destination": self.destination, "released_seq": self.released_seq, "parked": self.parked.to_dict()}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "Park":
+        return cls(body["destination"], body.get("released_seq"), Parked.from_dict(body["parked"]))
+
+
+@dataclass(frozen=True)
+class RetryDue:
+    """To one partition (empty key): these users have parked deliveries due."""
+
+    KIND: ClassVar[bytes] = b"retry-due"
+    keys: tuple[str, ...]
+
+    def body(self) -> dict[str, Any]:
+        return {"keys": list(self.keys)}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "RetryDue":
+        return cls(tuple(body["keys"]))
+
+
+@dataclass(frozen=True)
+class Retried:
+    """The outcome of retrying parked head `seq` of `destination`: `attempts` HTTP
+    attempts, the last answer's `status` (None: no answer), its `error` text and the
+    partner's `retry_after` seconds."""
+
+    KIND: ClassVar[bytes] = b"retried"
+    destination: str
+    seq: int
+    outcome: Outcome
+    attempts: int = 1
+    status: int | None = None
+    error: str = ""
+    retry_after: float | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "destination": self.destination,
+            "seq": self.seq,
+            "outcome": self.outcome.value,
+            "attempts": self.attempts,
+            "status": self.status,
+            "error": self.error,
+            "retry_after": self.retry_after,
+        }
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> "Retried":
+        return cls(
+            body["destination"],
+            body["seq"],
+            Outcome(body["outcome"]),
+            body.get("attempts", 1),
+            body.get("status"),
+            body.get("error", ""),
+            body.get("retry_after"),
+        )
+
+
+Control = Union[PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried]
+KINDS: Mapping[bytes, type] = {
+    kind.KIND: kind for kind in (PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried)
+}
+TO_PARTITION = (Sweep, RetryDue)  # sent to one partition with an empty key, not to a user
+
+
+def encode(record: Control) -> tuple[bytes, dict[str, bytes]]:
+    """The record's value and headers."""
+    return json.dumps(record.body()).encode(), {KIND_HEADER: record.KIND}
+
+
+def kind_of(headers: Mapping[str, bytes]) -> type | None:
+    """The control record class named by a record's headers; None for a Segment call
+    (no kind header, or one this version does not know, which is then read as a
+    Segment call, as earlier versions did)."""
+    kind = headers.get(KIND_HEADER)
+    return KINDS.get(bytes(kind)) if kind is not None else None
+
+
+def decode(headers: Mapping[str, bytes], value: bytes) -> Control | None:
+    """The control record in a by-user record, or None for a Segment call. A control
+    record that cannot be read raises (ValueError, KeyError, TypeError)."""
+    kind = kind_of(headers)
+    if kind is None:
+        return None
+    return kind.from_body(json.loads(value))
