@@ -1,354 +1,40 @@
-"""The partner imitations in mockservers/: partner rules, partner views, recording, faults."""
+"""The shared mock-server pieces in mockservers/: recording, the admin API, faults, and
+running every destination's mock (each mock's own rules are tested in its folder,
+streams/destinations/<name>/tests/test_mock.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator
-from urllib.parse import quote
+from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from streams.destinations.clientsuccess import mock as clientsuccess
-from streams.destinations.customersuccessbox import mock as customersuccessbox
 from mockservers.server import credentials_from_env, start_mocks
+from tests.mockhelpers import (  # noqa: F401 (cs, csb: fixtures)
+    CS_KEY,
+    CSB_KEY,
+    SOURCE,
+    add_fault,
+    bearer,
+    cs,
+    cs_body,
+    cs_path,
+    cs_post,
+    csb,
+    csb_post,
+    recorded,
+    state,
+)
 
-SOURCE, CS_KEY, CSB_KEY = "src-1", "cs-secret-key", "csb-secret-key"
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-async def cs() -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(clientsuccess.create_app(SOURCE, CS_KEY))) as client:
-        yield client
-
-
-@pytest.fixture
-async def csb() -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(customersuccessbox.create_app(CSB_KEY))) as client:
-        yield client
-
-
-def cs_path(event: str, source: str = SOURCE) -> str:
-    return f"/collector/1.0.0/projects/{quote(source, safe='')}/events/{quote(event, safe='')}"
-
-
-def cs_body(org: str = "o1", user: str = "u1", value: Any = 1, **extra: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "identity": {"organization": {"id": org, "name": "Org " + org}, "user": {"id": user}},
-        "value": value,
-    }
-    body.update(extra)
-    return body
-
-
-async def cs_post(client: TestClient, event: str = "Signed In", body: Any = None, *, key: str = CS_KEY,
-                  source: str = SOURCE, **kwargs: Any) -> aiohttp.ClientResponse:
-    kwargs.setdefault("json", cs_body() if body is None else body)
-    return await client.post(cs_path(event, source), params={"api_key": key}, **kwargs)
-
-
-def bearer(key: str = CSB_KEY) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
-
-
-async def csb_post(client: TestClient, endpoint: str, body: Any, headers: dict[str, str] | None = None,
-                   **kwargs: Any) -> aiohttp.ClientResponse:
-    return await client.post(f"/api_js/v1_1/{endpoint}", json=body, headers=bearer() if headers is None else headers,
-                             **kwargs)
-
-
-async def recorded(client: TestClient, **params: str) -> list[dict[str, Any]]:
-    response = await client.get("/_mock/requests", params=params)
-    assert response.status == 200
-    return await response.json()
-
-
-async def state(client: TestClient) -> dict[str, Any]:
-    response = await client.get("/_mock/state")
-    assert response.status == 200
-    return await response.json()
-
-
-async def add_fault(client: TestClient, **fault: Any) -> list[dict[str, Any]]:
-    response = await client.post("/_mock/faults", json=fault)
-    assert response.status == 200, await response.text()
-    return await response.json()
-
-
-# ---------------------------------------------------------------- ClientSuccess
-
-
-async def test_cs_event_is_created_and_shows_in_the_partner_view(cs: TestClient) -> None:
-    body = cs_body(value=-2.5, timestamp="2026-11-01T10:00:00Z")
-    body["identity"]["user"].update(name="Ann Lee", email="ann@x.example")
-    response = await cs_post(cs, "Viewed Home Page", body)
-    assert response.status == 200
-    assert await response.json() == {"created": True}
-    await cs_post(cs, "Signed In", cs_body(value=3))  # no name/email: the known ones stay
-
-    orgs = (await state(cs))["organizations"]
-    assert list(orgs) == ["o1"]
-    org = orgs["o1"]
-    assert org["name"] == "Org o1"
-    assert org["users"] == {"u1": {"name": "Ann Lee", "email": "ann@x.example"}}
-    assert [(e["event"], e["user_id"], e["value"], e["timestamp"]) for e in org["events"]] == [
-        ("Viewed Home Page", "u1", -2.5, "2026-11-01T10:00:00Z"),
-        ("Signed In", "u1", 3, None),
-    ]
-    assert all(e["received_at"].endswith("Z") for e in org["events"])
-
-
-async def test_cs_event_id_is_url_decoded_even_with_a_slash(cs: TestClient) -> None:
-    response = await cs_post(cs, "Paid 50% / month & more")
-    assert response.status == 200
-    events = (await state(cs))["organizations"]["o1"]["events"]
-    assert events[0]["event"] == "Paid 50% / month & more"
-
-
-async def test_cs_organization_name_and_users_are_upserted(cs: TestClient) -> None:
-    await cs_post(cs, body=cs_body(user="u1"))
-    renamed = cs_body(user="u2")
-    renamed["identity"]["organization"]["name"] = "Renamed"
-    await cs_post(cs, body=renamed)
-    await cs_post(cs, body=cs_body(org="o2", user="u1"))
-    orgs = (await state(cs))["organizations"]
-    assert orgs["o1"]["name"] == "Renamed"
-    assert set(orgs["o1"]["users"]) == {"u1", "u2"}
-    assert set(orgs["o2"]["users"]) == {"u1"}
-
-
-@pytest.mark.parametrize("source, key", [("other-source", CS_KEY), (SOURCE, "wrong-key"), (SOURCE, "")])
-async def test_cs_unknown_source_or_key_is_401_without_echoing_the_key(cs: TestClient, source: str, key: str) -> None:
-    response = await cs_post(cs, source=source, key=key)
-    assert response.status == 401
-    body = await response.json()
-    assert body["created"] is False and body["error"]
-    text = await response.text()
-    assert CS_KEY not in text and (not key or key not in text)
-    assert (await state(cs))["organizations"] == {}
-
-
-async def test_cs_missing_api_key_is_401(cs: TestClient) -> None:
-    response = await cs.post(cs_path("E"), json=cs_body())
-    assert response.status == 401
-
-
-async def test_cs_auth_is_checked_before_the_body(cs: TestClient) -> None:
-    response = await cs_post(cs, body={"nonsense": True}, key="wrong")
-    assert response.status == 401
-
-
-@pytest.mark.parametrize(
-    "body, expected",
-    [
-        ([1, 2], ["body must be a JSON object"]),
-        ("text", ["body must be a JSON object"]),
-        ({}, ["identity.organization.id", "identity.organization.name", "identity.user.id", "value is required"]),
-        ({"identity": {"organization": {"id": "", "name": "N"}, "user": {"id": "u"}}, "value": 1},
-         ["identity.organization.id"]),
-        ({"identity": {"organization": {"id": "o", "name": ""}, "user": {"id": "u"}}, "value": 1},
-         ["identity.organization.name"]),
-        ({"identity": {"organization": {"id": "o"}, "user": {"id": "u"}}, "value": 1},
-         ["identity.organization.name"]),
-        ({"identity": {"organization": {"id": "o", "name": "N"}, "user": {"id": " "}}, "value": 1},
-         ["identity.user.id"]),
-        ({"identity": {"organization": {"id": "o", "name": "N"}}, "value": 1}, ["identity.user.id"]),
-        ({"identity": "o1", "value": 1}, ["identity must be an object"]),
-        (cs_body(value=True), ["value must be a number"]),
-        (cs_body(value="3"), ["value must be a number"]),
-        (cs_body(value=None), ["value must be a number"]),
-        ({"identity": cs_body()["identity"]}, ["value is required"]),
-        (cs_body(timestamp="yesterday"), ["timestamp"]),
-        (cs_body(timestamp=12), ["timestamp"]),
-        (cs_body(timestamp="2026-13-01T00:00:00Z"), ["timestamp"]),
-    ],
-)
-async def test_cs_body_breaking_the_rules_is_422_listing_every_problem(
-    cs: TestClient, body: Any, expected: list[str]
-) -> None:
-    response = await cs_post(cs, body=body)
-    assert response.status == 422
-    answer = await response.json()
-    assert answer["created"] is False
-    assert len(answer["errors"]) == len(expected)
-    for fragment, error in zip(expected, answer["errors"]):
-        assert fragment in error
-    assert (await state(cs))["organizations"] == {}
-
-
-async def test_cs_body_that_is_not_json_is_422(cs: TestClient) -> None:
-    response = await cs_post(cs, json=None, data=b"{not json", headers={"Content-Type": "application/json"})
-    assert response.status == 422
-    assert (await response.json())["errors"] == ["body must be a JSON object"]
-
-
-@pytest.mark.parametrize("timestamp", ["2026-11-01T10:00:00Z", "2026-11-01T10:00:00.123+02:00", "2026-11-01"])
-async def test_cs_iso8601_timestamps_are_accepted(cs: TestClient, timestamp: str) -> None:
-    assert (await cs_post(cs, body=cs_body(timestamp=timestamp))).status == 200
-
-
-@pytest.mark.parametrize("method, path", [("POST", "/segment/1.0.0/direct"), ("GET", "/"), ("POST", "/collector/1.0.0/x")])
-async def test_cs_other_paths_are_404_json(cs: TestClient, method: str, path: str) -> None:
-    response = await cs.request(method, path, json={})
-    assert response.status == 404
-    assert (await response.json())["created"] is False
-
-
-async def test_cs_wrong_method_on_the_event_path_is_a_json_error(cs: TestClient) -> None:
-    response = await cs.get(cs_path("E"), params={"api_key": CS_KEY})
-    assert response.status == 405
-    assert (await response.json())["created"] is False
-
-
-async def test_cs_requests_are_recorded_with_the_key_redacted(cs: TestClient) -> None:
-    await cs_post(cs, "Signed In", headers={"X-Trace": "t1"})
-    await cs_post(cs, "Signed In", key="wrong-key")
-    await cs.post("/nowhere", data=b"plain text")
-    records = await recorded(cs)
-    assert [r["status"] for r in records] == [200, 401, 404]
-    first = records[0]
-    assert first["method"] == "POST"
-    assert first["path"] == f"/collector/1.0.0/projects/{SOURCE}/events/Signed In"
-    assert first["raw_path"] == cs_path("Signed In")
-    assert first["query"] == {"api_key": "***"}
-    assert first["headers"]["X-Trace"] == "t1"
-    assert first["json"] == cs_body()
-    assert first["received_at"].endswith("Z")
-    assert records[2]["json"] is None
-    everything = await (await cs.get("/_mock/requests")).text()
-    assert CS_KEY not in everything and "wrong-key" not in everything
-
-
-# ---------------------------------------------------------------- CustomerSuccessBox
-
-
-async def test_csb_calls_build_the_partner_view(csb: TestClient) -> None:
-    long_id = "p" * 80
-    calls = [
-        ("account", {"type": "account", "accountId": "A1", "traits": {"name": "Acme", "plan": "free"}}),
-        ("account", {"type": "account", "accountId": "A1", "traits": {"plan": "pro"}}),
-        ("identify", {"type": "identify", "accountId": "A1", "userId": "u1", "traits": {"email": "a@x"}}),
-        ("identify", {"type": "identify", "accountId": "A1", "userId": "u1", "traits": {"vip": True}}),
-        ("track", {"type": "track", "accountId": "A1", "userId": "u1", "event": "Ordered", "properties": {"cost": 3},
-                   "productId": long_id, "moduleId": "m1", "timestamp": "2026-11-01T00:00:00Z"}),
-        ("page", {"type": "page", "accountId": "A1", "userId": "u1", "name": "Orders", "properties": {"path": "/o"},
-                  "timestamp": "2026-11-02T00:00:00Z"}),
-    ]
-    for endpoint, body in calls:
-        response = await csb_post(csb, endpoint, body)
-        assert response.status == 200, await response.text()
-        assert await response.json() == {"status": "ok"}
-
-    view = await state(csb)
-    assert view["accounts"] == {"A1": {"traits": {"name": "Acme", "plan": "pro"}}}
-    assert view["users"] == {"A1": {"u1": {"traits": {"email": "a@x", "vip": True}}}}
-    [event] = view["events"]
-    assert event["productId"] == "p" * 64
-    assert {k: event[k] for k in ("accountId", "userId", "event", "properties", "moduleId", "timestamp")} == {
-        "accountId": "A1", "userId": "u1", "event": "Ordered", "properties": {"cost": 3}, "moduleId": "m1",
-        "timestamp": "2026-11-01T00:00:00Z",
-    }
-    assert event["received_at"].endswith("Z")
-    [page] = view["pages"]
-    assert {k: page[k] for k in ("accountId", "userId", "name", "properties", "timestamp")} == {
-        "accountId": "A1", "userId": "u1", "name": "Orders", "properties": {"path": "/o"},
-        "timestamp": "2026-11-02T00:00:00Z",
-    }
-
-
-@pytest.mark.parametrize("endpoint", ["identify", "track", "page"])
-async def test_csb_call_for_an_unseen_account_upserts_it(csb: TestClient, endpoint: str) -> None:
-    body = {"accountId": "NEW", "userId": "u9", "event": "E"}
-    assert (await csb_post(csb, endpoint, body)).status == 200
-    view = await state(csb)
-    assert view["accounts"] == {"NEW": {"traits": {}}}
-    assert view["users"] == {"NEW": {"u9": {"traits": {}}}}
-
-
-async def test_csb_basic_auth_with_the_key_as_user_name_is_accepted(csb: TestClient) -> None:
-    token = base64.b64encode(f"{CSB_KEY}:".encode()).decode()
-    response = await csb_post(csb, "account", {"accountId": "A1"}, {"Authorization": f"Basic {token}"})
-    assert response.status == 200
-
-
-@pytest.mark.parametrize(
-    "headers",
-    [
-        {},
-        {"Authorization": "Bearer wrong"},
-        {"Authorization": "Bearer "},
-        {"Authorization": CSB_KEY},
-        {"Authorization": "Basic " + base64.b64encode(b"wrong:" + CSB_KEY.encode()).decode()},
-        {"Authorization": "Basic !!!not-base64"},
-    ],
-)
-async def test_csb_missing_or_wrong_key_is_401(csb: TestClient, headers: dict[str, str]) -> None:
-    response = await csb_post(csb, "account", {"accountId": "A1"}, headers)
-    assert response.status == 401
-    assert (await response.json())["error"]
-    assert CSB_KEY not in await response.text()
-    assert (await state(csb))["accounts"] == {}
-
-
-@pytest.mark.parametrize(
-    "endpoint, body, expected",
-    [
-        ("account", [], ["body must be a JSON object"]),
-        ("account", {}, ["accountId"]),
-        ("account", {"accountId": "", "traits": []}, ["accountId", "traits"]),
-        ("identify", {"accountId": "A"}, ["userId"]),
-        ("identify", {}, ["accountId", "userId"]),
-        ("identify", {"accountId": "A", "userId": "u", "traits": "x"}, ["traits"]),
-        ("track", {}, ["accountId", "userId", "event"]),
-        ("track", {"accountId": "A", "userId": "u", "event": ""}, ["event"]),
-        ("track", {"accountId": "A", "userId": "u", "event": "E", "properties": None}, ["properties"]),
-        ("page", {"accountId": "A", "userId": ""}, ["userId"]),
-        ("page", {"accountId": "A", "userId": "u", "properties": [1]}, ["properties"]),
-    ],
-)
-async def test_csb_invalid_body_is_400_listing_every_problem(
-    csb: TestClient, endpoint: str, body: Any, expected: list[str]
-) -> None:
-    response = await csb_post(csb, endpoint, body)
-    assert response.status == 400
-    errors = (await response.json())["errors"]
-    assert len(errors) == len(expected)
-    for fragment, error in zip(expected, errors):
-        assert fragment in error
-    assert await state(csb) == {"accounts": {}, "users": {}, "events": [], "pages": []}
-
-
-async def test_csb_body_that_is_not_json_is_400(csb: TestClient) -> None:
-    response = await csb.post("/api_js/v1_1/track", data=b"{oops", headers=bearer())
-    assert response.status == 400
-    assert (await response.json())["errors"] == ["body must be a JSON object"]
-
-
-@pytest.mark.parametrize("path", ["/api_js/v1_1/group", "/api_js/v1_1/", "/api/v1/track", "/"])
-async def test_csb_unknown_path_is_404_json(csb: TestClient, path: str) -> None:
-    response = await csb.post(path, json={"accountId": "A"}, headers=bearer())
-    assert response.status == 404
-    assert "error" in await response.json()
-
-
-async def test_csb_requests_are_recorded_with_authorization_redacted(csb: TestClient) -> None:
-    await csb_post(csb, "account", {"accountId": "A1"})
-    await csb_post(csb, "account", {"accountId": ""})
-    records = await recorded(csb)
-    assert [r["status"] for r in records] == [200, 400]
-    assert records[0]["headers"]["Authorization"] == "***"
-    assert records[0]["json"] == {"accountId": "A1"}
-    assert records[0]["query"] == {}
-    assert CSB_KEY not in await (await csb.get("/_mock/requests")).text()
 
 
 # ---------------------------------------------------------------- admin API

@@ -1,0 +1,78 @@
+"""Fixtures and helpers shared by the mock servers' tests: the shared server and recorder
+(tests/test_mockservers.py) and each destination's mock (streams/destinations/*/tests/test_mock.py).
+
+Test modules import the fixtures they use (`cs`, `csb`) by name, so pytest finds them.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from streams.destinations.clientsuccess import mock as clientsuccess
+from streams.destinations.customersuccessbox import mock as customersuccessbox
+
+SOURCE, CS_KEY, CSB_KEY = "src-1", "cs-secret-key", "csb-secret-key"
+
+
+@pytest.fixture
+async def cs() -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(clientsuccess.create_app(SOURCE, CS_KEY))) as client:
+        yield client
+
+
+@pytest.fixture
+async def csb() -> AsyncIterator[TestClient]:
+    async with TestClient(TestServer(customersuccessbox.create_app(CSB_KEY))) as client:
+        yield client
+
+
+def cs_path(event: str, source: str = SOURCE) -> str:
+    return f"/collector/1.0.0/projects/{quote(source, safe='')}/events/{quote(event, safe='')}"
+
+
+def cs_body(org: str = "o1", user: str = "u1", value: Any = 1, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "identity": {"organization": {"id": org, "name": "Org " + org}, "user": {"id": user}},
+        "value": value,
+    }
+    body.update(extra)
+    return body
+
+
+async def cs_post(client: TestClient, event: str = "Signed In", body: Any = None, *, key: str = CS_KEY,
+                  source: str = SOURCE, **kwargs: Any) -> aiohttp.ClientResponse:
+    kwargs.setdefault("json", cs_body() if body is None else body)
+    return await client.post(cs_path(event, source), params={"api_key": key}, **kwargs)
+
+
+def bearer(key: str = CSB_KEY) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def csb_post(client: TestClient, endpoint: str, body: Any, headers: dict[str, str] | None = None,
+                   **kwargs: Any) -> aiohttp.ClientResponse:
+    return await client.post(f"/api_js/v1_1/{endpoint}", json=body, headers=bearer() if headers is None else headers,
+                             **kwargs)
+
+
+async def recorded(client: TestClient, **params: str) -> list[dict[str, Any]]:
+    response = await client.get("/_mock/requests", params=params)
+    assert response.status == 200
+    return await response.json()
+
+
+async def state(client: TestClient) -> dict[str, Any]:
+    response = await client.get("/_mock/state")
+    assert response.status == 200
+    return await response.json()
+
+
+async def add_fault(client: TestClient, **fault: Any) -> list[dict[str, Any]]:
+    response = await client.post("/_mock/faults", json=fault)
+    assert response.status == 200, await response.text()
+    return await response.json()
