@@ -50,6 +50,7 @@ class Variable:
     default: str
     meaning: str
     secret: bool = False
+    allowed: str = "text"  # what values it takes, for the configuration reference
 
 
 @dataclass(frozen=True)
