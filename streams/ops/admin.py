@@ -47,7 +47,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from yarl import URL
 
 from streams.ops.logs import logging_config
-from streams.ops.observe import STATS, Snapshot, consumer_lag, pending_counts, render_metrics, status_document
+from streams.ops.observe import Snapshot, Stats, consumer_lag, pending_counts, render_metrics, status_document
 from streams.core.redact import redact
 from streams.settings import Settings
 
@@ -136,6 +136,7 @@ class Admin:
     counters: Mapping[str, int]
     unacknowledged: Callable[[], int]
     destinations: Mapping[str, str]
+    stats: Stats
 
     # ------------------------------------------------------------------ readiness
 
@@ -209,7 +210,7 @@ class Admin:
         return Snapshot(
             destinations=self.destinations,
             counters=dict(self.counters),
-            stats=STATS,
+            stats=self.stats,
             pending=pending_counts(self.pending.values()),
             lag=self.lag(),
             unacknowledged=self.unacknowledged(),
@@ -346,6 +347,7 @@ def install(
     counters: Mapping[str, int],
     unacknowledged: Callable[[], int],
     clients: Mapping[str, Any],
+    stats: Stats,
 ) -> Admin:
     """Wire the endpoints, metrics hooks and log format into the app (called once, at
     the end of `streams.runtime.app`)."""
@@ -356,7 +358,7 @@ def install(
     if settings.log_format == "json":
         logging.captureWarnings(True)  # Python's warnings as log lines too, not bare stderr text
     for key, client in clients.items():
-        client.on_attempt = STATS.observer(key)
+        client.on_attempt = stats.observer(key)
     admin = Admin(
         app=app,
         settings=settings,
@@ -368,6 +370,7 @@ def install(
         counters=counters,
         unacknowledged=unacknowledged,
         destinations={key: client.name for key, client in clients.items()},
+        stats=stats,
     )
     admin.register()
     return admin

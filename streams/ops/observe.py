@@ -2,10 +2,10 @@
 
 Three sources, all read at scrape time by `streams.ops.admin`:
 
-* the `counters` Counter of `streams.runtime.app` (`in.track`, `held.clientsuccess`,
-  `skipped.<dest>`, `duplicates`, ...), turned into metric families by
-  `metric_families()` so the app only keeps counting as it does;
-* `STATS`, fed by two small hooks: every partner request's round trip
+* the runtime's `counters` (`streams.runtime.runtime.Runtime`: `in.track`,
+  `held.clientsuccess`, `skipped.<dest>`, `duplicates`, ...), turned into metric
+  families by `metric_families()` so the runtime only keeps counting as it does;
+* the runtime's `Stats`, fed by two small hooks: every partner request's round trip
   (`PartnerClient.on_attempt`: destination, HTTP status, seconds, outcome) and every
   dead letter (`on_dead_letter`, with its stage, reason and destination);
 * a `Snapshot` of gauges the admin module reads from Faust: events waiting per
@@ -82,13 +82,10 @@ class Stats:
         self.dead_letters[(stage, reason, destination or "")] += 1
 
 
-STATS = Stats()
-
-
-def on_dead_letter(dead: Any) -> None:
-    """Hook at the start of `streams.runtime.app.send_dead_letter`: count it, and let the log
-    lines about it carry its messageId."""
-    STATS.dead_letter(dead.stage, dead.reason, dead.destination)
+def on_dead_letter(stats: Stats, dead: Any) -> None:
+    """Hook at the start of `streams.runtime.effects.dead_letter`: count it, and let the
+    log lines about it carry its messageId."""
+    stats.dead_letter(dead.stage, dead.reason, dead.destination)
     bind_event_raw(dead.raw)
 
 
@@ -145,7 +142,7 @@ def _family(kind: type, name: str, doc: str, labels: list[str], values: Mapping[
     return family
 
 
-# counters of streams.runtime.app: prefix -> (metric name, help, label)
+# the runtime's counters: prefix -> (metric name, help, label)
 _COUNTER_FAMILIES = {
     "in": ("cs_relay_events_in", "Valid Segment messages taken from the input topic, by type.", "type"),
     "held": ("cs_relay_held", "Events held until they can be attributed, by destination.", "destination"),

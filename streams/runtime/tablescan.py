@@ -1,12 +1,13 @@
 """Reading one partition of a Faust table without scanning the others.
 
-The hourly sweep (streams.runtime.app) looks at the users of one by-user partition at a time.
+The hourly sweep (streams.runtime.sweep) looks at the users of one by-user partition at a time.
 Faust's `table.items()` walks every partition this worker owns, so sweeping P
 partitions read each key P times, all of it on the event loop. With the RocksDB store a
 table keeps one database per partition, and a key lives in the database of the
 partition whose event wrote it, which for cs-relay's by-user tables is the key's owner
 partition. `items_of_partition` reads that database alone; other stores (Faust's
-in-memory one) are scanned and filtered by the owner function instead.
+in-memory one, or a plain dict in unit tests) are scanned and filtered by the owner
+function instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 
 def items_of_partition(table: Any, partition: int, owner: Callable[[Any], int]) -> Iterator[tuple[Any, Any]]:
-    store = table.data
+    store = getattr(table, "data", None)
     dbs = getattr(store, "_dbs", None)
     visible = getattr(store, "_visible_items", None)
     if isinstance(dbs, dict) and visible is not None:

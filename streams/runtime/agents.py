@@ -1,0 +1,117 @@
+"""The two reading loops, `intake` (input topic) and `route` (by-user topic).
+
+Both read without automatic acknowledgement (`stream.noack()`) and register each event
+with the work it started (`Runtime.acks`): an event is acknowledged once that work has
+finished and every earlier event of its partition has been, so a commit never passes
+unfinished work. Faust agents with concurrency > 1 could (faust issue 606).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, AsyncIterator, Awaitable, Mapping
+
+import faust
+
+from streams.core.reasons import Reason
+from streams.core.segment import InvalidMessage, parse
+from streams.core.step import DeadLetter
+from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER
+from streams.runtime import effects, handlers
+from streams.runtime.outbox import BY_USER
+from streams.runtime.runtime import Incoming, Runtime
+
+log = logging.getLogger("cs_relay")
+
+MAX_UNACKED_EVENTS = 5000  # beyond this, the reading loops wait (back-pressure)
+REPLAY_HEADERS = (REPLAY_HEADER, REPLAY_DESTINATION_HEADER)
+
+
+async def intake(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
+    """Validate each raw record; re-key the good ones by user, dead-letter the rest.
+    An input record is acknowledged once Kafka has taken what it became."""
+    async for event, record in fresh_events(rt, app, stream):
+        rt.acks.add(record.tp, event.ack, [await admit(rt, record)])
+
+
+async def fresh_events(rt: Runtime, app: faust.App, stream: faust.StreamT) -> AsyncIterator[tuple[Any, Incoming]]:
+    """The stream's events, unacknowledged, past back-pressure, and without those a
+    rebalance took away or this assignment has taken already."""
+    async for event in stream.noack().events():
+        await rt.acks.wait_below(MAX_UNACKED_EVENTS)
+        if fetched_before_a_rebalance(rt, app, event):
+            continue
+        record = incoming(event)
+        if not rt.redeliveries.first_time(record.tp, record.offset):
+            continue  # taken already in this assignment (see Redeliveries)
+        yield event, record
+
+
+async def admit(rt: Runtime, record: Incoming) -> Awaitable[Any]:
+    """One input record: what it becomes on the by-user topic, or its dead letter."""
+    try:
+        msg = parse(record.value)
+    except InvalidMessage as exc:
+        return effects.dead_letter(rt, DeadLetter(exc.reason, exc.detail, record.value, record.source, "intake"),
+                                   key=record.key)
+    rt.counters[f"in.{msg.type}"] += 1
+    headers = {k: v for k, v in record.headers.items() if k in REPLAY_HEADERS}
+    headers["cs-relay-source"] = json.dumps(record.source).encode()
+    # Hand the record to the producer here, in input order (a user's records must reach
+    # the by-user topic in the order they came); only Kafka's acknowledgement is
+    # awaited in the background.
+    return await rt.outbox.send(BY_USER, key=msg.key.encode("utf-8"), value=record.value, headers=headers)
+
+
+async def route(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
+    """Apply each user's messages to their state, in order; deliver concurrently."""
+    async for event, record in fresh_events(rt, app, stream):
+        rt.acks.add(record.tp, event.ack, route_one(rt, record))
+
+
+def route_one(rt: Runtime, record: Incoming) -> list[Awaitable[Any]]:
+    try:
+        return handlers.handle(rt, record)
+    except Exception:  # a bug must not stop every other user's events
+        log.exception("routing failed for an event at %s; it goes to the dead-letter topic", record.source)
+        dead = DeadLetter(Reason.ROUTING_ERROR, "cs-relay could not route this event (see the worker log)",
+                          record.value, record.source, "routing")
+        return [effects.dead_letter(rt, dead)]
+
+
+def fetched_before_a_rebalance(rt: Runtime, app: faust.App, event: faust.EventT) -> bool:
+    """Whether a rebalance has begun since `event` was fetched; if so it is left alone
+    (not handled, not acknowledged) and whoever owns its partition now reads it again
+    from the committed offset.
+
+    Faust checks this when a stream hands out an event, but the agents may then wait
+    (back-pressure) before handling it, and `stream_wait_empty` is off so that a
+    rebalance does not wait for partner deliveries. An event handled after its partition
+    was revoked would write the user's state to the changelog after the new owner had
+    restored it: a stale record that a later take-over restores (seen in
+    tests/test_e2e_scale.py as users whose group move was missing from their state)."""
+    if app.flow_control.is_active() and event.message.generation_id == app.consumer_generation_id:
+        return False
+    rt.counters["left_after_rebalance"] += 1
+    return True
+
+
+def incoming(event: faust.EventT) -> Incoming:
+    message = event.message
+    value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
+    return Incoming(
+        key=event.key if isinstance(event.key, bytes) else None,
+        value=value,
+        headers=_headers(event.headers),
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+    )
+
+
+def _headers(headers: Any) -> dict[str, bytes]:
+    headers = headers or {}
+    if isinstance(headers, Mapping):
+        return {k: v for k, v in headers.items()}
+    return {k: v for k, v in headers}

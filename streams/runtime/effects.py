@@ -1,0 +1,185 @@
+"""What the runtime does to the world: deliver to a partner, park a delivery that
+keeps failing, dead-letter, and produce control records and forwarded events.
+
+Each returns an awaitable that the event which caused it waits for before it is
+acknowledged (`streams.runtime.inflight.AckTracker`): work that fails leaves the event
+unacknowledged, and a restart processes it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Awaitable, Mapping
+
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+
+from streams.core import control
+from streams.core.control import Control, Park, PendingDone
+from streams.core.deadletter import dead_letter_headers
+from streams.core.pending import Parked, Pending
+from streams.core.reasons import Reason
+from streams.core.retry import Outcome, classify
+from streams.core.step import DeadLetter, Dispatch, Step, resend_releasing
+from streams.ops import observe
+from streams.runtime.delivery import PartnerClient, Result
+from streams.runtime.outbox import BY_USER, DEAD_LETTERS, produce
+from streams.runtime.runtime import Runtime
+
+log = logging.getLogger("cs_relay")
+
+# A dead letter keeps the original bytes; when the dead-letter topic refuses them for
+# their size, their head is kept instead (and the record says so).
+DLQ_TRUNCATED_BYTES = 64 * 1024
+DLQ_SEND_ATTEMPTS = 8
+
+
+# ---------------------------------------------------------------- records
+
+async def control_to_user(rt: Runtime, key: str, record: Control) -> None:
+    """A control record to the partition that owns `key` (its state can only be
+    written there)."""
+    value, headers = control.encode(record)
+    await produce(rt.outbox, BY_USER, key=key.encode("utf-8"), value=value, headers=headers)
+
+
+async def control_to_partition(rt: Runtime, partition: int, record: Control) -> None:
+    """A control record for a whole by-user partition (empty key)."""
+    value, headers = control.encode(record)
+    await produce(rt.outbox, BY_USER, key=b"", value=value, headers=headers, partition=partition)
+
+
+async def forward(rt: Runtime, key: str, raw: bytes, headers: Mapping[str, bytes]) -> None:
+    await produce(rt.outbox, BY_USER, key=key.encode("utf-8"), value=raw, headers=dict(headers))
+
+
+async def dead_letter(rt: Runtime, dead: DeadLetter, key: bytes | None = None, *, status: int | None = None) -> None:
+    rt.counters[f"dead_lettered.{dead.stage}.{dead.reason}"] += 1
+    observe.on_dead_letter(rt.stats, dead)
+    log.warning(
+        "dead letter (%s, %s%s): %s",
+        dead.stage,
+        dead.reason,
+        f", {dead.destination}" if dead.destination else "",
+        dead.detail,
+    )
+    headers = dead_letter_headers(
+        reason=dead.reason,
+        detail=dead.detail,
+        stage=dead.stage,
+        source=dead.source,
+        destination=dead.destination,
+        status=status,
+        secrets=rt.settings.secrets(),
+    )
+    value = dead.raw.encode("utf-8") if isinstance(dead.raw, str) else dead.raw
+    for attempt in range(1, DLQ_SEND_ATTEMPTS + 1):
+        try:
+            await produce(rt.outbox, DEAD_LETTERS, key=key, value=value, headers=headers)
+            return
+        except Exception as exc:  # noqa: BLE001 - Faust wraps the aiokafka error
+            if too_large(exc) and len(value) > DLQ_TRUNCATED_BYTES:
+                # Kafka refuses the original bytes on the dead-letter topic (its size
+                # limit is lower than the input's): keep the head, say so, and log it.
+                log.error("dead letter of %d bytes is too large for %s; keeping its first %d bytes",
+                          len(value), rt.settings.dlq_topic, DLQ_TRUNCATED_BYTES)
+                headers = {**headers, "cs-relay-truncated-from": str(len(value)).encode()}
+                value = value[:DLQ_TRUNCATED_BYTES]
+                continue
+            if attempt == DLQ_SEND_ATTEMPTS:
+                raise  # the event stays unacknowledged: a restart processes it again
+            log.warning("dead-letter topic refused a record (%r); retrying", exc)
+            await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+
+
+def too_large(exc: BaseException | None) -> bool:
+    """Whether Kafka refused a record for its size (Faust wraps aiokafka's error)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError)):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+# ---------------------------------------------------------------- a step's state and work
+
+def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awaitable[Any]]:
+    """Write a step's state (assigned back, so the changelog has it) and start its work:
+    dead letters, deliveries, and the released events that no delivery in this process
+    is carrying (after a restart, `releasing` may hold events whose delivery died with
+    the previous process: they are sent again rather than lost)."""
+    rt.tables.users[key] = result.user.to_dict()
+    if result.pending != before:
+        rt.store_pending(key, result.pending)
+    resend = resend_releasing(
+        before, rt.destinations, result.user, rt.group, lambda dest, seq: (key, dest, seq) in rt.in_flight
+    )
+    key_bytes = key.encode("utf-8")
+    work: list[Awaitable[Any]] = [dead_letter(rt, d, key_bytes) for d in result.dead_letters]
+    work += [dispatch(rt, key, d) for d in (*resend, *result.dispatches)]
+    return work
+
+
+# ---------------------------------------------------------------- deliveries
+
+def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
+    """Deliver `item` after the user's earlier deliveries to the same partner."""
+    if item.released_seq is not None:
+        rt.in_flight.add((key, item.destination, item.released_seq))
+    return rt.chains.submit((key, item.destination), lambda: deliver(rt, key, item))
+
+
+async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
+    observe.on_delivery(item)
+    client = rt.clients[item.destination]
+    if rt.marks.parking[(key, item.destination)] > 0 or rt.pending(key).queue(item.destination).parked:
+        # An earlier delivery of this user to this partner is parked, or on its way to
+        # be: park this one behind it rather than overtake it.
+        await park(rt, key, item, attempts=0, error="waiting behind a parked delivery", retry_after=None)
+        return None
+    result = await client.send(item.request)
+    rt.counters[f"{result.outcome.value}.{item.destination}"] += 1
+    if result.outcome is Outcome.RETRY:
+        await park(rt, key, item, attempts=result.attempts, error=error_text(client, result),
+                   retry_after=result.retry_after)
+        return result
+    if result.outcome is Outcome.FAIL:
+        await dead_letter(
+            rt,
+            DeadLetter(
+                Reason.PARTNER_REFUSED if classify(result.status) is Outcome.FAIL else Reason.RETRIES_EXHAUSTED,
+                error_text(client, result),
+                item.raw,
+                item.source,
+                "delivery",
+                item.destination,
+            ),
+            key.encode("utf-8"),
+            status=result.status,
+        )
+    if item.released_seq is not None:
+        # Confirm in the user's own partition, so the changelog write is local to the key.
+        await control_to_user(rt, key, PendingDone(item.destination, item.released_seq))
+    return result
+
+
+def error_text(client: PartnerClient, result: Result) -> str:
+    if result.status is not None:
+        return f"{client.name} answered {result.status}: {result.excerpt}"
+    return f"{client.name}: {result.excerpt}"
+
+
+async def park(rt: Runtime, key: str, item: Dispatch, *, attempts: int, error: str, retry_after: float | None) -> None:
+    """Carry a delivery that failed in a retryable way to the user's parked queue
+    (`streams.runtime.retries`), with a `park` record to the user's partition."""
+    rt.marks.parking[(key, item.destination)] += 1  # before any await: the chain's next item sees it
+    rt.counters[f"parked.{item.destination}"] += 1
+    now = rt.clock()
+    parked = Parked(
+        0, item.raw, item.source, item.request.to_dict(), item.message_id,
+        first_failed_at=now, attempts=attempts, next_at=now + rt.retry_delay(attempts, retry_after), last_error=error,
+    )
+    log.warning("parked a delivery to %s for retry (message %s): %s", item.destination, item.message_id, error)
+    await control_to_user(rt, key, Park(item.destination, item.released_seq, parked))

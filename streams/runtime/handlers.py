@@ -1,0 +1,133 @@
+"""What `route` does with one record of the by-user topic, in the partition that owns
+its key: a control record goes to its handler (`HANDLERS`, by kind); a Segment call
+runs the pure step against the user's state.
+
+Every handler is synchronous: state read, state written, and the work still to finish
+(deliveries, dead letters, records) returned as awaitables that the record's
+acknowledgement waits for (`streams.runtime.inflight.AckTracker`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any, Awaitable, Callable, Mapping
+
+from streams.core import control, dedupe
+from streams.core.control import MergeProfile, MergeRequest, Park, PendingDone, Retried, RetryDue, Sweep
+from streams.core.pending import confirm
+from streams.core.segment import parse
+from streams.core.step import step
+from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER
+from streams.runtime import effects, merge, retries, sweep
+from streams.runtime.runtime import Incoming, Runtime
+
+log = logging.getLogger("cs_relay")
+
+Work = list[Awaitable[Any]]
+Handler = Callable[[Runtime, Incoming, Any], Work]
+
+
+def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
+    """A released event's delivery finished: it leaves `releasing`."""
+    key = record.key.decode("utf-8")
+    rt.store_pending(key, confirm(rt.pending(key), done.destination, done.seq))
+    # Only now is the event out of `releasing`; until this record is applied, a later
+    # event of the user must not send it again.
+    rt.in_flight.discard((key, done.destination, done.seq))
+    return []
+
+
+# Control record kind -> its handler (read-only: built once, here).
+HANDLERS: Mapping[type, Handler] = MappingProxyType({
+    PendingDone: pending_done,
+    MergeRequest: merge.give_profile,
+    MergeProfile: merge.take_profile,
+    Sweep: sweep.sweep,
+    Park: retries.apply_park,
+    RetryDue: retries.start_retries,
+    Retried: retries.apply_retried,
+})
+
+
+def handle(rt: Runtime, record: Incoming) -> Work:
+    """The synchronous part of routing one by-user record."""
+    instruction = control.decode(record.headers, record.value)
+    if instruction is not None:
+        return HANDLERS[type(instruction)](rt, record, instruction)
+    return route_call(rt, record)
+
+
+def route_call(rt: Runtime, record: Incoming) -> Work:
+    """A Segment call: dedupe, forward if the key was merged into a user, else the
+    pure step against the user's state, and its state written and work started."""
+    key = record.key.decode("utf-8")
+    headers = record.headers
+    raw_bytes = record.value
+    msg = parse(raw_bytes)  # validated by intake already
+    replay = REPLAY_HEADER in headers
+    # Before any forwarding: a copy of an anonymous message that arrives after the
+    # visitor logged in must meet the first copy's record, which is on this key.
+    if not first_routing(rt, key, msg.message_id, record.offset, replay=replay):
+        rt.counters["duplicates"] += 1
+        return []
+    user = rt.user(key)
+    if user is not None and user.merged_into:
+        # An anonymous visitor who has logged in: their state lives with the user now.
+        # One after another per user, so forwarded events keep their order.
+        into = user.merged_into
+        return [rt.chains.submit((into, "forward"), lambda: effects.forward(rt, into, raw_bytes, headers))]
+    destinations = rt.destinations
+    if replay and REPLAY_DESTINATION_HEADER in headers:
+        only = headers[REPLAY_DESTINATION_HEADER].decode("utf-8", "replace")
+        destinations = [d for d in rt.destinations if d.key == only]
+    pending = rt.pending(key)
+    now = rt.clock()
+    s = rt.settings
+    result = step(
+        key,
+        msg,
+        raw_bytes.decode("utf-8"),
+        record.original_source(),
+        user,
+        pending,
+        rt.group,
+        destinations,
+        now=now,
+        now_iso=datetime.fromtimestamp(now, timezone.utc).isoformat(),
+        max_pending=s.pending_max_events,
+        max_pending_age=s.pending_max_age_seconds,
+        blocked=frozenset(d.key for d in destinations if rt.marks.parking[(key, d.key)] > 0),
+        memories=rt.memories,
+    )
+    if result.group is not None:
+        rt.tables.groups[result.group.group_id] = result.group.to_dict()
+    for dest, _reason in result.skipped:
+        rt.counters[f"skipped.{dest}"] += 1
+    for dest, _reason in result.held:
+        rt.counters[f"held.{dest}"] += 1
+    work = effects.apply_step(rt, key, pending, result)
+    if result.merge_from is not None:
+        work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
+    return work
+
+
+def first_routing(rt: Runtime, key: str, message_id: str, offset: int, *, replay: bool = False) -> bool:
+    """False for a duplicate messageId within the window (streams.core.dedupe); a replayed
+    dead letter is routed again on purpose."""
+    s = rt.settings
+    verdict, seen = dedupe.check(
+        dedupe.Seen.from_dict(rt.tables.seen.get(key)),
+        message_id,
+        offset,
+        rt.clock(),
+        window=s.dedupe_window_seconds,
+        max_ids=s.dedupe_max_ids_per_user,
+        replay=replay,
+    )
+    if verdict is dedupe.Verdict.DUPLICATE:
+        log.info("duplicate messageId %s for a user: dropped", message_id)
+        return False
+    rt.tables.seen[key] = seen.to_dict()
+    return True

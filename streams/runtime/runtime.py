@@ -1,0 +1,212 @@
+"""The runtime object: everything a worker keeps while it runs, in one place.
+
+`Runtime.from_settings(settings, tables=..., outbox=..., ...)` builds it: the enabled
+destinations and their delivery clients (`streams.runtime.wiring`), the tables it reads
+and writes, where its records go (`streams.runtime.outbox`), and the process-local
+bookkeeping that is not in the tables: acknowledgements in offset order, per-user
+chains, redelivery guard, deliveries in flight, parking marks, counters and metrics.
+
+The Faust app (`streams.runtime.app`) creates one and hands it to the agents, control
+record handlers and timers (`agents`, `handlers`, `effects`, `retries`, `merge`,
+`sweep`), which are functions of it. Tables are anything with a dict's `get`,
+`__setitem__`, `__delitem__` and `items` (Faust tables in the worker, plain dicts in
+unit tests), so those functions run without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, MutableMapping, Sequence
+
+from streams.core import pending as pending_mod
+from streams.core.pending import Pending
+from streams.core.retry import backoff
+from streams.core.state import GroupState, Memory, UserState
+from streams.core.step import Destination
+from streams.ops.admin import owner_partition
+from streams.ops.observe import Stats
+from streams.runtime import wiring
+from streams.runtime.delivery import PartnerClient
+from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
+from streams.runtime.outbox import Outbox
+from streams.settings import Settings
+
+log = logging.getLogger("cs_relay")
+
+Table = MutableMapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The worker's state. Users, pending and seen rows live in the partition of their
+    user key: every read and write in `route` is local to the worker that owns the
+    key. Groups are global (every worker has all of them)."""
+
+    users: Table
+    pending: Table
+    groups: Table
+    seen: Table
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """A record taken from a topic, as the handlers see it."""
+
+    key: bytes | None
+    value: bytes
+    headers: Mapping[str, bytes]
+    topic: str
+    partition: int
+    offset: int
+
+    @property
+    def tp(self) -> tuple[str, int]:
+        return (self.topic, self.partition)
+
+    @property
+    def source(self) -> dict[str, Any]:
+        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
+
+    def original_source(self) -> dict[str, Any]:
+        """Where the event first came from (the input topic), as intake recorded it."""
+        try:
+            return json.loads(self.headers["cs-relay-source"])
+        except (KeyError, ValueError):
+            return self.source
+
+
+class Runtime:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        destinations: Sequence[Destination],
+        clients: Mapping[str, PartnerClient],
+        tables: Tables,
+        outbox: Outbox,
+        partitions: Callable[[], int],
+        recovered: Callable[[], bool] = lambda: True,
+        memories: Sequence[Memory] = (),
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.destinations = list(destinations)
+        self.clients = dict(clients)
+        self.memories = list(memories)  # what every registered destination remembers
+        self.tables = tables
+        self.outbox = outbox
+        self.partitions = partitions  # by-user partitions (the topic's, once known)
+        self.recovered = recovered  # tables recovered and no rebalance under way
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.acks = AckTracker()
+        self.redeliveries = Redeliveries()
+        self.chains = Chains()
+        self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
+        # Parking, in this process (streams.runtime.inflight.ParkingMarks): park records
+        # in transit, parked heads being retried, and when each user's next retry is due.
+        self.marks = ParkingMarks()
+        self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
+        self.counters: Counter[str] = Counter()
+        self.stats = Stats()  # partner answers and dead letters, for /metrics and /status
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        tables: Tables,
+        outbox: Outbox,
+        partitions: Callable[[], int] | None = None,
+        recovered: Callable[[], bool] = lambda: True,
+        clients: Mapping[str, PartnerClient] | None = None,
+    ) -> "Runtime":
+        """The runtime of a worker configured by `settings` (the one place that builds
+        it); `clients` replaces the HTTP clients (unit tests)."""
+        return cls(
+            settings,
+            destinations=wiring.destinations(settings),
+            clients=wiring.clients(settings) if clients is None else clients,
+            memories=wiring.memories(),
+            tables=tables,
+            outbox=outbox,
+            partitions=partitions or (lambda: settings.topic_partitions),
+            recovered=recovered,
+        )
+
+    # ------------------------------------------------------------------ state
+
+    def user(self, key: str) -> UserState | None:
+        data = self.tables.users.get(key)
+        return UserState.from_dict(data) if data else None
+
+    def pending(self, key: str) -> Pending:
+        return Pending.from_dict(self.tables.pending.get(key))
+
+    def group(self, group_id: str) -> GroupState | None:
+        data = self.tables.groups.get(group_id)
+        return GroupState.from_dict(data) if data else None
+
+    def store_pending(self, key: str, pending: Pending) -> None:
+        self.index_retry(key, pending)
+        if pending.is_empty():
+            if self.tables.pending.get(key) is not None:
+                del self.tables.pending[key]
+        else:
+            self.tables.pending[key] = pending.to_dict()
+
+    def index_retry(self, key: str, pending: Pending) -> None:
+        due_at = pending_mod.next_retry_at(pending)
+        if due_at is None:
+            self.marks.retry_due_at.pop(key, None)
+        else:
+            self.marks.retry_due_at[key] = due_at
+
+    def destination(self, key: str) -> Destination | None:
+        return next((d for d in self.destinations if d.key == key), None)
+
+    def partition_of(self, key: str) -> int:
+        return owner_partition(key, self.partitions())
+
+    def retry_delay(self, attempts: int, retry_after: float | None) -> float:
+        s = self.settings
+        return backoff(max(1, attempts), retry_after, base=s.retry_base_delay, cap=s.retry_max_delay, rng=self.rng)
+
+    # ------------------------------------------------------------------ life cycle
+
+    async def start(self) -> None:
+        log.info("cs-relay settings: %s", json.dumps(self.settings.redacted()))
+        wiring.announce(self.settings, log)
+        for client in self.clients.values():
+            await client.start()
+
+    async def close_clients(self) -> None:
+        for client in self.clients.values():
+            await client.close()
+
+    def assigned(self, by_user_partitions: set[int]) -> None:
+        """A rebalance ended and gave this worker `by_user_partitions`. The parked
+        deliveries of users in partitions that went elsewhere, and their park records in
+        transit, are the next owner's now (it finds them in the table); ours would be
+        stale if the partitions returned. Those that stayed keep theirs. Newly owned
+        users may have parked deliveries: the next retry tick looks for them."""
+        self.marks.reassigned(by_user_partitions, self.partition_of)
+        self.retry_rescan.set()
+
+    def revoked(self, tps: Any) -> None:
+        self.redeliveries.forget(tps)
+
+    def report(self) -> None:
+        if self.counters:
+            log.info(
+                "cs-relay counters: %s; unacknowledged events: %d",
+                dict(sorted(self.counters.items())),
+                self.acks.in_flight,
+            )

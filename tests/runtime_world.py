@@ -1,0 +1,165 @@
+"""A worker's runtime without a broker, for tests/test_runtime_*.py.
+
+`World` builds the real `Runtime` from settings, with plain dicts for tables, a fake
+partner client whose answers the test scripts, and an outbox that keeps what was
+produced. Records produced to the by-user topic are routed back through the real
+handlers (`streams.runtime.agents.route_one`) in the order they were produced, per
+partition, as the topic would deliver them; dead letters are kept for inspection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from streams.core import control
+from streams.core.decision import PartnerRequest
+from streams.core.retry import classify
+from streams.runtime import agents
+from streams.runtime.delivery import Result
+from streams.runtime.outbox import BY_USER, DEAD_LETTERS
+from streams.runtime.runtime import Incoming, Runtime, Tables
+from streams.settings import Settings
+
+INPUT, BY_USER_TOPIC = "segment-events", "cs-relay-by-user"
+PARTITIONS = 4
+ENV = {
+    "CLIENTSUCCESS_SOURCE_ID": "src",
+    "CLIENTSUCCESS_API_KEY": "cs-key-0123456789",
+    "CS_RELAY_TOPIC_PARTITIONS": str(PARTITIONS),
+}
+
+
+@dataclass
+class Produced:
+    to: str
+    key: bytes | None
+    value: bytes
+    headers: Mapping[str, bytes]
+    partition: int | None
+
+    @property
+    def kind(self) -> bytes | None:
+        return self.headers.get(control.KIND_HEADER)
+
+    @property
+    def reason(self) -> str:
+        return self.headers["cs-relay-reason"].decode()
+
+
+class CapturingOutbox:
+    """Keeps every record; Kafka acknowledges each at once."""
+
+    def __init__(self) -> None:
+        self.records: list[Produced] = []
+
+    async def send(self, to: str, *, key: bytes | None, value: bytes, headers: Mapping[str, bytes],
+                   partition: int | None = None) -> asyncio.Future:
+        self.records.append(Produced(to, key, value, dict(headers), partition))
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+@dataclass
+class FakeClient:
+    """A partner: answers each request with the next scripted status (200 when the
+    script is over); while `gate` is set and closed, requests wait for it."""
+
+    name: str = "ClientSuccess"
+    answers: list[int] = field(default_factory=list)
+    gate: asyncio.Event | None = None
+    requests: list[PartnerRequest] = field(default_factory=list)
+
+    async def send(self, request: PartnerRequest) -> Result:
+        self.requests.append(request)
+        status = self.answers.pop(0) if self.answers else 200
+        if self.gate is not None:
+            await self.gate.wait()
+        return Result(classify(status), status, 1, f"answer {status}", 0.0, None)
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    def events(self) -> list[str]:
+        """The ClientSuccess event names requested, in order."""
+        return [r.path.rsplit("/", 1)[-1] for r in self.requests]
+
+
+class World:
+    def __init__(self, env: Mapping[str, str] | None = None, *, client: FakeClient | None = None,
+                 tables: Tables | None = None) -> None:
+        self.now = 1_700_000_000.0
+        self.settings = Settings.from_env({**ENV, **(env or {})})
+        self.client = client or FakeClient()
+        self.outbox = CapturingOutbox()
+        self.tables = tables or Tables(users={}, pending={}, groups={}, seen={})
+        self.rt = Runtime.from_settings(
+            self.settings, tables=self.tables, outbox=self.outbox, clients={"clientsuccess": self.client}
+        )
+        self.rt.clock = lambda: self.now
+        self.offsets: Counter[tuple[str, int]] = Counter()
+        self.routed = 0  # how many produced records were read back
+        self.acked: list[tuple[str, int, int]] = []
+
+    # ------------------------------------------------------------------ input
+
+    def _incoming(self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, bytes],
+                  partition: int) -> Incoming:
+        offset = self.offsets[(topic, partition)]
+        self.offsets[(topic, partition)] += 1
+        return Incoming(key, value, dict(headers), topic, partition, offset)
+
+    async def publish(self, **body: Any) -> None:
+        """A Segment call on the input topic, taken by intake, then routed until idle."""
+        value = json.dumps(body).encode()
+        record = self._incoming(INPUT, None, value, {}, 0)
+        work = await agents.admit(self.rt, record)
+        self._register(record, [work])
+        await self.settle()
+
+    # ------------------------------------------------------------------ the by-user topic
+
+    def unrouted(self) -> list[Produced]:
+        return [r for r in self.outbox.records[self.routed:]]
+
+    def _register(self, record: Incoming, work: list) -> None:
+        self.rt.acks.add(record.tp, lambda r=record: self.acked.append((r.topic, r.partition, r.offset)), work)
+
+    async def settle(self, spins: int = 200) -> bool:
+        """Route what was produced to the by-user topic, and let deliveries run, until
+        nothing is left to do (True) or `spins` turns of the loop passed (False)."""
+        for _ in range(spins):
+            while self.routed < len(self.outbox.records):
+                produced = self.outbox.records[self.routed]
+                self.routed += 1
+                if produced.to != BY_USER:
+                    continue
+                key = produced.key or b""
+                partition = produced.partition
+                if partition is None:
+                    partition = self.rt.partition_of(key.decode("utf-8"))
+                record = self._incoming(BY_USER_TOPIC, produced.key, produced.value, produced.headers, partition)
+                self._register(record, agents.route_one(self.rt, record))
+            await asyncio.sleep(0)
+            idle = self.routed == len(self.outbox.records) and not self.rt.acks.in_flight and not len(self.rt.chains)
+            if idle:
+                return True
+        return False
+
+    # ------------------------------------------------------------------ reading
+
+    def dead_letters(self) -> list[Produced]:
+        return [r for r in self.outbox.records if r.to == DEAD_LETTERS]
+
+    def controls(self, kind: bytes) -> list[Produced]:
+        return [r for r in self.outbox.records if r.kind == kind]
+
+    def pending(self, key: str) -> dict[str, Any]:
+        return (self.tables.pending.get(key) or {}).get("queues", {}).get("clientsuccess", {})

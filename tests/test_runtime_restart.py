@@ -1,0 +1,50 @@
+"""Redelivery after a restart, through the real runtime without a broker: an event
+released to a partner stays in `releasing` until its pending-done record is applied;
+a worker that starts with such an event and no delivery of it in flight sends it again
+when the user's next event comes, before that event. The worker that still carries the
+delivery does not send it twice."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streams.core.control import PendingDone
+from tests.runtime_world import FakeClient, World
+
+
+async def released_but_unconfirmed(world: World) -> None:
+    """A held track released by the group call, whose delivery never finishes."""
+    await world.publish(type="track", userId="u1", event="Early", messageId="t1")
+    world.client.gate = asyncio.Event()  # the partner never answers (the worker dies)
+    await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+    assert [i["seq"] for i in world.pending("u1")["releasing"]] == [1]
+    assert world.client.events() == ["Early"]
+
+
+async def test_a_releasing_event_with_no_delivery_in_flight_is_sent_again_by_the_next_event():
+    before = World()
+    await released_but_unconfirmed(before)
+    assert world_is_stuck(before)
+
+    # The restart: the same tables (restored from the changelogs), a new process.
+    after = World(client=FakeClient(), tables=before.tables)
+    await after.publish(type="track", userId="u1", event="Later", messageId="t2")
+    assert after.client.events() == ["Early", "Later"]  # again, and first
+    assert [r.key for r in after.controls(PendingDone.KIND)] == [b"u1"]
+    assert after.tables.pending.get("u1") is None
+    assert after.dead_letters() == []
+
+
+async def test_the_worker_still_delivering_it_does_not_send_it_twice():
+    world = World()
+    await released_but_unconfirmed(world)
+    await world.publish(type="track", userId="u1", event="Later", messageId="t2")
+    assert world.client.events() == ["Early"]  # "Later" waits in the user's chain, "Early" is not resent
+    world.client.gate.set()
+    assert await world.settle()
+    assert world.client.events() == ["Early", "Later"]
+    assert world.tables.pending.get("u1") is None
+
+
+def world_is_stuck(world: World) -> bool:
+    return world.rt.acks.in_flight > 0 and ("u1", "clientsuccess", 1) in world.rt.in_flight

@@ -1,0 +1,68 @@
+"""The sweep, through the real runtime without a broker: in each partition's own
+stream, held events past their age bound are dead-lettered and expired dedupe rows
+pruned, for users who went quiet; other partitions' users are not touched."""
+
+from __future__ import annotations
+
+from streams.core import control
+from streams.core.control import Sweep
+from streams.runtime import sweep
+from streams.runtime.outbox import BY_USER
+from tests.runtime_world import PARTITIONS, Produced, World
+
+ENV = {"CS_RELAY_PENDING_MAX_AGE_SECONDS": "3600", "CS_RELAY_DEDUPE_WINDOW_SECONDS": "600"}
+
+
+async def quiet_users(world: World) -> None:
+    # No group: ClientSuccess holds their track calls.
+    await world.publish(type="track", userId="quiet", event="Alone", messageId="q1")
+    await world.publish(type="track", userId="other", event="Alone", messageId="o1")
+    assert world.pending("quiet")["held"] and world.tables.seen["quiet"]
+
+
+async def test_the_sweep_dead_letters_expired_held_events_and_prunes_dedupe_rows():
+    world = World(ENV)
+    await quiet_users(world)
+    world.now += 3601
+    await sweep.request_sweeps(world.rt)
+    sweeps = world.controls(Sweep.KIND)
+    assert sorted(r.partition for r in sweeps) == list(range(PARTITIONS)) and {r.key for r in sweeps} == {b""}
+    assert await world.settle()
+
+    dead = world.dead_letters()
+    assert sorted(d.key for d in dead) == [b"other", b"quiet"]
+    assert {d.reason for d in dead} == {"pending_expired"}
+    assert {d.headers["cs-relay-stage"] for d in dead} == {b"routing"}
+    assert world.tables.pending == {} and world.tables.seen == {}
+
+
+async def test_a_sweep_touches_only_the_users_of_its_own_partition():
+    world = World(ENV)
+    await quiet_users(world)
+    world.now += 3601
+    mine = world.rt.partition_of("quiet")
+    assert world.rt.partition_of("other") != mine  # the two users live apart
+    for partition in [p for p in range(PARTITIONS) if p != mine]:
+        world.outbox.records.append(_sweep_record(partition))
+    assert await world.settle()
+    assert [d.key for d in world.dead_letters()] == [b"other"]
+    assert world.pending("quiet")["held"] and "quiet" in world.tables.seen
+    world.outbox.records.append(_sweep_record(mine))
+    assert await world.settle()
+    assert sorted(d.key for d in world.dead_letters()) == [b"other", b"quiet"]
+    assert world.tables.pending == {} and world.tables.seen == {}
+
+
+async def test_a_sweep_within_the_bounds_keeps_everything():
+    world = World(ENV)
+    await quiet_users(world)
+    world.now += 60
+    await sweep.request_sweeps(world.rt)
+    assert await world.settle()
+    assert world.dead_letters() == []
+    assert world.pending("quiet")["held"] and set(world.tables.seen) == {"quiet", "other"}
+
+
+def _sweep_record(partition: int) -> Produced:
+    value, headers = control.encode(Sweep())
+    return Produced(BY_USER, b"", value, headers, partition)
