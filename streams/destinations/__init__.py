@@ -15,6 +15,7 @@ from streams.destinations.base import Plugin
 FOLDERS = (
     "clientsuccess",
     "customersuccessbox",
+    "webhook",
 )
 REGISTRY: tuple[Plugin, ...] = tuple(importlib.import_module(f"{__name__}.{folder}").PLUGIN for folder in FOLDERS)
 
