@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, ClassVar, Mapping, Union
 
 from streams.core.pending import Parked
@@ -170,9 +171,9 @@ class Retried:
 
 
 Control = Union[PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried]
-KINDS: Mapping[bytes, type] = {
+KINDS: Mapping[bytes, type] = MappingProxyType({
     kind.KIND: kind for kind in (PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried)
-}
+})
 TO_PARTITION = (Sweep, RetryDue)  # sent to one partition with an empty key, not to a user
 
 

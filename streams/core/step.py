@@ -10,7 +10,7 @@ state in, the new state and what to send out.
 4. held events that the new state can attribute are released, oldest first;
 5. held events beyond the count or age bound become dead letters.
 
-The Faust agent in `streams.runtime.app` reads the tables, calls `step()`, writes the tables
+The runtime (`streams.runtime.handlers`) reads the tables, calls `step()`, writes the tables
 and hands the dispatches to the delivery client. Nothing here does I/O.
 """
 

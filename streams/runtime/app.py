@@ -76,6 +76,10 @@ def _recovered() -> bool:
     return bool(completed is not None and completed.is_set() and not app.rebalancing)
 
 
+# The app, its topics and tables, and the runtime are module-level because Faust
+# declares agents, tables and timers with decorators on the app that
+# `faust -A streams.runtime.app` imports; the runtime is the one mutable object among
+# them, and the decorated functions below only call into it.
 runtime = Runtime.from_settings(
     settings,
     tables=Tables(users=users, pending=pending_table, groups=groups_table, seen=seen_table),

@@ -46,7 +46,6 @@ from aiokafka.errors import ConsumerStoppedError
 from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-_installed = False
 FAUST_VERSION = "0.15.3"  # the version whose methods patches 1 and 3 copy
 
 
@@ -139,9 +138,9 @@ async def _fetch_records(
 
 
 def install() -> None:
-    global _installed
-    if not _installed:
-        check_version(faust.__version__)
-        Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
-        AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
-        _installed = True
+    """Patch Faust's classes (once: the patched methods are how to tell)."""
+    if Recovery.on_recovery_completed is _on_recovery_completed:
+        return
+    check_version(faust.__version__)
+    Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
+    AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
