@@ -13,11 +13,11 @@ import asyncio
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from streams.core import control
 from streams.core.decision import PartnerRequest
-from streams.core.retry import classify
+from streams.core.retry import Outcome, classify
 from streams.runtime import agents
 from streams.runtime.delivery import Result
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS
@@ -73,13 +73,14 @@ class FakeClient:
     answers: list[int] = field(default_factory=list)
     gate: asyncio.Event | None = None
     requests: list[PartnerRequest] = field(default_factory=list)
+    classify: Callable[[int | None], Outcome] = classify  # the shared rules, as a plugin's default
 
     async def send(self, request: PartnerRequest) -> Result:
         self.requests.append(request)
         status = self.answers.pop(0) if self.answers else 200
         if self.gate is not None:
             await self.gate.wait()
-        return Result(classify(status), status, 1, f"answer {status}", 0.0, None)
+        return Result(self.classify(status), status, 1, f"answer {status}", 0.0, None)
 
     async def start(self) -> None:
         pass

@@ -7,6 +7,7 @@ from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 from streams.destinations.customersuccessbox.memory import MEMORY
 from streams.destinations.customersuccessbox.settings import CustomerSuccessBoxSettings
 from streams.destinations.customersuccessbox import mapping as csb
+from streams.core.decision import Reject
 from streams.core.pending import Pending, confirm
 from streams.core.step import Destination, merge_step, resend_releasing, step
 from streams.core.state import GroupState
@@ -168,3 +169,11 @@ def test_merge_keeps_the_users_newer_traits_and_fills_gaps():
     merged = merge_users(user, anon, "anon")
     assert merged.traits == {"email": "new@x", "firstName": "Al"} and merged.group_id == "acme"
     assert merged.anonymous_ids == ("anon",)
+
+
+def test_a_destinations_own_reject_reason_reaches_the_dead_letter_as_it_is():
+    """A new destination's reject reasons need no edit of the shared enum."""
+    own = Destination("own", "Own", lambda m, u, g: Reject("own_rule", "the destination's rule refuses it"))
+    w = World()
+    result = w.feed(msg("track", event="E"), dests=[own])
+    assert [(d.reason, d.destination, d.stage) for d in result.dead_letters] == [("own_rule", "own", "routing")]

@@ -59,7 +59,7 @@ class Dispatch:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    reason: Reason
+    reason: Reason | str  # a str only for a destination's own reject reason not (yet) in the enum
     detail: str
     raw: str
     source: Mapping[str, Any]
@@ -132,7 +132,7 @@ def step(
             held.append((dest.key, decision.reason))
             dead += [_pending_dead_letter(i, dest.key, Reason.PENDING_OVERFLOW, max_pending) for i in overflow]
         elif isinstance(decision, Reject):
-            dead.append(DeadLetter(Reason(decision.reason), decision.detail, raw, source, "routing", dest.key))
+            dead.append(DeadLetter(_reason(decision.reason), decision.detail, raw, source, "routing", dest.key))
         elif isinstance(decision, Skip):
             skipped.append((dest.key, decision.reason))
 
@@ -234,3 +234,12 @@ def _pending_dead_letter(item: Item, dest: str, reason: Reason, bound: float) ->
     else:
         detail = f"waited longer than {int(bound)} s for {dest} to be able to attribute it"
     return DeadLetter(reason, detail, item.raw, item.source, "routing", dest)
+
+
+def _reason(text: str) -> Reason | str:
+    """A destination's reject reason: the shared enum member when it is one; otherwise the
+    destination's own word, kept as it is, so a new destination needs no core change."""
+    try:
+        return Reason(text)
+    except ValueError:
+        return text

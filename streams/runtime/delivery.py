@@ -64,7 +64,7 @@ class PartnerClient:
         self.name = name
         self._base = base_url.rstrip("/")
         self._credentials = credentials or (lambda request, body: Credentials())
-        self._classify = classify
+        self.classify = classify  # what this destination's answers mean (its plugin's rule)
         self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._limit = max_in_flight
@@ -100,7 +100,7 @@ class PartnerClient:
             attempt += 1
             tried = time.monotonic()
             status, excerpt, retry_after = await self._try_once(request)
-            outcome = self._classify(status)
+            outcome = self.classify(status)
             if self.on_attempt is not None:
                 self.on_attempt(status, time.monotonic() - tried, outcome, attempt)
             if outcome is not Outcome.RETRY or attempt > self._max_retries:

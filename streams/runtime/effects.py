@@ -19,7 +19,7 @@ from streams.core.control import Control, Park, PendingDone
 from streams.core.deadletter import dead_letter_headers
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
-from streams.core.retry import Outcome, classify
+from streams.core.retry import Outcome
 from streams.core.step import DeadLetter, Dispatch, Step, resend_releasing
 from streams.ops import observe
 from streams.runtime.delivery import PartnerClient, Result
@@ -149,7 +149,7 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
         await dead_letter(
             rt,
             DeadLetter(
-                Reason.PARTNER_REFUSED if classify(result.status) is Outcome.FAIL else Reason.RETRIES_EXHAUSTED,
+                Reason.PARTNER_REFUSED if client.classify(result.status) is Outcome.FAIL else Reason.RETRIES_EXHAUSTED,
                 error_text(client, result),
                 item.raw,
                 item.source,
