@@ -7,6 +7,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY streams ./streams
 COPY mockservers ./mockservers
+COPY devtools ./devtools
 RUN pip install . && useradd --system --home /app csrelay && mkdir -p /data && chown csrelay /data
 
 USER csrelay
