@@ -9,10 +9,11 @@ a bad value raises `SettingsError` naming the variable. Credentials are `Secret`
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Callable, Mapping, TypeVar
 from urllib.parse import urlsplit
 
 ADMIN_TOKEN_MIN_CHARS = 16
+T = TypeVar("T")
 
 
 class SettingsError(ValueError):
@@ -40,10 +41,23 @@ class Secret:
 
 class EnvReader:
     """Typed reads of environment variables; every error names the variable (and never
-    quotes a secret)."""
+    quotes a secret).
 
-    def __init__(self, env: Mapping[str, str]) -> None:
+    By default the first bad value raises `SettingsError` (the worker stops at start-up
+    naming it). With `collect=True` (`cs-relay config`) each bad value is recorded in
+    `errors` instead and its default is used, so that every bad variable can be named."""
+
+    def __init__(self, env: Mapping[str, str], *, collect: bool = False) -> None:
         self._env = env
+        self._collect = collect
+        self.errors: list[str] = []
+
+    def fail(self, message: str, default: T) -> T:
+        """Raise `SettingsError(message)`, or in collect mode record it and return `default`."""
+        if not self._collect:
+            raise SettingsError(message)
+        self.errors.append(message)
+        return default
 
     def _raw(self, name: str) -> str | None:
         value = self._env.get(name)
@@ -58,7 +72,7 @@ class EnvReader:
         if check is not None:
             problem = check(value)
             if problem:
-                raise SettingsError(f"{name}: {problem} (got {value!r})")
+                return self.fail(f"{name}: {problem} (got {value!r})", default)
         return value
 
     def secrets(self, name: str) -> tuple[Secret, ...]:
@@ -69,10 +83,10 @@ class EnvReader:
         items = [item.strip() for item in value.split(",")]
         for number, item in enumerate(items, 1):
             if not item:
-                raise SettingsError(f"{name}: key {number} of {len(items)} is empty (expected key[,key...])")
+                return self.fail(f"{name}: key {number} of {len(items)} is empty (expected key[,key...])", ())
             if ":" in item or any(ch.isspace() or not ch.isprintable() for ch in item):
-                raise SettingsError(
-                    f"{name}: key {number} of {len(items)} holds ':', a space or a control character"
+                return self.fail(
+                    f"{name}: key {number} of {len(items)} holds ':', a space or a control character", ()
                 )
         return tuple(Secret(item) for item in dict.fromkeys(items))
 
@@ -83,10 +97,23 @@ class EnvReader:
         if value is None:
             return Secret("")
         if any(ch.isspace() or not ch.isprintable() for ch in value):
-            raise SettingsError(f"{name}: holds a space or a control character")
+            return self.fail(f"{name}: holds a space or a control character", Secret(""))
         if len(value) < ADMIN_TOKEN_MIN_CHARS:
-            raise SettingsError(f"{name}: too short ({len(value)} characters; use at least {ADMIN_TOKEN_MIN_CHARS})")
+            return self.fail(
+                f"{name}: too short ({len(value)} characters; use at least {ADMIN_TOKEN_MIN_CHARS})", Secret("")
+            )
         return Secret(value)
+
+    def flag(self, name: str, default: bool) -> bool:
+        """true/false, 1/0, yes/no, on/off (any case)."""
+        value = self._raw(name)
+        if value is None:
+            return default
+        if value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise SettingsError(f"{name}: expected true or false (got {value!r})")
 
     def integer(self, name: str, default: int, *, low: int, high: int) -> int:
         value = self._raw(name)
@@ -95,9 +122,9 @@ class EnvReader:
         try:
             number = int(value)
         except ValueError:
-            raise SettingsError(f"{name}: expected a whole number, got {value!r}") from None
+            return self.fail(f"{name}: expected a whole number, got {value!r}", default)
         if not low <= number <= high:
-            raise SettingsError(f"{name}: must be between {low} and {high}, got {number}")
+            return self.fail(f"{name}: must be between {low} and {high}, got {number}", default)
         return number
 
     def number(self, name: str, default: float, *, low: float, high: float) -> float:
@@ -107,9 +134,9 @@ class EnvReader:
         try:
             number = float(value)
         except ValueError:
-            raise SettingsError(f"{name}: expected a number, got {value!r}") from None
+            return self.fail(f"{name}: expected a number, got {value!r}", default)
         if not low <= number <= high:
-            raise SettingsError(f"{name}: must be between {low} and {high}, got {number}")
+            return self.fail(f"{name}: must be between {low} and {high}, got {number}", default)
         return number
 
 

@@ -8,7 +8,8 @@ later on the first event.
 Each destination's variables are read by its own settings class
 (`streams/destinations/<key>/settings.py`), found through `streams.destinations.REGISTRY`.
 
-Secrets (the destinations' keys, `CS_RELAY_WRITE_KEYS`, `CS_RELAY_ADMIN_TOKEN`) are held
+Secrets (the destinations' keys, `CS_RELAY_WRITE_KEYS`, `CS_RELAY_ADMIN_TOKEN`,
+`KAFKA_SASL_PASSWORD`) are held
 in `Secret`, whose `repr` and `str` never show the value; errors about them never quote it.
 """
 
@@ -28,6 +29,7 @@ from yarl import URL
 from streams.destinations import REGISTRY
 from streams.destinations.base import DestinationSettings
 from streams.envreader import ADMIN_TOKEN_MIN_CHARS, EnvReader, Secret, SettingsError
+from streams.kafkaconn import KafkaSecurity
 
 T = TypeVar("T")
 
@@ -43,6 +45,9 @@ class Settings:
     """The worker's whole configuration. Field docs are the configuration reference."""
 
     kafka_bootstrap_servers: str = "localhost:9092"
+    # TLS and SASL for every Kafka client: the worker, ingest, send, dlq, topic creation
+    # (streams/kafkaconn.py; KAFKA_SECURITY_PROTOCOL and the KAFKA_SASL_* / KAFKA_SSL_* variables).
+    kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     input_topic: str = "segment-events"
     dlq_topic: str = "segment-events-dlq"
     app_id: str = "cs-relay"
@@ -86,13 +91,23 @@ class Settings:
     log_format: str = "text"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        """Read and validate every variable; raise `SettingsError` naming the bad one."""
+    def from_env(cls, env: Mapping[str, str] | None = None, *, errors: list[str] | None = None) -> "Settings":
+        """Read and validate every variable; raise `SettingsError` naming the bad one.
+        Given an `errors` list (`cs-relay config`), every problem is appended to it
+        instead, and the bad variables keep their defaults."""
         env = os.environ if env is None else env
-        read = EnvReader(env)
+        read = EnvReader(env, collect=errors is not None)
         d = cls()
+        settings = cls._read(read, d)
+        if errors is not None:
+            errors.extend(read.errors)
+        return settings
+
+    @classmethod
+    def _read(cls, read: EnvReader, d: "Settings") -> "Settings":
         return cls(
             kafka_bootstrap_servers=read.text("KAFKA_BOOTSTRAP_SERVERS", d.kafka_bootstrap_servers, check=_bootstrap),
+            kafka_security=KafkaSecurity.from_env(read),
             input_topic=read.text("CS_RELAY_INPUT_TOPIC", d.input_topic, check=_topic_name),
             dlq_topic=read.text("CS_RELAY_DLQ_TOPIC", d.dlq_topic, check=_topic_name),
             app_id=read.text("CS_RELAY_APP_ID", d.app_id, check=_topic_name),
@@ -104,7 +119,7 @@ class Settings:
             topic_partitions=read.integer("CS_RELAY_TOPIC_PARTITIONS", d.topic_partitions, low=1, high=1024),
             topic_replication_factor=read.integer("CS_RELAY_TOPIC_REPLICATION_FACTOR", d.topic_replication_factor,
                                                   low=1, high=32),
-            destinations={p.key: p.read_settings(read) for p in REGISTRY},
+            destinations={p.key: _destination_settings(p, read) for p in REGISTRY},
             http_timeout=read.number("CS_RELAY_HTTP_TIMEOUT", d.http_timeout, low=0.1, high=300),
             max_in_flight=read.integer("CS_RELAY_MAX_IN_FLIGHT", d.max_in_flight, low=1, high=10_000),
             quick_retries=read.integer("CS_RELAY_QUICK_RETRIES", d.quick_retries, low=0, high=20),
@@ -155,7 +170,17 @@ class Settings:
         values = [value for dest in self.destinations.values() for value in dest.secrets()]
         values += [key.reveal() for key in self.write_keys]
         values.append(self.admin_token.reveal())
+        values.append(self.kafka_security.sasl_password.reveal())
         return [v for v in values if v]
+
+
+def _destination_settings(plugin, read: EnvReader) -> DestinationSettings:
+    """A destination's settings; in collect mode a problem its own parsing raises (not
+    through `read`) is recorded and the destination keeps its defaults (disabled)."""
+    try:
+        return plugin.read_settings(read)
+    except SettingsError as exc:
+        return read.fail(str(exc), plugin.read_settings(EnvReader({})))
 
 
 def _redact(obj: object) -> object:
