@@ -12,6 +12,8 @@ import re
 
 import pytest
 from aiohttp import web
+
+import streams
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -143,6 +145,7 @@ def snapshot() -> Snapshot:
         lag={("in", 0): 3, ("by-user", 1): 0},
         unacknowledged=4,
         ready=True,
+        parked_oldest_age={"clientsuccess": 42.5},
     )
 
 
@@ -166,8 +169,18 @@ def test_metrics_text():
     assert m[("cs_relay_dead_lettered_total",
               (("destination", ""), ("reason", "invalid_json"), ("stage", "intake")))] == 1
     assert m[("cs_relay_pending_events", (("destination", "clientsuccess"), ("state", "parked")))] == 1
-    assert m[("cs_relay_consumer_lag", (("partition", "0"), ("topic", "in")))] == 3
+    assert m[("cs_relay_consumer_lag_records", (("partition", "0"), ("topic", "in")))] == 3
+    assert not any(name == "cs_relay_consumer_lag" for name, _ in m)  # the old name, without its unit, is gone
     assert m[("cs_relay_unacknowledged_events", ())] == 4 and m[("cs_relay_ready", ())] == 1
+    # The oldest parked delivery's age: every enabled destination, 0 when none is parked.
+    assert m[("cs_relay_parked_oldest_age_seconds", (("destination", "clientsuccess"),))] == 42.5
+    assert m[("cs_relay_parked_oldest_age_seconds", (("destination", "customersuccessbox"),))] == 0
+    # Build and process metrics, from the worker's own registry.
+    assert m[("cs_relay_build_info", (("version", streams.__version__),))] == 1
+    assert m[("process_resident_memory_bytes", ())] > 1_000_000
+    assert ("process_cpu_seconds_total", ()) in m
+    assert any(name == "python_gc_collections_total" for name, _ in m)
+    assert any(name == "python_info" for name, _ in m)
     # Unknown counters are not lost; those the hooks count better are not repeated.
     assert m[("cs_relay_app_events_total", (("counter", "parked.clientsuccess"),))] == 1
     assert not any("done.clientsuccess" in str(key) or "dead_lettered.intake" in str(key) for key in m)

@@ -4,7 +4,9 @@ commands against real worker processes, the real broker and the mock partners.""
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import json
+import platform
 import socket
 from typing import Any
 
@@ -12,6 +14,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import streams
 from mockservers.server import DEMO_CREDENTIALS
 from streams.ops.admin import owner_partition
 from streams.cli.commands import main as cli_main
@@ -123,7 +126,7 @@ async def test_state_pages_metrics_status_and_the_commands(pipeline: Pipeline, c
     # Metrics: counters from the app, requests from the delivery hook, gauges from the tables.
     def delivered(text: str) -> bool:
         m = samples(text)
-        lag = {dict(labels)["topic"]: v for (name, labels), v in m.items() if name == "cs_relay_consumer_lag"}
+        lag = {dict(labels)["topic"]: v for (name, labels), v in m.items() if name == "cs_relay_consumer_lag_records"}
         return (
             m.get(("cs_relay_delivered_total", (("destination", "customersuccessbox"), ("status", "200")))) == 3
             and lag.keys() == {pipeline.input_topic, f"{pipeline.name}-by-user"}
@@ -142,6 +145,9 @@ async def test_state_pages_metrics_status_and_the_commands(pipeline: Pipeline, c
     assert m[("cs_relay_held_total", (("destination", "customersuccessbox"),))] == 1
     assert m[("cs_relay_partner_request_seconds_count", (("destination", "clientsuccess"),))] == 1
     assert m[("cs_relay_ready", ())] == 1
+    assert m[("cs_relay_build_info", (("version", streams.__version__),))] == 1
+    assert m[("process_resident_memory_bytes", ())] > 10_000_000  # the worker's own process
+    assert m[("cs_relay_parked_oldest_age_seconds", (("destination", "clientsuccess"),))] == 0
 
     # The commands, in-process against the worker (stdout is not a terminal: plain JSON).
     base = url(worker, "")
@@ -224,6 +230,10 @@ async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):
     # Open: liveness and readiness. Everything else: the bearer token, or 401 JSON.
     await pipeline.eventually(lambda: http(worker, "/health"), lambda a: a[0] == 200, what="a live worker")
     await wait_ready(pipeline, worker)
+    # /version needs no token either.
+    status, version = await get_json(worker, "/version")
+    assert status == 200 and version == {"version": streams.__version__, "python": platform.python_version(),
+                                         "faust": importlib.metadata.version("faust-streaming")}
     bodies = []
     for path in ("/users/u-sec", "/groups/acme", "/pending/u-sec", "/status", "/metrics"):
         for headers in ({}, {"Authorization": "Bearer wrong-token-0000000"}, {"Authorization": f"Basic {ADMIN_TOKEN}"},

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from streams.core.control import KIND_HEADER
 from streams.runtime import retries
+from streams.runtime.inflight import OldestParked
 from tests.runtime_world import FakeClient, World
 
 
@@ -116,3 +117,61 @@ async def test_after_a_rebalance_the_tick_finds_parked_deliveries_of_newly_owned
     assert [r.headers[KIND_HEADER] for r in world.controls(b"retry-due")] == [b"retry-due"]
     assert await world.settle()
     assert world.client.events() == ["First", "First"] and world.tables.pending.get("u1") is None
+
+
+async def test_the_oldest_parked_age_follows_parking_retries_and_lost_partitions():
+    """The age gauge of /metrics is kept as pending records are written (no table scan at
+    scrape time): it appears when a delivery is parked, grows with the clock, survives a
+    retry answered 503 again (same first failure), and goes when the retry succeeds or
+    the user's partition goes to another worker."""
+    world = World(client=FakeClient(answers=[503, 503, 200]))
+    marks = world.rt.marks
+    assert marks.parked_since.ages(world.now) == {}
+    await group_then(world)
+    await world.publish(type="track", userId="u1", event="First", messageId="t1")
+    first = world.pending("u1")["parked"][0]
+    assert marks.parked_since.oldest() == {"clientsuccess": first["first_failed_at"]}
+    assert marks.parked_since.ages(first["first_failed_at"] + 90) == {"clientsuccess": 90}
+
+    world.now = first["next_at"] + 0.1
+    await retries.tick(world.rt)
+    assert await world.settle()
+    assert world.pending("u1")["parked"][0]["attempts"] > first["attempts"]  # retried, answered 503 again
+    assert marks.parked_since.oldest() == {"clientsuccess": first["first_failed_at"]}
+
+    world.now = world.pending("u1")["parked"][0]["next_at"] + 0.1
+    await retries.tick(world.rt)
+    assert await world.settle()
+    assert world.tables.pending.get("u1") is None
+    assert marks.parked_since.ages(world.now) == {}
+
+    # A rescan after an assignment finds what the table holds; a partition that goes, goes.
+    world.client.answers = [503]
+    await world.publish(type="track", userId="u1", event="Again", messageId="t3")
+    assert "clientsuccess" in marks.parked_since.oldest()
+    marks.parked_since.forget(lambda user: True)
+    assert marks.parked_since.oldest() == {}
+    world.rt.retry_rescan.set()
+    await retries.tick(world.rt)
+    assert marks.parked_since.oldest() == {"clientsuccess": world.pending("u1")["parked"][0]["first_failed_at"]}
+    world.rt.assigned({world.rt.partition_of("u1")})
+    world.rt.assigned(set())  # the user's partition went elsewhere
+    assert marks.parked_since.oldest() == {}
+
+
+def test_oldest_parked_keeps_the_minimum_through_updates_and_stays_bounded():
+    index = OldestParked()
+    index.update("a", {"cs": 10.0})
+    index.update("b", {"cs": 5.0, "csb": 7.0})
+    assert index.oldest() == {"cs": 5.0, "csb": 7.0}
+    index.update("b", {"csb": 7.0})  # b's cs delivery went through
+    assert index.oldest() == {"cs": 10.0, "csb": 7.0}
+    index.update("a", {"cs": 12.0})  # a's head went, the next one failed later
+    assert index.oldest() == {"cs": 12.0, "csb": 7.0}
+    index.update("a", {})
+    index.update("b", {})
+    assert index.oldest() == {} and index.ages(100.0) == {}
+    for n in range(10_000):  # one user's time changing over and over: stale heap entries are compacted
+        index.update("c", {"cs": float(n)})
+    assert index.oldest() == {"cs": 9999.0}
+    assert len(index._heaps["cs"]) <= 2 * 1 + 64 + 1

@@ -3,6 +3,7 @@
     GET /health             200 while the process runs                       open
     GET /ready              200 once partitions are assigned and tables       open
                             recovered, else 503; JSON details either way
+    GET /version            {"version", "python", "faust"}                    open
     GET /users/{userId}     a user's state (a userId, or an anonymousId)      token
     GET /groups/{groupId}   a group's state                                   token
     GET /pending/{userId}   a user's waiting events per destination           token
@@ -43,11 +44,19 @@ import aiohttp
 import faust
 from aiokafka.partitioner import murmur2
 from faust import web
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from streams.ops.logs import logging_config
-from streams.ops.observe import Snapshot, Stats, consumer_lag, pending_counts, render_metrics, status_document
+from streams.ops.observe import (
+    Snapshot,
+    Stats,
+    consumer_lag,
+    pending_counts,
+    status_document,
+    versions,
+    worker_registry,
+)
 from streams.core.redact import redact
 from streams.settings import Settings
 
@@ -137,6 +146,11 @@ class Admin:
     unacknowledged: Callable[[], int]
     destinations: Mapping[str, str]
     stats: Stats
+    # destination -> age in seconds of its oldest parked delivery (the runtime keeps it)
+    parked_oldest_age: Callable[[], Mapping[str, float]] = dict
+
+    def __post_init__(self) -> None:
+        self.registry = worker_registry(self.snapshot)  # this worker's own, with process metrics
 
     # ------------------------------------------------------------------ readiness
 
@@ -215,6 +229,7 @@ class Admin:
             lag=self.lag(),
             unacknowledged=self.unacknowledged(),
             ready=self.readiness()[0],
+            parked_oldest_age=dict(self.parked_oldest_age()),
         )
 
     # ------------------------------------------------------------------ HTTP
@@ -299,11 +314,15 @@ class Admin:
             return view.json({"worker": str(app.conf.canonical_url), **status_document(self.snapshot())})
 
         async def metrics(view: web.View, request: web.Request) -> web.Response:
-            return view.bytes(render_metrics(self.snapshot()), headers={"Content-Type": CONTENT_TYPE_LATEST})
+            return view.bytes(generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        async def version(view: web.View, request: web.Request) -> web.Response:
+            return view.json(versions())
 
         pages: list[tuple[str, Callable[..., Awaitable[web.Response]], bool]] = [
             ("/health", health, True),
             ("/ready", ready, True),
+            ("/version", version, True),
             ("/users/{userId}", user, False),
             ("/groups/{groupId}", group, False),
             ("/pending/{userId}", pending, False),
@@ -348,6 +367,7 @@ def install(
     unacknowledged: Callable[[], int],
     clients: Mapping[str, Any],
     stats: Stats,
+    parked_oldest_age: Callable[[], Mapping[str, float]] = dict,
 ) -> Admin:
     """Wire the endpoints, metrics hooks and log format into the app (called once, at
     the end of `streams.runtime.app`)."""
@@ -371,6 +391,7 @@ def install(
         unacknowledged=unacknowledged,
         destinations={key: client.name for key, client in clients.items()},
         stats=stats,
+        parked_oldest_age=parked_oldest_age,
     )
     admin.register()
     return admin

@@ -10,22 +10,33 @@ Three sources, all read at scrape time by `streams.ops.admin`:
   dead letter (`on_dead_letter`, with its stage, reason and destination);
 * a `Snapshot` of gauges the admin module reads from Faust: events waiting per
   destination (the `pending` table: held, releasing, and parked for a later retry),
+  the age of each destination's oldest parked delivery (kept up to date by the
+  runtime as it writes pending records: `streams.runtime.inflight.OldestParked`),
   consumer lag per partition, readiness.
 
-Everything here is plain data and pure functions: `render_metrics(snapshot)` is the
-Prometheus text, `status_document(snapshot)` the JSON of `GET /status`. Counts are
-this worker process's since it started (each worker is scraped on its own).
+`metric_families(snapshot)` and `status_document(snapshot)` are pure. `worker_registry`
+is the worker's own CollectorRegistry (never prometheus_client's global one): the
+snapshot's families, `cs_relay_build_info{version}`, and the process, platform and GC
+collectors of prometheus_client; `render_metrics(snapshot)` renders one snapshot
+through such a registry. Counts are this worker process's since it started (each
+worker is scraped on its own). Names carry their unit: `_seconds`, `_bytes`,
+`_records`, `_total` for counters.
 """
 
 from __future__ import annotations
 
 import bisect
+import platform
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from importlib.metadata import PackageNotFoundError, version as package_version
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily, Metric
+
+import streams
 
 from streams.ops.logs import bind_event_id, bind_event_raw
 from streams.core.pending import Pending
@@ -133,6 +144,8 @@ class Snapshot:
     lag: Mapping[tuple[str, int], int]
     unacknowledged: int
     ready: bool
+    # destination -> seconds since its oldest parked delivery first failed (none parked: absent)
+    parked_oldest_age: Mapping[str, float] = field(default_factory=dict)
 
 
 def _family(kind: type, name: str, doc: str, labels: list[str], values: Mapping[tuple, float]) -> Metric:
@@ -203,7 +216,13 @@ def metric_families(snapshot: Snapshot) -> list[Metric]:
                 "released and not yet confirmed, or parked for a retry.",
                 ["destination", "state"],
                 {(d, state): n for d, counts in snapshot.pending.items() for state, n in counts.items()}),
-        _family(GaugeMetricFamily, "cs_relay_consumer_lag",
+        _family(GaugeMetricFamily, "cs_relay_parked_oldest_age_seconds",
+                "Seconds since the oldest parked delivery of a destination first failed, in this worker's "
+                "partitions (0: none parked).",
+                ["destination"],
+                {(d,): snapshot.parked_oldest_age.get(d, 0.0)
+                 for d in sorted({*snapshot.destinations, *snapshot.parked_oldest_age})}),
+        _family(GaugeMetricFamily, "cs_relay_consumer_lag_records",
                 "Records of this worker's input partitions not yet processed and committed.",
                 ["topic", "partition"], {(t, str(p)): n for (t, p), n in snapshot.lag.items()}),
         GaugeMetricFamily("cs_relay_unacknowledged_events", "Events taken whose work is not finished.",
@@ -218,22 +237,55 @@ def metric_families(snapshot: Snapshot) -> list[Metric]:
     for dest, histogram in sorted(stats.latency.items()):
         latency.add_metric([dest], histogram.cumulative(), histogram.total)
     families.append(latency)
+    families.append(build_info())
     return families
 
 
-class _Families:
-    def __init__(self, families: list[Metric]) -> None:
-        self._families = families
+def versions() -> dict[str, str]:
+    """`GET /version` of the worker and of `cs-relay ingest`."""
+    try:
+        faust_version = package_version("faust-streaming")
+    except PackageNotFoundError:  # pragma: no cover - a dependency of the project
+        faust_version = "unknown"
+    return {"version": streams.__version__, "python": platform.python_version(), "faust": faust_version}
+
+
+def build_info() -> Metric:
+    info = InfoMetricFamily("cs_relay_build", "The running cs-relay version (always 1).")
+    info.add_metric([], {"version": streams.__version__})
+    return info
+
+
+def with_process_collectors(registry: CollectorRegistry) -> CollectorRegistry:
+    """`registry` with prometheus_client's process (CPU seconds, resident and virtual
+    memory bytes, open file descriptors, start time), platform (`python_info`) and GC
+    collectors registered on it."""
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
+class _SnapshotCollector:
+    """The worker's own families, from a snapshot taken at each scrape."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
+        self._snapshot = snapshot
 
     def collect(self) -> Iterable[Metric]:
-        return self._families
+        return metric_families(self._snapshot())
+
+
+def worker_registry(snapshot: Callable[[], Snapshot]) -> CollectorRegistry:
+    """The worker's CollectorRegistry: `snapshot()` is called at each scrape."""
+    registry = with_process_collectors(CollectorRegistry(auto_describe=False))
+    registry.register(_SnapshotCollector(snapshot))
+    return registry
 
 
 def render_metrics(snapshot: Snapshot) -> bytes:
-    """The Prometheus text exposition of a snapshot."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families(metric_families(snapshot)))
-    return generate_latest(registry)
+    """The Prometheus text exposition of a snapshot, with the process metrics."""
+    return generate_latest(worker_registry(lambda: snapshot))
 
 
 def status_document(snapshot: Snapshot) -> dict[str, Any]:

@@ -149,4 +149,5 @@ ADMIN = admin.install(
     unacknowledged=lambda: runtime.acks.in_flight,
     clients=runtime.clients,
     stats=runtime.stats,
+    parked_oldest_age=lambda: runtime.marks.parked_since.ages(runtime.clock()),
 )

@@ -54,9 +54,7 @@ async def tick(rt: Runtime) -> None:
         # stop the timer, and with it every retry of this worker.
         pendings = Readable(Pending.from_dict, errors=(ValueError, KeyError, TypeError))
         for key, pending in pendings.each(list(rt.tables.pending.items())):
-            due_at = pending_mod.next_retry_at(pending)
-            if due_at is not None:
-                rt.marks.retry_due_at[key] = due_at
+            rt.index_retry(key, pending)  # when its retry is due, since when it waits
         if pendings.skipped:
             log.warning("retry rescan: %d pending records unreadable by this version were skipped", pendings.skipped)
     now = rt.clock()

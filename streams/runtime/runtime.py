@@ -163,11 +163,16 @@ class Runtime:
             self.tables.pending[key] = pending.to_dict()
 
     def index_retry(self, key: str, pending: Pending) -> None:
+        """Note when the user's next retry is due, and since when its oldest parked
+        delivery per destination has waited (the age gauge of /metrics)."""
         due_at = pending_mod.next_retry_at(pending)
         if due_at is None:
             self.marks.retry_due_at.pop(key, None)
         else:
             self.marks.retry_due_at[key] = due_at
+        self.marks.parked_since.update(
+            key, {dest: min(p.first_failed_at for p in q.parked) for dest, q in pending.queues.items() if q.parked}
+        )
 
     def destination(self, key: str) -> Destination | None:
         return next((d for d in self.destinations if d.key == key), None)
