@@ -3,26 +3,32 @@
     cs-relay kafka   [--port 9092] [--data-dir DIR]      a local Apache Kafka broker
     cs-relay mocks   [--{destination}-port PORT ...]     every destination's imitation
     cs-relay worker                                      the Faust worker (env-configured)
-    cs-relay send FILE                                   produce a JSON-lines file
+    cs-relay config  [--json]                            the effective settings, secrets masked
+    cs-relay send FILE [--in-flight N]                   produce a JSON-lines file, with progress
     cs-relay ingest  [--host 127.0.0.1] [--port 8088]    Segment HTTP API -> the input topic
     cs-relay dev     [--demo] [--exit] [--workers N]     Kafka + mocks + N workers together
                      [--kafka-port 9092] [--{destination}-port PORT ...]
-    cs-relay dlq list | dlq replay [--reason R]          inspect and replay dead letters
+    cs-relay dlq list [--json] | dlq replay [--reason R] inspect and replay dead letters
     cs-relay inspect user|group|pending ID [--json]      state, from a running worker
     cs-relay status  [--json]                            deliveries and lag of a running worker
 
 Each subcommand imports only what it needs: `streams.runtime.app` (which reads the whole
 configuration) is imported by `worker` alone.
+
+Exit status: 0 done; 1 `config` found bad variables, or a worker answered an error;
+2 a command could not run: bad configuration, Kafka or the worker unreachable (one line
+on standard error, `streams.cli.failures`); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 from typing import Sequence
 
+from streams import __version__
+from streams.cli.failures import CommandFailed, run_with_kafka
 from streams.destinations import REGISTRY
 from streams.settings import Settings, SettingsError
 
@@ -38,12 +44,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: configuration: {exc}", file=sys.stderr)
         return 2
+    except CommandFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cs-relay", description="Segment messages to customer-success destinations")
+    parser.add_argument("--version", action="version", version=f"cs-relay {__version__}")
     sub = parser.add_subparsers(dest="command")
 
     kafka = sub.add_parser("kafka", help="run a local single-node Apache Kafka broker (KRaft)")
@@ -59,8 +69,14 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the Faust worker (configured by environment variables)")
     worker.set_defaults(run=_worker)
 
+    config = sub.add_parser("config", help="print the effective settings, secrets masked; exit 1 naming each bad variable")
+    config.add_argument("--json", action="store_true", help="one JSON document instead of name = value lines")
+    config.set_defaults(run=_config)
+
     send = sub.add_parser("send", help="produce a JSON-lines file of Segment messages to the input topic")
     send.add_argument("file", type=Path)
+    send.add_argument("--in-flight", type=_positive, default=None, metavar="N",
+                      help="records sent but not yet acknowledged, at most (default 5000): bounds memory")
     send.set_defaults(run=_send)
 
     ingest = sub.add_parser("ingest", help="serve Segment's HTTP Tracking API and produce the calls to the input topic")
@@ -81,9 +97,13 @@ def _parser() -> argparse.ArgumentParser:
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_sub.add_parser("list", help="show dead letters: reason, time, a short preview")
     dlq_list.add_argument("--limit", type=int, default=50)
+    dlq_list.add_argument("--json", action="store_true",
+                          help="one JSON object per line: reason, stage, destination, time, source, preview")
     dlq_list.set_defaults(run=_dlq_list)
     replay = dlq_sub.add_parser("replay", help="send dead letters back to the input topic")
     replay.add_argument("--reason", default=None, help="only dead letters with this reason")
+    replay.add_argument("--batch-size", type=_positive, default=500, metavar="N",
+                        help="dead letters sent before their acknowledgements are awaited (default 500)")
     replay.set_defaults(run=_dlq_replay)
 
     inspect = sub.add_parser("inspect", help="a user's, group's or waiting events' state, from a running worker")
@@ -131,13 +151,9 @@ def _worker(args: argparse.Namespace) -> int:
     from streams.runtime.topics import TopicProblem, ensure_topics
 
     try:
-        asyncio.run(ensure_topics(settings))
+        run_with_kafka(ensure_topics(settings), settings.kafka_bootstrap_servers)
     except TopicProblem as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except Exception as exc:  # broker unreachable
-        print(f"error: cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}", file=sys.stderr)
-        return 2
+        raise CommandFailed(str(exc)) from None
     from streams.runtime.app import app
 
     sys.argv = [
@@ -161,13 +177,52 @@ def _send(args: argparse.Namespace) -> int:
     from streams.ops.producer import send_file
 
     settings = Settings.from_env()
-    return asyncio.run(send_file(args.file, settings.kafka_bootstrap_servers, settings.input_topic))
+    window = {"in_flight": args.in_flight} if args.in_flight else {}
+    return run_with_kafka(send_file(args.file, settings.kafka_bootstrap_servers, settings.input_topic, **window),
+                     settings.kafka_bootstrap_servers)
+
+
+def _config(args: argparse.Namespace) -> int:
+    """The effective settings, or every bad variable (exit 1)."""
+    import json
+
+    errors: list[str] = []
+    try:
+        settings = Settings.from_env(errors=errors)
+    except SettingsError as exc:  # a check across variables, after the others were read
+        errors.append(str(exc))
+    if errors:
+        for problem in errors:
+            print(f"error: {problem}", file=sys.stderr)
+        print(f"{len(errors)} invalid setting(s)", file=sys.stderr)
+        return 1
+    values = settings.redacted()
+    if args.json:
+        print(json.dumps(values, indent=2, ensure_ascii=False))
+    else:
+        for name, value in _flat(values):
+            print(f"{name} = {json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value}")
+    return 0
+
+
+def _flat(values: dict, prefix: str = "") -> list[tuple[str, object]]:
+    """`destinations.webhook.url`-style names for nested settings."""
+    out: list[tuple[str, object]] = []
+    for name, value in values.items():
+        if isinstance(value, dict) and value:
+            out += _flat(value, f"{prefix}{name}.")
+        else:
+            out.append((prefix + name, value))
+    return out
 
 
 def _ingest(args: argparse.Namespace) -> int:
     from streams.ops.ingest import run_ingest
 
-    return run_ingest(Settings.from_env(), args.host, args.port)
+    try:
+        return run_ingest(Settings.from_env(), args.host, args.port)
+    except OSError as exc:  # the address is taken, or not this machine's
+        raise CommandFailed(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -191,14 +246,15 @@ def _dlq_list(args: argparse.Namespace) -> int:
     from streams.ops.dlq import list_dead_letters
 
     settings = Settings.from_env()
-    return asyncio.run(list_dead_letters(settings, limit=args.limit))
+    return run_with_kafka(list_dead_letters(settings, limit=args.limit, as_json=args.json), settings.kafka_bootstrap_servers)
 
 
 def _dlq_replay(args: argparse.Namespace) -> int:
     from streams.ops.dlq import replay_dead_letters
 
     settings = Settings.from_env()
-    return asyncio.run(replay_dead_letters(settings, reason=args.reason))
+    return run_with_kafka(replay_dead_letters(settings, reason=args.reason, batch_size=args.batch_size),
+                     settings.kafka_bootstrap_servers)
 
 
 def _worker_http(args: argparse.Namespace) -> tuple[str, str]:

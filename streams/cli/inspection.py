@@ -13,6 +13,7 @@ Output: indented JSON, coloured when stdout is a terminal (and NO_COLOR is unset
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import sys
@@ -42,9 +43,10 @@ def get(url: str, token: str = "", timeout: float = TIMEOUT) -> tuple[int, Any]:
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise Unreachable(f"cannot reach the worker at {url}: {reason}") from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as exc:
+        # ValueError: a URL urllib cannot use; HTTPException: the peer does not speak HTTP
+        reason = getattr(exc, "reason", None) or f"{type(exc).__name__}: {exc}"
+        raise Unreachable(f"cannot reach the worker at {url}: {' '.join(str(reason).split())}") from None
     try:
         return status, json.loads(raw)
     except ValueError:

@@ -2,27 +2,43 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+import asyncio
+import json
+import re
+import sys
+from typing import Any, AsyncIterator, Iterable, TextIO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.core.deadletter import DeadLetterRecord, read_headers
+from streams.core.redact import MASK, redact
+from streams.ops.progress import Progress
 from streams.settings import Settings
 
 
-async def read_dead_letters(settings: Settings) -> AsyncIterator[DeadLetterRecord]:
-    """Every dead letter currently in the topic, from the beginning to the end offsets
-    taken at start (no consumer group: reading commits nothing)."""
-    # Subscribed without a group, aiokafka assigns every partition of the topic.
-    consumer = AIOKafkaConsumer(
+def _consumer(settings: Settings) -> AIOKafkaConsumer:
+    """The one place `cs-relay dlq` builds its consumer. Subscribed without a group,
+    aiokafka assigns every partition of the topic."""
+    return AIOKafkaConsumer(
         settings.dlq_topic,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    await consumer.start()
+
+
+def _producer(settings: Settings) -> AIOKafkaProducer:
+    """The one place `cs-relay dlq replay` builds its producer."""
+    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=5)
+
+
+async def read_dead_letters(settings: Settings) -> AsyncIterator[DeadLetterRecord]:
+    """Every dead letter currently in the topic, from the beginning to the end offsets
+    taken at start (no consumer group: reading commits nothing)."""
+    consumer = _consumer(settings)
     try:
+        await consumer.start()
         tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
         if not tps:
             return
@@ -49,15 +65,60 @@ async def read_dead_letters(settings: Settings) -> AsyncIterator[DeadLetterRecor
         await consumer.stop()
 
 
-async def list_dead_letters(settings: Settings, *, limit: int) -> int:
+def summary(dl: DeadLetterRecord, secrets: Iterable[str] = ()) -> dict[str, Any]:
+    """A dead letter as `dlq list --json` prints it: why, where, when, and a preview of
+    the original bytes with secrets, API keys and write keys masked."""
+    h = dl.headers
+    source = {"topic": h.get("source-topic"), "partition": _int(h.get("source-partition")),
+              "offset": _int(h.get("source-offset"))}
+    return {
+        "reason": dl.reason,
+        "stage": h.get("stage"),
+        "destination": h.get("destination"),
+        "status": _int(h.get("status")),
+        "time": h.get("failed-at"),
+        "detail": h.get("detail"),
+        "source": source if source["topic"] is not None else None,
+        "partition": dl.partition,
+        "offset": dl.offset,
+        "preview": redacted_preview(dl, secrets),
+    }
+
+
+_JSON_SECRET = re.compile(r'(?i)("(?:writeKey|api_key|apiKey|password|secret|token)"\s*:\s*")[^"]*(")')
+
+
+def redacted_preview(dl: DeadLetterRecord, secrets: Iterable[str] = (), width: int = 80) -> str:
+    """`dl.preview()`, masked before it is cut (a secret cut short would not be found)."""
+    text = dl.value[:4096].decode("utf-8", errors="replace")
+    masked = _JSON_SECRET.sub(rf"\g<1>{MASK}\g<2>", redact(text, secrets))
+    return DeadLetterRecord(dl.offset, dl.partition, dl.key, masked.encode("utf-8"), dl.headers).preview(width)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+async def list_dead_letters(settings: Settings, *, limit: int, as_json: bool = False, out: TextIO | None = None) -> int:
+    """`cs-relay dlq list`: a table, or with `as_json` one JSON object per line."""
+    out = out or sys.stdout
+    secrets = settings.secrets()
     shown = 0
     async for dl in read_dead_letters(settings):
         if shown >= limit:
             break
-        h = dl.headers
-        print(f"{h.get('failed-at', '?'):32} {h.get('stage', '?'):9} {dl.reason:24} {dl.partition}:{dl.offset:<8} {dl.preview()}")
+        if as_json:
+            print(json.dumps(summary(dl, secrets), ensure_ascii=False, separators=(",", ":")), file=out)
+        else:
+            h = dl.headers
+            print(f"{h.get('failed-at', '?'):32} {h.get('stage', '?'):9} {dl.reason:24} {dl.partition}:{dl.offset:<8} "
+                  f"{redacted_preview(dl, secrets)}", file=out)
         shown += 1
-    print(f"{shown} dead letter(s) shown from {settings.dlq_topic}")
+    if not as_json:
+        print(f"{shown} dead letter(s) shown from {settings.dlq_topic}", file=out)
     return 0
 
 
@@ -74,17 +135,38 @@ def replay_headers(dl: DeadLetterRecord) -> list[tuple[str, bytes]]:
     return headers
 
 
-async def replay_dead_letters(settings: Settings, *, reason: str | None) -> int:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all")
-    await producer.start()
+REPLAY_BATCH = 500
+
+
+async def replay_dead_letters(settings: Settings, *, reason: str | None, batch_size: int = REPLAY_BATCH,
+                              progress: Progress | None = None, out: TextIO | None = None) -> int:
+    """Send the dead letters (those with `reason`, or all) back to the input topic, in
+    batches of `batch_size` whose acknowledgements are awaited together, with progress."""
+    progress = progress or Progress("replayed")
+    producer = _producer(settings)
     replayed = 0
+    batch: list[asyncio.Future] = []
     try:
+        await producer.start()
         async for dl in read_dead_letters(settings):
             if reason is not None and dl.reason != reason:
                 continue
-            await producer.send_and_wait(settings.input_topic, dl.value, key=dl.key, headers=replay_headers(dl))
-            replayed += 1
+            batch.append(await producer.send(settings.input_topic, dl.value, key=dl.key, headers=replay_headers(dl)))
+            if len(batch) >= batch_size:
+                replayed += await _acknowledged(batch)
+                progress.update(replayed)
+        replayed += await _acknowledged(batch)
     finally:
         await producer.stop()
-    print(f"replayed {replayed} dead letter(s) to {settings.input_topic}")
+    progress.finish()
+    print(f"replayed {replayed} dead letter(s) to {settings.input_topic}", file=out or sys.stdout)
     return 0
+
+
+async def _acknowledged(batch: list[asyncio.Future]) -> int:
+    """Wait for a batch's acknowledgements (raising the first failure); how many, and empty the batch."""
+    try:
+        await asyncio.gather(*batch)
+        return len(batch)
+    finally:
+        batch.clear()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
+from collections import deque
 from pathlib import Path
-from typing import Iterable
+from typing import BinaryIO, Iterator, TextIO
 
 from aiokafka import AIOKafkaProducer
 
 from streams.core.segment import InvalidMessage, parse
+from streams.ops.progress import Progress
 
 
 def user_key(raw: bytes) -> bytes | None:
@@ -22,16 +25,6 @@ def user_key(raw: bytes) -> bytes | None:
         return parse(raw).key.encode("utf-8")
     except InvalidMessage:
         return None
-
-
-def read_lines(path: Path) -> Iterable[bytes]:
-    """The non-blank lines of a JSON-lines file, as raw bytes (not validated here:
-    the worker dead-letters what it cannot process)."""
-    with path.open("rb") as handle:
-        for line in handle:
-            line = line.strip()
-            if line:
-                yield line
 
 
 def tag_message_id(raw: bytes, tag: str) -> bytes:
@@ -52,27 +45,62 @@ def tag_message_id(raw: bytes, tag: str) -> bytes:
         return raw
 
 
-async def send_file(path: Path, bootstrap: str, topic: str, *, progress_every: int = 1000,
-                    message_id_tag: str | None = None) -> int:
+# Records produced but not yet acknowledged, at most: what bounds `send`'s memory
+# whatever the file's size (the file itself is read a line at a time).
+IN_FLIGHT = 5000
+
+
+def _producer(bootstrap: str) -> AIOKafkaProducer:
+    """The one place `cs-relay send` builds its Kafka client."""
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+
+
+def read_lines(handle: BinaryIO) -> Iterator[tuple[bytes, int]]:
+    """The non-blank lines of an open JSON-lines file, as raw bytes (not validated here:
+    the worker dead-letters what it cannot process), each with how many bytes of the
+    file were read so far. One line at a time: a file of any size."""
+    offset = 0
+    for line in handle:
+        offset += len(line)
+        line = line.strip()
+        if line:
+            yield line, offset
+
+
+async def send_file(path: Path, bootstrap: str, topic: str, *, message_id_tag: str | None = None,
+                    in_flight: int = IN_FLIGHT, progress: Progress | None = None,
+                    out: TextIO | None = None) -> int:
+    """Produce every line of `path` to `topic`, keyed by user, with at most `in_flight`
+    records unacknowledged; progress on standard error, the summary on `out`. A record
+    Kafka refuses raises (the caller says so in one line)."""
     if not path.is_file():
         print(f"error: no such file: {path}", file=sys.stderr)
         return 2
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    sent = 0
+    progress = progress or Progress("sent", total=path.stat().st_size)
+    producer = _producer(bootstrap)
+    acknowledged = 0
+    pending: deque[asyncio.Future] = deque()
     try:
-        futures = []
-        for line in read_lines(path):
-            if message_id_tag:
-                line = tag_message_id(line, message_id_tag)
-            futures.append(await producer.send(topic, line, key=user_key(line)))
-            sent += 1
-            if sent % progress_every == 0:
-                print(f"\rsent {sent}", end="", flush=True)
-        for fut in futures:
-            await fut
+        await producer.start()
+        with path.open("rb") as handle:
+            for line, offset in read_lines(handle):
+                if message_id_tag:
+                    line = tag_message_id(line, message_id_tag)
+                pending.append(await producer.send(topic, line, key=user_key(line)))
+                while pending and (len(pending) >= in_flight or pending[0].done()):
+                    await pending.popleft()
+                    acknowledged += 1
+                progress.update(acknowledged, offset)
+            while pending:
+                await pending.popleft()
+                acknowledged += 1
+                progress.update(acknowledged)
     finally:
         await producer.stop()
+        for future in pending:  # not awaited after a failure: keep asyncio from warning about them
+            if future.done() and not future.cancelled():
+                future.exception()
+    progress.finish()
     tagged = f" (messageIds prefixed with {message_id_tag}-)" if message_id_tag else ""
-    print(f"\rsent {sent} messages from {path} to {topic}{tagged}")
+    print(f"sent {acknowledged} messages from {path} to {topic}{tagged}", file=out or sys.stdout)
     return 0
