@@ -15,6 +15,9 @@ Rules (../shared/partner-contracts.md section 2 and the ClientSuccess destinatio
 - track value: `properties.value` when it is a number, else 1. page event name:
   `Viewed {name} Page` when the page has a name, else `Loaded a Page`.
 - screen and alias are not taken by ClientSuccess.
+- `timestamp` is sent as UTC ISO-8601 with `Z` (one without an offset is read as UTC:
+  `streams/core/timestamps.py`); `identity.user.email` lower-cased, as the help page
+  asks ("How to ingest and view usage events").
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from urllib.parse import quote
 from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip
 from streams.core.segment import Message
 from streams.core.state import GroupLookup, GroupState, UserState
+from streams.core.timestamps import utc_iso
 from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 
 NAME = "ClientSuccess"
@@ -80,7 +84,7 @@ def build_event(msg: Message, user: UserState, org: GroupState, source_id: str) 
     if user.display_name:
         user_identity["name"] = user.display_name
     if user.email:
-        user_identity["email"] = user.email
+        user_identity["email"] = user.email.lower()
     body: dict[str, Any] = {
         "identity": {
             "organization": {"id": org.group_id, "name": org.name},
@@ -89,7 +93,7 @@ def build_event(msg: Message, user: UserState, org: GroupState, source_id: str) 
         "value": event_value(msg),
     }
     if msg.timestamp:
-        body["timestamp"] = msg.timestamp
+        body["timestamp"] = utc_iso(msg.timestamp)
     path = (
         f"/collector/1.0.0/projects/{quote(source_id, safe='')}"
         f"/events/{quote(event_name(msg), safe='')}"

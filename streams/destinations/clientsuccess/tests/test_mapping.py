@@ -1,5 +1,7 @@
 """The mapping from a Segment message (and state) to a ClientSuccess request."""
 
+import pytest
+
 from streams.destinations.clientsuccess import mapping as cs
 from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 from streams.core.decision import Hold, Reject, Send, Skip
@@ -96,3 +98,29 @@ def test_identify_screen_alias_send_nothing():
 def test_timestamp_is_omitted_when_absent():
     req = decide(msg("track", event="E"), user_in(), lookup(ACME), "s").request
     assert "timestamp" not in req.json
+
+
+@pytest.mark.parametrize("email, sent", [
+    ("Bo.Smith@Example.COM", "bo.smith@example.com"),
+    ("bo@x.example", "bo@x.example"),
+    ("ÉLODIE@X.EXAMPLE", "élodie@x.example"),
+])
+def test_email_is_sent_lower_cased(email, sent):
+    user = apply_to_user(user_in(), msg("identify", traits={"email": email}), NOW)
+    req = decide(msg("track", event="E"), user, lookup(ACME), "s").request
+    assert req.json["identity"]["user"]["email"] == sent
+    assert user.email == email  # the state keeps it as given: the webhook forwards the message as received
+
+
+@pytest.mark.parametrize("timestamp, sent", [
+    ("2026-11-01T10:20:30+02:00", "2026-11-01T08:20:30Z"),
+    ("2026-11-01T01:20:30-0500", "2026-11-01T06:20:30Z"),
+    ("2026-11-01T23:20:30-05:00", "2026-11-02T04:20:30Z"),  # the offset moves it to the next day
+    ("2026-11-01T10:20:30Z", "2026-11-01T10:20:30Z"),
+    ("2026-11-01T10:20:30", "2026-11-01T10:20:30Z"),  # no offset: read as UTC
+    ("2026-11-01T10:20:30.123Z", "2026-11-01T10:20:30.123Z"),
+    ("2026-11-01T10:20:30.123456789+01:00", "2026-11-01T09:20:30.123456Z"),
+])
+def test_timestamp_is_sent_in_utc_with_an_offset(timestamp, sent):
+    for m in (msg("track", event="E", timestamp=timestamp), msg("page", name="P", timestamp=timestamp)):
+        assert decide(m, user_in(), lookup(ACME), "s").request.json["timestamp"] == sent
