@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from prometheus_client.parser import text_string_to_metric_families
 
 from streams.ops.ingest import KafkaSink, create_app, serve
 from streams.settings import Secret
@@ -43,6 +45,18 @@ async def test_the_segment_sdk_reaches_both_partners_through_ingest(pipeline: Pi
 
         await asyncio.to_thread(send)
         assert errors == []
+        # The ingest's own view: ready, and five messages acknowledged by the real broker.
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"http://127.0.0.1:{port}/ready") as response:
+                assert response.status == 200 and await response.json() == {"ready": True, "kafka": "connected"}
+            async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
+                metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value
+                           for family in text_string_to_metric_families(await response.text()) for s in family.samples}
+        assert metrics[("cs_relay_ingest_messages_produced_total", ())] == 5
+        assert sum(v for (name, labels), v in metrics.items()
+                   if name == "cs_relay_ingest_requests_total" and ("status", "200") in labels
+                   and dict(labels)["path"] == "/v1/batch") >= 1
+        assert metrics[("cs_relay_ingest_produce_seconds_count", (("outcome", "unavailable"),))] == 0
         cs = await pipeline.eventually(
             pipeline.cs_state,
             lambda s: len(s["organizations"].get("dee-corp", {}).get("events", [])) == 3,

@@ -34,8 +34,6 @@ Faust's built-in pages that expose data or topology (`/table`, `/router`, statis
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Collection, Iterable, Mapping
@@ -48,6 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from streams.ops.logs import logging_config
+from streams.ops.webserve import authorized  # shared with `cs-relay ingest`'s /metrics
 from streams.ops.observe import (
     Snapshot,
     Stats,
@@ -97,22 +96,6 @@ def owner_url(metadata: Mapping[str, Mapping[str, Iterable[int]]], partition: in
 def same_worker(a: str | URL, b: str | URL) -> bool:
     a, b = URL(str(a)), URL(str(b))
     return (a.host, a.port) == (b.host, b.port)
-
-
-def authorized(header: str | None, token: str) -> bool:
-    """Whether an Authorization header carries the bearer token (no token: open).
-    Both sides are hashed first, so the comparison takes the same time whatever the
-    length or content of the guess."""
-    if not token:
-        return True
-    scheme, _, given = (header or "").strip().partition(" ")
-    if scheme.lower() != "bearer":
-        return False
-    return hmac.compare_digest(_digest(given.strip()), _digest(token))
-
-
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).digest()
 
 
 def changelog_remaining(highwaters: Mapping[Any, int | None], offsets: Mapping[Any, int | None]) -> int:

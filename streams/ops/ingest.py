@@ -10,6 +10,17 @@ Endpoints (all POST, JSON body, optionally `Content-Encoding: gzip`):
     /v1/batch (and /v1/import)   {"batch": [msg, ...], "context": {}, "integrations": {}}
     /v1/i /v1/t /v1/p /v1/s /v1/g /v1/a /v1/b   the same, as analytics.js spells them
     GET /health                                 200 {"status": "ok"} (liveness only)
+    GET /ready                                  200 while Kafka takes records, else 503
+    GET /metrics                                Prometheus text (CS_RELAY_ADMIN_TOKEN when set)
+    GET /version                                {"version", "python", "faust"}
+
+Readiness: 503 until the producer has connected, and while Kafka is unreachable. The
+sink remembers the outcome of its last start, send or check; `/ready` answers from it
+while it is a success younger than READY_RECHECK_SECONDS, else checks now (connect, or
+a metadata request) for at most READY_PROBE_TIMEOUT, so an outage is seen without
+traffic. Metrics (`IngestMetrics`, the service's own registry): requests by path and
+status, messages produced, produce latency in seconds (by outcome), request body bytes
+(as sent), Kafka readiness, build info and the process.
 
 Rules, checked in this order (the first failure answers):
 
@@ -85,14 +96,17 @@ import hmac
 import json
 import logging
 import signal
+import time
 import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from streams.ops import webserve
+from streams.ops.observe import build_info, versions, with_process_collectors
 from streams.ops.producer import user_key
 from streams.core.segment import MAX_MESSAGE_BYTES, MESSAGE_TYPES, InvalidMessage, parse
 from streams.settings import Secret, Settings, SettingsError
@@ -104,6 +118,7 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "MAX_REQUEST_BYTES",
     "IngestError",
+    "IngestMetrics",
     "KafkaSink",
     "KafkaUnavailable",
     "Record",
@@ -353,9 +368,15 @@ def request_records(endpoint: str, body: Any, now: str) -> list[Record]:
 
 class Sink(Protocol):
     """Where accepted records go. `send` returns once every record is stored, or raises
-    IngestError(503)."""
+    IngestError(503). A sink may also have `async ready() -> bool` (may check Kafka) and
+    `connected: bool | None` (the last outcome, for /metrics); without them the service
+    counts as ready."""
 
     async def send(self, records: Sequence[Record]) -> None: ...
+
+
+READY_PROBE_TIMEOUT = 2.0  # seconds /ready waits for a check of Kafka
+READY_RECHECK_SECONDS = 10.0  # a success older than this is checked again by /ready
 
 
 class KafkaSink:
@@ -376,7 +397,9 @@ class KafkaSink:
         try:
             await self._started(asyncio.get_running_loop().time() + self.timeout)
         except KafkaUnavailable:
+            self._note(False)
             return False
+        self._note(True)
         return True
 
     async def stop(self) -> None:
@@ -384,12 +407,47 @@ class KafkaSink:
         if producer is not None:
             await producer.stop()
 
+    # Readiness: the last outcome of a start, send or check, and when it was known.
+    connected: bool | None = None  # None: nothing tried yet
+    _outcome_at = 0.0
+    _check: asyncio.Future | None = None
+
+    def _note(self, ok: bool) -> None:
+        self.connected = ok
+        self._outcome_at = asyncio.get_running_loop().time()
+
+    async def ready(self) -> bool:
+        """Whether Kafka takes records: a recent success as it is, else a check now
+        (connect, or a metadata request) waited for at most READY_PROBE_TIMEOUT; one
+        check at a time, whoever asks (a check that takes longer records its outcome)."""
+        if self.connected and asyncio.get_running_loop().time() - self._outcome_at < READY_RECHECK_SECONDS:
+            return True
+        if self._check is None or self._check.done():
+            self._check = asyncio.ensure_future(self._probe())
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._check), READY_PROBE_TIMEOUT)
+        except asyncio.TimeoutError:
+            return False
+
+    async def _probe(self) -> bool:
+        producer = self._producer
+        if producer is None:
+            return await self.start()
+        try:  # aiokafka: True once a broker answered, False when none did
+            ok = bool(await asyncio.wait_for(producer.client.force_metadata_update(), self.timeout))
+        except Exception:  # KafkaError, TimeoutError
+            ok = False
+        self._note(ok)
+        return ok
+
     async def send(self, records: Sequence[Record]) -> None:
         if not records:  # an empty batch stores nothing: no reason to wait for Kafka
             return
         try:
             await self._send(records)
+            self._note(True)
         except KafkaUnavailable as exc:
+            self._note(False)
             log.warning("Kafka at %s did not acknowledge %d message(s) for %s in time (%s): answered 503",
                         self.bootstrap_servers, len(records), self.topic, exc.cause)
             raise
@@ -476,10 +534,70 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
     return bytes(data)
 
 
-def create_app(write_keys: Sequence[Secret], sink: Sink, *, clock: Callable[[], str] = received_at) -> web.Application:
-    """The ingest application: `sink` stores accepted records; `clock` gives receivedAt.
-    Serve it with `auto_decompress=False` (as `serve` does): gzip is decoded here."""
+class IngestMetrics:
+    """The ingest's metrics, on a registry of its own (with the process collectors)."""
+
+    BODY_BUCKETS = (256, 1024, 4096, 16384, 65536, 131072, 262144, MAX_REQUEST_BYTES)
+
+    def __init__(self, sink: Any) -> None:
+        self.registry = with_process_collectors(CollectorRegistry(auto_describe=False))
+        self.registry.register(_BuildInfo())
+        r = self.registry
+        self.requests = Counter("cs_relay_ingest_requests", "HTTP requests answered, by path and status.",
+                                ["path", "status"], registry=r)
+        self.produced = Counter("cs_relay_ingest_messages_produced",
+                                "Messages Kafka acknowledged (acks=all) on the input topic.", registry=r)
+        self.produce_seconds = Histogram(
+            "cs_relay_ingest_produce_seconds",
+            "Time from handing a request's records to the producer to Kafka's acknowledgement of all of them "
+            "(outcome acknowledged), or to the 503 (outcome unavailable).",
+            ["outcome"], registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+        )
+        self.body_bytes = Histogram("cs_relay_ingest_request_body_bytes",
+                                    "Request bodies as sent (before gzip decoding), in bytes.",
+                                    registry=r, buckets=self.BODY_BUCKETS)
+        ready = Gauge("cs_relay_ingest_kafka_ready",
+                      "1 when the last start, send or check of the Kafka producer succeeded.", registry=r)
+        ready.set_function(lambda: 0.0 if getattr(sink, "connected", True) is not True else 1.0)
+        for outcome in ("acknowledged", "unavailable"):
+            self.produce_seconds.labels(outcome)  # both series from the start, for rate()
+
+
+class _BuildInfo:
+    def collect(self) -> list:
+        return [build_info()]
+
+
+def path_label(request: web.Request) -> str:
+    """The route of a request, from a fixed set: `/v1/track` (the endpoint as called,
+    one of ENDPOINTS), `/health`, ...; `unmatched` for a 404 or 405."""
+    info = request.match_info
+    if info.http_exception is not None or info.route.resource is None:
+        return "unmatched"
+    endpoint = info.get("endpoint")
+    return f"/v1/{endpoint}" if endpoint else info.route.resource.canonical
+
+
+def create_app(write_keys: Sequence[Secret], sink: Sink, *, clock: Callable[[], str] = received_at,
+               admin_token: str = "") -> web.Application:
+    """The ingest application: `sink` stores accepted records; `clock` gives receivedAt;
+    `admin_token` (CS_RELAY_ADMIN_TOKEN), when set, guards /metrics. Serve it with
+    `auto_decompress=False` (as `serve` does): gzip is decoded here."""
     keys = tuple(write_keys)
+    metrics = IngestMetrics(sink)
+
+    @web.middleware
+    async def count_requests(request: web.Request, handler: Callable) -> web.StreamResponse:
+        # Outermost: json_errors below has made every refusal an answer; what still
+        # raises is a bug, which aiohttp answers 500.
+        try:
+            response = await handler(request)
+        except Exception:
+            metrics.requests.labels(path_label(request), "500").inc()
+            raise
+        metrics.requests.labels(path_label(request), str(response.status)).inc()
+        return response
 
     @web.middleware
     async def json_errors(request: web.Request, handler: Callable) -> web.StreamResponse:
@@ -499,20 +617,50 @@ def create_app(write_keys: Sequence[Secret], sink: Sink, *, clock: Callable[[], 
         header_key = authorization_key(request.headers.get("Authorization"))
         if header_key is not None:
             check_write_key(header_key, keys)
-        data = decode_body(await _read_body(request, MAX_REQUEST_BYTES), request.headers.get("Content-Encoding"))
-        body = parse_json(data)
+        raw = await _read_body(request, MAX_REQUEST_BYTES)
+        metrics.body_bytes.observe(len(raw))
+        body = parse_json(decode_body(raw, request.headers.get("Content-Encoding")))
         if header_key is None:
             check_write_key(body_write_key(body), keys)
-        await sink.send(request_records(request.match_info["endpoint"], body, clock()))
+        records = request_records(request.match_info["endpoint"], body, clock())
+        if records:
+            started = time.perf_counter()
+            try:
+                await sink.send(records)
+            except IngestError:
+                metrics.produce_seconds.labels("unavailable").observe(time.perf_counter() - started)
+                raise
+            metrics.produce_seconds.labels("acknowledged").observe(time.perf_counter() - started)
+            metrics.produced.inc(len(records))
         return web.json_response({"success": True})
 
     async def health(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    app = web.Application(middlewares=[json_errors], client_max_size=MAX_REQUEST_BYTES + 1)
+    async def ready(request: web.Request) -> web.Response:
+        check = getattr(sink, "ready", None)
+        ok = True if check is None else await check()
+        state = "connected" if ok else ("connecting" if getattr(sink, "connected", None) is None else "unreachable")
+        return web.json_response({"ready": ok, "kafka": state}, status=200 if ok else 503)
+
+    async def metrics_page(request: web.Request) -> web.Response:
+        if not webserve.authorized(request.headers.get("Authorization"), admin_token):
+            return web.json_response(
+                {"success": False, "code": "unauthorized", "message": "send 'Authorization: Bearer <CS_RELAY_ADMIN_TOKEN>'"},
+                status=401, headers={"WWW-Authenticate": 'Bearer realm="cs-relay ingest"'},
+            )
+        return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def version(request: web.Request) -> web.Response:
+        return web.json_response(versions())
+
+    app = web.Application(middlewares=[count_requests, json_errors], client_max_size=MAX_REQUEST_BYTES + 1)
     endpoints = "|".join(sorted(ENDPOINTS))
     app.router.add_post(f"/v1/{{endpoint:(?:{endpoints})}}", ingest)
     app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics_page)
+    app.router.add_get("/version", version)
     return app
 
 
@@ -528,7 +676,7 @@ async def _run_until_signalled(settings: Settings, host: str, port: int) -> None
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     sink = KafkaSink(settings.kafka_bootstrap_servers, settings.input_topic, timeout=settings.ingest_timeout)
-    runner, bound = await serve(create_app(settings.write_keys, sink), host, port)
+    runner, bound = await serve(create_app(settings.write_keys, sink, admin_token=settings.admin_token.reveal()), host, port)
     try:
         log.info(
             "cs-relay ingest listening on http://%s:%d, producing to %s at %s (%d write key(s), ack timeout %gs)",

@@ -1,7 +1,10 @@
-"""Starting an aiohttp application on a host and port (`cs-relay ingest`, the partner mocks)."""
+"""Starting an aiohttp application on a host and port (`cs-relay ingest`, the partner
+mocks), and the bearer-token check of the worker's and the ingest's operator endpoints."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import socket
 
 import ipaddress
@@ -46,3 +49,19 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         return sock.getsockname()[1]
 
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """Whether an Authorization header carries the bearer token (no token: open).
+    Both sides are hashed first, so the comparison takes the same time whatever the
+    length or content of the guess."""
+    if not token:
+        return True
+    scheme, _, given = (header or "").strip().partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(_digest(given.strip()), _digest(token))
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8")).digest()
