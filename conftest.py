@@ -23,12 +23,14 @@ def kafka_bootstrap(tmp_path_factory):
     import concurrent.futures
 
     from devtools.kafka_local import KafkaLaunchError, LocalKafka, wait_until_ready
+    from streams.settings import Settings
 
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if external:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:  # whether or not a loop runs here
             try:
-                pool.submit(asyncio.run, wait_until_ready(external, 60)).result()
+                security = Settings.from_env().kafka_security  # a secured broker's KAFKA_SECURITY_PROTOCOL ...
+                pool.submit(asyncio.run, wait_until_ready(external, 60, security)).result()
             except KafkaLaunchError as exc:
                 pytest.fail(f"KAFKA_BOOTSTRAP_SERVERS={external}: {exc}", pytrace=False)
         yield external

@@ -20,6 +20,8 @@ from typing import Any, Mapping, Sequence
 import aiohttp
 from aiokafka import AIOKafkaConsumer
 
+from streams.settings import Settings
+
 
 @dataclass(frozen=True)
 class Ceiling:
@@ -34,7 +36,7 @@ class Ceiling:
         return self.count / self.seconds if self.seconds > 0 else 0.0
 
 
-async def consume_ceiling(bootstrap: str, topic: str, expected: int, timeout: float,
+async def consume_ceiling(settings: Settings, topic: str, expected: int, timeout: float,
                           at_least: float = 2.0) -> Ceiling:
     """Read the `expected` records of `topic` from the beginning, again and again until
     `at_least` seconds have passed (a small topic is read in a fraction of a second, and
@@ -42,7 +44,7 @@ async def consume_ceiling(bootstrap: str, topic: str, expected: int, timeout: fl
     first fetch: connecting and finding the partitions do not count."""
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=bootstrap,
+        **settings.kafka_options(),
         group_id=None,
         auto_offset_reset="earliest",
         enable_auto_commit=False,

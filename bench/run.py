@@ -51,6 +51,7 @@ from bench import mix, stats
 from bench.baselines import PartnerJobs, consume_ceiling, run_http_ceiling
 from mockservers.recorder import RECORDS_KEY
 from mockservers.server import MockServers, start_mocks, worker_partner_env
+from streams import kafkaconn
 from streams.core.decision import PartnerRequest
 from streams.destinations import REGISTRY, plugin
 from streams.ops.dlq import read_dead_letters
@@ -159,7 +160,8 @@ class Worker:
 def worker_env(settings: Settings, mocks: MockServers) -> dict[str, str]:
     """The environment of the run's worker: the caller's, with the run's topics, data
     dir and mocks (other CS_RELAY_* tuning passes through)."""
-    env = dict(os.environ)
+    env = {k: v for k, v in os.environ.items() if k not in kafkaconn.VARIABLES}
+    env.update(settings.kafka_security.env())
     env.update(
         KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
         CS_RELAY_APP_ID=settings.app_id,
@@ -235,13 +237,15 @@ class Measured:
 class Bench:
     """One run: its own app id and topics on the broker, its data under `work`."""
 
-    def __init__(self, args: argparse.Namespace, bootstrap: str, stamp: str, work: Path) -> None:
+    def __init__(self, args: argparse.Namespace, bootstrap: str, stamp: str, work: Path,
+                 security: kafkaconn.KafkaSecurity | None = None) -> None:
         self.args = args
         self.stamp = stamp
         self.work = work
         name = f"bench-{stamp.lower()}-{uuid.uuid4().hex[:6]}"
         self.settings = Settings(
             kafka_bootstrap_servers=bootstrap,
+            kafka_security=security or kafkaconn.KafkaSecurity(),
             input_topic=f"{name}-in",
             dlq_topic=f"{name}-dlq",
             app_id=name,
@@ -260,7 +264,7 @@ class Bench:
         try:
             await ensure_topics(settings)
             receipts = Receipts(mocks)
-            producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=2)
+            producer = AIOKafkaProducer(**settings.kafka_options(), acks="all", linger_ms=2)
             await producer.start()
             try:
                 await self._create_topics(mocks)
@@ -338,7 +342,7 @@ class Bench:
 
     async def _ceilings(self, receipts: Receipts, mocks: MockServers, backlog: Phase, records: int) -> dict[str, Any]:
         print("ceiling 1: a bare consumer reading the input topic", flush=True)
-        consumed = await consume_ceiling(self.settings.kafka_bootstrap_servers, self.settings.input_topic,
+        consumed = await consume_ceiling(self.settings, self.settings.input_topic,
                                          records, self.args.timeout)
         print("ceiling 2: a bare aiohttp client sending the backlog's requests to the mocks", flush=True)
         jobs = _replay_jobs(receipts, backlog, mocks)
@@ -641,8 +645,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     kafka = None
+    security = kafkaconn.KafkaSecurity()
     if bootstrap:
         kafka_version = f"external ({bootstrap})"
+        security = Settings.from_env().kafka_security  # the external broker's TLS / SASL, if any
     else:
         from devtools.kafka_local import LocalKafka
 
@@ -651,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kafka.start(timeout=180)
         bootstrap, kafka_version = kafka.bootstrap_servers, kafka.version
     try:
-        results, latencies = asyncio.run(Bench(args, bootstrap, stamp, work).run())
+        results, latencies = asyncio.run(Bench(args, bootstrap, stamp, work, security).run())
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -39,6 +39,7 @@ import fcntl
 import hashlib
 import os
 import re
+import secrets
 import shlex
 import shutil
 import signal
@@ -51,6 +52,9 @@ import time
 import uuid
 from pathlib import Path
 from typing import Callable, Iterator
+
+from streams.envreader import Secret
+from streams.kafkaconn import KafkaConnectError, KafkaSecurity, start_client
 
 DEFAULT_KAFKA_VERSION = "4.0.2"
 MIN_JAVA = 17
@@ -247,15 +251,17 @@ def _check_java_version(java: str) -> None:
 # --------------------------------------------------------------------------- readiness
 
 
-async def wait_until_ready(bootstrap: str, timeout: float) -> None:
+async def wait_until_ready(bootstrap: str, timeout: float, security: "KafkaSecurity | None" = None) -> None:
     """Return once the broker(s) at `bootstrap` answer a metadata request; raise KafkaLaunchError after `timeout` s.
 
-    Usable on its own, for a broker started elsewhere (`KAFKA_BOOTSTRAP_SERVERS`).
+    Usable on its own, for a broker started elsewhere (`KAFKA_BOOTSTRAP_SERVERS`), with
+    `security` (`Settings.kafka_security`) when that broker needs TLS or SASL.
     """
-    await _wait_ready(bootstrap, timeout, None)
+    await _wait_ready(bootstrap, timeout, None, security)
 
 
-async def _wait_ready(bootstrap: str, timeout: float, check_alive: Callable[[], None] | None) -> None:
+async def _wait_ready(bootstrap: str, timeout: float, check_alive: Callable[[], None] | None,
+                      security: "KafkaSecurity | None" = None) -> None:
     deadline = time.monotonic() + timeout
     hosts = _hosts(bootstrap)
     last = "nothing listens there yet"
@@ -274,23 +280,28 @@ async def _wait_ready(bootstrap: str, timeout: float, check_alive: Callable[[], 
             await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
             continue
         try:
-            await asyncio.wait_for(_metadata_answered(bootstrap, min(5.0, max(remaining, 0.5))), timeout=max(remaining, 0.5) + 1)
+            await asyncio.wait_for(_metadata_answered(bootstrap, min(5.0, max(remaining, 0.5)), security),
+                                   timeout=max(remaining, 0.5) + 1)
             return
         except asyncio.CancelledError:
             raise
+        except KafkaConnectError as exc:  # TLS or SASL refused: waiting will not help
+            raise KafkaLaunchError(f"Kafka at {bootstrap}: {exc}") from None
         except Exception as exc:  # not ready yet: the broker accepts before it serves
             last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         await asyncio.sleep(0.2)
 
 
-async def _metadata_answered(bootstrap: str, request_timeout: float) -> None:
+async def _metadata_answered(bootstrap: str, request_timeout: float, security: "KafkaSecurity | None") -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
+    security = security or KafkaSecurity()
     admin = AIOKafkaAdminClient(
         bootstrap_servers=bootstrap, client_id="cs-relay-ready-check", request_timeout_ms=int(request_timeout * 1000),
+        **security.client_options(),
     )
     try:
-        await admin.start()
+        await start_client(admin, security, bootstrap)
         await admin.list_topics()
     finally:
         with contextlib.suppress(Exception):
@@ -394,6 +405,13 @@ class LocalKafka:
 
     `port=0` picks a free port at the first start (kept across restarts). Without
     `data_dir` a temporary folder is used and removed when the context manager exits.
+
+    `security="sasl_ssl"`: clients connect over TLS with a SASL login (`client_security()`,
+    `client_env()`). A certificate authority and a broker certificate for 127.0.0.1 and
+    localhost are generated into `<data dir>/tls`, and one user, `SASL_USER`, with a
+    random password kept in `<data dir>/tls/sasl-password`, may log in with PLAIN,
+    SCRAM-SHA-256 or SCRAM-SHA-512 (the SCRAM credentials are written at format time).
+    The controller and the broker's own traffic stay on PLAINTEXT loopback listeners.
     """
 
     def __init__(
@@ -405,7 +423,12 @@ class LocalKafka:
         heap: str = "512m",
         version: str | None = None,
         log_file: Path | None = None,
+        security: str = "plaintext",
     ) -> None:
+        if security not in SECURITY_MODES:
+            raise KafkaLaunchError(f"security {security!r} is not one of {', '.join(SECURITY_MODES)}")
+        self.security = security
+        self.internal_port: int | None = None  # sasl_ssl: the broker's own PLAINTEXT listener (loopback)
         self.version = _check_version(version) if version else default_kafka_version()
         self.port = int(port)
         self.controller_port = controller_port
@@ -433,6 +456,25 @@ class LocalKafka:
         if not self.port:
             raise RuntimeError("the port is chosen by start(): call it first")
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    def client_security(self, mechanism: str = "SCRAM-SHA-512", *, password: str | None = None) -> KafkaSecurity:
+        """What a client needs to connect (PLAINTEXT unless started with security="sasl_ssl");
+        `password` overrides the real one (to test a refused login)."""
+        if self.security == "plaintext":
+            return KafkaSecurity()
+        return KafkaSecurity(
+            protocol="SASL_SSL", sasl_mechanism=mechanism, sasl_username=SASL_USER,
+            sasl_password=Secret(self._sasl_password() if password is None else password),
+            ssl_cafile=str(self.tls_dir / "ca.pem"),
+        )
+
+    def client_env(self, mechanism: str = "SCRAM-SHA-512") -> dict[str, str]:
+        """The KAFKA_* variables a cs-relay command needs for this broker (password included)."""
+        return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers, **self.client_security(mechanism).env()}
 
     @property
     def log_dir(self) -> Path:
@@ -466,9 +508,12 @@ class LocalKafka:
         except OSError as exc:
             raise KafkaLaunchError(f"cannot create the Kafka data dir {self.data_dir}: {exc.strerror}; choose another with --data-dir") from exc
         self._check_data_dir_free()
+        formatted = (self.log_dir / "meta.properties").exists()
+        if self.security == "sasl_ssl":
+            self._prepare_sasl_ssl(formatted)
         props, log4j = self._write_configs()
         classpath = [java, "-cp", str(libs / "*"), f"-Dlog4j2.configurationFile={log4j}"]
-        if not (self.log_dir / "meta.properties").exists():
+        if not formatted:
             self._format(classpath, props)
         cmd = [
             java, f"-Xmx{self.heap}", f"-Xms{_smaller(self.heap, '64m')}",
@@ -481,7 +526,7 @@ class LocalKafka:
         ]
         self._spawn(cmd)
         try:
-            _run_sync(_wait_ready(self.bootstrap_servers, timeout, self._check_alive))
+            _run_sync(_wait_ready(self.bootstrap_servers, timeout, self._check_alive, self.client_security()))
         except BaseException:
             self.kill()
             raise
@@ -546,12 +591,14 @@ class LocalKafka:
                     f"controller port {self.controller_port} is already in use: stop what listens there or choose another controller_port"
                 )
             self.controller_port = None  # ours to choose: take another one
-        wanted = [p for p in (self.port, self.controller_port) if p]
-        picked = iter(p for p in _free_ports(3) if p not in wanted)
+        wanted = [p for p in (self.port, self.controller_port, self.internal_port) if p]
+        picked = iter(p for p in _free_ports(4) if p not in wanted)
         if not self.port:
             self.port = next(picked)
         if not self.controller_port:
             self.controller_port = next(picked)
+        if self.security == "sasl_ssl" and not (self.internal_port and _port_free(self.internal_port)):
+            self.internal_port = next(picked)
         if self.controller_port == self.port:
             raise KafkaLaunchError(f"the controller port must differ from the broker port {self.port}")
 
@@ -580,6 +627,7 @@ class LocalKafka:
             "inter.broker.listener.name": "PLAINTEXT",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "log.dirs": str(self.log_dir),
+            **self._sasl_ssl_settings(),
             # one broker: every replication factor and ISR is 1
             "offsets.topic.replication.factor": "1",
             "transaction.state.log.replication.factor": "1",
@@ -634,8 +682,52 @@ class LocalKafka:
         _write_text(log4j, "# broker log to a file only; no console output\n" + _properties(log4j_settings))
         return props, log4j
 
+    def _sasl_ssl_settings(self) -> dict[str, str]:
+        """Listeners for security="sasl_ssl": clients on SASL_SSL, the broker's own traffic
+        on a PLAINTEXT loopback listener, the controller as before."""
+        if self.security != "sasl_ssl":
+            return {}
+        port, cport, iport = self.port, self.controller_port, self.internal_port
+        plain_users = f'username="{SASL_USER}" password="{self._sasl_password()}" user_{SASL_USER}="{self._sasl_password()}";'
+        return {
+            "listeners": f"SASL_SSL://127.0.0.1:{port},BROKER://127.0.0.1:{iport},CONTROLLER://127.0.0.1:{cport}",
+            "advertised.listeners": f"SASL_SSL://127.0.0.1:{port},BROKER://127.0.0.1:{iport}",
+            "inter.broker.listener.name": "BROKER",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,BROKER:PLAINTEXT,SASL_SSL:SASL_SSL",
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
+            "listener.name.sasl_ssl.plain.sasl.jaas.config":
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users}",
+            **{f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config":
+               "org.apache.kafka.common.security.scram.ScramLoginModule required;" for m in SASL_MECHANISMS[1:]},
+            # Kafka reads PEM directly: the key (PKCS#8, unencrypted) and its chain in one file.
+            "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
+            "listener.name.sasl_ssl.ssl.keystore.location": str(self.tls_dir / "broker-keystore.pem"),
+            "listener.name.sasl_ssl.ssl.client.auth": "none",
+        }
+
+    def _sasl_password(self) -> str:
+        return (self.tls_dir / "sasl-password").read_text().strip()
+
+    def _prepare_sasl_ssl(self, formatted: bool) -> None:
+        """The certificates and the password, made once per data dir (kept across restarts)."""
+        password_file = self.tls_dir / "sasl-password"
+        if formatted and not password_file.exists():
+            raise KafkaLaunchError(
+                f"data dir {self.data_dir} was formatted without SASL users (a plaintext broker's): "
+                "choose another --data-dir for --security sasl_ssl"
+            )
+        if not (self.tls_dir / "broker-keystore.pem").exists():
+            generate_tls(self.tls_dir, server=True)
+        if not password_file.exists():
+            self.tls_dir.mkdir(parents=True, exist_ok=True)
+            password_file.touch(mode=0o600)
+            password_file.write_text(secrets.token_hex(16) + "\n")
+
     def _format(self, classpath: list[str], props: Path) -> None:
         cmd = [*classpath, "kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id(), "-c", str(props)]
+        if self.security == "sasl_ssl":
+            for mechanism in SASL_MECHANISMS[1:]:
+                cmd += ["--add-scram", f"{mechanism}=[name={SASL_USER},password={self._sasl_password()}]"]
         try:
             proc = subprocess.run(
                 cmd, cwd=self.data_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=120,
@@ -708,6 +800,40 @@ class LocalKafka:
             _temporary_dirs.discard(self.data_dir)
 
 
+SECURITY_MODES = ("plaintext", "sasl_ssl")
+SASL_USER = "cs-relay"
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+def generate_tls(folder: Path, *, server: bool) -> None:
+    """A new certificate authority in `folder` (`ca.pem`, `ca.key`) and, with `server`, a
+    certificate it signs for 127.0.0.1 and localhost (`broker-keystore.pem`: the
+    unencrypted PKCS#8 key and the certificate chain, as Kafka's PEM keystore reads them)."""
+    openssl = shutil.which("openssl")
+    if not openssl:
+        raise KafkaLaunchError("--security sasl_ssl needs `openssl` on PATH to make the broker's certificates")
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        proc = subprocess.run([openssl, *args], cwd=folder, capture_output=True, text=True, errors="replace", timeout=60)
+        if proc.returncode != 0:
+            raise KafkaLaunchError(f"openssl {args[0]} failed making certificates in {folder}: {proc.stderr.strip()[-300:]}")
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "3650",
+        "-subj", "/CN=cs-relay local Kafka CA", "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    if not server:
+        return
+    (folder / "broker.ext").write_text(
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
+    )
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=localhost")
+    run("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "broker.pem", "-days", "825", "-extfile", "broker.ext")
+    keystore = (folder / "broker.key").read_text() + (folder / "broker.pem").read_text() + (folder / "ca.pem").read_text()
+    _write_text(folder / "broker-keystore.pem", keystore)
+
+
 def _cluster_id() -> str:
     while True:  # 22 characters of base64url, as `kafka-storage random-uuid`; a leading '-' would read as an option
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
@@ -759,9 +885,21 @@ def _smaller(heap: str, cap: str) -> str:
 # --------------------------------------------------------------------------- cs-relay kafka
 
 
-def run_kafka(port: int, data_dir: Path | None) -> int:
+def _client_settings_text(kafka: LocalKafka) -> str:
+    """The variables that connect cs-relay to a sasl_ssl broker, ready to paste into a shell."""
+    env = kafka.client_env("SCRAM-SHA-512")
+    lines = [
+        "clients connect with SASL_SSL; this is a local development broker, so its password is shown here",
+        f"(it is kept in {kafka.tls_dir / 'sasl-password'}; KAFKA_SASL_MECHANISM may also be PLAIN or SCRAM-SHA-256):",
+        *(f"  export {name}={shlex.quote(value)}" for name, value in env.items()),
+    ]
+    return "\n".join(lines)
+
+
+def run_kafka(port: int, data_dir: Path | None, security: str = "plaintext") -> int:
     """`cs-relay kafka`: start a broker, say where it is, run until SIGINT/SIGTERM, stop it cleanly."""
-    kafka = LocalKafka(port=port, data_dir=Path(data_dir) if data_dir is not None else Path("var/kafka"))
+    default_dir = Path("var/kafka") if security == "plaintext" else Path(f"var/kafka-{security.replace('_', '-')}")
+    kafka = LocalKafka(port=port, data_dir=Path(data_dir) if data_dir is not None else default_dir, security=security)
 
     def interrupt(signum, frame):  # SIGTERM while starting: unwind like Ctrl-C, so start() kills the JVM
         raise KeyboardInterrupt
@@ -783,6 +921,8 @@ def run_kafka(port: int, data_dir: Path | None) -> int:
             f"(started in {kafka.started_in:.1f}s, data in {kafka.data_dir})",
             flush=True,
         )
+        if kafka.security == "sasl_ssl":
+            print(_client_settings_text(kafka), flush=True)
         while not stop.wait(0.5):
             if not kafka.running:
                 kafka.stop()  # reaps it

@@ -161,6 +161,10 @@ class Settings:
             return socket.gethostname()
         return url_host(self.web_host)
 
+    def kafka_options(self) -> dict:
+        """`bootstrap_servers` and the TLS / SASL options, for any aiokafka client."""
+        return {"bootstrap_servers": self.kafka_bootstrap_servers, **self.kafka_security.client_options()}
+
     def redacted(self) -> dict:
         """The settings as plain data for a start-up log line, secrets masked."""
         return _redact(dataclasses.asdict(self))

@@ -26,6 +26,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from mockservers.server import MockServers, start_mocks
 from streams.destinations import REGISTRY
+from streams.envreader import EnvReader
+from streams.kafkaconn import VARIABLES as KAFKA_SECURITY_VARIABLES, KafkaSecurity
 from streams.ops.producer import user_key
 from streams.ops.webserve import free_port
 
@@ -82,6 +84,10 @@ class Pipeline:
     name: str = field(default_factory=lambda: f"e2e-{uuid.uuid4().hex[:10]}")
     partitions: int = 2
     env: dict[str, str] = field(default_factory=dict)
+    # KAFKA_SECURITY_PROTOCOL and the KAFKA_SASL_* / KAFKA_SSL_* variables of a secured
+    # broker: given to the workers, and used by the pipeline's own producer and consumer.
+    # By default those of the environment when it names an external broker.
+    kafka_env: dict[str, str] = field(default_factory=lambda: _external_kafka_env())
     workers: list[Worker] = field(default_factory=list)
     _producer: AIOKafkaProducer | None = None
 
@@ -93,8 +99,18 @@ class Pipeline:
     def dlq_topic(self) -> str:
         return f"{self.name}-dlq"
 
+    @property
+    def kafka_security(self) -> KafkaSecurity:
+        return KafkaSecurity.from_env(EnvReader(self.kafka_env))
+
+    def kafka_options(self) -> dict[str, Any]:
+        """What an aiokafka client needs to reach this pipeline's broker."""
+        return {"bootstrap_servers": self.bootstrap, **self.kafka_security.client_options()}
+
     def worker_env(self, index: int = 0, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CS_RELAY_") and k not in DESTINATION_VARIABLES}
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("CS_RELAY_") and k not in DESTINATION_VARIABLES and k not in KAFKA_SECURITY_VARIABLES}
+        env.update(self.kafka_env)
         env.update(
             KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,
             CS_RELAY_APP_ID=self.name,
@@ -131,7 +147,7 @@ class Pipeline:
 
     async def producer(self) -> AIOKafkaProducer:
         if self._producer is None:
-            self._producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
+            self._producer = AIOKafkaProducer(**self.kafka_options(), acks="all")
             await self._producer.start()
         return self._producer
 
@@ -191,7 +207,7 @@ class Pipeline:
         """Everything in the dead-letter topic now: (original bytes, headers)."""
         consumer = AIOKafkaConsumer(
             self.dlq_topic,
-            bootstrap_servers=self.bootstrap,
+            **self.kafka_options(),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=None,
@@ -254,6 +270,14 @@ class Pipeline:
 
 def paths(requests: Iterable[Mapping[str, Any]]) -> list[str]:
     return [r["path"] for r in requests]
+
+
+def _external_kafka_env() -> dict[str, str]:
+    """The security variables of the environment, when KAFKA_BOOTSTRAP_SERVERS names the
+    broker the tests use (conftest's `kafka_bootstrap`); none for the local one."""
+    if not os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
+        return {}
+    return {k: v for k, v in os.environ.items() if k in KAFKA_SECURITY_VARIABLES}
 
 
 async def open_pipeline(

@@ -301,3 +301,44 @@ async def test_held_events_of_a_user_who_goes_quiet_expire_into_the_dead_letter_
         ("pending_expired", "customersuccessbox"),
     ]
     assert all(json.loads(v)["event"] == "Never Attributed" for v, _ in letters)
+
+
+async def test_csb_feature_usage_reaches_the_mock_as_todays_usage(pipeline: Pipeline):
+    """A track with product_id and module_id is a CustomerSuccessBox feature call, which
+    the mock only counts when its timestamp's GMT date is the day it arrives: today's event
+    keeps its own time, a backdated one (the fixed dates of the tests and the sample) goes
+    with the time of sending. Identify is a "user" call; ClientSuccess gets the email
+    lower-cased and every time in UTC with Z (issue 15, items 1 and 4)."""
+    from datetime import datetime, timedelta, timezone
+
+    started = datetime.now(timezone.utc)
+    own = (started - timedelta(seconds=1)).isoformat(timespec="milliseconds")  # "+00:00"
+    usage = {"product_id": "analytics", "module_id": "reports"}
+    pipeline.start_worker()
+    await pipeline.send(
+        seg("group", "u1", 1, groupId="acme", traits={"name": "Acme", "account_id": "A-1"}),
+        seg("identify", "u1", 2, traits={"email": "Bo.Smith@Example.COM"}, timestamp="2026-11-20T12:02:00+02:00"),
+        seg("track", "u1", 3, event="Report Built", properties={**usage, "total": 4}),  # 2026-11-20: backdated
+        seg("track", "u1", 4, event="Report Built", properties=usage, timestamp=own),
+        seg("track", "u1", 5, event="Report Shared", properties={"product_id": "analytics"}),  # a plain track
+    )
+    state = await pipeline.eventually(
+        pipeline.csb_state, lambda s: s["features"] and len(s["events"]) == 1, what="CSB features and the track")
+    requests = await pipeline.csb_requests()
+    assert paths(requests) == [CSB + "account", CSB + "identify", CSB + "feature", CSB + "feature", CSB + "track"]
+    assert [r["status"] for r in requests] == [200] * 5
+    assert requests[1]["json"]["type"] == "user" and requests[1]["json"]["timestamp"] == "2026-11-20T10:02:00Z"
+    backdated, today = requests[2]["json"], requests[3]["json"]
+    assert {k: backdated[k] for k in ("type", "accountId", "userId", "productId", "moduleId", "featureId", "total")} == {
+        "type": "feature", "accountId": "A-1", "userId": "u1", "productId": "analytics", "moduleId": "reports",
+        "featureId": "Report Built", "total": 4}
+    sent_at = datetime.fromisoformat(backdated["timestamp"])
+    assert started - timedelta(seconds=1) <= sent_at <= datetime.now(timezone.utc)
+    if datetime.now(timezone.utc).date() == started.date():  # no GMT midnight passed during the test
+        assert today["timestamp"] == own.replace("+00:00", "Z") and today["total"] == 1
+    assert state["features"] == {"A-1": {"analytics": {"reports": {"Report Built": 5}}}}
+    assert [e["event"] for e in state["events"]] == ["Report Shared"]
+
+    cs = await pipeline.eventually(pipeline.cs_requests, lambda r: len(r) >= 3, what="three ClientSuccess events")
+    assert {r["json"]["identity"]["user"]["email"] for r in cs} == {"bo.smith@example.com"}
+    assert [r["json"].get("timestamp") for r in cs][0] == "2026-11-20T10:03:00Z"

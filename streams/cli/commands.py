@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="run a local single-node Apache Kafka broker (KRaft)")
     kafka.add_argument("--port", type=int, default=9092)
     kafka.add_argument("--data-dir", type=Path, default=None)
+    kafka.add_argument("--security", choices=["plaintext", "sasl_ssl"], default="plaintext",
+                       help="sasl_ssl: a TLS listener with SASL users (PLAIN, SCRAM); prints the client settings")
     kafka.set_defaults(run=_kafka)
 
     mocks = sub.add_parser("mocks", help="run every destination's imitation (" + ", ".join(p.name for p in REGISTRY) + ")")
@@ -136,7 +138,7 @@ def _worker_http_options(parser: argparse.ArgumentParser) -> None:
 def _kafka(args: argparse.Namespace) -> int:
     from devtools.kafka_local import run_kafka
 
-    return run_kafka(args.port, args.data_dir)
+    return run_kafka(args.port, args.data_dir, args.security)
 
 
 def _mocks(args: argparse.Namespace) -> int:

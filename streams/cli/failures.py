@@ -14,6 +14,8 @@ from typing import Any, Coroutine
 
 from aiokafka import errors as kafka_errors
 
+from streams.kafkaconn import KafkaConnectError
+
 BOOTSTRAP_VARIABLE = "KAFKA_BOOTSTRAP_SERVERS"
 
 
@@ -48,6 +50,8 @@ def run_with_kafka(coroutine: Coroutine[Any, Any, int], bootstrap: str) -> int:
     logger.setLevel(logging.CRITICAL)  # "Unable connect to ..." per attempt: the one line says it
     try:
         return asyncio.run(coroutine)
+    except KafkaConnectError as exc:  # streams.kafkaconn.start_client's line, naming the setting (TLS, SASL)
+        raise CommandFailed(str(exc)) from None
     except (kafka_errors.KafkaError, OSError, asyncio.TimeoutError) as exc:
         raise CommandFailed(kafka_failure(exc, bootstrap)) from None
     finally:

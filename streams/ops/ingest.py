@@ -105,6 +105,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequen
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from streams.kafkaconn import KafkaSecurity, start_client
 from streams.ops import webserve
 from streams.ops.observe import build_info, versions, with_process_collectors
 from streams.ops.producer import user_key
@@ -385,10 +386,14 @@ class KafkaSink:
     The producer starts at the first `send` (or `start`) and again after a failed start,
     so the ingest runs, answering 503, while Kafka is unreachable."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, timeout: float = 10.0) -> None:
+    def __init__(self, bootstrap_servers: str, topic: str, *, timeout: float = 10.0,
+                 security: KafkaSecurity | None = None) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.timeout = timeout
+        self.security = security or KafkaSecurity()
+        # Why the producer last failed to start, naming the setting (e.g. a refused SASL login).
+        self.last_error = ""
         self._producer: Any = None
         self._lock = asyncio.Lock()
 
@@ -488,11 +493,13 @@ class KafkaSink:
                     linger_ms=2,
                     max_batch_size=256 * 1024,
                     request_timeout_ms=max(1, int(self.timeout * 1000)),
+                    **self.security.client_options(),
                 )
                 try:
                     async with asyncio.timeout_at(deadline):
-                        await producer.start()
-                except Exception as exc:  # KafkaConnectionError, TimeoutError, ...
+                        await start_client(producer, self.security, self.bootstrap_servers)
+                except Exception as exc:  # KafkaConnectError, TimeoutError, ...
+                    self.last_error = str(exc) or type(exc).__name__
                     await _quietly(producer.stop())
                     raise KafkaUnavailable(exc) from None
                 self._producer = producer
@@ -675,7 +682,8 @@ async def _run_until_signalled(settings: Settings, host: str, port: int) -> None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    sink = KafkaSink(settings.kafka_bootstrap_servers, settings.input_topic, timeout=settings.ingest_timeout)
+    sink = KafkaSink(settings.kafka_bootstrap_servers, settings.input_topic, timeout=settings.ingest_timeout,
+                     security=settings.kafka_security)
     runner, bound = await serve(create_app(settings.write_keys, sink, admin_token=settings.admin_token.reveal()), host, port)
     try:
         log.info(
@@ -684,7 +692,8 @@ async def _run_until_signalled(settings: Settings, host: str, port: int) -> None
             settings.ingest_timeout,
         )
         if not await sink.start():
-            log.warning("Kafka at %s is not reachable yet: answering 503 until it is", settings.kafka_bootstrap_servers)
+            log.warning("Kafka at %s is not reachable yet (%s): answering 503 until it is",
+                        settings.kafka_bootstrap_servers, sink.last_error)
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -64,6 +64,8 @@ def create_app(settings: Settings) -> RelayApp:
     return RelayApp(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
+        # TLS and SASL (KAFKA_SECURITY_PROTOCOL ...): Faust gives them to each of its clients.
+        broker_credentials=settings.kafka_security.faust_credentials(),
         store="rocksdb://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.topic_partitions,

@@ -17,6 +17,7 @@ import asyncio
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
+from streams.kafkaconn import start_client
 from streams.settings import Settings
 
 
@@ -91,8 +92,8 @@ async def _until_listed(admin: AIOKafkaAdminClient, names: list[str], timeout: f
 
 
 async def ensure_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
-    await admin.start()
+    admin = AIOKafkaAdminClient(**settings.kafka_options())
+    await start_client(admin, settings.kafka_security, settings.kafka_bootstrap_servers)
     try:
         # The by-user topic too: when workers start together, a topic that Faust
         # creates while their group forms can be missed by the first assignment,

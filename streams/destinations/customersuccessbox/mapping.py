@@ -2,8 +2,19 @@
 
 Rules (../shared/partner-contracts.md section 3 and the CustomerSuccessBox page):
 
-- identify -> `POST /api_js/v1_1/identify`, group -> `/account`, track -> `/track`,
-  page -> `/page`, camelCase bodies as the vendor's SDK sends them.
+- identify -> `POST /api_js/v1_1/identify` (`"type": "user"`, as csb-node `CSB.user` and
+  csb-java `CSB.user` send it), group -> `/account`, track -> `/track`, page -> `/page`,
+  camelCase bodies as the vendor's SDKs send them.
+- A track whose properties carry both `product_id` and `module_id` is product usage
+  (seed page): `POST /api_js/v1_1/feature` `{"type": "feature", accountId, userId,
+  productId, moduleId, featureId, total, timestamp}` as csb-node `CSB.feature` sends it,
+  `featureId` the event name, `total` `properties.total` when it is a positive integer,
+  else 1. Other tracks stay `/track` calls.
+- Feature timestamps: CSB aggregates a feature event only when its timestamp's GMT date
+  is the day it is pushed (http-server-api/features). An event of today (GMT) keeps its
+  own time; any other (held or replayed past midnight, a backfill, none at all) is sent
+  with the time of deciding, which is when cs-relay routes or releases it (CONTRACT.md).
+- Every timestamp is sent as UTC ISO-8601 with `Z` (`streams/core/timestamps.py`).
 - Account id: the call's own `traits.account_id` / `properties.account_id`; else the
   account of the group named in `context.groupId`; else the user's remembered account;
   else the account of the user's current group. A group's account is its
@@ -13,18 +24,19 @@ Rules (../shared/partner-contracts.md section 3 and the CustomerSuccessBox page)
   CustomerSuccessBox user id; else the Segment userId.
 - A call whose account (or user) is still unknown is held until an identify or group
   call makes it known.
-- `productId` / `moduleId` come from `properties.product_id` / `module_id`, cut to
-  64 characters as CustomerSuccessBox does.
+- `productId` / `moduleId` / `featureId` are cut to 64 characters, as CustomerSuccessBox does.
 - screen and alias are not taken.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from streams.core.decision import Decision, Hold, PartnerRequest, Send, Skip
 from streams.core.segment import Message
 from streams.core.state import GroupLookup, UserState, _text
+from streams.core.timestamps import format_utc, utc_date, utc_iso
 from streams.destinations.customersuccessbox import memory
 from streams.destinations.customersuccessbox.settings import CustomerSuccessBoxSettings
 
@@ -32,6 +44,8 @@ NAME = "CustomerSuccessBox"
 KEY = "customersuccessbox"
 API = "/api_js/v1_1"
 FEATURE_ID_MAX = 64
+# The `type` each endpoint's body carries, as the SDKs send it (identify: "user").
+TYPES = {"identify": "user", "account": "account", "track": "track", "feature": "feature", "page": "page"}
 
 
 def group_account(group_id: str, groups: GroupLookup) -> str:
@@ -59,15 +73,45 @@ def _feature_id(value: Any) -> str | None:
     return text[:FEATURE_ID_MAX] if text else None
 
 
+def feature_total(properties: Mapping[str, Any]) -> int:
+    """`properties.total` when it is a positive integer, else 1 (the SDKs' default)."""
+    total = properties.get("total")
+    if isinstance(total, int) and not isinstance(total, bool) and total > 0:
+        return total
+    return 1
+
+
+def feature_ids(msg: Message) -> tuple[str, str, str] | None:
+    """(productId, moduleId, featureId) of a track that is product usage, else None."""
+    ids = (_feature_id(msg.properties.get("product_id")), _feature_id(msg.properties.get("module_id")),
+           _feature_id(msg.event))
+    return (ids[0], ids[1], ids[2]) if all(ids) else None
+
+
+def feature_timestamp(timestamp: str | None, now: datetime) -> str:
+    """The event's own time when its GMT date is `now`'s, else `now` (CSB's same-day rule)."""
+    if timestamp and utc_date(timestamp) == now.astimezone(timezone.utc).date():
+        return utc_iso(timestamp)
+    return format_utc(now)
+
+
 def decide(settings: CustomerSuccessBoxSettings, msg: Message, user: UserState, groups: GroupLookup) -> Decision:
-    """What CustomerSuccessBox gets for `msg`, given the state after `msg`."""
+    """What CustomerSuccessBox gets for `msg`: `decide_at` with the clock read once."""
+    return decide_at(settings, msg, user, groups, datetime.now(timezone.utc))
+
+
+def decide_at(
+    settings: CustomerSuccessBoxSettings, msg: Message, user: UserState, groups: GroupLookup, now: datetime
+) -> Decision:
+    """What CustomerSuccessBox gets for `msg`, given the state after `msg`, at `now`
+    (used only for a feature call's timestamp)."""
     if msg.type == "group":
         body: dict[str, Any] = {
-            "type": "account",
+            "type": TYPES["account"],
             "accountId": group_account(msg.group_id, groups),
             "traits": dict(msg.traits),
         }
-        return Send(_request("account", body, msg))
+        return Send(_request("account", body, msg.timestamp))
     if msg.type not in ("identify", "track", "page"):
         return Skip(f"CustomerSuccessBox does not take {msg.type} calls")
     own = msg.traits if msg.type == "identify" else msg.properties
@@ -77,23 +121,25 @@ def decide(settings: CustomerSuccessBoxSettings, msg: Message, user: UserState, 
     uid = user_id(msg, own, user)
     if not uid:
         return Hold("no CustomerSuccessBox user id is known for this user yet")
-    body = {"type": msg.type, "accountId": account, "userId": uid}
+    ids = feature_ids(msg) if msg.type == "track" else None
+    endpoint = "feature" if ids else msg.type
+    body = {"type": TYPES[endpoint], "accountId": account, "userId": uid}
     if msg.type == "identify":
         body["traits"] = dict(msg.traits)
+    elif ids:
+        body["productId"], body["moduleId"], body["featureId"] = ids
+        body["total"] = feature_total(msg.properties)
+        body["timestamp"] = feature_timestamp(msg.timestamp, now)
     elif msg.type == "track":
         body["event"] = msg.event
         body["properties"] = dict(msg.properties)
-        for source, target in (("product_id", "productId"), ("module_id", "moduleId")):
-            feature = _feature_id(msg.properties.get(source))
-            if feature:
-                body[target] = feature
     else:
         body["name"] = msg.name or msg.properties.get("title") or ""
         body["properties"] = dict(msg.properties)
-    return Send(_request(msg.type, body, msg))
+    return Send(_request(endpoint, body, msg.timestamp))
 
 
-def _request(endpoint: str, body: dict[str, Any], msg: Message) -> PartnerRequest:
-    if msg.timestamp:
-        body["timestamp"] = msg.timestamp
+def _request(endpoint: str, body: dict[str, Any], timestamp: str | None) -> PartnerRequest:
+    if timestamp and "timestamp" not in body:
+        body["timestamp"] = utc_iso(timestamp)
     return PartnerRequest("POST", f"{API}/{endpoint}", body)

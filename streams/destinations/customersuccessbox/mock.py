@@ -1,12 +1,21 @@
 """An imitation of the CustomerSuccessBox JavaScript API (partner-contracts.md section 3).
 
-`POST /api_js/v1_1/{identify|account|track|page}` with camelCase bodies, authorised by
-`Authorization: Bearer {key}` or HTTP Basic with the key as user name.
+`POST /api_js/v1_1/{identify|account|track|feature|page}` with camelCase bodies, authorised
+by `Authorization: Bearer {key}` or HTTP Basic with the key as user name.
+
+What it requires is what the vendor's SDKs require before they send (csb-node `src/CSB.js`,
+csb-java `CSB.java`): `accountId` everywhere; `userId` on identify, track, feature (and
+page); `event` on track; `productId`, `moduleId`, `featureId` on feature; a `type`, when
+sent, matching the endpoint (`user` on identify). A feature call needs a `timestamp` whose
+GMT date is the day it is received: CSB's server API (http-server-api/features) does not
+aggregate backdated feature events, so the mock refuses them. `total`, when sent, is an
+integer >= 0 (absent: 1; 0 is allowed, as documented).
 
 Answers 200 `{"status": "ok"}`; 401 `{"error"}` for a missing or wrong key; 400
 `{"errors": [...]}` listing every problem of the body; 404 `{"error"}` for any other
-path. `productId` / `moduleId` longer than 64 characters are cut to 64, as CSB does.
-Every call upserts the account (and the user, when it names one).
+path. Feature identifiers longer than 64 characters are cut to 64, as CSB does.
+Every call upserts the account (and the user, when it names one); `/_mock/state` shows
+`features`: per account, product, module and feature, the usage total.
 """
 
 from __future__ import annotations
@@ -15,31 +24,39 @@ import binascii
 import hmac
 import json
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from datetime import date, datetime, timezone
+from typing import Any, Callable, Mapping
 
 from aiohttp import BasicAuth, web
 
 from mockservers.recorder import identifier_text as _text
-from mockservers.recorder import new_mock_app, utc_now
+from mockservers.recorder import new_mock_app
+from streams.core.timestamps import utc_date
 
 API = "/api_js/v1_1"
 FEATURE_ID_MAX = 64
-ENDPOINTS = ("identify", "account", "track", "page")
-_NEEDS_USER = frozenset({"identify", "track", "page"})
+ENDPOINTS = ("identify", "account", "track", "feature", "page")
+TYPES = {"identify": "user", "account": "account", "track": "track", "feature": "feature", "page": "page"}
+_NEEDS_USER = frozenset({"identify", "track", "feature", "page"})
+_FEATURE_IDS = ("productId", "moduleId", "featureId")
 _OBJECT_FIELDS = {"identify": "traits", "account": "traits", "track": "properties", "page": "properties"}
+SAME_DAY_RULE = "backdated feature events are not aggregated"
 
 
 @dataclass
 class CustomerSuccessBoxState:
-    """What CustomerSuccessBox holds: accounts, users per account, events and page views."""
+    """What CustomerSuccessBox holds: accounts, users per account, events, page views and
+    feature usage (account -> product -> module -> feature -> total)."""
 
     accounts: dict[str, dict[str, Any]] = field(default_factory=dict)
     users: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
     pages: list[dict[str, Any]] = field(default_factory=list)
+    features: dict[str, dict[str, dict[str, dict[str, int]]]] = field(default_factory=dict)
 
     def view(self) -> dict[str, Any]:
-        view = {"accounts": self.accounts, "users": self.users, "events": self.events, "pages": self.pages}
+        view = {"accounts": self.accounts, "users": self.users, "events": self.events, "pages": self.pages,
+                "features": self.features}
         return json.loads(json.dumps(view))
 
     def clear(self) -> None:
@@ -47,6 +64,7 @@ class CustomerSuccessBoxState:
         self.users.clear()
         self.events.clear()
         self.pages.clear()
+        self.features.clear()
 
     def _account(self, account_id: str) -> dict[str, Any]:
         return self.accounts.setdefault(account_id, {"traits": {}})
@@ -67,14 +85,17 @@ class CustomerSuccessBoxState:
             user["traits"].update(body.get("traits") or {})
             return
         common = {"accountId": account_id, "userId": user_id}
-        if endpoint == "track":
+        if endpoint == "feature":
+            product, module, feature = (_feature_id(_text(body[name])) for name in _FEATURE_IDS)
+            modules = self.features.setdefault(account_id, {}).setdefault(product, {})
+            features = modules.setdefault(module, {})
+            features[feature] = features.get(feature, 0) + body.get("total", 1)
+        elif endpoint == "track":
             self.events.append(
                 {
                     **common,
                     "event": _text(body["event"]),
                     "properties": body.get("properties") or {},
-                    "productId": _feature_id(body.get("productId")),
-                    "moduleId": _feature_id(body.get("moduleId")),
                     "timestamp": body.get("timestamp"),
                     "received_at": received_at,
                 }
@@ -93,6 +114,11 @@ class CustomerSuccessBoxState:
 
 API_KEY_KEY = web.AppKey("csb_api_key", str)
 STATE_KEY = web.AppKey("csb_state", CustomerSuccessBoxState)
+CLOCK_KEY = web.AppKey("csb_clock", Callable[[], datetime])
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def _feature_id(value: Any) -> Any:
@@ -118,26 +144,51 @@ def authorised(request: web.Request) -> bool:
     return key is not None and hmac.compare_digest(key.encode(), request.app[API_KEY_KEY].encode())
 
 
-def validate(endpoint: str, body: Any) -> list[str]:
-    """Every problem of a call to `endpoint` (empty when it is acceptable)."""
+def validate(endpoint: str, body: Any, today: date) -> list[str]:
+    """Every problem of a call to `endpoint` received on GMT date `today` (empty when it
+    is acceptable)."""
     if not isinstance(body, dict):
         return ["body must be a JSON object"]
     errors = []
+    if "type" in body and body["type"] != TYPES[endpoint]:
+        errors.append(f'type must be "{TYPES[endpoint]}" on /{endpoint}')
     if _text(body.get("accountId")) is None:
         errors.append("accountId is required")
     if endpoint in _NEEDS_USER and _text(body.get("userId")) is None:
         errors.append("userId is required")
     if endpoint == "track" and _text(body.get("event")) is None:
         errors.append("event is required")
-    object_field = _OBJECT_FIELDS[endpoint]
-    if object_field in body and not isinstance(body[object_field], dict):
+    if endpoint == "feature":
+        errors += [f"{name} is required" for name in _FEATURE_IDS if _text(body.get(name)) is None]
+        total = body.get("total", 1)
+        if not isinstance(total, int) or isinstance(total, bool) or total < 0:
+            errors.append("total must be an integer >= 0")
+    errors += _timestamp_problems(endpoint, body, today)
+    object_field = _OBJECT_FIELDS.get(endpoint)
+    if object_field and object_field in body and not isinstance(body[object_field], dict):
         errors.append(f"{object_field} must be an object")
     return errors
 
 
+def _timestamp_problems(endpoint: str, body: dict[str, Any], today: date) -> list[str]:
+    if "timestamp" not in body:
+        return ["timestamp is required on a feature event"] if endpoint == "feature" else []
+    try:
+        day = utc_date(body["timestamp"])
+    except ValueError:
+        return ["timestamp must be an ISO-8601 date-time"]
+    if endpoint == "feature" and day != today:
+        return [
+            f"timestamp's GMT date {day.isoformat()} is not the day the feature event is pushed "
+            f"({today.isoformat()}): {SAME_DAY_RULE}"
+        ]
+    return []
+
+
 async def handle(request: web.Request) -> web.Response:
     """`POST /api_js/v1_1/{endpoint}`."""
-    received_at = utc_now()
+    now = request.app[CLOCK_KEY]().astimezone(timezone.utc)
+    received_at = now.isoformat(timespec="microseconds").replace("+00:00", "Z")  # sortable: fixed width
     if not authorised(request):
         return web.json_response({"error": "missing or invalid API key"}, status=401)
     endpoint = request.match_info["endpoint"]
@@ -145,7 +196,7 @@ async def handle(request: web.Request) -> web.Response:
         body = json.loads(await request.read())
     except ValueError:
         body = None
-    errors = validate(endpoint, body)
+    errors = validate(endpoint, body, now.date())
     if errors:
         return web.json_response({"errors": errors}, status=400)
     request.app[STATE_KEY].apply(endpoint, body, received_at)
@@ -156,12 +207,14 @@ def _error_body(message: str) -> dict[str, Any]:
     return {"error": message}
 
 
-def create_app(api_key: str) -> web.Application:
-    """The CustomerSuccessBox imitation for one tenant whose POST API key is `api_key`."""
+def create_app(api_key: str, clock: Callable[[], datetime] = _utc_now) -> web.Application:
+    """The CustomerSuccessBox imitation for one tenant whose POST API key is `api_key`;
+    `clock` (aware, any zone) says when a call is received."""
     state = CustomerSuccessBoxState()
     app = new_mock_app(state, _error_body)
     app[API_KEY_KEY] = api_key
     app[STATE_KEY] = state
+    app[CLOCK_KEY] = clock
     app.router.add_post(API + "/{endpoint:(" + "|".join(ENDPOINTS) + ")}", handle)
     return app
 
