@@ -1,5 +1,5 @@
-"""CustomerSuccessBox: identify, group, track and page calls to its JavaScript API,
-each with the account it belongs to (CONTRACT.md)."""
+"""CustomerSuccessBox: identify, group, track (product usage as feature calls) and page
+calls to its JavaScript API, each with the account it belongs to (CONTRACT.md)."""
 
 from __future__ import annotations
 
