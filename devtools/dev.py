@@ -251,7 +251,8 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
                 print(f"error: {exc}; see {var}/worker-*.log", file=sys.stderr)
                 return 1
 
-            asyncio.run(send_file(SAMPLE, bootstrap, settings.input_topic, message_id_tag=demo_run_tag()))
+            asyncio.run(send_file(SAMPLE, bootstrap, settings.input_topic, message_id_tag=demo_run_tag(),
+                                  security=settings.kafka_security))
             print("waiting for deliveries to settle ...")
             print(asyncio.run(demo_summary(urls)))
             if exit_after:

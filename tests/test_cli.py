@@ -106,7 +106,7 @@ def test_ingest_on_a_taken_port_is_one_line_and_exit_2():
 
 def test_a_failed_send_is_one_line(monkeypatch, tmp_path, capsys):
     """Kafka takes the connection but never acknowledges: the error, not a traceback."""
-    monkeypatch.setattr(producer_module, "_producer", lambda bootstrap: FakeProducer(fail_at=3))
+    monkeypatch.setattr(producer_module, "_producer", lambda bootstrap, security: FakeProducer(fail_at=3))
     monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9")
     path = tmp_path / "in.jsonl"
     path.write_text("".join(json.dumps({"type": "track", "userId": f"u{i}", "event": "e"}) + "\n" for i in range(10)))
@@ -228,7 +228,7 @@ class FakeProducer:
 
 def test_send_keeps_a_bounded_number_of_records_in_flight(monkeypatch, tmp_path):
     fake = FakeProducer()
-    monkeypatch.setattr(producer_module, "_producer", lambda bootstrap: fake)
+    monkeypatch.setattr(producer_module, "_producer", lambda bootstrap, security: fake)
     path = tmp_path / "in.jsonl"
     lines = [json.dumps({"type": "track", "userId": f"u{i % 7}", "event": f"e{i}"}) for i in range(2000)]
     path.write_text("\n".join(lines[:1000]) + "\n\n" + "\n".join(lines[1000:]))  # a blank line is skipped

@@ -180,7 +180,8 @@ def _send(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     window = {"in_flight": args.in_flight} if args.in_flight else {}
-    return run_with_kafka(send_file(args.file, settings.kafka_bootstrap_servers, settings.input_topic, **window),
+    return run_with_kafka(send_file(args.file, settings.kafka_bootstrap_servers, settings.input_topic, **window,
+                                    security=settings.kafka_security),
                      settings.kafka_bootstrap_servers)
 
 

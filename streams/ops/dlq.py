@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from streams.core.deadletter import DeadLetterRecord, read_headers
 from streams.core.redact import MASK, redact
 from streams.ops.progress import Progress
+from streams.kafkaconn import start_client
 from streams.settings import Settings
 
 
@@ -21,7 +22,7 @@ def _consumer(settings: Settings) -> AIOKafkaConsumer:
     aiokafka assigns every partition of the topic."""
     return AIOKafkaConsumer(
         settings.dlq_topic,
-        bootstrap_servers=settings.kafka_bootstrap_servers,
+        **settings.kafka_options(),
         group_id=None,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -30,7 +31,7 @@ def _consumer(settings: Settings) -> AIOKafkaConsumer:
 
 def _producer(settings: Settings) -> AIOKafkaProducer:
     """The one place `cs-relay dlq replay` builds its producer."""
-    return AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap_servers, acks="all", linger_ms=5)
+    return AIOKafkaProducer(**settings.kafka_options(), acks="all", linger_ms=5)
 
 
 async def read_dead_letters(settings: Settings) -> AsyncIterator[DeadLetterRecord]:
@@ -38,7 +39,7 @@ async def read_dead_letters(settings: Settings) -> AsyncIterator[DeadLetterRecor
     taken at start (no consumer group: reading commits nothing)."""
     consumer = _consumer(settings)
     try:
-        await consumer.start()
+        await start_client(consumer, settings.kafka_security, settings.kafka_bootstrap_servers)
         tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
         if not tps:
             return
@@ -147,7 +148,7 @@ async def replay_dead_letters(settings: Settings, *, reason: str | None, batch_s
     replayed = 0
     batch: list[asyncio.Future] = []
     try:
-        await producer.start()
+        await start_client(producer, settings.kafka_security, settings.kafka_bootstrap_servers)
         async for dl in read_dead_letters(settings):
             if reason is not None and dl.reason != reason:
                 continue

@@ -12,6 +12,7 @@ from typing import BinaryIO, Iterator, TextIO
 from aiokafka import AIOKafkaProducer
 
 from streams.core.segment import InvalidMessage, parse
+from streams.kafkaconn import KafkaSecurity, start_client
 from streams.ops.progress import Progress
 
 
@@ -50,9 +51,9 @@ def tag_message_id(raw: bytes, tag: str) -> bytes:
 IN_FLIGHT = 5000
 
 
-def _producer(bootstrap: str) -> AIOKafkaProducer:
+def _producer(bootstrap: str, security: KafkaSecurity) -> AIOKafkaProducer:
     """The one place `cs-relay send` builds its Kafka client."""
-    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    return AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, **security.client_options())
 
 
 def read_lines(handle: BinaryIO) -> Iterator[tuple[bytes, int]]:
@@ -69,7 +70,7 @@ def read_lines(handle: BinaryIO) -> Iterator[tuple[bytes, int]]:
 
 async def send_file(path: Path, bootstrap: str, topic: str, *, message_id_tag: str | None = None,
                     in_flight: int = IN_FLIGHT, progress: Progress | None = None,
-                    out: TextIO | None = None) -> int:
+                    out: TextIO | None = None, security: KafkaSecurity | None = None) -> int:
     """Produce every line of `path` to `topic`, keyed by user, with at most `in_flight`
     records unacknowledged; progress on standard error, the summary on `out`. A record
     Kafka refuses raises (the caller says so in one line)."""
@@ -77,11 +78,12 @@ async def send_file(path: Path, bootstrap: str, topic: str, *, message_id_tag: s
         print(f"error: no such file: {path}", file=sys.stderr)
         return 2
     progress = progress or Progress("sent", total=path.stat().st_size)
-    producer = _producer(bootstrap)
+    security = security or KafkaSecurity()
+    producer = _producer(bootstrap, security)
     acknowledged = 0
     pending: deque[asyncio.Future] = deque()
     try:
-        await producer.start()
+        await start_client(producer, security, bootstrap)  # a TLS or SASL refusal: one line naming the setting
         with path.open("rb") as handle:
             for line, offset in read_lines(handle):
                 if message_id_tag:
