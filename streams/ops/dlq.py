@@ -157,6 +157,7 @@ async def replay_dead_letters(settings: Settings, *, reason: str | None, batch_s
                 replayed += await _acknowledged(batch)
                 progress.update(replayed)
         replayed += await _acknowledged(batch)
+        progress.update(replayed)
     finally:
         await producer.stop()
     progress.finish()

@@ -62,7 +62,7 @@ class Progress:
             if self.tty:
                 filled = int(fraction * BAR_WIDTH)
                 parts.append("[" + "#" * filled + "." * (BAR_WIDTH - filled) + "]")
-            parts.append(f"{fraction:4.0%}")
+            parts.append(f"{fraction:4.0%}" if self.tty else f"{fraction:.0%}")  # a steady width on a terminal
         parts.append(f"{rate:,.0f}/s")
         if self.total is not None and 0 < self._units < self.total:
             left = elapsed * (self.total - self._units) / self._units
