@@ -5,6 +5,8 @@
 #               flags through BENCH_ARGS, e.g. make bench BENCH_ARGS='--events 20000'
 # Both create .venv and install the project on first use; Kafka's jars are fetched
 # from Maven Central into ~/.cache/cs-relay/kafka on first use.
+# Dependencies are installed at the versions pinned in constraints.txt, as the Docker
+# image's are; `make constraints` rewrites it from .venv after a change to pyproject.toml.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
@@ -12,19 +14,19 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test unit e2e install kafka mocks worker bench clean compose-check promtool
+.PHONY: run test unit e2e install kafka mocks worker bench clean compose-check promtool constraints
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "cs-relay needs Python 3.11 or newer (found %d.%d)" % sys.version_info[:2])'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-$(BENCH_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+$(BENCH_STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
 
 install: $(STAMP)
@@ -61,6 +63,11 @@ bench: $(BENCH_STAMP)
 
 compose-check:
 	docker-compose config --quiet
+
+constraints: $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	{ sed -n '/^#/p' constraints.txt; $(BIN)/python -m pip list --format=freeze --exclude-editable --exclude pip --exclude setuptools --exclude wheel; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
