@@ -225,7 +225,9 @@ def _ingest(args: argparse.Namespace) -> int:
     try:
         return run_ingest(Settings.from_env(), args.host, args.port)
     except OSError as exc:  # the address is taken, or not this machine's
-        raise CommandFailed(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        # asyncio's strerror repeats the address: "error while attempting to bind on address (...): reason"
+        reason = (exc.strerror or str(exc)).rsplit("): ", 1)[-1]
+        raise CommandFailed(f"cannot listen on {args.host}:{args.port}: {reason}") from None
 
 
 def _dev(args: argparse.Namespace) -> int:
