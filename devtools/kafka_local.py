@@ -16,7 +16,14 @@
    the broker answers a metadata request (not merely once the port is open).
 
 Files in the data dir: `logs/` (Kafka's data), `server.log` (the broker's own log),
-`kafka.out` (the JVM's stdout and stderr), and the two generated config files.
+`kafka.out` (the JVM's stdout and stderr), and the two generated config files; with
+`security="sasl_ssl"` (`cs-relay kafka --security sasl_ssl`) also `tls/`: a certificate
+authority (`ca.pem`, what clients trust), the broker's certificate for 127.0.0.1 and
+localhost with its key (`broker-keystore.pem`, a PEM keystore Kafka 4 reads directly) and
+the SASL user's password (`sasl-password`). That broker's clients listen on SASL_SSL
+(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512; the SCRAM credentials are written when the storage
+is formatted, `--add-scram`); the controller and the broker's own traffic stay on
+PLAINTEXT loopback listeners.
 
 Environment: `CS_RELAY_KAFKA_VERSION` (default 4.0.2), `CS_RELAY_KAFKA_CACHE`,
 `CS_RELAY_KAFKA_POM`, `JAVA_HOME` (else `java` on PATH; Java 17 or newer).
