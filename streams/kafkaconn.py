@@ -191,8 +191,12 @@ def _one_of(allowed: tuple[str, ...]):
 
 def _readable_file(name: str, path: str) -> None:
     p = Path(path)
-    if not p.exists():
-        raise SettingsError(f"{name}: no such file: {path}")
+    try:
+        p.stat()
+    except FileNotFoundError:
+        raise SettingsError(f"{name}: no such file: {path}") from None
+    except OSError:  # a folder on the way that this user may not enter
+        raise SettingsError(f"{name}: not readable by this user: {path}") from None
     if not p.is_file():
         raise SettingsError(f"{name}: not a file: {path}")
     if not os.access(p, os.R_OK):
