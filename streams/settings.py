@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from yarl import URL
 
+from streams.core.mappings import Controls, MappingError, load_file
 from streams.destinations import REGISTRY
 from streams.destinations.base import DestinationSettings
 from streams.envreader import ADMIN_TOKEN_MIN_CHARS, EnvReader, Secret, SettingsError
@@ -65,6 +66,10 @@ class Settings:
     topic_replication_factor: int = 1
     # Each registered destination's own settings (streams/destinations/<key>/settings.py).
     destinations: Mapping[str, DestinationSettings] = field(default_factory=_default_destinations)
+    # The per-destination mapping controls of the TOML file named by CS_RELAY_MAPPINGS
+    # (streams/core/mappings.py, docs/mappings.md); none: every destination as without it.
+    # Each destination's own options are bound into its settings above.
+    mappings: Controls = field(default_factory=Controls)
     http_timeout: float = 5.0
     max_in_flight: int = 64
     quick_retries: int = 2
@@ -105,6 +110,7 @@ class Settings:
 
     @classmethod
     def _read(cls, read: EnvReader, d: "Settings") -> "Settings":
+        mappings = _mappings(read)
         return cls(
             kafka_bootstrap_servers=read.text("KAFKA_BOOTSTRAP_SERVERS", d.kafka_bootstrap_servers, check=_bootstrap),
             kafka_security=KafkaSecurity.from_env(read),
@@ -119,7 +125,8 @@ class Settings:
             topic_partitions=read.integer("CS_RELAY_TOPIC_PARTITIONS", d.topic_partitions, low=1, high=1024),
             topic_replication_factor=read.integer("CS_RELAY_TOPIC_REPLICATION_FACTOR", d.topic_replication_factor,
                                                   low=1, high=32),
-            destinations={p.key: _destination_settings(p, read) for p in REGISTRY},
+            destinations={p.key: _with_options(_destination_settings(p, read), mappings, p.key) for p in REGISTRY},
+            mappings=mappings,
             http_timeout=read.number("CS_RELAY_HTTP_TIMEOUT", d.http_timeout, low=0.1, high=300),
             max_in_flight=read.integer("CS_RELAY_MAX_IN_FLIGHT", d.max_in_flight, low=1, high=10_000),
             quick_retries=read.integer("CS_RELAY_QUICK_RETRIES", d.quick_retries, low=0, high=20),
@@ -185,6 +192,28 @@ def _destination_settings(plugin, read: EnvReader) -> DestinationSettings:
         return plugin.read_settings(read)
     except SettingsError as exc:
         return read.fail(str(exc), plugin.read_settings(EnvReader({})))
+
+
+def _mappings(read: EnvReader) -> Controls:
+    """The mapping file named by CS_RELAY_MAPPINGS, validated against every registered
+    destination's options; each problem names the file, line and key."""
+    path = read.text("CS_RELAY_MAPPINGS", "")
+    if not path:
+        return Controls()
+    try:
+        return load_file(path, {p.key: p.options for p in REGISTRY})
+    except MappingError as exc:
+        count = len(exc.problems)
+        for number, problem in enumerate(exc.problems, 1):  # the worker stops at the first
+            read.fail(f"CS_RELAY_MAPPINGS ({number} of {count}): {problem}" if count > 1
+                      else f"CS_RELAY_MAPPINGS: {problem}", None)
+        return Controls()
+
+
+def _with_options(settings: DestinationSettings, mappings: Controls, key: str) -> DestinationSettings:
+    """A destination's settings with its own options from the mapping file bound in."""
+    options = mappings.of(key).options
+    return dataclasses.replace(settings, **options) if options else settings
 
 
 def _redact(obj: object) -> object:

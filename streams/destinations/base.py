@@ -99,3 +99,8 @@ class Plugin(Generic[S]):
     enable_hint: str  # what a disabled destination's start-up line tells the operator
     memory: Memory | None = None  # what it remembers of users and groups, in its own slot
     classify: Callable[[int | None], Outcome] = classify  # its answers, when the shared rules do not fit
+    # Its own keys in its table of the mapping file (CS_RELAY_MAPPINGS, docs/mappings.md), each
+    # with a validator (TOML value in, value out; ValueError says what was expected). Each key
+    # names a field of its settings: `streams.settings` binds `replace(settings, **options)`,
+    # so `decide` reads them like any setting and stays pure.
+    options: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)

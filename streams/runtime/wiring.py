@@ -8,20 +8,25 @@ from __future__ import annotations
 import logging
 from functools import partial
 
+from streams.core.mappings import Controls, bind
 from streams.core.state import Memory
 from streams.core.step import Destination
 from streams.destinations import REGISTRY
+from streams.destinations.base import DestinationSettings, Plugin
 from streams.runtime.delivery import PartnerClient
 from streams.settings import Settings
 
 
 def destinations(s: Settings) -> list[Destination]:
-    """The enabled destinations, in registry order, with their settings bound."""
-    return [
-        Destination(p.key, p.name, partial(p.decide, s.destinations[p.key]))
-        for p in REGISTRY
-        if s.destinations[p.key].enabled
-    ]
+    """The enabled destinations, in registry order, with their settings (which carry
+    their own mapping-file options) and the mapping file's rules bound."""
+    return [destination(p, s.destinations[p.key], s.mappings) for p in REGISTRY if s.destinations[p.key].enabled]
+
+
+def destination(p: Plugin, own: DestinationSettings, mappings: Controls) -> Destination:
+    """One plugin as the core's `Destination`: its `decide` with its settings bound,
+    behind the rules of its table in the mapping file (`streams.core.mappings.bind`)."""
+    return Destination(p.key, p.name, bind(mappings.of(p.key), partial(p.decide, own)))
 
 
 def memories() -> list[Memory]:

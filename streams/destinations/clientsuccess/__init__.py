@@ -6,7 +6,7 @@ from __future__ import annotations
 from streams.core.decision import PartnerRequest
 from streams.destinations.base import Credentials, Mock, Plugin
 from streams.destinations.clientsuccess import mapping
-from streams.destinations.clientsuccess.settings import VARIABLES, ClientSuccessSettings
+from streams.destinations.clientsuccess.settings import OPTIONS, VARIABLES, ClientSuccessSettings
 
 
 def credentials(settings: ClientSuccessSettings, request: PartnerRequest, body: bytes) -> Credentials:
@@ -29,4 +29,5 @@ PLUGIN = Plugin(
         demo_env={"CLIENTSUCCESS_SOURCE_ID": "demo-source", "CLIENTSUCCESS_API_KEY": "demo-cs-api-key"},
     ),
     enable_hint="set CLIENTSUCCESS_SOURCE_ID and CLIENTSUCCESS_API_KEY to enable it",
+    options=OPTIONS,
 )

@@ -12,7 +12,8 @@ Rules (../shared/partner-contracts.md section 2 and the ClientSuccess destinatio
 - The organization is the group named in `context.groupId` when the call names one,
   else the user's current group (the latest group call). Without a known organization
   and name the event is held until the user's group call arrives.
-- track value: `properties.value` when it is a number, else 1. page event name:
+- track value: `properties.value` when it is a number, else 1 (`value_property` in the
+  mapping file names another property). page event name:
   `Viewed {name} Page` when the page has a name, else `Loaded a Page`.
 - screen and alias are not taken by ClientSuccess.
 - `timestamp` is sent as UTC ISO-8601 with `Z` (one without an offset is read as UTC:
@@ -42,9 +43,9 @@ def event_name(msg: Message) -> str:
     return msg.event
 
 
-def event_value(msg: Message) -> int | float:
-    """`properties.value` when it is a number, else 1."""
-    value = msg.properties.get("value")
+def event_value(msg: Message, value_property: str = "value") -> int | float:
+    """`properties[value_property]` when it is a number, else 1."""
+    value = msg.properties.get(value_property)
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
         return value
     return 1
@@ -75,10 +76,12 @@ def decide(settings: ClientSuccessSettings, msg: Message, user: UserState, group
     org = organization(msg, user, groups)
     if org is None:
         return Hold("no group with a name is known for this user yet")
-    return Send(build_event(msg, user, org, settings.source_id))
+    return Send(build_event(msg, user, org, settings.source_id, settings.value_property))
 
 
-def build_event(msg: Message, user: UserState, org: GroupState, source_id: str) -> PartnerRequest:
+def build_event(
+    msg: Message, user: UserState, org: GroupState, source_id: str, value_property: str = "value"
+) -> PartnerRequest:
     """The Usage API request for a track or page call attributed to `org`."""
     user_identity: dict[str, Any] = {"id": msg.user_id or user.user_id or msg.key}
     if user.display_name:
@@ -90,7 +93,7 @@ def build_event(msg: Message, user: UserState, org: GroupState, source_id: str) 
             "organization": {"id": org.group_id, "name": org.name},
             "user": user_identity,
         },
-        "value": event_value(msg),
+        "value": event_value(msg, value_property),
     }
     if msg.timestamp:
         body["timestamp"] = utc_iso(msg.timestamp)

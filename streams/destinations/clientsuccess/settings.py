@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streams.core.mappings import non_empty_string
+
 from streams.destinations.base import Variable
 from streams.envreader import EnvReader, Secret, http_url
 
@@ -27,6 +29,9 @@ class ClientSuccessSettings:
     api_key: Secret = Secret("")
     base_url: str = PRODUCTION_URL
     rate_limit: float = 0.0
+    # From the mapping file (CS_RELAY_MAPPINGS), not the environment: the property that
+    # carries the Usage API `value`.
+    value_property: str = "value"
 
     @property
     def enabled(self) -> bool:
@@ -43,3 +48,7 @@ class ClientSuccessSettings:
             base_url=read.text("CLIENTSUCCESS_BASE_URL", PRODUCTION_URL, check=http_url),
             rate_limit=read.number("CS_RELAY_CLIENTSUCCESS_RATE_LIMIT", 0.0, low=0, high=100_000),
         )
+
+
+# Its own keys in the mapping file (docs/mappings.md): each a field above.
+OPTIONS = {"value_property": non_empty_string}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from streams.core.decision import PartnerRequest
 from streams.destinations.base import Credentials, Mock, Plugin
 from streams.destinations.customersuccessbox import mapping, memory
-from streams.destinations.customersuccessbox.settings import VARIABLES, CustomerSuccessBoxSettings
+from streams.destinations.customersuccessbox.settings import OPTIONS, VARIABLES, CustomerSuccessBoxSettings
 
 
 def credentials(settings: CustomerSuccessBoxSettings, request: PartnerRequest, body: bytes) -> Credentials:
@@ -30,4 +30,5 @@ PLUGIN = Plugin(
     ),
     enable_hint="set CSB_API_KEY and CSB_BASE_URL to enable it",
     memory=memory.MEMORY,
+    options=OPTIONS,
 )

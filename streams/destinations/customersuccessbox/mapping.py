@@ -26,6 +26,7 @@ Rules (../shared/partner-contracts.md section 3 and the CustomerSuccessBox page)
   call makes it known.
 - `productId` / `moduleId` / `featureId` are cut to 64 characters, as CustomerSuccessBox does.
 - screen and alias are not taken.
+- `trait_renames` (mapping file) renames traits of identify and group calls.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping
 
 from streams.core.decision import Decision, Hold, PartnerRequest, Send, Skip
+from streams.core.mappings import rename_traits
 from streams.core.segment import Message
 from streams.core.state import GroupLookup, UserState, _text
 from streams.core.timestamps import format_utc, utc_date, utc_iso
@@ -109,7 +111,7 @@ def decide_at(
         body: dict[str, Any] = {
             "type": TYPES["account"],
             "accountId": group_account(msg.group_id, groups),
-            "traits": dict(msg.traits),
+            "traits": rename_traits(msg.traits, settings.trait_renames),
         }
         return Send(_request("account", body, msg.timestamp))
     if msg.type not in ("identify", "track", "page"):
@@ -125,7 +127,7 @@ def decide_at(
     endpoint = "feature" if ids else msg.type
     body = {"type": TYPES[endpoint], "accountId": account, "userId": uid}
     if msg.type == "identify":
-        body["traits"] = dict(msg.traits)
+        body["traits"] = rename_traits(msg.traits, settings.trait_renames)
     elif ids:
         body["productId"], body["moduleId"], body["featureId"] = ids
         body["total"] = feature_total(msg.properties)

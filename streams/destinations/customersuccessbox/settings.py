@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from streams.core.mappings import string_table
 
 from streams.destinations.base import Variable
 from streams.envreader import EnvReader, Secret, http_url_or_empty
@@ -23,6 +26,8 @@ class CustomerSuccessBoxSettings:
     api_key: Secret = Secret("")
     base_url: str = ""
     rate_limit: float = 0.0
+    # From the mapping file (CS_RELAY_MAPPINGS): traits renamed on identify and group calls.
+    trait_renames: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
@@ -38,3 +43,7 @@ class CustomerSuccessBoxSettings:
             base_url=read.text("CSB_BASE_URL", "", check=http_url_or_empty),
             rate_limit=read.number("CS_RELAY_CSB_RATE_LIMIT", 0.0, low=0, high=100_000),
         )
+
+
+# Its own keys in the mapping file (docs/mappings.md): each a field above.
+OPTIONS = {"trait_renames": string_table}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from streams.core.decision import PartnerRequest
 from streams.destinations.base import Credentials, Mock, Plugin
 from streams.destinations.webhook import mapping, signature
-from streams.destinations.webhook.settings import VARIABLES, WebhookSettings
+from streams.destinations.webhook.settings import OPTIONS, VARIABLES, WebhookSettings
 
 MOCK_PATH = "/webhook"
 
@@ -36,4 +36,5 @@ PLUGIN = Plugin(
         path=MOCK_PATH,
     ),
     enable_hint="set WEBHOOK_URL to enable it",
+    options=OPTIONS,
 )

@@ -11,13 +11,18 @@
 - `WEBHOOK_WAIT_FOR_GROUP=true` holds track, page and screen calls until that group is
   known; the shared pending queue then releases them in order. identify, group and
   alias are never held on their own (they wait only behind the user's held calls).
+- `trait_renames` (mapping file) renames keys of the call's `traits` and of the
+  `context.group.traits` cs-relay adds. The rest of the mapping file (allow, deny, rename,
+  pages, screens) reaches the webhook as the message it is given: a renamed event or a
+  collapsed page arrives as the track call it became (docs/mappings.md).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 from streams.core.decision import Decision, Hold, PartnerRequest, Send
+from streams.core.mappings import rename_traits
 from streams.core.segment import Message
 from streams.core.state import GroupLookup, GroupState, UserState
 from streams.destinations.webhook.settings import WebhookSettings
@@ -36,8 +41,8 @@ def group_id_of(msg: Message, user: UserState) -> str | None:
     return user.group_id
 
 
-def group_view(group: GroupState) -> dict[str, Any]:
-    return {"id": group.group_id, "name": group.name, "traits": dict(group.traits)}
+def group_view(group: GroupState, trait_renames: Mapping[str, str] | None = None) -> dict[str, Any]:
+    return {"id": group.group_id, "name": group.name, "traits": rename_traits(group.traits, trait_renames or {})}
 
 
 def decide(settings: WebhookSettings, msg: Message, user: UserState, groups: GroupLookup) -> Decision:
@@ -46,18 +51,22 @@ def decide(settings: WebhookSettings, msg: Message, user: UserState, groups: Gro
     group = groups(group_id) if group_id else None
     if settings.wait_for_group and msg.type in WAITS_FOR_GROUP and group is None:
         return Hold("no group is known for this user yet (WEBHOOK_WAIT_FOR_GROUP)")
-    return Send(PartnerRequest("POST", "", build_body(msg, group_id, group)))
+    return Send(PartnerRequest("POST", "", build_body(msg, group_id, group, settings.trait_renames)))
 
 
-def build_body(msg: Message, group_id: str | None, group: GroupState | None) -> dict[str, Any]:
-    """The Segment message as received, with the known group added to its context.
-    `msg.raw` itself is never modified."""
+def build_body(
+    msg: Message, group_id: str | None, group: GroupState | None, trait_renames: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The Segment message as received, with the known group added to its context and
+    its traits renamed by `trait_renames`. `msg.raw` itself is never modified."""
     body = dict(msg.raw)
+    if trait_renames and isinstance(msg.raw.get("traits"), dict):
+        body["traits"] = rename_traits(msg.traits, trait_renames)
     context = dict(msg.context)
     if group_id and not msg.context_group_id:
         context["groupId"] = group_id
     if group is not None and "group" not in context:
-        context["group"] = group_view(group)
+        context["group"] = group_view(group, trait_renames)
     if context != dict(msg.context):
         body["context"] = context
     return body

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
+from streams.core.mappings import string_table
 from streams.core.segment import _json_kind
 from streams.destinations.base import Variable
 from streams.destinations.webhook import signature
@@ -48,6 +49,8 @@ RESERVED_HEADERS = frozenset(
                  "User-Agent")
 )
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP field name (RFC 9110 token)
+# Its own keys in the mapping file (docs/mappings.md): each a field of WebhookSettings.
+OPTIONS = {"trait_renames": string_table}
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -59,6 +62,9 @@ class WebhookSettings:
     headers: tuple[tuple[str, Secret], ...] = ()
     wait_for_group: bool = False
     rate_limit: float = 0.0
+    # From the mapping file (CS_RELAY_MAPPINGS): traits renamed in identify and group calls
+    # and in the `context.group` cs-relay adds.
+    trait_renames: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def enabled(self) -> bool:
