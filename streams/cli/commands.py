@@ -11,6 +11,7 @@
     cs-relay dlq list [--json] | dlq replay [--reason R] inspect and replay dead letters
     cs-relay inspect user|group|pending ID [--json]      state, from a running worker
     cs-relay status  [--json]                            deliveries and lag of a running worker
+    cs-relay mappings check FILE                         validate a mapping file, show its effect
 
 Each subcommand imports only what it needs: `streams.runtime.app` (which reads the whole
 configuration) is imported by `worker` alone.
@@ -116,6 +117,13 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="per destination: delivered, retrying, pending, dead-lettered; consumer lag")
     _worker_http_options(status)
     status.set_defaults(run=_status)
+
+    mappings = sub.add_parser("mappings", help="the per-destination mapping file (CS_RELAY_MAPPINGS, docs/mappings.md)")
+    mappings_sub = mappings.add_subparsers(dest="mappings_command", required=True)
+    mappings_check = mappings_sub.add_parser(
+        "check", help="validate a mapping file (exit 1 naming file:line and key); show its effect on sample calls")
+    mappings_check.add_argument("file")
+    mappings_check.set_defaults(run=_mappings_check)
     return parser
 
 
@@ -281,6 +289,12 @@ def _status(args: argparse.Namespace) -> int:
 
     url, token = _worker_http(args)
     return status(url=url, token=token, as_json=args.json)
+
+
+def _mappings_check(args: argparse.Namespace) -> int:
+    from streams.cli.mappingcheck import check
+
+    return check(args.file)
 
 
 if __name__ == "__main__":  # pragma: no cover
