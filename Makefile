@@ -1,6 +1,8 @@
 # cs-relay: the two commands of the README, and a few helpers.
 #   make run    the whole pipeline locally: Kafka, mock partners, a worker, sample traffic
 #   make test   the full test suite (unit and end-to-end, against a real local broker)
+#   make lint   ruff check and ruff format --check; make typecheck: mypy (both run by .ci/run
+#               before make test; configured in pyproject.toml; `make format` rewrites the files)
 #   make bench  the benchmark, a few minutes (not part of `make test`; docs/benchmarks.md);
 #               flags through BENCH_ARGS, e.g. make bench BENCH_ARGS='--events 20000'
 # Both create .venv and install the project on first use; Kafka's jars are fetched
@@ -14,7 +16,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test unit e2e install kafka mocks worker bench clean compose-check promtool constraints
+.PHONY: run test lint format typecheck unit e2e install kafka mocks worker bench clean compose-check promtool constraints
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "cs-relay needs Python 3.11 or newer (found %d.%d)" % sys.version_info[:2])'
@@ -39,6 +41,18 @@ run: $(STAMP)
 # else stops here saying how to get it.
 test: $(STAMP) promtool
 	PROMTOOL="$$(devtools/promtool.sh)" $(BIN)/python -m pytest
+
+# Lint and types read the settings of [tool.ruff] and [tool.mypy] in pyproject.toml.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
 
 promtool:
 	@path=$$(devtools/promtool.sh) && echo "promtool: $$path"
