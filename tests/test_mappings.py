@@ -24,9 +24,9 @@ from streams.core.mappings import (
 from streams.core.state import GroupState, UserState
 from streams.destinations import REGISTRY, plugin
 from streams.destinations.clientsuccess import mapping as cs
+from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 from streams.destinations.customersuccessbox import mapping as csb
 from streams.destinations.webhook import mapping as wh
-from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 from streams.envreader import EnvReader, SettingsError
 from streams.settings import Settings
 from tests.factories import msg
@@ -200,7 +200,8 @@ def test_bind_decides_on_the_transformed_message_and_returns_the_skip():
     controlled = bind(controls(rename={"A": "B"}, deny=("Z",)), decide)
     assert isinstance(controlled(msg("track", event="A"), USER, groups), Send)
     assert seen[-1].event == "B"
-    assert controlled(msg("track", event="Z"), USER, groups) == Skip("'Z' matches the deny pattern 'Z' of the mapping file")
+    refused = Skip("'Z' matches the deny pattern 'Z' of the mapping file")
+    assert controlled(msg("track", event="Z"), USER, groups) == refused
     assert len(seen) == 1
 
 

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from streams.core.decision import Decision, Skip
 from streams.core.segment import Message, _json_kind
@@ -193,7 +194,8 @@ def string_table(value: Any) -> dict[str, str]:
 
 def non_empty_string(value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"expected a non-empty string, not {_kind(value) if not isinstance(value, str) else repr(value)}")
+        shown = repr(value) if isinstance(value, str) else _kind(value)
+        raise ValueError(f"expected a non-empty string, not {shown}")
     return value
 
 
