@@ -213,7 +213,7 @@ def _mappings(read: EnvReader) -> Controls:
 def _with_options(settings: DestinationSettings, mappings: Controls, key: str) -> DestinationSettings:
     """A destination's settings with its own options from the mapping file bound in."""
     options = mappings.of(key).options
-    return dataclasses.replace(settings, **options) if options else settings
+    return dataclasses.replace(settings, **options) if options else settings  # type: ignore[type-var]
 
 
 def _redact(obj: object) -> object:

@@ -34,8 +34,7 @@ USER = "map-user"
 
 
 def seg(type_: str, n: int, **fields: Any) -> dict[str, Any]:
-    return {"type": type_, "userId": USER, "messageId": f"map-{n}", "timestamp": f"2026-11-30T10:{n:02d}:00Z",
-            **fields}
+    return {"type": type_, "userId": USER, "messageId": f"map-{n}", "timestamp": f"2026-11-30T10:{n:02d}:00Z", **fields}
 
 
 def cs_event(record: dict[str, Any]) -> str:
@@ -72,8 +71,9 @@ async def test_a_mapping_file_renames_drops_and_collapses_pages_at_every_partner
         seg("track", 8, event="Signed Out"),  # the last: each partner's requests are in order
     )
 
-    cs = await pipeline.eventually(pipeline.cs_requests, lambda r: any(cs_event(x) == "Signed Out" for x in r),
-                                   what="ClientSuccess's last event")
+    cs = await pipeline.eventually(
+        pipeline.cs_requests, lambda r: any(cs_event(x) == "Signed Out" for x in r), what="ClientSuccess's last event"
+    )
     assert [cs_event(r) for r in cs] == ["Purchase", "Page Viewed", "Page Viewed", "Signed Out"]
     assert [r["json"]["value"] for r in cs] == [49.5, 1, 1, 1]
 
@@ -82,8 +82,14 @@ async def test_a_mapping_file_renames_drops_and_collapses_pages_at_every_partner
 
     csb = await pipeline.eventually(pipeline.csb_requests, csb_done, what="CustomerSuccessBox's last call")
     assert [(r["path"].rsplit("/", 1)[-1], r["json"].get("event")) for r in csb] == [
-        ("account", None), ("identify", None), ("track", "Debug Ping"), ("track", "Order Completed"),
-        ("track", "Page Viewed"), ("track", "Page Viewed"), ("track", "Signed Out")]
+        ("account", None),
+        ("identify", None),
+        ("track", "Debug Ping"),
+        ("track", "Order Completed"),
+        ("track", "Page Viewed"),
+        ("track", "Page Viewed"),
+        ("track", "Signed Out"),
+    ]
     assert csb[0]["json"]["traits"] == {"name": "Acme", "plan": "pro"}
     assert csb[1]["json"]["traits"] == {"email": "ann@acme.example", "plan": "pro"}
     assert [r["json"]["properties"].get("name") for r in csb[4:6]] == ["Pricing", "Docs"]
@@ -91,16 +97,26 @@ async def test_a_mapping_file_renames_drops_and_collapses_pages_at_every_partner
     def webhook_done(records):
         return any((r["json"] or {}).get("event") == "Signed Out" for r in records)
 
-    hooks = await pipeline.eventually(lambda: pipeline.requests("webhook"), webhook_done,
-                                      what="the webhook's last call")
+    hooks = await pipeline.eventually(
+        lambda: pipeline.requests("webhook"), webhook_done, what="the webhook's last call"
+    )
     assert [(r["json"]["type"], r["json"].get("event") or r["json"].get("name")) for r in hooks] == [
-        ("group", None), ("identify", None), ("track", "Order Completed"), ("page", "Pricing"), ("page", "Docs"),
-        ("track", "Signed Out")]
+        ("group", None),
+        ("identify", None),
+        ("track", "Order Completed"),
+        ("page", "Pricing"),
+        ("page", "Docs"),
+        ("track", "Signed Out"),
+    ]
     assert hooks[0]["json"]["traits"] == {"name": "Acme", "plan_name": "pro"}  # no trait_renames for the webhook
 
     # refused by deny (and the webhook's screen, off): skipped, counted, never dead letters
-    assert await pipeline.eventually(lambda: skipped(worker, "webhook"), lambda n: n is not None and n >= 2,
-                                     what="the webhook's skips counted") == 2
+    assert (
+        await pipeline.eventually(
+            lambda: skipped(worker, "webhook"), lambda n: n is not None and n >= 2, what="the webhook's skips counted"
+        )
+        == 2
+    )
     # ClientSuccess: Debug Ping (deny), the screen (its own rule), identify and group (state only)
     assert await skipped(worker, "clientsuccess") == 4
     assert await pipeline.dead_letters() == []

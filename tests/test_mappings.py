@@ -105,7 +105,8 @@ def test_globs_are_case_sensitive_and_take_question_marks_and_sets():
 def test_deny_applies_after_allow():
     rules = controls(allow=("Order *",), deny=("Order Debug*",))
     assert transform(rules, msg("track", event="Order Debug 1")) == Skip(
-        "'Order Debug 1' matches the deny pattern 'Order Debug*' of the mapping file")
+        "'Order Debug 1' matches the deny pattern 'Order Debug*' of the mapping file"
+    )
     assert transform(rules, msg("track", event="Order Placed")).event == "Order Placed"
     assert isinstance(transform(controls(deny=("Debug *",)), msg("track", event="Debug x")), Skip)
 
@@ -114,7 +115,11 @@ def test_rename_renames_exact_names_after_allow_and_deny_matched_the_original():
     rules = controls(allow=("Order Completed",), rename={"Order Completed": "Purchase"})
     renamed = transform(rules, msg("track", event="Order Completed", properties={"value": 3}))
     assert (renamed.type, renamed.event, renamed.raw["event"], renamed.properties) == (
-        "track", "Purchase", "Purchase", {"value": 3})
+        "track",
+        "Purchase",
+        "Purchase",
+        {"value": 3},
+    )
     assert transform(rules, msg("track", event="Order Completed ")).__class__ is Skip  # exact, not a glob
     assert transform(controls(rename={"Order *": "X"}), msg("track", event="Order A")).event == "Order A"
 
@@ -129,7 +134,8 @@ def test_the_original_message_is_never_modified():
 def test_pages_per_page_keeps_the_page_and_matches_its_event_name():
     rules = controls(deny=("Viewed Pricing Page",))
     assert transform(rules, msg("page", name="Pricing")) == Skip(
-        "'Viewed Pricing Page' matches the deny pattern 'Viewed Pricing Page' of the mapping file")
+        "'Viewed Pricing Page' matches the deny pattern 'Viewed Pricing Page' of the mapping file"
+    )
     kept = transform(rules, msg("page", name="Docs"))
     assert (kept.type, kept.name) == ("page", "Docs")
 
@@ -138,9 +144,12 @@ def test_pages_single_makes_every_page_the_track_page_viewed_with_its_name_as_a_
     page = msg("page", name="Pricing", category="Docs", properties={"path": "/pricing"}, context={"ip": "1"})
     single = transform(controls(pages="single"), page)
     assert single.type == "track" and single.event == "Page Viewed"
-    assert single.raw == {**{k: v for k, v in page.raw.items() if k not in ("name", "category")},
-                          "type": "track", "event": "Page Viewed",
-                          "properties": {"path": "/pricing", "name": "Pricing", "category": "Docs"}}
+    assert single.raw == {
+        **{k: v for k, v in page.raw.items() if k not in ("name", "category")},
+        "type": "track",
+        "event": "Page Viewed",
+        "properties": {"path": "/pricing", "name": "Pricing", "category": "Docs"},
+    }
     own_name = transform(controls(pages="single"), msg("page", name="Pricing", properties={"name": "Mine"}))
     assert own_name.properties["name"] == "Mine"
     unnamed = transform(controls(pages="single"), msg("page"))
@@ -155,7 +164,8 @@ def test_pages_single_is_matched_and_renamed_as_page_viewed():
 
 def test_pages_off_skips_pages():
     assert transform(controls(pages="off"), msg("page", name="P")) == Skip(
-        'page calls are off in the mapping file: pages = "off"')
+        'page calls are off in the mapping file: pages = "off"'
+    )
 
 
 def test_a_renamed_page_is_sent_as_a_track_of_the_new_name():
@@ -171,14 +181,18 @@ def test_screens_absent_leave_screens_to_the_destination_untouched_by_the_lists(
 def test_screens_off_as_page_and_as_event():
     screen = msg("screen", name="Home", properties={"tab": 1})
     assert transform(controls(screens="off"), screen) == Skip(
-        'screen calls are off in the mapping file: screens = "off"')
+        'screen calls are off in the mapping file: screens = "off"'
+    )
     as_page = transform(controls(screens="as_page"), screen)
     assert (as_page.type, as_page.raw["type"], as_page.name) == ("page", "page", "Home")
     assert transform(controls(screens="as_page", pages="single"), screen).event == "Page Viewed"
     assert transform(controls(screens="as_page", pages="off"), screen).__class__ is Skip
     as_event = transform(controls(screens="as_event"), screen)
-    assert (as_event.type, as_event.event, as_event.properties) == ("track", "Viewed Home Screen",
-                                                                    {"tab": 1, "name": "Home"})
+    assert (as_event.type, as_event.event, as_event.properties) == (
+        "track",
+        "Viewed Home Screen",
+        {"tab": 1, "name": "Home"},
+    )
     assert transform(controls(screens="as_event"), msg("screen")).event == "Loaded a Screen"
     assert isinstance(transform(controls(screens="as_event", deny=("Viewed * Screen",)), screen), Skip)
     assert transform(controls(screens="as_event", rename={"Viewed Home Screen": "Home"}), screen).event == "Home"
@@ -278,8 +292,14 @@ def test_the_issue_example_loads():
         aggregate = "off"
     """)
     assert loaded.of("clientsuccess") == DestinationControls(
-        allow=("Order *", "Report Exported"), deny=("Debug *",), rename={"Order Completed": "Purchase"},
-        pages="single", screens="off", aggregate=3600, options={"value_property": "revenue"})
+        allow=("Order *", "Report Exported"),
+        deny=("Debug *",),
+        rename={"Order Completed": "Purchase"},
+        pages="single",
+        screens="off",
+        aggregate=3600,
+        options={"value_property": "revenue"},
+    )
     assert loaded.of("customersuccessbox") == DestinationControls(options={"trait_renames": {"plan_name": "plan"}})
     assert loaded.of("webhook") == DestinationControls()
     assert loaded.path == "map.toml"
@@ -294,62 +314,103 @@ def test_aggregate_durations(value, seconds):
     assert parse_toml(f'[clientsuccess]\naggregate = "{value}"\n').of("clientsuccess").aggregate == seconds
 
 
-@pytest.mark.parametrize("text, expected", [
-    ('[clientsucess]\npages = "off"\n',
-     "map.toml:1: [clientsucess]: unknown destination (known: clientsuccess, customersuccessbox, webhook)"),
-    ('[webhook]\nvalue_property = "revenue"\n',
-     "map.toml:2: [webhook] value_property: unknown option (accepted: allow, deny, rename, pages, screens, "
-     "aggregate, trait_renames)"),
-    ('[clientsuccess]\n\npages = "all"\n',
-     'map.toml:3: [clientsuccess] pages: expected "per_page", "single" or "off", not \'all\''),
-    ('[clientsuccess]\nscreens = true\n',
-     'map.toml:2: [clientsuccess] screens: expected "as_page", "as_event" or "off", not a boolean'),
-    ('[clientsuccess]\nallow = "Order *"\n',
-     'map.toml:2: [clientsuccess] allow: expected a list of event names or patterns, such as ["Order *"], '
-     'not a string'),
-    ('[clientsuccess]\ndeny = ["A", 3]\n',
-     "map.toml:2: [clientsuccess] deny: expected event names or patterns as strings, not a number"),
-    ('[clientsuccess]\nallow = ["Plan [AB"]\n',
-     "map.toml:2: [clientsuccess] allow: 'Plan [AB' is not a valid pattern: '[' opens a character set that no "
-     "']' closes"),
-    ('[clientsuccess]\ndeny = [""]\n', "map.toml:2: [clientsuccess] deny: '' is not a valid pattern: it is empty"),
-    ('[clientsuccess]\ndeny = ["Debug * "]\n',
-     "map.toml:2: [clientsuccess] deny: 'Debug * ' is not a valid pattern: it starts or ends with a space"),
-    ('[clientsuccess]\nrename = ["a"]\n',
-     'map.toml:2: [clientsuccess] rename: expected a table of name to new name, such as { "a" = "b" }, not a list'),
-    ('[clientsuccess]\nrename = { "A" = 1 }\n',
-     "map.toml:2: [clientsuccess] rename: 'A': expected a non-empty string as its new name, not a number"),
-    ('[clientsuccess]\nrename = { "A" = "C", "B" = "C" }\n',
-     "map.toml:2: [clientsuccess] rename: 'B' and 'A' are both renamed to 'C'"),
-    ('[clientsuccess]\naggregate = "1 hour"\n',
-     'map.toml:2: [clientsuccess] aggregate: expected "off" or a duration such as "30s", "15m" or "1h", '
-     "not '1 hour'"),
-    ('[clientsuccess]\naggregate = 60\n',
-     'map.toml:2: [clientsuccess] aggregate: expected "off" or a duration such as "30s", "15m" or "1h", '
-     "not a number"),
-    ('[clientsuccess]\naggregate = "7m"\n',
-     "map.toml:2: [clientsuccess] aggregate: '7m' does not divide a day evenly (so a window would cross a GMT "
-     "midnight); use e.g. 30s, 15m, 1h, 4h or 24h"),
-    ('[clientsuccess]\naggregate = "25h"\n',
-     "map.toml:2: [clientsuccess] aggregate: '25h' does not divide a day evenly (so a window would cross a GMT "
-     "midnight); use e.g. 30s, 15m, 1h, 4h or 24h"),
-    ('[clientsuccess]\nvalue_property = ""\n',
-     "map.toml:2: [clientsuccess] value_property: expected a non-empty string, not ''"),
-    ('[customersuccessbox]\ntrait_renames = "plan"\n',
-     'map.toml:2: [customersuccessbox] trait_renames: expected a table of name to new name, such as '
-     '{ "a" = "b" }, not a string'),
-    ('pages = "single"\n',
-     "map.toml:1: pages: a key outside any destination's table (tables: [clientsuccess], [customersuccessbox], "
-     "[webhook]), not a string"),
-    ('clientsuccess = 3\n', "map.toml:1: clientsuccess: expected a table [clientsuccess], not a number"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            '[clientsucess]\npages = "off"\n',
+            "map.toml:1: [clientsucess]: unknown destination (known: clientsuccess, customersuccessbox, webhook)",
+        ),
+        (
+            '[webhook]\nvalue_property = "revenue"\n',
+            "map.toml:2: [webhook] value_property: unknown option (accepted: allow, deny, rename, pages, screens, "
+            "aggregate, trait_renames)",
+        ),
+        (
+            '[clientsuccess]\n\npages = "all"\n',
+            'map.toml:3: [clientsuccess] pages: expected "per_page", "single" or "off", not \'all\'',
+        ),
+        (
+            "[clientsuccess]\nscreens = true\n",
+            'map.toml:2: [clientsuccess] screens: expected "as_page", "as_event" or "off", not a boolean',
+        ),
+        (
+            '[clientsuccess]\nallow = "Order *"\n',
+            'map.toml:2: [clientsuccess] allow: expected a list of event names or patterns, such as ["Order *"], '
+            "not a string",
+        ),
+        (
+            '[clientsuccess]\ndeny = ["A", 3]\n',
+            "map.toml:2: [clientsuccess] deny: expected event names or patterns as strings, not a number",
+        ),
+        (
+            '[clientsuccess]\nallow = ["Plan [AB"]\n',
+            "map.toml:2: [clientsuccess] allow: 'Plan [AB' is not a valid pattern: '[' opens a character set that no "
+            "']' closes",
+        ),
+        ('[clientsuccess]\ndeny = [""]\n', "map.toml:2: [clientsuccess] deny: '' is not a valid pattern: it is empty"),
+        (
+            '[clientsuccess]\ndeny = ["Debug * "]\n',
+            "map.toml:2: [clientsuccess] deny: 'Debug * ' is not a valid pattern: it starts or ends with a space",
+        ),
+        (
+            '[clientsuccess]\nrename = ["a"]\n',
+            'map.toml:2: [clientsuccess] rename: expected a table of name to new name, such as { "a" = "b" }, '
+            "not a list",
+        ),
+        (
+            '[clientsuccess]\nrename = { "A" = 1 }\n',
+            "map.toml:2: [clientsuccess] rename: 'A': expected a non-empty string as its new name, not a number",
+        ),
+        (
+            '[clientsuccess]\nrename = { "A" = "C", "B" = "C" }\n',
+            "map.toml:2: [clientsuccess] rename: 'B' and 'A' are both renamed to 'C'",
+        ),
+        (
+            '[clientsuccess]\naggregate = "1 hour"\n',
+            'map.toml:2: [clientsuccess] aggregate: expected "off" or a duration such as "30s", "15m" or "1h", '
+            "not '1 hour'",
+        ),
+        (
+            "[clientsuccess]\naggregate = 60\n",
+            'map.toml:2: [clientsuccess] aggregate: expected "off" or a duration such as "30s", "15m" or "1h", '
+            "not a number",
+        ),
+        (
+            '[clientsuccess]\naggregate = "7m"\n',
+            "map.toml:2: [clientsuccess] aggregate: '7m' does not divide a day evenly (so a window would cross a GMT "
+            "midnight); use e.g. 30s, 15m, 1h, 4h or 24h",
+        ),
+        (
+            '[clientsuccess]\naggregate = "25h"\n',
+            "map.toml:2: [clientsuccess] aggregate: '25h' does not divide a day evenly (so a window would cross a GMT "
+            "midnight); use e.g. 30s, 15m, 1h, 4h or 24h",
+        ),
+        (
+            '[clientsuccess]\nvalue_property = ""\n',
+            "map.toml:2: [clientsuccess] value_property: expected a non-empty string, not ''",
+        ),
+        (
+            '[customersuccessbox]\ntrait_renames = "plan"\n',
+            "map.toml:2: [customersuccessbox] trait_renames: expected a table of name to new name, such as "
+            '{ "a" = "b" }, not a string',
+        ),
+        (
+            'pages = "single"\n',
+            "map.toml:1: pages: a key outside any destination's table (tables: [clientsuccess], [customersuccessbox], "
+            "[webhook]), not a string",
+        ),
+        ("clientsuccess = 3\n", "map.toml:1: clientsuccess: expected a table [clientsuccess], not a number"),
+    ],
+)
 def test_every_error_names_the_file_line_and_key(text, expected):
     assert problems(text) == [expected]
 
 
 def test_a_toml_syntax_error_names_its_line():
     assert problems('[clientsuccess]\npages = "single"\nallow = [\n  "A"\n  "B"\n]\n') == [
-        "map.toml:5: not valid TOML: Unclosed array"]
+        "map.toml:5: not valid TOML: Unclosed array"
+    ]
 
 
 def test_every_problem_is_listed_in_file_order_with_its_own_line():
@@ -390,7 +451,7 @@ def test_load_file_names_the_path_and_reads_utf8(tmp_path):
     path = tmp_path / "m.toml"
     path.write_text('[webhook]\nrename = { "Café" = "Coffee" }\n', encoding="utf-8")
     assert load_file(str(path), OPTIONS).of("webhook").rename == {"Café": "Coffee"}
-    path.write_bytes(b'[webhook]\n# \xff\n')
+    path.write_bytes(b"[webhook]\n# \xff\n")
     with pytest.raises(MappingError, match=r"m.toml:2: not UTF-8 text"):
         load_file(str(path), OPTIONS)
     with pytest.raises(MappingError, match=r"missing.toml: cannot read the mapping file: No such file"):
@@ -408,8 +469,9 @@ def test_settings_without_the_variable_are_todays(tmp_path):
 
 def test_settings_load_the_file_and_bind_each_destinations_options(tmp_path):
     path = tmp_path / "m.toml"
-    path.write_text('[clientsuccess]\nvalue_property = "revenue"\npages = "single"\n'
-                    '[webhook]\ntrait_renames = { "a" = "b" }\n')
+    path.write_text(
+        '[clientsuccess]\nvalue_property = "revenue"\npages = "single"\n[webhook]\ntrait_renames = { "a" = "b" }\n'
+    )
     settings = Settings.from_env({"CS_RELAY_MAPPINGS": str(path)})
     assert settings.mappings.of("clientsuccess").pages == "single"
     assert settings.destinations["clientsuccess"].value_property == "revenue"
@@ -422,8 +484,10 @@ def test_settings_stop_at_the_first_problem_and_config_collects_them_all(tmp_pat
     path.write_text('[clientsuccess]\npages = "one"\n[nowhere]\n')
     with pytest.raises(SettingsError) as caught:
         Settings.from_env({"CS_RELAY_MAPPINGS": str(path)})
-    assert str(caught.value) == (f'CS_RELAY_MAPPINGS (1 of 2): {path}:2: [clientsuccess] pages: expected '
-                                 '"per_page", "single" or "off", not \'one\'')
+    assert str(caught.value) == (
+        f"CS_RELAY_MAPPINGS (1 of 2): {path}:2: [clientsuccess] pages: expected "
+        '"per_page", "single" or "off", not \'one\''
+    )
     errors: list[str] = []
     Settings.from_env({"CS_RELAY_MAPPINGS": str(path)}, errors=errors)
     assert errors == [
@@ -441,10 +505,17 @@ def test_wiring_puts_each_destination_behind_its_own_table(tmp_path):
 
     path = tmp_path / "m.toml"
     path.write_text('[clientsuccess]\ndeny = ["Debug *"]\n')
-    settings = Settings.from_env({"CS_RELAY_MAPPINGS": str(path), "CLIENTSUCCESS_SOURCE_ID": "s",
-                                  "CLIENTSUCCESS_API_KEY": "k", "WEBHOOK_URL": "http://127.0.0.1:1/h"})
+    settings = Settings.from_env(
+        {
+            "CS_RELAY_MAPPINGS": str(path),
+            "CLIENTSUCCESS_SOURCE_ID": "s",
+            "CLIENTSUCCESS_API_KEY": "k",
+            "WEBHOOK_URL": "http://127.0.0.1:1/h",
+        }
+    )
     wired = {d.key: d for d in destinations(settings)}
     debug = msg("track", event="Debug x")
     assert wired["clientsuccess"].decide(debug, USER, groups) == Skip(
-        "'Debug x' matches the deny pattern 'Debug *' of the mapping file")
+        "'Debug x' matches the deny pattern 'Debug *' of the mapping file"
+    )
     assert isinstance(wired["webhook"].decide(debug, USER, groups), Send)

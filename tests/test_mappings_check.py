@@ -44,7 +44,7 @@ def test_a_valid_file_shows_what_each_destination_does_with_the_samples(tmp_path
     path.write_text(EXAMPLE)
     assert main(["mappings", "check", str(path)]) == 0
     output = capsys.readouterr().out
-    assert output.startswith(f"{path}: valid\n  [clientsuccess] allow [\"Order *\", \"Report Exported\"], ")
+    assert output.startswith(f'{path}: valid\n  [clientsuccess] allow ["Order *", "Report Exported"], ')
     table = blocks(output)
     assert table['track "Order Completed"'] == {
         "clientsuccess": "sent as POST /collector/1.0.0/projects/demo-source/events/Purchase value=42.5",
@@ -52,9 +52,11 @@ def test_a_valid_file_shows_what_each_destination_does_with_the_samples(tmp_path
         "webhook": 'sent as POST (its URL) type="track" event="Order Completed"',
     }
     assert table['track "Order DebugExample"']["clientsuccess"] == (
-        "skipped ('Order DebugExample' matches the deny pattern 'Order Debug*' of the mapping file)")
+        "skipped ('Order DebugExample' matches the deny pattern 'Order Debug*' of the mapping file)"
+    )
     assert table['track "Signed Up"']["clientsuccess"] == (
-        "skipped ('Signed Up' matches no allow pattern of the mapping file)")
+        "skipped ('Signed Up' matches no allow pattern of the mapping file)"
+    )
     assert table['page "Pricing"'] == {
         "clientsuccess": "skipped ('Page Viewed' matches no allow pattern of the mapping file)",
         "customersuccessbox": 'sent as POST /api_js/v1_1/page name="Pricing"',
@@ -66,7 +68,8 @@ def test_a_valid_file_shows_what_each_destination_does_with_the_samples(tmp_path
         "webhook": 'sent as POST (its URL) type="screen" name="Home"',
     }
     assert table["identify (traits: name, email, plan_name)"]["customersuccessbox"] == (
-        "sent as POST /api_js/v1_1/identify traits: name, email, plan")
+        "sent as POST /api_js/v1_1/identify traits: name, email, plan"
+    )
 
 
 def test_without_tables_every_destination_behaves_as_today(tmp_path, capsys):
@@ -75,7 +78,8 @@ def test_without_tables_every_destination_behaves_as_today(tmp_path, capsys):
     assert main(["mappings", "check", str(path)]) == 0
     table = blocks(capsys.readouterr().out)
     assert table['page "Pricing"']["clientsuccess"] == (
-        "sent as POST /collector/1.0.0/projects/demo-source/events/Viewed%20Pricing%20Page value=1")
+        "sent as POST /collector/1.0.0/projects/demo-source/events/Viewed%20Pricing%20Page value=1"
+    )
     assert table['screen "Home"']["clientsuccess"] == "skipped (ClientSuccess does not take screen calls)"
     assert table['screen "Home"']["webhook"].startswith("sent as")
 

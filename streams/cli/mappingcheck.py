@@ -12,12 +12,14 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
-from typing import Any, Iterable, Mapping, TextIO
+from collections.abc import Iterable, Mapping
+from typing import Any, TextIO
 
 from streams.core.decision import PartnerRequest
 from streams.core.mappings import Controls, DestinationControls, MappingError, load_file
 from streams.core.pending import Pending
 from streams.core.segment import validate
+from streams.core.state import GroupState, UserState
 from streams.core.step import Destination, Step, step
 from streams.destinations import REGISTRY
 from streams.envreader import EnvReader
@@ -65,13 +67,28 @@ def summary(table: DestinationControls) -> str:
 def simulate(controls: Controls) -> list[tuple[str, dict[str, str]]]:
     """Each sample call and, per registered destination, what it would become."""
     wired = _destinations(controls)
-    user, pending, groups = None, Pending(), {}
+    user: UserState | None = None
+    pending = Pending()
+    groups: dict[str, GroupState] = {}
     rows = []
     for number, raw in enumerate(samples(controls), 1):
         raw = {"userId": USER, "messageId": f"sample-{number}", "timestamp": NOW_ISO, **raw}
         msg = validate(dict(raw))
-        result = step(USER, msg, "", {}, user, pending, groups.get, wired, now=NOW, now_iso=NOW_ISO,
-                      max_pending=1000, max_pending_age=3600.0, memories=[p.memory for p in REGISTRY if p.memory])
+        result = step(
+            USER,
+            msg,
+            "",
+            {},
+            user,
+            pending,
+            groups.get,
+            wired,
+            now=NOW,
+            now_iso=NOW_ISO,
+            max_pending=1000,
+            max_pending_age=3600.0,
+            memories=[p.memory for p in REGISTRY if p.memory],
+        )
         user, pending = result.user, result.pending
         if result.group is not None:
             groups[result.group.group_id] = result.group
@@ -136,7 +153,7 @@ def describe_call(raw: Mapping[str, Any]) -> str:
         return f'{type_} "{raw["name"]}"'
     if type_ == "group":
         return f'group "{raw["groupId"]}" (traits: {", ".join(raw["traits"])})'
-    return f'{type_} (traits: {", ".join(raw.get("traits", {}))})'
+    return f"{type_} (traits: {', '.join(raw.get('traits', {}))})"
 
 
 def outcomes(result: Step, message_id: str) -> dict[str, str]:

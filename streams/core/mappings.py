@@ -104,14 +104,14 @@ def transform(controls: DestinationControls, msg: Message) -> Message | Skip:
     `category`) added as properties unless they are already there."""
     if msg.type == "screen" and controls.screens is not None:
         if controls.screens == "off":
-            return Skip("screen calls are off in the mapping file: screens = \"off\"")
+            return Skip('screen calls are off in the mapping file: screens = "off"')
         if controls.screens == "as_page":
             msg = _retyped(msg, "page")
         else:
             msg = as_track(msg, event_name(msg) or "")
     if msg.type == "page":
         if controls.pages == "off":
-            return Skip("page calls are off in the mapping file: pages = \"off\"")
+            return Skip('page calls are off in the mapping file: pages = "off"')
         if controls.pages == "single":
             msg = as_track(msg, SINGLE_PAGE_EVENT)
     name = event_name(msg)
@@ -239,6 +239,7 @@ def choice(allowed: tuple[str, ...]) -> Validator:
         if value not in allowed:
             raise ValueError(f"expected {_one_of(allowed)}, not {_show(value)}")
         return value
+
     return check
 
 
@@ -252,8 +253,10 @@ def duration(value: Any) -> int | None:
         raise ValueError(f'expected "off" or a duration such as "30s", "15m" or "1h", not {_show(value)}')
     seconds = int(match.group(1)) * _UNIT[match.group(2)]
     if seconds > DAY or DAY % seconds:
-        raise ValueError(f"{value!r} does not divide a day evenly (so a window would cross a GMT midnight); "
-                         "use e.g. 30s, 15m, 1h, 4h or 24h")
+        raise ValueError(
+            f"{value!r} does not divide a day evenly (so a window would cross a GMT midnight); "
+            "use e.g. 30s, 15m, 1h, 4h or 24h"
+        )
     return seconds
 
 
@@ -283,8 +286,11 @@ def load(text: str, path: str, options: Mapping[str, Mapping[str, Validator]]) -
     known = ", ".join(options)
     for key, table in document.items():
         if not isinstance(table, dict):
-            where = f"expected a table [{key}]" if key in options else (
-                f"a key outside any destination's table (tables: {', '.join(f'[{k}]' for k in options)})")
+            where = (
+                f"expected a table [{key}]"
+                if key in options
+                else (f"a key outside any destination's table (tables: {', '.join(f'[{k}]' for k in options)})")
+            )
             problems.append(f"{lines.table(key)}: {key}: {where}, not {_kind(table)}")
             continue
         if key not in options:
@@ -341,7 +347,7 @@ class Lines:
         for number, line in enumerate(self.lines, 1):
             stripped = _uncommented(line)
             if stripped.startswith("["):
-                if _name_parts(stripped[1:stripped.find("]")])[:1] == [table]:
+                if _name_parts(stripped[1 : stripped.find("]")])[:1] == [table]:
                     return number
             elif "=" in stripped and _name_parts(stripped.split("=", 1)[0])[:1] == [table]:
                 return number  # a dotted key or an inline table at the top level
@@ -359,7 +365,7 @@ class Lines:
         for number in range(start, len(self.lines) + 1):
             stripped = _uncommented(self.lines[number - 1])
             if stripped.startswith("["):
-                parts = _name_parts(stripped[1:stripped.find("]")])
+                parts = _name_parts(stripped[1 : stripped.find("]")])
                 if parts[:2] == [table, key]:
                     return self.at(number)  # [table.key] as a sub-table
                 inside = parts == [table]
