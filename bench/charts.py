@@ -9,8 +9,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 
 def draw(results: Mapping[str, Any], latencies_ms: Sequence[float], prefix: Path) -> list[Path]:

@@ -30,12 +30,13 @@ refuses counts that leave fewer group calls than groups.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 DEFAULT_SHARES: Mapping[str, float] = {"identify": 0.05, "group": 0.02, "track": 0.70, "page": 0.23}
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 TRACK_EVENTS = ("Report Built", "Dashboard Viewed", "Export Created", "Invite Sent", "Feature Used", "Search Run")
 PAGE_NAMES = ("Dashboard", "Reports", "Settings", "Billing", "Team", None)  # None: "Loaded a Page"
@@ -139,7 +140,7 @@ def us_from_iso(text: str) -> int:
     """An ISO-8601 timestamp (`Z` or an offset) as unix microseconds."""
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 

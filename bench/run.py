@@ -39,11 +39,12 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
@@ -56,9 +57,9 @@ from streams.core.decision import PartnerRequest
 from streams.destinations import REGISTRY, plugin
 from streams.ops.dlq import read_dead_letters
 from streams.ops.producer import user_key
-from streams.settings import Settings
-from streams.runtime.topics import ensure_topics
 from streams.ops.webserve import free_port
+from streams.runtime.topics import ensure_topics
+from streams.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTSUCCESS, CSB = "clientsuccess", "customersuccessbox"
@@ -109,7 +110,7 @@ class Worker:
     log: Path
 
     @classmethod
-    def start(cls, env: dict[str, str], log: Path) -> "Worker":
+    def start(cls, env: dict[str, str], log: Path) -> Worker:
         with log.open("wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
@@ -640,7 +641,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = [round(x, 2) for x in os.getloadavg()]
     if load_before[0] > 0.5:
         print(f"note: the machine is busy (load average {load_before[0]}): the figures will be lower", flush=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     work = args.work_dir / stamp
     work.mkdir(parents=True, exist_ok=True)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()

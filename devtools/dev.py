@@ -100,7 +100,7 @@ def shares_every_partition(answers: list[tuple[int, dict | None]], topic: str, p
     return owned == list(range(partitions))
 
 
-async def wait_group_ready(workers: list[tuple["WorkerSpec", subprocess.Popen]], topic: str, partitions: int,
+async def wait_group_ready(workers: list[tuple[WorkerSpec, subprocess.Popen]], topic: str, partitions: int,
                            timeout: float) -> None:
     """Until the workers have formed their group (`shares_every_partition`), so demo
     traffic is not caught in the rebalances of workers joining one after another.
@@ -115,7 +115,7 @@ async def wait_group_ready(workers: list[tuple["WorkerSpec", subprocess.Popen]],
                 try:
                     async with session.get(spec.url + "/ready") as response:
                         answers.append((response.status, await response.json()))
-                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                except (TimeoutError, aiohttp.ClientError, ValueError):
                     answers.append((0, None))
             if shares_every_partition(answers, topic, partitions):
                 return
@@ -241,8 +241,8 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
             print(f"worker {spec.index} running at {spec.url} (data: {spec.env['CS_RELAY_DATA_DIR']}, log: {spec.log})")
         if demo:
             from streams.ops.producer import send_file
-            from streams.settings import Settings
             from streams.runtime.topics import by_user_topic_name
+            from streams.settings import Settings
 
             settings = Settings.from_env(env)  # what the workers read, defaults included
             try:

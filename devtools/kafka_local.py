@@ -57,8 +57,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from streams.envreader import Secret
 from streams.kafkaconn import KafkaConnectError, KafkaSecurity, start_client
@@ -258,7 +258,7 @@ def _check_java_version(java: str) -> None:
 # --------------------------------------------------------------------------- readiness
 
 
-async def wait_until_ready(bootstrap: str, timeout: float, security: "KafkaSecurity | None" = None) -> None:
+async def wait_until_ready(bootstrap: str, timeout: float, security: KafkaSecurity | None = None) -> None:
     """Return once the broker(s) at `bootstrap` answer a metadata request; raise KafkaLaunchError after `timeout` s.
 
     Usable on its own, for a broker started elsewhere (`KAFKA_BOOTSTRAP_SERVERS`), with
@@ -268,7 +268,7 @@ async def wait_until_ready(bootstrap: str, timeout: float, security: "KafkaSecur
 
 
 async def _wait_ready(bootstrap: str, timeout: float, check_alive: Callable[[], None] | None,
-                      security: "KafkaSecurity | None" = None) -> None:
+                      security: KafkaSecurity | None = None) -> None:
     deadline = time.monotonic() + timeout
     hosts = _hosts(bootstrap)
     last = "nothing listens there yet"
@@ -299,7 +299,7 @@ async def _wait_ready(bootstrap: str, timeout: float, check_alive: Callable[[], 
         await asyncio.sleep(0.2)
 
 
-async def _metadata_answered(bootstrap: str, request_timeout: float, security: "KafkaSecurity | None") -> None:
+async def _metadata_answered(bootstrap: str, request_timeout: float, security: KafkaSecurity | None) -> None:
     from aiokafka.admin import AIOKafkaAdminClient
 
     security = security or KafkaSecurity()
@@ -339,7 +339,7 @@ async def _any_port_open(hosts: list[tuple[str, int]], timeout: float) -> bool:
     for host, port in hosts:
         try:
             _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             continue
         writer.close()
         with contextlib.suppress(Exception):
@@ -390,7 +390,7 @@ def _free_ports(count: int) -> list[int]:
 # --------------------------------------------------------------------------- the broker
 
 
-_running: set["LocalKafka"] = set()
+_running: set[LocalKafka] = set()
 _temporary_dirs: set[Path] = set()
 
 
@@ -496,7 +496,7 @@ class LocalKafka:
     def running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def start(self, timeout: float = 60.0, *, quiet: bool = False) -> "LocalKafka":
+    def start(self, timeout: float = 60.0, *, quiet: bool = False) -> LocalKafka:
         """Fetch Kafka if needed, format the data dir the first time, start, wait until it serves.
 
         `timeout` bounds the wait for the started broker (not a first download).
@@ -564,12 +564,12 @@ class LocalKafka:
             proc.wait()
         self._reap()
 
-    def restart(self, timeout: float = 60.0) -> "LocalKafka":
+    def restart(self, timeout: float = 60.0) -> LocalKafka:
         """Stop cleanly and start again on the same ports and data (topics and records survive)."""
         self.stop()
         return self.start(timeout)
 
-    def __enter__(self) -> "LocalKafka":
+    def __enter__(self) -> LocalKafka:
         try:
             return self.start()
         except BaseException:

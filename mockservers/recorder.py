@@ -18,10 +18,11 @@ import asyncio
 import json
 import math
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any, Awaitable, Callable, Protocol
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -196,7 +197,7 @@ def identifier_text(value: Any) -> str | None:
 
 def utc_now() -> str:
     """The current time as ISO-8601 UTC with a `Z` suffix."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def error_response(request: web.Request, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from aiohttp import web
 
@@ -57,7 +58,7 @@ class MockServers:
         for runner in self._runners:
             await runner.cleanup()
 
-    async def __aenter__(self) -> "MockServers":
+    async def __aenter__(self) -> MockServers:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -8,8 +8,9 @@ a bad value raises `SettingsError` naming the variable. Credentials are `Secret`
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 ADMIN_TOKEN_MIN_CHARS = 16

@@ -20,9 +20,10 @@ import contextlib
 import logging
 import os
 import ssl
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from streams.envreader import EnvReader, Secret, SettingsError
 
@@ -58,7 +59,7 @@ class KafkaSecurity:
     ssl_check_hostname: bool = True
 
     @classmethod
-    def from_env(cls, read: EnvReader) -> "KafkaSecurity":
+    def from_env(cls, read: EnvReader) -> KafkaSecurity:
         """Read and check the variables; raise `SettingsError` naming the bad one."""
         protocol = read.text(PROTOCOL, "PLAINTEXT", check=_one_of(PROTOCOLS)).upper()
         mechanism = read.text(MECHANISM, "PLAIN", check=_one_of(MECHANISMS)).upper()

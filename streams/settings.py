@@ -19,17 +19,17 @@ import dataclasses
 import ipaddress
 import os
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, TypeVar
-from urllib.parse import urlsplit
+from typing import TypeVar
 
 from yarl import URL
 
 from streams.core.mappings import Controls, MappingError, load_file
 from streams.destinations import REGISTRY
 from streams.destinations.base import DestinationSettings
-from streams.envreader import ADMIN_TOKEN_MIN_CHARS, EnvReader, Secret, SettingsError
+from streams.envreader import EnvReader, Secret, SettingsError
 from streams.kafkaconn import KafkaSecurity
 
 T = TypeVar("T")
@@ -96,7 +96,7 @@ class Settings:
     log_format: str = "text"
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, *, errors: list[str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None, *, errors: list[str] | None = None) -> Settings:
         """Read and validate every variable; raise `SettingsError` naming the bad one.
         Given an `errors` list (`cs-relay config`), every problem is appended to it
         instead, and the bad variables keep their defaults."""
@@ -109,7 +109,7 @@ class Settings:
         return settings
 
     @classmethod
-    def _read(cls, read: EnvReader, d: "Settings") -> "Settings":
+    def _read(cls, read: EnvReader, d: Settings) -> Settings:
         mappings = _mappings(read)
         return cls(
             kafka_bootstrap_servers=read.text("KAFKA_BOOTSTRAP_SERVERS", d.kafka_bootstrap_servers, check=_bootstrap),

@@ -6,7 +6,8 @@ Test modules import the fixtures they use (`cs`, `csb`) by name, so pytest finds
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp

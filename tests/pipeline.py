@@ -17,9 +17,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -27,7 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from mockservers.server import MockServers, start_mocks
 from streams.destinations import REGISTRY
 from streams.envreader import EnvReader
-from streams.kafkaconn import VARIABLES as KAFKA_SECURITY_VARIABLES, KafkaSecurity
+from streams.kafkaconn import VARIABLES as KAFKA_SECURITY_VARIABLES
+from streams.kafkaconn import KafkaSecurity
 from streams.ops.producer import user_key
 from streams.ops.webserve import free_port
 

@@ -12,21 +12,27 @@ import re
 
 import pytest
 from aiohttp import web
-
-import streams
 from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
+import streams
 from mockservers.server import DEMO_CREDENTIALS, start_mocks
-from streams.destinations.base import Credentials
 from streams.cli import inspection as admincli
-from streams.ops.admin import authorized, changelog_remaining, owner_partition, owner_url, same_worker
 from streams.core.decision import PartnerRequest
-from streams.runtime.delivery import Outcome, PartnerClient
-from streams.ops.logs import JsonFormatter, RedactingStreamHandler, bind_event_id, bind_event_raw, logging_config, message_id_of
+from streams.destinations.base import Credentials
+from streams.ops.admin import authorized, changelog_remaining, owner_partition, owner_url, same_worker
+from streams.ops.logs import (
+    JsonFormatter,
+    RedactingStreamHandler,
+    bind_event_id,
+    bind_event_raw,
+    logging_config,
+    message_id_of,
+)
 from streams.ops.observe import Snapshot, Stats, consumer_lag, pending_counts, render_metrics, status_document
-from streams.settings import Settings, SettingsError
 from streams.ops.webserve import client_url, serve
+from streams.runtime.delivery import Outcome, PartnerClient
+from streams.settings import Settings, SettingsError
 
 TOKEN = "an-admin-token-of-32-characters!"
 

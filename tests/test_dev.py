@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli.commands import _parser
 from devtools.dev import demo_run_tag, dev_environment, shares_every_partition, worker_specs
+from streams.cli.commands import _parser
 from streams.ops.producer import tag_message_id
 
 

@@ -4,6 +4,7 @@ HTTP: what each partner ends up knowing, for the scenarios users rely on."""
 from __future__ import annotations
 
 import json
+from datetime import UTC
 
 import pytest
 
@@ -309,9 +310,9 @@ async def test_csb_feature_usage_reaches_the_mock_as_todays_usage(pipeline: Pipe
     keeps its own time, a backdated one (the fixed dates of the tests and the sample) goes
     with the time of sending. Identify is a "user" call; ClientSuccess gets the email
     lower-cased and every time in UTC with Z (issue 15, items 1 and 4)."""
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     own = (started - timedelta(seconds=1)).isoformat(timespec="milliseconds")  # "+00:00"
     usage = {"product_id": "analytics", "module_id": "reports"}
     pipeline.start_worker()
@@ -333,8 +334,8 @@ async def test_csb_feature_usage_reaches_the_mock_as_todays_usage(pipeline: Pipe
         "type": "feature", "accountId": "A-1", "userId": "u1", "productId": "analytics", "moduleId": "reports",
         "featureId": "Report Built", "total": 4}
     sent_at = datetime.fromisoformat(backdated["timestamp"])
-    assert started - timedelta(seconds=1) <= sent_at <= datetime.now(timezone.utc)
-    if datetime.now(timezone.utc).date() == started.date():  # no GMT midnight passed during the test
+    assert started - timedelta(seconds=1) <= sent_at <= datetime.now(UTC)
+    if datetime.now(UTC).date() == started.date():  # no GMT midnight passed during the test
         assert today["timestamp"] == own.replace("+00:00", "Z") and today["total"] == 1
     assert state["features"] == {"A-1": {"analytics": {"reports": {"Report Built": 5}}}}
     assert [e["event"] for e in state["events"]] == ["Report Shared"]

@@ -243,7 +243,7 @@ async def recovery_progress(worker: Worker, answered: list[int]) -> list[int]:
         while True:
             try:
                 _, body = await get_json(worker, "/ready")
-            except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, aiohttp.ClientError, ValueError):
                 body = None
             if isinstance(body, dict) and "recovery_remaining" in body:
                 answered[0] += 1

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.runtime.faust_fixes import ActiveNow, _fetch_records
+from streams.runtime.faust_fixes import _fetch_records
 
 pytestmark = pytest.mark.e2e
 

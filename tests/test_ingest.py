@@ -14,14 +14,16 @@ import socket
 import sys
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
-from typing import Any, AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from devtools.kafka_local import LocalKafka
 from streams.cli.commands import main as cli_main
 from streams.ops.ingest import (
     MAX_BATCH_MESSAGES,
@@ -41,7 +43,6 @@ from streams.ops.ingest import (
     run_ingest,
     serve,
 )
-from devtools.kafka_local import LocalKafka
 from streams.settings import Secret, Settings, SettingsError
 
 KEY, OTHER_KEY = "wk-test-key-1", "wk-test-key-2"
@@ -467,7 +468,7 @@ async def test_posted_messages_reach_the_topic_keyed_by_user(kafka_ingest):
     assert [key for key, _ in records] == [b"u1", b"u1", b"u1", b"anon-1"]
     for (_, message), type_ in zip(records, ("identify", "group", "track", "page")):
         assert message == {**VALID[type_], "type": type_, "receivedAt": message["receivedAt"]}
-        assert datetime.fromisoformat(message["receivedAt"]) > datetime.now(timezone.utc) - timedelta(minutes=1)
+        assert datetime.fromisoformat(message["receivedAt"]) > datetime.now(UTC) - timedelta(minutes=1)
 
 
 @pytest.mark.e2e

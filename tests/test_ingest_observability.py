@@ -9,7 +9,8 @@ import gzip
 import importlib.metadata
 import json
 import platform
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import aiohttp
 import pytest

@@ -23,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streams.ops.observe import render_metrics
 from tests.test_admin_units import snapshot
-from tests.test_ingest import KEY, TRACK, basic
+from tests.test_ingest import TRACK
 from tests.test_ingest_observability import FakeSink, running
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,9 +3,9 @@ pending record, ahead of that user's later events for the same partner."""
 
 from __future__ import annotations
 
+from streams.core.pending import Parked, Pending, due, next_retry_at, park, retried
 from streams.destinations.clientsuccess import mapping as cs
 from streams.destinations.customersuccessbox import mapping as csb
-from streams.core.pending import Parked, Pending, due, next_retry_at, park, retried
 from tests.factories import msg
 from tests.test_relay import World
 

@@ -7,11 +7,11 @@ import socket
 import pytest
 
 from streams.core.deadletter import dead_letter_headers, read_headers
+from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff, classify, retry_after_seconds
 from streams.runtime.inflight import AckTracker, Chains, ParkingMarks
-from streams.core.redact import redact
-from streams.settings import Settings, SettingsError
 from streams.runtime.topics import creation_errors
+from streams.settings import Settings, SettingsError
 
 
 def test_settings_defaults_and_disabled_destinations():

@@ -2,15 +2,15 @@
 
 from functools import partial
 
-from streams.destinations.clientsuccess import mapping as cs
-from streams.destinations.clientsuccess.settings import ClientSuccessSettings
-from streams.destinations.customersuccessbox.memory import MEMORY
-from streams.destinations.customersuccessbox.settings import CustomerSuccessBoxSettings
-from streams.destinations.customersuccessbox import mapping as csb
 from streams.core.decision import Reject
 from streams.core.pending import Pending, confirm
-from streams.core.step import Destination, merge_step, resend_releasing, step
 from streams.core.state import GroupState
+from streams.core.step import Destination, merge_step, resend_releasing, step
+from streams.destinations.clientsuccess import mapping as cs
+from streams.destinations.clientsuccess.settings import ClientSuccessSettings
+from streams.destinations.customersuccessbox import mapping as csb
+from streams.destinations.customersuccessbox.memory import MEMORY
+from streams.destinations.customersuccessbox.settings import CustomerSuccessBoxSettings
 from tests.factories import msg, raw
 
 DESTS = [

@@ -6,7 +6,7 @@ import hashlib
 import json
 import pickle
 import string
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from types import MappingProxyType
 from typing import Any
 
@@ -444,19 +444,19 @@ def test_derive_message_id_known_value():
 
 
 VALID_TIMESTAMPS = [
-    ("2026-11-18T11:07:17Z", datetime(2026, 11, 18, 11, 7, 17, tzinfo=timezone.utc)),
-    ("2026-11-18T11:07:17.123Z", datetime(2026, 11, 18, 11, 7, 17, 123000, tzinfo=timezone.utc)),
-    ("2026-11-18T11:07:17.123456Z", datetime(2026, 11, 18, 11, 7, 17, 123456, tzinfo=timezone.utc)),
-    ("2026-11-18T11:07:17.123456789Z", datetime(2026, 11, 18, 11, 7, 17, 123456, tzinfo=timezone.utc)),
-    ("2026-11-18T11:07:17+00:00", datetime(2026, 11, 18, 11, 7, 17, tzinfo=timezone.utc)),
+    ("2026-11-18T11:07:17Z", datetime(2026, 11, 18, 11, 7, 17, tzinfo=UTC)),
+    ("2026-11-18T11:07:17.123Z", datetime(2026, 11, 18, 11, 7, 17, 123000, tzinfo=UTC)),
+    ("2026-11-18T11:07:17.123456Z", datetime(2026, 11, 18, 11, 7, 17, 123456, tzinfo=UTC)),
+    ("2026-11-18T11:07:17.123456789Z", datetime(2026, 11, 18, 11, 7, 17, 123456, tzinfo=UTC)),
+    ("2026-11-18T11:07:17+00:00", datetime(2026, 11, 18, 11, 7, 17, tzinfo=UTC)),
     (
         "2026-11-18T11:07:17.5+02:00",
         datetime(2026, 11, 18, 11, 7, 17, 500000, tzinfo=timezone(timedelta(hours=2))),
     ),
     ("2026-11-18T11:07:17-0530", datetime(2026, 11, 18, 11, 7, 17, tzinfo=timezone(-timedelta(hours=5, minutes=30)))),
     ("2026-11-18T11:07:17+09", datetime(2026, 11, 18, 11, 7, 17, tzinfo=timezone(timedelta(hours=9)))),
-    ("2026-11-18T11:07Z", datetime(2026, 11, 18, 11, 7, tzinfo=timezone.utc)),
-    ("2026-11-18T11:07:17", datetime(2026, 11, 18, 11, 7, 17, tzinfo=timezone.utc)),  # no offset: UTC
+    ("2026-11-18T11:07Z", datetime(2026, 11, 18, 11, 7, tzinfo=UTC)),
+    ("2026-11-18T11:07:17", datetime(2026, 11, 18, 11, 7, 17, tzinfo=UTC)),  # no offset: UTC
     ("2024-02-29T23:59:59.999999+23:59", datetime(2024, 2, 29, 23, 59, 59, 999999,
                                                   tzinfo=timezone(timedelta(hours=23, minutes=59)))),
 ]
@@ -792,7 +792,7 @@ aware_datetimes = st.builds(
     offsets,
 )
 iso_timestamps = aware_datetimes.map(lambda dt: dt.isoformat()) | aware_datetimes.map(
-    lambda dt: dt.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
+    lambda dt: dt.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 )
 ABSENT = st.just(...)  # ... means "leave the field out"
 message_types = st.sampled_from(sorted(MESSAGE_TYPES))

@@ -89,8 +89,8 @@ async def test_a_worker_takes_over_state_an_older_worker_left_in_the_changelogs(
     from aiokafka import AIOKafkaProducer
 
     from streams.ops.admin import owner_partition
-    from streams.settings import Settings
     from streams.runtime.topics import ensure_topics
+    from streams.settings import Settings
     from tests.test_e2e_admin import get_json, wait_ready
 
     await ensure_topics(Settings.from_env(pipeline.worker_env()))

@@ -12,7 +12,6 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from streams.settings import Settings
 from streams.runtime.topics import (
     CO_PARTITIONED,
     DLQ_MAX_MESSAGE_BYTES,
@@ -20,6 +19,7 @@ from streams.runtime.topics import (
     TopicRefused,
     ensure_topics,
 )
+from streams.settings import Settings
 
 pytestmark = pytest.mark.e2e
 

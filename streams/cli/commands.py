@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from streams import __version__
 from streams.cli.failures import CommandFailed, run_with_kafka

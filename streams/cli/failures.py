@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 from aiokafka import errors as kafka_errors
 
@@ -52,7 +53,7 @@ def run_with_kafka(coroutine: Coroutine[Any, Any, int], bootstrap: str) -> int:
         return asyncio.run(coroutine)
     except KafkaConnectError as exc:  # streams.kafkaconn.start_client's line, naming the setting (TLS, SASL)
         raise CommandFailed(str(exc)) from None
-    except (kafka_errors.KafkaError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, kafka_errors.KafkaError, OSError) as exc:
         raise CommandFailed(kafka_failure(exc, bootstrap)) from None
     finally:
         logger.setLevel(previous)

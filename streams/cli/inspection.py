@@ -19,7 +19,8 @@ import os
 import sys
 import urllib.error
 import urllib.request
-from typing import Any, Mapping, TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 from urllib.parse import quote
 
 PATHS = {"user": "/users/", "group": "/groups/", "pending": "/pending/"}

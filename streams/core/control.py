@@ -22,9 +22,10 @@ tests/test_core_control.py holds frozen examples of each kind as version 0.1 wro
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Mapping, Union
+from typing import Any, ClassVar, Union
 
 from streams.core.pending import Parked
 from streams.core.retry import Outcome
@@ -44,7 +45,7 @@ class PendingDone:
         return {"destination": self.destination, "seq": self.seq}
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> "PendingDone":
+    def from_body(cls, body: Mapping[str, Any]) -> PendingDone:
         return cls(body["destination"], body["seq"])
 
 
@@ -59,7 +60,7 @@ class MergeRequest:
         return {"into": self.into}
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> "MergeRequest":
+    def from_body(cls, body: Mapping[str, Any]) -> MergeRequest:
         return cls(body["into"])
 
 
@@ -79,7 +80,7 @@ class MergeProfile:
         return {"anonymous_id": self.anonymous_id, "user": self.user, "pending": self.pending}
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> "MergeProfile":
+    def from_body(cls, body: Mapping[str, Any]) -> MergeProfile:
         return cls(body["anonymous_id"], body.get("user") or None, body.get("pending"))
 
 
@@ -93,7 +94,7 @@ class Sweep:
         return {}
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> "Sweep":
+    def from_body(cls, body: Mapping[str, Any]) -> Sweep:
         return cls()
 
 
@@ -112,7 +113,7 @@ class Park:
         return {"destination": self.destination, "released_seq": self.released_seq, "parked": self.parked.to_dict()}
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> "Park":
+    def from_body(cls, body: Mapping[str, Any]) -> Park:
         return cls(body["destination"], body.get("released_seq"), Parked.from_dict(body["parked"]))
 
 
@@ -127,7 +128,7 @@ class RetryDue:
         return {"keys": list(self.keys)}
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> "RetryDue":
+    def from_body(cls, body: Mapping[str, Any]) -> RetryDue:
         return cls(tuple(body["keys"]))
 
 
@@ -158,7 +159,7 @@ class Retried:
         }
 
     @classmethod
-    def from_body(cls, body: Mapping[str, Any]) -> "Retried":
+    def from_body(cls, body: Mapping[str, Any]) -> Retried:
         return cls(
             body["destination"],
             body["seq"],

@@ -9,9 +9,10 @@ destination and the partner's status. Header values are redacted of secrets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from streams.core.redact import redact
 
@@ -40,7 +41,7 @@ def dead_letter_headers(
         "source-offset": source.get("offset"),
         "destination": destination,
         "status": status,
-        "failed-at": (now or datetime.now(timezone.utc)).isoformat(),
+        "failed-at": (now or datetime.now(UTC)).isoformat(),
     }
     return {PREFIX + k: str(v).encode("utf-8") for k, v in fields.items() if v is not None}
 

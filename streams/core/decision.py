@@ -8,8 +8,9 @@ request can be logged, stored in state or put in a dead letter without leaking a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 
 @dataclass(frozen=True)
@@ -25,7 +26,7 @@ class PartnerRequest:
         return {"method": self.method, "path": self.path, "json": dict(self.json), "query": dict(self.query)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PartnerRequest":
+    def from_dict(cls, data: Mapping[str, Any]) -> PartnerRequest:
         return cls(data["method"], data["path"], data["json"], data.get("query") or {})
 
 

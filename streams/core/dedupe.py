@@ -18,9 +18,10 @@ flood of unique ids cannot grow it without bound (the oldest are forgotten first
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 from streams.core.state import STATE_VERSION, check_version
 
@@ -41,7 +42,7 @@ class Seen:
         return {"v": STATE_VERSION, "ids": {k: [o, t] for k, (o, t) in self.ids.items()}}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "Seen":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Seen:
         if not data:
             return cls()
         check_version(data, "dedupe")

@@ -15,9 +15,10 @@ topic, never dropped silently.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from streams.core.state import STATE_VERSION, check_version
 
@@ -35,7 +36,7 @@ class Item:
         return {"seq": self.seq, "held_at": self.held_at, "raw": self.raw, "source": dict(self.source)}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Item":
+    def from_dict(cls, data: Mapping[str, Any]) -> Item:
         return cls(data["seq"], data["held_at"], data["raw"], data.get("source") or {})
 
 
@@ -70,7 +71,7 @@ class Parked:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Parked":
+    def from_dict(cls, data: Mapping[str, Any]) -> Parked:
         return cls(
             data["seq"],
             data["raw"],
@@ -104,7 +105,7 @@ class Pending:
     def queue(self, destination: str) -> Queue:
         return self.queues.get(destination, Queue())
 
-    def with_queue(self, destination: str, queue: Queue) -> "Pending":
+    def with_queue(self, destination: str, queue: Queue) -> Pending:
         queues = dict(self.queues)
         if queue:
             queues[destination] = queue
@@ -130,7 +131,7 @@ class Pending:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> "Pending":
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Pending:
         if not data:
             return cls()
         check_version(data, "pending")

@@ -19,7 +19,7 @@ By stage:
 from __future__ import annotations
 
 import enum
-from typing import Iterator
+from collections.abc import Iterator
 
 
 class Reason(enum.StrEnum):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Iterable
+from collections.abc import Iterable
 
 MASK = "***"
 _QUERY_KEY = re.compile(r"(?i)(api_key|apikey|writeKey|token)=([^&\s\"']+)")

@@ -37,7 +37,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from streams.core.reasons import Reason  # intake's reasons: streams.core.reasons.INTAKE
@@ -234,7 +234,7 @@ def parse_timestamp(value: str) -> datetime:
     if m is None:
         raise ValueError(f"not an ISO-8601 date-time: {_preview(value)}")
     if m["z"] or not m["sign"]:
-        tz = timezone.utc
+        tz = UTC
     else:
         off_hour, off_minute = int(m["off_hour"]), int(m["off_minute"] or 0)
         if off_hour > 23 or off_minute > 59:

@@ -17,8 +17,9 @@ fields, which `from_dict` moves into that destination's slot (`V1_SLOT_FIELDS`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Generic, Iterable, Iterator, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 from streams.core.segment import Message
 
@@ -169,7 +170,7 @@ class UserState:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "UserState":
+    def from_dict(cls, data: Mapping[str, Any]) -> UserState:
         version = check_version(data, "user", USER_VERSION)
         return cls(
             key=data["key"],
@@ -209,7 +210,7 @@ class GroupState:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "GroupState":
+    def from_dict(cls, data: Mapping[str, Any]) -> GroupState:
         version = check_version(data, "group", USER_VERSION)
         return cls(
             group_id=data["group_id"],

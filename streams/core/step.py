@@ -16,8 +16,9 @@ and hands the dispatches to the delivery client. Nothing here does I/O.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from streams.core import pending as pending_mod
 from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip

@@ -15,7 +15,7 @@ Pure: no clock is read here; callers pass the moment they mean.
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 
 from streams.core.segment import parse_timestamp
 
@@ -25,8 +25,8 @@ __all__ = ["format_utc", "utc_date", "utc_iso"]
 def format_utc(moment: datetime) -> str:
     """`moment` as `YYYY-MM-DDTHH:MM:SS[.fff|.ffffff]Z`; a naive datetime is taken as UTC."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    moment = moment.astimezone(timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
     if moment.microsecond == 0:
         spec = "seconds"
     elif moment.microsecond % 1000 == 0:
@@ -43,4 +43,4 @@ def utc_iso(value: str) -> str:
 
 def utc_date(value: str) -> date:
     """The GMT calendar date of an ISO-8601 date-time (no offset: UTC). Raises ValueError."""
-    return parse_timestamp(value).astimezone(timezone.utc).date()
+    return parse_timestamp(value).astimezone(UTC).date()

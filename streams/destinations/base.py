@@ -14,8 +14,9 @@ the worker never imports a mock.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Mapping, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from streams.core.decision import Decision, PartnerRequest
 from streams.core.retry import Outcome, classify

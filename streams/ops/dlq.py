@@ -6,14 +6,15 @@ import asyncio
 import json
 import re
 import sys
-from typing import Any, AsyncIterator, Iterable, TextIO
+from collections.abc import AsyncIterator, Iterable
+from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from streams.core.deadletter import DeadLetterRecord, read_headers
 from streams.core.redact import MASK, redact
-from streams.ops.progress import Progress
 from streams.kafkaconn import start_client
+from streams.ops.progress import Progress
 from streams.settings import Settings
 
 

@@ -98,18 +98,19 @@ import logging
 import signal
 import time
 import zlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Iterable, Mapping, Protocol, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from streams.core.segment import MAX_MESSAGE_BYTES, MESSAGE_TYPES, InvalidMessage, parse
 from streams.kafkaconn import KafkaSecurity, start_client
 from streams.ops import webserve
 from streams.ops.observe import build_info, versions, with_process_collectors
 from streams.ops.producer import user_key
-from streams.core.segment import MAX_MESSAGE_BYTES, MESSAGE_TYPES, InvalidMessage, parse
 from streams.settings import Secret, Settings, SettingsError
 
 __all__ = [
@@ -266,7 +267,7 @@ def parse_json(data: bytes) -> Any:
 
 def received_at(now: datetime | None = None) -> str:
     """`now` (default: the current time) as Segment writes receivedAt: `2024-05-01T10:20:30.123Z`."""
-    now = datetime.now(timezone.utc) if now is None else now.astimezone(timezone.utc)
+    now = datetime.now(UTC) if now is None else now.astimezone(UTC)
     return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
@@ -431,7 +432,7 @@ class KafkaSink:
             self._check = asyncio.ensure_future(self._probe())
         try:
             return await asyncio.wait_for(asyncio.shield(self._check), READY_PROBE_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def _probe(self) -> bool:

@@ -18,9 +18,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Iterable
 from contextvars import ContextVar
-from datetime import datetime, timezone
-from typing import Any, Iterable, TextIO
+from datetime import UTC, datetime
+from typing import Any, TextIO
 
 from streams.core.redact import RedactingFilter, redact
 
@@ -77,7 +78,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": redact(record.getMessage(), self._secrets),

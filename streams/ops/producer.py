@@ -6,8 +6,9 @@ import asyncio
 import json
 import sys
 from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator, TextIO
+from typing import BinaryIO, TextIO
 
 from aiokafka import AIOKafkaProducer
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import socket
-
 import ipaddress
+import socket
 from typing import Any
 
 from aiohttp import web

@@ -13,17 +13,17 @@ import json
 import logging
 import random
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
 
 import aiohttp
 
 from streams import __version__
 from streams.core.decision import PartnerRequest
+from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff, classify, retry_after_seconds
 from streams.destinations.base import Credentials
 from streams.runtime.ratelimit import AdaptiveRate
-from streams.core.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class PartnerClient:
                     self._excerpt(body),
                     retry_after_seconds(response.headers.get("Retry-After")),
                 )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return None, "timed out", None
         except aiohttp.ClientError as exc:
             return None, self._excerpt(f"{type(exc).__name__}: {exc}"), None

@@ -39,7 +39,8 @@ the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Collection, Optional, Set
+from collections.abc import Collection
+from typing import Any
 
 import faust
 from aiokafka.errors import ConsumerStoppedError
@@ -122,8 +123,8 @@ class ActiveNow:
 
 
 async def _fetch_records(
-    self: Any, consumer: Any, active_partitions: Optional[Set[Any]], timeout: Optional[float] = None,
-    max_records: Optional[int] = None,
+    self: Any, consumer: Any, active_partitions: set[Any] | None, timeout: float | None = None,
+    max_records: int | None = None,
 ) -> Any:
     """Faust 0.15.3's `AIOKafkaConsumerThread._fetch_records`, draining only partitions
     active at the time (patch 3)."""

@@ -15,7 +15,8 @@ import asyncio
 import heapq
 import logging
 from collections import Counter, deque
-from typing import Any, Awaitable, Callable, Deque, Dict, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ class AckTracker:
     """
 
     def __init__(self) -> None:
-        self._queues: Dict[Hashable, Deque[list]] = {}
+        self._queues: dict[Hashable, deque[list]] = {}
         self._count = 0
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task] = set()
@@ -79,7 +80,7 @@ class AckTracker:
         try:
             await asyncio.wait_for(self.wait_below(1), timeout)
             return True
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
 
@@ -87,7 +88,7 @@ class Chains:
     """Runs coroutines one after another per key, concurrently across keys."""
 
     def __init__(self) -> None:
-        self._tails: Dict[Hashable, asyncio.Future] = {}
+        self._tails: dict[Hashable, asyncio.Future] = {}
 
     def submit(self, key: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
         previous = self._tails.get(key)
@@ -124,7 +125,7 @@ class Redeliveries:
     """
 
     def __init__(self) -> None:
-        self._high: Dict[Hashable, int] = {}
+        self._high: dict[Hashable, int] = {}
 
     def first_time(self, tp: Hashable, offset: int) -> bool:
         high = self._high.get(tp)

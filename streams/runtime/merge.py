@@ -11,7 +11,8 @@ becomes the user, in two partitions.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from typing import Any
 
 from streams.core.control import MergeProfile, MergeRequest
 from streams.core.pending import Pending

@@ -9,7 +9,8 @@ returns what resolves once Kafka has acknowledged it.
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Mapping, Protocol
+from collections.abc import Awaitable, Mapping
+from typing import Any, Protocol
 
 import faust
 

@@ -31,7 +31,7 @@ class RelayApp(faust.App):
     acknowledged, and only then lets Faust stop the consumer. Faust's own stop commits
     first and would leave the last finished events to be processed again."""
 
-    runtime: "Runtime | None" = None  # set by streams.runtime.app once it is built
+    runtime: Runtime | None = None  # set by streams.runtime.app once it is built
 
     def _new_producer(self) -> Any:
         return faust_fixes.with_bounded_flush(super()._new_producer())

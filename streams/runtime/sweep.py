@@ -8,7 +8,8 @@ goes to the changelog partition of the event being processed.
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from typing import Any
 
 from streams.core import dedupe
 from streams.core.control import Sweep

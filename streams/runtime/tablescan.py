@@ -12,7 +12,8 @@ function instead.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 def items_of_partition(table: Any, partition: int, owner: Callable[[Any], int]) -> Iterator[tuple[Any, Any]]:

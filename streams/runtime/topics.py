@@ -20,7 +20,6 @@ from aiokafka.errors import TopicAlreadyExistsError, for_code
 from streams.kafkaconn import start_client
 from streams.settings import Settings
 
-
 DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024
 
 

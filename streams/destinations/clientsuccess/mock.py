@@ -14,9 +14,10 @@ from __future__ import annotations
 import hmac
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 from aiohttp import web
 

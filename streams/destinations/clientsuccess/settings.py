@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from streams.core.mappings import non_empty_string
-
 from streams.destinations.base import Variable
 from streams.envreader import EnvReader, Secret, http_url
 
@@ -41,7 +40,7 @@ class ClientSuccessSettings:
         return [self.api_key.reveal()] if self.api_key else []
 
     @classmethod
-    def from_env(cls, read: EnvReader) -> "ClientSuccessSettings":
+    def from_env(cls, read: EnvReader) -> ClientSuccessSettings:
         return cls(
             source_id=read.text("CLIENTSUCCESS_SOURCE_ID", ""),
             api_key=Secret(read.text("CLIENTSUCCESS_API_KEY", "")),

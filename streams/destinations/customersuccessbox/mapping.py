@@ -31,8 +31,9 @@ Rules (../shared/partner-contracts.md section 3 and the CustomerSuccessBox page)
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 from streams.core.decision import Decision, Hold, PartnerRequest, Send, Skip
 from streams.core.mappings import rename_traits
@@ -92,14 +93,14 @@ def feature_ids(msg: Message) -> tuple[str, str, str] | None:
 
 def feature_timestamp(timestamp: str | None, now: datetime) -> str:
     """The event's own time when its GMT date is `now`'s, else `now` (CSB's same-day rule)."""
-    if timestamp and utc_date(timestamp) == now.astimezone(timezone.utc).date():
+    if timestamp and utc_date(timestamp) == now.astimezone(UTC).date():
         return utc_iso(timestamp)
     return format_utc(now)
 
 
 def decide(settings: CustomerSuccessBoxSettings, msg: Message, user: UserState, groups: GroupLookup) -> Decision:
     """What CustomerSuccessBox gets for `msg`: `decide_at` with the clock read once."""
-    return decide_at(settings, msg, user, groups, datetime.now(timezone.utc))
+    return decide_at(settings, msg, user, groups, datetime.now(UTC))
 
 
 def decide_at(

@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from streams.core.segment import Message
 from streams.core.state import GroupState, Memory, UserState, _text

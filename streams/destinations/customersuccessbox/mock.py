@@ -23,9 +23,10 @@ from __future__ import annotations
 import binascii
 import hmac
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
-from typing import Any, Callable, Mapping
+from datetime import UTC, date, datetime
+from typing import Any
 
 from aiohttp import BasicAuth, web
 
@@ -118,7 +119,7 @@ CLOCK_KEY = web.AppKey("csb_clock", Callable[[], datetime])
 
 
 def _utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _feature_id(value: Any) -> Any:
@@ -187,7 +188,7 @@ def _timestamp_problems(endpoint: str, body: dict[str, Any], today: date) -> lis
 
 async def handle(request: web.Request) -> web.Response:
     """`POST /api_js/v1_1/{endpoint}`."""
-    now = request.app[CLOCK_KEY]().astimezone(timezone.utc)
+    now = request.app[CLOCK_KEY]().astimezone(UTC)
     received_at = now.isoformat(timespec="microseconds").replace("+00:00", "Z")  # sortable: fixed width
     if not authorised(request):
         return web.json_response({"error": "missing or invalid API key"}, status=401)

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from streams.core.mappings import string_table
-
 from streams.destinations.base import Variable
 from streams.envreader import EnvReader, Secret, http_url_or_empty
 
@@ -37,7 +36,7 @@ class CustomerSuccessBoxSettings:
         return [self.api_key.reveal()] if self.api_key else []
 
     @classmethod
-    def from_env(cls, read: EnvReader) -> "CustomerSuccessBoxSettings":
+    def from_env(cls, read: EnvReader) -> CustomerSuccessBoxSettings:
         return cls(
             api_key=Secret(read.text("CSB_API_KEY", "")),
             base_url=read.text("CSB_BASE_URL", "", check=http_url_or_empty),

@@ -19,7 +19,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from streams.core.decision import Decision, Hold, PartnerRequest, Send
 from streams.core.mappings import rename_traits

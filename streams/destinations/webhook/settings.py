@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from streams.core.mappings import string_table
@@ -80,7 +81,7 @@ class WebhookSettings:
         return [v for v in values if v]
 
     @classmethod
-    def from_env(cls, read: EnvReader) -> "WebhookSettings":
+    def from_env(cls, read: EnvReader) -> WebhookSettings:
         return cls(
             url=parse_url(read.text(URL, "")),
             shared_secret=Secret(read.text(SHARED_SECRET, "")),

@@ -2,10 +2,10 @@
 
 import pytest
 
-from streams.destinations.clientsuccess import mapping as cs
-from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 from streams.core.decision import Hold, Reject, Send, Skip
 from streams.core.state import GroupState, UserState, apply_to_group, apply_to_user
+from streams.destinations.clientsuccess import mapping as cs
+from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 from tests.factories import msg
 
 NOW = "2026-11-22T00:00:00+00:00"

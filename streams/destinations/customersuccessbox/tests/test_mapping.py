@@ -1,18 +1,18 @@
 """The mapping from a Segment message (and state) to CustomerSuccessBox requests."""
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
+from streams.core.decision import Hold, Send, Skip
+from streams.core.state import GroupState, UserState, apply_to_group, apply_to_user
 from streams.destinations.customersuccessbox import mapping as csb
 from streams.destinations.customersuccessbox.memory import MEMORY
 from streams.destinations.customersuccessbox.settings import CustomerSuccessBoxSettings
-from streams.core.decision import Hold, Send, Skip
-from streams.core.state import GroupState, UserState, apply_to_group, apply_to_user
 from tests.factories import msg
 
 NOW = "2026-11-22T00:00:00+00:00"
-AT = datetime(2026, 11, 30, 12, 0, 0, 123000, tzinfo=timezone.utc)  # the moment of deciding
+AT = datetime(2026, 11, 30, 12, 0, 0, 123000, tzinfo=UTC)  # the moment of deciding
 
 
 MEMORIES = [MEMORY]
@@ -163,9 +163,9 @@ def test_feature_timestamp_is_its_own_when_of_todays_gmt_date_else_the_time_of_s
 
 def test_decide_reads_the_clock_for_a_backdated_feature():
     m = msg("track", event="E", properties={"product_id": "p", "module_id": "m"}, timestamp="2020-01-01T00:00:00Z")
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     sent = datetime.fromisoformat(decide(m, known(), lookup()).request.json["timestamp"])
-    assert before <= sent <= datetime.now(timezone.utc)
+    assert before <= sent <= datetime.now(UTC)
 
 
 @pytest.mark.parametrize("timestamp, sent", [

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -14,7 +15,7 @@ from tests.mockhelpers import CSB_KEY, bearer, csb, csb_post, recorded, state  #
 
 # The mock's clock in these tests: the day a call is received is fixed, so the same-day
 # rule is tested on both sides of a GMT midnight without waiting for one.
-RECEIVED = datetime(2026, 11, 30, 0, 0, 5, tzinfo=timezone.utc)
+RECEIVED = datetime(2026, 11, 30, 0, 0, 5, tzinfo=UTC)
 TODAY_NOON = "2026-11-30T12:00:00Z"
 
 

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from streams.core.decision import Hold, Send
+from streams.core.pending import Pending
 from streams.core.state import GroupState, UserState, apply_to_group, apply_to_user
 from streams.core.step import Destination, step
-from streams.core.pending import Pending
 from streams.destinations.webhook import mapping
 from streams.destinations.webhook.settings import WebhookSettings
 from tests.factories import msg, raw
