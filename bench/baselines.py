@@ -37,8 +37,9 @@ class Ceiling:
         return self.count / self.seconds if self.seconds > 0 else 0.0
 
 
-async def consume_ceiling(settings: Settings, topic: str, expected: int, timeout: float,
-                          at_least: float = 2.0) -> Ceiling:
+async def consume_ceiling(
+    settings: Settings, topic: str, expected: int, timeout: float, at_least: float = 2.0
+) -> Ceiling:
     """Read the `expected` records of `topic` from the beginning, again and again until
     `at_least` seconds have passed (a small topic is read in a fraction of a second, and
     what the consumer prefetched while starting would flatter one pass). Timed from the

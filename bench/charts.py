@@ -33,14 +33,25 @@ def _throughput(plt: Any, results: Mapping[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(10, 5.2), dpi=110)
     ax.plot(seconds, series["events_per_second"], color="#1f5fa8", linewidth=1.8, label="events delivered / s")
     for partner, color, style in (("clientsuccess", "#d9822b", "-"), ("customersuccessbox", "#3a9a5b", ":")):
-        ax.plot(seconds, series["requests_per_second"][partner], color=color, linestyle=style, linewidth=1.2,
-                label=f"{partner} requests / s")
+        ax.plot(
+            seconds,
+            series["requests_per_second"][partner],
+            color=color,
+            linestyle=style,
+            linewidth=1.2,
+            label=f"{partner} requests / s",
+        )
     paced_from = series.get("paced_from_second")
     if paced_from is not None:
         ax.axvspan(paced_from, len(seconds), color="#999999", alpha=0.15, label="paced phase (latency)")
     burst = results["cs_relay"]["burst"]
-    ax.axhline(burst["events_per_second"], color="#1f5fa8", linestyle="--", linewidth=0.8,
-               label=f"backlog average {burst['events_per_second']:.0f} events/s")
+    ax.axhline(
+        burst["events_per_second"],
+        color="#1f5fa8",
+        linestyle="--",
+        linewidth=0.8,
+        label=f"backlog average {burst['events_per_second']:.0f} events/s",
+    )
     ax.set_xlabel("seconds since the worker started")
     ax.set_ylabel("per second")
     ax.set_title(_title("cs-relay throughput", results))

@@ -79,12 +79,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--paced-rate", type=float, default=0.0, help="calls/s in the paced phase; 0: half the backlog throughput")
     add("--users", type=int, default=10_000, help="distinct users")
     add("--groups", type=int, default=500, help="groups (accounts); the warm-up introduces each with a group call")
-    add("--early-share", type=float, default=0.5,
-        help="share of the users whose first group call comes late that send calls before it (they must wait)")
+    add(
+        "--early-share",
+        type=float,
+        default=0.5,
+        help="share of the users whose first group call comes late that send calls before it (they must wait)",
+    )
     add("--payload-bytes", type=int, default=0, help="extra characters in each call's properties or traits")
     add("--partitions", type=int, default=8, help="CS_RELAY_TOPIC_PARTITIONS for the run's topics")
-    add("--http-concurrency", type=int, default=int(os.environ.get("CS_RELAY_MAX_IN_FLIGHT") or DEFAULT_MAX_IN_FLIGHT),
-        help="requests in flight per partner in the HTTP ceiling (default: the worker's CS_RELAY_MAX_IN_FLIGHT)")
+    add(
+        "--http-concurrency",
+        type=int,
+        default=int(os.environ.get("CS_RELAY_MAX_IN_FLIGHT") or DEFAULT_MAX_IN_FLIGHT),
+        help="requests in flight per partner in the HTTP ceiling (default: the worker's CS_RELAY_MAX_IN_FLIGHT)",
+    )
     add("--seed", type=int, default=1, help="seed of the mix")
     add("--timeout", type=float, default=900.0, help="seconds each phase may take before the run gives up")
     add("--results-dir", type=Path, default=REPO / "bench" / "results")
@@ -194,7 +202,7 @@ class Receipts:
 
     def collect(self) -> None:
         for partner, records in self._records.items():
-            new = records[self._read[partner]:]
+            new = records[self._read[partner] :]
             self._read[partner] += len(new)
             for record in new:
                 r = stats.receipt(partner, record)
@@ -238,8 +246,14 @@ class Measured:
 class Bench:
     """One run: its own app id and topics on the broker, its data under `work`."""
 
-    def __init__(self, args: argparse.Namespace, bootstrap: str, stamp: str, work: Path,
-                 security: kafkaconn.KafkaSecurity | None = None) -> None:
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        bootstrap: str,
+        stamp: str,
+        work: Path,
+        security: kafkaconn.KafkaSecurity | None = None,
+    ) -> None:
         self.args = args
         self.stamp = stamp
         self.work = work
@@ -318,15 +332,19 @@ class Bench:
             complete = await self._until_delivered(receipts, backlog, worker)
             backlog_figures = {**_phase_figures(receipts.all, backlog, latency=False), "complete": complete}
             backlog_figures["worker_cpu_cores"] = round(
-                stats.cpu_cores(cpu_samples, backlog_figures["first_receipt_us"], time.time_ns() // 1000), 2)
+                stats.cpu_cores(cpu_samples, backlog_figures["first_receipt_us"], time.time_ns() // 1000), 2
+            )
             paced_figures: dict[str, Any] = {"events": 0, "complete": True}
             if paced.calls:
                 rate = self.args.paced_rate or max(1.0, backlog_figures["events_per_second"] / 2)
                 print(f"paced: {len(paced.calls):,} calls at {rate:,.0f}/s", flush=True)
                 await self._produce(producer, paced, rate)
                 complete = await self._until_delivered(receipts, paced, worker)
-                paced_figures = {**_phase_figures(receipts.all, paced, latency=True), "rate": round(rate, 1),
-                                 "complete": complete}
+                paced_figures = {
+                    **_phase_figures(receipts.all, paced, latency=True),
+                    "rate": round(rate, 1),
+                    "complete": complete,
+                }
             memory = worker.memory_kb()
         finally:
             sampler.cancel()
@@ -343,8 +361,7 @@ class Bench:
 
     async def _ceilings(self, receipts: Receipts, mocks: MockServers, backlog: Phase, records: int) -> dict[str, Any]:
         print("ceiling 1: a bare consumer reading the input topic", flush=True)
-        consumed = await consume_ceiling(self.settings, self.settings.input_topic,
-                                         records, self.args.timeout)
+        consumed = await consume_ceiling(self.settings, self.settings.input_topic, records, self.args.timeout)
         print("ceiling 2: a bare aiohttp client sending the backlog's requests to the mocks", flush=True)
         jobs = _replay_jobs(receipts, backlog, mocks)
         with concurrent.futures.ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -352,11 +369,18 @@ class Bench:
                 pool, run_http_ceiling, jobs, self.args.http_concurrency
             )
         return {
-            "raw_consumer": {"records": consumed.count, "seconds": round(consumed.seconds, 3),
-                             "events_per_second": round(consumed.per_second)},
-            "plain_http": {"requests": http.count, "ok": http.ok, "seconds": round(http.seconds, 3),
-                           "concurrency_per_partner": self.args.http_concurrency,
-                           "requests_per_second": round(http.per_second)},
+            "raw_consumer": {
+                "records": consumed.count,
+                "seconds": round(consumed.seconds, 3),
+                "events_per_second": round(consumed.per_second),
+            },
+            "plain_http": {
+                "requests": http.count,
+                "ok": http.ok,
+                "seconds": round(http.seconds, 3),
+                "concurrency_per_partner": self.args.http_concurrency,
+                "requests_per_second": round(http.per_second),
+            },
         }
 
     def _results(
@@ -373,8 +397,12 @@ class Bench:
         backlog = measured.backlog
         settings = {k: (_shown(v) if isinstance(v, Path) else v) for k, v in vars(self.args).items()}
         results: dict[str, Any] = {
-            "settings": {**settings, "shares": dict(mix.DEFAULT_SHARES), "app_id": self.settings.app_id,
-                         "worker_env": {k: v for k, v in os.environ.items() if k.startswith("CS_RELAY_")}},
+            "settings": {
+                **settings,
+                "shares": dict(mix.DEFAULT_SHARES),
+                "app_id": self.settings.app_id,
+                "worker_env": {k: v for k, v in os.environ.items() if k.startswith("CS_RELAY_")},
+            },
             "mix": {
                 "calls": {kind: sum(1 for c in calls if c.type == kind) for kind in PARTNERS_OF},
                 "introductions": self.args.groups,
@@ -398,9 +426,11 @@ class Bench:
             "baselines": ceilings,
             "ratios": {
                 "throughput_vs_raw_consumer": round(
-                    stats.ratio(backlog["events_per_second"], ceilings["raw_consumer"]["events_per_second"]), 4),
+                    stats.ratio(backlog["events_per_second"], ceilings["raw_consumer"]["events_per_second"]), 4
+                ),
                 "throughput_vs_plain_http": round(
-                    stats.ratio(backlog["requests_per_second"], ceilings["plain_http"]["requests_per_second"]), 4),
+                    stats.ratio(backlog["requests_per_second"], ceilings["plain_http"]["requests_per_second"]), 4
+                ),
             },
             "series": _series(receipts.all, measured, paced),
         }
@@ -425,8 +455,9 @@ class Bench:
                 if delay > 0:
                     await asyncio.sleep(delay)
             produced = self._now_us()
-            body = mix.message(call, seq=i, run=f"{self.stamp}-{phase.name}", produced_us=produced,
-                               padding=self.args.payload_bytes)
+            body = mix.message(
+                call, seq=i, run=f"{self.stamp}-{phase.name}", produced_us=produced, padding=self.args.payload_bytes
+            )
             raw = json.dumps(body, separators=(",", ":")).encode()
             phase.produced_us.append(produced)
             self._message_bytes += len(raw)
@@ -445,8 +476,11 @@ class Bench:
                 return True
             worker.check_alive()
             if time.monotonic() > deadline:
-                print(f"  {phase.name}: gave up after {self.args.timeout:.0f} s with {done:,}/{len(expected):,} "
-                      f"requests; see {worker.log}", flush=True)
+                print(
+                    f"  {phase.name}: gave up after {self.args.timeout:.0f} s with {done:,}/{len(expected):,} "
+                    f"requests; see {worker.log}",
+                    flush=True,
+                )
                 return False
             if time.monotonic() - last_report >= 10:
                 print(f"  {phase.name}: {done:,}/{len(expected):,} partner requests delivered", flush=True)
@@ -464,11 +498,18 @@ def phases(args: argparse.Namespace) -> tuple[Phase, Phase, Phase]:
     """The run's calls: introductions and backlog from one plan; the paced phase
     continues with known groups and no waiting calls, so its latency is that of calls
     cs-relay can deliver at once."""
-    first = mix.plan(args.groups + args.events, users=args.users, groups=args.groups,
-                     early_share=args.early_share, seed=args.seed)
-    then = mix.plan(args.paced_events, users=args.users, groups=args.groups, early_share=0.0,
-                    seed=args.seed + 1, introductions=False)
-    return Phase("introductions", first[: args.groups]), Phase("backlog", first[args.groups:]), Phase("paced", then)
+    first = mix.plan(
+        args.groups + args.events, users=args.users, groups=args.groups, early_share=args.early_share, seed=args.seed
+    )
+    then = mix.plan(
+        args.paced_events,
+        users=args.users,
+        groups=args.groups,
+        early_share=0.0,
+        seed=args.seed + 1,
+        introductions=False,
+    )
+    return Phase("introductions", first[: args.groups]), Phase("backlog", first[args.groups :]), Phase("paced", then)
 
 
 def _in_phase(r: stats.Receipt, phase: Phase) -> bool:
@@ -516,20 +557,19 @@ def _series(receipts: Sequence[stats.Receipt], measured: Measured, paced: Phase)
         "start_us": start_us,
         "events_per_second": stats.per_second(done.values(), start_us, seconds),
         "requests_per_second": {
-            p: stats.per_second((r.received_us for r in ok if r.partner == p), start_us, seconds)
-            for p in MEASURED
+            p: stats.per_second((r.received_us for r in ok if r.partner == p), start_us, seconds) for p in MEASURED
         },
         "worker_cpu_cores": cpu,  # [seconds since start, cores used since the previous sample]
         "paced_from_second": (paced.produced_us[0] - start_us) // stats.US if paced.produced_us else None,
         "paced_latency_cdf_ms": [
-            [round(p, 1), round(v, 2)]
-            for p, v in stats.cdf_points([r.latency_ms for r in ok if _in_phase(r, paced)])
+            [round(p, 1), round(v, 2)] for p, v in stats.cdf_points([r.latency_ms for r in ok if _in_phase(r, paced)])
         ],
     }
 
 
 def _replay_jobs(receipts: Receipts, phase: Phase, mocks: MockServers) -> list[PartnerJobs]:
     """The backlog's successful partner requests, to send again without cs-relay."""
+
     def requests(partner: str) -> list[tuple[str, Any]]:
         return [
             (record["raw_path"], record["json"])
@@ -542,8 +582,9 @@ def _replay_jobs(receipts: Receipts, phase: Phase, mocks: MockServers) -> list[P
     jobs = []
     for key in MEASURED:
         attached = plugin(key).credentials(settings.destinations[key], PartnerRequest("POST", "", {}), b"")
-        jobs.append(PartnerJobs(mocks.urls[key], requests(key), params=dict(attached.query),
-                                headers=dict(attached.headers)))
+        jobs.append(
+            PartnerJobs(mocks.urls[key], requests(key), params=dict(attached.query), headers=dict(attached.headers))
+        )
     return jobs
 
 
@@ -666,8 +707,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if kafka is not None:
             kafka.stop()
     results = {
-        "run": {"stamp": stamp, "wall_seconds": round(time.monotonic() - started, 1), "work_dir": _shown(work),
-                "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()]},
+        "run": {
+            "stamp": stamp,
+            "wall_seconds": round(time.monotonic() - started, 1),
+            "work_dir": _shown(work),
+            "load_average_before": load_before,
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        },
         "machine": machine_info(kafka_version),
         **results,
     }
@@ -678,6 +724,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     results["charts"] = [p.name for p in draw(results, latencies, prefix)]
     prefix.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
-    print(f"results: {prefix.with_suffix('.json')} and {', '.join(results['charts'])}; took {results['run']['wall_seconds']:.0f} s")
+    print(
+        f"results: {prefix.with_suffix('.json')} and {', '.join(results['charts'])}; took {results['run']['wall_seconds']:.0f} s"
+    )
     complete = results["cs_relay"]["burst"]["complete"] and results["cs_relay"]["paced"]["complete"]
     return 0 if complete else 1

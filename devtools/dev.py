@@ -100,8 +100,9 @@ def shares_every_partition(answers: list[tuple[int, dict | None]], topic: str, p
     return owned == list(range(partitions))
 
 
-async def wait_group_ready(workers: list[tuple[WorkerSpec, subprocess.Popen]], topic: str, partitions: int,
-                           timeout: float) -> None:
+async def wait_group_ready(
+    workers: list[tuple[WorkerSpec, subprocess.Popen]], topic: str, partitions: int, timeout: float
+) -> None:
     """Until the workers have formed their group (`shares_every_partition`), so demo
     traffic is not caught in the rebalances of workers joining one after another.
     Fails early when a worker has exited."""
@@ -120,8 +121,9 @@ async def wait_group_ready(workers: list[tuple[WorkerSpec, subprocess.Popen]], t
             if shares_every_partition(answers, topic, partitions):
                 return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the workers did not share the {partitions} partitions of {topic} "
-                                   f"within {timeout:.0f}s")
+                raise TimeoutError(
+                    f"the workers did not share the {partitions} partitions of {topic} within {timeout:.0f}s"
+                )
             await asyncio.sleep(0.3)
 
 
@@ -166,7 +168,10 @@ def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
     log.parent.mkdir(parents=True, exist_ok=True)
     handle = log.open("ab")
     return subprocess.Popen(
-        [sys.executable, "-m", "streams.cli", *args], env=env, stdout=handle, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "streams.cli", *args],
+        env=env,
+        stdout=handle,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
 
@@ -192,8 +197,9 @@ def demo_run_tag(now: float | None = None) -> str:
     return "demo-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
 
 
-def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: int = 1,
-            mock_ports: dict[str, int] | None = None) -> int:
+def run_dev(
+    *, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: int = 1, mock_ports: dict[str, int] | None = None
+) -> int:
     from devtools.kafka_local import KafkaLaunchError, LocalKafka
 
     var = Path("var/dev")
@@ -213,8 +219,10 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
     specs = worker_specs(env, workers, var)
     partitions = int(env["CS_RELAY_TOPIC_PARTITIONS"])
     if workers > partitions:
-        print(f"note: {workers} workers share {partitions} partitions (CS_RELAY_TOPIC_PARTITIONS): "
-              f"{workers - partitions} will stand by")
+        print(
+            f"note: {workers} workers share {partitions} partitions (CS_RELAY_TOPIC_PARTITIONS): "
+            f"{workers - partitions} will stand by"
+        )
     mocks: list[subprocess.Popen] = []
     running: list[tuple[WorkerSpec, subprocess.Popen]] = []
     stop = False
@@ -251,8 +259,15 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
                 print(f"error: {exc}; see {var}/worker-*.log", file=sys.stderr)
                 return 1
 
-            asyncio.run(send_file(SAMPLE, bootstrap, settings.input_topic, message_id_tag=demo_run_tag(),
-                                  security=settings.kafka_security))
+            asyncio.run(
+                send_file(
+                    SAMPLE,
+                    bootstrap,
+                    settings.input_topic,
+                    message_id_tag=demo_run_tag(),
+                    security=settings.kafka_security,
+                )
+            )
             print("waiting for deliveries to settle ...")
             print(asyncio.run(demo_summary(urls)))
             if exit_after:
@@ -261,8 +276,9 @@ def run_dev(*, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: in
         while not stop:
             for spec, worker in running:
                 if worker.poll() is not None:
-                    print(f"error: worker {spec.index} exited with {worker.returncode}; see {spec.log}",
-                          file=sys.stderr)
+                    print(
+                        f"error: worker {spec.index} exited with {worker.returncode}; see {spec.log}", file=sys.stderr
+                    )
                     return 1
             time.sleep(0.5)
         return 0

@@ -94,7 +94,9 @@ def default_kafka_version() -> str:
 def kafka_pom() -> Path:
     """The Maven file that lists the broker's jars: `$CS_RELAY_KAFKA_POM` or the checkout's own."""
     configured = os.environ.get("CS_RELAY_KAFKA_POM", "").strip()
-    pom = Path(configured).expanduser() if configured else Path(__file__).resolve().parent.parent / "tools/kafka/pom.xml"
+    pom = (
+        Path(configured).expanduser() if configured else Path(__file__).resolve().parent.parent / "tools/kafka/pom.xml"
+    )
     if not pom.is_file():
         raise KafkaLaunchError(
             f"Kafka's Maven file {pom} is missing: run from a cs-relay checkout (pip install -e .), "
@@ -126,7 +128,9 @@ def resolve_kafka(version: str | None = None, *, quiet: bool = True) -> Path:
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise KafkaLaunchError(f"cannot create the Kafka cache {home}: {exc.strerror}; set CS_RELAY_KAFKA_CACHE to a writable folder") from exc
+        raise KafkaLaunchError(
+            f"cannot create the Kafka cache {home}: {exc.strerror}; set CS_RELAY_KAFKA_CACHE to a writable folder"
+        ) from exc
     with _file_lock(home / ".lock"):
         if _complete(libs, digest):  # another process fetched it while we waited
             return libs
@@ -135,7 +139,11 @@ def resolve_kafka(version: str | None = None, *, quiet: bool = True) -> Path:
         tmp = Path(tempfile.mkdtemp(prefix=".libs-", dir=home))
         try:
             if not quiet:
-                print(f"fetching Apache Kafka {version} from Maven Central into {libs} (first run only) ...", file=sys.stderr, flush=True)
+                print(
+                    f"fetching Apache Kafka {version} from Maven Central into {libs} (first run only) ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
             started = time.monotonic()
             _run_maven(mvn, pom, version, tmp)
             if not list(tmp.glob("kafka_*.jar")):
@@ -159,7 +167,9 @@ def resolve_kafka(version: str | None = None, *, quiet: bool = True) -> Path:
 
 def _check_version(version: str) -> str:
     if not _VERSION_RE.match(version):
-        raise KafkaLaunchError(f"{version!r} is not a Kafka version such as {DEFAULT_KAFKA_VERSION}: fix CS_RELAY_KAFKA_VERSION")
+        raise KafkaLaunchError(
+            f"{version!r} is not a Kafka version such as {DEFAULT_KAFKA_VERSION}: fix CS_RELAY_KAFKA_VERSION"
+        )
     return version
 
 
@@ -182,13 +192,25 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def _run_maven(mvn: str, pom: Path, version: str, out: Path) -> None:
     cmd = [
-        mvn, "-q", "-B", "-Dstyle.color=never", "-f", str(pom), f"-Dkafka.version={version}",
-        "dependency:copy-dependencies", f"-DoutputDirectory={out}",
+        mvn,
+        "-q",
+        "-B",
+        "-Dstyle.color=never",
+        "-f",
+        str(pom),
+        f"-Dkafka.version={version}",
+        "dependency:copy-dependencies",
+        f"-DoutputDirectory={out}",
     ]
     try:
         proc = subprocess.run(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True, errors="replace", timeout=MVN_TIMEOUT,
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            timeout=MVN_TIMEOUT,
         )
     except subprocess.TimeoutExpired as exc:
         raise KafkaLaunchError(
@@ -203,7 +225,13 @@ def _run_maven(mvn: str, pom: Path, version: str, out: Path) -> None:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-_MAVEN_NOISE = ("To see the full stack trace", "Re-run Maven", "For more information about", "[Help ", "cwiki.apache.org")
+_MAVEN_NOISE = (
+    "To see the full stack trace",
+    "Re-run Maven",
+    "For more information about",
+    "[Help ",
+    "cwiki.apache.org",
+)
 
 
 def _maven_summary(output: str) -> str:
@@ -212,7 +240,7 @@ def _maven_summary(output: str) -> str:
     errors = []
     for line in lines:
         if line.startswith("[ERROR]"):
-            line = re.sub(r"\s*->\s*\[Help \d+\]\s*$", "", line[len("[ERROR]"):].strip())
+            line = re.sub(r"\s*->\s*\[Help \d+\]\s*$", "", line[len("[ERROR]") :].strip())
             if line and not any(noise in line for noise in _MAVEN_NOISE):
                 errors.append(line)
     picked = errors[:3] or [line for line in lines if line][-3:]
@@ -267,8 +295,9 @@ async def wait_until_ready(bootstrap: str, timeout: float, security: KafkaSecuri
     await _wait_ready(bootstrap, timeout, None, security)
 
 
-async def _wait_ready(bootstrap: str, timeout: float, check_alive: Callable[[], None] | None,
-                      security: KafkaSecurity | None = None) -> None:
+async def _wait_ready(
+    bootstrap: str, timeout: float, check_alive: Callable[[], None] | None, security: KafkaSecurity | None = None
+) -> None:
     deadline = time.monotonic() + timeout
     hosts = _hosts(bootstrap)
     last = "nothing listens there yet"
@@ -287,8 +316,9 @@ async def _wait_ready(bootstrap: str, timeout: float, check_alive: Callable[[], 
             await asyncio.sleep(min(0.1, max(0.0, deadline - time.monotonic())))
             continue
         try:
-            await asyncio.wait_for(_metadata_answered(bootstrap, min(5.0, max(remaining, 0.5)), security),
-                                   timeout=max(remaining, 0.5) + 1)
+            await asyncio.wait_for(
+                _metadata_answered(bootstrap, min(5.0, max(remaining, 0.5)), security), timeout=max(remaining, 0.5) + 1
+            )
             return
         except asyncio.CancelledError:
             raise
@@ -304,7 +334,9 @@ async def _metadata_answered(bootstrap: str, request_timeout: float, security: K
 
     security = security or KafkaSecurity()
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="cs-relay-ready-check", request_timeout_ms=int(request_timeout * 1000),
+        bootstrap_servers=bootstrap,
+        client_id="cs-relay-ready-check",
+        request_timeout_ms=int(request_timeout * 1000),
         **security.client_options(),
     )
     try:
@@ -445,7 +477,11 @@ class LocalKafka:
             raise KafkaLaunchError(f"heap {heap!r} is not a JVM size such as 512m or 1g")
         self.heap = heap
         self._owned_dir = data_dir is None
-        self.data_dir = Path(tempfile.mkdtemp(prefix="cs-relay-kafka-")) if data_dir is None else Path(data_dir).expanduser().absolute()
+        self.data_dir = (
+            Path(tempfile.mkdtemp(prefix="cs-relay-kafka-"))
+            if data_dir is None
+            else Path(data_dir).expanduser().absolute()
+        )
         if self._owned_dir:
             _temporary_dirs.add(self.data_dir)
         self.log_file = Path(log_file).expanduser().absolute() if log_file else self.data_dir / "kafka.out"
@@ -474,7 +510,9 @@ class LocalKafka:
         if self.security == "plaintext":
             return KafkaSecurity()
         return KafkaSecurity(
-            protocol="SASL_SSL", sasl_mechanism=mechanism, sasl_username=SASL_USER,
+            protocol="SASL_SSL",
+            sasl_mechanism=mechanism,
+            sasl_username=SASL_USER,
             sasl_password=Secret(self._sasl_password() if password is None else password),
             ssl_cafile=str(self.tls_dir / "ca.pem"),
         )
@@ -513,7 +551,9 @@ class LocalKafka:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise KafkaLaunchError(f"cannot create the Kafka data dir {self.data_dir}: {exc.strerror}; choose another with --data-dir") from exc
+            raise KafkaLaunchError(
+                f"cannot create the Kafka data dir {self.data_dir}: {exc.strerror}; choose another with --data-dir"
+            ) from exc
         self._check_data_dir_free()
         formatted = (self.log_dir / "meta.properties").exists()
         if self.security == "sasl_ssl":
@@ -523,13 +563,21 @@ class LocalKafka:
         if not formatted:
             self._format(classpath, props)
         cmd = [
-            java, f"-Xmx{self.heap}", f"-Xms{_smaller(self.heap, '64m')}",
-            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
-            "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true",
+            java,
+            f"-Xmx{self.heap}",
+            f"-Xms{_smaller(self.heap, '64m')}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-XX:+ExplicitGCInvokesConcurrent",
+            "-Djava.awt.headless=true",
             # Kafka logs through its own shutdown hook; log4j's would close the log first
             # ("Unable to register Log4j shutdown hook") and lose the shutdown's lines.
             "-Dlog4j2.shutdownHookEnabled=false",
-            f"-Dkafka.logs.dir={self.data_dir}", *classpath[1:], "kafka.Kafka", str(props),
+            f"-Dkafka.logs.dir={self.data_dir}",
+            *classpath[1:],
+            "kafka.Kafka",
+            str(props),
         ]
         self._spawn(cmd)
         try:
@@ -591,7 +639,9 @@ class LocalKafka:
     def _choose_ports(self) -> None:
         if self._port_given or self.port:  # given, or chosen by an earlier start
             if not _port_free(self.port):
-                raise KafkaLaunchError(f"port {self.port} is already in use: stop what listens there or choose another with --port")
+                raise KafkaLaunchError(
+                    f"port {self.port} is already in use: stop what listens there or choose another with --port"
+                )
         if self.controller_port and not _port_free(self.controller_port):
             if self._controller_port_given:
                 raise KafkaLaunchError(
@@ -665,7 +715,9 @@ class LocalKafka:
             "broker.session.timeout.ms": "3000",
         }
         props = self.data_dir / "server.properties"
-        _write_text(props, "# written by streams/kafka_local.py on every start; edits are overwritten\n" + _properties(settings))
+        _write_text(
+            props, "# written by streams/kafka_local.py on every start; edits are overwritten\n" + _properties(settings)
+        )
         log4j = self.data_dir / "log4j2.properties"
         log4j_settings = {
             "status": "warn",
@@ -695,17 +747,20 @@ class LocalKafka:
         if self.security != "sasl_ssl":
             return {}
         port, cport, iport = self.port, self.controller_port, self.internal_port
-        plain_users = f'username="{SASL_USER}" password="{self._sasl_password()}" user_{SASL_USER}="{self._sasl_password()}";'
+        plain_users = (
+            f'username="{SASL_USER}" password="{self._sasl_password()}" user_{SASL_USER}="{self._sasl_password()}";'
+        )
         return {
             "listeners": f"SASL_SSL://127.0.0.1:{port},BROKER://127.0.0.1:{iport},CONTROLLER://127.0.0.1:{cport}",
             "advertised.listeners": f"SASL_SSL://127.0.0.1:{port},BROKER://127.0.0.1:{iport}",
             "inter.broker.listener.name": "BROKER",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,BROKER:PLAINTEXT,SASL_SSL:SASL_SSL",
             "listener.name.sasl_ssl.sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
-            "listener.name.sasl_ssl.plain.sasl.jaas.config":
-                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users}",
-            **{f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config":
-               "org.apache.kafka.common.security.scram.ScramLoginModule required;" for m in SASL_MECHANISMS[1:]},
+            "listener.name.sasl_ssl.plain.sasl.jaas.config": f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users}",
+            **{
+                f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                for m in SASL_MECHANISMS[1:]
+            },
             # Kafka reads PEM directly: the key (PKCS#8, unencrypted) and its chain in one file.
             "listener.name.sasl_ssl.ssl.keystore.type": "PEM",
             "listener.name.sasl_ssl.ssl.keystore.location": str(self.tls_dir / "broker-keystore.pem"),
@@ -737,10 +792,18 @@ class LocalKafka:
                 cmd += ["--add-scram", f"{mechanism}=[name={SASL_USER},password={self._sasl_password()}]"]
         try:
             proc = subprocess.run(
-                cmd, cwd=self.data_dir, stdin=subprocess.DEVNULL, capture_output=True, text=True, errors="replace", timeout=120,
+                cmd,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=120,
             )
         except subprocess.TimeoutExpired as exc:
-            raise KafkaLaunchError(f"formatting Kafka storage in {self.log_dir} took over 2 minutes: see {self.server_log}") from exc
+            raise KafkaLaunchError(
+                f"formatting Kafka storage in {self.log_dir} took over 2 minutes: see {self.server_log}"
+            ) from exc
         if proc.returncode != 0:
             lines = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
             raise KafkaLaunchError(
@@ -750,13 +813,19 @@ class LocalKafka:
 
     def _spawn(self, cmd: list[str]) -> None:
         self._log_handle = open(self.log_file, "ab")
-        self._log_handle.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting Kafka {self.version}: {shlex.join(cmd)}\n".encode())
+        self._log_handle.write(
+            f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} starting Kafka {self.version}: {shlex.join(cmd)}\n".encode()
+        )
         self._log_handle.flush()
         self._log_offsets = (self._log_handle.tell(), _size(self.server_log))  # what this start writes
         self.returncode = None
         try:
             self._proc = subprocess.Popen(
-                cmd, cwd=self.data_dir, stdin=subprocess.DEVNULL, stdout=self._log_handle, stderr=subprocess.STDOUT,
+                cmd,
+                cwd=self.data_dir,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_handle,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: a terminal's Ctrl-C reaches us, and we stop it cleanly
             )
         except OSError as exc:
@@ -783,9 +852,8 @@ class LocalKafka:
         elif "Failed to acquire lock" in key:
             hint = f"data dir {self.data_dir} is in use by another broker: stop it or choose another with --data-dir"
         shown = [line for line in log[-12:] if line.strip()] or out
-        return (
-            f"Kafka exited with code {code} while starting: {key[:400]}; {hint}\n"
-            + "\n".join("    " + line[:300] for line in shown[-12:])
+        return f"Kafka exited with code {code} while starting: {key[:400]}; {hint}\n" + "\n".join(
+            "    " + line[:300] for line in shown[-12:]
         )
 
     def _signal(self, signum: int) -> None:
@@ -822,22 +890,59 @@ def generate_tls(folder: Path, *, server: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
     def run(*args: str) -> None:
-        proc = subprocess.run([openssl, *args], cwd=folder, capture_output=True, text=True, errors="replace", timeout=60)
+        proc = subprocess.run(
+            [openssl, *args], cwd=folder, capture_output=True, text=True, errors="replace", timeout=60
+        )
         if proc.returncode != 0:
-            raise KafkaLaunchError(f"openssl {args[0]} failed making certificates in {folder}: {proc.stderr.strip()[-300:]}")
+            raise KafkaLaunchError(
+                f"openssl {args[0]} failed making certificates in {folder}: {proc.stderr.strip()[-300:]}"
+            )
 
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "3650",
-        "-subj", "/CN=cs-relay local Kafka CA", "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    run(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "3650",
+        "-subj",
+        "/CN=cs-relay local Kafka CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    )
     if not server:
         return
     (folder / "broker.ext").write_text(
         "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\nkeyUsage=digitalSignature,keyEncipherment\n"
     )
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "broker.key", "-out", "broker.csr", "-subj", "/CN=localhost")
-    run("x509", "-req", "-in", "broker.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "broker.pem", "-days", "825", "-extfile", "broker.ext")
-    keystore = (folder / "broker.key").read_text() + (folder / "broker.pem").read_text() + (folder / "ca.pem").read_text()
+    run(
+        "x509",
+        "-req",
+        "-in",
+        "broker.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "broker.pem",
+        "-days",
+        "825",
+        "-extfile",
+        "broker.ext",
+    )
+    keystore = (
+        (folder / "broker.key").read_text() + (folder / "broker.pem").read_text() + (folder / "ca.pem").read_text()
+    )
     _write_text(folder / "broker-keystore.pem", keystore)
 
 
@@ -933,7 +1038,10 @@ def run_kafka(port: int, data_dir: Path | None, security: str = "plaintext") -> 
         while not stop.wait(0.5):
             if not kafka.running:
                 kafka.stop()  # reaps it
-                print(f"error: Kafka exited unexpectedly (code {kafka.returncode}): see {kafka.server_log}", file=sys.stderr)
+                print(
+                    f"error: Kafka exited unexpectedly (code {kafka.returncode}): see {kafka.server_log}",
+                    file=sys.stderr,
+                )
                 code = 1
                 break
     finally:

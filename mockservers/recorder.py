@@ -200,7 +200,9 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def error_response(request: web.Request, status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+def error_response(
+    request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     """A JSON error answer shaped the way this partner shapes its errors."""
     body_of: ErrorBody = request.app[ERROR_BODY_KEY]
     return web.json_response(body_of(message), status=status, headers=headers)

@@ -86,9 +86,7 @@ class EnvReader:
             if not item:
                 return self.fail(f"{name}: key {number} of {len(items)} is empty (expected key[,key...])", ())
             if ":" in item or any(ch.isspace() or not ch.isprintable() for ch in item):
-                return self.fail(
-                    f"{name}: key {number} of {len(items)} holds ':', a space or a control character", ()
-                )
+                return self.fail(f"{name}: key {number} of {len(items)} holds ':', a space or a control character", ())
         return tuple(Secret(item) for item in dict.fromkeys(items))
 
     def token(self, name: str) -> Secret:

@@ -77,9 +77,11 @@ class KafkaSecurity:
             ssl_check_hostname=read.flag(CHECK_HOSTNAME, True),
         )
         try:
-            security._check(set_sasl=[n for n, v in ((USERNAME, username), (PASSWORD, password)) if v],
-                            set_files=[n for n, v in files.items() if v],
-                            mechanism_set=read.text(MECHANISM, "") != "")
+            security._check(
+                set_sasl=[n for n, v in ((USERNAME, username), (PASSWORD, password)) if v],
+                set_files=[n for n, v in files.items() if v],
+                mechanism_set=read.text(MECHANISM, "") != "",
+            )
         except SettingsError as exc:  # raised, or recorded by `cs-relay config` (then PLAINTEXT)
             return read.fail(str(exc), cls())
         return security
@@ -220,8 +222,10 @@ def describe(exc: BaseException, security: KafkaSecurity, bootstrap: str) -> str
     if isinstance(exc, ssl.SSLCertVerificationError):
         reason = exc.verify_message or str(exc)
         if exc.verify_code == 62 or "mismatch" in reason.lower():  # X509_V_ERR_HOSTNAME_MISMATCH
-            return (f"TLS: the broker's certificate does not name the address it was reached at "
-                    f"({KAFKA_BOOTSTRAP} / {CHECK_HOSTNAME}): {reason}")
+            return (
+                f"TLS: the broker's certificate does not name the address it was reached at "
+                f"({KAFKA_BOOTSTRAP} / {CHECK_HOSTNAME}): {reason}"
+            )
         return f"TLS: the broker's certificate is not trusted ({CAFILE}): {reason}"
     if isinstance(exc, ssl.SSLError):
         reason = _ssl_reason(exc)
@@ -233,8 +237,10 @@ def describe(exc: BaseException, security: KafkaSecurity, bootstrap: str) -> str
     ):
         return f"{where} does not accept {MECHANISM}={security.sasl_mechanism}: {_broker_text(exc, security)}"
     if isinstance(exc, (errors.SaslAuthenticationFailed, errors.IllegalSaslStateError)):
-        return (f"Kafka refused the SASL login ({USERNAME} / {PASSWORD}): {security.sasl_mechanism} as "
-                f"{security.sasl_username!r}: {_broker_text(exc, security)}")
+        return (
+            f"Kafka refused the SASL login ({USERNAME} / {PASSWORD}): {security.sasl_mechanism} as "
+            f"{security.sasl_username!r}: {_broker_text(exc, security)}"
+        )
     return None
 
 
@@ -268,7 +274,9 @@ async def diagnose(security: KafkaSecurity, bootstrap: str, exc: BaseException, 
         conn = None
         try:
             conn = await asyncio.wait_for(
-                create_conn(host.strip("[]"), int(port), request_timeout_ms=int(timeout * 1000), **security.client_options()),
+                create_conn(
+                    host.strip("[]"), int(port), request_timeout_ms=int(timeout * 1000), **security.client_options()
+                ),
                 timeout,
             )
         except Exception as probe:  # noqa: BLE001 - classified below

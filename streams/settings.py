@@ -40,7 +40,6 @@ def _default_destinations() -> dict[str, DestinationSettings]:
     return {p.key: p.read_settings(empty) for p in REGISTRY}
 
 
-
 @dataclass(frozen=True)
 class Settings:
     """The worker's whole configuration. Field docs are the configuration reference."""
@@ -120,11 +119,13 @@ class Settings:
             data_dir=Path(read.text("CS_RELAY_DATA_DIR", str(d.data_dir))),
             web_host=read.text("CS_RELAY_WEB_HOST", d.web_host),
             web_port=read.integer("CS_RELAY_WEB_PORT", d.web_port, low=0, high=65535),
-            web_advertised_host=read.text("CS_RELAY_WEB_ADVERTISED_HOST", d.web_advertised_host,
-                                          check=_advertised_host),
+            web_advertised_host=read.text(
+                "CS_RELAY_WEB_ADVERTISED_HOST", d.web_advertised_host, check=_advertised_host
+            ),
             topic_partitions=read.integer("CS_RELAY_TOPIC_PARTITIONS", d.topic_partitions, low=1, high=1024),
-            topic_replication_factor=read.integer("CS_RELAY_TOPIC_REPLICATION_FACTOR", d.topic_replication_factor,
-                                                  low=1, high=32),
+            topic_replication_factor=read.integer(
+                "CS_RELAY_TOPIC_REPLICATION_FACTOR", d.topic_replication_factor, low=1, high=32
+            ),
             destinations={p.key: _with_options(_destination_settings(p, read), mappings, p.key) for p in REGISTRY},
             mappings=mappings,
             http_timeout=read.number("CS_RELAY_HTTP_TIMEOUT", d.http_timeout, low=0.1, high=300),
@@ -205,8 +206,10 @@ def _mappings(read: EnvReader) -> Controls:
     except MappingError as exc:
         count = len(exc.problems)
         for number, problem in enumerate(exc.problems, 1):  # the worker stops at the first
-            read.fail(f"CS_RELAY_MAPPINGS ({number} of {count}): {problem}" if count > 1
-                      else f"CS_RELAY_MAPPINGS: {problem}", None)
+            read.fail(
+                f"CS_RELAY_MAPPINGS ({number} of {count}): {problem}" if count > 1 else f"CS_RELAY_MAPPINGS: {problem}",
+                None,
+            )
         return Controls()
 
 

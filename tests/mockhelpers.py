@@ -45,8 +45,15 @@ def cs_body(org: str = "o1", user: str = "u1", value: Any = 1, **extra: Any) -> 
     return body
 
 
-async def cs_post(client: TestClient, event: str = "Signed In", body: Any = None, *, key: str = CS_KEY,
-                  source: str = SOURCE, **kwargs: Any) -> aiohttp.ClientResponse:
+async def cs_post(
+    client: TestClient,
+    event: str = "Signed In",
+    body: Any = None,
+    *,
+    key: str = CS_KEY,
+    source: str = SOURCE,
+    **kwargs: Any,
+) -> aiohttp.ClientResponse:
     kwargs.setdefault("json", cs_body() if body is None else body)
     return await client.post(cs_path(event, source), params={"api_key": key}, **kwargs)
 
@@ -55,10 +62,12 @@ def bearer(key: str = CSB_KEY) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-async def csb_post(client: TestClient, endpoint: str, body: Any, headers: dict[str, str] | None = None,
-                   **kwargs: Any) -> aiohttp.ClientResponse:
-    return await client.post(f"/api_js/v1_1/{endpoint}", json=body, headers=bearer() if headers is None else headers,
-                             **kwargs)
+async def csb_post(
+    client: TestClient, endpoint: str, body: Any, headers: dict[str, str] | None = None, **kwargs: Any
+) -> aiohttp.ClientResponse:
+    return await client.post(
+        f"/api_js/v1_1/{endpoint}", json=body, headers=bearer() if headers is None else headers, **kwargs
+    )
 
 
 async def recorded(client: TestClient, **params: str) -> list[dict[str, Any]]:

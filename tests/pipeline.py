@@ -110,8 +110,11 @@ class Pipeline:
         return {"bootstrap_servers": self.bootstrap, **self.kafka_security.client_options()}
 
     def worker_env(self, index: int = 0, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith("CS_RELAY_") and k not in DESTINATION_VARIABLES and k not in KAFKA_SECURITY_VARIABLES}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("CS_RELAY_") and k not in DESTINATION_VARIABLES and k not in KAFKA_SECURITY_VARIABLES
+        }
         env.update(self.kafka_env)
         env.update(
             KAFKA_BOOTSTRAP_SERVERS=self.bootstrap,

@@ -57,8 +57,9 @@ class CapturingOutbox:
     def __init__(self) -> None:
         self.records: list[Produced] = []
 
-    async def send(self, to: str, *, key: bytes | None, value: bytes, headers: Mapping[str, bytes],
-                   partition: int | None = None) -> asyncio.Future:
+    async def send(
+        self, to: str, *, key: bytes | None, value: bytes, headers: Mapping[str, bytes], partition: int | None = None
+    ) -> asyncio.Future:
         self.records.append(Produced(to, key, value, dict(headers), partition))
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
@@ -95,8 +96,9 @@ class FakeClient:
 
 
 class World:
-    def __init__(self, env: Mapping[str, str] | None = None, *, client: FakeClient | None = None,
-                 tables: Tables | None = None) -> None:
+    def __init__(
+        self, env: Mapping[str, str] | None = None, *, client: FakeClient | None = None, tables: Tables | None = None
+    ) -> None:
         self.now = 1_700_000_000.0
         self.settings = Settings.from_env({**ENV, **(env or {})})
         self.client = client or FakeClient()
@@ -112,8 +114,9 @@ class World:
 
     # ------------------------------------------------------------------ input
 
-    def _incoming(self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, bytes],
-                  partition: int) -> Incoming:
+    def _incoming(
+        self, topic: str, key: bytes | None, value: bytes, headers: Mapping[str, bytes], partition: int
+    ) -> Incoming:
         offset = self.offsets[(topic, partition)]
         self.offsets[(topic, partition)] += 1
         return Incoming(key, value, dict(headers), topic, partition, offset)
@@ -129,7 +132,7 @@ class World:
     # ------------------------------------------------------------------ the by-user topic
 
     def unrouted(self) -> list[Produced]:
-        return [r for r in self.outbox.records[self.routed:]]
+        return [r for r in self.outbox.records[self.routed :]]
 
     def _register(self, record: Incoming, work: list) -> None:
         self.rt.acks.add(record.tp, lambda r=record: self.acked.append((r.topic, r.partition, r.offset)), work)

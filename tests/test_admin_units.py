@@ -50,8 +50,11 @@ def test_admin_token_and_log_format_settings():
 
 @pytest.mark.parametrize(
     "name,value",
-    [("CS_RELAY_ADMIN_TOKEN", "short-token"), ("CS_RELAY_ADMIN_TOKEN", "has a space in the middle!"),
-     ("CS_RELAY_LOG_FORMAT", "xml")],
+    [
+        ("CS_RELAY_ADMIN_TOKEN", "short-token"),
+        ("CS_RELAY_ADMIN_TOKEN", "has a space in the middle!"),
+        ("CS_RELAY_LOG_FORMAT", "xml"),
+    ],
 )
 def test_bad_admin_settings_name_the_variable_and_never_the_token(name, value):
     with pytest.raises(SettingsError, match=name) as info:
@@ -113,8 +116,16 @@ def item(seq: int) -> dict:
 
 
 def parked(seq: int) -> dict:
-    return {"seq": seq, "raw": "{}", "source": {}, "request": {"method": "POST", "path": "/x", "json": {}},
-            "message_id": f"m{seq}", "first_failed_at": 1.0, "attempts": 3, "next_at": 2.0}
+    return {
+        "seq": seq,
+        "raw": "{}",
+        "source": {},
+        "request": {"method": "POST", "path": "/x", "json": {}},
+        "message_id": f"m{seq}",
+        "first_failed_at": 1.0,
+        "attempts": 3,
+        "next_at": 2.0,
+    }
 
 
 def test_pending_counts_and_consumer_lag():
@@ -144,8 +155,15 @@ def snapshot() -> Snapshot:
     stats.dead_letter("intake", "invalid_json", None)
     return Snapshot(
         destinations={"clientsuccess": "ClientSuccess", "customersuccessbox": "CustomerSuccessBox"},
-        counters={"in.track": 3, "in.group": 1, "held.clientsuccess": 2, "duplicates": 1, "done.clientsuccess": 1,
-                  "dead_lettered.intake.invalid_json": 1, "parked.clientsuccess": 1},
+        counters={
+            "in.track": 3,
+            "in.group": 1,
+            "held.clientsuccess": 2,
+            "duplicates": 1,
+            "done.clientsuccess": 1,
+            "dead_lettered.intake.invalid_json": 1,
+            "parked.clientsuccess": 1,
+        },
         stats=stats,
         pending={"clientsuccess": {"held": 2, "releasing": 0, "parked": 1}},
         lag={("in", 0): 3, ("by-user", 1): 0},
@@ -172,8 +190,9 @@ def test_metrics_text():
     assert m[("cs_relay_retried_total", (("destination", "clientsuccess"), ("status", "503")))] == 1
     assert m[("cs_relay_retried_total", (("destination", "clientsuccess"), ("status", "error")))] == 1
     assert m[("cs_relay_delivery_failed_total", (("destination", "customersuccessbox"), ("status", "422")))] == 1
-    assert m[("cs_relay_dead_lettered_total",
-              (("destination", ""), ("reason", "invalid_json"), ("stage", "intake")))] == 1
+    assert (
+        m[("cs_relay_dead_lettered_total", (("destination", ""), ("reason", "invalid_json"), ("stage", "intake")))] == 1
+    )
     assert m[("cs_relay_pending_events", (("destination", "clientsuccess"), ("state", "parked")))] == 1
     assert m[("cs_relay_consumer_lag_records", (("partition", "0"), ("topic", "in")))] == 3
     assert not any(name == "cs_relay_consumer_lag" for name, _ in m)  # the old name, without its unit, is gone
@@ -202,13 +221,21 @@ def test_metrics_text():
 def test_status_document():
     doc = status_document(snapshot())
     assert doc["destinations"]["clientsuccess"] == {
-        "name": "ClientSuccess", "delivered": 1, "retrying": 1, "pending": 2, "dead_lettered": 0, "held": 2, "releasing": 0,
+        "name": "ClientSuccess",
+        "delivered": 1,
+        "retrying": 1,
+        "pending": 2,
+        "dead_lettered": 0,
+        "held": 2,
+        "releasing": 0,
     }
     assert doc["destinations"]["customersuccessbox"]["dead_lettered"] == 1
     assert doc["dead_lettered_without_destination"] == 1
     assert doc["events_in"] == {"group": 1, "track": 3}
-    assert doc["consumer_lag"] == {"total": 3, "partitions": [{"topic": "by-user", "partition": 1, "lag": 0},
-                                                              {"topic": "in", "partition": 0, "lag": 3}]}
+    assert doc["consumer_lag"] == {
+        "total": 3,
+        "partitions": [{"topic": "by-user", "partition": 1, "lag": 0}, {"topic": "in", "partition": 0, "lag": 3}],
+    }
     table = admincli.status_table({"worker": "http://127.0.0.1:6066", **doc})
     assert "http://127.0.0.1:6066 (ready)" in table and "dead-lettered" in table
     row = next(line for line in table.splitlines() if line.startswith("ClientSuccess "))
@@ -218,9 +245,13 @@ def test_status_document():
 
 async def test_partner_client_reports_every_attempt_to_the_hook():
     mocks = await start_mocks("127.0.0.1", {"clientsuccess": 0, "customersuccessbox": 0}, {"CSB_API_KEY": "k"})
-    client = PartnerClient("ClientSuccess", mocks.urls["clientsuccess"], max_retries=2, backoff_base=0.001,
-                           credentials=lambda request, body: Credentials(
-                               query={"api_key": DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"]}))
+    client = PartnerClient(
+        "ClientSuccess",
+        mocks.urls["clientsuccess"],
+        max_retries=2,
+        backoff_base=0.001,
+        credentials=lambda request, body: Credentials(query={"api_key": DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"]}),
+    )
     seen = []
     client.on_attempt = lambda status, seconds, outcome, attempt: seen.append((status, outcome, attempt, seconds >= 0))
     try:
@@ -228,8 +259,11 @@ async def test_partner_client_reports_every_attempt_to_the_hook():
 
         async with aiohttp.ClientSession() as session:
             await session.post(mocks.urls["clientsuccess"] + "/_mock/faults", json={"status": 503, "count": 1})
-        request = PartnerRequest("POST", "/collector/1.0.0/projects/demo-source/events/Built", {
-            "identity": {"organization": {"id": "o", "name": "O"}, "user": {"id": "u"}}, "value": 1})
+        request = PartnerRequest(
+            "POST",
+            "/collector/1.0.0/projects/demo-source/events/Built",
+            {"identity": {"organization": {"id": "o", "name": "O"}, "user": {"id": "u"}}, "value": 1},
+        )
         result = await client.send(request)
     finally:
         await client.close()
@@ -296,11 +330,15 @@ def test_logging_config_is_a_valid_dict_config():
     assert config.pop("merge") is True and config["handlers"]["default"]["formatter"] == "cs_relay_json"
     out = io.StringIO()
     handler = {**config["handlers"]["default"], "stream": out}
-    logging.config.dictConfig({
-        "version": 1, "disable_existing_loggers": False, "formatters": config["formatters"],
-        "handlers": {"cs_relay_test": handler},
-        "loggers": {"cs_relay_test": {"handlers": ["cs_relay_test"], "level": "INFO", "propagate": False}},
-    })
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": config["formatters"],
+            "handlers": {"cs_relay_test": handler},
+            "loggers": {"cs_relay_test": {"handlers": ["cs_relay_test"], "level": "INFO", "propagate": False}},
+        }
+    )
     logger = logging.getLogger("cs_relay_test")
     try:
         bind_event_raw(b'{"messageId": "m-7"}')
@@ -358,12 +396,18 @@ async def test_inspect_against_a_worker_like_server(monkeypatch):
     base = f"http://127.0.0.1:{port}"
     try:
         out, err = Tty(), io.StringIO()
-        code = await asyncio.to_thread(admincli.inspect, "user", "a/b c", url=base, token=TOKEN, compact=False, out=out, err=err)
+        code = await asyncio.to_thread(
+            admincli.inspect, "user", "a/b c", url=base, token=TOKEN, compact=False, out=out, err=err
+        )
         assert code == 0 and "\033[" in out.getvalue() and seen_auth == [f"Bearer {TOKEN}"]
         out = Tty()
-        code = await asyncio.to_thread(admincli.inspect, "user", "a/b c", url=base, token="", compact=True, out=out, err=err)
+        code = await asyncio.to_thread(
+            admincli.inspect, "user", "a/b c", url=base, token="", compact=True, out=out, err=err
+        )
         assert code == 0 and out.getvalue() == '{"key":"a/b c"}\n' and seen_auth[-1] is None
-        code = await asyncio.to_thread(admincli.inspect, "user", "x", url=base, token="", compact=False, out=out, err=err)
+        code = await asyncio.to_thread(
+            admincli.inspect, "user", "x", url=base, token="", compact=False, out=out, err=err
+        )
         assert code == 1 and "404" in err.getvalue() and "no user" in err.getvalue()
     finally:
         await runner.cleanup()

@@ -15,7 +15,10 @@ from streams.core.segment import parse
 
 def test_split_counts_follows_the_shares_and_adds_up():
     assert mix.split_counts(50_000, mix.DEFAULT_SHARES) == {
-        "identify": 2_500, "group": 1_000, "track": 35_000, "page": 11_500,
+        "identify": 2_500,
+        "group": 1_000,
+        "track": 35_000,
+        "page": 11_500,
     }
     counts = mix.split_counts(7, {"a": 1, "b": 1, "c": 1})
     assert sum(counts.values()) == 7 and sorted(counts.values()) == [2, 2, 3]
@@ -89,8 +92,11 @@ def test_percentiles_interpolate_like_numpy():
 
 
 def test_receipts_and_completions():
-    record = {"json": {"timestamp": mix.iso_from_us(1_000_000)}, "received_at": mix.iso_from_us(1_250_000),
-              "status": 200}
+    record = {
+        "json": {"timestamp": mix.iso_from_us(1_000_000)},
+        "received_at": mix.iso_from_us(1_250_000),
+        "status": 200,
+    }
     r = stats.receipt("clientsuccess", record)
     assert r == stats.Receipt("clientsuccess", 1_000_000, 1_250_000, 200) and r.latency_ms == 250.0
     assert stats.receipt("clientsuccess", {"json": {}, "received_at": "x", "status": 200}) is None
@@ -121,7 +127,9 @@ def test_proc_status_and_data_dir_files():
     assert stats.table_of("v1/tables/pending-12.db/LOG") == "pending"
     assert stats.table_of("loose-file") == "(files)"
     assert [stats.is_table_data(n) for n in ("000013.sst", "000020.log", "MANIFEST-000017", "CURRENT")] == [True] * 4
-    assert [stats.is_table_data(n) for n in ("LOG", "LOG.old.1795454794786629", "OPTIONS-000019", "LOCK")] == [False] * 4
+    assert [stats.is_table_data(n) for n in ("LOG", "LOG.old.1795454794786629", "OPTIONS-000019", "LOCK")] == [
+        False
+    ] * 4
 
 
 def test_cpu_from_proc_stat_samples():

@@ -26,15 +26,24 @@ NOBODY = "127.0.0.1:1"  # a privileged port nothing listens on: connections are 
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CS_RELAY_", "KAFKA_", "CLIENTSUCCESS_", "CSB_",
-                                                                     "WEBHOOK_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("CS_RELAY_", "KAFKA_", "CLIENTSUCCESS_", "CSB_", "WEBHOOK_"))
+    }
     env.update(PYTHONUNBUFFERED="1", **extra)
     return env
 
 
 def cs_relay(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=clean_env(**env), cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args],
+        env=clean_env(**env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def one_error_line(result: subprocess.CompletedProcess) -> str:
@@ -47,13 +56,16 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
 # --------------------------------------------------------------------------- unreachable
 
 
-@pytest.mark.parametrize("command", [
-    ["send", str(SAMPLE)],
-    ["dlq", "list"],
-    ["dlq", "list", "--json"],
-    ["dlq", "replay"],
-    ["worker"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["send", str(SAMPLE)],
+        ["dlq", "list"],
+        ["dlq", "list", "--json"],
+        ["dlq", "replay"],
+        ["worker"],
+    ],
+)
 def test_an_unreachable_broker_is_one_line_and_exit_2(command, tmp_path):
     result = cs_relay(*command, KAFKA_BOOTSTRAP_SERVERS=NOBODY, CS_RELAY_DATA_DIR=str(tmp_path))
     line = one_error_line(result)
@@ -112,8 +124,10 @@ def test_a_failed_send_is_one_line(monkeypatch, tmp_path, capsys):
     path.write_text("".join(json.dumps({"type": "track", "userId": f"u{i}", "event": "e"}) + "\n" for i in range(10)))
     assert main(["send", str(path)]) == 2
     err = capsys.readouterr().err.splitlines()
-    assert err[-1] == "error: Kafka at 127.0.0.1:9 (KAFKA_BOOTSTRAP_SERVERS) did not answer in time: " \
-                      "KafkaTimeoutError: no acknowledgement"
+    assert (
+        err[-1] == "error: Kafka at 127.0.0.1:9 (KAFKA_BOOTSTRAP_SERVERS) did not answer in time: "
+        "KafkaTimeoutError: no acknowledgement"
+    )
     assert not any("Traceback" in line for line in err)
 
 
@@ -255,7 +269,9 @@ def test_progress_on_a_terminal_is_one_redrawn_line_with_a_bar_and_a_rate():
     assert stream.getvalue() == ""
     now[0] = 2.0
     progress.update(400, 500)
-    assert stream.getvalue() == "\r\033[K" + "sent 400  [############............]   50%  200/s  0:02 left  0:02 elapsed"
+    assert (
+        stream.getvalue() == "\r\033[K" + "sent 400  [############............]   50%  200/s  0:02 left  0:02 elapsed"
+    )
     now[0] = 4.0
     progress.update(800)
     progress.finish()

@@ -29,8 +29,9 @@ def test_docker_compose_accepts_the_file(compose):
     assert set(compose["services"]) == {"kafka", "topics", "mocks", "worker", "ingest"}
     tool = shutil.which("docker-compose")
     if tool is not None:  # otherwise the YAML parse above and the structure below are the check
-        result = subprocess.run([tool, "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True,
-                                timeout=60, cwd=REPO)
+        result = subprocess.run(
+            [tool, "-f", str(COMPOSE), "config", "--quiet"], capture_output=True, text=True, timeout=60, cwd=REPO
+        )
         assert result.returncode == 0, result.stderr
 
 
@@ -51,8 +52,12 @@ def test_dependents_wait_for_healthy_services(compose):
     assert services["worker"]["depends_on"]["mocks"] == {"condition": "service_healthy"}
     assert services["worker"]["depends_on"]["topics"] == {"condition": "service_completed_successfully"}
     assert services["ingest"]["depends_on"]["worker"] == {"condition": "service_healthy"}
-    waited_on = {name for spec in services.values() for name, dep in (spec.get("depends_on") or {}).items()
-                 if dep.get("condition") == "service_healthy"}
+    waited_on = {
+        name
+        for spec in services.values()
+        for name, dep in (spec.get("depends_on") or {}).items()
+        if dep.get("condition") == "service_healthy"
+    }
     assert waited_on <= {name for name, spec in services.items() if "healthcheck" in spec} | {"kafka"}
 
 
@@ -115,10 +120,12 @@ def test_constraints_pin_what_the_tests_run_with():
 
 
 def test_the_build_context_keeps_what_the_dockerfile_copies():
-    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
-    copied = [word for line in dockerfile().splitlines() if line.startswith("COPY ")
-              for word in line.split()[1:-1]]
+    ignored = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copied = [word for line in dockerfile().splitlines() if line.startswith("COPY ") for word in line.split()[1:-1]]
     assert {"constraints.txt", "README.md", "pyproject.toml", "streams"} <= set(copied)
     for path in copied:
         assert not any(fnmatch.fnmatch(path, pattern) for pattern in ignored), path

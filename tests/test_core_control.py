@@ -35,16 +35,36 @@ PARKED = Parked(
     last_error="ClientSuccess answered 503: busy",
 )
 OLD_USER = {  # a version-1 user record, as 0.1 stored it (CustomerSuccessBox ids at the top)
-    "v": 1, "key": "anon-1", "user_id": None, "traits": {"plan": "free"}, "group_id": None, "groups": [],
-    "csb_account_id": None, "csb_user_id": None, "first_seen": "2026-11-30T10:00:00+00:00",
-    "last_seen": "2026-11-30T10:00:00+00:00", "anonymous_ids": [], "merged_into": None,
+    "v": 1,
+    "key": "anon-1",
+    "user_id": None,
+    "traits": {"plan": "free"},
+    "group_id": None,
+    "groups": [],
+    "csb_account_id": None,
+    "csb_user_id": None,
+    "first_seen": "2026-11-30T10:00:00+00:00",
+    "last_seen": "2026-11-30T10:00:00+00:00",
+    "anonymous_ids": [],
+    "merged_into": None,
 }
 OLD_PENDING = {
-    "v": 1, "next_seq": 2,
-    "queues": {"clientsuccess": {"held": [{
-        "seq": 1, "held_at": 1700000000.0, "raw": '{"type":"page","anonymousId":"anon-1","messageId":"m-0"}',
-        "source": {"topic": "segment-events", "partition": 3, "offset": 11},
-    }], "releasing": [], "parked": []}},
+    "v": 1,
+    "next_seq": 2,
+    "queues": {
+        "clientsuccess": {
+            "held": [
+                {
+                    "seq": 1,
+                    "held_at": 1700000000.0,
+                    "raw": '{"type":"page","anonymousId":"anon-1","messageId":"m-0"}',
+                    "source": {"topic": "segment-events", "partition": 3, "offset": 11},
+                }
+            ],
+            "releasing": [],
+            "parked": [],
+        }
+    },
 }
 
 # (header value, record value) exactly as streams/app.py 0.1 produced them

@@ -32,7 +32,9 @@ def test_importing_every_core_module_loads_no_io_library():
         "    importlib.import_module(name)\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=CORE.parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=CORE.parents[1]
+    )
     loaded = json.loads(out.stdout)
     assert set(core_modules()) <= set(loaded)
     offending = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN)

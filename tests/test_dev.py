@@ -56,8 +56,13 @@ def test_a_demo_run_tags_the_sample_message_ids():
     # Two lines that share a messageId still share it: a duplicate in the file stays one.
     assert tag_message_id(line, "demo-1") == tag_message_id(line, "demo-1") != tag_message_id(line, "demo-2")
     # What the worker is meant to dead-letter reaches it byte for byte.
-    for raw in (b'{"type":"track",', b'[1, 2]', b'{"type":"track","userId":"u1","messageId":7}', b'{"type":"x"}',
-                b'{"type":"track","userId":"u1","event":"\\ud800","messageId":"m"}'):
+    for raw in (
+        b'{"type":"track",',
+        b"[1, 2]",
+        b'{"type":"track","userId":"u1","messageId":7}',
+        b'{"type":"x"}',
+        b'{"type":"track","userId":"u1","event":"\\ud800","messageId":"m"}',
+    ):
         assert tag_message_id(raw, "demo-1") == raw
     assert demo_run_tag(0) == "demo-19700101T000000Z"
 
@@ -89,11 +94,26 @@ def test_make_run_demo_delivers_its_sample_again_when_run_a_second_time(kafka_bo
     from streams.ops.webserve import free_port
 
     name = f"demo-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CS_RELAY_APP_ID": name,
-           "CS_RELAY_INPUT_TOPIC": f"{name}-in", "CS_RELAY_DLQ_TOPIC": f"{name}-dlq",
-           "CS_RELAY_WEB_PORT": str(free_port())}
-    args = [sys.executable, "-m", "streams.cli", "dev", "--demo", "--exit",
-            "--clientsuccess-port", str(free_port()), "--csb-port", str(free_port())]
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CS_RELAY_APP_ID": name,
+        "CS_RELAY_INPUT_TOPIC": f"{name}-in",
+        "CS_RELAY_DLQ_TOPIC": f"{name}-dlq",
+        "CS_RELAY_WEB_PORT": str(free_port()),
+    }
+    args = [
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "dev",
+        "--demo",
+        "--exit",
+        "--clientsuccess-port",
+        str(free_port()),
+        "--csb-port",
+        str(free_port()),
+    ]
     runs = []
     for extra in ([], ["--workers", "2"]):
         done = subprocess.run(args + extra, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)

@@ -57,7 +57,9 @@ async def get_json(worker: Worker, path: str, token: str | None = None) -> tuple
     return status, json.loads(body) if body else None
 
 
-async def wait_ready(pipeline: Pipeline, worker: Worker, *, partitions: int | None = None, token: str | None = None) -> dict:
+async def wait_ready(
+    pipeline: Pipeline, worker: Worker, *, partitions: int | None = None, token: str | None = None
+) -> dict:
     """Until /ready answers 200 (and, if given, the worker owns that many by-user partitions)."""
     by_user = f"{pipeline.name}-by-user"
 
@@ -115,8 +117,17 @@ async def test_state_pages_metrics_status_and_the_commands(pipeline: Pipeline, c
         assert status == 404 and body["error"] == "not_found", (path, body)
 
     # Faust's own pages that dump tables or the cluster's layout are not served.
-    for path in ("/table/", "/table/users", "/table/users/", "/table/users/u1/", "/router/", "/graph/", "/stats/",
-                 "/assignment/", "/performance/"):
+    for path in (
+        "/table/",
+        "/table/users",
+        "/table/users/",
+        "/table/users/u1/",
+        "/router/",
+        "/graph/",
+        "/stats/",
+        "/assignment/",
+        "/performance/",
+    ):
         assert (await http(worker, path))[0] == 404, path
 
     # Bound to 127.0.0.1 only (on Linux all of 127/8 is this machine: 127.0.0.2 would answer a 0.0.0.0 bind).
@@ -162,7 +173,13 @@ async def test_state_pages_metrics_status_and_the_commands(pipeline: Pipeline, c
     code, out, _ = await run_cli(capsys, "status", "--url", base, "--json")
     doc = json.loads(out)
     assert doc["destinations"]["clientsuccess"] == {
-        "name": "ClientSuccess", "delivered": 1, "retrying": 0, "pending": 1, "held": 1, "releasing": 0, "dead_lettered": 0,
+        "name": "ClientSuccess",
+        "delivered": 1,
+        "retrying": 0,
+        "pending": 1,
+        "held": 1,
+        "releasing": 0,
+        "dead_lettered": 0,
     }
     assert doc["destinations"]["customersuccessbox"]["delivered"] == 3
     assert doc["consumer_lag"]["total"] == 0 and doc["ready"] is True
@@ -187,8 +204,10 @@ async def test_any_of_two_workers_answers_for_every_user(pipeline: Pipeline):
     The second binds every address, as in a container, and advertises a host name."""
     assert pipeline.partitions == 2
     users = users_in_each_partition(2)
-    workers = [pipeline.start_worker(index=0),
-               pipeline.start_worker(index=1, CS_RELAY_WEB_HOST="0.0.0.0", CS_RELAY_WEB_ADVERTISED_HOST="localhost")]
+    workers = [
+        pipeline.start_worker(index=0),
+        pipeline.start_worker(index=1, CS_RELAY_WEB_HOST="0.0.0.0", CS_RELAY_WEB_ADVERTISED_HOST="localhost"),
+    ]
     await pipeline.send(*(seg("identify", u, i, traits={"name": u}) for i, u in enumerate(users)))
     for worker in workers:
         await wait_ready(pipeline, worker, partitions=1)
@@ -206,8 +225,10 @@ async def test_any_of_two_workers_answers_for_every_user(pipeline: Pipeline):
         assert state["traits"] == {"name": user} and partition == str(owner_partition(user, 2))
     # The two users live in different workers: one of the answers was forwarded.
     assert len(set(served_by.values())) == 2, served_by
-    assert set(served_by.values()) == {f"http://127.0.0.1:{workers[0].web_port}",
-                                       f"http://localhost:{workers[1].web_port}"}
+    assert set(served_by.values()) == {
+        f"http://127.0.0.1:{workers[0].web_port}",
+        f"http://localhost:{workers[1].web_port}",
+    }
 
 
 async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):
@@ -215,7 +236,10 @@ async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):
         CS_RELAY_ADMIN_TOKEN=ADMIN_TOKEN, CS_RELAY_WRITE_KEYS=WRITE_KEY, CS_RELAY_LOG_FORMAT="json"
     )
     async with aiohttp.ClientSession() as session:
-        for base, status in ((pipeline.mocks.urls["clientsuccess"], 401), (pipeline.mocks.urls["customersuccessbox"], 422)):
+        for base, status in (
+            (pipeline.mocks.urls["clientsuccess"], 401),
+            (pipeline.mocks.urls["customersuccessbox"], 422),
+        ):
             async with session.post(f"{base}/_mock/faults", json={"status": status, "count": 1}) as response:
                 assert response.status < 300
     refused = seg("track", "u-sec", 2, event="Refused")
@@ -224,7 +248,8 @@ async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):
     )
     letters = await pipeline.eventually(pipeline.dead_letters, lambda d: len(d) == 2, what="two refused deliveries")
     assert sorted((h["cs-relay-destination"], h["cs-relay-status"]) for _, h in letters) == [
-        ("clientsuccess", "401"), ("customersuccessbox", "422")
+        ("clientsuccess", "401"),
+        ("customersuccessbox", "422"),
     ]
 
     # Open: liveness and readiness. Everything else: the bearer token, or 401 JSON.
@@ -232,12 +257,19 @@ async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):
     await wait_ready(pipeline, worker)
     # /version needs no token either.
     status, version = await get_json(worker, "/version")
-    assert status == 200 and version == {"version": streams.__version__, "python": platform.python_version(),
-                                         "faust": importlib.metadata.version("faust-streaming")}
+    assert status == 200 and version == {
+        "version": streams.__version__,
+        "python": platform.python_version(),
+        "faust": importlib.metadata.version("faust-streaming"),
+    }
     bodies = []
     for path in ("/users/u-sec", "/groups/acme", "/pending/u-sec", "/status", "/metrics"):
-        for headers in ({}, {"Authorization": "Bearer wrong-token-0000000"}, {"Authorization": f"Basic {ADMIN_TOKEN}"},
-                        {"Authorization": f"Bearer {ADMIN_TOKEN}x"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong-token-0000000"},
+            {"Authorization": f"Basic {ADMIN_TOKEN}"},
+            {"Authorization": f"Bearer {ADMIN_TOKEN}x"},
+        ):
             status, response_headers, body = await http(worker, path, **headers)
             assert status == 401 and json.loads(body)["error"] == "unauthorized", (path, headers, body)
             assert response_headers["WWW-Authenticate"].startswith("Bearer")
@@ -253,8 +285,15 @@ async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):
 
     metrics = samples((await http(worker, "/metrics", token=ADMIN_TOKEN))[2])
     assert metrics[("cs_relay_delivery_failed_total", (("destination", "clientsuccess"), ("status", "401")))] == 1
-    assert metrics[("cs_relay_dead_lettered_total",
-                    (("destination", "customersuccessbox"), ("reason", "partner_refused"), ("stage", "delivery")))] == 1
+    assert (
+        metrics[
+            (
+                "cs_relay_dead_lettered_total",
+                (("destination", "customersuccessbox"), ("reason", "partner_refused"), ("stage", "delivery")),
+            )
+        ]
+        == 1
+    )
 
     worker.terminate()
     log = worker.log.read_text(errors="replace")

@@ -27,15 +27,29 @@ SECRET = "csb-key-that-must-not-show"
 
 def cli_env(bootstrap: str, name: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CS_RELAY_", "CLIENTSUCCESS_", "CSB_", "WEBHOOK_"))}
-    env.update(KAFKA_BOOTSTRAP_SERVERS=bootstrap, CS_RELAY_APP_ID=name, CS_RELAY_INPUT_TOPIC=f"{name}-in",
-               CS_RELAY_DLQ_TOPIC=f"{name}-dlq", CS_RELAY_TOPIC_PARTITIONS="2", CSB_API_KEY=SECRET,
-               CSB_BASE_URL="http://127.0.0.1:9", PYTHONUNBUFFERED="1")
+    env.update(
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        CS_RELAY_APP_ID=name,
+        CS_RELAY_INPUT_TOPIC=f"{name}-in",
+        CS_RELAY_DLQ_TOPIC=f"{name}-dlq",
+        CS_RELAY_TOPIC_PARTITIONS="2",
+        CSB_API_KEY=SECRET,
+        CSB_BASE_URL="http://127.0.0.1:9",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
 async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "streams.cli", *args], env=env, cwd=REPO,
-                                   capture_output=True, text=True, timeout=120)
+    return await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "streams.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 async def records(settings: Settings, topic: str) -> list:
@@ -53,8 +67,12 @@ async def test_send_list_and_replay(kafka_bootstrap, tmp_path):
 
     # send: a file larger than its window, keyed by user, with progress lines (not a terminal)
     path = tmp_path / "in.jsonl"
-    path.write_text("".join(json.dumps({"type": "track", "userId": f"u{i % 5}", "event": "e", "messageId": f"m{i}"})
-                            + "\n" for i in range(1200)))
+    path.write_text(
+        "".join(
+            json.dumps({"type": "track", "userId": f"u{i % 5}", "event": "e", "messageId": f"m{i}"}) + "\n"
+            for i in range(1200)
+        )
+    )
     sent = await cli(env, "send", str(path), "--in-flight", "100")
     assert sent.returncode == 0, sent.stderr
     assert sent.stdout == f"sent 1200 messages from {path} to {name}-in\n"
@@ -69,15 +87,31 @@ async def test_send_list_and_replay(kafka_bootstrap, tmp_path):
     await producer.start()
     try:
         for i in range(3):
-            headers = dead_letter_headers(reason="partner_refused", detail="422 from the partner", stage="delivery",
-                                          source={"topic": f"{name}-by-user", "partition": 1, "offset": 10 + i},
-                                          destination="customersuccessbox", status=422)
-            value = json.dumps({"type": "track", "userId": "d1", "messageId": f"d{i}", "writeKey": "wk-123",
-                                "properties": {"note": SECRET}}).encode()
+            headers = dead_letter_headers(
+                reason="partner_refused",
+                detail="422 from the partner",
+                stage="delivery",
+                source={"topic": f"{name}-by-user", "partition": 1, "offset": 10 + i},
+                destination="customersuccessbox",
+                status=422,
+            )
+            value = json.dumps(
+                {
+                    "type": "track",
+                    "userId": "d1",
+                    "messageId": f"d{i}",
+                    "writeKey": "wk-123",
+                    "properties": {"note": SECRET},
+                }
+            ).encode()
             await producer.send_and_wait(f"{name}-dlq", value, key=b"d1", headers=list(headers.items()))
         for i in range(2):
-            headers = dead_letter_headers(reason="invalid_json", detail="not JSON", stage="intake",
-                                          source={"topic": f"{name}-in", "partition": 0, "offset": i})
+            headers = dead_letter_headers(
+                reason="invalid_json",
+                detail="not JSON",
+                stage="intake",
+                source={"topic": f"{name}-in", "partition": 0, "offset": i},
+            )
             await producer.send_and_wait(f"{name}-dlq", b"{not json", headers=list(headers.items()))
     finally:
         await producer.stop()

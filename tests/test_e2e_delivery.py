@@ -27,8 +27,15 @@ def traffic(users: int, per_user: int, prefix: str = "u") -> list[dict]:
     out = []
     for u in range(users):
         user = f"{prefix}{u}"
-        out.append({"type": "group", "userId": user, "groupId": f"g{u % 5}", "traits": {"name": f"Org {u % 5}"},
-                    "messageId": f"{user}-group"})
+        out.append(
+            {
+                "type": "group",
+                "userId": user,
+                "groupId": f"g{u % 5}",
+                "traits": {"name": f"Org {u % 5}"},
+                "messageId": f"{user}-group",
+            }
+        )
     for n in range(per_user):
         for u in range(users):
             user = f"{prefix}{u}"
@@ -91,9 +98,17 @@ async def test_an_outage_of_one_partner_delays_nothing_at_the_other_and_loses_no
     counts = check_delivery(cs_events(state), sent)
     csb_counts = check_delivery(csb_events(await pipeline.csb_state()), sent)
     letters = await pipeline.dead_letters()
-    report("503 outage", sent=total, cs_delivered=len(counts), cs_duplicates=duplicates(counts),
-           csb_delivered=len(csb_counts), csb_duplicates=duplicates(csb_counts), dead_lettered=len(letters),
-           csb_done_during_outage_s=f"{csb_done:.1f}", cs_recovery_s=f"{recovery:.1f}")
+    report(
+        "503 outage",
+        sent=total,
+        cs_delivered=len(counts),
+        cs_duplicates=duplicates(counts),
+        csb_delivered=len(csb_counts),
+        csb_duplicates=duplicates(csb_counts),
+        dead_lettered=len(letters),
+        csb_done_during_outage_s=f"{csb_done:.1f}",
+        cs_recovery_s=f"{recovery:.1f}",
+    )
     assert letters == []
     assert duplicates(counts) == 0 and duplicates(csb_counts) == 0
 
@@ -148,8 +163,9 @@ async def test_a_slow_partner_does_not_slow_the_other(pipeline: Pipeline):
     # everything while CustomerSuccessBox had done only a fraction.
     assert csb_so_far < total / 2
     await pipeline.clear_faults("csb")
-    state = await pipeline.eventually(pipeline.csb_state, lambda s: len(s["events"]) >= total, what="all CSB events",
-                                      timeout=120)
+    state = await pipeline.eventually(
+        pipeline.csb_state, lambda s: len(s["events"]) >= total, what="all CSB events", timeout=120
+    )
     check_delivery(csb_events(state), sent)
 
 
@@ -164,15 +180,29 @@ async def test_a_killed_worker_loses_nothing(pipeline: Pipeline):
     killed_at = time.monotonic()
     at_kill = len(cs_events(await pipeline.cs_state()))
     pipeline.start_worker()
-    cs = await pipeline.eventually(pipeline.cs_state, lambda s: len({e for _, e in cs_events(s)}) == total,
-                                   what="every CS event after the restart", timeout=120)
+    cs = await pipeline.eventually(
+        pipeline.cs_state,
+        lambda s: len({e for _, e in cs_events(s)}) == total,
+        what="every CS event after the restart",
+        timeout=120,
+    )
     recovery = time.monotonic() - killed_at
-    csb = await pipeline.eventually(pipeline.csb_state, lambda s: len({e for _, e in csb_events(s)}) == total,
-                                    what="every CSB event after the restart", timeout=120)
+    csb = await pipeline.eventually(
+        pipeline.csb_state,
+        lambda s: len({e for _, e in csb_events(s)}) == total,
+        what="every CSB event after the restart",
+        timeout=120,
+    )
     cs_counts = check_delivery(cs_events(cs), sent)
     csb_counts = check_delivery(csb_events(csb), sent)
-    report("kill -9", sent=total, delivered_before_kill=at_kill, cs_duplicates=duplicates(cs_counts),
-           csb_duplicates=duplicates(csb_counts), recovery_s=f"{recovery:.1f}")
+    report(
+        "kill -9",
+        sent=total,
+        delivered_before_kill=at_kill,
+        cs_duplicates=duplicates(cs_counts),
+        csb_duplicates=duplicates(csb_counts),
+        recovery_s=f"{recovery:.1f}",
+    )
     # Duplicates come only from events in flight at the kill: at most the unacknowledged window.
     assert duplicates(cs_counts) <= 5000 and duplicates(csb_counts) <= 5000
 
@@ -185,22 +215,33 @@ async def test_a_broker_restart_loses_nothing(tmp_path):
         sent = traffic(users=10, per_user=20, prefix="b")
         total = sum(m["type"] == "track" for m in sent)
         pipe.start_worker(**FAST_RETRIES)
-        first, second = sent[: len(sent) // 2], sent[len(sent) // 2:]
+        first, second = sent[: len(sent) // 2], sent[len(sent) // 2 :]
         await pipe.send(*first)
         await pipe.eventually(pipe.cs_state, lambda s: len(cs_events(s)) >= 20, what="some deliveries")
         await pipe.close_producer()
         stopped_at = time.monotonic()
         kafka.restart(timeout=120)
         await pipe.send(*second)
-        cs = await pipe.eventually(pipe.cs_state, lambda s: len({e for _, e in cs_events(s)}) == total,
-                                   what="every CS event after the broker restart", timeout=150)
+        cs = await pipe.eventually(
+            pipe.cs_state,
+            lambda s: len({e for _, e in cs_events(s)}) == total,
+            what="every CS event after the broker restart",
+            timeout=150,
+        )
         recovery = time.monotonic() - stopped_at
         counts = check_delivery(cs_events(cs), sent)
-        csb = await pipe.eventually(pipe.csb_state, lambda s: len({e for _, e in csb_events(s)}) == total,
-                                    what="every CSB event", timeout=60)
+        csb = await pipe.eventually(
+            pipe.csb_state, lambda s: len({e for _, e in csb_events(s)}) == total, what="every CSB event", timeout=60
+        )
         csb_counts = check_delivery(csb_events(csb), sent)
-        report("broker restart", sent=total, cs_duplicates=duplicates(counts), csb_duplicates=duplicates(csb_counts),
-               recovery_s=f"{recovery:.1f}", worker_alive=pipe.workers[0].alive)
+        report(
+            "broker restart",
+            sent=total,
+            cs_duplicates=duplicates(counts),
+            csb_duplicates=duplicates(csb_counts),
+            recovery_s=f"{recovery:.1f}",
+            worker_alive=pipe.workers[0].alive,
+        )
         assert pipe.workers[0].alive
     finally:
         await pipe.close()
@@ -221,8 +262,9 @@ async def test_a_replayed_dead_letter_is_delivered_despite_dedupe_and_only_where
     env = pipeline.worker_env()
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True,
-                              text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        )
 
     listed = await asyncio.to_thread(cli, "dlq", "list")
     assert listed.returncode == 0, listed.stderr

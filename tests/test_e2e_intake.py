@@ -50,12 +50,22 @@ async def test_the_segment_sdk_reaches_both_partners_through_ingest(pipeline: Pi
             async with session.get(f"http://127.0.0.1:{port}/ready") as response:
                 assert response.status == 200 and await response.json() == {"ready": True, "kafka": "connected"}
             async with session.get(f"http://127.0.0.1:{port}/metrics") as response:
-                metrics = {(s.name, tuple(sorted(s.labels.items()))): s.value
-                           for family in text_string_to_metric_families(await response.text()) for s in family.samples}
+                metrics = {
+                    (s.name, tuple(sorted(s.labels.items()))): s.value
+                    for family in text_string_to_metric_families(await response.text())
+                    for s in family.samples
+                }
         assert metrics[("cs_relay_ingest_messages_produced_total", ())] == 5
-        assert sum(v for (name, labels), v in metrics.items()
-                   if name == "cs_relay_ingest_requests_total" and ("status", "200") in labels
-                   and dict(labels)["path"] == "/v1/batch") >= 1
+        assert (
+            sum(
+                v
+                for (name, labels), v in metrics.items()
+                if name == "cs_relay_ingest_requests_total"
+                and ("status", "200") in labels
+                and dict(labels)["path"] == "/v1/batch"
+            )
+            >= 1
+        )
         assert metrics[("cs_relay_ingest_produce_seconds_count", (("outcome", "unavailable"),))] == 0
         cs = await pipeline.eventually(
             pipeline.cs_state,
@@ -83,7 +93,13 @@ async def test_the_segment_sdk_reaches_both_partners_through_ingest(pipeline: Pi
 
 
 def deep(levels: int) -> bytes:
-    return b'{"type": "track", "userId": "x", "event": "e", "properties": ' + b'{"a": ' * levels + b"1" + b"}" * levels + b"}"
+    return (
+        b'{"type": "track", "userId": "x", "event": "e", "properties": '
+        + b'{"a": ' * levels
+        + b"1"
+        + b"}" * levels
+        + b"}"
+    )
 
 
 # (bytes, the reason the worker must give)
@@ -97,7 +113,10 @@ BAD_INPUTS = [
     (b'{"type": "track", "userId": "u"}', "missing_field"),
     (b'{"type": "track", "userId": {"id": 17}, "event": "e"}', "wrong_type"),
     (b'{"type": "identify", "userId": "u", "traits": []}', "wrong_type"),
-    (b'{"type": "track", "userId": "u", "event": "e", "properties": {"blob": "' + b"x" * 1_000_000 + b'"}}', "oversized"),
+    (
+        b'{"type": "track", "userId": "u", "event": "e", "properties": {"blob": "' + b"x" * 1_000_000 + b'"}}',
+        "oversized",
+    ),
     (deep(200), "too_deep"),
     (b'{"type": "teleport", "userId": "u"}', "unknown_type"),
     (b'{"type": "track", "userId": "u", "event": "e", "timestamp": "yesterday"}', "invalid_timestamp"),
@@ -110,10 +129,18 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_good_input_flows(p
     worker = pipeline.start_worker()
     good = []
     for n in range(len(BAD_INPUTS)):
-        good.append({"type": "track", "userId": f"good-{n % 3}", "event": f"Good {n}", "messageId": f"good-{n}",
-                     "context": {"groupId": "acme"}})
-    await pipeline.send({"type": "group", "userId": "good-0", "groupId": "acme", "traits": {"name": "Acme"},
-                         "messageId": "g"})
+        good.append(
+            {
+                "type": "track",
+                "userId": f"good-{n % 3}",
+                "event": f"Good {n}",
+                "messageId": f"good-{n}",
+                "context": {"groupId": "acme"},
+            }
+        )
+    await pipeline.send(
+        {"type": "group", "userId": "good-0", "groupId": "acme", "traits": {"name": "Acme"}, "messageId": "g"}
+    )
     interleaved: list = []
     for (bad, _), ok in zip(BAD_INPUTS, good):
         interleaved += [bad, ok]
@@ -145,22 +172,34 @@ async def test_a_dead_letter_too_large_for_its_topic_keeps_its_head_and_says_so(
     admin = AIOKafkaAdminClient(bootstrap_servers=pipeline.bootstrap)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(pipeline.dlq_topic, num_partitions=1, replication_factor=1,
-                                            topic_configs={"max.message.bytes": "200000"})])
+        await admin.create_topics(
+            [
+                NewTopic(
+                    pipeline.dlq_topic,
+                    num_partitions=1,
+                    replication_factor=1,
+                    topic_configs={"max.message.bytes": "200000"},
+                )
+            ]
+        )
     finally:
         await admin.close()
     worker = pipeline.start_worker()
     big = b'{"type": "track", "userId": "u", "event": "e", "properties": {"blob": "' + b"x" * 500_000 + b'"}}'
-    await pipeline.send(big, {"type": "track", "userId": "after", "event": "After", "messageId": "after",
-                              "context": {"groupId": "acme"}},
-                        {"type": "group", "userId": "after", "groupId": "acme", "traits": {"name": "Acme"}})
+    await pipeline.send(
+        big,
+        {"type": "track", "userId": "after", "event": "After", "messageId": "after", "context": {"groupId": "acme"}},
+        {"type": "group", "userId": "after", "groupId": "acme", "traits": {"name": "Acme"}},
+    )
     letters = await pipeline.eventually(pipeline.dead_letters, lambda d: len(d) >= 1, what="the dead letter")
     [(value, headers)] = letters
-    assert value == big[:64 * 1024]
+    assert value == big[: 64 * 1024]
     assert headers["cs-relay-reason"] == "oversized"
     assert headers["cs-relay-truncated-from"] == str(len(big))
-    await pipeline.eventually(pipeline.cs_state,
-                              lambda s: len(s["organizations"].get("acme", {}).get("events", [])) == 1,
-                              what="the next event delivered")
+    await pipeline.eventually(
+        pipeline.cs_state,
+        lambda s: len(s["organizations"].get("acme", {}).get("events", [])) == 1,
+        what="the next event delivered",
+    )
     assert worker.alive
     assert "too large for" in worker.log.read_text(errors="replace")

@@ -140,8 +140,20 @@ async def test_anonymous_page_views_are_attributed_after_login(pipeline: Pipelin
     pipeline.start_worker()
     # The visitor browses before logging in; anonymousId keys them to another partition.
     await pipeline.send(
-        {"type": "page", "anonymousId": "anon-7", "name": "Pricing", "messageId": "p1", "timestamp": "2026-11-20T09:00:00Z"},
-        {"type": "page", "anonymousId": "anon-7", "name": "Signup", "messageId": "p2", "timestamp": "2026-11-20T09:01:00Z"},
+        {
+            "type": "page",
+            "anonymousId": "anon-7",
+            "name": "Pricing",
+            "messageId": "p1",
+            "timestamp": "2026-11-20T09:00:00Z",
+        },
+        {
+            "type": "page",
+            "anonymousId": "anon-7",
+            "name": "Signup",
+            "messageId": "p2",
+            "timestamp": "2026-11-20T09:01:00Z",
+        },
     )
     await pipeline.send(
         seg("identify", "u7", 3, anonymousId="anon-7", traits={"firstName": "Lin", "lastName": "Wu"}),
@@ -207,7 +219,12 @@ async def test_bad_input_goes_to_the_dead_letter_topic_and_the_worker_goes_on(pi
     letters = await pipeline.eventually(pipeline.dead_letters, lambda d: len(d) == 4, what="four dead letters")
     by_value = {value: headers for value, headers in letters}
     assert set(by_value) == set(bad)  # the original bytes, untouched
-    assert [by_value[b]["cs-relay-reason"] for b in bad] == ["not_utf8", "invalid_json", "not_an_object", "unknown_type"]
+    assert [by_value[b]["cs-relay-reason"] for b in bad] == [
+        "not_utf8",
+        "invalid_json",
+        "not_an_object",
+        "unknown_type",
+    ]
     for headers in by_value.values():
         assert headers["cs-relay-stage"] == "intake"
         assert headers["cs-relay-source-topic"] == pipeline.input_topic
@@ -274,8 +291,13 @@ async def test_an_anonymous_message_sent_again_after_login_is_delivered_once(pip
     after the visitor logged in is forwarded to the user; it is still the same
     messageId, and the first copy was already delivered as the user's."""
     pipeline.start_worker()
-    pricing = {"type": "page", "anonymousId": "anon-9", "name": "Pricing", "messageId": "p9",
-               "timestamp": "2026-11-20T09:00:00Z"}
+    pricing = {
+        "type": "page",
+        "anonymousId": "anon-9",
+        "name": "Pricing",
+        "messageId": "p9",
+        "timestamp": "2026-11-20T09:00:00Z",
+    }
     await pipeline.send(pricing)
     await pipeline.send(
         seg("identify", "u9", 3, anonymousId="anon-9", traits={"firstName": "Ada"}),
@@ -324,15 +346,24 @@ async def test_csb_feature_usage_reaches_the_mock_as_todays_usage(pipeline: Pipe
         seg("track", "u1", 5, event="Report Shared", properties={"product_id": "analytics"}),  # a plain track
     )
     state = await pipeline.eventually(
-        pipeline.csb_state, lambda s: s["features"] and len(s["events"]) == 1, what="CSB features and the track")
+        pipeline.csb_state, lambda s: s["features"] and len(s["events"]) == 1, what="CSB features and the track"
+    )
     requests = await pipeline.csb_requests()
     assert paths(requests) == [CSB + "account", CSB + "identify", CSB + "feature", CSB + "feature", CSB + "track"]
     assert [r["status"] for r in requests] == [200] * 5
     assert requests[1]["json"]["type"] == "user" and requests[1]["json"]["timestamp"] == "2026-11-20T10:02:00Z"
     backdated, today = requests[2]["json"], requests[3]["json"]
-    assert {k: backdated[k] for k in ("type", "accountId", "userId", "productId", "moduleId", "featureId", "total")} == {
-        "type": "feature", "accountId": "A-1", "userId": "u1", "productId": "analytics", "moduleId": "reports",
-        "featureId": "Report Built", "total": 4}
+    assert {
+        k: backdated[k] for k in ("type", "accountId", "userId", "productId", "moduleId", "featureId", "total")
+    } == {
+        "type": "feature",
+        "accountId": "A-1",
+        "userId": "u1",
+        "productId": "analytics",
+        "moduleId": "reports",
+        "featureId": "Report Built",
+        "total": 4,
+    }
     sent_at = datetime.fromisoformat(backdated["timestamp"])
     assert started - timedelta(seconds=1) <= sent_at <= datetime.now(UTC)
     if datetime.now(UTC).date() == started.date():  # no GMT midnight passed during the test

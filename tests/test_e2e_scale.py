@@ -42,20 +42,46 @@ def ordered_traffic(users: int, tracks: int, prefix: str, *, identify_every: int
     out: list[dict] = []
     for u in range(users):
         user = f"{prefix}{u}"
-        out.append({"type": "group", "userId": user, "groupId": first_group(u), "traits": {"name": f"Org {u % 5}"},
-                    "messageId": f"{user}-group-1"})
-        out.append({"type": "identify", "userId": user, "traits": {"email": f"{user}@example.com", "step": 0},
-                    "messageId": f"{user}-identify-0"})
+        out.append(
+            {
+                "type": "group",
+                "userId": user,
+                "groupId": first_group(u),
+                "traits": {"name": f"Org {u % 5}"},
+                "messageId": f"{user}-group-1",
+            }
+        )
+        out.append(
+            {
+                "type": "identify",
+                "userId": user,
+                "traits": {"email": f"{user}@example.com", "step": 0},
+                "messageId": f"{user}-identify-0",
+            }
+        )
     for n in range(tracks):
         for u in range(users):
             user = f"{prefix}{u}"
             out.append({"type": "track", "userId": user, "event": f"{user} e{n}", "messageId": f"{user}-{n}"})
             if (n + 1) % identify_every == 0:
-                out.append({"type": "identify", "userId": user, "traits": {"step": n + 1},
-                            "messageId": f"{user}-identify-{n + 1}"})
+                out.append(
+                    {
+                        "type": "identify",
+                        "userId": user,
+                        "traits": {"step": n + 1},
+                        "messageId": f"{user}-identify-{n + 1}",
+                    }
+                )
             if n == tracks // 2:
-                out.append({"type": "group", "userId": user, "groupId": second_group(u),
-                            "traits": {"name": f"Org {5 + u % 3}"}, "messageId": f"{user}-group-2"})
+                out.append(
+                    {
+                        "type": "group",
+                        "userId": user,
+                        "groupId": second_group(u),
+                        "traits": {"name": f"Org {5 + u % 3}"},
+                        "messageId": f"{user}-group-2",
+                    }
+                )
     return out
 
 
@@ -107,26 +133,44 @@ def settled(owners: list[list[int]], partitions: int) -> bool:
 
 
 async def wait_settled(pipeline: Pipeline, workers: list[Worker], what: str) -> list[list[int]]:
-    return await pipeline.eventually(lambda: assignment(pipeline, workers),
-                                     lambda owners: settled(owners, pipeline.partitions), what=what, timeout=90)
+    return await pipeline.eventually(
+        lambda: assignment(pipeline, workers),
+        lambda owners: settled(owners, pipeline.partitions),
+        what=what,
+        timeout=90,
+    )
 
 
 async def all_delivered(pipeline: Pipeline, total: int) -> tuple[dict, dict]:
-    cs = await pipeline.eventually(pipeline.cs_state, lambda s: len({e for _, e in cs_events(s)}) >= total,
-                                   what=f"all {total} events at ClientSuccess", timeout=120)
-    csb = await pipeline.eventually(pipeline.csb_state, lambda s: len({e for _, e in csb_events(s)}) >= total,
-                                    what=f"all {total} events at CustomerSuccessBox", timeout=60)
+    cs = await pipeline.eventually(
+        pipeline.cs_state,
+        lambda s: len({e for _, e in cs_events(s)}) >= total,
+        what=f"all {total} events at ClientSuccess",
+        timeout=120,
+    )
+    csb = await pipeline.eventually(
+        pipeline.csb_state,
+        lambda s: len({e for _, e in csb_events(s)}) >= total,
+        what=f"all {total} events at CustomerSuccessBox",
+        timeout=60,
+    )
     return cs, csb
 
 
-async def feed(pipeline: Pipeline, messages: list[dict], delivered: Callable[[], Awaitable[int]], *,
-               ahead: int = AHEAD, batch: int = BATCH) -> None:
+async def feed(
+    pipeline: Pipeline,
+    messages: list[dict],
+    delivered: Callable[[], Awaitable[int]],
+    *,
+    ahead: int = AHEAD,
+    batch: int = BATCH,
+) -> None:
     """Send `messages` in batches, never more than `ahead` tracks beyond what has been
     delivered: traffic keeps flowing, and stays in flight, while workers come and go."""
     sent = 0
     for start in range(0, len(messages), batch):
         await pipeline.eventually(delivered, lambda d: sent - d <= ahead, what="the workers to catch up", timeout=90)
-        chunk = messages[start:start + batch]
+        chunk = messages[start : start + batch]
         await pipeline.send(*chunk)
         sent += tracks_of(chunk)
 
@@ -163,9 +207,11 @@ async def test_workers_join_and_leave_mid_run_and_nothing_is_lost_or_reordered(p
     cs_counts = check_delivery(cs_events(cs), sent)
     csb_counts = check_delivery(csb_events(csb), sent)
     keys = [f"u{u}" for u in range(users)]
-    answers = await pipeline.eventually(lambda: read_users(workers[-1], keys),
-                                        lambda a: all(status == 200 for status, _ in a.values()),
-                                        what="every user's state")
+    answers = await pipeline.eventually(
+        lambda: read_users(workers[-1], keys),
+        lambda a: all(status == 200 for status, _ in a.values()),
+        what="every user's state",
+    )
     wrong = {}
     for u, key in enumerate(keys):
         state = answers[key][1]
@@ -176,12 +222,24 @@ async def test_workers_join_and_leave_mid_run_and_nothing_is_lost_or_reordered(p
     csb_traits = {user: data["traits"] for account in csb["users"].values() for user, data in account.items()}
     last_step = expected_user(keys[0], 0, tracks)["traits"]["step"]
     stale = [key for key in keys if csb_traits.get(key, {}).get("step") != last_step]
-    report("join and leave", users=users, events=len(sent), tracks=total, elapsed_s=f"{elapsed:.1f}",
-           delivered_when_third_started=before_join, delivered_when_three_shared=at_join,
-           delivered_when_one_left=before_leave, delivered_when_two_shared=at_leave,
-           assignment_three=three, assignment_two=two,
-           cs_duplicates=duplicates(cs_counts), csb_duplicates=duplicates(csb_counts),
-           users_read=len(answers), users_wrong=len(wrong), csb_users_stale=len(stale))
+    report(
+        "join and leave",
+        users=users,
+        events=len(sent),
+        tracks=total,
+        elapsed_s=f"{elapsed:.1f}",
+        delivered_when_third_started=before_join,
+        delivered_when_three_shared=at_join,
+        delivered_when_one_left=before_leave,
+        delivered_when_two_shared=at_leave,
+        assignment_three=three,
+        assignment_two=two,
+        cs_duplicates=duplicates(cs_counts),
+        csb_duplicates=duplicates(csb_counts),
+        users_read=len(answers),
+        users_wrong=len(wrong),
+        csb_users_stale=len(stale),
+    )
     assert not wrong, f"{len(wrong)} users' state differs from their events, e.g. {list(wrong.items())[:3]}"
     assert not stale, f"CustomerSuccessBox holds older traits for {len(stale)} users, e.g. {stale[:5]}"
     hand_overs = 2  # the third worker joining, the first leaving
@@ -197,10 +255,23 @@ def state_traffic(users: int, prefix: str) -> list[dict]:
     padding = "x" * 200
     for u in range(users):
         user = f"{prefix}{u}"
-        out.append({"type": "group", "userId": user, "groupId": f"g{u % 20}", "traits": {"name": f"Org {u % 20}"},
-                    "messageId": f"{user}-group"})
-        out.append({"type": "identify", "userId": user, "traits": {"email": f"{user}@example.com", "bio": padding},
-                    "messageId": f"{user}-identify-1"})
+        out.append(
+            {
+                "type": "group",
+                "userId": user,
+                "groupId": f"g{u % 20}",
+                "traits": {"name": f"Org {u % 20}"},
+                "messageId": f"{user}-group",
+            }
+        )
+        out.append(
+            {
+                "type": "identify",
+                "userId": user,
+                "traits": {"email": f"{user}@example.com", "bio": padding},
+                "messageId": f"{user}-identify-1",
+            }
+        )
         out.append({"type": "track", "userId": user, "event": f"{user} e0", "messageId": f"{user}-0"})
         out.append({"type": "identify", "userId": user, "traits": {"step": 1}, "messageId": f"{user}-identify-2"})
     return out
@@ -270,8 +341,11 @@ async def test_failover_after_kill_9_with_and_without_standby_replicas(pipeline:
     loaded_at = time.monotonic()
     await pipeline.send(*load)
     await all_delivered(pipeline, users)
-    await pipeline.eventually(lambda: asyncio.gather(lag(survivor), lag(victim)), lambda lags: lags == [0, 0],
-                              what="both workers caught up and committed")
+    await pipeline.eventually(
+        lambda: asyncio.gather(lag(survivor), lag(victim)),
+        lambda lags: lags == [0, 0],
+        what="both workers caught up and committed",
+    )
     load_s = time.monotonic() - loaded_at
     lost = owners[1]
     records = await changelog_records(pipeline, lost)
@@ -280,22 +354,33 @@ async def test_failover_after_kill_9_with_and_without_standby_replicas(pipeline:
     killed_at = time.time()
     answered = [0]
     watcher = asyncio.create_task(recovery_progress(survivor, answered))
-    probes = [{"type": "track", "userId": f"f{u}", "event": f"f{u} probe", "messageId": f"f{u}-probe"}
-              for u in range(0, users, 10)]
+    probes = [
+        {"type": "track", "userId": f"f{u}", "event": f"f{u} probe", "messageId": f"f{u}-probe"}
+        for u in range(0, users, 10)
+    ]
     await pipeline.send(*probes)
     on_lost = {p["event"] for p in probes if owner_partition(p["userId"], pipeline.partitions) in lost}
 
     def arrivals(state: dict) -> dict[str, float]:
-        return {e["event"]: received_at(e["received_at"]) for org in state["organizations"].values()
-                for e in org["events"] if e["event"].endswith(" probe")}
+        return {
+            e["event"]: received_at(e["received_at"])
+            for org in state["organizations"].values()
+            for e in org["events"]
+            if e["event"].endswith(" probe")
+        }
 
     try:
-        cs = await pipeline.eventually(pipeline.cs_state, lambda s: len(arrivals(s)) == len(probes),
-                                       what="every probe at ClientSuccess", timeout=120)
+        cs = await pipeline.eventually(
+            pipeline.cs_state,
+            lambda s: len(arrivals(s)) == len(probes),
+            what="every probe at ClientSuccess",
+            timeout=120,
+        )
     except AssertionError:
         at = arrivals(await pipeline.cs_state())
-        missing = [(p["event"], owner_partition(p["userId"], pipeline.partitions)) for p in probes
-                   if p["event"] not in at]
+        missing = [
+            (p["event"], owner_partition(p["userId"], pipeline.partitions)) for p in probes if p["event"] not in at
+        ]
         status, doc = await get_json(survivor, "/status")
         raise AssertionError(
             f"{len(missing)} of {len(probes)} events sent after the kill never arrived (event, partition): "
@@ -314,23 +399,41 @@ async def test_failover_after_kill_9_with_and_without_standby_replicas(pipeline:
     csb_counts = check_delivery(csb_events(csb), sent)
 
     lost_users = [f"f{u}" for u in range(users) if owner_partition(f"f{u}", pipeline.partitions) in lost]
-    answers = await pipeline.eventually(lambda: read_users(survivor, lost_users),
-                                        lambda a: all(status == 200 for status, _ in a.values()),
-                                        what="the lost partitions' users from the survivor")
-    wrong = [key for key, (_, state) in answers.items()
-             if state["traits"] != {"email": f"{key}@example.com", "bio": "x" * 200, "step": 1}
-             or state["group_id"] != f"g{int(key[1:]) % 20}"]
+    answers = await pipeline.eventually(
+        lambda: read_users(survivor, lost_users),
+        lambda a: all(status == 200 for status, _ in a.values()),
+        what="the lost partitions' users from the survivor",
+    )
+    wrong = [
+        key
+        for key, (_, state) in answers.items()
+        if state["traits"] != {"email": f"{key}@example.com", "bio": "x" * 200, "step": 1}
+        or state["group_id"] != f"g{int(key[1:]) % 20}"
+    ]
     rebalanced = log_time(survivor, "Revoking previously assigned partitions", after=killed_at)
     assigned = log_time(survivor, "Setting newly assigned partitions", after=killed_at)
     ready = log_time(survivor, "Worker ready", after=killed_at)
-    report(f"failover, standby replicas={standby_replicas}", users=users, events=len(load),
-           load_s=f"{load_s:.1f}", lost_partitions=lost, changelog_records_of_lost=records, probes=len(probes),
-           failover_s=f"{lost_times[-1]:.1f}", first_lost_probe_s=f"{lost_times[0]:.1f}",
-           rebalance_started_s=f"{rebalanced - killed_at:.1f}", recovery_s=f"{ready - assigned:.1f}",
-           kept_partitions_s=f"{kept_times[-1]:.1f}", session_timeout_s=6,
-           ready_says_recovering=len(progress), ready_remaining_max=max(progress, default=0),
-           cs_duplicates=duplicates(cs_counts), csb_duplicates=duplicates(csb_counts), users_checked=len(answers),
-           users_wrong=len(wrong))
+    report(
+        f"failover, standby replicas={standby_replicas}",
+        users=users,
+        events=len(load),
+        load_s=f"{load_s:.1f}",
+        lost_partitions=lost,
+        changelog_records_of_lost=records,
+        probes=len(probes),
+        failover_s=f"{lost_times[-1]:.1f}",
+        first_lost_probe_s=f"{lost_times[0]:.1f}",
+        rebalance_started_s=f"{rebalanced - killed_at:.1f}",
+        recovery_s=f"{ready - assigned:.1f}",
+        kept_partitions_s=f"{kept_times[-1]:.1f}",
+        session_timeout_s=6,
+        ready_says_recovering=len(progress),
+        ready_remaining_max=max(progress, default=0),
+        cs_duplicates=duplicates(cs_counts),
+        csb_duplicates=duplicates(csb_counts),
+        users_checked=len(answers),
+        users_wrong=len(wrong),
+    )
     assert survivor.alive, survivor.log_tail()
     assert not wrong, f"{len(wrong)} users' state differs after the failover, e.g. {wrong[:5]}"
     # Everything sent before the kill was delivered and committed: none of it may come

@@ -43,8 +43,9 @@ def secure_kafka(tmp_path_factory):
 
 @pytest.fixture
 async def secure_pipeline(secure_kafka, tmp_path, request):
-    pipe = await open_pipeline(secure_kafka.bootstrap_servers, tmp_path,
-                               kafka_env=secure_kafka.client_security(request.param).env())
+    pipe = await open_pipeline(
+        secure_kafka.bootstrap_servers, tmp_path, kafka_env=secure_kafka.client_security(request.param).env()
+    )
     try:
         yield pipe
     finally:
@@ -52,8 +53,9 @@ async def secure_pipeline(secure_kafka, tmp_path, request):
 
 
 def cs_relay(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
+    )
 
 
 def webhook_message_ids(requests: list[dict]) -> set[str]:
@@ -69,7 +71,9 @@ async def test_worker_ingest_send_and_dlq_all_go_through_sasl_ssl(secure_pipelin
     worker = pipe.start_worker()
 
     # the test's own producer (the same options), then the worker delivers
-    await pipe.send({"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com"}, "messageId": f"{tag}-own"})
+    await pipe.send(
+        {"type": "identify", "userId": "u1", "traits": {"email": "u1@example.com"}, "messageId": f"{tag}-own"}
+    )
 
     # `cs-relay send`
     lines = tmp_path / "calls.jsonl"
@@ -85,16 +89,21 @@ async def test_worker_ingest_send_and_dlq_all_go_through_sasl_ssl(secure_pipelin
         async with aiohttp.ClientSession() as session:
             call = {"userId": "u1", "event": "Ingested", "messageId": f"{tag}-ingest"}
             basic = base64.b64encode(f"{WRITE_KEY}:".encode()).decode()
-            async with session.post(f"http://127.0.0.1:{port}/v1/track", json=call,
-                                    headers={"Authorization": f"Basic {basic}"}) as response:
+            async with session.post(
+                f"http://127.0.0.1:{port}/v1/track", json=call, headers={"Authorization": f"Basic {basic}"}
+            ) as response:
                 assert (response.status, await response.json()) == (200, {"success": True})
     finally:
         await runner.cleanup()
         await sink.stop()
 
     wanted = {f"{tag}-own", f"{tag}-send", f"{tag}-ingest"}
-    await pipe.eventually(lambda: pipe.requests("webhook"), lambda r: wanted <= webhook_message_ids(r),
-                          timeout=90, what="the three calls at the webhook")
+    await pipe.eventually(
+        lambda: pipe.requests("webhook"),
+        lambda r: wanted <= webhook_message_ids(r),
+        timeout=90,
+        what="the three calls at the webhook",
+    )
 
     # a dead letter, read back by `cs-relay dlq list`
     await pipe.send(b"not json at all")
@@ -110,8 +119,12 @@ async def test_worker_ingest_send_and_dlq_all_go_through_sasl_ssl(secure_pipelin
 def refused(secure_kafka: LocalKafka, tmp_path: Path, **override: str) -> dict[str, str]:
     """A command's environment for the secured broker, with some settings overridden."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("KAFKA_", "CS_RELAY_"))}
-    env.update(secure_kafka.client_env("SCRAM-SHA-512"), CS_RELAY_DATA_DIR=str(tmp_path / "worker"),
-               CS_RELAY_APP_ID=f"e2e-refused-{uuid.uuid4().hex[:6]}", **override)
+    env.update(
+        secure_kafka.client_env("SCRAM-SHA-512"),
+        CS_RELAY_DATA_DIR=str(tmp_path / "worker"),
+        CS_RELAY_APP_ID=f"e2e-refused-{uuid.uuid4().hex[:6]}",
+        **override,
+    )
     return env
 
 
@@ -130,8 +143,10 @@ def test_a_wrong_password_is_one_line_naming_the_login_settings(secure_kafka, tm
     wrong = "not-the-password-" + uuid.uuid4().hex[:6]
     line = one_error_line(cs_relay(*command, env=refused(secure_kafka, tmp_path, KAFKA_SASL_PASSWORD=wrong)))
     print(line)
-    assert line.startswith("error: Kafka refused the SASL login (KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD): "
-                           "SCRAM-SHA-512 as 'cs-relay': Authentication failed")
+    assert line.startswith(
+        "error: Kafka refused the SASL login (KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD): "
+        "SCRAM-SHA-512 as 'cs-relay': Authentication failed"
+    )
     assert wrong not in line
 
 

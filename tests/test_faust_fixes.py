@@ -46,8 +46,9 @@ async def produce(producer: AIOKafkaProducer, topic: str, partition: int, n: int
 
 
 async def assigned_consumer(bootstrap: str, *tps: TopicPartition) -> AIOKafkaConsumer:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
     await consumer.start()
     consumer.assign(list(tps))
     for tp in tps:

@@ -85,12 +85,15 @@ def test_basic_auth_gives_the_user_name_as_write_key():
     assert authorization_key("basic " + base64.b64encode(f"{KEY}:".encode()).decode()) == KEY
 
 
-@pytest.mark.parametrize("header", [
-    f"Bearer {KEY}",                                   # another scheme
-    "Basic not*base64",                               # bad base64
-    "Basic " + base64.b64encode(b":pw").decode(),     # no user name
-    "Basic " + base64.b64encode(b"\xff:").decode(),   # not UTF-8
-])
+@pytest.mark.parametrize(
+    "header",
+    [
+        f"Bearer {KEY}",  # another scheme
+        "Basic not*base64",  # bad base64
+        "Basic " + base64.b64encode(b":pw").decode(),  # no user name
+        "Basic " + base64.b64encode(b"\xff:").decode(),  # not UTF-8
+    ],
+)
 def test_malformed_authorization_is_401_without_the_value(header):
     with pytest.raises(IngestError) as exc_info:
         authorization_key(header)
@@ -120,14 +123,17 @@ def test_body_decoding_plain_and_gzip():
     assert decode_body(gzip.compress(data[:10]) + gzip.compress(data[10:]), "gzip") == data  # two members
 
 
-@pytest.mark.parametrize("data,encoding,code", [
-    (b"{}", "br", "unsupported_encoding"),
-    (b"{}", "gzip, gzip", "unsupported_encoding"),
-    (b"not gzip at all", "gzip", "invalid_gzip"),
-    (gzip.compress(b'{"a": 1}' * 100)[:-12], "gzip", "invalid_gzip"),  # truncated
-    (b" " * (MAX_REQUEST_BYTES + 1), None, "request_too_large"),
-    (gzip.compress(b" " * (20 * MAX_REQUEST_BYTES)), "gzip", "request_too_large"),  # a gzip bomb stops at the limit
-])
+@pytest.mark.parametrize(
+    "data,encoding,code",
+    [
+        (b"{}", "br", "unsupported_encoding"),
+        (b"{}", "gzip, gzip", "unsupported_encoding"),
+        (b"not gzip at all", "gzip", "invalid_gzip"),
+        (gzip.compress(b'{"a": 1}' * 100)[:-12], "gzip", "invalid_gzip"),  # truncated
+        (b" " * (MAX_REQUEST_BYTES + 1), None, "request_too_large"),
+        (gzip.compress(b" " * (20 * MAX_REQUEST_BYTES)), "gzip", "request_too_large"),  # a gzip bomb stops at the limit
+    ],
+)
 def test_body_decoding_refusals(data, encoding, code):
     with pytest.raises(IngestError) as exc_info:
         decode_body(data, encoding)
@@ -158,8 +164,12 @@ def test_received_at_is_iso_8601_utc_with_milliseconds():
 
 @pytest.mark.parametrize("type_", sorted(VALID))
 def test_the_path_sets_the_type_and_receivedAt_is_stamped(type_):
-    body = {**VALID[type_], "type": "identify" if type_ != "identify" else "track",
-            "receivedAt": "2020-01-01T00:00:00Z", "writeKey": KEY}
+    body = {
+        **VALID[type_],
+        "type": "identify" if type_ != "identify" else "track",
+        "receivedAt": "2020-01-01T00:00:00Z",
+        "writeKey": KEY,
+    }
     [record] = request_records(type_, body, NOW)
     message = decoded(record)
     assert message["type"] == type_ and message["receivedAt"] == NOW
@@ -174,13 +184,16 @@ def test_single_call_key_is_user_id_else_anonymous_id():
     assert request_records("track", {**TRACK, "userId": None, "anonymousId": "a"}, NOW)[0].key == b"a"
 
 
-@pytest.mark.parametrize("body,reason,field", [
-    ({"userId": "u1"}, "missing_field", "event"),
-    ({"event": "E"}, "missing_field", "userId"),
-    ({**TRACK, "timestamp": "yesterday"}, "invalid_timestamp", "timestamp"),
-    ({**TRACK, "properties": [1]}, "wrong_type", "properties"),
-    (["not", "an", "object"], "not_an_object", None),
-])
+@pytest.mark.parametrize(
+    "body,reason,field",
+    [
+        ({"userId": "u1"}, "missing_field", "event"),
+        ({"event": "E"}, "missing_field", "userId"),
+        ({**TRACK, "timestamp": "yesterday"}, "invalid_timestamp", "timestamp"),
+        ({**TRACK, "properties": [1]}, "wrong_type", "properties"),
+        (["not", "an", "object"], "not_an_object", None),
+    ],
+)
 def test_an_invalid_single_call_is_400_with_the_reason(body, reason, field):
     with pytest.raises(IngestError) as exc_info:
         request_records("track", body, NOW)
@@ -200,8 +213,10 @@ def test_single_message_size_limit_counts_the_record_as_produced():
 
 
 def test_nan_and_unpaired_surrogates_are_invalid_json():
-    for body in (parse_json(b'{"userId": "u1", "event": "E", "properties": {"v": NaN}}'),
-                 parse_json(b'{"userId": "u1", "event": "E\\ud800"}')):
+    for body in (
+        parse_json(b'{"userId": "u1", "event": "E", "properties": {"v": NaN}}'),
+        parse_json(b'{"userId": "u1", "event": "E\\ud800"}'),
+    ):
         with pytest.raises(IngestError) as exc_info:
             request_records("track", body, NOW)
         assert reason_of(exc_info) == (400, "invalid_json")
@@ -234,8 +249,8 @@ def test_batch_merges_context_and_integrations_message_fields_win():
 
 def test_batch_keeps_invalid_items_for_the_worker_to_dead_letter():
     body = batch_of(
-        {"type": "track", "userId": "u1"},            # no event
-        {"type": "launch", "userId": "u1"},           # unknown type
+        {"type": "track", "userId": "u1"},  # no event
+        {"type": "launch", "userId": "u1"},  # unknown type
         {"type": "track", "userId": "u1", "event": "E", "context": "not an object"},
         42,
         {"type": "track", "userId": "u2", "event": "E"},
@@ -249,14 +264,17 @@ def test_batch_keeps_invalid_items_for_the_worker_to_dead_letter():
     assert request_records("batch", batch_of(), NOW) == []
 
 
-@pytest.mark.parametrize("body,code", [
-    ([{"type": "track"}], "invalid_batch"),
-    ({"messages": []}, "invalid_batch"),
-    ({"batch": {"type": "track"}}, "invalid_batch"),
-    (batch_of(context="web"), "invalid_batch"),
-    (batch_of(integrations=[1]), "invalid_batch"),
-    (batch_of(*[{"type": "track", "userId": "u", "event": "E"}] * (MAX_BATCH_MESSAGES + 1)), "too_many_messages"),
-])
+@pytest.mark.parametrize(
+    "body,code",
+    [
+        ([{"type": "track"}], "invalid_batch"),
+        ({"messages": []}, "invalid_batch"),
+        ({"batch": {"type": "track"}}, "invalid_batch"),
+        (batch_of(context="web"), "invalid_batch"),
+        (batch_of(integrations=[1]), "invalid_batch"),
+        (batch_of(*[{"type": "track", "userId": "u", "event": "E"}] * (MAX_BATCH_MESSAGES + 1)), "too_many_messages"),
+    ],
+)
 def test_structurally_broken_batches_are_400(body, code):
     with pytest.raises(IngestError) as exc_info:
         request_records("batch", body, NOW)
@@ -328,8 +346,16 @@ class Ingest:
         self.url = url
         self.session = session
 
-    async def post(self, path: str, body: Any = None, *, key: str | None = KEY, data: bytes | None = None,
-                   gzipped: bool = False, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def post(
+        self,
+        path: str,
+        body: Any = None,
+        *,
+        key: str | None = KEY,
+        data: bytes | None = None,
+        gzipped: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         headers = dict(headers or {})
         if key is not None:
             headers["Authorization"] = basic(key)
@@ -372,8 +398,9 @@ async def test_http_single_call_with_basic_auth(ingest, sink):
 
 
 async def test_http_write_key_in_the_body_and_gzip(ingest, sink):
-    status, answer = await ingest.post("/v1/batch", batch_of(VALID["group"] | {"type": "group"}, writeKey=OTHER_KEY),
-                                       key=None, gzipped=True)
+    status, answer = await ingest.post(
+        "/v1/batch", batch_of(VALID["group"] | {"type": "group"}, writeKey=OTHER_KEY), key=None, gzipped=True
+    )
     assert (status, answer) == (200, {"success": True})
     assert decoded(sink.records[0])["groupId"] == "g1" and OTHER_KEY.encode() not in sink.records[0].value
 
@@ -391,8 +418,12 @@ async def test_http_400s_are_json_with_code_and_message(ingest, sink):
     assert status == 400 and answer["code"] == "invalid_message" and answer["field"] == "event"
     status, answer = await ingest.post("/v1/batch", data=b" " * (MAX_REQUEST_BYTES + 1))
     assert (status, answer["code"]) == (400, "request_too_large")
-    status, answer = await ingest.post("/v1/batch", data=gzip.compress(b" " * (MAX_REQUEST_BYTES + 1)), gzipped=False,
-                                       headers={"Content-Encoding": "gzip"})
+    status, answer = await ingest.post(
+        "/v1/batch",
+        data=gzip.compress(b" " * (MAX_REQUEST_BYTES + 1)),
+        gzipped=False,
+        headers={"Content-Encoding": "gzip"},
+    )
     assert (status, answer["code"]) == (400, "request_too_large")
     status, answer = await ingest.post("/v1/batch", batch_of(TRACK, TRACK, {**TRACK, "p": "x" * MAX_MESSAGE_BYTES}))
     assert (status, answer["code"], answer["index"]) == (400, "message_too_large", 2)
@@ -402,8 +433,11 @@ async def test_http_400s_are_json_with_code_and_message(ingest, sink):
 async def test_http_kafka_down_is_503(ingest, sink):
     sink.down = True
     status, answer = await ingest.post("/v1/track", TRACK)
-    assert status == 503 and answer == {"success": False, "code": "kafka_unavailable",
-                                        "message": "Kafka did not acknowledge the messages in time: retry"}
+    assert status == 503 and answer == {
+        "success": False,
+        "code": "kafka_unavailable",
+        "message": "Kafka did not acknowledge the messages in time: retry",
+    }
 
 
 async def test_http_health_and_unknown_routes(ingest):
@@ -431,8 +465,9 @@ async def new_topic(bootstrap: str, partitions: int = 1) -> str:
 
 async def read_topic(bootstrap: str, topic: str, count: int, timeout: float = 20.0) -> list[tuple[bytes | None, dict]]:
     """The first `count` records of `topic` (key, decoded value), waiting up to `timeout` s."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+    )
     await consumer.start()
     records: list[tuple[bytes | None, dict]] = []
     try:
@@ -479,7 +514,9 @@ async def test_a_batch_produces_all_its_messages_in_order(kafka_ingest):
     assert status == 200
     records = await kafka_ingest.read(len(items))
     assert [message.get("event") for _, message in records] == [item.get("event") for item in items]
-    assert [key for key, _ in records] == [None if i == 150 else item["userId"].encode() for i, item in enumerate(items)]
+    assert [key for key, _ in records] == [
+        None if i == 150 else item["userId"].encode() for i, item in enumerate(items)
+    ]
     assert all(message["context"] == {"ip": "1.2.3.4"} for _, message in records)
 
 
@@ -518,8 +555,14 @@ def sdk_client(url: str, **options: Any):
     import segment.analytics as analytics
 
     errors: list[Exception] = []
-    client = analytics.Client(KEY, host=url, on_error=lambda error, batch: errors.append(error),
-                              upload_interval=0.05, max_retries=2, **options)
+    client = analytics.Client(
+        KEY,
+        host=url,
+        on_error=lambda error, batch: errors.append(error),
+        upload_interval=0.05,
+        max_retries=2,
+        **options,
+    )
     return client, errors
 
 
@@ -538,7 +581,11 @@ async def test_the_segment_python_sdk_sends_to_the_ingest(kafka_ingest):
     assert errors == []
     records = await kafka_ingest.read(4)
     assert [(key, m["type"]) for key, m in records] == [
-        (b"u1", "identify"), (b"u1", "group"), (b"u1", "track"), (b"u1", "page")]
+        (b"u1", "identify"),
+        (b"u1", "group"),
+        (b"u1", "track"),
+        (b"u1", "page"),
+    ]
     identify, group, track, page = (m for _, m in records)
     assert identify["traits"]["firstName"] == "Ada" and group["groupId"] == "g1" and group["traits"]["name"] == "Acme"
     assert track["event"] == "Report Built" and page["name"] == "Home" and page["category"] == "Docs"
@@ -563,8 +610,11 @@ async def test_sdk_throughput(kafka_ingest):
     assert errors == []
     records = await kafka_ingest.read(total)
     assert len(records) == total
-    print(f"\ningest throughput with segment-analytics-python: {total} messages in {elapsed:.2f}s "
-          f"= {total / elapsed:,.0f} messages/s (batches of 250, acks=all)", file=sys.stderr)
+    print(
+        f"\ningest throughput with segment-analytics-python: {total} messages in {elapsed:.2f}s "
+        f"= {total / elapsed:,.0f} messages/s (batches of 250, acks=all)",
+        file=sys.stderr,
+    )
 
 
 # --------------------------------------------------------------------------- the command
@@ -573,11 +623,22 @@ async def test_sdk_throughput(kafka_ingest):
 @pytest.mark.e2e
 async def test_cs_relay_ingest_command(kafka_bootstrap):
     topic = await new_topic(kafka_bootstrap)
-    env = {**os.environ, "CS_RELAY_WRITE_KEYS": f"{KEY},{OTHER_KEY}", "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-           "CS_RELAY_INPUT_TOPIC": topic}
+    env = {
+        **os.environ,
+        "CS_RELAY_WRITE_KEYS": f"{KEY},{OTHER_KEY}",
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CS_RELAY_INPUT_TOPIC": topic,
+    }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "streams.cli", "ingest", "--port", "0", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        sys.executable,
+        "-m",
+        "streams.cli",
+        "ingest",
+        "--port",
+        "0",
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
     )
     output = b""
     try:
@@ -586,8 +647,9 @@ async def test_cs_relay_ingest_command(kafka_bootstrap):
         port = re.search(rb"listening on http://127\.0\.0\.1:(\d+)", line)
         assert port, line
         async with aiohttp.ClientSession() as session:
-            async with session.post(f"http://127.0.0.1:{int(port[1])}/v1/track", json=TRACK,
-                                    headers={"Authorization": basic(KEY)}) as response:
+            async with session.post(
+                f"http://127.0.0.1:{int(port[1])}/v1/track", json=TRACK, headers={"Authorization": basic(KEY)}
+            ) as response:
                 assert response.status == 200
         [(key, message)] = await read_topic(kafka_bootstrap, topic, 1)
         assert key == b"u1" and message["event"] == "Signed In"

@@ -60,7 +60,9 @@ class Client:
             return response.status, await response.text()
 
     async def post(self, path: str, data: bytes, **headers: str) -> int:
-        async with self.session.post(self.base + path, data=data, headers={"Authorization": basic(KEY), **headers}) as r:
+        async with self.session.post(
+            self.base + path, data=data, headers={"Authorization": basic(KEY), **headers}
+        ) as r:
             return r.status
 
     async def metrics(self, **headers: str) -> dict:
@@ -170,7 +172,8 @@ async def test_metrics_need_the_admin_token_when_set_version_and_ready_do_not():
         assert ("cs_relay_ingest_messages_produced_total", ()) in await client.metrics(Authorization=f"Bearer {TOKEN}")
         status, body = await client.get("/version")
         assert status == 200 and json.loads(body) == {
-            "version": streams.__version__, "python": platform.python_version(),
+            "version": streams.__version__,
+            "python": platform.python_version(),
             "faust": importlib.metadata.version("faust-streaming"),
         }
         assert (await client.get("/ready"))[0] == 503
@@ -235,6 +238,7 @@ async def test_ready_follows_the_real_broker_without_traffic(tmp_path, monkeypat
     sink = KafkaSink(kafka.bootstrap_servers, "ready-topic", timeout=2)
     runner, session, client = await running(sink)
     try:
+
         async def ready_status() -> int:
             return (await client.get("/ready"))[0]
 

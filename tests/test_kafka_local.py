@@ -28,9 +28,15 @@ async def produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:
         await producer.stop()
 
 
-async def consume(bootstrap: str, topic: str, count: int, *, group: str | None = None, timeout: float = 30.0) -> list[tuple[bytes, bytes]]:
+async def consume(
+    bootstrap: str, topic: str, count: int, *, group: str | None = None, timeout: float = 30.0
+) -> list[tuple[bytes, bytes]]:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, group_id=group, auto_offset_reset="earliest", enable_auto_commit=False,
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await consumer.start()
     records: list[tuple[bytes, bytes]] = []
@@ -145,7 +151,9 @@ def test_missing_maven_gives_a_clear_error(tmp_path, monkeypatch):
 
 def test_failed_maven_reports_mavens_reason_and_leaves_no_jars(tmp_path, monkeypatch):
     monkeypatch.setenv("CS_RELAY_KAFKA_CACHE", str(tmp_path / "cache"))
-    with pytest.raises(KafkaLaunchError, match=r"^mvn could not fetch Kafka 0\.0\.1-no-such-version from Maven Central \(exit 1\): ") as info:
+    with pytest.raises(
+        KafkaLaunchError, match=r"^mvn could not fetch Kafka 0\.0\.1-no-such-version from Maven Central \(exit 1\): "
+    ) as info:
         resolve_kafka("0.0.1-no-such-version")
     assert "\n" not in str(info.value)
     assert "[Help 1]" not in str(info.value)
@@ -165,6 +173,8 @@ async def test_wait_until_ready_gives_up_with_a_clear_error():
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # bound, not listening: connections are refused
         began = time.monotonic()
-        with pytest.raises(KafkaLaunchError, match=rf"Kafka at 127.0.0.1:{port} did not answer a metadata request within 1s"):
+        with pytest.raises(
+            KafkaLaunchError, match=rf"Kafka at 127.0.0.1:{port} did not answer a metadata request within 1s"
+        ):
             await wait_until_ready(f"127.0.0.1:{port}", 1)
         assert time.monotonic() - began < 5

@@ -37,8 +37,12 @@ def security(**env: str) -> KafkaSecurity:
 
 
 def sasl_ssl(**extra: str) -> dict[str, str]:
-    return {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_USERNAME": "relay", "KAFKA_SASL_PASSWORD": PASSWORD,
-            **extra}
+    return {
+        "KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+        "KAFKA_SASL_USERNAME": "relay",
+        "KAFKA_SASL_PASSWORD": PASSWORD,
+        **extra,
+    }
 
 
 def test_plaintext_by_default_gives_clients_nothing_else():
@@ -46,16 +50,28 @@ def test_plaintext_by_default_gives_clients_nothing_else():
     assert s.protocol == "PLAINTEXT" and not s.uses_ssl and not s.uses_sasl
     assert s.client_options() == {"security_protocol": "PLAINTEXT"}
     assert s.faust_credentials() is None
-    assert Settings.from_env({}).kafka_options() == {"bootstrap_servers": "localhost:9092", "security_protocol": "PLAINTEXT"}
+    assert Settings.from_env({}).kafka_options() == {
+        "bootstrap_servers": "localhost:9092",
+        "security_protocol": "PLAINTEXT",
+    }
 
 
 def test_sasl_ssl_gives_every_aiokafka_client_tls_and_the_login(tls):
-    s = security(**sasl_ssl(KAFKA_SECURITY_PROTOCOL="sasl_ssl", KAFKA_SASL_MECHANISM="scram-sha-512",
-                            KAFKA_SSL_CAFILE=str(tls / "ca.pem")))
+    s = security(
+        **sasl_ssl(
+            KAFKA_SECURITY_PROTOCOL="sasl_ssl",
+            KAFKA_SASL_MECHANISM="scram-sha-512",
+            KAFKA_SSL_CAFILE=str(tls / "ca.pem"),
+        )
+    )
     options = s.client_options()
     context = options.pop("ssl_context")
-    assert options == {"security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512",
-                       "sasl_plain_username": "relay", "sasl_plain_password": PASSWORD}
+    assert options == {
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "relay",
+        "sasl_plain_password": PASSWORD,
+    }
     assert isinstance(context, ssl.SSLContext)
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "cs-relay local Kafka CA"),),)]
@@ -87,25 +103,46 @@ def test_hostname_check_can_be_turned_off_but_the_certificate_is_still_verified(
 
 
 def test_mutual_tls_loads_the_client_certificate(tls):
-    s = security(KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_SSL_CERTFILE=str(tls / "broker.pem"),
-                 KAFKA_SSL_KEYFILE=str(tls / "broker.key"))
+    s = security(
+        KAFKA_SECURITY_PROTOCOL="SSL",
+        KAFKA_SSL_CERTFILE=str(tls / "broker.pem"),
+        KAFKA_SSL_KEYFILE=str(tls / "broker.key"),
+    )
     assert s.client_options()["ssl_context"] is not None
 
 
-@pytest.mark.parametrize("env, message", [
-    ({"KAFKA_SECURITY_PROTOCOL": "TLS"}, "KAFKA_SECURITY_PROTOCOL: expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL"),
-    (sasl_ssl(KAFKA_SASL_MECHANISM="GSSAPI"), "KAFKA_SASL_MECHANISM: expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512"),
-    ({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: required with KAFKA_SECURITY_PROTOCOL=SASL_SSL"),
-    (sasl_ssl(KAFKA_SASL_USERNAME=""), "KAFKA_SASL_USERNAME: required with"),
-    (sasl_ssl(KAFKA_SASL_PASSWORD=" "), "KAFKA_SASL_PASSWORD: required with"),
-    ({"KAFKA_SASL_PASSWORD": PASSWORD}, "KAFKA_SASL_PASSWORD: set, but KAFKA_SECURITY_PROTOCOL=PLAINTEXT sends no SASL login"),
-    ({"KAFKA_SSL_CAFILE": "/etc/hostname"}, "KAFKA_SSL_CAFILE: set, but KAFKA_SECURITY_PROTOCOL=PLAINTEXT does not use TLS"),
-    (sasl_ssl(KAFKA_SSL_CAFILE="/nonexistent/ca.pem"), "KAFKA_SSL_CAFILE: no such file: /nonexistent/ca.pem"),
-    (sasl_ssl(KAFKA_SSL_CAFILE="/"), "KAFKA_SSL_CAFILE: not a file: /"),
-    (sasl_ssl(KAFKA_SSL_CERTFILE="/etc/hostname"), "KAFKA_SSL_KEYFILE: required with KAFKA_SSL_CERTFILE"),
-    (sasl_ssl(KAFKA_SSL_KEYFILE="/etc/hostname"), "KAFKA_SSL_CERTFILE: required with KAFKA_SSL_KEYFILE"),
-    (sasl_ssl(KAFKA_SSL_CHECK_HOSTNAME="perhaps"), "KAFKA_SSL_CHECK_HOSTNAME: expected true or false"),
-])
+@pytest.mark.parametrize(
+    "env, message",
+    [
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "TLS"},
+            "KAFKA_SECURITY_PROTOCOL: expected one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL",
+        ),
+        (
+            sasl_ssl(KAFKA_SASL_MECHANISM="GSSAPI"),
+            "KAFKA_SASL_MECHANISM: expected one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512",
+        ),
+        (
+            {"KAFKA_SECURITY_PROTOCOL": "SASL_SSL"},
+            "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD: required with KAFKA_SECURITY_PROTOCOL=SASL_SSL",
+        ),
+        (sasl_ssl(KAFKA_SASL_USERNAME=""), "KAFKA_SASL_USERNAME: required with"),
+        (sasl_ssl(KAFKA_SASL_PASSWORD=" "), "KAFKA_SASL_PASSWORD: required with"),
+        (
+            {"KAFKA_SASL_PASSWORD": PASSWORD},
+            "KAFKA_SASL_PASSWORD: set, but KAFKA_SECURITY_PROTOCOL=PLAINTEXT sends no SASL login",
+        ),
+        (
+            {"KAFKA_SSL_CAFILE": "/etc/hostname"},
+            "KAFKA_SSL_CAFILE: set, but KAFKA_SECURITY_PROTOCOL=PLAINTEXT does not use TLS",
+        ),
+        (sasl_ssl(KAFKA_SSL_CAFILE="/nonexistent/ca.pem"), "KAFKA_SSL_CAFILE: no such file: /nonexistent/ca.pem"),
+        (sasl_ssl(KAFKA_SSL_CAFILE="/"), "KAFKA_SSL_CAFILE: not a file: /"),
+        (sasl_ssl(KAFKA_SSL_CERTFILE="/etc/hostname"), "KAFKA_SSL_KEYFILE: required with KAFKA_SSL_CERTFILE"),
+        (sasl_ssl(KAFKA_SSL_KEYFILE="/etc/hostname"), "KAFKA_SSL_CERTFILE: required with KAFKA_SSL_KEYFILE"),
+        (sasl_ssl(KAFKA_SSL_CHECK_HOSTNAME="perhaps"), "KAFKA_SSL_CHECK_HOSTNAME: expected true or false"),
+    ],
+)
 def test_a_bad_setting_is_named_and_the_password_never_quoted(env, message):
     with pytest.raises(SettingsError) as raised:
         Settings.from_env(env)
@@ -119,8 +156,11 @@ def test_files_that_are_not_certificates_or_keys_are_refused(tls, tmp_path):
     with pytest.raises(SettingsError, match=r"^KAFKA_SSL_CAFILE: not a PEM file of certificates"):
         security(**sasl_ssl(KAFKA_SSL_CAFILE=str(junk)))
     with pytest.raises(SettingsError, match=r"^KAFKA_SSL_CERTFILE / KAFKA_SSL_KEYFILE: cannot use them"):
-        security(KAFKA_SECURITY_PROTOCOL="SSL", KAFKA_SSL_CERTFILE=str(tls / "broker.pem"),
-                 KAFKA_SSL_KEYFILE=str(tls / "ca.key"))  # a key of another certificate
+        security(
+            KAFKA_SECURITY_PROTOCOL="SSL",
+            KAFKA_SSL_CERTFILE=str(tls / "broker.pem"),
+            KAFKA_SSL_KEYFILE=str(tls / "ca.key"),
+        )  # a key of another certificate
 
 
 def test_an_unreadable_file_is_named(tmp_path):
@@ -155,8 +195,9 @@ def test_the_password_is_a_secret_everywhere_settings_are_shown():
 
 
 def test_env_gives_back_the_variables_that_made_it(tls):
-    env = sasl_ssl(KAFKA_SASL_MECHANISM="SCRAM-SHA-256", KAFKA_SSL_CAFILE=str(tls / "ca.pem"),
-                   KAFKA_SSL_CHECK_HOSTNAME="false")
+    env = sasl_ssl(
+        KAFKA_SASL_MECHANISM="SCRAM-SHA-256", KAFKA_SSL_CAFILE=str(tls / "ca.pem"), KAFKA_SSL_CHECK_HOSTNAME="false"
+    )
     assert security(**env).env() == env
     assert security().env() == {"KAFKA_SECURITY_PROTOCOL": "PLAINTEXT"}
 
@@ -173,8 +214,10 @@ def test_connection_errors_name_the_setting_to_fix():
     assert "(KAFKA_BOOTSTRAP_SERVERS / KAFKA_SSL_CHECK_HOSTNAME)" in describe(mismatch, s, "k:9093")
     refused = errors.SaslAuthenticationFailed(f"Authentication failed for password {PASSWORD}")
     line = describe(refused, s, "k:9093")
-    assert line == ("Kafka refused the SASL login (KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD): SCRAM-SHA-512 as "
-                    "'relay': Authentication failed for password ***")
+    assert line == (
+        "Kafka refused the SASL login (KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD): SCRAM-SHA-512 as "
+        "'relay': Authentication failed for password ***"
+    )
     mechanism = errors.UnsupportedSaslMechanismError("Kafka broker does not support SCRAM-SHA-512 sasl mechanism.")
     assert "does not accept KAFKA_SASL_MECHANISM=SCRAM-SHA-512" in describe(mechanism, s, "k:9093")
     assert describe(errors.KafkaConnectionError("Unable to bootstrap"), s, "k:9093") is None
@@ -183,4 +226,7 @@ def test_connection_errors_name_the_setting_to_fix():
 async def test_diagnose_finds_no_security_problem_when_nothing_answers():
     port = free_port()
     for s in (security(), security(**sasl_ssl())):
-        assert await diagnose(s, f"127.0.0.1:{port}", errors.KafkaConnectionError("Unable to bootstrap"), timeout=2) is None
+        assert (
+            await diagnose(s, f"127.0.0.1:{port}", errors.KafkaConnectionError("Unable to bootstrap"), timeout=2)
+            is None
+        )

@@ -154,8 +154,17 @@ async def test_delete_faults_clears_them(csb: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "fault",
-    [{}, {"status": 99}, {"status": "503"}, {"status": 503, "count": 0}, {"status": 503, "share": 1.5},
-     {"status": 503, "retry_after": -1}, {"latency_ms": -5}, {"status": 503, "retryAfter": 2}, [1]],
+    [
+        {},
+        {"status": 99},
+        {"status": "503"},
+        {"status": 503, "count": 0},
+        {"status": 503, "share": 1.5},
+        {"status": 503, "retry_after": -1},
+        {"latency_ms": -5},
+        {"status": 503, "retryAfter": 2},
+        [1],
+    ],
 )
 async def test_invalid_fault_is_400_and_adds_nothing(cs: TestClient, fault: Any) -> None:
     response = await cs.post("/_mock/faults", json=fault)
@@ -180,8 +189,9 @@ async def test_start_mocks_on_free_ports() -> None:
             url = mocks.urls["clientsuccess"] + cs_path("E")
             async with session.post(url, params={"api_key": CS_KEY}, json=cs_body()) as response:
                 assert response.status == 200
-            async with session.post(mocks.urls["customersuccessbox"] + "/api_js/v1_1/account", json={"accountId": "A"},
-                                    headers=bearer()) as response:
+            async with session.post(
+                mocks.urls["customersuccessbox"] + "/api_js/v1_1/account", json={"accountId": "A"}, headers=bearer()
+            ) as response:
                 assert response.status == 200
             async with session.get(mocks.urls["customersuccessbox"] + "/_mock/state") as response:
                 assert (await response.json())["accounts"] == {"A": {"traits": {}}}
@@ -198,24 +208,33 @@ def test_credentials_from_env_with_demo_defaults(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CSB_API_KEY", "k3")
     creds = credentials_from_env()
     assert (creds["CLIENTSUCCESS_SOURCE_ID"], creds["CLIENTSUCCESS_API_KEY"], creds["CSB_API_KEY"]) == (
-        "demo-source", "demo-cs-api-key", "k3",
+        "demo-source",
+        "demo-cs-api-key",
+        "k3",
     )
 
 
 async def test_run_mocks_prints_urls_without_keys_and_stops_on_sigterm() -> None:
-    env = dict(os.environ, CLIENTSUCCESS_SOURCE_ID="s9", CLIENTSUCCESS_API_KEY="cs-top-secret",
-               CSB_API_KEY="csb-top-secret", PYTHONPATH=str(ROOT))
+    env = dict(
+        os.environ,
+        CLIENTSUCCESS_SOURCE_ID="s9",
+        CLIENTSUCCESS_API_KEY="cs-top-secret",
+        CSB_API_KEY="csb-top-secret",
+        PYTHONPATH=str(ROOT),
+    )
     code = "from mockservers.server import run_mocks; run_mocks('127.0.0.1', {'clientsuccess': 0, 'customersuccessbox': 0})"
-    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         lines = [await asyncio.to_thread(proc.stdout.readline) for _ in range(2)]
         assert lines[0].startswith("ClientSuccess mock listening on http://127.0.0.1:")
         assert lines[1].startswith("CustomerSuccessBox mock listening on http://127.0.0.1:")
         csb_url = lines[1].split()[-1]
         async with aiohttp.ClientSession() as session:
-            async with session.post(csb_url + "/api_js/v1_1/account", json={"accountId": "A"},
-                                    headers=bearer("csb-top-secret")) as response:
+            async with session.post(
+                csb_url + "/api_js/v1_1/account", json={"accountId": "A"}, headers=bearer("csb-top-secret")
+            ) as response:
                 assert response.status == 200
         proc.send_signal(signal.SIGTERM)
         out, err = await asyncio.to_thread(proc.communicate, timeout=20)

@@ -79,8 +79,11 @@ def test_promtool_unit_tests_of_the_rules_pass():
 
 def test_every_alert_has_a_unit_test_and_a_runbook_line():
     rules = [r for group in yaml.safe_load(RULES.read_text())["groups"] for r in group["rules"]]
-    tested = {case["alertname"] for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]
-              for case in test.get("alert_rule_test", ())}
+    tested = {
+        case["alertname"]
+        for test in yaml.safe_load(RULE_TESTS.read_text())["tests"]
+        for case in test.get("alert_rule_test", ())
+    }
     operations = (ROOT / "docs" / "operations.md").read_text()
     for rule in rules:
         assert rule["alert"] in tested, f"{rule['alert']} has no case in alerts_test.yml"
@@ -115,17 +118,35 @@ async def test_the_dashboard_is_grafana_json_over_exported_metrics(exported, tmp
     used = {name for expr in exprs for name in METRIC.findall(expr)}
     assert not used - exported, f"the dashboard uses metrics nobody exports: {sorted(used - exported)}"
     # What the brief asks to see is there.
-    for needed in ("cs_relay_delivered_total", "cs_relay_retried_total", "cs_relay_delivery_failed_total",
-                   "cs_relay_dead_lettered_total", "cs_relay_pending_events", "cs_relay_consumer_lag_records",
-                   "cs_relay_partner_request_seconds_bucket", "cs_relay_ingest_requests_total",
-                   "cs_relay_ingest_produce_seconds_bucket", "process_cpu_seconds_total", "process_resident_memory_bytes"):
+    for needed in (
+        "cs_relay_delivered_total",
+        "cs_relay_retried_total",
+        "cs_relay_delivery_failed_total",
+        "cs_relay_dead_lettered_total",
+        "cs_relay_pending_events",
+        "cs_relay_consumer_lag_records",
+        "cs_relay_partner_request_seconds_bucket",
+        "cs_relay_ingest_requests_total",
+        "cs_relay_ingest_produce_seconds_bucket",
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+    ):
         assert needed in used, needed
     # Every expression is valid PromQL: promtool checks them as recording rules.
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:expr_{i}",
-         "expr": expr.replace("$__rate_interval", "5m").replace("$job", ".*").replace("$instance", ".*")}
-        for i, expr in enumerate(exprs)
-    ]}]}
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [
+                    {
+                        "record": f"dashboard:expr_{i}",
+                        "expr": expr.replace("$__rate_interval", "5m").replace("$job", ".*").replace("$instance", ".*"),
+                    }
+                    for i, expr in enumerate(exprs)
+                ],
+            }
+        ]
+    }
     path = tmp_path / "dashboard_rules.yml"
     path.write_text(yaml.safe_dump(rules))
     assert f"SUCCESS: {len(exprs)} rules found" in run_promtool("check", "rules", str(path))

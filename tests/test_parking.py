@@ -13,8 +13,16 @@ HOUR = 3600.0
 
 
 def parked(n: int, first_failed_at: float = 0.0, next_at: float = 10.0) -> Parked:
-    return Parked(0, f'{{"n": {n}}}', {"offset": n}, {"method": "POST", "path": f"/{n}", "json": {}}, f"m{n}",
-                  first_failed_at, attempts=2, next_at=next_at)
+    return Parked(
+        0,
+        f'{{"n": {n}}}',
+        {"offset": n},
+        {"method": "POST", "path": f"/{n}", "json": {}},
+        f"m{n}",
+        first_failed_at,
+        attempts=2,
+        next_at=next_at,
+    )
 
 
 def test_parking_appends_in_order_and_leaves_releasing():
@@ -69,8 +77,9 @@ def test_later_events_wait_behind_a_parked_delivery_and_flow_after_it():
     assert w.sent_to(cs.KEY) == []  # held behind the parked one
     assert [d.request.json["event"] for d in w.sent_to(csb.KEY)] == ["Behind"]  # the other partner flows
     head = w.pending["u1"].queue(cs.KEY).parked[0]
-    w.pending["u1"], _ = retried(w.pending["u1"], cs.KEY, head.seq, outcome="done", error="", now=1, delay=0,
-                                 window=HOUR)
+    w.pending["u1"], _ = retried(
+        w.pending["u1"], cs.KEY, head.seq, outcome="done", error="", now=1, delay=0, window=HOUR
+    )
     w.feed(msg("identify", traits={"email": "a@b.c"}))
     assert [d.request.path.rsplit("/", 1)[1] for d in w.sent_to(cs.KEY)] == ["Behind"]
 
@@ -83,8 +92,20 @@ def test_a_delivery_being_parked_blocks_the_destination_before_its_record_lands(
     w = World()
     w.feed(msg("group", groupId="acme", traits={"name": "Acme"}))
     m = msg("track", event="Racing")
-    result = step(m.key, m, raw(m), {}, w.users["u1"], w.pending["u1"], w.groups.get, DESTS, now=w.now,
-                  now_iso="2026-11-22T00:00:00+00:00", max_pending=10, max_pending_age=HOUR,
-                  blocked=frozenset({cs.KEY}))
+    result = step(
+        m.key,
+        m,
+        raw(m),
+        {},
+        w.users["u1"],
+        w.pending["u1"],
+        w.groups.get,
+        DESTS,
+        now=w.now,
+        now_iso="2026-11-22T00:00:00+00:00",
+        max_pending=10,
+        max_pending_age=HOUR,
+        blocked=frozenset({cs.KEY}),
+    )
     assert [d.destination for d in result.dispatches] == [csb.KEY]
     assert result.pending.queue(cs.KEY).held

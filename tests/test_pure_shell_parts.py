@@ -61,8 +61,14 @@ def test_bad_settings_name_the_variable(name, value):
 
 
 def test_secrets_never_show_in_repr_or_redacted_settings():
-    s = Settings.from_env({"CLIENTSUCCESS_API_KEY": "cs-secret-1", "CSB_API_KEY": "csb-secret-2",
-                           "CLIENTSUCCESS_SOURCE_ID": "src", "CSB_BASE_URL": "http://127.0.0.1:1"})
+    s = Settings.from_env(
+        {
+            "CLIENTSUCCESS_API_KEY": "cs-secret-1",
+            "CSB_API_KEY": "csb-secret-2",
+            "CLIENTSUCCESS_SOURCE_ID": "src",
+            "CSB_BASE_URL": "http://127.0.0.1:1",
+        }
+    )
     text = repr(s) + str(s.redacted())
     assert "cs-secret-1" not in text and "csb-secret-2" not in text
     assert s.destinations["clientsuccess"].enabled and s.destinations["customersuccessbox"].enabled
@@ -76,20 +82,40 @@ def test_redact_masks_known_secrets_query_keys_and_auth_headers():
 
 
 def test_dead_letter_headers_round_trip_and_are_redacted():
-    h = dead_letter_headers(reason="partner_refused", detail="answered 401 for key s3cret", stage="delivery",
-                            source={"topic": "t", "partition": 2, "offset": 40}, destination="clientsuccess",
-                            status=401, secrets=["s3cret"])
+    h = dead_letter_headers(
+        reason="partner_refused",
+        detail="answered 401 for key s3cret",
+        stage="delivery",
+        source={"topic": "t", "partition": 2, "offset": 40},
+        destination="clientsuccess",
+        status=401,
+        secrets=["s3cret"],
+    )
     back = read_headers(h.items())
     assert back["reason"] == "partner_refused" and back["stage"] == "delivery"
     assert back["source-partition"] == "2" and back["source-offset"] == "40" and back["status"] == "401"
     assert "s3cret" not in back["detail"]
 
 
-@pytest.mark.parametrize("status,outcome", [
-    (200, Outcome.DONE), (201, Outcome.DONE), (400, Outcome.FAIL), (401, Outcome.FAIL), (403, Outcome.FAIL),
-    (404, Outcome.FAIL), (413, Outcome.FAIL), (422, Outcome.FAIL), (408, Outcome.RETRY), (429, Outcome.RETRY),
-    (500, Outcome.RETRY), (502, Outcome.RETRY), (503, Outcome.RETRY), (None, Outcome.RETRY),
-])
+@pytest.mark.parametrize(
+    "status,outcome",
+    [
+        (200, Outcome.DONE),
+        (201, Outcome.DONE),
+        (400, Outcome.FAIL),
+        (401, Outcome.FAIL),
+        (403, Outcome.FAIL),
+        (404, Outcome.FAIL),
+        (413, Outcome.FAIL),
+        (422, Outcome.FAIL),
+        (408, Outcome.RETRY),
+        (429, Outcome.RETRY),
+        (500, Outcome.RETRY),
+        (502, Outcome.RETRY),
+        (503, Outcome.RETRY),
+        (None, Outcome.RETRY),
+    ],
+)
 def test_classify(status, outcome):
     assert classify(status) is outcome
 

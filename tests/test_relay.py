@@ -31,10 +31,19 @@ class World:
 
     def feed(self, m, dests=DESTS):
         result = step(
-            m.key, m, raw(m), {"topic": "t", "partition": 0, "offset": 1},
-            self.users.get(m.key), self.pending.get(m.key, Pending()), self.groups.get, dests,
-            now=self.now, now_iso="2026-11-22T00:00:00+00:00",
-            max_pending=self.max_pending, max_pending_age=self.max_age, memories=MEMORIES,
+            m.key,
+            m,
+            raw(m),
+            {"topic": "t", "partition": 0, "offset": 1},
+            self.users.get(m.key),
+            self.pending.get(m.key, Pending()),
+            self.groups.get,
+            dests,
+            now=self.now,
+            now_iso="2026-11-22T00:00:00+00:00",
+            max_pending=self.max_pending,
+            max_pending_age=self.max_age,
+            memories=MEMORIES,
         )
         self.users[m.key] = result.user
         self.pending[m.key] = result.pending
@@ -147,8 +156,9 @@ def test_anonymous_early_pages_are_attributed_after_login():
     login = w.feed(msg("alias", previousId="anon-1"))
     assert login.merge_from == "anon-1" and "anon-1" in w.users["u1"].anonymous_ids
     # the anonymous partition hands its profile over; the user's partition folds it in
-    result = merge_step(w.users["u1"], w.pending["u1"], w.users["anon-1"], w.pending["anon-1"], "anon-1",
-                        w.groups.get, DESTS)
+    result = merge_step(
+        w.users["u1"], w.pending["u1"], w.users["anon-1"], w.pending["anon-1"], "anon-1", w.groups.get, DESTS
+    )
     sent = {(d.destination, d.request.path) for d in result.dispatches}
     assert (cs.KEY, "/collector/1.0.0/projects/src/events/Viewed%20Pricing%20Page") in sent
     assert (csb.KEY, "/api_js/v1_1/page") in sent
@@ -164,6 +174,7 @@ def test_identify_with_both_ids_asks_for_a_merge_once():
 
 def test_merge_keeps_the_users_newer_traits_and_fills_gaps():
     from streams.core.state import UserState, merge_users
+
     user = UserState("u1", user_id="u1", traits={"email": "new@x"})
     anon = UserState("anon", traits={"email": "old@x", "firstName": "Al"}, group_id="acme", groups=("acme",))
     merged = merge_users(user, anon, "anon")

@@ -15,8 +15,9 @@ async def visitor_then_login(world: World) -> None:
     await world.publish(type="track", anonymousId="anon-1", event="Trial Started", messageId="t1")
     assert [h["seq"] for h in world.pending("anon-1")["held"]] == [1, 2]  # no group yet: held
     await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
-    await world.publish(type="identify", userId="u1", anonymousId="anon-1", traits={"email": "a@acme.test"},
-                        messageId="i")
+    await world.publish(
+        type="identify", userId="u1", anonymousId="anon-1", traits={"email": "a@acme.test"}, messageId="i"
+    )
 
 
 async def test_login_merges_the_visitor_in_both_partitions_and_releases_its_held_events():

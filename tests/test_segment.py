@@ -177,8 +177,13 @@ def test_message_without_user_or_anonymous_id_is_missing_field(ids):
 
 
 def test_unknown_extra_fields_are_kept_untouched():
-    body = base("track", properties={"revenue": 9.5, "nested": {"a": [1, None, True]}}, vendorField={"x": [1, 2]},
-                channel="server", writeKey=None)
+    body = base(
+        "track",
+        properties={"revenue": 9.5, "nested": {"a": [1, None, True]}},
+        vendorField={"x": [1, 2]},
+        channel="server",
+        writeKey=None,
+    )
     msg = parse(encode(body))
     assert msg.raw == body
     assert list(msg.raw) == list(body)  # key order too
@@ -457,8 +462,10 @@ VALID_TIMESTAMPS = [
     ("2026-11-18T11:07:17+09", datetime(2026, 11, 18, 11, 7, 17, tzinfo=timezone(timedelta(hours=9)))),
     ("2026-11-18T11:07Z", datetime(2026, 11, 18, 11, 7, tzinfo=UTC)),
     ("2026-11-18T11:07:17", datetime(2026, 11, 18, 11, 7, 17, tzinfo=UTC)),  # no offset: UTC
-    ("2024-02-29T23:59:59.999999+23:59", datetime(2024, 2, 29, 23, 59, 59, 999999,
-                                                  tzinfo=timezone(timedelta(hours=23, minutes=59)))),
+    (
+        "2024-02-29T23:59:59.999999+23:59",
+        datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=23, minutes=59))),
+    ),
 ]
 
 
@@ -649,8 +656,14 @@ def test_fields_of_other_types_are_not_checked():
 
 @pytest.mark.parametrize(
     ("context", "expected"),
-    [({"groupId": "acme"}, "acme"), ({"groupId": 12}, "12"), ({"groupId": ""}, None), ({}, None),
-     ({"groupId": None}, None), ({"groupId": ["x"]}, None)],
+    [
+        ({"groupId": "acme"}, "acme"),
+        ({"groupId": 12}, "12"),
+        ({"groupId": ""}, None),
+        ({}, None),
+        ({"groupId": None}, None),
+        ({"groupId": ["x"]}, None),
+    ],
 )
 def test_context_group_id(context, expected):
     assert parse(encode(base("track", context=context))).context_group_id == expected
@@ -846,9 +859,7 @@ def test_property_valid_messages_of_every_type_round_trip(body):
     assert msg.type == body["type"]
     assert msg.key
     assert len(msg.message_id) <= MAX_MESSAGE_ID_LENGTH
-    assert {k: v for k, v in msg.raw.items() if k != "messageId"} == {
-        k: v for k, v in body.items() if k != "messageId"
-    }
+    assert {k: v for k, v in msg.raw.items() if k != "messageId"} == {k: v for k, v in body.items() if k != "messageId"}
     again = parse(msg.to_json_bytes())
     assert again == msg
     assert again.to_json_bytes() == msg.to_json_bytes()
@@ -886,8 +897,25 @@ def test_property_parse_mutated_valid_messages_only_raises_invalid_message(body,
 
 message_like_objects = st.dictionaries(
     st.sampled_from(
-        ["type", "userId", "anonymousId", "messageId", "timestamp", "sentAt", "receivedAt", "originalTimestamp",
-         "context", "integrations", "traits", "properties", "groupId", "event", "previousId", "name", "category"]
+        [
+            "type",
+            "userId",
+            "anonymousId",
+            "messageId",
+            "timestamp",
+            "sentAt",
+            "receivedAt",
+            "originalTimestamp",
+            "context",
+            "integrations",
+            "traits",
+            "properties",
+            "groupId",
+            "event",
+            "previousId",
+            "name",
+            "category",
+        ]
     ),
     json_values | st.sampled_from(sorted(MESSAGE_TYPES)) | iso_timestamps,
 )

@@ -71,8 +71,12 @@ def test_a_record_without_a_version_is_read_as_version_1():
 
 @pytest.mark.parametrize(
     "reader, record",
-    [(UserState.from_dict, USER_V1), (GroupState.from_dict, GROUP_V1),
-     (Pending.from_dict, PENDING_V1_BEFORE_PARKING), (Seen.from_dict, SEEN_V1)],
+    [
+        (UserState.from_dict, USER_V1),
+        (GroupState.from_dict, GROUP_V1),
+        (Pending.from_dict, PENDING_V1_BEFORE_PARKING),
+        (Seen.from_dict, SEEN_V1),
+    ],
 )
 def test_a_record_from_a_newer_worker_is_refused_clearly(reader, record):
     data = json.loads(record)
@@ -98,11 +102,17 @@ async def test_a_worker_takes_over_state_an_older_worker_left_in_the_changelogs(
     await producer.start()
     try:
         # Faust's table records: JSON key, JSON value, in the user's by-user partition.
-        for table, key, record in (("users", "u1", USER_V1), ("users", "u2", USER_UNVERSIONED),
-                                   ("groups", "acme", GROUP_V1)):
-            await producer.send_and_wait(f"{pipeline.name}-{table}-changelog", record.encode(),
-                                         key=json.dumps(key).encode(),
-                                         partition=owner_partition(key, pipeline.partitions))
+        for table, key, record in (
+            ("users", "u1", USER_V1),
+            ("users", "u2", USER_UNVERSIONED),
+            ("groups", "acme", GROUP_V1),
+        ):
+            await producer.send_and_wait(
+                f"{pipeline.name}-{table}-changelog",
+                record.encode(),
+                key=json.dumps(key).encode(),
+                partition=owner_partition(key, pipeline.partitions),
+            )
     finally:
         await producer.stop()
 
@@ -113,8 +123,11 @@ async def test_a_worker_takes_over_state_an_older_worker_left_in_the_changelogs(
         {"type": "group", "userId": "u2", "groupId": "acme", "messageId": "up-2"},
     )
     # u1's group, its name and u1's CustomerSuccessBox account all come from the old records.
-    cs = await pipeline.eventually(pipeline.cs_state, lambda s: s["organizations"].get("acme", {}).get("events"),
-                                   what="u1's track at ClientSuccess")
+    cs = await pipeline.eventually(
+        pipeline.cs_state,
+        lambda s: s["organizations"].get("acme", {}).get("events"),
+        what="u1's track at ClientSuccess",
+    )
     assert cs["organizations"]["acme"]["name"] == "Acme"
     assert [(e["event"], e["user_id"]) for e in cs["organizations"]["acme"]["events"]] == [("After Upgrade", "u1")]
     csb = await pipeline.eventually(pipeline.csb_state, lambda s: s["events"], what="u1's track at CSB")
@@ -122,8 +135,11 @@ async def test_a_worker_takes_over_state_an_older_worker_left_in_the_changelogs(
     # Both users were rewritten by this version, their old fields kept.
     _, u1 = await get_json(worker, "/users/u1")
     assert u1["v"] >= 1 and u1["traits"]["firstName"] == "Ada" and u1["first_seen"] == "2026-11-20T10:00:00+00:00"
-    _, u2 = await pipeline.eventually(lambda: get_json(worker, "/users/u2"),
-                                      lambda a: a[0] == 200 and a[1].get("group_id") == "acme", what="u2 joined acme")
+    _, u2 = await pipeline.eventually(
+        lambda: get_json(worker, "/users/u2"),
+        lambda a: a[0] == 200 and a[1].get("group_id") == "acme",
+        what="u2 joined acme",
+    )
     assert u2["v"] >= 1 and u2["traits"] == {"plan": "pro"}
 
 

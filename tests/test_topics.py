@@ -119,10 +119,15 @@ async def test_a_co_partitioned_topic_with_another_count_is_refused_by_name(kafk
     assert f"{app_id}-users-changelog" in message and "4 partitions" in message
     assert "CS_RELAY_TOPIC_PARTITIONS=4" in message
 
-    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "CS_RELAY_APP_ID": app_id,
-           "CS_RELAY_TOPIC_PARTITIONS": "2", "PATH": "/usr/bin:/bin"}
-    worker = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], env=env, capture_output=True,
-                            text=True, timeout=60)
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "CS_RELAY_APP_ID": app_id,
+        "CS_RELAY_TOPIC_PARTITIONS": "2",
+        "PATH": "/usr/bin:/bin",
+    }
+    worker = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "worker"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert worker.returncode == 2
     assert "CS_RELAY_TOPIC_PARTITIONS=4" in worker.stderr
     # Checking created nothing: the other co-partitioned topics are still missing.

@@ -60,11 +60,17 @@ def _parser() -> argparse.ArgumentParser:
     kafka = sub.add_parser("kafka", help="run a local single-node Apache Kafka broker (KRaft)")
     kafka.add_argument("--port", type=int, default=9092)
     kafka.add_argument("--data-dir", type=Path, default=None)
-    kafka.add_argument("--security", choices=["plaintext", "sasl_ssl"], default="plaintext",
-                       help="sasl_ssl: a TLS listener with SASL users (PLAIN, SCRAM); prints the client settings")
+    kafka.add_argument(
+        "--security",
+        choices=["plaintext", "sasl_ssl"],
+        default="plaintext",
+        help="sasl_ssl: a TLS listener with SASL users (PLAIN, SCRAM); prints the client settings",
+    )
     kafka.set_defaults(run=_kafka)
 
-    mocks = sub.add_parser("mocks", help="run every destination's imitation (" + ", ".join(p.name for p in REGISTRY) + ")")
+    mocks = sub.add_parser(
+        "mocks", help="run every destination's imitation (" + ", ".join(p.name for p in REGISTRY) + ")"
+    )
     mocks.add_argument("--host", default="127.0.0.1")
     _mock_port_options(mocks)
     mocks.set_defaults(run=_mocks)
@@ -72,14 +78,21 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the Faust worker (configured by environment variables)")
     worker.set_defaults(run=_worker)
 
-    config = sub.add_parser("config", help="print the effective settings, secrets masked; exit 1 naming each bad variable")
+    config = sub.add_parser(
+        "config", help="print the effective settings, secrets masked; exit 1 naming each bad variable"
+    )
     config.add_argument("--json", action="store_true", help="one JSON document instead of name = value lines")
     config.set_defaults(run=_config)
 
     send = sub.add_parser("send", help="produce a JSON-lines file of Segment messages to the input topic")
     send.add_argument("file", type=Path)
-    send.add_argument("--in-flight", type=_positive, default=None, metavar="N",
-                      help="records sent but not yet acknowledged, at most (default 5000): bounds memory")
+    send.add_argument(
+        "--in-flight",
+        type=_positive,
+        default=None,
+        metavar="N",
+        help="records sent but not yet acknowledged, at most (default 5000): bounds memory",
+    )
     send.set_defaults(run=_send)
 
     ingest = sub.add_parser("ingest", help="serve Segment's HTTP Tracking API and produce the calls to the input topic")
@@ -92,21 +105,34 @@ def _parser() -> argparse.ArgumentParser:
     dev.add_argument("--exit", action="store_true", help="with --demo: stop everything after the summary")
     dev.add_argument("--kafka-port", type=int, default=9092, help="0 picks a free port")
     _mock_port_options(dev)
-    dev.add_argument("--workers", type=_positive, default=1, metavar="N",
-                     help="worker processes (data var/dev/worker-{i}, web port 6066+i, log var/dev/worker-{i}.log)")
+    dev.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="worker processes (data var/dev/worker-{i}, web port 6066+i, log var/dev/worker-{i}.log)",
+    )
     dev.set_defaults(run=_dev)
 
     dlq = sub.add_parser("dlq", help="dead letters")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dlq_list = dlq_sub.add_parser("list", help="show dead letters: reason, time, a short preview")
     dlq_list.add_argument("--limit", type=int, default=50)
-    dlq_list.add_argument("--json", action="store_true",
-                          help="one JSON object per line: reason, stage, destination, time, source, preview")
+    dlq_list.add_argument(
+        "--json",
+        action="store_true",
+        help="one JSON object per line: reason, stage, destination, time, source, preview",
+    )
     dlq_list.set_defaults(run=_dlq_list)
     replay = dlq_sub.add_parser("replay", help="send dead letters back to the input topic")
     replay.add_argument("--reason", default=None, help="only dead letters with this reason")
-    replay.add_argument("--batch-size", type=_positive, default=500, metavar="N",
-                        help="dead letters sent before their acknowledgements are awaited (default 500)")
+    replay.add_argument(
+        "--batch-size",
+        type=_positive,
+        default=500,
+        metavar="N",
+        help="dead letters sent before their acknowledgements are awaited (default 500)",
+    )
     replay.set_defaults(run=_dlq_replay)
 
     inspect = sub.add_parser("inspect", help="a user's, group's or waiting events' state, from a running worker")
@@ -121,7 +147,8 @@ def _parser() -> argparse.ArgumentParser:
     mappings = sub.add_parser("mappings", help="the per-destination mapping file (CS_RELAY_MAPPINGS, docs/mappings.md)")
     mappings_sub = mappings.add_subparsers(dest="mappings_command", required=True)
     mappings_check = mappings_sub.add_parser(
-        "check", help="validate a mapping file (exit 1 naming file:line and key); show its effect on sample calls")
+        "check", help="validate a mapping file (exit 1 naming file:line and key); show its effect on sample calls"
+    )
     mappings_check.add_argument("file")
     mappings_check.set_defaults(run=_mappings_check)
     return parser
@@ -130,8 +157,13 @@ def _parser() -> argparse.ArgumentParser:
 def _mock_port_options(parser: argparse.ArgumentParser) -> None:
     """`--{option}-port` for each registered destination's mock."""
     for p in REGISTRY:
-        parser.add_argument(f"--{p.mock.option}-port", type=int, default=p.mock.port, dest=f"port_{p.key}",
-                            help=f"the {p.name} mock's port (default {p.mock.port})")
+        parser.add_argument(
+            f"--{p.mock.option}-port",
+            type=int,
+            default=p.mock.port,
+            dest=f"port_{p.key}",
+            help=f"the {p.name} mock's port (default {p.mock.port})",
+        )
 
 
 def _mock_ports(args: argparse.Namespace) -> dict[str, int]:
@@ -188,9 +220,16 @@ def _send(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     window = {"in_flight": args.in_flight} if args.in_flight else {}
-    return run_with_kafka(send_file(args.file, settings.kafka_bootstrap_servers, settings.input_topic, **window,
-                                    security=settings.kafka_security),
-                     settings.kafka_bootstrap_servers)
+    return run_with_kafka(
+        send_file(
+            args.file,
+            settings.kafka_bootstrap_servers,
+            settings.input_topic,
+            **window,
+            security=settings.kafka_security,
+        ),
+        settings.kafka_bootstrap_servers,
+    )
 
 
 def _config(args: argparse.Namespace) -> int:
@@ -241,8 +280,13 @@ def _ingest(args: argparse.Namespace) -> int:
 def _dev(args: argparse.Namespace) -> int:
     from devtools.dev import run_dev
 
-    return run_dev(demo=args.demo, exit_after=args.exit, kafka_port=args.kafka_port, workers=args.workers,
-                   mock_ports=_mock_ports(args))
+    return run_dev(
+        demo=args.demo,
+        exit_after=args.exit,
+        kafka_port=args.kafka_port,
+        workers=args.workers,
+        mock_ports=_mock_ports(args),
+    )
 
 
 def _positive(text: str) -> int:
@@ -259,15 +303,18 @@ def _dlq_list(args: argparse.Namespace) -> int:
     from streams.ops.dlq import list_dead_letters
 
     settings = Settings.from_env()
-    return run_with_kafka(list_dead_letters(settings, limit=args.limit, as_json=args.json), settings.kafka_bootstrap_servers)
+    return run_with_kafka(
+        list_dead_letters(settings, limit=args.limit, as_json=args.json), settings.kafka_bootstrap_servers
+    )
 
 
 def _dlq_replay(args: argparse.Namespace) -> int:
     from streams.ops.dlq import replay_dead_letters
 
     settings = Settings.from_env()
-    return run_with_kafka(replay_dead_letters(settings, reason=args.reason, batch_size=args.batch_size),
-                     settings.kafka_bootstrap_servers)
+    return run_with_kafka(
+        replay_dead_letters(settings, reason=args.reason, batch_size=args.batch_size), settings.kafka_bootstrap_servers
+    )
 
 
 def _worker_http(args: argparse.Namespace) -> tuple[str, str]:

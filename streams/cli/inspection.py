@@ -68,7 +68,10 @@ def _colored(value: Any, depth: int) -> str:
     if isinstance(value, dict):
         if not value:
             return "{}"
-        items = [f"{inner}{_KEY}{json.dumps(str(k), ensure_ascii=False)}{_RESET}: {_colored(v, depth + 1)}" for k, v in value.items()]
+        items = [
+            f"{inner}{_KEY}{json.dumps(str(k), ensure_ascii=False)}{_RESET}: {_colored(v, depth + 1)}"
+            for k, v in value.items()
+        ]
         return "{\n" + ",\n".join(items) + f"\n{pad}}}"
     if isinstance(value, list):
         if not value:
@@ -92,7 +95,9 @@ def _failed(status: int, body: Any, err: TextIO) -> int:
     return 1
 
 
-def inspect(what: str, key: str, *, url: str, token: str, compact: bool, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def inspect(
+    what: str, key: str, *, url: str, token: str, compact: bool, out: TextIO | None = None, err: TextIO | None = None
+) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     try:
         status, body = get(url.rstrip("/") + PATHS[what] + quote(key, safe=""), token)

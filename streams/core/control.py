@@ -172,9 +172,9 @@ class Retried:
 
 
 Control = Union[PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried]
-KINDS: Mapping[bytes, type] = MappingProxyType({
-    kind.KIND: kind for kind in (PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried)
-})
+KINDS: Mapping[bytes, type] = MappingProxyType(
+    {kind.KIND: kind for kind in (PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried)}
+)
 TO_PARTITION = (Sweep, RetryDue)  # sent to one partition with an empty key, not to a user
 
 

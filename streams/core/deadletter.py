@@ -69,7 +69,5 @@ class DeadLetterRecord:
 def read_headers(raw: Iterable[tuple[str, bytes]]) -> dict[str, str]:
     """Our headers from a Kafka record's header list, without the prefix."""
     return {
-        k[len(PREFIX):]: v.decode("utf-8", errors="replace")
-        for k, v in raw
-        if k.startswith(PREFIX) and v is not None
+        k[len(PREFIX) :]: v.decode("utf-8", errors="replace") for k, v in raw if k.startswith(PREFIX) and v is not None
     }

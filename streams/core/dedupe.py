@@ -71,7 +71,7 @@ def prune(seen: Seen, now: float, *, window: float, max_ids: int) -> Seen:
     live = [(k, v) for k, v in seen.ids.items() if now - v[1] <= window]
     if len(live) > max_ids:
         live.sort(key=lambda kv: kv[1][1])
-        live = live[len(live) - max_ids:]
+        live = live[len(live) - max_ids :]
     if len(live) == len(seen.ids):
         return seen
     return Seen(dict(live))

@@ -214,7 +214,6 @@ def held_at_iso(item: Item) -> str:
 # ------------------------------------------------------------------ parked deliveries
 
 
-
 def park(pending: Pending, destination: str, parked: Parked, released_seq: int | None = None) -> Pending:
     """Append a failed delivery to the destination's parked queue (after any already
     there: order per user is kept). A released event that parks leaves `releasing`."""

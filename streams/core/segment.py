@@ -387,9 +387,7 @@ def _validate_decoded(obj: Any, *, surrogates_possible: bool) -> Message:
     for field in OBJECT_FIELDS:
         value = obj.get(field)
         if value is not None and not isinstance(value, dict):
-            raise InvalidMessage(
-                Reason.WRONG_TYPE, f"'{field}' must be an object, not {_json_kind(value)}", field
-            )
+            raise InvalidMessage(Reason.WRONG_TYPE, f"'{field}' must be an object, not {_json_kind(value)}", field)
 
     # per type
     if type_ == "group":

@@ -231,7 +231,9 @@ def expire_held(pending: Pending, now: float, max_age: float) -> tuple[Pending, 
 
 def _pending_dead_letter(item: Item, dest: str, reason: Reason, bound: float) -> DeadLetter:
     if reason == Reason.PENDING_OVERFLOW:
-        detail = f"more than {int(bound)} events waiting for {dest} for this user; the oldest was dropped from the queue"
+        detail = (
+            f"more than {int(bound)} events waiting for {dest} for this user; the oldest was dropped from the queue"
+        )
     else:
         detail = f"waited longer than {int(bound)} s for {dest} to be able to attribute it"
     return DeadLetter(reason, detail, item.raw, item.source, "routing", dest)

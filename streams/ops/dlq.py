@@ -71,8 +71,11 @@ def summary(dl: DeadLetterRecord, secrets: Iterable[str] = ()) -> dict[str, Any]
     """A dead letter as `dlq list --json` prints it: why, where, when, and a preview of
     the original bytes with secrets, API keys and write keys masked."""
     h = dl.headers
-    source = {"topic": h.get("source-topic"), "partition": _int(h.get("source-partition")),
-              "offset": _int(h.get("source-offset"))}
+    source = {
+        "topic": h.get("source-topic"),
+        "partition": _int(h.get("source-partition")),
+        "offset": _int(h.get("source-offset")),
+    }
     return {
         "reason": dl.reason,
         "stage": h.get("stage"),
@@ -116,8 +119,11 @@ async def list_dead_letters(settings: Settings, *, limit: int, as_json: bool = F
             print(json.dumps(summary(dl, secrets), ensure_ascii=False, separators=(",", ":")), file=out)
         else:
             h = dl.headers
-            print(f"{h.get('failed-at', '?'):32} {h.get('stage', '?'):9} {dl.reason:24} {dl.partition}:{dl.offset:<8} "
-                  f"{redacted_preview(dl, secrets)}", file=out)
+            print(
+                f"{h.get('failed-at', '?'):32} {h.get('stage', '?'):9} {dl.reason:24} {dl.partition}:{dl.offset:<8} "
+                f"{redacted_preview(dl, secrets)}",
+                file=out,
+            )
         shown += 1
     if not as_json:
         print(f"{shown} dead letter(s) shown from {settings.dlq_topic}", file=out)
@@ -140,8 +146,14 @@ def replay_headers(dl: DeadLetterRecord) -> list[tuple[str, bytes]]:
 REPLAY_BATCH = 500
 
 
-async def replay_dead_letters(settings: Settings, *, reason: str | None, batch_size: int = REPLAY_BATCH,
-                              progress: Progress | None = None, out: TextIO | None = None) -> int:
+async def replay_dead_letters(
+    settings: Settings,
+    *,
+    reason: str | None,
+    batch_size: int = REPLAY_BATCH,
+    progress: Progress | None = None,
+    out: TextIO | None = None,
+) -> int:
     """Send the dead letters (those with `reason`, or all) back to the input topic, in
     batches of `batch_size` whose acknowledgements are awaited together, with progress."""
     progress = progress or Progress("replayed")

@@ -387,8 +387,9 @@ class KafkaSink:
     The producer starts at the first `send` (or `start`) and again after a failed start,
     so the ingest runs, answering 503, while Kafka is unreachable."""
 
-    def __init__(self, bootstrap_servers: str, topic: str, *, timeout: float = 10.0,
-                 security: KafkaSecurity | None = None) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, *, timeout: float = 10.0, security: KafkaSecurity | None = None
+    ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.topic = topic
         self.timeout = timeout
@@ -454,8 +455,13 @@ class KafkaSink:
             self._note(True)
         except KafkaUnavailable as exc:
             self._note(False)
-            log.warning("Kafka at %s did not acknowledge %d message(s) for %s in time (%s): answered 503",
-                        self.bootstrap_servers, len(records), self.topic, exc.cause)
+            log.warning(
+                "Kafka at %s did not acknowledge %d message(s) for %s in time (%s): answered 503",
+                self.bootstrap_servers,
+                len(records),
+                self.topic,
+                exc.cause,
+            )
             raise
 
     async def _send(self, records: Sequence[Record]) -> None:
@@ -551,22 +557,33 @@ class IngestMetrics:
         self.registry = with_process_collectors(CollectorRegistry(auto_describe=False))
         self.registry.register(_BuildInfo())
         r = self.registry
-        self.requests = Counter("cs_relay_ingest_requests", "HTTP requests answered, by path and status.",
-                                ["path", "status"], registry=r)
-        self.produced = Counter("cs_relay_ingest_messages_produced",
-                                "Messages Kafka acknowledged (acks=all) on the input topic.", registry=r)
+        self.requests = Counter(
+            "cs_relay_ingest_requests", "HTTP requests answered, by path and status.", ["path", "status"], registry=r
+        )
+        self.produced = Counter(
+            "cs_relay_ingest_messages_produced",
+            "Messages Kafka acknowledged (acks=all) on the input topic.",
+            registry=r,
+        )
         self.produce_seconds = Histogram(
             "cs_relay_ingest_produce_seconds",
             "Time from handing a request's records to the producer to Kafka's acknowledgement of all of them "
             "(outcome acknowledged), or to the 503 (outcome unavailable).",
-            ["outcome"], registry=r,
+            ["outcome"],
+            registry=r,
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
         )
-        self.body_bytes = Histogram("cs_relay_ingest_request_body_bytes",
-                                    "Request bodies as sent (before gzip decoding), in bytes.",
-                                    registry=r, buckets=self.BODY_BUCKETS)
-        ready = Gauge("cs_relay_ingest_kafka_ready",
-                      "1 when the last start, send or check of the Kafka producer succeeded.", registry=r)
+        self.body_bytes = Histogram(
+            "cs_relay_ingest_request_body_bytes",
+            "Request bodies as sent (before gzip decoding), in bytes.",
+            registry=r,
+            buckets=self.BODY_BUCKETS,
+        )
+        ready = Gauge(
+            "cs_relay_ingest_kafka_ready",
+            "1 when the last start, send or check of the Kafka producer succeeded.",
+            registry=r,
+        )
         ready.set_function(lambda: 0.0 if getattr(sink, "connected", True) is not True else 1.0)
         for outcome in ("acknowledged", "unavailable"):
             self.produce_seconds.labels(outcome)  # both series from the start, for rate()
@@ -587,8 +604,9 @@ def path_label(request: web.Request) -> str:
     return f"/v1/{endpoint}" if endpoint else info.route.resource.canonical
 
 
-def create_app(write_keys: Sequence[Secret], sink: Sink, *, clock: Callable[[], str] = received_at,
-               admin_token: str = "") -> web.Application:
+def create_app(
+    write_keys: Sequence[Secret], sink: Sink, *, clock: Callable[[], str] = received_at, admin_token: str = ""
+) -> web.Application:
     """The ingest application: `sink` stores accepted records; `clock` gives receivedAt;
     `admin_token` (CS_RELAY_ADMIN_TOKEN), when set, guards /metrics. Serve it with
     `auto_decompress=False` (as `serve` does): gzip is decoded here."""
@@ -618,8 +636,11 @@ def create_app(write_keys: Sequence[Secret], sink: Sink, *, clock: Callable[[], 
             if exc.status < 400:
                 raise
             code = exc.reason.lower().replace(" ", "_")
-            return web.json_response({"success": False, "code": code, "message": exc.reason},
-                                     status=exc.status, headers={k: v for k, v in exc.headers.items() if k == "Allow"})
+            return web.json_response(
+                {"success": False, "code": code, "message": exc.reason},
+                status=exc.status,
+                headers={k: v for k, v in exc.headers.items() if k == "Allow"},
+            )
 
     async def ingest(request: web.Request) -> web.Response:
         header_key = authorization_key(request.headers.get("Authorization"))
@@ -654,8 +675,13 @@ def create_app(write_keys: Sequence[Secret], sink: Sink, *, clock: Callable[[], 
     async def metrics_page(request: web.Request) -> web.Response:
         if not webserve.authorized(request.headers.get("Authorization"), admin_token):
             return web.json_response(
-                {"success": False, "code": "unauthorized", "message": "send 'Authorization: Bearer <CS_RELAY_ADMIN_TOKEN>'"},
-                status=401, headers={"WWW-Authenticate": 'Bearer realm="cs-relay ingest"'},
+                {
+                    "success": False,
+                    "code": "unauthorized",
+                    "message": "send 'Authorization: Bearer <CS_RELAY_ADMIN_TOKEN>'",
+                },
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="cs-relay ingest"'},
             )
         return web.Response(body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -683,18 +709,31 @@ async def _run_until_signalled(settings: Settings, host: str, port: int) -> None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    sink = KafkaSink(settings.kafka_bootstrap_servers, settings.input_topic, timeout=settings.ingest_timeout,
-                     security=settings.kafka_security)
-    runner, bound = await serve(create_app(settings.write_keys, sink, admin_token=settings.admin_token.reveal()), host, port)
+    sink = KafkaSink(
+        settings.kafka_bootstrap_servers,
+        settings.input_topic,
+        timeout=settings.ingest_timeout,
+        security=settings.kafka_security,
+    )
+    runner, bound = await serve(
+        create_app(settings.write_keys, sink, admin_token=settings.admin_token.reveal()), host, port
+    )
     try:
         log.info(
             "cs-relay ingest listening on http://%s:%d, producing to %s at %s (%d write key(s), ack timeout %gs)",
-            host, bound, settings.input_topic, settings.kafka_bootstrap_servers, len(settings.write_keys),
+            host,
+            bound,
+            settings.input_topic,
+            settings.kafka_bootstrap_servers,
+            len(settings.write_keys),
             settings.ingest_timeout,
         )
         if not await sink.start():
-            log.warning("Kafka at %s is not reachable yet (%s): answering 503 until it is",
-                        settings.kafka_bootstrap_servers, sink.last_error)
+            log.warning(
+                "Kafka at %s is not reachable yet (%s): answering 503 until it is",
+                settings.kafka_bootstrap_servers,
+                sink.last_error,
+            )
         await stop.wait()
     finally:
         await runner.cleanup()

@@ -165,7 +165,11 @@ def _family(kind: type, name: str, doc: str, labels: list[str], values: Mapping[
 _COUNTER_FAMILIES = {
     "in": ("cs_relay_events_in", "Valid Segment messages taken from the input topic, by type.", "type"),
     "held": ("cs_relay_held", "Events held until they can be attributed, by destination.", "destination"),
-    "skipped": ("cs_relay_skipped", "Events a destination does not take (by its rules), by destination.", "destination"),
+    "skipped": (
+        "cs_relay_skipped",
+        "Events a destination does not take (by its rules), by destination.",
+        "destination",
+    ),
 }
 _SINGLE_COUNTERS = {
     "duplicates": ("cs_relay_duplicates", "Messages dropped as a repeated messageId."),
@@ -194,7 +198,9 @@ def _counter_families(counters: Mapping[str, int]) -> list[Metric]:
     families += [
         CounterMetricFamily(name, doc, value=single.get(key, 0)) for key, (name, doc) in _SINGLE_COUNTERS.items()
     ]
-    families.append(_family(CounterMetricFamily, "cs_relay_app_events", "Other cs-relay counters, by name.", ["counter"], other))
+    families.append(
+        _family(CounterMetricFamily, "cs_relay_app_events", "Other cs-relay counters, by name.", ["counter"], other)
+    )
     return families
 
 
@@ -207,37 +213,70 @@ def metric_families(snapshot: Snapshot) -> list[Metric]:
     stats = snapshot.stats
     families = _counter_families(snapshot.counters)
     families += [
-        _family(CounterMetricFamily, "cs_relay_delivered", "Deliveries a partner accepted, by destination and HTTP status.",
-                ["destination", "status"], _by_outcome(stats, DONE)),
-        _family(CounterMetricFamily, "cs_relay_retried",
-                "Partner answers worth another try (408, 429, 5xx, no answer), by destination and HTTP status.",
-                ["destination", "status"], _by_outcome(stats, RETRY)),
-        _family(CounterMetricFamily, "cs_relay_delivery_failed",
-                "Partner refusals (400, 401, 403, 404, 413, 422, ...): dead-lettered, by destination and HTTP status.",
-                ["destination", "status"], _by_outcome(stats, FAIL)),
-        _family(CounterMetricFamily, "cs_relay_dead_lettered", "Records sent to the dead-letter topic.",
-                ["stage", "reason", "destination"], stats.dead_letters),
-        _family(GaugeMetricFamily, "cs_relay_pending_events",
-                "Events waiting for a destination in this worker's partitions: held until attributable, "
-                "released and not yet confirmed, or parked for a retry.",
-                ["destination", "state"],
-                {(d, state): n for d, counts in snapshot.pending.items() for state, n in counts.items()}),
-        _family(GaugeMetricFamily, "cs_relay_parked_oldest_age_seconds",
-                "Seconds since the oldest parked delivery of a destination first failed, in this worker's "
-                "partitions (0: none parked).",
-                ["destination"],
-                {(d,): snapshot.parked_oldest_age.get(d, 0.0)
-                 for d in sorted({*snapshot.destinations, *snapshot.parked_oldest_age})}),
-        _family(GaugeMetricFamily, "cs_relay_consumer_lag_records",
-                "Records of this worker's input partitions not yet processed and committed.",
-                ["topic", "partition"], {(t, str(p)): n for (t, p), n in snapshot.lag.items()}),
-        GaugeMetricFamily("cs_relay_unacknowledged_events", "Events taken whose work is not finished.",
-                          value=snapshot.unacknowledged),
-        GaugeMetricFamily("cs_relay_ready", "1 when partitions are assigned and tables recovered.",
-                          value=1 if snapshot.ready else 0),
+        _family(
+            CounterMetricFamily,
+            "cs_relay_delivered",
+            "Deliveries a partner accepted, by destination and HTTP status.",
+            ["destination", "status"],
+            _by_outcome(stats, DONE),
+        ),
+        _family(
+            CounterMetricFamily,
+            "cs_relay_retried",
+            "Partner answers worth another try (408, 429, 5xx, no answer), by destination and HTTP status.",
+            ["destination", "status"],
+            _by_outcome(stats, RETRY),
+        ),
+        _family(
+            CounterMetricFamily,
+            "cs_relay_delivery_failed",
+            "Partner refusals (400, 401, 403, 404, 413, 422, ...): dead-lettered, by destination and HTTP status.",
+            ["destination", "status"],
+            _by_outcome(stats, FAIL),
+        ),
+        _family(
+            CounterMetricFamily,
+            "cs_relay_dead_lettered",
+            "Records sent to the dead-letter topic.",
+            ["stage", "reason", "destination"],
+            stats.dead_letters,
+        ),
+        _family(
+            GaugeMetricFamily,
+            "cs_relay_pending_events",
+            "Events waiting for a destination in this worker's partitions: held until attributable, "
+            "released and not yet confirmed, or parked for a retry.",
+            ["destination", "state"],
+            {(d, state): n for d, counts in snapshot.pending.items() for state, n in counts.items()},
+        ),
+        _family(
+            GaugeMetricFamily,
+            "cs_relay_parked_oldest_age_seconds",
+            "Seconds since the oldest parked delivery of a destination first failed, in this worker's "
+            "partitions (0: none parked).",
+            ["destination"],
+            {
+                (d,): snapshot.parked_oldest_age.get(d, 0.0)
+                for d in sorted({*snapshot.destinations, *snapshot.parked_oldest_age})
+            },
+        ),
+        _family(
+            GaugeMetricFamily,
+            "cs_relay_consumer_lag_records",
+            "Records of this worker's input partitions not yet processed and committed.",
+            ["topic", "partition"],
+            {(t, str(p)): n for (t, p), n in snapshot.lag.items()},
+        ),
+        GaugeMetricFamily(
+            "cs_relay_unacknowledged_events", "Events taken whose work is not finished.", value=snapshot.unacknowledged
+        ),
+        GaugeMetricFamily(
+            "cs_relay_ready", "1 when partitions are assigned and tables recovered.", value=1 if snapshot.ready else 0
+        ),
     ]
     latency = HistogramMetricFamily(
-        "cs_relay_partner_request_seconds", "Partner request round trips (every attempt), by destination.",
+        "cs_relay_partner_request_seconds",
+        "Partner request round trips (every attempt), by destination.",
         labels=["destination"],
     )
     for dest, histogram in sorted(stats.latency.items()):

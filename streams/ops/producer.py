@@ -69,9 +69,17 @@ def read_lines(handle: BinaryIO) -> Iterator[tuple[bytes, int]]:
             yield line, offset
 
 
-async def send_file(path: Path, bootstrap: str, topic: str, *, message_id_tag: str | None = None,
-                    in_flight: int = IN_FLIGHT, progress: Progress | None = None,
-                    out: TextIO | None = None, security: KafkaSecurity | None = None) -> int:
+async def send_file(
+    path: Path,
+    bootstrap: str,
+    topic: str,
+    *,
+    message_id_tag: str | None = None,
+    in_flight: int = IN_FLIGHT,
+    progress: Progress | None = None,
+    out: TextIO | None = None,
+    security: KafkaSecurity | None = None,
+) -> int:
     """Produce every line of `path` to `topic`, keyed by user, with at most `in_flight`
     records unacknowledged; progress on standard error, the summary on `out`. A record
     Kafka refuses raises (the caller says so in one line)."""

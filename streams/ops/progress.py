@@ -22,9 +22,16 @@ class Progress:
     """Counts done (`update`) against an optional total (`total`: units of `done_units`,
     e.g. the bytes of the file being read), rendered at most every `interval` seconds."""
 
-    def __init__(self, verb: str, *, total: int | None = None, stream: TextIO | None = None,
-                 tty: bool | None = None, clock: Callable[[], float] = time.monotonic,
-                 interval: float | None = None) -> None:
+    def __init__(
+        self,
+        verb: str,
+        *,
+        total: int | None = None,
+        stream: TextIO | None = None,
+        tty: bool | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float | None = None,
+    ) -> None:
         self.verb = verb
         self.total = total if total else None
         self.stream = stream or sys.stderr

@@ -49,7 +49,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-
 def authorized(header: str | None, token: str) -> bool:
     """Whether an Authorization header carries the bearer token (no token: open).
     Both sides are hashed first, so the comparison takes the same time whatever the

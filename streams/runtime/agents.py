@@ -54,8 +54,9 @@ async def admit(rt: Runtime, record: Incoming) -> Awaitable[Any]:
     try:
         msg = parse(record.value)
     except InvalidMessage as exc:
-        return effects.dead_letter(rt, DeadLetter(exc.reason, exc.detail, record.value, record.source, "intake"),
-                                   key=record.key)
+        return effects.dead_letter(
+            rt, DeadLetter(exc.reason, exc.detail, record.value, record.source, "intake"), key=record.key
+        )
     rt.counters[f"in.{msg.type}"] += 1
     headers = {k: v for k, v in record.headers.items() if k in REPLAY_HEADERS}
     headers["cs-relay-source"] = json.dumps(record.source).encode()
@@ -76,8 +77,13 @@ def route_one(rt: Runtime, record: Incoming) -> list[Awaitable[Any]]:
         return handlers.handle(rt, record)
     except Exception:  # a bug must not stop every other user's events
         log.exception("routing failed for an event at %s; it goes to the dead-letter topic", record.source)
-        dead = DeadLetter(Reason.ROUTING_ERROR, "cs-relay could not route this event (see the worker log)",
-                          record.value, record.source, "routing")
+        dead = DeadLetter(
+            Reason.ROUTING_ERROR,
+            "cs-relay could not route this event (see the worker log)",
+            record.value,
+            record.source,
+            "routing",
+        )
         return [effects.dead_letter(rt, dead)]
 
 

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 EXCERPT_CHARS = 300
 USER_AGENT = f"cs-relay/{__version__}"
 
+
 @dataclass(frozen=True)
 class Result:
     """What became of one request. RETRY means the quick in-process retries are used
@@ -108,7 +109,12 @@ class PartnerClient:
             delay = backoff(attempt, retry_after, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)
             log.warning(
                 "%s answered %s to %s %s (attempt %d); retrying in %.1fs",
-                self.name, status if status is not None else excerpt, request.method, request.path, attempt, delay,
+                self.name,
+                status if status is not None else excerpt,
+                request.method,
+                request.path,
+                attempt,
+                delay,
             )
             await asyncio.sleep(delay)
 
@@ -122,7 +128,10 @@ class PartnerClient:
             await self._rate.acquire()
         try:
             async with self._session.request(
-                request.method, self._base + request.path, data=body, params=params or None,
+                request.method,
+                self._base + request.path,
+                data=body,
+                params=params or None,
                 headers={"Content-Type": "application/json", **attached.headers},
             ) as response:
                 body = await response.text(errors="replace")

@@ -69,16 +69,16 @@ async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
     await self.app.on_rebalance_complete.send()
     self._set_recovery_ended()
     callback_coros = [
-        asyncio.ensure_future(table.on_recovery_completed(self.actives_for_table[table], self.standbys_for_table[table]))
+        asyncio.ensure_future(
+            table.on_recovery_completed(self.actives_for_table[table], self.standbys_for_table[table])
+        )
         for table in self.tables.values()
     ]
     if callback_coros:
         await asyncio.wait(callback_coros)
     assignment = consumer.assignment()
     if self.app.consumer_generation_id != generation_id:
-        self.log.warning(
-            f"Recovery rebalancing again app id {self.app.consumer_generation_id} param {generation_id}"
-        )
+        self.log.warning(f"Recovery rebalancing again app id {self.app.consumer_generation_id} param {generation_id}")
         return
     if assignment:
         self.log.info("Seek stream partitions to committed offsets.")
@@ -123,7 +123,10 @@ class ActiveNow:
 
 
 async def _fetch_records(
-    self: Any, consumer: Any, active_partitions: set[Any] | None, timeout: float | None = None,
+    self: Any,
+    consumer: Any,
+    active_partitions: set[Any] | None,
+    timeout: float | None = None,
     max_records: int | None = None,
 ) -> Any:
     """Faust 0.15.3's `AIOKafkaConsumerThread._fetch_records`, draining only partitions

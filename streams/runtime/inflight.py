@@ -111,7 +111,6 @@ class Chains:
         return len(self._tails)
 
 
-
 class Redeliveries:
     """Spots a record this process has already taken since its partition was assigned.
 

@@ -43,6 +43,12 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
     anonymous = UserState.from_dict(profile.user) if profile.user else None
     pending = rt.pending(key)
     result = merge_step(
-        user, pending, anonymous, Pending.from_dict(profile.pending), profile.anonymous_id, rt.group, rt.destinations,
+        user,
+        pending,
+        anonymous,
+        Pending.from_dict(profile.pending),
+        profile.anonymous_id,
+        rt.group,
+        rt.destinations,
     )
     return effects.apply_step(rt, key, pending, result)

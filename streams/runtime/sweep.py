@@ -50,6 +50,9 @@ def sweep(rt: Runtime, record: Incoming, _: Sweep) -> list[Awaitable[Any]]:
         elif after is not before:
             seen[key] = after.to_dict()
     if pendings.skipped or seens.skipped:
-        log.warning("sweep of partition %d: %d records unreadable by this version were skipped", partition,
-                    pendings.skipped + seens.skipped)
+        log.warning(
+            "sweep of partition %d: %d records unreadable by this version were skipped",
+            partition,
+            pendings.skipped + seens.skipped,
+        )
     return work

@@ -110,8 +110,11 @@ async def ensure_topics(settings: Settings) -> None:
         # an input record gets by default (1 MB).
         configs = {settings.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}}
         configs.update(
-            {f"{settings.app_id}-{suffix}": {"cleanup.policy": "compact"} for suffix in CO_PARTITIONED
-             if suffix.endswith("-changelog")}
+            {
+                f"{settings.app_id}-{suffix}": {"cleanup.policy": "compact"}
+                for suffix in CO_PARTITIONED
+                if suffix.endswith("-changelog")
+            }
         )
         missing = [
             NewTopic(t, n, settings.topic_replication_factor, topic_configs=configs.get(t, {}))

@@ -97,8 +97,5 @@ def build_event(
     }
     if msg.timestamp:
         body["timestamp"] = utc_iso(msg.timestamp)
-    path = (
-        f"/collector/1.0.0/projects/{quote(source_id, safe='')}"
-        f"/events/{quote(event_name(msg), safe='')}"
-    )
+    path = f"/collector/1.0.0/projects/{quote(source_id, safe='')}/events/{quote(event_name(msg), safe='')}"
     return PartnerRequest("POST", path, body)

@@ -11,14 +11,28 @@ from streams.envreader import EnvReader, Secret, http_url
 PRODUCTION_URL = "https://usage.clientsuccess.com"
 
 VARIABLES = (
-    Variable("CLIENTSUCCESS_SOURCE_ID", "unset (disabled)", "the ClientSuccess project (source) id, in the Usage API path"),
-    Variable("CLIENTSUCCESS_API_KEY", "unset (disabled)", "the Usage API key, sent as the `api_key` query parameter",
-             secret=True),
-    Variable("CLIENTSUCCESS_BASE_URL", PRODUCTION_URL, "the Usage API host (the mock: `http://127.0.0.1:8081`)",
-             allowed="an `http://` or `https://` URL without credentials"),
-    Variable("CS_RELAY_CLIENTSUCCESS_RATE_LIMIT", "0: none",
-             "the most requests per second to ClientSuccess. On a 429 the rate halves (never below 5 % of this), "
-             "then climbs back over 30 s", allowed="0 – 100,000 per second"),
+    Variable(
+        "CLIENTSUCCESS_SOURCE_ID", "unset (disabled)", "the ClientSuccess project (source) id, in the Usage API path"
+    ),
+    Variable(
+        "CLIENTSUCCESS_API_KEY",
+        "unset (disabled)",
+        "the Usage API key, sent as the `api_key` query parameter",
+        secret=True,
+    ),
+    Variable(
+        "CLIENTSUCCESS_BASE_URL",
+        PRODUCTION_URL,
+        "the Usage API host (the mock: `http://127.0.0.1:8081`)",
+        allowed="an `http://` or `https://` URL without credentials",
+    ),
+    Variable(
+        "CS_RELAY_CLIENTSUCCESS_RATE_LIMIT",
+        "0: none",
+        "the most requests per second to ClientSuccess. On a 429 the rate halves (never below 5 % of this), "
+        "then climbs back over 30 s",
+        allowed="0 – 100,000 per second",
+    ),
 )
 
 

@@ -86,8 +86,11 @@ def feature_total(properties: Mapping[str, Any]) -> int:
 
 def feature_ids(msg: Message) -> tuple[str, str, str] | None:
     """(productId, moduleId, featureId) of a track that is product usage, else None."""
-    ids = (_feature_id(msg.properties.get("product_id")), _feature_id(msg.properties.get("module_id")),
-           _feature_id(msg.event))
+    ids = (
+        _feature_id(msg.properties.get("product_id")),
+        _feature_id(msg.properties.get("module_id")),
+        _feature_id(msg.event),
+    )
     return (ids[0], ids[1], ids[2]) if all(ids) else None
 
 

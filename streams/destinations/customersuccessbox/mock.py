@@ -56,8 +56,13 @@ class CustomerSuccessBoxState:
     features: dict[str, dict[str, dict[str, dict[str, int]]]] = field(default_factory=dict)
 
     def view(self) -> dict[str, Any]:
-        view = {"accounts": self.accounts, "users": self.users, "events": self.events, "pages": self.pages,
-                "features": self.features}
+        view = {
+            "accounts": self.accounts,
+            "users": self.users,
+            "events": self.events,
+            "pages": self.pages,
+            "features": self.features,
+        }
         return json.loads(json.dumps(view))
 
     def clear(self) -> None:

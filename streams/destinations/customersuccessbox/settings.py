@@ -10,13 +10,24 @@ from streams.destinations.base import Variable
 from streams.envreader import EnvReader, Secret, http_url_or_empty
 
 VARIABLES = (
-    Variable("CSB_API_KEY", "unset (disabled)", "the CustomerSuccessBox POST API key, sent as `Authorization: Bearer`",
-             secret=True),
-    Variable("CSB_BASE_URL", "unset (disabled)",
-             "your tenant's host, `https://{tenant}.customersuccessbox.com` (the mock: `http://127.0.0.1:8082`)",
-             allowed="an `http://` or `https://` URL without credentials"),
-    Variable("CS_RELAY_CSB_RATE_LIMIT", "0: none", "the same as `CS_RELAY_CLIENTSUCCESS_RATE_LIMIT`, for CustomerSuccessBox",
-             allowed="0 – 100,000 per second"),
+    Variable(
+        "CSB_API_KEY",
+        "unset (disabled)",
+        "the CustomerSuccessBox POST API key, sent as `Authorization: Bearer`",
+        secret=True,
+    ),
+    Variable(
+        "CSB_BASE_URL",
+        "unset (disabled)",
+        "your tenant's host, `https://{tenant}.customersuccessbox.com` (the mock: `http://127.0.0.1:8082`)",
+        allowed="an `http://` or `https://` URL without credentials",
+    ),
+    Variable(
+        "CS_RELAY_CSB_RATE_LIMIT",
+        "0: none",
+        "the same as `CS_RELAY_CLIENTSUCCESS_RATE_LIMIT`, for CustomerSuccessBox",
+        allowed="0 – 100,000 per second",
+    ),
 )
 
 

@@ -27,27 +27,52 @@ WAIT_FOR_GROUP = "WEBHOOK_WAIT_FOR_GROUP"
 RATE_LIMIT = "CS_RELAY_WEBHOOK_RATE_LIMIT"
 
 VARIABLES = (
-    Variable(URL, "unset (disabled)",
-             "the receiver's URL; every call is POSTed there as Segment JSON (the mock: `http://127.0.0.1:8083/webhook`)",
-             allowed="an `http://` or `https://` URL without credentials"),
-    Variable(SHARED_SECRET, "unset (unsigned)",
-             "signs each request: `X-Signature` = hex HMAC-SHA1 of the body, as Segment's webhooks do", secret=True),
-    Variable(HEADERS, "unset (none)",
-             "extra headers for the receiver's own auth; the values are secrets", secret=True,
-             allowed='a JSON object of name to string value, e.g. `{"Authorization": "Bearer ..."}`; '
-                     "not Content-Type, User-Agent, X-Signature"),
-    Variable(WAIT_FOR_GROUP, "false",
-             "true: hold a user's track, page and screen calls until the user's group is known",
-             allowed="true or false (1/0, yes/no, on/off)"),
-    Variable(RATE_LIMIT, "0: none", "the same as `CS_RELAY_CLIENTSUCCESS_RATE_LIMIT`, for the webhook",
-             allowed="0 – 100,000 per second"),
+    Variable(
+        URL,
+        "unset (disabled)",
+        "the receiver's URL; every call is POSTed there as Segment JSON (the mock: `http://127.0.0.1:8083/webhook`)",
+        allowed="an `http://` or `https://` URL without credentials",
+    ),
+    Variable(
+        SHARED_SECRET,
+        "unset (unsigned)",
+        "signs each request: `X-Signature` = hex HMAC-SHA1 of the body, as Segment's webhooks do",
+        secret=True,
+    ),
+    Variable(
+        HEADERS,
+        "unset (none)",
+        "extra headers for the receiver's own auth; the values are secrets",
+        secret=True,
+        allowed='a JSON object of name to string value, e.g. `{"Authorization": "Bearer ..."}`; '
+        "not Content-Type, User-Agent, X-Signature",
+    ),
+    Variable(
+        WAIT_FOR_GROUP,
+        "false",
+        "true: hold a user's track, page and screen calls until the user's group is known",
+        allowed="true or false (1/0, yes/no, on/off)",
+    ),
+    Variable(
+        RATE_LIMIT,
+        "0: none",
+        "the same as `CS_RELAY_CLIENTSUCCESS_RATE_LIMIT`, for the webhook",
+        allowed="0 – 100,000 per second",
+    ),
 )
 
 # Headers the delivery client or the signature own; WEBHOOK_HEADERS may not set them.
 RESERVED_HEADERS = frozenset(
     name.lower()
-    for name in (signature.HEADER, "Content-Type", "Content-Length", "Transfer-Encoding", "Host", "Connection",
-                 "User-Agent")
+    for name in (
+        signature.HEADER,
+        "Content-Type",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Host",
+        "Connection",
+        "User-Agent",
+    )
 )
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an HTTP field name (RFC 9110 token)
 # Its own keys in the mapping file (docs/mappings.md): each a field of WebhookSettings.
@@ -132,7 +157,9 @@ def parse_headers(value: str) -> tuple[tuple[str, Secret], ...]:
     except ValueError as exc:
         position = getattr(exc, "pos", None)
         where = f" at character {position + 1}" if isinstance(position, int) else ""
-        raise SettingsError(f'{HEADERS}: not valid JSON{where}; expected an object like {{"X-Api-Key": "..."}}') from None
+        raise SettingsError(
+            f'{HEADERS}: not valid JSON{where}; expected an object like {{"X-Api-Key": "..."}}'
+        ) from None
     if not isinstance(decoded, _Object):
         raise SettingsError(f"{HEADERS}: expected a JSON object of header name to value, not {_kind(decoded)}")
     seen: set[str] = set()
@@ -148,9 +175,7 @@ def parse_headers(value: str) -> tuple[tuple[str, Secret], ...]:
         if not isinstance(header_value, str):
             raise SettingsError(f"{HEADERS}: the value of {name} must be a string, not {_kind(header_value)}")
         if any(ch in header_value for ch in "\r\n\0") or header_value != header_value.strip():
-            raise SettingsError(
-                f"{HEADERS}: the value of {name} holds a line break, a NUL or leading/trailing spaces"
-            )
+            raise SettingsError(f"{HEADERS}: the value of {name} holds a line break, a NUL or leading/trailing spaces")
         out.append((name, Secret(header_value)))
     return tuple(out)
 

@@ -51,9 +51,16 @@ def test_track_after_group_becomes_usage_event_with_organization_and_user():
 
 def test_value_is_properties_value_when_numeric_else_one():
     user = user_in()
-    assert decide(msg("track", event="E", properties={"value": -2.5}), user, lookup(ACME), "s").request.json["value"] == -2.5
-    assert decide(msg("track", event="E", properties={"value": "7"}), user, lookup(ACME), "s").request.json["value"] == 1
-    assert decide(msg("track", event="E", properties={"value": True}), user, lookup(ACME), "s").request.json["value"] == 1
+    assert (
+        decide(msg("track", event="E", properties={"value": -2.5}), user, lookup(ACME), "s").request.json["value"]
+        == -2.5
+    )
+    assert (
+        decide(msg("track", event="E", properties={"value": "7"}), user, lookup(ACME), "s").request.json["value"] == 1
+    )
+    assert (
+        decide(msg("track", event="E", properties={"value": True}), user, lookup(ACME), "s").request.json["value"] == 1
+    )
 
 
 def test_page_event_names():
@@ -100,11 +107,14 @@ def test_timestamp_is_omitted_when_absent():
     assert "timestamp" not in req.json
 
 
-@pytest.mark.parametrize("email, sent", [
-    ("Bo.Smith@Example.COM", "bo.smith@example.com"),
-    ("bo@x.example", "bo@x.example"),
-    ("ÉLODIE@X.EXAMPLE", "élodie@x.example"),
-])
+@pytest.mark.parametrize(
+    "email, sent",
+    [
+        ("Bo.Smith@Example.COM", "bo.smith@example.com"),
+        ("bo@x.example", "bo@x.example"),
+        ("ÉLODIE@X.EXAMPLE", "élodie@x.example"),
+    ],
+)
 def test_email_is_sent_lower_cased(email, sent):
     user = apply_to_user(user_in(), msg("identify", traits={"email": email}), NOW)
     req = decide(msg("track", event="E"), user, lookup(ACME), "s").request
@@ -112,15 +122,18 @@ def test_email_is_sent_lower_cased(email, sent):
     assert user.email == email  # the state keeps it as given: the webhook forwards the message as received
 
 
-@pytest.mark.parametrize("timestamp, sent", [
-    ("2026-11-01T10:20:30+02:00", "2026-11-01T08:20:30Z"),
-    ("2026-11-01T01:20:30-0500", "2026-11-01T06:20:30Z"),
-    ("2026-11-01T23:20:30-05:00", "2026-11-02T04:20:30Z"),  # the offset moves it to the next day
-    ("2026-11-01T10:20:30Z", "2026-11-01T10:20:30Z"),
-    ("2026-11-01T10:20:30", "2026-11-01T10:20:30Z"),  # no offset: read as UTC
-    ("2026-11-01T10:20:30.123Z", "2026-11-01T10:20:30.123Z"),
-    ("2026-11-01T10:20:30.123456789+01:00", "2026-11-01T09:20:30.123456Z"),
-])
+@pytest.mark.parametrize(
+    "timestamp, sent",
+    [
+        ("2026-11-01T10:20:30+02:00", "2026-11-01T08:20:30Z"),
+        ("2026-11-01T01:20:30-0500", "2026-11-01T06:20:30Z"),
+        ("2026-11-01T23:20:30-05:00", "2026-11-02T04:20:30Z"),  # the offset moves it to the next day
+        ("2026-11-01T10:20:30Z", "2026-11-01T10:20:30Z"),
+        ("2026-11-01T10:20:30", "2026-11-01T10:20:30Z"),  # no offset: read as UTC
+        ("2026-11-01T10:20:30.123Z", "2026-11-01T10:20:30.123Z"),
+        ("2026-11-01T10:20:30.123456789+01:00", "2026-11-01T09:20:30.123456Z"),
+    ],
+)
 def test_timestamp_is_sent_in_utc_with_an_offset(timestamp, sent):
     for m in (msg("track", event="E", timestamp=timestamp), msg("page", name="P", timestamp=timestamp)):
         assert decide(m, user_in(), lookup(ACME), "s").request.json["timestamp"] == sent

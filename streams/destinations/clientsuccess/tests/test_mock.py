@@ -76,14 +76,19 @@ async def test_cs_auth_is_checked_before_the_body(cs: TestClient) -> None:
         ([1, 2], ["body must be a JSON object"]),
         ("text", ["body must be a JSON object"]),
         ({}, ["identity.organization.id", "identity.organization.name", "identity.user.id", "value is required"]),
-        ({"identity": {"organization": {"id": "", "name": "N"}, "user": {"id": "u"}}, "value": 1},
-         ["identity.organization.id"]),
-        ({"identity": {"organization": {"id": "o", "name": ""}, "user": {"id": "u"}}, "value": 1},
-         ["identity.organization.name"]),
-        ({"identity": {"organization": {"id": "o"}, "user": {"id": "u"}}, "value": 1},
-         ["identity.organization.name"]),
-        ({"identity": {"organization": {"id": "o", "name": "N"}, "user": {"id": " "}}, "value": 1},
-         ["identity.user.id"]),
+        (
+            {"identity": {"organization": {"id": "", "name": "N"}, "user": {"id": "u"}}, "value": 1},
+            ["identity.organization.id"],
+        ),
+        (
+            {"identity": {"organization": {"id": "o", "name": ""}, "user": {"id": "u"}}, "value": 1},
+            ["identity.organization.name"],
+        ),
+        ({"identity": {"organization": {"id": "o"}, "user": {"id": "u"}}, "value": 1}, ["identity.organization.name"]),
+        (
+            {"identity": {"organization": {"id": "o", "name": "N"}, "user": {"id": " "}}, "value": 1},
+            ["identity.user.id"],
+        ),
         ({"identity": {"organization": {"id": "o", "name": "N"}}, "value": 1}, ["identity.user.id"]),
         ({"identity": "o1", "value": 1}, ["identity must be an object"]),
         (cs_body(value=True), ["value must be a number"]),
@@ -119,7 +124,9 @@ async def test_cs_iso8601_timestamps_are_accepted(cs: TestClient, timestamp: str
     assert (await cs_post(cs, body=cs_body(timestamp=timestamp))).status == 200
 
 
-@pytest.mark.parametrize("method, path", [("POST", "/segment/1.0.0/direct"), ("GET", "/"), ("POST", "/collector/1.0.0/x")])
+@pytest.mark.parametrize(
+    "method, path", [("POST", "/segment/1.0.0/direct"), ("GET", "/"), ("POST", "/collector/1.0.0/x")]
+)
 async def test_cs_other_paths_are_404_json(cs: TestClient, method: str, path: str) -> None:
     response = await cs.request(method, path, json={})
     assert response.status == 404

@@ -41,7 +41,9 @@ def test_disabled_with_nothing_set():
 
 
 def test_base_url_and_rate_limit_are_read():
-    settings = read({**FULL, "CLIENTSUCCESS_BASE_URL": "http://localhost:8081", "CS_RELAY_CLIENTSUCCESS_RATE_LIMIT": "2.5"})
+    settings = read(
+        {**FULL, "CLIENTSUCCESS_BASE_URL": "http://localhost:8081", "CS_RELAY_CLIENTSUCCESS_RATE_LIMIT": "2.5"}
+    )
     assert (settings.base_url, settings.rate_limit) == ("http://localhost:8081", 2.5)
 
 

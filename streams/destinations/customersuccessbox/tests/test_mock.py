@@ -27,8 +27,16 @@ async def csb_at() -> AsyncIterator[TestClient]:
 
 
 def feature(**overrides: Any) -> dict[str, Any]:
-    body = {"type": "feature", "accountId": "A1", "userId": "u1", "productId": "analytics", "moduleId": "reports",
-            "featureId": "Report Built", "total": 1, "timestamp": "2026-11-30T00:00:01Z"}
+    body = {
+        "type": "feature",
+        "accountId": "A1",
+        "userId": "u1",
+        "productId": "analytics",
+        "moduleId": "reports",
+        "featureId": "Report Built",
+        "total": 1,
+        "timestamp": "2026-11-30T00:00:01Z",
+    }
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}
 
@@ -41,14 +49,53 @@ async def test_csb_calls_build_the_partner_view(csb_at: TestClient) -> None:
         ("account", {"type": "account", "accountId": "A1", "traits": {"plan": "pro"}}),
         ("identify", {"type": "user", "accountId": "A1", "userId": "u1", "traits": {"email": "a@x"}}),
         ("identify", {"type": "user", "accountId": "A1", "userId": "u1", "traits": {"vip": True}}),
-        ("track", {"type": "track", "accountId": "A1", "userId": "u1", "event": "Ordered", "properties": {"cost": 3},
-                   "timestamp": "2026-11-01T00:00:00Z"}),
-        ("feature", {"type": "feature", "accountId": "A1", "userId": "u1", "productId": long_id, "moduleId": "m1",
-                     "featureId": "Ordered", "total": 2, "timestamp": TODAY_NOON}),
-        ("feature", {"type": "feature", "accountId": "A1", "userId": "u1", "productId": long_id, "moduleId": "m1",
-                     "featureId": "Ordered", "timestamp": TODAY_NOON}),
-        ("page", {"type": "page", "accountId": "A1", "userId": "u1", "name": "Orders", "properties": {"path": "/o"},
-                  "timestamp": "2026-11-02T00:00:00Z"}),
+        (
+            "track",
+            {
+                "type": "track",
+                "accountId": "A1",
+                "userId": "u1",
+                "event": "Ordered",
+                "properties": {"cost": 3},
+                "timestamp": "2026-11-01T00:00:00Z",
+            },
+        ),
+        (
+            "feature",
+            {
+                "type": "feature",
+                "accountId": "A1",
+                "userId": "u1",
+                "productId": long_id,
+                "moduleId": "m1",
+                "featureId": "Ordered",
+                "total": 2,
+                "timestamp": TODAY_NOON,
+            },
+        ),
+        (
+            "feature",
+            {
+                "type": "feature",
+                "accountId": "A1",
+                "userId": "u1",
+                "productId": long_id,
+                "moduleId": "m1",
+                "featureId": "Ordered",
+                "timestamp": TODAY_NOON,
+            },
+        ),
+        (
+            "page",
+            {
+                "type": "page",
+                "accountId": "A1",
+                "userId": "u1",
+                "name": "Orders",
+                "properties": {"path": "/o"},
+                "timestamp": "2026-11-02T00:00:00Z",
+            },
+        ),
     ]
     for endpoint, body in calls:
         response = await csb_post(csb, endpoint, body)
@@ -60,14 +107,20 @@ async def test_csb_calls_build_the_partner_view(csb_at: TestClient) -> None:
     assert view["users"] == {"A1": {"u1": {"traits": {"email": "a@x", "vip": True}}}}
     [event] = view["events"]
     assert {k: event[k] for k in ("accountId", "userId", "event", "properties", "timestamp")} == {
-        "accountId": "A1", "userId": "u1", "event": "Ordered", "properties": {"cost": 3},
+        "accountId": "A1",
+        "userId": "u1",
+        "event": "Ordered",
+        "properties": {"cost": 3},
         "timestamp": "2026-11-01T00:00:00Z",
     }
     assert view["features"] == {"A1": {"p" * 64: {"m1": {"Ordered": 3}}}}  # cut to 64; total 2, then 1 by default
     assert event["received_at"].endswith("Z")
     [page] = view["pages"]
     assert {k: page[k] for k in ("accountId", "userId", "name", "properties", "timestamp")} == {
-        "accountId": "A1", "userId": "u1", "name": "Orders", "properties": {"path": "/o"},
+        "accountId": "A1",
+        "userId": "u1",
+        "name": "Orders",
+        "properties": {"path": "/o"},
         "timestamp": "2026-11-02T00:00:00Z",
     }
 
@@ -121,14 +174,35 @@ async def test_csb_missing_or_wrong_key_is_401(csb: TestClient, headers: dict[st
         ("page", {"accountId": "A", "userId": ""}, ["userId"]),
         ("page", {"accountId": "A", "userId": "u", "properties": [1]}, ["properties"]),
         ("feature", {}, ["accountId", "userId", "productId", "moduleId", "featureId", "timestamp is required"]),
-        ("feature", {"accountId": "A", "userId": "u", "productId": "", "moduleId": " ", "featureId": None,
-                     "timestamp": "yesterday"}, ["productId", "moduleId", "featureId", "ISO-8601"]),
+        (
+            "feature",
+            {
+                "accountId": "A",
+                "userId": "u",
+                "productId": "",
+                "moduleId": " ",
+                "featureId": None,
+                "timestamp": "yesterday",
+            },
+            ["productId", "moduleId", "featureId", "ISO-8601"],
+        ),
         ("identify", {"type": "identify", "accountId": "A", "userId": "u"}, ['type must be "user" on /identify']),
         ("track", {"type": "feature", "accountId": "A", "userId": "u", "event": "E"}, ['type must be "track"']),
         ("account", {"type": "user", "accountId": "A"}, ['type must be "account"']),
         ("page", {"type": "track", "accountId": "A", "userId": "u"}, ['type must be "page"']),
-        ("feature", {"type": "track", "accountId": "A", "userId": "u", "productId": "p", "moduleId": "m",
-                     "featureId": "f", "timestamp": "2026-11-30T00:00:00Z"}, ['type must be "feature"']),
+        (
+            "feature",
+            {
+                "type": "track",
+                "accountId": "A",
+                "userId": "u",
+                "productId": "p",
+                "moduleId": "m",
+                "featureId": "f",
+                "timestamp": "2026-11-30T00:00:00Z",
+            },
+            ['type must be "feature"'],
+        ),
         ("track", {"accountId": "A", "userId": "u", "event": "E", "timestamp": "30/11/2026"}, ["ISO-8601"]),
     ],
 )
@@ -169,24 +243,30 @@ async def test_csb_requests_are_recorded_with_authorization_redacted(csb: TestCl
     assert CSB_KEY not in await (await csb.get("/_mock/requests")).text()
 
 
-@pytest.mark.parametrize("timestamp", [
-    "2026-11-30T00:00:00Z",
-    "2026-11-30T23:59:59.999Z",
-    "2026-11-30T00:00:01",  # no offset: read as UTC
-    "2026-11-29T20:00:00-05:00",  # 01:00 GMT on the 30th
-])
+@pytest.mark.parametrize(
+    "timestamp",
+    [
+        "2026-11-30T00:00:00Z",
+        "2026-11-30T23:59:59.999Z",
+        "2026-11-30T00:00:01",  # no offset: read as UTC
+        "2026-11-29T20:00:00-05:00",  # 01:00 GMT on the 30th
+    ],
+)
 async def test_csb_feature_of_the_gmt_day_it_is_received_is_counted(csb_at: TestClient, timestamp: str) -> None:
     response = await csb_post(csb_at, "feature", feature(timestamp=timestamp, total=None))
     assert response.status == 200, await response.text()
     assert (await state(csb_at))["features"] == {"A1": {"analytics": {"reports": {"Report Built": 1}}}}
 
 
-@pytest.mark.parametrize("timestamp, day", [
-    ("2026-11-29T23:59:59Z", "2026-11-29"),
-    ("2026-11-30T01:00:00+02:00", "2026-11-29"),  # 23:00 GMT the day before
-    ("2026-12-01T00:00:00Z", "2026-12-01"),
-    ("2026-11-18T11:30:06Z", "2026-11-18"),
-])
+@pytest.mark.parametrize(
+    "timestamp, day",
+    [
+        ("2026-11-29T23:59:59Z", "2026-11-29"),
+        ("2026-11-30T01:00:00+02:00", "2026-11-29"),  # 23:00 GMT the day before
+        ("2026-12-01T00:00:00Z", "2026-12-01"),
+        ("2026-11-18T11:30:06Z", "2026-11-18"),
+    ],
+)
 async def test_csb_feature_not_of_the_gmt_day_it_is_received_is_400_naming_the_rule(
     csb_at: TestClient, timestamp: str, day: str
 ) -> None:
@@ -208,8 +288,9 @@ async def test_csb_same_day_rule_is_for_features_only(csb_at: TestClient) -> Non
         assert (await csb_post(csb_at, endpoint, body)).status == 200, endpoint
 
 
-@pytest.mark.parametrize("total, accepted", [(0, True), (5, True), (-1, False), ("3", False), (True, False),
-                                             (1.5, False), (None, True)])
+@pytest.mark.parametrize(
+    "total, accepted", [(0, True), (5, True), (-1, False), ("3", False), (True, False), (1.5, False), (None, True)]
+)
 async def test_csb_feature_total_is_an_integer_of_at_least_zero(csb_at: TestClient, total: Any, accepted: bool) -> None:
     response = await csb_post(csb_at, "feature", feature(total=total))
     assert (response.status == 200) is accepted
@@ -221,8 +302,13 @@ async def test_csb_feature_total_is_an_integer_of_at_least_zero(csb_at: TestClie
 
 
 async def test_csb_feature_totals_add_up_per_account_product_module_and_feature(csb_at: TestClient) -> None:
-    for body in [feature(total=2), feature(total=3), feature(featureId="Report Shared"), feature(accountId="A2"),
-                 feature(userId="u2", moduleId="alerts")]:
+    for body in [
+        feature(total=2),
+        feature(total=3),
+        feature(featureId="Report Shared"),
+        feature(accountId="A2"),
+        feature(userId="u2", moduleId="alerts"),
+    ]:
         assert (await csb_post(csb_at, "feature", body)).status == 200
     view = await state(csb_at)
     assert view["features"] == {

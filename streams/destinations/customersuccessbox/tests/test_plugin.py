@@ -49,7 +49,9 @@ def test_disabled_with_nothing_set_and_no_default_host():
     assert not settings.enabled and settings.base_url == ""
 
 
-@pytest.mark.parametrize("url", ["acme.customersuccessbox.com", "ftp://acme.customersuccessbox.com", "https://k:x@acme"])
+@pytest.mark.parametrize(
+    "url", ["acme.customersuccessbox.com", "ftp://acme.customersuccessbox.com", "https://k:x@acme"]
+)
 def test_a_bad_base_url_raises_naming_the_variable(url):
     with pytest.raises(SettingsError, match="CSB_BASE_URL"):
         read({**FULL, "CSB_BASE_URL": url})
@@ -92,7 +94,8 @@ def learned(*messages, user: UserState | None = None) -> dict:
 
 def test_identify_teaches_the_users_account_and_csb_user_id_from_traits():
     assert learned(msg("identify", traits={"account_id": "A1", "user_id": "john@x.example", "plan": "pro"})) == {
-        "account_id": "A1", "user_id": "john@x.example",
+        "account_id": "A1",
+        "user_id": "john@x.example",
     }
 
 
@@ -104,7 +107,9 @@ def test_group_teaches_the_users_account_but_not_a_user_id():
     assert learned(msg("group", groupId="acme", traits={"account_id": "A1", "user_id": "x"})) == {"account_id": "A1"}
 
 
-@pytest.mark.parametrize("type_, extra", [("track", {"event": "E"}), ("page", {"name": "P"}), ("screen", {"name": "S"})])
+@pytest.mark.parametrize(
+    "type_, extra", [("track", {"event": "E"}), ("page", {"name": "P"}), ("screen", {"name": "S"})]
+)
 def test_track_page_and_screen_teach_ids_from_properties(type_, extra):
     m = msg(type_, properties={"account_id": "A2", "user_id": "u-csb"}, **extra)
     assert learned(m) == {"account_id": "A2", "user_id": "u-csb"}
@@ -112,7 +117,9 @@ def test_track_page_and_screen_teach_ids_from_properties(type_, extra):
 
 def test_alias_and_calls_without_ids_teach_nothing_and_leave_no_slot():
     user = apply_to_user(None, msg("track", event="E", properties={"x": 1}), NOW, memories=[memory.MEMORY])
-    user = apply_to_user(user, msg("alias", previousId="anon", traits={"account_id": "A"}), NOW, memories=[memory.MEMORY])
+    user = apply_to_user(
+        user, msg("alias", previousId="anon", traits={"account_id": "A"}), NOW, memories=[memory.MEMORY]
+    )
     assert SLOT not in user.slots and memory.user_account(user) is None and memory.user_id(user) is None
 
 
@@ -136,8 +143,9 @@ def test_the_accessors_read_the_slot():
 
 
 def test_a_group_call_teaches_the_groups_account():
-    group = apply_to_group(None, msg("group", groupId="acme", traits={"account_id": "A1", "name": "Acme"}), NOW,
-                           memories=[memory.MEMORY])
+    group = apply_to_group(
+        None, msg("group", groupId="acme", traits={"account_id": "A1", "name": "Acme"}), NOW, memories=[memory.MEMORY]
+    )
     assert dict(group.slot(SLOT)) == {"account_id": "A1"} and memory.group_account(group) == "A1"
 
 
@@ -150,7 +158,9 @@ def test_a_group_without_account_id_leaves_the_slot_and_keeps_an_earlier_account
 
 
 def test_only_group_calls_change_a_groups_slot():
-    assert memory.remember_group({"account_id": "A1"}, msg("identify", traits={"account_id": "B"})) == {"account_id": "A1"}
+    assert memory.remember_group({"account_id": "A1"}, msg("identify", traits={"account_id": "B"})) == {
+        "account_id": "A1"
+    }
 
 
 # ---------------------------------------------------------------- memory: merge

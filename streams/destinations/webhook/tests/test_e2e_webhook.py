@@ -23,13 +23,19 @@ ACME_GROUP = {"id": "acme", "name": "Acme", "traits": {"name": "Acme", "plan": "
 
 def seg(type_: str, user: str, n: int, **fields: Any) -> dict[str, Any]:
     """A Segment message with a stable messageId and timestamp."""
-    return {"type": type_, "userId": user, "messageId": f"{type_}-{user}-{n}",
-            "timestamp": f"2026-11-30T10:{n:02d}:00Z", **fields}
+    return {
+        "type": type_,
+        "userId": user,
+        "messageId": f"{type_}-{user}-{n}",
+        "timestamp": f"2026-11-30T10:{n:02d}:00Z",
+        **fields,
+    }
 
 
 def of_user(user: str):
     async def probe(pipeline: Pipeline) -> list[dict[str, Any]]:
         return [r for r in await pipeline.requests("webhook") if (r["json"] or {}).get("userId") == user]
+
     return probe
 
 
@@ -60,7 +66,9 @@ async def test_by_default_every_call_is_sent_at_once_signed_with_the_group_once_
     requests = of_user(user)
     first = seg("track", user, 1, event="Signed Up", properties={"plan": "Café ☕"}, context={"ip": "10.0.0.1"})
     await pipeline.send(first)
-    got = await pipeline.eventually(lambda: requests(pipeline), lambda r: len(r) >= 1, what="the track before any group")
+    got = await pipeline.eventually(
+        lambda: requests(pipeline), lambda r: len(r) >= 1, what="the track before any group"
+    )
     # no group yet: the message exactly as sent, nothing added
     assert got[0]["json"] == first
     assert (got[0]["method"], got[0]["path"], got[0]["status"]) == ("POST", "/webhook", 200)
@@ -78,7 +86,11 @@ async def test_by_default_every_call_is_sent_at_once_signed_with_the_group_once_
     )
     got = await pipeline.eventually(lambda: requests(pipeline), lambda r: len(r) >= 6, what="six webhook calls")
     assert [r["json"]["messageId"] for r in got] == [
-        f"track-{user}-1", f"group-{user}-2", f"page-{user}-4", f"screen-{user}-5", f"identify-{user}-6",
+        f"track-{user}-1",
+        f"group-{user}-2",
+        f"page-{user}-4",
+        f"screen-{user}-5",
+        f"identify-{user}-6",
         f"alias-{user}-7",
     ]  # in order, without the call whose integrations switch Webhooks off
     for record in got[1:]:
@@ -100,7 +112,8 @@ async def test_waiting_for_the_group_holds_tracks_until_the_group_call_then_send
     ]
     await pipeline.send(*early)
     queue = await pipeline.eventually(
-        lambda: webhook_pending(worker, user), lambda q: q is not None and len(q["held"]) == 4,
+        lambda: webhook_pending(worker, user),
+        lambda q: q is not None and len(q["held"]) == 4,
         what="four calls held for the webhook",
     )
     assert [json.loads(item["raw"])["messageId"] for item in queue["held"]] == [m["messageId"] for m in early]
@@ -111,14 +124,16 @@ async def test_waiting_for_the_group_holds_tracks_until_the_group_call_then_send
         seg("track", user, 6, event="Later"),
     )
     got = await pipeline.eventually(lambda: requests(pipeline), lambda r: len(r) >= 6, what="six webhook calls")
-    assert [r["json"]["messageId"] for r in got] == [f"{m['type']}-{user}-{n}" for n, m in enumerate(
-        [*early, {"type": "group"}, {"type": "track"}], 1)]
+    assert [r["json"]["messageId"] for r in got] == [
+        f"{m['type']}-{user}-{n}" for n, m in enumerate([*early, {"type": "group"}, {"type": "track"}], 1)
+    ]
     for record in got:
         assert record["json"]["context"] == {"groupId": "acme", "group": ACME_GROUP}
         assert record["status"] == 200 and signed_as_segment_signs(record)  # the mock verified the signature
     assert [r["json"].get("event") for r in got if r["json"]["type"] == "track"] == ["Opened", "Later"]
     emptied = await pipeline.eventually(
-        lambda: webhook_pending(worker, user), lambda q: q is not None and not q["held"] and not q["releasing"],
+        lambda: webhook_pending(worker, user),
+        lambda q: q is not None and not q["held"] and not q["releasing"],
         what="the webhook queue emptied",
     )
     assert emptied["parked"] == []
@@ -130,8 +145,9 @@ async def test_without_a_secret_requests_are_unsigned_and_a_refusal_is_a_webhook
         user = "wh-plain"
         requests = of_user(user)
         await pipeline.fault("webhook", status=422, count=1)
-        pipeline.start_worker(WEBHOOK_HEADERS=json.dumps({"X-Receiver-Token": "receiver-token-1"}),
-                              CS_RELAY_QUICK_RETRIES="0")
+        pipeline.start_worker(
+            WEBHOOK_HEADERS=json.dumps({"X-Receiver-Token": "receiver-token-1"}), CS_RELAY_QUICK_RETRIES="0"
+        )
         await pipeline.send(seg("track", user, 1, event="Refused"), seg("track", user, 2, event="Taken"))
         got = await pipeline.eventually(lambda: requests(pipeline), lambda r: len(r) >= 2, what="two webhook calls")
         assert [(r["json"]["event"], r["status"]) for r in got] == [("Refused", 422), ("Taken", 200)]
@@ -139,12 +155,16 @@ async def test_without_a_secret_requests_are_unsigned_and_a_refusal_is_a_webhook
             assert "X-Signature" not in record["headers"]
             assert record["headers"]["X-Receiver-Token"] == "receiver-token-1"
         letters = await pipeline.eventually(
-            pipeline.dead_letters, lambda d: any(h.get("cs-relay-destination") == "webhook" for _, h in d),
+            pipeline.dead_letters,
+            lambda d: any(h.get("cs-relay-destination") == "webhook" for _, h in d),
             what="the refused call dead-lettered",
         )
         [(value, headers)] = [(v, h) for v, h in letters if h.get("cs-relay-destination") == "webhook"]
         assert json.loads(value)["messageId"] == f"track-{user}-1"
         assert (headers["cs-relay-reason"], headers["cs-relay-stage"], headers["cs-relay-status"]) == (
-            "partner_refused", "delivery", "422")
+            "partner_refused",
+            "delivery",
+            "422",
+        )
     finally:
         await pipeline.close()

@@ -74,8 +74,12 @@ def test_the_callers_context_is_kept_and_never_modified_in_place():
     m = msg("track", event="E", context={"ip": "10.0.0.1", "library": {"name": "analytics-python"}})
     before = json.loads(raw(m))
     body = mapping.decide(settings(), m, user_in("acme"), lookup(ACME)).request.json
-    assert body["context"] == {"ip": "10.0.0.1", "library": {"name": "analytics-python"}, "groupId": "acme",
-                               "group": ACME_VIEW}
+    assert body["context"] == {
+        "ip": "10.0.0.1",
+        "library": {"name": "analytics-python"},
+        "groupId": "acme",
+        "group": ACME_VIEW,
+    }
     assert json.loads(raw(m)) == before  # the parsed message (its raw object) is untouched
 
 
@@ -116,8 +120,11 @@ def test_a_group_call_carries_the_groups_state_after_the_call():
     user = apply_to_user(user_in("globex"), m, NOW)
     body = mapping.decide(settings(), m, user, lookup(group)).request.json
     assert body["context"]["groupId"] == "acme"
-    assert body["context"]["group"] == {"id": "acme", "name": "Acme Corp",
-                                        "traits": {"name": "Acme Corp", "plan": "enterprise"}}
+    assert body["context"]["group"] == {
+        "id": "acme",
+        "name": "Acme Corp",
+        "traits": {"name": "Acme Corp", "plan": "enterprise"},
+    }
 
 
 def test_by_default_a_track_before_any_group_is_sent_at_once():
@@ -153,8 +160,20 @@ def _run(messages, wait: bool):
     dest = Destination(mapping.KEY, mapping.NAME, lambda m, u, g: mapping.decide(settings(wait), m, u, g))
     user, pending, groups, sent = None, Pending(), {}, []
     for m in messages:
-        result = step("u1", m, raw(m), {}, user, pending, groups.get, [dest],
-                      now=0.0, now_iso=NOW, max_pending=100, max_pending_age=3600.0)
+        result = step(
+            "u1",
+            m,
+            raw(m),
+            {},
+            user,
+            pending,
+            groups.get,
+            [dest],
+            now=0.0,
+            now_iso=NOW,
+            max_pending=100,
+            max_pending_age=3600.0,
+        )
         user, pending = result.user, result.pending
         if result.group is not None:
             groups[result.group.group_id] = result.group

@@ -32,7 +32,9 @@ def seg(type_: str, user: str = "u1", n: int = 1, **fields: Any) -> dict[str, An
     return {"type": type_, "userId": user, "messageId": f"{type_}-{user}-{n}", **fields}
 
 
-async def post(client: TestClient, body: Any, secret: str | None = SECRET, sig: str | None = None, raw: bytes | None = None):
+async def post(
+    client: TestClient, body: Any, secret: str | None = SECRET, sig: str | None = None, raw: bytes | None = None
+):
     data = raw if raw is not None else json.dumps(body, separators=(",", ":")).encode()
     headers = {"Content-Type": "application/json"}
     if sig is not None:
@@ -85,12 +87,15 @@ async def test_without_a_secret_any_request_is_taken(unsigned: TestClient):
     assert len((await state(unsigned))["messages"]) == 2
 
 
-@pytest.mark.parametrize("raw, error", [
-    (b"not json", "body must be a JSON object"),
-    (b"[1, 2]", "body must be a JSON object"),
-    (b'{"event": "E"}', "type must be one of alias, group, identify, page, screen, track"),
-    (b'{"type": "purchase"}', "type must be one of alias, group, identify, page, screen, track"),
-])
+@pytest.mark.parametrize(
+    "raw, error",
+    [
+        (b"not json", "body must be a JSON object"),
+        (b"[1, 2]", "body must be a JSON object"),
+        (b'{"event": "E"}', "type must be one of alias, group, identify, page, screen, track"),
+        (b'{"type": "purchase"}', "type must be one of alias, group, identify, page, screen, track"),
+    ],
+)
 async def test_a_body_that_is_not_a_segment_message_is_400(signed: TestClient, raw: bytes, error: str):
     assert await post(signed, None, raw=raw) == (400, {"ok": False, "error": error})
     assert (await state(signed))["messages"] == []
@@ -119,8 +124,11 @@ async def test_state_lists_messages_in_order_by_type_and_by_user(signed: TestCli
     view = await state(signed)
     assert [entry["message"] for entry in view["messages"]] == sent
     assert all(entry["received_at"].endswith("Z") for entry in view["messages"])
-    assert view["by_type"] == {"identify": ["identify-u1-1"], "track": ["track-u1-2", "track-u2-3"],
-                               "page": ["page-anon-9"]}
+    assert view["by_type"] == {
+        "identify": ["identify-u1-1"],
+        "track": ["track-u1-2", "track-u2-3"],
+        "page": ["page-anon-9"],
+    }
     assert view["by_user"] == {
         "u1": [{"type": "identify", "messageId": "identify-u1-1"}, {"type": "track", "messageId": "track-u1-2"}],
         "anon-9": [{"type": "page", "messageId": "page-anon-9"}],

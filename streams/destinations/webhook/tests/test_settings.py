@@ -38,26 +38,41 @@ def test_defaults_with_only_the_url():
 
 
 def test_every_variable_is_read():
-    settings = read({
-        "WEBHOOK_URL": "http://127.0.0.1:8083/webhook?tenant=t1",
-        "WEBHOOK_SHARED_SECRET": "s3cret",
-        "WEBHOOK_HEADERS": json.dumps({"Authorization": "Bearer abc", "X-Tenant": "t1"}),
-        "WEBHOOK_WAIT_FOR_GROUP": "true",
-        "CS_RELAY_WEBHOOK_RATE_LIMIT": "7.5",
-    })
+    settings = read(
+        {
+            "WEBHOOK_URL": "http://127.0.0.1:8083/webhook?tenant=t1",
+            "WEBHOOK_SHARED_SECRET": "s3cret",
+            "WEBHOOK_HEADERS": json.dumps({"Authorization": "Bearer abc", "X-Tenant": "t1"}),
+            "WEBHOOK_WAIT_FOR_GROUP": "true",
+            "CS_RELAY_WEBHOOK_RATE_LIMIT": "7.5",
+        }
+    )
     assert settings.base_url == "http://127.0.0.1:8083/webhook?tenant=t1"
     assert settings.shared_secret.reveal() == "s3cret"
     assert [(name, value.reveal()) for name, value in settings.headers] == [
-        ("Authorization", "Bearer abc"), ("X-Tenant", "t1"),
+        ("Authorization", "Bearer abc"),
+        ("X-Tenant", "t1"),
     ]
     assert settings.wait_for_group is True
     assert settings.rate_limit == 7.5
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("true", True), ("TRUE", True), ("1", True), ("yes", True), ("on", True),
-    ("false", False), ("False", False), ("0", False), ("no", False), ("off", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+        ("false", False),
+        ("False", False),
+        ("0", False),
+        ("no", False),
+        ("off", False),
+        ("", False),
+    ],
+)
 def test_wait_for_group_flag(text, expected):
     assert read({"WEBHOOK_URL": URL, "WEBHOOK_WAIT_FOR_GROUP": text}).wait_for_group is expected
 
@@ -67,13 +82,16 @@ def test_a_bad_wait_for_group_names_the_variable():
         read({"WEBHOOK_URL": URL, "WEBHOOK_WAIT_FOR_GROUP": "sometimes"})
 
 
-@pytest.mark.parametrize("url, problem", [
-    ("hooks.example.com/segment", "expected an http:// or https:// URL"),
-    ("ftp://hooks.example.com/", "expected an http:// or https:// URL"),
-    ("https://", "expected an http:// or https:// URL"),
-    ("https://hooks.example.com:port/", "not a valid URL"),
-    ("https://hooks.example.com/a b", "holds a space or a control character"),
-])
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("hooks.example.com/segment", "expected an http:// or https:// URL"),
+        ("ftp://hooks.example.com/", "expected an http:// or https:// URL"),
+        ("https://", "expected an http:// or https:// URL"),
+        ("https://hooks.example.com:port/", "not a valid URL"),
+        ("https://hooks.example.com/a b", "holds a space or a control character"),
+    ],
+)
 def test_a_bad_url_names_the_variable(url, problem):
     with pytest.raises(SettingsError, match=rf"^WEBHOOK_URL: {problem}"):
         read({"WEBHOOK_URL": url})
@@ -86,26 +104,29 @@ def test_a_url_with_credentials_is_refused_without_quoting_them():
     assert "WEBHOOK_HEADERS" in str(caught.value)  # where they go instead
 
 
-@pytest.mark.parametrize("headers, problem", [
-    ('{"X-Key": ', "not valid JSON at character"),
-    ("X-Key: abc", "not valid JSON at character 1"),
-    ('["X-Key", "abc"]', "expected a JSON object of header name to value, not an array"),
-    ('"X-Key"', "expected a JSON object of header name to value, not a string"),
-    ('{"X-Key": 1}', "the value of X-Key must be a string, not a number"),
-    ('{"X-Key": null}', "the value of X-Key must be a string, not null"),
-    ('{"X-Key": true}', "the value of X-Key must be a string, not a boolean"),
-    ('{"X-Key": {"a": "b"}}', "the value of X-Key must be a string, not an object"),
-    ('{"X Key": "abc"}', "'X Key' is not a valid header name"),
-    ('{"X-Key:": "abc"}', "'X-Key:' is not a valid header name"),
-    ('{"": "abc"}', "'' is not a valid header name"),
-    ('{"Käse": "abc"}', "'Käse' is not a valid header name"),
-    ('{"X-Key": "a\\r\\nX-Evil: 1"}', "the value of X-Key holds a line break"),
-    ('{"X-Key": "a", "x-key": "b"}', "x-key is given more than once"),
-    ('{"Content-Type": "text/plain"}', "Content-Type is set by cs-relay and cannot be overridden"),
-    ('{"x-signature": "forged"}', "x-signature is set by cs-relay and cannot be overridden"),
-    ('{"User-Agent": "other"}', "User-Agent is set by cs-relay"),
-    ('{"Content-Length": "3"}', "Content-Length is set by cs-relay"),
-])
+@pytest.mark.parametrize(
+    "headers, problem",
+    [
+        ('{"X-Key": ', "not valid JSON at character"),
+        ("X-Key: abc", "not valid JSON at character 1"),
+        ('["X-Key", "abc"]', "expected a JSON object of header name to value, not an array"),
+        ('"X-Key"', "expected a JSON object of header name to value, not a string"),
+        ('{"X-Key": 1}', "the value of X-Key must be a string, not a number"),
+        ('{"X-Key": null}', "the value of X-Key must be a string, not null"),
+        ('{"X-Key": true}', "the value of X-Key must be a string, not a boolean"),
+        ('{"X-Key": {"a": "b"}}', "the value of X-Key must be a string, not an object"),
+        ('{"X Key": "abc"}', "'X Key' is not a valid header name"),
+        ('{"X-Key:": "abc"}', "'X-Key:' is not a valid header name"),
+        ('{"": "abc"}', "'' is not a valid header name"),
+        ('{"Käse": "abc"}', "'Käse' is not a valid header name"),
+        ('{"X-Key": "a\\r\\nX-Evil: 1"}', "the value of X-Key holds a line break"),
+        ('{"X-Key": "a", "x-key": "b"}', "x-key is given more than once"),
+        ('{"Content-Type": "text/plain"}', "Content-Type is set by cs-relay and cannot be overridden"),
+        ('{"x-signature": "forged"}', "x-signature is set by cs-relay and cannot be overridden"),
+        ('{"User-Agent": "other"}', "User-Agent is set by cs-relay"),
+        ('{"Content-Length": "3"}', "Content-Length is set by cs-relay"),
+    ],
+)
 def test_bad_headers_name_the_variable(headers, problem):
     with pytest.raises(SettingsError) as caught:
         read({"WEBHOOK_URL": URL, "WEBHOOK_HEADERS": headers})
@@ -132,11 +153,13 @@ def test_an_empty_headers_object_is_no_headers():
 
 
 def test_secrets_are_the_shared_secret_and_the_header_values():
-    settings = read({
-        "WEBHOOK_URL": URL,
-        "WEBHOOK_SHARED_SECRET": "s3cret",
-        "WEBHOOK_HEADERS": json.dumps({"Authorization": "Bearer " + HEADER_SECRET, "X-Empty": ""}),
-    })
+    settings = read(
+        {
+            "WEBHOOK_URL": URL,
+            "WEBHOOK_SHARED_SECRET": "s3cret",
+            "WEBHOOK_HEADERS": json.dumps({"Authorization": "Bearer " + HEADER_SECRET, "X-Empty": ""}),
+        }
+    )
     assert settings.secrets() == ["s3cret", "Bearer " + HEADER_SECRET]
 
 

@@ -76,8 +76,10 @@ async def _deliver(own: WebhookSettings, mock_secret: str, message) -> tuple[obj
     server = TestServer(create_app(mock_secret))
     await server.start_server()
     client = PartnerClient(
-        "Webhooks", str(server.make_url("/webhook")),
-        credentials=lambda request, body: credentials(own, request, body), max_retries=0,
+        "Webhooks",
+        str(server.make_url("/webhook")),
+        credentials=lambda request, body: credentials(own, request, body),
+        max_retries=0,
     )
     try:
         decision = mapping.decide(own, message, UserState("u1", user_id="u1"), lambda group_id: None)
