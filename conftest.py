@@ -6,6 +6,10 @@ import os
 
 import pytest
 
+# The mock-server fixtures (`cs`, `csb`) for tests/test_mockservers.py and each destination's
+# tests/test_mock.py: registered here once, rather than imported by name into each module.
+pytest_plugins = ["tests.mockhelpers"]
+
 # ---------------------------------------------------------------------------------------
 # Kafka broker for end-to-end tests (see streams/kafka_local.py).
 #

@@ -1,7 +1,8 @@
 """Fixtures and helpers shared by the mock servers' tests: the shared server and recorder
 (tests/test_mockservers.py) and each destination's mock (streams/destinations/*/tests/test_mock.py).
 
-Test modules import the fixtures they use (`cs`, `csb`) by name, so pytest finds them.
+The fixtures (`cs`, `csb`) reach every test through `pytest_plugins` in the root conftest.py;
+test modules import only the helpers.
 """
 
 from __future__ import annotations

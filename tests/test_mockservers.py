@@ -18,17 +18,15 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from mockservers.server import credentials_from_env, start_mocks
-from tests.mockhelpers import (  # noqa: F401 (cs, csb: fixtures)
+from tests.mockhelpers import (
     CS_KEY,
     CSB_KEY,
     SOURCE,
     add_fault,
     bearer,
-    cs,
     cs_body,
     cs_path,
     cs_post,
-    csb,
     csb_post,
     recorded,
     state,
@@ -222,7 +220,10 @@ async def test_run_mocks_prints_urls_without_keys_and_stops_on_sigterm() -> None
         CSB_API_KEY="csb-top-secret",
         PYTHONPATH=str(ROOT),
     )
-    code = "from mockservers.server import run_mocks; run_mocks('127.0.0.1', {'clientsuccess': 0, 'customersuccessbox': 0})"
+    code = (
+        "from mockservers.server import run_mocks; "
+        "run_mocks('127.0.0.1', {'clientsuccess': 0, 'customersuccessbox': 0})"
+    )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

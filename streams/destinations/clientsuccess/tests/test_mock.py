@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.mockhelpers import CS_KEY, SOURCE, cs, cs_body, cs_path, cs_post, recorded, state  # noqa: F401 (cs: fixture)
+from tests.mockhelpers import CS_KEY, SOURCE, cs_body, cs_path, cs_post, recorded, state
 
 
 async def test_cs_event_is_created_and_shows_in_the_partner_view(cs: TestClient) -> None:
@@ -108,7 +108,7 @@ async def test_cs_body_breaking_the_rules_is_422_listing_every_problem(
     answer = await response.json()
     assert answer["created"] is False
     assert len(answer["errors"]) == len(expected)
-    for fragment, error in zip(expected, answer["errors"]):
+    for fragment, error in zip(expected, answer["errors"], strict=True):
         assert fragment in error
     assert (await state(cs))["organizations"] == {}
 

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from streams.destinations.customersuccessbox import mock
-from tests.mockhelpers import CSB_KEY, bearer, csb, csb_post, recorded, state  # noqa: F401 (csb: fixture)
+from tests.mockhelpers import CSB_KEY, bearer, csb_post, recorded, state
 
 # The mock's clock in these tests: the day a call is received is fixed, so the same-day
 # rule is tested on both sides of a GMT midnight without waiting for one.
@@ -214,7 +214,7 @@ async def test_csb_invalid_body_is_400_listing_every_problem(
     assert response.status == 400
     errors = (await response.json())["errors"]
     assert len(errors) == len(expected)
-    for fragment, error in zip(expected, errors):
+    for fragment, error in zip(expected, errors, strict=True):
         assert fragment in error
     assert await state(csb) == {"accounts": {}, "users": {}, "events": [], "pages": [], "features": {}}
 
