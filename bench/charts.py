@@ -59,7 +59,7 @@ def _throughput(plt: Any, results: Mapping[str, Any], path: Path) -> Path:
     handles, labels = ax.get_legend_handles_labels()
     if series.get("worker_cpu_cores"):
         cpu_ax = ax.twinx()
-        times, cores = zip(*series["worker_cpu_cores"])
+        times, cores = zip(*series["worker_cpu_cores"], strict=True)
         cpu_ax.plot(times, cores, color="#7f3fbf", linewidth=0.8, alpha=0.7, label="worker CPU (cores)")
         cpu_ax.set_ylabel("worker CPU (cores)")
         cpu_ax.set_ylim(0, max(1.2, max(cores) * 1.1))

@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import itertools
 import json
 import logging
 import multiprocessing
@@ -224,7 +225,7 @@ class Phase:
     produced_us: list[int] = field(default_factory=list)
 
     def expected(self) -> set[tuple[str, int]]:
-        return {(p, us) for call, us in zip(self.calls, self.produced_us) for p in PARTNERS_OF[call.type]}
+        return {(p, us) for call, us in zip(self.calls, self.produced_us, strict=False) for p in PARTNERS_OF[call.type]}
 
 
 # ------------------------------------------------------------------ the run
@@ -551,7 +552,7 @@ def _series(receipts: Sequence[stats.Receipt], measured: Measured, paced: Phase)
     seconds = len(stats.per_second(done.values(), start_us))
     cpu = [
         [round((b[0] - start_us) / stats.US, 2), round(stats.cpu_cores([a, b], a[0], b[0]), 3)]
-        for a, b in zip(measured.cpu_samples, measured.cpu_samples[1:])
+        for a, b in itertools.pairwise(measured.cpu_samples)
     ]
     return {
         "start_us": start_us,
@@ -725,7 +726,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
     print(
-        f"results: {prefix.with_suffix('.json')} and {', '.join(results['charts'])}; took {results['run']['wall_seconds']:.0f} s"
+        f"results: {prefix.with_suffix('.json')} and {', '.join(results['charts'])}; "
+        f"took {results['run']['wall_seconds']:.0f} s"
     )
     complete = results["cs_relay"]["burst"]["complete"] and results["cs_relay"]["paced"]["complete"]
     return 0 if complete else 1

@@ -219,7 +219,8 @@ def _run_maven(mvn: str, pom: Path, version: str, out: Path) -> None:
         ) from exc
     if proc.returncode != 0:
         raise KafkaLaunchError(
-            f"mvn could not fetch Kafka {version} from Maven Central (exit {proc.returncode}): {_maven_summary(proc.stdout)}; "
+            f"mvn could not fetch Kafka {version} from Maven Central (exit {proc.returncode}): "
+            f"{_maven_summary(proc.stdout)}; "
             "check the version (CS_RELAY_KAFKA_VERSION), your network or ~/.m2/settings.xml"
         )
 
@@ -645,7 +646,8 @@ class LocalKafka:
         if self.controller_port and not _port_free(self.controller_port):
             if self._controller_port_given:
                 raise KafkaLaunchError(
-                    f"controller port {self.controller_port} is already in use: stop what listens there or choose another controller_port"
+                    f"controller port {self.controller_port} is already in use: "
+                    "stop what listens there or choose another controller_port"
                 )
             self.controller_port = None  # ours to choose: take another one
         wanted = [p for p in (self.port, self.controller_port, self.internal_port) if p]
@@ -668,7 +670,8 @@ class LocalKafka:
                 fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the JVM locks it the same (POSIX) way
             except OSError:
                 raise KafkaLaunchError(
-                    f"data dir {self.data_dir} is in use by another running Kafka broker: stop it or choose another with --data-dir"
+                    f"data dir {self.data_dir} is in use by another running Kafka broker: "
+                    "stop it or choose another with --data-dir"
                 ) from None
             fcntl.lockf(handle, fcntl.LOCK_UN)
 
@@ -756,9 +759,13 @@ class LocalKafka:
             "inter.broker.listener.name": "BROKER",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,BROKER:PLAINTEXT,SASL_SSL:SASL_SSL",
             "listener.name.sasl_ssl.sasl.enabled.mechanisms": ",".join(SASL_MECHANISMS),
-            "listener.name.sasl_ssl.plain.sasl.jaas.config": f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users}",
+            "listener.name.sasl_ssl.plain.sasl.jaas.config": (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required {plain_users}"
+            ),
             **{
-                f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config": "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config": (
+                    "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+                )
                 for m in SASL_MECHANISMS[1:]
             },
             # Kafka reads PEM directly: the key (PKCS#8, unencrypted) and its chain in one file.
@@ -807,7 +814,8 @@ class LocalKafka:
         if proc.returncode != 0:
             lines = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
             raise KafkaLaunchError(
-                f"formatting Kafka storage in {self.log_dir} failed (exit {proc.returncode}): {' | '.join(lines[-3:]) or 'no output'}; "
+                f"formatting Kafka storage in {self.log_dir} failed (exit {proc.returncode}): "
+                f"{' | '.join(lines[-3:]) or 'no output'}; "
                 "remove that folder or choose another with --data-dir"
             )
 

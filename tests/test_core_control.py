@@ -78,7 +78,8 @@ FROZEN = [
         b'"group_id": null, "groups": [], "csb_account_id": null, "csb_user_id": null, '
         b'"first_seen": "2026-11-30T10:00:00+00:00", "last_seen": "2026-11-30T10:00:00+00:00", "anonymous_ids": [], '
         b'"merged_into": null}, "pending": {"v": 1, "next_seq": 2, "queues": {"clientsuccess": {"held": [{"seq": 1, '
-        b'"held_at": 1700000000.0, "raw": "{\\"type\\":\\"page\\",\\"anonymousId\\":\\"anon-1\\",\\"messageId\\":\\"m-0\\"}", '
+        b'"held_at": 1700000000.0, '
+        b'"raw": "{\\"type\\":\\"page\\",\\"anonymousId\\":\\"anon-1\\",\\"messageId\\":\\"m-0\\"}", '
         b'"source": {"topic": "segment-events", "partition": 3, "offset": 11}}], "releasing": [], "parked": []}}}}',
         MergeProfile("anon-1", OLD_USER, OLD_PENDING),
     ),

@@ -217,7 +217,9 @@ async def test_any_of_two_workers_answers_for_every_user(pipeline: Pipeline):
         answers = []
         for worker in workers:
             status, headers, body = await pipeline.eventually(
-                lambda: http(worker, f"/users/{user}"), lambda a: a[0] == 200, what=f"{user} from each worker"
+                lambda worker=worker, user=user: http(worker, f"/users/{user}"),
+                lambda a: a[0] == 200,
+                what=f"{user} from each worker",
             )
             answers.append((json.loads(body), headers["X-CS-Relay-Served-By"], headers["X-CS-Relay-Partition"]))
         assert answers[0] == answers[1], answers  # same state, same owner, whichever worker was asked

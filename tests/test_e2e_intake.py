@@ -142,7 +142,7 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_good_input_flows(p
         {"type": "group", "userId": "good-0", "groupId": "acme", "traits": {"name": "Acme"}, "messageId": "g"}
     )
     interleaved: list = []
-    for (bad, _), ok in zip(BAD_INPUTS, good):
+    for (bad, _), ok in zip(BAD_INPUTS, good, strict=True):
         interleaved += [bad, ok]
     await pipeline.send(*interleaved)
 

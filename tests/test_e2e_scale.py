@@ -169,7 +169,9 @@ async def feed(
     delivered: traffic keeps flowing, and stays in flight, while workers come and go."""
     sent = 0
     for start in range(0, len(messages), batch):
-        await pipeline.eventually(delivered, lambda d: sent - d <= ahead, what="the workers to catch up", timeout=90)
+        await pipeline.eventually(
+            delivered, lambda d, sent=sent: sent - d <= ahead, what="the workers to catch up", timeout=90
+        )
         chunk = messages[start : start + batch]
         await pipeline.send(*chunk)
         sent += tracks_of(chunk)

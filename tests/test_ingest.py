@@ -501,7 +501,7 @@ async def test_posted_messages_reach_the_topic_keyed_by_user(kafka_ingest):
         assert await kafka_ingest.client.post(f"/v1/{type_}", VALID[type_]) == (200, {"success": True})
     records = await kafka_ingest.read(4)
     assert [key for key, _ in records] == [b"u1", b"u1", b"u1", b"anon-1"]
-    for (_, message), type_ in zip(records, ("identify", "group", "track", "page")):
+    for (_, message), type_ in zip(records, ("identify", "group", "track", "page"), strict=True):
         assert message == {**VALID[type_], "type": type_, "receivedAt": message["receivedAt"]}
         assert datetime.fromisoformat(message["receivedAt"]) > datetime.now(UTC) - timedelta(minutes=1)
 

@@ -141,7 +141,10 @@ def test_missing_maven_gives_a_clear_error(tmp_path, monkeypatch):
     cache = tmp_path / "empty-cache"
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.setenv("CS_RELAY_KAFKA_CACHE", str(cache))
-    expected = r"needs `mvn` \(Apache Maven\) on PATH to fetch Kafka from Maven Central; install it or set KAFKA_BOOTSTRAP_SERVERS"
+    expected = (
+        r"needs `mvn` \(Apache Maven\) on PATH to fetch Kafka from Maven Central; "
+        r"install it or set KAFKA_BOOTSTRAP_SERVERS"
+    )
     with pytest.raises(KafkaLaunchError, match=expected):
         resolve_kafka()
     with pytest.raises(KafkaLaunchError, match=expected):

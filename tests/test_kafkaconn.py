@@ -17,10 +17,10 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from devtools.kafka_local import generate_tls
 from streams.envreader import EnvReader, SettingsError
 from streams.kafkaconn import KafkaSecurity, describe, diagnose
-
-ROOT = Path(__file__).resolve().parent.parent
 from streams.ops.webserve import free_port
 from streams.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
 
 PASSWORD = "hunter2-very-secret"
 

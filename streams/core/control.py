@@ -25,7 +25,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar
 
 from streams.core.pending import Parked
 from streams.core.retry import Outcome
@@ -171,7 +171,7 @@ class Retried:
         )
 
 
-Control = Union[PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried]
+Control = PendingDone | MergeRequest | MergeProfile | Sweep | Park | RetryDue | Retried
 KINDS: Mapping[bytes, type] = MappingProxyType(
     {kind.KIND: kind for kind in (PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried)}
 )

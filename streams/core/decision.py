@@ -1,6 +1,6 @@
 """What a destination decides to do with one message: the plain data between the
-pure mappings (`streams.destinations.clientsuccess.mapping`, `streams.destinations.customersuccessbox.mapping`) and the shell
-that performs HTTP (`streams.runtime.delivery`).
+pure mappings (`streams.destinations.clientsuccess.mapping`, `streams.destinations.customersuccessbox.mapping`)
+and the shell that performs HTTP (`streams.runtime.delivery`).
 
 A `PartnerRequest` carries no credentials: the delivery client adds them, so a
 request can be logged, stored in state or put in a dead letter without leaking a key.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -59,4 +59,4 @@ class Reject:
     detail: str
 
 
-Decision = Union[Send, Hold, Skip, Reject]
+Decision = Send | Hold | Skip | Reject

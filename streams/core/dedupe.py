@@ -20,13 +20,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from streams.core.state import STATE_VERSION, check_version
 
 
-class Verdict(str, Enum):
+class Verdict(StrEnum):
     NEW = "new"
     REDELIVERED = "redelivered"  # the same record again: process it again
     DUPLICATE = "duplicate"  # another record with a messageId already routed

@@ -17,7 +17,7 @@ from email.utils import parsedate_to_datetime
 NOT_RETRIED = frozenset({400, 401, 403, 404, 413, 422})
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     DONE = "done"
     RETRY = "retry"
     FAIL = "fail"

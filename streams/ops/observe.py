@@ -70,7 +70,7 @@ class Latency:
 
     def cumulative(self) -> list[tuple[str, float]]:
         out, running = [], 0
-        for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.counts):
+        for bound, count in zip((*map(str, LATENCY_BUCKETS), "+Inf"), self.counts, strict=True):
             running += count
             out.append((bound, float(running)))
         return out

@@ -118,8 +118,8 @@ class Redeliveries:
     recovery completed it resumed the stream partitions before seeking them to the
     committed offsets, so what the fetcher read in between came again (and worse, see
     `streams.runtime.faust_fixes`, which now seeks first). This guard stays as a cheap second
-    line: processing a record twice would send partner requests twice. `first_time(tp, offset)` is False for an offset at or
-    below the highest one taken on that partition; `forget(tps)` on revocation, since a
+    line: processing a record twice would send partner requests twice. `first_time(tp, offset)`
+    is False for an offset at or below the highest one taken on that partition; `forget(tps)` on revocation, since a
     partition assigned again starts over from its committed offset.
     """
 

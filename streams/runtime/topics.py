@@ -128,7 +128,8 @@ async def ensure_topics(settings: Settings) -> None:
             if refused:
                 raise TopicRefused(
                     "Kafka refused to create " + "; ".join(refused) + f" (CS_RELAY_TOPIC_PARTITIONS="
-                    f"{settings.topic_partitions}, CS_RELAY_TOPIC_REPLICATION_FACTOR={settings.topic_replication_factor})"
+                    f"{settings.topic_partitions}, "
+                    f"CS_RELAY_TOPIC_REPLICATION_FACTOR={settings.topic_replication_factor})"
                 )
             await _until_listed(admin, [t.name for t in missing])
             # Workers starting together race to create them: if another one, configured
