@@ -96,7 +96,7 @@ def shares_every_partition(answers: list[tuple[int, dict | None]], topic: str, p
     `topic` once (a group that has finished forming)."""
     if not answers or any(status != 200 or not body for status, body in answers):
         return False
-    owned = sorted(p for _, body in answers for p in body.get("partitions", {}).get(topic, []))
+    owned = sorted(p for _, body in answers for p in (body or {}).get("partitions", {}).get(topic, []))
     return owned == list(range(partitions))
 
 

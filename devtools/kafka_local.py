@@ -59,6 +59,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from streams.envreader import Secret
 from streams.kafkaconn import KafkaConnectError, KafkaSecurity, start_client
@@ -490,7 +491,7 @@ class LocalKafka:
         self.started_in: float | None = None
         self.returncode: int | None = None
         self._proc: subprocess.Popen | None = None
-        self._log_handle = None
+        self._log_handle: BinaryIO | None = None
         self._log_offsets: tuple[int, int] = (0, 0)
 
     # -- public

@@ -179,7 +179,7 @@ class FaultState:
 RECORDS_KEY = web.AppKey("mock_records", list[dict[str, Any]])
 FAULTS_KEY = web.AppKey("mock_faults", FaultState)
 STATE_KEY = web.AppKey("mock_partner_state", PartnerState)
-ERROR_BODY_KEY = web.AppKey("mock_error_body", ErrorBody)
+ERROR_BODY_KEY: web.AppKey[ErrorBody] = web.AppKey("mock_error_body")  # a Callable: typed here, not as t=
 
 
 def is_admin(path: str) -> bool:

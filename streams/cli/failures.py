@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from aiokafka import errors as kafka_errors
 
@@ -44,7 +44,10 @@ def _text(exc: BaseException) -> str:
     return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
-def run_with_kafka(coroutine: Coroutine[Any, Any, int], bootstrap: str) -> int:
+T = TypeVar("T")
+
+
+def run_with_kafka(coroutine: Coroutine[Any, Any, T], bootstrap: str) -> T:
     """`asyncio.run(coroutine)`, with Kafka's connection and timeout errors as `CommandFailed`."""
     logger = logging.getLogger("aiokafka")
     previous = logger.level

@@ -172,7 +172,7 @@ class Retried:
 
 
 Control = PendingDone | MergeRequest | MergeProfile | Sweep | Park | RetryDue | Retried
-KINDS: Mapping[bytes, type] = MappingProxyType(
+KINDS: Mapping[bytes, type[Control]] = MappingProxyType(
     {kind.KIND: kind for kind in (PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried)}
 )
 TO_PARTITION = (Sweep, RetryDue)  # sent to one partition with an empty key, not to a user
@@ -183,7 +183,7 @@ def encode(record: Control) -> tuple[bytes, dict[str, bytes]]:
     return json.dumps(record.body()).encode(), {KIND_HEADER: record.KIND}
 
 
-def kind_of(headers: Mapping[str, bytes]) -> type | None:
+def kind_of(headers: Mapping[str, bytes]) -> type[Control] | None:
     """The control record class named by a record's headers; None for a Segment call
     (no kind header, or one this version does not know, which is then read as a
     Segment call, as earlier versions did)."""

@@ -120,7 +120,7 @@ class CustomerSuccessBoxState:
 
 API_KEY_KEY = web.AppKey("csb_api_key", str)
 STATE_KEY = web.AppKey("csb_state", CustomerSuccessBoxState)
-CLOCK_KEY = web.AppKey("csb_clock", Callable[[], datetime])
+CLOCK_KEY: web.AppKey[Callable[[], datetime]] = web.AppKey("csb_clock")  # a Callable: typed here, not as t=
 
 
 def _utc_now() -> datetime:
