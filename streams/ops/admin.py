@@ -256,8 +256,9 @@ class Admin:
     async def forward(self, view: web.View, request: web.Request, owner: str) -> web.Response:
         target = URL(owner).with_path(request.rel_url.raw_path, encoded=True).with_query(request.rel_url.query)
         headers = {ROUTED_HEADER: "1"}
-        if "Authorization" in request.headers:
-            headers["Authorization"] = request.headers["Authorization"]
+        for name in ("Authorization", "Cookie"):  # Cookie: the console's session (streams.ops.console)
+            if name in request.headers:
+                headers[name] = request.headers[name]
         try:
             async with self.app.http_client.get(
                 target, headers=headers, timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)

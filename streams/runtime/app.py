@@ -31,6 +31,7 @@ import faust
 
 from streams.core.redact import RedactingFilter
 from streams.ops import admin  # HTTP endpoints, metrics and event ids in logs (issue 6)
+from streams.ops.console import web as console
 from streams.runtime import agents, faust_fixes, retries, sweep
 from streams.runtime.outbox import FaustOutbox
 from streams.runtime.relayapp import create_app
@@ -151,3 +152,5 @@ ADMIN = admin.install(
     stats=runtime.stats,
     parked_oldest_age=lambda: runtime.marks.parked_since.ages(runtime.clock()),
 )
+# The operator console at /console (issue 17; off without CS_RELAY_ADMIN_TOKEN).
+CONSOLE = console.install(app, ADMIN, runtime.journal, input_topic)

@@ -76,6 +76,7 @@ async def dead_letter(rt: Runtime, dead: DeadLetter, key: bytes | None = None, *
     for attempt in range(1, DLQ_SEND_ATTEMPTS + 1):
         try:
             await produce(rt.outbox, DEAD_LETTERS, key=key, value=value, headers=headers)
+            rt.journal.dead_letter(key, value, headers, rt.clock())  # the console's dead-letters page
             return
         except Exception as exc:  # noqa: BLE001 - Faust wraps the aiokafka error
             if too_large(exc) and len(value) > DLQ_TRUNCATED_BYTES:
@@ -141,6 +142,7 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
         return None
     result = await client.send(item.request)
     rt.counters[f"{result.outcome.value}.{item.destination}"] += 1
+    rt.journal.delivery(key, item.destination, item.message_id, result.outcome, result.status, rt.clock())
     if result.outcome is Outcome.RETRY:
         await park(rt, key, item, attempts=result.attempts, error=error_text(client, result),
                    retry_after=result.retry_after)

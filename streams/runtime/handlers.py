@@ -103,6 +103,7 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
     )
     if result.group is not None:
         rt.tables.groups[result.group.group_id] = result.group.to_dict()
+    rt.journal.routed(key, msg, result.user, result.group, now)  # the console's group and account index
     for dest, _reason in result.skipped:
         rt.counters[f"skipped.{dest}"] += 1
     for dest, _reason in result.held:

@@ -91,6 +91,7 @@ async def retry(rt: Runtime, key: str, dest: str, head: Parked) -> None:
     try:
         result = await client.send(PartnerRequest.from_dict(head.request))
         rt.counters[f"retried.{dest}"] += 1
+        rt.journal.delivery(key, dest, head.message_id, result.outcome, result.status, rt.clock(), retry=True)
         await effects.control_to_user(
             rt, key,
             Retried(dest, head.seq, result.outcome, result.attempts, result.status,

@@ -30,6 +30,7 @@ from streams.core.retry import backoff
 from streams.core.state import GroupState, Memory, UserState
 from streams.core.step import Destination
 from streams.ops.admin import owner_partition
+from streams.ops.console.journal import Journal
 from streams.ops.observe import Stats
 from streams.runtime import wiring
 from streams.runtime.delivery import PartnerClient
@@ -116,6 +117,7 @@ class Runtime:
         self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
         self.counters: Counter[str] = Counter()
         self.stats = Stats()  # partner answers and dead letters, for /metrics and /status
+        self.journal = Journal()  # recent work, bounded, for the operator console (streams.ops.console)
 
     @classmethod
     def from_settings(

@@ -1,0 +1,110 @@
+"""The console's login, session cookie and CSRF tokens.
+
+An operator logs in with the admin token (CS_RELAY_ADMIN_TOKEN), typed into a form and
+POSTed: never in a URL. The answer sets a session cookie, `cs_relay_console`, that is
+HttpOnly (no script reads it), SameSite=Strict (no other site's page sends it), scoped
+to `/console`, Secure behind HTTPS, and signed: `payload.signature`, the payload
+(expiry and a random session id, base64 JSON) signed with HMAC-SHA256 under a key
+derived from the token. No state is kept on the worker, so every worker with the same
+token accepts it (a page forwarded to the worker that owns a user keeps the session),
+and changing the token ends every session.
+
+Every form that changes something carries a CSRF token: an HMAC of the session id
+under the same key, checked in constant time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+COOKIE = "cs_relay_console"
+COOKIE_PATH = "/console"
+SESSION_SECONDS = 12 * 3600
+_KEY_LABEL = b"cs-relay console session v1"
+
+
+def session_key(token: str) -> bytes:
+    """The signing key: derived from the admin token, never the token itself."""
+    return hmac.new(token.encode("utf-8"), _KEY_LABEL, hashlib.sha256).digest()
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class Session:
+    sid: str
+    expires: float
+
+
+class Sessions:
+    def __init__(
+        self, token: str, *, clock: Callable[[], float] = time.time, lifetime: float = SESSION_SECONDS
+    ) -> None:
+        self._token = token
+        self._key = session_key(token) if token else b""
+        self.clock = clock
+        self.lifetime = lifetime
+
+    @property
+    def enabled(self) -> bool:
+        """The console is off unless an admin token is set."""
+        return bool(self._token)
+
+    def token_matches(self, given: str) -> bool:
+        """Whether `given` is the admin token (hashed first: constant time whatever the
+        length of the guess)."""
+        if not self.enabled:
+            return False
+        digest = lambda text: hashlib.sha256(text.encode("utf-8")).digest()  # noqa: E731
+        return hmac.compare_digest(digest(given.strip()), digest(self._token))
+
+    def _sign(self, payload: str) -> str:
+        return _b64(hmac.new(self._key, payload.encode("ascii"), hashlib.sha256).digest())
+
+    def issue(self) -> tuple[str, Session]:
+        """A new session and its cookie value."""
+        session = Session(secrets.token_urlsafe(16), self.clock() + self.lifetime)
+        payload = _b64(json.dumps({"sid": session.sid, "exp": int(session.expires)}).encode())
+        return f"{payload}.{self._sign(payload)}", session
+
+    def read(self, cookie: str | None) -> Session | None:
+        """The session a cookie carries, or None: missing, malformed, forged (bad
+        signature), or expired."""
+        if not self.enabled or not cookie or cookie.count(".") != 1:
+            return None
+        payload, signature = cookie.split(".")
+        try:
+            if not hmac.compare_digest(signature.encode("ascii"), self._sign(payload).encode("ascii")):
+                return None
+            data = json.loads(_unb64(payload))
+            session = Session(str(data["sid"]), float(data["exp"]))
+        except (ValueError, KeyError, TypeError, UnicodeError, binascii.Error):
+            return None
+        return session if session.expires > self.clock() and session.sid else None
+
+    def csrf(self, session: Session) -> str:
+        return _b64(hmac.new(self._key, b"csrf:" + session.sid.encode(), hashlib.sha256).digest())
+
+    def csrf_ok(self, session: Session, given: str | None) -> bool:
+        return bool(given) and hmac.compare_digest(str(given).encode("utf-8", "replace"), self.csrf(session).encode())
+
+    @staticmethod
+    def cookie_header(value: str, *, max_age: int, secure: bool) -> str:
+        parts = [f"{COOKIE}={value}", f"Path={COOKIE_PATH}", f"Max-Age={max_age}", "HttpOnly", "SameSite=Strict"]
+        if secure:
+            parts.append("Secure")
+        return "; ".join(parts)

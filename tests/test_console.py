@@ -1,0 +1,447 @@
+"""The operator console (streams/ops/console) without a broker: its session and CSRF
+checks on every route, HTML escaping, the journal's bounds, and the runtime hooks that
+feed the journal (through the real runtime, tests/runtime_world.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from streams.core.deadletter import dead_letter_headers
+from streams.ops.console import render
+from streams.ops.console.journal import Journal, destination_counts
+from streams.ops.console.session import COOKIE, Sessions
+from streams.ops.console.web import Console, Located, Sources
+from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, replay_headers
+from streams.ops.observe import Stats
+from streams.runtime import retries
+from tests.runtime_world import FakeClient, World
+
+TOKEN = "console-token-0123456789abcdef"
+SCRIPT = "<script>alert('owned')</script>"
+NOW = 1_800_000_000.0
+
+
+def user_record(key: str = "u1", **traits: Any) -> dict[str, Any]:
+    return {
+        "v": 2,
+        "key": key,
+        "user_id": key,
+        "traits": {"name": "Ada", **traits},
+        "group_id": "g1",
+        "groups": ["g1"],
+        "slots": {"customersuccessbox": {"account_id": "acct-9"}},
+        "first_seen": "2026-11-30T10:00:00+00:00",
+        "last_seen": "2026-11-30T10:05:00+00:00",
+        "anonymous_ids": [],
+        "merged_into": None,
+    }
+
+
+def held_pending() -> dict[str, Any]:
+    raw = json.dumps({"type": "track", "userId": "u1", "event": "Signed Up", "messageId": "m-held"})
+    return {
+        "v": 1,
+        "next_seq": 2,
+        "queues": {
+            "clientsuccess": {
+                "held": [{"seq": 1, "held_at": NOW - 120, "raw": raw, "source": {}}],
+                "releasing": [],
+                "parked": [],
+            }
+        },
+    }
+
+
+class Fakes:
+    def __init__(self, token: str = TOKEN) -> None:
+        self.journal = Journal()
+        self.users = {"u1": user_record()}
+        self.pending = {"u1": held_pending()}
+        self.groups = {"g1": {"v": 2, "group_id": "g1", "name": "Acme", "traits": {"plan": "gold"}, "slots": {}}}
+        self.owners: dict[str, str] = {}  # key -> another worker's URL
+        self.forwarded: list[str] = []
+        self.replayed: list[Any] = []
+        self.stats = Stats()
+        self.sources = Sources(
+            token=token,
+            journal=self.journal,
+            destinations={"clientsuccess": "ClientSuccess"},
+            users=self.users,
+            pending=self.pending,
+            groups=self.groups,
+            status=lambda: {
+                "destinations": {
+                    "clientsuccess": {
+                        "name": "ClientSuccess",
+                        "delivered": 3,
+                        "retrying": 1,
+                        "held": 1,
+                        "releasing": 0,
+                        "dead_lettered": 2,
+                    }
+                },
+                "consumer_lag": {"total": 0},
+            },
+            counts=lambda: destination_counts(self.stats, ["clientsuccess"]),
+            locate=self.locate,
+            forward=self.forward,
+            replay=self.replay,
+            secrets=("cs-key-0123456789",),
+            worker="http://worker-a:6066",
+            input_topic="segment-events",
+            clock=lambda: NOW,
+        )
+
+    def locate(self, key: str) -> Located:
+        return Located(3, owner=self.owners.get(key))
+
+    async def forward(self, request: web.Request, owner: str) -> web.StreamResponse:
+        self.forwarded.append(f"{owner}{request.path}")
+        return web.Response(text="<p>from the owner</p>", content_type="text/html")
+
+    async def replay(self, records: Any) -> int:
+        self.replayed.extend(records)
+        return len(records)
+
+
+@pytest.fixture
+async def console():
+    fakes = Fakes()
+    app = web.Application()
+    Console(fakes.sources).mount(app)
+    client = TestClient(TestServer(app))
+    await client.start_server()
+    try:
+        yield fakes, client
+    finally:
+        await client.close()
+
+
+async def login(client: TestClient, token: str = TOKEN) -> str:
+    response = await client.post("/console/login", data={"token": token}, allow_redirects=False)
+    assert response.status == 303, await response.text()
+    return response.cookies[COOKIE].value
+
+
+async def csrf_of(client: TestClient, path: str = "/console") -> str:
+    body = await (await client.get(path)).text()
+    return re.search(r'name="csrf" value="([^"]+)"', body).group(1)
+
+
+def add_dead_letter(journal: Journal, reason: str = "partner_refused", user: str = "u1", **body: Any) -> Any:
+    value = json.dumps(
+        {"type": "track", "userId": user, "event": "Bought", "messageId": f"m-{reason}", **body}
+    ).encode()
+    headers = dead_letter_headers(
+        reason=reason,
+        detail="ClientSuccess answered 400: bad",
+        stage="delivery",
+        source={"topic": "segment-events", "partition": 0, "offset": 7},
+        destination="clientsuccess",
+        status=400,
+    )
+    return journal.dead_letter(user.encode(), value, headers, NOW - 30)
+
+
+# ------------------------------------------------------------------ auth
+
+GETS = [
+    "/console",
+    "/console/search?q=u1",
+    "/console/users/u1",
+    "/console/groups/g1",
+    "/console/destinations",
+    "/console/dead-letters",
+]
+POSTS = ["/console/logout", "/console/dead-letters/confirm", "/console/dead-letters/replay"]
+
+
+async def test_every_console_route_refuses_without_a_session(console):
+    fakes, client = console
+    entry = add_dead_letter(fakes.journal)
+    for path in GETS:
+        response = await client.get(path, allow_redirects=False)
+        body = await response.text()
+        assert response.status == 401, path
+        assert 'name="token"' in body and "Ada" not in body and "Acme" not in body and "m-held" not in body, path
+    for path in POSTS:
+        response = await client.post(path, data={"id": str(entry.id), "scope": "filter"}, allow_redirects=False)
+        assert response.status == 401, path
+    assert fakes.replayed == [] and fakes.forwarded == []
+
+
+@pytest.mark.parametrize("forge", ["garbage", "no-dot", "other-token", "tampered", "expired", "empty"])
+async def test_a_bad_or_forged_cookie_is_refused(console, forge):
+    fakes, client = console
+    good = Sessions(TOKEN, clock=lambda: NOW).issue()[0]
+    payload, signature = good.split(".")
+    cookie = {
+        "garbage": "abc.def",
+        "no-dot": payload + signature,
+        "other-token": Sessions("another-token-0123456789abc", clock=lambda: NOW).issue()[0],
+        "tampered": payload[:-2] + ("AA" if payload[-2:] != "AA" else "BB") + "." + signature,
+        "expired": Sessions(TOKEN, clock=lambda: NOW - 13 * 3600).issue()[0],
+        "empty": "",
+    }[forge]
+    client.session.cookie_jar.update_cookies({COOKIE: cookie})
+    response = await client.get("/console/users/u1")
+    assert response.status == 401 and "Ada" not in await response.text()
+    assert Sessions(TOKEN, clock=lambda: NOW).read(good) is not None  # the genuine one would pass
+
+
+async def test_login_sets_a_signed_httponly_samesite_strict_cookie_without_the_token(console):
+    fakes, client = console
+    bad = await client.post("/console/login", data={"token": TOKEN + "x"}, allow_redirects=False)
+    assert bad.status == 401 and COOKIE not in bad.cookies and "not the admin token" in await bad.text()
+    response = await client.post("/console/login", data={"token": TOKEN}, allow_redirects=False)
+    assert response.status == 303 and response.headers["Location"] == "/console"
+    header = response.headers["Set-Cookie"]
+    assert "HttpOnly" in header and "SameSite=Strict" in header and "Path=/console" in header
+    assert TOKEN not in header
+    page = await client.get("/console/users/u1")
+    assert page.status == 200 and "Ada" in await page.text()
+
+
+async def test_the_console_is_off_without_an_admin_token():
+    fakes = Fakes(token="")
+    app = web.Application()
+    Console(fakes.sources).mount(app)
+    async with TestClient(TestServer(app)) as client:
+        for path in ["/console", "/console/login", "/console/users/u1"]:
+            assert (await client.get(path)).status == 404
+        assert (await client.post("/console/login", data={"token": ""})).status == 404
+
+
+async def test_posts_need_the_sessions_csrf_token(console):
+    fakes, client = console
+    entry = add_dead_letter(fakes.journal)
+    await login(client)
+    for csrf in (None, "", "forged", Sessions(TOKEN).csrf(Sessions(TOKEN).read(Sessions(TOKEN).issue()[0]))):
+        data = {"id": str(entry.id)} | ({"csrf": csrf} if csrf is not None else {})
+        response = await client.post("/console/dead-letters/replay", data=data, allow_redirects=False)
+        assert response.status == 403, csrf  # another session's token does not do either
+    assert fakes.replayed == []
+    response = await client.post(
+        "/console/dead-letters/replay", data={"id": str(entry.id), "csrf": await csrf_of(client)}, allow_redirects=False
+    )
+    assert response.status == 303 and "replayed=1" in response.headers["Location"]
+    assert [r.value for r in fakes.replayed] == [entry.record.value]
+
+
+async def test_logout_ends_the_session_in_the_browser(console):
+    fakes, client = console
+    await login(client)
+    response = await client.post("/console/logout", data={"csrf": await csrf_of(client)}, allow_redirects=False)
+    assert response.status == 303 and "Max-Age=0" in response.headers["Set-Cookie"]
+    assert (await client.get("/console/users/u1")).status == 401
+
+
+# ------------------------------------------------------------------ escaping
+
+
+async def test_a_script_trait_is_escaped_on_every_page_that_shows_it(console):
+    fakes, client = console
+    fakes.users["u1"] = user_record(name=SCRIPT, **{SCRIPT: SCRIPT})
+    fakes.groups[SCRIPT] = {"v": 2, "group_id": SCRIPT, "name": SCRIPT, "traits": {"x": SCRIPT}, "slots": {}}
+    fakes.journal.routed("u1", type("M", (), {"type": "group", "group_id": SCRIPT})(), None, None, NOW)
+    add_dead_letter(fakes.journal, reason="partner_refused", note=SCRIPT)
+    await login(client)
+    for path in [
+        "/console/users/u1",
+        render.path("groups", SCRIPT),
+        "/console/dead-letters",
+        render.path("search", q=SCRIPT),
+    ]:
+        response = await client.get(path)
+        body = await response.text()
+        assert response.status == 200, path
+        assert "<script>alert" not in body, path
+        assert (
+            "&lt;script&gt;alert(&#x27;owned&#x27;)&lt;/script&gt;" in body
+            or '\\"&lt;script' in body
+            or "&lt;script&gt;" in body
+        ), path
+        assert "script-src 'self'" in response.headers["Content-Security-Policy"]
+
+
+def test_fmt_escapes_values_and_html_concatenation_escapes_text():
+    assert render.fmt("<b>{x}</b>", x='<i a="1">&') == "<b>&lt;i a=&quot;1&quot;&gt;&amp;</b>"
+    assert render.Html("<p>") + "<script>" == "<p>&lt;script&gt;"
+    assert render.path("users", "a/b?c#d", reason="x&y") == "/console/users/a%2Fb%3Fc%23d?reason=x%26y"
+
+
+# ------------------------------------------------------------------ pages
+
+
+async def test_user_page_shows_traits_group_ids_held_events_and_deliveries(console):
+    fakes, client = console
+    fakes.journal.delivery("u1", "clientsuccess", "m-sent", "done", 200, NOW - 5)
+    await login(client)
+    body = await (await client.get("/console/users/u1")).text()
+    for text in (
+        "Ada",
+        "acct-9",
+        'href="/console/groups/g1"',
+        "held",
+        "track Signed Up · m-held",
+        "2 min",
+        "m-sent",
+        "delivered",
+        "partition",
+    ):
+        assert text in body, text
+
+
+async def test_a_user_owned_by_another_worker_is_forwarded_once(console):
+    fakes, client = console
+    fakes.owners["u2"] = "http://worker-b:6067"
+    await login(client)
+    response = await client.get("/console/users/u2")
+    assert "from the owner" in await response.text() and fakes.forwarded == ["http://worker-b:6067/console/users/u2"]
+    again = await client.get("/console/users/u2", headers={"X-CS-Relay-Routed": "1"})
+    assert again.status == 503 and len(fakes.forwarded) == 1
+
+
+async def test_search_by_user_group_and_account(console):
+    fakes, client = console
+    fakes.journal.routed(
+        "u1",
+        type("M", (), {"type": "track", "group_id": None})(),
+        type("U", (), {"group_id": "g1", "slots": {"customersuccessbox": {"account_id": "acct-9"}}})(),
+        None,
+        NOW,
+    )
+    await login(client)
+    user = await client.get("/console/search?q=u1", allow_redirects=False)
+    assert user.status == 303 and user.headers["Location"] == "/console/users/u1"
+    group = await (await client.get("/console/search?q=g1")).text()
+    assert 'href="/console/groups/g1"' in group
+    account = await (await client.get("/console/search?q=acct-9")).text()
+    assert "user with account id acct-9" in account and 'href="/console/users/u1"' in account
+    unknown = await client.get("/console/search?q=nobody")
+    assert "Nothing known" in await unknown.text()
+    members = await (await client.get("/console/groups/g1")).text()
+    assert "Acme" in members and "gold" in members and 'href="/console/users/u1"' in members
+
+
+async def test_destinations_page_has_counts_and_an_svg_chart(console):
+    fakes, client = console
+    fakes.journal.sample({"clientsuccess": {"delivered": 0}}, NOW - 120)
+    fakes.journal.sample({"clientsuccess": {"delivered": 60}}, NOW - 60)
+    fakes.stats.attempt("clientsuccess", 200, 0.01, "done")
+    await login(client)
+    body = await (await client.get("/console/destinations")).text()
+    assert "<svg" in body and 'class="line delivered"' in body and ">100/min<" in body  # 60/min, on a round scale
+    assert re.search(r"<td>ClientSuccess</td><td>3</td><td>1</td><td>1</td><td>0</td><td>2</td>", body)
+
+
+async def test_dead_letters_filter_confirm_and_replay_as_the_cli_does(console):
+    fakes, client = console
+    refused = add_dead_letter(fakes.journal, "partner_refused", apiKey="cs-key-0123456789")
+    expired = add_dead_letter(fakes.journal, "pending_expired", user="u2")
+    await login(client)
+    listing = await (await client.get("/console/dead-letters?reason=pending_expired")).text()
+    assert "m-pending_expired" in listing and "m-partner_refused" not in listing
+    every = await (await client.get("/console/dead-letters")).text()
+    assert "cs-key-0123456789" not in every and "***" in every  # the preview is redacted
+    csrf = await csrf_of(client, "/console/dead-letters")
+
+    nothing = await client.post("/console/dead-letters/confirm", data={"csrf": csrf, "scope": "selected"})
+    assert "Select at least one" in await nothing.text()
+    confirm = await client.post(
+        "/console/dead-letters/confirm", data={"csrf": csrf, "scope": "filter", "reason": "partner_refused"}
+    )
+    page = await confirm.text()
+    assert "Replay 1 dead letter(s)" in page and f'name="id" value="{refused.id}"' in page
+    assert f'value="{expired.id}"' not in page and fakes.replayed == []  # only confirmed below
+
+    done = await client.post("/console/dead-letters/replay", data={"csrf": csrf, "id": [str(refused.id), "999"]})
+    text = await done.text()
+    assert "Replayed 1 dead letter(s) to segment-events" in text and "1 selected were no longer kept" in text
+    assert fakes.replayed == [refused.record] and refused.replayed_at == [NOW]
+    assert replay_headers(refused.record) == [(REPLAY_HEADER, b"1"), (REPLAY_DESTINATION_HEADER, b"clientsuccess")]
+
+
+async def test_static_assets_are_served_without_a_session_and_nothing_else_is(console):
+    fakes, client = console
+    css = await client.get("/console/static/console.css")
+    js = await client.get("/console/static/console.js")
+    assert css.status == 200 and css.content_type == "text/css" and js.status == 200
+    assert (await client.get("/console/static/..%2Fweb.py")).status == 404
+    assert (await client.get("/console/static/secret.txt")).status == 404
+
+
+# ------------------------------------------------------------------ journal bounds
+
+
+def test_delivery_ring_is_bounded_per_user_and_in_users():
+    journal = Journal(users=3, per_user=4)
+    for n in range(10):
+        journal.delivery("u1", "clientsuccess", f"m{n}", "done", 200, NOW + n)
+    assert [d.message_id for d in journal.deliveries("u1")] == ["m9", "m8", "m7", "m6"]
+    for user in ("u2", "u3", "u4"):
+        journal.delivery(user, "clientsuccess", "x", "retry", 503, NOW)
+    assert journal.deliveries("u1") == [] and [d.words for d in journal.deliveries("u4")] == ["failed, will retry"]
+
+
+def test_dead_letter_ring_is_bounded_by_count_and_bytes():
+    journal = Journal(dead_letters=3, dead_letter_bytes=10_000)
+    entries = [add_dead_letter(journal, f"r{n}") for n in range(5)]
+    assert [e.id for e in journal.dead_letters()] == [entries[4].id, entries[3].id, entries[2].id]
+    assert journal.dead_letter_by_id(entries[0].id) is None
+    small = entries[4].size
+    journal.dead_letter(b"big", b"x" * (10_000 - small - 3), {}, NOW)  # only the newest small one still fits
+    assert [e.id for e in journal.dead_letters()][1:] == [entries[4].id] and journal.dead_letter_size <= 10_000
+    assert journal.reasons() == ["", "r4"]
+
+
+def test_group_and_account_indexes_and_samples_are_bounded():
+    journal = Journal(groups=2, per_group=2, accounts=1, per_account=1, samples=3)
+    msg = type("M", (), {"type": "group", "group_id": None})
+    for n, (user, group) in enumerate([("a", "g1"), ("b", "g1"), ("c", "g1"), ("d", "g2"), ("e", "g3")]):
+        journal.routed(
+            user,
+            msg(),
+            type("U", (), {"group_id": group, "slots": {"x": {"account_id": f"acct-{n}"}}})(),
+            None,
+            NOW + n,
+        )
+    assert journal.users_in_group("g1") == [] and [u for u, _ in journal.users_in_group("g3")] == ["e"]
+    assert (
+        len(journal.groups) == 2
+        and len(journal.accounts) == 1
+        and journal.with_account("acct-4") == [("user", "e", NOW + 4)]
+    )
+    for n in range(5):
+        journal.sample({"cs": {"delivered": n * 10}}, NOW + n * 60)
+    assert len(journal.samples) == 3
+    rates = journal.rates(NOW + 240, span=3600)["cs"]
+    assert [round(r["delivered"]) for _, r in rates] == [10, 10]
+
+
+# ------------------------------------------------------------------ the runtime feeds it
+
+
+async def test_the_runtime_feeds_deliveries_retries_dead_letters_and_groups_to_the_journal():
+    world = World(client=FakeClient(answers=[503, 400]))
+    journal = world.rt.journal
+    await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+    await world.publish(type="track", userId="u1", event="First", messageId="t1")
+    assert [(d.message_id, d.outcome, d.status) for d in journal.deliveries("u1")] == [("t1", "retry", 503)]
+    assert [u for u, _ in journal.users_in_group("g1")] == ["u1"]
+
+    first = world.pending("u1")["parked"][0]
+    world.now = first["next_at"] + 0.1
+    await retries.tick(world.rt)
+    assert await world.settle()
+    latest = journal.deliveries("u1")[0]
+    assert (latest.message_id, latest.outcome, latest.status, latest.retry) == ("t1", "fail", 400, True)
+    [entry] = journal.dead_letters()
+    assert entry.reason == "partner_refused" and entry.user == "u1" and entry.headers["destination"] == "clientsuccess"
+    assert entry.record.value == world.dead_letters()[0].value
