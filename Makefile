@@ -16,7 +16,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint format typecheck unit e2e install kafka mocks worker bench clean compose-check promtool constraints
+.PHONY: run test lint format typecheck unit e2e install kafka mocks worker bench clean compose-check promtool browser constraints
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "cs-relay needs Python 3.11 or newer (found %d.%d)" % sys.version_info[:2])'
@@ -38,9 +38,14 @@ run: $(STAMP)
 
 # The alert rules' tests need promtool (tests/test_monitoring.py): devtools/promtool.sh
 # finds it on PATH, else installs Debian's prometheus package when root with apt-get,
-# else stops here saying how to get it.
-test: $(STAMP) promtool
-	PROMTOOL="$$(devtools/promtool.sh)" $(BIN)/python -m pytest
+# else stops here saying how to get it. The console's browser tests
+# (tests/test_e2e_console.py) need chromium and chromedriver: devtools/browser.sh does
+# the same with Debian's chromium and chromium-driver packages.
+test: $(STAMP) promtool browser
+	PROMTOOL="$$(devtools/promtool.sh)" CHROMEDRIVER="$$(devtools/browser.sh)" $(BIN)/python -m pytest
+
+browser:
+	@path=$$(devtools/browser.sh) && echo "chromedriver: $$path"
 
 # Lint and types read the settings of [tool.ruff] and [tool.mypy] in pyproject.toml.
 lint: $(STAMP)
