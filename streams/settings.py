@@ -75,6 +75,14 @@ class Settings:
     retry_base_delay: float = 10.0
     retry_max_delay: float = 300.0
     retry_window_seconds: float = 4 * 3600.0
+    # Isolation between destinations (streams/core/breaker.py): how long one delivery may
+    # hold its event's acknowledgement before it is parked, the longest Retry-After slept
+    # in-process and the longest honoured, and each destination's circuit breaker.
+    delivery_deadline: float = 10.0
+    max_inline_retry_after: float = 5.0
+    max_retry_after: float = 3600.0
+    breaker_failures: int = 5
+    breaker_open_seconds: float = 5.0
     pending_max_events: int = 1000
     pending_max_age_seconds: float = 7 * 24 * 3600.0
     log_level: str = "info"
@@ -135,6 +143,15 @@ class Settings:
             retry_max_delay=read.number("CS_RELAY_RETRY_MAX_DELAY", d.retry_max_delay, low=0.01, high=24 * 3600),
             retry_window_seconds=read.number(
                 "CS_RELAY_RETRY_WINDOW_SECONDS", d.retry_window_seconds, low=1, high=30 * 24 * 3600
+            ),
+            delivery_deadline=read.number("CS_RELAY_DELIVERY_DEADLINE", d.delivery_deadline, low=0.1, high=3600),
+            max_inline_retry_after=read.number(
+                "CS_RELAY_MAX_INLINE_RETRY_AFTER", d.max_inline_retry_after, low=0, high=3600
+            ),
+            max_retry_after=read.number("CS_RELAY_MAX_RETRY_AFTER", d.max_retry_after, low=1, high=24 * 3600),
+            breaker_failures=read.integer("CS_RELAY_BREAKER_FAILURES", d.breaker_failures, low=1, high=10_000),
+            breaker_open_seconds=read.number(
+                "CS_RELAY_BREAKER_OPEN_SECONDS", d.breaker_open_seconds, low=0.1, high=3600
             ),
             pending_max_events=read.integer("CS_RELAY_PENDING_MAX_EVENTS", d.pending_max_events, low=1, high=1_000_000),
             pending_max_age_seconds=read.number(

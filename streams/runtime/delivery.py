@@ -61,6 +61,7 @@ class PartnerClient:
         backoff_cap: float = 30.0,
         secrets: Iterable[str] = (),
         rate_limit: float | None = None,
+        max_inline_retry_after: float = 5.0,
     ) -> None:
         self.name = name
         self._base = base_url.rstrip("/")
@@ -68,6 +69,10 @@ class PartnerClient:
         self.classify = classify  # what this destination's answers mean (its plugin's rule)
         self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout_seconds = timeout
+        # A longer Retry-After is handed back to the caller, who parks the delivery with
+        # that due time, rather than slept here while the event's acknowledgement waits.
+        self._max_inline_retry_after = max_inline_retry_after
         self._limit = max_in_flight
         self._max_retries = max_retries
         self._backoff_base = backoff_base
@@ -89,24 +94,41 @@ class PartnerClient:
             await self._session.close()
             self._session = None
 
-    async def send(self, request: PartnerRequest) -> Result:
+    async def send(
+        self,
+        request: PartnerRequest,
+        *,
+        budget: float | None = None,
+        on_answer: Callable[[Outcome, int | None, float | None], bool] | None = None,
+    ) -> Result:
         """Deliver one request with up to `max_retries` quick retries of what is worth
         retrying; never raises for HTTP trouble. A RETRY result goes to the caller, who
-        parks the delivery durably rather than sleeping on it here."""
+        parks the delivery durably rather than sleeping on it here.
+
+        `budget`: the seconds the whole send may take, attempts and waits included (no
+        answer by then: RETRY). `on_answer(outcome, status, retry_after)` is told each
+        answer; False stops the quick retries (the destination's breaker opened)."""
         await self.start()
         assert self._session is not None
         started = time.monotonic()
+        deadline = None if budget is None else started + budget
         attempt = 0
         while True:
             attempt += 1
             tried = time.monotonic()
-            status, excerpt, retry_after = await self._try_once(request)
+            left = None if deadline is None else deadline - tried
+            status, excerpt, retry_after = await self._try_once(request, left)
             outcome = self.classify(status)
             if self.on_attempt is not None:
                 self.on_attempt(status, time.monotonic() - tried, outcome, attempt)
-            if outcome is not Outcome.RETRY or attempt > self._max_retries:
+            go_on = on_answer(outcome, status, retry_after) if on_answer is not None else True
+            if outcome is not Outcome.RETRY or attempt > self._max_retries or not go_on:
+                return Result(outcome, status, attempt, excerpt, time.monotonic() - started, retry_after)
+            if retry_after is not None and retry_after > self._max_inline_retry_after:
                 return Result(outcome, status, attempt, excerpt, time.monotonic() - started, retry_after)
             delay = backoff(attempt, retry_after, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng)
+            if deadline is not None and time.monotonic() + delay >= deadline:
+                return Result(outcome, status, attempt, excerpt, time.monotonic() - started, retry_after)
             log.warning(
                 "%s answered %s to %s %s (attempt %d); retrying in %.1fs",
                 self.name,
@@ -118,8 +140,11 @@ class PartnerClient:
             )
             await asyncio.sleep(delay)
 
-    async def _try_once(self, request: PartnerRequest) -> tuple[int | None, str, float | None]:
+    async def _try_once(self, request: PartnerRequest, left: float | None) -> tuple[int | None, str, float | None]:
         assert self._session is not None
+        timeout = self._timeout
+        if left is not None and left < self._timeout_seconds:
+            timeout = aiohttp.ClientTimeout(total=max(0.001, left))
         # The exact bytes sent: a destination may sign them (credentials see the body).
         body = json.dumps(request.json, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         attached = self._credentials(request, body)
@@ -133,6 +158,7 @@ class PartnerClient:
                 data=body,
                 params=params or None,
                 headers={"Content-Type": "application/json", **attached.headers},
+                timeout=timeout,
             ) as response:
                 body = await response.text(errors="replace")
                 if response.status == 429 and self._rate is not None:

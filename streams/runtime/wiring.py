@@ -49,6 +49,7 @@ def clients(s: Settings) -> dict[str, PartnerClient]:
                 timeout=s.http_timeout,
                 max_in_flight=s.max_in_flight,
                 max_retries=s.quick_retries,
+                max_inline_retry_after=s.max_inline_retry_after,
                 secrets=s.secrets(),
             )
     return clients
