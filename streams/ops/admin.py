@@ -33,10 +33,10 @@ Faust's built-in pages that expose data or topology (`/table`, `/router`, statis
 
 from __future__ import annotations
 
-import asyncio
 import logging
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Collection, Iterable, Mapping
+from typing import Any
 
 import aiohttp
 import faust
@@ -45,8 +45,8 @@ from faust import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from streams.core.redact import redact
 from streams.ops.logs import logging_config
-from streams.ops.webserve import authorized  # shared with `cs-relay ingest`'s /metrics
 from streams.ops.observe import (
     Snapshot,
     Stats,
@@ -56,7 +56,7 @@ from streams.ops.observe import (
     versions,
     worker_registry,
 )
-from streams.core.redact import redact
+from streams.ops.webserve import authorized  # shared with `cs-relay ingest`'s /metrics
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -223,11 +223,19 @@ class Admin:
         return view.json(body, status=status, headers=dict(headers or {}))
 
     async def serve(
-        self, view: web.View, request: web.Request, handler: Callable[..., Awaitable[web.Response]], match: Mapping[str, str], *, open_: bool
+        self,
+        view: web.View,
+        request: web.Request,
+        handler: Callable[..., Awaitable[web.Response]],
+        match: Mapping[str, str],
+        *,
+        open_: bool,
     ) -> web.Response:
         if not open_ and not authorized(request.headers.get("Authorization"), self.settings.admin_token.reveal()):
             return self.respond(
-                view, 401, error("unauthorized", "send 'Authorization: Bearer <CS_RELAY_ADMIN_TOKEN>'"),
+                view,
+                401,
+                error("unauthorized", "send 'Authorization: Bearer <CS_RELAY_ADMIN_TOKEN>'"),
                 {"WWW-Authenticate": 'Bearer realm="cs-relay"'},
             )
         try:
@@ -236,7 +244,9 @@ class Admin:
             log.exception("%s %s failed", request.method, request.path)
             return self.respond(view, 500, error("internal", f"{type(exc).__name__} (see the worker log)"))
 
-    async def owned(self, view: web.View, request: web.Request, table: Any, key: str, read: Callable[[str], Reply]) -> web.Response:
+    async def owned(
+        self, view: web.View, request: web.Request, table: Any, key: str, read: Callable[[str], Reply]
+    ) -> web.Response:
         """Answer for a user key here if this worker owns its partition, else forward."""
         if not self.readiness()[0]:
             return self.respond(view, 503, NOT_READY)
@@ -266,9 +276,11 @@ class Admin:
                 body = await response.read()
                 keep = {k: v for k, v in response.headers.items() if k.lower().startswith("x-cs-relay-")}
                 return view.bytes(body, content_type=response.content_type, status=response.status, headers=keep)
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("forwarding %s to %s failed: %s", request.path, owner, type(exc).__name__)
-            return self.respond(view, 502, error("owner_unreachable", f"the worker that owns this key ({owner}) did not answer"))
+            return self.respond(
+                view, 502, error("owner_unreachable", f"the worker that owns this key ({owner}) did not answer")
+            )
 
     # ------------------------------------------------------------------ pages
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Mapping
+from collections.abc import Awaitable, Mapping
+from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
@@ -35,6 +36,7 @@ DLQ_SEND_ATTEMPTS = 8
 
 
 # ---------------------------------------------------------------- records
+
 
 async def control_to_user(rt: Runtime, key: str, record: Control) -> None:
     """A control record to the partition that owns `key` (its state can only be
@@ -82,8 +84,12 @@ async def dead_letter(rt: Runtime, dead: DeadLetter, key: bytes | None = None, *
             if too_large(exc) and len(value) > DLQ_TRUNCATED_BYTES:
                 # Kafka refuses the original bytes on the dead-letter topic (its size
                 # limit is lower than the input's): keep the head, say so, and log it.
-                log.error("dead letter of %d bytes is too large for %s; keeping its first %d bytes",
-                          len(value), rt.settings.dlq_topic, DLQ_TRUNCATED_BYTES)
+                log.error(
+                    "dead letter of %d bytes is too large for %s; keeping its first %d bytes",
+                    len(value),
+                    rt.settings.dlq_topic,
+                    DLQ_TRUNCATED_BYTES,
+                )
                 headers = {**headers, "cs-relay-truncated-from": str(len(value)).encode()}
                 value = value[:DLQ_TRUNCATED_BYTES]
                 continue
@@ -106,6 +112,7 @@ def too_large(exc: BaseException | None) -> bool:
 
 # ---------------------------------------------------------------- a step's state and work
 
+
 def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awaitable[Any]]:
     """Write a step's state (assigned back, so the changelog has it) and start its work:
     dead letters, deliveries, and the released events that no delivery in this process
@@ -124,6 +131,7 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
 
 
 # ---------------------------------------------------------------- deliveries
+
 
 def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
     """Deliver `item` after the user's earlier deliveries to the same partner."""
@@ -144,8 +152,9 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
     rt.counters[f"{result.outcome.value}.{item.destination}"] += 1
     rt.journal.delivery(key, item.destination, item.message_id, result.outcome, result.status, rt.clock())
     if result.outcome is Outcome.RETRY:
-        await park(rt, key, item, attempts=result.attempts, error=error_text(client, result),
-                   retry_after=result.retry_after)
+        await park(
+            rt, key, item, attempts=result.attempts, error=error_text(client, result), retry_after=result.retry_after
+        )
         return result
     if result.outcome is Outcome.FAIL:
         await dead_letter(
@@ -180,8 +189,15 @@ async def park(rt: Runtime, key: str, item: Dispatch, *, attempts: int, error: s
     rt.counters[f"parked.{item.destination}"] += 1
     now = rt.clock()
     parked = Parked(
-        0, item.raw, item.source, item.request.to_dict(), item.message_id,
-        first_failed_at=now, attempts=attempts, next_at=now + rt.retry_delay(attempts, retry_after), last_error=error,
+        0,
+        item.raw,
+        item.source,
+        item.request.to_dict(),
+        item.message_id,
+        first_failed_at=now,
+        attempts=attempts,
+        next_at=now + rt.retry_delay(attempts, retry_after),
+        last_error=error,
     )
     log.warning("parked a delivery to %s for retry (message %s): %s", item.destination, item.message_id, error)
     await control_to_user(rt, key, Park(item.destination, item.released_seq, parked))

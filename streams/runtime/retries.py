@@ -13,7 +13,8 @@ dead-lettered (a final refusal, or the window is over).
 from __future__ import annotations
 
 import logging
-from typing import Any, Awaitable
+from collections.abc import Awaitable
+from typing import Any
 
 from streams.core import pending as pending_mod
 from streams.core.control import Park, Retried, RetryDue
@@ -93,9 +94,17 @@ async def retry(rt: Runtime, key: str, dest: str, head: Parked) -> None:
         rt.counters[f"retried.{dest}"] += 1
         rt.journal.delivery(key, dest, head.message_id, result.outcome, result.status, rt.clock(), retry=True)
         await effects.control_to_user(
-            rt, key,
-            Retried(dest, head.seq, result.outcome, result.attempts, result.status,
-                    effects.error_text(client, result), result.retry_after),
+            rt,
+            key,
+            Retried(
+                dest,
+                head.seq,
+                result.outcome,
+                result.attempts,
+                result.status,
+                effects.error_text(client, result),
+                result.retry_after,
+            ),
         )
     except BaseException:
         # No `retried` record will clear this retry's mark: let a later tick try again.
@@ -111,8 +120,14 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
     head = next((p for p in before.queue(dest).parked if p.seq == seq), None)
     attempts = (head.attempts if head else 0) + retried.attempts
     pending, given_up = pending_mod.retried(
-        before, dest, seq, outcome=outcome.value, error=retried.error, now=rt.clock(),
-        delay=rt.retry_delay(attempts, retried.retry_after), window=rt.settings.retry_window_seconds,
+        before,
+        dest,
+        seq,
+        outcome=outcome.value,
+        error=retried.error,
+        now=rt.clock(),
+        delay=rt.retry_delay(attempts, retried.retry_after),
+        window=rt.settings.retry_window_seconds,
         attempts=retried.attempts,
     )
     work: list[Awaitable[Any]] = []
