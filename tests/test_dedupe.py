@@ -87,3 +87,31 @@ def test_redeliveries_spots_offsets_taken_already_until_the_partition_is_revoked
     assert guard.first_time(("by-user", 1), 1) is True  # partitions are separate
     guard.forget([tp])
     assert guard.first_time(tp, 1) is True  # assigned again: from the committed offset
+
+
+# Replays carry the dead letter's identity (its place in the dead-letter topic): the
+# same dead letter replayed twice is routed once (issue 16, item 6).
+
+
+def test_a_dead_letter_replayed_twice_is_routed_once():
+    _, seen = check(Seen(), "m1", 7, 100.0, window=DAY, max_ids=10)
+    verdict, seen = check(seen, "m1", 30, 200.0, window=DAY, max_ids=10, replay_of="dlq/2/41")
+    assert verdict is Verdict.NEW  # the first replay goes, though m1 was seen
+    verdict, again = check(seen, "m1", 55, 300.0, window=DAY, max_ids=10, replay_of="dlq/2/41")
+    assert verdict is Verdict.DUPLICATE and again is seen
+    assert seen.ids == {"m1": (7, 100.0)}  # the original record stays the reference for m1
+
+
+def test_a_replay_record_redelivered_is_processed_again_and_other_dead_letters_of_the_id_go():
+    _, seen = check(Seen(), "m1", 30, 200.0, window=DAY, max_ids=10, replay_of="dlq/2/41")
+    assert check(seen, "m1", 30, 250.0, window=DAY, max_ids=10, replay_of="dlq/2/41")[0] is Verdict.REDELIVERED
+    # the same message dead-lettered for another destination is another dead letter
+    assert check(seen, "m1", 31, 250.0, window=DAY, max_ids=10, replay_of="dlq/5/3")[0] is Verdict.NEW
+
+
+def test_replay_identities_survive_encoding_and_are_pruned_like_ids():
+    _, seen = check(Seen(), "m1", 30, 0.0, window=DAY, max_ids=10, replay_of="dlq/2/41")
+    assert Seen.from_dict(seen.to_dict()) == seen
+    assert Seen.from_dict({"v": 1, "ids": {"m1": [1, 0.0]}}).replays == {}  # records written before replays
+    pruned = prune(seen, DAY + 1, window=DAY, max_ids=10)
+    assert pruned.replays == {} and pruned.empty

@@ -139,4 +139,8 @@ async def test_send_list_and_replay(kafka_bootstrap, tmp_path):
     back = [r for r in everything if json.loads(r.value)["messageId"].startswith("d")]
     assert len(everything) == 1203
     assert sorted(json.loads(r.value)["messageId"] for r in back) == ["d0", "d1", "d2"]
-    assert all(r.headers == {"replay": "1", "replay-destination": "customersuccessbox"} for r in back)
+    assert all(r.headers.keys() == {"replay", "replay-destination", "replay-of"} for r in back)
+    assert all(r.headers["replay"] == "1" and r.headers["replay-destination"] == "customersuccessbox" for r in back)
+    # each names its dead letter, so that replaying it again delivers it once
+    refused_at = {f"{name}-dlq/{row['partition']}/{row['offset']}" for row in refused}
+    assert {r.headers["replay-of"] for r in back} == refused_at

@@ -280,3 +280,50 @@ async def test_a_replayed_dead_letter_is_delivered_despite_dedupe_and_only_where
     csb = await pipeline.eventually(pipeline.csb_state, lambda s: len(s["events"]) == 3, what="the marker at CSB")
     assert [e for _, e in csb_events(csb)] == ["rp0 e0", "rp0 e1", "rp0 marker"]
     assert worker.alive
+
+
+async def test_dlq_replay_run_twice_delivers_each_dead_letter_once(pipeline: Pipeline):
+    """Issue 16, item 6 (and item 9's "dlq replay run twice"): replays carry the dead
+    letter's place in the dead-letter topic and the user's partition routes each once;
+    `--dry-run` lists what would go and sends nothing."""
+    import asyncio
+    import subprocess
+
+    sent = traffic(users=2, per_user=3, prefix="twice")
+    await pipeline.fault("cs", status=422, count=3)  # the first three tracks at ClientSuccess
+    worker = pipeline.start_worker(**FAST_RETRIES)
+    await pipeline.send(*sent)
+    dead = await pipeline.eventually(pipeline.dead_letters, lambda d: len(d) == 3, what="the refused events")
+    await pipeline.eventually(pipeline.cs_state, lambda s: len(cs_events(s)) == 3, what="the others at CS")
+    env = pipeline.worker_env()
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "streams.cli", *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    dry = await asyncio.to_thread(cli, "dlq", "replay", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("partner_refused") == 3 and "would replay 3 dead letter(s)" in dry.stdout, dry.stdout
+    for run in (1, 2):
+        replayed = await asyncio.to_thread(cli, "dlq", "replay", "--reason", "partner_refused")
+        assert replayed.returncode == 0 and "replayed 3" in replayed.stdout, (run, replayed.stdout, replayed.stderr)
+    markers = [
+        {"type": "track", "userId": u, "event": f"{u} marker", "messageId": f"{u}-marker"} for u in ("twice0", "twice1")
+    ]
+    await pipeline.send(*markers)  # after both replays in each user's input order
+    state = await pipeline.eventually(
+        pipeline.cs_state, lambda s: sum("marker" in e for _, e in cs_events(s)) == 2, what="the markers at CS"
+    )
+    counts = Counter(e for _, e in cs_events(state))
+    expected = [m["event"] for m in sent if m["type"] == "track"] + [m["event"] for m in markers]
+    report(
+        "dlq replay run twice",
+        dead_letters=len(dead),
+        replays=6,
+        delivered_at_cs=sum(counts.values()),
+        duplicated=duplicates(counts),
+    )
+    assert sorted(counts) == sorted(expected) and duplicates(counts) == 0, counts
+    assert len(await pipeline.dead_letters()) == 3  # nothing failed again
+    assert worker.alive

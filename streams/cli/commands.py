@@ -133,6 +133,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="dead letters sent before their acknowledgements are awaited (default 500)",
     )
+    replay.add_argument(
+        "--dry-run", action="store_true", help="list the dead letters that would be replayed, and send nothing"
+    )
     replay.set_defaults(run=_dlq_replay)
 
     inspect = sub.add_parser("inspect", help="a user's, group's or waiting events' state, from a running worker")
@@ -313,7 +316,8 @@ def _dlq_replay(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     return run_with_kafka(
-        replay_dead_letters(settings, reason=args.reason, batch_size=args.batch_size), settings.kafka_bootstrap_servers
+        replay_dead_letters(settings, reason=args.reason, batch_size=args.batch_size, dry_run=args.dry_run),
+        settings.kafka_bootstrap_servers,
     )
 
 

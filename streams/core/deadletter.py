@@ -55,6 +55,15 @@ class DeadLetterRecord:
     key: bytes | None
     value: bytes
     headers: Mapping[str, str]
+    topic: str = ""  # the dead-letter topic it was read from ("": not read from Kafka)
+
+    @property
+    def identity(self) -> str | None:
+        """Where it is in the dead-letter topic, `topic/partition/offset`: what a replay
+        carries so that replaying it twice delivers it once. None when unknown."""
+        if not self.topic or self.partition < 0 or self.offset < 0:
+            return None
+        return f"{self.topic}/{self.partition}/{self.offset}"
 
     @property
     def reason(self) -> str:

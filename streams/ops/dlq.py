@@ -55,7 +55,12 @@ async def read_dead_letters(settings: Settings) -> AsyncIterator[DeadLetterRecor
                         remaining.discard(tp)
                         break
                     yield DeadLetterRecord(
-                        record.offset, tp.partition, record.key, record.value, read_headers(record.headers or ())
+                        record.offset,
+                        tp.partition,
+                        record.key,
+                        record.value,
+                        read_headers(record.headers or ()),
+                        topic=tp.topic,
                     )
                     if record.offset + 1 >= ends[tp]:
                         remaining.discard(tp)
@@ -132,14 +137,20 @@ async def list_dead_letters(settings: Settings, *, limit: int, as_json: bool = F
 
 REPLAY_HEADER = "cs-relay-replay"
 REPLAY_DESTINATION_HEADER = "cs-relay-replay-destination"
+REPLAY_OF_HEADER = "cs-relay-replay-of"
 
 
 def replay_headers(dl: DeadLetterRecord) -> list[tuple[str, bytes]]:
     """A replayed record is routed even though its messageId was seen (it was dead-
-    lettered, not delivered), and only to the destination that refused it, if one did."""
+    lettered, not delivered), and only to the destination that refused it, if one did.
+    It names the dead letter (`REPLAY_OF_HEADER`: topic/partition/offset in the
+    dead-letter topic), which the user's partition remembers like a messageId
+    (streams.core.dedupe): the same dead letter replayed again is dropped."""
     headers = [(REPLAY_HEADER, b"1")]
     if dl.headers.get("destination"):
         headers.append((REPLAY_DESTINATION_HEADER, dl.headers["destination"].encode()))
+    if dl.identity is not None:
+        headers.append((REPLAY_OF_HEADER, dl.identity.encode()))
     return headers
 
 
@@ -153,9 +164,13 @@ async def replay_dead_letters(
     batch_size: int = REPLAY_BATCH,
     progress: Progress | None = None,
     out: TextIO | None = None,
+    dry_run: bool = False,
 ) -> int:
     """Send the dead letters (those with `reason`, or all) back to the input topic, in
-    batches of `batch_size` whose acknowledgements are awaited together, with progress."""
+    batches of `batch_size` whose acknowledgements are awaited together, with progress.
+    `dry_run`: list them as `dlq list` does and send nothing."""
+    if dry_run:
+        return await _dry_run(settings, reason, out or sys.stdout)
     progress = progress or Progress("replayed")
     producer = _producer(settings)
     replayed = 0
@@ -175,6 +190,23 @@ async def replay_dead_letters(
         await producer.stop()
     progress.finish()
     print(f"replayed {replayed} dead letter(s) to {settings.input_topic}", file=out or sys.stdout)
+    return 0
+
+
+async def _dry_run(settings: Settings, reason: str | None, out: TextIO) -> int:
+    secrets = settings.secrets()
+    n = 0
+    async for dl in read_dead_letters(settings):
+        if reason is not None and dl.reason != reason:
+            continue
+        h = dl.headers
+        to = h.get("destination") or "every destination"
+        print(
+            f"{dl.partition}:{dl.offset:<8} {dl.reason:24} {to:20} {redacted_preview(dl, secrets)}",
+            file=out,
+        )
+        n += 1
+    print(f"would replay {n} dead letter(s) to {settings.input_topic} (dry run: nothing sent)", file=out)
     return 0
 
 

@@ -18,7 +18,7 @@ import faust
 from streams.core.reasons import Reason
 from streams.core.segment import InvalidMessage, parse
 from streams.core.step import DeadLetter
-from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER
+from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import effects, handlers
 from streams.runtime.outbox import BY_USER
 from streams.runtime.runtime import Incoming, Runtime
@@ -26,7 +26,7 @@ from streams.runtime.runtime import Incoming, Runtime
 log = logging.getLogger("cs_relay")
 
 MAX_UNACKED_EVENTS = 5000  # beyond this, the reading loops wait (back-pressure)
-REPLAY_HEADERS = (REPLAY_HEADER, REPLAY_DESTINATION_HEADER)
+REPLAY_HEADERS = (REPLAY_HEADER, REPLAY_DESTINATION_HEADER, REPLAY_OF_HEADER)
 
 
 async def intake(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:

@@ -19,7 +19,7 @@ from streams.core.control import MergeProfile, MergeRequest, Park, PendingDone, 
 from streams.core.pending import confirm
 from streams.core.segment import parse
 from streams.core.step import step
-from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER
+from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import effects, merge, retries, sweep
 from streams.runtime.runtime import Incoming, Runtime
 
@@ -67,9 +67,10 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
     raw_bytes = record.value
     msg = parse(raw_bytes)  # validated by intake already
     replay = REPLAY_HEADER in headers
+    replay_of = headers[REPLAY_OF_HEADER].decode("utf-8", "replace") if REPLAY_OF_HEADER in headers else None
     # Before any forwarding: a copy of an anonymous message that arrives after the
     # visitor logged in must meet the first copy's record, which is on this key.
-    if not first_routing(rt, key, msg.message_id, record.offset, replay=replay):
+    if not first_routing(rt, key, msg.message_id, record.offset, replay=replay, replay_of=replay_of):
         rt.counters["duplicates"] += 1
         return []
     user = rt.user(key)
@@ -114,9 +115,11 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
     return work
 
 
-def first_routing(rt: Runtime, key: str, message_id: str, offset: int, *, replay: bool = False) -> bool:
+def first_routing(
+    rt: Runtime, key: str, message_id: str, offset: int, *, replay: bool = False, replay_of: str | None = None
+) -> bool:
     """False for a duplicate messageId within the window (streams.core.dedupe); a replayed
-    dead letter is routed again on purpose."""
+    dead letter is routed again on purpose, once per dead letter (`replay_of`)."""
     s = rt.settings
     verdict, seen = dedupe.check(
         dedupe.Seen.from_dict(rt.tables.seen.get(key)),
@@ -126,9 +129,13 @@ def first_routing(rt: Runtime, key: str, message_id: str, offset: int, *, replay
         window=s.dedupe_window_seconds,
         max_ids=s.dedupe_max_ids_per_user,
         replay=replay,
+        replay_of=replay_of,
     )
     if verdict is dedupe.Verdict.DUPLICATE:
-        log.info("duplicate messageId %s for a user: dropped", message_id)
+        if replay_of is not None:
+            log.info("dead letter %s replayed again for a user: dropped", replay_of)
+        else:
+            log.info("duplicate messageId %s for a user: dropped", message_id)
         return False
     rt.tables.seen[key] = seen.to_dict()
     return True

@@ -45,7 +45,7 @@ def sweep(rt: Runtime, record: Incoming, _: Sweep) -> list[Awaitable[Any]]:
     seen = rt.tables.seen
     for key, before in seens.each(list(items_of_partition(seen, partition, rt.partition_of))):
         after = dedupe.prune(before, now, window=s.dedupe_window_seconds, max_ids=s.dedupe_max_ids_per_user)
-        if not after.ids:
+        if after.empty:
             del seen[key]
         elif after is not before:
             seen[key] = after.to_dict()
