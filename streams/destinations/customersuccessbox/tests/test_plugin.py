@@ -89,6 +89,7 @@ def test_credentials_are_a_bearer_header_that_the_mock_accepts():
 def learned(*messages, user: UserState | None = None) -> dict:
     for m in messages:
         user = apply_to_user(user, m, NOW, memories=[memory.MEMORY])
+    assert user is not None, "learned() needs at least one message"
     return dict(user.slot(SLOT))
 
 

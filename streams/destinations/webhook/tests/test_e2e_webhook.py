@@ -116,6 +116,7 @@ async def test_waiting_for_the_group_holds_tracks_until_the_group_call_then_send
         lambda q: q is not None and len(q["held"]) == 4,
         what="four calls held for the webhook",
     )
+    assert queue is not None  # what `eventually` waited for
     assert [json.loads(item["raw"])["messageId"] for item in queue["held"]] == [m["messageId"] for m in early]
     assert await requests(pipeline) == []  # held, not sent
 
@@ -136,6 +137,7 @@ async def test_waiting_for_the_group_holds_tracks_until_the_group_call_then_send
         lambda q: q is not None and not q["held"] and not q["releasing"],
         what="the webhook queue emptied",
     )
+    assert emptied is not None  # what `eventually` waited for
     assert emptied["parked"] == []
 
 

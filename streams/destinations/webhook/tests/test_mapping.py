@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
-from streams.core.decision import Hold, Send
+from streams.core.decision import Decision, Hold, Send
 from streams.core.pending import Pending
 from streams.core.state import GroupState, UserState, apply_to_group, apply_to_user
 from streams.core.step import Destination, step
@@ -18,7 +20,7 @@ URL = "https://hooks.example.com/segment"
 NOW = "2026-11-30T00:00:00+00:00"
 ACME = GroupState("acme", name="Acme Corp", traits={"name": "Acme Corp", "plan": "pro"})
 ACME_VIEW = {"id": "acme", "name": "Acme Corp", "traits": {"name": "Acme Corp", "plan": "pro"}}
-CALLS = {
+CALLS: dict[str, dict[str, Any]] = {
     "identify": {"traits": {"email": "a@x.io"}},
     "group": {"groupId": "acme", "traits": {"name": "Acme Corp"}},
     "track": {"event": "Report Built", "properties": {"value": 3}},
@@ -35,6 +37,12 @@ def settings(wait: bool = False) -> WebhookSettings:
 def lookup(*groups: GroupState):
     table = {g.group_id: g for g in groups}
     return table.get
+
+
+def body_of(decision: Decision) -> Mapping[str, Any]:
+    """The JSON body of a decision that must be a `Send`."""
+    assert isinstance(decision, Send), decision
+    return decision.request.json
 
 
 def user_in(group: str | None) -> UserState:
@@ -58,7 +66,7 @@ def test_every_call_type_is_posted_as_the_segment_message(type_):
 
 def test_unknown_fields_and_the_derived_message_id_travel_unchanged():
     m = msg("track", event="E", messageId=None, custom={"nested": [1, 2.5, None]}, version=2)
-    body = mapping.decide(settings(), m, user_in(None), lookup()).request.json
+    body = body_of(mapping.decide(settings(), m, user_in(None), lookup()))
     assert body["custom"] == {"nested": [1, 2.5, None]} and body["version"] == 2
     assert body["messageId"].startswith("csr-") and body["messageId"] == m.message_id
 
@@ -66,14 +74,14 @@ def test_unknown_fields_and_the_derived_message_id_travel_unchanged():
 @pytest.mark.parametrize("type_", ["identify", "track", "page", "screen", "alias"])
 def test_group_id_and_group_are_filled_from_the_users_state(type_):
     m = msg(type_, **CALLS[type_])
-    body = mapping.decide(settings(), m, user_in("acme"), lookup(ACME)).request.json
+    body = body_of(mapping.decide(settings(), m, user_in("acme"), lookup(ACME)))
     assert body["context"] == {"groupId": "acme", "group": ACME_VIEW}
 
 
 def test_the_callers_context_is_kept_and_never_modified_in_place():
     m = msg("track", event="E", context={"ip": "10.0.0.1", "library": {"name": "analytics-python"}})
     before = json.loads(raw(m))
-    body = mapping.decide(settings(), m, user_in("acme"), lookup(ACME)).request.json
+    body = body_of(mapping.decide(settings(), m, user_in("acme"), lookup(ACME)))
     assert body["context"] == {
         "ip": "10.0.0.1",
         "library": {"name": "analytics-python"},
@@ -86,31 +94,31 @@ def test_the_callers_context_is_kept_and_never_modified_in_place():
 def test_a_calls_own_context_group_id_wins_and_its_group_is_attached():
     other = GroupState("globex", name="Globex", traits={"tier": 1})
     m = msg("track", event="E", context={"groupId": "globex"})
-    body = mapping.decide(settings(), m, user_in("acme"), lookup(ACME, other)).request.json
+    body = body_of(mapping.decide(settings(), m, user_in("acme"), lookup(ACME, other)))
     assert body["context"] == {"groupId": "globex", "group": {"id": "globex", "name": "Globex", "traits": {"tier": 1}}}
 
 
 def test_a_context_group_id_of_an_unknown_group_is_left_alone():
     m = msg("track", event="E", context={"groupId": 42})
-    body = mapping.decide(settings(), m, user_in("acme"), lookup(ACME)).request.json
+    body = body_of(mapping.decide(settings(), m, user_in("acme"), lookup(ACME)))
     assert body["context"] == {"groupId": 42}  # as the caller sent it (a number), no group attached
 
 
 def test_a_group_id_known_only_to_the_user_is_filled_without_a_group():
-    body = mapping.decide(settings(), msg("page", name="P"), user_in("acme"), lookup()).request.json
+    body = body_of(mapping.decide(settings(), msg("page", name="P"), user_in("acme"), lookup()))
     assert body["context"] == {"groupId": "acme"}
 
 
 def test_a_callers_own_context_group_is_not_replaced():
     mine = {"id": "acme", "name": "From the caller"}
     m = msg("track", event="E", context={"group": mine})
-    body = mapping.decide(settings(), m, user_in("acme"), lookup(ACME)).request.json
+    body = body_of(mapping.decide(settings(), m, user_in("acme"), lookup(ACME)))
     assert body["context"] == {"group": mine, "groupId": "acme"}
 
 
 def test_nothing_is_added_without_a_group():
     m = msg("track", event="E")
-    body = mapping.decide(settings(), m, user_in(None), lookup()).request.json
+    body = body_of(mapping.decide(settings(), m, user_in(None), lookup()))
     assert "context" not in body and body == json.loads(raw(m))
 
 
@@ -118,7 +126,7 @@ def test_a_group_call_carries_the_groups_state_after_the_call():
     m = msg("group", groupId="acme", traits={"plan": "enterprise"})
     group = apply_to_group(ACME, m, NOW)
     user = apply_to_user(user_in("globex"), m, NOW)
-    body = mapping.decide(settings(), m, user, lookup(group)).request.json
+    body = body_of(mapping.decide(settings(), m, user, lookup(group)))
     assert body["context"]["groupId"] == "acme"
     assert body["context"]["group"] == {
         "id": "acme",
@@ -158,7 +166,10 @@ def test_waiting_for_the_group_accepts_a_known_group_named_by_the_call():
 def _run(messages, wait: bool):
     """Messages through the core's step with the webhook as the only destination."""
     dest = Destination(mapping.KEY, mapping.NAME, lambda m, u, g: mapping.decide(settings(wait), m, u, g))
-    user, pending, groups, sent = None, Pending(), {}, []
+    user: UserState | None = None
+    pending = Pending()
+    groups: dict[str, GroupState] = {}
+    sent: list[list[Mapping[str, Any]]] = []
     for m in messages:
         result = step(
             "u1",

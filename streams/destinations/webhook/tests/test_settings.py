@@ -171,6 +171,7 @@ def test_secrets_never_show_in_the_worker_settings_line():
     }
     settings = Settings.from_env(env)
     own = settings.destinations["webhook"]
+    assert isinstance(own, WebhookSettings)
     assert own.enabled and own.headers[0][0] == "X-Api-Key"
     shown = repr(settings.redacted()) + repr(settings) + str(settings)
     assert HEADER_SECRET not in shown and "s3cret-value" not in shown

@@ -6,19 +6,20 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from typing import Any
 
 from aiohttp.test_utils import TestServer
 
 from mockservers.recorder import RECORDS_KEY
 from streams import __version__
-from streams.core.decision import PartnerRequest
+from streams.core.decision import PartnerRequest, Send
 from streams.core.retry import Outcome
 from streams.core.state import UserState
 from streams.destinations.webhook import PLUGIN, credentials, mapping, signature
 from streams.destinations.webhook.mock import create_app
 from streams.destinations.webhook.settings import WebhookSettings
 from streams.envreader import EnvReader
-from streams.runtime.delivery import PartnerClient
+from streams.runtime.delivery import PartnerClient, Result
 from tests.factories import msg
 
 SECRET = "demo-webhook-secret"
@@ -71,7 +72,7 @@ def test_without_a_shared_secret_there_is_no_signature():
     assert dict(credentials(read({}), PartnerRequest("POST", "", {}), b"{}").headers) == {}
 
 
-async def _deliver(own: WebhookSettings, mock_secret: str, message) -> tuple[object, list[dict]]:
+async def _deliver(own: WebhookSettings, mock_secret: str, message) -> tuple[Result, list[dict[str, Any]]]:
     """One message through the mapping and the real delivery client to the mock."""
     server = TestServer(create_app(mock_secret))
     await server.start_server()
@@ -83,8 +84,9 @@ async def _deliver(own: WebhookSettings, mock_secret: str, message) -> tuple[obj
     )
     try:
         decision = mapping.decide(own, message, UserState("u1", user_id="u1"), lambda group_id: None)
+        assert isinstance(decision, Send), decision
         result = await client.send(decision.request)
-        return result, list(server.app[RECORDS_KEY])
+        return result, server.app[RECORDS_KEY].copy()
     finally:
         await client.close()
         await server.close()
