@@ -250,7 +250,9 @@ def apply_to_user(
 def apply_to_group(group: GroupState | None, msg: Message, now: str, memories: Iterable[Memory] = ()) -> GroupState:
     """The group's record after a group call: name and traits updated, and each
     destination's slot updated by its `Memory`."""
-    group = group or GroupState(group_id=msg.group_id)
+    if group is None:
+        assert msg.group_id is not None, "a group call has a groupId (segment.validate requires it)"
+        group = GroupState(group_id=msg.group_id)
     traits = {**group.traits, **msg.traits}
     slots = _remembered(group.slots, msg, memories, group=True)
     return replace(

@@ -58,6 +58,7 @@ class ClientSuccessState:
         identity = body["identity"]
         org_in, user_in = identity["organization"], identity["user"]
         org_id, user_id = _text(org_in["id"]), _text(user_in["id"])
+        assert org_id is not None and user_id is not None, "validate_event() requires both ids"
         org = self.organizations.setdefault(org_id, {"name": None, "users": {}, "events": []})
         org["name"] = _text(org_in["name"])
         user = org["users"].setdefault(user_id, {"name": None, "email": None})

@@ -83,9 +83,11 @@ class CustomerSuccessBoxState:
         """Record a validated call to `endpoint`."""
         account_id = _text(body["accountId"])
         user_id = _text(body.get("userId"))
+        assert account_id is not None, "validate() requires accountId"
         if endpoint == "account":
             self._account(account_id)["traits"].update(body.get("traits") or {})
             return
+        assert user_id is not None, "validate() requires userId on every endpoint but /account"
         user = self._user(account_id, user_id)
         if endpoint == "identify":
             user["traits"].update(body.get("traits") or {})
