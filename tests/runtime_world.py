@@ -68,21 +68,32 @@ class CapturingOutbox:
 
 @dataclass
 class FakeClient:
-    """A partner: answers each request with the next scripted status (200 when the
-    script is over); while `gate` is set and closed, requests wait for it."""
+    """A partner: answers each request with the next scripted status, or (status,
+    Retry-After) (200 when the script is over); while `gate` is set and closed, requests
+    wait for it. `on_answer` is told each answer, as `PartnerClient.send` does."""
 
     name: str = "ClientSuccess"
-    answers: list[int] = field(default_factory=list)
+    answers: list[int | tuple[int, float]] = field(default_factory=list)
     gate: asyncio.Event | None = None
     requests: list[PartnerRequest] = field(default_factory=list)
     classify: Callable[[int | None], Outcome] = classify  # the shared rules, as a plugin's default
 
-    async def send(self, request: PartnerRequest) -> Result:
+    async def send(
+        self,
+        request: PartnerRequest,
+        *,
+        budget: float | None = None,
+        on_answer: Callable[[Outcome, int | None, float | None], bool] | None = None,
+    ) -> Result:
         self.requests.append(request)
-        status = self.answers.pop(0) if self.answers else 200
+        answer = self.answers.pop(0) if self.answers else 200
+        status, retry_after = answer if isinstance(answer, tuple) else (answer, None)
         if self.gate is not None:
             await self.gate.wait()
-        return Result(self.classify(status), status, 1, f"answer {status}", 0.0, None)
+        outcome = self.classify(status)
+        if on_answer is not None:
+            on_answer(outcome, status, retry_after)
+        return Result(outcome, status, 1, f"answer {status}", 0.0, retry_after)
 
     async def start(self) -> None:
         pass

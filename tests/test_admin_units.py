@@ -414,3 +414,21 @@ async def test_inspect_against_a_worker_like_server(monkeypatch):
     err = io.StringIO()
     code = await asyncio.to_thread(admincli.status, url=base, token="", as_json=True, out=io.StringIO(), err=err)
     assert code == 2 and "cannot reach the worker" in err.getvalue()
+
+
+def test_circuit_breakers_in_metrics_and_status():
+    """Each enabled destination's circuit state (streams/core/breaker.py) as a gauge and
+    in /status: 0 closed, 1 half-open, 2 open, 3 paused (its credentials refused)."""
+    base = snapshot()
+    circuits = {"customersuccessbox": {"state": "paused", "since_seconds": 61.0, "next_probe_in_seconds": 4.0}}
+    snap = Snapshot(**{**base.__dict__, "circuits": circuits})
+    m = samples(render_metrics(snap).decode())
+    assert m[("cs_relay_circuit_state", (("destination", "clientsuccess"),))] == 0
+    assert m[("cs_relay_circuit_state", (("destination", "customersuccessbox"),))] == 3
+    assert m[("cs_relay_destination_paused", (("destination", "customersuccessbox"),))] == 1
+    assert m[("cs_relay_destination_paused", (("destination", "clientsuccess"),))] == 0
+    doc = status_document(snap)
+    assert doc["circuits"] == {
+        "clientsuccess": {"state": "closed"},
+        "customersuccessbox": circuits["customersuccessbox"],
+    }

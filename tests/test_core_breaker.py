@@ -124,3 +124,14 @@ def test_status_and_one_breaker_per_destination():
         "consecutive_failures": 1,
         "last_error": "answered 503",
     }
+
+
+def test_a_breaker_that_closes_again_is_reported_once():
+    breakers = Breakers(Policy(failures=1, open_seconds=5))
+    assert breakers.closed_since_last_look() == []
+    breakers["csb"].record(F, now=0)
+    assert breakers.closed_since_last_look() == []
+    assert breakers["csb"].allow(5)
+    breakers["csb"].record(S, now=6)
+    assert breakers.closed_since_last_look() == ["csb"]
+    assert breakers.closed_since_last_look() == []

@@ -218,6 +218,7 @@ class Breakers:
     def __init__(self, policy: Policy | None = None) -> None:
         self.policy = policy or Policy()
         self._by_destination: dict[str, Breaker] = {}
+        self._closed_seen: dict[str, float | None] = {}
 
     def __getitem__(self, destination: str) -> Breaker:
         breaker = self._by_destination.get(destination)
@@ -227,6 +228,16 @@ class Breakers:
 
     def items(self) -> list[tuple[str, Breaker]]:
         return sorted(self._by_destination.items())
+
+    def closed_since_last_look(self) -> list[str]:
+        """The destinations whose breaker has closed again since the last call."""
+        out = []
+        for dest, breaker in self.items():
+            if breaker.state is State.CLOSED and breaker.since is not None:
+                if self._closed_seen.get(dest) != breaker.since:
+                    self._closed_seen[dest] = breaker.since
+                    out.append(dest)
+        return out
 
     def states(self) -> dict[str, str]:
         return {dest: str(b.state) for dest, b in self.items()}

@@ -131,6 +131,8 @@ class Admin:
     stats: Stats
     # destination -> age in seconds of its oldest parked delivery (the runtime keeps it)
     parked_oldest_age: Callable[[], Mapping[str, float]] = dict
+    # destination -> its circuit breaker's status (streams.core.breaker, the runtime keeps them)
+    circuits: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
 
     def __post_init__(self) -> None:
         self.registry = worker_registry(self.snapshot)  # this worker's own, with process metrics
@@ -213,6 +215,7 @@ class Admin:
             unacknowledged=self.unacknowledged(),
             ready=self.readiness()[0],
             parked_oldest_age=dict(self.parked_oldest_age()),
+            circuits=dict(self.circuits()),
         )
 
     # ------------------------------------------------------------------ HTTP
@@ -364,6 +367,7 @@ def install(
     clients: Mapping[str, Any],
     stats: Stats,
     parked_oldest_age: Callable[[], Mapping[str, float]] = dict,
+    circuits: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
 ) -> Admin:
     """Wire the endpoints, metrics hooks and log format into the app (called once, at
     the end of `streams.runtime.app`)."""
@@ -388,6 +392,7 @@ def install(
         destinations={key: client.name for key, client in clients.items()},
         stats=stats,
         parked_oldest_age=parked_oldest_age,
+        circuits=circuits,
     )
     admin.register()
     return admin

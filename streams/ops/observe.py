@@ -44,6 +44,7 @@ from prometheus_client.core import (
 )
 
 import streams
+from streams.core.breaker import GAUGE
 from streams.core.pending import Pending
 from streams.core.state import Readable
 from streams.ops.logs import bind_event_id, bind_event_raw
@@ -152,6 +153,8 @@ class Snapshot:
     ready: bool
     # destination -> seconds since its oldest parked delivery first failed (none parked: absent)
     parked_oldest_age: Mapping[str, float] = field(default_factory=dict)
+    # destination -> its circuit breaker's status (streams.core.breaker; absent: closed, never tripped)
+    circuits: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
 
 def _family(kind: type, name: str, doc: str, labels: list[str], values: Mapping[tuple, float]) -> Metric:
@@ -262,6 +265,22 @@ def metric_families(snapshot: Snapshot) -> list[Metric]:
         ),
         _family(
             GaugeMetricFamily,
+            "cs_relay_circuit_state",
+            "Each destination's circuit breaker: 0 closed, 1 half-open (a probe request goes), 2 open "
+            "(deliveries park without calling it), 3 paused (it refuses our credentials: 401/403).",
+            ["destination"],
+            {(d,): GAUGE.get(_circuit(snapshot, d)["state"], 0) for d in snapshot.destinations},
+        ),
+        _family(
+            GaugeMetricFamily,
+            "cs_relay_destination_paused",
+            "1 while a destination refuses cs-relay's credentials (401/403 to every request): its deliveries "
+            "park until a probe request succeeds.",
+            ["destination"],
+            {(d,): int(_circuit(snapshot, d)["state"] == "paused") for d in snapshot.destinations},
+        ),
+        _family(
+            GaugeMetricFamily,
             "cs_relay_consumer_lag_records",
             "Records of this worker's input partitions not yet processed and committed.",
             ["topic", "partition"],
@@ -333,6 +352,10 @@ def render_metrics(snapshot: Snapshot) -> bytes:
     return generate_latest(worker_registry(lambda: snapshot))
 
 
+def _circuit(snapshot: Snapshot, destination: str) -> Mapping[str, Any]:
+    return snapshot.circuits.get(destination) or {"state": "closed"}
+
+
 def status_document(snapshot: Snapshot) -> dict[str, Any]:
     """`GET /status`: per destination what was delivered and dead-lettered (since this
     worker started), what is retrying (parked) and pending (held or releasing) in its
@@ -360,4 +383,5 @@ def status_document(snapshot: Snapshot) -> dict[str, Any]:
             "partitions": [{"topic": t, "partition": p, "lag": n} for (t, p), n in sorted(snapshot.lag.items())],
         },
         "unacknowledged_events": snapshot.unacknowledged,
+        "circuits": {d: dict(_circuit(snapshot, d)) for d in snapshot.destinations},
     }

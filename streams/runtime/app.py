@@ -151,6 +151,7 @@ ADMIN = admin.install(
     clients=runtime.clients,
     stats=runtime.stats,
     parked_oldest_age=lambda: runtime.marks.parked_since.ages(runtime.clock()),
+    circuits=lambda: {dest: b.status(runtime.clock()) for dest, b in runtime.breakers.items()},
 )
 # The operator console at /console (issue 17; off without CS_RELAY_ADMIN_TOKEN).
 CONSOLE = console.install(app, ADMIN, runtime.journal, input_topic)

@@ -16,8 +16,10 @@ from typing import Any
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from streams.core import control
+from streams.core.breaker import AUTH_STATUSES
 from streams.core.control import Control, Park, PendingDone
 from streams.core.deadletter import dead_letter_headers
+from streams.core.decision import PartnerRequest
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
 from streams.core.retry import Outcome
@@ -148,13 +150,23 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
         # be: park this one behind it rather than overtake it.
         await park(rt, key, item, attempts=0, error="waiting behind a parked delivery", retry_after=None)
         return None
-    result = await client.send(item.request)
+    breaker = rt.breakers[item.destination]
+    if not breaker.allow(rt.clock()):
+        # The destination is backed off as a whole (streams.core.breaker): park at once,
+        # due when the breaker lets a request through again, without asking it.
+        rt.counters[f"held_back.{item.destination}"] += 1
+        error = f"{client.name}: circuit {breaker.state} after {breaker.last_reason}; not called"
+        await park(rt, key, item, attempts=0, error=error, retry_after=breaker.wait(rt.clock()) or None)
+        return None
+    result = await send_bounded(rt, item.destination, item.request)
     rt.counters[f"{result.outcome.value}.{item.destination}"] += 1
     rt.journal.delivery(key, item.destination, item.message_id, result.outcome, result.status, rt.clock())
-    if result.outcome is Outcome.RETRY:
-        await park(
-            rt, key, item, attempts=result.attempts, error=error_text(client, result), retry_after=result.retry_after
-        )
+    if result.outcome is Outcome.RETRY or result.status in AUTH_STATUSES:
+        # A 401/403 parks too: most likely the destination refuses the key for every
+        # request (its breaker pauses it); a retry refused again after other requests
+        # succeeded is this call's own refusal (streams.runtime.retries.retry).
+        retry_after = max(result.retry_after or 0.0, breaker.wait(rt.clock())) or None
+        await park(rt, key, item, attempts=result.attempts, error=error_text(client, result), retry_after=retry_after)
         return result
     if result.outcome is Outcome.FAIL:
         await dead_letter(
@@ -174,6 +186,23 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
         # Confirm in the user's own partition, so the changelog write is local to the key.
         await control_to_user(rt, key, PendingDone(item.destination, item.released_seq))
     return result
+
+
+async def send_bounded(rt: Runtime, destination: str, request: PartnerRequest) -> Result:
+    """`PartnerClient.send` within `CS_RELAY_DELIVERY_DEADLINE`, its answers told to
+    the destination's breaker: a delivery never holds its event longer than that
+    (a second to spare for the client's own budget), whatever the partner does."""
+    deadline = rt.settings.delivery_deadline
+
+    def on_answer(outcome: Outcome, status: int | None, retry_after: float | None) -> bool:
+        return rt.answered(destination, outcome, status, retry_after)
+
+    sending = rt.clients[destination].send(request, budget=deadline, on_answer=on_answer)
+    try:
+        return await asyncio.wait_for(sending, deadline + 1.0)
+    except TimeoutError:
+        rt.answered(destination, Outcome.RETRY, None, None)
+        return Result(Outcome.RETRY, None, 1, f"no answer within {deadline:g} s", deadline)
 
 
 def error_text(client: PartnerClient, result: Result) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from streams.core import pending as pending_mod
+from streams.core.breaker import AUTH_STATUSES, State
 from streams.core.control import Park, Retried, RetryDue
 from streams.core.decision import PartnerRequest
 from streams.core.pending import Parked, Pending
@@ -30,6 +31,7 @@ from streams.runtime.runtime import Incoming, Runtime
 log = logging.getLogger("cs_relay")
 
 RETRY_TICK = 1.0  # seconds between looks for parked deliveries that are due
+RETRY_BATCH = 100  # parked deliveries of one user retried one after another while the partner accepts them
 ANSWER_WAIT = 30.0  # a user asked for is not asked for again before its partition answers
 
 
@@ -59,6 +61,7 @@ async def tick(rt: Runtime) -> None:
         if pendings.skipped:
             log.warning("retry rescan: %d pending records unreadable by this version were skipped", pendings.skipped)
     now = rt.clock()
+    watch_breakers(rt, now)
     by_partition: dict[int, list[str]] = {}
     for key, due_at in list(rt.marks.retry_due_at.items()):
         if due_at <= now:
@@ -66,6 +69,24 @@ async def tick(rt: Runtime) -> None:
             rt.marks.retry_due_at[key] = now + ANSWER_WAIT  # until the partition answers (it resets this)
     for partition, keys in by_partition.items():
         await effects.control_to_partition(rt, partition, RetryDue(tuple(keys)))
+
+
+def watch_breakers(rt: Runtime, now: float) -> None:
+    """An error line a minute for each paused destination; and when a destination's
+    breaker has closed, its parked deliveries are due now, not at their backoff."""
+    for dest, breaker in rt.breakers.items():
+        if breaker.pause_report_due(now):
+            log.error(
+                "%s refuses cs-relay's credentials (%s): paused since %.0f s, its deliveries are parked; "
+                "a probe request goes every %.0f s",
+                dest,
+                breaker.last_reason,
+                now - (breaker.since or now),
+                breaker.policy.pause_seconds,
+            )
+    if rt.breakers.closed_since_last_look():
+        for key in rt.marks.retry_due_at:
+            rt.marks.retry_due_at[key] = min(rt.marks.retry_due_at[key], now)
 
 
 def start_retries(rt: Runtime, record: Incoming, due: RetryDue) -> list[Awaitable[Any]]:
@@ -78,38 +99,84 @@ def retry_due(rt: Runtime, keys: Any) -> list[Awaitable[Any]]:
     now = rt.clock()
     for key in keys:
         pending = rt.pending(key)
-        for dest, head in pending_mod.due(pending, now):
+        waits = []
+        for dest, head in due(rt, pending, now):
             if (key, dest, head.seq) in rt.marks.retrying or dest not in rt.clients:
+                continue
+            breaker = rt.breakers[dest]
+            if not breaker.may_probe(now):  # backed off as a whole: not before it lets one through
+                waits.append(breaker.wait(now))
                 continue
             rt.marks.retrying.add((key, dest, head.seq))
             rt.chains.submit((key, dest), lambda k=key, d=dest, h=head: retry(rt, k, d, h))
         rt.index_retry(key, pending)
+        if waits:
+            rt.marks.retry_due_at[key] = now + max(RETRY_TICK, min(waits))
     return []
 
 
+def due(rt: Runtime, pending: Pending, now: float) -> list[tuple[str, Parked]]:
+    """The parked heads to retry now: those whose time has come, and those parked
+    before their destination's breaker last closed (the partner is back: no need to
+    wait out a backoff that was sized for its outage)."""
+    out = []
+    for dest, queue in pending.queues.items():
+        if not queue.parked:
+            continue
+        head, breaker = queue.parked[0], rt.breakers[dest]
+        recovered = breaker.state is State.CLOSED and breaker.since is not None and head.first_failed_at < breaker.since
+        if head.next_at <= now or recovered:
+            out.append((dest, head))
+    return out
+
+
 async def retry(rt: Runtime, key: str, dest: str, head: Parked) -> None:
-    client = rt.clients[dest]
+    """Retry the parked head, then, while the partner accepts them, the user's next
+    parked deliveries to it (up to RETRY_BATCH), each outcome in its own `retried`
+    record: a recovered partner's backlog drains at its speed, not one Kafka round trip
+    per delivery. They are marked as being retried first, so that applying an outcome
+    does not start another retry of the next one."""
+    parked = rt.pending(key).queue(dest).parked
+    start = next((i for i, p in enumerate(parked) if p.seq == head.seq), None)
+    batch = [head] if start is None else list(parked[start : start + RETRY_BATCH])
+    for item in batch[1:]:
+        if (key, dest, item.seq) in rt.marks.retrying:
+            batch = batch[: batch.index(item)]
+            break
+    rt.marks.retrying.update((key, dest, item.seq) for item in batch)
+    answered: set[int] = set()
     try:
-        result = await client.send(PartnerRequest.from_dict(head.request))
-        rt.counters[f"retried.{dest}"] += 1
-        rt.journal.delivery(key, dest, head.message_id, result.outcome, result.status, rt.clock(), retry=True)
-        await effects.control_to_user(
-            rt,
-            key,
-            Retried(
-                dest,
-                head.seq,
-                result.outcome,
-                result.attempts,
-                result.status,
-                effects.error_text(client, result),
-                result.retry_after,
-            ),
-        )
-    except BaseException:
-        # No `retried` record will clear this retry's mark: let a later tick try again.
-        rt.marks.retrying.discard((key, dest, head.seq))
-        raise
+        for item in batch:
+            if not rt.breakers[dest].allow(rt.clock()):
+                if item is head:  # another probe went first: ask again when this one may go
+                    rt.marks.retry_due_at[key] = rt.clock() + max(RETRY_TICK, rt.breakers[dest].wait(rt.clock()))
+                break
+            outcome = await retry_one(rt, key, dest, item)
+            answered.add(item.seq)
+            if outcome is not Outcome.DONE:
+                break
+    finally:
+        # No `retried` record will clear these marks: let a later tick try them.
+        rt.marks.retrying.difference_update((key, dest, item.seq) for item in batch if item.seq not in answered)
+
+
+async def retry_one(rt: Runtime, key: str, dest: str, item: Parked) -> Outcome:
+    client = rt.clients[dest]
+    result = await effects.send_bounded(rt, dest, PartnerRequest.from_dict(item.request))
+    outcome, retry_after = result.outcome, result.retry_after
+    if result.status in AUTH_STATUSES:
+        breaker = rt.breakers[dest]
+        if breaker.refused_alone(item.first_failed_at):
+            outcome = Outcome.FAIL  # others get through: this call's own refusal
+        else:
+            outcome, retry_after = Outcome.RETRY, max(retry_after or 0.0, breaker.wait(rt.clock())) or None
+    rt.counters[f"retried.{dest}"] += 1
+    rt.journal.delivery(key, dest, item.message_id, outcome, result.status, rt.clock(), retry=True)
+    record = Retried(
+        dest, item.seq, outcome, result.attempts, result.status, effects.error_text(client, result), retry_after
+    )
+    await effects.control_to_user(rt, key, record)
+    return outcome
 
 
 def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Awaitable[Any]]:

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 from streams.core import pending as pending_mod
+from streams.core.breaker import Breakers, Policy, State, signal_of
 from streams.core.pending import Pending
-from streams.core.retry import backoff
+from streams.core.retry import Outcome, backoff
 from streams.core.state import GroupState, Memory, UserState
 from streams.core.step import Destination
 from streams.ops.admin import owner_partition
@@ -117,6 +118,16 @@ class Runtime:
         self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
         self.counters: Counter[str] = Counter()
         self.stats = Stats()  # partner answers and dead letters, for /metrics and /status
+        # Each destination's circuit breaker (streams.core.breaker): told every answer,
+        # asked before every request, so one sick destination is backed off as a whole.
+        self.breakers = Breakers(
+            Policy(
+                failures=settings.breaker_failures,
+                open_seconds=settings.breaker_open_seconds,
+                max_open_seconds=max(60.0, settings.breaker_open_seconds),
+                max_retry_after=settings.max_retry_after,
+            )
+        )
         self.journal = Journal()  # recent work, bounded, for the operator console (streams.ops.console)
 
     @classmethod
@@ -184,7 +195,30 @@ class Runtime:
 
     def retry_delay(self, attempts: int, retry_after: float | None) -> float:
         s = self.settings
+        if retry_after is not None:
+            retry_after = min(retry_after, s.max_retry_after)
         return backoff(max(1, attempts), retry_after, base=s.retry_base_delay, cap=s.retry_max_delay, rng=self.rng)
+
+    def answered(self, destination: str, outcome: Outcome, status: int | None, retry_after: float | None) -> bool:
+        """Tell the destination's breaker one answer (status None: none came); True
+        while it stays closed (the caller's quick retries may go on)."""
+        breaker = self.breakers[destination]
+        before = breaker.state
+        reason = f"answered {status}" if status is not None else "no answer"
+        breaker.record(signal_of(outcome.value, status), self.clock(), retry_after, reason)
+        if breaker.state is not before:
+            self.counters[f"circuit_{breaker.state}.{destination}"] += 1
+            wait = breaker.wait(self.clock())
+            if breaker.state is State.CLOSED:
+                log.warning("%s answers again: its circuit breaker is closed", destination)
+            elif breaker.state is State.OPEN:
+                log.warning(
+                    "%s %s: its circuit breaker is open, deliveries park for %.0f s before a probe",
+                    destination,
+                    reason,
+                    wait,
+                )
+        return breaker.state is State.CLOSED
 
     # ------------------------------------------------------------------ life cycle
 
