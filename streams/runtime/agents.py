@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import faust
 
@@ -39,7 +39,8 @@ async def intake(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
 async def fresh_events(rt: Runtime, app: faust.App, stream: faust.StreamT) -> AsyncIterator[tuple[Any, Incoming]]:
     """The stream's events, unacknowledged, past back-pressure, and without those a
     rebalance took away or this assignment has taken already."""
-    async for event in stream.noack().events():
+    # An agent's stream is a faust.Stream; StreamT, the type agents declare, lacks noack().
+    async for event in cast(faust.Stream, stream).noack().events():
         await rt.acks.wait_below(MAX_UNACKED_EVENTS)
         if fetched_before_a_rebalance(rt, app, event):
             continue

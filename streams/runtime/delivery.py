@@ -160,12 +160,12 @@ class PartnerClient:
                 headers={"Content-Type": "application/json", **attached.headers},
                 timeout=timeout,
             ) as response:
-                body = await response.text(errors="replace")
+                answer = await response.text(errors="replace")
                 if response.status == 429 and self._rate is not None:
                     self._rate.throttled()
                 return (
                     response.status,
-                    self._excerpt(body),
+                    self._excerpt(answer),
                     retry_after_seconds(response.headers.get("Retry-After")),
                 )
         except TimeoutError:

@@ -15,7 +15,7 @@ import asyncio
 import heapq
 import logging
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ class AckTracker:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _await(self, tp: Hashable, entry: list, work: list[asyncio.Future]) -> None:
+    async def _await(self, tp: Hashable, entry: list, work: Sequence[asyncio.Future[Any]]) -> None:
         results = await asyncio.gather(*work, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
@@ -94,7 +94,7 @@ class Chains:
         previous = self._tails.get(key)
         task = asyncio.ensure_future(self._run(previous, make))
         self._tails[key] = task
-        task.add_done_callback(lambda t, k=key: self._forget(k, t))
+        task.add_done_callback(lambda t: self._forget(key, t))  # `key` is this call's own
         return task
 
     @staticmethod

@@ -25,6 +25,7 @@ from streams.runtime.runtime import Incoming, Runtime
 def give_profile(rt: Runtime, record: Incoming, request: MergeRequest) -> list[Awaitable[Any]]:
     """In the anonymous profile's partition: hand the profile and its waiting events to
     the user it logged in as, and forward this key's later events there."""
+    assert record.key is not None  # control records to a user are keyed by the user
     anonymous_id = record.key.decode("utf-8")
     anonymous = rt.user(anonymous_id)
     if anonymous is not None and anonymous.merged_into:
@@ -38,6 +39,7 @@ def give_profile(rt: Runtime, record: Incoming, request: MergeRequest) -> list[A
 
 def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[Awaitable[Any]]:
     """In the user's partition: fold the anonymous profile in and release what it allows."""
+    assert record.key is not None  # control records to a user are keyed by the user
     key = record.key.decode("utf-8")
     user = rt.user(key) or UserState(key=key, user_id=key)
     anonymous = UserState.from_dict(profile.user) if profile.user else None

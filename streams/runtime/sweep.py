@@ -43,12 +43,12 @@ def sweep(rt: Runtime, record: Incoming, _: Sweep) -> list[Awaitable[Any]]:
             rt.store_pending(key, after)
             work += [effects.dead_letter(rt, d, key.encode("utf-8")) for d in dead]
     seen = rt.tables.seen
-    for key, before in seens.each(list(items_of_partition(seen, partition, rt.partition_of))):
-        after = dedupe.prune(before, now, window=s.dedupe_window_seconds, max_ids=s.dedupe_max_ids_per_user)
-        if after.empty:
+    for key, seen_before in seens.each(list(items_of_partition(seen, partition, rt.partition_of))):
+        seen_after = dedupe.prune(seen_before, now, window=s.dedupe_window_seconds, max_ids=s.dedupe_max_ids_per_user)
+        if seen_after.empty:
             del seen[key]
-        elif after is not before:
-            seen[key] = after.to_dict()
+        elif seen_after is not seen_before:
+            seen[key] = seen_after.to_dict()
     if pendings.skipped or seens.skipped:
         log.warning(
             "sweep of partition %d: %d records unreadable by this version were skipped",

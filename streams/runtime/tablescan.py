@@ -21,6 +21,7 @@ def items_of_partition(table: Any, partition: int, owner: Callable[[Any], int]) 
     dbs = getattr(store, "_dbs", None)
     visible = getattr(store, "_visible_items", None)
     if isinstance(dbs, dict) and visible is not None:
+        assert store is not None  # it has the `_dbs` just read
         db = dbs.get(partition)
         if db is None:
             return
