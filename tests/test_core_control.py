@@ -16,6 +16,8 @@ from streams.core.control import (
     Retried,
     RetryDue,
     Sweep,
+    WindowClose,
+    WindowDone,
     decode,
     encode,
 )
@@ -101,6 +103,9 @@ FROZEN = [
         b'"error": "ClientSuccess answered 503: busy", "retry_after": 2.0}',
         Retried("clientsuccess", 5, Outcome.RETRY, 3, 503, "ClientSuccess answered 503: busy", 2.0),
     ),
+    # aggregation windows (issue 15, item 3)
+    (b"window-close", b'{"keys": ["u1", "u2"]}', WindowClose(("u1", "u2"))),
+    (b"window-done", b'{"window": "clientsuccess:1700000000:abc"}', WindowDone("clientsuccess:1700000000:abc")),
 ]
 
 

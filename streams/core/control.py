@@ -17,6 +17,8 @@ tests/test_core_control.py holds frozen examples of each kind as version 0.1 wro
     park           a failed delivery            stores it in the user's parked queue
     retry-due      a timer, to a partition      retries the due parked heads once
     retried        a retry                      applies its outcome
+    window-close   a timer, to a partition      sends the closed windows of these users
+    window-done    a closed window's delivery   removes the window from the user's row
 """
 
 from __future__ import annotations
@@ -171,11 +173,41 @@ class Retried:
         )
 
 
-Control = PendingDone | MergeRequest | MergeProfile | Sweep | Park | RetryDue | Retried
-KINDS: Mapping[bytes, type[Control]] = MappingProxyType(
-    {kind.KIND: kind for kind in (PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried)}
-)
-TO_PARTITION = (Sweep, RetryDue)  # sent to one partition with an empty key, not to a user
+@dataclass(frozen=True)
+class WindowClose:
+    """To one partition (empty key): these users have aggregation windows that closed."""
+
+    KIND: ClassVar[bytes] = b"window-close"
+    keys: tuple[str, ...]
+
+    def body(self) -> dict[str, Any]:
+        return {"keys": list(self.keys)}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> WindowClose:
+        return cls(tuple(body["keys"]))
+
+
+@dataclass(frozen=True)
+class WindowDone:
+    """To a user: the request of closed window `window` was delivered, parked or
+    dead-lettered (it is no longer the window's to send): remove the window."""
+
+    KIND: ClassVar[bytes] = b"window-done"
+    window: str
+
+    def body(self) -> dict[str, Any]:
+        return {"window": self.window}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> WindowDone:
+        return cls(body["window"])
+
+
+Control = PendingDone | MergeRequest | MergeProfile | Sweep | Park | RetryDue | Retried | WindowClose | WindowDone
+_ALL = (PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried, WindowClose, WindowDone)
+KINDS: Mapping[bytes, type[Control]] = MappingProxyType({kind.KIND: kind for kind in _ALL})
+TO_PARTITION = (Sweep, RetryDue, WindowClose)  # sent to one partition with an empty key, not to a user
 
 
 def encode(record: Control) -> tuple[bytes, dict[str, bytes]]:

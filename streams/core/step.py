@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streams.core import pending as pending_mod
+from streams.core.aggregate import Aggregation, Fold
 from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip
 from streams.core.pending import Item, Pending
 from streams.core.reasons import Reason
@@ -44,6 +45,17 @@ class Destination:
     key: str
     integration_name: str
     decide: Callable[[Message, UserState, GroupLookup], Decision]
+    # `aggregate` of the mapping file: the window in seconds and the destination's rule
+    # (both set, or neither); a request the rule names is folded, not sent.
+    window: int | None = None
+    aggregation: Aggregation | None = None
+
+    def fold(self, request: PartnerRequest) -> Fold | None:
+        """The fold of `request` into a window, when this destination aggregates it."""
+        if self.window is None or self.aggregation is None:
+            return None
+        name = self.aggregation.field(request)
+        return Fold(self.key, request, name) if name is not None else None
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class Step:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     held: list[tuple[str, str]] = field(default_factory=list)
     merge_from: str | None = None  # an anonymous profile to fold into this user
+    folds: list[Fold] = field(default_factory=list)  # requests for the user's open windows
 
 
 def step(
@@ -114,6 +127,7 @@ def step(
     dead: list[DeadLetter] = []
     skipped: list[tuple[str, str]] = []
     held: list[tuple[str, str]] = []
+    folds: list[Fold] = []
 
     pending, expired = pending_mod.expire(pending, now, max_pending_age)
     dead += [_pending_dead_letter(item, dest, Reason.PENDING_EXPIRED, max_pending_age) for dest, item in expired]
@@ -124,9 +138,16 @@ def step(
             continue
         decision = dest.decide(msg, new_user, lookup)
         queue = pending.queue(dest.key)
-        if isinstance(decision, Send) and (queue.held or queue.parked or dest.key in blocked):
+        folded = dest.fold(decision.request) if isinstance(decision, Send) else None
+        if folded is not None:
+            # Aggregated: counted in its window, sent when the window closes (behind any
+            # parked delivery of the user, like every delivery), so it need not wait here.
+            folds.append(folded)
+        elif isinstance(decision, Send) and (queue.held or queue.parked or dest.key in blocked):
             decision = Hold("earlier events of this user are waiting")
-        if isinstance(decision, Send):
+        if folded is not None:
+            pass
+        elif isinstance(decision, Send):
             dispatches.append(Dispatch(dest.key, decision.request, raw, source, msg.message_id))
         elif isinstance(decision, Hold):
             pending, overflow = pending_mod.hold(pending, dest.key, raw, source, now, max_pending)
@@ -141,7 +162,7 @@ def step(
             pending, released = release_ready(pending, dest, new_user, lookup)
             dispatches += released
 
-    return Step(new_user, new_group, pending, dispatches, dead, skipped, held, merge_from)
+    return Step(new_user, new_group, pending, dispatches, dead, skipped, held, merge_from, folds)
 
 
 def merge_step(

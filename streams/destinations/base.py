@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from streams.core.aggregate import Aggregation
 from streams.core.decision import Decision, PartnerRequest
 from streams.core.retry import Outcome, classify
 from streams.core.segment import Message
@@ -105,3 +106,6 @@ class Plugin(Generic[S]):
     # names a field of its settings: `streams.settings` binds `replace(settings, **options)`,
     # so `decide` reads them like any setting and stays pure.
     options: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    # Which of its requests `aggregate` (mapping file) folds into windows, and the request
+    # a closed window sends (streams/core/aggregate.py); None: it aggregates nothing.
+    aggregation: Aggregation | None = None

@@ -32,7 +32,7 @@ import faust
 from streams.core.redact import RedactingFilter
 from streams.ops import admin  # HTTP endpoints, metrics and event ids in logs (issue 6)
 from streams.ops.console import web as console
-from streams.runtime import agents, faust_fixes, retries, sweep
+from streams.runtime import agents, aggregation, faust_fixes, retries, sweep
 from streams.runtime.outbox import FaustOutbox
 from streams.runtime.relayapp import create_app
 from streams.runtime.runtime import Runtime, Tables
@@ -65,6 +65,10 @@ pending_table = app.Table("pending", default=None)
 groups_table = app.GlobalTable("groups", default=None)
 # Recently routed messageIds per user (streams.core.dedupe), in the user's partition.
 seen_table = app.Table("seen", default=None)
+# Each user's open aggregation windows (streams.core.aggregate.Windows), in the user's
+# partition: a plain table, closed by window-close records rather than by Faust's
+# windowed-table expiry (docs/architecture.md, Tables).
+windows_table = app.Table("windows", default=None)
 
 
 def _partitions() -> int:
@@ -83,7 +87,7 @@ def _recovered() -> bool:
 # them, and the decorated functions below only call into it.
 runtime = Runtime.from_settings(
     settings,
-    tables=Tables(users=users, pending=pending_table, groups=groups_table, seen=seen_table),
+    tables=Tables(users=users, pending=pending_table, groups=groups_table, seen=seen_table, windows=windows_table),
     outbox=FaustOutbox(by_user_topic, dlq_topic),
     partitions=_partitions,
     recovered=_recovered,
@@ -131,6 +135,11 @@ async def _report() -> None:
 @app.timer(interval=retries.RETRY_TICK)
 async def _retry_tick() -> None:
     await retries.tick(runtime)
+
+
+@app.timer(interval=aggregation.WINDOW_TICK)
+async def _window_tick() -> None:
+    await aggregation.tick(runtime)
 
 
 @app.timer(interval=settings.sweep_interval_seconds)

@@ -15,12 +15,22 @@ from types import MappingProxyType
 from typing import Any, Awaitable, Callable, Mapping
 
 from streams.core import control, dedupe
-from streams.core.control import MergeProfile, MergeRequest, Park, PendingDone, Retried, RetryDue, Sweep
+from streams.core.control import (
+    MergeProfile,
+    MergeRequest,
+    Park,
+    PendingDone,
+    Retried,
+    RetryDue,
+    Sweep,
+    WindowClose,
+    WindowDone,
+)
 from streams.core.pending import confirm
 from streams.core.segment import parse
 from streams.core.step import step
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
-from streams.runtime import effects, merge, retries, sweep
+from streams.runtime import aggregation, effects, merge, retries, sweep
 from streams.runtime.runtime import Incoming, Runtime
 
 log = logging.getLogger("cs_relay")
@@ -48,6 +58,8 @@ HANDLERS: Mapping[type, Handler] = MappingProxyType({
     Park: retries.apply_park,
     RetryDue: retries.start_retries,
     Retried: retries.apply_retried,
+    WindowClose: aggregation.window_close,
+    WindowDone: aggregation.window_done,
 })
 
 
@@ -110,6 +122,7 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
     for dest, _reason in result.held:
         rt.counters[f"held.{dest}"] += 1
     work = effects.apply_step(rt, key, pending, result)
+    aggregation.fold_call(rt, key, record.offset, result.folds, now)  # aggregate = ... in the mapping file
     if result.merge_from is not None:
         work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
     return work

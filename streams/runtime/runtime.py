@@ -8,7 +8,7 @@ chains, redelivery guard, deliveries in flight, parking marks, counters and metr
 
 The Faust app (`streams.runtime.app`) creates one and hands it to the agents, control
 record handlers and timers (`agents`, `handlers`, `effects`, `retries`, `merge`,
-`sweep`), which are functions of it. Tables are anything with a dict's `get`,
+`sweep`, `aggregation`), which are functions of it. Tables are anything with a dict's `get`,
 `__setitem__`, `__delitem__` and `items` (Faust tables in the worker, plain dicts in
 unit tests), so those functions run without a broker.
 """
@@ -21,10 +21,11 @@ import logging
 import random
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, MutableMapping, Sequence
 
 from streams.core import pending as pending_mod
+from streams.core.aggregate import CloseIndex
 from streams.core.breaker import Breakers, Policy, State, signal_of
 from streams.core.pending import Pending
 from streams.core.retry import Outcome, backoff
@@ -48,12 +49,14 @@ Table = MutableMapping[str, Any]
 class Tables:
     """The worker's state. Users, pending and seen rows live in the partition of their
     user key: every read and write in `route` is local to the worker that owns the
-    key. Groups are global (every worker has all of them)."""
+    key. Groups are global (every worker has all of them). `windows`: each user's open
+    aggregation windows (streams.core.aggregate.Windows; empty when nothing aggregates)."""
 
     users: Table
     pending: Table
     groups: Table
     seen: Table
+    windows: Table = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,11 @@ class Runtime:
         # in transit, parked heads being retried, and when each user's next retry is due.
         self.marks = ParkingMarks()
         self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
+        # Aggregation windows (streams.runtime.aggregation): users by next close time, the
+        # windows whose request is on its way (until its window-done), and the rescan flag.
+        self.window_index = CloseIndex()
+        self.closing: set[tuple[str, str]] = set()  # (user key, window id)
+        self.window_rescan = asyncio.Event()
         self.counters: Counter[str] = Counter()
         self.stats = Stats()  # partner answers and dead letters, for /metrics and /status
         # Each destination's circuit breaker (streams.core.breaker): told every answer,
@@ -240,6 +248,10 @@ class Runtime:
         users may have parked deliveries: the next retry tick looks for them."""
         self.marks.reassigned(by_user_partitions, self.partition_of)
         self.retry_rescan.set()
+        # Open windows likewise: the index is rebuilt from the table of what is ours now.
+        self.window_index.clear()
+        self.closing = {(k, w) for k, w in self.closing if self.partition_of(k) in by_user_partitions}
+        self.window_rescan.set()
 
     def revoked(self, tps: Any) -> None:
         self.redeliveries.forget(tps)

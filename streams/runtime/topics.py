@@ -54,7 +54,14 @@ def creation_errors(topic_errors: list[tuple]) -> list[str]:
 BY_USER = "by-user"
 # The topics whose partitions must match CS_RELAY_TOPIC_PARTITIONS: a user's records
 # and their table rows are found by partition number.
-CO_PARTITIONED = (BY_USER, "users-changelog", "pending-changelog", "seen-changelog", "groups-changelog")
+CO_PARTITIONED = (
+    BY_USER,
+    "users-changelog",
+    "pending-changelog",
+    "seen-changelog",
+    "groups-changelog",
+    "windows-changelog",
+)
 
 
 def by_user_topic_name(app_id: str) -> str:

@@ -26,7 +26,15 @@ def destinations(s: Settings) -> list[Destination]:
 def destination(p: Plugin, own: DestinationSettings, mappings: Controls) -> Destination:
     """One plugin as the core's `Destination`: its `decide` with its settings bound,
     behind the rules of its table in the mapping file (`streams.core.mappings.bind`)."""
-    return Destination(p.key, p.name, bind(mappings.of(p.key), partial(p.decide, own)))
+    controls = mappings.of(p.key)
+    window = controls.aggregate if p.aggregation is not None else None
+    return Destination(
+        p.key,
+        p.name,
+        bind(controls, partial(p.decide, own)),
+        window=window,
+        aggregation=p.aggregation if window is not None else None,
+    )
 
 
 def memories() -> list[Memory]:

@@ -3,6 +3,7 @@ organization (CONTRACT.md)."""
 
 from __future__ import annotations
 
+from streams.core.aggregate import Aggregation
 from streams.core.decision import PartnerRequest
 from streams.destinations.base import Credentials, Mock, Plugin
 from streams.destinations.clientsuccess import mapping
@@ -30,4 +31,5 @@ PLUGIN = Plugin(
     ),
     enable_hint="set CLIENTSUCCESS_SOURCE_ID and CLIENTSUCCESS_API_KEY to enable it",
     options=OPTIONS,
+    aggregation=Aggregation(mapping.aggregate_field, mapping.aggregated),
 )

@@ -16,6 +16,9 @@ Rules (../shared/partner-contracts.md section 2 and the ClientSuccess destinatio
   mapping file names another property). page event name:
   `Viewed {name} Page` when the page has a name, else `Loaded a Page`.
 - screen and alias are not taken by ClientSuccess.
+- `aggregate` (mapping file): every event request is aggregated; the window's request
+  carries the sum of the window's values as `value` and the window's start as
+  `timestamp` (`aggregate_field`, `aggregated`; streams/core/aggregate.py).
 - `timestamp` is sent as UTC ISO-8601 with `Z` (one without an offset is read as UTC:
   `streams/core/timestamps.py`); `identity.user.email` lower-cased, as the help page
   asks ("How to ingest and view usage events").
@@ -23,13 +26,14 @@ Rules (../shared/partner-contracts.md section 2 and the ClientSuccess destinatio
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
 from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip
 from streams.core.segment import Message
 from streams.core.state import GroupLookup, GroupState, UserState
-from streams.core.timestamps import utc_iso
+from streams.core.timestamps import format_utc, utc_iso
 from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 
 NAME = "ClientSuccess"
@@ -99,3 +103,14 @@ def build_event(
         body["timestamp"] = utc_iso(msg.timestamp)
     path = f"/collector/1.0.0/projects/{quote(source_id, safe='')}/events/{quote(event_name(msg), safe='')}"
     return PartnerRequest("POST", path, body)
+
+
+def aggregate_field(request: PartnerRequest) -> str | None:
+    """Under `aggregate`, every Usage API event is counted in its window: `value` is summed."""
+    return "value"
+
+
+def aggregated(request: PartnerRequest, amount: float, start: float, now: float) -> PartnerRequest:
+    """The window's one event: the sum of its values, stamped with the window's start."""
+    body = {**request.json, "value": amount, "timestamp": format_utc(datetime.fromtimestamp(start, UTC))}
+    return PartnerRequest(request.method, request.path, body, request.query)

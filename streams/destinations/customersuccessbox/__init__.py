@@ -3,6 +3,7 @@ calls to its JavaScript API, each with the account it belongs to (CONTRACT.md)."
 
 from __future__ import annotations
 
+from streams.core.aggregate import Aggregation
 from streams.core.decision import PartnerRequest
 from streams.destinations.base import Credentials, Mock, Plugin
 from streams.destinations.customersuccessbox import mapping, memory
@@ -31,4 +32,5 @@ PLUGIN = Plugin(
     enable_hint="set CSB_API_KEY and CSB_BASE_URL to enable it",
     memory=memory.MEMORY,
     options=OPTIONS,
+    aggregation=Aggregation(mapping.aggregate_field, mapping.aggregated),
 )

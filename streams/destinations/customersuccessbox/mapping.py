@@ -14,6 +14,14 @@ Rules (../shared/partner-contracts.md section 3 and the CustomerSuccessBox page)
   is the day it is pushed (http-server-api/features). An event of today (GMT) keeps its
   own time; any other (held or replayed past midnight, a backfill, none at all) is sent
   with the time of deciding, which is when cs-relay routes or releases it (CONTRACT.md).
+- `aggregate` (mapping file): feature-usage calls (`/feature`) are aggregated per
+  account, user, product, module and feature and window: `total` is the sum of the
+  calls' totals (the window's count when no call carries `properties.total`), and the
+  timestamp is the window's start when its GMT date is the day the request is made,
+  else the time it is made (the last window of a day closes at midnight: its request
+  is made on the next day, which CSB requires the timestamp's date to be). Tracks,
+  pages, identify and group calls are still sent one by one (`aggregate_field`,
+  `aggregated`).
 - Every timestamp is sent as UTC ISO-8601 with `Z` (`streams/core/timestamps.py`).
 - Account id: the call's own `traits.account_id` / `properties.account_id`; else the
   account of the group named in `context.groupId`; else the user's remembered account;
@@ -149,3 +157,18 @@ def _request(endpoint: str, body: dict[str, Any], timestamp: str | None) -> Part
     if timestamp and "timestamp" not in body:
         body["timestamp"] = utc_iso(timestamp)
     return PartnerRequest("POST", f"{API}/{endpoint}", body)
+
+
+def aggregate_field(request: PartnerRequest) -> str | None:
+    """Under `aggregate`, feature-usage calls are counted in windows (`total` summed);
+    every other call is still sent on its own."""
+    return "total" if request.path == f"{API}/feature" else None
+
+
+def aggregated(request: PartnerRequest, amount: float, start: float, now: float) -> PartnerRequest:
+    """The window's one feature call: `total` the window's sum, timestamped with the
+    window's start when that is the GMT day of `now` (when the request is made), else
+    with `now` (CSB takes a feature event only on the day of its timestamp)."""
+    total = int(amount) if float(amount).is_integer() else amount
+    stamp = feature_timestamp(format_utc(datetime.fromtimestamp(start, UTC)), datetime.fromtimestamp(now, UTC))
+    return PartnerRequest(request.method, request.path, {**request.json, "total": total, "timestamp": stamp})

@@ -1,0 +1,230 @@
+"""Windowed aggregation (`aggregate = "1h"` in the mapping file; docs/mappings.md): the
+pure parts.
+
+A destination with a window folds the requests its `decide` would have sent into
+tumbling windows of the user, one per (destination, request without its summed field
+and timestamp) and window, instead of sending them; when the window closes, ONE request
+goes out with the summed field set to the window's sum. Requests that differ only in
+that field and their timestamp are the same partner event of the same account and user
+(ClientSuccess: the path names the event, the body the organization and the user;
+CustomerSuccessBox: account, user, product, module and feature in the body).
+
+* Windows are aligned to the epoch, which is a GMT midnight, and their size divides a
+  day (`streams.core.mappings.duration`), so no window crosses a GMT midnight.
+* A call's window is the one holding the time cs-relay routes it (processing time): a
+  window closes at a known moment, and a late or backfilled call never reopens a
+  window already sent.
+* `Windows` is one user's row of the `windows` table: the open windows and the highest
+  by-user offset folded (`offset`), so a call processed again after a crash (the
+  at-least-once redo) is not counted twice.
+* `CloseIndex` is the worker's in-memory index of users by their earliest close time.
+
+Which requests a destination aggregates, and how the closing request looks, is the
+destination's `Aggregation` (its plugin's `aggregation`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from streams.core.decision import PartnerRequest
+
+VERSION = 1
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """A destination's rule for aggregated requests.
+
+    `field(request)`: the body field summed over a window ("value", "total"), or None
+    for a request that is still sent per call. `close(request, amount, start, now)`:
+    the request sent when the window starting at `start` (epoch seconds) closes, with
+    `amount` (the sum) and the timestamp the partner needs, at `now`."""
+
+    field: Callable[[PartnerRequest], str | None]
+    close: Callable[[PartnerRequest, float, float, float], PartnerRequest]
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One call's request, to be folded into a window of `destination` (a step's output)."""
+
+    destination: str
+    request: PartnerRequest
+    field: str
+
+
+@dataclass(frozen=True)
+class Window:
+    """One open window: the first call's request, the sum of the summed field, the count."""
+
+    destination: str
+    start: float
+    size: int
+    request: PartnerRequest
+    field: str
+    amount: float
+    count: int
+
+    @property
+    def end(self) -> float:
+        return self.start + self.size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "destination": self.destination,
+            "start": self.start,
+            "size": self.size,
+            "request": self.request.to_dict(),
+            "field": self.field,
+            "amount": self.amount,
+            "count": self.count,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Window:
+        return cls(
+            data["destination"],
+            data["start"],
+            data["size"],
+            PartnerRequest.from_dict(data["request"]),
+            data["field"],
+            data["amount"],
+            data["count"],
+        )
+
+
+@dataclass(frozen=True)
+class Windows:
+    """One user's open windows by id, and the highest by-user offset folded into them."""
+
+    offset: int = -1
+    windows: Mapping[str, Window] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": VERSION, "offset": self.offset, "windows": {k: w.to_dict() for k, w in self.windows.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Windows:
+        if not data:
+            return cls()
+        return cls(data["offset"], {k: Window.from_dict(w) for k, w in data["windows"].items()})
+
+
+def window_start(at: float, size: int) -> float:
+    """The start of the tumbling window of `size` seconds holding `at` (epoch-aligned:
+    every GMT midnight starts a window)."""
+    return float(int(at // size) * size)
+
+
+def amount_of(request: PartnerRequest, name: str) -> float:
+    """The request's summed field, as a number (1 when it is not one)."""
+    value = request.json.get(name)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        return value
+    return 1
+
+
+def window_id(destination: str, request: PartnerRequest, name: str, start: float) -> str:
+    """The id of the window of `request`: its destination, start, and a digest of the
+    request without the summed field and the timestamp (the partner event it counts)."""
+    body = {k: v for k, v in request.json.items() if k not in (name, "timestamp")}
+    what = json.dumps([request.method, request.path, dict(request.query), body], sort_keys=True, default=str)
+    digest = hashlib.sha256(what.encode("utf-8")).hexdigest()[:20]
+    return f"{destination}:{int(start)}:{digest}"
+
+
+def fold(windows: Windows, folds: Iterable[Fold], *, at: float, sizes: Mapping[str, int], offset: int) -> Windows:
+    """`windows` with the requests of the call at by-user `offset`, routed at `at`,
+    counted in their windows (sizes by destination). A call at or below the offset
+    already folded is the same call processed again (a redo): nothing changes."""
+    folds = list(folds)
+    if offset <= windows.offset or not folds:
+        return windows
+    out = dict(windows.windows)
+    for f in folds:
+        size = sizes[f.destination]
+        start = window_start(at, size)
+        wid = window_id(f.destination, f.request, f.field, start)
+        amount = amount_of(f.request, f.field)
+        open_ = out.get(wid)
+        if open_ is None:
+            out[wid] = Window(f.destination, start, size, f.request, f.field, amount, 1)
+        else:
+            out[wid] = replace(open_, amount=open_.amount + amount, count=open_.count + 1)
+    return Windows(offset, out)
+
+
+def due(windows: Windows, now: float) -> list[tuple[str, Window]]:
+    """The windows closed at `now` (their end has passed), oldest first."""
+    return sorted(((k, w) for k, w in windows.windows.items() if w.end <= now), key=lambda kw: (kw[1].start, kw[0]))
+
+
+def remove(windows: Windows, ids: Iterable[str]) -> Windows:
+    gone = set(ids)
+    return Windows(windows.offset, {k: w for k, w in windows.windows.items() if k not in gone})
+
+
+def next_close(windows: Windows, skip: Callable[[str], bool] = lambda wid: False) -> float | None:
+    """When the user's next window closes (None: none open), ignoring ids `skip` names."""
+    ends = [w.end for k, w in windows.windows.items() if not skip(k)]
+    return min(ends) if ends else None
+
+
+def describe(window: Window, wid: str) -> str:
+    """What a dead letter of an aggregated request carries instead of a Segment call."""
+    return json.dumps(
+        {
+            "cs-relay-aggregate": {
+                "window": wid,
+                "destination": window.destination,
+                "start": window.start,
+                "size": window.size,
+                "count": window.count,
+                window.field: window.amount,
+            }
+        }
+    )
+
+
+class CloseIndex:
+    """User keys by when their next window closes: a heap with lazy deletion, so the
+    tick finds the due users without looking at the others."""
+
+    def __init__(self) -> None:
+        self.at: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+
+    def __len__(self) -> int:
+        return len(self.at)
+
+    def set(self, key: str, close_at: float | None) -> None:
+        if close_at is None:
+            self.at.pop(key, None)
+            return
+        if self.at.get(key) != close_at:
+            self.at[key] = close_at
+            heapq.heappush(self._heap, (close_at, key))
+
+    def pop_due(self, now: float) -> list[str]:
+        """The keys whose close time has come; they leave the index (the owner's handler
+        puts each back with its next close)."""
+        out: list[str] = []
+        while self._heap and self._heap[0][0] <= now:
+            close_at, key = heapq.heappop(self._heap)
+            if self.at.get(key) == close_at:
+                del self.at[key]
+                out.append(key)
+        if len(self._heap) > 4 * len(self.at) + 1024:  # stale entries: rebuild
+            self._heap = [(t, k) for k, t in self.at.items()]
+            heapq.heapify(self._heap)
+        return out
+
+    def clear(self) -> None:
+        self.at.clear()
+        self._heap.clear()
