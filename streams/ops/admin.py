@@ -36,12 +36,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import faust
 from aiokafka.partitioner import murmur2
 from faust import web
+from faust.tables.manager import TableManager
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
@@ -142,7 +143,8 @@ class Admin:
     def readiness(self) -> tuple[bool, dict[str, Any]]:
         app = self.app
         started = getattr(app, "_consumer", None) is not None
-        recovery = app.tables.recovery
+        # the app's TableManager (its declared TableManagerT has no recovery)
+        recovery = cast(TableManager, app.tables).recovery
         recovered = recovery.completed.is_set()
         rebalancing = bool(app.rebalancing)
         assigned: dict[str, list[int]] = {topic: [] for topic in self.source_topics}
@@ -244,7 +246,7 @@ class Admin:
         try:
             return await handler(view, request, **match)
         except Exception as exc:  # a bug must answer JSON, not a stack trace
-            log.exception("%s %s failed", request.method, request.path)
+            log.exception("%s %s failed", request.method, request.rel_url.path)
             return self.respond(view, 500, error("internal", f"{type(exc).__name__} (see the worker log)"))
 
     async def owned(
@@ -280,7 +282,7 @@ class Admin:
                 keep = {k: v for k, v in response.headers.items() if k.lower().startswith("x-cs-relay-")}
                 return view.bytes(body, content_type=response.content_type, status=response.status, headers=keep)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("forwarding %s to %s failed: %s", request.path, owner, type(exc).__name__)
+            log.warning("forwarding %s to %s failed: %s", request.rel_url.path, owner, type(exc).__name__)
             return self.respond(
                 view, 502, error("owner_unreachable", f"the worker that owns this key ({owner}) did not answer")
             )

@@ -12,6 +12,7 @@ dead-lettered (a final refusal, or the window is over).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable
 from typing import Any
@@ -37,6 +38,7 @@ ANSWER_WAIT = 30.0  # a user asked for is not asked for again before its partiti
 
 def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]]:
     """In the user's partition: the delivery joins the user's parked queue."""
+    assert record.key is not None  # control records to a user are keyed by the user
     key, dest = record.key.decode("utf-8"), park.destination
     parking = rt.marks.parking
     if parking[(key, dest)] > 0:
@@ -108,7 +110,7 @@ def retry_due(rt: Runtime, keys: Any) -> list[Awaitable[Any]]:
                 waits.append(breaker.wait(now))
                 continue
             rt.marks.retrying.add((key, dest, head.seq))
-            rt.chains.submit((key, dest), lambda k=key, d=dest, h=head: retry(rt, k, d, h))
+            rt.chains.submit((key, dest), functools.partial(retry, rt, key, dest, head))
         rt.index_retry(key, pending)
         if waits:
             rt.marks.retry_due_at[key] = now + max(RETRY_TICK, min(waits))
@@ -181,6 +183,7 @@ async def retry_one(rt: Runtime, key: str, dest: str, item: Parked) -> Outcome:
 
 def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Awaitable[Any]]:
     """In the user's partition: apply a retry's outcome to the parked head."""
+    assert record.key is not None  # control records to a user are keyed by the user
     key, dest, seq, outcome = record.key.decode("utf-8"), retried.destination, retried.seq, retried.outcome
     rt.marks.retrying.discard((key, dest, seq))
     before = rt.pending(key)
