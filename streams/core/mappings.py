@@ -8,7 +8,7 @@ message a destination decides on, or a `Skip`. The runtime wraps each destinatio
 meets the same rules.
 
 Rules every destination takes: `allow`, `deny`, `rename`, `pages`, `screens`,
-`aggregate` (validated here; windowed aggregation itself is another part). A
+`aggregate` (validated here; the windows are streams/core/aggregate.py). A
 destination's own options (`Plugin.options`: a validator per key) are checked here and
 kept in `DestinationControls.options`; `streams.settings` binds them into the
 destination's settings, so its `decide` reads them as it reads any setting.
