@@ -74,7 +74,7 @@ class Dispatch:
 class DeadLetter:
     reason: Reason | str  # a str only for a destination's own reject reason not (yet) in the enum
     detail: str
-    raw: str
+    raw: str | bytes  # bytes: an input record that did not parse (it may not even be UTF-8)
     source: Mapping[str, Any]
     stage: str
     destination: str | None = None
@@ -120,6 +120,7 @@ def step(
         new_user = replace(new_user, anonymous_ids=(*new_user.anonymous_ids, merge_from))
     new_group = None
     if msg.type == "group":
+        assert msg.group_id is not None, "a group call has a groupId (segment.validate requires it)"
         new_group = apply_to_group(groups(msg.group_id), msg, now_iso, memories)
     lookup = _overlay(groups, new_group)
 
