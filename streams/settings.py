@@ -29,7 +29,7 @@ from yarl import URL
 from streams.core.mappings import Controls, MappingError, load_file
 from streams.destinations import REGISTRY
 from streams.destinations.base import DestinationSettings
-from streams.envreader import EnvReader, Secret, SettingsError
+from streams.envreader import ADMIN_TOKEN_MIN_CHARS, EnvReader, Secret, SettingsError
 from streams.kafkaconn import KafkaSecurity
 
 T = TypeVar("T")
@@ -97,6 +97,8 @@ class Settings:
     # and how long it waits for Kafka to acknowledge a request's messages.
     write_keys: tuple[Secret, ...] = ()
     ingest_timeout: float = 10.0
+    # Requests per second and write key the ingest answers before 429 (0: no limit).
+    ingest_rate_limit: float = 0.0
     # The worker's inspection, status and metrics endpoints (streams.ops.admin): a bearer
     # token they require when set, and the log line format (text or json).
     admin_token: Secret = Secret("")
@@ -117,6 +119,25 @@ class Settings:
 
     @classmethod
     def _read(cls, read: EnvReader, d: Settings) -> Settings:
+        settings = cls._read_each(read, d)
+        problem = settings.exposure_problem()
+        if problem:
+            return read.fail(problem, settings)
+        return settings
+
+    def exposure_problem(self) -> str | None:
+        """Secure by default: a web server reachable beyond this machine (the image binds
+        0.0.0.0) serves users' state and metrics, so it needs CS_RELAY_ADMIN_TOKEN."""
+        if self.admin_token or is_loopback(self.web_host):
+            return None
+        return (
+            f"CS_RELAY_ADMIN_TOKEN: required when the web server binds beyond loopback "
+            f"(CS_RELAY_WEB_HOST={self.web_host or '(all)'}): set a token of at least "
+            f"{ADMIN_TOKEN_MIN_CHARS} characters, or bind CS_RELAY_WEB_HOST=127.0.0.1"
+        )
+
+    @classmethod
+    def _read_each(cls, read: EnvReader, d: Settings) -> Settings:
         mappings = _mappings(read)
         return cls(
             kafka_bootstrap_servers=read.text("KAFKA_BOOTSTRAP_SERVERS", d.kafka_bootstrap_servers, check=_bootstrap),
@@ -173,6 +194,7 @@ class Settings:
             ),
             write_keys=read.secrets("CS_RELAY_WRITE_KEYS"),
             ingest_timeout=read.number("CS_RELAY_INGEST_TIMEOUT", d.ingest_timeout, low=0.1, high=300),
+            ingest_rate_limit=read.number("CS_RELAY_INGEST_RATE_LIMIT", d.ingest_rate_limit, low=0, high=1_000_000),
             admin_token=read.token("CS_RELAY_ADMIN_TOKEN"),
             log_format=read.text("CS_RELAY_LOG_FORMAT", d.log_format, check=_log_format).lower(),
         )
@@ -257,6 +279,17 @@ def _bootstrap(value: str) -> str | None:
 
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a bind address reaches this machine only (127.0.0.0/8, ::1, localhost)."""
+    host = host.strip().strip("[]").lower()
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a wildcard, another address or a host name: reachable from elsewhere
 
 
 def url_host(host: str) -> str:

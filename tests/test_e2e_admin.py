@@ -201,12 +201,18 @@ def users_in_each_partition(partitions: int) -> list[str]:
 
 async def test_any_of_two_workers_answers_for_every_user(pipeline: Pipeline):
     """Each worker owns one of two partitions; asked either, both answer for both users.
-    The second binds every address, as in a container, and advertises a host name."""
+    The second binds every address, as in a container, and advertises a host name; bound
+    so, it needs the admin token (issue 16, item 8), which the workers share."""
     assert pipeline.partitions == 2
     users = users_in_each_partition(2)
     workers = [
-        pipeline.start_worker(index=0),
-        pipeline.start_worker(index=1, CS_RELAY_WEB_HOST="0.0.0.0", CS_RELAY_WEB_ADVERTISED_HOST="localhost"),
+        pipeline.start_worker(index=0, CS_RELAY_ADMIN_TOKEN=ADMIN_TOKEN),
+        pipeline.start_worker(
+            index=1,
+            CS_RELAY_WEB_HOST="0.0.0.0",
+            CS_RELAY_WEB_ADVERTISED_HOST="localhost",
+            CS_RELAY_ADMIN_TOKEN=ADMIN_TOKEN,
+        ),
     ]
     await pipeline.send(*(seg("identify", u, i, traits={"name": u}) for i, u in enumerate(users)))
     for worker in workers:
@@ -217,7 +223,7 @@ async def test_any_of_two_workers_answers_for_every_user(pipeline: Pipeline):
         answers = []
         for worker in workers:
             status, headers, body = await pipeline.eventually(
-                lambda worker=worker, user=user: http(worker, f"/users/{user}"),
+                lambda worker=worker, user=user: http(worker, f"/users/{user}", token=ADMIN_TOKEN),
                 lambda a: a[0] == 200,
                 what=f"{user} from each worker",
             )

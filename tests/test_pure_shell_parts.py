@@ -26,9 +26,10 @@ def test_the_advertised_web_host_is_never_a_wildcard():
     """Other workers forward inspection requests to the URL a worker advertises; behind
     a wildcard bind (Docker) every worker would advertise the same 0.0.0.0."""
     assert Settings.from_env({}).advertised_web_host == "127.0.0.1"
-    assert Settings.from_env({"CS_RELAY_WEB_HOST": "10.0.0.5"}).advertised_web_host == "10.0.0.5"
-    assert Settings.from_env({"CS_RELAY_WEB_HOST": "0.0.0.0"}).advertised_web_host == socket.gethostname()
-    explicit = Settings.from_env({"CS_RELAY_WEB_HOST": "0.0.0.0", "CS_RELAY_WEB_ADVERTISED_HOST": "worker-2"})
+    token = {"CS_RELAY_ADMIN_TOKEN": "a-token-for-a-wider-bind"}  # required beyond loopback
+    assert Settings.from_env({"CS_RELAY_WEB_HOST": "10.0.0.5", **token}).advertised_web_host == "10.0.0.5"
+    assert Settings.from_env({"CS_RELAY_WEB_HOST": "0.0.0.0", **token}).advertised_web_host == socket.gethostname()
+    explicit = Settings.from_env({"CS_RELAY_WEB_HOST": "0.0.0.0", "CS_RELAY_WEB_ADVERTISED_HOST": "worker-2", **token})
     assert explicit.advertised_web_host == "worker-2" and explicit.web_host == "0.0.0.0"
     # IPv6 addresses go in brackets, as the canonical URL needs them.
     assert Settings.from_env({"CS_RELAY_WEB_ADVERTISED_HOST": "fe80::1"}).advertised_web_host == "[fe80::1]"

@@ -79,10 +79,22 @@ Errors are JSON, always of one shape, which the Segment SDKs read into their API
     too_many_messages     400     a batch of more than 2,500 messages
     message_too_large     400     a message over 32 KB
     invalid_message       400     a single call failing validation; adds reason, field
+    request_timeout       408     the body did not arrive within BODY_TIMEOUT (10 s); the
+                                  connection is closed
+    rate_limited          429     over CS_RELAY_INGEST_RATE_LIMIT requests per second for
+                                  this write key; `Retry-After` says when to come back
     kafka_unavailable     503     Kafka did not acknowledge in time: retry
     not_found / method_not_allowed  404 / 405
 
-Errors about one item of a batch add `"index"` (0-based). The pure parts
+Errors about one item of a batch add `"index"` (0-based).
+
+Connections. A request's head (request line and headers) must arrive within
+IDLE_TIMEOUT (5 s) of the connection or of the previous answer, and its body within
+BODY_TIMEOUT (10 s); a connection idle that long between requests is closed too, so a
+client that sends half a request holds its socket for seconds, not for good. A key in
+the Authorization header is checked before any of the body is read: a bad one is
+refused at once, whatever the body's size. With CS_RELAY_INGEST_RATE_LIMIT each write
+key gets that many requests per second (bursts of one second's worth), then 429. The pure parts
 (`authorization_key`, `check_write_key`, `decode_body`, `request_records`, ...) are
 unit-tested without a server; the aiohttp handlers only read, call and answer.
 """
@@ -95,7 +107,9 @@ import binascii
 import hmac
 import json
 import logging
+import math
 import signal
+import sys
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -109,6 +123,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from streams.core.segment import MAX_MESSAGE_BYTES, MESSAGE_TYPES, InvalidMessage, parse
 from streams.kafkaconn import KafkaSecurity, start_client
 from streams.ops import webserve
+from streams.ops.logs import RedactingStreamHandler
 from streams.ops.observe import build_info, versions, with_process_collectors
 from streams.ops.producer import user_key
 from streams.settings import Secret, Settings, SettingsError
@@ -137,6 +152,9 @@ __all__ = [
 log = logging.getLogger("cs_relay.ingest")
 
 DEFAULT_PORT = 8088
+IDLE_TIMEOUT = 5.0  # seconds for a request's head, and between requests on a connection
+BODY_TIMEOUT = 10.0  # seconds for a request's body, once its head has arrived
+LINGER = 1.0  # seconds a refused request's unread body is still drained (aiohttp's lingering close)
 MAX_REQUEST_BYTES = 500 * 1024
 MAX_BATCH_MESSAGES = 2500
 BATCH = "batch"
@@ -154,11 +172,14 @@ _GZIP = frozenset({"gzip", "x-gzip"})
 class IngestError(Exception):
     """A request the ingest refuses; `body()` is the JSON answer (see the module doc)."""
 
-    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
+    ) -> None:
         super().__init__(code, message)
         self.status = status
         self.code = code
         self.message = message
+        self.headers = dict(headers or {})
         self.extra = extra
 
     def body(self) -> dict[str, Any]:
@@ -174,6 +195,37 @@ def _unauthorized(message: str) -> IngestError:
 
 def _bad(code: str, message: str, **extra: Any) -> IngestError:
     return IngestError(400, code, message, **extra)
+
+
+class KeyRates:
+    """A token bucket per write key: `rate` requests per second, bursts of one second's
+    worth. Only configured keys reach it (after the key check), so it stays small."""
+
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = max(1.0, rate)
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when)
+
+    def take(self, key: str) -> float:
+        """0 when the request may go (a token is taken), else the seconds until one may."""
+        now = self._clock()
+        tokens, then = self._buckets.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + max(0.0, now - then) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+
+def _rate_limited(wait: float, rate: float) -> IngestError:
+    return IngestError(
+        429,
+        "rate_limited",
+        f"over {rate:g} requests per second for this write key (CS_RELAY_INGEST_RATE_LIMIT)",
+        headers={"Retry-After": str(max(1, math.ceil(wait)))},
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -605,13 +657,23 @@ def path_label(request: web.Request) -> str:
 
 
 def create_app(
-    write_keys: Sequence[Secret], sink: Sink, *, clock: Callable[[], str] = received_at, admin_token: str = ""
+    write_keys: Sequence[Secret],
+    sink: Sink,
+    *,
+    clock: Callable[[], str] = received_at,
+    admin_token: str = "",
+    body_timeout: float = BODY_TIMEOUT,
+    rate_limit: float = 0.0,
+    rate_clock: Callable[[], float] = time.monotonic,
 ) -> web.Application:
     """The ingest application: `sink` stores accepted records; `clock` gives receivedAt;
-    `admin_token` (CS_RELAY_ADMIN_TOKEN), when set, guards /metrics. Serve it with
-    `auto_decompress=False` (as `serve` does): gzip is decoded here."""
+    `admin_token` (CS_RELAY_ADMIN_TOKEN), when set, guards /metrics; `rate_limit`
+    (CS_RELAY_INGEST_RATE_LIMIT, 0: none) requests per second per write key, on
+    `rate_clock`. Serve it with `serve` (no automatic decompression: gzip is decoded
+    here; the idle and lingering timeouts)."""
     keys = tuple(write_keys)
     metrics = IngestMetrics(sink)
+    rates = KeyRates(rate_limit, rate_clock) if rate_limit > 0 else None
 
     @web.middleware
     async def count_requests(request: web.Request, handler: Callable) -> web.StreamResponse:
@@ -630,8 +692,13 @@ def create_app(
         try:
             return await handler(request)
         except IngestError as exc:
-            headers = {"WWW-Authenticate": 'Basic realm="cs-relay ingest"'} if exc.status == 401 else None
-            return web.json_response(exc.body(), status=exc.status, headers=headers)
+            headers = dict(exc.headers)
+            if exc.status == 401:
+                headers["WWW-Authenticate"] = 'Basic realm="cs-relay ingest"'
+            response = web.json_response(exc.body(), status=exc.status, headers=headers)
+            if exc.status == 408:
+                response.force_close()  # the rest of that body is not waited for
+            return response
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -642,15 +709,29 @@ def create_app(
                 headers={k: v for k, v in exc.headers.items() if k == "Allow"},
             )
 
+    def within_rate(key: object) -> None:
+        if rates is not None and isinstance(key, str) and (wait := rates.take(key)) > 0:
+            raise _rate_limited(wait, rates.rate)
+
     async def ingest(request: web.Request) -> web.Response:
+        # The header's key is checked, and its rate, before any of the body is read.
         header_key = authorization_key(request.headers.get("Authorization"))
         if header_key is not None:
             check_write_key(header_key, keys)
-        raw = await _read_body(request, MAX_REQUEST_BYTES)
+            within_rate(header_key)
+        try:
+            async with asyncio.timeout(body_timeout):
+                raw = await _read_body(request, MAX_REQUEST_BYTES)
+        except TimeoutError:
+            raise IngestError(
+                408, "request_timeout", f"the request body did not arrive within {body_timeout:g} s"
+            ) from None
         metrics.body_bytes.observe(len(raw))
         body = parse_json(decode_body(raw, request.headers.get("Content-Encoding")))
         if header_key is None:
-            check_write_key(body_write_key(body), keys)
+            key = body_write_key(body)
+            check_write_key(key, keys)
+            within_rate(key)
         records = request_records(request.match_info["endpoint"], body, clock())
         if records:
             started = time.perf_counter()
@@ -698,10 +779,17 @@ def create_app(
     return app
 
 
-async def serve(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+async def serve(
+    app: web.Application, host: str, port: int, *, idle_timeout: float = IDLE_TIMEOUT
+) -> tuple[web.AppRunner, int]:
     """Start the ingest `app` on `host`:`port` (0: a free port); the runner and the bound
-    port. The server does not decompress bodies itself: the app decodes gzip within limits."""
-    return await webserve.serve(app, host, port, auto_decompress=False)
+    port. The server does not decompress bodies itself: the app decodes gzip within limits.
+    `idle_timeout`: aiohttp's keep-alive timer, which also closes a connection whose
+    request head is incomplete that long (it runs from the connection and from each
+    answer until the next head is complete)."""
+    return await webserve.serve(
+        app, host, port, auto_decompress=False, keepalive_timeout=idle_timeout, lingering_time=LINGER
+    )
 
 
 async def _run_until_signalled(settings: Settings, host: str, port: int) -> None:
@@ -716,17 +804,26 @@ async def _run_until_signalled(settings: Settings, host: str, port: int) -> None
         security=settings.kafka_security,
     )
     runner, bound = await serve(
-        create_app(settings.write_keys, sink, admin_token=settings.admin_token.reveal()), host, port
+        create_app(
+            settings.write_keys,
+            sink,
+            admin_token=settings.admin_token.reveal(),
+            rate_limit=settings.ingest_rate_limit,
+        ),
+        host,
+        port,
     )
     try:
         log.info(
-            "cs-relay ingest listening on http://%s:%d, producing to %s at %s (%d write key(s), ack timeout %gs)",
+            "cs-relay ingest listening on http://%s:%d, producing to %s at %s (%d write key(s), ack timeout %gs, "
+            "rate limit %s)",
             host,
             bound,
             settings.input_topic,
             settings.kafka_bootstrap_servers,
             len(settings.write_keys),
             settings.ingest_timeout,
+            f"{settings.ingest_rate_limit:g}/s per write key" if settings.ingest_rate_limit else "none",
         )
         if not await sink.start():
             log.warning(
@@ -744,7 +841,9 @@ def run_ingest(settings: Settings, host: str = "127.0.0.1", port: int = DEFAULT_
     """`cs-relay ingest`: serve until SIGINT/SIGTERM. Refuses to start without write keys."""
     if not settings.write_keys:
         raise SettingsError("CS_RELAY_WRITE_KEYS is not set: the ingest needs at least one write key (key[,key...])")
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = RedactingStreamHandler(sys.stderr, secrets=settings.secrets())  # caller text escaped, keys masked
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=settings.log_level.upper(), handlers=[handler])
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # not a warning per reconnection attempt
     asyncio.run(_run_until_signalled(settings, host, port))
     return 0

@@ -7,6 +7,12 @@ message, and the handler masks the whole formatted line again, so a secret in an
 exception's traceback is masked too. With `CS_RELAY_LOG_FORMAT=json` every line is one
 JSON object (`JsonFormatter`).
 
+Caller text (messageIds, user ids, header values) goes into log lines. In text lines,
+`RedactingStreamHandler` escapes control characters in the message (`escape_control`:
+a newline becomes `\\n`, an escape character `\\x1b`), so a messageId holding a newline
+cannot start a line of its own that looks like cs-relay's, nor move a terminal's cursor;
+a traceback keeps its lines. JSON lines are escaped by JSON itself.
+
 Event ids: a log line written while cs-relay works on an event carries that event's
 `messageId` (`message_id` in JSON lines). The id comes from `bind_event_id()` /
 `bind_event_raw()` (delivery tasks and dead letters bind the event they are about),
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from collections.abc import Iterable
 from contextvars import ContextVar
@@ -93,9 +100,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, ensure_ascii=False, default=str)
 
 
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_control(text: str) -> str:
+    """`text` with every control character written as an escape (`\\n`, `\\x1b`,
+    `\\u2028`), so that it stays on its line and does nothing to a terminal."""
+    if not _CONTROL.search(text):
+        return text
+    return _CONTROL.sub(lambda m: _NAMED.get(m[0]) or _escape(m[0]), text)
+
+
+def _escape(ch: str) -> str:
+    return f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}"
+
+
 class RedactingStreamHandler(logging.StreamHandler):
     """A stream handler whose every formatted line is masked of secrets (the message
-    by `RedactingFilter`, the whole line, traceback included, once more here)."""
+    by `RedactingFilter`, the whole line, traceback included, once more here). In text
+    lines the message's control characters are escaped (no log injection)."""
 
     def __init__(self, stream: TextIO | None = None, secrets: Iterable[str] = ()) -> None:
         super().__init__(stream)
@@ -103,7 +128,21 @@ class RedactingStreamHandler(logging.StreamHandler):
         self.addFilter(RedactingFilter(self._secrets))
 
     def format(self, record: logging.LogRecord) -> str:
+        if not isinstance(self.formatter, JsonFormatter):
+            record = _escaped(record)
         return redact(super().format(record), self._secrets)
+
+
+def _escaped(record: logging.LogRecord) -> logging.LogRecord:
+    """The record with its message's control characters escaped (a copy; the record
+    itself is left to other handlers as it is)."""
+    message = record.getMessage()
+    safe = escape_control(message)
+    if safe == message:
+        return record
+    copy = logging.makeLogRecord(record.__dict__)
+    copy.msg, copy.args = safe, None
+    return copy
 
 
 def logging_config(*, level: str, log_format: str, secrets: Iterable[str]) -> dict[str, Any]:
