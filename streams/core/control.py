@@ -24,7 +24,7 @@ tests/test_core_control.py holds frozen examples of each kind as version 0.1 wro
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, ClassVar
@@ -88,16 +88,23 @@ class MergeProfile:
 
 @dataclass(frozen=True)
 class Sweep:
-    """To one partition (empty key): prune expired dedupe rows, expire held events."""
+    """To one partition (empty key): prune expired dedupe rows, expire held events and
+    parked deliveries past the retry window. One record sweeps a bounded chunk of rows
+    of `table` ("pending", then "seen") after the key `after`, and sends the next
+    (streams.runtime.sweep); the timer's record starts at the beginning (`{}`)."""
 
     KIND: ClassVar[bytes] = b"sweep"
+    table: str = "pending"
+    after: str | None = None
 
     def body(self) -> dict[str, Any]:
-        return {}
+        if self == Sweep():
+            return {}
+        return {"table": self.table, "after": self.after}
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Sweep:
-        return cls()
+        return cls(body.get("table") or "pending", body.get("after"))
 
 
 @dataclass(frozen=True)
@@ -132,6 +139,25 @@ class RetryDue:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> RetryDue:
         return cls(tuple(body["keys"]))
+
+
+def retry_due_records(keys: Sequence[str], *, max_keys: int, max_bytes: int) -> list[RetryDue]:
+    """`keys` (one partition's) as `retry-due` records of at most `max_keys` keys and
+    about `max_bytes` bytes each: after downtime every user with parked deliveries is
+    due at once, and one record listing them all could pass Kafka's 1 MB limit."""
+    out: list[RetryDue] = []
+    chunk: list[str] = []
+    size = len(b'{"keys": []}')
+    for key in keys:
+        cost = len(json.dumps(key).encode("utf-8")) + 2  # the key and ", "
+        if chunk and (len(chunk) >= max_keys or size + cost > max_bytes):
+            out.append(RetryDue(tuple(chunk)))
+            chunk, size = [], len(b'{"keys": []}')
+        chunk.append(key)
+        size += cost
+    if chunk:
+        out.append(RetryDue(tuple(chunk)))
+    return out
 
 
 @dataclass(frozen=True)

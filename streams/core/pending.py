@@ -15,7 +15,7 @@ topic, never dropped silently.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -224,6 +224,27 @@ def park(pending: Pending, destination: str, parked: Parked, released_seq: int |
     item = replace(parked, seq=pending.next_seq)
     pending = replace(pending, next_seq=pending.next_seq + 1)
     return pending.with_queue(destination, replace(queue, releasing=releasing, parked=(*queue.parked, item)))
+
+
+def expire_parked(
+    pending: Pending, now: float, window: float, busy: Callable[[str, int], bool] = lambda dest, seq: False
+) -> tuple[Pending, list[tuple[str, Parked]]]:
+    """Remove parked deliveries that first failed more than `window` seconds ago (the
+    sweep gives up on them even when no retry result comes: a partition that lost its
+    retries, a destination paused for good); returns them with their destination.
+    `busy(dest, seq)`: a retry of it is under way, whose `retried` record decides. A
+    new head is due at once."""
+    expired: list[tuple[str, Parked]] = []
+    for dest, queue in list(pending.queues.items()):
+        old = [p for p in queue.parked if now - p.first_failed_at > window and not busy(dest, p.seq)]
+        if not old:
+            continue
+        expired.extend((dest, p) for p in old)
+        keep = tuple(p for p in queue.parked if p not in old)
+        if keep and keep[0] is not queue.parked[0]:
+            keep = (replace(keep[0], next_at=min(keep[0].next_at, now)), *keep[1:])
+        pending = pending.with_queue(dest, replace(queue, parked=keep))
+    return pending, expired
 
 
 def due(pending: Pending, now: float) -> list[tuple[str, Parked]]:

@@ -134,6 +134,9 @@ class Admin:
     parked_oldest_age: Callable[[], Mapping[str, float]] = dict
     # destination -> its circuit breaker's status (streams.core.breaker, the runtime keeps them)
     circuits: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
+    # destination -> state -> events waiting, kept by the runtime as it writes pending
+    # records (streams.ops.observe.PendingCounts); None: counted from the table (tests)
+    pending_counts: Callable[[], Mapping[str, Mapping[str, int]]] | None = None
 
     def __post_init__(self) -> None:
         self.registry = worker_registry(self.snapshot)  # this worker's own, with process metrics
@@ -212,7 +215,7 @@ class Admin:
             destinations=self.destinations,
             counters=dict(self.counters),
             stats=self.stats,
-            pending=pending_counts(self.pending.values()),
+            pending=self.pending_counts() if self.pending_counts is not None else pending_counts(self.pending.values()),
             lag=self.lag(),
             unacknowledged=self.unacknowledged(),
             ready=self.readiness()[0],
@@ -370,6 +373,7 @@ def install(
     stats: Stats,
     parked_oldest_age: Callable[[], Mapping[str, float]] = dict,
     circuits: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
+    pending_counts: Callable[[], Mapping[str, Mapping[str, int]]] | None = None,
 ) -> Admin:
     """Wire the endpoints, metrics hooks and log format into the app (called once, at
     the end of `streams.runtime.app`)."""
@@ -395,6 +399,7 @@ def install(
         stats=stats,
         parked_oldest_age=parked_oldest_age,
         circuits=circuits,
+        pending_counts=pending_counts,
     )
     admin.register()
     return admin

@@ -129,6 +129,43 @@ def pending_counts(records: Iterable[Mapping[str, Any] | None]) -> dict[str, dic
     return out
 
 
+class PendingCounts:
+    """`pending_counts` kept up to date instead of recomputed: the runtime tells it every
+    pending record it writes (`Runtime.store_pending`, and the retry rescan that reads
+    the records of newly assigned partitions) and forgets the users of partitions that
+    went elsewhere, so `/status` and `/metrics` read a few numbers instead of decoding
+    the whole pending table on the event loop at every scrape."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, dict[tuple[str, str], int]] = {}
+        self._totals: Counter[tuple[str, str]] = Counter()
+
+    def update(self, user: str, pending: Pending) -> None:
+        counts = {
+            (dest, state): n
+            for dest, queue in pending.queues.items()
+            for state in PENDING_STATES
+            if (n := len(getattr(queue, state, ())))
+        }
+        self._totals.subtract(self._users.pop(user, {}))
+        self._totals.update(counts)
+        if counts:
+            self._users[user] = counts
+
+    def forget(self, lost: Callable[[str], bool]) -> None:
+        """Drop the users for which `lost(user)` (their partition went elsewhere)."""
+        for user in [u for u in self._users if lost(u)]:
+            self._totals.subtract(self._users.pop(user))
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """destination -> state -> events, as `pending_counts` gives them."""
+        out: dict[str, dict[str, int]] = {}
+        for (dest, state), n in self._totals.items():
+            if n:
+                out.setdefault(dest, dict.fromkeys(PENDING_STATES, 0))[state] = n
+        return out
+
+
 def consumer_lag(
     ends: Mapping[tuple[str, int], int | None], positions: Mapping[tuple[str, int], int | None]
 ) -> dict[tuple[str, int], int]:

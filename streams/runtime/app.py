@@ -32,7 +32,7 @@ import faust
 from streams.core.redact import RedactingFilter
 from streams.ops import admin  # HTTP endpoints, metrics and event ids in logs (issue 6)
 from streams.ops.console import web as console
-from streams.runtime import agents, aggregation, faust_fixes, retries, sweep
+from streams.runtime import agents, aggregation, faust_fixes, retries, sweep, timers
 from streams.runtime.outbox import FaustOutbox
 from streams.runtime.relayapp import create_app
 from streams.runtime.runtime import Runtime, Tables
@@ -134,17 +134,19 @@ async def _report() -> None:
 
 @app.timer(interval=retries.RETRY_TICK)
 async def _retry_tick() -> None:
-    await retries.tick(runtime)
+    # A round that fails is logged and the next one (a second later) tries again.
+    await timers.guarded(runtime, "retry tick", lambda: retries.tick(runtime))
 
 
 @app.timer(interval=aggregation.WINDOW_TICK)
 async def _window_tick() -> None:
-    await aggregation.tick(runtime)
+    await timers.guarded(runtime, "window tick", lambda: aggregation.tick(runtime))
 
 
 @app.timer(interval=settings.sweep_interval_seconds)
 async def _request_sweeps() -> None:
-    await sweep.request_sweeps(runtime)
+    # Hourly: a failed round is tried again after 1, 2, 4 and 8 s before the next hour.
+    await timers.guarded(runtime, "sweep", lambda: sweep.request_sweeps(runtime), attempts=5)
 
 
 ADMIN = admin.install(
@@ -161,6 +163,7 @@ ADMIN = admin.install(
     stats=runtime.stats,
     parked_oldest_age=lambda: runtime.marks.parked_since.ages(runtime.clock()),
     circuits=lambda: {dest: b.status(runtime.clock()) for dest, b in runtime.breakers.items()},
+    pending_counts=runtime.pending_counts.counts,
 )
 # The operator console at /console (issue 17; off without CS_RELAY_ADMIN_TOKEN).
 CONSOLE = console.install(app, ADMIN, runtime.journal, input_topic)

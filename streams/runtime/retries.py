@@ -12,6 +12,7 @@ dead-lettered (a final refusal, or the window is over).
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable
@@ -19,7 +20,7 @@ from typing import Any
 
 from streams.core import pending as pending_mod
 from streams.core.breaker import AUTH_STATUSES, State
-from streams.core.control import Park, Retried, RetryDue
+from streams.core.control import Park, Retried, RetryDue, retry_due_records
 from streams.core.decision import PartnerRequest
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
@@ -34,6 +35,9 @@ log = logging.getLogger("cs_relay")
 RETRY_TICK = 1.0  # seconds between looks for parked deliveries that are due
 RETRY_BATCH = 100  # parked deliveries of one user retried one after another while the partner accepts them
 ANSWER_WAIT = 30.0  # a user asked for is not asked for again before its partition answers
+RESCAN_CHUNK = 500  # pending rows decoded by the rescan between two turns of the event loop
+RETRY_DUE_MAX_KEYS = 1000  # users per retry-due record
+RETRY_DUE_MAX_BYTES = 64 * 1024  # and its size (Kafka refuses records over 1 MB by default)
 
 
 def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]]:
@@ -55,13 +59,7 @@ async def tick(rt: Runtime) -> None:
     """Send a `retry-due` record to each partition with users whose parked head is due."""
     if rt.retry_rescan.is_set() and rt.recovered():
         rt.retry_rescan.clear()
-        # Any record it cannot read is its owner's to retry: an exception here would
-        # stop the timer, and with it every retry of this worker.
-        pendings = Readable(Pending.from_dict, errors=(ValueError, KeyError, TypeError))
-        for key, pending in pendings.each(list(rt.tables.pending.items())):
-            rt.index_retry(key, pending)  # when its retry is due, since when it waits
-        if pendings.skipped:
-            log.warning("retry rescan: %d pending records unreadable by this version were skipped", pendings.skipped)
+        await rescan(rt)
     now = rt.clock()
     watch_breakers(rt, now)
     by_partition: dict[int, list[str]] = {}
@@ -70,7 +68,34 @@ async def tick(rt: Runtime) -> None:
             by_partition.setdefault(rt.partition_of(key), []).append(key)
             rt.marks.retry_due_at[key] = now + ANSWER_WAIT  # until the partition answers (it resets this)
     for partition, keys in by_partition.items():
-        await effects.control_to_partition(rt, partition, RetryDue(tuple(keys)))
+        for record in retry_due_records(keys, max_keys=RETRY_DUE_MAX_KEYS, max_bytes=RETRY_DUE_MAX_BYTES):
+            try:
+                await effects.control_to_partition(rt, partition, record)
+            except BaseException:
+                # Not asked: due again at the next tick, not after ANSWER_WAIT (the timer
+                # logs the failure: streams.runtime.timers).
+                for key in record.keys:
+                    if key in rt.marks.retry_due_at:
+                        rt.marks.retry_due_at[key] = now
+                raise
+
+
+async def rescan(rt: Runtime) -> None:
+    """After an assignment: index every pending record of this worker (when its retry
+    is due, since when it waits, the counts of /status), RESCAN_CHUNK rows at a time
+    with a turn of the event loop between chunks, so that a large table does not stop
+    every other task while it is read. Any record it cannot read is its owner's to
+    retry: an exception here would stop the timer, and with it every retry."""
+    table = rt.tables.pending
+    keys = list(table.keys())  # keys only: values are decoded chunk by chunk, below
+    pendings = Readable(Pending.from_dict, errors=(ValueError, KeyError, TypeError))
+    # Each value is read when its turn comes: a handler may have written it meanwhile.
+    for n, (key, pending) in enumerate(pendings.each((k, table.get(k)) for k in keys), 1):
+        rt.index_retry(key, pending)
+        if n % RESCAN_CHUNK == 0:
+            await asyncio.sleep(0)
+    if pendings.skipped:
+        log.warning("retry rescan: %d pending records unreadable by this version were skipped", pendings.skipped)
 
 
 def watch_breakers(rt: Runtime, now: float) -> None:

@@ -33,7 +33,7 @@ from streams.core.state import GroupState, Memory, UserState
 from streams.core.step import Destination
 from streams.ops.admin import owner_partition
 from streams.ops.console.journal import Journal
-from streams.ops.observe import Stats
+from streams.ops.observe import PendingCounts, Stats
 from streams.runtime import wiring
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
@@ -126,6 +126,7 @@ class Runtime:
         self.window_rescan = asyncio.Event()
         self.counters: Counter[str] = Counter()
         self.stats = Stats()  # partner answers and dead letters, for /metrics and /status
+        self.pending_counts = PendingCounts()  # events waiting, per destination and state, for the same
         # Each destination's circuit breaker (streams.core.breaker): told every answer,
         # asked before every request, so one sick destination is backed off as a whole.
         self.breakers = Breakers(
@@ -194,6 +195,7 @@ class Runtime:
         self.marks.parked_since.update(
             key, {dest: min(p.first_failed_at for p in q.parked) for dest, q in pending.queues.items() if q.parked}
         )
+        self.pending_counts.update(key, pending)
 
     def destination(self, key: str) -> Destination | None:
         return next((d for d in self.destinations if d.key == key), None)
@@ -247,6 +249,7 @@ class Runtime:
         stale if the partitions returned. Those that stayed keep theirs. Newly owned
         users may have parked deliveries: the next retry tick looks for them."""
         self.marks.reassigned(by_user_partitions, self.partition_of)
+        self.pending_counts.forget(lambda key: self.partition_of(key) not in by_user_partitions)
         self.retry_rescan.set()
         # Open windows likewise: the index is rebuilt from the table of what is ours now.
         self.window_index.clear()

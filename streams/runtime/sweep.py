@@ -1,26 +1,39 @@
 """The sweep: what a user's own next message would clean up, done for users who went
 quiet. Hourly (CS_RELAY_SWEEP_INTERVAL_SECONDS) a timer sends a `sweep` record to every
-by-user partition; in the partition's own stream, expired dedupe rows are pruned and
-held events past their age bound are dead-lettered. It must run there: a table write
-goes to the changelog partition of the event being processed.
+by-user partition; in the partition's own stream, held events past their age bound are
+dead-lettered, parked deliveries past the retry window too (even when no retry result
+comes), and expired dedupe rows are pruned. It must run there: a table write goes to
+the changelog partition of the event being processed.
+
+A partition may hold many users, and a handler runs on the event loop without a
+pause: one `sweep` record reads at most SWEEP_CHUNK rows (of `pending`, then of
+`seen`), in key order from its cursor, and sends the next record to the same partition
+with the cursor moved on. Between two chunks the partition's other records, and every
+other task, get their turn.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable
+from itertools import islice
 from typing import Any
 
 from streams.core import dedupe
+from streams.core import pending as pending_mod
 from streams.core.control import Sweep
-from streams.core.pending import Pending
+from streams.core.pending import Parked, Pending
+from streams.core.reasons import Reason
 from streams.core.state import Readable
-from streams.core.step import expire_held
+from streams.core.step import DeadLetter, expire_held
 from streams.runtime import effects
 from streams.runtime.runtime import Incoming, Runtime
 from streams.runtime.tablescan import items_of_partition
 
 log = logging.getLogger("cs_relay")
+
+SWEEP_CHUNK = 500  # rows one sweep record reads before it hands on to the next
+TABLES = ("pending", "seen")  # swept in this order
 
 
 async def request_sweeps(rt: Runtime) -> None:
@@ -29,30 +42,71 @@ async def request_sweeps(rt: Runtime) -> None:
         await effects.control_to_partition(rt, partition, Sweep())
 
 
-def sweep(rt: Runtime, record: Incoming, _: Sweep) -> list[Awaitable[Any]]:
-    """Prune the dedupe records of this partition's users and dead-letter their held
-    events past the age bound. Only keys of the record's partition are touched."""
+def sweep(rt: Runtime, record: Incoming, step: Sweep) -> list[Awaitable[Any]]:
+    """Sweep one chunk of the record's partition (only its keys are touched) and send
+    the record of the next chunk, if any."""
     partition = record.partition
-    now = rt.clock()
-    s = rt.settings
+    name = step.table if step.table in TABLES else TABLES[0]
+    table = rt.tables.pending if name == "pending" else rt.tables.seen
+    rows = list(islice(items_of_partition(table, partition, rt.partition_of, after=step.after), SWEEP_CHUNK + 1))
+    chunk = rows[:SWEEP_CHUNK]
+    work = _sweep_pending(rt, partition, chunk) if name == "pending" else _sweep_seen(rt, partition, chunk)
+    following: Sweep | None = None
+    if len(rows) > SWEEP_CHUNK:
+        following = Sweep(name, chunk[-1][0])
+    elif name != TABLES[-1]:
+        following = Sweep(TABLES[TABLES.index(name) + 1])
+    if following is not None:
+        work.append(effects.control_to_partition(rt, partition, following))
+    return work
+
+
+def _sweep_pending(rt: Runtime, partition: int, rows: list[tuple[str, Any]]) -> list[Awaitable[Any]]:
+    """Held events past their age bound, and parked deliveries past the retry window
+    (unless a retry of one is under way: its `retried` record decides), dead-lettered."""
+    now, s = rt.clock(), rt.settings
     work: list[Awaitable[Any]] = []
-    pendings, seens = Readable(Pending.from_dict), Readable(dedupe.Seen.from_dict)
-    for key, before in pendings.each(list(items_of_partition(rt.tables.pending, partition, rt.partition_of))):
+    pendings = Readable(Pending.from_dict)
+    for key, before in pendings.each(rows):
         after, dead = expire_held(before, now, s.pending_max_age_seconds)
+
+        def busy(dest: str, seq: int, key: str = key) -> bool:
+            return (key, dest, seq) in rt.marks.retrying
+
+        after, exhausted = pending_mod.expire_parked(after, now, s.retry_window_seconds, busy)
+        dead += [_exhausted(dest, parked, s.retry_window_seconds) for dest, parked in exhausted]
         if dead:
             rt.store_pending(key, after)
             work += [effects.dead_letter(rt, d, key.encode("utf-8")) for d in dead]
+    _skipped(partition, "pending", pendings.skipped)
+    return work
+
+
+def _exhausted(dest: str, parked: Parked, window: float) -> DeadLetter:
+    detail = (
+        f"{parked.last_error or 'no answer'} (after {parked.attempts} attempts; retried for longer than "
+        f"{int(window)} s, dead-lettered by the sweep)"
+    )
+    return DeadLetter(Reason.RETRIES_EXHAUSTED, detail, parked.raw, parked.source, "delivery", dest)
+
+
+def _sweep_seen(rt: Runtime, partition: int, rows: list[tuple[str, Any]]) -> list[Awaitable[Any]]:
+    """Dedupe rows pruned to the window; empty ones deleted."""
+    now, s = rt.clock(), rt.settings
     seen = rt.tables.seen
-    for key, seen_before in seens.each(list(items_of_partition(seen, partition, rt.partition_of))):
+    seens = Readable(dedupe.Seen.from_dict)
+    for key, seen_before in seens.each(rows):
         seen_after = dedupe.prune(seen_before, now, window=s.dedupe_window_seconds, max_ids=s.dedupe_max_ids_per_user)
         if seen_after.empty:
             del seen[key]
         elif seen_after is not seen_before:
             seen[key] = seen_after.to_dict()
-    if pendings.skipped or seens.skipped:
+    _skipped(partition, "seen", seens.skipped)
+    return []
+
+
+def _skipped(partition: int, table: str, skipped: int) -> None:
+    if skipped:
         log.warning(
-            "sweep of partition %d: %d records unreadable by this version were skipped",
-            partition,
-            pendings.skipped + seens.skipped,
+            "sweep of partition %d: %d %s records unreadable by this version were skipped", partition, skipped, table
         )
-    return work
