@@ -1,6 +1,6 @@
 # cs-relay: the two commands of the README, and a few helpers.
 #   make run    the whole pipeline locally: Kafka, mock partners, a worker, sample traffic
-#   make test   the full test suite (unit and end-to-end, against a real local broker)
+#   make test   the full test suite (unit and end-to-end, against a real local broker); make faults: the fault suite
 #   make lint   ruff check and ruff format --check; make typecheck: mypy (both run by .ci/run
 #               before make test; configured in pyproject.toml; `make format` rewrites the files)
 #   make bench  the benchmark, a few minutes (not part of `make test`; docs/benchmarks.md);
@@ -16,7 +16,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.installed-bench
 
-.PHONY: run test lint format typecheck unit e2e install kafka mocks worker bench clean compose-check promtool browser constraints
+.PHONY: run test faults lint format typecheck unit e2e install kafka mocks worker bench clean compose-check promtool browser constraints
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else "cs-relay needs Python 3.11 or newer (found %d.%d)" % sys.version_info[:2])'
@@ -42,7 +42,12 @@ run: $(STAMP)
 # (tests/test_e2e_console.py) need chromium and chromedriver: devtools/browser.sh does
 # the same with Debian's chromium and chromium-driver packages.
 test: $(STAMP) promtool browser
-	PROMTOOL="$$(devtools/promtool.sh)" CHROMEDRIVER="$$(devtools/browser.sh)" $(BIN)/python -m pytest
+	PROMTOOL="$$(devtools/promtool.sh)" CHROMEDRIVER="$$(devtools/browser.sh)" $(BIN)/python -m pytest -m 'not faults'
+
+# The fault suite (tests/test_faults_*.py, marked faults): partners made sick under a
+# steady load against the real broker, figures printed at the end; about 15 minutes.
+faults: $(STAMP)
+	$(BIN)/python -m pytest -m faults
 
 browser:
 	@path=$$(devtools/browser.sh) && echo "chromedriver: $$path"
@@ -63,10 +68,10 @@ promtool:
 	@path=$$(devtools/promtool.sh) && echo "promtool: $$path"
 
 unit: $(STAMP)
-	$(BIN)/python -m pytest -m 'not e2e'
+	$(BIN)/python -m pytest -m 'not e2e and not faults'
 
 e2e: $(STAMP)
-	$(BIN)/python -m pytest -m e2e
+	$(BIN)/python -m pytest -m 'e2e and not faults'
 
 kafka: $(STAMP)
 	$(BIN)/cs-relay kafka
