@@ -5,6 +5,10 @@
   the worker's start; the paced phase is shaded.
 * `<stamp>-latency.png`: produce-to-partner-receipt latency of the paced phase, as a
   histogram and as a cumulative distribution with p50 and p99 marked.
+* `<stamp>-scenarios.png`: each scenario's ratios (bench.scenarios), as bars, with
+  issue 13's target for it drawn as a line where it has one.
+
+The first two are scenario a's, drawn when it ran.
 """
 
 from __future__ import annotations
@@ -21,10 +25,64 @@ def draw(results: Mapping[str, Any], latencies_ms: Sequence[float], prefix: Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = [_throughput(plt, results, prefix.with_name(prefix.name + "-throughput.png"))]
-    if latencies_ms:
+    paths = []
+    if "series" in results:
+        paths.append(_throughput(plt, results, prefix.with_name(prefix.name + "-throughput.png")))
+    if latencies_ms and "cs_relay" in results:
         paths.append(_latency(plt, results, latencies_ms, prefix.with_name(prefix.name + "-latency.png")))
+    bars = scenario_bars(results.get("scenarios", {}))
+    if bars:
+        paths.append(_scenarios(plt, results, bars, prefix.with_name(prefix.name + "-scenarios.png")))
     return paths
+
+
+# (scenario, ratio key, label, target or None): what the scenarios chart shows.
+BARS = (
+    ("a", "cs_relay_vs_plain_http", "(a) mix: cs-relay / bare client", 0.70),
+    ("b", "cs_relay_vs_plain_http", "(b) tracks: cs-relay / bare client", 0.70),
+    ("b", "naive_vs_plain_http", "(b) tracks: naive / bare client", None),
+    ("b", "cs_relay_vs_naive", "(b) tracks: cs-relay / naive", 3.0),
+    ("c", "cs_relay_share_of_bound", "(c) 50 ms: cs-relay / in-flight bound", 0.80),
+    ("c", "plain_http_share_of_bound", "(c) 50 ms: bare client / bound", None),
+    ("d", "heavy_vs_light_rate", "(d) heavy / light users rate", 0.90),
+    ("e", "two_vs_one", "(e) two workers / one", None),
+)
+
+
+def scenario_bars(scenarios: Mapping[str, Any]) -> list[tuple[str, float, float | None]]:
+    """(label, ratio, target) for each ratio of BARS the results hold."""
+    bars = []
+    for name, key, label, target in BARS:
+        value = scenarios.get(name, {}).get("ratios", {}).get(key)
+        if isinstance(value, (int, float)) and value == value:
+            bars.append((label, float(value), target))
+    return bars
+
+
+def _scenarios(
+    plt: Any, results: Mapping[str, Any], bars: Sequence[tuple[str, float, float | None]], path: Path
+) -> Path:
+    fig, ax = plt.subplots(figsize=(10, 0.55 * len(bars) + 1.6), dpi=110)
+    labels = [label for label, _, _ in bars]
+    values = [value for _, value, _ in bars]
+    positions = list(range(len(bars)))[::-1]
+    ax.barh(positions, values, color="#1f5fa8", alpha=0.85, height=0.6)
+    for y, (_, value, target) in zip(positions, bars, strict=True):
+        ax.text(value, y, f" {value:.2f}", va="center", fontsize=8)
+        if target is not None:
+            ax.plot([target, target], [y - 0.38, y + 0.38], color="#c0392b", linewidth=2)
+    ax.plot([], [], color="#c0392b", linewidth=2, label="issue 13 target")
+    ax.set_yticks(positions)
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("ratio of figures measured in the same run")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    machine = results["machine"]
+    ax.set_title(f"cs-relay benchmark scenarios — {machine['cpus']} CPUs, Kafka {machine['kafka']}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
 
 
 def _throughput(plt: Any, results: Mapping[str, Any], path: Path) -> Path:

@@ -54,6 +54,9 @@ class Call:
     group: int
     variant: int  # picks the event name, page name or trait values
     early: bool = False
+    # False: no `context.groupId` even when the group is known (bench.scenarios: calls
+    # attributable by the user's earlier group call alone).
+    context_group: bool = True
 
 
 def split_counts(total: int, shares: Mapping[str, float]) -> dict[str, int]:
@@ -191,6 +194,6 @@ def _context(call: Call) -> dict[str, Any]:
         "locale": "en-US",
         "userAgent": USER_AGENT,
     }
-    if call.type in ("identify", "track", "page") and not call.early:
+    if call.type in ("identify", "track", "page") and call.context_group and not call.early:
         context["groupId"] = group_id(call.group)
     return context

@@ -49,7 +49,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from bench import mix, stats
+from bench import mix, scenarios, stats
 from bench.baselines import PartnerJobs, consume_ceiling, run_http_ceiling
 from mockservers.recorder import RECORDS_KEY
 from mockservers.server import MockServers, start_mocks, worker_partner_env
@@ -75,8 +75,18 @@ READY_LINE = "[^Worker]: Ready"  # Faust's log line once every service of the wo
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
-    add("--events", type=int, default=40_000, help="calls in the backlog phase (throughput), after the warm-up")
-    add("--paced-events", type=int, default=5_000, help="calls in the paced phase (latency)")
+    add(
+        "--scenarios",
+        default=",".join(scenarios.DEFAULT),
+        help="which scenarios to run, comma-separated: a default mix, b attributable track backlog (cs-relay, "
+        "naive relay, bare client), c 50 ms partner latency, d heavy vs light users, e one worker vs two, "
+        "f state after --million-users users (not in the default); see bench/scenarios.py",
+    )
+    add("--scale", type=float, default=1.0, help="multiplies the users and tracks of scenarios b to e")
+    add("--million-users", type=int, default=1_000_000, help="distinct users of scenario f")
+    add("--profile", action="store_true", help="py-spy each relay's worker while it drains scenario b")
+    add("--events", type=int, default=25_000, help="scenario a: calls in the backlog phase, after the warm-up")
+    add("--paced-events", type=int, default=2_500, help="scenario a: calls in the paced phase (latency)")
     add("--paced-rate", type=float, default=0.0, help="calls/s in the paced phase; 0: half the backlog throughput")
     add("--users", type=int, default=10_000, help="distinct users")
     add("--groups", type=int, default=500, help="groups (accounts); the warm-up introduces each with a group call")
@@ -102,6 +112,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.events < 1 or args.paced_events < 0 or args.users < 1 or args.partitions < 1:
         parser.error("--events, --users and --partitions must be positive, --paced-events not negative")
     try:
+        args.scenarios = scenarios.parse_choice(args.scenarios)
+        scenarios.plans(args.scale, args.million_users)
         phases(args)
     except ValueError as exc:
         parser.error(str(exc))
@@ -119,11 +131,11 @@ class Worker:
     log: Path
 
     @classmethod
-    def start(cls, env: dict[str, str], log: Path) -> Worker:
+    def start(cls, env: dict[str, str], log: Path, command: Sequence[str] | None = None) -> Worker:
+        """Start `command` (a cs-relay worker unless given: the naive relay's, say)."""
+        command = list(command or [sys.executable, "-m", "streams.cli", "worker"])
         with log.open("wb") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"], env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT
-            )
+            process = subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         return cls(process, log)
 
     def check_alive(self) -> None:
@@ -272,11 +284,12 @@ class Bench:
         self._message_bytes = 0
         self._workers = 0
 
-    async def run(self) -> tuple[dict[str, Any], list[float]]:
+    async def run(self, shared: MockServers | None = None) -> tuple[dict[str, Any], list[float]]:
+        """Scenario a; on the `shared` mocks of the run when given (left running)."""
         args, settings = self.args, self.settings
         intro, backlog, paced = phases(args)
         calls = intro.calls + backlog.calls + paced.calls
-        mocks = await start_mocks("127.0.0.1", {p.key: 0 for p in REGISTRY})
+        mocks = shared or await start_mocks("127.0.0.1", {p.key: 0 for p in REGISTRY})
         try:
             await ensure_topics(settings)
             receipts = Receipts(mocks)
@@ -292,7 +305,8 @@ class Bench:
             dead_letters = await _count_dead_letters(settings)
             ceilings = await self._ceilings(receipts, mocks, backlog, len(calls))
         finally:
-            await mocks.close()
+            if shared is None:
+                await mocks.close()
         return self._results(calls, receipts, measured, state, dead_letters, ceilings, paced)
 
     async def _create_topics(self, mocks: MockServers) -> None:
@@ -643,6 +657,14 @@ def machine_info(kafka: str) -> dict[str, Any]:
 
 
 def report(results: dict[str, Any]) -> str:
+    """Scenario a's figures (when it ran), then every scenario's headline and target."""
+    lines = [report_a(results)] if "cs_relay" in results else []
+    lines += ["scenarios (ratios of figures measured in this run):"]
+    lines += scenarios.summary_lines(results.get("scenarios", {}))
+    return "\n".join(lines)
+
+
+def report_a(results: dict[str, Any]) -> str:
     relay, base, ratios = results["cs_relay"], results["baselines"], results["ratios"]
     burst, paced = relay["burst"], relay["paced"]
     lines = [
@@ -700,7 +722,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         kafka.start(timeout=180)
         bootstrap, kafka_version = kafka.bootstrap_servers, kafka.version
     try:
-        results, latencies = asyncio.run(Bench(args, bootstrap, stamp, work, security).run())
+        from bench.suite import run_all
+
+        results, latencies = asyncio.run(run_all(args, bootstrap, stamp, work, security))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
@@ -729,5 +753,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"results: {prefix.with_suffix('.json')} and {', '.join(results['charts'])}; "
         f"took {results['run']['wall_seconds']:.0f} s"
     )
-    complete = results["cs_relay"]["burst"]["complete"] and results["cs_relay"]["paced"]["complete"]
+    complete = "cs_relay" not in results or (
+        results["cs_relay"]["burst"]["complete"] and results["cs_relay"]["paced"]["complete"]
+    )
+    complete = complete and all(
+        figures.get("complete", True)
+        for scenario in results.get("scenarios", {}).values()
+        for figures in scenario.values()
+        if isinstance(figures, dict)
+    )
     return 0 if complete else 1

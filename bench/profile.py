@@ -1,0 +1,128 @@
+"""Where a worker's time goes: py-spy's folded stacks as tottime / cumulative tables.
+
+`python -m bench --scenarios b --profile` runs `py-spy record --format raw` attached to
+the worker of each relay while it drains scenario b's backlog (see `bench.suite`), and
+writes the folded stacks (`frame;frame;... count` per line; speedscope opens them too)
+to `var/bench/<stamp>/b-*/profile-*.txt`. This module reads them:
+
+* **self** (cProfile's tottime): the samples whose innermost frame is the function;
+* **cumulative**: the samples with the function anywhere on the stack (once per sample,
+  however often it recurses).
+
+py-spy records only samples where Python code is on the CPU (idle waits are left out
+unless it is given `--idle`), so the shares are of the worker's busy time.
+
+    python -m bench.profile var/bench/<stamp>/b-cs-relay/profile-b-cs-relay.txt [--top 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+_LINE = re.compile(r":\d+\)$")  # "func (path/file.py:123)" -> "func (path/file.py)"
+_SITE = re.compile(r"/(?:site|dist)-packages/")
+
+
+def frame_name(frame: str) -> str:
+    """A py-spy frame without its line number, and with the path from the package on
+    (site-packages and the checkout's absolute prefix cut)."""
+    frame = _LINE.sub(")", frame.strip())
+    name, sep, path = frame.partition(" (")
+    if not sep:
+        return frame
+    path = path.rstrip(")")
+    match = _SITE.search(path)
+    if match:
+        path = path[match.end() :]
+    else:
+        for root in ("/streams/", "/bench/", "/lib/python3"):
+            at = path.find(root)
+            if at >= 0:
+                path = path[at + 1 :]
+                break
+    return f"{name} ({path})"
+
+
+def read_folded(text: str) -> list[tuple[list[str], int]]:
+    """Folded stacks (`a;b;c 12` per line, outermost frame first) as (frames, count)."""
+    stacks = []
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        stacks.append(([frame_name(f) for f in stack.split(";") if f], int(count)))
+    return stacks
+
+
+def top(stacks: Sequence[tuple[Sequence[str], int]], n: int = 15) -> dict[str, Any]:
+    """The `n` functions with the most self samples and with the most cumulative
+    samples, each as [function, samples, share of all samples]."""
+    total = sum(count for _, count in stacks)
+    own: Counter[str] = Counter()
+    cumulative: Counter[str] = Counter()
+    for frames, count in stacks:
+        if not frames:
+            continue
+        own[frames[-1]] += count
+        for name in set(frames):
+            cumulative[name] += count
+
+    def table(counter: Mapping[str, int]) -> list[list[Any]]:
+        ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:n]
+        return [[name, count, round(count / total, 4) if total else 0.0] for name, count in ranked]
+
+    return {"samples": total, "self": table(own), "cumulative": table(cumulative)}
+
+
+def by_area(stacks: Sequence[tuple[Sequence[str], int]], areas: Mapping[str, Sequence[str]]) -> dict[str, float]:
+    """Share of samples whose innermost frame's path contains one of an area's
+    markers (first area that matches wins; the rest is "other")."""
+    total = sum(count for _, count in stacks) or 1
+    shares: Counter[str] = Counter()
+    for frames, count in stacks:
+        leaf = frames[-1] if frames else ""
+        area = next((name for name, marks in areas.items() if any(m in leaf for m in marks)), "other")
+        shares[area] += count
+    return {name: round(count / total, 4) for name, count in shares.most_common()}
+
+
+AREAS: dict[str, tuple[str, ...]] = {
+    "json": ("json/", "orjson", "(json", "json/decoder", "json/encoder"),
+    "rocksdb / tables": ("rocksdict", "faust/stores", "faust/tables"),
+    "faust streams / topics": ("faust/", "mode/"),
+    "kafka client": ("aiokafka/", "kafka/"),
+    "aiohttp / yarl / multidict": ("aiohttp/", "yarl/", "multidict/"),
+    "asyncio": ("asyncio/",),
+    "cs-relay": ("streams/",),
+}
+
+
+def render(result: Mapping[str, Any]) -> str:
+    lines = [f"{result['samples']:,} samples"]
+    for key, title in (("self", "self (tottime)"), ("cumulative", "cumulative")):
+        lines.append(f"\n{title}:")
+        lines += [f"  {share:6.1%}  {count:7,}  {name}" for name, count, share in result[key]]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folded", type=Path, help="py-spy record --format raw output")
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args(argv)
+    stacks = read_folded(args.folded.read_text())
+    print(render(top(stacks, args.top)))
+    print("\nby area (innermost frame):")
+    for area, share in by_area(stacks, AREAS).items():
+        print(f"  {share:6.1%}  {area}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The benchmark's scenario plans and ratios (bench/scenarios.py), its profile tables
+(bench/profile.py) and its scenarios chart's data (bench/charts.py). Pure, no broker,
+nothing timed."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+
+from bench import charts, mix, profile, scenarios
+
+
+def test_parse_choice_keeps_the_canonical_order_and_refuses_unknown_names():
+    assert scenarios.parse_choice("c, a,b") == ("a", "b", "c")
+    assert scenarios.parse_choice("F") == ("f",)
+    for bad in ("", "a,z", ","):
+        with pytest.raises(ValueError):
+            scenarios.parse_choice(bad)
+
+
+def test_default_scenarios_leave_out_the_million_users():
+    assert scenarios.DEFAULT == ("a", "b", "c", "d", "e")
+    assert set(scenarios.TARGETS) == set(scenarios.TITLES) == set(scenarios.ALL)
+
+
+def test_plans_at_scale_one_are_the_sizes_of_issue_13():
+    plans = scenarios.plans()
+    b = plans["b"]["tracks"]
+    assert (b.users, b.tracks) == (2_000, 20_000)
+    heavy, light = plans["d"]["heavy"], plans["d"]["light"]
+    assert (heavy.users, heavy.per_user, light.users, light.per_user) == (20, 1_000, 10_000, 2)
+    assert heavy.tracks == light.tracks  # the same work, spread differently
+    assert plans["f"]["users"].users == 1_000_000
+    assert plans["e"]["tracks"].tracks == b.tracks
+
+
+def test_plans_scale_and_use_disjoint_users():
+    plans = scenarios.plans(0.1)
+    assert plans["b"]["tracks"].tracks == 2_000
+    assert plans["d"]["heavy"].users == 20 and plans["d"]["heavy"].per_user == 100
+    assert plans["d"]["light"].users == 1_000
+    ranges = [
+        range(p.first_user, p.first_user + p.users)
+        for name in "bcde"
+        for p in plans[name].values()
+        if isinstance(p, scenarios.TrackPlan)
+    ]
+    for i, one in enumerate(ranges):
+        for other in ranges[i + 1 :]:
+            assert not set(one) & set(other)
+    with pytest.raises(ValueError):
+        scenarios.plans(0)
+
+
+def test_track_plan_warms_up_every_user_then_tracks_them_evenly_without_context_group():
+    plan = scenarios.TrackPlan(users=50, per_user=4, groups=10, first_user=1_000)
+    warm, backlog = plan.warm_up(), plan.backlog()
+    assert [c.type for c in warm] == ["group"] * 50
+    assert sorted(c.user for c in warm) == list(range(1_000, 1_050))
+    assert all(c.group == c.user % 10 for c in warm + backlog)
+    assert Counter(c.user for c in backlog) == {u: 4 for u in range(1_000, 1_050)}
+    assert all(c.type == "track" for c in backlog)
+    assert [c.user for c in backlog] != sorted(c.user for c in backlog)  # shuffled
+    body = mix.message(backlog[0], seq=0, run="t", produced_us=1_000_000)
+    assert "groupId" not in body["context"]  # attributable only through the user's group call
+    assert plan.backlog() == backlog  # reproducible
+
+
+def test_many_users_plan_introduces_the_groups_and_names_them_in_each_track():
+    plan = scenarios.ManyUsersPlan(users=2_000, groups=20)
+    assert [c.user for c in plan.warm_up()] == list(range(20))
+    backlog = plan.backlog()
+    assert len({c.user for c in backlog}) == 2_000
+    assert mix.message(backlog[5], seq=0, run="t", produced_us=1)["context"]["groupId"] == mix.group_id(5 % 20)
+
+
+def test_in_flight_bound_and_the_share_reached():
+    bound = scenarios.in_flight_bound(64, 0.05)
+    assert bound == pytest.approx(1_280)
+    assert scenarios.bound_share({"cs": 640.0, "csb": 384.0}, bound) == pytest.approx(0.4)
+    with pytest.raises(ValueError):
+        scenarios.in_flight_bound(64, 0)
+
+
+def test_ratios_and_sizes():
+    assert scenarios.ratio(575, 878) == pytest.approx(0.6549, abs=1e-4)
+    assert math.isnan(scenarios.ratio(1, 0))
+    assert scenarios.per_user(2_000_000, 2_000) == 1_000
+    assert scenarios.largest({"a-seen-changelog": 640_000, "a-users-changelog": 300}) == ("a-seen-changelog", 640_000)
+    assert scenarios.largest({}) == ("", 0)
+    assert scenarios.percent(0.183) == "18.3%" and scenarios.percent(math.nan) == "n/a"
+
+
+def test_summary_lines_quote_the_target_of_each_scenario_run():
+    lines = scenarios.summary_lines({"c": {"headline": "40 % of the bound"}, "a": {"headline": "18 %"}})
+    assert lines[0].startswith("  (a)") and "18 %" in lines[0]
+    assert "70 %" in lines[1] and "(c)" in lines[2] and "80 %" in lines[3]
+
+
+def test_scenario_bars_take_the_ratios_present_with_their_targets():
+    bars = charts.scenario_bars(
+        {"b": {"ratios": {"cs_relay_vs_plain_http": 0.2, "cs_relay_vs_naive": math.nan}}, "e": {"ratios": {}}}
+    )
+    assert bars == [("(b) tracks: cs-relay / bare client", 0.2, 0.70)]
+
+
+_MAIN = "<module> (streams/cli/__main__.py:3);run (asyncio/runners.py:118)"
+_ROUTE = "route (/work/main/streams/runtime/agents.py:{})"
+FOLDED = "\n".join(
+    [
+        f"{_MAIN};{_ROUTE.format(40)};loads (json/__init__.py:346) 30",
+        f"{_MAIN};{_ROUTE.format(41)};step (/work/main/streams/core/step.py:99) 50",
+        f"{_MAIN};_run_once (asyncio/base_events.py:1900) 20",
+        "garbage line",
+    ]
+)
+
+
+def test_profile_tables_count_self_and_cumulative_samples():
+    stacks = profile.read_folded(FOLDED)
+    assert len(stacks) == 3
+    result = profile.top(stacks, 3)
+    assert result["samples"] == 100
+    assert result["self"][0] == ["step (streams/core/step.py)", 50, 0.5]
+    cumulative = dict((name, count) for name, count, _ in result["cumulative"])
+    assert cumulative["route (streams/runtime/agents.py)"] == 80  # two lines of one function, merged
+    assert cumulative["<module> (streams/cli/__main__.py)"] == 100
+    areas = profile.by_area(stacks, profile.AREAS)
+    assert areas == {"cs-relay": 0.5, "json": 0.3, "asyncio": 0.2}
+
+
+def test_frame_names_lose_line_numbers_and_site_packages_prefixes():
+    name = profile.frame_name("send (/work/main/.venv/lib/python3.11/site-packages/aiokafka/producer.py:312)")
+    assert name == "send (aiokafka/producer.py)"
+    assert profile.frame_name("<module> (<string>:1)") == "<module> (<string>)"
