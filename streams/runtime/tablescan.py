@@ -38,11 +38,8 @@ def items_of_partition(
             if owner(key) == partition:  # the rule above, checked rather than trusted
                 yield key, store._decode_value(raw_value)
         return
-    for key in sorted(k for k in list(table.keys()) if after is None or k > after):
-        if owner(key) == partition:
-            value = table.get(key)
-            if value is not None:
-                yield key, value
+    rows = [(k, v) for k, v in list(table.items()) if owner(k) == partition and (after is None or k > after)]
+    yield from sorted(rows, key=lambda row: row[0])
 
 
 def _raw_items(store: Any, db: Any, after: Any) -> Iterator[tuple[bytes, bytes]]:
