@@ -1,28 +1,35 @@
 """The operator console (streams/ops/console) without a broker: its session and CSRF
-checks on every route, HTML escaping, the journal's bounds, and the runtime hooks that
-feed the journal (through the real runtime, tests/runtime_world.py)."""
+checks on every route, HTML escaping, the dead letters read from a fake reader of the
+dead-letter topic and replayed as `cs-relay dlq replay` replays them, the journal's
+bounds, and the runtime hooks that feed the journal (through the real runtime,
+tests/runtime_world.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from streams.core.deadletter import dead_letter_headers
+from streams.core.deadletter import DeadLetterRecord, dead_letter_headers, read_headers
+from streams.ops import dlq
 from streams.ops.console import render
+from streams.ops.console.deadletters import Recent, RecentDeadLetters, _Reading, newest_first
 from streams.ops.console.journal import Journal, destination_counts
 from streams.ops.console.session import COOKIE, Sessions
 from streams.ops.console.web import Console, Located, Sources
-from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, replay_headers
+from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER, replay_headers
 from streams.ops.observe import Stats
 from streams.runtime import retries
 from tests.runtime_world import FakeClient, World
 
 TOKEN = "console-token-0123456789abcdef"
+DLQ_TOPIC = "segment-dlq"
 SCRIPT = "<script>alert('owned')</script>"
 NOW = 1_800_000_000.0
 
@@ -67,6 +74,8 @@ class Fakes:
         self.owners: dict[str, str] = {}  # key -> another worker's URL
         self.forwarded: list[str] = []
         self.replayed: list[Any] = []
+        self.dead: list[DeadLetterRecord] = []  # the dead-letter topic, as the fake reader sees it
+        self.reads = 0
         self.stats = Stats()
         self.sources = Sources(
             token=token,
@@ -91,6 +100,7 @@ class Fakes:
             counts=lambda: destination_counts(self.stats, ["clientsuccess"]),
             locate=self.locate,
             forward=self.forward,
+            dead_letters=self.read_dead_letters,
             replay=self.replay,
             secrets=("cs-key-0123456789",),
             worker="http://worker-a:6066",
@@ -104,6 +114,10 @@ class Fakes:
     async def forward(self, request: web.Request, owner: str) -> web.StreamResponse:
         self.forwarded.append(f"{owner}{request.path}")
         return web.Response(text="<p>from the owner</p>", content_type="text/html")
+
+    async def read_dead_letters(self) -> Recent:
+        self.reads += 1
+        return Recent(tuple(newest_first(self.dead)), topic=DLQ_TOPIC)
 
     async def replay(self, records: Any) -> int:
         self.replayed.extend(records)
@@ -134,7 +148,10 @@ async def csrf_of(client: TestClient, path: str = "/console") -> str:
     return re.search(r'name="csrf" value="([^"]+)"', body).group(1)
 
 
-def add_dead_letter(journal: Journal, reason: str = "partner_refused", user: str = "u1", **body: Any) -> Any:
+def dead_letter(
+    reason: str = "partner_refused", user: str = "u1", *, partition: int = 0, offset: int = 0, **body: Any
+) -> DeadLetterRecord:
+    """A dead letter as read back from the dead-letter topic, at `partition`/`offset`."""
     value = json.dumps(
         {"type": "track", "userId": user, "event": "Bought", "messageId": f"m-{reason}", **body}
     ).encode()
@@ -145,8 +162,16 @@ def add_dead_letter(journal: Journal, reason: str = "partner_refused", user: str
         source={"topic": "segment-events", "partition": 0, "offset": 7},
         destination="clientsuccess",
         status=400,
+        now=datetime.fromtimestamp(NOW - 30 + offset, UTC),
     )
-    return journal.dead_letter(user.encode(), value, headers, NOW - 30)
+    return DeadLetterRecord(offset, partition, user.encode(), value, read_headers(headers.items()), topic=DLQ_TOPIC)
+
+
+def add_dead_letter(fakes: Fakes, reason: str = "partner_refused", user: str = "u1", **body: Any) -> DeadLetterRecord:
+    """A dead letter in the fake topic (any worker's), at the next offset of partition 2."""
+    record = dead_letter(reason, user, partition=2, offset=len(fakes.dead), **body)
+    fakes.dead.append(record)
+    return record
 
 
 # ------------------------------------------------------------------ auth
@@ -164,14 +189,14 @@ POSTS = ["/console/logout", "/console/dead-letters/confirm", "/console/dead-lett
 
 async def test_every_console_route_refuses_without_a_session(console):
     fakes, client = console
-    entry = add_dead_letter(fakes.journal)
+    entry = add_dead_letter(fakes)
     for path in GETS:
         response = await client.get(path, allow_redirects=False)
         body = await response.text()
         assert response.status == 401, path
         assert 'name="token"' in body and "Ada" not in body and "Acme" not in body and "m-held" not in body, path
     for path in POSTS:
-        response = await client.post(path, data={"id": str(entry.id), "scope": "filter"}, allow_redirects=False)
+        response = await client.post(path, data={"id": entry.identity, "scope": "filter"}, allow_redirects=False)
         assert response.status == 401, path
     assert fakes.replayed == [] and fakes.forwarded == []
 
@@ -220,18 +245,20 @@ async def test_the_console_is_off_without_an_admin_token():
 
 async def test_posts_need_the_sessions_csrf_token(console):
     fakes, client = console
-    entry = add_dead_letter(fakes.journal)
+    entry = add_dead_letter(fakes)
     await login(client)
     for csrf in (None, "", "forged", Sessions(TOKEN).csrf(Sessions(TOKEN).read(Sessions(TOKEN).issue()[0]))):
-        data = {"id": str(entry.id)} | ({"csrf": csrf} if csrf is not None else {})
+        data = {"id": entry.identity} | ({"csrf": csrf} if csrf is not None else {})
         response = await client.post("/console/dead-letters/replay", data=data, allow_redirects=False)
         assert response.status == 403, csrf  # another session's token does not do either
     assert fakes.replayed == []
     response = await client.post(
-        "/console/dead-letters/replay", data={"id": str(entry.id), "csrf": await csrf_of(client)}, allow_redirects=False
+        "/console/dead-letters/replay",
+        data={"id": entry.identity, "csrf": await csrf_of(client)},
+        allow_redirects=False,
     )
     assert response.status == 303 and "replayed=1" in response.headers["Location"]
-    assert [r.value for r in fakes.replayed] == [entry.record.value]
+    assert fakes.replayed == [entry]
 
 
 async def test_logout_ends_the_session_in_the_browser(console):
@@ -250,7 +277,7 @@ async def test_a_script_trait_is_escaped_on_every_page_that_shows_it(console):
     fakes.users["u1"] = user_record(name=SCRIPT, **{SCRIPT: SCRIPT})
     fakes.groups[SCRIPT] = {"v": 2, "group_id": SCRIPT, "name": SCRIPT, "traits": {"x": SCRIPT}, "slots": {}}
     fakes.journal.routed("u1", type("M", (), {"type": "group", "group_id": SCRIPT})(), None, None, NOW)
-    add_dead_letter(fakes.journal, reason="partner_refused", note=SCRIPT)
+    add_dead_letter(fakes, reason=SCRIPT, note=SCRIPT)
     await login(client)
     for path in [
         "/console/users/u1",
@@ -341,10 +368,41 @@ async def test_destinations_page_has_counts_and_an_svg_chart(console):
     assert re.search(r"<td>ClientSuccess</td><td>3</td><td>1</td><td>1</td><td>0</td><td>2</td>", body)
 
 
-async def test_dead_letters_filter_confirm_and_replay_as_the_cli_does(console):
+async def test_the_dead_letters_page_lists_every_workers_dead_letters_read_from_the_topic(console):
     fakes, client = console
-    refused = add_dead_letter(fakes.journal, "partner_refused", apiKey="cs-key-0123456789")
-    expired = add_dead_letter(fakes.journal, "pending_expired", user="u2")
+    ours = add_dead_letter(fakes, "partner_refused")
+    fakes.dead.append(dead_letter("pending_expired", "u7", partition=5, offset=41))  # another worker's
+    fakes.journal.replayed(ours.identity, NOW - 90)
+    await login(client)
+    body = await (await client.get("/console/dead-letters")).text()
+    assert fakes.reads == 1
+    assert "m-partner_refused" in body and "m-pending_expired" in body and "segment-dlq" in body
+    assert f'value="{DLQ_TOPIC}/2/0"' in body and f'value="{DLQ_TOPIC}/5/41"' in body  # selected by identity
+    assert "<td>5:41</td>" in body and 'href="/console/users/u7"' in body and "replayed 2 min ago" in body
+    assert body.index("m-pending_expired") < body.index("m-partner_refused")  # newest first (failed-at)
+    assert '<option value="pending_expired">' in body and '<option value="partner_refused">' in body
+    assert "could not be read" not in body
+
+
+async def test_the_dead_letters_page_says_when_the_topic_cannot_be_read(console):
+    fakes, client = console
+
+    async def broken() -> Recent:
+        return Recent(complete=False, error="KafkaConnectionError: no broker", topic=DLQ_TOPIC)
+
+    fakes.sources.dead_letters = broken
+    app = web.Application()
+    Console(fakes.sources).mount(app)
+    async with TestClient(TestServer(app)) as other:
+        await login(other)
+        body = await (await other.get("/console/dead-letters")).text()
+    assert "could not be read now (KafkaConnectionError: no broker)" in body
+
+
+async def test_dead_letters_filter_confirm_and_replay_with_the_dead_letters_identity(console):
+    fakes, client = console
+    refused = add_dead_letter(fakes, "partner_refused", apiKey="cs-key-0123456789")
+    expired = add_dead_letter(fakes, "pending_expired", user="u2")
     await login(client)
     listing = await (await client.get("/console/dead-letters?reason=pending_expired")).text()
     assert "m-pending_expired" in listing and "m-partner_refused" not in listing
@@ -358,14 +416,98 @@ async def test_dead_letters_filter_confirm_and_replay_as_the_cli_does(console):
         "/console/dead-letters/confirm", data={"csrf": csrf, "scope": "filter", "reason": "partner_refused"}
     )
     page = await confirm.text()
-    assert "Replay 1 dead letter(s)" in page and f'name="id" value="{refused.id}"' in page
-    assert f'value="{expired.id}"' not in page and fakes.replayed == []  # only confirmed below
+    assert "Replay 1 dead letter(s)" in page and f'name="id" value="{refused.identity}"' in page
+    assert f'value="{expired.identity}"' not in page and fakes.replayed == []  # only confirmed below
+    assert "already replayed" not in page
 
-    done = await client.post("/console/dead-letters/replay", data={"csrf": csrf, "id": [str(refused.id), "999"]})
+    gone = f"{DLQ_TOPIC}/9/999"  # no longer among the recent ones
+    done = await client.post("/console/dead-letters/replay", data={"csrf": csrf, "id": [refused.identity, gone]})
     text = await done.text()
-    assert "Replayed 1 dead letter(s) to segment-events" in text and "1 selected were no longer kept" in text
-    assert fakes.replayed == [refused.record] and refused.replayed_at == [NOW]
-    assert replay_headers(refused.record) == [(REPLAY_HEADER, b"1"), (REPLAY_DESTINATION_HEADER, b"clientsuccess")]
+    assert "Replayed 1 dead letter(s) to segment-events" in text and "1 selected are no longer among" in text
+    assert fakes.replayed == [refused] and fakes.journal.replays(refused.identity) == [NOW]
+    assert "replayed 0 s ago" in text
+    # What is sent for it: the CLI's headers, naming the dead letter, so a second replay is a duplicate.
+    assert replay_headers(fakes.replayed[0]) == [
+        (REPLAY_HEADER, b"1"),
+        (REPLAY_DESTINATION_HEADER, b"clientsuccess"),
+        (REPLAY_OF_HEADER, f"{DLQ_TOPIC}/2/0".encode()),
+    ]
+
+    again = await client.post(
+        "/console/dead-letters/confirm", data={"csrf": csrf, "scope": "selected", "id": refused.identity}
+    )
+    assert "1 of them already replayed from this console" in await again.text()
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, bytes | None, list[tuple[str, bytes]]]] = []
+        self.stopped = False
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def send(self, topic: str, value: bytes, *, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
+        self.sent.append((topic, value, key, headers))
+        future = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+async def test_replay_records_the_function_the_cli_and_the_console_share_sends_the_replay_of_identity(monkeypatch):
+    producer = FakeProducer()
+    monkeypatch.setattr(dlq, "_producer", lambda settings: producer)
+    settings: Any = type(
+        "S", (), {"input_topic": "segment-events", "kafka_security": None, "kafka_bootstrap_servers": ""}
+    )
+    records = [add_dead_letter_to([], "partner_refused"), dead_letter("pending_expired", "u2", partition=1, offset=8)]
+    assert await dlq.replay_records(settings, records, batch_size=1) == 2
+    assert [(t, k, v) for t, v, k, _ in producer.sent] == [("segment-events", r.key, r.value) for r in records]
+    assert [dict(h)[REPLAY_OF_HEADER] for *_, h in producer.sent] == [b"segment-dlq/2/0", b"segment-dlq/1/8"]
+    assert producer.stopped
+
+
+def add_dead_letter_to(topic: list[DeadLetterRecord], reason: str) -> DeadLetterRecord:
+    record = dead_letter(reason, partition=2, offset=len(topic))
+    topic.append(record)
+    return record
+
+
+async def test_readings_of_the_topic_are_reused_for_a_few_seconds_and_renewed_after_a_dead_letter():
+    clock = [NOW]
+    reads: list[float] = []
+    sent = [0.0]
+
+    async def read() -> Recent:
+        reads.append(clock[0])
+        await asyncio.sleep(0.01)
+        return Recent(topic=DLQ_TOPIC)
+
+    recent = RecentDeadLetters(read, lambda: clock[0], ttl=5.0, stale_after=lambda: sent[0])
+    await asyncio.gather(recent.get(), recent.get(), recent.get())  # concurrent requests share one reading
+    clock[0] += 4
+    await recent.get()
+    assert reads == [NOW]
+    sent[0] = clock[0]  # this worker sent a dead letter since
+    clock[0] += 0.5
+    await recent.get()
+    clock[0] += 5
+    await recent.get()
+    assert reads == [NOW, NOW + 4.5, NOW + 9.5]
+
+
+def test_a_reading_keeps_each_partitions_newest_within_its_byte_share():
+    reading = _Reading(budget=2 * len(dead_letter().value) + 10)
+    for offset in range(5):
+        reading.add(dead_letter(partition=0, offset=offset))
+    reading.add(dead_letter(partition=1, offset=0))
+    kept = reading.records()
+    assert [(r.partition, r.offset) for r in kept] == [(0, 4), (0, 3), (1, 0)] and reading.dropped
+    recent = Recent(tuple(kept), topic=DLQ_TOPIC)
+    assert recent.by_identity([f"{DLQ_TOPIC}/0/3", f"{DLQ_TOPIC}/0/3", f"{DLQ_TOPIC}/0/0"]) == ([kept[1]], 1)
 
 
 async def test_static_assets_are_served_without_a_session_and_nothing_else_is(console):
@@ -390,15 +532,16 @@ def test_delivery_ring_is_bounded_per_user_and_in_users():
     assert journal.deliveries("u1") == [] and [d.words for d in journal.deliveries("u4")] == ["failed, will retry"]
 
 
-def test_dead_letter_ring_is_bounded_by_count_and_bytes():
-    journal = Journal(dead_letters=3, dead_letter_bytes=10_000)
-    entries = [add_dead_letter(journal, f"r{n}") for n in range(5)]
-    assert [e.id for e in journal.dead_letters()] == [entries[4].id, entries[3].id, entries[2].id]
-    assert journal.dead_letter_by_id(entries[0].id) is None
-    small = entries[4].size
-    journal.dead_letter(b"big", b"x" * (10_000 - small - 3), {}, NOW)  # only the newest small one still fits
-    assert [e.id for e in journal.dead_letters()][1:] == [entries[4].id] and journal.dead_letter_size <= 10_000
-    assert journal.reasons() == ["", "r4"]
+def test_replays_remembered_are_bounded():
+    journal = Journal(replays=2)
+    for n in range(3):
+        journal.replayed(f"dlq/0/{n}", NOW + n)
+    journal.replayed("dlq/0/2", NOW + 9)
+    assert journal.replays("dlq/0/0") == [] and journal.replays("dlq/0/2") == [NOW + 2, NOW + 9]
+    assert journal.replays(None) == []
+    journal.dead_letter(b"u1", b"{}", {}, NOW)
+    journal.dead_letter(b"u1", b"{}", {}, NOW - 5)
+    assert journal.last_dead_letter_at == NOW
 
 
 def test_group_and_account_indexes_and_samples_are_bounded():
@@ -442,6 +585,4 @@ async def test_the_runtime_feeds_deliveries_retries_dead_letters_and_groups_to_t
     assert await world.settle()
     latest = journal.deliveries("u1")[0]
     assert (latest.message_id, latest.outcome, latest.status, latest.retry) == ("t1", "fail", 400, True)
-    [entry] = journal.dead_letters()
-    assert entry.reason == "partner_refused" and entry.user == "u1" and entry.headers["destination"] == "clientsuccess"
-    assert entry.record.value == world.dead_letters()[0].value
+    assert journal.last_dead_letter_at == world.now  # the console reads the topic again after it

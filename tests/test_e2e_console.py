@@ -143,7 +143,9 @@ def _sent_with(requests: list[dict[str, Any]], text: str) -> list[dict[str, Any]
     return [r for r in requests if text in r["path"] or text in json.dumps(r.get("json"), ensure_ascii=False)]
 
 
-async def test_an_operator_finds_held_events_sees_them_delivered_and_replays_a_dead_letter(pipeline: Pipeline, browser):
+async def test_an_operator_finds_held_events_sees_them_delivered_and_replays_a_dead_letter_twice(
+    pipeline: Pipeline, browser
+):
     run = uuid.uuid4().hex[:6]
     user, group, account = f"ada-{run}", f"acme-{run}", f"acct-{run}"
     worker = pipeline.start_worker(CS_RELAY_ADMIN_TOKEN=TOKEN)
@@ -218,31 +220,47 @@ async def test_an_operator_finds_held_events_sees_them_delivered_and_replays_a_d
     await pipeline.send({"type": "track", "userId": user, "event": bought, "messageId": f"b-{run}"})
     await pipeline.eventually(pipeline.dead_letters, lambda d: len(d) == 1, timeout=WAIT, what="the dead letter")
 
-    def replay() -> None:
+    def replay(first: bool) -> None:
         browser.get(console.base + "/console/dead-letters?reason=partner_refused")
         console.until(
             lambda d: any(f"b-{run}" in r for r in console.rows("table.dead-letters")),
-            "the dead letter listed",
+            "the dead letter listed (read from the dead-letter topic)",
             refresh=True,
         )
         [row] = console.rows("table.dead-letters")
         assert "partner_refused" in row and "clientsuccess" in row and "422" in row
-        console.shot("dead-letters")
+        assert ("replayed" in row) is not first, row
+        if first:
+            console.shot("dead-letters")
         browser.find_element(console.By.CSS_SELECTOR, "table.dead-letters tbody input[type=checkbox]").click()
         browser.find_element(console.By.CSS_SELECTOR, "button[value=selected]").click()
         console.until(lambda d: d.find_elements(console.By.ID, "confirm-replay"), "the confirmation page")
         assert "Replay these 1 dead letter(s)" in console.text()
-        console.shot("confirm-replay")
+        assert ("already replayed from this console" in console.text()) is not first
+        if first:
+            console.shot("confirm-replay")
         browser.find_element(console.By.ID, "confirm-replay").click()
         console.until(lambda d: "Replayed 1 dead letter(s)" in console.text(), "the replay notice")
 
-    await asyncio.to_thread(replay)
-
-    cs = await pipeline.eventually(
+    await asyncio.to_thread(replay, True)
+    await pipeline.eventually(
         lambda: pipeline.requests("clientsuccess"),
         lambda rs: any(r["status"] == 200 for r in _sent_with(rs, bought)),
         timeout=WAIT,
         what="the replayed track at ClientSuccess",
+    )
+
+    # The same dead letter replayed again from the console: the worker drops it as a
+    # duplicate (it names the dead letter, as the CLI's replay does). A later track of
+    # the same user (same partitions, so routed after it) shows it had its turn.
+    await asyncio.to_thread(replay, False)
+    after = f"After {run}"
+    await pipeline.send({"type": "track", "userId": user, "event": after, "messageId": f"a-{run}"})
+    cs = await pipeline.eventually(
+        lambda: pipeline.requests("clientsuccess"),
+        lambda rs: any(r["status"] == 200 for r in _sent_with(rs, after)),
+        timeout=WAIT,
+        what="the later track at ClientSuccess",
     )
     assert [r["status"] for r in _sent_with(cs, bought)] == [422, 200]  # refused, then delivered once
     for other in ("customersuccessbox", "webhook"):  # replayed to the refusing destination only
@@ -257,6 +275,6 @@ async def test_an_operator_finds_held_events_sees_them_delivered_and_replays_a_d
         assert "ClientSuccess" in " ".join(console.rows("table.destinations"))
         console.shot("destinations")
         browser.get(console.base + "/console/dead-letters")
-        assert "replayed" in " ".join(console.rows("table.dead-letters"))
+        assert "replayed" in " ".join(console.rows("table.dead-letters")) and "(2×)" in console.text()
 
     await asyncio.to_thread(seen_delivered)

@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -172,25 +172,53 @@ async def replay_dead_letters(
     if dry_run:
         return await _dry_run(settings, reason, out or sys.stdout)
     progress = progress or Progress("replayed")
+    chosen = (dl async for dl in read_dead_letters(settings) if reason is None or dl.reason == reason)
+    replayed = await replay_records(settings, chosen, batch_size=batch_size, progress=progress)
+    progress.finish()
+    print(f"replayed {replayed} dead letter(s) to {settings.input_topic}", file=out or sys.stdout)
+    return 0
+
+
+async def replay_records(
+    settings: Settings,
+    records: Iterable[DeadLetterRecord] | AsyncIterable[DeadLetterRecord],
+    *,
+    batch_size: int = REPLAY_BATCH,
+    progress: Progress | None = None,
+) -> int:
+    """Send dead letters read from the dead-letter topic back to the input topic: the
+    original key and bytes with `replay_headers` (the dead letter's identity among
+    them, so the same dead letter replayed again is dropped as a duplicate), in batches
+    of `batch_size` whose acknowledgements are awaited together. How many were sent.
+    `cs-relay dlq replay` and the console's replay button both send through here."""
     producer = _producer(settings)
     replayed = 0
     batch: list[asyncio.Future] = []
     try:
         await start_client(producer, settings.kafka_security, settings.kafka_bootstrap_servers)
-        async for dl in read_dead_letters(settings):
-            if reason is not None and dl.reason != reason:
-                continue
+        async for dl in _each(records):
             batch.append(await producer.send(settings.input_topic, dl.value, key=dl.key, headers=replay_headers(dl)))
             if len(batch) >= batch_size:
                 replayed += await _acknowledged(batch)
-                progress.update(replayed)
+                if progress is not None:
+                    progress.update(replayed)
         replayed += await _acknowledged(batch)
-        progress.update(replayed)
+        if progress is not None:
+            progress.update(replayed)
     finally:
         await producer.stop()
-    progress.finish()
-    print(f"replayed {replayed} dead letter(s) to {settings.input_topic}", file=out or sys.stdout)
-    return 0
+    return replayed
+
+
+async def _each(
+    records: Iterable[DeadLetterRecord] | AsyncIterable[DeadLetterRecord],
+) -> AsyncIterator[DeadLetterRecord]:
+    if isinstance(records, AsyncIterable):
+        async for dl in records:
+            yield dl
+    else:
+        for dl in records:
+            yield dl
 
 
 async def _dry_run(settings: Settings, reason: str | None, out: TextIO) -> int:

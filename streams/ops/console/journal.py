@@ -7,9 +7,10 @@ happens:
 * `delivery()` when a partner answered a delivery or a retry (`effects.deliver`,
   `retries.retry`): the user's recent deliveries, newest first, a few per user for the
   most recently active users;
-* `dead_letter()` when this worker sent a dead letter (`effects.dead_letter`): its key,
-  original bytes and headers, so the console can show and replay it as `cs-relay dlq
-  replay` would;
+* `dead_letter()` when this worker sent a dead letter (`effects.dead_letter`): only
+  when, so the dead-letters page reads the dead-letter topic again instead of showing
+  a reading from before it (the page lists the topic's, every worker's:
+  `deadletters.py`);
 * `routed()` when a Segment call was routed (`handlers.route_call`): which users were
   seen in which group, and which users and groups carry an account id a destination
   remembers (CustomerSuccessBox's `account_id`), so the group page and the search need
@@ -17,19 +18,19 @@ happens:
 * `sample()` every SAMPLE_INTERVAL seconds (a timer): the per-destination counters, for
   the rate chart over the last hour.
 
-Everything is bounded by count (and dead letters by bytes too); the oldest goes first.
+The console itself notes `replayed()`: which dead letters (by identity) were replayed
+from this worker's console, and when, for the page to say so.
+
+Everything is bounded by count; the oldest goes first.
 Counts are this process's: a restart starts empty. Nothing here does I/O.
 """
 
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-from streams.core.deadletter import DeadLetterRecord, read_headers
 
 SAMPLE_INTERVAL = 15.0  # seconds between counter samples
 CHART_SECONDS = 3600.0  # the rate chart's span
@@ -37,8 +38,8 @@ SAMPLES = int(CHART_SECONDS // SAMPLE_INTERVAL) + 1
 
 USERS_WITH_DELIVERIES = 5000
 DELIVERIES_PER_USER = 20
-DEAD_LETTERS = 200
-DEAD_LETTER_BYTES = 8 * 1024 * 1024  # original bytes kept in all, for replay
+REPLAYS = 5000  # dead letters remembered as replayed from the console
+REPLAYS_PER_DEAD_LETTER = 10
 GROUPS = 5000
 USERS_PER_GROUP = 200
 ACCOUNTS = 5000
@@ -110,29 +111,6 @@ class Delivery:
         return OUTCOME_WORDS.get(self.outcome, self.outcome)
 
 
-@dataclass
-class DeadLetterEntry:
-    """A dead letter this worker sent: what `cs-relay dlq` would read back."""
-
-    id: int
-    at: float
-    record: DeadLetterRecord  # key, original bytes, headers without the prefix
-    user: str | None  # the user key, when the record has one
-    replayed_at: list[float] = field(default_factory=list)
-
-    @property
-    def headers(self) -> Mapping[str, str]:
-        return self.record.headers
-
-    @property
-    def reason(self) -> str:
-        return self.record.reason
-
-    @property
-    def size(self) -> int:
-        return len(self.record.value) + len(self.record.key or b"")
-
-
 @dataclass(frozen=True)
 class Sample:
     at: float
@@ -162,8 +140,7 @@ class Journal:
         *,
         users: int = USERS_WITH_DELIVERIES,
         per_user: int = DELIVERIES_PER_USER,
-        dead_letters: int = DEAD_LETTERS,
-        dead_letter_bytes: int = DEAD_LETTER_BYTES,
+        replays: int = REPLAYS,
         groups: int = GROUPS,
         per_group: int = USERS_PER_GROUP,
         accounts: int = ACCOUNTS,
@@ -172,11 +149,8 @@ class Journal:
     ) -> None:
         self.per_user = per_user
         self._deliveries = LRU(users)
-        self.dead_letter_limit = dead_letters
-        self.dead_letter_bytes = dead_letter_bytes
-        self._dead: deque[DeadLetterEntry] = deque()
-        self._dead_bytes = 0
-        self._ids = itertools.count(1)
+        self.last_dead_letter_at = 0.0  # when this worker last sent one (0: not since it started)
+        self._replays = LRU(replays)  # dead-letter identity -> deque of replay times
         self.groups = Index(groups, per_group)  # groupId -> user keys
         self.accounts = Index(accounts, per_account)  # account id -> "user:KEY" / "group:ID"
         self.samples: deque[Sample] = deque(maxlen=samples)
@@ -204,29 +178,20 @@ class Journal:
 
     # ------------------------------------------------------------------ dead letters
 
-    def dead_letter(self, key: bytes | None, value: bytes, headers: Mapping[str, bytes], now: float) -> DeadLetterEntry:
-        record = DeadLetterRecord(-1, -1, key, bytes(value), read_headers(headers.items()))
-        user = key.decode("utf-8", "replace") if key else None
-        entry = DeadLetterEntry(next(self._ids), now, record, user)
-        self._dead.append(entry)
-        self._dead_bytes += entry.size
-        while self._dead and (len(self._dead) > self.dead_letter_limit or self._dead_bytes > self.dead_letter_bytes):
-            self._dead_bytes -= self._dead.popleft().size
-        return entry
+    def dead_letter(self, key: bytes | None, value: bytes, headers: Mapping[str, bytes], now: float) -> None:
+        """This worker sent a dead letter (the arguments are what it sent; only the time
+        is kept: the page reads the dead letters from the topic)."""
+        self.last_dead_letter_at = max(self.last_dead_letter_at, now)
 
-    def dead_letters(self, reason: str | None = None) -> list[DeadLetterEntry]:
-        """Newest first; those with `reason` when given."""
-        return [e for e in reversed(self._dead) if reason is None or e.reason == reason]
+    def replayed(self, identity: str, now: float) -> None:
+        """A dead letter (`DeadLetterRecord.identity`) was replayed from this console."""
+        times = self._replays.get(identity) or deque(maxlen=REPLAYS_PER_DEAD_LETTER)
+        times.append(now)
+        self._replays.touch(identity, times)
 
-    def dead_letter_by_id(self, ident: int) -> DeadLetterEntry | None:
-        return next((e for e in self._dead if e.id == ident), None)
-
-    def reasons(self) -> list[str]:
-        return sorted({e.reason for e in self._dead})
-
-    @property
-    def dead_letter_size(self) -> int:
-        return self._dead_bytes
+    def replays(self, identity: str | None) -> list[float]:
+        """When this worker's console replayed it, oldest first (bounded)."""
+        return list(self._replays.get(identity) or ()) if identity else []
 
     # ------------------------------------------------------------------ indexes
 

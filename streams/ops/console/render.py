@@ -13,11 +13,13 @@ import html
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
-from streams.ops.console.journal import OUTCOME_WORDS, RATE_KINDS, DeadLetterEntry, Delivery
+from streams.core.deadletter import DeadLetterRecord
+from streams.ops.console.journal import OUTCOME_WORDS, RATE_KINDS, Delivery
 
 
 class Html(str):
@@ -503,35 +505,71 @@ def destinations_page(
 # ------------------------------------------------------------------ dead letters
 
 
-def dead_letter_row(entry: DeadLetterEntry, preview: str, now: float, *, selectable: bool) -> list[Any]:
-    h = entry.headers
-    box = fmt('<input type="checkbox" name="id" value="{i}" aria-label="select dead letter {i}">', i=entry.id)
+@dataclass(frozen=True)
+class DeadLetterView:
+    """A dead letter as the page shows it: the record read from the dead-letter topic,
+    its redacted preview, and when this worker's console replayed it."""
+
+    record: DeadLetterRecord
+    preview: str
+    replays: Sequence[float] = ()
+
+    @property
+    def identity(self) -> str:
+        return self.record.identity or ""
+
+
+def _failed_at(record: DeadLetterRecord) -> str:
+    try:
+        return when(datetime.fromisoformat(record.headers.get("failed-at", "")).timestamp())
+    except ValueError:
+        return record.headers.get("failed-at", "")
+
+
+def dead_letter_row(view: DeadLetterView, now: float, *, selectable: bool) -> list[Any]:
+    r = view.record
+    h = r.headers
+    where = f"{r.partition}:{r.offset}"
+    box = fmt(
+        '<input type="checkbox" name="id" value="{i}" aria-label="select dead letter {w}">', i=view.identity, w=where
+    )
+    user = r.key.decode("utf-8", "replace") if r.key else None
     replayed = (
-        f"replayed {age(now - entry.replayed_at[-1])} ago"
-        + (f" ({len(entry.replayed_at)}×)" if len(entry.replayed_at) > 1 else "")
-        if entry.replayed_at
+        f"replayed {age(now - view.replays[-1])} ago" + (f" ({len(view.replays)}×)" if len(view.replays) > 1 else "")
+        if view.replays
         else ""
     )
     row = [
-        entry.id,
-        when(entry.at),
-        entry.reason,
+        where,
+        _failed_at(r),
+        r.reason,
         h.get("stage", ""),
         h.get("destination", ""),
         h.get("status", ""),
-        link(path("users", entry.user), entry.user) if entry.user else "",
+        link(path("users", user), user) if user else "",
         h.get("detail", ""),
-        fmt("<code>{p}</code>", p=preview),
+        fmt("<code>{p}</code>", p=view.preview),
         replayed,
     ]
     return ([box] if selectable else []) + row
 
 
-DEAD_HEADERS = ("#", "time", "reason", "stage", "destination", "HTTP", "user", "detail", "preview (redacted)", "replay")
+DEAD_HEADERS = (
+    "partition:offset",
+    "failed at",
+    "reason",
+    "stage",
+    "destination",
+    "HTTP",
+    "user",
+    "detail",
+    "preview (redacted)",
+    "replay",
+)
 
 
 def dead_letters_page(
-    entries: Sequence[tuple[DeadLetterEntry, str]],
+    views: Sequence[DeadLetterView],
     reasons: Sequence[str],
     reason: str | None,
     *,
@@ -539,8 +577,10 @@ def dead_letters_page(
     csrf: str,
     worker: str,
     notice: str | None,
-    kept: int,
-    limit: int,
+    topic: str,
+    per_partition: int,
+    complete: bool,
+    error: str | None,
 ) -> Html:
     options = join(
         [fmt('<option value="">every reason</option>')]
@@ -554,11 +594,13 @@ def dead_letters_page(
         '<select id="reason" name="reason">{options}</select><button type="submit">Filter</button></form>',
         options=options,
     )
-    rows = [dead_letter_row(e, p, now, selectable=True) for e, p in entries]
+    rows = [dead_letter_row(v, now, selectable=True) for v in views]
     listing = table(
         ("",) + DEAD_HEADERS,
         rows,
-        empty="No dead letters sent by this worker since it started" + (f" with reason {reason}." if reason else "."),
+        empty=f"The dead-letter topic {topic} could not be read now ({error}); try again."
+        if error
+        else "No dead letters in the topic's recent records" + (f" with reason {reason}." if reason else "."),
         cls="dead-letters",
     )
     actions = Html("")
@@ -576,29 +618,39 @@ def dead_letters_page(
         listing=listing,
         actions=actions,
     )
+    cut = (
+        Html("")
+        if complete or error
+        else Html(" Older ones, or some cut by the size or time bound, are not shown: <code>cs-relay dlq list</code>.")
+    )
     note = fmt(
-        '<p class="note">The dead letters this worker sent since it started, newest first ({kept} kept, '
-        "at most {limit}; older ones: <code>cs-relay dlq list</code>). Replay sends a dead letter back to "
-        "the input topic as <code>cs-relay dlq replay</code> does: routed again even though its messageId "
-        "was seen, and only to the destination that refused it. Fix the cause first.</p>",
-        kept=kept,
-        limit=limit,
+        '<p class="note">The most recent dead letters of every worker, read from the dead-letter topic '
+        "<code>{topic}</code> (the last {n} of each partition), newest first.{cut} Replay sends a dead letter "
+        "back to the input topic as <code>cs-relay dlq replay</code> does: routed again even though its "
+        "messageId was seen, only to the destination that refused it, and naming the dead letter, so one "
+        "replayed again (here or with the CLI) is dropped as a duplicate. Fix the cause first.</p>",
+        topic=topic,
+        n=per_partition,
+        cut=cut,
     )
     return layout(
         "Dead letters", join([filt, note, form]), csrf=csrf, active="dead-letters", worker=worker, notice=notice
     )
 
 
-def confirm_page(
-    entries: Sequence[tuple[DeadLetterEntry, str]], reason: str | None, *, now: float, csrf: str, worker: str
-) -> Html:
-    rows = [dead_letter_row(e, p, now, selectable=False) for e, p in entries]
-    ids = join(fmt('<input type="hidden" name="id" value="{i}">', i=e.id) for e, _ in entries)
+def confirm_page(views: Sequence[DeadLetterView], reason: str | None, *, now: float, csrf: str, worker: str) -> Html:
+    rows = [dead_letter_row(v, now, selectable=False) for v in views]
+    ids = join(fmt('<input type="hidden" name="id" value="{i}">', i=v.identity) for v in views)
+    again = sum(1 for v in views if v.replays)
     warning = join(
         [
             fmt("<p>Replay these {n} dead letter(s) to the input topic?</p>", n=len(rows)),
-            Html('<p class="note">Each is routed again; one already replayed is sent again.</p>')
-            if any(e.replayed_at for e, _ in entries)
+            fmt(
+                '<p class="note">{k} of them already replayed from this console: the worker drops a second '
+                "replay of the same dead letter as a duplicate (it is delivered once).</p>",
+                k=again,
+            )
+            if again
             else Html(""),
         ]
     )
@@ -617,4 +669,4 @@ def confirm_page(
     return layout("Confirm replay", body, csrf=csrf, active="dead-letters", worker=worker)
 
 
-__all__ = ["Html", "esc", "fmt", "path", "OUTCOME_WORDS"]
+__all__ = ["Html", "esc", "fmt", "path", "OUTCOME_WORDS", "DeadLetterView"]

@@ -6,7 +6,7 @@
                                         events, recent deliveries (on the owner worker)
     GET  /console/groups/{groupId}      a group: traits, users seen in it on this worker
     GET  /console/destinations          counts and the rate chart of the last hour
-    GET  /console/dead-letters[?reason] this worker's recent dead letters
+    GET  /console/dead-letters[?reason] the recent dead letters in the dead-letter topic
     POST /console/dead-letters/confirm  what a replay would send (CSRF)
     POST /console/dead-letters/replay   replay them (CSRF)
     GET  /console/login, POST /console/login, POST /console/logout (CSRF)
@@ -20,8 +20,9 @@ CS_RELAY_ADMIN_TOKEN every console path answers 404: the console is off.
 A user's state lives with the worker that owns the user's partition: a user page asked
 of another worker is forwarded there with `Admin.forward` (one hop, the session cookie
 with it: every worker derives the same signing key from the same token), as the JSON
-endpoints are. Groups are in every worker; the users seen in a group, the recent
-deliveries and the dead letters are each worker's own (`journal.py`).
+endpoints are. Groups are in every worker; the users seen in a group and the recent
+deliveries are each worker's own (`journal.py`); the dead letters are every worker's,
+read from the dead-letter topic (`deadletters.py`) and replayed as the CLI replays them.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ from aiohttp import web
 
 from streams.core.deadletter import DeadLetterRecord
 from streams.ops.console import render
+from streams.ops.console.deadletters import Recent, RecentDeadLetters, read_recent
 from streams.ops.console.journal import CHART_SECONDS, SAMPLE_INTERVAL, Journal, destination_counts
 from streams.ops.console.render import Html
 from streams.ops.console.session import COOKIE, Session, Sessions
-from streams.ops.dlq import redacted_preview, replay_headers
+from streams.ops.dlq import redacted_preview, replay_records
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,8 @@ class Sources:
     counts: Callable[[], Mapping[str, Mapping[str, int]]]  # journal.destination_counts now
     locate: Callable[[str], Located]
     forward: Callable[[web.Request, str], Awaitable[web.StreamResponse]]
-    replay: Callable[[Sequence[DeadLetterRecord]], Awaitable[int]]
+    dead_letters: Callable[[], Awaitable[Recent]]  # deadletters.read_recent: the topic's latest
+    replay: Callable[[Sequence[DeadLetterRecord]], Awaitable[int]]  # dlq.replay_records
     secrets: Sequence[str] = field(default=(), repr=False)
     worker: str = ""
     input_topic: str = ""
@@ -130,6 +133,10 @@ class Console:
     def __post_init__(self) -> None:
         self.sessions = Sessions(self.sources.token, clock=self.sources.clock)
         self._static = {name: (STATIC / name).read_bytes() for name in STATIC_TYPES}
+        journal = self.sources.journal
+        self.recent = RecentDeadLetters(
+            self.sources.dead_letters, self.sources.clock, stale_after=lambda: journal.last_dead_letter_at
+        )
 
     # ------------------------------------------------------------------ dispatch
 
@@ -340,8 +347,12 @@ class Console:
 
     # ------------------------------------------------------------------ dead letters
 
-    def _with_previews(self, entries: Iterable[Any]) -> list[tuple[Any, str]]:
-        return [(e, redacted_preview(e.record, self.sources.secrets, PREVIEW_WIDTH)) for e in entries]
+    def _views(self, records: Iterable[DeadLetterRecord]) -> list[render.DeadLetterView]:
+        s = self.sources
+        return [
+            render.DeadLetterView(r, redacted_preview(r, s.secrets, PREVIEW_WIDTH), s.journal.replays(r.identity))
+            for r in records
+        ]
 
     async def dead_letters(
         self, request: web.Request, session: Session, notice: str | None = None
@@ -353,39 +364,37 @@ class Console:
             notice = f"Replayed {replayed} dead letter(s) to {s.input_topic or 'the input topic'}."
             missing = _int(request.query.get("missing"))
             if missing:
-                notice += f" {missing} selected were no longer kept here (use cs-relay dlq replay)."
+                notice += f" {missing} selected are no longer among the recent ones (use cs-relay dlq replay)."
+        recent = await self.recent.get()
         return page(
             render.dead_letters_page(
-                self._with_previews(s.journal.dead_letters(reason)),
-                s.journal.reasons(),
+                self._views(recent.with_reason(reason)),
+                recent.reasons(),
                 reason,
                 now=s.clock(),
                 csrf=self._csrf(session),
                 worker=s.worker,
                 notice=notice,
-                kept=len(s.journal.dead_letters()),
-                limit=s.journal.dead_letter_limit,
+                topic=recent.topic,
+                per_partition=recent.per_partition,
+                complete=recent.complete,
+                error=recent.error,
             )
         )
-
-    def _chosen(self, form: Any) -> tuple[list[Any], int]:
-        """The entries a form names (`id` fields), and how many of them are gone."""
-        ids = [i for i in (_int(v) for v in form.getall("id", [])) if i is not None]
-        found = [e for e in (self.sources.journal.dead_letter_by_id(i) for i in ids) if e is not None]
-        return found, len(ids) - len(found)
 
     async def confirm(self, request: web.Request, session: Session) -> web.StreamResponse:
         form = await request.post()
         reason = str(form.get("reason") or "") or None
+        recent = await self.recent.get()
         if form.get("scope") == "filter":
-            entries = self.sources.journal.dead_letters(reason)
+            records = recent.with_reason(reason)
         else:
-            entries, _ = self._chosen(form)
-        if not entries:
+            records, _ = recent.by_identity([str(v) for v in form.getall("id", [])])
+        if not records:
             return await self.dead_letters(request, session, notice="Select at least one dead letter to replay.")
         return page(
             render.confirm_page(
-                self._with_previews(entries),
+                self._views(records),
                 reason,
                 now=self.sources.clock(),
                 csrf=self._csrf(session),
@@ -394,14 +403,17 @@ class Console:
         )
 
     async def replay(self, request: web.Request, session: Session) -> web.StreamResponse:
+        """Replay the dead letters the confirmation names (by identity in the topic),
+        through `streams.ops.dlq.replay_records` as `cs-relay dlq replay` does."""
         s = self.sources
         form = await request.post()
-        entries, missing = self._chosen(form)
-        replayed = await s.replay([e.record for e in entries]) if entries else 0
+        records, missing = (await self.recent.get()).by_identity([str(v) for v in form.getall("id", [])])
+        replayed = await s.replay(records) if records else 0
         now = s.clock()
-        for entry in entries:
-            entry.replayed_at.append(now)
-        log.info("console: replayed %d dead letter(s) (%d no longer kept)", replayed, missing)
+        for record in records:
+            if record.identity:
+                s.journal.replayed(record.identity, now)
+        log.info("console: replayed %d dead letter(s) (%d no longer among the recent ones)", replayed, missing)
         return see_other(
             render.path(
                 "dead-letters", reason=str(form.get("reason") or ""), replayed=replayed, missing=missing or None
@@ -416,9 +428,11 @@ def _secure(request: web.Request) -> bool:
 # ------------------------------------------------------------------ the worker
 
 
-def install(app: Any, admin: Any, journal: Journal, input_topic: Any) -> Console:
+def install(app: Any, admin: Any, journal: Journal, input_topic: Any = None) -> Console:
     """Register the console on the worker's Faust app (`streams.runtime.app`, after
-    `admin.install`): its pages, and the timer that samples the counters for the chart."""
+    `admin.install`): its pages, and the timer that samples the counters for the chart.
+    `input_topic` is not used (a replay is sent as the CLI sends it, with its own
+    producer, to `settings.input_topic`); `streams.runtime.app` still passes it."""
     from streams.ops.admin import owner_partition, owner_url, same_worker
     from streams.ops.observe import status_document
 
@@ -438,12 +452,10 @@ def install(app: Any, admin: Any, journal: Journal, input_topic: Any) -> Console
         return await admin.forward(request["cs_relay_view"], request, owner)
 
     async def replay(records: Sequence[DeadLetterRecord]) -> int:
-        """As `cs-relay dlq replay` does (streams.ops.dlq): the original key and bytes to
-        the input topic with the replay headers, each acknowledged."""
-        futures = [await input_topic.send(key=r.key, value=r.value, headers=replay_headers(r)) for r in records]
-        for future in futures:
-            await future
-        return len(futures)
+        return await replay_records(settings, records)  # as `cs-relay dlq replay` sends them
+
+    async def dead_letters() -> Recent:
+        return await read_recent(settings)
 
     destinations = dict(admin.destinations)
     sources = Sources(
@@ -457,6 +469,7 @@ def install(app: Any, admin: Any, journal: Journal, input_topic: Any) -> Console
         counts=lambda: destination_counts(admin.stats, destinations),
         locate=locate,
         forward=forward,
+        dead_letters=dead_letters,
         replay=replay,
         secrets=settings.secrets(),
         worker=canonical,
