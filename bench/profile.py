@@ -7,7 +7,9 @@ to `var/bench/<stamp>/b-*/profile-*.txt`. This module reads them:
 
 * **self** (cProfile's tottime): the samples whose innermost frame is the function;
 * **cumulative**: the samples with the function anywhere on the stack (once per sample,
-  however often it recurses).
+  however often it recurses), leaving out the plumbing every sample passes through
+  (the event loop's run functions, click, Faust's CLI, runpy: `PLUMBING`);
+* **callers** of the top self entries: which function called them, by samples.
 
 py-spy records only samples where Python code is on the CPU (idle waits are left out
 unless it is given `--idle`), so the shares are of the worker's busy time.
@@ -60,24 +62,47 @@ def read_folded(text: str) -> list[tuple[list[str], int]]:
     return stacks
 
 
-def top(stacks: Sequence[tuple[Sequence[str], int]], n: int = 15) -> dict[str, Any]:
+PLUMBING = (
+    "(asyncio/base_events.py)",
+    "Handle._run (asyncio/events.py)",
+    "(click/",
+    "(faust/cli/",
+    "(mode/worker.py)",
+    "(<frozen runpy>)",
+    "(streams/cli/",
+    "(bench/naive.py)",  # its main(); the agent is a closure of create_app, named relay
+    "App.main (faust/app/base.py)",
+)
+
+
+def _plumbing(name: str) -> bool:
+    return any(mark in name for mark in PLUMBING) and not name.startswith("create_app.<locals>")
+
+
+def top(stacks: Sequence[tuple[Sequence[str], int]], n: int = 15, callers_of: int = 5) -> dict[str, Any]:
     """The `n` functions with the most self samples and with the most cumulative
-    samples, each as [function, samples, share of all samples]."""
+    samples (plumbing left out), each as [function, samples, share of all samples];
+    and for the first `callers_of` self entries, their callers."""
     total = sum(count for _, count in stacks)
     own: Counter[str] = Counter()
     cumulative: Counter[str] = Counter()
+    called_by: dict[str, Counter[str]] = {}
     for frames, count in stacks:
         if not frames:
             continue
         own[frames[-1]] += count
+        called_by.setdefault(frames[-1], Counter())[frames[-2] if len(frames) > 1 else "(none)"] += count
         for name in set(frames):
-            cumulative[name] += count
+            if not _plumbing(name):
+                cumulative[name] += count
 
     def table(counter: Mapping[str, int]) -> list[list[Any]]:
         ranked = sorted(counter.items(), key=lambda item: (-item[1], item[0]))[:n]
         return [[name, count, round(count / total, 4) if total else 0.0] for name, count in ranked]
 
-    return {"samples": total, "self": table(own), "cumulative": table(cumulative)}
+    result = {"samples": total, "self": table(own), "cumulative": table(cumulative)}
+    result["callers"] = {name: table(called_by[name])[:4] for name, _, _ in result["self"][:callers_of]}
+    return result
 
 
 def by_area(stacks: Sequence[tuple[Sequence[str], int]], areas: Mapping[str, Sequence[str]]) -> dict[str, float]:
@@ -108,6 +133,9 @@ def render(result: Mapping[str, Any]) -> str:
     for key, title in (("self", "self (tottime)"), ("cumulative", "cumulative")):
         lines.append(f"\n{title}:")
         lines += [f"  {share:6.1%}  {count:7,}  {name}" for name, count, share in result[key]]
+    for name, rows in result.get("callers", {}).items():
+        lines.append(f"\ncallers of {name}:")
+        lines += [f"  {share:6.1%}  {count:7,}  {caller}" for caller, count, share in rows]
     return "\n".join(lines)
 
 

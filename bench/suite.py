@@ -132,10 +132,14 @@ class Suite:
                 "cs_relay_vs_plain_http": _round(vs_http),
                 "cs_relay_vs_naive": _round(vs_naive),
                 "naive_vs_plain_http": _round(naive_vs_http),
+                "cs_relay_vs_naive_cpu_per_event": _round(
+                    scenarios.ratio(relay["cpu_ms_per_event"], naive["cpu_ms_per_event"])
+                ),
             },
             "headline": f"cs-relay {relay['events_per_second']:,.0f} tracks/s = {scenarios.percent(vs_http)} of the "
             f"bare aiohttp client ({http['requests_per_second']:,.0f} requests/s), {vs_naive:.2f}x the naive relay "
-            f"({naive['events_per_second']:,.0f} tracks/s)",
+            f"({naive['events_per_second']:,.0f} tracks/s); CPU per track {relay['cpu_ms_per_event']:.2f} ms vs "
+            f"{naive['cpu_ms_per_event']:.2f} ms",
         }
 
     async def scenario_c(self) -> dict[str, Any]:
@@ -313,6 +317,10 @@ class Suite:
             worker_rss_at_end_mb=round(max(m.get("VmRSS", 0) for m in memory) / 1024, 1) if memory else None,
             state=_merged_usage([work / f"worker-{i + 1}" for i in range(workers)]),
             app_id=settings.app_id,
+        )
+        # CPU per delivered event: what the load of a shared machine moves least.
+        figures["cpu_ms_per_event"] = round(
+            1000 * scenarios.ratio(figures["worker_cpu_cores"], figures["events_per_second"]), 3
         )
         if changelog_records:
             figures["changelog_max_record_bytes"] = await max_changelog_records(settings)

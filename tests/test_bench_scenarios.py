@@ -126,7 +126,9 @@ def test_profile_tables_count_self_and_cumulative_samples():
     assert result["self"][0] == ["step (streams/core/step.py)", 50, 0.5]
     cumulative = dict((name, count) for name, count, _ in result["cumulative"])
     assert cumulative["route (streams/runtime/agents.py)"] == 80  # two lines of one function, merged
-    assert cumulative["<module> (streams/cli/__main__.py)"] == 100
+    assert "<module> (streams/cli/__main__.py)" not in cumulative  # plumbing every sample passes through
+    assert "run (asyncio/runners.py)" in cumulative
+    assert result["callers"]["step (streams/core/step.py)"] == [["route (streams/runtime/agents.py)", 50, 0.5]]
     areas = profile.by_area(stacks, profile.AREAS)
     assert areas == {"cs-relay": 0.5, "json": 0.3, "asyncio": 0.2}
 
