@@ -236,3 +236,25 @@ async def test_requests_beyond_the_rate_limit_of_a_write_key_are_429_with_retry_
         assert await post(other) == (200, None)  # per write key
         now[0] += 0.5
         assert await post(KEY) == (200, None)  # a token came back
+
+
+def test_an_escaped_line_formats_under_the_workers_formatter_without_a_logging_error():
+    """Faust's worker formats with mode's ExtensionFormatter, which turns a record's
+    `args` of None into (None,): an escaped copy must carry no arguments at all, or
+    every multi-line Faust message (recovery's tables) becomes a 'Logging error'."""
+    from mode.utils.logging import ExtensionFormatter
+
+    stream = io.StringIO()
+    handler = RedactingStreamHandler(stream)
+    handler.setFormatter(ExtensionFormatter(fmt="%(message)s", stream=stream))
+    errors: list[logging.LogRecord] = []
+    handler.handleError = errors.append  # type: ignore[method-assign]  # record instead of printing
+    logger = logging.getLogger("test.escaped.mode")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        logger.warning("Highwater for %s changelog partitions:\n%s", "active", "| t | 0 | -1 |")
+    finally:
+        logger.removeHandler(handler)
+    assert errors == []
+    assert stream.getvalue() == "Highwater for active changelog partitions:\\n| t | 0 | -1 |\n"

@@ -141,7 +141,7 @@ def _escaped(record: logging.LogRecord) -> logging.LogRecord:
     if safe == message:
         return record
     copy = logging.makeLogRecord(record.__dict__)
-    copy.msg, copy.args = safe, None
+    copy.msg, copy.args = safe, ()  # not None: formatters such as mode's turn None into (None,)
     return copy
 
 
