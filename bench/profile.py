@@ -15,11 +15,13 @@ py-spy records only samples where Python code is on the CPU (idle waits are left
 unless it is given `--idle`), so the shares are of the worker's busy time.
 
     python -m bench.profile var/bench/<stamp>/b-cs-relay/profile-b-cs-relay.txt [--top 15]
+    python -m bench.profile bench/results/profiles/<stamp>-b-cs-relay.txt.gz   # gzipped, as kept
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import re
 import sys
 from collections import Counter
@@ -144,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("folded", type=Path, help="py-spy record --format raw output")
     parser.add_argument("--top", type=int, default=15)
     args = parser.parse_args(argv)
-    stacks = read_folded(args.folded.read_text())
+    raw = args.folded.read_bytes()
+    stacks = read_folded((gzip.decompress(raw) if args.folded.suffix == ".gz" else raw).decode())
     print(render(top(stacks, args.top)))
     print("\nby area (innermost frame):")
     for area, share in by_area(stacks, AREAS).items():
