@@ -750,7 +750,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     prefix.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
     print(report(results))
     print(
-        f"results: {prefix.with_suffix('.json')} and {', '.join(results['charts'])}; "
+        f"results: {', '.join([str(prefix.with_suffix('.json')), *results['charts']])}; "
         f"took {results['run']['wall_seconds']:.0f} s"
     )
     complete = "cs_relay" not in results or (

@@ -222,7 +222,8 @@ class Suite:
             "cs_relay": relay,
             "state_bytes_per_user": round(scenarios.per_user(relay["state"]["data"], plan.users)),
             "headline": f"{plan.users:,} users: worker RSS {rss:,.0f} MB at the end (peak "
-            f"{relay['worker_peak_rss_mb']:,.0f} MB), table data {relay['state']['data'] / 2**20:,.0f} MB",
+            f"{relay['worker_peak_rss_mb']:,.0f} MB), table data {relay['state']['data'] / 2**20:,.1f} MB "
+            f"({scenarios.per_user(relay['state']['data'], plan.users):,.0f} bytes per user)",
         }
 
     # ------------------------------------------------------------------ one drain
