@@ -10,9 +10,10 @@ acknowledgement waits for (`streams.runtime.inflight.AckTracker`).
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from types import MappingProxyType
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from streams.core import control, dedupe
 from streams.core.control import (
@@ -41,6 +42,7 @@ Handler = Callable[[Runtime, Incoming, Any], Work]
 
 def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
     """A released event's delivery finished: it leaves `releasing`."""
+    assert record.key is not None  # control records to a user are keyed by the user
     key = record.key.decode("utf-8")
     rt.store_pending(key, confirm(rt.pending(key), done.destination, done.seq))
     # Only now is the event out of `releasing`; until this record is applied, a later
@@ -50,17 +52,19 @@ def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
 
 
 # Control record kind -> its handler (read-only: built once, here).
-HANDLERS: Mapping[type, Handler] = MappingProxyType({
-    PendingDone: pending_done,
-    MergeRequest: merge.give_profile,
-    MergeProfile: merge.take_profile,
-    Sweep: sweep.sweep,
-    Park: retries.apply_park,
-    RetryDue: retries.start_retries,
-    Retried: retries.apply_retried,
-    WindowClose: aggregation.window_close,
-    WindowDone: aggregation.window_done,
-})
+HANDLERS: Mapping[type, Handler] = MappingProxyType(
+    {
+        PendingDone: pending_done,
+        MergeRequest: merge.give_profile,
+        MergeProfile: merge.take_profile,
+        Sweep: sweep.sweep,
+        Park: retries.apply_park,
+        RetryDue: retries.start_retries,
+        Retried: retries.apply_retried,
+        WindowClose: aggregation.window_close,
+        WindowDone: aggregation.window_done,
+    }
+)
 
 
 def handle(rt: Runtime, record: Incoming) -> Work:
@@ -74,6 +78,7 @@ def handle(rt: Runtime, record: Incoming) -> Work:
 def route_call(rt: Runtime, record: Incoming) -> Work:
     """A Segment call: dedupe, forward if the key was merged into a user, else the
     pure step against the user's state, and its state written and work started."""
+    assert record.key is not None  # intake keys every by-user record by its user
     key = record.key.decode("utf-8")
     headers = record.headers
     raw_bytes = record.value
@@ -108,7 +113,7 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
         rt.group,
         destinations,
         now=now,
-        now_iso=datetime.fromtimestamp(now, timezone.utc).isoformat(),
+        now_iso=datetime.fromtimestamp(now, UTC).isoformat(),
         max_pending=s.pending_max_events,
         max_pending_age=s.pending_max_age_seconds,
         blocked=frozenset(d.key for d in destinations if rt.marks.parking[(key, d.key)] > 0),

@@ -44,6 +44,7 @@ def event_name(msg: Message) -> str:
     """The ClientSuccess event id for a track or page call."""
     if msg.type == "page":
         return f"Viewed {msg.name} Page" if msg.name else "Loaded a Page"
+    assert msg.event is not None, "a track call has an event (segment.validate requires it)"
     return msg.event
 
 
@@ -71,6 +72,7 @@ def decide(settings: ClientSuccessSettings, msg: Message, user: UserState, group
     if msg.type == "identify":
         return Skip("identify updates the user's state only")
     if msg.type == "group":
+        assert msg.group_id is not None, "a group call has a groupId (segment.validate requires it)"
         group = groups(msg.group_id)
         if group is None or not group.name:
             return Reject("group_without_name", "ClientSuccess needs traits.name on a group call")

@@ -94,12 +94,10 @@ def feature_total(properties: Mapping[str, Any]) -> int:
 
 def feature_ids(msg: Message) -> tuple[str, str, str] | None:
     """(productId, moduleId, featureId) of a track that is product usage, else None."""
-    ids = (
-        _feature_id(msg.properties.get("product_id")),
-        _feature_id(msg.properties.get("module_id")),
-        _feature_id(msg.event),
-    )
-    return (ids[0], ids[1], ids[2]) if all(ids) else None
+    product = _feature_id(msg.properties.get("product_id"))
+    module = _feature_id(msg.properties.get("module_id"))
+    feature = _feature_id(msg.event)
+    return (product, module, feature) if product and module and feature else None
 
 
 def feature_timestamp(timestamp: str | None, now: datetime) -> str:
@@ -120,6 +118,7 @@ def decide_at(
     """What CustomerSuccessBox gets for `msg`, given the state after `msg`, at `now`
     (used only for a feature call's timestamp)."""
     if msg.type == "group":
+        assert msg.group_id is not None, "a group call has a groupId (segment.validate requires it)"
         body: dict[str, Any] = {
             "type": TYPES["account"],
             "accountId": group_account(msg.group_id, groups),
