@@ -22,7 +22,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from yarl import URL
 
@@ -212,9 +212,10 @@ class Settings:
         """`bootstrap_servers` and the TLS / SASL options, for any aiokafka client."""
         return {"bootstrap_servers": self.kafka_bootstrap_servers, **self.kafka_security.client_options()}
 
-    def redacted(self) -> dict:
+    def redacted(self) -> dict[str, Any]:
         """The settings as plain data for a start-up log line, secrets masked."""
-        return _redact(dataclasses.asdict(self))
+        # _redact maps a dict of fields to a dict of the same keys
+        return cast("dict[str, Any]", _redact(dataclasses.asdict(self)))
 
     def secrets(self) -> list[str]:
         """Every secret value in use, for log and dead-letter redaction."""
