@@ -535,8 +535,9 @@ class KafkaSink:
         for future in futures:
             if not future.done():
                 raise KafkaUnavailable(TimeoutError())
-            if future.exception() is not None:
-                raise KafkaUnavailable(future.exception())
+            error = future.exception()
+            if error is not None:
+                raise KafkaUnavailable(error)
 
     async def _started(self, deadline: float) -> Any:
         if self._producer is not None:

@@ -105,17 +105,17 @@ async def route(stream: faust.StreamT) -> None:
     await agents.route(runtime, app, stream)
 
 
-@app.on_partitions_revoked.connect
+@app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args); Faust sends one positional: the TPs
 async def _on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
     runtime.revoked((tp.topic, tp.partition) for tp in revoked)
 
 
-@app.on_partitions_assigned.connect
+@app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args); Faust sends one positional: the TPs
 async def _on_assigned(app: faust.App, assigned: Any, **kwargs: Any) -> None:
     runtime.assigned({tp.partition for tp in assigned if tp.topic == by_user_topic.get_topic_name()})
 
 
-@app.on_configured.connect
+@app.on_configured.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args); Faust sends one positional: the conf
 def _redact_logs(app: faust.App, conf: Any, **kwargs: Any) -> None:  # pragma: no cover - start-up
     logging.getLogger().addFilter(RedactingFilter(settings.secrets()))
     for handler in logging.getLogger().handlers:
