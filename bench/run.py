@@ -49,11 +49,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from bench import mix, scenarios, stats
+from bench import aggregation, mix, scenarios, stats
 from bench.baselines import PartnerJobs, consume_ceiling, run_http_ceiling
 from mockservers.recorder import RECORDS_KEY
 from mockservers.server import MockServers, start_mocks, worker_partner_env
 from streams import kafkaconn
+from streams.core import mappings
 from streams.core.decision import PartnerRequest
 from streams.destinations import REGISTRY, plugin
 from streams.ops.dlq import read_dead_letters
@@ -104,6 +105,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=int(os.environ.get("CS_RELAY_MAX_IN_FLIGHT") or DEFAULT_MAX_IN_FLIGHT),
         help="requests in flight per partner in the HTTP ceiling (default: the worker's CS_RELAY_MAX_IN_FLIGHT)",
     )
+    add(
+        "--aggregate",
+        default="off",
+        metavar="WINDOW",
+        help="scenario a: also drain its backlog with aggregate = WINDOW for both partners (a fresh app id) and "
+        "report partner requests per 1,000 events with and without; the pass waits for the windows to close, "
+        "so use a short window such as 10s (the report adds the one-window figure, what 1h gives)",
+    )
     add("--seed", type=int, default=1, help="seed of the mix")
     add("--timeout", type=float, default=900.0, help="seconds each phase may take before the run gives up")
     add("--results-dir", type=Path, default=REPO / "bench" / "results")
@@ -117,6 +126,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         phases(args)
     except ValueError as exc:
         parser.error(str(exc))
+    try:
+        args.aggregate_s = mappings.duration(args.aggregate)
+    except ValueError as exc:
+        parser.error(f"--aggregate: {exc}")
+    if args.aggregate_s and ("a" not in args.scenarios or args.aggregate_s + 30 > args.timeout):
+        parser.error("--aggregate needs scenario a and a --timeout longer than the window plus 30 s")
     return args
 
 
@@ -283,6 +298,7 @@ class Bench:
         self._last_us = 0
         self._message_bytes = 0
         self._workers = 0
+        self.extra_env: dict[str, str] = {}  # added to the worker's environment
 
     async def run(self, shared: MockServers | None = None) -> tuple[dict[str, Any], list[float]]:
         """Scenario a; on the `shared` mocks of the run when given (left running)."""
@@ -453,7 +469,59 @@ class Bench:
 
     def _start_worker(self, mocks: MockServers) -> Worker:
         self._workers += 1
-        return Worker.start(worker_env(self.settings, mocks), self.work / f"worker-{self._workers}.log")
+        env = {**worker_env(self.settings, mocks), **self.extra_env}
+        return Worker.start(env, self.work / f"worker-{self._workers}.log")
+
+    async def run_aggregated(self, mocks: MockServers, without: dict[str, int]) -> dict[str, Any]:
+        """Scenario a's backlog again (same calls), drained by a worker whose mapping file
+        sets `aggregate = --aggregate` for both partners, on `mocks` (reset beforehand);
+        its requests counted once every window has closed, against `without` (scenario
+        a's backlog requests per partner)."""
+        args, window_s = self.args, self.args.aggregate_s
+        intro, backlog, _ = phases(args)
+        self.work.mkdir(parents=True, exist_ok=True)
+        path = self.work / "mappings.toml"
+        path.write_text(aggregation.mapping_file(args.aggregate))
+        self.extra_env = {"CS_RELAY_MAPPINGS": str(path)}
+        await ensure_topics(self.settings)
+        receipts = Receipts(mocks)
+        producer = AIOKafkaProducer(**self.settings.kafka_options(), acks="all", linger_ms=2)
+        await producer.start()
+        try:
+            await self._create_topics(mocks)
+            await self._warm_up(producer, receipts, mocks, intro)
+            before = {p: len(receipts.records(p)) for p in MEASURED}
+            print(f"aggregate = {args.aggregate!r}: producing the backlog's {len(backlog.calls):,} calls", flush=True)
+            await self._produce(producer, backlog)
+        finally:
+            await producer.stop()
+        worker = self._start_worker(mocks)
+        try:
+            complete = await self._until_quiet(receipts, worker, quiet_s=window_s + 10)
+        finally:
+            await worker.stop()
+        counted = aggregation.count({p: receipts.records(p)[before[p] :] for p in MEASURED}, window_s)
+        figures = aggregation.figures(len(backlog.calls), without, counted, args.aggregate, window_s)
+        return {**figures, "complete": complete, "app_id": self.settings.app_id}
+
+    async def _until_quiet(self, receipts: Receipts, worker: Worker, quiet_s: float) -> bool:
+        """Wait until the mocks have received no request for `quiet_s` seconds (more than
+        a window: windows close one window apart while any is open) after the worker's
+        first; False on timeout."""
+        deadline = time.monotonic() + self.args.timeout
+        seen, last_change = sum(len(receipts.records(p)) for p in MEASURED), None
+        while True:
+            now = time.monotonic()
+            total = sum(len(receipts.records(p)) for p in MEASURED)
+            if total != seen:
+                seen, last_change = total, now
+            if last_change is not None and now - last_change >= quiet_s:
+                return True
+            worker.check_alive()
+            if now > deadline:
+                print(f"  aggregate: gave up after {self.args.timeout:.0f} s; see {worker.log}", flush=True)
+                return False
+            await asyncio.sleep(0.5)
 
     def _now_us(self) -> int:
         """Wall-clock µs, strictly increasing: each message's timestamp is unique."""
@@ -659,6 +727,8 @@ def machine_info(kafka: str) -> dict[str, Any]:
 def report(results: dict[str, Any]) -> str:
     """Scenario a's figures (when it ran), then every scenario's headline and target."""
     lines = [report_a(results)] if "cs_relay" in results else []
+    if "aggregation" in results:
+        lines += aggregation.report_lines(results["aggregation"])
     lines += ["scenarios (ratios of figures measured in this run):"]
     lines += scenarios.summary_lines(results.get("scenarios", {}))
     return "\n".join(lines)
@@ -756,6 +826,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     complete = "cs_relay" not in results or (
         results["cs_relay"]["burst"]["complete"] and results["cs_relay"]["paced"]["complete"]
     )
+    complete = complete and results.get("aggregation", {}).get("complete", True)
     complete = complete and all(
         figures.get("complete", True)
         for scenario in results.get("scenarios", {}).values()

@@ -31,7 +31,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from bench import profile, scenarios, stats
+from bench import aggregation, profile, scenarios, stats
 from bench.baselines import run_http_ceiling
 from bench.run import (
     MEASURED,
@@ -538,6 +538,12 @@ async def run_all(
             )
             print("\n".join(scenarios.summary_lines(summaries)), flush=True)
             reset_mocks(mocks)
+            if args.aggregate_s:
+                print(f"scenario a again, aggregate = {args.aggregate!r}", flush=True)
+                again = Bench(args, bootstrap, stamp, work / "aggregate", security)
+                results["aggregation"] = await again.run_aggregated(mocks, results["cs_relay"]["burst"]["requests"])
+                print("\n".join(aggregation.report_lines(results["aggregation"])), flush=True)
+                reset_mocks(mocks)
         summaries.update(await Suite(args, bootstrap, stamp, work, security, mocks).run(args.scenarios))
         if "settings" not in results:
             results["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
