@@ -21,8 +21,9 @@ import logging
 import random
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, MutableMapping, Sequence
+from typing import Any
 
 from streams.core import pending as pending_mod
 from streams.core.aggregate import CloseIndex
@@ -149,7 +150,7 @@ class Runtime:
         partitions: Callable[[], int] | None = None,
         recovered: Callable[[], bool] = lambda: True,
         clients: Mapping[str, PartnerClient] | None = None,
-    ) -> "Runtime":
+    ) -> Runtime:
         """The runtime of a worker configured by `settings` (the one place that builds
         it); `clients` replaces the HTTP clients (unit tests)."""
         return cls(
