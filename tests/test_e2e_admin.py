@@ -245,7 +245,9 @@ async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):
     )
     async with aiohttp.ClientSession() as session:
         for base, status in (
-            (pipeline.mocks.urls["clientsuccess"], 401),
+            # 400, not 401: a 401 now pauses the destination and parks (issue 16), where a
+            # 400 is still a final refusal whose dead letter must not hold a secret.
+            (pipeline.mocks.urls["clientsuccess"], 400),
             (pipeline.mocks.urls["customersuccessbox"], 422),
         ):
             async with session.post(f"{base}/_mock/faults", json={"status": status, "count": 1}) as response:
@@ -256,7 +258,7 @@ async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):
     )
     letters = await pipeline.eventually(pipeline.dead_letters, lambda d: len(d) == 2, what="two refused deliveries")
     assert sorted((h["cs-relay-destination"], h["cs-relay-status"]) for _, h in letters) == [
-        ("clientsuccess", "401"),
+        ("clientsuccess", "400"),
         ("customersuccessbox", "422"),
     ]
 
@@ -292,7 +294,7 @@ async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):
         bodies.append(body)
 
     metrics = samples((await http(worker, "/metrics", token=ADMIN_TOKEN))[2])
-    assert metrics[("cs_relay_delivery_failed_total", (("destination", "clientsuccess"), ("status", "401")))] == 1
+    assert metrics[("cs_relay_delivery_failed_total", (("destination", "clientsuccess"), ("status", "400")))] == 1
     assert (
         metrics[
             (
