@@ -79,10 +79,13 @@ class Console:
     the mock partners answer on the test's event loop)."""
 
     def __init__(self, driver: Any, base: str) -> None:
+        from selenium.common.exceptions import StaleElementReferenceException
         from selenium.webdriver.common.by import By
         from selenium.webdriver.support.ui import WebDriverWait
 
         self.d, self.base, self.By, self.Wait = driver, base, By, WebDriverWait
+        # A page replaced while it is read (a form's redirect landing) is read again.
+        self.stale = StaleElementReferenceException
         self.shots = os.environ.get("CS_RELAY_CONSOLE_SCREENSHOTS")
 
     def shot(self, name: str) -> None:
@@ -100,7 +103,7 @@ class Console:
             return condition(driver)
 
         try:
-            return self.Wait(self.d, WAIT, poll_frequency=0.3).until(check)
+            return self.Wait(self.d, WAIT, poll_frequency=0.3, ignored_exceptions=(self.stale,)).until(check)
         except Exception as exc:
             raise AssertionError(f"timed out waiting for {what}; the page says:\n{self.text()[:3000]}") from exc
 
