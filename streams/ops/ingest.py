@@ -102,30 +102,39 @@ unit-tested without a server; the aiohttp handlers only read, call and answer.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hmac
-import json
 import logging
-import math
 import signal
 import sys
 import time
-import zlib
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from streams.core.segment import MAX_MESSAGE_BYTES, MESSAGE_TYPES, InvalidMessage, parse
-from streams.kafkaconn import KafkaSecurity, start_client
+from streams.core.segment import MAX_MESSAGE_BYTES
 from streams.ops import webserve
+from streams.ops.ingest_sink import KafkaSink, KafkaUnavailable, Sink
 from streams.ops.logs import RedactingStreamHandler
 from streams.ops.observe import build_info, versions, with_process_collectors
-from streams.ops.producer import user_key
+from streams.ops.tracking_api import (
+    BATCH,
+    ENDPOINTS,
+    MAX_BATCH_MESSAGES,
+    MAX_REQUEST_BYTES,
+    IngestError,
+    KeyRates,
+    Record,
+    authorization_key,
+    body_write_key,
+    check_write_key,
+    decode_body,
+    parse_json,
+    rate_limited,
+    received_at,
+    request_records,
+    too_large,
+)
 from streams.settings import Secret, Settings, SettingsError
 
 __all__ = [
@@ -155,449 +164,17 @@ DEFAULT_PORT = 8088
 IDLE_TIMEOUT = 5.0  # seconds for a request's head, and between requests on a connection
 BODY_TIMEOUT = 10.0  # seconds for a request's body, once its head has arrived
 LINGER = 1.0  # seconds a refused request's unread body is still drained (aiohttp's lingering close)
-MAX_REQUEST_BYTES = 500 * 1024
-MAX_BATCH_MESSAGES = 2500
-BATCH = "batch"
-# The path's last segment -> the message type, or BATCH.
-ENDPOINTS: dict[str, str] = {
-    **{type_: type_ for type_ in MESSAGE_TYPES},
-    **{type_[0]: type_ for type_ in MESSAGE_TYPES},  # analytics.js: /v1/t, /v1/i, ...
-    "batch": BATCH,
-    "import": BATCH,
-    "b": BATCH,
-}
-_GZIP = frozenset({"gzip", "x-gzip"})
-
-
-class IngestError(Exception):
-    """A request the ingest refuses; `body()` is the JSON answer (see the module doc)."""
-
-    def __init__(
-        self, status: int, code: str, message: str, *, headers: Mapping[str, str] | None = None, **extra: Any
-    ) -> None:
-        super().__init__(code, message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
-        self.extra = extra
-
-    def body(self) -> dict[str, Any]:
-        return {"success": False, "code": self.code, "message": self.message, **self.extra}
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.code}: {self.message}"
-
-
-def _unauthorized(message: str) -> IngestError:
-    return IngestError(401, "unauthorized", message)
-
-
-def _bad(code: str, message: str, **extra: Any) -> IngestError:
-    return IngestError(400, code, message, **extra)
-
-
-class KeyRates:
-    """A token bucket per write key: `rate` requests per second, bursts of one second's
-    worth. Only configured keys reach it (after the key check), so it stays small."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.burst = max(1.0, rate)
-        self._clock = clock
-        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, when)
-
-    def take(self, key: str) -> float:
-        """0 when the request may go (a token is taken), else the seconds until one may."""
-        now = self._clock()
-        tokens, then = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + max(0.0, now - then) * self.rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / self.rate
-
-
-def _rate_limited(wait: float, rate: float) -> IngestError:
-    return IngestError(
-        429,
-        "rate_limited",
-        f"over {rate:g} requests per second for this write key (CS_RELAY_INGEST_RATE_LIMIT)",
-        headers={"Retry-After": str(max(1, math.ceil(wait)))},
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One Kafka record to produce: the user key (None for an unparseable item) and the message."""
-
-    key: bytes | None
-    value: bytes
-
-
-# --------------------------------------------------------------------------- pure parts
-
-
-def authorization_key(header: str | None) -> str | None:
-    """The write key of an `Authorization: Basic base64(key:)` header; None without a
-    header. Raises IngestError(401) for another scheme, bad base64 or an empty key."""
-    if header is None or not header.strip():
-        return None
-    scheme, _, token = header.strip().partition(" ")
-    if scheme.lower() != "basic":
-        raise _unauthorized("Authorization must be HTTP Basic with the write key as the user name")
-    try:
-        decoded = base64.b64decode(token.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        raise _unauthorized("the Basic credentials are not base64 of 'writeKey:'") from None
-    key = decoded.partition(":")[0]
-    if not key:
-        raise _unauthorized("the Basic credentials hold no write key (the user name is the key)")
-    return key
-
-
-def check_write_key(key: object, keys: Iterable[Secret]) -> None:
-    """Raise IngestError(401) unless `key` is one of `keys` (compared in constant time)."""
-    if not isinstance(key, str) or not key:
-        raise _unauthorized("a write key is required: HTTP Basic user name or 'writeKey' in the body")
-    given = key.encode("utf-8", "surrogatepass")
-    matched = False
-    for secret in keys:
-        matched |= hmac.compare_digest(given, secret.reveal().encode("utf-8"))
-    if not matched:
-        raise _unauthorized("unknown write key")
-
-
-def body_write_key(body: object) -> object:
-    """The `writeKey` field of a JSON body (None when absent or not an object)."""
-    return body.get("writeKey") if isinstance(body, dict) else None
-
-
-def decode_body(data: bytes, content_encoding: str | None, limit: int = MAX_REQUEST_BYTES) -> bytes:
-    """The request body as sent by the client, gunzipped when `content_encoding` says so.
-    Raises IngestError(400) for an unknown encoding, broken gzip, or more than `limit`
-    bytes before or after decompression (decompression stops at the limit)."""
-    if len(data) > limit:
-        raise _too_large(len(data), limit)
-    encoding = (content_encoding or "").strip().lower()
-    if encoding in ("", "identity"):
-        return data
-    if encoding not in _GZIP:
-        raise _bad("unsupported_encoding", "Content-Encoding must be gzip or absent")
-    out = bytearray()
-    rest = data
-    while rest:  # a gzip file may hold several members
-        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            out += inflater.decompress(rest, limit + 1 - len(out))
-        except zlib.error as exc:
-            raise _bad("invalid_gzip", f"the gzip body does not decompress: {exc}") from None
-        if len(out) > limit:
-            raise _bad("request_too_large", f"the body is more than {limit} bytes once decompressed")
-        if not inflater.eof:
-            raise _bad("invalid_gzip", "the gzip body is truncated")
-        rest = inflater.unused_data
-    return bytes(out)
-
-
-def _too_large(size: int, limit: int) -> IngestError:
-    return _bad("request_too_large", f"the body is {size} bytes, more than the limit of {limit}")
-
-
-def parse_json(data: bytes) -> Any:
-    """The decoded body. Raises IngestError(400, invalid_json)."""
-    try:
-        return json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise _bad("invalid_json", f"the body is not UTF-8 (byte {exc.start})") from None
-    except RecursionError:
-        raise _bad("invalid_json", "the body nests too deeply") from None
-    except ValueError as exc:
-        raise _bad("invalid_json", f"the body is not valid JSON: {exc}") from None
-
-
-def received_at(now: datetime | None = None) -> str:
-    """`now` (default: the current time) as Segment writes receivedAt: `2024-05-01T10:20:30.123Z`."""
-    now = datetime.now(UTC) if now is None else now.astimezone(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
-
-
-def stamp(message: dict[str, Any], now: str) -> dict[str, Any]:
-    """A copy of `message` with `receivedAt` set to `now` and no `writeKey`."""
-    out = {k: v for k, v in message.items() if k != "writeKey"}
-    out["receivedAt"] = now
-    return out
-
-
-def merge_batch_fields(message: Any, envelope: Mapping[str, Any]) -> Any:
-    """`message` with the batch's `context` and `integrations` merged in key by key (the
-    message's own keys win) and the batch's `sentAt` when it has none. A message that is
-    not an object, or whose own context is not one, is left as it is (the worker
-    dead-letters it)."""
-    if not isinstance(message, dict):
-        return message
-    out = dict(message)
-    for field in ("context", "integrations"):
-        shared = envelope.get(field)
-        if not shared:
-            continue
-        own = out.get(field)
-        if own is None:
-            out[field] = dict(shared)
-        elif isinstance(own, dict):
-            out[field] = {**shared, **own}
-    if out.get("sentAt") is None and envelope.get("sentAt") is not None:
-        out["sentAt"] = envelope["sentAt"]
-    return out
-
-
-def encode_message(message: Any, index: int | None = None) -> bytes:
-    """A message as the compact UTF-8 JSON record the worker reads. Raises
-    IngestError(400) when it is not strict JSON or more than MAX_MESSAGE_BYTES."""
-    where = {} if index is None else {"index": index}
-    try:
-        data = json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
-    except RecursionError:
-        raise _bad("invalid_json", "a message nests too deeply", **where) from None
-    except ValueError:  # NaN/Infinity (or an overflowing number), unpaired surrogates
-        raise _bad("invalid_json", "a message holds NaN, Infinity or an unpaired surrogate", **where) from None
-    if len(data) > MAX_MESSAGE_BYTES:
-        raise _bad(
-            "message_too_large",
-            f"a message is {len(data)} bytes, more than the limit of {MAX_MESSAGE_BYTES}",
-            **where,
-        )
-    return data
-
-
-def single_record(type_: str, body: Any, now: str) -> Record:
-    """The record of one call to /v1/{type}. Raises IngestError(400) when the body is not a
-    valid message of that type."""
-    if not isinstance(body, dict):
-        raise _bad("invalid_message", "the body must be a JSON object", reason="not_an_object")
-    value = encode_message(stamp({**body, "type": type_}, now))
-    try:
-        message = parse(value)
-    except InvalidMessage as exc:
-        raise _bad("invalid_message", exc.detail, reason=exc.reason.value, field=exc.field) from None
-    return Record(message.key.encode("utf-8"), value)
-
-
-def batch_records(body: Any, now: str) -> list[Record]:
-    """The records of a batch request, in order. Raises IngestError(400) for a broken
-    envelope or an item over the limits; invalid items are kept (see the module doc)."""
-    if not isinstance(body, dict):
-        raise _bad("invalid_batch", "the body must be a JSON object with a 'batch' array")
-    items = body.get("batch")
-    if not isinstance(items, list):
-        raise _bad("invalid_batch", "the body needs a 'batch' array of messages")
-    if len(items) > MAX_BATCH_MESSAGES:
-        raise _bad(
-            "too_many_messages", f"the batch holds {len(items)} messages, more than the limit of {MAX_BATCH_MESSAGES}"
-        )
-    for field in ("context", "integrations"):
-        if body.get(field) is not None and not isinstance(body[field], dict):
-            raise _bad("invalid_batch", f"the batch's '{field}' must be an object")
-    records = []
-    for index, item in enumerate(items):
-        message = merge_batch_fields(item, body)
-        if isinstance(message, dict):
-            message = stamp(message, now)
-        value = encode_message(message, index)
-        records.append(Record(user_key(value), value))
-    return records
-
-
-def request_records(endpoint: str, body: Any, now: str) -> list[Record]:
-    """The records a request to /v1/{endpoint} produces (see ENDPOINTS)."""
-    type_ = ENDPOINTS[endpoint]
-    if type_ == BATCH:
-        return batch_records(body, now)
-    return [single_record(type_, body, now)]
-
-
-# --------------------------------------------------------------------------- Kafka
-
-
-class Sink(Protocol):
-    """Where accepted records go. `send` returns once every record is stored, or raises
-    IngestError(503). A sink may also have `async ready() -> bool` (may check Kafka) and
-    `connected: bool | None` (the last outcome, for /metrics); without them the service
-    counts as ready."""
-
-    async def send(self, records: Sequence[Record]) -> None: ...
-
-
-READY_PROBE_TIMEOUT = 2.0  # seconds /ready waits for a check of Kafka
-READY_RECHECK_SECONDS = 10.0  # a success older than this is checked again by /ready
-
-
-class KafkaSink:
-    """Produces records to one topic with acks=all and a bounded wait for the acknowledgement.
-
-    The producer starts at the first `send` (or `start`) and again after a failed start,
-    so the ingest runs, answering 503, while Kafka is unreachable."""
-
-    def __init__(
-        self, bootstrap_servers: str, topic: str, *, timeout: float = 10.0, security: KafkaSecurity | None = None
-    ) -> None:
-        self.bootstrap_servers = bootstrap_servers
-        self.topic = topic
-        self.timeout = timeout
-        self.security = security or KafkaSecurity()
-        # Why the producer last failed to start, naming the setting (e.g. a refused SASL login).
-        self.last_error = ""
-        self._producer: Any = None
-        self._lock = asyncio.Lock()
-
-    async def start(self) -> bool:
-        """Try to connect now; False when Kafka is unreachable (`send` tries again)."""
-        try:
-            await self._started(asyncio.get_running_loop().time() + self.timeout)
-        except KafkaUnavailable:
-            self._note(False)
-            return False
-        self._note(True)
-        return True
-
-    async def stop(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            await producer.stop()
-
-    # Readiness: the last outcome of a start, send or check, and when it was known.
-    connected: bool | None = None  # None: nothing tried yet
-    _outcome_at = 0.0
-    _check: asyncio.Future | None = None
-
-    def _note(self, ok: bool) -> None:
-        self.connected = ok
-        self._outcome_at = asyncio.get_running_loop().time()
-
-    async def ready(self) -> bool:
-        """Whether Kafka takes records: a recent success as it is, else a check now
-        (connect, or a metadata request) waited for at most READY_PROBE_TIMEOUT; one
-        check at a time, whoever asks (a check that takes longer records its outcome)."""
-        if self.connected and asyncio.get_running_loop().time() - self._outcome_at < READY_RECHECK_SECONDS:
-            return True
-        if self._check is None or self._check.done():
-            self._check = asyncio.ensure_future(self._probe())
-        try:
-            return await asyncio.wait_for(asyncio.shield(self._check), READY_PROBE_TIMEOUT)
-        except TimeoutError:
-            return False
-
-    async def _probe(self) -> bool:
-        producer = self._producer
-        if producer is None:
-            return await self.start()
-        try:  # aiokafka: True once a broker answered, False when none did
-            ok = bool(await asyncio.wait_for(producer.client.force_metadata_update(), self.timeout))
-        except Exception:  # KafkaError, TimeoutError
-            ok = False
-        self._note(ok)
-        return ok
-
-    async def send(self, records: Sequence[Record]) -> None:
-        if not records:  # an empty batch stores nothing: no reason to wait for Kafka
-            return
-        try:
-            await self._send(records)
-            self._note(True)
-        except KafkaUnavailable as exc:
-            self._note(False)
-            log.warning(
-                "Kafka at %s did not acknowledge %d message(s) for %s in time (%s): answered 503",
-                self.bootstrap_servers,
-                len(records),
-                self.topic,
-                exc.cause,
-            )
-            raise
-
-    async def _send(self, records: Sequence[Record]) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        producer = await self._started(deadline)
-        futures: list[asyncio.Future] = []
-        try:
-            async with asyncio.timeout_at(deadline):
-                for record in records:
-                    futures.append(await producer.send(self.topic, record.value, key=record.key))
-            if futures:
-                await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
-        except Exception as exc:  # KafkaError, TimeoutError (waiting for metadata or buffer space)
-            raise KafkaUnavailable(exc) from None
-        finally:
-            for future in futures:  # no "exception was never retrieved" for late failures
-                future.add_done_callback(_consume_exception)
-        for future in futures:
-            if not future.done():
-                raise KafkaUnavailable(TimeoutError())
-            error = future.exception()
-            if error is not None:
-                raise KafkaUnavailable(error)
-
-    async def _started(self, deadline: float) -> Any:
-        if self._producer is not None:
-            return self._producer
-        from aiokafka import AIOKafkaProducer
-
-        async with self._lock:
-            if self._producer is None:
-                producer = AIOKafkaProducer(
-                    bootstrap_servers=self.bootstrap_servers,
-                    client_id="cs-relay-ingest",
-                    acks="all",
-                    linger_ms=2,
-                    max_batch_size=256 * 1024,
-                    request_timeout_ms=max(1, int(self.timeout * 1000)),
-                    **self.security.client_options(),
-                )
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        await start_client(producer, self.security, self.bootstrap_servers)
-                except Exception as exc:  # KafkaConnectError, TimeoutError, ...
-                    self.last_error = str(exc) or type(exc).__name__
-                    await _quietly(producer.stop())
-                    raise KafkaUnavailable(exc) from None
-                self._producer = producer
-        return self._producer
-
-
-class KafkaUnavailable(IngestError):
-    """503: Kafka did not take the records. `cause` (an exception's name) is for the log only."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(503, "kafka_unavailable", "Kafka did not acknowledge the messages in time: retry")
-        self.cause = type(cause).__name__
-
-
-def _consume_exception(future: asyncio.Future) -> None:
-    if not future.cancelled():
-        future.exception()
-
-
-async def _quietly(awaitable: Awaitable[Any]) -> None:
-    try:
-        await awaitable
-    except Exception:
-        pass
-
-
-# --------------------------------------------------------------------------- HTTP
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
     """The raw body, refusing more than `limit` bytes without reading them all."""
     if request.content_length is not None and request.content_length > limit:
-        raise _too_large(request.content_length, limit)
+        raise too_large(request.content_length, limit)
     data = bytearray()
     while chunk := await request.content.read(limit + 1 - len(data)):
         data += chunk
         if len(data) > limit:
-            raise _too_large(len(data), limit)
+            raise too_large(len(data), limit)
     return bytes(data)
 
 
@@ -712,7 +289,7 @@ def create_app(
 
     def within_rate(key: object) -> None:
         if rates is not None and isinstance(key, str) and (wait := rates.take(key)) > 0:
-            raise _rate_limited(wait, rates.rate)
+            raise rate_limited(wait, rates.rate)
 
     async def ingest(request: web.Request) -> web.Response:
         # The header's key is checked, and its rate, before any of the body is read.
