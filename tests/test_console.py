@@ -539,8 +539,8 @@ def test_replays_remembered_are_bounded():
     journal.replayed("dlq/0/2", NOW + 9)
     assert journal.replays("dlq/0/0") == [] and journal.replays("dlq/0/2") == [NOW + 2, NOW + 9]
     assert journal.replays(None) == []
-    journal.dead_letter(b"u1", b"{}", {}, NOW)
-    journal.dead_letter(b"u1", b"{}", {}, NOW - 5)
+    journal.dead_letter(NOW)
+    journal.dead_letter(NOW - 5)
     assert journal.last_dead_letter_at == NOW
 
 

@@ -166,4 +166,4 @@ ADMIN = admin.install(
     pending_counts=runtime.pending_counts.counts,
 )
 # The operator console at /console (issue 17; off without CS_RELAY_ADMIN_TOKEN).
-CONSOLE = console.install(app, ADMIN, runtime.journal, input_topic)
+CONSOLE = console.install(app, ADMIN, runtime.journal)

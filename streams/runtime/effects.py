@@ -80,7 +80,7 @@ async def dead_letter(rt: Runtime, dead: DeadLetter, key: bytes | None = None, *
     for attempt in range(1, DLQ_SEND_ATTEMPTS + 1):
         try:
             await produce(rt.outbox, DEAD_LETTERS, key=key, value=value, headers=headers)
-            rt.journal.dead_letter(key, value, headers, rt.clock())  # the console's dead-letters page
+            rt.journal.dead_letter(rt.clock())  # the console's dead-letters page reads the topic again
             return
         except Exception as exc:  # noqa: BLE001 - Faust wraps the aiokafka error
             if too_large(exc) and len(value) > DLQ_TRUNCATED_BYTES:

@@ -178,9 +178,9 @@ class Journal:
 
     # ------------------------------------------------------------------ dead letters
 
-    def dead_letter(self, key: bytes | None, value: bytes, headers: Mapping[str, bytes], now: float) -> None:
-        """This worker sent a dead letter (the arguments are what it sent; only the time
-        is kept: the page reads the dead letters from the topic)."""
+    def dead_letter(self, now: float) -> None:
+        """This worker sent a dead letter at `now` (the page reads the dead letters
+        themselves from the topic; this only tells its cache to read again)."""
         self.last_dead_letter_at = max(self.last_dead_letter_at, now)
 
     def replayed(self, identity: str, now: float) -> None:

@@ -428,11 +428,10 @@ def _secure(request: web.Request) -> bool:
 # ------------------------------------------------------------------ the worker
 
 
-def install(app: Any, admin: Any, journal: Journal, input_topic: Any = None) -> Console:
+def install(app: Any, admin: Any, journal: Journal) -> Console:
     """Register the console on the worker's Faust app (`streams.runtime.app`, after
     `admin.install`): its pages, and the timer that samples the counters for the chart.
-    `input_topic` is not used (a replay is sent as the CLI sends it, with its own
-    producer, to `settings.input_topic`); `streams.runtime.app` still passes it."""
+    A replay is sent as the CLI sends it, with its own producer, to `settings.input_topic`."""
     from streams.ops.admin import owner_partition, owner_url, same_worker
     from streams.ops.observe import status_document
 
