@@ -54,7 +54,7 @@ from bench.baselines import PartnerJobs, consume_ceiling, run_http_ceiling
 from mockservers.recorder import RECORDS_KEY
 from mockservers.server import MockServers, start_mocks, worker_partner_env
 from streams import kafkaconn
-from streams.core import mappings
+from streams.core import mappingfile
 from streams.core.decision import PartnerRequest
 from streams.destinations import REGISTRY, plugin
 from streams.ops.dlq import read_dead_letters
@@ -127,7 +127,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     except ValueError as exc:
         parser.error(str(exc))
     try:
-        args.aggregate_s = mappings.duration(args.aggregate)
+        args.aggregate_s = mappingfile.duration(args.aggregate)
     except ValueError as exc:
         parser.error(f"--aggregate: {exc}")
     if args.aggregate_s and ("a" not in args.scenarios or args.aggregate_s + 30 > args.timeout):

@@ -26,7 +26,8 @@ from typing import Any, TypeVar, cast
 
 from yarl import URL
 
-from streams.core.mappings import Controls, MappingError, load_file
+from streams.core.mappingfile import MappingError, load_file
+from streams.core.mappings import Controls
 from streams.destinations import REGISTRY
 from streams.destinations.base import DestinationSettings
 from streams.envreader import ADMIN_TOKEN_MIN_CHARS, EnvReader, Secret, SettingsError

@@ -10,7 +10,7 @@ import pytest
 
 from bench import aggregation, run
 from bench.mix import iso_from_us
-from streams.core import mappings
+from streams.core import mappingfile
 
 WINDOW_S = 10
 START_US = 1_796_000_000 * 1_000_000  # a whole multiple of 10 s
@@ -35,7 +35,7 @@ def csb(endpoint: str, user: str, feature: str = "Report Exported", at_us: int =
 def test_the_mapping_file_sets_the_window_for_both_partners_and_passes_validation() -> None:
     text = aggregation.mapping_file("10s")
     assert tomllib.loads(text) == {"clientsuccess": {"aggregate": "10s"}, "customersuccessbox": {"aggregate": "10s"}}
-    controls = mappings.load(text, "m.toml", {key: {} for key in aggregation.AGGREGATED})
+    controls = mappingfile.load(text, "m.toml", {key: {} for key in aggregation.AGGREGATED})
     assert [controls.of(key).aggregate for key in aggregation.AGGREGATED] == [10, 10]
 
 

@@ -10,14 +10,12 @@ from dataclasses import replace
 import pytest
 
 from streams.core.decision import Send, Skip
+from streams.core.mappingfile import MappingError, load, load_file
 from streams.core.mappings import (
     Controls,
     DestinationControls,
-    MappingError,
     bind,
     event_name,
-    load,
-    load_file,
     rename_traits,
     transform,
 )

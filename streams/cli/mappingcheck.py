@@ -16,7 +16,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 from streams.core.decision import PartnerRequest
-from streams.core.mappings import Controls, DestinationControls, MappingError, load_file
+from streams.core.mappingfile import MappingError, load_file
+from streams.core.mappings import Controls, DestinationControls
 from streams.core.pending import Pending
 from streams.core.segment import validate
 from streams.core.state import GroupState, UserState

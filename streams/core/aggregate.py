@@ -10,7 +10,7 @@ that field and their timestamp are the same partner event of the same account an
 CustomerSuccessBox: account, user, product, module and feature in the body).
 
 * Windows are aligned to the epoch, which is a GMT midnight, and their size divides a
-  day (`streams.core.mappings.duration`), so no window crosses a GMT midnight.
+  day (`streams.core.mappingfile.duration`), so no window crosses a GMT midnight.
 * A call's window is the one holding the time cs-relay routes it (processing time): a
   window closes at a known moment, and a late or backfilled call never reopens a
   window already sent.

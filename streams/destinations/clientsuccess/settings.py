@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.core.mappings import non_empty_string
+from streams.core.mappingfile import non_empty_string
 from streams.destinations.base import Variable
 from streams.envreader import EnvReader, Secret, http_url
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from streams.core.mappings import string_table
+from streams.core.mappingfile import string_table
 from streams.destinations.base import Variable
 from streams.envreader import EnvReader, Secret, http_url_or_empty
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from streams.core.mappings import string_table
+from streams.core.mappingfile import string_table
 from streams.core.segment import _json_kind
 from streams.destinations.base import Variable
 from streams.destinations.webhook import signature
