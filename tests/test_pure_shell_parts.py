@@ -268,3 +268,54 @@ def test_faust_patches_refuse_a_faust_they_were_not_copied_from():
     check_version(faust.__version__)  # the pinned version is the one installed
     with pytest.raises(RuntimeError, match=rf"faust-streaming=={FAUST_VERSION}.*FAUST_VERSION"):
         check_version("0.16.0")
+
+
+async def test_cancelled_work_is_never_acknowledged():
+    """Work cancelled (a revoked partition's deliveries, a stop) did not happen: the
+    event stays unacknowledged, so that whoever reads the partition next does it."""
+    acked = []
+    tracker = AckTracker()
+    gate = asyncio.Event()
+    work = asyncio.ensure_future(gate.wait())
+    tracker.add("tp", lambda: acked.append(1), [work])
+    await asyncio.sleep(0)
+    work.cancel()
+    assert not await tracker.drain(timeout=0.2)
+    assert acked == []
+
+
+async def test_forgotten_partitions_are_never_acknowledged_and_free_their_place():
+    acked = []
+    tracker = AckTracker()
+    gates = [asyncio.Event(), asyncio.Event()]
+    tracker.add("tp0", lambda: acked.append("old"), [gates[0].wait()])
+    tracker.add("tp1", lambda: acked.append("kept"), [gates[1].wait()])
+    assert tracker.in_flight == 2
+    tracker.forget(["tp0"])
+    assert tracker.in_flight == 1  # back-pressure counts only what may still be acknowledged
+    tracker.add("tp0", lambda: acked.append("new"), [])  # the partition assigned again
+    gates[0].set()
+    gates[1].set()
+    assert await tracker.drain(timeout=2)
+    assert acked == ["new", "kept"]  # the forgotten event's late completion acknowledges nothing
+
+
+async def test_chains_cancel_stops_running_and_queued_work_of_matching_keys_only():
+    order = []
+    chains = Chains()
+    never, later = asyncio.Event(), asyncio.Event()
+
+    async def job(name, gate):
+        await gate.wait()
+        order.append(name)
+
+    a1 = chains.submit(("a", "cs"), lambda: job("a1", never))
+    a2 = chains.submit(("a", "cs"), lambda: job("a2", later))
+    b1 = chains.submit(("b", "cs"), lambda: job("b1", later))
+    await asyncio.sleep(0)
+    assert await chains.cancel(lambda key: key[0] == "a", timeout=2)
+    assert a1.cancelled() and a2.cancelled() and not b1.done()
+    later.set()
+    await b1
+    assert order == ["b1"]  # a2 never ran, though its gate opened
+    assert len(chains) == 0

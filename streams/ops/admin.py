@@ -137,6 +137,8 @@ class Admin:
     # destination -> state -> events waiting, kept by the runtime as it writes pending
     # records (streams.ops.observe.PendingCounts); None: counted from the table (tests)
     pending_counts: Callable[[], Mapping[str, Mapping[str, int]]] | None = None
+    # why the worker is stopping after work failed for good (Runtime.failure), or None
+    failure: Callable[[], str | None] = lambda: None
 
     def __post_init__(self) -> None:
         self.registry = worker_registry(self.snapshot)  # this worker's own, with process metrics
@@ -155,9 +157,11 @@ class Admin:
             for tp in app.assignor.assigned_actives():
                 if tp.topic in assigned:
                     assigned[tp.topic].append(tp.partition)
-        ready = started and recovered and not rebalancing and not recovery.in_recovery
+        failure = self.failure()
+        ready = started and recovered and not rebalancing and not recovery.in_recovery and failure is None
         return ready, {
             "ready": ready,
+            **({"failed": failure} if failure is not None else {}),
             "worker": str(app.conf.canonical_url),
             "consumer_started": started,
             "rebalancing": rebalancing,
@@ -374,6 +378,7 @@ def install(
     parked_oldest_age: Callable[[], Mapping[str, float]] = dict,
     circuits: Callable[[], Mapping[str, Mapping[str, Any]]] = dict,
     pending_counts: Callable[[], Mapping[str, Mapping[str, int]]] | None = None,
+    failure: Callable[[], str | None] = lambda: None,
 ) -> Admin:
     """Wire the endpoints, metrics hooks and log format into the app (called once, at
     the end of `streams.runtime.app`)."""
@@ -400,6 +405,7 @@ def install(
         parked_oldest_age=parked_oldest_age,
         circuits=circuits,
         pending_counts=pending_counts,
+        failure=failure,
     )
     admin.register()
     return admin

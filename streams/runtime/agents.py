@@ -8,6 +8,7 @@ unfinished work. Faust agents with concurrency > 1 could (faust issue 606).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -33,7 +34,19 @@ async def intake(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
     """Validate each raw record; re-key the good ones by user, dead-letter the rest.
     An input record is acknowledged once Kafka has taken what it became."""
     async for event, record in fresh_events(rt, app, stream):
-        rt.acks.add(record.tp, event.ack, [await admit(rt, record)])
+        try:
+            work = await admit(rt, record)
+        except Exception as exc:  # noqa: BLE001 - the producer refused the record
+            # Registered all the same, as work that failed: never acknowledged (no commit
+            # passes it) and the worker stops (Runtime.failed_for_good).
+            work = failed(exc)
+        rt.acks.add(record.tp, event.ack, [work])
+
+
+def failed(exc: BaseException) -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    return future
 
 
 async def fresh_events(rt: Runtime, app: faust.App, stream: faust.StreamT) -> AsyncIterator[tuple[Any, Incoming]]:

@@ -24,6 +24,7 @@ This module only wires: everything that runs lives in the `Runtime` built here
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -93,6 +94,8 @@ runtime = Runtime.from_settings(
     recovered=_recovered,
 )
 app.runtime = runtime
+# Work that failed for good stops the worker (exit status 1) rather than wedging it.
+runtime.stop = lambda exc: asyncio.ensure_future(app.crash(exc))
 
 
 @app.agent(input_topic)
@@ -107,7 +110,7 @@ async def route(stream: faust.StreamT) -> None:
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args); Faust sends one positional: the TPs
 async def _on_revoked(app: faust.App, revoked: Any, **kwargs: Any) -> None:
-    runtime.revoked((tp.topic, tp.partition) for tp in revoked)
+    await runtime.revoked((tp.topic, tp.partition) for tp in revoked)
 
 
 @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args); Faust sends one positional: the TPs
@@ -164,6 +167,7 @@ ADMIN = admin.install(
     parked_oldest_age=lambda: runtime.marks.parked_since.ages(runtime.clock()),
     circuits=lambda: {dest: b.status(runtime.clock()) for dest, b in runtime.breakers.items()},
     pending_counts=runtime.pending_counts.counts,
+    failure=lambda: runtime.failure,
 )
 # The operator console at /console (issue 17; off without CS_RELAY_ADMIN_TOKEN).
 CONSOLE = console.install(app, ADMIN, runtime.journal)

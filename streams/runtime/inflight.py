@@ -26,10 +26,16 @@ class AckTracker:
 
     `add(tp, ack, work)` registers an event: `ack` is called when `work` (awaitables)
     has finished and every earlier event of the same partition has been acknowledged.
-    `wait_below(n)` applies back-pressure on the reading loop.
+    Work that failed or was cancelled did not happen: its event is never acknowledged
+    (nor is any later one of its partition), and whoever reads the partition next from
+    its committed offset does it again. `forget(tps)` drops the events of revoked
+    partitions the same way. `wait_below(n)` applies back-pressure on the reading loop.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, on_failure: Callable[[Hashable, BaseException], Any] | None = None) -> None:
+        # Told of work that failed for good: its event, and every later one of its
+        # partition, can no longer be acknowledged in this process.
+        self.on_failure = on_failure
         self._queues: dict[Hashable, deque[list]] = {}
         self._count = 0
         self._changed = asyncio.Event()
@@ -40,7 +46,7 @@ class AckTracker:
         return self._count
 
     def add(self, tp: Hashable, ack: Callable[[], Any], work: Iterable[Awaitable[Any]] = ()) -> None:
-        entry = [False, ack]
+        entry = [False, ack, True]  # [finished, ack, still wanted: False once forgotten]
         self._queues.setdefault(tp, deque()).append(entry)
         self._count += 1
         pending = [asyncio.ensure_future(w) for w in work]
@@ -54,16 +60,32 @@ class AckTracker:
     async def _await(self, tp: Hashable, entry: list, work: Sequence[asyncio.Future[Any]]) -> None:
         results = await asyncio.gather(*work, return_exceptions=True)
         for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+            if isinstance(result, asyncio.CancelledError):
+                return  # stopped (its partition revoked, or the worker stopping): not done
+            if isinstance(result, BaseException):
                 log.error("work for an event failed; it stays unacknowledged", exc_info=result)
+                if self.on_failure is not None and entry[2]:
+                    self.on_failure(tp, result)
                 return  # never acknowledged: a restart reprocesses it
         self._finish(tp, entry)
 
+    def forget(self, tps: Iterable[Hashable]) -> None:
+        """Drop the events of `tps` (revoked): none of them will be acknowledged."""
+        for tp in tps:
+            queue = self._queues.pop(tp, None)
+            if queue:
+                for entry in queue:
+                    entry[2] = False
+                self._count -= len(queue)
+                self._changed.set()
+
     def _finish(self, tp: Hashable, entry: list) -> None:
+        if not entry[2]:
+            return  # forgotten: its partition was revoked
         entry[0] = True
         queue = self._queues[tp]
         while queue and queue[0][0]:
-            _, ack = queue.popleft()
+            _, ack, _ = queue.popleft()
             self._count -= 1
             ack()
         if not queue:
@@ -102,6 +124,18 @@ class Chains:
         if previous is not None:
             await asyncio.gather(previous, return_exceptions=True)
         return await make()
+
+    async def cancel(self, where: Callable[[Hashable], bool], timeout: float) -> bool:
+        """Cancel the chains whose key matches `where`, their running and queued work
+        alike (a chain's tail awaits the work before it, so cancelling the tail reaches
+        all of it), and wait until they have stopped; False if some did not within `timeout`."""
+        tails = [task for key, task in self._tails.items() if where(key)]
+        for task in tails:
+            task.cancel()
+        if not tails:
+            return True
+        _, running = await asyncio.wait(tails, timeout=timeout)
+        return not running
 
     def _forget(self, key: Hashable, task: asyncio.Future) -> None:
         if self._tails.get(key) is task:

@@ -21,7 +21,7 @@ import logging
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,7 @@ from streams.core import pending as pending_mod
 from streams.core.aggregate import CloseIndex
 from streams.core.breaker import Breakers, Policy, State, signal_of
 from streams.core.pending import Pending
+from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff
 from streams.core.state import GroupState, Memory, UserState
 from streams.core.step import Destination
@@ -39,9 +40,12 @@ from streams.runtime import wiring
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
 from streams.runtime.outbox import Outbox
+from streams.runtime.topics import by_user_topic_name
 from streams.settings import Settings
 
 log = logging.getLogger("cs_relay")
+
+REVOKE_TIMEOUT = 10.0  # seconds for a revoked partition's cancelled work to stop
 
 Table = MutableMapping[str, Any]
 
@@ -112,7 +116,12 @@ class Runtime:
         self.recovered = recovered  # tables recovered and no rebalance under way
         self.clock = clock
         self.rng = rng or random.Random()
-        self.acks = AckTracker()
+        self.by_user_topic = by_user_topic_name(settings.app_id)
+        self.acks = AckTracker(on_failure=self.failed_for_good)
+        # Set when work failed for good (`failed_for_good`): /ready answers 503 saying
+        # so, and `stop` (given by the app) stops the worker so that it is redone.
+        self.failure: str | None = None
+        self.stop: Callable[[BaseException], Any] = lambda exc: None
         self.redeliveries = Redeliveries()
         self.chains = Chains()
         self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
@@ -257,8 +266,45 @@ class Runtime:
         self.closing = {(k, w) for k, w in self.closing if self.partition_of(k) in by_user_partitions}
         self.window_rescan.set()
 
-    def revoked(self, tps: Any) -> None:
-        self.redeliveries.forget(tps)
+    def failed_for_good(self, tp: Any, exc: BaseException) -> None:
+        """Work for an event of `tp` failed past its own retries (a produce Kafka keeps
+        refusing, a dead letter that cannot be written). Its event, and every later one
+        of that partition, can never be acknowledged here: rather than sit wedged (the
+        partition's commits stopped, back-pressure soon stopping every partition) the
+        worker stops, and a restart (its supervisor's) redoes the event."""
+        if self.failure is not None:
+            return
+        self.failure = redact(
+            f"work for an event of {tp} failed for good: {type(exc).__name__}: {exc}", self.settings.secrets()
+        )
+        log.critical("%s; stopping the worker: after a restart the event is processed again", self.failure)
+        self.stop(exc)
+
+    async def revoked(self, tps: Iterable[tuple[str, int]]) -> bool:
+        """A rebalance took `tps` (topic, partition) from this worker. Whoever gets them
+        next (another worker, or this one again) reads them from the committed offset and
+        does their work again, so this worker stops what it still had under way for them
+        before the rebalance goes on: their events are never acknowledged, and the
+        deliveries, retries and records of their users, running or queued, are cancelled.
+        A delivery left running would reach the partner after, or between, the new
+        owner's requests for the same user (a user's older traits arriving last). False
+        if some work did not stop within REVOKE_TIMEOUT."""
+        revoked = list(tps)
+        self.redeliveries.forget(revoked)
+        self.acks.forget(revoked)
+        lost = {p for topic, p in revoked if topic == self.by_user_topic}
+        if not lost:
+            return True
+
+        def of_lost_user(chain: Any) -> bool:  # chains are keyed (user, destination or "forward")
+            return self.partition_of(chain[0]) in lost
+
+        stopped = await self.chains.cancel(of_lost_user, REVOKE_TIMEOUT)
+        # Their releases are nobody's in this process now: the next owner sends them again.
+        self.in_flight = {k for k in self.in_flight if self.partition_of(k[0]) not in lost}
+        if not stopped:
+            log.warning("some work of revoked partitions did not stop within %.0f s", REVOKE_TIMEOUT)
+        return stopped
 
     def report(self) -> None:
         if self.counters:
