@@ -87,6 +87,14 @@ async def route(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
 
 
 def route_one(rt: Runtime, record: Incoming) -> list[Awaitable[Any]]:
+    """Handle one by-user record: its work, and the changelog writes it made (the event
+    is acknowledged only once Kafka has them: `streams.runtime.changelog`)."""
+    with rt.changelog.during() as writes:
+        work = handle_safely(rt, record)
+    return [*work, *writes]
+
+
+def handle_safely(rt: Runtime, record: Incoming) -> list[Awaitable[Any]]:
     try:
         return handlers.handle(rt, record)
     except Exception:  # a bug must not stop every other user's events

@@ -94,6 +94,8 @@ runtime = Runtime.from_settings(
     recovered=_recovered,
 )
 app.runtime = runtime
+for _table in (users, pending_table, groups_table, seen_table, windows_table):
+    runtime.changelog.watch(_table)
 # Work that failed for good stops the worker (exit status 1) rather than wedging it.
 runtime.stop = lambda exc: asyncio.ensure_future(app.crash(exc))
 

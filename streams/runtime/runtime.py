@@ -37,6 +37,7 @@ from streams.ops.admin import owner_partition
 from streams.ops.console.journal import Journal
 from streams.ops.observe import PendingCounts, Stats
 from streams.runtime import wiring
+from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
 from streams.runtime.outbox import Outbox
@@ -118,6 +119,7 @@ class Runtime:
         self.rng = rng or random.Random()
         self.by_user_topic = by_user_topic_name(settings.app_id)
         self.acks = AckTracker(on_failure=self.failed_for_good)
+        self.changelog = ChangelogWrites()  # each event's table writes, awaited before its ack
         # Set when work failed for good (`failed_for_good`): /ready answers 503 saying
         # so, and `stop` (given by the app) stops the worker so that it is redone.
         self.failure: str | None = None

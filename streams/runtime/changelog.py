@@ -1,0 +1,51 @@
+"""The changelog writes an event makes, awaited before the event is acknowledged.
+
+Faust writes a table change to the table's changelog topic through its producer
+buffer, in the background: `table[key] = value` returns before Kafka has the record,
+and a record Kafka refuses is only logged. Faust's commit flushes that buffer first,
+but not to the end (`streams.runtime.faust_fixes`, patch 2, bounds the flush so that
+commits happen at all under load). So an event whose only effect is a table write (a
+hold, a park record applied, a pending-done) could be committed before its write was
+durable, and a crash then lose it.
+
+`ChangelogWrites.watch(table)` wraps the table's `send_changelog` (through which every
+`__setitem__` and `del` of a Faust table goes) so that, while an event is handled
+(`during()`), the futures of its writes are collected. The agent adds them to the
+event's work (`streams.runtime.agents.route_one`): the event is acknowledged once Kafka
+has acknowledged every write it made, and a write Kafka refuses is work that failed
+for good (the worker stops: `Runtime.failed_for_good`), never a commit past it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+class ChangelogWrites:
+    def __init__(self) -> None:
+        self._collecting: list[Awaitable[Any]] | None = None
+
+    def watch(self, table: Any) -> None:
+        """Collect the changelog writes of `table` (a Faust table) made during an event."""
+        send = table.send_changelog
+
+        def send_changelog(*args: Any, **kwargs: Any) -> Any:
+            written = send(*args, **kwargs)
+            if self._collecting is not None and written is not None:
+                self._collecting.append(written)
+            return written
+
+        table.send_changelog = send_changelog
+
+    @contextmanager
+    def during(self) -> Iterator[list[Awaitable[Any]]]:
+        """The writes made until the block ends (handling is synchronous: no other
+        event's writes can come in between)."""
+        collected: list[Awaitable[Any]] = []
+        self._collecting = collected
+        try:
+            yield collected
+        finally:
+            self._collecting = None

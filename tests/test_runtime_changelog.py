@@ -1,0 +1,73 @@
+"""Commit only what is durable, through the real runtime without a broker: an event is
+acknowledged (and so may be committed) only once Kafka has acknowledged the changelog
+writes it made, and a write Kafka refuses stops the worker instead of being committed
+past. The tables stand in for Faust's: every `__setitem__` and `del` goes through
+`send_changelog`, which returns the write's future, as Faust's does."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from streams.runtime.runtime import Tables
+from tests.runtime_world import BY_USER_TOPIC, World
+
+
+class ChangelogTable(dict):
+    """A table whose changelog writes wait for the test to acknowledge them."""
+
+    def __init__(self, writes: list[asyncio.Future]) -> None:
+        super().__init__()
+        self.writes = writes
+
+    def send_changelog(self, key: Any, value: Any) -> asyncio.Future:
+        written: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.writes.append(written)
+        return written
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.send_changelog(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        super().__delitem__(key)
+        self.send_changelog(key, None)
+
+
+def changelog_world() -> tuple[World, list[asyncio.Future]]:
+    writes: list[asyncio.Future] = []
+    tables = Tables(*(ChangelogTable(writes) for _ in range(5)))
+    world = World(tables=tables)
+    for table in (tables.users, tables.pending, tables.groups, tables.seen, tables.windows):
+        world.rt.changelog.watch(table)
+    return world, writes
+
+
+def routed_acks(world: World) -> list[int]:
+    return [offset for topic, _, offset in world.acked if topic == BY_USER_TOPIC]
+
+
+async def test_an_event_is_acknowledged_only_once_its_changelog_writes_are():
+    world, writes = changelog_world()
+    # No group yet: the track is held, its only effect a table write (pending, dedupe).
+    await world.publish(type="track", userId="u1", event="Early", messageId="t1")
+    assert writes and routed_acks(world) == []
+    for written in writes[:-1]:
+        written.set_result(None)
+    await world.settle()
+    assert routed_acks(world) == []  # one write still in transit
+    writes[-1].set_result(None)
+    assert await world.settle()
+    assert routed_acks(world) == [0]
+
+
+async def test_a_changelog_write_kafka_refuses_stops_the_worker():
+    world, writes = changelog_world()
+    stopped: list[BaseException] = []
+    world.rt.stop = stopped.append
+    await world.publish(type="identify", userId="u1", traits={"email": "a@b.example"}, messageId="i1")
+    for written in writes:
+        written.set_exception(RuntimeError("MessageSizeTooLargeError"))
+    await world.settle()
+    assert routed_acks(world) == []
+    assert len(stopped) == 1 and world.rt.failure is not None and "MessageSizeTooLarge" in world.rt.failure
