@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 
+from streams.core import control
 from streams.core.control import PendingDone
-from tests.runtime_world import FakeClient, World
+from streams.runtime.outbox import BY_USER
+from tests.runtime_world import FakeClient, Produced, World
 
 
 async def released_but_unconfirmed(world: World) -> None:
@@ -48,3 +50,28 @@ async def test_the_worker_still_delivering_it_does_not_send_it_twice():
 
 def world_is_stuck(world: World) -> bool:
     return world.rt.acks.in_flight > 0 and ("u1", "clientsuccess", 1) in world.rt.in_flight
+
+
+async def test_a_late_pending_done_never_confirms_a_later_event_of_the_user():
+    """A user's empty pending record is deleted; the next one must not number its events
+    from 1 again, or a pending-done still on its way for an old event (a redo sends a
+    second one) would confirm the new event while its delivery is under way."""
+    world = World()
+    await world.publish(type="track", userId="u1", event="Early", messageId="t1")  # no group yet: held
+    first = world.pending("u1")["held"][0]["seq"]
+    await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g1")
+    assert world.client.events() == ["Early"] and world.tables.pending.get("u1") is None  # confirmed, deleted
+    await world.publish(type="group", userId="u1", groupId="g2", messageId="g2")  # no name: ClientSuccess waits
+    await world.publish(type="track", userId="u1", event="Later", messageId="t2")
+    world.client.gate = asyncio.Event()  # the partner is slow: Later stays in `releasing`
+    await world.publish(type="group", userId="u1", groupId="g2", traits={"name": "Beta"}, messageId="g3")
+    later = world.pending("u1")["releasing"][0]["seq"]
+    assert later > first
+
+    value, headers = control.encode(PendingDone("clientsuccess", first))  # the old event's, late
+    world.outbox.records.append(Produced(BY_USER, b"u1", value, headers, None))
+    await world.settle()
+    assert [i["seq"] for i in world.pending("u1")["releasing"]] == [later]  # still carried
+    world.client.gate.set()
+    assert await world.settle()
+    assert world.client.events() == ["Early", "Later"] and world.tables.pending.get("u1") is None

@@ -146,6 +146,19 @@ class Pending:
         return cls(next_seq=data.get("next_seq", 1), queues=queues)
 
 
+SEQ_SPAN = 1 << 20  # more sequence numbers than one record of the by-user topic can ever take
+
+
+def first_seq(offset: int) -> int:
+    """The first sequence number of a user's pending record created by the by-user
+    record at `offset`. A user's empty record is deleted, and its numbers must never
+    come back (a late pending-done for an old number would confirm a new event): a
+    record starts above every number its user's earlier records took, since each of
+    their by-user records (at a lower offset of the same partition) took fewer than
+    SEQ_SPAN numbers."""
+    return max(1, offset * SEQ_SPAN)
+
+
 def hold(
     pending: Pending, destination: str, raw: str, source: Mapping[str, Any], now: float, max_events: int
 ) -> tuple[Pending, list[Item]]:

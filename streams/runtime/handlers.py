@@ -100,7 +100,7 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
     if replay and REPLAY_DESTINATION_HEADER in headers:
         only = headers[REPLAY_DESTINATION_HEADER].decode("utf-8", "replace")
         destinations = [d for d in rt.destinations if d.key == only]
-    pending = rt.pending(key)
+    pending = rt.pending(key, record.offset)
     now = rt.clock()
     s = rt.settings
     result = step(

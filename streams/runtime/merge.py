@@ -43,7 +43,7 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
     key = record.key.decode("utf-8")
     user = rt.user(key) or UserState(key=key, user_id=key)
     anonymous = UserState.from_dict(profile.user) if profile.user else None
-    pending = rt.pending(key)
+    pending = rt.pending(key, record.offset)
     result = merge_step(
         user,
         pending,
