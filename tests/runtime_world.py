@@ -122,6 +122,7 @@ class World:
         self.offsets: Counter[tuple[str, int]] = Counter()
         self.routed = 0  # how many produced records were read back
         self.acked: list[tuple[str, int, int]] = []
+        self.taken: list[Incoming] = []  # every by-user record routed, in order
 
     # ------------------------------------------------------------------ input
 
@@ -162,12 +163,19 @@ class World:
                 if partition is None:
                     partition = self.rt.partition_of(key.decode("utf-8"))
                 record = self._incoming(BY_USER_TOPIC, produced.key, produced.value, produced.headers, partition)
+                self.taken.append(record)
                 self._register(record, agents.route_one(self.rt, record))
             await asyncio.sleep(0)
             idle = self.routed == len(self.outbox.records) and not self.rt.acks.in_flight and not len(self.rt.chains)
             if idle:
                 return True
         return False
+
+    async def redo(self, record: Incoming) -> bool:
+        """Route a by-user record again, at its offset: what Kafka does after a crash
+        or a rebalance before its offset was committed."""
+        self._register(record, agents.route_one(self.rt, record))
+        return await self.settle()
 
     # ------------------------------------------------------------------ reading
 

@@ -150,28 +150,45 @@ SEQ_SPAN = 1 << 20  # more sequence numbers than one record of the by-user topic
 
 
 def first_seq(offset: int) -> int:
-    """The first sequence number of a user's pending record created by the by-user
-    record at `offset`. A user's empty record is deleted, and its numbers must never
-    come back (a late pending-done for an old number would confirm a new event): a
-    record starts above every number its user's earlier records took, since each of
-    their by-user records (at a lower offset of the same partition) took fewer than
-    SEQ_SPAN numbers."""
+    """The first sequence number of the events that the by-user record at `offset`
+    adds to its user's pending record (a held event, a parked delivery, a merged
+    visitor's events: `first_seq + i`). Numbers come from the record, not from a
+    counter in the pending record, so that:
+    * they never repeat for a user, though an empty record is deleted (a late
+      pending-done for an old number must not confirm a new event);
+    * a record processed again (the redo after a crash) gives its events the same
+      numbers, and finds them already there instead of adding them twice."""
     return max(1, offset * SEQ_SPAN)
 
 
 def hold(
-    pending: Pending, destination: str, raw: str, source: Mapping[str, Any], now: float, max_events: int
+    pending: Pending,
+    destination: str,
+    raw: str,
+    source: Mapping[str, Any],
+    now: float,
+    max_events: int,
+    seq: int | None = None,
 ) -> tuple[Pending, list[Item]]:
-    """Append an event to the destination's held queue; returns the overflow (oldest first)."""
-    item = Item(pending.next_seq, now, raw, source)
+    """Append an event to the destination's held queue; returns the overflow (oldest
+    first). `seq`: the event's number (`first_seq` of its by-user record's offset); an
+    event already in the queue under it (its record processed again) is not held twice."""
+    seq = pending.next_seq if seq is None else seq
     queue = pending.queue(destination)
+    if has_seq(queue, seq):
+        return pending, []
+    item = Item(seq, now, raw, source)
     held = (*queue.held, item)
     overflow: list[Item] = []
     if len(held) > max_events:
         cut = len(held) - max_events
         overflow, held = list(held[:cut]), held[cut:]
-    pending = replace(pending, next_seq=pending.next_seq + 1)
+    pending = replace(pending, next_seq=max(pending.next_seq, seq + 1))
     return pending.with_queue(destination, replace(queue, held=held)), overflow
+
+
+def has_seq(queue: Queue, seq: int) -> bool:
+    return any(i.seq == seq for i in (*queue.held, *queue.releasing)) or any(p.seq == seq for p in queue.parked)
 
 
 def expire(pending: Pending, now: float, max_age: float) -> tuple[Pending, list[tuple[str, Item]]]:
@@ -201,12 +218,16 @@ def confirm(pending: Pending, destination: str, up_to_seq: int) -> Pending:
     return pending.with_queue(destination, replace(queue, releasing=releasing))
 
 
-def adopt(pending: Pending, earlier: Pending) -> Pending:
+def adopt(pending: Pending, earlier: Pending, first: int | None = None) -> Pending:
     """Take over another profile's waiting events (an anonymous profile after login).
     They happened before this user's held events, so they go first; parked and
     released ones whose delivery was never confirmed are held again (sent at least
-    once)."""
-    next_seq = pending.next_seq
+    once). They are numbered from `first` (`first_seq` of the record that brings them);
+    if the first of them is here already, this record was processed before: nothing
+    changes."""
+    next_seq = pending.next_seq if first is None else first
+    if first is not None and any(has_seq(q, first) for q in pending.queues.values()):
+        return pending
     for dest, queue in earlier.queues.items():
         moved = []
         for parked in queue.parked:
@@ -217,7 +238,7 @@ def adopt(pending: Pending, earlier: Pending) -> Pending:
             next_seq += 1
         mine = pending.queue(dest)
         pending = pending.with_queue(dest, replace(mine, held=(*moved, *mine.held)))
-    return replace(pending, next_seq=next_seq)
+    return replace(pending, next_seq=max(pending.next_seq, next_seq))
 
 
 def held_at_iso(item: Item) -> str:
@@ -227,15 +248,23 @@ def held_at_iso(item: Item) -> str:
 # ------------------------------------------------------------------ parked deliveries
 
 
-def park(pending: Pending, destination: str, parked: Parked, released_seq: int | None = None) -> Pending:
+def park(
+    pending: Pending, destination: str, parked: Parked, released_seq: int | None = None, seq: int | None = None
+) -> Pending:
     """Append a failed delivery to the destination's parked queue (after any already
-    there: order per user is kept). A released event that parks leaves `releasing`."""
+    there: order per user is kept). A released event that parks leaves `releasing`
+    and keeps its number; another is numbered `seq` (`first_seq` of the park record).
+    A delivery parked under that number already (the park record processed again)
+    is not parked twice."""
     queue = pending.queue(destination)
+    number = released_seq if released_seq is not None else (pending.next_seq if seq is None else seq)
+    if any(p.seq == number for p in queue.parked):
+        return pending
     releasing = queue.releasing
     if released_seq is not None:
         releasing = tuple(i for i in releasing if i.seq != released_seq)
-    item = replace(parked, seq=pending.next_seq)
-    pending = replace(pending, next_seq=pending.next_seq + 1)
+    item = replace(parked, seq=number)
+    pending = replace(pending, next_seq=max(pending.next_seq, number + 1))
     return pending.with_queue(destination, replace(queue, releasing=releasing, parked=(*queue.parked, item)))
 
 

@@ -109,11 +109,14 @@ def step(
     max_pending_age: float,
     blocked: frozenset[str] = frozenset(),
     memories: Sequence[Memory] = (),
+    seq: int | None = None,
 ) -> Step:
     """Apply one message to the state of user `key` and decide what every destination gets.
     `blocked` names destinations with a delivery of this user being parked right now
     (its park record not applied yet): they hold this message like a parked queue does.
-    `memories` are what every registered destination remembers (enabled or not)."""
+    `memories` are what every registered destination remembers (enabled or not).
+    `seq`: the number a held event gets (`streams.core.pending.first_seq` of the
+    message's by-user offset: the same when the message is processed again)."""
     new_user = apply_to_user(user, msg, now_iso, key, memories)
     merge_from = anonymous_to_merge(msg, new_user)
     if merge_from is not None:
@@ -151,7 +154,7 @@ def step(
         elif isinstance(decision, Send):
             dispatches.append(Dispatch(dest.key, decision.request, raw, source, msg.message_id))
         elif isinstance(decision, Hold):
-            pending, overflow = pending_mod.hold(pending, dest.key, raw, source, now, max_pending)
+            pending, overflow = pending_mod.hold(pending, dest.key, raw, source, now, max_pending, seq)
             held.append((dest.key, decision.reason))
             dead += [_pending_dead_letter(i, dest.key, Reason.PENDING_OVERFLOW, max_pending) for i in overflow]
         elif isinstance(decision, Reject):
@@ -174,11 +177,13 @@ def merge_step(
     anonymous_id: str,
     groups: GroupLookup,
     destinations: Sequence[Destination],
+    first: int | None = None,
 ) -> Step:
     """Fold an anonymous profile and its waiting events into the user, then release
-    what the merged state can attribute (the visitor's early page views, say)."""
+    what the merged state can attribute (the visitor's early page views, say). The
+    adopted events are numbered from `first` (`streams.core.pending.adopt`)."""
     merged = merge_users(user, anonymous, anonymous_id)
-    pending = pending_mod.adopt(pending, anonymous_pending)
+    pending = pending_mod.adopt(pending, anonymous_pending, first)
     dispatches: list[Dispatch] = []
     for dest in destinations:
         pending, released = release_ready(pending, dest, merged, groups)

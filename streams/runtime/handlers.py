@@ -27,7 +27,7 @@ from streams.core.control import (
     WindowClose,
     WindowDone,
 )
-from streams.core.pending import confirm
+from streams.core.pending import confirm, first_seq
 from streams.core.segment import parse
 from streams.core.step import step
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
@@ -100,7 +100,7 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
     if replay and REPLAY_DESTINATION_HEADER in headers:
         only = headers[REPLAY_DESTINATION_HEADER].decode("utf-8", "replace")
         destinations = [d for d in rt.destinations if d.key == only]
-    pending = rt.pending(key, record.offset)
+    pending = rt.pending(key)
     now = rt.clock()
     s = rt.settings
     result = step(
@@ -118,6 +118,7 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
         max_pending_age=s.pending_max_age_seconds,
         blocked=frozenset(d.key for d in destinations if rt.marks.parking[(key, d.key)] > 0),
         memories=rt.memories,
+        seq=first_seq(record.offset),
     )
     if result.group is not None:
         rt.tables.groups[result.group.group_id] = result.group.to_dict()

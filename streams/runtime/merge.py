@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from streams.core.control import MergeProfile, MergeRequest
-from streams.core.pending import Pending
+from streams.core.pending import Pending, first_seq
 from streams.core.state import UserState
 from streams.core.step import merge_step
 from streams.runtime import effects
@@ -43,7 +43,7 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
     key = record.key.decode("utf-8")
     user = rt.user(key) or UserState(key=key, user_id=key)
     anonymous = UserState.from_dict(profile.user) if profile.user else None
-    pending = rt.pending(key, record.offset)
+    pending = rt.pending(key)
     result = merge_step(
         user,
         pending,
@@ -52,5 +52,6 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
         profile.anonymous_id,
         rt.group,
         rt.destinations,
+        first_seq(record.offset),
     )
     return effects.apply_step(rt, key, pending, result)

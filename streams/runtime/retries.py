@@ -51,8 +51,10 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
         del parking[(key, dest)]
     if park.released_seq is not None:
         rt.in_flight.discard((key, dest, park.released_seq))
-    before = rt.pending(key, record.offset)
-    rt.store_pending(key, pending_mod.park(before, dest, park.parked, park.released_seq))
+    parked = pending_mod.park(
+        rt.pending(key), dest, park.parked, park.released_seq, pending_mod.first_seq(record.offset)
+    )
+    rt.store_pending(key, parked)
     return []
 
 

@@ -181,13 +181,8 @@ class Runtime:
         data = self.tables.users.get(key)
         return UserState.from_dict(data) if data else None
 
-    def pending(self, key: str, offset: int | None = None) -> Pending:
-        """The user's pending record; a new one, when a by-user record at `offset` is
-        about to add to it, numbers its events from `first_seq(offset)` (never reused)."""
-        data = self.tables.pending.get(key)
-        if data is None and offset is not None:
-            return Pending(next_seq=pending_mod.first_seq(offset))
-        return Pending.from_dict(data)
+    def pending(self, key: str) -> Pending:
+        return Pending.from_dict(self.tables.pending.get(key))
 
     def group(self, group_id: str) -> GroupState | None:
         data = self.tables.groups.get(group_id)
