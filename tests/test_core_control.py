@@ -9,6 +9,7 @@ import pytest
 from streams.core import control
 from streams.core.control import (
     KIND_HEADER,
+    MergeDone,
     MergeProfile,
     MergeRequest,
     Park,
@@ -106,6 +107,8 @@ FROZEN = [
     # aggregation windows (issue 15, item 3)
     (b"window-close", b'{"keys": ["u1", "u2"]}', WindowClose(("u1", "u2"))),
     (b"window-done", b'{"window": "clientsuccess:1700000000:abc"}', WindowDone("clientsuccess:1700000000:abc")),
+    # the merge's confirmation (issue 16, item 3)
+    (b"merge-done", b'{"into": "u1"}', MergeDone("u1")),
 ]
 
 

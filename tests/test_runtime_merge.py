@@ -4,10 +4,12 @@ visitor's held events released to the partner after."""
 
 from __future__ import annotations
 
+import asyncio
+
 from streams.core import control
-from streams.core.control import MergeProfile, MergeRequest
+from streams.core.control import MergeDone, MergeProfile, MergeRequest
 from streams.runtime.outbox import BY_USER
-from tests.runtime_world import Produced, World
+from tests.runtime_world import CapturingOutbox, Produced, World
 
 
 async def visitor_then_login(world: World) -> None:
@@ -66,3 +68,69 @@ async def test_a_repeated_merge_request_changes_nothing():
     assert await world.settle()
     assert world.tables.users == before
     assert len(world.controls(MergeProfile.KIND)) == 1
+
+
+async def test_the_handed_profile_is_kept_until_the_user_says_it_folded_it_in():
+    world = World()
+    await visitor_then_login(world)
+    [done] = world.controls(MergeDone.KIND)
+    assert done.key == b"anon-1" and control.decode(done.headers, done.value) == MergeDone(into="u1")
+    assert "handing" not in world.tables.users["anon-1"]  # merge-done applied: the copy is gone
+    assert world.tables.users["u1"]["adopted"] == {"anon-1": taken_offset(world, MergeProfile.KIND)}
+
+
+async def test_a_hand_over_lost_in_a_crash_is_sent_again_and_folded_in_once():
+    """The anonymous partition wrote its rows, then the worker died before Kafka had the
+    merge-profile: the merge-request is processed again after the restart."""
+    world = World()
+    await world.publish(type="page", anonymousId="anon-1", name="Pricing", messageId="p1")
+    await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+    lost = LosingOutbox(MergeProfile.KIND)
+    lost.records = world.outbox.records  # the same log, from here on losing merge-profiles
+    world.outbox = world.rt.outbox = lost
+    await world.publish(type="identify", userId="u1", anonymousId="anon-1", messageId="i")
+    assert world.tables.users["anon-1"]["merged_into"] == "u1"
+    assert world.tables.users["anon-1"]["handing"]["anonymous_id"] == "anon-1"
+    assert world.client.events() == []  # the profile never arrived
+
+    lost.losing = False
+    assert await world.redo(taken(world, MergeRequest.KIND))
+    assert world.client.events() == ["Viewed%20Pricing%20Page"]
+    # and once more, as a second redo would: nothing is folded in or sent twice
+    assert await world.redo(taken(world, MergeRequest.KIND))
+    assert world.client.events() == ["Viewed%20Pricing%20Page"]
+    assert world.tables.pending.get("u1") is None and "handing" not in world.tables.users["anon-1"]
+
+
+async def test_a_hand_over_sent_twice_is_folded_in_once():
+    world = World()
+    await visitor_then_login(world)
+    handed = next(r for r in world.outbox.records if r.kind == MergeProfile.KIND)
+    world.outbox.records.append(Produced(BY_USER, handed.key, handed.value, handed.headers, None))
+    assert await world.settle()
+    assert world.client.events() == ["Viewed%20Pricing%20Page", "Trial%20Started"]
+    assert len(world.controls(MergeDone.KIND)) == 2  # each copy confirmed
+    assert world.tables.pending.get("u1") is None
+
+
+class LosingOutbox(CapturingOutbox):
+    """Records of kind `kind` are lost (Kafka never gets them) while `losing`."""
+
+    def __init__(self, kind: bytes) -> None:
+        super().__init__()
+        self.kind, self.losing = kind, True
+
+    async def send(self, to, *, key, value, headers, partition=None):
+        if self.losing and headers.get(control.KIND_HEADER) == self.kind:
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return await super().send(to, key=key, value=value, headers=headers, partition=partition)
+
+
+def taken(world: World, kind: bytes):
+    return next(r for r in world.taken if r.headers.get(control.KIND_HEADER) == kind)
+
+
+def taken_offset(world: World, kind: bytes) -> int:
+    return taken(world, kind).offset

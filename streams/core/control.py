@@ -13,6 +13,7 @@ tests/test_core_control.py holds frozen examples of each kind as version 0.1 wro
     pending-done   a finished delivery          removes the released event from `releasing`
     merge-request  route (identify/alias)       hands the anonymous profile to the user
     merge-profile  the anonymous partition      folds the profile into the user
+    merge-done     the user's partition         forgets the copy of the handed profile
     sweep          a timer, to each partition   prunes dedupe rows, expires held events
     park           a failed delivery            stores it in the user's parked queue
     retry-due      a timer, to a partition      retries the due parked heads once
@@ -84,6 +85,22 @@ class MergeProfile:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> MergeProfile:
         return cls(body["anonymous_id"], body.get("user") or None, body.get("pending"))
+
+
+@dataclass(frozen=True)
+class MergeDone:
+    """To an anonymous profile: user `into` has folded in the profile handed to it
+    (durably): forget the copy kept in case the hand-over had to be sent again."""
+
+    KIND: ClassVar[bytes] = b"merge-done"
+    into: str
+
+    def body(self) -> dict[str, Any]:
+        return {"into": self.into}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> MergeDone:
+        return cls(body["into"])
 
 
 @dataclass(frozen=True)
@@ -230,8 +247,10 @@ class WindowDone:
         return cls(body["window"])
 
 
-Control = PendingDone | MergeRequest | MergeProfile | Sweep | Park | RetryDue | Retried | WindowClose | WindowDone
-_ALL = (PendingDone, MergeRequest, MergeProfile, Sweep, Park, RetryDue, Retried, WindowClose, WindowDone)
+Control = (
+    PendingDone | MergeRequest | MergeProfile | MergeDone | Sweep | Park | RetryDue | Retried | WindowClose | WindowDone
+)
+_ALL = (PendingDone, MergeRequest, MergeProfile, MergeDone, Sweep, Park, RetryDue, Retried, WindowClose, WindowDone)
 KINDS: Mapping[bytes, type[Control]] = MappingProxyType({kind.KIND: kind for kind in _ALL})
 TO_PARTITION = (Sweep, RetryDue, WindowClose)  # sent to one partition with an empty key, not to a user
 

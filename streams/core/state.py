@@ -130,6 +130,13 @@ class UserState:
     last_seen: str | None = None
     anonymous_ids: tuple[str, ...] = ()  # anonymous profiles merged into this one
     merged_into: str | None = None  # set on an anonymous profile after login: forward to that user
+    # On an anonymous profile being merged: the merge-profile it handed over (its body),
+    # kept until the user says it folded it in (merge-done), so a hand-over lost in a
+    # crash is sent again rather than lost (streams.runtime.merge).
+    handing: Mapping[str, Any] | None = None
+    # On a user: anonymous id -> the by-user offset of the merge-profile that folded it
+    # in; a hand-over sent again is not folded in twice (the last ADOPTED_KEPT kept).
+    adopted: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def first_name(self) -> str | None:
@@ -167,6 +174,9 @@ class UserState:
             "last_seen": self.last_seen,
             "anonymous_ids": list(self.anonymous_ids),
             "merged_into": self.merged_into,
+            # absent when empty: the record stays what older versions wrote and read
+            **({"handing": dict(self.handing)} if self.handing is not None else {}),
+            **({"adopted": dict(self.adopted)} if self.adopted else {}),
         }
 
     @classmethod
@@ -183,6 +193,8 @@ class UserState:
             last_seen=data.get("last_seen"),
             anonymous_ids=tuple(data.get("anonymous_ids") or ()),
             merged_into=data.get("merged_into"),
+            handing=data.get("handing"),
+            adopted={k: int(v) for k, v in (data.get("adopted") or {}).items()},
         )
 
 
@@ -278,10 +290,22 @@ def anonymous_to_merge(msg: Message, user: UserState) -> str | None:
     return anonymous
 
 
-def merge_users(user: UserState, anonymous: UserState | None, anonymous_id: str) -> UserState:
+ADOPTED_KEPT = 100  # hand-overs remembered per user (a re-sent one comes within moments)
+
+
+def merge_users(
+    user: UserState, anonymous: UserState | None, anonymous_id: str, offset: int | None = None
+) -> UserState:
     """The user's record with an anonymous profile folded in. What the identified user
-    already has wins (it is newer); the anonymous profile fills the gaps."""
+    already has wins (it is newer); the anonymous profile fills the gaps. `offset`: the
+    by-user offset of the merge-profile record, remembered in `adopted`."""
     ids = user.anonymous_ids if anonymous_id in user.anonymous_ids else (*user.anonymous_ids, anonymous_id)
+    adopted = dict(user.adopted)
+    if offset is not None:
+        adopted.pop(anonymous_id, None)
+        adopted[anonymous_id] = offset
+        adopted = dict(list(adopted.items())[-ADOPTED_KEPT:])
+    user = replace(user, adopted=adopted)
     if anonymous is None:
         return replace(user, anonymous_ids=ids)
     groups = tuple(dict.fromkeys((*anonymous.groups, *user.groups)))

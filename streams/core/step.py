@@ -178,11 +178,13 @@ def merge_step(
     groups: GroupLookup,
     destinations: Sequence[Destination],
     first: int | None = None,
+    offset: int | None = None,
 ) -> Step:
     """Fold an anonymous profile and its waiting events into the user, then release
     what the merged state can attribute (the visitor's early page views, say). The
-    adopted events are numbered from `first` (`streams.core.pending.adopt`)."""
-    merged = merge_users(user, anonymous, anonymous_id)
+    adopted events are numbered from `first` (`streams.core.pending.adopt`); `offset`,
+    the merge-profile record's, is remembered in the user's `adopted`."""
+    merged = merge_users(user, anonymous, anonymous_id, offset)
     pending = pending_mod.adopt(pending, anonymous_pending, first)
     dispatches: list[Dispatch] = []
     for dest in destinations:

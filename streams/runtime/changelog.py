@@ -39,6 +39,11 @@ class ChangelogWrites:
 
         table.send_changelog = send_changelog
 
+    def collected(self) -> list[Awaitable[Any]]:
+        """The list the current event's writes go to (complete once its handler has
+        returned), for work that must wait for them; empty outside an event."""
+        return self._collecting if self._collecting is not None else []
+
     @contextmanager
     def during(self) -> Iterator[list[Awaitable[Any]]]:
         """The writes made until the block ends (handling is synchronous: no other

@@ -17,6 +17,7 @@ from typing import Any
 
 from streams.core import control, dedupe
 from streams.core.control import (
+    MergeDone,
     MergeProfile,
     MergeRequest,
     Park,
@@ -57,6 +58,7 @@ HANDLERS: Mapping[type, Handler] = MappingProxyType(
         PendingDone: pending_done,
         MergeRequest: merge.give_profile,
         MergeProfile: merge.take_profile,
+        MergeDone: merge.handed,
         Sweep: sweep.sweep,
         Park: retries.apply_park,
         RetryDue: retries.start_retries,

@@ -3,18 +3,28 @@ becomes the user, in two partitions.
 
 1. `route`, in the user's partition, sends a `merge-request` to the anonymous key;
 2. there, `give_profile` empties the anonymous profile, marks it `merged_into` the user
-   (its later events are forwarded to the user) and sends the profile and its waiting
-   events to the user in a `merge-profile` record;
-3. in the user's partition, `take_profile` folds them in and releases what the merged
-   state can attribute.
+   (its later events are forwarded to the user), keeps a copy of what it hands over
+   (`handing`) and sends the profile and its waiting events to the user in a
+   `merge-profile` record;
+3. in the user's partition, `take_profile` folds them in, releases what the merged
+   state can attribute, and once those writes are in Kafka sends `merge-done`;
+4. in the anonymous partition, `handed` forgets the copy.
+
+Every step survives a crash at any moment and is idempotent when processed again
+(issue 16, item 3): until merge-done the profile is kept in the anonymous partition,
+and a merge-request processed again sends it again; the user folds each hand-over in
+once (`UserState.adopted`), and the same merge-profile record processed again numbers
+its events as before (`streams.core.pending.adopt`).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable
+from dataclasses import replace
 from typing import Any
 
-from streams.core.control import MergeProfile, MergeRequest
+from streams.core.control import MergeDone, MergeProfile, MergeRequest
 from streams.core.pending import Pending, first_seq
 from streams.core.state import UserState
 from streams.core.step import merge_step
@@ -29,9 +39,15 @@ def give_profile(rt: Runtime, record: Incoming, request: MergeRequest) -> list[A
     anonymous_id = record.key.decode("utf-8")
     anonymous = rt.user(anonymous_id)
     if anonymous is not None and anonymous.merged_into:
-        return []  # merged already (a repeated request)
+        if anonymous.merged_into != request.into or anonymous.handing is None:
+            return []  # merged already, and folded in (a repeated request)
+        # Handed over, not confirmed yet: the record may have been lost (a crash
+        # before Kafka had it). Again; the user folds it in once.
+        return [effects.control_to_user(rt, request.into, MergeProfile.from_body(anonymous.handing))]
     profile = MergeProfile(anonymous_id, anonymous.to_dict() if anonymous else None, rt.pending(anonymous_id).to_dict())
-    rt.tables.users[anonymous_id] = UserState(key=anonymous_id, merged_into=request.into).to_dict()
+    rt.tables.users[anonymous_id] = UserState(
+        key=anonymous_id, merged_into=request.into, handing=profile.body()
+    ).to_dict()
     rt.store_pending(anonymous_id, Pending())
     rt.counters["merged.anonymous"] += 1
     return [effects.control_to_user(rt, request.into, profile)]
@@ -42,6 +58,10 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
     assert record.key is not None  # control records to a user are keyed by the user
     key = record.key.decode("utf-8")
     user = rt.user(key) or UserState(key=key, user_id=key)
+    adopted_at = user.adopted.get(profile.anonymous_id)
+    if adopted_at is not None and adopted_at != record.offset:
+        # A hand-over sent again: the first one, earlier in this partition, was folded in.
+        return [confirm(rt, key, profile.anonymous_id, [])]
     anonymous = UserState.from_dict(profile.user) if profile.user else None
     pending = rt.pending(key)
     result = merge_step(
@@ -53,5 +73,24 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
         rt.group,
         rt.destinations,
         first_seq(record.offset),
+        record.offset,
     )
-    return effects.apply_step(rt, key, pending, result)
+    work = effects.apply_step(rt, key, pending, result)
+    # merge-done only once Kafka has the user's new rows (this event's changelog writes).
+    return [*work, confirm(rt, key, profile.anonymous_id, rt.changelog.collected())]
+
+
+async def confirm(rt: Runtime, key: str, anonymous_id: str, writes: list[Awaitable[Any]]) -> None:
+    if writes:
+        await asyncio.gather(*writes)
+    await effects.control_to_user(rt, anonymous_id, MergeDone(into=key))
+
+
+def handed(rt: Runtime, record: Incoming, done: MergeDone) -> list[Awaitable[Any]]:
+    """In the anonymous partition: the user folded the profile in; forget the copy."""
+    assert record.key is not None
+    anonymous_id = record.key.decode("utf-8")
+    anonymous = rt.user(anonymous_id)
+    if anonymous is not None and anonymous.merged_into == done.into and anonymous.handing is not None:
+        rt.tables.users[anonymous_id] = replace(anonymous, handing=None).to_dict()
+    return []
