@@ -9,6 +9,9 @@ import pytest
 from streams.core import control
 from streams.core.control import (
     KIND_HEADER,
+    GroupKnown,
+    GroupUpdate,
+    GroupWait,
     MergeDone,
     MergeProfile,
     MergeRequest,
@@ -109,6 +112,19 @@ FROZEN = [
     (b"window-done", b'{"window": "clientsuccess:1700000000:abc"}', WindowDone("clientsuccess:1700000000:abc")),
     # the merge's confirmation (issue 16, item 3)
     (b"merge-done", b'{"into": "u1"}', MergeDone("u1")),
+    # groups written by their own partition, and the users waiting for them (issue 16, item 4)
+    (
+        b"group-update",
+        b'{"call": "{\\"type\\":\\"group\\",\\"userId\\":\\"u1\\",\\"groupId\\":\\"g1\\"}", '
+        b'"at": "2026-11-30T10:00:00+00:00"}',
+        GroupUpdate('{"type":"group","userId":"u1","groupId":"g1"}', "2026-11-30T10:00:00+00:00"),
+    ),
+    (b"group-wait", b'{"user": "u1", "seen": null}', GroupWait("u1", None)),
+    (
+        b"group-known",
+        b'{"group": {"group_id": "g1", "name": "Acme"}}',
+        GroupKnown({"group_id": "g1", "name": "Acme"}),
+    ),
 ]
 
 

@@ -14,6 +14,9 @@ tests/test_core_control.py holds frozen examples of each kind as version 0.1 wro
     merge-request  route (identify/alias)       hands the anonymous profile to the user
     merge-profile  the anonymous partition      folds the profile into the user
     merge-done     the user's partition         forgets the copy of the handed profile
+    group-update   route (a group call)         applies the call to the group (its one writer)
+    group-wait     route (an event held)        notes the user waiting for the group
+    group-known    the group's partition        releases what the group now attributes
     sweep          a timer, to each partition   prunes dedupe rows, expires held events
     park           a failed delivery            stores it in the user's parked queue
     retry-due      a timer, to a partition      retries the due parked heads once
@@ -101,6 +104,57 @@ class MergeDone:
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> MergeDone:
         return cls(body["into"])
+
+
+@dataclass(frozen=True)
+class GroupUpdate:
+    """To a group (keyed by groupId): apply group call `call` (its JSON text), routed at
+    `at` (ISO 8601), to the group's record. Only the group's own partition writes it, so
+    every record of a group is in one changelog partition, in one order."""
+
+    KIND: ClassVar[bytes] = b"group-update"
+    call: str
+    at: str
+
+    def body(self) -> dict[str, Any]:
+        return {"call": self.call, "at": self.at}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> GroupUpdate:
+        return cls(body["call"], body["at"])
+
+
+@dataclass(frozen=True)
+class GroupWait:
+    """To a group (keyed by groupId): `user` holds events until the group is known (or
+    gains what they need); `seen` is the `updated_at` of the record the user saw."""
+
+    KIND: ClassVar[bytes] = b"group-wait"
+    user: str
+    seen: str | None
+
+    def body(self) -> dict[str, Any]:
+        return {"user": self.user, "seen": self.seen}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> GroupWait:
+        return cls(body["user"], body.get("seen"))
+
+
+@dataclass(frozen=True)
+class GroupKnown:
+    """To a user waiting for a group: the group's record (`GroupState.to_dict()`) as its
+    partition has it now."""
+
+    KIND: ClassVar[bytes] = b"group-known"
+    group: Mapping[str, Any]
+
+    def body(self) -> dict[str, Any]:
+        return {"group": dict(self.group)}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> GroupKnown:
+        return cls(body["group"])
 
 
 @dataclass(frozen=True)
@@ -248,9 +302,35 @@ class WindowDone:
 
 
 Control = (
-    PendingDone | MergeRequest | MergeProfile | MergeDone | Sweep | Park | RetryDue | Retried | WindowClose | WindowDone
+    PendingDone
+    | MergeRequest
+    | MergeProfile
+    | MergeDone
+    | GroupUpdate
+    | GroupWait
+    | GroupKnown
+    | Sweep
+    | Park
+    | RetryDue
+    | Retried
+    | WindowClose
+    | WindowDone
 )
-_ALL = (PendingDone, MergeRequest, MergeProfile, MergeDone, Sweep, Park, RetryDue, Retried, WindowClose, WindowDone)
+_ALL = (
+    PendingDone,
+    MergeRequest,
+    MergeProfile,
+    MergeDone,
+    GroupUpdate,
+    GroupWait,
+    GroupKnown,
+    Sweep,
+    Park,
+    RetryDue,
+    Retried,
+    WindowClose,
+    WindowDone,
+)
 KINDS: Mapping[bytes, type[Control]] = MappingProxyType({kind.KIND: kind for kind in _ALL})
 TO_PARTITION = (Sweep, RetryDue, WindowClose)  # sent to one partition with an empty key, not to a user
 

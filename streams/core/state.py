@@ -137,6 +137,10 @@ class UserState:
     # On a user: anonymous id -> the by-user offset of the merge-profile that folded it
     # in; a hand-over sent again is not folded in twice (the last ADOPTED_KEPT kept).
     adopted: Mapping[str, int] = field(default_factory=dict)
+    # The user's current group as this user's last group call made it. A group is
+    # written by one partition only, its own (streams.runtime.groups), and reaches the
+    # global copy a moment later: until then the user's own calls read it from here.
+    group_copy: GroupState | None = None
 
     @property
     def first_name(self) -> str | None:
@@ -177,6 +181,7 @@ class UserState:
             # absent when empty: the record stays what older versions wrote and read
             **({"handing": dict(self.handing)} if self.handing is not None else {}),
             **({"adopted": dict(self.adopted)} if self.adopted else {}),
+            **({"group_copy": self.group_copy.to_dict()} if self.group_copy is not None else {}),
         }
 
     @classmethod
@@ -195,6 +200,7 @@ class UserState:
             merged_into=data.get("merged_into"),
             handing=data.get("handing"),
             adopted={k: int(v) for k, v in (data.get("adopted") or {}).items()},
+            group_copy=GroupState.from_dict(data["group_copy"]) if data.get("group_copy") else None,
         )
 
 
@@ -288,6 +294,28 @@ def anonymous_to_merge(msg: Message, user: UserState) -> str | None:
     if not anonymous or anonymous == user.key or anonymous in user.anonymous_ids:
         return None
     return anonymous
+
+
+def newer(a: GroupState | None, b: GroupState | None) -> GroupState | None:
+    """The later written of two records of a group (`updated_at`, ISO 8601 in UTC)."""
+    if a is None or b is None:
+        return a or b
+    return b if (b.updated_at or "") > (a.updated_at or "") else a
+
+
+def with_copy(groups: GroupLookup, user: UserState | None) -> GroupLookup:
+    """`groups` as `user` sees them: its own copy of its group where that is newer than
+    the global one (the global copy is written by the group's partition, a moment after
+    the user's group call)."""
+    copy = user.group_copy if user is not None else None
+    if copy is None:
+        return groups
+
+    def lookup(group_id: str) -> GroupState | None:
+        found = groups(group_id)
+        return newer(found, copy) if group_id == copy.group_id else found
+
+    return lookup
 
 
 ADOPTED_KEPT = 100  # hand-overs remembered per user (a re-sent one comes within moments)

@@ -35,6 +35,7 @@ from streams.core.state import (
     apply_to_group,
     apply_to_user,
     merge_users,
+    with_copy,
 )
 
 
@@ -91,6 +92,9 @@ class Step:
     held: list[tuple[str, str]] = field(default_factory=list)
     merge_from: str | None = None  # an anonymous profile to fold into this user
     folds: list[Fold] = field(default_factory=list)  # requests for the user's open windows
+    # (groupId, updated_at of the record seen or None): the user began holding events
+    # until that group is known; the group's partition is asked to say when it is.
+    wait_for: tuple[str, str | None] | None = None
 
 
 def step(
@@ -117,6 +121,8 @@ def step(
     `memories` are what every registered destination remembers (enabled or not).
     `seq`: the number a held event gets (`streams.core.pending.first_seq` of the
     message's by-user offset: the same when the message is processed again)."""
+    groups = with_copy(groups, user)
+    held_before = {dest.key for dest in destinations if pending.queue(dest.key).held}
     new_user = apply_to_user(user, msg, now_iso, key, memories)
     merge_from = anonymous_to_merge(msg, new_user)
     if merge_from is not None:
@@ -125,6 +131,7 @@ def step(
     if msg.type == "group":
         assert msg.group_id is not None, "a group call has a groupId (segment.validate requires it)"
         new_group = apply_to_group(groups(msg.group_id), msg, now_iso, memories)
+        new_user = replace(new_user, group_copy=new_group)
     lookup = _overlay(groups, new_group)
 
     dispatches: list[Dispatch] = []
@@ -166,7 +173,12 @@ def step(
             pending, released = release_ready(pending, dest, new_user, lookup)
             dispatches += released
 
-    return Step(new_user, new_group, pending, dispatches, dead, skipped, held, merge_from, folds)
+    wait_for = None
+    group_id = msg.context_group_id or new_user.group_id
+    if group_id and any(pending.queue(d.key).held for d in destinations if d.key not in held_before):
+        seen = lookup(group_id)
+        wait_for = (group_id, seen.updated_at if seen is not None else None)
+    return Step(new_user, new_group, pending, dispatches, dead, skipped, held, merge_from, folds, wait_for)
 
 
 def merge_step(

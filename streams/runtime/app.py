@@ -70,6 +70,9 @@ seen_table = app.Table("seen", default=None)
 # partition: a plain table, closed by window-close records rather than by Faust's
 # windowed-table expiry (docs/architecture.md, Tables).
 windows_table = app.Table("windows", default=None)
+# Users waiting for a group to become known, by groupId, in the group's partition
+# (streams.runtime.groups, streams.core.waiters).
+waiters_table = app.Table("waiters", default=None)
 
 
 def _partitions() -> int:
@@ -88,13 +91,20 @@ def _recovered() -> bool:
 # them, and the decorated functions below only call into it.
 runtime = Runtime.from_settings(
     settings,
-    tables=Tables(users=users, pending=pending_table, groups=groups_table, seen=seen_table, windows=windows_table),
+    tables=Tables(
+        users=users,
+        pending=pending_table,
+        groups=groups_table,
+        seen=seen_table,
+        windows=windows_table,
+        waiters=waiters_table,
+    ),
     outbox=FaustOutbox(by_user_topic, dlq_topic),
     partitions=_partitions,
     recovered=_recovered,
 )
 app.runtime = runtime
-for _table in (users, pending_table, groups_table, seen_table, windows_table):
+for _table in (users, pending_table, groups_table, seen_table, windows_table, waiters_table):
     runtime.changelog.watch(_table)
 # Work that failed for good stops the worker (exit status 1) rather than wedging it.
 runtime.stop = lambda exc: asyncio.ensure_future(app.crash(exc))

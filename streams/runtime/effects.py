@@ -124,7 +124,7 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
     if result.pending != before:
         rt.store_pending(key, result.pending)
     resend = resend_releasing(
-        before, rt.destinations, result.user, rt.group, lambda dest, seq: (key, dest, seq) in rt.in_flight
+        before, rt.destinations, result.user, rt.groups_of(result.user), lambda d, seq: (key, d, seq) in rt.in_flight
     )
     key_bytes = key.encode("utf-8")
     work: list[Awaitable[Any]] = [dead_letter(rt, d, key_bytes) for d in result.dead_letters]

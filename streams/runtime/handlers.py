@@ -17,6 +17,9 @@ from typing import Any
 
 from streams.core import control, dedupe
 from streams.core.control import (
+    GroupKnown,
+    GroupUpdate,
+    GroupWait,
     MergeDone,
     MergeProfile,
     MergeRequest,
@@ -32,7 +35,7 @@ from streams.core.pending import confirm, first_seq
 from streams.core.segment import parse
 from streams.core.step import step
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
-from streams.runtime import aggregation, effects, merge, retries, sweep
+from streams.runtime import aggregation, effects, groups, merge, retries, sweep
 from streams.runtime.runtime import Incoming, Runtime
 
 log = logging.getLogger("cs_relay")
@@ -59,6 +62,9 @@ HANDLERS: Mapping[type, Handler] = MappingProxyType(
         MergeRequest: merge.give_profile,
         MergeProfile: merge.take_profile,
         MergeDone: merge.handed,
+        GroupUpdate: groups.update_group,
+        GroupWait: groups.add_waiter,
+        GroupKnown: groups.group_known,
         Sweep: sweep.sweep,
         Park: retries.apply_park,
         RetryDue: retries.start_retries,
@@ -104,6 +110,7 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
         destinations = [d for d in rt.destinations if d.key == only]
     pending = rt.pending(key)
     now = rt.clock()
+    now_iso = datetime.fromtimestamp(now, UTC).isoformat()
     s = rt.settings
     result = step(
         key,
@@ -115,15 +122,13 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
         rt.group,
         destinations,
         now=now,
-        now_iso=datetime.fromtimestamp(now, UTC).isoformat(),
+        now_iso=now_iso,
         max_pending=s.pending_max_events,
         max_pending_age=s.pending_max_age_seconds,
         blocked=frozenset(d.key for d in destinations if rt.marks.parking[(key, d.key)] > 0),
         memories=rt.memories,
         seq=first_seq(record.offset),
     )
-    if result.group is not None:
-        rt.tables.groups[result.group.group_id] = result.group.to_dict()
     rt.journal.routed(key, msg, result.user, result.group, now)  # the console's group and account index
     for dest, _reason in result.skipped:
         rt.counters[f"skipped.{dest}"] += 1
@@ -133,6 +138,12 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
     aggregation.fold_call(rt, key, record.offset, result.folds, now)  # aggregate = ... in the mapping file
     if result.merge_from is not None:
         work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
+    if result.group is not None:  # written by the group's own partition (streams.runtime.groups)
+        update = GroupUpdate(raw_bytes.decode("utf-8"), now_iso)
+        work.append(effects.control_to_user(rt, result.group.group_id, update))
+    if result.wait_for is not None:
+        group_id, seen = result.wait_for
+        work.append(effects.control_to_user(rt, group_id, GroupWait(key, seen)))
     return work
 
 

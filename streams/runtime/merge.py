@@ -70,7 +70,7 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
         anonymous,
         Pending.from_dict(profile.pending),
         profile.anonymous_id,
-        rt.group,
+        rt.groups_of(user),
         rt.destinations,
         first_seq(record.offset),
         record.offset,

@@ -31,7 +31,7 @@ from streams.core.breaker import Breakers, Policy, State, signal_of
 from streams.core.pending import Pending
 from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff
-from streams.core.state import GroupState, Memory, UserState
+from streams.core.state import GroupLookup, GroupState, Memory, UserState, with_copy
 from streams.core.step import Destination
 from streams.ops.admin import owner_partition
 from streams.ops.console.journal import Journal
@@ -63,6 +63,7 @@ class Tables:
     groups: Table
     seen: Table
     windows: Table = field(default_factory=dict)
+    waiters: Table = field(default_factory=dict)  # groupId -> its waiting users (streams.core.waiters)
 
 
 @dataclass(frozen=True)
@@ -187,6 +188,10 @@ class Runtime:
     def group(self, group_id: str) -> GroupState | None:
         data = self.tables.groups.get(group_id)
         return GroupState.from_dict(data) if data else None
+
+    def groups_of(self, user: UserState | None) -> GroupLookup:
+        """The groups as `user` sees them: with its own copy of its group where newer."""
+        return with_copy(self.group, user)
 
     def store_pending(self, key: str, pending: Pending) -> None:
         self.index_retry(key, pending)

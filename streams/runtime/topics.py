@@ -61,6 +61,7 @@ CO_PARTITIONED = (
     "seen-changelog",
     "groups-changelog",
     "windows-changelog",
+    "waiters-changelog",
 )
 
 
