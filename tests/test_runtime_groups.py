@@ -85,16 +85,30 @@ async def test_a_user_who_saw_an_older_group_is_told_at_once():
 
 
 async def test_the_callers_own_next_call_uses_its_copy_before_the_group_is_written():
-    """The group-update is on its way (here: lost) when the caller's next track comes:
-    the caller's row has the group as its call made it."""
+    """The group-update is on its way (here: lost) when the worker restarts and the
+    caller's next track comes: the caller's row has the group as its call made it."""
     world = World()
     lost = DroppingOutbox(GroupUpdate.KIND)
     lost.records = world.outbox.records
     world.outbox = world.rt.outbox = lost
     await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
     assert world.tables.groups.get("g1") is None
-    await world.publish(type="track", userId="u1", event="Right away", messageId="t1")
-    assert world.client.events() == ["Right%20away"]
+
+    restarted = World(tables=world.tables)  # the same tables, a new process (nothing in memory)
+    await restarted.publish(type="track", userId="u1", event="Right away", messageId="t1")
+    assert restarted.client.events() == ["Right%20away"]
+    await restarted.publish(type="track", userId="u2", event="Not mine", messageId="t2", context={"groupId": "g1"})
+    assert restarted.client.events() == ["Right%20away"]  # another user: waits for the group's partition
+
+
+async def test_another_user_routed_by_the_same_worker_sees_a_new_group_at_once():
+    world = World()
+    lost = DroppingOutbox(GroupUpdate.KIND)  # the group's partition has not written it yet
+    lost.records = world.outbox.records
+    world.outbox = world.rt.outbox = lost
+    await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+    await world.publish(type="track", userId="u2", event="Named it", messageId="t2", context={"groupId": "g1"})
+    assert world.client.events() == ["Named%20it"]
 
 
 class DroppingOutbox(CapturingOutbox):

@@ -43,7 +43,7 @@ def update_group(rt: Runtime, record: Incoming, update: GroupUpdate) -> list[Awa
     except InvalidMessage:  # validated by intake: an older or foreign record
         log.warning("group-update for a group could not be read; skipped")
         return []
-    group = apply_to_group(rt.group(group_id), msg, update.at, rt.memories)
+    group = apply_to_group(rt.stored_group(group_id), msg, update.at, rt.memories)
     rt.tables.groups[group_id] = group.to_dict()
     waiting = Waiters.from_dict(rt.tables.waiters.get(group_id))
     if not waiting.users:
@@ -59,7 +59,7 @@ def add_waiter(rt: Runtime, record: Incoming, wait: GroupWait) -> list[Awaitable
     group's record is newer than the one it saw."""
     assert record.key is not None
     group_id = record.key.decode("utf-8")
-    current = rt.group(group_id)
+    current = rt.stored_group(group_id)
     if tell_now(current.updated_at if current else None, wait.seen):
         assert current is not None
         return [effects.control_to_user(rt, wait.user, GroupKnown(current.to_dict()))]

@@ -139,6 +139,7 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
     if result.merge_from is not None:
         work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
     if result.group is not None:  # written by the group's own partition (streams.runtime.groups)
+        rt.note_group(result.group)
         update = GroupUpdate(raw_bytes.decode("utf-8"), now_iso)
         work.append(effects.control_to_user(rt, result.group.group_id, update))
     if result.wait_for is not None:

@@ -31,7 +31,7 @@ from streams.core.breaker import Breakers, Policy, State, signal_of
 from streams.core.pending import Pending
 from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff
-from streams.core.state import GroupLookup, GroupState, Memory, UserState, with_copy
+from streams.core.state import GroupLookup, GroupState, Memory, UserState, newer, with_copy
 from streams.core.step import Destination
 from streams.ops.admin import owner_partition
 from streams.ops.console.journal import Journal
@@ -46,6 +46,7 @@ from streams.settings import Settings
 
 log = logging.getLogger("cs_relay")
 
+RECENT_GROUPS = 10_000  # groups made here whose global copy has not caught up, at most
 REVOKE_TIMEOUT = 10.0  # seconds for a revoked partition's cancelled work to stop
 
 Table = MutableMapping[str, Any]
@@ -120,6 +121,7 @@ class Runtime:
         self.rng = rng or random.Random()
         self.by_user_topic = by_user_topic_name(settings.app_id)
         self.acks = AckTracker(on_failure=self.failed_for_good)
+        self.recent_groups: dict[str, GroupState] = {}  # see note_group
         self.changelog = ChangelogWrites()  # each event's table writes, awaited before its ack
         # Set when work failed for good (`failed_for_good`): /ready answers 503 saying
         # so, and `stop` (given by the app) stops the worker so that it is redone.
@@ -186,8 +188,30 @@ class Runtime:
         return Pending.from_dict(self.tables.pending.get(key))
 
     def group(self, group_id: str) -> GroupState | None:
+        """The group as this worker knows it: the global copy, or the record a group call
+        routed here made, until the group's partition has written it (`recent_groups`)."""
+        found = self.stored_group(group_id)
+        recent = self.recent_groups.get(group_id)
+        if recent is None:
+            return found
+        if found is not None and (found.updated_at or "") >= (recent.updated_at or ""):
+            del self.recent_groups[group_id]  # the global copy has caught up
+            return found
+        return newer(found, recent)
+
+    def stored_group(self, group_id: str) -> GroupState | None:
+        """The group's record in the global copy (what its partition wrote)."""
         data = self.tables.groups.get(group_id)
         return GroupState.from_dict(data) if data else None
+
+    def note_group(self, group: GroupState) -> None:
+        """A group call routed here made `group`; its partition writes it a moment later
+        (streams.runtime.groups). Meanwhile this worker's other users see it as before
+        that change: at once."""
+        self.recent_groups.pop(group.group_id, None)
+        self.recent_groups[group.group_id] = group
+        while len(self.recent_groups) > RECENT_GROUPS:
+            del self.recent_groups[next(iter(self.recent_groups))]
 
     def groups_of(self, user: UserState | None) -> GroupLookup:
         """The groups as `user` sees them: with its own copy of its group where newer."""
