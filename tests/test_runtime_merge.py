@@ -8,6 +8,7 @@ import asyncio
 
 from streams.core import control
 from streams.core.control import MergeDone, MergeProfile, MergeRequest
+from streams.core.step import MERGE_WAIT
 from streams.runtime.outbox import BY_USER
 from tests.runtime_world import CapturingOutbox, Produced, World
 
@@ -67,7 +68,11 @@ async def test_a_repeated_merge_request_changes_nothing():
     world.outbox.records.append(Produced(BY_USER, b"anon-1", value, headers, None))
     assert await world.settle()
     assert world.tables.users == before
-    assert len(world.controls(MergeProfile.KIND)) == 1
+    first, answer = world.controls(MergeProfile.KIND)
+    assert first.key == b"u1"  # the one hand-over
+    # the other user is told there is nothing to hand over (were it waiting, it would stop)
+    assert answer.key == b"someone-else"
+    assert control.decode(answer.headers, answer.value) == MergeProfile("anon-1", None, None)
 
 
 async def test_the_handed_profile_is_kept_until_the_user_says_it_folded_it_in():
@@ -134,3 +139,54 @@ def taken(world: World, kind: bytes):
 
 def taken_offset(world: World, kind: bytes) -> int:
     return taken(world, kind).offset
+
+
+class WithholdingOutbox(CapturingOutbox):
+    """Records of kind `kind` reach the log only when `release()` is called: a merge
+    round trip slower than the user's next calls."""
+
+    def __init__(self, records: list, kind: bytes) -> None:
+        super().__init__()
+        self.records, self.kind, self.withheld = records, kind, []
+
+    async def send(self, to, *, key, value, headers, partition=None):
+        if headers.get(control.KIND_HEADER) == self.kind:
+            self.withheld.append(Produced(to, key, value, dict(headers), partition))
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return await super().send(to, key=key, value=value, headers=headers, partition=partition)
+
+    def release(self) -> None:
+        self.records.extend(self.withheld)
+        self.withheld = []
+
+
+async def test_the_users_later_events_wait_behind_the_visitors_until_its_profile_comes():
+    world = World()
+    slow = WithholdingOutbox(world.outbox.records, MergeProfile.KIND)
+    world.outbox = world.rt.outbox = slow
+    await world.publish(type="page", anonymousId="anon-1", name="Pricing", messageId="p1")
+    await world.publish(type="identify", userId="u1", anonymousId="anon-1", messageId="login")
+    await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+    await world.publish(type="track", userId="u1", event="After login", messageId="t1")
+    assert world.client.events() == []  # the visitor's page view has not come yet: the user's track waits
+    assert world.tables.users["u1"]["merging"] == "anon-1"
+
+    slow.release()
+    assert await world.settle()
+    assert world.client.events() == ["Viewed%20Pricing%20Page", "After%20login"]  # the visitor's first
+    assert "merging" not in world.tables.users["u1"]
+
+
+async def test_a_profile_that_never_comes_is_waited_for_a_minute_at_most():
+    world = World()
+    slow = WithholdingOutbox(world.outbox.records, MergeProfile.KIND)
+    world.outbox = world.rt.outbox = slow
+    await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+    await world.publish(type="identify", userId="u1", anonymousId="anon-1", messageId="login")
+    await world.publish(type="track", userId="u1", event="Waits", messageId="t1")
+    assert world.client.events() == []
+    world.now += MERGE_WAIT + 1
+    await world.publish(type="track", userId="u1", event="Goes", messageId="t2")
+    assert world.client.events() == ["Waits", "Goes"]

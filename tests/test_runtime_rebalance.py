@@ -4,7 +4,7 @@ Once the rebalance goes on, whoever gets the partition (another worker, or this 
 again) reads its events again from the committed offset and delivers them. Anything
 this worker still sent for those users would reach the partner after, or between, the
 new owner's requests: a user's older traits arriving last (seen in
-tests/test_e2e_scale.py as CustomerSuccessBox holding older traits after a worker
+tests/test_faults_scale.py as CustomerSuccessBox holding older traits after a worker
 joined). So on revocation the worker stops its deliveries for those users, running or
 queued, and acknowledges none of their events."""
 

@@ -141,6 +141,11 @@ class UserState:
     # written by one partition only, its own (streams.runtime.groups), and reaches the
     # global copy a moment later: until then the user's own calls read it from here.
     group_copy: GroupState | None = None
+    # The anonymous profile this user asked for at login and has not received yet, and
+    # since when (unix seconds): until it comes, the user's later events wait behind the
+    # visitor's (streams.core.step, MERGE_WAIT).
+    merging: str | None = None
+    merging_since: float | None = None
 
     @property
     def first_name(self) -> str | None:
@@ -182,6 +187,7 @@ class UserState:
             **({"handing": dict(self.handing)} if self.handing is not None else {}),
             **({"adopted": dict(self.adopted)} if self.adopted else {}),
             **({"group_copy": self.group_copy.to_dict()} if self.group_copy is not None else {}),
+            **({"merging": self.merging, "merging_since": self.merging_since} if self.merging else {}),
         }
 
     @classmethod
@@ -201,6 +207,8 @@ class UserState:
             handing=data.get("handing"),
             adopted={k: int(v) for k, v in (data.get("adopted") or {}).items()},
             group_copy=GroupState.from_dict(data["group_copy"]) if data.get("group_copy") else None,
+            merging=data.get("merging"),
+            merging_since=data.get("merging_since"),
         )
 
 
@@ -334,6 +342,8 @@ def merge_users(
         adopted[anonymous_id] = offset
         adopted = dict(list(adopted.items())[-ADOPTED_KEPT:])
     user = replace(user, adopted=adopted)
+    if user.merging == anonymous_id:
+        user = replace(user, merging=None, merging_since=None)  # the profile it waited for
     if anonymous is None:
         return replace(user, anonymous_ids=ids)
     groups = tuple(dict.fromkeys((*anonymous.groups, *user.groups)))

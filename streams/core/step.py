@@ -39,6 +39,12 @@ from streams.core.state import (
 )
 
 
+# How long a user who logged in waits for the visitor's profile (the merge-profile
+# record from the visitor's partition: normally within moments) before its own events
+# stop waiting behind the visitor's.
+MERGE_WAIT = 60.0
+
+
 @dataclass(frozen=True)
 class Destination:
     """A partner as the core sees it: its key, its Segment integration name, its rule."""
@@ -126,7 +132,12 @@ def step(
     new_user = apply_to_user(user, msg, now_iso, key, memories)
     merge_from = anonymous_to_merge(msg, new_user)
     if merge_from is not None:
-        new_user = replace(new_user, anonymous_ids=(*new_user.anonymous_ids, merge_from))
+        # Until the visitor's profile comes, this user's events wait behind the visitor's.
+        new_user = replace(
+            new_user, anonymous_ids=(*new_user.anonymous_ids, merge_from), merging=merge_from, merging_since=now
+        )
+    elif new_user.merging is not None and now - (new_user.merging_since or now) > MERGE_WAIT:
+        new_user = replace(new_user, merging=None, merging_since=None)  # it never came: wait no longer
     new_group = None
     if msg.type == "group":
         assert msg.group_id is not None, "a group call has a groupId (segment.validate requires it)"
@@ -156,6 +167,8 @@ def step(
             folds.append(folded)
         elif isinstance(decision, Send) and (queue.held or queue.parked or dest.key in blocked):
             decision = Hold("earlier events of this user are waiting")
+        elif isinstance(decision, Send) and new_user.merging is not None:
+            decision = Hold("the events this visitor made before logging in come first (merge under way)")
         if folded is not None:
             pass
         elif isinstance(decision, Send):
@@ -209,9 +222,10 @@ def release_ready(
     pending: Pending, dest: Destination, user: UserState, groups: GroupLookup
 ) -> tuple[Pending, list[Dispatch]]:
     """Release, oldest first, the held events of `dest` that the state now attributes
-    (none while deliveries of the user to `dest` are parked: they go first)."""
+    (none while deliveries of the user to `dest` are parked: they go first; none while
+    the user waits for a visitor's profile: its events go first)."""
     ready: list[Dispatch] = []
-    if pending.queue(dest.key).parked:
+    if pending.queue(dest.key).parked or user.merging is not None:
         return pending, ready
     for item in pending.queue(dest.key).held:
         dispatch = _decide_item(item, dest, user, groups)

@@ -119,7 +119,7 @@ def fetched_before_a_rebalance(rt: Runtime, app: faust.App, event: faust.EventT)
     rebalance does not wait for partner deliveries. An event handled after its partition
     was revoked would write the user's state to the changelog after the new owner had
     restored it: a stale record that a later take-over restores (seen in
-    tests/test_e2e_scale.py as users whose group move was missing from their state)."""
+    tests/test_faults_scale.py as users whose group move was missing from their state)."""
     if app.flow_control.is_active() and event.message.generation_id == app.consumer_generation_id:
         return False
     rt.counters["left_after_rebalance"] += 1

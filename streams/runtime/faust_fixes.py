@@ -11,7 +11,7 @@ the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION
    buffers, are dropped when flow control resumes, and the offset jump they leave
    makes Faust's gap tracking (`Consumer._add_gap`) count them as acknowledged: after
    a takeover the input offset was committed past records nobody processed (seen in
-   tests/test_e2e_scale.py: about one failover in three lost events). The patched
+   tests/test_faults_scale.py: about one failover in three lost events). The patched
    copy seeks first and resumes afterwards; nothing else changes.
 
 2. Before committing offsets Faust flushes the producer, so that the changelog records
@@ -29,7 +29,7 @@ the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION
    then drains (moving its position past them) belong to paused partitions, and Faust
    drops them. When that happens after the post-recovery seek, those records are never
    processed: the partition looks assigned and idle, its offset stays uncommitted (seen
-   in tests/test_e2e_scale.py after a standby takeover: an input partition's 93 events
+   in tests/test_faults_scale.py after a standby takeover: an input partition's 93 events
    waited until a restart), and with later traffic Faust's gap tracking would commit
    past them. The patched `_fetch_records` gives aiokafka a view that is never "all"
    and answers membership from the live set at the moment records are drained, so only

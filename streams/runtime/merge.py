@@ -39,7 +39,11 @@ def give_profile(rt: Runtime, record: Incoming, request: MergeRequest) -> list[A
     anonymous_id = record.key.decode("utf-8")
     anonymous = rt.user(anonymous_id)
     if anonymous is not None and anonymous.merged_into:
-        if anonymous.merged_into != request.into or anonymous.handing is None:
+        if anonymous.merged_into != request.into:
+            # Merged into another user before: nothing to hand over, but the asking user
+            # waits for an answer (its events wait behind the visitor's until then).
+            return [effects.control_to_user(rt, request.into, MergeProfile(anonymous_id, None, None))]
+        if anonymous.handing is None:
             return []  # merged already, and folded in (a repeated request)
         # Handed over, not confirmed yet: the record may have been lost (a crash
         # before Kafka had it). Again; the user folds it in once.
@@ -57,7 +61,10 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
     """In the user's partition: fold the anonymous profile in and release what it allows."""
     assert record.key is not None  # control records to a user are keyed by the user
     key = record.key.decode("utf-8")
-    user = rt.user(key) or UserState(key=key, user_id=key)
+    known = rt.user(key)
+    if profile.user is None and profile.pending is None and (known is None or known.merging != profile.anonymous_id):
+        return []  # "merged into another user" for a user not waiting for it: nothing to do
+    user = known or UserState(key=key, user_id=key)
     adopted_at = user.adopted.get(profile.anonymous_id)
     if adopted_at is not None and adopted_at != record.offset:
         # A hand-over sent again: the first one, earlier in this partition, was folded in.

@@ -21,7 +21,7 @@ from tests.pipeline import Pipeline, Worker
 from tests.test_e2e_admin import get_json
 from tests.test_e2e_delivery import check_delivery, cs_events, csb_events, duplicates
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
 # Faust's assignor is sticky: with standby replicas, a worker keeps up to
 # ceil(partitions / workers) partitions, so a third worker joining two that hold 2 of 4
