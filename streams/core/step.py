@@ -38,7 +38,6 @@ from streams.core.state import (
     with_copy,
 )
 
-
 # How long a user who logged in waits for the visitor's profile (the merge-profile
 # record from the visitor's partition: normally within moments) before its own events
 # stop waiting behind the visitor's.
