@@ -36,6 +36,7 @@ from streams.ops.console import web as console
 from streams.runtime import agents, aggregation, faust_fixes, retries, sweep, timers
 from streams.runtime.outbox import FaustOutbox
 from streams.runtime.relayapp import create_app
+from streams.runtime.rowcache import CachedRows
 from streams.runtime.runtime import Runtime, Tables
 from streams.runtime.topics import by_user_topic_name
 from streams.settings import Settings
@@ -92,10 +93,11 @@ def _recovered() -> bool:
 runtime = Runtime.from_settings(
     settings,
     tables=Tables(
-        users=users,
-        pending=pending_table,
+        # The rows every event reads, decoded once (streams.runtime.rowcache).
+        users=CachedRows(users),
+        pending=CachedRows(pending_table),
         groups=groups_table,
-        seen=seen_table,
+        seen=CachedRows(seen_table),
         windows=windows_table,
         waiters=waiters_table,
     ),

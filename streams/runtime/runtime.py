@@ -23,11 +23,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from streams.core import pending as pending_mod
 from streams.core.aggregate import CloseIndex
 from streams.core.breaker import Breakers, Policy, State, signal_of
+from streams.core.dedupe import Seen
 from streams.core.pending import Pending
 from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff
@@ -41,10 +42,24 @@ from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
 from streams.runtime.outbox import Outbox
+from streams.runtime.rowcache import CachedRows
 from streams.runtime.topics import by_user_topic_name
 from streams.settings import Settings
 
 log = logging.getLogger("cs_relay")
+T = TypeVar("T")
+
+
+def _read_user(data: Any) -> UserState | None:
+    return UserState.from_dict(data) if data else None
+
+
+def decoded(table: Any, key: str, read: Callable[[Any], T]) -> T:
+    """`read(table.get(key))`, made once per version of the row where the table keeps them."""
+    if isinstance(table, CachedRows):
+        return table.decoded(key, read)
+    return read(table.get(key))
+
 
 RECENT_GROUPS = 10_000  # groups made here whose global copy has not caught up, at most
 REVOKE_TIMEOUT = 10.0  # seconds for a revoked partition's cancelled work to stop
@@ -181,11 +196,13 @@ class Runtime:
     # ------------------------------------------------------------------ state
 
     def user(self, key: str) -> UserState | None:
-        data = self.tables.users.get(key)
-        return UserState.from_dict(data) if data else None
+        return decoded(self.tables.users, key, _read_user)
 
     def pending(self, key: str) -> Pending:
-        return Pending.from_dict(self.tables.pending.get(key))
+        return decoded(self.tables.pending, key, Pending.from_dict)
+
+    def seen(self, key: str) -> Seen:
+        return decoded(self.tables.seen, key, Seen.from_dict)
 
     def group(self, group_id: str) -> GroupState | None:
         """The group as this worker knows it: the global copy, or the record a group call
@@ -290,6 +307,9 @@ class Runtime:
         stale if the partitions returned. Those that stayed keep theirs. Newly owned
         users may have parked deliveries: the next retry tick looks for them."""
         self.marks.reassigned(by_user_partitions, self.partition_of)
+        for table in (self.tables.users, self.tables.pending, self.tables.seen):
+            if isinstance(table, CachedRows):
+                table.clear()  # recovery may have replaced rows behind the cache
         self.pending_counts.forget(lambda key: self.partition_of(key) not in by_user_partitions)
         self.retry_rescan.set()
         # Open windows likewise: the index is rebuilt from the table of what is ours now.

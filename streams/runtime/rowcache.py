@@ -1,0 +1,92 @@
+"""Decoded table rows kept in memory, so that a row read again and again is decoded once.
+
+Every read of a Faust table on RocksDB fetches the row's bytes and decodes its JSON: a
+user's pending record is read by the route of each of its events and again by each of
+their deliveries (is an earlier one parked?), its dedupe and user rows by every event.
+Measured with py-spy under a CustomerSuccessBox outage at 200 events/s, the worker at a
+full core, table reads took 14 % of its CPU (`make faults`, tests/test_faults_isolation.py).
+
+`CachedRows` wraps one table (the users, pending and seen tables of the `Runtime`): reads
+come from an LRU of the last `size` rows read or written, writes go to the table and the
+LRU alike (write-through), `decoded(key, reader)` keeps the state record made from the
+row until the row is replaced (the same profile: decoding a user's pending record into
+its `Pending` took another 4 %), and anything else (`keys()`, the store behind `data` that the
+scans read) is the table's own. Rows must be treated as read-only (the state readers
+copy what they keep). The worker clears the rows on every assignment (`clear()`):
+recovery may then have replaced rows behind the cache's back.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, MutableMapping
+from typing import Any, TypeVar
+
+_ABSENT = object()
+T = TypeVar("T")
+
+
+class CachedRows(MutableMapping[Any, Any]):
+    def __init__(self, table: Any, size: int = 4096) -> None:
+        self.table = table
+        self.size = size
+        # key -> [row, what `decoded` made of it]
+        self._rows: OrderedDict[Any, list[Any]] = OrderedDict()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        row = self._entry(key)[0]
+        return default if row is None else row
+
+    def decoded(self, key: Any, read: Callable[[Any], T]) -> T:
+        """`read(row)` (a state reader: a frozen record made from the row), made once per
+        version of the row: rows are replaced, never changed, so the same row object is
+        the same version."""
+        entry = self._entry(key)
+        if entry[1] is _ABSENT:
+            entry[1] = read(entry[0])
+        return entry[1]
+
+    def _entry(self, key: Any) -> list[Any]:
+        entry = self._rows.get(key)
+        if entry is None:
+            entry = self._keep(key, self.table.get(key))
+        else:
+            self._rows.move_to_end(key)
+        return entry
+
+    def __getitem__(self, key: Any) -> Any:
+        row = self.get(key)
+        if row is None:
+            raise KeyError(key)
+        return row
+
+    def __contains__(self, key: Any) -> bool:
+        return self.get(key) is not None
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.table[key] = value
+        self._keep(key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._rows.pop(key, None)
+        del self.table[key]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.table)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def clear(self) -> None:
+        """Forget every row kept (the table keeps them)."""
+        self._rows.clear()
+
+    def _keep(self, key: Any, row: Any) -> list[Any]:
+        entry = self._rows[key] = [row, _ABSENT]
+        self._rows.move_to_end(key)
+        if len(self._rows) > self.size:
+            self._rows.popitem(last=False)
+        return entry
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.table, name)  # keys(), data, send_changelog, ...

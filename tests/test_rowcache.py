@@ -1,0 +1,73 @@
+"""streams.runtime.rowcache: decoded rows kept in memory, written through."""
+
+from __future__ import annotations
+
+import pytest
+
+from streams.runtime.rowcache import CachedRows
+
+
+class CountingTable(dict):
+    """A table that counts its reads, and has what scans use (keys(), data)."""
+
+    reads = 0
+    data = "the store"
+
+    def get(self, key, default=None):
+        self.reads += 1
+        return super().get(key, default)
+
+
+def test_a_row_read_again_is_not_read_from_the_table_again():
+    table = CountingTable(u1={"v": 1})
+    rows = CachedRows(table, size=2)
+    assert rows.get("u1") == {"v": 1} and rows.get("u1") == {"v": 1}
+    assert table.reads == 1
+    assert rows.get("nobody") is None and rows.get("nobody") is None and table.reads == 2  # absence kept too
+    assert rows.get("nobody", "dflt") == "dflt" and "nobody" not in rows and "u1" in rows
+
+
+def test_writes_go_to_the_table_and_the_cache_alike():
+    table = CountingTable()
+    rows = CachedRows(table)
+    rows["u1"] = {"v": 2}
+    assert table["u1"] == {"v": 2} and rows.get("u1") == {"v": 2} and table.reads == 0
+    del rows["u1"]
+    assert "u1" not in table and rows.get("u1") is None
+    with pytest.raises(KeyError):
+        rows["u1"]
+
+
+def test_the_least_recently_used_rows_go_first_and_clear_forgets_all():
+    table = CountingTable(a=1, b=2, c=3)
+    rows = CachedRows(table, size=2)
+    rows.get("a"), rows.get("b"), rows.get("a"), rows.get("c")  # b is the least recent
+    reads = table.reads
+    rows.get("a")
+    assert table.reads == reads
+    rows.get("b")
+    assert table.reads == reads + 1
+    table["a"] = 10  # changed behind the cache (recovery after an assignment)...
+    rows.clear()  # ...which is why an assignment clears it
+    assert rows.get("a") == 10
+
+
+def test_anything_else_is_the_tables_own():
+    table = CountingTable(a=1)
+    rows = CachedRows(table)
+    assert rows.data == "the store" and list(rows.keys()) == ["a"]
+
+
+def test_a_row_is_decoded_once_per_version():
+    table = CountingTable(u1={"n": 1})
+    rows = CachedRows(table)
+    made = []
+
+    def read(row):
+        made.append(row)
+        return ("record", row["n"])
+
+    assert rows.decoded("u1", read) == ("record", 1) and rows.decoded("u1", read) == ("record", 1)
+    assert len(made) == 1
+    rows["u1"] = {"n": 2}  # a new version
+    assert rows.decoded("u1", read) == ("record", 2) and len(made) == 2
