@@ -4,7 +4,7 @@ pruned, for users who went quiet; other partitions' users are not touched."""
 
 from __future__ import annotations
 
-from streams.core import control
+from streams.core import control, dedupe
 from streams.core.control import Sweep
 from streams.runtime import sweep
 from streams.runtime.outbox import BY_USER
@@ -17,7 +17,12 @@ async def quiet_users(world: World) -> None:
     # No group: ClientSuccess holds their track calls.
     await world.publish(type="track", userId="quiet", event="Alone", messageId="q1")
     await world.publish(type="track", userId="other", event="Alone", messageId="o1")
-    assert world.pending("quiet")["held"] and world.tables.seen["quiet"]
+    assert world.pending("quiet")["held"] and seen_users(world) == {"quiet", "other"}
+
+
+def seen_users(world: World) -> set[str]:
+    """The users with dedupe rows (one row per routed messageId)."""
+    return {dedupe.user_of(key) for key in world.tables.seen}
 
 
 async def test_the_sweep_dead_letters_expired_held_events_and_prunes_dedupe_rows():
@@ -46,7 +51,7 @@ async def test_a_sweep_touches_only_the_users_of_its_own_partition():
         world.outbox.records.append(_sweep_record(partition))
     assert await world.settle()
     assert [d.key for d in world.dead_letters()] == [b"other"]
-    assert world.pending("quiet")["held"] and "quiet" in world.tables.seen
+    assert world.pending("quiet")["held"] and "quiet" in seen_users(world)
     world.outbox.records.append(_sweep_record(mine))
     assert await world.settle()
     assert sorted(d.key for d in world.dead_letters()) == [b"other", b"quiet"]
@@ -60,9 +65,33 @@ async def test_a_sweep_within_the_bounds_keeps_everything():
     await sweep.request_sweeps(world.rt)
     assert await world.settle()
     assert world.dead_letters() == []
-    assert world.pending("quiet")["held"] and set(world.tables.seen) == {"quiet", "other"}
+    assert world.pending("quiet")["held"] and seen_users(world) == {"quiet", "other"}
 
 
 def _sweep_record(partition: int) -> Produced:
     value, headers = control.encode(Sweep())
     return Produced(BY_USER, b"", value, headers, partition)
+
+
+async def test_a_user_record_of_an_older_version_still_catches_duplicates_and_is_pruned():
+    """Earlier, a user's routed ids were one record keyed by the user; after an upgrade
+    it still catches a duplicate within the window, and the sweep prunes it."""
+    world = World(ENV)
+    world.tables.seen["old"] = dedupe.Seen({"o-1": (3, world.now - 10)}).to_dict()
+    await world.publish(type="track", userId="old", event="Again", messageId="o-1")  # another record: a duplicate
+    assert world.rt.counters["duplicates"] == 1 and world.tables.pending == {}
+    world.now += 601
+    await sweep.request_sweeps(world.rt)
+    assert await world.settle()
+    assert world.tables.seen == {}
+
+
+async def test_a_users_dedupe_cost_does_not_grow_with_its_history():
+    world = World(ENV)
+    await world.publish(type="group", userId="busy", groupId="g", traits={"name": "G"}, messageId="g")
+    for n in range(50):
+        await world.publish(type="track", userId="busy", event=f"E{n}", messageId=f"b-{n}")
+    rows = {k: v for k, v in world.tables.seen.items() if dedupe.user_of(k) == "busy"}
+    assert len(rows) == 51 and max(len(str(v)) for v in rows.values()) < 40  # one small row per id
+    await world.publish(type="track", userId="busy", event="E0 again", messageId="b-0")
+    assert world.rt.counters["duplicates"] == 1

@@ -18,13 +18,19 @@ topic, partition and offset in the dead-letter topic: `replay_of`), remembered i
 that identity, is a duplicate: replaying twice delivers once. A replay without an
 identity (the header of an older version) is never a duplicate.
 
-Entries older than the window are pruned whenever the user's record is written, and a
-periodic sweep prunes users who have gone quiet; `max_ids` caps one user's record so a
-flood of unique ids cannot grow it without bound (the oldest are forgotten first).
+Each routed messageId (and each replayed dead letter's identity) is a row of its own in
+the `seen` table (`row_key`: the user, the kind and the id; the value its by-user offset
+and time), so checking and remembering one costs the same however many the user has
+routed: one small read and one small write. (Earlier, a user's ids were one record
+keyed by the user, rewritten whole by every call, up to 640 KB at the cap of
+`max_ids`: its cost grew with the user's history. Such records, `Seen`, are still
+read, and pruned by the sweep, until the window has passed over them.) The hourly
+sweep deletes rows older than the window.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -122,3 +128,46 @@ def _live(entries: Entries, now: float, window: float, limit: int) -> dict[str, 
         live.sort(key=lambda kv: kv[1][1])
         live = live[len(live) - limit :]
     return dict(live)
+
+
+# ------------------------------------------------------------------ one row per id
+
+ROW_PREFIX = "\x00"  # row keys start with it; a user's record of older versions is keyed by the user
+
+
+def row_key(user: str, ident: str, *, replay: bool = False) -> str:
+    """The `seen` row of messageId `ident` routed to `user` (or, `replay`, of the dead
+    letter with identity `ident` replayed to it)."""
+    return ROW_PREFIX + json.dumps([user, "r" if replay else "m", ident], separators=(",", ":"))
+
+
+def is_row_key(key: str) -> bool:
+    return key.startswith(ROW_PREFIX)
+
+
+def user_of(key: str) -> str:
+    """The user a `seen` key belongs to (a row of one id, or an older version's record)."""
+    return str(json.loads(key[len(ROW_PREFIX) :])[0]) if is_row_key(key) else key
+
+
+def row(offset: int, now: float) -> list[float | int]:
+    return [offset, now]
+
+
+def classify_row(value: Any, offset: int, now: float, window: float) -> Verdict:
+    """How a record at `offset` relates to the id's row (None: never seen)."""
+    known = (int(value[0]), float(value[1])) if value else None
+    return _classify(known, offset, now, window)
+
+
+def legacy_entry(seen: Seen, ident: str, *, replay: bool = False) -> tuple[int, float] | None:
+    """The id in a user's record written by an older version, if there."""
+    return (seen.replays if replay else seen.ids).get(ident)
+
+
+def classify_entry(known: tuple[int, float] | None, offset: int, now: float, window: float) -> Verdict:
+    return _classify(known, offset, now, window)
+
+
+def row_expired(value: Any, now: float, window: float) -> bool:
+    return now - float(value[1]) > window

@@ -152,23 +152,26 @@ def first_routing(
     rt: Runtime, key: str, message_id: str, offset: int, *, replay: bool = False, replay_of: str | None = None
 ) -> bool:
     """False for a duplicate messageId within the window (streams.core.dedupe); a replayed
-    dead letter is routed again on purpose, once per dead letter (`replay_of`)."""
-    s = rt.settings
-    verdict, seen = dedupe.check(
-        dedupe.Seen.from_dict(rt.tables.seen.get(key)),
-        message_id,
-        offset,
-        rt.clock(),
-        window=s.dedupe_window_seconds,
-        max_ids=s.dedupe_max_ids_per_user,
-        replay=replay,
-        replay_of=replay_of,
-    )
+    dead letter is routed again on purpose, once per dead letter (`replay_of`). One row
+    per id: one small read and, for a new id, one small write, however many ids the user
+    has routed."""
+    window, now = rt.settings.dedupe_window_seconds, rt.clock()
+    by_identity = replay_of is not None
+    ident = replay_of if replay_of is not None else message_id
+    row_key = dedupe.row_key(key, ident, replay=by_identity)
+    verdict = dedupe.classify_row(rt.tables.seen.get(row_key), offset, now, window)
+    if verdict is dedupe.Verdict.NEW:  # perhaps routed by an older version: the user's record
+        legacy = rt.seen(key)
+        if not legacy.empty:
+            verdict = dedupe.classify_entry(dedupe.legacy_entry(legacy, ident, replay=by_identity), offset, now, window)
+    if verdict is dedupe.Verdict.DUPLICATE and replay and not by_identity:
+        verdict = dedupe.Verdict.NEW  # a replay of an older version, without its identity: routed again
     if verdict is dedupe.Verdict.DUPLICATE:
-        if replay_of is not None:
+        if by_identity:
             log.info("dead letter %s replayed again for a user: dropped", replay_of)
         else:
             log.info("duplicate messageId %s for a user: dropped", message_id)
         return False
-    rt.tables.seen[key] = seen.to_dict()
+    if verdict is dedupe.Verdict.NEW:
+        rt.tables.seen[row_key] = dedupe.row(offset, now)
     return True

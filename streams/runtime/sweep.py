@@ -48,7 +48,8 @@ def sweep(rt: Runtime, record: Incoming, step: Sweep) -> list[Awaitable[Any]]:
     partition = record.partition
     name = step.table if step.table in TABLES else TABLES[0]
     table = rt.tables.pending if name == "pending" else rt.tables.seen
-    rows = list(islice(items_of_partition(table, partition, rt.partition_of, after=step.after), SWEEP_CHUNK + 1))
+    owner = rt.partition_of if name == "pending" else _seen_owner(rt)
+    rows = list(islice(items_of_partition(table, partition, owner, after=step.after), SWEEP_CHUNK + 1))
     chunk = rows[:SWEEP_CHUNK]
     work = _sweep_pending(rt, partition, chunk) if name == "pending" else _sweep_seen(rt, partition, chunk)
     following: Sweep | None = None
@@ -90,12 +91,34 @@ def _exhausted(dest: str, parked: Parked, window: float) -> DeadLetter:
     return DeadLetter(Reason.RETRIES_EXHAUSTED, detail, parked.raw, parked.source, "delivery", dest)
 
 
+def _seen_owner(rt: Runtime) -> Any:
+    def owner(key: str) -> int:
+        try:
+            return rt.partition_of(dedupe.user_of(key))
+        except (ValueError, IndexError, TypeError):
+            return -1  # unreadable by this version: left alone
+
+    return owner
+
+
 def _sweep_seen(rt: Runtime, partition: int, rows: list[tuple[str, Any]]) -> list[Awaitable[Any]]:
-    """Dedupe rows pruned to the window; empty ones deleted."""
+    """Dedupe rows past the window deleted; a user's record of an older version pruned
+    to the window, deleted once empty."""
     now, s = rt.clock(), rt.settings
     seen = rt.tables.seen
+    legacy_rows = []
+    for key, value in rows:
+        if not dedupe.is_row_key(key):
+            legacy_rows.append((key, value))
+            continue
+        try:
+            expired = dedupe.row_expired(value, now, s.dedupe_window_seconds)
+        except (ValueError, IndexError, TypeError):
+            continue
+        if expired:
+            del seen[key]
     seens = Readable(dedupe.Seen.from_dict)
-    for key, seen_before in seens.each(rows):
+    for key, seen_before in seens.each(legacy_rows):
         seen_after = dedupe.prune(seen_before, now, window=s.dedupe_window_seconds, max_ids=s.dedupe_max_ids_per_user)
         if seen_after.empty:
             del seen[key]
