@@ -45,7 +45,8 @@ test: $(STAMP) promtool browser
 	PROMTOOL="$$(devtools/promtool.sh)" CHROMEDRIVER="$$(devtools/browser.sh)" $(BIN)/python -m pytest -m 'not faults'
 
 # The fault suite (tests/test_faults_*.py, marked faults): partners made sick under a
-# steady load against the real broker, figures printed at the end; about 15 minutes.
+# steady load against the real broker, workers killed, joining and leaving, the broker
+# stalled; figures printed at the end; about 25 minutes (.ci/run runs it after make test).
 faults: $(STAMP)
 	$(BIN)/python -m pytest -m faults
 
