@@ -432,3 +432,40 @@ def test_circuit_breakers_in_metrics_and_status():
         "clientsuccess": {"state": "closed"},
         "customersuccessbox": circuits["customersuccessbox"],
     }
+
+
+# ------------------------------------------------------------------ readiness
+
+
+def test_ready_answers_not_ready_with_the_reason_once_work_failed_for_good():
+    """A worker whose work failed for good is stopping (streams.runtime.runtime.
+    Runtime.failed_for_good): /ready must not say all is well meanwhile."""
+    from types import SimpleNamespace
+
+    from streams.ops.admin import Admin
+
+    recovery = SimpleNamespace(
+        completed=asyncio.Event(),
+        in_recovery=False,
+        active_highwaters={},
+        active_offsets={},
+        standby_highwaters={},
+        standby_offsets={},
+    )
+    recovery.completed.set()
+    app = SimpleNamespace(
+        _consumer=object(),
+        tables=SimpleNamespace(recovery=recovery),
+        rebalancing=False,
+        assignor=SimpleNamespace(assigned_actives=lambda: []),
+        conf=SimpleNamespace(canonical_url="http://worker:6066"),
+    )
+    failure: list[str] = []
+    admin = Admin.__new__(Admin)  # the readiness part alone: no web server, no metrics registry
+    admin.app, admin.source_topics = app, ("in",)
+    admin.failure = lambda: failure[0] if failure else None
+    ready, details = admin.readiness()
+    assert ready and "failed" not in details
+    failure.append("work for an event of ('in', 0) failed for good: RuntimeError: refused")
+    ready, details = admin.readiness()
+    assert not ready and details["failed"].startswith("work for an event")
