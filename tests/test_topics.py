@@ -81,8 +81,8 @@ async def test_missing_topics_are_created_with_the_configured_partitions(kafka_b
     app_id = f"topics-{uuid.uuid4().hex[:8]}"
     await ensure_topics(settings_for(kafka_bootstrap, app_id, 3))
     names = [f"{app_id}-in", f"{app_id}-dlq", *(f"{app_id}-{suffix}" for suffix in CO_PARTITIONED)]
-    # input, dead letters, by-user, and the changelogs of users, pending, seen, groups, windows
-    assert len(names) == 8
+    # input, dead letters, by-user, and the changelogs of users, pending, seen, groups, windows, waiters
+    assert len(names) == 9
     topics = await describe(kafka_bootstrap, names)
     assert {name: len(t["partitions"]) for name, t in topics.items()} == dict.fromkeys(names, 3)
     configs = await topic_configs(kafka_bootstrap, names, ["cleanup.policy", "max.message.bytes"])
