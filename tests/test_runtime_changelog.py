@@ -71,3 +71,33 @@ async def test_a_changelog_write_kafka_refuses_stops_the_worker():
     await world.settle()
     assert routed_acks(world) == []
     assert len(stopped) == 1 and world.rt.failure is not None and "MessageSizeTooLarge" in world.rt.failure
+
+
+async def test_a_users_record_is_written_only_when_it_changed():
+    """Every write is a changelog record: a call that changes nothing but the time the
+    user was last seen does not rewrite the record (last_seen moves once a minute)."""
+    world, writes = changelog_world()
+    users_written: list[str] = []
+    original = world.tables.users.send_changelog
+
+    def counted(key, value):
+        users_written.append(key)
+        return original(key, value)
+
+    world.tables.users.send_changelog = counted  # type: ignore[attr-defined]
+
+    async def track(n: int) -> None:
+        await world.publish(type="track", userId="u1", event=f"E{n}", messageId=f"t{n}")
+        for written in writes:
+            if not written.done():
+                written.set_result(None)
+        assert await world.settle()
+
+    await track(1)
+    assert users_written == ["u1"]  # the new user
+    world.now += 30
+    await track(2)
+    assert users_written == ["u1"]  # nothing changed but the time
+    world.now += 31
+    await track(3)
+    assert users_written == ["u1", "u1"] and world.tables.users["u1"]["last_seen"].startswith("2023-11-14T22:14")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from streams.core.segment import Message
@@ -247,13 +248,28 @@ class GroupState:
         )
 
 
+LAST_SEEN_STEP = 60.0  # seconds: `last_seen` moves on at most this often
+
+
+def _moved_on(last_seen: str | None, now: str) -> bool:
+    """Whether `last_seen` should become `now`: a minute or more later (a user's record
+    is then written only when something else changed, or once a minute, not by every
+    call: the record is rewritten, and sent to the changelog, whenever it changes)."""
+    if last_seen is None:
+        return True
+    try:
+        return (datetime.fromisoformat(now) - datetime.fromisoformat(last_seen)).total_seconds() >= LAST_SEEN_STEP
+    except ValueError:
+        return True
+
+
 def apply_to_user(
     user: UserState | None, msg: Message, now: str, key: str | None = None, memories: Iterable[Memory] = ()
 ) -> UserState:
     """The user's record after `msg`: traits merged (latest wins), group learned, and
     each destination's slot updated by its `Memory`."""
     user = user or UserState(key=key or msg.key, first_seen=now)
-    changes: dict[str, Any] = {"last_seen": now}
+    changes: dict[str, Any] = {"last_seen": now} if _moved_on(user.last_seen, now) else {}
     if user.first_seen is None:
         changes["first_seen"] = now
     if msg.user_id and user.user_id != msg.user_id:
