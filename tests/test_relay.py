@@ -165,11 +165,17 @@ def test_anonymous_early_pages_are_attributed_after_login():
     assert all(d.request.json.get("accountId", "A1") == "A1" for d in result.dispatches)
 
 
-def test_identify_with_both_ids_asks_for_a_merge_once():
+def test_identify_with_both_ids_asks_for_a_merge_until_the_profile_came():
+    from dataclasses import replace
+
     w = World()
     first = w.feed(msg("identify", anonymousId="anon-2", traits={"email": "a@x"}))
+    # still awaited (the request may have been lost in a crash): asked again, harmlessly
     again = w.feed(msg("identify", anonymousId="anon-2", traits={"email": "a@x"}))
-    assert first.merge_from == "anon-2" and again.merge_from is None
+    assert first.merge_from == "anon-2" and again.merge_from == "anon-2"
+    assert again.user.anonymous_ids == ("anon-2",) and again.user.merging_since == first.user.merging_since
+    w.users["u1"] = replace(w.users["u1"], merging=None, merging_since=None)  # the profile came
+    assert w.feed(msg("identify", anonymousId="anon-2", traits={"email": "a@x"})).merge_from is None
 
 
 def test_merge_keeps_the_users_newer_traits_and_fills_gaps():

@@ -190,3 +190,24 @@ async def test_a_profile_that_never_comes_is_waited_for_a_minute_at_most():
     world.now += MERGE_WAIT + 1
     await world.publish(type="track", userId="u1", event="Goes", messageId="t2")
     assert world.client.events() == ["Waits", "Goes"]
+
+
+async def test_a_login_processed_again_asks_for_the_profile_again():
+    """The worker died after the login's state was written and before its merge-request
+    reached Kafka: the login is processed again after the restart and must ask again
+    (the user waits behind the visitor until the profile comes)."""
+    world = World()
+    await world.publish(type="page", anonymousId="anon-1", name="Pricing", messageId="p1")
+    await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+    lost = LosingOutbox(MergeRequest.KIND)
+    lost.records = world.outbox.records
+    world.outbox = world.rt.outbox = lost
+    await world.publish(type="identify", userId="u1", anonymousId="anon-1", messageId="login")
+    await world.publish(type="track", userId="u1", event="After", messageId="t1")
+    assert world.client.events() == [] and world.tables.users["u1"]["merging"] == "anon-1"
+
+    lost.losing = False
+    login = next(r for r in world.taken if b'"login"' in r.value)
+    assert await world.redo(login)
+    assert world.client.events() == ["Viewed%20Pricing%20Page", "After"]
+    assert "merging" not in world.tables.users["u1"]

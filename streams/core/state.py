@@ -315,8 +315,13 @@ def anonymous_to_merge(msg: Message, user: UserState) -> str | None:
         anonymous = msg.anonymous_id
     else:
         return None
-    if not anonymous or anonymous == user.key or anonymous in user.anonymous_ids:
+    if not anonymous or anonymous == user.key:
         return None
+    if anonymous in user.anonymous_ids and anonymous != user.merging:
+        return None
+    # Not asked yet, or asked and still awaited: ask (again). The same call processed
+    # again after a crash finds the id recorded while the request may never have reached
+    # Kafka; asking twice is harmless (the visitor's partition hands over once).
     return anonymous
 
 

@@ -132,9 +132,9 @@ def step(
     merge_from = anonymous_to_merge(msg, new_user)
     if merge_from is not None:
         # Until the visitor's profile comes, this user's events wait behind the visitor's.
-        new_user = replace(
-            new_user, anonymous_ids=(*new_user.anonymous_ids, merge_from), merging=merge_from, merging_since=now
-        )
+        ids = new_user.anonymous_ids if merge_from in new_user.anonymous_ids else (*new_user.anonymous_ids, merge_from)
+        since = new_user.merging_since if new_user.merging == merge_from else now
+        new_user = replace(new_user, anonymous_ids=ids, merging=merge_from, merging_since=since)
     elif new_user.merging is not None and now - (new_user.merging_since or now) > MERGE_WAIT:
         new_user = replace(new_user, merging=None, merging_since=None)  # it never came: wait no longer
     new_group = None
