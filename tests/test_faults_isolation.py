@@ -31,7 +31,7 @@ import pytest
 from tests.figures import report
 from tests.pipeline import Pipeline
 
-pytestmark = [pytest.mark.faults, pytest.mark.timeout(720)]
+pytestmark = [pytest.mark.faults, pytest.mark.isolation, pytest.mark.timeout(720)]
 
 USERS = 300
 # Tracks per second (CS_RELAY_FAULTS_RATE): a few hundred by default; lower it on a
