@@ -155,7 +155,8 @@ def row(offset: int, now: float) -> list[float | int]:
 
 
 def classify_row(value: Any, offset: int, now: float, window: float) -> Verdict:
-    """How a record at `offset` relates to the id's row (None: never seen)."""
+    """How a record at `offset` relates to the id's row, or to an older version's entry
+    for it (None: never seen)."""
     known = (int(value[0]), float(value[1])) if value else None
     return _classify(known, offset, now, window)
 
@@ -163,10 +164,6 @@ def classify_row(value: Any, offset: int, now: float, window: float) -> Verdict:
 def legacy_entry(seen: Seen, ident: str, *, replay: bool = False) -> tuple[int, float] | None:
     """The id in a user's record written by an older version, if there."""
     return (seen.replays if replay else seen.ids).get(ident)
-
-
-def classify_entry(known: tuple[int, float] | None, offset: int, now: float, window: float) -> Verdict:
-    return _classify(known, offset, now, window)
 
 
 def row_expired(value: Any, now: float, window: float) -> bool:

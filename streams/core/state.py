@@ -337,12 +337,15 @@ def with_copy(groups: GroupLookup, user: UserState | None) -> GroupLookup:
     the global one (the global copy is written by the group's partition, a moment after
     the user's group call)."""
     copy = user.group_copy if user is not None else None
-    if copy is None:
-        return groups
+    return groups if copy is None else overlay_newer(groups, copy)
+
+
+def overlay_newer(groups: GroupLookup, group: GroupState) -> GroupLookup:
+    """`groups`, with `group` where it is newer than the record found."""
 
     def lookup(group_id: str) -> GroupState | None:
         found = groups(group_id)
-        return newer(found, copy) if group_id == copy.group_id else found
+        return newer(found, group) if group_id == group.group_id else found
 
     return lookup
 

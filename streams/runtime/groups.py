@@ -24,7 +24,7 @@ from typing import Any
 
 from streams.core.control import GroupKnown, GroupUpdate, GroupWait
 from streams.core.segment import InvalidMessage, parse
-from streams.core.state import GroupState, apply_to_group, newer
+from streams.core.state import GroupState, apply_to_group, overlay_newer
 from streams.core.step import Step, release_ready
 from streams.core.waiters import Waiters, add, tell_now
 from streams.runtime import effects
@@ -82,11 +82,7 @@ def group_known(rt: Runtime, record: Incoming, known: GroupKnown) -> list[Awaita
     if user is None or user.merged_into:
         return []
     group = GroupState.from_dict(known.group)
-    global_groups = rt.groups_of(user)
-
-    def groups(group_id: str) -> GroupState | None:
-        found = global_groups(group_id)
-        return newer(found, group) if group_id == group.group_id else found
+    groups = overlay_newer(rt.groups_of(user), group)
 
     before = rt.pending(key)
     pending, dispatches = before, []

@@ -163,7 +163,7 @@ def first_routing(
     if verdict is dedupe.Verdict.NEW:  # perhaps routed by an older version: the user's record
         legacy = rt.seen(key)
         if not legacy.empty:
-            verdict = dedupe.classify_entry(dedupe.legacy_entry(legacy, ident, replay=by_identity), offset, now, window)
+            verdict = dedupe.classify_row(dedupe.legacy_entry(legacy, ident, replay=by_identity), offset, now, window)
     if verdict is dedupe.Verdict.DUPLICATE and replay and not by_identity:
         verdict = dedupe.Verdict.NEW  # a replay of an older version, without its identity: routed again
     if verdict is dedupe.Verdict.DUPLICATE:
