@@ -28,6 +28,7 @@ from yarl import URL
 
 from streams.core.mappingfile import MappingError, load_file
 from streams.core.mappings import Controls
+from streams.core.pendingrows import MAX_EVENTS_BOUND
 from streams.destinations import REGISTRY
 from streams.destinations.base import DestinationSettings
 from streams.envreader import ADMIN_TOKEN_MIN_CHARS, EnvReader, Secret, SettingsError
@@ -175,7 +176,9 @@ class Settings:
             breaker_open_seconds=read.number(
                 "CS_RELAY_BREAKER_OPEN_SECONDS", d.breaker_open_seconds, low=0.1, high=3600
             ),
-            pending_max_events=read.integer("CS_RELAY_PENDING_MAX_EVENTS", d.pending_max_events, low=1, high=1_000_000),
+            pending_max_events=read.integer(
+                "CS_RELAY_PENDING_MAX_EVENTS", d.pending_max_events, low=1, high=MAX_EVENTS_BOUND
+            ),
             pending_max_age_seconds=read.number(
                 "CS_RELAY_PENDING_MAX_AGE_SECONDS", d.pending_max_age_seconds, low=1, high=365 * 24 * 3600
             ),

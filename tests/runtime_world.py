@@ -186,4 +186,5 @@ class World:
         return [r for r in self.outbox.records if r.kind == kind]
 
     def pending(self, key: str) -> dict[str, Any]:
-        return (self.tables.pending.get(key) or {}).get("queues", {}).get("clientsuccess", {})
+        """The user's ClientSuccess queues, whole (index and payload rows joined)."""
+        return self.rt.pending(key).to_dict()["queues"].get("clientsuccess", {})

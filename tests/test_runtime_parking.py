@@ -43,7 +43,7 @@ async def test_a_503_is_parked_later_events_wait_and_a_200_retry_releases_them_i
     assert world.client.events() == ["First", "First", "Second"]
     retried = world.controls(b"retried")
     assert len(retried) == 1 and b'"outcome": "done"' in retried[0].value
-    assert world.tables.pending.get("u1") is None  # nothing parked, held or releasing
+    assert world.tables.pending.get("u1") is None and world.tables.payloads == {}  # nothing parked, held or releasing
     assert world.dead_letters() == []
     assert "u1" not in world.rt.marks.retry_due_at and not world.rt.marks.retrying
     # done: the retried head and the released second event; parked: the first only.

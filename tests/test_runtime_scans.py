@@ -180,7 +180,7 @@ async def test_the_sweep_works_in_chunks_each_record_sending_the_next(monkeypatc
     # 8 pending rows, then 8 seen rows, 3 at a time: each record carries where to go on
     assert len(sweeps) == 6 and sweeps[0] == Sweep() and all(s != Sweep() for s in sweeps[1:])
     assert sorted(d.key.decode() for d in world.dead_letters()) == sorted(users)
-    assert world.tables.pending == {} and world.tables.seen == {}
+    assert world.tables.pending == {} and world.tables.payloads == {} and world.tables.seen == {}
 
 
 async def test_the_sweep_dead_letters_parked_deliveries_past_the_retry_window():

@@ -38,7 +38,7 @@ async def test_the_sweep_dead_letters_expired_held_events_and_prunes_dedupe_rows
     assert sorted(d.key for d in dead) == [b"other", b"quiet"]
     assert {d.reason for d in dead} == {"pending_expired"}
     assert {d.headers["cs-relay-stage"] for d in dead} == {b"routing"}
-    assert world.tables.pending == {} and world.tables.seen == {}
+    assert world.tables.pending == {} and world.tables.payloads == {} and world.tables.seen == {}
 
 
 async def test_a_sweep_touches_only_the_users_of_its_own_partition():
@@ -55,7 +55,7 @@ async def test_a_sweep_touches_only_the_users_of_its_own_partition():
     world.outbox.records.append(_sweep_record(mine))
     assert await world.settle()
     assert sorted(d.key for d in world.dead_letters()) == [b"other", b"quiet"]
-    assert world.tables.pending == {} and world.tables.seen == {}
+    assert world.tables.pending == {} and world.tables.payloads == {} and world.tables.seen == {}
 
 
 async def test_a_sweep_within_the_bounds_keeps_everything():

@@ -268,6 +268,20 @@ def park(
     return pending.with_queue(destination, replace(queue, releasing=releasing, parked=(*queue.parked, item)))
 
 
+def parked_full(pending: Pending, destination: str, max_events: int, released_seq: int | None, seq: int) -> bool:
+    """Whether a delivery to park (numbered `released_seq`, else `seq`) finds the
+    destination's parked queue at its bound (and is not parked there already)."""
+    parked = pending.queue(destination).parked
+    number = released_seq if released_seq is not None else seq
+    return len(parked) >= max_events and not any(p.seq == number for p in parked)
+
+
+def unrelease(pending: Pending, destination: str, seq: int) -> Pending:
+    """Forget the released event `seq` (it went elsewhere: the dead-letter topic)."""
+    queue = pending.queue(destination)
+    return pending.with_queue(destination, replace(queue, releasing=tuple(i for i in queue.releasing if i.seq != seq)))
+
+
 def expire_parked(
     pending: Pending, now: float, window: float, busy: Callable[[str, int], bool] = lambda dest, seq: False
 ) -> tuple[Pending, list[tuple[str, Parked]]]:

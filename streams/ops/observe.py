@@ -46,6 +46,7 @@ from prometheus_client.core import (
 import streams
 from streams.core.breaker import GAUGE
 from streams.core.pending import Pending
+from streams.core.pendingrows import index_only
 from streams.core.state import Readable
 from streams.ops.logs import bind_event_id, bind_event_raw
 
@@ -121,7 +122,7 @@ def pending_counts(records: Iterable[Mapping[str, Any] | None]) -> dict[str, dic
     failed in a retryable way, waiting for its next retry). Records this version
     cannot read (a newer worker's, mid-upgrade) are left out rather than failing."""
     out: dict[str, dict[str, int]] = {}
-    for _, pending in Readable(Pending.from_dict).each(enumerate(records)):
+    for _, pending in Readable(index_only).each(enumerate(records)):
         for dest, queue in pending.queues.items():
             counts = out.setdefault(dest, dict.fromkeys(PENDING_STATES, 0))
             for state in PENDING_STATES:

@@ -74,6 +74,8 @@ windows_table = app.Table("windows", default=None)
 # Users waiting for a group to become known, by groupId, in the group's partition
 # (streams.runtime.groups, streams.core.waiters).
 waiters_table = app.Table("waiters", default=None)
+# A row per waiting event of a user's `pending` record (streams.core.pendingrows).
+payloads_table = app.Table("payloads", default=None)
 
 
 def _partitions() -> int:
@@ -100,13 +102,14 @@ runtime = Runtime.from_settings(
         seen=CachedRows(seen_table),
         windows=windows_table,
         waiters=waiters_table,
+        payloads=payloads_table,
     ),
     outbox=FaustOutbox(by_user_topic, dlq_topic),
     partitions=_partitions,
     recovered=_recovered,
 )
 app.runtime = runtime
-for _table in (users, pending_table, groups_table, seen_table, windows_table, waiters_table):
+for _table in (users, pending_table, groups_table, seen_table, windows_table, waiters_table, payloads_table):
     runtime.changelog.watch(_table)
 # Work that failed for good stops the worker (exit status 1) rather than wedging it.
 runtime.stop = lambda exc: asyncio.ensure_future(app.crash(exc))
@@ -170,7 +173,7 @@ ADMIN = admin.install(
     app,
     settings=settings,
     users=users,
-    pending=pending_table,
+    pending=runtime.pendings,
     groups=groups_table,
     source_topics=(input_topic.get_topic_name(), by_user_topic.get_topic_name()),
     partitions=_partitions(),

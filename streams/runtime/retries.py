@@ -19,6 +19,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 from streams.core import pending as pending_mod
+from streams.core import pendingrows
 from streams.core.breaker import AUTH_STATUSES, State
 from streams.core.control import Park, Retried, RetryDue, retry_due_records
 from streams.core.decision import PartnerRequest
@@ -51,9 +52,21 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
         del parking[(key, dest)]
     if park.released_seq is not None:
         rt.in_flight.discard((key, dest, park.released_seq))
-    parked = pending_mod.park(
-        rt.pending(key), dest, park.parked, park.released_seq, pending_mod.first_seq(record.offset)
-    )
+    before = rt.pending(key)
+    limit = rt.settings.pending_max_events
+    if pending_mod.parked_full(before, dest, limit, park.released_seq, pending_mod.first_seq(record.offset)):
+        # The user's parked queue for the destination is at its bound: this delivery
+        # cannot wait behind it (the index row would grow without end during a long
+        # outage of a busy user). It goes to the dead-letter topic, to replay later.
+        if park.released_seq is not None:
+            rt.store_pending(key, pending_mod.unrelease(before, dest, park.released_seq))
+        detail = (
+            f"more than {limit} deliveries to {dest} parked for this user (CS_RELAY_PENDING_MAX_EVENTS); "
+            f"last error: {park.parked.last_error or 'none'}"
+        )
+        letter = DeadLetter(Reason.PENDING_OVERFLOW, detail, park.parked.raw, park.parked.source, "delivery", dest)
+        return [effects.dead_letter(rt, letter, record.key)]
+    parked = pending_mod.park(before, dest, park.parked, park.released_seq, pending_mod.first_seq(record.offset))
     rt.store_pending(key, parked)
     return []
 
@@ -91,7 +104,7 @@ async def rescan(rt: Runtime) -> None:
     retry: an exception here would stop the timer, and with it every retry."""
     table = rt.tables.pending
     keys = list(table.keys())  # keys only: values are decoded chunk by chunk, below
-    pendings = Readable(Pending.from_dict, errors=(ValueError, KeyError, TypeError))
+    pendings = Readable(pendingrows.index_only, errors=(ValueError, KeyError, TypeError))
     # Each value is read when its turn comes: a handler may have written it meanwhile.
     for n, (key, pending) in enumerate(pendings.each((k, table.get(k)) for k in keys), 1):
         rt.index_retry(key, pending)

@@ -67,6 +67,12 @@ class CachedRows(MutableMapping[Any, Any]):
         self.table[key] = value
         self._keep(key, value)
 
+    def put(self, key: Any, row: Any, decoded: Any) -> None:
+        """Write `row`, keeping `decoded` as what `decoded()` makes of it (the writer has
+        the state record already: no need to read it back)."""
+        self[key] = row
+        self._rows[key][1] = decoded
+
     def __delitem__(self, key: Any) -> None:
         self._rows.pop(key, None)
         del self.table[key]

@@ -42,6 +42,7 @@ from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
 from streams.runtime.outbox import Outbox
+from streams.runtime.pendingstore import PendingStore
 from streams.runtime.rowcache import CachedRows
 from streams.runtime.topics import by_user_topic_name
 from streams.settings import Settings
@@ -80,6 +81,9 @@ class Tables:
     seen: Table
     windows: Table = field(default_factory=dict)
     waiters: Table = field(default_factory=dict)  # groupId -> its waiting users (streams.core.waiters)
+    # A body row per waiting event, next to its user's `pending` index row
+    # (streams.core.pendingrows, streams.runtime.pendingstore).
+    payloads: Table = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,7 @@ class Runtime:
         self.clients = dict(clients)
         self.memories = list(memories)  # what every registered destination remembers
         self.tables = tables
+        self.pendings = PendingStore(tables.pending, tables.payloads)
         self.outbox = outbox
         self.partitions = partitions  # by-user partitions (the topic's, once known)
         self.recovered = recovered  # tables recovered and no rebalance under way
@@ -199,7 +204,7 @@ class Runtime:
         return decoded(self.tables.users, key, _read_user)
 
     def pending(self, key: str) -> Pending:
-        return decoded(self.tables.pending, key, Pending.from_dict)
+        return self.pendings.read(key)
 
     def seen(self, key: str) -> Seen:
         return decoded(self.tables.seen, key, Seen.from_dict)
@@ -236,11 +241,7 @@ class Runtime:
 
     def store_pending(self, key: str, pending: Pending) -> None:
         self.index_retry(key, pending)
-        if pending.is_empty():
-            if self.tables.pending.get(key) is not None:
-                del self.tables.pending[key]
-        else:
-            self.tables.pending[key] = pending.to_dict()
+        self.pendings.write(key, self.pendings.read(key), pending)
 
     def index_retry(self, key: str, pending: Pending) -> None:
         """Note when the user's next retry is due, and since when its oldest parked

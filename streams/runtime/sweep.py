@@ -19,7 +19,7 @@ from collections.abc import Awaitable
 from itertools import islice
 from typing import Any
 
-from streams.core import dedupe
+from streams.core import dedupe, pendingrows
 from streams.core import pending as pending_mod
 from streams.core.control import Sweep
 from streams.core.pending import Parked, Pending
@@ -67,13 +67,16 @@ def _sweep_pending(rt: Runtime, partition: int, rows: list[tuple[str, Any]]) -> 
     (unless a retry of one is under way: its `retried` record decides), dead-lettered."""
     now, s = rt.clock(), rt.settings
     work: list[Awaitable[Any]] = []
-    pendings = Readable(Pending.from_dict)
-    for key, before in pendings.each(rows):
-        after, dead = expire_held(before, now, s.pending_max_age_seconds)
+    pendings = Readable(pendingrows.index_only)
+    for key, index in pendings.each(rows):
 
         def busy(dest: str, seq: int, key: str = key) -> bool:
             return (key, dest, seq) in rt.marks.retrying
 
+        if not _expires(index, now, s, busy):
+            continue  # the common case, decided on the index row alone
+        before = rt.pending(key)  # with the events' bodies, for their dead letters
+        after, dead = expire_held(before, now, s.pending_max_age_seconds)
         after, exhausted = pending_mod.expire_parked(after, now, s.retry_window_seconds, busy)
         dead += [_exhausted(dest, parked, s.retry_window_seconds) for dest, parked in exhausted]
         if dead:
@@ -81,6 +84,13 @@ def _sweep_pending(rt: Runtime, partition: int, rows: list[tuple[str, Any]]) -> 
             work += [effects.dead_letter(rt, d, key.encode("utf-8")) for d in dead]
     _skipped(partition, "pending", pendings.skipped)
     return work
+
+
+def _expires(index: Pending, now: float, s: Any, busy: Any) -> bool:
+    return bool(
+        pending_mod.expire(index, now, s.pending_max_age_seconds)[1]
+        or pending_mod.expire_parked(index, now, s.retry_window_seconds, busy)[1]
+    )
 
 
 def _exhausted(dest: str, parked: Parked, window: float) -> DeadLetter:

@@ -62,6 +62,7 @@ CO_PARTITIONED = (
     "groups-changelog",
     "windows-changelog",
     "waiters-changelog",
+    "payloads-changelog",
 )
 
 

@@ -1,0 +1,86 @@
+"""Where a user's pending record lives: its index row and its events' payload rows
+(`streams.core.pendingrows` says what each holds and why they are apart).
+
+`PendingStore.read(key)` joins them into the `Pending` the step works on, kept decoded
+with the index row (`CachedRows.decoded`) so that a user's events read it once;
+`write(key, before, after)` writes the payload rows of new events, deletes those of
+events gone, then the index row (or deletes it, when nothing waits). Every one of these
+is a changelog write of the event being processed, so its offset is committed only
+once all of them are durable (`streams.runtime.changelog`).
+
+`get(key)` and `values()` serve the admin API: the joined record whole, and the index
+rows (enough to count what waits).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, MutableMapping
+from typing import Any
+
+from streams.core import pendingrows
+from streams.core.pending import Pending
+from streams.runtime.rowcache import CachedRows
+
+log = logging.getLogger("cs_relay")
+
+Table = MutableMapping[str, Any]
+
+
+class PendingStore:
+    def __init__(self, index: Table, payloads: Table) -> None:
+        self.index = index
+        self.payloads = payloads
+        self.missing = 0  # payload rows found missing (see pendingrows.read)
+
+    def read(self, key: str) -> Pending:
+        if isinstance(self.index, CachedRows):
+            return self.index.decoded(key, lambda row: self._join(key, row))
+        return self._join(key, self.index.get(key))
+
+    def _join(self, key: str, row: Any) -> Pending:
+        pending, missing = pendingrows.read(
+            row, lambda dest, seq: self.payloads.get(pendingrows.payload_key(key, dest, seq))
+        )
+        if missing:
+            self.missing += len(missing)
+            log.error(
+                "user %r: %d waiting events have no payload row (%s); left out until their record is processed again",
+                key,
+                len(missing),
+                ", ".join(f"{dest}#{seq}" for dest, seq in missing[:5]),
+            )
+        return pending
+
+    def write(self, key: str, before: Pending, after: Pending) -> None:
+        put, gone = pendingrows.changes(before, after)
+        for (dest, seq), row in put.items():
+            self.payloads[pendingrows.payload_key(key, dest, seq)] = row
+        for dest, seq in gone:
+            payload = pendingrows.payload_key(key, dest, seq)
+            if self.payloads.get(payload) is not None:
+                del self.payloads[payload]
+        if after.is_empty():
+            if self.index.get(key) is not None:
+                del self.index[key]
+            return
+        row = pendingrows.index_row(after)
+        if isinstance(self.index, CachedRows):
+            self.index.put(key, row, after)
+        else:
+            self.index[key] = row
+
+    # ------------------------------------------------------------------ admin API
+
+    @property
+    def name(self) -> str:
+        """The index table's name: the admin API finds a user's worker by its partitions."""
+        return str(self.index.name)
+
+    def get(self, key: str, default: Any = None) -> dict[str, Any] | None:
+        if self.index.get(key) is None:
+            return default
+        return self.read(key).to_dict()
+
+    def values(self) -> Iterator[Any]:
+        return iter(self.index.values())
