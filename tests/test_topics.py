@@ -12,9 +12,11 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from streams.core.pendingrows import INDEX_MAX_BYTES
 from streams.runtime.topics import (
     CO_PARTITIONED,
     DLQ_MAX_MESSAGE_BYTES,
+    RECORD_LIMIT,
     TopicMismatch,
     TopicRefused,
     ensure_topics,
@@ -77,20 +79,35 @@ async def wait_listed(bootstrap: str, topic: str, timeout: float = 10.0) -> None
         await admin.close()
 
 
+async def create_topic(bootstrap: str, topic: NewTopic) -> None:
+    """Create a topic as someone else would have, and wait until the broker lists it."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([topic])
+    finally:
+        await admin.close()
+    await wait_listed(bootstrap, topic.name)
+
+
 async def test_missing_topics_are_created_with_the_configured_partitions(kafka_bootstrap):
     app_id = f"topics-{uuid.uuid4().hex[:8]}"
     await ensure_topics(settings_for(kafka_bootstrap, app_id, 3))
     names = [f"{app_id}-in", f"{app_id}-dlq", *(f"{app_id}-{suffix}" for suffix in CO_PARTITIONED)]
-    # input, dead letters, by-user, and the changelogs of users, pending, seen, groups, windows, waiters
-    assert len(names) == 9
+    # input, dead letters, by-user, and the changelogs of users, pending, seen, groups,
+    # windows, waiters, payloads
+    assert len(names) == 10
     topics = await describe(kafka_bootstrap, names)
     assert {name: len(t["partitions"]) for name, t in topics.items()} == dict.fromkeys(names, 3)
     configs = await topic_configs(kafka_bootstrap, names, ["cleanup.policy", "max.message.bytes"])
     # Changelogs are compacted, as Faust makes them; dead letters get room for a whole
-    # input record plus headers; the rest keep the broker's defaults.
+    # input record plus headers; every topic has its record limit set, not left to the
+    # broker's default.
     policies = {name: c["cleanup.policy"] for name, c in configs.items()}
     assert policies == {name: "compact" if name.endswith("-changelog") else "delete" for name in names}
-    assert configs[f"{app_id}-dlq"]["max.message.bytes"] == str(DLQ_MAX_MESSAGE_BYTES) > str(4 * 1024 * 1024)
+    limits = {name: int(c["max.message.bytes"]) for name, c in configs.items()}
+    assert limits == {name: DLQ_MAX_MESSAGE_BYTES if name.endswith("-dlq") else RECORD_LIMIT for name in names}
+    assert DLQ_MAX_MESSAGE_BYTES > 4 * 1024 * 1024 and RECORD_LIMIT > INDEX_MAX_BYTES
     await ensure_topics(settings_for(kafka_bootstrap, app_id, 3))  # again: nothing to do
 
 
@@ -107,13 +124,7 @@ async def test_a_topic_the_broker_refuses_to_create_stops_start_up_with_the_reas
 
 async def test_a_co_partitioned_topic_with_another_count_is_refused_by_name(kafka_bootstrap):
     app_id = f"topics-{uuid.uuid4().hex[:8]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(f"{app_id}-users-changelog", 4, 1)])
-    finally:
-        await admin.close()
-    await wait_listed(kafka_bootstrap, f"{app_id}-users-changelog")
+    await create_topic(kafka_bootstrap, NewTopic(f"{app_id}-users-changelog", 4, 1))
     with pytest.raises(TopicMismatch) as info:
         await ensure_topics(settings_for(kafka_bootstrap, app_id, 2))
     message = str(info.value)
@@ -138,3 +149,17 @@ async def test_a_co_partitioned_topic_with_another_count_is_refused_by_name(kafk
         assert f"{app_id}-by-user" not in await admin.list_topics()
     finally:
         await admin.close()
+
+
+async def test_a_topic_that_allows_smaller_records_than_cs_relay_writes_is_refused_by_name(kafka_bootstrap):
+    """A changelog created by hand with a 100 KB record limit would refuse a user's
+    pending index row at its bound: start-up says so, naming the topic and the config."""
+    app_id = f"topics-{uuid.uuid4().hex[:8]}"
+    await create_topic(
+        kafka_bootstrap, NewTopic(f"{app_id}-pending-changelog", 2, 1, topic_configs={"max.message.bytes": "102400"})
+    )
+    with pytest.raises(TopicRefused) as info:
+        await ensure_topics(settings_for(kafka_bootstrap, app_id, 2))
+    message = str(info.value)
+    assert f"'{app_id}-pending-changelog'" in message and "max.message.bytes=102400" in message, message
+    assert str(RECORD_LIMIT) in message

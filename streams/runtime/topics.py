@@ -15,12 +15,19 @@ from __future__ import annotations
 import asyncio
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from streams.kafkaconn import start_client
 from streams.settings import Settings
 
 DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024
+# max.message.bytes of every other topic cs-relay creates, set explicitly rather than
+# left to the broker's default. What cs-relay writes stays well below it: a message is
+# at most 32 KB (streams.core.segment), a pending index row at most 900 KB
+# (streams.core.pendingrows), a hand-over of a visitor's profile at most
+# HANDOVER_MAX_BYTES (streams.runtime.merge).
+RECORD_LIMIT = 1024 * 1024
 
 
 class TopicProblem(RuntimeError):
@@ -75,7 +82,7 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> N
     # Describe only topics that exist: describing a missing one can make a broker with
     # auto.create.topics.enable create it, with the broker's default partition count.
     existing = set(await admin.list_topics())
-    names = [f"{settings.app_id}-{suffix}" for suffix in CO_PARTITIONED]
+    names = co_partitioned(settings)
     present = [name for name in names if name in existing]
     for topic in await admin.describe_topics(present) if present else ():
         if topic.get("error_code"):
@@ -87,6 +94,44 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> N
                 f"{settings.topic_partitions}; a user's state is found by partition number, so set "
                 f"CS_RELAY_TOPIC_PARTITIONS={count}, or start under a new CS_RELAY_APP_ID to repartition"
             )
+
+
+def record_limits(settings: Settings) -> dict[str, int]:
+    """The record limit (max.message.bytes) each topic cs-relay writes is created with,
+    and that a topic found must allow at least."""
+    limits = {name: RECORD_LIMIT for name in (settings.input_topic, *co_partitioned(settings))}
+    limits[settings.dlq_topic] = DLQ_MAX_MESSAGE_BYTES
+    return limits
+
+
+def co_partitioned(settings: Settings) -> list[str]:
+    return [f"{settings.app_id}-{suffix}" for suffix in CO_PARTITIONED]
+
+
+async def _check_record_limits(admin: AIOKafkaAdminClient, settings: Settings, names: list[str]) -> None:
+    """Refuse to start on a topic (created by someone else) whose max.message.bytes is
+    below what cs-relay may write to it: its records would be refused one by one, each
+    stopping the worker, instead of once here. The input topic is the deployment's and
+    only read: not checked."""
+    wanted = {name: limit for name, limit in record_limits(settings).items() if name in names}
+    wanted.pop(settings.input_topic, None)
+    if not wanted:
+        return
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None}) for name in wanted]
+    small = []
+    for response in await admin.describe_configs(resources):
+        for error_code, _, _, name, entries in response.resources:
+            values = {entry[0]: entry[1] for entry in entries}
+            if error_code or "max.message.bytes" not in values:
+                continue
+            allowed = int(values["max.message.bytes"])
+            if allowed < wanted[name]:
+                small.append(f"{name!r} has max.message.bytes={allowed}, cs-relay needs at least {wanted[name]}")
+    if small:
+        raise TopicRefused(
+            "; ".join(small) + " (raise it with kafka-configs.sh --alter --entity-type topics --entity-name "
+            "<topic> --add-config max.message.bytes=<bytes>)"
+        )
 
 
 async def _until_listed(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0) -> None:
@@ -111,20 +156,16 @@ async def ensure_topics(settings: Settings) -> None:
         wanted = {
             settings.input_topic: settings.topic_partitions,
             settings.dlq_topic: settings.topic_partitions,
-            **{f"{settings.app_id}-{suffix}": settings.topic_partitions for suffix in CO_PARTITIONED},
+            **dict.fromkeys(co_partitioned(settings), settings.topic_partitions),
         }
         await _check_partitions(admin, settings)  # before creating anything
         existing = set(await admin.list_topics())
-        # Dead letters carry the original bytes plus headers: allow them more room than
-        # an input record gets by default (1 MB).
-        configs = {settings.dlq_topic: {"max.message.bytes": str(DLQ_MAX_MESSAGE_BYTES)}}
-        configs.update(
-            {
-                f"{settings.app_id}-{suffix}": {"cleanup.policy": "compact"}
-                for suffix in CO_PARTITIONED
-                if suffix.endswith("-changelog")
-            }
-        )
+        # Every topic with its record limit set (dead letters carry the original bytes
+        # plus headers: more room); changelogs compacted, as Faust would make them.
+        configs = {name: {"max.message.bytes": str(limit)} for name, limit in record_limits(settings).items()}
+        for name in co_partitioned(settings):
+            if name.endswith("-changelog"):
+                configs[name]["cleanup.policy"] = "compact"
         missing = [
             NewTopic(t, n, settings.topic_replication_factor, topic_configs=configs.get(t, {}))
             for t, n in wanted.items()
@@ -144,5 +185,6 @@ async def ensure_topics(settings: Settings) -> None:
             # Workers starting together race to create them: if another one, configured
             # differently, won, its partition count is the one that counts.
             await _check_partitions(admin, settings)
+        await _check_record_limits(admin, settings, list(wanted))
     finally:
         await admin.close()
