@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from streams.core.segment import Message
+from streams.core.traits import IDS_KEPT, merge_traits
 
 STATE_VERSION = 1  # pending and dedupe records
 USER_VERSION = 2  # users and groups: 2 moved destination ids into slots
@@ -277,12 +278,12 @@ def apply_to_user(
     if msg.type == "identify":
         traits = msg.traits
         if traits:
-            changes["traits"] = {**user.traits, **traits}
+            changes["traits"] = merge_traits(user.traits, traits)
     elif msg.type == "group":
         group_id = msg.group_id
         changes["group_id"] = group_id
         if group_id not in user.groups:
-            changes["groups"] = (*user.groups, group_id)
+            changes["groups"] = (*user.groups, group_id)[-IDS_KEPT:]
     slots = _remembered(user.slots, msg, memories)
     if slots is not None:
         changes["slots"] = slots
@@ -295,7 +296,7 @@ def apply_to_group(group: GroupState | None, msg: Message, now: str, memories: I
     if group is None:
         assert msg.group_id is not None, "a group call has a groupId (segment.validate requires it)"
         group = GroupState(group_id=msg.group_id)
-    traits = {**group.traits, **msg.traits}
+    traits = merge_traits(group.traits, msg.traits)
     slots = _remembered(group.slots, msg, memories, group=True)
     return replace(
         group,
@@ -359,7 +360,7 @@ def merge_users(
     """The user's record with an anonymous profile folded in. What the identified user
     already has wins (it is newer); the anonymous profile fills the gaps. `offset`: the
     by-user offset of the merge-profile record, remembered in `adopted`."""
-    ids = user.anonymous_ids if anonymous_id in user.anonymous_ids else (*user.anonymous_ids, anonymous_id)
+    ids = user.anonymous_ids if anonymous_id in user.anonymous_ids else (*user.anonymous_ids, anonymous_id)[-IDS_KEPT:]
     adopted = dict(user.adopted)
     if offset is not None:
         adopted.pop(anonymous_id, None)
@@ -370,10 +371,10 @@ def merge_users(
         user = replace(user, merging=None, merging_since=None)  # the profile it waited for
     if anonymous is None:
         return replace(user, anonymous_ids=ids)
-    groups = tuple(dict.fromkeys((*anonymous.groups, *user.groups)))
+    groups = tuple(dict.fromkeys((*anonymous.groups, *user.groups)))[-IDS_KEPT:]
     return replace(
         user,
-        traits={**anonymous.traits, **user.traits},
+        traits=merge_traits(anonymous.traits, user.traits),
         group_id=user.group_id or anonymous.group_id,
         groups=groups,
         slots=_merge_slots(user.slots, anonymous.slots),
