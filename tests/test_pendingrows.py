@@ -139,3 +139,15 @@ def replace_times(p: Parked, t: float) -> Parked:
 def test_payload_keys_name_their_user():
     key = pendingrows.payload_key('we"ird\x00user', "cs", 12)
     assert pendingrows.user_of_payload_key(key) == 'we"ird\x00user'
+
+
+def test_fit_takes_out_the_newest_events_until_the_record_fits():
+    p = Pending()
+    for seq in range(1, 11):
+        p, _ = hold(p, "cs" if seq % 2 else "csb", RAW, SOURCE, now=1.0, max_events=100, seq=seq)
+    whole = len(json.dumps(p.to_dict()))
+    fitted, taken = pendingrows.fit(p, whole // 2)
+    assert len(json.dumps(fitted.to_dict())) <= whole // 2
+    assert [e.seq for _, e in taken] == list(range(11 - len(taken), 11))  # the newest, oldest first
+    assert pendingrows.without(p, [(d, e.seq) for d, e in taken]) == fitted
+    assert pendingrows.fit(p, whole + 100) == (p, [])

@@ -5,6 +5,7 @@ visitor's held events released to the partner after."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 from streams.core import control
 from streams.core.control import MergeDone, MergeProfile, MergeRequest
@@ -211,3 +212,32 @@ async def test_a_login_processed_again_asks_for_the_profile_again():
     assert await world.redo(login)
     assert world.client.events() == ["Viewed%20Pricing%20Page", "After"]
     assert "merging" not in world.tables.users["u1"]
+
+
+async def test_a_visitor_too_large_for_one_hand_over_dead_letters_its_newest_events_first(monkeypatch):
+    """The hand-over is one record (and a copy on the visitor's row until merge-done):
+    bounded. What does not fit goes to the dead-letter topic, and only once Kafka has
+    those is the profile handed over without them; the rest arrive in order."""
+    from streams.runtime import merge
+
+    monkeypatch.setattr(merge, "HANDOVER_MAX_BYTES", 6_000)
+    world = World()
+    pad = "x" * 900
+    for n in range(10):
+        await world.publish(
+            type="track", anonymousId="anon-1", event=f"E{n}", properties={"pad": pad}, messageId=f"t{n}"
+        )
+    await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+    await world.publish(type="identify", userId="u1", anonymousId="anon-1", messageId="i")
+
+    [profile] = world.controls(MergeProfile.KIND)
+    assert len(profile.value) <= 6_000
+    dead = world.dead_letters()
+    assert dead and all(d.reason == "pending_overflow" for d in dead)
+    cut = [json.loads(d.value)["event"] for d in dead]
+    delivered = [e for e in world.client.events() if e.startswith("E")]
+    assert delivered + cut == [f"E{n}" for n in range(10)]  # the oldest handed over, in order
+    assert b"cs-relay dlq replay" in dead[0].headers["cs-relay-detail"]
+    assert world.tables.pending.get("anon-1") is None and world.tables.payloads == {}
+    requests = [control.decode(r.headers, r.value) for r in world.controls(MergeRequest.KIND)]
+    assert len(requests) == 2 and len(requests[1].cut) == len(cut)  # asked again, once they were in Kafka

@@ -61,13 +61,16 @@ class MergeRequest:
 
     KIND: ClassVar[bytes] = b"merge-request"
     into: str
+    # (destination, seq) of the visitor's waiting events already in the dead-letter
+    # topic: they did not fit in one hand-over (streams.runtime.merge)
+    cut: tuple[tuple[str, int], ...] = ()
 
     def body(self) -> dict[str, Any]:
-        return {"into": self.into}
+        return {"into": self.into, **({"cut": [list(slot) for slot in self.cut]} if self.cut else {})}
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> MergeRequest:
-        return cls(body["into"])
+        return cls(body["into"], tuple((str(d), int(s)) for d, s in body.get("cut") or ()))
 
 
 @dataclass(frozen=True)

@@ -171,3 +171,41 @@ def _same_body(old: Entry | None, new: Entry) -> bool:
             and old.source == new.source
         )
     return old.source == new.source
+
+
+def fit(pending: Pending, max_bytes: int) -> tuple[Pending, list[tuple[str, Entry]]]:
+    """`pending` whole (`to_dict`, as a merge hand-over carries it) in at most
+    `max_bytes` of JSON: its newest events are taken out until the rest fits, and
+    returned (destination, event) for the dead-letter topic. The oldest stay, so what
+    is handed over keeps its order; what was taken out is replayed after it."""
+    sizes = {slot: len(json.dumps(e.to_dict(), separators=(",", ":"))) + 1 for slot, e in entries(pending).items()}
+    total = len(json.dumps(Pending(pending.next_seq, {d: Queue() for d in pending.queues}).to_dict())) + sum(
+        sizes.values()
+    )
+    if total <= max_bytes:
+        return pending, []
+    out: set[Slot] = set()
+    for slot in sorted(sizes, key=lambda s: s[1], reverse=True):
+        if total <= max_bytes:
+            break
+        out.add(slot)
+        total -= sizes[slot]
+    taken = [(dest, e) for (dest, seq), e in entries(pending).items() if (dest, seq) in out]
+    return without(pending, out), sorted(taken, key=lambda t: t[1].seq)
+
+
+def without(pending: Pending, slots: Iterable[Slot]) -> Pending:
+    """`pending` less the events at `slots` (gone elsewhere: the dead-letter topic)."""
+    out = set(slots)
+    if not out:
+        return pending
+    for dest, queue in pending.queues.items():
+        pending = pending.with_queue(
+            dest,
+            Queue(
+                tuple(i for i in queue.held if (dest, i.seq) not in out),
+                tuple(i for i in queue.releasing if (dest, i.seq) not in out),
+                tuple(p for p in queue.parked if (dest, p.seq) not in out),
+            ),
+        )
+    return pending

@@ -20,16 +20,23 @@ its events as before (`streams.core.pending.adopt`).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
+from streams.core import pendingrows
 from streams.core.control import MergeDone, MergeProfile, MergeRequest
 from streams.core.pending import Pending, first_seq
+from streams.core.reasons import Reason
 from streams.core.state import UserState
-from streams.core.step import merge_step
+from streams.core.step import DeadLetter, merge_step
 from streams.runtime import effects
 from streams.runtime.runtime import Incoming, Runtime
+
+# A hand-over (the merge-profile record, and its copy on the visitor's row until
+# merge-done) is at most this many bytes: well below the topics' 1 MiB record limit.
+HANDOVER_MAX_BYTES = 512 * 1024
 
 
 def give_profile(rt: Runtime, record: Incoming, request: MergeRequest) -> list[Awaitable[Any]]:
@@ -48,13 +55,47 @@ def give_profile(rt: Runtime, record: Incoming, request: MergeRequest) -> list[A
         # Handed over, not confirmed yet: the record may have been lost (a crash
         # before Kafka had it). Again; the user folds it in once.
         return [effects.control_to_user(rt, request.into, MergeProfile.from_body(anonymous.handing))]
-    profile = MergeProfile(anonymous_id, anonymous.to_dict() if anonymous else None, rt.pending(anonymous_id).to_dict())
+    user = anonymous.to_dict() if anonymous else None
+    waiting = pendingrows.without(rt.pending(anonymous_id), request.cut)
+    waiting, cut = pendingrows.fit(waiting, HANDOVER_MAX_BYTES - len(json.dumps(user)) - 256)
+    if cut:
+        # Too large for one record: the newest events go to the dead-letter topic first,
+        # and only once Kafka has them is the rest handed over (a request sent to this
+        # key again, naming them). Nothing changes here before that, so a crash between
+        # the two finds the visitor as it was and cuts again.
+        return [_cut_then_ask(rt, anonymous_id, request, cut)]
+    profile = MergeProfile(anonymous_id, user, waiting.to_dict())
     rt.tables.users[anonymous_id] = UserState(
         key=anonymous_id, merged_into=request.into, handing=profile.body()
     ).to_dict()
     rt.store_pending(anonymous_id, Pending())
     rt.counters["merged.anonymous"] += 1
     return [effects.control_to_user(rt, request.into, profile)]
+
+
+async def _cut_then_ask(rt: Runtime, anonymous_id: str, request: MergeRequest, cut: list[tuple[str, Any]]) -> None:
+    rt.counters["merge.cut"] += len(cut)
+    await asyncio.gather(
+        *(
+            effects.dead_letter(
+                rt,
+                DeadLetter(
+                    Reason.PENDING_OVERFLOW,
+                    f"the visitor's waiting events did not fit in one hand-over of {HANDOVER_MAX_BYTES} bytes when "
+                    f"it logged in as {request.into!r}; the newest went here: replay them (cs-relay dlq replay) to "
+                    "deliver them as that user",
+                    entry.raw,
+                    entry.source,
+                    "routing",
+                    dest,
+                ),
+                anonymous_id.encode("utf-8"),
+            )
+            for dest, entry in cut
+        )
+    )
+    slots = (*request.cut, *((dest, entry.seq) for dest, entry in cut))
+    await effects.control_to_user(rt, anonymous_id, MergeRequest(request.into, slots))
 
 
 def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[Awaitable[Any]]:

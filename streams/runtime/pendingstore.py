@@ -75,7 +75,7 @@ class PendingStore:
     @property
     def name(self) -> str:
         """The index table's name: the admin API finds a user's worker by its partitions."""
-        return str(self.index.name)
+        return str(getattr(self.index, "name", "pending"))
 
     def get(self, key: str, default: Any = None) -> dict[str, Any] | None:
         if self.index.get(key) is None:
