@@ -28,6 +28,7 @@ DLQ_MAX_MESSAGE_BYTES = 4 * 1024 * 1024 + 64 * 1024
 # (streams.core.pendingrows), a hand-over of a visitor's profile at most
 # HANDOVER_MAX_BYTES (streams.runtime.merge).
 RECORD_LIMIT = 1024 * 1024
+DLQ_MIN_BYTES = 128 * 1024  # the least a dead-letter topic found must take
 
 
 class TopicProblem(RuntimeError):
@@ -115,6 +116,11 @@ async def _check_record_limits(admin: AIOKafkaAdminClient, settings: Settings, n
     only read: not checked."""
     wanted = {name: limit for name, limit in record_limits(settings).items() if name in names}
     wanted.pop(settings.input_topic, None)
+    if settings.dlq_topic in wanted:
+        # A dead letter the topic refuses is written again cut to its first 64 KB
+        # (streams.runtime.effects): a smaller limit than the one created loses bytes of
+        # very large letters only, and that is logged.
+        wanted[settings.dlq_topic] = DLQ_MIN_BYTES
     if not wanted:
         return
     resources = [ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None}) for name in wanted]
