@@ -90,3 +90,18 @@ async def test_on_answer_sees_each_answer_and_may_stop_the_quick_retries():
         await server.close()
     assert answers == [(Outcome.RETRY, 503), (Outcome.RETRY, 503)]
     assert result.outcome is Outcome.RETRY and result.attempts == 2 and len(seen) == 2
+
+
+async def test_the_request_timeout_counts_from_when_the_request_is_sent_not_from_the_queue():
+    """Six deliveries at once through one connection (max_in_flight 1) to a partner that
+    answers in 0.3 s, with a 0.5 s request timeout: each request takes 0.3 s once sent,
+    so none times out, though the last waits 1.5 s for its turn."""
+    server, seen = await serve([], delay=0.3)
+    client = PartnerClient("Partner", str(server.make_url("")), timeout=0.5, max_in_flight=1, max_retries=0)
+    try:
+        results = await asyncio.gather(*(client.send(REQUEST) for _ in range(6)))
+    finally:
+        await client.close()
+        await server.close()
+    assert [(r.outcome, r.status) for r in results] == [(Outcome.DONE, 200)] * 6, [r.excerpt for r in results]
+    assert len(seen) == 6

@@ -13,7 +13,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -74,6 +74,7 @@ class PartnerClient:
         # that due time, rather than slept here while the event's acknowledgement waits.
         self._max_inline_retry_after = max_inline_retry_after
         self._limit = max_in_flight
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._max_retries = max_retries
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
@@ -116,8 +117,7 @@ class PartnerClient:
         while True:
             attempt += 1
             tried = time.monotonic()
-            left = None if deadline is None else deadline - tried
-            status, excerpt, retry_after = await self._try_once(request, left)
+            status, excerpt, retry_after = await self._try_once(request, deadline)
             outcome = self.classify(status)
             if self.on_attempt is not None:
                 self.on_attempt(status, time.monotonic() - tried, outcome, attempt)
@@ -140,24 +140,39 @@ class PartnerClient:
             )
             await asyncio.sleep(delay)
 
-    async def _try_once(self, request: PartnerRequest, left: float | None) -> tuple[int | None, str, float | None]:
-        assert self._session is not None
-        timeout = self._timeout
-        if left is not None and left < self._timeout_seconds:
-            timeout = aiohttp.ClientTimeout(total=max(0.001, left))
+    async def _try_once(self, request: PartnerRequest, deadline: float | None) -> tuple[int | None, str, float | None]:
         # The exact bytes sent: a destination may sign them (credentials see the body).
         body = json.dumps(request.json, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         attached = self._credentials(request, body)
         params = {**request.query, **attached.query}
         if self._rate is not None:
             await self._rate.acquire()
+        # One of `max_in_flight` slots (as many as the pool has connections) first: the
+        # request timeout then counts from when the request goes out, not while it
+        # waits for a connection behind slower ones.
+        async with self._slots:
+            return await self._request(request, body, params, attached.headers, deadline)
+
+    async def _request(
+        self,
+        request: PartnerRequest,
+        body: bytes,
+        params: Mapping[str, str],
+        headers: Mapping[str, str],
+        deadline: float | None,
+    ) -> tuple[int | None, str, float | None]:
+        assert self._session is not None
+        timeout = self._timeout
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left < self._timeout_seconds:
+            timeout = aiohttp.ClientTimeout(total=max(0.001, left))
         try:
             async with self._session.request(
                 request.method,
                 self._base + request.path,
                 data=body,
                 params=params or None,
-                headers={"Content-Type": "application/json", **attached.headers},
+                headers={"Content-Type": "application/json", **headers},
                 timeout=timeout,
             ) as response:
                 answer = await response.text(errors="replace")
