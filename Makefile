@@ -46,8 +46,8 @@ test: $(STAMP) promtool browser
 
 # The fault suite (tests/test_faults_*.py, marked faults): partners made sick under a
 # steady load against the real broker, workers killed, joining and leaving, the broker
-# stalled; figures printed at the end; about 25 minutes (.ci/run runs it after make test).
-# FAULTS selects scenarios: .ci/run leaves the isolation ones out (see there).
+# stalled; figures printed at the end; about 17 minutes (.ci/run runs it after make test).
+# FAULTS selects scenarios, e.g. make faults FAULTS='faults and not isolation'.
 FAULTS ?= faults
 faults: $(STAMP)
 	$(BIN)/python -m pytest -m '$(FAULTS)'
