@@ -13,7 +13,7 @@ from streams.core.control import Park
 from streams.core.pending import Parked, Pending, hold, park, release
 from streams.runtime import retries
 from streams.runtime.runtime import Incoming, Tables
-from tests.runtime_world import FakeClient, World
+from tests.runtime_world import BY_USER_TOPIC, FakeClient, World
 
 
 class CountingTable(dict[str, Any]):
@@ -112,3 +112,28 @@ async def test_a_delivery_parked_beyond_the_bound_goes_to_the_dead_letter_topic_
     for _ in range(2):
         retries.apply_park(world2.rt, incoming(12), Park("clientsuccess", None, parked_delivery("m5")))
     assert [p.message_id for p in world2.rt.pending("u1").queue("clientsuccess").parked] == ["m1", "m5"]
+
+
+async def test_a_version_1_pending_row_left_by_an_older_worker_is_read_and_split_at_its_next_write():
+    from tests.test_state_versions import PENDING_V1_BEFORE_PARKING
+
+    world = World()
+    # Records of older workers were numbered by a counter (1, 2, ...): this one's events
+    # come after others on the by-user topic, as they did then.
+    world.offsets[(BY_USER_TOPIC, world.rt.partition_of("u1"))] = 100
+    row = json.loads(PENDING_V1_BEFORE_PARKING)
+    for queue in row["queues"].values():
+        for item in (*queue["held"], *queue["releasing"]):
+            item["held_at"] = world.now - 60  # recent: not expired by the next event
+    world.tables.pending["u1"] = row
+    before = world.rt.pending("u1")
+    held = before.queue("clientsuccess").held
+    assert held and all(i.raw for i in held)
+    # A later event for the user (held too: no group yet) writes the record the new way.
+    await world.publish(type="track", userId="u1", event="Later", messageId="later")
+    row = world.tables.pending["u1"]
+    assert row["v"] == pendingrows.INDEX_VERSION and "raw" not in json.dumps(row)
+    queue = world.rt.pending("u1").queue("clientsuccess")
+    assert [i.raw for i in queue.held[: len(held)]] == [i.raw for i in held]
+    assert queue.releasing == before.queue("clientsuccess").releasing  # still to be confirmed
+    assert len(world.tables.payloads) == len(queue.held) + len(queue.releasing)  # a row for each

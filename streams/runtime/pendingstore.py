@@ -53,6 +53,10 @@ class PendingStore:
         return pending
 
     def write(self, key: str, before: Pending, after: Pending) -> None:
+        stored = self.index.get(key)
+        if stored is not None and stored.get("v", 1) < pendingrows.INDEX_VERSION:
+            # A whole record of an older worker: none of its events has a row yet.
+            before = Pending()
         put, gone = pendingrows.changes(before, after)
         for (dest, seq), row in put.items():
             self.payloads[pendingrows.payload_key(key, dest, seq)] = row
