@@ -29,7 +29,8 @@ from streams.ops.logs import (
     logging_config,
     message_id_of,
 )
-from streams.ops.observe import Snapshot, Stats, consumer_lag, pending_counts, render_metrics, status_document
+from streams.ops.observe import Snapshot, Stats, consumer_lag, render_metrics, status_document
+from streams.ops.pendingcounts import pending_counts
 from streams.ops.webserve import client_url, serve
 from streams.runtime.delivery import Outcome, PartnerClient
 from streams.settings import Settings, SettingsError

@@ -15,7 +15,8 @@ import pytest
 from streams.core import control
 from streams.core.control import RetryDue, Sweep
 from streams.ops.admin import Admin
-from streams.ops.observe import Stats, pending_counts
+from streams.ops.observe import Stats
+from streams.ops.pendingcounts import pending_counts
 from streams.runtime import retries, sweep, timers
 from streams.runtime.outbox import BY_USER
 from tests.runtime_world import PARTITIONS, FakeClient, Produced, World

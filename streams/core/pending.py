@@ -276,12 +276,6 @@ def parked_full(pending: Pending, destination: str, max_events: int, released_se
     return len(parked) >= max_events and not any(p.seq == number for p in parked)
 
 
-def unrelease(pending: Pending, destination: str, seq: int) -> Pending:
-    """Forget the released event `seq` (it went elsewhere: the dead-letter topic)."""
-    queue = pending.queue(destination)
-    return pending.with_queue(destination, replace(queue, releasing=tuple(i for i in queue.releasing if i.seq != seq)))
-
-
 def expire_parked(
     pending: Pending, now: float, window: float, busy: Callable[[str, int], bool] = lambda dest, seq: False
 ) -> tuple[Pending, list[tuple[str, Parked]]]:

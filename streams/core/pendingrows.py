@@ -157,20 +157,8 @@ def changes(before: Pending, after: Pending) -> tuple[dict[Slot, dict[str, Any]]
 
 
 def _same_body(old: Entry | None, new: Entry) -> bool:
-    if old is None:
-        return False
-    if old is new:
-        return True
-    if isinstance(old, Parked) != isinstance(new, Parked) or old.raw is not new.raw and old.raw != new.raw:
-        return False
-    if isinstance(old, Parked) and isinstance(new, Parked):
-        return (
-            old.request == new.request
-            and old.message_id == new.message_id
-            and old.last_error[:ERROR_CHARS] == new.last_error[:ERROR_CHARS]
-            and old.source == new.source
-        )
-    return old.source == new.source
+    # The same object (the step keeps what it does not change) needs no row built.
+    return old is new or (old is not None and payload_row(old) == payload_row(new))
 
 
 def fit(pending: Pending, max_bytes: int) -> tuple[Pending, list[tuple[str, Entry]]]:
@@ -178,20 +166,20 @@ def fit(pending: Pending, max_bytes: int) -> tuple[Pending, list[tuple[str, Entr
     `max_bytes` of JSON: its newest events are taken out until the rest fits, and
     returned (destination, event) for the dead-letter topic. The oldest stay, so what
     is handed over keeps its order; what was taken out is replayed after it."""
-    sizes = {slot: len(json.dumps(e.to_dict(), separators=(",", ":"))) + 1 for slot, e in entries(pending).items()}
-    total = len(json.dumps(Pending(pending.next_seq, {d: Queue() for d in pending.queues}).to_dict())) + sum(
-        sizes.values()
-    )
-    if total <= max_bytes:
-        return pending, []
-    out: set[Slot] = set()
-    for slot in sorted(sizes, key=lambda s: s[1], reverse=True):
+    waiting = entries(pending)
+    sizes = {slot: len(json.dumps(e.to_dict(), separators=(",", ":"))) + 1 for slot, e in waiting.items()}
+    empty = Pending(pending.next_seq, {d: Queue() for d in pending.queues})  # the record around its events
+    total = len(json.dumps(empty.to_dict())) + sum(sizes.values())
+    out: list[Slot] = []
+    for slot in sorted(sizes, key=lambda s: s[1], reverse=True):  # newest first
         if total <= max_bytes:
             break
-        out.add(slot)
+        out.append(slot)
         total -= sizes[slot]
-    taken = [(dest, e) for (dest, seq), e in entries(pending).items() if (dest, seq) in out]
-    return without(pending, out), sorted(taken, key=lambda t: t[1].seq)
+    if not out:
+        return pending, []
+    taken = sorted(((dest, waiting[(dest, seq)]) for dest, seq in out), key=lambda t: t[1].seq)
+    return without(pending, out), taken
 
 
 def without(pending: Pending, slots: Iterable[Slot]) -> Pending:

@@ -52,11 +52,11 @@ from streams.ops.observe import (
     Snapshot,
     Stats,
     consumer_lag,
-    pending_counts,
     status_document,
     versions,
     worker_registry,
 )
+from streams.ops.pendingcounts import pending_counts
 from streams.ops.webserve import authorized  # shared with `cs-relay ingest`'s /metrics
 from streams.settings import Settings
 
@@ -135,7 +135,7 @@ class Admin:
     # destination -> its circuit breaker's status (streams.core.breaker, the runtime keeps them)
     circuits: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
     # destination -> state -> events waiting, kept by the runtime as it writes pending
-    # records (streams.ops.observe.PendingCounts); None: counted from the table (tests)
+    # records (streams.ops.pendingcounts.PendingCounts); None: counted from the table (tests)
     pending_counts: Callable[[], Mapping[str, Mapping[str, int]]] | None = None
     # why the worker is stopping after work failed for good (Runtime.failure), or None
     failure: Callable[[], str | None] = lambda: None

@@ -20,7 +20,7 @@ from typing import Any
 
 from streams.core import pendingrows
 from streams.core.pending import Pending
-from streams.runtime.rowcache import CachedRows
+from streams.runtime.rowcache import CachedRows, decoded
 
 log = logging.getLogger("cs_relay")
 
@@ -34,9 +34,7 @@ class PendingStore:
         self.missing = 0  # payload rows found missing (see pendingrows.read)
 
     def read(self, key: str) -> Pending:
-        if isinstance(self.index, CachedRows):
-            return self.index.decoded(key, lambda row: self._join(key, row))
-        return self._join(key, self.index.get(key))
+        return decoded(self.index, key, lambda row: self._join(key, row))
 
     def _join(self, key: str, row: Any) -> Pending:
         pending, missing = pendingrows.read(

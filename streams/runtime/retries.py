@@ -59,7 +59,7 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
         # cannot wait behind it (the index row would grow without end during a long
         # outage of a busy user). It goes to the dead-letter topic, to replay later.
         if park.released_seq is not None:
-            rt.store_pending(key, pending_mod.unrelease(before, dest, park.released_seq))
+            rt.store_pending(key, pendingrows.without(before, [(dest, park.released_seq)]))
         detail = (
             f"more than {limit} deliveries to {dest} parked for this user (CS_RELAY_PENDING_MAX_EVENTS); "
             f"last error: {park.parked.last_error or 'none'}"

@@ -96,3 +96,11 @@ class CachedRows(MutableMapping[Any, Any]):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.table, name)  # keys(), data, send_changelog, ...
+
+
+def decoded(table: Any, key: Any, read: Callable[[Any], T]) -> T:
+    """`read(table.get(key))`, made once per version of the row where the table keeps
+    them (`CachedRows`); any other table (a dict in unit tests) reads it each time."""
+    if isinstance(table, CachedRows):
+        return table.decoded(key, read)
+    return read(table.get(key))

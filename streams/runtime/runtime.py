@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
 from streams.core import pending as pending_mod
 from streams.core.aggregate import CloseIndex
@@ -36,30 +36,23 @@ from streams.core.state import GroupLookup, GroupState, Memory, UserState, newer
 from streams.core.step import Destination
 from streams.ops.admin import owner_partition
 from streams.ops.console.journal import Journal
-from streams.ops.observe import PendingCounts, Stats
+from streams.ops.observe import Stats
+from streams.ops.pendingcounts import PendingCounts
 from streams.runtime import wiring
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
 from streams.runtime.outbox import Outbox
 from streams.runtime.pendingstore import PendingStore
-from streams.runtime.rowcache import CachedRows
+from streams.runtime.rowcache import CachedRows, decoded
 from streams.runtime.topics import by_user_topic_name
 from streams.settings import Settings
 
 log = logging.getLogger("cs_relay")
-T = TypeVar("T")
 
 
 def _read_user(data: Any) -> UserState | None:
     return UserState.from_dict(data) if data else None
-
-
-def decoded(table: Any, key: str, read: Callable[[Any], T]) -> T:
-    """`read(table.get(key))`, made once per version of the row where the table keeps them."""
-    if isinstance(table, CachedRows):
-        return table.decoded(key, read)
-    return read(table.get(key))
 
 
 RECENT_GROUPS = 10_000  # groups made here whose global copy has not caught up, at most

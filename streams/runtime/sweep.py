@@ -15,7 +15,7 @@ other task, get their turn.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from itertools import islice
 from typing import Any
 
@@ -29,6 +29,7 @@ from streams.core.step import DeadLetter, expire_held
 from streams.runtime import effects
 from streams.runtime.runtime import Incoming, Runtime
 from streams.runtime.tablescan import items_of_partition
+from streams.settings import Settings
 
 log = logging.getLogger("cs_relay")
 
@@ -86,7 +87,7 @@ def _sweep_pending(rt: Runtime, partition: int, rows: list[tuple[str, Any]]) -> 
     return work
 
 
-def _expires(index: Pending, now: float, s: Any, busy: Any) -> bool:
+def _expires(index: Pending, now: float, s: Settings, busy: Callable[[str, int], bool]) -> bool:
     return bool(
         pending_mod.expire(index, now, s.pending_max_age_seconds)[1]
         or pending_mod.expire_parked(index, now, s.retry_window_seconds, busy)[1]

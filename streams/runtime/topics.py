@@ -98,11 +98,18 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> N
 
 
 def record_limits(settings: Settings) -> dict[str, int]:
-    """The record limit (max.message.bytes) each topic cs-relay writes is created with,
-    and that a topic found must allow at least."""
+    """The record limit (max.message.bytes) each topic cs-relay creates is given."""
     limits = {name: RECORD_LIMIT for name in (settings.input_topic, *co_partitioned(settings))}
     limits[settings.dlq_topic] = DLQ_MAX_MESSAGE_BYTES
     return limits
+
+
+def least_limits(settings: Settings) -> dict[str, int]:
+    """The record limit a topic cs-relay writes must allow when it finds it. The input
+    topic is the deployment's and only read: not checked. A dead letter the topic
+    refuses is written again cut to its first 64 KB (streams.runtime.effects), so a
+    dead-letter topic needs less than it is created with."""
+    return {**dict.fromkeys(co_partitioned(settings), RECORD_LIMIT), settings.dlq_topic: DLQ_MIN_BYTES}
 
 
 def co_partitioned(settings: Settings) -> list[str]:
@@ -112,15 +119,8 @@ def co_partitioned(settings: Settings) -> list[str]:
 async def _check_record_limits(admin: AIOKafkaAdminClient, settings: Settings, names: list[str]) -> None:
     """Refuse to start on a topic (created by someone else) whose max.message.bytes is
     below what cs-relay may write to it: its records would be refused one by one, each
-    stopping the worker, instead of once here. The input topic is the deployment's and
-    only read: not checked."""
-    wanted = {name: limit for name, limit in record_limits(settings).items() if name in names}
-    wanted.pop(settings.input_topic, None)
-    if settings.dlq_topic in wanted:
-        # A dead letter the topic refuses is written again cut to its first 64 KB
-        # (streams.runtime.effects): a smaller limit than the one created loses bytes of
-        # very large letters only, and that is logged.
-        wanted[settings.dlq_topic] = DLQ_MIN_BYTES
+    stopping the worker, instead of once here (`least_limits`)."""
+    wanted = {name: limit for name, limit in least_limits(settings).items() if name in names}
     if not wanted:
         return
     resources = [ConfigResource(ConfigResourceType.TOPIC, name, {"max.message.bytes": None}) for name in wanted]
