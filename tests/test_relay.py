@@ -3,7 +3,7 @@
 from functools import partial
 
 from streams.core.decision import Reject
-from streams.core.pending import Pending, confirm
+from streams.core.pending import Item, Pending, Queue, confirm
 from streams.core.state import GroupState
 from streams.core.step import Destination, merge_step, resend_releasing, step
 from streams.destinations.clientsuccess import mapping as cs
@@ -92,6 +92,19 @@ def test_released_events_stay_until_confirmed_and_are_resent_after_a_restart():
     # while this process carries it, it is not sent twice
     assert resend_releasing(pending, DESTS, w.users["u1"], w.groups.get, lambda d, s: True) == []
     assert confirm(pending, cs.KEY, item.seq).queue(cs.KEY).releasing == ()
+
+
+def test_confirming_a_released_event_keeps_those_released_around_it_whatever_their_numbers():
+    # A visitor's adopted events go first but are numbered after the user's own (from
+    # the hand-over record), so released numbers are not in order: a confirmation
+    # forgets its own event only, never one whose delivery has not finished.
+    own = Item(5, 0.0, raw(msg("track", event="Own")))
+    adopted = Item(9_000, 0.0, raw(msg("track", event="Adopted")))
+    later = Item(7, 0.0, raw(msg("track", event="Later")))
+    pending = Pending().with_queue(cs.KEY, Queue(releasing=(adopted, own, later)))
+    assert confirm(pending, cs.KEY, adopted.seq).queue(cs.KEY).releasing == (own, later)
+    assert confirm(pending, cs.KEY, own.seq).queue(cs.KEY).releasing == (adopted, later)
+    assert confirm(pending, cs.KEY, 6).queue(cs.KEY).releasing == (adopted, own, later)  # not there: unchanged
 
 
 def test_pending_count_bound_dead_letters_the_oldest():

@@ -211,10 +211,16 @@ def release(pending: Pending, destination: str, count: int) -> tuple[Pending, tu
     return pending.with_queue(destination, replace(queue, held=rest, releasing=(*queue.releasing, *moved))), moved
 
 
-def confirm(pending: Pending, destination: str, up_to_seq: int) -> Pending:
-    """Forget released events of a destination whose delivery is finished."""
+def confirm(pending: Pending, destination: str, seq: int) -> Pending:
+    """Forget the released event `seq` of a destination: its delivery is finished.
+    Only that one: released numbers are not in order (a visitor's adopted events go
+    first but are numbered from the later hand-over record; input and by-user records
+    are numbered apart, streams.core.positions), and each event is confirmed by its
+    own pending-done."""
     queue = pending.queue(destination)
-    releasing = tuple(i for i in queue.releasing if i.seq > up_to_seq)
+    releasing = tuple(i for i in queue.releasing if i.seq != seq)
+    if len(releasing) == len(queue.releasing):
+        return pending
     return pending.with_queue(destination, replace(queue, releasing=releasing))
 
 
