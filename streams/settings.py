@@ -51,6 +51,11 @@ class Settings:
     # (streams/kafkaconn.py; KAFKA_SECURITY_PROTOCOL and the KAFKA_SASL_* / KAFKA_SSL_* variables).
     kafka_security: KafkaSecurity = field(default_factory=KafkaSecurity)
     input_topic: str = "segment-events"
+    # The input topic is keyed by userId, else anonymousId, with Kafka's default
+    # partitioner and has CS_RELAY_TOPIC_PARTITIONS partitions (as `cs-relay ingest` and
+    # `cs-relay send` write it): the worker routes its records where they are, without
+    # the re-keying hop through the by-user topic (streams.runtime.agents.intake).
+    input_keyed_by_user: bool = False
     dlq_topic: str = "segment-events-dlq"
     app_id: str = "cs-relay"
     data_dir: Path = Path("var/worker")
@@ -145,6 +150,7 @@ class Settings:
             kafka_bootstrap_servers=read.text("KAFKA_BOOTSTRAP_SERVERS", d.kafka_bootstrap_servers, check=_bootstrap),
             kafka_security=KafkaSecurity.from_env(read),
             input_topic=read.text("CS_RELAY_INPUT_TOPIC", d.input_topic, check=_topic_name),
+            input_keyed_by_user=read.flag("CS_RELAY_INPUT_KEYED_BY_USER", d.input_keyed_by_user),
             dlq_topic=read.text("CS_RELAY_DLQ_TOPIC", d.dlq_topic, check=_topic_name),
             app_id=read.text("CS_RELAY_APP_ID", d.app_id, check=_topic_name),
             data_dir=Path(read.text("CS_RELAY_DATA_DIR", str(d.data_dir))),

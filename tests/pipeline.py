@@ -210,8 +210,12 @@ class Pipeline:
 
     async def dead_letters(self) -> list[tuple[bytes, dict[str, str]]]:
         """Everything in the dead-letter topic now: (original bytes, headers)."""
+        return await self.records(self.dlq_topic)
+
+    async def records(self, topic: str) -> list[tuple[bytes, dict[str, str]]]:
+        """Everything in `topic` now: (value, headers)."""
         consumer = AIOKafkaConsumer(
-            self.dlq_topic,
+            topic,
             **self.kafka_options(),
             auto_offset_reset="earliest",
             enable_auto_commit=False,

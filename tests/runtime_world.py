@@ -141,6 +141,20 @@ class World:
         self._register(record, [work])
         await self.settle()
 
+    async def publish_keyed(
+        self, *, partition: int | None = None, headers: Mapping[str, bytes] | None = None, **body: Any
+    ) -> Incoming:
+        """A Segment call on an input topic keyed by user (CS_RELAY_INPUT_KEYED_BY_USER),
+        in its user's partition unless `partition` says otherwise, taken by intake, then
+        routed until idle."""
+        value = json.dumps(body).encode()
+        user = str(body.get("userId") or body.get("anonymousId") or "")
+        where = self.rt.partition_of(user) if partition is None else partition
+        record = self._incoming(INPUT, user.encode(), value, dict(headers or {}), where)
+        self._register(record, await agents.take_keyed(self.rt, record))
+        await self.settle()
+        return record
+
     # ------------------------------------------------------------------ the by-user topic
 
     def unrouted(self) -> list[Produced]:

@@ -10,6 +10,7 @@ from streams.core.aggregate import CloseIndex, Fold, Windows, due, fold, next_cl
 from streams.core.decision import PartnerRequest, Send
 from streams.core.mappings import DestinationControls
 from streams.core.pending import Pending
+from streams.core.positions import position
 from streams.core.segment import parse
 from streams.core.state import GroupState
 from streams.core.step import Destination, step
@@ -113,6 +114,25 @@ def test_a_call_processed_again_is_not_counted_twice():
     again = fold(w, [Fold("clientsuccess", cs_request("E", 1), "value")], at=at + HOUR, sizes=sizes, offset=7)
     assert again is w
     assert fold(w, [Fold("clientsuccess", cs_request("E", 1), "value")], at=at, sizes=sizes, offset=6) is w
+
+
+def test_calls_routed_from_the_input_topic_and_the_by_user_topic_are_each_counted_once():
+    # CS_RELAY_INPUT_KEYED_BY_USER: a user's calls come from the input topic, and a
+    # merged visitor's forwarded calls (or a replay) from the by-user topic, numbered
+    # apart; a redo is told apart within each topic.
+    sizes = {"clientsuccess": HOUR}
+    at = ts("2026-11-30T10:15:00Z")
+    one = [Fold("clientsuccess", cs_request("E", 1), "value")]
+    w = fold(Windows(), one, at=at, sizes=sizes, offset=position(500, from_input=True))
+    w = fold(w, one, at=at, sizes=sizes, offset=position(3, from_input=False))  # a forwarded call
+    w = fold(w, one, at=at, sizes=sizes, offset=position(501, from_input=True))
+    assert [x.count for x in w.windows.values()] == [3]
+    assert fold(w, one, at=at, sizes=sizes, offset=position(501, from_input=True)) is w  # redo
+    assert fold(w, one, at=at, sizes=sizes, offset=position(3, from_input=False)) is w  # redo
+    assert (w.offset, w.input_offset) == (3, position(501, from_input=True))
+    assert Windows.from_dict(w.to_dict()) == w
+    closed = remove(w, list(w.windows))
+    assert (closed.offset, closed.input_offset, closed.windows) == (w.offset, w.input_offset, {})
 
 
 def test_the_window_id_ignores_the_summed_field_and_the_timestamp_only():

@@ -151,6 +151,28 @@ async def test_a_co_partitioned_topic_with_another_count_is_refused_by_name(kafk
         await admin.close()
 
 
+async def test_an_input_topic_said_to_be_keyed_by_user_must_have_the_by_user_partition_count(kafka_bootstrap):
+    """CS_RELAY_INPUT_KEYED_BY_USER routes input records in their partition: with
+    another count than the by-user topic, a user's input partition would not be theirs."""
+    app_id = f"topics-{uuid.uuid4().hex[:8]}"
+    await create_topic(kafka_bootstrap, NewTopic(f"{app_id}-in", 3, 1))
+    await ensure_topics(settings_for(kafka_bootstrap, app_id, 2))  # without the setting: any count
+    keyed = settings_for(kafka_bootstrap, f"{app_id}-k", 2, CS_RELAY_INPUT_TOPIC=f"{app_id}-in")
+    assert not keyed.input_keyed_by_user
+    keyed = settings_for(
+        kafka_bootstrap, f"{app_id}-k", 2, CS_RELAY_INPUT_TOPIC=f"{app_id}-in", CS_RELAY_INPUT_KEYED_BY_USER="true"
+    )
+    with pytest.raises(TopicMismatch) as info:
+        await ensure_topics(keyed)
+    message = str(info.value)
+    assert f"'{app_id}-in' has 3 partitions" in message and "CS_RELAY_INPUT_KEYED_BY_USER" in message, message
+    assert "give the input topic 2 partitions" in message
+    # Created with the by-user count when missing, it is accepted.
+    fresh = settings_for(kafka_bootstrap, f"{app_id}-f", 2, CS_RELAY_INPUT_KEYED_BY_USER="true")
+    await ensure_topics(fresh)
+    assert len((await describe(kafka_bootstrap, [f"{app_id}-f-in"]))[f"{app_id}-f-in"]["partitions"]) == 2
+
+
 async def test_a_topic_that_allows_smaller_records_than_cs_relay_writes_is_refused_by_name(kafka_bootstrap):
     """A changelog created by hand with a 100 KB record limit would refuse a user's
     pending index row at its bound: start-up says so, naming the topic and the config."""

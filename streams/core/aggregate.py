@@ -33,6 +33,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from streams.core.decision import PartnerRequest
+from streams.core.positions import source_of
 
 VERSION = 1
 
@@ -101,19 +102,30 @@ class Window:
 
 @dataclass(frozen=True)
 class Windows:
-    """One user's open windows by id, and the highest by-user offset folded into them."""
+    """One user's open windows by id, and the highest position folded into them from
+    each topic a call is routed from (streams.core.positions): by-user (`offset`) and,
+    with CS_RELAY_INPUT_KEYED_BY_USER, input (`input_offset`)."""
 
     offset: int = -1
     windows: Mapping[str, Window] = field(default_factory=dict)
+    input_offset: int = -1
+
+    def folded(self, position: int) -> int:
+        """The highest position folded from the topic of `position`."""
+        return self.input_offset if source_of(position) == "input" else self.offset
 
     def to_dict(self) -> dict[str, Any]:
-        return {"v": VERSION, "offset": self.offset, "windows": {k: w.to_dict() for k, w in self.windows.items()}}
+        data = {"v": VERSION, "offset": self.offset, "windows": {k: w.to_dict() for k, w in self.windows.items()}}
+        if self.input_offset >= 0:
+            data["input_offset"] = self.input_offset
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> Windows:
         if not data:
             return cls()
-        return cls(data["offset"], {k: Window.from_dict(w) for k, w in data["windows"].items()})
+        windows = {k: Window.from_dict(w) for k, w in data["windows"].items()}
+        return cls(data["offset"], windows, data.get("input_offset", -1))
 
 
 def window_start(at: float, size: int) -> float:
@@ -140,11 +152,12 @@ def window_id(destination: str, request: PartnerRequest, name: str, start: float
 
 
 def fold(windows: Windows, folds: Iterable[Fold], *, at: float, sizes: Mapping[str, int], offset: int) -> Windows:
-    """`windows` with the requests of the call at by-user `offset`, routed at `at`,
-    counted in their windows (sizes by destination). A call at or below the offset
-    already folded is the same call processed again (a redo): nothing changes."""
+    """`windows` with the requests of the call at `offset` (its position:
+    streams.core.positions), routed at `at`, counted in their windows (sizes by
+    destination). A call at or below the position already folded from its topic is
+    the same call processed again (a redo): nothing changes."""
     folds = list(folds)
-    if offset <= windows.offset or not folds:
+    if offset <= windows.folded(offset) or not folds:
         return windows
     out = dict(windows.windows)
     for f in folds:
@@ -157,7 +170,9 @@ def fold(windows: Windows, folds: Iterable[Fold], *, at: float, sizes: Mapping[s
             out[wid] = Window(f.destination, start, size, f.request, f.field, amount, 1)
         else:
             out[wid] = replace(open_, amount=open_.amount + amount, count=open_.count + 1)
-    return Windows(offset, out)
+    if source_of(offset) == "input":
+        return Windows(windows.offset, out, offset)
+    return Windows(offset, out, windows.input_offset)
 
 
 def due(windows: Windows, now: float) -> list[tuple[str, Window]]:
@@ -167,7 +182,7 @@ def due(windows: Windows, now: float) -> list[tuple[str, Window]]:
 
 def remove(windows: Windows, ids: Iterable[str]) -> Windows:
     gone = set(ids)
-    return Windows(windows.offset, {k: w for k, w in windows.windows.items() if k not in gone})
+    return replace(windows, windows={k: w for k, w in windows.windows.items() if k not in gone})
 
 
 def next_close(windows: Windows, skip: Callable[[str], bool] = lambda wid: False) -> float | None:

@@ -12,12 +12,13 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Mapping
+from dataclasses import replace
 from typing import Any, cast
 
 import faust
 
 from streams.core.reasons import Reason
-from streams.core.segment import InvalidMessage, parse
+from streams.core.segment import InvalidMessage, Message, parse
 from streams.core.step import DeadLetter
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import effects, handlers
@@ -32,15 +33,18 @@ REPLAY_HEADERS = (REPLAY_HEADER, REPLAY_DESTINATION_HEADER, REPLAY_OF_HEADER)
 
 async def intake(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
     """Validate each raw record; re-key the good ones by user, dead-letter the rest.
-    An input record is acknowledged once Kafka has taken what it became."""
+    An input record is acknowledged once Kafka has taken what it became. With
+    CS_RELAY_INPUT_KEYED_BY_USER a record already in its user's partition is routed
+    where it is (`take_keyed`), and acknowledged as a by-user record would be."""
+    keyed = rt.settings.input_keyed_by_user
     async for event, record in fresh_events(rt, app, stream):
         try:
-            work = await admit(rt, record)
+            work = await take_keyed(rt, record) if keyed else [await admit(rt, record)]
         except Exception as exc:  # noqa: BLE001 - the producer refused the record
             # Registered all the same, as work that failed: never acknowledged (no commit
             # passes it) and the worker stops (Runtime.failed_for_good).
-            work = failed(exc)
-        rt.acks.add(record.tp, event.ack, [work])
+            work = [failed(exc)]
+        rt.acks.add(record.tp, event.ack, work)
 
 
 def failed(exc: BaseException) -> asyncio.Future[Any]:
@@ -68,9 +72,40 @@ async def admit(rt: Runtime, record: Incoming) -> Awaitable[Any]:
     try:
         msg = parse(record.value)
     except InvalidMessage as exc:
-        return effects.dead_letter(
-            rt, DeadLetter(exc.reason, exc.detail, record.value, record.source, "intake"), key=record.key
-        )
+        return invalid(rt, record, exc)
+    return await rekey(rt, record, msg)
+
+
+def invalid(rt: Runtime, record: Incoming, exc: InvalidMessage) -> Awaitable[Any]:
+    return effects.dead_letter(
+        rt, DeadLetter(exc.reason, exc.detail, record.value, record.source, "intake"), key=record.key
+    )
+
+
+async def take_keyed(rt: Runtime, record: Incoming) -> list[Awaitable[Any]]:
+    """CS_RELAY_INPUT_KEYED_BY_USER: an input record in its user's partition is routed
+    there, from the input topic (no hop through the by-user topic: the partition
+    counts match, checked at start-up by streams.runtime.topics, so the worker that
+    reads it owns the user's rows). One that is not (a producer that keyed it
+    otherwise) is re-keyed as without the setting: its user's state is elsewhere."""
+    try:
+        msg = parse(record.value)
+    except InvalidMessage as exc:
+        return [invalid(rt, record, exc)]
+    if rt.partition_of(msg.key) != record.partition:
+        rt.counters["rekeyed"] += 1
+        return [await rekey(rt, record, msg)]
+    rt.counters[f"in.{msg.type}"] += 1
+    # The state numbers it apart from by-user records (streams.core.positions); only the
+    # headers intake would carry are kept: an input record's own cannot pose as a
+    # control record or claim another source.
+    headers = {k: v for k, v in record.headers.items() if k in REPLAY_HEADERS}
+    here = replace(record, key=msg.key.encode("utf-8"), headers=headers, from_input=True)
+    return route_one(rt, here, msg)
+
+
+async def rekey(rt: Runtime, record: Incoming, msg: Message) -> Awaitable[Any]:
+    """`record` to the by-user topic, keyed by its user."""
     rt.counters[f"in.{msg.type}"] += 1
     headers = {k: v for k, v in record.headers.items() if k in REPLAY_HEADERS}
     headers["cs-relay-source"] = json.dumps(record.source).encode()
@@ -86,17 +121,18 @@ async def route(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
         rt.acks.add(record.tp, event.ack, route_one(rt, record))
 
 
-def route_one(rt: Runtime, record: Incoming) -> list[Awaitable[Any]]:
-    """Handle one by-user record: its work, and the changelog writes it made (the event
-    is acknowledged only once Kafka has them: `streams.runtime.changelog`)."""
+def route_one(rt: Runtime, record: Incoming, msg: Message | None = None) -> list[Awaitable[Any]]:
+    """Handle one by-user record (or, given its parsed `msg`, a Segment call from the
+    input topic): its work, and the changelog writes it made (the event is
+    acknowledged only once Kafka has them: `streams.runtime.changelog`)."""
     with rt.changelog.during() as writes:
-        work = handle_safely(rt, record)
+        work = handle_safely(rt, record, msg)
     return [*work, *writes]
 
 
-def handle_safely(rt: Runtime, record: Incoming) -> list[Awaitable[Any]]:
+def handle_safely(rt: Runtime, record: Incoming, msg: Message | None = None) -> list[Awaitable[Any]]:
     try:
-        return handlers.handle(rt, record)
+        return handlers.handle(rt, record) if msg is None else handlers.route_call(rt, record, msg)
     except Exception:  # a bug must not stop every other user's events
         log.exception("routing failed for an event at %s; it goes to the dead-letter topic", record.source)
         dead = DeadLetter(

@@ -32,7 +32,7 @@ from streams.core.control import (
     WindowDone,
 )
 from streams.core.pending import confirm, first_seq
-from streams.core.segment import parse
+from streams.core.segment import Message, parse
 from streams.core.step import step
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import aggregation, effects, groups, merge, retries, sweep
@@ -83,19 +83,21 @@ def handle(rt: Runtime, record: Incoming) -> Work:
     return route_call(rt, record)
 
 
-def route_call(rt: Runtime, record: Incoming) -> Work:
-    """A Segment call: dedupe, forward if the key was merged into a user, else the
-    pure step against the user's state, and its state written and work started."""
+def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Work:
+    """A Segment call (`msg`, when parsed already): dedupe, forward if the key was
+    merged into a user, else the pure step against the user's state, and its state
+    written and work started."""
     assert record.key is not None  # intake keys every by-user record by its user
     key = record.key.decode("utf-8")
     headers = record.headers
     raw_bytes = record.value
-    msg = parse(raw_bytes)  # validated by intake already
+    if msg is None:
+        msg = parse(raw_bytes)  # validated by intake already
     replay = REPLAY_HEADER in headers
     replay_of = headers[REPLAY_OF_HEADER].decode("utf-8", "replace") if REPLAY_OF_HEADER in headers else None
     # Before any forwarding: a copy of an anonymous message that arrives after the
     # visitor logged in must meet the first copy's record, which is on this key.
-    if not first_routing(rt, key, msg.message_id, record.offset, replay=replay, replay_of=replay_of):
+    if not first_routing(rt, key, msg.message_id, record.position, replay=replay, replay_of=replay_of):
         rt.counters["duplicates"] += 1
         return []
     user = rt.user(key)
@@ -127,7 +129,7 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
         max_pending_age=s.pending_max_age_seconds,
         blocked=frozenset(d.key for d in destinations if rt.marks.parking[(key, d.key)] > 0),
         memories=rt.memories,
-        seq=first_seq(record.offset),
+        seq=first_seq(record.position),
     )
     rt.journal.routed(key, msg, result.user, result.group, now)  # the console's group and account index
     for dest, _reason in result.skipped:
@@ -135,7 +137,7 @@ def route_call(rt: Runtime, record: Incoming) -> Work:
     for dest, _reason in result.held:
         rt.counters[f"held.{dest}"] += 1
     work = effects.apply_step(rt, key, pending, result)
-    aggregation.fold_call(rt, key, record.offset, result.folds, now)  # aggregate = ... in the mapping file
+    aggregation.fold_call(rt, key, record.position, result.folds, now)  # aggregate = ... in the mapping file
     if result.merge_from is not None:
         work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
     if result.group is not None:  # written by the group's own partition (streams.runtime.groups)

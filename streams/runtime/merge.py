@@ -107,7 +107,7 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
         return []  # "merged into another user" for a user not waiting for it: nothing to do
     user = known or UserState(key=key, user_id=key)
     adopted_at = user.adopted.get(profile.anonymous_id)
-    if adopted_at is not None and adopted_at != record.offset:
+    if adopted_at is not None and adopted_at != record.position:
         # A hand-over sent again: the first one, earlier in this partition, was folded in.
         return [confirm(rt, key, profile.anonymous_id, [])]
     anonymous = UserState.from_dict(profile.user) if profile.user else None
@@ -120,8 +120,8 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
         profile.anonymous_id,
         rt.groups_of(user),
         rt.destinations,
-        first_seq(record.offset),
-        record.offset,
+        first_seq(record.position),
+        record.position,
     )
     work = effects.apply_step(rt, key, pending, result)
     # merge-done only once Kafka has the user's new rows (this event's changelog writes).

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core import pending as pending_mod
+from streams.core import positions
 from streams.core.aggregate import CloseIndex
 from streams.core.breaker import Breakers, Policy, State, signal_of
 from streams.core.dedupe import Seen
@@ -89,6 +90,13 @@ class Incoming:
     topic: str
     partition: int
     offset: int
+    # An input record routed where it is (CS_RELAY_INPUT_KEYED_BY_USER): numbered apart
+    # from the by-user topic's records in the state (streams.core.positions).
+    from_input: bool = False
+
+    @property
+    def position(self) -> int:
+        return positions.position(self.offset, from_input=self.from_input)
 
     @property
     def tp(self) -> tuple[str, int]:

@@ -3,7 +3,9 @@
 Faust creates its own internal topics (the by-user topic, table changelogs). The input
 and dead-letter topics belong to the deployment: `ensure_topics` creates them with the
 configured partition count when they do not exist. The input topic may have any
-partition count (`intake` re-keys every message by user). The by-user topic and the
+partition count (`intake` re-keys every message by user), unless
+CS_RELAY_INPUT_KEYED_BY_USER says it is keyed by user: then it must have
+CS_RELAY_TOPIC_PARTITIONS, like the by-user topic whose hop it skips. The by-user topic and the
 table changelogs must agree with CS_RELAY_TOPIC_PARTITIONS, because a user's state
 lives in the changelog partition with the same number as their by-user partition:
 start-up is refused, naming the topic, when an existing one has a different count.
@@ -84,11 +86,20 @@ async def _check_partitions(admin: AIOKafkaAdminClient, settings: Settings) -> N
     # auto.create.topics.enable create it, with the broker's default partition count.
     existing = set(await admin.list_topics())
     names = co_partitioned(settings)
+    if settings.input_keyed_by_user:
+        names.append(settings.input_topic)
     present = [name for name in names if name in existing]
     for topic in await admin.describe_topics(present) if present else ():
         if topic.get("error_code"):
             continue
         count = len(topic.get("partitions") or [])
+        if count and count != settings.topic_partitions and topic.get("topic") == settings.input_topic:
+            raise TopicMismatch(
+                f"the input topic {settings.input_topic!r} has {count} partitions but CS_RELAY_TOPIC_PARTITIONS is "
+                f"{settings.topic_partitions}; CS_RELAY_INPUT_KEYED_BY_USER=true routes each input record in its "
+                f"partition, which must be its user's by-user partition: unset CS_RELAY_INPUT_KEYED_BY_USER (every "
+                f"record then takes the re-keying hop), or give the input topic {settings.topic_partitions} partitions"
+            )
         if count and count != settings.topic_partitions:
             raise TopicMismatch(
                 f"topic {topic.get('topic')!r} has {count} partitions but CS_RELAY_TOPIC_PARTITIONS is "
