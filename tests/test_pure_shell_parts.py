@@ -300,6 +300,34 @@ async def test_forgotten_partitions_are_never_acknowledged_and_free_their_place(
     assert acked == ["new", "kept"]  # the forgotten event's late completion acknowledges nothing
 
 
+async def test_a_chains_next_work_runs_after_the_one_before_failed_or_was_cancelled_alone():
+    chains = Chains()
+    gate = asyncio.Event()
+    order = []
+
+    async def fail():
+        await gate.wait()
+        raise RuntimeError("refused")
+
+    async def job(name):
+        order.append(name)
+        return name
+
+    failing = chains.submit("k", fail)
+    after_failure = chains.submit("k", lambda: job("after failure"))
+    gate.set()
+    assert await after_failure == "after failure"
+    with pytest.raises(RuntimeError):
+        await failing
+
+    stuck = chains.submit("k", lambda: asyncio.sleep(3600))
+    after_cancel = chains.submit("k", lambda: job("after cancel"))
+    await asyncio.sleep(0)
+    stuck.cancel()  # that one alone, as a revoked partition's delivery would be
+    assert await asyncio.wait_for(after_cancel, 2) == "after cancel"
+    assert order == ["after failure", "after cancel"]
+
+
 async def test_chains_cancel_stops_running_and_queued_work_of_matching_keys_only():
     order = []
     chains = Chains()

@@ -88,7 +88,11 @@ class PartnerClient:
     async def start(self) -> None:
         if self._session is None:
             connector = aiohttp.TCPConnector(limit=self._limit, keepalive_timeout=30)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, headers=self._headers)
+            # No cookie jar: partners are called with credentials, never cookies (and
+            # the jar's per-request filtering is work for nothing).
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, headers=self._headers, cookie_jar=aiohttp.DummyCookieJar()
+            )
 
     async def close(self) -> None:
         if self._session is not None:
@@ -175,7 +179,9 @@ class PartnerClient:
                 headers={"Content-Type": "application/json", **headers},
                 timeout=timeout,
             ) as response:
-                answer = await response.text(errors="replace")
+                # Read whole (the connection goes back to the pool), decoded only as far
+                # as the excerpt needs: partners answer JSON, UTF-8 by RFC 8259.
+                answer = (await response.read())[: EXCERPT_CHARS * 4].decode("utf-8", "replace")
                 if response.status == 429 and self._rate is not None:
                     self._rate.throttled()
                 return (

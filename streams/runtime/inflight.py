@@ -130,8 +130,18 @@ class Chains:
 
     @staticmethod
     async def _run(previous: asyncio.Future | None, make: Callable[[], Awaitable[Any]]) -> Any:
-        if previous is not None:
-            await asyncio.gather(previous, return_exceptions=True)
+        if previous is not None and not previous.done():
+            # The work before this one, whatever its outcome (not a gather per item: this
+            # runs for most deliveries). Cancelling this task cancels `previous` too, as
+            # `cancel` relies on; `previous` cancelled on its own is only its outcome.
+            try:
+                await previous
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+            except Exception:  # noqa: BLE001, S110 - its own awaiter hears of it
+                pass
         return await make()
 
     async def cancel(self, where: Callable[[Hashable], bool], timeout: float) -> bool:
