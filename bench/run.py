@@ -100,6 +100,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--payload-bytes", type=int, default=0, help="extra characters in each call's properties or traits")
     add("--partitions", type=int, default=8, help="CS_RELAY_TOPIC_PARTITIONS for the run's topics")
     add(
+        "--by-user-hop",
+        action="store_true",
+        help="run cs-relay without CS_RELAY_INPUT_KEYED_BY_USER: every call copied to the by-user topic first "
+        "(the bench's input is keyed by user, so by default the worker routes it in place)",
+    )
+    add(
         "--http-concurrency",
         type=int,
         default=int(os.environ.get("CS_RELAY_MAX_IN_FLIGHT") or DEFAULT_MAX_IN_FLIGHT),
@@ -205,6 +211,8 @@ def worker_env(settings: Settings, mocks: MockServers) -> dict[str, str]:
         CS_RELAY_INPUT_TOPIC=settings.input_topic,
         CS_RELAY_DLQ_TOPIC=settings.dlq_topic,
         CS_RELAY_TOPIC_PARTITIONS=str(settings.topic_partitions),
+        # The bench produces its input keyed by user (as `cs-relay send` does).
+        CS_RELAY_INPUT_KEYED_BY_USER=str(settings.input_keyed_by_user).lower(),
         CS_RELAY_DATA_DIR=str(settings.data_dir),
         CS_RELAY_WEB_PORT=str(free_port()),
         CS_RELAY_LOG_LEVEL="info",  # the bench waits for Faust's "Ready" line
@@ -294,6 +302,7 @@ class Bench:
             app_id=name,
             data_dir=work / "worker",
             topic_partitions=args.partitions,
+            input_keyed_by_user=not args.by_user_hop,
         )
         self._last_us = 0
         self._message_bytes = 0

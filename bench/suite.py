@@ -255,6 +255,7 @@ class Suite:
             app_id=name,
             data_dir=work / "worker-1",
             topic_partitions=self.args.partitions,
+            input_keyed_by_user=not self.args.by_user_hop,
         )
         settings = bench.settings
         reset_mocks(self.mocks)
