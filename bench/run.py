@@ -200,6 +200,17 @@ class Worker:
                 await asyncio.to_thread(self.process.wait, 30)
 
 
+async def _until_quiet(samples: list[tuple[int, float]], cores: float = 0.1, timeout: float = 30.0) -> None:
+    """Until the worker used less than `cores` over the last second of CPU samples (or
+    `timeout` seconds passed)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        recent = [s for s in samples if s[0] >= samples[-1][0] - stats.US] if samples else []
+        if len(recent) >= 2 and stats.cpu_cores(recent, recent[0][0], recent[-1][0]) < cores:
+            return
+        await asyncio.sleep(0.25)
+
+
 def worker_env(settings: Settings, mocks: MockServers) -> dict[str, str]:
     """The environment of the run's worker: the caller's, with the run's topics, data
     dir and mocks (other CS_RELAY_* tuning passes through)."""
@@ -376,6 +387,9 @@ class Bench:
             )
             paced_figures: dict[str, Any] = {"events": 0, "complete": True}
             if paced.calls:
+                # Latency is measured on a worker at rest: what the backlog left it to do
+                # (confirming released events, say) would otherwise delay the first paced calls.
+                await _until_quiet(cpu_samples)
                 rate = self.args.paced_rate or max(1.0, backlog_figures["events_per_second"] / 2)
                 print(f"paced: {len(paced.calls):,} calls at {rate:,.0f}/s", flush=True)
                 await self._produce(producer, paced, rate)
@@ -474,6 +488,12 @@ class Bench:
             },
             "series": _series(receipts.all, measured, paced),
         }
+        # Each paced request, for a look at when the slow ones came (work dir, not results).
+        with (self.work / "paced-receipts.csv").open("w") as out:
+            out.write("partner,event_us,received_us,status\n")
+            for r in receipts.all:
+                if _in_phase(r, paced):
+                    out.write(f"{r.partner},{r.event_us},{r.received_us},{r.status}\n")
         return results, [r.latency_ms for r in receipts.all if r.ok and _in_phase(r, paced)]
 
     def _start_worker(self, mocks: MockServers) -> Worker:
