@@ -7,7 +7,9 @@
 * `intake` (`streams.runtime.agents`) parses and validates each raw record
   (`streams.core.segment`), sends what cannot be processed to the dead-letter topic with
   its original bytes, and re-keys the rest by user so that one worker sees all of a
-  user's messages, in order.
+  user's messages, in order. With CS_RELAY_INPUT_KEYED_BY_USER (an input topic keyed
+  by user, with the by-user partition count) it routes each record found in its
+  user's partition there, as `route` would, and re-keys only the others.
 * `route` hands each by-user record to `streams.runtime.handlers`: a control record to
   its handler, a Segment call to the pure `streams.core.step.step` against the user's
   state in the `users`, `groups` and `pending` tables; the new state is written back
