@@ -328,6 +328,28 @@ async def test_a_chains_next_work_runs_after_the_one_before_failed_or_was_cancel
     assert order == ["after failure", "after cancel"]
 
 
+async def test_cancelling_a_chain_stops_its_queued_work_even_when_the_running_one_ignores_it():
+    chains = Chains()
+    started = asyncio.Event()
+    ran = []
+
+    async def stubborn():
+        started.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            return "finished anyway"  # swallows the cancellation
+
+    async def job():
+        ran.append("queued work")
+
+    chains.submit("k", stubborn)
+    queued = chains.submit("k", job)
+    await started.wait()
+    assert await chains.cancel(lambda key: key == "k", timeout=2)
+    assert queued.cancelled() and ran == []
+
+
 async def test_chains_cancel_stops_running_and_queued_work_of_matching_keys_only():
     order = []
     chains = Chains()

@@ -137,11 +137,12 @@ class Chains:
             try:
                 await previous
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if task is not None and task.cancelling():
+                if _cancelling():
                     raise
             except Exception:  # noqa: BLE001, S110 - its own awaiter hears of it
                 pass
+            if _cancelling():  # `previous` took the cancellation and ended all the same
+                raise asyncio.CancelledError
         return await make()
 
     async def cancel(self, where: Callable[[Hashable], bool], timeout: float) -> bool:
@@ -162,6 +163,11 @@ class Chains:
 
     def __len__(self) -> int:
         return len(self._tails)
+
+
+def _cancelling() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class Redeliveries:
