@@ -83,3 +83,29 @@ async def test_invalid_input_is_dead_lettered_and_an_input_record_cannot_claim_a
     record = await world.publish_keyed(headers=posing, type="track", userId="u2", event="Real", messageId="t2")
     [held] = world.pending("u2")["held"]  # a Segment call, held (no group yet), from where it was read
     assert held["source"] == {"topic": INPUT, "partition": record.partition, "offset": record.offset}
+
+
+async def test_an_input_record_routed_in_place_and_redone_through_the_hop_is_not_dropped_nor_held_twice():
+    # Routed in place, then the worker stops before its offset is committed and comes
+    # back with CS_RELAY_INPUT_KEYED_BY_USER off: the record is re-keyed and routed again.
+    # It must be taken for the redo it is (delivered again: at least once), and what it
+    # holds numbered as the first time.
+    before = World(KEYED)
+    await before.publish_keyed(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+    delivered = await before.publish_keyed(type="track", userId="u1", event="Sent", messageId="t1")
+    held = await before.publish_keyed(type="track", userId="u2", event="Early", messageId="t2")
+    assert before.client.events() == ["Sent"]
+    first = [h["seq"] for h in before.pending("u2")["held"]]
+    assert len(first) == 1
+
+    after = World(tables=before.tables)  # the setting off, the same state
+    after.offsets = before.offsets.copy()
+    for record in (delivered, held):
+        after._register(record, [await agents.admit(after.rt, record)])
+    assert await after.settle()
+    assert after.client.events() == ["Sent"]  # redone, not dropped
+    assert after.rt.counters["duplicates"] == 0
+    assert [h["seq"] for h in after.pending("u2")["held"]] == first  # held once, under its first number
+    # A true duplicate still is one: the same messageId at another input offset.
+    await after.publish(type="track", userId="u1", event="Sent", messageId="t1")
+    assert after.client.events() == ["Sent"] and after.rt.counters["duplicates"] == 1

@@ -23,7 +23,7 @@ from streams.core.step import DeadLetter
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import effects, handlers
 from streams.runtime.outbox import BY_USER
-from streams.runtime.runtime import Incoming, Runtime
+from streams.runtime.runtime import SOURCE_HEADER, Incoming, Runtime
 
 log = logging.getLogger("cs_relay")
 
@@ -100,6 +100,7 @@ async def take_keyed(rt: Runtime, record: Incoming) -> list[Awaitable[Any]]:
     # headers intake would carry are kept: an input record's own cannot pose as a
     # control record or claim another source.
     headers = {k: v for k, v in record.headers.items() if k in REPLAY_HEADERS}
+    headers[SOURCE_HEADER] = json.dumps(record.source).encode()  # kept by what it becomes (forwards)
     here = replace(record, key=msg.key.encode("utf-8"), headers=headers, from_input=True)
     return route_one(rt, here, msg)
 
@@ -108,7 +109,7 @@ async def rekey(rt: Runtime, record: Incoming, msg: Message) -> Awaitable[Any]:
     """`record` to the by-user topic, keyed by its user."""
     rt.counters[f"in.{msg.type}"] += 1
     headers = {k: v for k, v in record.headers.items() if k in REPLAY_HEADERS}
-    headers["cs-relay-source"] = json.dumps(record.source).encode()
+    headers[SOURCE_HEADER] = json.dumps(record.source).encode()
     # Hand the record to the producer here, in input order (a user's records must reach
     # the by-user topic in the order they came); only Kafka's acknowledgement is
     # awaited in the background.

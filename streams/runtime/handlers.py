@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from streams.core import control, dedupe
+from streams.core import control, dedupe, positions
 from streams.core.control import (
     GroupKnown,
     GroupUpdate,
@@ -95,9 +95,10 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         msg = parse(raw_bytes)  # validated by intake already
     replay = REPLAY_HEADER in headers
     replay_of = headers[REPLAY_OF_HEADER].decode("utf-8", "replace") if REPLAY_OF_HEADER in headers else None
+    position = first_position(rt, key, msg.message_id, record, replay_of)
     # Before any forwarding: a copy of an anonymous message that arrives after the
     # visitor logged in must meet the first copy's record, which is on this key.
-    if not first_routing(rt, key, msg.message_id, record.position, replay=replay, replay_of=replay_of):
+    if not first_routing(rt, key, msg.message_id, position, replay=replay, replay_of=replay_of):
         rt.counters["duplicates"] += 1
         return []
     user = rt.user(key)
@@ -129,7 +130,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         max_pending_age=s.pending_max_age_seconds,
         blocked=frozenset(d.key for d in destinations if rt.marks.parking[(key, d.key)] > 0),
         memories=rt.memories,
-        seq=first_seq(record.position),
+        seq=first_seq(position),
     )
     rt.journal.routed(key, msg, result.user, result.group, now)  # the console's group and account index
     for dest, _reason in result.skipped:
@@ -137,7 +138,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     for dest, _reason in result.held:
         rt.counters[f"held.{dest}"] += 1
     work = effects.apply_step(rt, key, pending, result)
-    aggregation.fold_call(rt, key, record.position, result.folds, now)  # aggregate = ... in the mapping file
+    aggregation.fold_call(rt, key, position, result.folds, now)  # aggregate = ... in the mapping file
     if result.merge_from is not None:
         work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
     if result.group is not None:  # written by the group's own partition (streams.runtime.groups)
@@ -148,6 +149,26 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         group_id, seen = result.wait_for
         work.append(effects.control_to_user(rt, group_id, GroupWait(key, seen)))
     return work
+
+
+def first_position(rt: Runtime, key: str, message_id: str, record: Incoming, replay_of: str | None) -> int:
+    """The position `record` had when it was first routed: its own, except for a by-user
+    copy of an input record that was routed in place before (CS_RELAY_INPUT_KEYED_BY_USER
+    turned off, or an older worker, while its work was unfinished): that one finds its
+    dedupe row at the input record's position, and must number what it holds as it did
+    then, or the redo would be dropped as a duplicate. Only that exact input record
+    (same partition and offset, as intake recorded it) can have left that row."""
+    if record.from_input or replay_of is not None:
+        return record.position
+    source = record.original_source()
+    if source.get("topic") != rt.settings.input_topic or source.get("partition") != record.partition:
+        return record.position
+    try:
+        in_place = positions.position(int(source["offset"]), from_input=True)
+    except (KeyError, TypeError, ValueError):
+        return record.position
+    row = rt.tables.seen.get(dedupe.row_key(key, message_id))
+    return in_place if row and int(row[0]) == in_place else record.position
 
 
 def first_routing(

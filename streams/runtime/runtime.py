@@ -80,6 +80,11 @@ class Tables:
     payloads: Table = field(default_factory=dict)
 
 
+# Where a routed record first came from (its input topic, partition and offset): set
+# by intake on what it routes or re-keys, never taken from an input record.
+SOURCE_HEADER = "cs-relay-source"
+
+
 @dataclass(frozen=True)
 class Incoming:
     """A record taken from a topic, as the handlers see it."""
@@ -109,7 +114,7 @@ class Incoming:
     def original_source(self) -> dict[str, Any]:
         """Where the event first came from (the input topic), as intake recorded it."""
         try:
-            return json.loads(self.headers["cs-relay-source"])
+            return json.loads(self.headers[SOURCE_HEADER])
         except (KeyError, ValueError):
             return self.source
 
