@@ -10,6 +10,7 @@ from dataclasses import replace
 from streams.core import pendingrows
 from streams.core.pending import Item, Parked, Pending, Queue, confirm, hold, park, release
 from streams.core.pendingrows import INDEX_MAX_BYTES, MAX_DESTINATIONS, MAX_EVENTS_BOUND, changes, index_row, read
+from streams.core.positions import INPUT_BASE
 
 RAW = json.dumps({"type": "track", "userId": "u1", "event": "E", "properties": {"x": "y" * 500}})
 SOURCE = {"topic": "in", "partition": 3, "offset": 17}
@@ -139,6 +140,16 @@ def replace_times(p: Parked, t: float) -> Parked:
 def test_payload_keys_name_their_user():
     key = pendingrows.payload_key('we"ird\x00user', "cs", 12)
     assert pendingrows.user_of_payload_key(key) == 'we"ird\x00user'
+
+
+def test_fit_takes_out_the_newest_events_by_their_place_in_the_queue_not_their_number():
+    # An input record's number (from 2**42 up) is above any by-user record's, though the
+    # by-user one came later (a record re-keyed through the hop): the later one goes.
+    older = Item(INPUT_BASE * 1024, 1.0, RAW, SOURCE)
+    newer = Item(7, 2.0, RAW, SOURCE)
+    p = Pending().with_queue("cs", Queue(held=(older, newer)))
+    fitted, taken = pendingrows.fit(p, len(json.dumps(p.to_dict())) * 2 // 3)  # room for one
+    assert taken == [("cs", newer)] and fitted.queue("cs").held == (older,)
 
 
 def test_fit_takes_out_the_newest_events_until_the_record_fits():

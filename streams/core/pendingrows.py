@@ -170,16 +170,28 @@ def fit(pending: Pending, max_bytes: int) -> tuple[Pending, list[tuple[str, Entr
     sizes = {slot: len(json.dumps(e.to_dict(), separators=(",", ":"))) + 1 for slot, e in waiting.items()}
     empty = Pending(pending.next_seq, {d: Queue() for d in pending.queues})  # the record around its events
     total = len(json.dumps(empty.to_dict())) + sum(sizes.values())
+    age = _ages(pending)
     out: list[Slot] = []
-    for slot in sorted(sizes, key=lambda s: s[1], reverse=True):  # newest first
+    for slot in sorted(sizes, key=lambda s: (age[s], s[1]), reverse=True):  # newest first
         if total <= max_bytes:
             break
         out.append(slot)
         total -= sizes[slot]
     if not out:
         return pending, []
-    taken = sorted(((dest, waiting[(dest, seq)]) for dest, seq in out), key=lambda t: t[1].seq)
+    taken = [(dest, waiting[(dest, seq)]) for dest, seq in sorted(out, key=lambda s: (age[s], s[1]))]
     return without(pending, out), taken
+
+
+def _ages(pending: Pending) -> dict[Slot, int]:
+    """Each waiting event's place in its destination's queue, oldest first (parked,
+    releasing, held): its age, before its number, which is not in age order (a
+    visitor's adopted events; input and by-user positions, streams.core.positions)."""
+    out: dict[Slot, int] = {}
+    for dest, q in pending.queues.items():
+        waiting: tuple[Entry, ...] = (*q.parked, *q.releasing, *q.held)
+        out.update(((dest, e.seq), i) for i, e in enumerate(waiting))
+    return out
 
 
 def without(pending: Pending, slots: Iterable[Slot]) -> Pending:
