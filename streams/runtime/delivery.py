@@ -179,9 +179,9 @@ class PartnerClient:
                 headers={"Content-Type": "application/json", **headers},
                 timeout=timeout,
             ) as response:
-                # Read whole (the connection goes back to the pool), decoded only as far
-                # as the excerpt needs: partners answer JSON, UTF-8 by RFC 8259.
-                answer = (await response.read())[: EXCERPT_CHARS * 4].decode("utf-8", "replace")
+                # Bytes, decoded as UTF-8 (partners answer JSON: RFC 8259), whole: cut
+                # first, the excerpt's redaction could miss a secret split at the cut.
+                answer = (await response.read()).decode("utf-8", "replace")
                 if response.status == 429 and self._rate is not None:
                     self._rate.throttled()
                 return (
