@@ -37,7 +37,7 @@ from streams.ops import admin  # HTTP endpoints, metrics and event ids in logs (
 from streams.ops.console import web as console
 from streams.runtime import agents, aggregation, faust_fixes, retries, sweep, timers
 from streams.runtime.outbox import FaustOutbox
-from streams.runtime.relayapp import create_app
+from streams.runtime.relayapp import TABLE_OPTIONS, create_app
 from streams.runtime.rowcache import CachedRows
 from streams.runtime.runtime import Runtime, Tables
 from streams.runtime.topics import by_user_topic_name
@@ -59,25 +59,25 @@ dlq_topic = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer
 
 # Users and their waiting events live in the partition of their user key: every read
 # and write in `route` is local to the worker that owns the key.
-users = app.Table("users", default=None)
-pending_table = app.Table("pending", default=None)
+users = app.Table("users", default=None, options=dict(TABLE_OPTIONS))
+pending_table = app.Table("pending", default=None, options=dict(TABLE_OPTIONS))
 # Groups are a GlobalTable: a group call arrives in the partition of the user who made
 # it, but any user's event may name the group (`context.groupId`) or belong to it, so
 # every worker needs every group. Groups are few and small next to users, so a full
 # copy per worker is cheap, and it avoids a second re-keyed hop (and its ordering
 # questions) between a group call and the events that depend on it.
-groups_table = app.GlobalTable("groups", default=None)
+groups_table = app.GlobalTable("groups", default=None, options=dict(TABLE_OPTIONS))
 # Recently routed messageIds per user (streams.core.dedupe), in the user's partition.
-seen_table = app.Table("seen", default=None)
+seen_table = app.Table("seen", default=None, options=dict(TABLE_OPTIONS))
 # Each user's open aggregation windows (streams.core.aggregate.Windows), in the user's
 # partition: a plain table, closed by window-close records rather than by Faust's
 # windowed-table expiry (docs/architecture.md, Tables).
-windows_table = app.Table("windows", default=None)
+windows_table = app.Table("windows", default=None, options=dict(TABLE_OPTIONS))
 # Users waiting for a group to become known, by groupId, in the group's partition
 # (streams.runtime.groups, streams.core.waiters).
-waiters_table = app.Table("waiters", default=None)
+waiters_table = app.Table("waiters", default=None, options=dict(TABLE_OPTIONS))
 # A row per waiting event of a user's `pending` record (streams.core.pendingrows).
-payloads_table = app.Table("payloads", default=None)
+payloads_table = app.Table("payloads", default=None, options=dict(TABLE_OPTIONS))
 
 
 def _partitions() -> int:
