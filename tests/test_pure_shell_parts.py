@@ -320,7 +320,7 @@ async def test_a_chains_next_work_runs_after_the_one_before_failed_or_was_cancel
     with pytest.raises(RuntimeError):
         await failing
 
-    stuck = chains.submit("k", lambda: asyncio.sleep(3600))
+    stuck = chains.submit("k", asyncio.Event().wait)  # never set: runs until cancelled
     after_cancel = chains.submit("k", lambda: job("after cancel"))
     await asyncio.sleep(0)
     stuck.cancel()  # that one alone, as a revoked partition's delivery would be
@@ -336,7 +336,7 @@ async def test_cancelling_a_chain_stops_its_queued_work_even_when_the_running_on
     async def stubborn():
         started.set()
         try:
-            await asyncio.sleep(3600)
+            await asyncio.Event().wait()  # never set: until cancelled
         except asyncio.CancelledError:
             return "finished anyway"  # swallows the cancellation
 
