@@ -10,9 +10,10 @@ COPY pyproject.toml README.md constraints.txt ./
 COPY streams ./streams
 COPY mockservers ./mockservers
 COPY devtools ./devtools
-RUN pip install -c constraints.txt . && useradd --system --home /app csrelay && mkdir -p /data && chown csrelay /data
+RUN pip install -c constraints.txt . && useradd --system --uid 10001 --user-group --home /app csrelay && mkdir -p /data && chown csrelay /data
 
-USER csrelay
+# A numeric user, so that Kubernetes' runAsNonRoot can check it (deploy/kubernetes/).
+USER 10001:10001
 ENV CS_RELAY_DATA_DIR=/data CS_RELAY_WEB_HOST=0.0.0.0
 VOLUME ["/data"]
 EXPOSE 6066
