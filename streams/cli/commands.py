@@ -154,6 +154,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     mappings_check.add_argument("file")
     mappings_check.set_defaults(run=_mappings_check)
+
+    preview = sub.add_parser(
+        "preview", help="what each destination would receive for Segment messages now; nothing is sent or written"
+    )
+    preview.add_argument("file", help="Segment messages: a JSON object, an array, or JSON lines; - for stdin")
+    preview.add_argument("--offline", action="store_true", help="empty state and this shell's settings, no worker")
+    _worker_http_options(preview)
+    preview.set_defaults(run=_preview)
     return parser
 
 
@@ -340,6 +348,13 @@ def _status(args: argparse.Namespace) -> int:
 
     url, token = _worker_http(args)
     return status(url=url, token=token, as_json=args.json)
+
+
+def _preview(args: argparse.Namespace) -> int:
+    from streams.cli.preview import run
+
+    url, token = ("", "") if args.offline else _worker_http(args)
+    return run(args.file, use_worker=not args.offline, url=url, token=token, as_json=args.json)
 
 
 def _mappings_check(args: argparse.Namespace) -> int:

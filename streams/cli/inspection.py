@@ -34,9 +34,12 @@ class Unreachable(Exception):
     pass
 
 
-def get(url: str, token: str = "", timeout: float = TIMEOUT) -> tuple[int, Any]:
-    """GET a JSON document: (HTTP status, parsed body). Raises `Unreachable`."""
-    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+def get(url: str, token: str = "", timeout: float = TIMEOUT, data: bytes | None = None) -> tuple[int, Any]:
+    """GET a JSON document (POST `data`, JSON, when given): (HTTP status, parsed body).
+    Raises `Unreachable`."""
+    request = urllib.request.Request(url, data=data, headers={"Accept": "application/json"})
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
     if token:
         request.add_header("Authorization", f"Bearer {token}")
     try:

@@ -257,9 +257,17 @@ class Admin:
             return self.respond(view, 500, error("internal", f"{type(exc).__name__} (see the worker log)"))
 
     async def owned(
-        self, view: web.View, request: web.Request, table: Any, key: str, read: Callable[[str], Reply]
+        self,
+        view: web.View,
+        request: web.Request,
+        table: Any,
+        key: str,
+        read: Callable[[str], Reply],
+        *,
+        body: bytes | None = None,
     ) -> web.Response:
-        """Answer for a user key here if this worker owns its partition, else forward."""
+        """Answer for a user key here if this worker owns its partition, else forward
+        (a POST with its `body`, read already)."""
         if not self.readiness()[0]:
             return self.respond(view, 503, NOT_READY)
         partition = owner_partition(key, self.partitions)
@@ -269,25 +277,33 @@ class Admin:
         if not same_worker(owner, self.app.conf.canonical_url):
             if request.headers.get(ROUTED_HEADER):
                 return self.respond(view, 503, error("unavailable", "partition ownership is moving; try again"))
-            return await self.forward(view, request, owner)
-        status, body = read(key)
+            return await self.forward(view, request, owner, body)
+        status, answer = read(key)
         return self.respond(
-            view, status, body, {SERVED_BY_HEADER: str(self.app.conf.canonical_url), PARTITION_HEADER: str(partition)}
+            view, status, answer, {SERVED_BY_HEADER: str(self.app.conf.canonical_url), PARTITION_HEADER: str(partition)}
         )
 
-    async def forward(self, view: web.View, request: web.Request, owner: str) -> web.Response:
+    async def forward(
+        self, view: web.View, request: web.Request, owner: str, body: bytes | None = None
+    ) -> web.Response:
         target = URL(owner).with_path(request.rel_url.raw_path, encoded=True).with_query(request.rel_url.query)
         headers = {ROUTED_HEADER: "1"}
         for name in ("Authorization", "Cookie"):  # Cookie: the console's session (streams.ops.console)
             if name in request.headers:
                 headers[name] = request.headers[name]
         try:
-            async with self.app.http_client.get(
-                target, headers=headers, timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT)
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            async with self.app.http_client.request(
+                request.method,
+                target,
+                data=body,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=FORWARD_TIMEOUT),
             ) as response:
-                body = await response.read()
+                answer = await response.read()
                 keep = {k: v for k, v in response.headers.items() if k.lower().startswith("x-cs-relay-")}
-                return view.bytes(body, content_type=response.content_type, status=response.status, headers=keep)
+                return view.bytes(answer, content_type=response.content_type, status=response.status, headers=keep)
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("forwarding %s to %s failed: %s", request.rel_url.path, owner, type(exc).__name__)
             return self.respond(

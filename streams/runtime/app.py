@@ -33,9 +33,12 @@ from typing import Any
 import faust
 
 from streams.core.redact import RedactingFilter
-from streams.ops import admin  # HTTP endpoints, metrics and event ids in logs (issue 6)
+from streams.ops import (
+    admin,  # HTTP endpoints, metrics and event ids in logs (issue 6)
+    preview_api,
+)
 from streams.ops.console import web as console
-from streams.runtime import agents, aggregation, faust_fixes, retries, sweep, timers
+from streams.runtime import agents, aggregation, faust_fixes, previewing, retries, sweep, timers
 from streams.runtime.outbox import FaustOutbox
 from streams.runtime.relayapp import TABLE_OPTIONS, create_app
 from streams.runtime.rowcache import CachedRows
@@ -190,3 +193,4 @@ ADMIN = admin.install(
 )
 # The operator console at /console (issue 17; off without CS_RELAY_ADMIN_TOKEN).
 CONSOLE = console.install(app, ADMIN, runtime.journal)
+preview_api.install(app, ADMIN, lambda raws: previewing.run(runtime, raws))

@@ -5,9 +5,14 @@ into running parts; it names no destination."""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Callable
 from functools import partial
+from typing import Any
+from urllib.parse import quote
 
+from streams.core.decision import PartnerRequest
 from streams.core.mappings import Controls, bind
 from streams.core.state import Memory
 from streams.core.step import Destination
@@ -68,3 +73,25 @@ def announce(s: Settings, log: logging.Logger) -> None:
     for p in REGISTRY:
         if not s.destinations[p.key].enabled:
             log.warning("%s disabled: %s", p.name, p.enable_hint)
+
+
+def request_view(s: Settings) -> Callable[[str, PartnerRequest], dict[str, Any]]:
+    """How a preview shows a destination's request: method, the URL the delivery client
+    would call, the headers it would add and the JSON body. Credentials are attached as
+    the client attaches them, then masked: their names show, never their values."""
+    own = {p.key: (p, s.destinations[p.key]) for p in REGISTRY}
+
+    def view(key: str, request: PartnerRequest) -> dict[str, Any]:
+        p, settings = own[key]
+        body = json.dumps(request.json, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        attached = p.credentials(settings, request, body)
+        query = {**request.query, **{name: "***" for name in attached.query}}
+        url = settings.base_url.rstrip("/") + request.path
+        if query:
+            url += "?" + "&".join(
+                f"{quote(k, safe='')}={v if v == '***' else quote(v, safe='')}" for k, v in query.items()
+            )
+        headers = {"Content-Type": "application/json", **{name: "***" for name in attached.headers}}
+        return {"method": request.method, "url": url, "headers": headers, "json": dict(request.json)}
+
+    return view
