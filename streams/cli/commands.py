@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streams import __version__
+from streams.cli import backfill
 from streams.cli.failures import CommandFailed, run_with_kafka
 from streams.destinations import REGISTRY
 from streams.settings import Settings, SettingsError
@@ -162,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--offline", action="store_true", help="empty state and this shell's settings, no worker")
     _worker_http_options(preview)
     preview.set_defaults(run=_preview)
+    backfill.add_parser(sub)
     return parser
 
 
