@@ -12,6 +12,9 @@
     cs-relay inspect user|group|pending ID [--json]      state, from a running worker
     cs-relay status  [--json]                            deliveries and lag of a running worker
     cs-relay mappings check FILE                         validate a mapping file, show its effect
+    cs-relay topics  [--json] [--create]                 every topic cs-relay uses; create the missing
+    cs-relay acls    [--form kafka-acls|confluent|aiven] the Kafka ACLs of the worker, ingest and CLI
+    cs-relay check                                       before going live: Kafka, topics, destinations
 
 Each subcommand imports only what it needs: `streams.runtime.app` (which reads the whole
 configuration) is imported by `worker` alone.
@@ -154,6 +157,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     mappings_check.add_argument("file")
     mappings_check.set_defaults(run=_mappings_check)
+    from streams.cli import acls, check, topics  # each adds its own subcommand
+
+    for command in (topics, acls, check):
+        command.add_parser(sub)
     return parser
 
 
