@@ -1,10 +1,10 @@
-"""The topic lists of docs/operations.md and docs/configuration.md, written from the code.
+"""The topic lists and ACLs of docs/operations.md and docs/configuration.md, from the code.
 
     python -m devtools.topicdoc          rewrite them (after changing streams/runtime/topiclist.py)
     python -m devtools.topicdoc --check  exit 1 when a document is out of date
 
-Each document holds, between the markers below, what `cs-relay topics` prints for the
-default settings (`streams.cli.topics.render`); tests/test_topics_cli.py runs the check.
+Between each pair of markers below a document holds what `cs-relay topics` (or
+`cs-relay acls`) prints for the default settings; tests/test_topics_cli.py runs the check.
 """
 
 from __future__ import annotations
@@ -13,23 +13,37 @@ import argparse
 import sys
 from pathlib import Path
 
-from streams.cli.topics import render
+from streams.cli import acls, topics
 from streams.settings import Settings
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 DOCUMENTS = (DOCS / "operations.md", DOCS / "configuration.md")
-BEGIN = "<!-- topics: written by `python -m devtools.topicdoc` from `cs-relay topics`; edit the code, not this -->"
-END = "<!-- end of topics -->"
 
 
-def section() -> str:
-    """`cs-relay topics` with the default settings, as a fenced block between the markers."""
-    return "\n".join([BEGIN, "", "```text", "$ cs-relay topics", render(Settings.from_env({})), "```", "", END])
+def _marker(name: str, command: str) -> tuple[str, str]:
+    return (
+        f"<!-- {name}: written by `python -m devtools.topicdoc` from `{command}`; edit the code, not this -->",
+        f"<!-- end of {name} -->",
+    )
+
+
+def sections() -> dict[tuple[str, str], str]:
+    """{(begin marker, end marker): the command's output for the default settings}."""
+    settings = Settings.from_env({})
+    return {
+        _marker("topics", "cs-relay topics"): "$ cs-relay topics\n" + topics.render(settings),
+        _marker("acls", "cs-relay acls"): "$ cs-relay acls\n" + acls.render(settings, acls.DEFAULT_PRINCIPALS),
+    }
 
 
 def rewritten(document: str) -> str:
-    start, end = document.index(BEGIN), document.index(END) + len(END)
-    return document[:start] + section() + document[end:]
+    """`document` with the text between each pair of markers it holds written anew."""
+    for (begin, end), text in sections().items():
+        if begin not in document:
+            continue
+        start, stop = document.index(begin), document.index(end) + len(end)
+        document = document[:start] + "\n".join([begin, "", "```text", text, "```", "", end]) + document[stop:]
+    return document
 
 
 def main(argv: list[str] | None = None) -> int:

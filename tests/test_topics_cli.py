@@ -40,7 +40,10 @@ def test_the_command_prints_the_list_for_the_current_settings():
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout == render(Settings.from_env(env)) + "\n"
     lines = shown.stdout.splitlines()
-    assert lines[0] == "11 topics for CS_RELAY_APP_ID=acme (CS_RELAY_TOPIC_PARTITIONS=12, CS_RELAY_TOPIC_REPLICATION_FACTOR=1):"
+    assert (
+        lines[0]
+        == "11 topics for CS_RELAY_APP_ID=acme (CS_RELAY_TOPIC_PARTITIONS=12, CS_RELAY_TOPIC_REPLICATION_FACTOR=1):"
+    )
     row = {line.split()[0]: line.split() for line in lines[3:14]}
     # keyed by user: the input topic must have the by-user count, no longer "any"
     assert row["segment-events"][1:5] == ["12", "delete", "1048576", "broker"]
@@ -89,9 +92,7 @@ print(json.dumps(sorted(names)))
 
 def test_every_topic_the_faust_app_names_is_in_the_list(tmp_path):
     env = clean_env(CS_RELAY_DATA_DIR=str(tmp_path), CS_RELAY_APP_ID="probe", PYTHONPATH=str(REPO))
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE], env=env, cwd=REPO, capture_output=True, text=True, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     named = json.loads(done.stdout.strip().splitlines()[-1])
     assert sorted(named) == sorted(t.name for t in topic_list(Settings.from_env(env)))
