@@ -231,7 +231,10 @@ def describe(exc: BaseException, security: KafkaSecurity, bootstrap: str) -> str
         reason = _ssl_reason(exc)
         if "CERTIFICATE_REQUIRED" in reason.upper() or "BAD_CERTIFICATE" in reason.upper():
             return f"TLS: {where} refused the client certificate ({CERTFILE} / {KEYFILE}): {reason}"
-        return f"{HANDSHAKE_FAILED} {where} failed ({PROTOCOL}={security.protocol}: does that listener speak TLS?): {reason}"
+        return (
+            f"{HANDSHAKE_FAILED} {where} failed ({PROTOCOL}={security.protocol}: "
+            f"does that listener speak TLS?): {reason}"
+        )
     if isinstance(exc, errors.UnsupportedSaslMechanismError) or (
         isinstance(exc, errors.KafkaError) and "sasl mechanism" in str(exc).lower() and "enabled" in str(exc).lower()
     ):

@@ -62,7 +62,10 @@ async def test_plaintext_with_the_mocks_passes_once_the_topics_exist(pipeline: P
     checks = lines(before)
     assert checks["settings"] == "ok    settings: every variable valid"
     assert checks["kafka"] == f"ok    kafka: reached {pipeline.bootstrap} as PLAINTEXT"
-    assert checks["topics"].startswith("FAIL  topics: 11 of 11 missing (") and "`cs-relay topics --create`" in checks["topics"]
+    assert (
+        checks["topics"].startswith("FAIL  topics: 11 of 11 missing (")
+        and "`cs-relay topics --create`" in checks["topics"]
+    )
 
     assert cs_relay("topics", "--create", env=env).returncode == 0
     after = cs_relay("check", env=env)
@@ -128,4 +131,4 @@ def test_a_wrong_protocol_is_named(secure_kafka: LocalKafka, kafka_bootstrap):
     secured = secure_env(secure_kafka, KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap)
     reverse = lines(cs_relay("check", env=secured))["kafka"]
     assert reverse.startswith(f"FAIL  kafka: cannot reach Kafka at {kafka_bootstrap} (KAFKA_BOOTSTRAP_SERVERS): ")
-    assert reverse.endswith(f"speaks PLAINTEXT, not SASL_SSL: set KAFKA_SECURITY_PROTOCOL=PLAINTEXT")
+    assert reverse.endswith("speaks PLAINTEXT, not SASL_SSL: set KAFKA_SECURITY_PROTOCOL=PLAINTEXT")

@@ -61,7 +61,10 @@ async def check_kafka(settings: Settings) -> tuple[list[Result], bool]:
     try:
         found = await survey(admin, settings)
     except Exception as exc:  # noqa: BLE001 - e.g. an ACL that refuses DescribeConfigs
-        return [Result("kafka", True, f"reached {where}"), Result("topics", False, f"cannot describe them: {exc}")], True
+        return [
+            Result("kafka", True, f"reached {where}"),
+            Result("topics", False, f"cannot describe them: {exc}"),
+        ], True
     finally:
         await admin.close()
     from streams.runtime.topiclist import topic_list

@@ -82,9 +82,8 @@ def run(*, create: bool, as_json_output: bool) -> int:
     for name, state in states.items():
         print(f"{state:<8} {name}")
     created = sum(state == "created" for state in states.values())
-    print(
-        f"{len(states)} topics ready at {settings.kafka_bootstrap_servers}: {created} created, {len(states) - created} found"
-    )
+    found = len(states) - created
+    print(f"{len(states)} topics ready at {settings.kafka_bootstrap_servers}: {created} created, {found} found")
     return 0
 
 
