@@ -73,9 +73,19 @@ async def check_kafka(settings: Settings) -> tuple[list[Result], bool]:
     missing = [name for name in names if name not in found]
     problems = [p for p in [partition_problem(settings, found)] if p]
     problems += limit_problems(settings, found) + policy_problems(settings, found)
+    unread = {name: f.config_error for name, f in found.items() if f.config_error}
+    if unread:
+        problems.append(
+            f"cannot read the configs of {', '.join(unread)} ({', '.join(sorted(set(unread.values())))}): "
+            "this login needs DescribeConfigs on them (`cs-relay acls`)"
+        )
     results = [Result("kafka", True, f"reached {where}")]
     if missing:
-        problems.insert(0, f"{len(missing)} of {len(names)} missing ({', '.join(missing)}): `cs-relay topics --create`")
+        problems.insert(
+            0,
+            f"{len(missing)} of {len(names)} missing, or hidden from this login without Describe "
+            f"({', '.join(missing)}): `cs-relay topics --create`, `cs-relay acls`",
+        )
     if problems:
         results.append(Result("topics", False, "; ".join(problems)))
     else:

@@ -72,6 +72,9 @@ class Found:
 
     partitions: int
     configs: dict[str, str] = field(default_factory=dict)
+    # Why the broker did not describe its configs (e.g. TopicAuthorizationFailedError:
+    # no DescribeConfigs ACL); empty when it did.
+    config_error: str = ""
 
 
 def creation_errors(topic_errors: list[tuple]) -> list[str]:
@@ -157,11 +160,14 @@ async def survey(admin: AIOKafkaAdminClient, settings: Settings) -> dict[str, Fo
             counts[topic.get("topic")] = len(topic.get("partitions") or [])
     resources = [ConfigResource(ConfigResourceType.TOPIC, name, dict.fromkeys(CONFIGS)) for name in present]
     configs: dict[str, dict[str, str]] = {}
+    errors: dict[str, str] = {}
     for response in await admin.describe_configs(resources):
         for error_code, _, _, name, entries in response.resources:
-            if not error_code:
+            if error_code:
+                errors[name] = for_code(error_code).__name__
+            else:
                 configs[name] = {entry[0]: entry[1] for entry in entries if entry[0] in CONFIGS}
-    return {name: Found(counts.get(name, 0), configs.get(name, {})) for name in present}
+    return {name: Found(counts.get(name, 0), configs.get(name, {}), errors.get(name, "")) for name in present}
 
 
 async def _until_listed(admin: AIOKafkaAdminClient, names: list[str], timeout: float = 30.0) -> None:
