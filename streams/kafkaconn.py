@@ -232,7 +232,7 @@ def describe(exc: BaseException, security: KafkaSecurity, bootstrap: str) -> str
         if "CERTIFICATE_REQUIRED" in reason.upper() or "BAD_CERTIFICATE" in reason.upper():
             return f"TLS: {where} refused the client certificate ({CERTFILE} / {KEYFILE}): {reason}"
         return (
-            f"TLS: the handshake with {where} failed ({PROTOCOL}={security.protocol}: "
+            f"{HANDSHAKE_FAILED} {where} failed ({PROTOCOL}={security.protocol}: "
             f"does that listener speak TLS?): {reason}"
         )
     if isinstance(exc, errors.UnsupportedSaslMechanismError) or (
@@ -248,6 +248,7 @@ def describe(exc: BaseException, security: KafkaSecurity, bootstrap: str) -> str
 
 
 KAFKA_BOOTSTRAP = "KAFKA_BOOTSTRAP_SERVERS"
+HANDSHAKE_FAILED = "TLS: the handshake with"
 
 
 def _broker_text(exc: BaseException, security: KafkaSecurity) -> str:
@@ -263,13 +264,28 @@ def _scrub(text: str, security: KafkaSecurity) -> str:
 
 
 async def diagnose(security: KafkaSecurity, bootstrap: str, exc: BaseException, *, timeout: float = 10.0) -> str | None:
-    """The TLS or SASL problem behind a client's failure to connect to `bootstrap`, in
-    one line naming the setting; None when it is none of those (the broker is down or
-    unreachable). `exc` may say so itself; else one direct connection to each
-    bootstrap server finds the error aiokafka only logged."""
+    """The TLS, SASL or protocol problem behind a client's failure to connect to
+    `bootstrap`, in one line naming the setting; None when it is none of those (the
+    broker is down or unreachable). `exc` may say so itself; else one direct connection
+    to each bootstrap server finds the error aiokafka only logged; else, or when the TLS
+    handshake itself failed, the listener is asked which protocol it speaks
+    (`streams.kafkaprobe`: a PLAINTEXT client at a SASL_SSL listener, and the reverse)."""
     found = describe(exc, security, bootstrap)
-    if found or security.protocol == "PLAINTEXT":
-        return found
+    if not found and security.protocol != "PLAINTEXT":
+        found = await _connect_directly(security, bootstrap, timeout)
+    if found is None or found.startswith(HANDSHAKE_FAILED):
+        from streams.kafkaprobe import suggestion
+
+        try:
+            hint = await suggestion(bootstrap, security.protocol, timeout=min(timeout, 5.0))
+        except Exception:  # noqa: BLE001 - only a hint: the line without it stands
+            hint = None
+        if hint:
+            return f"cannot reach Kafka at {bootstrap} ({KAFKA_BOOTSTRAP}): {hint}"
+    return found
+
+
+async def _connect_directly(security: KafkaSecurity, bootstrap: str, timeout: float) -> str | None:
     from aiokafka.conn import create_conn
 
     for server in bootstrap.split(","):

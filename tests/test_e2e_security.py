@@ -166,3 +166,5 @@ def test_a_plaintext_client_does_not_get_through(secure_kafka, tmp_path):
     env["KAFKA_SECURITY_PROTOCOL"] = "PLAINTEXT"
     line = one_error_line(cs_relay("send", str(REPO / "streams/samples/segment-sample.jsonl"), env=env))
     assert line.startswith(f"error: cannot reach Kafka at {secure_kafka.bootstrap_servers}")
+    # not only "no broker answered": the listener was asked which protocol it speaks
+    assert line.endswith("not PLAINTEXT: set KAFKA_SECURITY_PROTOCOL=SASL_SSL"), line

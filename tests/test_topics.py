@@ -13,8 +13,8 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from streams.core.pendingrows import INDEX_MAX_BYTES
+from streams.runtime.topiclist import backfill_topic_name, leader_topic_name, topic_list
 from streams.runtime.topics import (
-    CO_PARTITIONED,
     DLQ_MAX_MESSAGE_BYTES,
     RECORD_LIMIT,
     TopicMismatch,
@@ -92,23 +92,27 @@ async def create_topic(bootstrap: str, topic: NewTopic) -> None:
 
 async def test_missing_topics_are_created_with_the_configured_partitions(kafka_bootstrap):
     app_id = f"topics-{uuid.uuid4().hex[:8]}"
-    await ensure_topics(settings_for(kafka_bootstrap, app_id, 3))
-    names = [f"{app_id}-in", f"{app_id}-dlq", *(f"{app_id}-{suffix}" for suffix in CO_PARTITIONED)]
-    # input, dead letters, by-user, and the changelogs of users, pending, seen, groups,
-    # windows, waiters, payloads
-    assert len(names) == 10
+    settings = settings_for(kafka_bootstrap, app_id, 3)
+    assert set((await ensure_topics(settings)).values()) == {"created"}
+    names = [t.name for t in topic_list(settings)]
+    leader = leader_topic_name(app_id)
+    # input, by-user, the changelogs of users, pending, groups, seen, windows, waiters,
+    # payloads, dead letters, backfill's record, and Faust's assignor topic
+    assert len(names) == 12 and names[-1] == leader
     topics = await describe(kafka_bootstrap, names)
-    assert {name: len(t["partitions"]) for name, t in topics.items()} == dict.fromkeys(names, 3)
+    partitions = {name: len(t["partitions"]) for name, t in topics.items()}
+    assert partitions == {name: 1 if name in (leader, backfill_topic_name(app_id)) else 3 for name in names}
     configs = await topic_configs(kafka_bootstrap, names, ["cleanup.policy", "max.message.bytes"])
     # Changelogs are compacted, as Faust makes them; dead letters get room for a whole
     # input record plus headers; every topic has its record limit set, not left to the
     # broker's default.
     policies = {name: c["cleanup.policy"] for name, c in configs.items()}
-    assert policies == {name: "compact" if name.endswith("-changelog") else "delete" for name in names}
+    compacted = [n for n in names if n.endswith("-changelog") or n == backfill_topic_name(app_id)]
+    assert policies == {name: "compact" if name in compacted else "delete" for name in names}
     limits = {name: int(c["max.message.bytes"]) for name, c in configs.items()}
     assert limits == {name: DLQ_MAX_MESSAGE_BYTES if name.endswith("-dlq") else RECORD_LIMIT for name in names}
     assert DLQ_MAX_MESSAGE_BYTES > 4 * 1024 * 1024 and RECORD_LIMIT > INDEX_MAX_BYTES
-    await ensure_topics(settings_for(kafka_bootstrap, app_id, 3))  # again: nothing to do
+    assert set((await ensure_topics(settings)).values()) == {"exists"}  # again: nothing to do
 
 
 async def test_a_topic_the_broker_refuses_to_create_stops_start_up_with_the_reason(kafka_bootstrap):

@@ -12,6 +12,11 @@
     cs-relay inspect user|group|pending ID [--json]      state, from a running worker
     cs-relay status  [--json]                            deliveries and lag of a running worker
     cs-relay mappings check FILE                         validate a mapping file, show its effect
+    cs-relay topics  [--json] [--create]                 every topic cs-relay uses; create the missing
+    cs-relay acls    [--form kafka-acls|confluent|aiven] the Kafka ACLs of the worker, ingest and CLI
+    cs-relay check                                       before going live: Kafka, topics, destinations
+    cs-relay preview FILE|- [--offline] [--json]         what each destination would receive now
+    cs-relay backfill --destination D --since T ...      a span of the input topic to one destination
 
 Each subcommand imports only what it needs: `streams.runtime.app` (which reads the whole
 configuration) is imported by `worker` alone.
@@ -29,7 +34,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from streams import __version__
-from streams.cli import backfill
 from streams.cli.failures import CommandFailed, run_with_kafka
 from streams.destinations import REGISTRY
 from streams.settings import Settings, SettingsError
@@ -163,7 +167,10 @@ def _parser() -> argparse.ArgumentParser:
     preview.add_argument("--offline", action="store_true", help="empty state and this shell's settings, no worker")
     _worker_http_options(preview)
     preview.set_defaults(run=_preview)
-    backfill.add_parser(sub)
+    from streams.cli import acls, backfill, check, topics  # each adds its own subcommand
+
+    for command in (topics, acls, check, backfill):
+        command.add_parser(sub)
     return parser
 
 
@@ -203,10 +210,11 @@ def _mocks(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env()  # fail fast, with the variable's name, before Faust starts
+    from streams.runtime.topiclist import WORKER
     from streams.runtime.topics import TopicProblem, ensure_topics
 
     try:
-        run_with_kafka(ensure_topics(settings), settings.kafka_bootstrap_servers)
+        run_with_kafka(ensure_topics(settings, WORKER), settings.kafka_bootstrap_servers)
     except TopicProblem as exc:
         raise CommandFailed(str(exc)) from None
     from streams.runtime.app import app

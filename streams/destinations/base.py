@@ -109,3 +109,6 @@ class Plugin(Generic[S]):
     # Which of its requests `aggregate` (mapping file) folds into windows, and the request
     # a closed window sends (streams/core/aggregate.py); None: it aggregates nothing.
     aggregation: Aggregation | None = None
+    # What `cs-relay check` says of its credentials: the harmless authenticated request
+    # its API offers, or why it has none (then check only reaches its base URL).
+    credentials_check: str = "its API has no request that checks the credentials without recording something: not asked"

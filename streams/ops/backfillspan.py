@@ -16,12 +16,13 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from streams.core import backfilled
 from streams.kafkaconn import start_client
+from streams.runtime.topiclist import backfill_topic_name, topic_list
 from streams.settings import Settings
 
 
 def record_topic(settings: Settings) -> str:
     """Where backfill keeps what it handled: compacted, one partition."""
-    return f"{settings.app_id}-backfill"
+    return backfill_topic_name(settings.app_id)
 
 
 @dataclass
@@ -129,15 +130,16 @@ async def _timestamp(consumer: AIOKafkaConsumer, tp: TopicPartition, offset: int
 
 
 async def _ensure_record_topic(settings: Settings) -> None:
+    """The record topic as the topic list declares it (a worker creates it at start-up too)."""
+    (topic,) = [t for t in topic_list(settings) if t.name == record_topic(settings)]
     admin = AIOKafkaAdminClient(**settings.kafka_options())
     await start_client(admin, settings.kafka_security, settings.kafka_bootstrap_servers)
     try:
-        if record_topic(settings) in set(await admin.list_topics()):
+        if topic.name in set(await admin.list_topics()):
             return
-        configs = {"cleanup.policy": "compact", "max.message.bytes": str(backfilled.MAX_BYTES * 2)}
-        topic = NewTopic(record_topic(settings), 1, settings.topic_replication_factor, topic_configs=configs)
+        new = NewTopic(topic.name, topic.partitions, settings.topic_replication_factor, topic_configs=topic.configs())
         try:
-            await admin.create_topics([topic])
+            await admin.create_topics([new])
         except TopicAlreadyExistsError:
             pass
     finally:

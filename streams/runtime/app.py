@@ -43,7 +43,7 @@ from streams.runtime.outbox import FaustOutbox
 from streams.runtime.relayapp import TABLE_OPTIONS, create_app
 from streams.runtime.rowcache import CachedRows
 from streams.runtime.runtime import Runtime, Tables
-from streams.runtime.topics import by_user_topic_name
+from streams.runtime.topiclist import GROUPS, PAYLOADS, PENDING, SEEN, USERS, WAITERS, WINDOWS, by_user_topic_name
 from streams.settings import Settings
 
 settings = Settings.from_env()
@@ -60,27 +60,29 @@ by_user_topic = app.topic(
 )
 dlq_topic = app.topic(settings.dlq_topic, key_serializer="raw", value_serializer="raw")
 
-# Users and their waiting events live in the partition of their user key: every read
-# and write in `route` is local to the worker that owns the key.
-users = app.Table("users", default=None, options=dict(TABLE_OPTIONS))
-pending_table = app.Table("pending", default=None, options=dict(TABLE_OPTIONS))
+# The tables, named as streams.runtime.topiclist lists them (their changelogs are
+# created by `cs-relay worker` and listed by `cs-relay topics`). Users and their waiting
+# events live in the partition of their user key: every read and write in `route` is
+# local to the worker that owns the key.
+users = app.Table(USERS, default=None, options=dict(TABLE_OPTIONS))
+pending_table = app.Table(PENDING, default=None, options=dict(TABLE_OPTIONS))
 # Groups are a GlobalTable: a group call arrives in the partition of the user who made
 # it, but any user's event may name the group (`context.groupId`) or belong to it, so
 # every worker needs every group. Groups are few and small next to users, so a full
 # copy per worker is cheap, and it avoids a second re-keyed hop (and its ordering
 # questions) between a group call and the events that depend on it.
-groups_table = app.GlobalTable("groups", default=None, options=dict(TABLE_OPTIONS))
+groups_table = app.GlobalTable(GROUPS, default=None, options=dict(TABLE_OPTIONS))
 # Recently routed messageIds per user (streams.core.dedupe), in the user's partition.
-seen_table = app.Table("seen", default=None, options=dict(TABLE_OPTIONS))
+seen_table = app.Table(SEEN, default=None, options=dict(TABLE_OPTIONS))
 # Each user's open aggregation windows (streams.core.aggregate.Windows), in the user's
 # partition: a plain table, closed by window-close records rather than by Faust's
 # windowed-table expiry (docs/architecture.md, Tables).
-windows_table = app.Table("windows", default=None, options=dict(TABLE_OPTIONS))
+windows_table = app.Table(WINDOWS, default=None, options=dict(TABLE_OPTIONS))
 # Users waiting for a group to become known, by groupId, in the group's partition
 # (streams.runtime.groups, streams.core.waiters).
-waiters_table = app.Table("waiters", default=None, options=dict(TABLE_OPTIONS))
+waiters_table = app.Table(WAITERS, default=None, options=dict(TABLE_OPTIONS))
 # A row per waiting event of a user's `pending` record (streams.core.pendingrows).
-payloads_table = app.Table("payloads", default=None, options=dict(TABLE_OPTIONS))
+payloads_table = app.Table(PAYLOADS, default=None, options=dict(TABLE_OPTIONS))
 
 
 def _partitions() -> int:

@@ -46,7 +46,7 @@ from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliver
 from streams.runtime.outbox import Outbox
 from streams.runtime.pendingstore import PendingStore
 from streams.runtime.rowcache import CachedRows, decoded
-from streams.runtime.topics import by_user_topic_name
+from streams.runtime.topiclist import by_user_topic_name
 from streams.settings import Settings
 
 log = logging.getLogger("cs_relay")

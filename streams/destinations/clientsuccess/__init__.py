@@ -32,4 +32,5 @@ PLUGIN = Plugin(
     enable_hint="set CLIENTSUCCESS_SOURCE_ID and CLIENTSUCCESS_API_KEY to enable it",
     options=OPTIONS,
     aggregation=Aggregation(mapping.aggregate_field, mapping.aggregated),
+    credentials_check="the Usage API only records events (no request checks the API key alone): key not sent",
 )

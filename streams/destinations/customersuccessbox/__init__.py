@@ -33,4 +33,8 @@ PLUGIN = Plugin(
     memory=memory.MEMORY,
     options=OPTIONS,
     aggregation=Aggregation(mapping.aggregate_field, mapping.aggregated),
+    credentials_check=(
+        "its API only records calls (identify, account, track, feature, page; no request checks the key alone): "
+        "key not sent"
+    ),
 )

@@ -37,4 +37,5 @@ PLUGIN = Plugin(
     ),
     enable_hint="set WEBHOOK_URL to enable it",
     options=OPTIONS,
+    credentials_check="a webhook receives deliveries only (no request checks its headers alone): headers not sent",
 )
