@@ -90,10 +90,12 @@ async def tick(rt: Runtime) -> None:
 
 
 async def rescan(rt: Runtime) -> None:
-    """Rebuild the index of open windows from the table (the partitions this worker
-    owns), in chunks. A new assignment during the scan stops it: the next tick scans again."""
+    """Rebuild the index of open windows from the table (the partitions assigned to
+    this worker: its standbys' databases are open too, but their windows are the active
+    owner's to close), in chunks. A new assignment during the scan stops it: the next
+    tick scans again."""
     read = 0
-    for partition in range(rt.partitions()):
+    for partition in sorted(rt.owned):
         for key, data in items_of_partition(rt.tables.windows, partition, rt.partition_of):
             try:
                 windows = Windows.from_dict(data)
