@@ -134,3 +134,31 @@ async def test_requests_that_cannot_have_a_token_within_their_budget_are_not_sen
     assert len(seen) == 2 and answers == [200, 200]  # the burst of 2; the breaker heard of those only
     unsent = [r for r in results if r.outcome is Outcome.RETRY]
     assert all(r.status is None and r.attempts == 0 and "rate limit" in r.excerpt for r in unsent)
+
+
+async def test_a_turn_that_would_leave_the_request_too_little_of_its_budget_is_not_taken():
+    """A request sent at the very end of its budget times out on its way, answered or
+    not, and its retry reaches the partner twice: a turn is waited for only while the
+    request keeps its own timeout (or half the budget left, when that is shorter)."""
+    seen: list[float] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(time.monotonic())
+        await asyncio.sleep(0.6)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    server = TestServer(app)
+    await server.start_server()
+    client = PartnerClient("Partner", str(server.make_url("")), rate_limit=1, timeout=5.0, max_retries=0)
+    try:
+        first, second = await asyncio.gather(
+            *(client.send(PartnerRequest("POST", "/x", {"n": n}), budget=1.5) for n in range(2))
+        )
+    finally:
+        await client.close()
+        await server.close()
+    assert (first.outcome, first.attempts) == (Outcome.DONE, 1)
+    assert (second.outcome, second.status, second.attempts) == (Outcome.RETRY, None, 0)  # its turn came at 1 s of 1.5
+    assert len(seen) == 1

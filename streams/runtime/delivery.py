@@ -163,10 +163,16 @@ class PartnerClient:
         # request timeout then counts from when the request goes out, not while it
         # waits for a connection behind slower ones. Then its turn under the rate
         # limit, taken when it goes: a request that gives up waiting (its budget, or
-        # cancelled) takes no turn from the others.
+        # cancelled) takes no turn from the others. It waits no longer than leaves the
+        # request its own timeout (half the budget left, if that is shorter): a turn
+        # taken at the end of the budget would send a request that times out at once,
+        # and its retry would reach the partner twice.
         async with self._slots:
             if self._rate is not None:
-                within = None if deadline is None else deadline - time.monotonic()
+                within = None
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    within = max(left - self._timeout_seconds, left / 2)
                 if not await self._rate.acquire(within):
                     return None
             return await self._request(request, body, params, attached.headers, deadline)
