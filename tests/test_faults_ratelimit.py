@@ -32,7 +32,7 @@ import pytest
 from tests.figures import report
 from tests.pipeline import Pipeline
 from tests.test_e2e_admin import get_json, wait_ready
-from tests.test_faults_isolation import check_arrivals, csb_arrivals, received_at
+from tests.test_faults_isolation import check_arrivals, csb_arrivals, received_at, setup_calls
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -72,16 +72,7 @@ async def test_a_rate_limit_set_while_a_backlog_drains(pipeline: Pipeline):
             counts[user] += 1
         return out
 
-    setup = []
-    for u, user in enumerate(users):
-        group = {"name": f"Org {u % 7}"}
-        setup.append(
-            {"type": "group", "userId": user, "groupId": f"org-{u % 7}", "traits": group, "messageId": f"{user}-g"}
-        )
-        setup.append(
-            {"type": "identify", "userId": user, "traits": {"email": f"{user}@example.com"}, "messageId": f"{user}-i"}
-        )
-    await pipeline.send(*setup, *tracks(users))
+    await pipeline.send(*setup_calls(users), *tracks(users))
     await pipeline.eventually(
         pipeline.csb_state, lambda s: len(s["events"]) >= USERS, what="the first tracks at CustomerSuccessBox"
     )

@@ -7,13 +7,12 @@ import asyncio
 import time
 
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestServer
 
 from streams.core.decision import PartnerRequest
 from streams.core.retry import Outcome
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.ratelimit import AdaptiveRate
+from tests.test_delivery_bounds import serve
 
 
 class Clock:
@@ -106,16 +105,7 @@ async def test_waiters_whose_time_runs_out_leave_without_a_token_and_the_rate_ho
 async def test_requests_that_cannot_have_a_token_within_their_budget_are_not_sent_nor_counted_as_failures():
     """The limiter's own queue is not the partner's failure: a request whose budget ends
     before its turn comes back unsent (RETRY, no attempt) and its breaker is not told."""
-    seen: list[float] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        seen.append(time.monotonic())
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    server = TestServer(app)
-    await server.start_server()
+    server, seen = await serve([])
     client = PartnerClient("Partner", str(server.make_url("")), rate_limit=2, backoff_base=0.01)
     answers: list[int | None] = []
 
@@ -140,17 +130,7 @@ async def test_a_turn_that_would_leave_the_request_too_little_of_its_budget_is_n
     """A request sent at the very end of its budget times out on its way, answered or
     not, and its retry reaches the partner twice: a turn is waited for only while the
     request keeps its own timeout (or half the budget left, when that is shorter)."""
-    seen: list[float] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        seen.append(time.monotonic())
-        await asyncio.sleep(0.6)
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", handler)
-    server = TestServer(app)
-    await server.start_server()
+    server, seen = await serve([], delay=0.6)
     client = PartnerClient("Partner", str(server.make_url("")), rate_limit=1, timeout=5.0, max_retries=0)
     try:
         first, second = await asyncio.gather(

@@ -146,26 +146,36 @@ async def test_a_tick_after_downtime_sends_several_bounded_retry_due_records():
     assert max(len(r.value) for r in due) <= retries.RETRY_DUE_MAX_BYTES
 
 
+class Turns:
+    """Counts the turns of the event loop while `run` awaits something."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def _beat(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(0)
+
+    async def run(self, work: Any) -> None:
+        task = asyncio.create_task(self._beat())
+        await asyncio.sleep(0)
+        try:
+            await work
+        finally:
+            task.cancel()
+
+
 async def test_the_retry_rescan_yields_to_the_loop_between_chunks(monkeypatch):
     world = World()
     for n in range(10 * retries.RESCAN_CHUNK):
         world.tables.pending[f"u{n}"] = {"v": 1, "next_seq": 1, "queues": {}}
-    beats = 0
-
-    async def heartbeat() -> None:
-        nonlocal beats
-        while True:
-            beats += 1
-            await asyncio.sleep(0)
-
+    turns = Turns()
     seen_beats: list[int] = []
     index = world.rt.index_retry
-    monkeypatch.setattr(world.rt, "index_retry", lambda k, p: (seen_beats.append(beats), index(k, p)))
+    monkeypatch.setattr(world.rt, "index_retry", lambda k, p: (seen_beats.append(turns.count), index(k, p)))
     world.rt.assigned(set(range(PARTITIONS)))  # the rescan reads the partitions assigned here
-    task = asyncio.create_task(heartbeat())
-    await asyncio.sleep(0)
-    await retries.tick(world.rt)
-    task.cancel()
+    await turns.run(retries.tick(world.rt))
     assert len(seen_beats) == 10 * retries.RESCAN_CHUNK
     assert len(set(seen_beats)) >= 10  # the loop ran between chunks
 
@@ -280,29 +290,19 @@ async def test_the_retry_rescan_reads_a_large_rocksdb_table_a_chunk_per_turn_of_
         for n, key in enumerate(keys):
             db.put(store._encode_key(key), store._encode_value(parked_row(world.now + n)))
 
-    beats = 0
-
-    async def heartbeat() -> None:
-        nonlocal beats
-        while True:
-            beats += 1
-            await asyncio.sleep(0)
-
+    turns = Turns()
     reads: Counter[int] = Counter()  # keys read from the store, by turn of the loop
     decode = store._decode_key
 
     def counted(raw: Any) -> Any:
-        reads[beats] += 1
+        reads[turns.count] += 1
         return decode(raw)
 
     store._decode_key = counted
     world.rt.assigned({0, 1})
-    task = asyncio.create_task(heartbeat())
-    await asyncio.sleep(0)
     try:
-        await retries.tick(world.rt)
+        await turns.run(retries.tick(world.rt))
     finally:
-        task.cancel()
         for db in store._dbs.values():
             db.close()
     ours = set(rows[0]) | set(rows[1])
