@@ -137,6 +137,20 @@ def caught_up_at(arrivals: list[tuple[float, str, str]], sent: list[tuple[float,
     return caught
 
 
+def setup_calls(users: list[str]) -> list[dict]:
+    """A group call (one of 7 groups) and an identify per user, before their tracks."""
+    setup = []
+    for u, user in enumerate(users):
+        group = {"name": f"Org {u % 7}"}
+        setup.append(
+            {"type": "group", "userId": user, "groupId": f"org-{u % 7}", "traits": group, "messageId": f"{user}-g"}
+        )
+        setup.append(
+            {"type": "identify", "userId": user, "traits": {"email": f"{user}@example.com"}, "messageId": f"{user}-i"}
+        )
+    return setup
+
+
 async def scenario(
     pipeline: Pipeline,
     name: str,
@@ -148,16 +162,7 @@ async def scenario(
     pipeline.partitions = 4
     worker = pipeline.start_worker(**(worker_env or {}))
     users = [f"{name[:3]}{u}" for u in range(USERS)]
-    setup = []
-    for u, user in enumerate(users):
-        group = {"name": f"Org {u % 7}"}
-        setup.append(
-            {"type": "group", "userId": user, "groupId": f"org-{u % 7}", "traits": group, "messageId": f"{user}-g"}
-        )
-        setup.append(
-            {"type": "identify", "userId": user, "traits": {"email": f"{user}@example.com"}, "messageId": f"{user}-i"}
-        )
-    await pipeline.send(*setup)
+    await pipeline.send(*setup_calls(users))
     feeder = Feeder(pipeline, users)
     await feeder.run(3.0)
     await pipeline.eventually(

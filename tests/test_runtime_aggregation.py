@@ -118,3 +118,26 @@ async def test_a_failing_window_request_is_parked_and_retried_like_any_delivery(
     assert await w.settle()
     assert [r.json["value"] for r in w.client.requests] == [4, 4]
     assert w.pending("u1") == {}
+
+
+async def test_the_rescan_reads_only_the_partitions_assigned_to_this_worker(tmp_path):
+    """The store holds rows of every partition whose database is open here, those this
+    worker keeps as a standby included: their windows are the active owner's to close."""
+    tables = fresh_tables()
+    w = world(tmp_path, tables)
+    users: dict[int, str] = {}
+    n = 0
+    while len(users) < 4:
+        users.setdefault(w.rt.partition_of(f"u{n}"), f"u{n}")
+        n += 1
+    for user in users.values():
+        await calls(w, user)
+    assert {w.rt.partition_of(k) for k in tables.windows} == {0, 1, 2, 3}
+    later = world(tmp_path, tables)
+    later.now = datetime(2026, 11, 30, 14, 0, 0, tzinfo=UTC).timestamp()
+    later.rt.assigned({1, 3})  # 0 and 2 are standbys here
+    await aggregation.tick(later.rt)
+    closes = later.controls(WindowClose.KIND)
+    asked = {k for r in closes for k in control.decode(r.headers, r.value).keys}
+    assert asked == {users[1], users[3]}
+    assert {r.partition for r in closes} == {1, 3}

@@ -8,7 +8,7 @@ from __future__ import annotations
 from streams.core.control import KIND_HEADER
 from streams.runtime import retries
 from streams.runtime.inflight import OldestParked
-from tests.runtime_world import FakeClient, World
+from tests.runtime_world import PARTITIONS, FakeClient, World
 
 
 async def group_then(world: World, user: str = "u1") -> None:
@@ -151,7 +151,7 @@ async def test_the_oldest_parked_age_follows_parking_retries_and_lost_partitions
     assert "clientsuccess" in marks.parked_since.oldest()
     marks.parked_since.forget(lambda user: True)
     assert marks.parked_since.oldest() == {}
-    world.rt.retry_rescan.set()
+    world.rt.assigned(set(range(PARTITIONS)))  # a rescan reads the partitions assigned here
     await retries.tick(world.rt)
     assert marks.parked_since.oldest() == {"clientsuccess": world.pending("u1")["parked"][0]["first_failed_at"]}
     world.rt.assigned({world.rt.partition_of("u1")})

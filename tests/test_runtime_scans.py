@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from streams.ops.observe import Stats
 from streams.ops.pendingcounts import pending_counts
 from streams.runtime import retries, sweep, timers
 from streams.runtime.outbox import BY_USER
+from streams.runtime.runtime import Tables
 from tests.runtime_world import PARTITIONS, FakeClient, Produced, World
 
 ENV = {"CS_RELAY_PENDING_MAX_AGE_SECONDS": "3600", "CS_RELAY_DEDUPE_WINDOW_SECONDS": "600"}
@@ -144,26 +146,36 @@ async def test_a_tick_after_downtime_sends_several_bounded_retry_due_records():
     assert max(len(r.value) for r in due) <= retries.RETRY_DUE_MAX_BYTES
 
 
+class Turns:
+    """Counts the turns of the event loop while `run` awaits something."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    async def _beat(self) -> None:
+        while True:
+            self.count += 1
+            await asyncio.sleep(0)
+
+    async def run(self, work: Any) -> None:
+        task = asyncio.create_task(self._beat())
+        await asyncio.sleep(0)
+        try:
+            await work
+        finally:
+            task.cancel()
+
+
 async def test_the_retry_rescan_yields_to_the_loop_between_chunks(monkeypatch):
     world = World()
     for n in range(10 * retries.RESCAN_CHUNK):
         world.tables.pending[f"u{n}"] = {"v": 1, "next_seq": 1, "queues": {}}
-    beats = 0
-
-    async def heartbeat() -> None:
-        nonlocal beats
-        while True:
-            beats += 1
-            await asyncio.sleep(0)
-
+    turns = Turns()
     seen_beats: list[int] = []
     index = world.rt.index_retry
-    monkeypatch.setattr(world.rt, "index_retry", lambda k, p: (seen_beats.append(beats), index(k, p)))
-    world.rt.retry_rescan.set()
-    task = asyncio.create_task(heartbeat())
-    await asyncio.sleep(0)
-    await retries.tick(world.rt)
-    task.cancel()
+    monkeypatch.setattr(world.rt, "index_retry", lambda k, p: (seen_beats.append(turns.count), index(k, p)))
+    world.rt.assigned(set(range(PARTITIONS)))  # the rescan reads the partitions assigned here
+    await turns.run(retries.tick(world.rt))
     assert len(seen_beats) == 10 * retries.RESCAN_CHUNK
     assert len(set(seen_beats)) >= 10  # the loop ran between chunks
 
@@ -244,3 +256,57 @@ def test_items_of_partition_resumes_after_its_cursor_in_rocksdb(tmp_path):
         assert list(items_of_partition(Table(), 5, lambda k: 5)) == []  # not this worker's
     finally:
         db.close()
+
+
+def faust_pending_table(tmp_path: Any, actives: set[int]) -> Any:
+    """A real Faust table on RocksDB (rocksdict, a database per partition, as the worker
+    opens them), with `actives` the partitions of its changelog assigned to this worker."""
+    import faust
+
+    app = faust.App(f"scan-{tmp_path.name}", datadir=str(tmp_path), store="rocksdb://")
+    table = app.Table("pending", default=None)
+    app.assignor._assignment.actives[table.changelog_topic_name] = set(actives)
+    return table
+
+
+def parked_row(next_at: float) -> dict[str, Any]:
+    queue = {"held": [], "releasing": [], "parked": [[1, 1.0, 1, next_at]]}  # [seq, first failed, attempts, next]
+    return {"v": 2, "next_seq": 2, "queues": {"clientsuccess": queue}}
+
+
+async def test_the_retry_rescan_reads_a_large_rocksdb_table_a_chunk_per_turn_of_the_loop(tmp_path):
+    """Issue 22, finding 5: the rescan listed every key of the table before its first
+    yield (seconds of a stopped event loop at millions of rows). Each key is now read
+    from the store in a chunk of at most RESCAN_CHUNK between two turns of the loop,
+    once, and only from the partitions assigned here (a standby's database is open too)."""
+    from streams.runtime.rowcache import CachedRows
+
+    table = faust_pending_table(tmp_path, actives={0, 1})
+    store = table.data
+    world = World(tables=Tables(users={}, pending=CachedRows(table), groups={}, seen={}))
+    rows = {p: users_of(world, p, 3 * retries.RESCAN_CHUNK + 7, prefix=f"p{p}-") for p in (0, 1, 2)}
+    for partition, keys in rows.items():
+        db = store._db_for_partition(partition)  # 2: a standby's, open here too
+        for n, key in enumerate(keys):
+            db.put(store._encode_key(key), store._encode_value(parked_row(world.now + n)))
+
+    turns = Turns()
+    reads: Counter[int] = Counter()  # keys read from the store, by turn of the loop
+    decode = store._decode_key
+
+    def counted(raw: Any) -> Any:
+        reads[turns.count] += 1
+        return decode(raw)
+
+    store._decode_key = counted
+    world.rt.assigned({0, 1})
+    try:
+        await turns.run(retries.tick(world.rt))
+    finally:
+        for db in store._dbs.values():
+            db.close()
+    ours = set(rows[0]) | set(rows[1])
+    assert set(world.rt.marks.retry_due_at) == ours  # the standby's users are not indexed
+    assert sum(reads.values()) <= len(ours) + 2 * 8  # each key read once (a chunk's cursor again)
+    assert max(reads.values()) <= retries.RESCAN_CHUNK + 1  # never more than a chunk per turn
+    assert len(reads) >= len(ours) // retries.RESCAN_CHUNK

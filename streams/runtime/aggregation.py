@@ -35,7 +35,7 @@ from streams.core.step import Dispatch
 from streams.destinations import REGISTRY
 from streams.runtime import effects
 from streams.runtime.runtime import Incoming, Runtime
-from streams.runtime.tablescan import items_of_partition
+from streams.runtime.tablescan import chunks_of_partition
 
 log = logging.getLogger("cs_relay")
 
@@ -90,22 +90,22 @@ async def tick(rt: Runtime) -> None:
 
 
 async def rescan(rt: Runtime) -> None:
-    """Rebuild the index of open windows from the table (the partitions this worker
-    owns), in chunks. A new assignment during the scan stops it: the next tick scans again."""
-    read = 0
-    for partition in range(rt.partitions()):
-        for key, data in items_of_partition(rt.tables.windows, partition, rt.partition_of):
-            try:
-                windows = Windows.from_dict(data)
-            except (ValueError, KeyError, TypeError):
-                log.warning("aggregation rescan: a windows row unreadable by this version was skipped")
-                continue
-            rt.window_index.set(key, next_close(windows, skip=closing(rt, key)))
-            read += 1
-            if read % RESCAN_CHUNK == 0:
-                await asyncio.sleep(0)
-                if rt.window_rescan.is_set():
-                    return
+    """Rebuild the index of open windows from the table (the partitions assigned to
+    this worker: its standbys' databases are open too, but their windows are the active
+    owner's to close), in chunks. A new assignment during the scan stops it: the next
+    tick scans again."""
+    for partition in sorted(rt.owned):
+        for chunk in chunks_of_partition(rt.tables.windows, partition, rt.partition_of, RESCAN_CHUNK):
+            for key, data in chunk:
+                try:
+                    windows = Windows.from_dict(data)
+                except (ValueError, KeyError, TypeError):
+                    log.warning("aggregation rescan: a windows row unreadable by this version was skipped")
+                    continue
+                rt.window_index.set(key, next_close(windows, skip=closing(rt, key)))
+            await asyncio.sleep(0)
+            if rt.window_rescan.is_set():
+                return
 
 
 def window_close(rt: Runtime, record: Incoming, close: WindowClose) -> list[Awaitable[Any]]:

@@ -118,10 +118,17 @@ class PartnerClient:
         started = time.monotonic()
         deadline = None if budget is None else started + budget
         attempt = 0
+        last: tuple[int | None, str, float | None] = (None, "", None)
         while True:
             attempt += 1
             tried = time.monotonic()
-            status, excerpt, retry_after = await self._try_once(request, deadline)
+            answer = await self._try_once(request, deadline)
+            if answer is None:
+                # Not sent: no turn under the rate limit within the budget. Not the
+                # partner's answer (its breaker is not told); the last one, if any, is.
+                status, excerpt, retry_after = last if attempt > 1 else (None, self._unsent(), None)
+                return Result(Outcome.RETRY, status, attempt - 1, excerpt, time.monotonic() - started, retry_after)
+            status, excerpt, retry_after = last = answer
             outcome = self.classify(status)
             if self.on_attempt is not None:
                 self.on_attempt(status, time.monotonic() - tried, outcome, attempt)
@@ -144,18 +151,35 @@ class PartnerClient:
             )
             await asyncio.sleep(delay)
 
-    async def _try_once(self, request: PartnerRequest, deadline: float | None) -> tuple[int | None, str, float | None]:
+    async def _try_once(
+        self, request: PartnerRequest, deadline: float | None
+    ) -> tuple[int | None, str, float | None] | None:
+        """One request's (status, excerpt, Retry-After); None if it was not sent."""
         # The exact bytes sent: a destination may sign them (credentials see the body).
         body = json.dumps(request.json, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         attached = self._credentials(request, body)
         params = {**request.query, **attached.query}
-        if self._rate is not None:
-            await self._rate.acquire()
         # One of `max_in_flight` slots (as many as the pool has connections) first: the
         # request timeout then counts from when the request goes out, not while it
-        # waits for a connection behind slower ones.
+        # waits for a connection behind slower ones. Then its turn under the rate
+        # limit, taken when it goes: a request that gives up waiting (its budget, or
+        # cancelled) takes no turn from the others. It waits no longer than leaves the
+        # request its own timeout (half the budget left, if that is shorter): a turn
+        # taken at the end of the budget would send a request that times out at once,
+        # and its retry would reach the partner twice.
         async with self._slots:
+            if self._rate is not None:
+                within = None
+                if deadline is not None:
+                    left = deadline - time.monotonic()
+                    within = max(left - self._timeout_seconds, left / 2)
+                if not await self._rate.acquire(within):
+                    return None
             return await self._request(request, body, params, attached.headers, deadline)
+
+    def _unsent(self) -> str:
+        rate = self._rate.rate if self._rate is not None else 0.0
+        return f"not sent: no turn within the delivery's budget under the rate limit of {rate:g} requests/s"
 
     async def _request(
         self,

@@ -5,8 +5,13 @@ the partner answers 429 the rate halves (never below `floor` of the configured o
 it then climbs back linearly, regaining the configured rate over `recovery` seconds
 without further 429s: the partner's own limit is found and followed, not hammered.
 
-`reserve()` is pure bookkeeping against an injected clock (tested without sleeping);
-`acquire()` is the thin async wrapper the HTTP client awaits.
+A token is taken only when its request goes (`take()`, pure bookkeeping against an
+injected clock, tested without sleeping). `acquire()`, the thin async wrapper the
+HTTP client awaits, queues the waiters in order; a waiter that gives up (cancelled, or
+its `within` seconds over before its turn) leaves having taken nothing, so the
+requests behind it go at the rate, neither later nor sooner (issue 22, finding 4:
+tokens reserved before the sleep were kept by waiters that timed out, and a backlog
+behind a few hundred of them waited for nothing until its deliveries timed out too).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class AdaptiveRate:
         self._rate = rate
         self._tokens = max(1.0, rate)
         self._last = clock()
+        self._turn = asyncio.Lock()  # FIFO: the waiter holding it is the next to go
 
     @property
     def rate(self) -> float:
@@ -47,20 +53,40 @@ class AdaptiveRate:
         self._rate = min(self.ceiling, self._rate + self.ceiling * elapsed / self._recovery)
         self._tokens = min(max(1.0, self._rate), self._tokens + elapsed * self._rate)
 
-    def reserve(self) -> float:
-        """Take one request's token; the seconds to wait before sending it (0: now).
-        Tokens may go negative: waiters queue up behind each other, in order."""
+    def take(self) -> float:
+        """Take a token if there is one (0.0: send now); otherwise take nothing and
+        return the seconds until there will be one."""
         self._advance(self._clock())
-        self._tokens -= 1.0
-        return 0.0 if self._tokens >= 0 else -self._tokens / self._rate
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self._rate
 
     def throttled(self) -> None:
-        """The partner answered 429: halve the rate."""
+        """The partner answered 429: halve the rate, and wait for a token."""
         self._advance(self._clock())
         self._rate = max(self._floor, self._rate / 2)
         self._tokens = min(self._tokens, 0.0)
 
-    async def acquire(self) -> None:
-        delay = self.reserve()
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async def acquire(self, within: float | None = None) -> bool:
+        """Wait for a token, after the waiters before this one; True once it is taken.
+        False, nothing taken, if it cannot be had within `within` seconds (the
+        caller's budget): the waiter leaves at once rather than hold up the queue."""
+        if within is not None and within <= 0:
+            return False
+        until = None if within is None else self._clock() + within
+        try:
+            async with asyncio.timeout(within):
+                await self._turn.acquire()
+        except TimeoutError:
+            return False
+        try:
+            while True:
+                wait = self.take()
+                if wait <= 0.0:
+                    return True
+                if until is not None and self._clock() + wait > until:
+                    return False
+                await asyncio.sleep(wait)
+        finally:
+            self._turn.release()

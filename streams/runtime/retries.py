@@ -30,13 +30,14 @@ from streams.core.state import Readable
 from streams.core.step import DeadLetter, release_ready
 from streams.runtime import effects
 from streams.runtime.runtime import Incoming, Runtime
+from streams.runtime.tablescan import chunks_of_partition
 
 log = logging.getLogger("cs_relay")
 
 RETRY_TICK = 1.0  # seconds between looks for parked deliveries that are due
 RETRY_BATCH = 100  # parked deliveries of one user retried one after another while the partner accepts them
 ANSWER_WAIT = 30.0  # a user asked for is not asked for again before its partition answers
-RESCAN_CHUNK = 500  # pending rows decoded by the rescan between two turns of the event loop
+RESCAN_CHUNK = 500  # pending rows read by the rescan between two turns of the event loop
 RETRY_DUE_MAX_KEYS = 1000  # users per retry-due record
 RETRY_DUE_MAX_BYTES = 64 * 1024  # and its size (Kafka refuses records over 1 MB by default)
 
@@ -97,19 +98,22 @@ async def tick(rt: Runtime) -> None:
 
 
 async def rescan(rt: Runtime) -> None:
-    """After an assignment: index every pending record of this worker (when its retry
-    is due, since when it waits, the counts of /status), RESCAN_CHUNK rows at a time
-    with a turn of the event loop between chunks, so that a large table does not stop
-    every other task while it is read. Any record it cannot read is its owner's to
-    retry: an exception here would stop the timer, and with it every retry."""
-    table = rt.tables.pending
-    keys = list(table.keys())  # keys only: values are decoded chunk by chunk, below
+    """After an assignment: index every pending record of the partitions assigned here
+    (when its retry is due, since when it waits, the counts of /status), read from the
+    store RESCAN_CHUNK rows at a time with a turn of the event loop between chunks, so
+    that a large table does not stop every other task while it is read. Each chunk is
+    read when its turn comes (a handler may have written its rows meanwhile). A new
+    assignment during the scan stops it: the next tick scans again. Any record it
+    cannot read is its owner's to retry: an exception here would stop the timer, and
+    with it every retry."""
     pendings = Readable(pendingrows.index_only, errors=(ValueError, KeyError, TypeError))
-    # Each value is read when its turn comes: a handler may have written it meanwhile.
-    for n, (key, pending) in enumerate(pendings.each((k, table.get(k)) for k in keys), 1):
-        rt.index_retry(key, pending)
-        if n % RESCAN_CHUNK == 0:
+    for partition in sorted(rt.owned):
+        for chunk in chunks_of_partition(rt.tables.pending, partition, rt.partition_of, RESCAN_CHUNK):
+            for key, pending in pendings.each(chunk):
+                rt.index_retry(key, pending)
             await asyncio.sleep(0)
+            if rt.retry_rescan.is_set():
+                return
     if pendings.skipped:
         log.warning("retry rescan: %d pending records unreadable by this version were skipped", pendings.skipped)
 

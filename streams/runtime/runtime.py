@@ -159,6 +159,7 @@ class Runtime:
         # Parking, in this process (streams.runtime.inflight.ParkingMarks): park records
         # in transit, parked heads being retried, and when each user's next retry is due.
         self.marks = ParkingMarks()
+        self.owned: frozenset[int] = frozenset()  # the by-user partitions assigned here (not standbys)
         self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
         # Aggregation windows (streams.runtime.aggregation): users by next close time, the
         # windows whose request is on its way (until its window-done), and the rescan flag.
@@ -313,6 +314,7 @@ class Runtime:
         transit, are the next owner's now (it finds them in the table); ours would be
         stale if the partitions returned. Those that stayed keep theirs. Newly owned
         users may have parked deliveries: the next retry tick looks for them."""
+        self.owned = frozenset(by_user_partitions)
         self.marks.reassigned(by_user_partitions, self.partition_of)
         for table in (self.tables.users, self.tables.pending, self.tables.seen):
             if isinstance(table, CachedRows):

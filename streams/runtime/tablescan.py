@@ -13,22 +13,52 @@ It yields rows lazily in key order, from the first key after `after` (a cursor: 
 last key of the previous chunk), so the sweep takes a bounded chunk per record and
 the next record goes on where it stopped (RocksDB seeks there; it does not read the
 rows before it again).
+
+`chunks_of_partition` does the same for a scan on the event loop (the rescans after an
+assignment): each chunk is read when it is asked for, with a new iterator from the
+previous chunk's last key, so the caller yields to the loop between chunks and no
+iterator (nor its snapshot of the rows) outlives a chunk.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
+
+
+def chunks_of_partition(
+    table: Any, partition: int, owner: Callable[[Any], int], size: int
+) -> Iterator[list[tuple[Any, Any]]]:
+    """The partition's rows, `size` at most per chunk; a chunk may be empty. On RocksDB
+    each chunk seeks from the previous one's last key and reads no more than its rows
+    (and that key again). Other stores are plain mappings in memory: their keys are
+    copied once (nothing decoded) and `size` keys are looked at per chunk."""
+    if _rocksdb_store(table) is not None:
+        after = None
+        while True:
+            rows = list(islice(items_of_partition(table, partition, owner, after=after), size))
+            yield rows
+            if len(rows) < size:
+                return
+            after = rows[-1][0]
+    keys = list(table.keys())
+    for start in range(0, len(keys), size):
+        rows = [(k, table.get(k)) for k in keys[start : start + size] if owner(k) == partition]
+        yield [(k, v) for k, v in rows if v is not None]  # removed since the keys were copied
+
+
+def _rocksdb_store(table: Any) -> Any:
+    store = getattr(table, "data", None)
+    return store if isinstance(getattr(store, "_dbs", None), dict) and hasattr(store, "_visible_items") else None
 
 
 def items_of_partition(
     table: Any, partition: int, owner: Callable[[Any], int], after: Any = None
 ) -> Iterator[tuple[Any, Any]]:
-    store = getattr(table, "data", None)
-    dbs = getattr(store, "_dbs", None)
-    if isinstance(dbs, dict) and hasattr(store, "_visible_items"):
-        assert store is not None  # it has the `_dbs` just read
-        db = dbs.get(partition)
+    store = _rocksdb_store(table)
+    if store is not None:
+        db = store._dbs.get(partition)
         if db is None:
             return
         for raw_key, raw_value in _raw_items(store, db, after):
