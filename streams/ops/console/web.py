@@ -18,16 +18,18 @@ that changes something needs the session's CSRF token too (403 without). With no
 CS_RELAY_ADMIN_TOKEN every console path answers 404: the console is off.
 
 A user's state lives with the worker that owns the user's partition: a user page asked
-of another worker is forwarded there with `Admin.forward` (one hop, the session cookie
-with it: every worker derives the same signing key from the same token), as the JSON
-endpoints are. Groups are in every worker; the users seen in a group and the recent
-deliveries are each worker's own (`journal.py`); the dead letters are every worker's,
-read from the dead-letter topic (`deadletters.py`) and replayed as the CLI replays them.
+of another worker is forwarded there with `Admin.forward` (one hop), as the JSON
+endpoints are, with the admin token and the browser's session id (`SESSION_HEADER`,
+for the CSRF token of the page's forms), never the browser's cookie. Groups are in
+every worker; the users seen in a group and the recent deliveries are each worker's
+own (`journal.py`); the dead letters are every worker's, read from the dead-letter
+topic (`deadletters.py`) and replayed as the CLI replays them.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -41,7 +43,7 @@ from streams.ops.console import render
 from streams.ops.console.deadletters import Recent, RecentDeadLetters, read_recent
 from streams.ops.console.journal import CHART_SECONDS, SAMPLE_INTERVAL, Journal, destination_counts
 from streams.ops.console.render import Html
-from streams.ops.console.session import COOKIE, Session, Sessions
+from streams.ops.console.session import COOKIE, SESSION_HEADER, LoginThrottle, Session, Sessions
 from streams.ops.dlq import redacted_preview, replay_records
 
 log = logging.getLogger(__name__)
@@ -83,7 +85,8 @@ class Sources:
     status: Callable[[], Mapping[str, Any]]  # streams.ops.observe.status_document
     counts: Callable[[], Mapping[str, Mapping[str, int]]]  # journal.destination_counts now
     locate: Callable[[str], Located]
-    forward: Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+    # the request, the owner's URL, headers to add (Admin.forward: with the admin token)
+    forward: Callable[[web.Request, str, Mapping[str, str]], Awaitable[web.StreamResponse]]
     dead_letters: Callable[[], Awaitable[Recent]]  # deadletters.read_recent: the topic's latest
     replay: Callable[[Sequence[DeadLetterRecord]], Awaitable[int]]  # dlq.replay_records
     secrets: Sequence[str] = field(default=(), repr=False)
@@ -132,6 +135,7 @@ class Console:
 
     def __post_init__(self) -> None:
         self.sessions = Sessions(self.sources.token, clock=self.sources.clock)
+        self.throttle = LoginThrottle(clock=lambda: self.sources.clock())
         self._static = {name: (STATIC / name).read_bytes() for name in STATIC_TYPES}
         journal = self.sources.journal
         self.recent = RecentDeadLetters(
@@ -165,6 +169,10 @@ class Console:
         session = None
         if not route.public:
             session = self.sessions.read(request.cookies.get(COOKIE))
+            if session is None and request.method == "GET" and request.headers.get(ROUTED_HEADER):
+                # a page another worker forwards here (this worker owns the user)
+                headers = request.headers
+                session = self.sessions.forwarded(headers.get("Authorization"), headers.get(SESSION_HEADER))
             if session is None:
                 if request.method == "GET":
                     return page(render.login_page("Log in to see this page."), 401)
@@ -210,10 +218,19 @@ class Console:
         return page(render.login_page())
 
     async def login(self, request: web.Request, session: None) -> web.StreamResponse:
+        client = request.remote or ""
+        wait = self.throttle.wait(client)
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            return page(
+                render.login_page(f"Too many wrong tokens: try again in {retry} s."), 429, {"Retry-After": str(retry)}
+            )
         form = await request.post()
         if not self.sessions.token_matches(str(form.get("token") or "")):
+            self.throttle.failed(client)
             log.warning("console: a login with a wrong token")
             return page(render.login_page("That is not the admin token."), 401)
+        self.throttle.succeeded(client)
         cookie, _ = self.sessions.issue()
         return see_other(
             "/console",
@@ -287,7 +304,7 @@ class Console:
                     ),
                     503,
                 )
-            response = await s.forward(request, where.owner)
+            response = await s.forward(request, where.owner, {SESSION_HEADER: session.sid})
             response.headers.update(SECURITY_HEADERS)
             return response
         data = s.users.get(key)
@@ -447,8 +464,8 @@ def install(app: Any, admin: Any, journal: Journal) -> Console:
             return Located(partition, unavailable=f"No worker owns partition {partition} yet; try again.")
         return Located(partition) if same_worker(owner, canonical) else Located(partition, owner=owner)
 
-    async def forward(request: web.Request, owner: str) -> web.StreamResponse:
-        return await admin.forward(request["cs_relay_view"], request, owner)
+    async def forward(request: web.Request, owner: str, headers: Mapping[str, str]) -> web.StreamResponse:
+        return await admin.forward(request["cs_relay_view"], request, owner, headers)
 
     async def replay(records: Sequence[DeadLetterRecord]) -> int:
         return await replay_records(settings, records)  # as `cs-relay dlq replay` sends them
@@ -506,4 +523,4 @@ def _faust_view(console: Console, route: Route, faust_web: Any) -> type:
     return type(f"{route.name.title().replace('_', '')}View", (faust_web.View,), namespace)
 
 
-__all__ = ["Console", "Sources", "Located", "install", "Html"]
+__all__ = ["Console", "Sources", "Located", "install", "Html", "SESSION_HEADER"]
