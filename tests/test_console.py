@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from streams.core.deadletter import DeadLetterRecord, dead_letter_headers, read_headers
 from streams.ops import dlq
-from streams.ops.console import render
+from streams.ops.console import html
 from streams.ops.console.deadletters import Recent, RecentDeadLetters, _Reading, newest_first
 from streams.ops.console.journal import Journal, destination_counts
 from streams.ops.console.session import (
@@ -291,9 +291,9 @@ async def test_a_script_trait_is_escaped_on_every_page_that_shows_it(console):
     await login(client)
     for path in [
         "/console/users/u1",
-        render.path("groups", SCRIPT),
+        html.path("groups", SCRIPT),
         "/console/dead-letters",
-        render.path("search", q=SCRIPT),
+        html.path("search", q=SCRIPT),
     ]:
         response = await client.get(path)
         body = await response.text()
@@ -308,9 +308,9 @@ async def test_a_script_trait_is_escaped_on_every_page_that_shows_it(console):
 
 
 def test_fmt_escapes_values_and_html_concatenation_escapes_text():
-    assert render.fmt("<b>{x}</b>", x='<i a="1">&') == "<b>&lt;i a=&quot;1&quot;&gt;&amp;</b>"
-    assert render.Html("<p>") + "<script>" == "<p>&lt;script&gt;"
-    assert render.path("users", "a/b?c#d", reason="x&y") == "/console/users/a%2Fb%3Fc%23d?reason=x%26y"
+    assert html.fmt("<b>{x}</b>", x='<i a="1">&') == "<b>&lt;i a=&quot;1&quot;&gt;&amp;</b>"
+    assert html.Html("<p>") + "<script>" == "<p>&lt;script&gt;"
+    assert html.path("users", "a/b?c#d", reason="x&y") == "/console/users/a%2Fb%3Fc%23d?reason=x%26y"
 
 
 # ------------------------------------------------------------------ pages
