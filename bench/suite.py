@@ -1,5 +1,5 @@
 """Scenarios b to f of the benchmark (`bench.scenarios`), run on the broker and mocks of
-the run (scenario a is `bench.run.Bench`).
+the run (scenario a is `bench.scenario_a.Bench`).
 
 Each measurement is a *drain*: one relay (cs-relay, `python -m streams.cli worker`, or
 the naive relay, `python -m bench.naive worker`) with its own app id, topics and data
@@ -28,25 +28,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaProducer
 
-from bench import aggregation, profile, scenarios, stats
+from bench import profile, scenarios, stats
 from bench.baselines import run_http_ceiling
-from bench.run import (
+from bench.harness import (
     MEASURED,
     READY_LINE,
-    Bench,
     Phase,
     Receipts,
+    TrimmedReceipts,
     Worker,
-    _disk_usage,
-    _phase_figures,
-    _replay_jobs,
+    add_latency,
+    merged_usage,
+    reset_mocks,
     worker_env,
 )
+from bench.phases import phase_figures, replay_jobs
+from bench.scenario_a import Bench
 from bench.scenarios import ManyUsersPlan, TrackPlan
-from mockservers.recorder import FAULTS_KEY, RECORDS_KEY, STATE_KEY
+from bench.topics import end_offsets_total, max_changelog_records
+from mockservers.recorder import FAULTS_KEY
 from mockservers.server import MockServers
 from streams import kafkaconn
 from streams.runtime.topics import RECORD_LIMIT, ensure_topics
@@ -57,30 +59,6 @@ COMMANDS = {
     CS_RELAY: [sys.executable, "-m", "streams.cli", "worker"],
     NAIVE: [sys.executable, "-m", "bench.naive", "worker", "-l", "info"],
 }
-
-
-class TrimmedReceipts(Receipts):
-    """Receipts that drop the mocks' records once read (scenario f: a million users'
-    requests would otherwise stay in the mocks' memory)."""
-
-    def collect(self) -> None:
-        super().collect()
-        for partner, records in self._records.items():
-            del records[: self._read[partner]]
-            self._read[partner] = 0
-
-
-def reset_mocks(mocks: MockServers) -> None:
-    """Forget recorded requests, the partners' state and any fault."""
-    for key in MEASURED:
-        mocks.apps[key][RECORDS_KEY].clear()
-        mocks.apps[key][STATE_KEY].clear()
-        mocks.apps[key][FAULTS_KEY].clear()
-
-
-def add_latency(mocks: MockServers, latency_ms: float) -> None:
-    for key in MEASURED:
-        mocks.apps[key][FAULTS_KEY].add({"latency_ms": latency_ms})
 
 
 @dataclass
@@ -305,7 +283,7 @@ class Suite:
             await asyncio.gather(*(w.stop() for w in running))
             for key in MEASURED:  # the latency of scenario c, if any
                 self.mocks.apps[key][FAULTS_KEY].clear()
-        figures = _phase_figures(receipts.all, backlog, latency=False)
+        figures = phase_figures(receipts.all, backlog, latency=False)
         seconds = figures["window_s"] or math_nan()
         figures.update(
             relay=kind,
@@ -319,7 +297,7 @@ class Suite:
             start_to_first_delivery_s=round((figures["first_receipt_us"] - started_us) / stats.US, 1),
             worker_peak_rss_mb=round(max(m.get("VmHWM", 0) for m in memory) / 1024, 1) if memory else None,
             worker_rss_at_end_mb=round(max(m.get("VmRSS", 0) for m in memory) / 1024, 1) if memory else None,
-            state=_merged_usage([work / f"worker-{i + 1}" for i in range(workers)]),
+            state=merged_usage([work / f"worker-{i + 1}" for i in range(workers)]),
             app_id=settings.app_id,
         )
         # CPU per delivered event: what the load of a shared machine moves least.
@@ -331,7 +309,7 @@ class Suite:
         if profiled is not None:
             figures["profile"] = profiled
         if keep_jobs:
-            figures["_jobs"] = _replay_jobs(receipts, backlog, self.mocks)
+            figures["_jobs"] = replay_jobs(receipts, backlog, self.mocks)
         reset_mocks(self.mocks)
         print(
             f"  {label}: {figures['events_per_second']:,.1f} tracks/s ({figures['requests_per_second']:,.0f} "
@@ -412,145 +390,3 @@ def _round(value: float) -> float:
 
 def math_nan() -> float:
     return float("nan")
-
-
-def _merged_usage(dirs: Sequence[Path]) -> dict[str, Any]:
-    usages = [_disk_usage(d) for d in dirs if d.exists()]
-    by_table: dict[str, int] = {}
-    for usage in usages:
-        for table, size in usage["by_table"].items():
-            by_table[table] = by_table.get(table, 0) + size
-    return {
-        "data": sum(u["data"] for u in usages),
-        "by_table": dict(sorted(by_table.items())),
-        "overhead": sum(u["overhead"] for u in usages),
-    }
-
-
-async def partitions_of(settings: Settings, topics: Sequence[str]) -> list[TopicPartition]:
-    """The partitions of `topics` that exist (a bare consumer's metadata does not list
-    the partitions of topics it is not subscribed to)."""
-    admin = AIOKafkaAdminClient(**settings.kafka_options())
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    return [
-        TopicPartition(t["topic"], p["partition"])
-        for t in described
-        if not t.get("error_code")
-        for p in t.get("partitions", ())
-    ]
-
-
-async def end_offsets_total(settings: Settings, topic: str) -> int:
-    partitions = await partitions_of(settings, [topic])
-    if not partitions:
-        return 0
-    consumer = AIOKafkaConsumer(**settings.kafka_options(), group_id=None)
-    await consumer.start()
-    try:
-        return sum((await consumer.end_offsets(partitions)).values())
-    finally:
-        await consumer.stop()
-
-
-async def max_changelog_records(settings: Settings, timeout: float = 300.0) -> dict[str, int]:
-    """The largest record (key + value bytes) in each of the app's changelog topics,
-    read from the beginning to their end offsets."""
-    consumer = AIOKafkaConsumer(
-        **settings.kafka_options(),
-        group_id=None,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        max_partition_fetch_bytes=8 * 2**20,
-        fetch_max_bytes=64 * 2**20,
-    )
-    await consumer.start()
-    try:
-        topics = sorted(
-            t for t in await consumer.topics() if t.startswith(settings.app_id + "-") and t.endswith("-changelog")
-        )
-        partitions = await partitions_of(settings, topics)
-        ends = {tp: end for tp, end in (await consumer.end_offsets(partitions)).items() if end > 0}
-        largest = {t: 0 for t in topics}
-        if not ends:
-            return largest
-        consumer.assign(list(ends))
-        await consumer.seek_to_beginning(*ends)
-        deadline = time.monotonic() + timeout
-        left = set(ends)
-        while left and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=1000, max_records=5_000)
-            for tp, records in batch.items():
-                for record in records:
-                    size = (record.serialized_key_size or 0) + (record.serialized_value_size or 0)
-                    largest[tp.topic] = max(largest[tp.topic], size)
-                if records and records[-1].offset + 1 >= ends[tp]:
-                    left.discard(tp)
-            for tp in list(left):
-                if await consumer.position(tp) >= ends[tp]:
-                    left.discard(tp)
-        return {t: size for t, size in largest.items()}
-    finally:
-        await consumer.stop()
-
-
-def summary_a(results: dict[str, Any]) -> dict[str, Any]:
-    """Scenario a (bench.run.Bench) in the shape of the others: its ratios and headline."""
-    burst, paced, ratios = results["cs_relay"]["burst"], results["cs_relay"]["paced"], results["ratios"]
-    base = results["baselines"]
-    p99 = (paced.get("latency_ms") or {}).get("p99", float("nan"))
-    return {
-        "complete": burst["complete"] and paced["complete"],
-        "ratios": {
-            "cs_relay_vs_plain_http": ratios["throughput_vs_plain_http"],
-            "cs_relay_vs_raw_consumer": ratios["throughput_vs_raw_consumer"],
-        },
-        "p99_latency_ms": p99,
-        "paced_rate": paced.get("rate"),
-        "headline": f"cs-relay {burst['events_per_second']:,.0f} calls/s ({burst['requests_per_second']:,.0f} "
-        f"requests/s) = {scenarios.percent(ratios['throughput_vs_plain_http'])} of the bare aiohttp client "
-        f"({base['plain_http']['requests_per_second']:,} requests/s); p99 latency {p99:.0f} ms at "
-        f"{paced.get('rate') or 0:.0f} calls/s",
-    }
-
-
-async def run_all(
-    args: argparse.Namespace, bootstrap: str, stamp: str, work: Path, security: kafkaconn.KafkaSecurity
-) -> tuple[dict[str, Any], list[float]]:
-    """Every chosen scenario on one set of mocks (and the caller's broker)."""
-    from mockservers.server import start_mocks
-    from streams.destinations import REGISTRY
-
-    mocks = await start_mocks("127.0.0.1", {p.key: 0 for p in REGISTRY})
-    try:
-        results: dict[str, Any] = {}
-        latencies: list[float] = []
-        summaries: dict[str, dict[str, Any]] = {}
-        if "a" in args.scenarios:
-            print(f"scenario a: {scenarios.TITLES['a']}", flush=True)
-            started = time.monotonic()
-            results, latencies = await Bench(args, bootstrap, stamp, work, security).run(mocks)
-            summaries["a"] = summary_a(results)
-            summaries["a"].update(
-                title=scenarios.TITLES["a"],
-                target=scenarios.TARGETS["a"],
-                wall_seconds=round(time.monotonic() - started, 1),
-            )
-            print("\n".join(scenarios.summary_lines(summaries)), flush=True)
-            reset_mocks(mocks)
-            if args.aggregate_s:
-                print(f"scenario a again, aggregate = {args.aggregate!r}", flush=True)
-                again = Bench(args, bootstrap, stamp, work / "aggregate", security)
-                results["aggregation"] = await again.run_aggregated(mocks, results["cs_relay"]["burst"]["requests"])
-                print("\n".join(aggregation.report_lines(results["aggregation"])), flush=True)
-                reset_mocks(mocks)
-        summaries.update(await Suite(args, bootstrap, stamp, work, security, mocks).run(args.scenarios))
-        if "settings" not in results:
-            results["settings"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-        results["scenarios"] = summaries
-        return results, latencies
-    finally:
-        await mocks.close()
