@@ -134,11 +134,24 @@ class Fakes:
         return len(records)
 
 
+def mount(console: Console, app: web.Application) -> None:
+    """The console's routes on a plain aiohttp application, as the worker's Faust views
+    serve them (`web._faust_view`): each through `Console.handle`."""
+    for route in console.routes():
+        for method, handler in (("GET", route.get), ("POST", route.post)):
+            if handler is not None:
+
+                async def serve(request: web.Request, route: Any = route, handler: Any = handler) -> web.StreamResponse:
+                    return await console.handle(route, handler, request, **request.match_info)
+
+                app.router.add_route(method, route.path, serve)
+
+
 @pytest.fixture
 async def console():
     fakes = Fakes()
     app = web.Application()
-    Console(fakes.sources).mount(app)
+    mount(Console(fakes.sources), app)
     client = TestClient(TestServer(app))
     await client.start_server()
     try:
@@ -246,7 +259,7 @@ async def test_login_sets_a_signed_httponly_samesite_strict_cookie_without_the_t
 async def test_the_console_is_off_without_an_admin_token():
     fakes = Fakes(token="")
     app = web.Application()
-    Console(fakes.sources).mount(app)
+    mount(Console(fakes.sources), app)
     async with TestClient(TestServer(app)) as client:
         for path in ["/console", "/console/login", "/console/users/u1"]:
             assert (await client.get(path)).status == 404
@@ -402,7 +415,7 @@ async def test_the_dead_letters_page_says_when_the_topic_cannot_be_read(console)
 
     fakes.sources.dead_letters = broken
     app = web.Application()
-    Console(fakes.sources).mount(app)
+    mount(Console(fakes.sources), app)
     async with TestClient(TestServer(app)) as other:
         await login(other)
         body = await (await other.get("/console/dead-letters")).text()
@@ -609,7 +622,7 @@ async def test_wrong_logins_are_throttled_per_client_and_the_right_token_waits_t
     now = [NOW]
     fakes.sources.clock = lambda: now[0]
     app = web.Application()
-    Console(fakes.sources).mount(app)
+    mount(Console(fakes.sources), app)
     async with TestClient(TestServer(app)) as client:
         for _ in range(LOGIN_FREE_ATTEMPTS):
             bad = await client.post("/console/login", data={"token": "wrong-token-0123456789"}, allow_redirects=False)

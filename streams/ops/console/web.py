@@ -129,20 +129,6 @@ class Console:
                 message_page("Error", f"{type(exc).__name__}: see the worker log.", csrf=self.csrf(session)), 500
             )
 
-    def mount(self, app: web.Application) -> None:
-        """On a plain aiohttp application (unit tests)."""
-        for route in self.routes():
-            for method in ("get", "post"):
-                handler = getattr(route, method)
-                if handler is not None:
-                    app.router.add_route(method.upper(), route.path, self._aiohttp(route, handler))
-
-    def _aiohttp(self, route: Route, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        async def serve(request: web.Request) -> web.StreamResponse:
-            return await self.handle(route, handler, request, **request.match_info)
-
-        return serve
-
     def csrf(self, session: Session | None) -> str:
         """The session's CSRF token ("" without a session: no forms to protect)."""
         return self.sessions.csrf(session) if session else ""
