@@ -548,7 +548,18 @@ def test_a_worker_on_loopback_answers_only_to_its_own_names():
     assert allowed is not None
     for host in ("127.0.0.1:6066", "127.0.0.1", "localhost:6066", "LocalHost.", "[::1]:6066", "127.0.0.2:1", None):
         assert host_allowed(host, allowed), host
-    refused = ("rebind.attacker.example:6066", "rebind.attacker.example", "localhost.attacker.example", "", "10.0.0.1")
+    refused = (
+        "rebind.attacker.example:6066",
+        "rebind.attacker.example",
+        "localhost.attacker.example",
+        "",
+        "10.0.0.1",
+        "rebind.attacker.example@127.0.0.1",
+        "127.0.0.1/x",
+        "127.0.0.1:x",
+        "[::1",
+        "local host",
+    )
     for host in refused:
         assert not host_allowed(host, allowed), host
 

@@ -29,6 +29,7 @@ from streams.ops.console.session import (
     LOGIN_MAX_WAIT,
     LoginThrottle,
     Sessions,
+    client_of,
 )
 from streams.ops.console.web import ROUTED_HEADER, SESSION_HEADER, Console, Located, Sources
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER, replay_headers
@@ -659,6 +660,15 @@ def test_the_login_throttle_is_per_client_bounded_and_forgets():
     assert throttle.wait("10.0.0.3") <= LOGIN_MAX_WAIT
     now[0] += LOGIN_MAX_WAIT + LOGIN_FORGET_AFTER + 1
     assert throttle.wait("10.0.0.3") == 0
+
+
+def test_the_throttle_counts_an_ipv6_client_by_its_64_network():
+    """One host commonly holds a whole IPv6 /64: counted by address, it would have
+    unlimited guesses."""
+    assert client_of("2001:db8:1:2::1") == client_of("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client_of("2001:db8:1:3::1") != client_of("2001:db8:1:2::1")
+    assert client_of("10.0.0.1") == "10.0.0.1" and client_of("::ffff:10.0.0.1") == "10.0.0.1"
+    assert client_of(None) == "" and client_of("unix-socket") == "unix-socket"
 
 
 # ------------------------------------------------------------------ forwarding to the owner (issue 22, finding 10)

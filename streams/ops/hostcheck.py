@@ -23,7 +23,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from yarl import URL
 
 from streams.settings import WILDCARD_HOSTS, Settings
 
@@ -54,19 +53,36 @@ def host_allowed(header: str | None, allowed: frozenset[str] | None) -> bool:
     not a browser, which DNS rebinding needs)."""
     if allowed is None or header is None:
         return True
-    try:
-        host = URL(f"http://{header.strip()}/").host
-    except ValueError:
+    host = host_of(header)
+    if host is None:
         return False
-    if not host:
-        return False
-    host = normal_host(host)
     if host in allowed:
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def host_of(header: str) -> str | None:
+    """The host of a `Host` header (`name`, `name:port`, `[v6]:port`), normalised; None
+    for anything else (user info, a path, spaces...)."""
+    text = header.strip()
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not (rest[:1] == ":" and rest[1:].isdigit())):
+            return None
+    else:
+        host, colon, port = text.rpartition(":")
+        if not colon:
+            host = text
+        elif not port.isdigit():
+            return None
+    host = normal_host(host)
+    return host if host and set(host) <= _HOST_CHARS else None
+
+
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789.-_:")
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

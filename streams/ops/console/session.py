@@ -13,7 +13,8 @@ Every form that changes something carries a CSRF token: an HMAC of the session i
 under the same key, checked in constant time.
 
 Guessing the token is throttled per client (`LoginThrottle`, by the connection's
-address): after LOGIN_FREE_ATTEMPTS wrong tokens a client waits before its next try,
+address; an IPv6 client by its /64 network, which one host commonly holds whole):
+after LOGIN_FREE_ATTEMPTS wrong tokens a client waits before its next try,
 1 s and then twice as long after each further wrong one, up to LOGIN_MAX_WAIT; while it
 waits every login of that client is refused (429 with Retry-After), the right token
 too. A right token clears the count; a client quiet for LOGIN_FORGET_AFTER is
@@ -30,6 +31,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 import time
@@ -136,6 +138,19 @@ class Sessions:
         if secure:
             parts.append("Secure")
         return "; ".join(parts)
+
+
+def client_of(remote: str | None) -> str:
+    """What the login throttle counts by: an IPv4 address, or an IPv6 address's /64."""
+    try:
+        address = ipaddress.ip_address(remote or "")
+    except ValueError:
+        return remote or ""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 @dataclass

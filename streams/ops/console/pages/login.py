@@ -13,7 +13,7 @@ from aiohttp import web
 
 from streams.ops.console.layout import login_page
 from streams.ops.console.responses import is_secure, page, see_other
-from streams.ops.console.session import COOKIE, Session
+from streams.ops.console.session import COOKIE, Session, client_of
 
 if TYPE_CHECKING:
     from streams.ops.console.web import Console
@@ -29,7 +29,7 @@ async def login_form(console: Console, request: web.Request, session: None) -> w
 
 async def login(console: Console, request: web.Request, session: None) -> web.StreamResponse:
     sessions = console.sessions
-    client = request.remote or ""
+    client = client_of(request.remote)
     wait = console.throttle.wait(client)
     if wait > 0:
         retry = max(1, math.ceil(wait))
