@@ -14,7 +14,7 @@ the records it fetched before its post-recovery seek and sits idle on them (seen
 the first runs of this baseline).
 
 Run as its own worker process, with its own app id and data dir, configured by the
-variables a cs-relay worker reads (`bench.run.worker_env` writes them):
+variables a cs-relay worker reads (`bench.harness.worker_env` writes them):
 
     python -m bench.naive worker -l info
 

@@ -65,6 +65,10 @@ class Settings:
     # forwarding); empty: `web_host`, or this machine's host name when that is a
     # wildcard such as 0.0.0.0 (a container's name in Docker Compose).
     web_advertised_host: str = ""
+    # More names the web server answers to (CS_RELAY_WEB_ALLOWED_HOSTS, comma-separated);
+    # besides these only localhost, loopback addresses, `web_host` and the advertised host
+    # (streams/ops/hostcheck.py: against DNS rebinding).
+    web_allowed_hosts: tuple[str, ...] = ()
     topic_partitions: int = 8
     # Copies of each topic cs-relay or Faust creates (input, dead letters, by-user, the
     # changelogs). 1 suits a single local broker; use 3 on a production cluster, where
@@ -159,6 +163,7 @@ class Settings:
             web_advertised_host=read.text(
                 "CS_RELAY_WEB_ADVERTISED_HOST", d.web_advertised_host, check=_advertised_host
             ),
+            web_allowed_hosts=_host_list(read.text("CS_RELAY_WEB_ALLOWED_HOSTS", "", check=_allowed_hosts)),
             topic_partitions=read.integer("CS_RELAY_TOPIC_PARTITIONS", d.topic_partitions, low=1, high=1024),
             topic_replication_factor=read.integer(
                 "CS_RELAY_TOPIC_REPLICATION_FACTOR", d.topic_replication_factor, low=1, high=32
@@ -320,6 +325,22 @@ def _advertised_host(value: str) -> str | None:
         url = None
     if url is None or url.port != 1 or not url.host or url.user or url.path != "/" or any(c.isspace() for c in value):
         return "expected a host name or address, without scheme or port"
+    return None
+
+
+def _host_list(value: str) -> tuple[str, ...]:
+    names = (name.strip().strip("[]").rstrip(".").lower() for name in value.split(","))
+    return tuple(dict.fromkeys(name for name in names if name))
+
+
+def _allowed_hosts(value: str) -> str | None:
+    items = [item.strip() for item in value.split(",")]
+    for number, item in enumerate(items, 1):
+        if not item or _advertised_host(item):
+            return (
+                f"item {number} of {len(items)}: expected host names or addresses, "
+                "without scheme or port, comma-separated"
+            )
     return None
 
 

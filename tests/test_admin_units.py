@@ -470,3 +470,140 @@ def test_ready_answers_not_ready_with_the_reason_once_work_failed_for_good():
     failure.append("work for an event of ('in', 0) failed for good: RuntimeError: refused")
     ready, details = admin.readiness()
     assert not ready and details["failed"].startswith("work for an event")
+
+
+# ------------------------------------------------------------------ forwarding to peers (issue 22, finding 10)
+
+
+class _View:
+    """The two answers of a Faust view that `Admin.forward` uses."""
+
+    def bytes(self, body: bytes, *, content_type: str, status: int, headers: dict) -> web.Response:
+        return web.Response(body=body, content_type=content_type, status=status, headers=headers)
+
+    def json(self, body: object, *, status: int, headers: dict) -> web.Response:
+        return web.json_response(body, status=status, headers=headers)
+
+
+@pytest.mark.parametrize("token", [TOKEN, ""])
+async def test_a_peer_is_reached_with_the_admin_token_never_the_browsers_cookie(token):
+    """A request forwarded to the worker that owns a key carries this worker's own
+    admin token (none without one) and what the caller of `forward` adds, and none of
+    the browser's headers: not its cookie (the console's session), not its
+    Authorization, nothing else."""
+    from types import SimpleNamespace
+
+    import aiohttp
+    from aiohttp.test_utils import make_mocked_request
+
+    from streams.ops.admin import ROUTED_HEADER, Admin
+
+    seen: list[dict[str, str]] = []
+
+    async def page(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.json_response({"path": request.path_qs}, headers={"X-CS-Relay-Served-By": "peer"})
+
+    peer = web.Application()
+    peer.router.add_get("/{tail:.*}", page)
+    runner, port = await serve(peer, "127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as http_client:
+            admin = Admin.__new__(Admin)  # the forwarding part alone
+            admin.app = SimpleNamespace(http_client=http_client)
+            admin.settings = Settings.from_env({"CS_RELAY_ADMIN_TOKEN": token} if token else {})
+            request = make_mocked_request(
+                "GET",
+                "/console/users/u%202?q=1",
+                headers={
+                    "Cookie": "cs_relay_console=payload.signature",
+                    "Authorization": "Bearer the-browsers-own-header",
+                    "X-Something": "from the browser",
+                },
+            )
+            response = await admin.forward(
+                _View(), request, f"http://127.0.0.1:{port}", {"X-CS-Relay-Console-Session": "sid-1"}
+            )
+    finally:
+        await runner.cleanup()
+    assert response.status == 200 and json.loads(response.body) == {"path": "/console/users/u%202?q=1"}
+    assert response.headers["X-CS-Relay-Served-By"] == "peer"
+    (headers,) = seen
+    assert "Cookie" not in headers and "X-Something" not in headers
+    assert headers.get("Authorization") == (f"Bearer {token}" if token else None)
+    assert headers[ROUTED_HEADER] == "1" and headers["X-CS-Relay-Console-Session"] == "sid-1"
+
+
+# ------------------------------------------------------------------ the Host allow-list (issue 22, finding 10)
+
+
+def test_a_worker_on_loopback_answers_only_to_its_own_names():
+    """Against DNS rebinding: a page from another site, whose name now resolves to
+    127.0.0.1, reaches the worker with its own name in Host. The worker answers only to
+    its bind address, localhost, loopback addresses, its advertised host and the names
+    in CS_RELAY_WEB_ALLOWED_HOSTS."""
+    from streams.ops.hostcheck import allowed_hosts, host_allowed
+
+    allowed = allowed_hosts(Settings.from_env({}))
+    assert allowed is not None
+    for host in ("127.0.0.1:6066", "127.0.0.1", "localhost:6066", "LocalHost.", "[::1]:6066", "127.0.0.2:1", None):
+        assert host_allowed(host, allowed), host
+    refused = (
+        "rebind.attacker.example:6066",
+        "rebind.attacker.example",
+        "localhost.attacker.example",
+        "",
+        "10.0.0.1",
+        "rebind.attacker.example@127.0.0.1",
+        "127.0.0.1/x",
+        "127.0.0.1:x",
+        "[::1",
+        "local host",
+    )
+    for host in refused:
+        assert not host_allowed(host, allowed), host
+
+    configured = Settings.from_env(
+        {"CS_RELAY_WEB_ALLOWED_HOSTS": "Relay.Internal, 10.1.2.3", "CS_RELAY_WEB_ADVERTISED_HOST": "worker-3"}
+    )
+    assert configured.web_allowed_hosts == ("relay.internal", "10.1.2.3")
+    allowed = allowed_hosts(configured)
+    for host in ("relay.internal:6066", "10.1.2.3", "worker-3:6066", "localhost"):
+        assert host_allowed(host, allowed), host
+    assert not host_allowed("rebind.attacker.example", allowed)
+
+    # Bound to every address (a container; the admin token is then required), the names
+    # that reach it are not known: checked only when CS_RELAY_WEB_ALLOWED_HOSTS lists them.
+    wide = {"CS_RELAY_WEB_HOST": "0.0.0.0", "CS_RELAY_ADMIN_TOKEN": TOKEN, "CS_RELAY_WEB_ADVERTISED_HOST": "worker-1"}
+    assert allowed_hosts(Settings.from_env(wide)) is None
+    listed = allowed_hosts(Settings.from_env({**wide, "CS_RELAY_WEB_ALLOWED_HOSTS": "relay.example.com"}))
+    assert host_allowed("relay.example.com:443", listed) and host_allowed("worker-1:6066", listed)
+    assert not host_allowed("rebind.attacker.example", listed)
+
+
+@pytest.mark.parametrize("value", ["http://relay.internal", "relay.internal:6066", "relay internal", "a,,b", "relay/x"])
+def test_bad_allowed_hosts_name_the_variable(value):
+    with pytest.raises(SettingsError, match="CS_RELAY_WEB_ALLOWED_HOSTS"):
+        Settings.from_env({"CS_RELAY_WEB_ALLOWED_HOSTS": value})
+
+
+async def test_the_host_guard_refuses_another_host_before_any_handler():
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from streams.ops.hostcheck import allowed_hosts, host_guard
+
+    served: list[str] = []
+
+    async def secret(request: web.Request) -> web.Response:
+        served.append(request.host)
+        return web.json_response({"traits": {"email": "ada@example.com"}})
+
+    app = web.Application(middlewares=[host_guard(allowed_hosts(Settings.from_env({})))])
+    app.router.add_get("/users/{id}", secret)
+    async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        refused = await client.get("/users/u1", headers={"Host": "rebind.attacker.example:6066"})
+        body = await refused.text()
+        assert refused.status == 403 and "ada@" not in body and "CS_RELAY_WEB_ALLOWED_HOSTS" in body
+        assert served == []
+        ok = await client.get("/users/u1", headers={"Host": f"localhost:{client.port}"})
+        assert ok.status == 200 and len(served) == 1

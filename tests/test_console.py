@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,11 +19,19 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from streams.core.deadletter import DeadLetterRecord, dead_letter_headers, read_headers
 from streams.ops import dlq
-from streams.ops.console import render
+from streams.ops.console import html
 from streams.ops.console.deadletters import Recent, RecentDeadLetters, _Reading, newest_first
 from streams.ops.console.journal import Journal, destination_counts
-from streams.ops.console.session import COOKIE, Sessions
-from streams.ops.console.web import Console, Located, Sources
+from streams.ops.console.session import (
+    COOKIE,
+    LOGIN_FORGET_AFTER,
+    LOGIN_FREE_ATTEMPTS,
+    LOGIN_MAX_WAIT,
+    LoginThrottle,
+    Sessions,
+    client_of,
+)
+from streams.ops.console.web import ROUTED_HEADER, SESSION_HEADER, Console, Located, Sources
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER, replay_headers
 from streams.ops.observe import Stats
 from streams.runtime import retries
@@ -73,6 +82,7 @@ class Fakes:
         self.groups = {"g1": {"v": 2, "group_id": "g1", "name": "Acme", "traits": {"plan": "gold"}, "slots": {}}}
         self.owners: dict[str, str] = {}  # key -> another worker's URL
         self.forwarded: list[str] = []
+        self.forwarded_headers: list[dict[str, str]] = []
         self.replayed: list[Any] = []
         self.dead: list[DeadLetterRecord] = []  # the dead-letter topic, as the fake reader sees it
         self.reads = 0
@@ -111,8 +121,9 @@ class Fakes:
     def locate(self, key: str) -> Located:
         return Located(3, owner=self.owners.get(key))
 
-    async def forward(self, request: web.Request, owner: str) -> web.StreamResponse:
+    async def forward(self, request: web.Request, owner: str, headers: Mapping[str, str]) -> web.StreamResponse:
         self.forwarded.append(f"{owner}{request.path}")
+        self.forwarded_headers.append(dict(headers))
         return web.Response(text="<p>from the owner</p>", content_type="text/html")
 
     async def read_dead_letters(self) -> Recent:
@@ -124,11 +135,24 @@ class Fakes:
         return len(records)
 
 
+def mount(console: Console, app: web.Application) -> None:
+    """The console's routes on a plain aiohttp application, as the worker's Faust views
+    serve them (`web._faust_view`): each through `Console.handle`."""
+    for route in console.routes():
+        for method, handler in (("GET", route.get), ("POST", route.post)):
+            if handler is not None:
+
+                async def serve(request: web.Request, route: Any = route, handler: Any = handler) -> web.StreamResponse:
+                    return await console.handle(route, handler, request, **request.match_info)
+
+                app.router.add_route(method, route.path, serve)
+
+
 @pytest.fixture
 async def console():
     fakes = Fakes()
     app = web.Application()
-    Console(fakes.sources).mount(app)
+    mount(Console(fakes.sources), app)
     client = TestClient(TestServer(app))
     await client.start_server()
     try:
@@ -236,7 +260,7 @@ async def test_login_sets_a_signed_httponly_samesite_strict_cookie_without_the_t
 async def test_the_console_is_off_without_an_admin_token():
     fakes = Fakes(token="")
     app = web.Application()
-    Console(fakes.sources).mount(app)
+    mount(Console(fakes.sources), app)
     async with TestClient(TestServer(app)) as client:
         for path in ["/console", "/console/login", "/console/users/u1"]:
             assert (await client.get(path)).status == 404
@@ -281,9 +305,9 @@ async def test_a_script_trait_is_escaped_on_every_page_that_shows_it(console):
     await login(client)
     for path in [
         "/console/users/u1",
-        render.path("groups", SCRIPT),
+        html.path("groups", SCRIPT),
         "/console/dead-letters",
-        render.path("search", q=SCRIPT),
+        html.path("search", q=SCRIPT),
     ]:
         response = await client.get(path)
         body = await response.text()
@@ -298,9 +322,9 @@ async def test_a_script_trait_is_escaped_on_every_page_that_shows_it(console):
 
 
 def test_fmt_escapes_values_and_html_concatenation_escapes_text():
-    assert render.fmt("<b>{x}</b>", x='<i a="1">&') == "<b>&lt;i a=&quot;1&quot;&gt;&amp;</b>"
-    assert render.Html("<p>") + "<script>" == "<p>&lt;script&gt;"
-    assert render.path("users", "a/b?c#d", reason="x&y") == "/console/users/a%2Fb%3Fc%23d?reason=x%26y"
+    assert html.fmt("<b>{x}</b>", x='<i a="1">&') == "<b>&lt;i a=&quot;1&quot;&gt;&amp;</b>"
+    assert html.Html("<p>") + "<script>" == "<p>&lt;script&gt;"
+    assert html.path("users", "a/b?c#d", reason="x&y") == "/console/users/a%2Fb%3Fc%23d?reason=x%26y"
 
 
 # ------------------------------------------------------------------ pages
@@ -392,7 +416,7 @@ async def test_the_dead_letters_page_says_when_the_topic_cannot_be_read(console)
 
     fakes.sources.dead_letters = broken
     app = web.Application()
-    Console(fakes.sources).mount(app)
+    mount(Console(fakes.sources), app)
     async with TestClient(TestServer(app)) as other:
         await login(other)
         body = await (await other.get("/console/dead-letters")).text()
@@ -586,3 +610,98 @@ async def test_the_runtime_feeds_deliveries_retries_dead_letters_and_groups_to_t
     latest = journal.deliveries("u1")[0]
     assert (latest.message_id, latest.outcome, latest.status, latest.retry) == ("t1", "fail", 400, True)
     assert journal.last_dead_letter_at == world.now  # the console reads the topic again after it
+
+
+# ------------------------------------------------------------------ login throttling (issue 22, finding 10)
+
+
+async def test_wrong_logins_are_throttled_per_client_and_the_right_token_waits_too(console):
+    """A client that keeps guessing the token is made to wait, longer after each wrong
+    guess; while it waits even the right token is refused (no free guesses), with
+    429 and Retry-After. Waiting long enough lets it in again."""
+    fakes = Fakes()
+    now = [NOW]
+    fakes.sources.clock = lambda: now[0]
+    app = web.Application()
+    mount(Console(fakes.sources), app)
+    async with TestClient(TestServer(app)) as client:
+        for _ in range(LOGIN_FREE_ATTEMPTS):
+            bad = await client.post("/console/login", data={"token": "wrong-token-0123456789"}, allow_redirects=False)
+            assert bad.status == 401
+        refused = await client.post("/console/login", data={"token": TOKEN}, allow_redirects=False)
+        assert refused.status == 429 and COOKIE not in refused.cookies
+        wait = int(refused.headers["Retry-After"])
+        assert wait >= 1 and "Too many" in await refused.text()
+        now[0] += wait
+        again = await client.post("/console/login", data={"token": "wrong-token-0123456789"}, allow_redirects=False)
+        assert again.status == 401  # one more guess after the wait ...
+        longer = await client.post("/console/login", data={"token": TOKEN}, allow_redirects=False)
+        assert longer.status == 429 and int(longer.headers["Retry-After"]) > wait  # ... and a longer wait
+        now[0] += int(longer.headers["Retry-After"])
+        assert (await client.post("/console/login", data={"token": TOKEN}, allow_redirects=False)).status == 303
+
+
+def test_the_login_throttle_is_per_client_bounded_and_forgets():
+    now = [NOW]
+    throttle = LoginThrottle(clock=lambda: now[0], max_clients=3)
+    for _ in range(LOGIN_FREE_ATTEMPTS):
+        assert throttle.wait("10.0.0.1") == 0
+        throttle.failed("10.0.0.1")
+    assert throttle.wait("10.0.0.1") > 0
+    assert throttle.wait("10.0.0.2") == 0  # another client is not held back by the first
+    for n in range(20):
+        throttle.failed(f"10.0.1.{n}")
+    assert len(throttle) <= 3  # bounded: a flood of clients cannot grow it
+    throttle.failed("10.0.0.9")
+    throttle.succeeded("10.0.0.9")
+    assert throttle.wait("10.0.0.9") == 0 and "10.0.0.9" not in throttle
+    for _ in range(LOGIN_FREE_ATTEMPTS + 30):
+        throttle.failed("10.0.0.3")
+    assert throttle.wait("10.0.0.3") <= LOGIN_MAX_WAIT
+    now[0] += LOGIN_MAX_WAIT + LOGIN_FORGET_AFTER + 1
+    assert throttle.wait("10.0.0.3") == 0
+
+
+def test_the_throttle_counts_an_ipv6_client_by_its_64_network():
+    """One host commonly holds a whole IPv6 /64: counted by address, it would have
+    unlimited guesses."""
+    assert client_of("2001:db8:1:2::1") == client_of("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client_of("2001:db8:1:3::1") != client_of("2001:db8:1:2::1")
+    assert client_of("10.0.0.1") == "10.0.0.1" and client_of("::ffff:10.0.0.1") == "10.0.0.1"
+    assert client_of(None) == "" and client_of("unix-socket") == "unix-socket"
+
+
+# ------------------------------------------------------------------ forwarding to the owner (issue 22, finding 10)
+
+
+async def test_a_forwarded_user_page_carries_the_session_id_not_the_cookie(console):
+    fakes, client = console
+    fakes.owners["u2"] = "http://worker-b:6067"
+    cookie = await login(client)
+    await client.get("/console/users/u2")
+    (request_headers,) = fakes.forwarded_headers
+    session = Sessions(TOKEN, clock=lambda: NOW).read(cookie)
+    assert request_headers == {SESSION_HEADER: session.sid}
+
+
+async def test_the_owner_serves_a_forwarded_page_on_the_admin_token_and_the_session_id(console):
+    """The worker that owns a user answers a peer that sends the admin token and the
+    browser's session id (never its cookie), with forms carrying that session's CSRF
+    token; without the token, or with a wrong one, it answers 401 as to anyone."""
+    fakes, client = console
+    sessions = Sessions(TOKEN, clock=lambda: NOW)
+    _, session = sessions.issue()
+    peer = {ROUTED_HEADER: "1", SESSION_HEADER: session.sid}
+    response = await client.get("/console/users/u1", headers={**peer, "Authorization": f"Bearer {TOKEN}"})
+    body = await response.text()
+    assert response.status == 200 and "Ada" in body
+    assert f'name="csrf" value="{sessions.csrf(session)}"' in body
+    wrong = {**peer, "Authorization": f"Bearer {TOKEN}x"}
+    for headers in (peer, wrong, {ROUTED_HEADER: "1", "Authorization": f"Bearer {TOKEN}"}):
+        refused = await client.get("/console/users/u1", headers=headers)
+        assert refused.status == 401 and "Ada" not in await refused.text(), headers
+    # Not for a POST: a peer only ever forwards pages.
+    post = await client.post(
+        "/console/logout", data={"csrf": sessions.csrf(session)}, headers={**peer, "Authorization": f"Bearer {TOKEN}"}
+    )
+    assert post.status == 401

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.core.dedupe import Seen, Verdict, check, prune
+from streams.core.dedupe import Seen, Verdict, prune
 from streams.runtime.inflight import Redeliveries
+from tests.coretools import dedupe_check as check
 
 DAY = 24 * 3600.0
 

@@ -102,6 +102,11 @@ async def test_state_pages_metrics_status_and_the_commands(pipeline: Pipeline, c
         lambda: get_json(worker, "/users/u1"), lambda a: a[0] == 200 and a[1]["traits"], what="u1's state"
     )
     assert user["group_id"] == "acme" and user["traits"] == {"email": "u1@acme.io"}
+    # No token on loopback: a page of another site whose name now resolves to 127.0.0.1
+    # (DNS rebinding) sends its own name as Host and is refused (issue 22, finding 10).
+    status, _, body = await http(worker, "/users/u1", Host=f"rebind.attacker.example:{worker.web_port}")
+    assert status == 403 and "u1@acme.io" not in body, body
+    assert (await http(worker, "/users/u1", Host=f"localhost:{worker.web_port}"))[0] == 200
     # Version 2 records: CustomerSuccessBox's ids are in its slot (issue 12).
     assert user["slots"]["customersuccessbox"] == {"account_id": "acc-1"}
     status, group = await get_json(worker, "/groups/acme")
@@ -237,6 +242,19 @@ async def test_any_of_two_workers_answers_for_every_user(pipeline: Pipeline):
         f"http://127.0.0.1:{workers[0].web_port}",
         f"http://localhost:{workers[1].web_port}",
     }
+
+    # The console's user page, asked of either worker, shows both users: a page for a user
+    # of the other worker is forwarded with the admin token and the session id, not the
+    # browser's cookie (issue 22, finding 10), and the owner accepts that.
+    for worker in workers:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            async with browser.post(url(worker, "/console/login"), data={"token": ADMIN_TOKEN}) as response:
+                assert response.status == 200, await response.text()  # the redirect to /console, followed
+            for user in users:
+                async with browser.get(url(worker, f"/console/users/{user}")) as response:
+                    body = await response.text()
+                    assert response.status == 200 and f"User {user}" in body, body[:2000]
+                    assert 'name="csrf"' in body
 
 
 async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):

@@ -3,9 +3,10 @@ pending record, ahead of that user's later events for the same partner."""
 
 from __future__ import annotations
 
-from streams.core.pending import Parked, Pending, due, next_retry_at, park, retried
+from streams.core.pending import Parked, Pending, next_retry_at, park, retried
 from streams.destinations.clientsuccess import mapping as cs
 from streams.destinations.customersuccessbox import mapping as csb
+from tests.coretools import pending_due as due
 from tests.factories import msg
 from tests.test_relay import World
 

@@ -11,6 +11,7 @@ from streams.core import pendingrows
 from streams.core.pending import Item, Parked, Pending, Queue, confirm, hold, park, release
 from streams.core.pendingrows import INDEX_MAX_BYTES, MAX_DESTINATIONS, MAX_EVENTS_BOUND, changes, index_row, read
 from streams.core.positions import INPUT_BASE
+from tests.coretools import user_of_payload_key
 
 RAW = json.dumps({"type": "track", "userId": "u1", "event": "E", "properties": {"x": "y" * 500}})
 SOURCE = {"topic": "in", "partition": 3, "offset": 17}
@@ -139,7 +140,7 @@ def replace_times(p: Parked, t: float) -> Parked:
 
 def test_payload_keys_name_their_user():
     key = pendingrows.payload_key('we"ird\x00user', "cs", 12)
-    assert pendingrows.user_of_payload_key(key) == 'we"ird\x00user'
+    assert user_of_payload_key(key) == 'we"ird\x00user'
 
 
 def test_fit_takes_out_the_newest_events_by_their_place_in_the_queue_not_their_number():

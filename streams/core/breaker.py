@@ -238,6 +238,3 @@ class Breakers:
                     self._closed_seen[dest] = breaker.since
                     out.append(dest)
         return out
-
-    def states(self) -> dict[str, str]:
-        return {dest: str(b.state) for dest, b in self.items()}

@@ -75,35 +75,6 @@ def _entries(raw: Mapping[str, Any] | None) -> dict[str, tuple[int, float]]:
     return {k: (int(v[0]), float(v[1])) for k, v in (raw or {}).items()}
 
 
-def check(
-    seen: Seen,
-    message_id: str,
-    offset: int,
-    now: float,
-    *,
-    window: float,
-    max_ids: int,
-    replay: bool = False,
-    replay_of: str | None = None,
-) -> tuple[Verdict, Seen]:
-    """Classify a record and return the user's record with it remembered (and pruned).
-    A replayed dead letter (`replay_of`: its identity) is classified by that identity
-    instead of its messageId; a `replay` without one is never a duplicate."""
-    if replay_of is not None:
-        verdict = _classify(seen.replays.get(replay_of), offset, now, window)
-        if verdict is Verdict.DUPLICATE:
-            return verdict, seen
-        replays = {**seen.replays, replay_of: (offset, now)}
-        return verdict, prune(Seen(seen.ids, replays), now, window=window, max_ids=max_ids)
-    verdict = _classify(seen.ids.get(message_id), offset, now, window)
-    if verdict is Verdict.DUPLICATE and not replay:
-        return verdict, seen
-    if verdict is Verdict.DUPLICATE:
-        verdict = Verdict.REDELIVERED
-    ids = {**seen.ids, message_id: (offset, now)}
-    return verdict, prune(Seen(ids, seen.replays), now, window=window, max_ids=max_ids)
-
-
 def _classify(known: tuple[int, float] | None, offset: int, now: float, window: float) -> Verdict:
     if known is None or now - known[1] > window:
         return Verdict.NEW

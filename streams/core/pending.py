@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 from streams.core.state import STATE_VERSION, check_version
@@ -247,10 +246,6 @@ def adopt(pending: Pending, earlier: Pending, first: int | None = None) -> Pendi
     return replace(pending, next_seq=max(pending.next_seq, next_seq))
 
 
-def held_at_iso(item: Item) -> str:
-    return datetime.fromtimestamp(item.held_at).astimezone().isoformat()
-
-
 # ------------------------------------------------------------------ parked deliveries
 
 
@@ -301,11 +296,6 @@ def expire_parked(
             keep = (replace(keep[0], next_at=min(keep[0].next_at, now)), *keep[1:])
         pending = pending.with_queue(dest, replace(queue, parked=keep))
     return pending, expired
-
-
-def due(pending: Pending, now: float) -> list[tuple[str, Parked]]:
-    """The parked heads whose retry time has come, per destination."""
-    return [(dest, q.parked[0]) for dest, q in pending.queues.items() if q.parked and q.parked[0].next_at <= now]
 
 
 def next_retry_at(pending: Pending) -> float | None:

@@ -54,10 +54,6 @@ def payload_key(user: str, destination: str, seq: int) -> str:
     return json.dumps([user, destination, seq], separators=(",", ":"))
 
 
-def user_of_payload_key(key: str) -> str:
-    return str(json.loads(key)[0])
-
-
 def index_row(pending: Pending) -> dict[str, Any]:
     """What the `pending` table keeps of `pending` (no event bodies)."""
     return {

@@ -147,10 +147,6 @@ class Message:
         """`context.groupId`: the group/account the call was made for, if given."""
         return _loose_id(self.context.get("groupId"))
 
-    def to_json_bytes(self) -> bytes:
-        """`raw` as compact UTF-8 JSON; `parse` of it gives an equal Message."""
-        return _dumps(self.raw).encode("utf-8")
-
 
 # --------------------------------------------------------------------------- entry points
 

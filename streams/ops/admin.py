@@ -27,6 +27,10 @@ Kafka's default partitioner, as the producer of the by-user topic does, and the 
 comes from Faust's own assignment metadata (`app.router.table_metadata`).
 Groups are a GlobalTable, in every worker: served locally.
 
+Every page, open ones included, answers only to the worker's own names in `Host`
+(streams.ops.hostcheck, CS_RELAY_WEB_ALLOWED_HOSTS: against DNS rebinding). A request
+forwarded to a peer carries this worker's admin token, never the caller's headers.
+
 Faust's built-in pages that expose data or topology (`/table`, `/router`, statistics,
 `/graph`, `/performance`) are switched off.
 """
@@ -47,6 +51,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
 from streams.core.redact import redact
+from streams.ops.hostcheck import allowed_hosts, host_guard
 from streams.ops.logs import logging_config
 from streams.ops.observe import (
     Snapshot,
@@ -277,20 +282,29 @@ class Admin:
         if not same_worker(owner, self.app.conf.canonical_url):
             if request.headers.get(ROUTED_HEADER):
                 return self.respond(view, 503, error("unavailable", "partition ownership is moving; try again"))
-            return await self.forward(view, request, owner, body)
+            return await self.forward(view, request, owner, body=body)
         status, answer = read(key)
         return self.respond(
             view, status, answer, {SERVED_BY_HEADER: str(self.app.conf.canonical_url), PARTITION_HEADER: str(partition)}
         )
 
     async def forward(
-        self, view: web.View, request: web.Request, owner: str, body: bytes | None = None
+        self,
+        view: web.View,
+        request: web.Request,
+        owner: str,
+        extra: Mapping[str, str] | None = None,
+        body: bytes | None = None,
     ) -> web.Response:
+        """The same request (a GET, or a POST with its `body`) to the owner. The peer is
+        reached with this worker's own admin token and `extra` (the console adds its
+        session id), never with the caller's headers: a browser's cookie does not travel
+        between workers."""
         target = URL(owner).with_path(request.rel_url.raw_path, encoded=True).with_query(request.rel_url.query)
-        headers = {ROUTED_HEADER: "1"}
-        for name in ("Authorization", "Cookie"):  # Cookie: the console's session (streams.ops.console)
-            if name in request.headers:
-                headers[name] = request.headers[name]
+        headers = {**(extra or {}), ROUTED_HEADER: "1"}
+        token = self.settings.admin_token.reveal()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         try:
             if body is not None:
                 headers["Content-Type"] = "application/json"
@@ -399,6 +413,9 @@ def install(
     """Wire the endpoints, metrics hooks and log format into the app (called once, at
     the end of `streams.runtime.app`)."""
     switch_off_faust_pages(app)
+    allowed = allowed_hosts(settings)
+    if allowed is not None:  # before the server starts: aiohttp freezes its middlewares then
+        cast(Any, app.web).web_app.middlewares.append(host_guard(allowed))
     app.conf.logging_config = logging_config(
         level=settings.log_level, log_format=settings.log_format, secrets=settings.secrets()
     )

@@ -20,7 +20,7 @@ from streams.destinations.webhook.mock import create_app
 from streams.destinations.webhook.settings import WebhookSettings
 from streams.envreader import EnvReader
 from streams.runtime.delivery import PartnerClient, Result
-from tests.factories import msg
+from tests.factories import json_bytes, msg
 
 SECRET = "demo-webhook-secret"
 
@@ -99,7 +99,7 @@ async def test_the_delivery_clients_bytes_verify_at_a_receiver_written_for_segme
     assert (result.outcome, result.status) == (Outcome.DONE, 200)
     [record] = records
     assert record["path"] == "/webhook" and record["method"] == "POST"
-    assert record["json"] == json.loads(message.to_json_bytes())
+    assert record["json"] == json.loads(json_bytes(message))
     headers = record["headers"]
     assert headers["Content-Type"] == "application/json"
     assert headers["User-Agent"] == f"cs-relay/{__version__}"
