@@ -56,7 +56,7 @@ async def test_the_walkthrough(pipeline: Pipeline, capsys, monkeypatch):
     held = json.loads(out)["queues"]["clientsuccess"]["held"]
     assert code == 0 and held[0]["message"]["event"] == "Report Built"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", held[0]["held_at"]), held
-    assert "next_seq" not in out and '"v"' not in out
+    assert "seq" not in out and '"v"' not in out
 
     # The group call releases it.
     await pipeline.send(seg("group", "u-ada", 2, groupId="acme", traits={"name": "Acme", "account_id": "acc-1"}))

@@ -72,7 +72,6 @@ def test_inspect_shows_times_as_iso_and_held_calls_as_json():
             "clientsuccess": {
                 "held": [
                     {
-                        "seq": 5,
                         "held_at": "2026-12-01T00:00:00.250Z",
                         "message": {"type": "track", "event": "E"},
                         "source": {},
@@ -81,7 +80,6 @@ def test_inspect_shows_times_as_iso_and_held_calls_as_json():
                 "releasing": [],
                 "parked": [
                     {
-                        "seq": 6,
                         "first_failed_at": "2026-12-01T00:00:01.000Z",
                         "next_at": "2026-12-01T00:00:11.500Z",
                         "attempts": 2,

@@ -98,7 +98,7 @@ def wants_color(out: TextIO) -> bool:
 
 def _failed(status: int, body: Any, err: TextIO, token: str) -> int:
     detail = body.get("detail") or body.get("error") if isinstance(body, dict) else None
-    hint = f" ({token_hint(token)})" if status == 401 else ""
+    hint = f"; {token_hint(token)}" if status == 401 else ""
     print(f"error: the worker answered {status}: {detail or body}{hint}", file=err)
     return 1
 
@@ -107,7 +107,7 @@ def token_hint(token: str) -> str:
     """What to do about a 401: the worker was started with CS_RELAY_ADMIN_TOKEN."""
     if not token:
         return (
-            "the worker was started with CS_RELAY_ADMIN_TOKEN; export the same value in this shell "
+            "the worker was started with CS_RELAY_ADMIN_TOKEN: export the same value in this shell "
             "(export CS_RELAY_ADMIN_TOKEN=...) and run the command again"
         )
     return "CS_RELAY_ADMIN_TOKEN in this shell is not the worker's: export the value the worker was started with"
@@ -115,8 +115,9 @@ def token_hint(token: str) -> str:
 
 # Record fields the worker keeps as unix seconds; `readable` shows them as ISO 8601.
 _TIME_SUFFIXES = ("_at", "_since")
-# Record fields that say nothing to an operator: the format version, the next number to give.
-_INTERNAL = frozenset({"v", "next_seq"})
+# Record fields that say nothing to an operator: the format version, the numbers that
+# order a user's waiting events (the list's order says it).
+_INTERNAL = frozenset({"v", "seq", "next_seq"})
 
 
 def iso(seconds: float) -> str:
@@ -127,7 +128,7 @@ def iso(seconds: float) -> str:
 def readable(value: Any) -> Any:
     """A worker's record for people: unix-second times (`held_at`, `next_at`,
     `merging_since`, ...) as ISO 8601, a waiting call's `raw` text as its JSON
-    (`message`), without the format version and internal counters."""
+    (`message`), without the format version and the internal sequence numbers."""
     if isinstance(value, list):
         return [readable(v) for v in value]
     if not isinstance(value, dict):
