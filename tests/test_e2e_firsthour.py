@@ -6,26 +6,17 @@ that says to export CS_RELAY_ADMIN_TOKEN."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 
 import pytest
 
-from streams.cli.commands import main as cli_main
 from tests.pipeline import Pipeline
-from tests.test_e2e_admin import get_json, seg, wait_ready
+from tests.test_e2e_admin import get_json, run_cli, seg, wait_ready
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "walkthrough-token-5e8a1c"
-
-
-async def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = await asyncio.to_thread(cli_main, list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 async def test_the_walkthrough(pipeline: Pipeline, capsys, monkeypatch):
