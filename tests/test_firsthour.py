@@ -9,7 +9,7 @@ import time
 from aiokafka import errors as kafka_errors
 
 from streams.cli.inspection import group_copy_note, readable, token_hint
-from streams.ops.logs import COORDINATOR_LOGGER, StartupNoise
+from streams.ops.logs import COORDINATOR_LOGGER, StartupNoise, quiet_startup_noise
 
 
 class Collect(logging.Handler):
@@ -25,14 +25,15 @@ def coordinator_lines(noise: StartupNoise, *errors: Exception) -> list[tuple[str
     """What aiokafka's coordinator logger writes for each error, with `noise` on it."""
     logger = logging.getLogger(COORDINATOR_LOGGER)
     collect = Collect()
+    before = logger.filters[:]  # a worker's own filter, had this process installed one
     logger.addHandler(collect)
-    logger.addFilter(noise)
+    logger.filters[:] = [noise]
     try:
         for error in errors:
             # the very call aiokafka makes (aiokafka/consumer/group_coordinator.py)
             logger.error("Group Coordinator Request failed: %s", error)
     finally:
-        logger.removeFilter(noise)
+        logger.filters[:] = before
         logger.removeHandler(collect)
     return [(r.levelname, r.getMessage()) for r in collect.records]
 
@@ -53,6 +54,17 @@ def test_a_coordinator_not_elected_yet_is_info_at_start_up_and_an_error_after():
     # Any other error stays an error, even at start-up.
     denied = kafka_errors.GroupAuthorizationFailedError()
     assert coordinator_lines(StartupNoise(grace=60), denied)[0][0] == "ERROR"
+
+
+def test_the_filter_is_installed_once():
+    logger = logging.getLogger(COORDINATOR_LOGGER)
+    before = logger.filters[:]
+    try:
+        first = quiet_startup_noise()
+        assert quiet_startup_noise() is first
+        assert sum(isinstance(f, StartupNoise) for f in logger.filters) == 1
+    finally:
+        logger.filters[:] = before
 
 
 def test_inspect_shows_times_as_iso_and_held_calls_as_json():
