@@ -5,15 +5,15 @@ mocks agree on credentials. `--workers N` starts N workers in one consumer group
 with its own data dir (`var/dev/worker-{i}`), web port (6066+i) and log
 (`var/dev/worker-{i}.log`). Ctrl-C (or SIGTERM) stops the workers first, then the
 mocks, then Kafka. With `--demo` it sends the bundled sample traffic and prints what
-each mock partner received; each demo run prefixes the sample's messageIds with its
-own tag, so a second run is new traffic rather than duplicates of the first (Kafka and
+each partner received, and where the console is (`devtools/demo_report.py`; without
+CS_RELAY_ADMIN_TOKEN the workers get a development token); each demo run prefixes the
+sample's messageIds with its own tag, so a second run is new traffic rather than duplicates of the first (Kafka and
 the workers' state in var/dev/ carry over between runs).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import aiohttp
 
+from devtools.demo_report import DEV_ADMIN_TOKEN, demo_report
 from mockservers.server import credentials_from_env, worker_partner_env
 from streams.destinations import REGISTRY
 
@@ -42,6 +43,7 @@ def dev_environment(bootstrap: str, mock_ports: dict[str, int] | None = None, da
     env["KAFKA_BOOTSTRAP_SERVERS"] = bootstrap
     env.setdefault("CS_RELAY_DATA_DIR", str(data_dir or Path("var/dev/worker")))
     env.setdefault("CS_RELAY_TOPIC_PARTITIONS", "4")
+    env.setdefault("CS_RELAY_ADMIN_TOKEN", DEV_ADMIN_TOKEN)  # the console is on (devtools/demo_report.py)
     return env
 
 
@@ -125,43 +127,6 @@ async def wait_group_ready(
                     f"the workers did not share the {partitions} partitions of {topic} within {timeout:.0f}s"
                 )
             await asyncio.sleep(0.3)
-
-
-async def settled_requests(url: str, *, quiet_for: float = 3.0, timeout: float = 90.0) -> list:
-    """The mock's recorded requests once no new one has arrived for `quiet_for` seconds."""
-    deadline = time.monotonic() + timeout
-    last, since = -1, time.monotonic()
-    async with aiohttp.ClientSession() as session:
-        while True:
-            async with session.get(url + "/_mock/requests") as response:
-                requests = await response.json()
-            if len(requests) != last:
-                last, since = len(requests), time.monotonic()
-            elif len(requests) and time.monotonic() - since >= quiet_for:
-                return requests
-            if time.monotonic() > deadline:
-                return requests
-            await asyncio.sleep(0.5)
-
-
-async def demo_summary(urls: dict[str, str]) -> str:
-    """What each destination's mock received, and what it now knows."""
-    lines = []
-    for p in REGISTRY:
-        name, url = p.name, urls[p.key]
-        requests = await settled_requests(url)
-        ok = sum(1 for r in requests if 200 <= r["status"] < 300)
-        lines.append(f"\n== {name} received {len(requests)} requests ({ok} accepted) ==")
-        for r in requests[:40]:
-            body = json.dumps(r.get("json"), separators=(",", ":"))
-            lines.append(f"  {r['status']} {r['method']} {r['path']}  {body[:140]}")
-        if len(requests) > 40:
-            lines.append(f"  ... and {len(requests) - 40} more")
-        async with aiohttp.ClientSession() as session:
-            async with session.get(url + "/_mock/state") as response:
-                state = await response.json()
-        lines.append(f"  partner view: {json.dumps(state)[:600]}")
-    return "\n".join(lines)
 
 
 def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
@@ -269,7 +234,7 @@ def run_dev(
                 )
             )
             print("waiting for deliveries to settle ...")
-            print(asyncio.run(demo_summary(urls)))
+            print(asyncio.run(demo_report(urls, [spec.url for spec in specs], env, SAMPLE)))
             if exit_after:
                 return 0
         print("running; Ctrl-C stops the workers, the mocks and Kafka")

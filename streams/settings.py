@@ -129,6 +129,12 @@ class Settings:
         return settings
 
     @classmethod
+    def from_reader(cls, read: EnvReader) -> Settings:
+        """The settings read through `read`: one that records what it reads
+        (`streams.settingsview`, `cs-relay config`), or collects every problem."""
+        return cls._read(read, cls())
+
+    @classmethod
     def _read(cls, read: EnvReader, d: Settings) -> Settings:
         settings = cls._read_each(read, d)
         problem = settings.exposure_problem()

@@ -7,6 +7,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -145,7 +146,7 @@ SECRET = "s3cret-csb-key-value"
 TOKEN = "admin-token-0123456789"
 
 
-def test_config_prints_every_setting_with_secrets_masked(monkeypatch, capsys):
+def test_config_names_each_setting_by_its_variable_and_marks_destinations(monkeypatch, capsys):
     for name in list(os.environ):
         if name.startswith(("CS_RELAY_", "KAFKA_", "CLIENTSUCCESS_", "CSB_", "WEBHOOK_")):
             monkeypatch.delenv(name)
@@ -158,19 +159,35 @@ def test_config_prints_every_setting_with_secrets_masked(monkeypatch, capsys):
     assert main(["config"]) == 0
     out = capsys.readouterr().out
     assert SECRET not in out and TOKEN not in out
-    lines = dict(line.split(" = ", 1) for line in out.splitlines())
-    assert lines["web_port"] == "7000" and lines["admin_token"] == "***"
-    assert lines["destinations.customersuccessbox.api_key"] == "***"
-    assert lines["destinations.customersuccessbox.base_url"] == "https://acme.customersuccessbox.com"
-    assert lines["destinations.webhook.url"] == "https://hooks.example.com/in"
-    assert lines["destinations.clientsuccess.api_key"] == ""  # unset: disabled, and visibly so
-    from streams.settings import Settings
+    # Whose settings these are, and how to see a running worker's.
+    assert out.startswith("# The settings this shell's environment gives a worker started here")
+    assert "cs-relay config --url" in out.splitlines()[0]
+    head, variables = out.split("\nvariables:\n")
+    assert "  ClientSuccess       off (set CLIENTSUCCESS_SOURCE_ID and CLIENTSUCCESS_API_KEY to enable it)" in head
+    assert "  CustomerSuccessBox  on" in head and "  Webhooks            on" in head
+    lines = dict(line.split(" = ", 1) for line in variables.splitlines())
+    assert lines["CS_RELAY_WEB_PORT"] == "7000" and lines["CS_RELAY_ADMIN_TOKEN"] == "***"
+    assert lines["CSB_API_KEY"] == "***" and lines["CSB_BASE_URL"] == "https://acme.customersuccessbox.com"
+    assert lines["WEBHOOK_URL"] == "https://hooks.example.com/in"
+    assert lines["CLIENTSUCCESS_API_KEY"] == "(unset)"  # unset: disabled, and visibly so
+    assert (
+        lines["CS_RELAY_TOPIC_PARTITIONS"] == "8  (default)"
+        and lines["KAFKA_SECURITY_PROTOCOL"] == "PLAINTEXT  (default)"
+    )
+    # Every variable cs-relay reads, by the name a user sets, and nothing else.
+    from streams.destinations import REGISTRY
+    from streams.kafkaconn import VARIABLES as KAFKA_VARIABLES
 
-    every = Settings.from_env().redacted()
-    assert {name.split(".")[0] for name in lines} == set(every)  # all of them
+    expected = {v.name for p in REGISTRY for v in p.variables} | set(KAFKA_VARIABLES) | {"KAFKA_BOOTSTRAP_SERVERS"}
+    assert expected <= set(lines) and all(re.fullmatch(r"[A-Z][A-Z0-9_]+", name) for name in lines)
+    assert {"CS_RELAY_MAPPINGS", "CS_RELAY_DATA_DIR", "CS_RELAY_LOG_FORMAT"} <= set(lines)
     assert main(["config", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert doc == every and doc["destinations"]["webhook"]["headers"] == [["Authorization", "***"]]
+    assert doc["source"] == "environment" and doc["variables"].keys() == lines.keys()
+    assert doc["variables"]["CSB_API_KEY"] == {"value": "***", "set": True}
+    assert doc["variables"]["CS_RELAY_WEB_PORT"] == {"value": 7000, "set": True}
+    assert doc["destinations"]["clientsuccess"]["enabled"] is False
+    assert SECRET not in json.dumps(doc)
 
 
 def test_config_names_each_bad_variable_and_exits_1(monkeypatch, capsys):
@@ -258,6 +275,17 @@ def test_send_keeps_a_bounded_number_of_records_in_flight(monkeypatch, tmp_path)
     shown = stream.getvalue().splitlines()
     assert len(shown) >= 2 and shown[-1].startswith("sent 2,000, 100%, ")
     assert all(line.startswith("sent ") and "/s" in line for line in shown)
+
+
+def test_send_says_one_message_in_the_singular(monkeypatch, tmp_path):
+    fake = FakeProducer()
+    monkeypatch.setattr(producer_module, "_producer", lambda bootstrap, security: fake)
+    path = tmp_path / "one.jsonl"
+    path.write_text(json.dumps({"type": "track", "userId": "u1", "event": "e"}) + "\n")
+    out = io.StringIO()
+    progress = Progress("sent", total=path.stat().st_size, stream=io.StringIO(), tty=False)
+    assert asyncio.run(producer_module.send_file(path, "x:1", "topic", progress=progress, out=out)) == 0
+    assert out.getvalue() == f"sent 1 message from {path} to topic\n"
 
 
 def test_progress_on_a_terminal_is_one_redrawn_line_with_a_bar_and_a_rate():

@@ -81,7 +81,8 @@ def test_the_demo_waits_for_a_formed_group():
 
 
 def _summary_counts(output: str) -> dict[str, tuple[int, int]]:
-    found = re.findall(r"== (ClientSuccess|CustomerSuccessBox) received (\d+) requests \((\d+) accepted\) ==", output)
+    """Requests and accepted per partner, from the demo's closing table (devtools/demo_report.py)."""
+    found = re.findall(r"^(ClientSuccess|CustomerSuccessBox) +\S+ +\S+ +(\d+) +(\d+) ", output, re.M)
     return {name: (int(total), int(accepted)) for name, total, accepted in found}
 
 
@@ -112,6 +113,8 @@ def test_make_run_demo_delivers_its_sample_again_when_run_a_second_time(kafka_bo
         "--clientsuccess-port",
         str(free_port()),
         "--csb-port",
+        str(free_port()),
+        "--webhook-port",
         str(free_port()),
     ]
     runs = []

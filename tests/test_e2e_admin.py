@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import streams
 from mockservers.server import DEMO_CREDENTIALS
 from streams.cli.commands import main as cli_main
+from streams.cli.inspection import readable
 from streams.ops.admin import owner_partition
 from tests.pipeline import Pipeline, Worker
 
@@ -168,9 +169,11 @@ async def test_state_pages_metrics_status_and_the_commands(pipeline: Pipeline, c
     # The commands, in-process against the worker (stdout is not a terminal: plain JSON).
     base = url(worker, "")
     code, out, _ = await run_cli(capsys, "inspect", "user", "u1", "--url", base)
-    assert code == 0 and json.loads(out) == user and "\033[" not in out and out.count("\n") > 3
+    record, note = out.split("\n\ngroup_copy: ")  # the record, then what its copy of the group is
+    assert code == 0 and json.loads(record) == readable(user) and "\033[" not in out and out.count("\n") > 3
+    assert note.startswith("this user's own copy of group 'acme'")
     code, out, _ = await run_cli(capsys, "inspect", "group", "acme", "--url", base, "--json")
-    assert code == 0 and json.loads(out) == group and out.count("\n") == 1
+    assert code == 0 and json.loads(out) == readable(group) and out.count("\n") == 1
     code, out, _ = await run_cli(capsys, "inspect", "pending", "u2", "--url", base)
     assert code == 0 and json.loads(out)["queues"].keys() == {"clientsuccess", "customersuccessbox"}
     code, _, err = await run_cli(capsys, "inspect", "user", "nobody", "--url", base)

@@ -80,7 +80,7 @@ async def test_worker_ingest_send_and_dlq_all_go_through_sasl_ssl(secure_pipelin
     lines.write_text(json.dumps({"type": "track", "userId": "u1", "event": "Sent", "messageId": f"{tag}-send"}) + "\n")
     sent = cs_relay("send", str(lines), env=env)
     assert sent.returncode == 0, sent.stderr
-    assert f"sent 1 messages from {lines}" in sent.stdout
+    assert f"sent 1 message from {lines}" in sent.stdout
 
     # the ingest's producer
     sink = KafkaSink(pipe.bootstrap, pipe.input_topic, timeout=20, security=pipe.kafka_security)

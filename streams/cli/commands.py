@@ -3,7 +3,7 @@
     cs-relay kafka   [--port 9092] [--data-dir DIR]      a local Apache Kafka broker
     cs-relay mocks   [--{destination}-port PORT ...]     every destination's imitation
     cs-relay worker                                      the Faust worker (env-configured)
-    cs-relay config  [--json]                            the effective settings, secrets masked
+    cs-relay config  [--json] [--url [URL]]              the settings by variable (a running worker's), secrets masked
     cs-relay send FILE [--in-flight N]                   produce a JSON-lines file, with progress
     cs-relay ingest  [--host 127.0.0.1] [--port 8088]    Segment HTTP API -> the input topic
     cs-relay dev     [--demo] [--exit] [--workers N]     Kafka + mocks + N workers together
@@ -87,6 +87,15 @@ def _parser() -> argparse.ArgumentParser:
         "config", help="print the effective settings, secrets masked; exit 1 naming each bad variable"
     )
     config.add_argument("--json", action="store_true", help="one JSON document instead of name = value lines")
+    config.add_argument(
+        "--url",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="URL",
+        help="a running worker's settings instead of this shell's "
+        "(default URL http://CS_RELAY_WEB_HOST:CS_RELAY_WEB_PORT; its admin token from CS_RELAY_ADMIN_TOKEN)",
+    )
     config.set_defaults(run=_config)
 
     send = sub.add_parser("send", help="produce a JSON-lines file of Segment messages to the input topic")
@@ -225,12 +234,9 @@ def _worker(args: argparse.Namespace) -> int:
         "worker",
         "--loglevel",
         settings.log_level,
-        "--web-port",
-        str(settings.web_port),
-        "--web-host",
-        settings.advertised_web_host,
-        "--web-bind",
-        settings.web_host,
+        # The web server's host, port and bind address are the app's own settings
+        # (streams.runtime.relayapp): given again here, Faust would set its canonical URL
+        # a second time, with an AlreadyConfiguredWarning at every start.
     ]
     app.main()
     return 0
@@ -254,37 +260,34 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    """The effective settings, or every bad variable (exit 1)."""
+    """The effective settings by variable, or every bad variable (exit 1); with `--url`,
+    a running worker's."""
     import json
 
-    errors: list[str] = []
-    try:
-        settings = Settings.from_env(errors=errors)
-    except SettingsError as exc:  # a check across variables, after the others were read
-        errors.append(str(exc))
+    from streams.settingsview import document, render
+
+    if args.url is not None:
+        from streams.cli.inspection import worker_config
+
+        url, token = _worker_http(args)
+        return worker_config(url=url, token=token, as_json=args.json)
+    doc, errors = document()
     if errors:
         for problem in errors:
             print(f"error: {problem}", file=sys.stderr)
         print(f"{len(errors)} invalid setting(s)", file=sys.stderr)
         return 1
-    values = settings.redacted()
     if args.json:
-        print(json.dumps(values, indent=2, ensure_ascii=False))
+        print(json.dumps({"source": "environment", **doc}, indent=2, ensure_ascii=False))
     else:
-        for name, value in _flat(values):
-            print(f"{name} = {json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value}")
+        print(render(doc, THIS_SHELL))
     return 0
 
 
-def _flat(values: dict, prefix: str = "") -> list[tuple[str, object]]:
-    """`destinations.webhook.url`-style names for nested settings."""
-    out: list[tuple[str, object]] = []
-    for name, value in values.items():
-        if isinstance(value, dict) and value:
-            out += _flat(value, f"{prefix}{name}.")
-        else:
-            out.append((prefix + name, value))
-    return out
+THIS_SHELL = (
+    "The settings this shell's environment gives a worker started here (not a running worker's: "
+    "`cs-relay config --url [URL]` shows those)"
+)
 
 
 def _ingest(args: argparse.Namespace) -> int:

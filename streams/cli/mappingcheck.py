@@ -4,7 +4,11 @@ what every registered destination would do with sample calls under it.
 The samples go through the real core step and each destination's real `decide`,
 wired as the worker wires them (`streams.runtime.wiring.destination`), with the demo
 settings of each destination's mock and a sample user whose group is known (the
-group call comes first). Exit 0 valid, 1 with each problem (file:line, key).
+group call comes first). Every verdict says why: a request sent now, a call counted in
+a window of `aggregate` and the one request its close sends, a call held or skipped
+with the destination's reason. docs/mappings.md's examples are this command's output
+(tests/test_mappings_docs.py runs them). Exit 0 valid, 1 with each problem (file:line,
+key).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
+from urllib.parse import unquote
 
+from streams.core.aggregate import Fold, amount_of, window_start
 from streams.core.decision import PartnerRequest
 from streams.core.mappingfile import MappingError, load_file
 from streams.core.mappings import Controls, DestinationControls
@@ -27,7 +33,7 @@ from streams.envreader import EnvReader
 
 USER = "sample-user"
 GROUP = "sample-org"
-NOW = 1_796_025_600.0  # 2026-12-01T00:00:00Z: the samples' clock, so the output is stable
+NOW = 1_796_083_200.0  # 2026-12-01T00:00:00Z: the samples' clock, so the output is stable
 NOW_ISO = "2026-12-01T00:00:00Z"
 MAX_EVENTS = 12  # sample track names taken from the file, at most
 
@@ -60,7 +66,7 @@ def summary(table: DestinationControls) -> str:
         value = getattr(table, field.name)
         if field.name == "options" or value == field.default or value == {}:
             continue
-        parts.append(f"{field.name} {value} s" if field.name == "aggregate" else f"{field.name} {_short(value)}")
+        parts.append(f'{field.name} "{span(value)}"' if field.name == "aggregate" else f"{field.name} {_short(value)}")
     parts += [f"{name} {_short(value)}" for name, value in table.options.items()]
     return ", ".join(parts) or "as without the file"
 
@@ -93,7 +99,7 @@ def simulate(controls: Controls) -> list[tuple[str, dict[str, str]]]:
         user, pending = result.user, result.pending
         if result.group is not None:
             groups[result.group.group_id] = result.group
-        rows.append((describe_call(raw), outcomes(result, msg.message_id)))
+        rows.append((describe_call(raw), outcomes(result, msg.message_id, {d.key: d for d in wired})))
     return rows
 
 
@@ -157,11 +163,16 @@ def describe_call(raw: Mapping[str, Any]) -> str:
     return f"{type_} (traits: {', '.join(raw.get('traits', {}))})"
 
 
-def outcomes(result: Step, message_id: str) -> dict[str, str]:
+def outcomes(result: Step, message_id: str, wired: Mapping[str, Destination]) -> dict[str, str]:
+    """Per registered destination, what becomes of the call, and why."""
     out: dict[str, str] = {}
     for dispatch in result.dispatches:
         if dispatch.message_id == message_id:
             out[dispatch.destination] = "sent as " + describe_request(dispatch.request)
+            if wired[dispatch.destination].window is not None:  # aggregating, but not this request
+                out[dispatch.destination] += " (now: `aggregate` does not count this kind of request)"
+    for fold in result.folds:
+        out[fold.destination] = describe_fold(fold, wired[fold.destination])
     for key, reason in result.skipped:
         out[key] = f"skipped ({reason})"
     for key, reason in result.held:
@@ -169,7 +180,39 @@ def outcomes(result: Step, message_id: str) -> dict[str, str]:
     for dead in result.dead_letters:
         if dead.destination:
             out[dead.destination] = f"dead-lettered ({dead.detail})"
-    return {p.key: out.get(p.key, "nothing") for p in REGISTRY}
+    return {p.key: out.get(p.key) or _nothing(p.key, wired) for p in REGISTRY}
+
+
+def _nothing(key: str, wired: Mapping[str, Destination]) -> str:
+    if key not in wired:
+        return "nothing (the destination is off: its mock's demo settings do not enable it)"
+    return "nothing (its rule made no request for this call, and gave no reason)"
+
+
+def describe_fold(fold: Fold, dest: Destination) -> str:
+    """A call counted in a window of `aggregate`: which window, what it adds, and the one
+    request the window's close sends (the destination's own closing request)."""
+    assert dest.window is not None and dest.aggregation is not None, "only an aggregating destination folds"
+    start = window_start(NOW, dest.window)
+    amount = amount_of(fold.request, fold.field)
+    closing = dest.aggregation.close(fold.request, amount, start, start + dest.window)
+    body = fold.request.json
+    name = (
+        body.get("event") or body.get("featureId") or body.get("name") or unquote(fold.request.path.rsplit("/", 1)[-1])
+    )
+    sent = describe_request(closing).replace(f"{fold.field}={_short(amount)}", f"{fold.field}=(the window's sum)")
+    return (
+        f'counted in the {span(dest.window)} window of "{name}" (adds {fold.field} {_short(amount)}); '
+        f"sent at the window's close as {sent}"
+    )
+
+
+def span(seconds: int) -> str:
+    """A window's length as the mapping file writes it: "1h", "15m", "30s"."""
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def describe_request(request: PartnerRequest) -> str:

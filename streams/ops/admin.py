@@ -10,6 +10,7 @@
     GET /status             per destination: delivered, retrying, pending,    token
                             dead-lettered; consumer lag (streams.ops.observe)
     GET /metrics            the same and more, in Prometheus text format      token
+    GET /config             its settings by variable (streams.settingsview)   token
 
 "token": when CS_RELAY_ADMIN_TOKEN is set these need `Authorization: Bearer <token>`
 (compared in constant time), else they answer 401. Errors are JSON
@@ -38,13 +39,12 @@ Faust's built-in pages that expose data or topology (`/table`, `/router`, statis
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
 import faust
-from aiokafka.partitioner import murmur2
 from faust import web
 from faust.tables.manager import TableManager
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -52,7 +52,7 @@ from yarl import URL
 
 from streams.core.redact import redact
 from streams.ops.hostcheck import allowed_hosts, host_guard
-from streams.ops.logs import logging_config
+from streams.ops.logs import logging_config, quiet_startup_noise
 from streams.ops.observe import (
     Snapshot,
     Stats,
@@ -61,9 +61,11 @@ from streams.ops.observe import (
     versions,
     worker_registry,
 )
+from streams.ops.ownership import changelog_remaining, owner_partition, owner_url, same_worker
 from streams.ops.pendingcounts import pending_counts
 from streams.ops.webserve import authorized  # shared with `cs-relay ingest`'s /metrics
 from streams.settings import Settings
+from streams.settingsview import document as settings_document
 
 log = logging.getLogger(__name__)
 
@@ -82,38 +84,6 @@ FAUST_PAGES_OFF = (
 
 Reply = tuple[int, Any]  # HTTP status and JSON body
 NOT_READY = {"error": "not_ready", "detail": "this worker is starting or rebalancing; try again"}
-
-
-def owner_partition(key: str, partitions: int) -> int:
-    """The by-user partition of a user key: Kafka's default partitioner (murmur2 of
-    the key's UTF-8 bytes), as `by_user_topic.send(key=key.encode())` picks it."""
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
-
-
-def owner_url(metadata: Mapping[str, Mapping[str, Iterable[int]]], partition: int) -> str | None:
-    """The worker URL whose active partitions (of one table's changelog, as
-    `app.router.table_metadata` lists them) include `partition`."""
-    for url, topics in metadata.items():
-        if any(partition in partitions for partitions in topics.values()):
-            return url
-    return None
-
-
-def same_worker(a: str | URL, b: str | URL) -> bool:
-    a, b = URL(str(a)), URL(str(b))
-    return (a.host, a.port) == (b.host, b.port)
-
-
-def changelog_remaining(highwaters: Mapping[Any, int | None], offsets: Mapping[Any, int | None]) -> int:
-    """Changelog records still to read for a set of table partitions: per partition,
-    its highwater (the offset of its last record, -1 when empty, as Faust's recovery
-    keeps it) less the offset read so far (-1 before the first); unknowns count 0."""
-    total = 0
-    for tp, highwater in highwaters.items():
-        offset = offsets.get(tp)
-        if highwater is not None and offset is not None and highwater > offset:
-            total += highwater - offset
-    return total
 
 
 def error(code: str, detail: str) -> dict[str, str]:
@@ -144,6 +114,8 @@ class Admin:
     pending_counts: Callable[[], Mapping[str, Mapping[str, int]]] | None = None
     # why the worker is stopping after work failed for good (Runtime.failure), or None
     failure: Callable[[], str | None] = lambda: None
+    # its settings by variable, secrets masked (streams.settingsview.document at start-up)
+    config: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.registry = worker_registry(self.snapshot)  # this worker's own, with process metrics
@@ -357,6 +329,9 @@ class Admin:
         async def version(view: web.View, request: web.Request) -> web.Response:
             return view.json(versions())
 
+        async def config(view: web.View, request: web.Request) -> web.Response:
+            return view.json(self.config or {})
+
         pages: list[tuple[str, Callable[..., Awaitable[web.Response]], bool]] = [
             ("/health", health, True),
             ("/ready", ready, True),
@@ -366,6 +341,7 @@ class Admin:
             ("/pending/{userId}", pending, False),
             ("/status", status, False),
             ("/metrics", metrics, False),
+            ("/config", config, False),
         ]
         for path, handler, open_ in pages:
             app.page(path, name=f"cs_relay_{handler.__name__}")(self._view(handler, open_))
@@ -419,6 +395,7 @@ def install(
     app.conf.logging_config = logging_config(
         level=settings.log_level, log_format=settings.log_format, secrets=settings.secrets()
     )
+    quiet_startup_noise()  # a new group's coordinator not elected yet: INFO, not ERROR
     if settings.log_format == "json":
         logging.captureWarnings(True)  # Python's warnings as log lines too, not bare stderr text
     for key, client in clients.items():
@@ -439,6 +416,7 @@ def install(
         circuits=circuits,
         pending_counts=pending_counts,
         failure=failure,
+        config=settings_document()[0],  # this process's environment, read as `settings` was
     )
     admin.register()
     return admin

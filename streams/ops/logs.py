@@ -13,6 +13,12 @@ a newline becomes `\\n`, an escape character `\\x1b`), so a messageId holding a 
 cannot start a line of its own that looks like cs-relay's, nor move a terminal's cursor;
 a traceback keeps its lines. JSON lines are escaped by JSON itself.
 
+Start-up conditions: while a new consumer group's coordinator is being elected (a new
+cluster, a new app id), aiokafka logs `[ERROR] Group Coordinator Request failed:
+[Error 15] GroupCoordinatorNotAvailableError` and retries. `StartupNoise` turns such a
+line into an INFO line saying so, for the first `STARTUP_GRACE` seconds of the process
+only: a coordinator still missing after that is a real problem and stays an ERROR.
+
 Event ids: a log line written while cs-relay works on an event carries that event's
 `messageId` (`message_id` in JSON lines). The id comes from `bind_event_id()` /
 `bind_event_raw()` (delivery tasks and dead letters bind the event they are about),
@@ -25,6 +31,7 @@ import json
 import logging
 import re
 import sys
+import time
 from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -143,6 +150,46 @@ def _escaped(record: logging.LogRecord) -> logging.LogRecord:
     copy = logging.makeLogRecord(record.__dict__)
     copy.msg, copy.args = safe, ()  # not None: formatters such as mode's turn None into (None,)
     return copy
+
+
+# aiokafka's logger of the group coordinator, and the answers it logs as errors that are
+# normal while a group's coordinator is elected (it retries them).
+COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
+STARTUP_ERRORS = ("GroupCoordinatorNotAvailableError", "GroupLoadInProgressError", "NotCoordinatorForGroupError")
+STARTUP_GRACE = 60.0
+
+
+class StartupNoise(logging.Filter):
+    """Demotes aiokafka's "Group Coordinator Request failed" ERROR for a coordinator not
+    elected yet to INFO, with a note, during the first `grace` seconds after `started`
+    (`time.monotonic()`); after that, and for any other error, records pass unchanged."""
+
+    def __init__(self, grace: float = STARTUP_GRACE, started: float | None = None) -> None:
+        super().__init__()
+        self.until = (time.monotonic() if started is None else started) + grace
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.ERROR or time.monotonic() > self.until:
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        if record.msg != "Group Coordinator Request failed: %s" or not args:
+            return True
+        if type(args[0]).__name__ not in STARTUP_ERRORS:
+            return True
+        record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        record.msg = "Kafka has no coordinator for this consumer group yet (%s); normal at a first start, retrying"
+        return True
+
+
+def quiet_startup_noise(grace: float = STARTUP_GRACE) -> StartupNoise:
+    """Install `StartupNoise` on aiokafka's coordinator logger (once per process)."""
+    logger = logging.getLogger(COORDINATOR_LOGGER)
+    for existing in logger.filters:
+        if isinstance(existing, StartupNoise):
+            return existing
+    noise = StartupNoise(grace)
+    logger.addFilter(noise)
+    return noise
 
 
 def logging_config(*, level: str, log_format: str, secrets: Iterable[str]) -> dict[str, Any]:

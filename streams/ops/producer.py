@@ -113,5 +113,6 @@ async def send_file(
                 future.exception()
     progress.finish()
     tagged = f" (messageIds prefixed with {message_id_tag}-)" if message_id_tag else ""
-    print(f"sent {acknowledged} messages from {path} to {topic}{tagged}", file=out or sys.stdout)
+    noun = "message" if acknowledged == 1 else "messages"
+    print(f"sent {acknowledged} {noun} from {path} to {topic}{tagged}", file=out or sys.stdout)
     return 0
