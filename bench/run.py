@@ -51,8 +51,6 @@ from aiokafka import AIOKafkaProducer
 
 from bench import aggregation, mix, scenarios, stats
 from bench.baselines import PartnerJobs, consume_ceiling, run_http_ceiling
-from mockservers.recorder import RECORDS_KEY
-from mockservers.server import MockServers, start_mocks, worker_partner_env
 from streams import kafkaconn
 from streams.core import mappingfile
 from streams.core.decision import PartnerRequest
@@ -62,6 +60,8 @@ from streams.ops.producer import user_key
 from streams.ops.webserve import free_port
 from streams.runtime.topics import ensure_topics
 from streams.settings import Settings
+from streams.testing.mocks import MockServers, start_mocks, worker_partner_env
+from streams.testing.recorder import RECORDS_KEY
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTSUCCESS, CSB = "clientsuccess", "customersuccessbox"
@@ -814,7 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kafka_version = f"external ({bootstrap})"
         security = Settings.from_env().kafka_security  # the external broker's TLS / SASL, if any
     else:
-        from devtools.kafka_local import LocalKafka
+        from streams.localkafka import LocalKafka
 
         kafka = LocalKafka(port=0, data_dir=work / "kafka")
         print(f"starting a local Kafka {kafka.version} broker", flush=True)

@@ -46,11 +46,11 @@ from bench.run import (
     worker_env,
 )
 from bench.scenarios import ManyUsersPlan, TrackPlan
-from mockservers.recorder import FAULTS_KEY, RECORDS_KEY, STATE_KEY
-from mockservers.server import MockServers
 from streams import kafkaconn
 from streams.runtime.topics import RECORD_LIMIT, ensure_topics
 from streams.settings import Settings
+from streams.testing.mocks import MockServers
+from streams.testing.recorder import FAULTS_KEY, RECORDS_KEY, STATE_KEY
 
 CS_RELAY, NAIVE = "cs-relay", "naive"
 COMMANDS = {
@@ -521,8 +521,8 @@ async def run_all(
     args: argparse.Namespace, bootstrap: str, stamp: str, work: Path, security: kafkaconn.KafkaSecurity
 ) -> tuple[dict[str, Any], list[float]]:
     """Every chosen scenario on one set of mocks (and the caller's broker)."""
-    from mockservers.server import start_mocks
     from streams.destinations import REGISTRY
+    from streams.testing.mocks import start_mocks
 
     mocks = await start_mocks("127.0.0.1", {p.key: 0 for p in REGISTRY})
     try:

@@ -16,7 +16,6 @@ from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 import streams
-from mockservers.server import DEMO_CREDENTIALS, start_mocks
 from streams.cli import inspection as admincli
 from streams.core.decision import PartnerRequest
 from streams.destinations.base import Credentials
@@ -34,6 +33,7 @@ from streams.ops.pendingcounts import pending_counts
 from streams.ops.webserve import client_url, serve
 from streams.runtime.delivery import Outcome, PartnerClient
 from streams.settings import Settings, SettingsError
+from streams.testing.mocks import DEMO_CREDENTIALS, start_mocks
 
 TOKEN = "an-admin-token-of-32-characters!"
 
