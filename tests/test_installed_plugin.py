@@ -1,6 +1,7 @@
 """The pytest plugin as a team gets it: cs-relay installed (not editable) into a fresh
 virtualenv, pytest run from a folder outside the checkout with no PYTHONPATH and no
-conftest, a team's test file using `partner_mocks`.
+conftest, on docs/testing.md's examples (`partner_mocks`, and `relay_pipeline` on this
+session's broker).
 
 The fresh virtualenv borrows the dependencies (aiohttp, faust, pytest, ...) from this
 one through a `.pth` file, so only cs-relay itself is installed (`pip install
@@ -16,60 +17,47 @@ import sysconfig
 import venv
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 SKIP = shutil.ignore_patterns(".git", ".venv", "var", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache")
 
-TEAM_TEST = """
-import json
-import urllib.request
+DOC = REPO / "docs" / "testing.md"
+
+# What the team adds besides docs/testing.md's examples: the package under test is the
+# installed one, and the mocks are clean at the start of each test.
+TEAM_CHECKS = """
 from pathlib import Path
 
 import pytest
 
 
-def post(url, body):
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.status
-
-
-def test_our_signup_call_reaches_clientsuccess(partner_mocks):
-    creds = partner_mocks.credentials
-    url = (
-        partner_mocks.url("clientsuccess")
-        + f"/collector/1.0.0/projects/{creds['CLIENTSUCCESS_SOURCE_ID']}/events/Signed%20Up"
-        + f"?api_key={creds['CLIENTSUCCESS_API_KEY']}"
-    )
-    body = {"identity": {"organization": {"id": "acme", "name": "Acme"}, "user": {"id": "u1"}}, "value": 1}
-    assert post(url, body) == 200
-    [request] = partner_mocks.requests("ClientSuccess")
-    assert (request["method"], request["path"]) == ("POST", "/collector/1.0.0/projects/demo-source/events/Signed Up")
-    assert request["json"] == body and request["status"] == 200
-    assert request["query"]["api_key"] == "***"  # recorded with the key redacted
-
-
-def test_each_test_starts_with_clean_mocks_and_faults_can_be_injected(partner_mocks):
+def test_each_test_starts_with_clean_mocks(partner_mocks):
     assert all(partner_mocks.requests(key) == [] for key in partner_mocks.urls)
-    partner_mocks.fault("customersuccessbox", status=503, count=1)
-    with pytest.raises(urllib.request.HTTPError) as failed:
-        post(partner_mocks.url("csb") + "/api_js/v1_1/account", {"accountId": "A1"})
-    assert failed.value.code == 503
-    assert [r["status"] for r in partner_mocks.requests("csb")] == [503]
+    assert partner_mocks.state("clientsuccess") == {"organizations": {}}
 
 
 def test_the_installed_package_is_the_one_under_test():
     import streams
     from streams.localkafka import kafka_pom
 
-    here = Path(__file__).resolve().parent
-    assert Path(streams.__file__).resolve().is_relative_to(Path(here, "venv").resolve())
+    venv = (Path(__file__).parent / "venv").resolve()
+    assert Path(streams.__file__).resolve().is_relative_to(venv)
     assert kafka_pom().is_file() and kafka_pom().is_relative_to(Path(streams.__file__).parent)
 """
+TEAM_SETTINGS = "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
 
 
-def test_a_team_uses_partner_mocks_from_the_installed_package(tmp_path: Path) -> None:
+def doc_example(name: str) -> str:
+    """The python block under `<!-- example: name -->` in docs/testing.md."""
+    text = DOC.read_text()
+    after = text.split(f"<!-- example: {name} -->\n", 1)[1]
+    assert after.startswith("```python\n"), f"docs/testing.md: no python block under the {name} example"
+    return after[len("```python\n") :].split("```", 1)[0]
+
+
+@pytest.mark.e2e
+def test_a_team_runs_the_documented_examples_with_the_installed_package(tmp_path: Path, kafka_bootstrap: str) -> None:
     source = tmp_path / "cs-relay-source"
     shutil.copytree(REPO, source, ignore=SKIP)
     team = tmp_path / "team"
@@ -94,9 +82,13 @@ def test_a_team_uses_partner_mocks_from_the_installed_package(tmp_path: Path) ->
     )
     assert install.returncode == 0, install.stdout + install.stderr
     shutil.rmtree(source)  # nothing of the checkout is left to import from
-    (team / "test_our_calls.py").write_text(TEAM_TEST)
+    (team / "test_our_calls.py").write_text(doc_example("partner_mocks"))
+    (team / "test_our_pipeline.py").write_text(doc_example("relay_pipeline"))
+    (team / "test_our_setup.py").write_text(TEAM_CHECKS)
+    (team / "pytest.ini").write_text(TEAM_SETTINGS)
+    env["KAFKA_BOOTSTRAP_SERVERS"] = kafka_bootstrap  # this session's broker, as a team's CI would name one
     run = subprocess.run(
-        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_our_calls.py"],
+        [python, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
         cwd=team,
         capture_output=True,
         text=True,
@@ -104,4 +96,4 @@ def test_a_team_uses_partner_mocks_from_the_installed_package(tmp_path: Path) ->
         timeout=120,
     )
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "3 passed" in run.stdout, run.stdout
+    assert "5 passed" in run.stdout, run.stdout
