@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from streams.destinations import REGISTRY
 from streams.testing.mocks import credentials_from_env, start_mocks
 from tests.mockhelpers import (
     CS_KEY,
@@ -176,7 +177,7 @@ async def test_invalid_fault_is_400_and_adds_nothing(cs: aiohttp.ClientSession, 
 async def test_start_mocks_on_free_ports() -> None:
     mocks = await start_mocks(
         "127.0.0.1",
-        {"clientsuccess": 0, "customersuccessbox": 0},
+        {p.key: 0 for p in REGISTRY},  # 0: a free port each, not the defaults another process may hold
         {"CLIENTSUCCESS_SOURCE_ID": SOURCE, "CLIENTSUCCESS_API_KEY": CS_KEY, "CSB_API_KEY": CSB_KEY},
     )
     try:
@@ -221,7 +222,7 @@ async def test_run_mocks_prints_urls_without_keys_and_stops_on_sigterm() -> None
     )
     code = (
         "from streams.testing.mocks import run_mocks; "
-        "run_mocks('127.0.0.1', {'clientsuccess': 0, 'customersuccessbox': 0})"
+        "run_mocks('127.0.0.1', {'clientsuccess': 0, 'customersuccessbox': 0, 'webhook': 0})"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
