@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import fcntl
 import os
 import re
 import shlex
@@ -29,7 +28,7 @@ from typing import BinaryIO
 
 from streams.envreader import Secret
 from streams.kafkaconn import KafkaSecurity
-from streams.localkafka.config import format_storage, server_settings, write_configs
+from streams.localkafka.config import check_data_dir_free, format_storage, server_settings, write_configs
 from streams.localkafka.errors import KafkaLaunchError
 from streams.localkafka.exitlog import exit_message, file_size
 from streams.localkafka.jars import check_version, default_kafka_version, resolve_kafka
@@ -189,7 +188,7 @@ class LocalKafka:
             raise KafkaLaunchError(
                 f"cannot create the Kafka data dir {self.data_dir}: {exc.strerror}; choose another with --data-dir"
             ) from exc
-        self._check_data_dir_free()
+        check_data_dir_free(self.data_dir, self.log_dir)
         formatted = (self.log_dir / "meta.properties").exists()
         if self.security == "sasl_ssl":
             prepare_sasl_ssl(self.tls_dir, self.data_dir, formatted)
@@ -279,20 +278,6 @@ class LocalKafka:
             self.internal_port = next(picked)
         if self.controller_port == self.port:
             raise KafkaLaunchError(f"the controller port must differ from the broker port {self.port}")
-
-    def _check_data_dir_free(self) -> None:
-        lock = self.log_dir / ".lock"
-        if not lock.exists():
-            return
-        with open(lock, "a") as handle:
-            try:
-                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the JVM locks it the same (POSIX) way
-            except OSError:
-                raise KafkaLaunchError(
-                    f"data dir {self.data_dir} is in use by another running Kafka broker: "
-                    "stop it or choose another with --data-dir"
-                ) from None
-            fcntl.lockf(handle, fcntl.LOCK_UN)
 
     def _write_configs(self) -> tuple[Path, Path]:
         assert self.controller_port is not None, "_choose_ports() first"

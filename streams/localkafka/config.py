@@ -6,6 +6,7 @@ log to a file only), and the storage format (`kafka.tools.StorageTool`) a first 
 from __future__ import annotations
 
 import base64
+import fcntl
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -88,6 +89,22 @@ def write_configs(data_dir: Path, settings: Mapping[str, str], server_log: Path)
     log4j = data_dir / "log4j2.properties"
     write_text(log4j, "# broker log to a file only; no console output\n" + properties(log4j_settings(server_log)))
     return props, log4j
+
+
+def check_data_dir_free(data_dir: Path, log_dir: Path) -> None:
+    """Refuse a data dir whose storage a running broker holds (its lock file, locked)."""
+    lock = log_dir / ".lock"
+    if not lock.exists():
+        return
+    with open(lock, "a") as handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the JVM locks it the same (POSIX) way
+        except OSError:
+            raise KafkaLaunchError(
+                f"data dir {data_dir} is in use by another running Kafka broker: "
+                "stop it or choose another with --data-dir"
+            ) from None
+        fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
 def format_storage(classpath: list[str], props: Path, data_dir: Path, log_dir: Path, extra: list[str]) -> None:
