@@ -8,7 +8,6 @@ WORKDIR /app
 # installs from it too): what is deployed is what was tested.
 COPY pyproject.toml README.md constraints.txt ./
 COPY streams ./streams
-COPY mockservers ./mockservers
 COPY devtools ./devtools
 RUN pip install -c constraints.txt . && useradd --system --uid 10001 --user-group --home /app csrelay && mkdir -p /data && chown csrelay /data
 

@@ -41,11 +41,11 @@ from bench.harness import (
 from bench.phases import phase_figures, replay_jobs
 from bench.scenarios import ManyUsersPlan, TrackPlan
 from bench.topics import end_offsets_total, max_changelog_records
-from mockservers.recorder import FAULTS_KEY
-from mockservers.server import MockServers
 from streams import kafkaconn
 from streams.runtime.topics import ensure_topics
 from streams.settings import Settings
+from streams.testing.mocks import MockServers
+from streams.testing.recorder import FAULTS_KEY
 
 CS_RELAY, NAIVE = "cs-relay", "naive"
 COMMANDS = {

@@ -14,10 +14,10 @@ from aiokafka import AIOKafkaProducer
 
 from bench import mix
 from bench.harness import MEASURED, READY_LINE, Phase, Receipts, Worker, worker_env
-from mockservers.server import MockServers
 from streams import kafkaconn
 from streams.ops.producer import user_key
 from streams.settings import Settings
+from streams.testing.mocks import MockServers
 
 
 class Driver:

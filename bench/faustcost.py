@@ -145,7 +145,7 @@ def main() -> None:
     modes = [m for m in args.modes.split(",") if m]
     if unknown := [m for m in modes if m not in MODES]:
         parser.error(f"unknown modes: {', '.join(unknown)}")
-    from devtools.kafka_local import LocalKafka
+    from streams.localkafka import LocalKafka
 
     external = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     kafka = None if external else LocalKafka(port=0, data_dir=Path(tempfile.mkdtemp(prefix="faustcost-kafka-")))

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import mix, stats
-from mockservers.recorder import FAULTS_KEY, RECORDS_KEY, STATE_KEY
-from mockservers.server import MockServers, worker_partner_env
 from streams import kafkaconn
 from streams.ops.dlq import read_dead_letters
 from streams.ops.webserve import free_port
 from streams.settings import Settings
+from streams.testing.mocks import MockServers, worker_partner_env
+from streams.testing.recorder import FAULTS_KEY, RECORDS_KEY, STATE_KEY
 
 REPO = Path(__file__).resolve().parent.parent
 CLIENTSUCCESS, CSB = "clientsuccess", "customersuccessbox"

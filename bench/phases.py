@@ -13,10 +13,10 @@ from typing import Any
 from bench import mix, stats
 from bench.baselines import PartnerJobs
 from bench.harness import MEASURED, Phase, Receipts
-from mockservers.server import MockServers
 from streams.core.decision import PartnerRequest
 from streams.destinations import plugin
 from streams.settings import Settings
+from streams.testing.mocks import MockServers
 
 
 @dataclass

@@ -45,11 +45,11 @@ from bench.phases import phases
 from bench.report import machine_info, report, summary_a
 from bench.scenario_a import Bench
 from bench.suite import Suite
-from mockservers.server import start_mocks
 from streams import kafkaconn
 from streams.core import mappingfile
 from streams.destinations import REGISTRY
 from streams.settings import Settings
+from streams.testing.mocks import start_mocks
 
 DEFAULT_MAX_IN_FLIGHT = Settings().max_in_flight
 
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kafka_version = f"external ({bootstrap})"
         security = Settings.from_env().kafka_security  # the external broker's TLS / SASL, if any
     else:
-        from devtools.kafka_local import LocalKafka
+        from streams.localkafka import LocalKafka
 
         kafka = LocalKafka(port=0, data_dir=work / "kafka")
         print(f"starting a local Kafka {kafka.version} broker", flush=True)

@@ -19,9 +19,9 @@ from bench.baselines import consume_ceiling, run_http_ceiling
 from bench.driver import Driver
 from bench.harness import MEASURED, PARTNERS_OF, Receipts, count_dead_letters, disk_usage, shown, until_cpu_quiet
 from bench.phases import Measured, Phase, in_phase, phase_figures, phases, replay_jobs, series
-from mockservers.server import MockServers, start_mocks
 from streams.destinations import REGISTRY
 from streams.runtime.topics import ensure_topics
+from streams.testing.mocks import MockServers, start_mocks
 
 
 class Bench(Driver):

@@ -25,8 +25,8 @@ from pathlib import Path
 import aiohttp
 
 from devtools.demo_report import DEV_ADMIN_TOKEN, demo_report
-from mockservers.server import credentials_from_env, worker_partner_env
 from streams.destinations import REGISTRY
+from streams.testing.mocks import credentials_from_env, worker_partner_env
 
 SAMPLE = Path(__file__).resolve().parent.parent / "streams" / "samples" / "segment-sample.jsonl"
 
@@ -165,7 +165,7 @@ def demo_run_tag(now: float | None = None) -> str:
 def run_dev(
     *, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: int = 1, mock_ports: dict[str, int] | None = None
 ) -> int:
-    from devtools.kafka_local import KafkaLaunchError, LocalKafka
+    from streams.localkafka import KafkaLaunchError, LocalKafka
 
     var = Path("var/dev")
     kafka = None

@@ -1,8 +1,10 @@
 """Fixtures and helpers shared by the mock servers' tests: the shared server and recorder
 (tests/test_mockservers.py) and each destination's mock (streams/destinations/*/tests/test_mock.py).
 
-The fixtures (`cs`, `csb`) reach every test through `pytest_plugins` in the root conftest.py;
-test modules import only the helpers.
+The fixtures (`cs`, `csb`) are HTTP clients of the installed plugin's `partner_mocks`
+(streams/testing/plugin.py: the mocks a team's tests get, with the demo credentials),
+and reach every test through `pytest_plugins` in the root conftest.py; test modules
+import only the helpers.
 """
 
 from __future__ import annotations
@@ -13,23 +15,28 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
-from streams.destinations.clientsuccess import mock as clientsuccess
-from streams.destinations.customersuccessbox import mock as customersuccessbox
+from streams.testing.mocks import DEMO_CREDENTIALS
+from streams.testing.partners import PartnerMocks
 
-SOURCE, CS_KEY, CSB_KEY = "src-1", "cs-secret-key", "csb-secret-key"
+SOURCE, CS_KEY, CSB_KEY = (
+    DEMO_CREDENTIALS[name] for name in ("CLIENTSUCCESS_SOURCE_ID", "CLIENTSUCCESS_API_KEY", "CSB_API_KEY")
+)
+# What the helpers call a mock with: a session whose relative URLs go to one mock (the
+# fixtures below), or aiohttp's TestClient of a mock app a test built itself.
+Client = aiohttp.ClientSession | TestClient
 
 
 @pytest.fixture
-async def cs() -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(clientsuccess.create_app(SOURCE, CS_KEY))) as client:
+async def cs(partner_mocks: PartnerMocks) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=partner_mocks.url("clientsuccess")) as client:
         yield client
 
 
 @pytest.fixture
-async def csb() -> AsyncIterator[TestClient]:
-    async with TestClient(TestServer(customersuccessbox.create_app(CSB_KEY))) as client:
+async def csb(partner_mocks: PartnerMocks) -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(base_url=partner_mocks.url("customersuccessbox")) as client:
         yield client
 
 
@@ -47,7 +54,7 @@ def cs_body(org: str = "o1", user: str = "u1", value: Any = 1, **extra: Any) -> 
 
 
 async def cs_post(
-    client: TestClient,
+    client: Client,
     event: str = "Signed In",
     body: Any = None,
     *,
@@ -64,26 +71,26 @@ def bearer(key: str = CSB_KEY) -> dict[str, str]:
 
 
 async def csb_post(
-    client: TestClient, endpoint: str, body: Any, headers: dict[str, str] | None = None, **kwargs: Any
+    client: Client, endpoint: str, body: Any, headers: dict[str, str] | None = None, **kwargs: Any
 ) -> aiohttp.ClientResponse:
     return await client.post(
         f"/api_js/v1_1/{endpoint}", json=body, headers=bearer() if headers is None else headers, **kwargs
     )
 
 
-async def recorded(client: TestClient, **params: str) -> list[dict[str, Any]]:
+async def recorded(client: Client, **params: str) -> list[dict[str, Any]]:
     response = await client.get("/_mock/requests", params=params)
     assert response.status == 200
     return await response.json()
 
 
-async def state(client: TestClient) -> dict[str, Any]:
+async def state(client: Client) -> dict[str, Any]:
     response = await client.get("/_mock/state")
     assert response.status == 200
     return await response.json()
 
 
-async def add_fault(client: TestClient, **fault: Any) -> list[dict[str, Any]]:
+async def add_fault(client: Client, **fault: Any) -> list[dict[str, Any]]:
     response = await client.post("/_mock/faults", json=fault)
     assert response.status == 200, await response.text()
     return await response.json()

@@ -16,7 +16,6 @@ from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client.parser import text_string_to_metric_families
 
 import streams
-from mockservers.server import DEMO_CREDENTIALS, start_mocks
 from streams.cli import inspection as admincli
 from streams.core.decision import PartnerRequest
 from streams.destinations.base import Credentials
@@ -34,6 +33,7 @@ from streams.ops.pendingcounts import pending_counts
 from streams.ops.webserve import client_url, serve
 from streams.runtime.delivery import Outcome, PartnerClient
 from streams.settings import Settings, SettingsError
+from streams.testing.mocks import DEMO_CREDENTIALS
 
 TOKEN = "an-admin-token-of-32-characters!"
 
@@ -244,22 +244,18 @@ def test_status_document():
     assert "consumer lag: 3 (by-user/1: 0, in/0: 3)" in table
 
 
-async def test_partner_client_reports_every_attempt_to_the_hook():
-    mocks = await start_mocks("127.0.0.1", {"clientsuccess": 0, "customersuccessbox": 0}, {"CSB_API_KEY": "k"})
+async def test_partner_client_reports_every_attempt_to_the_hook(partner_mocks):
     client = PartnerClient(
         "ClientSuccess",
-        mocks.urls["clientsuccess"],
+        partner_mocks.url("clientsuccess"),
         max_retries=2,
         backoff_base=0.001,
         credentials=lambda request, body: Credentials(query={"api_key": DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"]}),
     )
     seen = []
     client.on_attempt = lambda status, seconds, outcome, attempt: seen.append((status, outcome, attempt, seconds >= 0))
+    partner_mocks.fault("clientsuccess", status=503, count=1)
     try:
-        import aiohttp
-
-        async with aiohttp.ClientSession() as session:
-            await session.post(mocks.urls["clientsuccess"] + "/_mock/faults", json={"status": 503, "count": 1})
         request = PartnerRequest(
             "POST",
             "/collector/1.0.0/projects/demo-source/events/Built",
@@ -268,7 +264,6 @@ async def test_partner_client_reports_every_attempt_to_the_hook():
         result = await client.send(request)
     finally:
         await client.close()
-        await mocks.close()
     assert result.outcome is Outcome.DONE
     assert seen == [(503, Outcome.RETRY, 1, True), (200, Outcome.DONE, 2, True)]
 

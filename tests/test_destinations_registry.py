@@ -11,10 +11,10 @@ import pytest
 from aiohttp import web
 
 from devtools import configdoc
-from mockservers.server import DEMO_CREDENTIALS, worker_partner_env
 from streams.destinations import FOLDERS, REGISTRY, plugin
 from streams.envreader import EnvReader
 from streams.settings import Settings
+from streams.testing.mocks import DEMO_CREDENTIALS, worker_partner_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER = ROOT / "streams" / "destinations"

@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.protocol.admin import CreateAclsRequest
 
-from devtools.kafka_local import SASL_USER, KafkaLaunchError, LocalKafka
 from streams.kafkaconn import KafkaSecurity
+from streams.localkafka import SASL_USER, KafkaLaunchError, LocalKafka
 from tests.pipeline import REPO, open_pipeline
 
 pytestmark = pytest.mark.e2e

@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from devtools.kafka_local import KafkaLaunchError, LocalKafka
+from streams.localkafka import KafkaLaunchError, LocalKafka
 from streams.ops.webserve import free_port
 from tests.pipeline import REPO, Pipeline
 

@@ -12,7 +12,7 @@ from datetime import datetime
 
 import pytest
 
-from devtools.kafka_local import LocalKafka
+from streams.localkafka import LocalKafka
 from tests.figures import report
 from tests.pipeline import Pipeline, open_pipeline
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from devtools.kafka_local import KafkaLaunchError, LocalKafka, generate_tls
 from streams.envreader import Secret
+from streams.localkafka import KafkaLaunchError, LocalKafka, generate_tls
 from streams.ops.ingest import KafkaSink, create_app, serve
 from tests.pipeline import REPO, Pipeline, open_pipeline
 

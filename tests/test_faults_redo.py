@@ -22,7 +22,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from devtools.kafka_local import LocalKafka
+from streams.localkafka import LocalKafka
 from tests.figures import report
 from tests.pipeline import Pipeline, open_pipeline
 

@@ -23,8 +23,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from devtools.kafka_local import LocalKafka
 from streams.cli.commands import main as cli_main
+from streams.localkafka import LocalKafka
 from streams.ops.ingest import (
     MAX_BATCH_MESSAGES,
     MAX_MESSAGE_BYTES,

@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import streams
-from devtools.kafka_local import LocalKafka
+from streams.localkafka import LocalKafka
 from streams.ops import ingest_sink as ingest_mod
 from streams.ops.ingest import KafkaSink, KafkaUnavailable, Record, create_app, serve
 from tests.test_ingest import KEY, KEYS, TRACK, basic

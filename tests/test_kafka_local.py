@@ -1,4 +1,4 @@
-"""The local Kafka broker (streams/kafka_local.py) with a real JVM and real clients: no mocks.
+"""The local Kafka broker (streams/localkafka/) with a real JVM and real clients: no mocks.
 
 The jars come from the shared cache (`~/.cache/cs-relay/kafka` or `$CS_RELAY_KAFKA_CACHE`),
 so Maven runs once per machine; every broker here gets its own data dir and free ports.
@@ -16,7 +16,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from devtools.kafka_local import KafkaLaunchError, LocalKafka, resolve_kafka, run_kafka, wait_until_ready
+from streams.localkafka import KafkaLaunchError, LocalKafka, resolve_kafka, run_kafka, wait_until_ready
 
 
 async def produce(bootstrap: str, topic: str, key: bytes, value: bytes) -> None:

@@ -14,9 +14,9 @@ from aiokafka import errors
 from faust.auth import SASLCredentials, SSLCredentials
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from devtools.kafka_local import generate_tls
 from streams.envreader import EnvReader, SettingsError
 from streams.kafkaconn import KafkaSecurity, describe, diagnose
+from streams.localkafka import generate_tls
 from streams.ops.webserve import free_port
 from streams.settings import Settings
 

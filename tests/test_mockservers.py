@@ -1,4 +1,4 @@
-"""The shared mock-server pieces in mockservers/: recording, the admin API, faults, and
+"""The shared mock-server pieces in streams/testing/: recording, the admin API, faults, and
 running every destination's mock (each mock's own rules are tested in its folder,
 streams/destinations/<name>/tests/test_mock.py)."""
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
-from mockservers.server import credentials_from_env, start_mocks
+from streams.destinations import REGISTRY
+from streams.testing.mocks import credentials_from_env, start_mocks
 from tests.mockhelpers import (
     CS_KEY,
     CSB_KEY,
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # ---------------------------------------------------------------- admin API
 
 
-async def test_admin_requests_are_not_recorded_and_path_prefix_filters(csb: TestClient) -> None:
+async def test_admin_requests_are_not_recorded_and_path_prefix_filters(csb: aiohttp.ClientSession) -> None:
     await csb_post(csb, "account", {"accountId": "A1"})
     await csb_post(csb, "identify", {"accountId": "A1", "userId": "u1"})
     await state(csb)
@@ -48,7 +48,7 @@ async def test_admin_requests_are_not_recorded_and_path_prefix_filters(csb: Test
     assert await recorded(csb, path_prefix="/nothing") == []
 
 
-async def test_delete_requests_clears_records_and_the_partner_view(cs: TestClient) -> None:
+async def test_delete_requests_clears_records_and_the_partner_view(cs: aiohttp.ClientSession) -> None:
     await cs_post(cs)
     assert (await state(cs))["organizations"]
     response = await cs.delete("/_mock/requests")
@@ -62,7 +62,7 @@ async def test_delete_requests_clears_records_and_the_partner_view(cs: TestClien
 # ---------------------------------------------------------------- faults
 
 
-async def test_fault_by_count_answers_the_next_n_requests_then_stops(cs: TestClient) -> None:
+async def test_fault_by_count_answers_the_next_n_requests_then_stops(cs: aiohttp.ClientSession) -> None:
     faults = await add_fault(cs, status=503, count=2)
     assert [(f["status"], f["remaining"]) for f in faults] == [(503, 2)]
     statuses = [(await cs_post(cs)).status for _ in range(3)]
@@ -73,7 +73,7 @@ async def test_fault_by_count_answers_the_next_n_requests_then_stops(cs: TestCli
     assert len((await state(cs))["organizations"]["o1"]["events"]) == 1
 
 
-async def test_fault_answer_is_json_in_the_partner_shape(csb: TestClient) -> None:
+async def test_fault_answer_is_json_in_the_partner_shape(csb: aiohttp.ClientSession) -> None:
     await add_fault(csb, status=500, count=1)
     response = await csb_post(csb, "account", {"accountId": "A1"})
     assert response.status == 500
@@ -81,7 +81,7 @@ async def test_fault_answer_is_json_in_the_partner_shape(csb: TestClient) -> Non
     assert (await state(csb))["accounts"] == {}
 
 
-async def test_fault_with_share_one_and_retry_after(csb: TestClient) -> None:
+async def test_fault_with_share_one_and_retry_after(csb: aiohttp.ClientSession) -> None:
     await add_fault(csb, status=429, share=1.0, retry_after=2)
     for _ in range(3):
         response = await csb_post(csb, "account", {"accountId": "A1"})
@@ -91,19 +91,19 @@ async def test_fault_with_share_one_and_retry_after(csb: TestClient) -> None:
     assert [r["status"] for r in await recorded(csb)] == [429, 429, 429]
 
 
-async def test_fault_with_share_zero_never_fires(csb: TestClient) -> None:
+async def test_fault_with_share_zero_never_fires(csb: aiohttp.ClientSession) -> None:
     await add_fault(csb, status=503, share=0)
     for _ in range(5):
         assert (await csb_post(csb, "account", {"accountId": "A1"})).status == 200
 
 
-async def test_fault_with_share_half_fires_on_some_requests(csb: TestClient) -> None:
+async def test_fault_with_share_half_fires_on_some_requests(csb: aiohttp.ClientSession) -> None:
     await add_fault(csb, status=503, share=0.5)
     statuses = {(await csb_post(csb, "account", {"accountId": "A1"})).status for _ in range(60)}
     assert statuses == {200, 503}  # 2^-59 chance of a false failure
 
 
-async def test_latency_fault_delays_every_partner_request_until_cleared(cs: TestClient) -> None:
+async def test_latency_fault_delays_every_partner_request_until_cleared(cs: aiohttp.ClientSession) -> None:
     await add_fault(cs, latency_ms=200)
     for _ in range(2):
         started = time.monotonic()
@@ -118,7 +118,7 @@ async def test_latency_fault_delays_every_partner_request_until_cleared(cs: Test
     assert time.monotonic() - started < 0.2
 
 
-async def test_latency_and_status_combine(csb: TestClient) -> None:
+async def test_latency_and_status_combine(csb: aiohttp.ClientSession) -> None:
     await add_fault(csb, status=504, latency_ms=200, count=1)
     started = time.monotonic()
     response = await csb_post(csb, "account", {"accountId": "A1"})
@@ -126,14 +126,14 @@ async def test_latency_and_status_combine(csb: TestClient) -> None:
     assert time.monotonic() - started >= 0.2
 
 
-async def test_fault_path_prefix_limits_it_to_matching_paths(csb: TestClient) -> None:
+async def test_fault_path_prefix_limits_it_to_matching_paths(csb: aiohttp.ClientSession) -> None:
     await add_fault(csb, status=503, path_prefix="/api_js/v1_1/track")
     assert (await csb_post(csb, "account", {"accountId": "A1"})).status == 200
     assert (await csb_post(csb, "track", {"accountId": "A1", "userId": "u", "event": "E"})).status == 503
     assert (await csb_post(csb, "page", {"accountId": "A1", "userId": "u"})).status == 200
 
 
-async def test_stacked_faults_are_used_in_order(cs: TestClient) -> None:
+async def test_stacked_faults_are_used_in_order(cs: aiohttp.ClientSession) -> None:
     await add_fault(cs, status=503, count=1)
     faults = await add_fault(cs, status=429, count=1, retry_after=1)
     assert [f["status"] for f in faults] == [503, 429]
@@ -142,7 +142,7 @@ async def test_stacked_faults_are_used_in_order(cs: TestClient) -> None:
     assert "Retry-After" not in first.headers and second.headers["Retry-After"] == "1"
 
 
-async def test_delete_faults_clears_them(csb: TestClient) -> None:
+async def test_delete_faults_clears_them(csb: aiohttp.ClientSession) -> None:
     await add_fault(csb, status=503)
     await add_fault(csb, latency_ms=100)
     response = await csb.delete("/_mock/faults")
@@ -164,7 +164,7 @@ async def test_delete_faults_clears_them(csb: TestClient) -> None:
         [1],
     ],
 )
-async def test_invalid_fault_is_400_and_adds_nothing(cs: TestClient, fault: Any) -> None:
+async def test_invalid_fault_is_400_and_adds_nothing(cs: aiohttp.ClientSession, fault: Any) -> None:
     response = await cs.post("/_mock/faults", json=fault)
     assert response.status == 400
     assert (await response.json())["error"]
@@ -177,7 +177,7 @@ async def test_invalid_fault_is_400_and_adds_nothing(cs: TestClient, fault: Any)
 async def test_start_mocks_on_free_ports() -> None:
     mocks = await start_mocks(
         "127.0.0.1",
-        {"clientsuccess": 0, "customersuccessbox": 0},
+        {p.key: 0 for p in REGISTRY},  # 0: a free port each, not the defaults another process may hold
         {"CLIENTSUCCESS_SOURCE_ID": SOURCE, "CLIENTSUCCESS_API_KEY": CS_KEY, "CSB_API_KEY": CSB_KEY},
     )
     try:
@@ -221,8 +221,8 @@ async def test_run_mocks_prints_urls_without_keys_and_stops_on_sigterm() -> None
         PYTHONPATH=str(ROOT),
     )
     code = (
-        "from mockservers.server import run_mocks; "
-        "run_mocks('127.0.0.1', {'clientsuccess': 0, 'customersuccessbox': 0})"
+        "from streams.testing.mocks import run_mocks; "
+        "run_mocks('127.0.0.1', {'clientsuccess': 0, 'customersuccessbox': 0, 'webhook': 0})"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True

@@ -205,13 +205,13 @@ def _worker_http_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _kafka(args: argparse.Namespace) -> int:
-    from devtools.kafka_local import run_kafka
+    from streams.localkafka import run_kafka
 
     return run_kafka(args.port, args.data_dir, args.security)
 
 
 def _mocks(args: argparse.Namespace) -> int:
-    from mockservers.server import run_mocks
+    from streams.testing.mocks import run_mocks
 
     run_mocks(args.host, _mock_ports(args))
     return 0

@@ -21,8 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from mockservers.recorder import identifier_text as _text
-from mockservers.recorder import new_mock_app, utc_now
+from streams.testing.recorder import identifier_text as _text
+from streams.testing.recorder import new_mock_app, utc_now
 
 EVENTS_PATH = "/collector/1.0.0/projects/{sourceId}/events/{eventId}"
 

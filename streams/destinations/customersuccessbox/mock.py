@@ -30,9 +30,9 @@ from typing import Any
 
 from aiohttp import BasicAuth, web
 
-from mockservers.recorder import identifier_text as _text
-from mockservers.recorder import new_mock_app
 from streams.core.timestamps import utc_date
+from streams.testing.recorder import identifier_text as _text
+from streams.testing.recorder import new_mock_app
 
 API = "/api_js/v1_1"
 FEATURE_ID_MAX = 64

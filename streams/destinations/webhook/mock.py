@@ -20,8 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from mockservers.recorder import identifier_text, new_mock_app, utc_now
 from streams.destinations.webhook import MOCK_PATH, signature
+from streams.testing.recorder import identifier_text, new_mock_app, utc_now
 
 TYPES = frozenset({"identify", "group", "track", "page", "screen", "alias"})
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import aiohttp
 import pytest
-from aiohttp.test_utils import TestClient
 
 from tests.mockhelpers import CS_KEY, SOURCE, cs_body, cs_path, cs_post, recorded, state
 
 
-async def test_cs_event_is_created_and_shows_in_the_partner_view(cs: TestClient) -> None:
+async def test_cs_event_is_created_and_shows_in_the_partner_view(cs: aiohttp.ClientSession) -> None:
     body = cs_body(value=-2.5, timestamp="2026-11-01T10:00:00Z")
     body["identity"]["user"].update(name="Ann Lee", email="ann@x.example")
     response = await cs_post(cs, "Viewed Home Page", body)
@@ -30,14 +30,14 @@ async def test_cs_event_is_created_and_shows_in_the_partner_view(cs: TestClient)
     assert all(e["received_at"].endswith("Z") for e in org["events"])
 
 
-async def test_cs_event_id_is_url_decoded_even_with_a_slash(cs: TestClient) -> None:
+async def test_cs_event_id_is_url_decoded_even_with_a_slash(cs: aiohttp.ClientSession) -> None:
     response = await cs_post(cs, "Paid 50% / month & more")
     assert response.status == 200
     events = (await state(cs))["organizations"]["o1"]["events"]
     assert events[0]["event"] == "Paid 50% / month & more"
 
 
-async def test_cs_organization_name_and_users_are_upserted(cs: TestClient) -> None:
+async def test_cs_organization_name_and_users_are_upserted(cs: aiohttp.ClientSession) -> None:
     await cs_post(cs, body=cs_body(user="u1"))
     renamed = cs_body(user="u2")
     renamed["identity"]["organization"]["name"] = "Renamed"
@@ -50,7 +50,9 @@ async def test_cs_organization_name_and_users_are_upserted(cs: TestClient) -> No
 
 
 @pytest.mark.parametrize("source, key", [("other-source", CS_KEY), (SOURCE, "wrong-key"), (SOURCE, "")])
-async def test_cs_unknown_source_or_key_is_401_without_echoing_the_key(cs: TestClient, source: str, key: str) -> None:
+async def test_cs_unknown_source_or_key_is_401_without_echoing_the_key(
+    cs: aiohttp.ClientSession, source: str, key: str
+) -> None:
     response = await cs_post(cs, source=source, key=key)
     assert response.status == 401
     body = await response.json()
@@ -60,12 +62,12 @@ async def test_cs_unknown_source_or_key_is_401_without_echoing_the_key(cs: TestC
     assert (await state(cs))["organizations"] == {}
 
 
-async def test_cs_missing_api_key_is_401(cs: TestClient) -> None:
+async def test_cs_missing_api_key_is_401(cs: aiohttp.ClientSession) -> None:
     response = await cs.post(cs_path("E"), json=cs_body())
     assert response.status == 401
 
 
-async def test_cs_auth_is_checked_before_the_body(cs: TestClient) -> None:
+async def test_cs_auth_is_checked_before_the_body(cs: aiohttp.ClientSession) -> None:
     response = await cs_post(cs, body={"nonsense": True}, key="wrong")
     assert response.status == 401
 
@@ -101,7 +103,7 @@ async def test_cs_auth_is_checked_before_the_body(cs: TestClient) -> None:
     ],
 )
 async def test_cs_body_breaking_the_rules_is_422_listing_every_problem(
-    cs: TestClient, body: Any, expected: list[str]
+    cs: aiohttp.ClientSession, body: Any, expected: list[str]
 ) -> None:
     response = await cs_post(cs, body=body)
     assert response.status == 422
@@ -113,33 +115,33 @@ async def test_cs_body_breaking_the_rules_is_422_listing_every_problem(
     assert (await state(cs))["organizations"] == {}
 
 
-async def test_cs_body_that_is_not_json_is_422(cs: TestClient) -> None:
+async def test_cs_body_that_is_not_json_is_422(cs: aiohttp.ClientSession) -> None:
     response = await cs_post(cs, json=None, data=b"{not json", headers={"Content-Type": "application/json"})
     assert response.status == 422
     assert (await response.json())["errors"] == ["body must be a JSON object"]
 
 
 @pytest.mark.parametrize("timestamp", ["2026-11-01T10:00:00Z", "2026-11-01T10:00:00.123+02:00", "2026-11-01"])
-async def test_cs_iso8601_timestamps_are_accepted(cs: TestClient, timestamp: str) -> None:
+async def test_cs_iso8601_timestamps_are_accepted(cs: aiohttp.ClientSession, timestamp: str) -> None:
     assert (await cs_post(cs, body=cs_body(timestamp=timestamp))).status == 200
 
 
 @pytest.mark.parametrize(
     "method, path", [("POST", "/segment/1.0.0/direct"), ("GET", "/"), ("POST", "/collector/1.0.0/x")]
 )
-async def test_cs_other_paths_are_404_json(cs: TestClient, method: str, path: str) -> None:
+async def test_cs_other_paths_are_404_json(cs: aiohttp.ClientSession, method: str, path: str) -> None:
     response = await cs.request(method, path, json={})
     assert response.status == 404
     assert (await response.json())["created"] is False
 
 
-async def test_cs_wrong_method_on_the_event_path_is_a_json_error(cs: TestClient) -> None:
+async def test_cs_wrong_method_on_the_event_path_is_a_json_error(cs: aiohttp.ClientSession) -> None:
     response = await cs.get(cs_path("E"), params={"api_key": CS_KEY})
     assert response.status == 405
     assert (await response.json())["created"] is False
 
 
-async def test_cs_requests_are_recorded_with_the_key_redacted(cs: TestClient) -> None:
+async def test_cs_requests_are_recorded_with_the_key_redacted(cs: aiohttp.ClientSession) -> None:
     await cs_post(cs, "Signed In", headers={"X-Trace": "t1"})
     await cs_post(cs, "Signed In", key="wrong-key")
     await cs.post("/nowhere", data=b"plain text")

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
@@ -126,7 +127,7 @@ async def test_csb_calls_build_the_partner_view(csb_at: TestClient) -> None:
 
 
 @pytest.mark.parametrize("endpoint", ["identify", "track", "page"])
-async def test_csb_call_for_an_unseen_account_upserts_it(csb: TestClient, endpoint: str) -> None:
+async def test_csb_call_for_an_unseen_account_upserts_it(csb: aiohttp.ClientSession, endpoint: str) -> None:
     body = {"accountId": "NEW", "userId": "u9", "event": "E"}
     assert (await csb_post(csb, endpoint, body)).status == 200
     view = await state(csb)
@@ -134,7 +135,7 @@ async def test_csb_call_for_an_unseen_account_upserts_it(csb: TestClient, endpoi
     assert view["users"] == {"NEW": {"u9": {"traits": {}}}}
 
 
-async def test_csb_basic_auth_with_the_key_as_user_name_is_accepted(csb: TestClient) -> None:
+async def test_csb_basic_auth_with_the_key_as_user_name_is_accepted(csb: aiohttp.ClientSession) -> None:
     token = base64.b64encode(f"{CSB_KEY}:".encode()).decode()
     response = await csb_post(csb, "account", {"accountId": "A1"}, {"Authorization": f"Basic {token}"})
     assert response.status == 200
@@ -151,7 +152,7 @@ async def test_csb_basic_auth_with_the_key_as_user_name_is_accepted(csb: TestCli
         {"Authorization": "Basic !!!not-base64"},
     ],
 )
-async def test_csb_missing_or_wrong_key_is_401(csb: TestClient, headers: dict[str, str]) -> None:
+async def test_csb_missing_or_wrong_key_is_401(csb: aiohttp.ClientSession, headers: dict[str, str]) -> None:
     response = await csb_post(csb, "account", {"accountId": "A1"}, headers)
     assert response.status == 401
     assert (await response.json())["error"]
@@ -219,20 +220,20 @@ async def test_csb_invalid_body_is_400_listing_every_problem(
     assert await state(csb) == {"accounts": {}, "users": {}, "events": [], "pages": [], "features": {}}
 
 
-async def test_csb_body_that_is_not_json_is_400(csb: TestClient) -> None:
+async def test_csb_body_that_is_not_json_is_400(csb: aiohttp.ClientSession) -> None:
     response = await csb.post("/api_js/v1_1/track", data=b"{oops", headers=bearer())
     assert response.status == 400
     assert (await response.json())["errors"] == ["body must be a JSON object"]
 
 
 @pytest.mark.parametrize("path", ["/api_js/v1_1/group", "/api_js/v1_1/", "/api/v1/track", "/"])
-async def test_csb_unknown_path_is_404_json(csb: TestClient, path: str) -> None:
+async def test_csb_unknown_path_is_404_json(csb: aiohttp.ClientSession, path: str) -> None:
     response = await csb.post(path, json={"accountId": "A"}, headers=bearer())
     assert response.status == 404
     assert "error" in await response.json()
 
 
-async def test_csb_requests_are_recorded_with_authorization_redacted(csb: TestClient) -> None:
+async def test_csb_requests_are_recorded_with_authorization_redacted(csb: aiohttp.ClientSession) -> None:
     await csb_post(csb, "account", {"accountId": "A1"})
     await csb_post(csb, "account", {"accountId": ""})
     records = await recorded(csb)

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from mockservers.server import DEMO_CREDENTIALS
 from streams.destinations.webhook import PLUGIN, signature
 from streams.destinations.webhook.mock import create_app, from_env
+from streams.testing.mocks import DEMO_CREDENTIALS
 
 SECRET = "mock-test-secret"
 

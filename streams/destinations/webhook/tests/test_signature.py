@@ -10,7 +10,6 @@ from typing import Any
 
 from aiohttp.test_utils import TestServer
 
-from mockservers.recorder import RECORDS_KEY
 from streams import __version__
 from streams.core.decision import PartnerRequest, Send
 from streams.core.retry import Outcome
@@ -20,6 +19,7 @@ from streams.destinations.webhook.mock import create_app
 from streams.destinations.webhook.settings import WebhookSettings
 from streams.envreader import EnvReader
 from streams.runtime.delivery import PartnerClient, Result
+from streams.testing.recorder import RECORDS_KEY
 from tests.factories import json_bytes, msg
 
 SECRET = "demo-webhook-secret"
