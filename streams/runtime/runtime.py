@@ -360,6 +360,11 @@ class Runtime:
         stopped = await self.chains.cancel(of_lost_user, REVOKE_TIMEOUT)
         # Their releases are nobody's in this process now: the next owner sends them again.
         self.in_flight = {k for k in self.in_flight if self.partition_of(k[0]) not in lost}
+        # So are their parking marks: a park cancelled above before the producer had its
+        # record would leave a mark that nothing clears, holding the user's later calls
+        # to that partner for good if the partition comes back (issue 22, finding 2).
+        # Whoever reads the partition next knows only what is in Kafka, this worker too.
+        self.marks.forget(lost, self.partition_of)
         if not stopped:
             log.warning("some work of revoked partitions did not stop within %.0f s", REVOKE_TIMEOUT)
         return stopped
