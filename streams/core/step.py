@@ -74,6 +74,9 @@ class Dispatch:
     source: Mapping[str, Any]
     message_id: str
     released_seq: int | None = None  # set when the event comes out of the pending queue
+    # A call sent at once: the number it parks under (`first_seq` of its record, which
+    # holds nothing for this destination), the same when the call is redone.
+    seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ def step(
         if folded is not None:
             pass
         elif isinstance(decision, Send):
-            dispatches.append(Dispatch(dest.key, decision.request, raw, source, msg.message_id))
+            dispatches.append(Dispatch(dest.key, decision.request, raw, source, msg.message_id, seq=seq))
         elif isinstance(decision, Hold):
             pending, overflow = pending_mod.hold(pending, dest.key, raw, source, now, max_pending, seq)
             held.append((dest.key, decision.reason))

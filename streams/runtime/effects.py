@@ -137,15 +137,28 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
 
 
 def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
-    """Deliver `item` after the user's earlier deliveries to the same partner."""
+    """Deliver `item` after the user's earlier deliveries to the same partner; an event
+    read before its partition caught up waits for that first (streams.runtime.catchup)."""
     if item.released_seq is not None:
         rt.in_flight.add((key, item.destination, item.released_seq))
-    return rt.chains.submit((key, item.destination), lambda: deliver(rt, key, item))
+    partition = rt.partition_of(key)
+    behind = partition if rt.catchup.behind(partition) else None
+    return rt.chains.submit((key, item.destination), lambda: deliver(rt, key, item, behind))
 
 
-async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
+async def deliver(rt: Runtime, key: str, item: Dispatch, behind: int | None = None) -> Result | None:
     observe.on_delivery(item)
     client = rt.clients[item.destination]
+    if behind is not None:
+        # Read before this worker caught up with its partition: a park record an earlier
+        # owner left may lie ahead, for an earlier delivery of this user.
+        if not await rt.catchup.wait(behind, rt.settings.delivery_deadline):
+            rt.counters[f"parked_catching_up.{item.destination}"] += 1
+            error = "read before its partition caught up with an earlier owner's records; not called"
+            await park(rt, key, item, attempts=0, error=error, retry_after=None)
+            return None
+        if item.released_seq is not None and not _releasing(rt, key, item):
+            return None  # confirmed or parked meanwhile, by an earlier owner's record
     if rt.marks.parking[(key, item.destination)] > 0 or rt.pending(key).queue(item.destination).parked:
         # An earlier delivery of this user to this partner is parked, or on its way to
         # be: park this one behind it rather than overtake it.
@@ -187,6 +200,10 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
         # Confirm in the user's own partition, so the changelog write is local to the key.
         await control_to_user(rt, key, PendingDone(item.destination, item.released_seq))
     return result
+
+
+def _releasing(rt: Runtime, key: str, item: Dispatch) -> bool:
+    return any(i.seq == item.released_seq for i in rt.pending(key).queue(item.destination).releasing)
 
 
 async def send_bounded(rt: Runtime, destination: str, request: PartnerRequest) -> Result:
@@ -231,4 +248,4 @@ async def park(rt: Runtime, key: str, item: Dispatch, *, attempts: int, error: s
         last_error=error,
     )
     log.warning("parked a delivery to %s for retry (message %s): %s", item.destination, item.message_id, error)
-    await control_to_user(rt, key, Park(item.destination, item.released_seq, parked))
+    await control_to_user(rt, key, Park(item.destination, item.released_seq, parked, item.seq))

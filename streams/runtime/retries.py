@@ -54,7 +54,8 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
         rt.in_flight.discard((key, dest, park.released_seq))
     before = rt.pending(key)
     limit = rt.settings.pending_max_events
-    if pending_mod.parked_full(before, dest, limit, park.released_seq, pending_mod.first_seq(record.position)):
+    seq = park.seq if park.seq is not None else pending_mod.first_seq(record.position)  # the call's own, when known
+    if pending_mod.parked_full(before, dest, limit, park.released_seq, seq):
         # The user's parked queue for the destination is at its bound: this delivery
         # cannot wait behind it (the index row would grow without end during a long
         # outage of a busy user). It goes to the dead-letter topic, to replay later.
@@ -66,7 +67,7 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
         )
         letter = DeadLetter(Reason.PENDING_OVERFLOW, detail, park.parked.raw, park.parked.source, "delivery", dest)
         return [effects.dead_letter(rt, letter, record.key)]
-    parked = pending_mod.park(before, dest, park.parked, park.released_seq, pending_mod.first_seq(record.position))
+    parked = pending_mod.park(before, dest, park.parked, park.released_seq, seq)
     rt.store_pending(key, parked)
     return []
 
