@@ -87,6 +87,9 @@ class DeadLetter:
     source: Mapping[str, Any]
     stage: str
     destination: str | None = None
+    # What it is to its user, the same under redo: `destination#number` of the event
+    # (streams.core.deadletter.identity_of); None when it has no number.
+    ident: str | None = None
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,8 @@ def step(
             held.append((dest.key, decision.reason))
             dead += [_pending_dead_letter(i, dest.key, Reason.PENDING_OVERFLOW, max_pending) for i in overflow]
         elif isinstance(decision, Reject):
-            dead.append(DeadLetter(_reason(decision.reason), decision.detail, raw, source, "routing", dest.key))
+            ident = None if seq is None else f"{dest.key}#{seq}"
+            dead.append(DeadLetter(_reason(decision.reason), decision.detail, raw, source, "routing", dest.key, ident))
         elif isinstance(decision, Skip):
             skipped.append((dest.key, decision.reason))
 
@@ -293,7 +297,7 @@ def _pending_dead_letter(item: Item, dest: str, reason: Reason, bound: float) ->
         )
     else:
         detail = f"waited longer than {int(bound)} s for {dest} to be able to attribute it"
-    return DeadLetter(reason, detail, item.raw, item.source, "routing", dest)
+    return DeadLetter(reason, detail, item.raw, item.source, "routing", dest, f"{dest}#{item.seq}")
 
 
 def _reason(text: str) -> Reason | str:

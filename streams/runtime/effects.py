@@ -18,7 +18,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, R
 from streams.core import control
 from streams.core.breaker import AUTH_STATUSES
 from streams.core.control import Control, Park, PendingDone
-from streams.core.deadletter import dead_letter_headers
+from streams.core.deadletter import dead_letter_headers, identity_of
 from streams.core.decision import PartnerRequest
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
@@ -75,6 +75,7 @@ async def dead_letter(rt: Runtime, dead: DeadLetter, key: bytes | None = None, *
         destination=dead.destination,
         status=status,
         secrets=rt.settings.secrets(),
+        ident=identity_of(key, dead.ident) if key is not None and dead.ident is not None else None,
     )
     value = dead.raw.encode("utf-8") if isinstance(dead.raw, str) else dead.raw
     for attempt in range(1, DLQ_SEND_ATTEMPTS + 1):
@@ -192,6 +193,7 @@ async def deliver(rt: Runtime, key: str, item: Dispatch, behind: int | None = No
                 item.source,
                 "delivery",
                 item.destination,
+                _numbered(item),
             ),
             key.encode("utf-8"),
             status=result.status,
@@ -200,6 +202,11 @@ async def deliver(rt: Runtime, key: str, item: Dispatch, behind: int | None = No
         # Confirm in the user's own partition, so the changelog write is local to the key.
         await control_to_user(rt, key, PendingDone(item.destination, item.released_seq))
     return result
+
+
+def _numbered(item: Dispatch) -> str | None:
+    number = item.released_seq if item.released_seq is not None else item.seq
+    return None if number is None else f"{item.destination}#{number}"
 
 
 def _releasing(rt: Runtime, key: str, item: Dispatch) -> bool:

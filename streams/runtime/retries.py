@@ -65,7 +65,10 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
             f"more than {limit} deliveries to {dest} parked for this user (CS_RELAY_PENDING_MAX_EVENTS); "
             f"last error: {park.parked.last_error or 'none'}"
         )
-        letter = DeadLetter(Reason.PENDING_OVERFLOW, detail, park.parked.raw, park.parked.source, "delivery", dest)
+        number = park.released_seq if park.released_seq is not None else seq
+        letter = DeadLetter(
+            Reason.PENDING_OVERFLOW, detail, park.parked.raw, park.parked.source, "delivery", dest, f"{dest}#{number}"
+        )
         return [effects.dead_letter(rt, letter, record.key)]
     parked = pending_mod.park(before, dest, park.parked, park.released_seq, seq)
     rt.store_pending(key, parked)
@@ -248,7 +251,7 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
     if given_up is not None:
         reason = Reason.RETRIES_EXHAUSTED if outcome is Outcome.RETRY else Reason.PARTNER_REFUSED
         detail = f"{given_up.last_error} (after {given_up.attempts} attempts)"
-        dead = DeadLetter(reason, detail, given_up.raw, given_up.source, "delivery", dest)
+        dead = DeadLetter(reason, detail, given_up.raw, given_up.source, "delivery", dest, f"{dest}#{given_up.seq}")
         work.append(effects.dead_letter(rt, dead, key.encode("utf-8"), status=retried.status))
     user = rt.user(key)
     destination = rt.destination(dest)
