@@ -23,7 +23,7 @@ from streams.core.decision import PartnerRequest
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
 from streams.core.retry import Outcome
-from streams.core.step import DeadLetter, Dispatch, Step, resend_releasing
+from streams.core.step import DeadLetter, Dispatch, Step, resolve_releasing
 from streams.ops import observe
 from streams.runtime.delivery import PartnerClient, Result
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS, produce
@@ -123,14 +123,22 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
     the previous process: they are sent again rather than lost)."""
     if result.user != rt.user(key):  # written only when it changed (last_seen moves once a minute)
         rt.tables.users[key] = result.user.to_dict()
-    if result.pending != before:
-        rt.store_pending(key, result.pending)
-    resend = resend_releasing(
-        before, rt.destinations, result.user, rt.groups_of(result.user), lambda d, seq: (key, d, seq) in rt.in_flight
+    resend = resolve_releasing(
+        before,
+        result.pending,
+        rt.destinations,
+        result.user,
+        rt.groups_of(result.user),
+        lambda d, seq: (key, d, seq) in rt.in_flight,
     )
+    if resend.pending != before:
+        rt.store_pending(key, resend.pending)
+    for dest, why in resend.skipped:  # released, and the destination's rules changed since
+        rt.counters[f"skipped.{dest}"] += 1
+        log.info("a released event is no longer taken by %s: %s", dest, why)
     key_bytes = key.encode("utf-8")
-    work: list[Awaitable[Any]] = [dead_letter(rt, d, key_bytes) for d in result.dead_letters]
-    work += [dispatch(rt, key, d) for d in (*resend, *result.dispatches)]
+    work: list[Awaitable[Any]] = [dead_letter(rt, d, key_bytes) for d in (*result.dead_letters, *resend.dead_letters)]
+    work += [dispatch(rt, key, d) for d in (*resend.dispatches, *result.dispatches)]
     return work
 
 
