@@ -22,11 +22,13 @@ from tests.test_faults_scale import all_delivered, wait_settled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults, pytest.mark.timeout(600)]
 
-USERS = 60
+USERS = 30
 PARTITIONS = 4
+FEED_PAUSE = 0.5  # seconds between two rounds of tracks
 
 
 def tracks(round_: int, per_user: int) -> list[dict]:
+    """Round `round_` of tracks, `per_user` for each user."""
     return [
         {"type": "track", "userId": f"r{u}", "event": f"r{u} e{round_}.{n}", "messageId": f"r{u}-{round_}-{n}"}
         for n in range(per_user)
@@ -57,6 +59,28 @@ async def waiting(worker: Worker, users: list[str]) -> dict[str, dict]:
     return out
 
 
+class Feeder:
+    """A track per user every FEED_PAUSE seconds until stopped: calls, and so parks, are
+    under way at every moment of the hand-overs."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.sent: list[dict] = []
+        self.rounds = 0
+        self.stop = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self.stop.is_set():
+            self.rounds += 1
+            batch = tracks(self.rounds, 1)
+            await self.pipeline.send(*batch)
+            self.sent += batch
+            try:
+                await asyncio.wait_for(self.stop.wait(), FEED_PAUSE)
+            except TimeoutError:
+                pass
+
+
 async def test_a_rebalance_while_a_partner_fails_leaves_no_user_held(pipeline: Pipeline):
     pipeline.partitions = PARTITIONS
     pipeline.env["CS_RELAY_SESSION_TIMEOUT"] = "6"
@@ -67,25 +91,26 @@ async def test_a_rebalance_while_a_partner_fails_leaves_no_user_held(pipeline: P
         | {"messageId": f"{user}-g"}
         for u, user in enumerate(users)
     ]
-    sent = tracks(0, 1)
-    await pipeline.send(*setup, *sent)
-    await all_delivered(pipeline, len(sent))
+    warm = tracks(0, 1)
+    await pipeline.send(*setup, *warm)
+    await all_delivered(pipeline, len(warm))
 
     await pipeline.fault("cs", status=500)
-    sent += tracks(1, 3)
-    await pipeline.send(*tracks(1, 3))
-    await pipeline.eventually(lambda: parked(first), lambda n: n >= USERS, what="deliveries parked at the first worker")
-    second = pipeline.start_worker(index=1)
-    sent += tracks(2, 3)
-    await pipeline.send(*tracks(2, 3))  # while the partitions move
-    owners_two = await wait_settled(pipeline, [first, second], "two workers sharing the partitions")
-    sent += tracks(3, 3)
-    await pipeline.send(*tracks(3, 3))
-    code = await asyncio.to_thread(second.terminate)
-    sent += tracks(4, 3)
-    await pipeline.send(*tracks(4, 3))  # while they move back
-    owners_one = await wait_settled(pipeline, [first], "the first worker alone again")
+    feeder = Feeder(pipeline)
+    feeding = asyncio.create_task(feeder.run())
+    try:
+        await pipeline.eventually(
+            lambda: parked(first), lambda n: n >= USERS, what="deliveries parked at the first worker"
+        )
+        second = pipeline.start_worker(index=1)
+        owners_two = await wait_settled(pipeline, [first, second], "two workers sharing the partitions")
+        code = await asyncio.to_thread(second.terminate)
+        owners_one = await wait_settled(pipeline, [first], "the first worker alone again")
+    finally:
+        feeder.stop.set()
+        await feeding
     await pipeline.clear_faults("cs")
+    sent = warm + feeder.sent
 
     cs, csb = await all_delivered(pipeline, len(sent))
     cs_counts = check_delivery(cs_events(cs), sent)
