@@ -386,3 +386,19 @@ async def test_a_partition_is_behind_until_this_assignment_s_own_token_is_read_b
     catchup.forget([1])
     assert not catchup.behind(1) and await catchup.wait(1, timeout=0.01)
     assert catchup.reached(1, again[1]) is False
+
+
+async def test_a_delivery_waiting_for_the_catch_up_gives_up_when_the_reading_loops_wait_for_it():
+    """A backlog longer than the unacknowledged window: the caught-up record cannot be
+    read before some of the waiting events are done, so they park at once."""
+    acks = AckTracker()
+    catchup = CatchUp("w1")
+    catchup.begin({0})
+    never = asyncio.get_running_loop().create_future()
+    acks.add("tp", lambda: None, [never])
+    reader = asyncio.ensure_future(acks.wait_below(1))  # the reading loop, at its limit
+    # Given up as soon as the reader waits, long before the delivery deadline.
+    assert not await asyncio.wait_for(catchup.wait(0, timeout=3600.0, give_up=acks.pressed), 5.0)
+    never.set_result(None)
+    await reader
+    assert not acks.pressed.is_set()

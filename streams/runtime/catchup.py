@@ -15,8 +15,10 @@ reading its token back was in Kafka before the assignment: a delivery of such an
 waits until the token is read, when every park record an earlier owner produced has
 been applied, and then parks behind what it finds (its park record has the call's own
 number, so a park of the same call found there makes it one: `streams.core.pending.park`).
-It waits at most the delivery deadline: then it parks at once, its record behind every
-earlier one in the log all the same.
+It waits at most the delivery deadline, and not while the reading loops wait for
+acknowledgements (a backlog longer than the unacknowledged window: the caught-up record
+cannot be read before some of these events are done): then it parks at once, its record
+behind every earlier one in the log all the same.
 """
 
 from __future__ import annotations
@@ -73,17 +75,22 @@ class CatchUp:
     def behind(self, partition: int) -> bool:
         return partition in self._tokens
 
-    async def wait(self, partition: int, timeout: float) -> bool:
-        """Until `partition` has caught up (True), at most `timeout` seconds (False)."""
+    async def wait(self, partition: int, timeout: float, give_up: asyncio.Event | None = None) -> bool:
+        """Until `partition` has caught up (True), at most `timeout` seconds, and not once
+        `give_up` is set (False): the reading loops wait for acknowledgements (back-
+        pressure), so the caught-up record will not be read before some events park."""
         event = self._reached.get(partition)
         if event is None or not self.behind(partition):
             return True
+        waits = [asyncio.ensure_future(event.wait())]
+        if give_up is not None:
+            waits.append(asyncio.ensure_future(give_up.wait()))
         try:
-            async with asyncio.timeout(timeout):
-                await event.wait()
-        except TimeoutError:
-            return False
-        return True
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
+        return not self.behind(partition)
 
 
 async def announce(catchup: CatchUp, partition: int, token: str, write: Callable[[], Awaitable[object]]) -> None:

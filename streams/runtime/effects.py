@@ -161,7 +161,7 @@ async def deliver(rt: Runtime, key: str, item: Dispatch, behind: int | None = No
     if behind is not None:
         # Read before this worker caught up with its partition: a park record an earlier
         # owner left may lie ahead, for an earlier delivery of this user.
-        if not await rt.catchup.wait(behind, rt.settings.delivery_deadline):
+        if not await rt.catchup.wait(behind, rt.settings.delivery_deadline, give_up=rt.acks.pressed):
             rt.counters[f"parked_catching_up.{item.destination}"] += 1
             error = "read before its partition caught up with an earlier owner's records; not called"
             await park(rt, key, item, attempts=0, error=error, retry_after=None)

@@ -40,6 +40,7 @@ class AckTracker:
         self._queues: dict[Hashable, deque[list]] = {}
         self._count = 0
         self._changed = asyncio.Event()
+        self.pressed = asyncio.Event()  # set while a reading loop waits in `wait_below`
 
     @property
     def in_flight(self) -> int:
@@ -103,8 +104,10 @@ class AckTracker:
 
     async def wait_below(self, limit: int) -> None:
         while self._count >= limit:
+            self.pressed.set()
             self._changed.clear()
             await self._changed.wait()
+        self.pressed.clear()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until everything registered is acknowledged; False on timeout."""
