@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from streams.core.control import Park
-from streams.runtime import agents, retries
+from streams.runtime import agents
 from streams.runtime.outbox import BY_USER
 from tests.runtime_world import BY_USER_TOPIC, INPUT, PARTITIONS, FakeClient, Incoming, Produced, World
 
@@ -41,18 +41,6 @@ def take(world: World) -> Incoming:
 
 def left_in_log(world: World) -> list[Produced]:
     return [r for r in world.outbox.records[world.routed :] if r.to == BY_USER]
-
-
-async def drain_retries(world: World) -> None:
-    """Let the retry tick bring every parked delivery out (the partner answers 200)."""
-    for _ in range(10):
-        pending = world.rt.pending("u1")
-        if pending.is_empty():
-            return
-        world.now = max(p.next_at for q in pending.queues.values() for p in q.parked) + 0.1
-        await retries.tick(world.rt)
-        assert await world.settle()
-    raise AssertionError(f"still waiting: {world.pending('u1')}")
 
 
 @pytest.mark.parametrize("second_park_in_kafka", [True, False])
@@ -86,7 +74,7 @@ async def test_a_park_in_flight_at_a_crash_keeps_the_order_and_delivers_once(sec
         await asyncio.sleep(0)
     new.routed = 0
     assert await new.settle()
-    await drain_retries(new)
+    await new.drain_retries()
 
     assert new.client.events() == ["First", "Second"]
     assert new.dead_letters() == [] and new.tables.pending.get("u1") is None

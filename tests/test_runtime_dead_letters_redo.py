@@ -13,7 +13,7 @@ import pytest
 from streams.core.control import MergeRequest, Park
 from streams.core.deadletter import DeadLetterRecord, read_headers
 from streams.ops.dlq import replay_headers
-from streams.runtime import agents, effects, merge, retries
+from streams.runtime import agents, effects, merge
 from tests.runtime_world import INPUT, FakeClient, Produced, World
 
 ID = "cs-relay-dead-letter-id"
@@ -27,17 +27,6 @@ async def replay(world: World, letters: list[Produced]) -> None:
         record = world._incoming(INPUT, letter.key, letter.value, dict(replay_headers(dl)), 0)
         world._register(record, [await agents.admit(world.rt, record)])
     assert await world.settle()
-
-
-async def drain_retries(world: World, user: str = "u1") -> None:
-    for _ in range(10):
-        pending = world.rt.pending(user)
-        if pending.is_empty():
-            return
-        world.now = max(p.next_at for q in pending.queues.values() for p in q.parked) + 0.1
-        await retries.tick(world.rt)
-        assert await world.settle()
-    raise AssertionError(f"still waiting: {world.pending(user)}")
 
 
 def taken(world: World, kind: bytes | None, part: bytes = b""):
@@ -60,7 +49,7 @@ async def test_a_park_redone_against_a_full_queue_is_replayed_once():
     assert await world.redo(second_park)  # processed again after a crash
     first, again = world.dead_letters()
 
-    await drain_retries(world)  # the partner is back: First goes
+    await world.drain_retries()  # the partner is back: First goes
     await replay(world, [first, again])
     assert world.client.events().count("Second") == 1
     assert first.headers.get(ID) == again.headers.get(ID) is not None
