@@ -10,11 +10,13 @@ parked one, and, if the call had parked as well, twice (issue 22, finding 3). No
 the tables can say so beforehand: the park was not applied yet.
 
 So on each assignment the worker writes a `caught-up` record (`CaughtUp`, with a token
-of its own) at the end of each by-user partition it was given. What it handles before
-reading its token back was in Kafka before the assignment: a delivery of such an event
-waits until the token is read, when every park record an earlier owner produced has
-been applied, and then parks behind what it finds (its park record has the call's own
-number, so a park of the same call found there makes it one: `streams.core.pending.park`).
+of its own) at the end of each by-user partition it was given. Until it reads its token
+back, what it handles was in Kafka before the assignment: a delivery of the partition's
+users that starts meanwhile (`streams.runtime.effects.deliver`) waits until the token is
+read, when every park record an earlier owner produced has been applied, and then goes,
+or parks behind what it finds (its park record has the call's own number, so a park of
+the same call found there makes it one: `streams.core.pending.park`). One that starts
+later finds those applied already.
 It waits at most the delivery deadline, and not while the reading loops wait for
 acknowledgements (a backlog longer than the unacknowledged window: the caught-up record
 cannot be read before some of these events are done): then it parks at once, its record

@@ -146,28 +146,28 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
 
 
 def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
-    """Deliver `item` after the user's earlier deliveries to the same partner; an event
-    read before its partition caught up waits for that first (streams.runtime.catchup)."""
+    """Deliver `item` after the user's earlier deliveries to the same partner."""
     if item.released_seq is not None:
         rt.in_flight.add((key, item.destination, item.released_seq))
-    partition = rt.partition_of(key)
-    behind = partition if rt.catchup.behind(partition) else None
-    return rt.chains.submit((key, item.destination), lambda: deliver(rt, key, item, behind))
+    return rt.chains.submit((key, item.destination), lambda: deliver(rt, key, item))
 
 
-async def deliver(rt: Runtime, key: str, item: Dispatch, behind: int | None = None) -> Result | None:
+async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
     observe.on_delivery(item)
     client = rt.clients[item.destination]
-    if behind is not None:
-        # Read before this worker caught up with its partition: a park record an earlier
-        # owner left may lie ahead, for an earlier delivery of this user.
-        if not await rt.catchup.wait(behind, rt.settings.delivery_deadline, give_up=rt.acks.pressed):
+    partition = rt.partition_of(key)
+    if rt.catchup.behind(partition):
+        # This worker has not yet read all that an earlier owner left in the partition: a
+        # park record of an earlier delivery of this user may lie ahead (streams.runtime.catchup).
+        if not await rt.catchup.wait(partition, rt.settings.delivery_deadline, give_up=rt.acks.pressed):
             rt.counters[f"parked_catching_up.{item.destination}"] += 1
             error = "read before its partition caught up with an earlier owner's records; not called"
             await park(rt, key, item, attempts=0, error=error, retry_after=None)
             return None
-        if item.released_seq is not None and not _releasing(rt, key, item):
-            return None  # confirmed or parked meanwhile, by an earlier owner's record
+    if item.released_seq is not None and not _releasing(rt, key, item):
+        # Confirmed, parked or handed over meanwhile (an earlier owner's record, a merge).
+        rt.in_flight.discard((key, item.destination, item.released_seq))
+        return None
     if rt.marks.parking[(key, item.destination)] > 0 or rt.pending(key).queue(item.destination).parked:
         # An earlier delivery of this user to this partner is parked, or on its way to
         # be: park this one behind it rather than overtake it.
