@@ -19,7 +19,7 @@ from typing import Any
 from streams.core import control
 from streams.core.decision import PartnerRequest
 from streams.core.retry import Outcome, classify
-from streams.runtime import agents
+from streams.runtime import agents, retries
 from streams.runtime.delivery import Result
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS
 from streams.runtime.runtime import Incoming, Runtime, Tables
@@ -190,6 +190,18 @@ class World:
         or a rebalance before its offset was committed."""
         self._register(record, agents.route_one(self.rt, record))
         return await self.settle()
+
+    async def drain_retries(self, user: str = "u1", rounds: int = 10) -> None:
+        """Let the retry tick bring every parked delivery of `user` out, the clock moved
+        to each head's retry time (the partner answers as scripted)."""
+        for _ in range(rounds):
+            pending = self.rt.pending(user)
+            if pending.is_empty():
+                return
+            self.now = max(p.next_at for q in pending.queues.values() for p in q.parked) + 0.1
+            await retries.tick(self.rt)
+            assert await self.settle()
+        raise AssertionError(f"still waiting: {self.pending(user)}")
 
     # ------------------------------------------------------------------ reading
 

@@ -9,6 +9,7 @@ import pytest
 from streams.core import control
 from streams.core.control import (
     KIND_HEADER,
+    CaughtUp,
     GroupKnown,
     GroupUpdate,
     GroupWait,
@@ -125,7 +126,14 @@ FROZEN = [
         b'{"group": {"group_id": "g1", "name": "Acme"}}',
         GroupKnown({"group_id": "g1", "name": "Acme"}),
     ),
+    # a worker's assignment read back in its partition (issue 22, finding 3)
+    (b"caught-up", b'{"token": "0a1b2c3d4e5f/2/3"}', CaughtUp("0a1b2c3d4e5f/2/3")),
 ]
+
+
+def test_a_park_of_a_call_sent_at_once_carries_the_call_s_number():
+    value, headers = encode(Park("clientsuccess", None, PARKED, 7 << 20))
+    assert b'"seq": 7340032' in value and decode(headers, value) == Park("clientsuccess", None, PARKED, 7 << 20)
 
 
 @pytest.mark.parametrize("kind, value, record", FROZEN, ids=[k.decode() for k, _, _ in FROZEN])

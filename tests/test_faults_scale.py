@@ -31,7 +31,7 @@ PARTITIONS = 6
 # a hand-over redoes was in progress at it, so each hand-over adds at most that many
 # duplicates (observed: 14-963 over 18 runs for the two hand-overs together).
 AHEAD, BATCH = 600, 200
-TABLES = ("users", "pending", "seen")  # the tables partitioned like the by-user topic
+TABLES = ("users", "pending", "payloads", "seen", "windows", "waiters")  # the tables partitioned like the by-user topic
 
 
 def ordered_traffic(users: int, tracks: int, prefix: str, *, identify_every: int = 5) -> list[dict]:

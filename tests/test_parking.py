@@ -3,7 +3,7 @@ pending record, ahead of that user's later events for the same partner."""
 
 from __future__ import annotations
 
-from streams.core.pending import Parked, Pending, next_retry_at, park, retried
+from streams.core.pending import Parked, Pending, hold, next_retry_at, park, parked_full, retried
 from streams.destinations.clientsuccess import mapping as cs
 from streams.destinations.customersuccessbox import mapping as csb
 from tests.coretools import pending_due as due
@@ -110,3 +110,15 @@ def test_a_delivery_being_parked_blocks_the_destination_before_its_record_lands(
     )
     assert [d.destination for d in result.dispatches] == [csb.KEY]
     assert result.pending.queue(cs.KEY).held
+
+
+def test_a_call_parked_or_held_under_its_number_already_is_not_parked_again():
+    """A call sent at once parks under its own number (issue 22, finding 3): its park
+    record from before a crash and the one its redo writes make one parked delivery, and
+    a redo that held the call behind a delivery parked meanwhile keeps it held only."""
+    number = 7 << 20
+    once = park(Pending(), cs.KEY, parked(1), seq=number)
+    assert park(once, cs.KEY, parked(1), seq=number) == once
+    held, _ = hold(Pending(), cs.KEY, '{"n": 1}', {}, 0.0, 10, number)
+    assert park(held, cs.KEY, parked(1), seq=number) == held
+    assert not parked_full(held, cs.KEY, 0, None, number)  # there already: no overflow either

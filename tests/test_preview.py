@@ -15,7 +15,7 @@ from streams.core.preview import HOLD, RELEASE, SEND, preview
 from streams.core.step import step
 from streams.runtime.wiring import destinations
 from streams.settings import Settings
-from tests.pipeline import DESTINATION_VARIABLES
+from streams.testing.pipeline import DESTINATION_VARIABLES
 
 CS_KEY = "cs-secret-key-0123456789"
 CSB_KEY = "csb-secret-key-0123456789"

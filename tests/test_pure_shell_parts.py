@@ -9,6 +9,7 @@ import pytest
 from streams.core.deadletter import dead_letter_headers, read_headers
 from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff, classify, retry_after_seconds
+from streams.runtime.catchup import CatchUp
 from streams.runtime.inflight import AckTracker, Chains, ParkingMarks
 from streams.runtime.topics import creation_errors
 from streams.settings import Settings, SettingsError
@@ -369,3 +370,35 @@ async def test_chains_cancel_stops_running_and_queued_work_of_matching_keys_only
     await b1
     assert order == ["b1"]  # a2 never ran, though its gate opened
     assert len(chains) == 0
+
+
+async def test_a_partition_is_behind_until_this_assignment_s_own_token_is_read_back():
+    catchup = CatchUp("w1")
+    tokens = catchup.begin({0, 1})
+    assert catchup.behind(0) and catchup.behind(1)
+    assert not catchup.reached(0, "w2/1/0")  # another worker's record
+    waiting = asyncio.ensure_future(catchup.wait(0, timeout=5.0))
+    assert catchup.reached(0, tokens[0]) and await waiting
+    assert not catchup.behind(0) and catchup.behind(1)
+    again = catchup.begin({1})  # the next rebalance: partition 0 went elsewhere
+    assert not catchup.reached(1, tokens[1]) and catchup.behind(1)  # the earlier assignment's record
+    assert not await catchup.wait(1, timeout=0.01)  # not read back in time: the delivery parks
+    catchup.forget([1])
+    assert not catchup.behind(1) and await catchup.wait(1, timeout=0.01)
+    assert catchup.reached(1, again[1]) is False
+
+
+async def test_a_delivery_waiting_for_the_catch_up_gives_up_when_the_reading_loops_wait_for_it():
+    """A backlog longer than the unacknowledged window: the caught-up record cannot be
+    read before some of the waiting events are done, so they park at once."""
+    acks = AckTracker()
+    catchup = CatchUp("w1")
+    catchup.begin({0})
+    never = asyncio.get_running_loop().create_future()
+    acks.add("tp", lambda: None, [never])
+    reader = asyncio.ensure_future(acks.wait_below(1))  # the reading loop, at its limit
+    # Given up as soon as the reader waits, long before the delivery deadline.
+    assert not await asyncio.wait_for(catchup.wait(0, timeout=3600.0, give_up=acks.pressed), 5.0)
+    never.set_result(None)
+    await reader
+    assert not acks.pressed.is_set()

@@ -2,10 +2,10 @@
 
 from functools import partial
 
-from streams.core.decision import Reject
+from streams.core.decision import Hold, Reject, Skip
 from streams.core.pending import Item, Pending, Queue, confirm
 from streams.core.state import GroupState
-from streams.core.step import Destination, merge_step, resend_releasing, step
+from streams.core.step import Destination, merge_step, resend_releasing, resolve_releasing, step
 from streams.destinations.clientsuccess import mapping as cs
 from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 from streams.destinations.customersuccessbox import mapping as csb
@@ -207,3 +207,29 @@ def test_a_destinations_own_reject_reason_reaches_the_dead_letter_as_it_is():
     w = World()
     result = w.feed(msg("track", event="E"), dests=[own])
     assert [(d.reason, d.destination, d.stage) for d in result.dead_letters] == [("own_rule", "own", "routing")]
+
+
+def test_released_events_the_rules_no_longer_send_are_held_again_refused_or_skipped():
+    """Issue 22, finding 8: decided again after a restart, a released event leaves
+    `releasing` as the destination's rules now say: held again (first in line), dead-
+    lettered when refused, skipped otherwise; never left there for good."""
+    w = World()
+    w.feed(msg("track", event="Early"))
+    w.feed(msg("group", groupId="acme", traits={"name": "Acme"}))
+    pending = w.pending["u1"]
+    (item,) = pending.queue(cs.KEY).releasing
+    later = Item(99, 1.0, raw(msg("track", event="Late")))
+    pending = pending.with_queue(cs.KEY, Queue(held=(later,), releasing=(item,)))
+
+    def resolve(decision):
+        dests = [Destination(cs.KEY, cs.NAME, lambda m, u, g: decision)]
+        return resolve_releasing(pending, pending, dests, w.users["u1"], w.groups.get, lambda d, s: False)
+
+    held = resolve(Hold("no group now"))
+    assert held.pending.queue(cs.KEY) == Queue(held=(item, later))
+    assert held.dispatches == held.dead_letters == held.skipped == []
+    refused = resolve(Reject("group_without_name", "no"))
+    assert refused.pending.queue(cs.KEY).releasing == ()
+    assert [d.ident for d in refused.dead_letters] == [f"{cs.KEY}#{item.seq}"]
+    skipped = resolve(Skip("denied"))
+    assert skipped.pending.queue(cs.KEY).releasing == () and len(skipped.skipped) == 1 and not skipped.dead_letters

@@ -7,7 +7,14 @@ past. The tables stand in for Faust's: every `__setitem__` and `del` goes throug
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from streams.runtime.runtime import Tables
 from tests.runtime_world import BY_USER_TOPIC, World
@@ -101,3 +108,66 @@ async def test_a_users_record_is_written_only_when_it_changed():
     world.now += 31
     await track(3)
     assert users_written == ["u1", "u1"] and world.tables.users["u1"]["last_seen"].startswith("2023-11-14T22:14")
+
+
+TABLE_NAMES = [f.name for f in dataclasses.fields(Tables)]
+
+
+class HeldTable(ChangelogTable):
+    """One table's changelog writes wait for the test; the other tables' are acknowledged at once."""
+
+    def __init__(self, writes: list[asyncio.Future], held: bool) -> None:
+        super().__init__(writes if held else [])
+        self.held = held
+
+    def send_changelog(self, key: Any, value: Any) -> asyncio.Future:
+        written = super().send_changelog(key, value)
+        if not self.held:
+            written.set_result(None)
+        return written
+
+
+@pytest.mark.parametrize("table", TABLE_NAMES)
+async def test_no_event_is_acknowledged_before_its_writes_to_any_table_are_durable(tmp_path, table: str):
+    """Every table, a user's waiting events' payload rows and a group's waiters included:
+    a call held while its group is unknown (users, pending, payloads, seen; the group's
+    waiters), the group call (groups) that releases it, a call counted in an
+    aggregation window (windows). While Kafka has not acknowledged the writes to `table`, the events that
+    made them, and every later one of their partitions, stay unacknowledged."""
+    mappings = tmp_path / "mappings.toml"
+    mappings.write_text('[clientsuccess]\naggregate = "1h"\n')
+    writes: list[asyncio.Future] = []
+    tables = Tables(**{name: HeldTable(writes, held=name == table) for name in TABLE_NAMES})
+    world = World({"CS_RELAY_MAPPINGS": str(mappings)}, tables=tables)
+    for name in TABLE_NAMES:
+        world.rt.changelog.watch(getattr(tables, name))
+
+    await world.publish(type="track", userId="u1", event="Early", context={"groupId": "g1"}, messageId="t1")
+    await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+    await world.publish(type="track", userId="u1", event="Counted", messageId="t2")
+    assert writes, f"the calls wrote nothing to {table}"
+    assert world.rt.acks.in_flight > 0  # the events that wrote to it, and those after them
+    for written in writes:
+        written.set_result(None)
+    assert await world.settle()
+    assert world.rt.acks.in_flight == 0
+
+
+WATCHED = """
+import json
+from streams.runtime import app
+print(json.dumps({t.name: t.send_changelog.__qualname__ for t in app.app.tables.values()}))
+"""
+
+
+def test_the_worker_awaits_the_changelog_writes_of_every_one_of_its_tables(tmp_path):
+    """The wiring behind the test above: every table of the Faust app, payloads and
+    waiters included, has its changelog writes collected for the event that made them."""
+    repo = Path(__file__).resolve().parent.parent
+    env = {"PATH": "/usr/bin:/bin", "CS_RELAY_DATA_DIR": str(tmp_path), "PYTHONPATH": str(repo)}
+    probe = [sys.executable, "-c", WATCHED]
+    done = subprocess.run(probe, env=env, cwd=repo, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    watched = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(watched) == sorted(TABLE_NAMES)
+    assert all(name.startswith("ChangelogWrites.watch.") for name in watched.values()), watched

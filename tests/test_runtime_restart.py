@@ -75,3 +75,20 @@ async def test_a_late_pending_done_never_confirms_a_later_event_of_the_user():
     world.client.gate.set()
     assert await world.settle()
     assert world.client.events() == ["Early", "Later"] and world.tables.pending.get("u1") is None
+
+
+async def test_a_released_event_the_destination_no_longer_takes_leaves_releasing(tmp_path):
+    """Issue 22, finding 8: the mapping file changed between the release and a restart,
+    and ClientSuccess no longer takes the event. It was left in `releasing` for good (the
+    user's pending row never emptied); now it is skipped, and counted, as the rules say."""
+    before = World()
+    await released_but_unconfirmed(before)
+    mappings = tmp_path / "mappings.toml"
+    mappings.write_text('[clientsuccess]\ndeny = ["Early"]\n')
+
+    after = World({"CS_RELAY_MAPPINGS": str(mappings)}, client=FakeClient(), tables=before.tables)
+    await after.publish(type="track", userId="u1", event="Later", messageId="t2")
+    assert after.client.events() == ["Later"]
+    assert after.tables.pending.get("u1") is None and after.tables.payloads == {}
+    assert after.rt.counters["skipped.clientsuccess"] == 1
+    assert after.dead_letters() == []

@@ -23,6 +23,7 @@ tests/test_core_control.py holds frozen examples of each kind as version 0.1 wro
     retried        a retry                      applies its outcome
     window-close   a timer, to a partition      sends the closed windows of these users
     window-done    a closed window's delivery   removes the window from the user's row
+    caught-up      a worker, on assignment       its reading of the partition has caught up
 """
 
 from __future__ import annotations
@@ -185,19 +186,24 @@ class Sweep:
 class Park:
     """A delivery failed in a retryable way after the quick retries: keep it in the
     user's parked queue for `destination`. `released_seq` is set when the event came
-    out of `releasing` (it leaves that queue)."""
+    out of `releasing` (it leaves that queue); `seq`, the number of a call sent at once
+    (`streams.core.step.Dispatch.seq`), so that the same delivery parked twice (its
+    call redone after a crash) is parked once. Without either (a window's request, a
+    record of an earlier version) it is numbered from the park record's position."""
 
     KIND: ClassVar[bytes] = b"park"
     destination: str
     released_seq: int | None
     parked: Parked
+    seq: int | None = None
 
     def body(self) -> dict[str, Any]:
-        return {"destination": self.destination, "released_seq": self.released_seq, "parked": self.parked.to_dict()}
+        body = {"destination": self.destination, "released_seq": self.released_seq, "parked": self.parked.to_dict()}
+        return body if self.seq is None else {**body, "seq": self.seq}
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Park:
-        return cls(body["destination"], body.get("released_seq"), Parked.from_dict(body["parked"]))
+        return cls(body["destination"], body.get("released_seq"), Parked.from_dict(body["parked"]), body.get("seq"))
 
 
 @dataclass(frozen=True)
@@ -304,6 +310,23 @@ class WindowDone:
         return cls(body["window"])
 
 
+@dataclass(frozen=True)
+class CaughtUp:
+    """To one partition (empty key), from the worker it was just assigned to, at the end
+    of the log: once `token` is read back, every record an earlier owner left in the
+    partition has been read (streams.runtime.catchup)."""
+
+    KIND: ClassVar[bytes] = b"caught-up"
+    token: str
+
+    def body(self) -> dict[str, Any]:
+        return {"token": self.token}
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> CaughtUp:
+        return cls(str(body["token"]))
+
+
 Control = (
     PendingDone
     | MergeRequest
@@ -318,6 +341,7 @@ Control = (
     | Retried
     | WindowClose
     | WindowDone
+    | CaughtUp
 )
 _ALL = (
     PendingDone,
@@ -333,9 +357,10 @@ _ALL = (
     Retried,
     WindowClose,
     WindowDone,
+    CaughtUp,
 )
 KINDS: Mapping[bytes, type[Control]] = MappingProxyType({kind.KIND: kind for kind in _ALL})
-TO_PARTITION = (Sweep, RetryDue, WindowClose)  # sent to one partition with an empty key, not to a user
+TO_PARTITION = (Sweep, RetryDue, WindowClose, CaughtUp)  # sent to one partition with an empty key, not to a user
 
 
 def encode(record: Control) -> tuple[bytes, dict[str, bytes]]:

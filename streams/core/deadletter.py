@@ -5,10 +5,16 @@ A dead letter's value is the original record value, untouched. Its headers say w
 sentence), `cs-relay-stage` (intake, routing or delivery), where it came from
 (`cs-relay-source-topic`, `-partition`, `-offset`), and for delivery failures the
 destination and the partner's status. Header values are redacted of secrets.
+
+A dead letter of a user's event also has `cs-relay-dead-letter-id`: a digest of the
+user and what the event is to them (its destination and number), the same when a redo
+after a crash writes the dead letter again. A replay names it, so that replaying both
+copies delivers once (issue 22, finding 6).
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,8 +36,10 @@ def dead_letter_headers(
     status: int | None = None,
     secrets: Iterable[str] = (),
     now: datetime | None = None,
+    ident: str | None = None,
 ) -> dict[str, bytes]:
-    """The headers of a dead-letter record, as Kafka header bytes."""
+    """The headers of a dead-letter record, as Kafka header bytes; `ident`: its
+    identity (`identity_of`), when it has one."""
     fields: dict[str, Any] = {
         "reason": reason,
         "detail": redact(detail, secrets)[:DETAIL_MAX],
@@ -42,8 +50,15 @@ def dead_letter_headers(
         "destination": destination,
         "status": status,
         "failed-at": (now or datetime.now(UTC)).isoformat(),
+        "dead-letter-id": ident,
     }
     return {PREFIX + k: str(v).encode("utf-8") for k, v in fields.items() if v is not None}
+
+
+def identity_of(key: bytes, what: str) -> str:
+    """A dead letter's identity: `what` it is for the user `key` (destination and the
+    event's number there), digested: short, the same under redo, no id in clear."""
+    return hashlib.sha256(key + b"\x00" + what.encode("utf-8")).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,13 @@ class DeadLetterRecord:
         if not self.topic or self.partition < 0 or self.offset < 0:
             return None
         return f"{self.topic}/{self.partition}/{self.offset}"
+
+    @property
+    def replay_identity(self) -> str | None:
+        """What a replay names it by: its own identity (`identity_of`), which the copies
+        a redo wrote share, else where it is."""
+        own = self.headers.get("dead-letter-id")
+        return f"id/{own}" if own else self.identity
 
     @property
     def reason(self) -> str:

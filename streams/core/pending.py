@@ -254,12 +254,14 @@ def park(
 ) -> Pending:
     """Append a failed delivery to the destination's parked queue (after any already
     there: order per user is kept). A released event that parks leaves `releasing`
-    and keeps its number; another is numbered `seq` (`first_seq` of the park record).
-    A delivery parked under that number already (the park record processed again)
-    is not parked twice."""
+    and keeps its number; another is numbered `seq` (its call's, or the park record's).
+    A delivery parked under that number already (the park record processed again, or
+    its call redone and parked again) is not parked twice; nor is a call that waits
+    under that number already (redone after a crash, it was held behind a delivery
+    parked meanwhile: it goes when released)."""
     queue = pending.queue(destination)
     number = released_seq if released_seq is not None else (pending.next_seq if seq is None else seq)
-    if any(p.seq == number for p in queue.parked):
+    if any(p.seq == number for p in queue.parked) or (released_seq is None and has_seq(queue, number)):
         return pending
     releasing = queue.releasing
     if released_seq is not None:
@@ -272,9 +274,10 @@ def park(
 def parked_full(pending: Pending, destination: str, max_events: int, released_seq: int | None, seq: int) -> bool:
     """Whether a delivery to park (numbered `released_seq`, else `seq`) finds the
     destination's parked queue at its bound (and is not parked there already)."""
-    parked = pending.queue(destination).parked
+    queue = pending.queue(destination)
     number = released_seq if released_seq is not None else seq
-    return len(parked) >= max_events and not any(p.seq == number for p in parked)
+    there = any(p.seq == number for p in queue.parked) or (released_seq is None and has_seq(queue, number))
+    return len(queue.parked) >= max_events and not there
 
 
 def expire_parked(

@@ -74,6 +74,9 @@ class Dispatch:
     source: Mapping[str, Any]
     message_id: str
     released_seq: int | None = None  # set when the event comes out of the pending queue
+    # A call sent at once: the number it parks under (`first_seq` of its record, which
+    # holds nothing for this destination), the same when the call is redone.
+    seq: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,9 @@ class DeadLetter:
     source: Mapping[str, Any]
     stage: str
     destination: str | None = None
+    # What it is to its user, the same under redo: `destination#number` of the event
+    # (streams.core.deadletter.identity_of); None when it has no number.
+    ident: str | None = None
 
 
 @dataclass(frozen=True)
@@ -171,13 +177,14 @@ def step(
         if folded is not None:
             pass
         elif isinstance(decision, Send):
-            dispatches.append(Dispatch(dest.key, decision.request, raw, source, msg.message_id))
+            dispatches.append(Dispatch(dest.key, decision.request, raw, source, msg.message_id, seq=seq))
         elif isinstance(decision, Hold):
             pending, overflow = pending_mod.hold(pending, dest.key, raw, source, now, max_pending, seq)
             held.append((dest.key, decision.reason))
             dead += [_pending_dead_letter(i, dest.key, Reason.PENDING_OVERFLOW, max_pending) for i in overflow]
         elif isinstance(decision, Reject):
-            dead.append(DeadLetter(_reason(decision.reason), decision.detail, raw, source, "routing", dest.key))
+            ident = None if seq is None else f"{dest.key}#{seq}"
+            dead.append(DeadLetter(_reason(decision.reason), decision.detail, raw, source, "routing", dest.key, ident))
         elif isinstance(decision, Skip):
             skipped.append((dest.key, decision.reason))
 
@@ -235,6 +242,16 @@ def release_ready(
     return pending, ready
 
 
+@dataclass(frozen=True)
+class Resend:
+    """What becomes of the released events no delivery in this process is carrying."""
+
+    pending: Pending  # without those the destination no longer takes
+    dispatches: list[Dispatch]  # sent again
+    dead_letters: list[DeadLetter]  # refused by the destination's rules now
+    skipped: list[tuple[str, str]]  # (destination, why): not taken now
+
+
 def resend_releasing(
     pending: Pending,
     destinations: Iterable[Destination],
@@ -244,26 +261,64 @@ def resend_releasing(
 ) -> list[Dispatch]:
     """Dispatches for released events that no delivery in this process is carrying
     (after a restart): they are sent again rather than lost."""
+    return resolve_releasing(pending, pending, destinations, user, groups, in_flight).dispatches
+
+
+def resolve_releasing(
+    before: Pending,
+    after: Pending,
+    destinations: Iterable[Destination],
+    user: UserState,
+    groups: GroupLookup,
+    in_flight: Callable[[str, int], bool],
+) -> Resend:
+    """The released events of `before` that no delivery in this process is carrying
+    (after a restart) are decided again: sent again rather than lost, or, when the
+    destination's rules changed meanwhile (a mapping file, a new version), taken out
+    of `releasing` (in `after`) as those rules say: held again (first), dead-lettered
+    (refused) or skipped. Left there, they stayed in `releasing` for good."""
     out: list[Dispatch] = []
+    dead: list[DeadLetter] = []
+    skipped: list[tuple[str, str]] = []
     for dest in destinations:
-        for item in pending.queue(dest.key).releasing:
+        again: list[Item] = []
+        for item in before.queue(dest.key).releasing:
             if in_flight(dest.key, item.seq):
                 continue
-            dispatch = _decide_item(item, dest, user, groups)
-            if dispatch is not None:
-                out.append(dispatch)
-    return out
+            decision, message_id = _decision(item, dest, user, groups)
+            if isinstance(decision, Send):
+                out.append(_dispatch(item, dest, decision, message_id))
+                continue
+            if isinstance(decision, Hold):
+                again.append(item)
+            elif isinstance(decision, Reject):
+                reason, ident = _reason(decision.reason), f"{dest.key}#{item.seq}"
+                dead.append(DeadLetter(reason, decision.detail, item.raw, item.source, "routing", dest.key, ident))
+            else:
+                skipped.append((dest.key, f"released, then no longer taken: {decision.reason}"))
+            after = pending_mod.confirm(after, dest.key, item.seq)
+        if again:
+            queue = after.queue(dest.key)
+            after = after.with_queue(dest.key, replace(queue, held=(*again, *queue.held)))
+    return Resend(after, out, dead, skipped)
 
 
 def _decide_item(item: Item, dest: Destination, user: UserState, groups: GroupLookup) -> Dispatch | None:
+    decision, message_id = _decision(item, dest, user, groups)
+    return _dispatch(item, dest, decision, message_id) if isinstance(decision, Send) else None
+
+
+def _decision(item: Item, dest: Destination, user: UserState, groups: GroupLookup) -> tuple[Decision, str]:
+    """The destination's decision on a waiting event now, and its messageId."""
     try:
         msg = parse(item.raw.encode("utf-8"))
-    except InvalidMessage:  # it was valid when held; a newer rule may refuse it
-        return None
-    decision = dest.decide(msg, user, groups)
-    if not isinstance(decision, Send):
-        return None
-    return Dispatch(dest.key, decision.request, item.raw, item.source, msg.message_id, item.seq)
+    except InvalidMessage as exc:  # it was valid when held; a newer rule may refuse it
+        return Skip(f"no longer a valid call ({exc.reason})"), ""
+    return dest.decide(msg, user, groups), msg.message_id
+
+
+def _dispatch(item: Item, dest: Destination, decision: Send, message_id: str) -> Dispatch:
+    return Dispatch(dest.key, decision.request, item.raw, item.source, message_id, item.seq)
 
 
 def _overlay(groups: GroupLookup, changed: GroupState | None) -> GroupLookup:
@@ -290,7 +345,7 @@ def _pending_dead_letter(item: Item, dest: str, reason: Reason, bound: float) ->
         )
     else:
         detail = f"waited longer than {int(bound)} s for {dest} to be able to attribute it"
-    return DeadLetter(reason, detail, item.raw, item.source, "routing", dest)
+    return DeadLetter(reason, detail, item.raw, item.source, "routing", dest, f"{dest}#{item.seq}")
 
 
 def _reason(text: str) -> Reason | str:

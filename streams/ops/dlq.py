@@ -143,14 +143,15 @@ REPLAY_OF_HEADER = "cs-relay-replay-of"
 def replay_headers(dl: DeadLetterRecord) -> list[tuple[str, bytes]]:
     """A replayed record is routed even though its messageId was seen (it was dead-
     lettered, not delivered), and only to the destination that refused it, if one did.
-    It names the dead letter (`REPLAY_OF_HEADER`: topic/partition/offset in the
-    dead-letter topic), which the user's partition remembers like a messageId
+    It names the dead letter (`REPLAY_OF_HEADER`: its own identity when it has one, the
+    same for its copies a redo wrote; else topic/partition/offset in the dead-letter
+    topic), which the user's partition remembers like a messageId
     (streams.core.dedupe): the same dead letter replayed again is dropped."""
     headers = [(REPLAY_HEADER, b"1")]
     if dl.headers.get("destination"):
         headers.append((REPLAY_DESTINATION_HEADER, dl.headers["destination"].encode()))
-    if dl.identity is not None:
-        headers.append((REPLAY_OF_HEADER, dl.identity.encode()))
+    if dl.replay_identity is not None:
+        headers.append((REPLAY_OF_HEADER, dl.replay_identity.encode()))
     return headers
 
 

@@ -18,12 +18,12 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, R
 from streams.core import control
 from streams.core.breaker import AUTH_STATUSES
 from streams.core.control import Control, Park, PendingDone
-from streams.core.deadletter import dead_letter_headers
+from streams.core.deadletter import dead_letter_headers, identity_of
 from streams.core.decision import PartnerRequest
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
 from streams.core.retry import Outcome
-from streams.core.step import DeadLetter, Dispatch, Step, resend_releasing
+from streams.core.step import DeadLetter, Dispatch, Step, resolve_releasing
 from streams.ops import observe
 from streams.runtime.delivery import PartnerClient, Result
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS, produce
@@ -75,6 +75,7 @@ async def dead_letter(rt: Runtime, dead: DeadLetter, key: bytes | None = None, *
         destination=dead.destination,
         status=status,
         secrets=rt.settings.secrets(),
+        ident=identity_of(key, dead.ident) if key is not None and dead.ident is not None else None,
     )
     value = dead.raw.encode("utf-8") if isinstance(dead.raw, str) else dead.raw
     for attempt in range(1, DLQ_SEND_ATTEMPTS + 1):
@@ -122,14 +123,22 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
     the previous process: they are sent again rather than lost)."""
     if result.user != rt.user(key):  # written only when it changed (last_seen moves once a minute)
         rt.tables.users[key] = result.user.to_dict()
-    if result.pending != before:
-        rt.store_pending(key, result.pending)
-    resend = resend_releasing(
-        before, rt.destinations, result.user, rt.groups_of(result.user), lambda d, seq: (key, d, seq) in rt.in_flight
+    resend = resolve_releasing(
+        before,
+        result.pending,
+        rt.destinations,
+        result.user,
+        rt.groups_of(result.user),
+        lambda d, seq: (key, d, seq) in rt.in_flight,
     )
+    if resend.pending != before:
+        rt.store_pending(key, resend.pending)
+    for dest, why in resend.skipped:  # released, and the destination's rules changed since
+        rt.counters[f"skipped.{dest}"] += 1
+        log.info("a released event is no longer taken by %s: %s", dest, why)
     key_bytes = key.encode("utf-8")
-    work: list[Awaitable[Any]] = [dead_letter(rt, d, key_bytes) for d in result.dead_letters]
-    work += [dispatch(rt, key, d) for d in (*resend, *result.dispatches)]
+    work: list[Awaitable[Any]] = [dead_letter(rt, d, key_bytes) for d in (*result.dead_letters, *resend.dead_letters)]
+    work += [dispatch(rt, key, d) for d in (*resend.dispatches, *result.dispatches)]
     return work
 
 
@@ -146,6 +155,19 @@ def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
 async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
     observe.on_delivery(item)
     client = rt.clients[item.destination]
+    partition = rt.partition_of(key)
+    if rt.catchup.behind(partition):
+        # This worker has not yet read all that an earlier owner left in the partition: a
+        # park record of an earlier delivery of this user may lie ahead (streams.runtime.catchup).
+        if not await rt.catchup.wait(partition, rt.settings.delivery_deadline, give_up=rt.acks.pressed):
+            rt.counters[f"parked_catching_up.{item.destination}"] += 1
+            error = "read before its partition caught up with an earlier owner's records; not called"
+            await park(rt, key, item, attempts=0, error=error, retry_after=None)
+            return None
+    if item.released_seq is not None and not _releasing(rt, key, item):
+        # Confirmed, parked or handed over meanwhile (an earlier owner's record, a merge).
+        rt.in_flight.discard((key, item.destination, item.released_seq))
+        return None
     if rt.marks.parking[(key, item.destination)] > 0 or rt.pending(key).queue(item.destination).parked:
         # An earlier delivery of this user to this partner is parked, or on its way to
         # be: park this one behind it rather than overtake it.
@@ -179,6 +201,7 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
                 item.source,
                 "delivery",
                 item.destination,
+                _numbered(item),
             ),
             key.encode("utf-8"),
             status=result.status,
@@ -187,6 +210,15 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
         # Confirm in the user's own partition, so the changelog write is local to the key.
         await control_to_user(rt, key, PendingDone(item.destination, item.released_seq))
     return result
+
+
+def _numbered(item: Dispatch) -> str | None:
+    number = item.released_seq if item.released_seq is not None else item.seq
+    return None if number is None else f"{item.destination}#{number}"
+
+
+def _releasing(rt: Runtime, key: str, item: Dispatch) -> bool:
+    return any(i.seq == item.released_seq for i in rt.pending(key).queue(item.destination).releasing)
 
 
 async def send_bounded(rt: Runtime, destination: str, request: PartnerRequest) -> Result:
@@ -231,4 +263,4 @@ async def park(rt: Runtime, key: str, item: Dispatch, *, attempts: int, error: s
         last_error=error,
     )
     log.warning("parked a delivery to %s for retry (message %s): %s", item.destination, item.message_id, error)
-    await control_to_user(rt, key, Park(item.destination, item.released_seq, parked))
+    await control_to_user(rt, key, Park(item.destination, item.released_seq, parked, item.seq))

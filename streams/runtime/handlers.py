@@ -17,6 +17,7 @@ from typing import Any
 
 from streams.core import control, dedupe, positions
 from streams.core.control import (
+    CaughtUp,
     GroupKnown,
     GroupUpdate,
     GroupWait,
@@ -55,6 +56,14 @@ def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
     return []
 
 
+def caught_up(rt: Runtime, record: Incoming, marker: CaughtUp) -> Work:
+    """This worker's caught-up record, read back: the partition's deliveries no longer
+    wait (streams.runtime.catchup). Another worker's, or an earlier one's, is ignored."""
+    if rt.catchup.reached(record.partition, marker.token):
+        rt.counters["caught_up"] += 1
+    return []
+
+
 # Control record kind -> its handler (read-only: built once, here).
 HANDLERS: Mapping[type, Handler] = MappingProxyType(
     {
@@ -71,6 +80,7 @@ HANDLERS: Mapping[type, Handler] = MappingProxyType(
         Retried: retries.apply_retried,
         WindowClose: aggregation.window_close,
         WindowDone: aggregation.window_done,
+        CaughtUp: caught_up,
     }
 )
 

@@ -40,6 +40,7 @@ class AckTracker:
         self._queues: dict[Hashable, deque[list]] = {}
         self._count = 0
         self._changed = asyncio.Event()
+        self.pressed = asyncio.Event()  # set while a reading loop waits in `wait_below`
 
     @property
     def in_flight(self) -> int:
@@ -103,8 +104,10 @@ class AckTracker:
 
     async def wait_below(self, limit: int) -> None:
         while self._count >= limit:
+            self.pressed.set()
             self._changed.clear()
             await self._changed.wait()
+        self.pressed.clear()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until everything registered is acknowledged; False on timeout."""
@@ -209,13 +212,14 @@ class ParkingMarks:
       failed (`OldestParked`), for the age gauge of `/metrics`.
 
     The records that clear a mark are applied by whoever owns the user's partition at
-    the time. When a partition goes to another worker, its users' marks must go: the
-    next owner may apply those records instead, and a mark left behind would, if the
-    partition came back, block that user's destination (parking) or skip its parked
-    head forever (retrying). Marks of partitions that stay must stay: Faust's eager
-    rebalances revoke every partition and give most of them back, and a retry still
-    running when its mark is dropped is sent a second time. So `reassigned`, at the
-    end of each rebalance, forgets only the partitions this worker had and lost.
+    the time. When a partition is revoked, its users' marks go (`Runtime.revoked`,
+    once their deliveries and retries are cancelled): the next owner may apply those
+    records instead, a park cancelled before its record was produced never clears its
+    mark, and a mark left behind would, if the partition came back, block that user's
+    destination (parking) or skip its parked head forever (retrying). Whoever reads
+    the partition next, this worker included, rebuilds what it needs from Kafka.
+    `reassigned`, at the end of each rebalance, forgets as well the partitions this
+    worker had and lost without a revocation (a lost member).
     """
 
     def __init__(self) -> None:

@@ -88,6 +88,7 @@ async def _cut_then_ask(rt: Runtime, anonymous_id: str, request: MergeRequest, c
                     entry.source,
                     "routing",
                     dest,
+                    f"{dest}#{entry.seq}",  # the same when the request is processed again
                 ),
                 anonymous_id.encode("utf-8"),
             )

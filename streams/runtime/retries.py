@@ -55,7 +55,8 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
         rt.in_flight.discard((key, dest, park.released_seq))
     before = rt.pending(key)
     limit = rt.settings.pending_max_events
-    if pending_mod.parked_full(before, dest, limit, park.released_seq, pending_mod.first_seq(record.position)):
+    seq = park.seq if park.seq is not None else pending_mod.first_seq(record.position)  # the call's own, when known
+    if pending_mod.parked_full(before, dest, limit, park.released_seq, seq):
         # The user's parked queue for the destination is at its bound: this delivery
         # cannot wait behind it (the index row would grow without end during a long
         # outage of a busy user). It goes to the dead-letter topic, to replay later.
@@ -65,9 +66,12 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
             f"more than {limit} deliveries to {dest} parked for this user (CS_RELAY_PENDING_MAX_EVENTS); "
             f"last error: {park.parked.last_error or 'none'}"
         )
-        letter = DeadLetter(Reason.PENDING_OVERFLOW, detail, park.parked.raw, park.parked.source, "delivery", dest)
+        number = park.released_seq if park.released_seq is not None else seq
+        letter = DeadLetter(
+            Reason.PENDING_OVERFLOW, detail, park.parked.raw, park.parked.source, "delivery", dest, f"{dest}#{number}"
+        )
         return [effects.dead_letter(rt, letter, record.key)]
-    parked = pending_mod.park(before, dest, park.parked, park.released_seq, pending_mod.first_seq(record.position))
+    parked = pending_mod.park(before, dest, park.parked, park.released_seq, seq)
     rt.store_pending(key, parked)
     return []
 
@@ -251,7 +255,7 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
     if given_up is not None:
         reason = Reason.RETRIES_EXHAUSTED if outcome is Outcome.RETRY else Reason.PARTNER_REFUSED
         detail = f"{given_up.last_error} (after {given_up.attempts} attempts)"
-        dead = DeadLetter(reason, detail, given_up.raw, given_up.source, "delivery", dest)
+        dead = DeadLetter(reason, detail, given_up.raw, given_up.source, "delivery", dest, f"{dest}#{given_up.seq}")
         work.append(effects.dead_letter(rt, dead, key.encode("utf-8"), status=retried.status))
     user = rt.user(key)
     destination = rt.destination(dest)

@@ -20,13 +20,14 @@ import json
 import logging
 import random
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.core import control, positions
 from streams.core import pending as pending_mod
-from streams.core import positions
 from streams.core.aggregate import CloseIndex
 from streams.core.breaker import Breakers, Policy, State, signal_of
 from streams.core.dedupe import Seen
@@ -39,11 +40,12 @@ from streams.ops.admin import owner_partition
 from streams.ops.console.journal import Journal
 from streams.ops.observe import Stats
 from streams.ops.pendingcounts import PendingCounts
-from streams.runtime import wiring
+from streams.runtime import catchup, wiring
+from streams.runtime.catchup import CatchUp
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
-from streams.runtime.outbox import Outbox
+from streams.runtime.outbox import BY_USER, Outbox, produce
 from streams.runtime.pendingstore import PendingStore
 from streams.runtime.rowcache import CachedRows, decoded
 from streams.runtime.topiclist import by_user_topic_name
@@ -160,6 +162,10 @@ class Runtime:
         # in transit, parked heads being retried, and when each user's next retry is due.
         self.marks = ParkingMarks()
         self.owned: frozenset[int] = frozenset()  # the by-user partitions assigned here (not standbys)
+        # Assigned partitions whose reading has not caught up with what an earlier owner
+        # left there: their deliveries wait for it (streams.runtime.catchup).
+        self.catchup = CatchUp(uuid.uuid4().hex[:12])
+        self._announcing: set[asyncio.Future] = set()
         self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
         # Aggregation windows (streams.runtime.aggregation): users by next close time, the
         # windows whose request is on its way (until its window-done), and the rescan flag.
@@ -316,6 +322,11 @@ class Runtime:
         users may have parked deliveries: the next retry tick looks for them."""
         self.owned = frozenset(by_user_partitions)
         self.marks.reassigned(by_user_partitions, self.partition_of)
+        for partition, token in self.catchup.begin(by_user_partitions).items():
+            write = self._caught_up(partition, token)
+            task = asyncio.ensure_future(catchup.announce(self.catchup, partition, token, write))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
         for table in (self.tables.users, self.tables.pending, self.tables.seen):
             if isinstance(table, CachedRows):
                 table.clear()  # recovery may have replaced rows behind the cache
@@ -325,6 +336,10 @@ class Runtime:
         self.window_index.clear()
         self.closing = {(k, w) for k, w in self.closing if self.partition_of(k) in by_user_partitions}
         self.window_rescan.set()
+
+    def _caught_up(self, partition: int, token: str) -> Callable[[], Any]:
+        value, headers = control.encode(control.CaughtUp(token))
+        return lambda: produce(self.outbox, BY_USER, key=b"", value=value, headers=headers, partition=partition)
 
     def failed_for_good(self, tp: Any, exc: BaseException) -> None:
         """Work for an event of `tp` failed past its own retries (a produce Kafka keeps
@@ -362,6 +377,12 @@ class Runtime:
         stopped = await self.chains.cancel(of_lost_user, REVOKE_TIMEOUT)
         # Their releases are nobody's in this process now: the next owner sends them again.
         self.in_flight = {k for k in self.in_flight if self.partition_of(k[0]) not in lost}
+        # So are their parking marks: a park cancelled above before the producer had its
+        # record would leave a mark that nothing clears, holding the user's later calls
+        # to that partner for good if the partition comes back (issue 22, finding 2).
+        # Whoever reads the partition next knows only what is in Kafka, this worker too.
+        self.marks.forget(lost, self.partition_of)
+        self.catchup.forget(lost)
         if not stopped:
             log.warning("some work of revoked partitions did not stop within %.0f s", REVOKE_TIMEOUT)
         return stopped

@@ -99,7 +99,8 @@ def _exhausted(dest: str, parked: Parked, window: float) -> DeadLetter:
         f"{parked.last_error or 'no answer'} (after {parked.attempts} attempts; retried for longer than "
         f"{int(window)} s, dead-lettered by the sweep)"
     )
-    return DeadLetter(Reason.RETRIES_EXHAUSTED, detail, parked.raw, parked.source, "delivery", dest)
+    ident = f"{dest}#{parked.seq}"  # as a retry giving up on it would name it
+    return DeadLetter(Reason.RETRIES_EXHAUSTED, detail, parked.raw, parked.source, "delivery", dest, ident)
 
 
 def _seen_owner(rt: Runtime) -> Any:
