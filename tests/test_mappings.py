@@ -322,7 +322,7 @@ def test_aggregate_durations(value, seconds):
         (
             '[webhook]\nvalue_property = "revenue"\n',
             "map.toml:2: [webhook] value_property: unknown option (accepted: allow, deny, rename, pages, screens, "
-            "aggregate, trait_renames)",
+            "aggregate, consent, trait_renames)",
         ),
         (
             '[clientsuccess]\n\npages = "all"\n',

@@ -93,7 +93,7 @@ def test_an_invalid_file_exits_1_naming_each_problem(tmp_path, capsys):
     assert captured.err.splitlines() == [
         f'error: {path}:2: [clientsuccess] pages: expected "per_page", "single" or "off", not \'one\'',
         f"error: {path}:5: [webhook] value_property: unknown option (accepted: allow, deny, rename, pages, "
-        "screens, aggregate, trait_renames)",
+        "screens, aggregate, consent, trait_renames)",
         f"2 problem(s) in {path}",
     ]
 

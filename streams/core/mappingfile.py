@@ -55,6 +55,18 @@ def non_empty_string(value: Any) -> str:
     return value
 
 
+def categories(value: Any) -> tuple[str, ...]:
+    """Consent categories (streams.core.consent): a list of non-empty names, each once."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f'expected a list of consent categories, such as ["analytics"], not {_show(value)}')
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise ValueError(f"expected each category as a non-empty string, not {_show(item)}")
+    if len(set(value)) != len(value):
+        raise ValueError("a category is named twice")
+    return tuple(value)
+
+
 def patterns(value: Any) -> tuple[str, ...]:
     """A list of event names or fnmatch globs (`*`, `?`, `[abc]`)."""
     if not isinstance(value, list):
@@ -123,6 +135,7 @@ _COMMON_VALIDATORS: dict[str, Validator] = {
     "pages": choice(PAGES),
     "screens": choice(SCREENS),
     "aggregate": duration,
+    "consent": categories,
 }
 
 

@@ -8,7 +8,8 @@ message a destination decides on, or a `Skip`. The runtime wraps each destinatio
 meets the same rules.
 
 Rules every destination takes: `allow`, `deny`, `rename`, `pages`, `screens`,
-`aggregate` (validated by mappingfile; the windows are streams/core/aggregate.py). A
+`aggregate` (validated by mappingfile; the windows are streams/core/aggregate.py) and
+`consent` (the categories a call must grant: streams/core/consent.py, applied by the step). A
 destination's own options (`Plugin.options`: a validator per key) are checked there and
 kept in `DestinationControls.options`; `streams.settings` binds them into the
 destination's settings, so its `decide` reads them as it reads any setting.
@@ -27,7 +28,7 @@ from streams.core.segment import Message
 PAGES = ("per_page", "single", "off")
 SCREENS = ("as_page", "as_event", "off")
 SINGLE_PAGE_EVENT = "Page Viewed"
-COMMON = ("allow", "deny", "rename", "pages", "screens", "aggregate")
+COMMON = ("allow", "deny", "rename", "pages", "screens", "aggregate", "consent")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class DestinationControls:
     pages: str = "per_page"
     screens: str | None = None  # None: the destination's own rule (ClientSuccess and CSB skip, the webhook sends)
     aggregate: int | None = None  # window in seconds; None: off
+    consent: tuple[str, ...] = ()  # consent categories a call must grant (streams.core.consent)
     options: Mapping[str, Any] = field(default_factory=dict)  # the destination's own keys, validated
 
 
