@@ -160,6 +160,7 @@ def snapshot() -> Snapshot:
             "in.track": 3,
             "in.group": 1,
             "held.clientsuccess": 2,
+            "consent.clientsuccess": 4,
             "duplicates": 1,
             "done.clientsuccess": 1,
             "dead_lettered.intake.invalid_json": 1,
@@ -209,6 +210,7 @@ def test_metrics_text():
     assert any(name == "python_info" for name, _ in m)
     # Unknown counters are not lost; those the hooks count better are not repeated.
     assert m[("cs_relay_app_events_total", (("counter", "parked.clientsuccess"),))] == 1
+    assert m[("cs_relay_skipped_for_consent_total", (("destination", "clientsuccess"),))] == 4
     assert not any("done.clientsuccess" in str(key) or "dead_lettered.intake" in str(key) for key in m)
     # The latency histogram: every attempt, cumulative buckets.
     hist = {labels: v for (name, labels), v in m.items() if name == "cs_relay_partner_request_seconds_bucket"}
@@ -229,8 +231,10 @@ def test_status_document():
         "dead_lettered": 0,
         "held": 2,
         "releasing": 0,
+        "skipped_for_consent": 4,
     }
     assert doc["destinations"]["customersuccessbox"]["dead_lettered"] == 1
+    assert doc["destinations"]["customersuccessbox"]["skipped_for_consent"] == 0
     assert doc["dead_lettered_without_destination"] == 1
     assert doc["events_in"] == {"group": 1, "track": 3}
     assert doc["consumer_lag"] == {

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 WITHHELD_MAX_BYTES = 16 * 1024  # one record's withheld views, every destination, as JSON
@@ -37,8 +38,19 @@ Withheld = Mapping[str, Mapping[str, Any]]
 
 
 class Consented(Protocol):
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def consent(self) -> frozenset[str]: ...
+
+
+@dataclass(frozen=True)
+class Rule:
+    """A destination's consent categories, enabled or not (`Destination` has them too)."""
+
     key: str
-    consent: frozenset[str]
+    consent: frozenset[str] = frozenset()
 
 
 def preferences(context: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -140,20 +152,31 @@ def group_seen(view: Mapping[str, Any] | None, group_id: str | None) -> str | No
     return previous[0] if previous else None
 
 
-def merge(user: Withheld, anonymous: Withheld, user_traits: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def merge(
+    user: Withheld, anonymous: Withheld, user_traits: Mapping[str, Any], *, user_has_group: bool = False
+) -> dict[str, dict[str, Any]]:
     """The withheld views of a user who takes in an anonymous profile: the user's win; the
-    visitor's add what the user's traits do not override; all hidden stays all hidden."""
+    visitor's add what the user's traits (and group) do not override; all hidden stays
+    all hidden."""
     out: dict[str, dict[str, Any]] = {}
     for dest in {*user, *anonymous}:
         mine, theirs = dict(user.get(dest) or {}), dict(anonymous.get(dest) or {})
         if mine.get(ALL) or theirs.get(ALL):
-            out[dest] = {ALL: True, SHOWN: [k for k in mine.get(SHOWN, ()) if k in theirs.get(SHOWN, ())]}
+            withheld_keys = {*(mine.get(TRAITS) or {}), *(theirs.get(TRAITS) or {})}
+            shown = [
+                k
+                for k in mine.get(SHOWN, user_traits)
+                if k in theirs.get(SHOWN, user_traits) and k not in withheld_keys
+            ]
+            out[dest] = {ALL: True, SHOWN: shown}
             continue
         traits = {k: v for k, v in (theirs.get(TRAITS) or {}).items() if k not in user_traits}
         traits.update(mine.get(TRAITS) or {})
         view: dict[str, Any] = {TRAITS: traits}
-        if GROUP in mine or GROUP in theirs:
-            view[GROUP] = mine.get(GROUP, theirs.get(GROUP))
+        if GROUP in mine:
+            view[GROUP] = mine[GROUP]
+        elif GROUP in theirs and not user_has_group:
+            view[GROUP] = theirs[GROUP]
         out[dest] = _tidy(view)
     return {d: v for d, v in out.items() if v}
 

@@ -203,6 +203,9 @@ def outcomes(result: Step, msg: Message, raw: str, destinations: Sequence[Destin
         )
     for key, reason in result.skipped:
         mine[key] = Outcome(key, SKIP, reason)
+    for key in result.denied:
+        needs = next((sorted(d.consent) for d in destinations if d.key == key), [])
+        mine[key] = Outcome(key, SKIP, f"consent: the call does not grant {', '.join(needs)} (context.consent)")
     for key, reason in result.held:
         if key in held_now:
             mine[key] = Outcome(key, HOLD, reason)

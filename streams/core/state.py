@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
+from streams.core import consent
 from streams.core.segment import Message
 from streams.core.traits import IDS_KEPT, merge_traits
 
@@ -148,6 +149,8 @@ class UserState:
     # visitor's (streams.core.step, MERGE_WAIT).
     merging: str | None = None
     merging_since: float | None = None
+    # Per destination denied a call by consent: what it saw before (streams.core.consent).
+    withheld: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def first_name(self) -> str | None:
@@ -190,6 +193,7 @@ class UserState:
             **({"adopted": dict(self.adopted)} if self.adopted else {}),
             **({"group_copy": self.group_copy.to_dict()} if self.group_copy is not None else {}),
             **({"merging": self.merging, "merging_since": self.merging_since} if self.merging else {}),
+            **({"withheld": {k: dict(v) for k, v in self.withheld.items()}} if self.withheld else {}),
         }
 
     @classmethod
@@ -211,6 +215,7 @@ class UserState:
             group_copy=GroupState.from_dict(data["group_copy"]) if data.get("group_copy") else None,
             merging=data.get("merging"),
             merging_since=data.get("merging_since"),
+            withheld=dict(data.get("withheld") or {}),
         )
 
 
@@ -223,6 +228,8 @@ class GroupState:
     traits: Mapping[str, Any] = field(default_factory=dict)
     slots: Slots = field(default_factory=dict)  # per destination: what it remembers
     updated_at: str | None = None
+    # Per destination denied a group call by consent: what it saw before (streams.core.consent).
+    withheld: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def slot(self, destination: str) -> Mapping[str, Any]:
         return self.slots.get(destination) or {}
@@ -235,6 +242,7 @@ class GroupState:
             "traits": dict(self.traits),
             "slots": {k: dict(v) for k, v in self.slots.items()},
             "updated_at": self.updated_at,
+            **({"withheld": {k: dict(v) for k, v in self.withheld.items()}} if self.withheld else {}),
         }
 
     @classmethod
@@ -246,6 +254,7 @@ class GroupState:
             traits=dict(data.get("traits") or {}),
             slots=_read_slots(data, version),
             updated_at=data.get("updated_at"),
+            withheld=dict(data.get("withheld") or {}),
         )
 
 
@@ -265,10 +274,18 @@ def _moved_on(last_seen: str | None, now: str) -> bool:
 
 
 def apply_to_user(
-    user: UserState | None, msg: Message, now: str, key: str | None = None, memories: Iterable[Memory] = ()
+    user: UserState | None,
+    msg: Message,
+    now: str,
+    key: str | None = None,
+    memories: Iterable[Memory] = (),
+    denied: frozenset[str] = frozenset(),
+    watching: frozenset[str] = frozenset(),
 ) -> UserState:
     """The user's record after `msg`: traits merged (latest wins), group learned, and
-    each destination's slot updated by its `Memory`."""
+    each destination's slot updated by its `Memory`. `denied`: the destinations consent
+    keeps the call from (of those that name categories, `watching`): their slots do not
+    learn from it, and what they saw before is kept for them (streams.core.consent)."""
     user = user or UserState(key=key or msg.key, first_seen=now)
     changes: dict[str, Any] = {"last_seen": now} if _moved_on(user.last_seen, now) else {}
     if user.first_seen is None:
@@ -284,27 +301,76 @@ def apply_to_user(
         changes["group_id"] = group_id
         if group_id not in user.groups:
             changes["groups"] = (*user.groups, group_id)[-IDS_KEPT:]
-    slots = _remembered(user.slots, msg, memories)
+    slots = _remembered(user.slots, msg, [m for m in memories if m.key not in denied])
     if slots is not None:
         changes["slots"] = slots
+    if watching:
+        traits_after = changes.get("traits", user.traits)
+        group_after = changes.get("group_id", user.group_id)
+        withheld = consent.after_call(
+            user.withheld,
+            user.traits,
+            traits_after,
+            denied,
+            watching,
+            group=(user.group_id, group_after),
+            brought=msg.traits if msg.type == "identify" else (),
+        )
+        if withheld != user.withheld:
+            changes["withheld"] = withheld
     return replace(user, **changes)
 
 
-def apply_to_group(group: GroupState | None, msg: Message, now: str, memories: Iterable[Memory] = ()) -> GroupState:
+def apply_to_group(
+    group: GroupState | None,
+    msg: Message,
+    now: str,
+    memories: Iterable[Memory] = (),
+    denied: frozenset[str] = frozenset(),
+    watching: frozenset[str] = frozenset(),
+) -> GroupState:
     """The group's record after a group call: name and traits updated, and each
-    destination's slot updated by its `Memory`."""
+    destination's slot updated by its `Memory`; `denied` and `watching` as for
+    `apply_to_user`."""
     if group is None:
         assert msg.group_id is not None, "a group call has a groupId (segment.validate requires it)"
         group = GroupState(group_id=msg.group_id)
     traits = merge_traits(group.traits, msg.traits)
-    slots = _remembered(group.slots, msg, memories, group=True)
+    slots = _remembered(group.slots, msg, [m for m in memories if m.key not in denied], group=True)
+    withheld = (
+        consent.after_call(group.withheld, group.traits, traits, denied, watching, brought=msg.traits)
+        if watching
+        else group.withheld
+    )
     return replace(
         group,
         name=_text(msg.traits.get("name")) or group.name,
         traits=traits,
         slots=group.slots if slots is None else slots,
         updated_at=now,
+        withheld=withheld,
     )
+
+
+def user_seen_by(user: UserState, destination: str) -> UserState:
+    """The user as `destination` may see it: the traits and group of calls consent kept
+    from it are what they were before (streams.core.consent)."""
+    view = user.withheld.get(destination)
+    if not view:
+        return user
+    group_id = consent.group_seen(view, user.group_id)
+    copy = user.group_copy if user.group_copy is not None and user.group_copy.group_id == group_id else None
+    return replace(user, traits=consent.view_traits(user.traits, view), group_id=group_id, group_copy=copy, withheld={})
+
+
+def group_seen_by(group: GroupState | None, destination: str) -> GroupState | None:
+    """The group as `destination` may see it (streams.core.consent)."""
+    view = group.withheld.get(destination) if group is not None else None
+    if group is None or not view:
+        return group
+    traits = consent.view_traits(group.traits, view)
+    name = _text(traits.get("name")) or (None if consent.hidden(view, "name") else group.name)
+    return replace(group, traits=traits, name=name, withheld={})
 
 
 def anonymous_to_merge(msg: Message, user: UserState) -> str | None:
@@ -380,6 +446,7 @@ def merge_users(
         slots=_merge_slots(user.slots, anonymous.slots),
         first_seen=min(filter(None, (user.first_seen, anonymous.first_seen)), default=None),
         anonymous_ids=ids,
+        withheld=consent.merge(user.withheld, anonymous.withheld, user.traits, user_has_group=bool(user.group_id)),
     )
 
 

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from streams.core import consent
 from streams.core import pending as pending_mod
 from streams.core.aggregate import Aggregation, Fold
 from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip
@@ -34,7 +35,9 @@ from streams.core.state import (
     anonymous_to_merge,
     apply_to_group,
     apply_to_user,
+    group_seen_by,
     merge_users,
+    user_seen_by,
     with_copy,
 )
 
@@ -55,6 +58,8 @@ class Destination:
     # (both set, or neither); a request the rule names is folded, not sent.
     window: int | None = None
     aggregation: Aggregation | None = None
+    # `consent` of the mapping file: the categories a call must grant (streams.core.consent).
+    consent: frozenset[str] = frozenset()
 
     def fold(self, request: PartnerRequest) -> Fold | None:
         """The fold of `request` into a window, when this destination aggregates it."""
@@ -106,6 +111,7 @@ class Step:
     # (groupId, updated_at of the record seen or None): the user began holding events
     # until that group is known; the group's partition is asked to say when it is.
     wait_for: tuple[str, str | None] | None = None
+    denied: list[str] = field(default_factory=list)  # destinations consent kept the call from
 
 
 def step(
@@ -125,16 +131,21 @@ def step(
     blocked: frozenset[str] = frozenset(),
     memories: Sequence[Memory] = (),
     seq: int | None = None,
+    watch: Sequence[consent.Consented] | None = None,
 ) -> Step:
     """Apply one message to the state of user `key` and decide what every destination gets.
     `blocked` names destinations with a delivery of this user being parked right now
     (its park record not applied yet): they hold this message like a parked queue does.
     `memories` are what every registered destination remembers (enabled or not).
     `seq`: the number a held event gets (`streams.core.pending.first_seq` of the
-    message's by-user offset: the same when the message is processed again)."""
+    message's by-user offset: the same when the message is processed again).
+    `watch`: every destination's consent categories, enabled or not (default: those of
+    `destinations`); consent is judged once, here, before `integrations`."""
     groups = with_copy(groups, user)
     held_before = {dest.key for dest in destinations if pending.queue(dest.key).held}
-    new_user = apply_to_user(user, msg, now_iso, key, memories)
+    rules = destinations if watch is None else watch
+    denied_to, watching = consent.denied(msg.context, rules), consent.watched(rules)
+    new_user = apply_to_user(user, msg, now_iso, key, memories, denied_to, watching)
     merge_from = anonymous_to_merge(msg, new_user)
     if merge_from is not None:
         # Until the visitor's profile comes, this user's events wait behind the visitor's.
@@ -146,7 +157,7 @@ def step(
     new_group = None
     if msg.type == "group":
         assert msg.group_id is not None, "a group call has a groupId (segment.validate requires it)"
-        new_group = apply_to_group(groups(msg.group_id), msg, now_iso, memories)
+        new_group = apply_to_group(groups(msg.group_id), msg, now_iso, memories, denied_to, watching)
         new_user = replace(new_user, group_copy=new_group)
     lookup = _overlay(groups, new_group)
 
@@ -159,11 +170,15 @@ def step(
     pending, expired = pending_mod.expire(pending, now, max_pending_age)
     dead += [_pending_dead_letter(item, dest, Reason.PENDING_EXPIRED, max_pending_age) for dest, item in expired]
 
+    denied: list[str] = []
     for dest in destinations:
+        if dest.key in denied_to:  # before the integrations object, as Segment does
+            denied.append(dest.key)
+            continue
         if not destination_enabled(msg.integrations, dest.integration_name):
             skipped.append((dest.key, "disabled by the message's integrations"))
             continue
-        decision = dest.decide(msg, new_user, lookup)
+        decision = _decide(dest, msg, new_user, lookup)
         queue = pending.queue(dest.key)
         folded = dest.fold(decision.request) if isinstance(decision, Send) else None
         if folded is not None:
@@ -197,7 +212,7 @@ def step(
     if group_id and any(pending.queue(d.key).held for d in destinations if d.key not in held_before):
         seen = lookup(group_id)
         wait_for = (group_id, seen.updated_at if seen is not None else None)
-    return Step(new_user, new_group, pending, dispatches, dead, skipped, held, merge_from, folds, wait_for)
+    return Step(new_user, new_group, pending, dispatches, dead, skipped, held, merge_from, folds, wait_for, denied)
 
 
 def merge_step(
@@ -314,7 +329,19 @@ def _decision(item: Item, dest: Destination, user: UserState, groups: GroupLooku
         msg = parse(item.raw.encode("utf-8"))
     except InvalidMessage as exc:  # it was valid when held; a newer rule may refuse it
         return Skip(f"no longer a valid call ({exc.reason})"), ""
-    return dest.decide(msg, user, groups), msg.message_id
+    return _decide(dest, msg, user, groups), msg.message_id
+
+
+def _decide(dest: Destination, msg: Message, user: UserState, groups: GroupLookup) -> Decision:
+    """The destination's decision on its own view of the state: what calls consent kept
+    from it did not change for it (streams.core.consent)."""
+    if not dest.consent:
+        return dest.decide(msg, user, groups)
+
+    def seen(group_id: str) -> GroupState | None:
+        return group_seen_by(groups(group_id), dest.key)
+
+    return dest.decide(msg, user_seen_by(user, dest.key), seen)
 
 
 def _dispatch(item: Item, dest: Destination, decision: Send, message_id: str) -> Dispatch:

@@ -154,6 +154,11 @@ _COUNTER_FAMILIES = {
         "Events a destination does not take (by its rules), by destination.",
         "destination",
     ),
+    "consent": (
+        "cs_relay_skipped_for_consent",
+        "Events kept from a destination by the user's consent (context.consent), by destination.",
+        "destination",
+    ),
 }
 _SINGLE_COUNTERS = {
     "duplicates": ("cs_relay_duplicates", "Messages dropped as a repeated messageId."),
@@ -353,6 +358,7 @@ def status_document(snapshot: Snapshot) -> dict[str, Any]:
             "dead_lettered": sum(n for (_, _, d), n in stats.dead_letters.items() if d == dest),
             "held": waiting.get("held", 0),
             "releasing": waiting.get("releasing", 0),
+            "skipped_for_consent": snapshot.counters.get(f"consent.{dest}", 0),
         }
     return {
         "ready": snapshot.ready,

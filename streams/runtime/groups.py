@@ -22,6 +22,7 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from streams.core import consent
 from streams.core.control import GroupKnown, GroupUpdate, GroupWait
 from streams.core.segment import InvalidMessage, parse
 from streams.core.state import GroupState, apply_to_group, overlay_newer
@@ -43,7 +44,8 @@ def update_group(rt: Runtime, record: Incoming, update: GroupUpdate) -> list[Awa
     except InvalidMessage:  # validated by intake: an older or foreign record
         log.warning("group-update for a group could not be read; skipped")
         return []
-    group = apply_to_group(rt.stored_group(group_id), msg, update.at, rt.memories)
+    denied, watching = consent.denied(msg.context, rt.consent), consent.watched(rt.consent)
+    group = apply_to_group(rt.stored_group(group_id), msg, update.at, rt.memories, denied, watching)
     rt.tables.groups[group_id] = group.to_dict()
     waiting = Waiters.from_dict(rt.tables.waiters.get(group_id))
     if not waiting.users:

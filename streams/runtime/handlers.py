@@ -141,12 +141,15 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         blocked=frozenset(d.key for d in destinations if rt.marks.parking[(key, d.key)] > 0),
         memories=rt.memories,
         seq=first_seq(position),
+        watch=rt.consent,
     )
     rt.journal.routed(key, msg, result.user, result.group, now)  # the console's group and account index
     for dest, _reason in result.skipped:
         rt.counters[f"skipped.{dest}"] += 1
     for dest, _reason in result.held:
         rt.counters[f"held.{dest}"] += 1
+    for dest in result.denied:
+        rt.counters[f"consent.{dest}"] += 1
     work = effects.apply_step(rt, key, pending, result)
     aggregation.fold_call(rt, key, position, result.folds, now)  # aggregate = ... in the mapping file
     if result.merge_from is not None:

@@ -140,6 +140,7 @@ class Runtime:
         self.destinations = list(destinations)
         self.clients = dict(clients)
         self.memories = list(memories)  # what every registered destination remembers
+        self.consent = wiring.consent_rules(settings)  # every destination's, enabled or not
         self.tables = tables
         self.pendings = PendingStore(tables.pending, tables.payloads)
         self.outbox = outbox

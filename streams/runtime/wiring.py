@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any
 from urllib.parse import quote
 
+from streams.core.consent import Rule
 from streams.core.decision import PartnerRequest
 from streams.core.mappings import Controls, bind
 from streams.core.state import Memory
@@ -39,7 +40,14 @@ def destination(p: Plugin, own: DestinationSettings, mappings: Controls) -> Dest
         bind(controls, partial(p.decide, own)),
         window=window,
         aggregation=p.aggregation if window is not None else None,
+        consent=frozenset(controls.consent),
     )
+
+
+def consent_rules(s: Settings) -> list[Rule]:
+    """Every registered destination's consent categories, enabled or not: a destination
+    switched on later has not been shown what calls consent kept from it."""
+    return [Rule(p.key, frozenset(s.mappings.of(p.key).consent)) for p in REGISTRY]
 
 
 def memories() -> list[Memory]:

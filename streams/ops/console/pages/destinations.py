@@ -106,11 +106,12 @@ def destinations_page(
             d.get("held", 0),
             d.get("releasing", 0),
             d.get("dead_lettered", 0),
+            d.get("skipped_for_consent", 0),
         )
         for key, d in dests.items()
     ]
     summary = table(
-        ("destination", "delivered", "parked (retrying)", "held", "releasing", "dead-lettered"),
+        ("destination", "delivered", "parked (retrying)", "held", "releasing", "dead-lettered", "kept by consent"),
         rows,
         empty="No destination is enabled on this worker.",
         cls="destinations",
