@@ -55,7 +55,8 @@ def per_user(raws: Sequence[bytes]) -> tuple[dict[str, list[int]], dict[int, dic
         try:
             by_user.setdefault(parse(raw).key, []).append(index)
         except InvalidMessage as exc:
-            refused = Preview(index, None, None, "(not a valid Segment call)", invalid=f"{exc.reason.value}: {exc.detail}")
+            why = f"{exc.reason.value}: {exc.detail}"
+            refused = Preview(index, None, None, "(not a valid Segment call)", invalid=why)
             invalid[index] = refused.to_dict(lambda key, request: {})
     return by_user, invalid
 

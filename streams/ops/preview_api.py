@@ -77,7 +77,8 @@ async def ask_owner(
         ) as response:
             status, answer = response.status, await response.json(content_type=None)
     except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-        raise PreviewUnavailable(f"the worker that owns this user ({owner}) did not answer ({type(exc).__name__})") from None
+        why = f"the worker that owns this user ({owner}) did not answer ({type(exc).__name__})"
+        raise PreviewUnavailable(why) from None
     results = answer.get("results") if isinstance(answer, dict) else None
     if status != 200 or not isinstance(results, list) or len(results) != len(raws):
         detail = answer.get("detail") if isinstance(answer, dict) else None

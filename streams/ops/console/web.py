@@ -153,16 +153,13 @@ class Console:
 # ------------------------------------------------------------------ the worker
 
 
-def install(
-    app: Any, admin: Any, journal: Journal, run: Callable[[Sequence[bytes]], list[dict[str, Any]]]
-) -> Console:
+def install(app: Any, admin: Any, journal: Journal, run: Callable[[Sequence[bytes]], list[dict[str, Any]]]) -> Console:
     """Register the console on the worker's Faust app (`streams.runtime.app`, after
     `admin.install`): its pages, and the timer that samples the counters for the chart.
     A replay is sent as the CLI sends it, with its own producer, to `settings.input_topic`;
     `run` previews messages of a user this worker owns (`streams.runtime.previewing`)."""
     from streams.ops.admin import owner_partition, owner_url, same_worker
     from streams.ops.observe import status_document
-    from streams.ops.preview_api import PreviewUnavailable, ask_owner
 
     settings = admin.settings
     canonical = str(app.conf.canonical_url)
@@ -185,14 +182,6 @@ def install(
     async def dead_letters() -> Recent:
         return await read_recent(settings)
 
-    async def preview(key: str, raws: Sequence[bytes]) -> list[dict[str, Any]]:
-        where = locate(key)
-        if where.unavailable is not None:
-            raise PreviewUnavailable(where.unavailable)
-        if where.owner is None:
-            return run(raws)
-        return await ask_owner(app.http_client, where.owner, key, raws, settings.admin_token.reveal())
-
     destinations = dict(admin.destinations)
     sources = Sources(
         token=settings.admin_token.reveal(),
@@ -207,7 +196,7 @@ def install(
         forward=forward,
         dead_letters=dead_letters,
         replay=replay,
-        preview=preview,
+        preview=trymessage.by_owner(locate, run, lambda: app.http_client, settings.admin_token.reveal()),
         secrets=settings.secrets(),
         worker=canonical,
         input_topic=settings.input_topic,

@@ -18,6 +18,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 from aiohttp import web
 
 from streams.core.preview import describe_call
@@ -28,7 +29,8 @@ from streams.ops.console.html import Html, fmt, hidden_csrf, join, table
 from streams.ops.console.layout import layout
 from streams.ops.console.responses import page, text
 from streams.ops.console.session import Session
-from streams.ops.preview_api import MAX_BODY_BYTES, MAX_MESSAGES, PreviewUnavailable
+from streams.ops.console.sources import Located
+from streams.ops.preview_api import MAX_BODY_BYTES, MAX_MESSAGES, PreviewUnavailable, ask_owner
 
 if TYPE_CHECKING:
     from streams.ops.console.web import Console
@@ -87,7 +89,7 @@ def result_section(result: Mapping[str, Any], destinations: Mapping[str, str], s
     rows = [
         (
             destinations.get(o["destination"], o["destination"]),
-            fmt('<span class="verdict {v}">{w}</span>', v=o["verdict"], w=VERDICT_WORDS.get(o["verdict"], o["verdict"])),
+            fmt('<span class="verdict {v}">{w}</span>', v=o["verdict"], w=VERDICT_WORDS.get(o["verdict"], "")),
             redact(outcome_line(o), secrets),
             request_cell(o.get("request"), secrets),
         )
@@ -120,6 +122,27 @@ def try_page(
         parts.append(Html("<h2>What cs-relay would do now</h2>"))
         parts.extend(result_section(r, destinations or {}, secrets) for r in results)
     return layout("Try a message", join(parts), csrf=csrf, active="try", worker=worker, notice=notice)
+
+
+def by_owner(
+    locate: Callable[[str], Located],
+    run: Callable[[Sequence[bytes]], list[dict[str, Any]]],
+    http: Callable[[], aiohttp.ClientSession],
+    token: str,
+) -> Ask:
+    """`Sources.preview` on a worker: a user's messages previewed here when this worker
+    owns the user (`run`, `streams.runtime.previewing`), else by the owner's
+    `POST /preview/{userId}` (`preview_api.ask_owner`, with the admin `token`)."""
+
+    async def preview(key: str, raws: Sequence[bytes]) -> list[dict[str, Any]]:
+        where = locate(key)
+        if where.unavailable is not None:
+            raise PreviewUnavailable(where.unavailable)
+        if where.owner is None:
+            return run(raws)
+        return await ask_owner(http(), where.owner, key, raws, token)
+
+    return preview
 
 
 async def previews(ask: Ask, raws: Sequence[bytes]) -> list[dict[str, Any]]:
