@@ -216,3 +216,14 @@ async def test_everything_shown_is_escaped(tried):
     assert body.count("</textarea>") == 1  # the form's own
     assert "&lt;/textarea&gt;&lt;script&gt;alert(&#x27;owned&#x27;)&lt;/script&gt;" in body
     assert "sent now" in unescaped(body)
+
+
+def test_the_limits_docs_console_md_states_are_the_codes():
+    from pathlib import Path
+
+    from streams.ops.admin import FORWARD_TIMEOUT
+
+    doc = " ".join((Path(__file__).resolve().parents[1] / "docs" / "console.md").read_text().split())
+    most, mib = preview_api.MAX_MESSAGES, preview_api.MAX_BODY_BYTES // (1024 * 1024)
+    assert f'"Try a message" takes at most {most} messages ({mib} MiB) at a time' in doc
+    assert f"The owner of a user has {FORWARD_TIMEOUT:.0f} s to answer" in doc

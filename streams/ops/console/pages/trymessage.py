@@ -56,7 +56,7 @@ def try_form(messages: str, *, csrf: str) -> Html:
         '<form method="post" action="/console/try" class="try">{csrf}'
         '<label for="messages">Segment messages: one JSON object, a JSON array of them, or JSON lines '
         "(at most {most}; each user's in order)</label>"
-        '<textarea id="messages" name="messages" rows="10" spellcheck="false" required '
+        '<textarea id="messages" name="messages" rows="6" spellcheck="false" required '
         'placeholder="{example}">{messages}</textarea>'
         '<button type="submit" id="try-preview">Preview</button></form>'
         '<p class="note">{nothing}</p>',
