@@ -199,6 +199,8 @@ async def test_bad_input_is_said_and_kept_in_the_form(tried):
     assert status == 400 and f"at most {preview_api.MAX_MESSAGES} at a time" in body
     status, body = await try_messages(client, "   ")
     assert status == 400 and "no message in the input" in body
+    status, body = await try_messages(client, "x" * (1024 * 1024 + 1))  # past the web server's 1 MiB
+    assert status == 413 and "too large" in body
 
 
 async def test_everything_shown_is_escaped(tried):

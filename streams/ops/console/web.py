@@ -124,7 +124,10 @@ class Console:
                     return page(login_page("Log in to see this page."), 401)
                 return text("log in first\n", 401)
             if request.method == "POST":
-                form = await request.post()
+                try:
+                    form = await request.post()
+                except web.HTTPRequestEntityTooLarge:  # over the web server's client_max_size
+                    return text("the form is too large\n", 413)
                 if not self.sessions.csrf_ok(session, str(form.get("csrf") or "")):
                     return text("missing or wrong CSRF token: reload the page\n", 403)
         try:
