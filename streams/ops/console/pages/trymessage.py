@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 from aiohttp import web
 
-from streams.core.preview import describe_call
+from streams.core.preview import AGGREGATE, HOLD, REFUSE, RELEASE, SEND, SKIP, describe_call
 from streams.core.previewtext import PreviewInputError, heading, outcome_line, per_user, read_messages, summary
 from streams.core.redact import redact
 from streams.core.segment import parse
@@ -42,12 +42,12 @@ NOTHING_SENT = (
 Ask = Callable[[str, Sequence[bytes]], Awaitable[list[dict[str, Any]]]]  # Sources.preview
 EXAMPLE = '{"type": "track", "userId": "u1", "event": "Signed In", "messageId": "try-1"}'
 VERDICT_WORDS = {
-    "send": "sent",
-    "aggregate": "aggregated",
-    "release": "released",
-    "hold": "held",
-    "skip": "skipped",
-    "refuse": "refused",
+    SEND: "sent",
+    AGGREGATE: "aggregated",
+    RELEASE: "released",
+    HOLD: "held",
+    SKIP: "skipped",
+    REFUSE: "refused",
 }
 
 
