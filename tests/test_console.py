@@ -207,8 +207,9 @@ GETS = [
     "/console/groups/g1",
     "/console/destinations",
     "/console/dead-letters",
+    "/console/try",
 ]
-POSTS = ["/console/logout", "/console/dead-letters/confirm", "/console/dead-letters/replay"]
+POSTS = ["/console/logout", "/console/dead-letters/confirm", "/console/dead-letters/replay", "/console/try"]
 
 
 async def test_every_console_route_refuses_without_a_session(console):

@@ -281,3 +281,59 @@ async def test_an_operator_finds_held_events_sees_them_delivered_and_replays_a_d
         assert "replayed" in " ".join(console.rows("table.dead-letters")) and "(2×)" in console.text()
 
     await asyncio.to_thread(seen_delivered)
+
+
+async def test_an_operator_tries_a_message_and_nothing_is_sent(pipeline: Pipeline, browser):
+    """ "Try a message", reached from the navigation: a group call pasted for a user whose
+    track is held shows, per destination, the held track released and the requests
+    (credentials masked), decided against the user's state in the worker; the script in
+    a trait stays text; nothing reaches a partner and the track is still held."""
+    run = uuid.uuid4().hex[:6]
+    user = f"bea-{run}"
+    worker = pipeline.start_worker(CS_RELAY_ADMIN_TOKEN=TOKEN)
+    console = Console(browser, f"http://127.0.0.1:{worker.web_port}")
+    await _ready(pipeline, worker.web_port)
+    await pipeline.send({"type": "track", "userId": user, "event": f"Signed Up {run}", "messageId": f"su-{run}"})
+
+    async def pending() -> tuple[int, Any]:
+        async with aiohttp.ClientSession() as session:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with session.get(f"{console.base}/pending/{user}", headers=headers) as response:
+                return response.status, await response.json()
+
+    def held(answer: tuple[int, Any]) -> bool:
+        queues = answer[1].get("queues", {}) if answer[0] == 200 else {}
+        return all(queues.get(d, {}).get("held") for d in ("clientsuccess", "customersuccessbox"))
+
+    before = await pipeline.eventually(pending, held, timeout=WAIT, what="the track held for both partners")
+    sent_before = {d: len(await pipeline.requests(d)) for d in ("clientsuccess", "customersuccessbox", "webhook")}
+    group = {
+        "type": "group",
+        "userId": user,
+        "groupId": f"acme-{run}",
+        "messageId": f"g-{run}",
+        "traits": {"name": SCRIPT_TRAIT, "account_id": f"acct-{run}"},
+    }
+
+    def try_it() -> None:
+        console.log_in()
+        console.d.find_element(console.By.LINK_TEXT, "Try a message").click()
+        box = console.until(lambda d: d.find_elements(console.By.ID, "messages"), "the Try a message form")[0]
+        box.send_keys(json.dumps(group))
+        console.d.find_element(console.By.ID, "try-preview").click()
+        console.until(lambda d: "Preview only" in console.text(), "the preview")
+        text = console.text()
+        assert "Preview only: nothing was sent and nothing was written. 1 of 1 message(s) would be delivered" in text
+        rows = console.rows("table.preview")
+        released = [r for r in rows if f"releases held event 'su-{run}'" in r]
+        assert {r.split(" ")[0] for r in released} == {"ClientSuccess", "CustomerSuccessBox"}, rows
+        assert "api_key=***" in text and "Authorization: ***" in text
+        assert SCRIPT_TRAIT in text  # shown as text, inert
+        assert browser.execute_script("return window.__owned === undefined")
+        assert len(browser.find_elements(console.By.TAG_NAME, "script")) == 1  # console.js only
+        console.shot("try-message")
+
+    await asyncio.to_thread(try_it)
+    assert await pending() == before
+    for destination, count in sent_before.items():
+        assert len(await pipeline.requests(destination)) == count, destination

@@ -21,43 +21,12 @@ from dataclasses import replace
 from typing import Any, TextIO
 
 from streams.core.preview import preview
+from streams.core.previewtext import PreviewInputError, heading, outcome_line, read_messages, summary
 from streams.destinations import REGISTRY
 from streams.envreader import EnvReader
 from streams.settings import Settings
 
 MAX_INPUT_BYTES = 8 * 1024 * 1024
-
-
-class PreviewInputError(ValueError):
-    """The input is not Segment messages as JSON: the message says where."""
-
-
-def read_messages(text: str) -> list[bytes]:
-    """The messages of a file: one JSON object, a JSON array of them, or JSON lines."""
-    stripped = text.strip()
-    if not stripped:
-        raise PreviewInputError("no message in the input")
-    try:
-        whole = json.loads(stripped)
-    except json.JSONDecodeError:
-        whole = None
-    if isinstance(whole, dict):
-        return [_encode(whole)]
-    if isinstance(whole, list):
-        return [_encode(item) for item in whole]
-    out = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise PreviewInputError(f"line {number}: not JSON ({exc.msg})") from None
-            out.append(line.strip().encode("utf-8"))
-    return out
-
-
-def _encode(item: Any) -> bytes:
-    return json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def offline(raws: Sequence[bytes], settings: Settings, out: TextIO) -> list[dict[str, Any]]:
@@ -91,8 +60,7 @@ def offline(raws: Sequence[bytes], settings: Settings, out: TextIO) -> list[dict
 def show(results: Sequence[Mapping[str, Any]], out: TextIO) -> int:
     """Print each message's outcomes; the exit code (0: every message delivered)."""
     for result in results:
-        where = f"user {result['user']!r}, messageId {result['messageId']!r}" if "user" in result else "not routed"
-        print(f"\n{result['index'] + 1}. {result['call']} ({where})", file=out)
+        print(f"\n{heading(result)}", file=out)
         if "invalid" in result:
             print(f"   refused at intake (dead-lettered): {result['invalid']}", file=out)
             continue
@@ -101,7 +69,7 @@ def show(results: Sequence[Mapping[str, Any]], out: TextIO) -> int:
         if not outcomes:
             print("   no destination is enabled", file=out)
         for o in outcomes:
-            print(f"   {o['destination']:<{width}}  {_line(o)}", file=out)
+            print(f"   {o['destination']:<{width}}  {outcome_line(o)}", file=out)
             request = o.get("request")
             if request:
                 pad = " " * (width + 5)
@@ -109,23 +77,8 @@ def show(results: Sequence[Mapping[str, Any]], out: TextIO) -> int:
                     if name != "Content-Type":
                         print(f"{pad}{name}: {value}", file=out)
                 print(f"{pad}{json.dumps(request['json'], ensure_ascii=False, sort_keys=True)}", file=out)
-    delivered = sum(1 for r in results if r["delivered"])
-    print(f"\n{delivered} of {len(results)} message(s) would be delivered (neither held nor refused)", file=out)
-    return 0 if results and delivered == len(results) else 1
-
-
-def _line(outcome: Mapping[str, Any]) -> str:
-    verdict, reason, request = outcome["verdict"], outcome.get("reason", ""), outcome.get("request")
-    target = f"{request['method']} {request['url']}" if request else ""
-    if verdict == "send":
-        return f"sent now{f' ({reason})' if reason else ''}: {target}"
-    if verdict == "aggregate":
-        return f"aggregated ({reason}): {target}"
-    if verdict == "release":
-        return f"releases held event {outcome.get('messageId')!r}: {target}"
-    word = {"hold": "held", "skip": "skipped", "refuse": "refused (dead-lettered)"}[verdict]
-    about = f" event {outcome['messageId']!r}" if outcome.get("messageId") else ""
-    return f"{word}{about}: {reason}"
+    print(f"\n{summary(results)}", file=out)
+    return 0 if results and all(r["delivered"] for r in results) else 1
 
 
 def run(path: str, *, use_worker: bool, url: str, token: str, as_json: bool, out: TextIO | None = None) -> int:

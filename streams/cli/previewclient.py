@@ -4,14 +4,12 @@ forwards the request to the one that does), and the answers put back in input or
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote
 
 from streams.cli.inspection import Unreachable, get
-from streams.core.preview import Preview
-from streams.core.segment import InvalidMessage, parse
+from streams.core.previewtext import per_user, request_body
 
 
 class WorkerUnavailable(Exception):
@@ -22,18 +20,9 @@ def from_worker(raws: Sequence[bytes], url: str, token: str) -> list[dict[str, A
     """The previews of `raws` by the worker at `url`. Messages of one user are previewed
     together, in order; users apart (a group call of one user does not reach another
     user's preview until the worker has routed it)."""
-    results: dict[int, dict[str, Any]] = {}
-    by_user: dict[str, list[int]] = {}
-    for index, raw in enumerate(raws):
-        try:
-            by_user.setdefault(parse(raw).key, []).append(index)
-        except InvalidMessage as exc:
-            invalid = Preview(
-                index, None, None, "(not a valid Segment call)", invalid=f"{exc.reason.value}: {exc.detail}"
-            )
-            results[index] = invalid.to_dict(lambda key, request: {})
+    by_user, results = per_user(raws)
     for key, indexes in by_user.items():
-        body = json.dumps({"messages": [json.loads(raws[i]) for i in indexes]}).encode("utf-8")
+        body = request_body([raws[i] for i in indexes])
         try:
             status, answer = get(f"{url.rstrip('/')}/preview/{quote(key, safe='')}", token, data=body)
         except Unreachable as exc:

@@ -27,6 +27,7 @@ This module only wires: everything that runs lives in the `Runtime` built here
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -194,5 +195,7 @@ ADMIN = admin.install(
     failure=lambda: runtime.failure,
 )
 # The operator console at /console (issue 17; off without CS_RELAY_ADMIN_TOKEN).
-CONSOLE = console.install(app, ADMIN, runtime.journal)
-preview_api.install(app, ADMIN, lambda raws: previewing.run(runtime, raws))
+# Previews (issue 24): `POST /preview/{userId}` and the console's "Try a message" page.
+PREVIEW = functools.partial(previewing.run, runtime)
+CONSOLE = console.install(app, ADMIN, runtime.journal, PREVIEW)
+preview_api.install(app, ADMIN, PREVIEW)

@@ -10,6 +10,7 @@ NAV = (
     ("search", "Search", "/console"),
     ("destinations", "Destinations", "/console/destinations"),
     ("dead-letters", "Dead letters", "/console/dead-letters"),
+    ("try", "Try a message", "/console/try"),
 )
 
 

@@ -42,6 +42,9 @@ class Sources:
     forward: Callable[[web.Request, str, Mapping[str, str]], Awaitable[web.StreamResponse]]
     dead_letters: Callable[[], Awaitable[Recent]]  # deadletters.read_recent: the topic's latest
     replay: Callable[[Sequence[DeadLetterRecord]], Awaitable[int]]  # dlq.replay_records
+    # the previews of one user's messages by the worker that owns the user, as its
+    # `POST /preview/{userId}` answers them (`streams.ops.preview_api`); None: no previews
+    preview: Callable[[str, Sequence[bytes]], Awaitable[list[dict[str, Any]]]] | None = None
     secrets: Sequence[str] = field(default=(), repr=False)
     worker: str = ""
     input_topic: str = ""

@@ -10,6 +10,9 @@ each page's handler and HTML are in `pages/`.
     GET  /console/dead-letters[?reason] the recent dead letters in the dead-letter topic
     POST /console/dead-letters/confirm  what a replay would send (CSRF)
     POST /console/dead-letters/replay   replay them (CSRF)
+    GET  /console/try                   "Try a message": a form for Segment messages
+    POST /console/try                   what each destination would receive (CSRF);
+                                        nothing is sent or written
     GET  /console/login, POST /console/login, POST /console/logout (CSRF)
     GET  /console/static/{name}         the stylesheet and script (no data)
 
@@ -24,7 +27,9 @@ endpoints are, with the admin token and the browser's session id (`SESSION_HEADE
 for the CSRF token of the page's forms), never the browser's cookie. Groups are in
 every worker; the users seen in a group and the recent deliveries are each worker's
 own (`journal.py`); the dead letters are every worker's, read from the dead-letter
-topic (`deadletters.py`) and replayed as the CLI replays them.
+topic (`deadletters.py`) and replayed as the CLI replays them. "Try a message" asks
+each user's owner to preview that user's messages (`streams.ops.preview_api`), as
+`cs-relay preview --url` does.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from streams.core.deadletter import DeadLetterRecord
 from streams.ops.console.deadletters import Recent, RecentDeadLetters, read_recent
 from streams.ops.console.journal import SAMPLE_INTERVAL, Journal, destination_counts
 from streams.ops.console.layout import login_page, message_page
-from streams.ops.console.pages import deadletters, destinations, group, login, replay, search, user
+from streams.ops.console.pages import deadletters, destinations, group, login, replay, search, trymessage, user
 from streams.ops.console.responses import ROUTED_HEADER, SECURITY_HEADERS, page, text
 from streams.ops.console.session import COOKIE, SESSION_HEADER, LoginThrottle, Session, Sessions
 from streams.ops.console.sources import Located, Sources
@@ -98,6 +103,7 @@ class Console:
             Route("/console/dead-letters", "console_dead_letters", get=bound(deadletters.dead_letters)),
             Route("/console/dead-letters/confirm", "console_confirm", post=bound(replay.confirm)),
             Route("/console/dead-letters/replay", "console_replay", post=bound(replay.replay)),
+            Route("/console/try", "console_try", get=bound(trymessage.form), post=bound(trymessage.preview)),
             Route("/console/static/{name}", "console_static", get=self.static, public=True),
         ]
 
@@ -118,7 +124,10 @@ class Console:
                     return page(login_page("Log in to see this page."), 401)
                 return text("log in first\n", 401)
             if request.method == "POST":
-                form = await request.post()
+                try:
+                    form = await request.post()
+                except web.HTTPRequestEntityTooLarge:  # over the web server's client_max_size
+                    return text("the form is too large\n", 413)
                 if not self.sessions.csrf_ok(session, str(form.get("csrf") or "")):
                     return text("missing or wrong CSRF token: reload the page\n", 403)
         try:
@@ -147,10 +156,11 @@ class Console:
 # ------------------------------------------------------------------ the worker
 
 
-def install(app: Any, admin: Any, journal: Journal) -> Console:
+def install(app: Any, admin: Any, journal: Journal, run: Callable[[Sequence[bytes]], list[dict[str, Any]]]) -> Console:
     """Register the console on the worker's Faust app (`streams.runtime.app`, after
     `admin.install`): its pages, and the timer that samples the counters for the chart.
-    A replay is sent as the CLI sends it, with its own producer, to `settings.input_topic`."""
+    A replay is sent as the CLI sends it, with its own producer, to `settings.input_topic`;
+    `run` previews messages of a user this worker owns (`streams.runtime.previewing`)."""
     from streams.ops.admin import owner_partition, owner_url, same_worker
     from streams.ops.observe import status_document
 
@@ -189,6 +199,7 @@ def install(app: Any, admin: Any, journal: Journal) -> Console:
         forward=forward,
         dead_letters=dead_letters,
         replay=replay,
+        preview=trymessage.by_owner(locate, run, lambda: app.http_client, settings.admin_token.reveal()),
         secrets=settings.secrets(),
         worker=canonical,
         input_topic=settings.input_topic,
