@@ -61,6 +61,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from devtools import childproc
 from streams.envreader import Secret
 from streams.kafkaconn import KafkaConnectError, KafkaSecurity, start_client
 
@@ -836,6 +837,7 @@ class LocalKafka:
                 stdout=self._log_handle,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: a terminal's Ctrl-C reaches us, and we stop it cleanly
+                preexec_fn=childproc.dies_with_parent(),  # and the JVM never outlives us, even SIGKILLed
             )
         except OSError as exc:
             self._log_handle.close()
