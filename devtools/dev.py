@@ -3,13 +3,16 @@
 Children run as separate processes with one shared environment, so the workers and the
 mocks agree on credentials. `--workers N` starts N workers in one consumer group, each
 with its own data dir (`var/dev/worker-{i}`), web port (6066+i) and log
-(`var/dev/worker-{i}.log`). Ctrl-C (or SIGTERM, SIGHUP) stops the workers first, then
-the mocks, then Kafka (a second Ctrl-C kills them at once); killed outright, `dev` takes
-its children along (`devtools.childproc`). Every port is checked before anything starts:
-one in use is one line naming it and its option (`devtools.ports`), exit 2. With `--demo` it sends the bundled sample traffic and prints what
+(`var/dev/worker-{i}.log`). Ctrl-C (or SIGTERM) stops the workers first, then the
+mocks, then Kafka. With `--demo` it sends the bundled sample traffic and prints what
 each mock partner received; each demo run prefixes the sample's messageIds with its
 own tag, so a second run is new traffic rather than duplicates of the first (Kafka and
 the workers' state in var/dev/ carry over between runs).
+
+Every port is checked before anything starts: one in use is one line naming it and the
+option that moves it (`devtools.ports`), exit 2. SIGHUP stops like Ctrl-C, and a second
+Ctrl-C during the stop kills the children at once; killed outright, `dev` takes its
+children along (`devtools.childproc`).
 """
 
 from __future__ import annotations

@@ -98,6 +98,26 @@ def test_a_child_dies_with_its_parent_even_killed(tmp_path):
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_a_signal_interrupts_and_a_second_one_during_the_stop_kills_the_children():
+    children = childproc.Children()
+    try:
+        sleeper = children.add(subprocess.Popen(["sleep", "300"]))
+        other = subprocess.Popen(["sleep", "300"])  # started by others' code (as LocalKafka's JVM)
+        children.pids.append(other.pid)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGTERM)
+            _wait_for(lambda: False, 5, "the signal")
+        assert sleeper.poll() is None
+        children.stopping = True  # what `dev`'s finally does before stopping them in order
+        os.kill(os.getpid(), signal.SIGINT)  # impatient: no KeyboardInterrupt now, everything killed
+        assert sleeper.wait(5) == -signal.SIGKILL and other.wait(5) == -signal.SIGKILL
+    finally:
+        children.restore()
+        for proc in (sleeper, other):
+            proc.kill()
+    assert signal.getsignal(signal.SIGTERM) != children._on_signal
+
+
 def test_dies_with_parent_is_a_preexec_function_here():
     fn = childproc.dies_with_parent()
     assert (fn is not None) == sys.platform.startswith("linux")

@@ -136,9 +136,10 @@ async def test_a_worker_whose_broker_dies_while_it_stops_says_what_it_left(tmp_p
     await asyncio.to_thread(kafka.start, 120)
     pipe = await open_pipeline(kafka.bootstrap_servers, tmp_path)
     try:
+        # Held well past the drain (3 s), and short enough not to hold up the mocks' own stop.
         waits = []
         for key in pipe.mocks.apps:
-            waits.append(pipe.mocks.apps[key][FAULTS_KEY].add({"latency_ms": 120_000, "count": 1000}))
+            waits.append(pipe.mocks.apps[key][FAULTS_KEY].add({"latency_ms": 15_000, "count": 1000}))
         worker = pipe.start_worker(CS_RELAY_SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT), CS_RELAY_HTTP_TIMEOUT="200")
         users = [f"stop-{i}" for i in range(4)]
         await pipe.send(

@@ -74,8 +74,10 @@ class RelayApp(faust.App):
             try:
                 await asyncio.wait_for(consumer.commit(), FINAL_COMMIT_TIMEOUT)
                 self._final_commit = True
-            except Exception:  # the broker may be gone; uncommitted events are redone
-                log.warning("final commit failed or took over %.0f s", FINAL_COMMIT_TIMEOUT, exc_info=True)
+            except TimeoutError:  # the broker may be gone; uncommitted events are redone
+                log.warning("final commit: no answer within %.0f s", FINAL_COMMIT_TIMEOUT)
+            except Exception as exc:
+                log.warning("final commit failed: %s: %s", type(exc).__name__, exc)
         if runtime is not None:
             # What the drain left, before closing the clients ends the deliveries still running.
             self._left = unflushed = self._unflushed()
