@@ -13,6 +13,9 @@ import asyncio
 import re
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +23,7 @@ from devtools.kafka_local import LocalKafka
 from mockservers.recorder import FAULTS_KEY
 from streams.runtime.stopping import STOP_GRACE, StopDeadline, Unflushed
 from tests.pipeline import Pipeline, Worker, open_pipeline
+from tests.test_e2e_admin import wait_ready
 
 SHUTDOWN_TIMEOUT = 3.0
 BOUND = SHUTDOWN_TIMEOUT + 10.0  # the promise
@@ -89,28 +93,24 @@ def _unflushed_lines(worker: Worker) -> list[re.Match]:
     return [m for line in worker.log.read_text(errors="replace").splitlines() if (m := UNFLUSHED_LINE.search(line))]
 
 
-async def _ready(pipe: Pipeline, worker: Worker) -> None:
-    import aiohttp
-
-    async def status() -> int:
-        try:
-            async with aiohttp.ClientSession() as session:
-                async with session.get(f"http://127.0.0.1:{worker.web_port}/ready") as response:
-                    return response.status
-        except aiohttp.ClientError:
-            return 0
-
-    await pipe.eventually(status, lambda code: code == 200, timeout=120, what="the worker ready")
-
-
-@pytest.mark.e2e
-async def test_a_worker_whose_broker_is_gone_stops_in_time(tmp_path):
+@asynccontextmanager
+async def _private_broker(tmp_path: Path) -> AsyncIterator[tuple[LocalKafka, Pipeline]]:
+    """A broker of this test's own, to kill, and a pipeline on it."""
     kafka = LocalKafka(port=0, data_dir=tmp_path / "kafka")
     await asyncio.to_thread(kafka.start, 120)
     pipe = await open_pipeline(kafka.bootstrap_servers, tmp_path)
     try:
+        yield kafka, pipe
+    finally:
+        await pipe.close()
+        await asyncio.to_thread(kafka.kill)
+
+
+@pytest.mark.e2e
+async def test_a_worker_whose_broker_is_gone_stops_in_time(tmp_path):
+    async with _private_broker(tmp_path) as (kafka, pipe):
         worker = pipe.start_worker(CS_RELAY_SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT))
-        await _ready(pipe, worker)
+        await wait_ready(pipe, worker)
         await asyncio.to_thread(kafka.kill)
 
         async def noticed() -> str:
@@ -124,18 +124,12 @@ async def test_a_worker_whose_broker_is_gone_stops_in_time(tmp_path):
         lines = _unflushed_lines(worker)
         assert lines, worker.log_tail()
         assert took <= BOUND
-    finally:
-        await pipe.close()
-        await asyncio.to_thread(kafka.kill)
 
 
 @pytest.mark.e2e
 async def test_a_worker_whose_broker_dies_while_it_stops_says_what_it_left(tmp_path):
     """Deliveries hang at the partner; SIGTERM, then the broker is killed during the drain."""
-    kafka = LocalKafka(port=0, data_dir=tmp_path / "kafka")
-    await asyncio.to_thread(kafka.start, 120)
-    pipe = await open_pipeline(kafka.bootstrap_servers, tmp_path)
-    try:
+    async with _private_broker(tmp_path) as (kafka, pipe):
         # Held well past the drain (3 s), and short enough not to hold up the mocks' own stop.
         waits = []
         for key in pipe.mocks.apps:
@@ -163,6 +157,3 @@ async def test_a_worker_whose_broker_dies_while_it_stops_says_what_it_left(tmp_p
         unacknowledged, deliveries = int(lines[-1].group(1)), int(lines[-1].group(2))
         assert unacknowledged >= 1 and deliveries >= 1, lines[-1].group(0)
         assert took <= BOUND
-    finally:
-        await pipe.close()
-        await asyncio.to_thread(kafka.kill)
