@@ -87,8 +87,9 @@ class Children:
         self.procs: list[subprocess.Popen] = []
         self.pids: list[int] = []  # children started by others' code (Kafka's JVM by LocalKafka)
         self.stopping = False
-        self._previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
-        for signum in STOP_SIGNALS:
+        # A signal ignored when we started stays ignored (`nohup` ignores SIGHUP).
+        self._previous = {s: h for s in STOP_SIGNALS if (h := signal.getsignal(s)) != signal.SIG_IGN}
+        for signum in self._previous:
             signal.signal(signum, self._on_signal)
 
     def add(self, proc: subprocess.Popen) -> subprocess.Popen:

@@ -118,6 +118,18 @@ def test_a_signal_interrupts_and_a_second_one_during_the_stop_kills_the_children
     assert signal.getsignal(signal.SIGTERM) != children._on_signal
 
 
+def test_a_signal_ignored_before_stays_ignored():
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        children = childproc.Children()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert signal.getsignal(signal.SIGTERM) == children._on_signal
+        children.restore()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def test_dies_with_parent_is_a_preexec_function_here():
     fn = childproc.dies_with_parent()
     assert (fn is not None) == sys.platform.startswith("linux")
