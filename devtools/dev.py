@@ -9,13 +9,17 @@ each partner received, and where the console is (`devtools/demo_report.py`; with
 CS_RELAY_ADMIN_TOKEN the workers get a development token); each demo run prefixes the
 sample's messageIds with its own tag, so a second run is new traffic rather than duplicates of the first (Kafka and
 the workers' state in var/dev/ carry over between runs).
+
+Every port is checked before anything starts: one in use is one line naming it and the
+option that moves it (`devtools.ports`), exit 2. SIGHUP stops like Ctrl-C, and a second
+Ctrl-C during the stop kills the children at once; killed outright, `dev` takes its
+children along (`streams.childproc`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -25,6 +29,8 @@ from pathlib import Path
 import aiohttp
 
 from devtools.demo_report import DEV_ADMIN_TOKEN, demo_report
+from devtools.ports import Wanted, port_problem
+from streams import childproc
 from streams.destinations import REGISTRY
 from streams.testing.mocks import credentials_from_env, worker_partner_env
 
@@ -137,22 +143,13 @@ def _spawn(args: list[str], env: dict, log: Path) -> subprocess.Popen:
         env=env,
         stdout=handle,
         stderr=subprocess.STDOUT,
-        start_new_session=True,
+        start_new_session=True,  # a terminal's Ctrl-C reaches `dev` alone, which stops them in order
+        preexec_fn=childproc.dies_with_parent(),  # and `dev` killed outright takes them along
     )
 
 
-def _stop(procs: list[subprocess.Popen], timeout: float = 20.0) -> None:
-    """SIGTERM to all of them at once, then SIGKILL to any still running after `timeout`."""
-    running = [proc for proc in procs if proc.poll() is None]
-    for proc in running:
-        proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    for proc in running:
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+WORKER_STOP_MARGIN = 10.0  # seconds past CS_RELAY_SHUTDOWN_TIMEOUT before a worker is killed
+MOCKS_STOP_TIMEOUT = 5.0
 
 
 def demo_run_tag(now: float | None = None) -> str:
@@ -162,49 +159,75 @@ def demo_run_tag(now: float | None = None) -> str:
     return "demo-" + time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now))
 
 
+def planned_ports(
+    specs: list[WorkerSpec], web_host: str, mock_ports: dict[str, int] | None, kafka_port: int | None
+) -> list[Wanted]:
+    """Every port `dev` will listen on, with what changes it (`devtools.ports`): Kafka's
+    (None: an existing broker), each mock's, and each worker's web port."""
+    ports = {key: int(url.rsplit(":", 1)[1]) for key, url in mock_urls(mock_ports).items()}
+    wanted = [Wanted(kafka_port, "127.0.0.1", "Kafka", "--kafka-port")] if kafka_port is not None else []
+    wanted += [Wanted(ports[p.key], "127.0.0.1", f"the {p.name} mock", f"--{p.mock.option}-port") for p in REGISTRY]
+    for spec in specs:
+        change = "CS_RELAY_WEB_PORT" + (f" (worker {spec.index} listens on it + {spec.index})" if spec.index else "")
+        wanted.append(Wanted(int(spec.env["CS_RELAY_WEB_PORT"]), web_host, f"worker {spec.index}'s web server", change))
+    return wanted
+
+
 def run_dev(
     *, demo: bool, exit_after: bool, kafka_port: int = 9092, workers: int = 1, mock_ports: dict[str, int] | None = None
 ) -> int:
     from streams.localkafka import KafkaLaunchError, LocalKafka
+    from streams.settings import Settings
 
     var = Path("var/dev")
     kafka = None
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if not bootstrap:
-        kafka = LocalKafka(port=kafka_port, data_dir=var / "kafka")
-        try:
-            kafka.start()
-        except KafkaLaunchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        bootstrap = kafka.bootstrap_servers
-        print(f"kafka     ready at {bootstrap} (started in {kafka.started_in:.1f}s)")
-    env = dev_environment(bootstrap, mock_ports)
-    urls = mock_urls(mock_ports)
-    specs = worker_specs(env, workers, var)
-    partitions = int(env["CS_RELAY_TOPIC_PARTITIONS"])
-    if workers > partitions:
-        print(
-            f"note: {workers} workers share {partitions} partitions (CS_RELAY_TOPIC_PARTITIONS): "
-            f"{workers - partitions} will stand by"
+    # Before anything starts or waits: the workers' settings (a bad variable is one line
+    # naming it) and every port (one taken is one line naming it and its option).
+    planned = dev_environment(bootstrap or f"127.0.0.1:{kafka_port or 9092}", mock_ports)
+    settings = Settings.from_env(planned)
+    problem = port_problem(
+        planned_ports(
+            worker_specs(planned, workers, var), settings.web_host, mock_ports, None if bootstrap else kafka_port
         )
+    )
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    children = childproc.Children()
     mocks: list[subprocess.Popen] = []
     running: list[tuple[WorkerSpec, subprocess.Popen]] = []
-    stop = False
-
-    def on_signal(signum, frame):  # noqa: ARG001
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, on_signal)
     try:
+        if not bootstrap:
+            kafka = LocalKafka(port=kafka_port, data_dir=var / "kafka")
+            try:
+                kafka.start()
+            except KafkaLaunchError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+            children.pids += [kafka.pid] if kafka.pid else []
+            bootstrap = kafka.bootstrap_servers
+            print(f"kafka     ready at {bootstrap} (started in {kafka.started_in:.1f}s)")
+        env = dev_environment(bootstrap, mock_ports)
+        urls = mock_urls(mock_ports)
+        specs = worker_specs(env, workers, var)
+        partitions = int(env["CS_RELAY_TOPIC_PARTITIONS"])
+        if workers > partitions:
+            print(
+                f"note: {workers} workers share {partitions} partitions (CS_RELAY_TOPIC_PARTITIONS): "
+                f"{workers - partitions} will stand by"
+            )
         port_args = [arg for p in REGISTRY for arg in (f"--{p.mock.option}-port", urls[p.key].rsplit(":", 1)[1])]
-        mocks.append(_spawn(["mocks", *port_args], env, var / "mocks.log"))
+        mocks.append(children.add(_spawn(["mocks", *port_args], env, var / "mocks.log")))
         for url in urls.values():
-            asyncio.run(wait_http(url + "/_mock/requests", 30))
+            try:
+                asyncio.run(wait_http(url + "/_mock/requests", 30, mocks[0]))
+            except (ChildProcessError, TimeoutError) as exc:
+                print(f"error: the mocks {exc}; see {var / 'mocks.log'}", file=sys.stderr)
+                return 1
         print("mocks     " + ", ".join(f"{p.name} {urls[p.key]}" for p in REGISTRY))
         for spec in specs:
-            running.append((spec, _spawn(["worker"], spec.env, spec.log)))
+            running.append((spec, children.add(_spawn(["worker"], spec.env, spec.log))))
         for spec, worker in running:
             try:
                 asyncio.run(wait_http(spec.url + "/", 90, worker))
@@ -238,7 +261,7 @@ def run_dev(
             if exit_after:
                 return 0
         print("running; Ctrl-C stops the workers, the mocks and Kafka")
-        while not stop:
+        while True:
             for spec, worker in running:
                 if worker.poll() is not None:
                     print(
@@ -246,12 +269,16 @@ def run_dev(
                     )
                     return 1
             time.sleep(0.5)
-        return 0
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM or SIGHUP (`childproc.Children`)
         return 0
     finally:
-        _stop([worker for _, worker in running])
-        _stop(mocks)
-        if kafka is not None:
-            kafka.stop()
+        children.stopping = True
+        try:
+            # A worker ends within its shutdown timeout + 10 s (streams.runtime.stopping).
+            childproc.stop([worker for _, worker in running], settings.shutdown_timeout + WORKER_STOP_MARGIN)
+            childproc.stop(mocks, MOCKS_STOP_TIMEOUT)
+            if kafka is not None:
+                kafka.stop()
+        finally:
+            children.restore()
         print("stopped")

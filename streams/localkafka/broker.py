@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import BinaryIO
 
+from streams import childproc
 from streams.envreader import Secret
 from streams.kafkaconn import KafkaSecurity
 from streams.localkafka.config import check_data_dir_free, format_storage, server_settings, write_configs
@@ -50,6 +51,7 @@ def spawn_jvm(cmd: list[str], cwd: Path, log: BinaryIO) -> subprocess.Popen:
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=childproc.dies_with_parent(),  # and the JVM never outlives us, even SIGKILLed
     )
 
 

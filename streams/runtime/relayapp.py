@@ -7,12 +7,15 @@ server other workers call.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
 import faust
 
 from streams.runtime import faust_fixes
+from streams.runtime.stopping import FINAL_COMMIT_TIMEOUT, STOP_GRACE, StopDeadline, Unflushed
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -43,9 +46,13 @@ class RelayApp(faust.App):
     """A Faust app that stops gracefully: on SIGTERM it stops fetching, lets in-flight
     deliveries finish (bounded by CS_RELAY_SHUTDOWN_TIMEOUT), commits what they
     acknowledged, and only then lets Faust stop the consumer. Faust's own stop commits
-    first and would leave the last finished events to be processed again."""
+    first and would leave the last finished events to be processed again. It logs one
+    line of what it could not flush, and a deadline (`streams.runtime.stopping`) ends the
+    process CS_RELAY_SHUTDOWN_TIMEOUT + STOP_GRACE seconds after the stop began."""
 
     runtime: Runtime | None = None  # set by streams.runtime.app once it is built
+    _final_commit = False  # whether the stop's commit was made
+    _left: Unflushed | None = None  # what the stop's drain and commit left
 
     def _new_producer(self) -> Any:
         return faust_fixes.with_bounded_flush(super()._new_producer())
@@ -53,25 +60,46 @@ class RelayApp(faust.App):
     async def on_stop(self) -> None:
         runtime = self.runtime
         consumer = self._consumer
+        if runtime is not None:
+            # However the broker is (gone, or killed meanwhile) and wherever Faust's stop
+            # then waits, the process ends in time, saying what was left; never disarmed:
+            # the process ends after the app stops.
+            timeout = runtime.settings.shutdown_timeout
+            StopDeadline(timeout + STOP_GRACE, lambda: self._unflushed().line()).start()
         if consumer is not None and runtime is not None:
             consumer.stop_flow()
             self.flow_control.suspend()
             self.flow_control.clear()
-            timeout = runtime.settings.shutdown_timeout
-            finished = await runtime.acks.drain(timeout=timeout)
-            if not finished:
-                log.warning(
-                    "stopping with %d events unacknowledged after %.0f s; they will be processed again",
-                    runtime.acks.in_flight,
-                    timeout,
-                )
+            await runtime.acks.drain(timeout=timeout)
             try:
-                await consumer.commit()
-            except Exception:  # the broker may be gone; uncommitted events are redone
-                log.exception("final commit failed")
+                await asyncio.wait_for(consumer.commit(), FINAL_COMMIT_TIMEOUT)
+                self._final_commit = True
+            except TimeoutError:  # the broker may be gone; uncommitted events are redone
+                log.warning("final commit: no answer within %.0f s", FINAL_COMMIT_TIMEOUT)
+            except Exception as exc:
+                log.warning("final commit failed: %s: %s", type(exc).__name__, exc)
         if runtime is not None:
+            # What the drain left, before closing the clients ends the deliveries still running.
+            self._left = unflushed = self._unflushed()
+            (log.info if unflushed.nothing else log.warning)("stopping: %s", unflushed.line())
             await runtime.close_clients()
         await super().on_stop()
+
+    def _unflushed(self) -> Unflushed:
+        """What is left at this point of the stop (read from the deadline's thread too: counts
+        only): the events and deliveries the drain left, once it has ended, and the records
+        still buffered now."""
+        runtime = self.runtime
+        producer = self._producer
+        unsent = producer.buffer.size if producer is not None else 0
+        if self._left is not None:
+            return dataclasses.replace(self._left, unsent=unsent)
+        return Unflushed(
+            unacknowledged=runtime.acks.in_flight if runtime is not None else 0,
+            deliveries=len(runtime.chains) if runtime is not None else 0,
+            unsent=unsent,
+            committed=self._final_commit,
+        )
 
 
 def create_app(settings: Settings) -> RelayApp:
