@@ -188,6 +188,7 @@ async def test_state_pages_metrics_status_and_the_commands(pipeline: Pipeline, c
         "held": 1,
         "releasing": 0,
         "dead_lettered": 0,
+        "skipped_for_consent": 0,
     }
     assert doc["destinations"]["customersuccessbox"]["delivered"] == 3
     assert doc["consumer_lag"]["total"] == 0 and doc["ready"] is True
