@@ -22,7 +22,11 @@ Rules, in the order they are checked (the first failure wins):
   (INVALID_TIMESTAMP);
 - `context`, `integrations`, `traits`, `properties` are objects (WRONG_TYPE);
 - per type: group needs `groupId`; track needs a non-empty string `event`; alias needs
-  `previousId` and `userId`; page/screen `name` and `category` are strings.
+  `previousId` and `userId`; page/screen `name` and `category` are strings;
+- ids (`userId`, `anonymousId`, `previousId`, `groupId`, `context.groupId`) are at most
+  `idlimits.MAX_ID_BYTES` bytes (ID_TOO_LONG), `event`, `name` and `category` at most
+  `idlimits.MAX_NAME_BYTES` (NAME_TOO_LONG): they end up in state rows
+  (streams.core.idlimits).
 
 A JSON null counts as absent everywhere. Unknown extra fields are kept untouched in
 `Message.raw`; the only change ever made to the decoded object is filling in a derived
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from streams.core.idlimits import MAX_ID_BYTES, MAX_NAME_BYTES, id_too_long, name_too_long
 from streams.core.reasons import Reason  # intake's reasons: streams.core.reasons.INTAKE
 
 __all__ = [
@@ -412,6 +417,7 @@ def _validate_decoded(obj: Any, *, surrogates_possible: bool) -> Message:
                     Reason.WRONG_TYPE, f"{type_} message '{field}' must be a string, not {_json_kind(value)}", field
                 )
 
+    _check_lengths(obj)
     if not message_id:
         message_id = derive_message_id(obj)
         obj["messageId"] = message_id
@@ -428,6 +434,21 @@ def _validate_decoded(obj: Any, *, surrogates_possible: bool) -> Message:
         integrations=integrations if integrations is not None else {},
         raw=obj,
     )
+
+
+def _check_lengths(obj: Mapping[str, Any]) -> None:
+    long_id = id_too_long(obj, _id_text)
+    if long_id is not None:
+        field, size = long_id
+        raise InvalidMessage(
+            Reason.ID_TOO_LONG, f"'{field}' is {size} bytes, more than the limit of {MAX_ID_BYTES}", field
+        )
+    long_name = name_too_long(obj)
+    if long_name is not None:
+        field, size = long_name
+        raise InvalidMessage(
+            Reason.NAME_TOO_LONG, f"'{field}' is {size} bytes, more than the limit of {MAX_NAME_BYTES}", field
+        )
 
 
 def _id_text(value: Any) -> str | None:

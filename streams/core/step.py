@@ -37,6 +37,7 @@ from streams.core.state import (
     merge_users,
     with_copy,
 )
+from streams.core.traits import latest_ids
 
 # How long a user who logged in waits for the visitor's profile (the merge-profile
 # record from the visitor's partition: normally within moments) before its own events
@@ -132,7 +133,9 @@ def step(
     merge_from = anonymous_to_merge(msg, new_user)
     if merge_from is not None:
         # Until the visitor's profile comes, this user's events wait behind the visitor's.
-        ids = new_user.anonymous_ids if merge_from in new_user.anonymous_ids else (*new_user.anonymous_ids, merge_from)
+        ids = new_user.anonymous_ids
+        if merge_from not in ids:
+            ids = latest_ids((*ids, merge_from))
         since = new_user.merging_since if new_user.merging == merge_from else now
         new_user = replace(new_user, anonymous_ids=ids, merging=merge_from, merging_since=since)
     elif new_user.merging is not None and now - (new_user.merging_since or now) > MERGE_WAIT:
