@@ -284,7 +284,7 @@ def apply_to_user(
     elif msg.type == "group":
         group_id = msg.group_id
         changes["group_id"] = group_id
-        if group_id not in user.groups:
+        if group_id is not None and group_id not in user.groups:
             changes["groups"] = latest_ids((*user.groups, group_id))
     slots = _remembered(user.slots, msg, memories)
     if slots is not None:

@@ -33,7 +33,7 @@ from streams.core.control import (
 )
 from streams.core.pending import confirm, first_seq
 from streams.core.segment import Message, parse
-from streams.core.step import release_ready, step
+from streams.core.step import Dispatch, release_ready, step
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import aggregation, effects, groups, merge, retries, sweep
 from streams.runtime.runtime import Incoming, Runtime
@@ -146,7 +146,10 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     for dest, _reason in result.held:
         rt.counters[f"held.{dest}"] += 1
     work = effects.apply_step(rt, key, pending, result)
-    aggregation.fold_call(rt, key, position, result.folds, now)  # aggregate = ... in the mapping file
+    # aggregate = ... in the mapping file; a request past the windows row's bound goes alone
+    for f in aggregation.fold_call(rt, key, position, result.folds, now):
+        alone = Dispatch(f.destination, f.request, raw_bytes.decode("utf-8"), record.original_source(), msg.message_id)
+        work.append(effects.dispatch(rt, key, alone))
     if result.merge_from is not None:
         work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
     if result.group is not None:  # written by the group's own partition (streams.runtime.groups)
