@@ -66,6 +66,18 @@ def test_the_limits_are_documented():
     root = Path(__file__).resolve().parents[1]
     text = (root / "docs" / "architecture.md").read_text() + (root / "README.md").read_text()
     assert f"{MAX_ID_BYTES} bytes" in text and f"{MAX_NAME_BYTES} bytes" in text
+    architecture = (root / "docs" / "architecture.md").read_text()
+    from streams.core.aggregate import WINDOWS_MAX_BYTES
+    from streams.core.pendingrows import max_events_within
+    from streams.core.traits import IDS_MAX_BYTES, SLOT_MAX_BYTES
+    from streams.core.waiters import WAITERS_MAX_BYTES
+    from streams.destinations import REGISTRY
+
+    for constant in (WINDOWS_MAX_BYTES, IDS_MAX_BYTES, SLOT_MAX_BYTES, WAITERS_MAX_BYTES):
+        assert f"{constant // 1024} KB" in architecture, constant
+    keys = [p.key for p in REGISTRY]
+    assert f"{max_events_within(keys):,} fit with three destinations" in architecture and len(keys) == 3
+    assert f"{max_events_within([*keys, 'a-fourth']):,} with four" in architecture
     operations = (root / "docs" / "operations.md").read_text()
     for reason in INTAKE:
         assert f"`{reason.value}`" in operations, reason
