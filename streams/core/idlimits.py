@@ -24,10 +24,27 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from streams.core.reasons import Reason
+
 MAX_ID_BYTES = 256
 MAX_NAME_BYTES = 512
 ID_FIELDS = ("userId", "anonymousId", "previousId", "groupId")
 NAME_FIELDS = ("event", "name", "category")
+
+
+def too_long(obj: Mapping[str, Any], text: Callable[[Any], str | None]) -> tuple[Reason, str, str] | None:
+    """The reason, detail and field of the first id or name of `obj` over its limit."""
+    found = id_too_long(obj, text)
+    if found is not None:
+        return Reason.ID_TOO_LONG, f"'{found[0]}' is {found[1]} bytes, more than the limit of {MAX_ID_BYTES}", found[0]
+    found = name_too_long(obj)
+    if found is not None:
+        return (
+            Reason.NAME_TOO_LONG,
+            f"'{found[0]}' is {found[1]} bytes, more than the limit of {MAX_NAME_BYTES}",
+            found[0],
+        )
+    return None
 
 
 def id_too_long(obj: Mapping[str, Any], text: Callable[[Any], str | None]) -> tuple[str, int] | None:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-from streams.core.idlimits import MAX_ID_BYTES, MAX_NAME_BYTES, id_too_long, name_too_long
+from streams.core import idlimits
 from streams.core.reasons import Reason  # intake's reasons: streams.core.reasons.INTAKE
 
 __all__ = [
@@ -417,7 +417,9 @@ def _validate_decoded(obj: Any, *, surrogates_possible: bool) -> Message:
                     Reason.WRONG_TYPE, f"{type_} message '{field}' must be a string, not {_json_kind(value)}", field
                 )
 
-    _check_lengths(obj)
+    too_long = idlimits.too_long(obj, _id_text)
+    if too_long is not None:
+        raise InvalidMessage(*too_long)
     if not message_id:
         message_id = derive_message_id(obj)
         obj["messageId"] = message_id
@@ -434,21 +436,6 @@ def _validate_decoded(obj: Any, *, surrogates_possible: bool) -> Message:
         integrations=integrations if integrations is not None else {},
         raw=obj,
     )
-
-
-def _check_lengths(obj: Mapping[str, Any]) -> None:
-    long_id = id_too_long(obj, _id_text)
-    if long_id is not None:
-        field, size = long_id
-        raise InvalidMessage(
-            Reason.ID_TOO_LONG, f"'{field}' is {size} bytes, more than the limit of {MAX_ID_BYTES}", field
-        )
-    long_name = name_too_long(obj)
-    if long_name is not None:
-        field, size = long_name
-        raise InvalidMessage(
-            Reason.NAME_TOO_LONG, f"'{field}' is {size} bytes, more than the limit of {MAX_NAME_BYTES}", field
-        )
 
 
 def _id_text(value: Any) -> str | None:
