@@ -81,3 +81,29 @@ def test_start_up_refuses_max_events_whose_worst_index_row_cannot_fit(monkeypatc
     errors: list[str] = []
     Settings.from_env({"CS_RELAY_PENDING_MAX_EVENTS": "2000"}, errors=errors)  # cs-relay config says it too
     assert any(e.startswith("CS_RELAY_PENDING_MAX_EVENTS") for e in errors)
+
+
+async def test_releasing_keeps_max_events_and_held_events_follow_as_deliveries_finish():
+    """Released events wait in `releasing` until their delivery is confirmed; a user who
+    could refill `held` and release again while deliveries are slow would grow it without
+    bound. At most max_events are releasing; the rest follow as pending-done records come."""
+    import asyncio
+
+    from tests.runtime_world import FakeClient, World
+
+    gate = asyncio.Event()
+    w = World({"CS_RELAY_PENDING_MAX_EVENTS": "2"}, client=FakeClient(gate=gate))
+    named = {"name": "Acme"}
+    await w.publish(type="track", userId="u1", event="A", messageId="a")
+    await w.publish(type="track", userId="u1", event="B", messageId="b")
+    await w.publish(type="group", userId="u1", groupId="g1", traits=named, messageId="g1")  # releases A, B
+    await w.publish(type="group", userId="u1", groupId="g2", messageId="g2")  # no name: held again
+    await w.publish(type="track", userId="u1", event="C", messageId="c")
+    await w.publish(type="track", userId="u1", event="D", messageId="d")
+    await w.publish(type="group", userId="u1", groupId="g2", traits=named, messageId="g2n")
+    queue = w.pending("u1")
+    assert len(queue["releasing"]) == 2 and len(queue["held"]) == 2  # no room for C and D yet
+    gate.set()
+    assert await w.settle()
+    assert w.client.events() == ["A", "B", "C", "D"]
+    assert w.pending("u1") == {}
