@@ -39,6 +39,8 @@ def latest_entries(
 def latest_ids(ids: tuple[str, ...], count: int = IDS_KEPT, max_bytes: int = IDS_MAX_BYTES) -> tuple[str, ...]:
     """The latest (last) of `ids`: at most `count` of them and at most `max_bytes` as a
     JSON list; the oldest go first."""
+    if len(ids) <= count and stored_size(ids) <= max_bytes:
+        return tuple(ids)  # the usual case, in one measure
     kept: list[str] = []
     size = 2  # the brackets
     for ident in reversed(ids[-count:]):
@@ -57,12 +59,12 @@ def merge_traits(old: Mapping[str, Any], new: Mapping[str, Any], max_bytes: int 
     of the earlier ones the later-added, as many as fit. The partner received
     the dropped ones when they were sent; only the filling-in of later calls forgets them."""
     merged = {**old, **new}
-    if _json_size(merged) <= max_bytes:
+    if stored_size(merged) <= max_bytes:
         return merged
-    budget = max_bytes - _json_size(new)
+    budget = max_bytes - stored_size(new)
     kept: list[str] = []
     for name in reversed([k for k in old if k not in new]):
-        cost = _json_size({name: old[name]})
+        cost = stored_size({name: old[name]})
         if cost <= budget:
             kept.append(name)
             budget -= cost
@@ -74,5 +76,3 @@ def stored_size(value: Any) -> int:
     escaped, so a character takes up to 6 bytes: `\\u00e9`)."""
     return len(json.dumps(value, separators=(",", ":"), default=str))
 
-
-_json_size = stored_size
