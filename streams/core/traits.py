@@ -75,4 +75,3 @@ def stored_size(value: Any) -> int:
     """Bytes of `value` as a table stores it (Faust's json codec: compact, non-ASCII
     escaped, so a character takes up to 6 bytes: `\\u00e9`)."""
     return len(json.dumps(value, separators=(",", ":"), default=str))
-
