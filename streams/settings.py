@@ -28,7 +28,7 @@ from yarl import URL
 
 from streams.core.mappingfile import MappingError, load_file
 from streams.core.mappings import Controls
-from streams.core.pendingrows import MAX_EVENTS_BOUND
+from streams.core.pendingrows import INDEX_MAX_BYTES, MAX_EVENTS_BOUND, max_events_within, worst_index_bytes
 from streams.destinations import REGISTRY
 from streams.destinations.base import DestinationSettings
 from streams.envreader import ADMIN_TOKEN_MIN_CHARS, EnvReader, Secret, SettingsError
@@ -137,7 +137,7 @@ class Settings:
     @classmethod
     def _read(cls, read: EnvReader, d: Settings) -> Settings:
         settings = cls._read_each(read, d)
-        problem = settings.exposure_problem()
+        problem = settings.exposure_problem() or settings.pending_problem()
         if problem:
             return read.fail(problem, settings)
         return settings
@@ -151,6 +151,19 @@ class Settings:
             f"CS_RELAY_ADMIN_TOKEN: required when the web server binds beyond loopback "
             f"(CS_RELAY_WEB_HOST={self.web_host or '(all)'}): set a token of at least "
             f"{ADMIN_TOKEN_MIN_CHARS} characters, or bind CS_RELAY_WEB_HOST=127.0.0.1"
+        )
+
+    def pending_problem(self) -> str | None:
+        """A user's pending index row must fit under its bound at the worst, with every
+        registered destination (streams.core.pendingrows.worst_index_bytes)."""
+        keys = [p.key for p in REGISTRY]
+        if worst_index_bytes(keys, self.pending_max_events) <= INDEX_MAX_BYTES:
+            return None
+        return (
+            f"CS_RELAY_PENDING_MAX_EVENTS: {self.pending_max_events} is too many for {len(keys)} registered "
+            f"destinations: a user's pending index row could reach "
+            f"{worst_index_bytes(keys, self.pending_max_events)} bytes, more than its bound of {INDEX_MAX_BYTES} "
+            f"(under the changelog topics' 1 MiB record limit); set at most {max_events_within(keys)}"
         )
 
     @classmethod

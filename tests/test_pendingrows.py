@@ -9,8 +9,9 @@ from dataclasses import replace
 
 from streams.core import pendingrows
 from streams.core.pending import Item, Parked, Pending, Queue, confirm, hold, park, release
-from streams.core.pendingrows import INDEX_MAX_BYTES, MAX_DESTINATIONS, MAX_EVENTS_BOUND, changes, index_row, read
+from streams.core.pendingrows import INDEX_MAX_BYTES, changes, index_row, max_events_within, read, worst_index_bytes
 from streams.core.positions import INPUT_BASE
+from streams.destinations import REGISTRY
 from tests.coretools import user_of_payload_key
 
 RAW = json.dumps({"type": "track", "userId": "u1", "event": "E", "properties": {"x": "y" * 500}})
@@ -111,31 +112,36 @@ def test_a_newer_index_row_is_refused():
 
 
 def test_the_largest_index_row_stays_below_its_bound():
-    """At the largest CS_RELAY_PENDING_MAX_EVENTS, every destination with as many held,
-    releasing and parked events as it allows, with sequence numbers and times at their
+    """With every registered destination (the real registry, not a constant) at the
+    largest CS_RELAY_PENDING_MAX_EVENTS start-up accepts, each with as many held,
+    releasing and parked events as it allows, sequence numbers and times at their
     longest, the index row stays below INDEX_MAX_BYTES (and so below the changelog
-    topics' max.message.bytes)."""
-    n, big, t = MAX_EVENTS_BOUND, 10**16, 4_102_444_800.123456  # year 2100
-    queues = {}
-    for d in range(MAX_DESTINATIONS):
-        queues[f"destination-{d}"] = {
-            "held": [Item(big + i, t, RAW) for i in range(n)],
-            "releasing": [Item(big + n + i, t, RAW) for i in range(n)],
-            "parked": [parked(big + 2 * n + i) for i in range(n)],
-        }
-    p = Pending(
-        big,
-        {
-            d: Queue(tuple(q["held"]), tuple(q["releasing"]), tuple(replace_times(x, t) for x in q["parked"]))
-            for d, q in queues.items()
-        },
+    topics' max.message.bytes); `worst_index_bytes` is that row's size exactly."""
+    keys = [p.key for p in REGISTRY]
+    n, big, t = max_events_within(keys), (1 << 63) - 1, 9_999_999_999.999
+    assert n >= 1000  # the default CS_RELAY_PENDING_MAX_EVENTS fits
+    queue = Queue(
+        tuple(Item(big - i, t, RAW) for i in range(n)),
+        tuple(Item(big - n - i, t, RAW) for i in range(n)),
+        tuple(replace_times(parked(big - 2 * n - i), t) for i in range(n)),
     )
-    size = len(json.dumps(index_row(p)).encode())
-    assert size < INDEX_MAX_BYTES, size
+    row = index_row(Pending(big, {key: queue for key in keys}))
+    size = len(json.dumps(row, separators=(",", ":")).encode())
+    assert size == worst_index_bytes(keys, n) and size <= INDEX_MAX_BYTES, size
+    assert len(json.dumps(row).encode()) < 1024 * 1024  # even with spaces after separators
+
+
+def test_the_bound_on_max_events_follows_the_registrys_size():
+    keys = [p.key for p in REGISTRY]
+    for extra in range(0, 12, 3):
+        more = [*keys, *(f"destination-{i}" for i in range(extra))]
+        n = max_events_within(more)
+        assert worst_index_bytes(more, n) <= INDEX_MAX_BYTES < worst_index_bytes(more, n + 1) or n == 2000
+    assert max_events_within([*keys, "a-fourth"]) < max_events_within(keys)
 
 
 def replace_times(p: Parked, t: float) -> Parked:
-    return replace(p, first_failed_at=t, next_at=t, attempts=10**6)
+    return replace(p, first_failed_at=t, next_at=t, attempts=10**9 - 1)
 
 
 def test_payload_keys_name_their_user():

@@ -85,6 +85,8 @@ def test_reason_values_are_stable():
         "INVALID_TIMESTAMP": "invalid_timestamp",
         "MESSAGE_ID_TOO_LONG": "message_id_too_long",
         "TOO_DEEP": "too_deep",
+        "ID_TOO_LONG": "id_too_long",
+        "NAME_TOO_LONG": "name_too_long",
     }
     assert Reason.TOO_DEEP == "too_deep"  # a str enum: usable directly as a header value
 

@@ -36,6 +36,9 @@ from streams.core.decision import PartnerRequest
 from streams.core.positions import source_of
 
 VERSION = 1
+# A user's row of open windows, as stored: far below the changelog's 1 MiB record limit
+# (with room for the amounts and counts of its windows to grow).
+WINDOWS_MAX_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
@@ -156,23 +159,53 @@ def fold(windows: Windows, folds: Iterable[Fold], *, at: float, sizes: Mapping[s
     streams.core.positions), routed at `at`, counted in their windows (sizes by
     destination). A call at or below the position already folded from its topic is
     the same call processed again (a redo): nothing changes."""
+    return fold_within(windows, folds, at=at, sizes=sizes, offset=offset, max_bytes=None)[0]
+
+
+def fold_within(
+    windows: Windows,
+    folds: Iterable[Fold],
+    *,
+    at: float,
+    sizes: Mapping[str, int],
+    offset: int,
+    max_bytes: int | None = WINDOWS_MAX_BYTES,
+) -> tuple[Windows, list[Fold]]:
+    """`fold`, keeping the row under `max_bytes` as the table stores it: a request that
+    would open a window past it is returned instead, to be sent on its own (as without
+    `aggregate`). A user's distinct events in one window, each request carrying their
+    name and traits, are otherwise not bounded."""
     folds = list(folds)
     if offset <= windows.folded(offset) or not folds:
-        return windows
+        return windows, []
     out = dict(windows.windows)
+    size = None  # the row's size, measured when a window is to be opened
+    rest: list[Fold] = []
     for f in folds:
-        size = sizes[f.destination]
-        start = window_start(at, size)
+        length = sizes[f.destination]
+        start = window_start(at, length)
         wid = window_id(f.destination, f.request, f.field, start)
         amount = amount_of(f.request, f.field)
         open_ = out.get(wid)
         if open_ is None:
-            out[wid] = Window(f.destination, start, size, f.request, f.field, amount, 1)
+            window = Window(f.destination, start, length, f.request, f.field, amount, 1)
+            if max_bytes is not None:
+                size = _stored_size(windows.to_dict()) if size is None else size
+                cost = _stored_size({wid: window.to_dict()})  # its braces stand for the comma
+                if size + cost > max_bytes:
+                    rest.append(f)
+                    continue
+                size += cost
+            out[wid] = window
         else:
             out[wid] = replace(open_, amount=open_.amount + amount, count=open_.count + 1)
     if source_of(offset) == "input":
-        return Windows(windows.offset, out, offset)
-    return Windows(offset, out, windows.input_offset)
+        return Windows(windows.offset, out, offset), rest
+    return Windows(offset, out, windows.input_offset), rest
+
+
+def _stored_size(value: Any) -> int:
+    return len(json.dumps(value, separators=(",", ":"), default=str))
 
 
 def due(windows: Windows, now: float) -> list[tuple[str, Window]]:

@@ -223,16 +223,22 @@ def confirm(pending: Pending, destination: str, seq: int) -> Pending:
     return pending.with_queue(destination, replace(queue, releasing=releasing))
 
 
-def adopt(pending: Pending, earlier: Pending, first: int | None = None) -> Pending:
+def adopt(
+    pending: Pending, earlier: Pending, first: int | None = None, max_events: int | None = None
+) -> tuple[Pending, list[tuple[str, Item]]]:
     """Take over another profile's waiting events (an anonymous profile after login).
     They happened before this user's held events, so they go first; parked and
     released ones whose delivery was never confirmed are held again (sent at least
     once). They are numbered from `first` (`first_seq` of the record that brings them);
     if the first of them is here already, this record was processed before: nothing
-    changes."""
+    changes. A destination's held queue keeps its bound: of the adopted events beyond
+    `max_events` (with the user's own held ones), the newest are returned, oldest first,
+    for the dead-letter topic (as a hand-over too large for one record is cut:
+    streams.core.pendingrows.fit), so that replayed they come after the rest."""
     next_seq = pending.next_seq if first is None else first
     if first is not None and any(has_seq(q, first) for q in pending.queues.values()):
-        return pending
+        return pending, []
+    overflow: list[tuple[str, Item]] = []
     for dest, queue in earlier.queues.items():
         moved = []
         for parked in queue.parked:
@@ -242,8 +248,12 @@ def adopt(pending: Pending, earlier: Pending, first: int | None = None) -> Pendi
             moved.append(replace(item, seq=next_seq))
             next_seq += 1
         mine = pending.queue(dest)
+        if max_events is not None and len(moved) + len(mine.held) > max_events:
+            room = max(0, max_events - len(mine.held))
+            overflow += [(dest, item) for item in moved[room:]]
+            moved = moved[:room]
         pending = pending.with_queue(dest, replace(mine, held=(*moved, *mine.held)))
-    return replace(pending, next_seq=max(pending.next_seq, next_seq))
+    return replace(pending, next_seq=max(pending.next_seq, next_seq)), overflow
 
 
 # ------------------------------------------------------------------ parked deliveries

@@ -12,9 +12,10 @@ instead:
 * the index row (the `pending` table, keyed by user): per destination the numbers of
   its held, releasing and parked events and the little the step needs of them (when
   an event was held; a parked delivery's first failure, attempts and next try): tens
-  of bytes per event, below `INDEX_MAX_BYTES` in all at the largest
-  CS_RELAY_PENDING_MAX_EVENTS (`MAX_EVENTS_BOUND` held, as many releasing and as many
-  parked, for each of `MAX_DESTINATIONS` destinations);
+  of bytes per event, below `INDEX_MAX_BYTES` in all: at most `max_events` held, as
+  many releasing and as many parked for each registered destination
+  (`worst_index_bytes`); start-up refuses a CS_RELAY_PENDING_MAX_EVENTS whose worst
+  row would not fit with the registry's destinations (`max_events_within`);
 * a payload row per event (the `payloads` table, keyed by `payload_key(user,
   destination, seq)`): its original text and source, and a parked delivery's request,
   messageId and last error (which changes at each retry of it: a small row rewritten,
@@ -42,8 +43,13 @@ from streams.core.state import check_version
 
 INDEX_VERSION = 2
 INDEX_MAX_BYTES = 900 * 1024  # below the 1 MiB max.message.bytes of the changelog topics
-MAX_EVENTS_BOUND = 2000  # the largest CS_RELAY_PENDING_MAX_EVENTS
-MAX_DESTINATIONS = 3  # ClientSuccess, CustomerSuccessBox, webhook
+MAX_EVENTS_BOUND = 2000  # the largest CS_RELAY_PENDING_MAX_EVENTS, whatever the registry
+# The longest values an index entry can hold: a number is a position times 2**20, below
+# 2**63 (streams.core.positions); times are unix seconds with 3 decimals before 2286;
+# attempts of one parked delivery stay far below 10**9 within any retry window.
+_LONGEST_SEQ = (1 << 63) - 1
+_LONGEST_TIME = 9_999_999_999.999
+_MOST_ATTEMPTS = 10**9 - 1
 ERROR_CHARS = 500  # of a parked delivery's last error kept in its payload row
 
 Entry = Item | Parked
@@ -68,6 +74,27 @@ def index_row(pending: Pending) -> dict[str, Any]:
             for dest, q in pending.queues.items()
         },
     }
+
+
+def worst_index_bytes(destinations: Iterable[str], max_events: int) -> int:
+    """The largest index row (JSON bytes, as the table stores it) a user can have with
+    these destinations at CS_RELAY_PENDING_MAX_EVENTS `max_events`: each with as many
+    held, releasing and parked events as it allows, every number and time at its
+    longest."""
+    item = Item(_LONGEST_SEQ, _LONGEST_TIME, "")
+    park = Parked(_LONGEST_SEQ, "", {}, {}, "", _LONGEST_TIME, _MOST_ATTEMPTS, _LONGEST_TIME)
+    queue = Queue((item,) * max_events, (item,) * max_events, (park,) * max_events)
+    row = index_row(Pending(_LONGEST_SEQ, {key: queue for key in destinations}))
+    return len(json.dumps(row, separators=(",", ":")))
+
+
+def max_events_within(destinations: Iterable[str], max_bytes: int = INDEX_MAX_BYTES) -> int:
+    """The largest CS_RELAY_PENDING_MAX_EVENTS (at most MAX_EVENTS_BOUND) whose worst
+    index row with these destinations fits in `max_bytes`; 0 when none does."""
+    keys = list(destinations)
+    one, two = worst_index_bytes(keys, 1), worst_index_bytes(keys, 2)
+    per_event = two - one  # from the second event on, every one adds the same bytes
+    return max(0, min(MAX_EVENTS_BOUND, (max_bytes - one) // per_event + 1)) if one <= max_bytes else 0
 
 
 def payload_row(entry: Entry) -> dict[str, Any]:

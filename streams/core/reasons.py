@@ -34,6 +34,8 @@ class Reason(enum.StrEnum):
     INVALID_TIMESTAMP = "invalid_timestamp"
     MESSAGE_ID_TOO_LONG = "message_id_too_long"
     TOO_DEEP = "too_deep"
+    ID_TOO_LONG = "id_too_long"  # streams.core.idlimits.MAX_ID_BYTES
+    NAME_TOO_LONG = "name_too_long"  # streams.core.idlimits.MAX_NAME_BYTES
     # routing
     ROUTING_ERROR = "routing_error"
     PENDING_OVERFLOW = "pending_overflow"
@@ -83,5 +85,7 @@ INTAKE = Reasons(
     Reason.INVALID_TIMESTAMP,
     Reason.MESSAGE_ID_TOO_LONG,
     Reason.TOO_DEEP,
+    Reason.ID_TOO_LONG,
+    Reason.NAME_TOO_LONG,
 )
 DESTINATION_REJECTS = Reasons(Reason.GROUP_WITHOUT_NAME)

@@ -22,7 +22,11 @@ Rules, in the order they are checked (the first failure wins):
   (INVALID_TIMESTAMP);
 - `context`, `integrations`, `traits`, `properties` are objects (WRONG_TYPE);
 - per type: group needs `groupId`; track needs a non-empty string `event`; alias needs
-  `previousId` and `userId`; page/screen `name` and `category` are strings.
+  `previousId` and `userId`; page/screen `name` and `category` are strings;
+- ids (`userId`, `anonymousId`, `previousId`, `groupId`, `context.groupId`) are at most
+  `idlimits.MAX_ID_BYTES` bytes (ID_TOO_LONG), `event`, `name` and `category` at most
+  `idlimits.MAX_NAME_BYTES` (NAME_TOO_LONG): they end up in state rows
+  (streams.core.idlimits).
 
 A JSON null counts as absent everywhere. Unknown extra fields are kept untouched in
 `Message.raw`; the only change ever made to the decoded object is filling in a derived
@@ -40,6 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from streams.core import idlimits
 from streams.core.reasons import Reason  # intake's reasons: streams.core.reasons.INTAKE
 
 __all__ = [
@@ -408,6 +413,9 @@ def _validate_decoded(obj: Any, *, surrogates_possible: bool) -> Message:
                     Reason.WRONG_TYPE, f"{type_} message '{field}' must be a string, not {_json_kind(value)}", field
                 )
 
+    too_long = idlimits.too_long(obj, _id_text)
+    if too_long is not None:
+        raise InvalidMessage(*too_long)
     if not message_id:
         message_id = derive_message_id(obj)
         obj["messageId"] = message_id

@@ -24,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 from streams.core import consent
 from streams.core.segment import Message
-from streams.core.traits import IDS_KEPT, merge_traits
+from streams.core.traits import ADOPTED_KEPT, SLOT_MAX_BYTES, latest_entries, latest_ids, merge_traits, stored_size
 
 STATE_VERSION = 1  # pending and dedupe records
 USER_VERSION = 2  # users and groups: 2 moved destination ids into slots
@@ -69,7 +69,9 @@ class Memory:
 
 
 def _remembered(slots: Slots, msg: Message, memories: Iterable[Memory], group: bool = False) -> Slots | None:
-    """`slots` after each memory saw `msg`, or None when nothing changed."""
+    """`slots` after each memory saw `msg`, or None when nothing changed. A slot that
+    would pass SLOT_MAX_BYTES keeps what it had (an id of a partner is a few bytes; a
+    megabyte of them would stop the worker: the changelog refuses the row)."""
     changed = False
     out = dict(slots)
     for memory in memories:
@@ -78,7 +80,7 @@ def _remembered(slots: Slots, msg: Message, memories: Iterable[Memory], group: b
             continue
         before = slots.get(memory.key) or {}
         after = update(before, msg)
-        if dict(after) != dict(before):
+        if dict(after) != dict(before) and stored_size(dict(after)) <= SLOT_MAX_BYTES:
             out[memory.key] = dict(after)
             changed = True
     return out if changed else None
@@ -204,11 +206,11 @@ class UserState:
             user_id=data.get("user_id"),
             traits=dict(data.get("traits") or {}),
             group_id=data.get("group_id"),
-            groups=tuple(data.get("groups") or ()),
+            groups=latest_ids(tuple(data.get("groups") or ())),  # a row of an older version: trimmed
             slots=_read_slots(data, version),
             first_seen=data.get("first_seen"),
             last_seen=data.get("last_seen"),
-            anonymous_ids=tuple(data.get("anonymous_ids") or ()),
+            anonymous_ids=latest_ids(tuple(data.get("anonymous_ids") or ())),
             merged_into=data.get("merged_into"),
             handing=data.get("handing"),
             adopted={k: int(v) for k, v in (data.get("adopted") or {}).items()},
@@ -299,8 +301,8 @@ def apply_to_user(
     elif msg.type == "group":
         group_id = msg.group_id
         changes["group_id"] = group_id
-        if group_id not in user.groups:
-            changes["groups"] = (*user.groups, group_id)[-IDS_KEPT:]
+        if group_id is not None and group_id not in user.groups:
+            changes["groups"] = latest_ids((*user.groups, group_id))
     slots = _remembered(user.slots, msg, [m for m in memories if m.key not in denied])
     if slots is not None:
         changes["slots"] = slots
@@ -417,27 +419,24 @@ def overlay_newer(groups: GroupLookup, group: GroupState) -> GroupLookup:
     return lookup
 
 
-ADOPTED_KEPT = 100  # hand-overs remembered per user (a re-sent one comes within moments)
-
-
 def merge_users(
     user: UserState, anonymous: UserState | None, anonymous_id: str, offset: int | None = None
 ) -> UserState:
     """The user's record with an anonymous profile folded in. What the identified user
     already has wins (it is newer); the anonymous profile fills the gaps. `offset`: the
     by-user offset of the merge-profile record, remembered in `adopted`."""
-    ids = user.anonymous_ids if anonymous_id in user.anonymous_ids else (*user.anonymous_ids, anonymous_id)[-IDS_KEPT:]
+    ids = user.anonymous_ids if anonymous_id in user.anonymous_ids else latest_ids((*user.anonymous_ids, anonymous_id))
     adopted = dict(user.adopted)
     if offset is not None:
         adopted.pop(anonymous_id, None)
         adopted[anonymous_id] = offset
-        adopted = dict(list(adopted.items())[-ADOPTED_KEPT:])
+        adopted = latest_entries(adopted, ADOPTED_KEPT)
     user = replace(user, adopted=adopted)
     if user.merging == anonymous_id:
         user = replace(user, merging=None, merging_since=None)  # the profile it waited for
     if anonymous is None:
         return replace(user, anonymous_ids=ids)
-    groups = tuple(dict.fromkeys((*anonymous.groups, *user.groups)))[-IDS_KEPT:]
+    groups = latest_ids(tuple(dict.fromkeys((*anonymous.groups, *user.groups))))
     return replace(
         user,
         traits=merge_traits(anonymous.traits, user.traits),
@@ -452,4 +451,8 @@ def merge_users(
 
 def _merge_slots(user: Slots, anonymous: Slots) -> Slots:
     """Each destination's slot: what the user has wins, the anonymous profile fills gaps."""
-    return {key: {**(anonymous.get(key) or {}), **(user.get(key) or {})} for key in {*anonymous, *user}}
+    out = {}
+    for key in {*anonymous, *user}:
+        merged = {**(anonymous.get(key) or {}), **(user.get(key) or {})}
+        out[key] = merged if stored_size(merged) <= SLOT_MAX_BYTES else dict(user.get(key) or {})
+    return out

@@ -40,6 +40,7 @@ from streams.core.state import (
     user_seen_by,
     with_copy,
 )
+from streams.core.traits import latest_ids
 
 # How long a user who logged in waits for the visitor's profile (the merge-profile
 # record from the visitor's partition: normally within moments) before its own events
@@ -149,7 +150,9 @@ def step(
     merge_from = anonymous_to_merge(msg, new_user)
     if merge_from is not None:
         # Until the visitor's profile comes, this user's events wait behind the visitor's.
-        ids = new_user.anonymous_ids if merge_from in new_user.anonymous_ids else (*new_user.anonymous_ids, merge_from)
+        ids = new_user.anonymous_ids
+        if merge_from not in ids:
+            ids = latest_ids((*ids, merge_from))
         since = new_user.merging_since if new_user.merging == merge_from else now
         new_user = replace(new_user, anonymous_ids=ids, merging=merge_from, merging_since=since)
     elif new_user.merging is not None and now - (new_user.merging_since or now) > MERGE_WAIT:
@@ -204,7 +207,7 @@ def step(
             skipped.append((dest.key, decision.reason))
 
         if dest.key not in blocked:
-            pending, released = release_ready(pending, dest, new_user, lookup)
+            pending, released = release_ready(pending, dest, new_user, lookup, max_pending)
             dispatches += released
 
     wait_for = None
@@ -225,30 +228,41 @@ def merge_step(
     destinations: Sequence[Destination],
     first: int | None = None,
     offset: int | None = None,
+    max_pending: int | None = None,
 ) -> Step:
     """Fold an anonymous profile and its waiting events into the user, then release
     what the merged state can attribute (the visitor's early page views, say). The
     adopted events are numbered from `first` (`streams.core.pending.adopt`); `offset`,
-    the merge-profile record's, is remembered in the user's `adopted`."""
+    the merge-profile record's, is remembered in the user's `adopted`. Adopted events
+    beyond `max_pending` held for a destination become dead letters (the newest)."""
     merged = merge_users(user, anonymous, anonymous_id, offset)
-    pending = pending_mod.adopt(pending, anonymous_pending, first)
+    pending, overflow = pending_mod.adopt(pending, anonymous_pending, first, max_pending)
+    dead = [
+        _pending_dead_letter(item, dest, Reason.PENDING_OVERFLOW, max_pending or 0, adopted_from=anonymous_id)
+        for dest, item in overflow
+    ]
     dispatches: list[Dispatch] = []
     for dest in destinations:
-        pending, released = release_ready(pending, dest, merged, groups)
+        pending, released = release_ready(pending, dest, merged, groups, max_pending)
         dispatches += released
-    return Step(merged, None, pending, dispatches)
+    return Step(merged, None, pending, dispatches, dead)
 
 
 def release_ready(
-    pending: Pending, dest: Destination, user: UserState, groups: GroupLookup
+    pending: Pending, dest: Destination, user: UserState, groups: GroupLookup, limit: int | None = None
 ) -> tuple[Pending, list[Dispatch]]:
     """Release, oldest first, the held events of `dest` that the state now attributes
     (none while deliveries of the user to `dest` are parked: they go first; none while
-    the user waits for a visitor's profile: its events go first)."""
+    the user waits for a visitor's profile: its events go first). At most `limit`
+    (CS_RELAY_PENDING_MAX_EVENTS) are `releasing` at once, so the index row keeps its
+    bound (streams.core.pendingrows); the rest go with a later call of the user."""
     ready: list[Dispatch] = []
     if pending.queue(dest.key).parked or user.merging is not None:
         return pending, ready
-    for item in pending.queue(dest.key).held:
+    held = pending.queue(dest.key).held
+    if limit is not None:
+        held = held[: max(0, limit - len(pending.queue(dest.key).releasing))]
+    for item in held:
         dispatch = _decide_item(item, dest, user, groups)
         if dispatch is None:
             break
@@ -365,8 +379,16 @@ def expire_held(pending: Pending, now: float, max_age: float) -> tuple[Pending, 
     return pending, [_pending_dead_letter(item, dest, Reason.PENDING_EXPIRED, max_age) for dest, item in expired]
 
 
-def _pending_dead_letter(item: Item, dest: str, reason: Reason, bound: float) -> DeadLetter:
-    if reason == Reason.PENDING_OVERFLOW:
+def _pending_dead_letter(
+    item: Item, dest: str, reason: Reason, bound: float, adopted_from: str | None = None
+) -> DeadLetter:
+    if adopted_from is not None:
+        detail = (
+            f"taking over the events visitor {adopted_from!r} made before logging in would have made more than "
+            f"{int(bound)} events wait for {dest} for this user; the newest went here: replay them "
+            "(cs-relay dlq replay) to deliver them as this user"
+        )
+    elif reason == Reason.PENDING_OVERFLOW:
         detail = (
             f"more than {int(bound)} events waiting for {dest} for this user; the oldest was dropped from the queue"
         )

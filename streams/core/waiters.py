@@ -7,8 +7,9 @@ wait, with the `updated_at` of the group record it saw. When the group's partiti
 applies the next update of the group, it tells every waiting user (a `group-known`
 record with the group), and the user releases what the group now attributes, whoever's
 call made it known. A user who saw an older record than the partition has is told at
-once. The row is bounded (`limit` users); beyond it a user waits for their own next
-call, as every user did before.
+once. The row is bounded: at most `limit` users and `max_bytes` of JSON (a user key is
+at most 256 bytes: streams.core.idlimits); beyond either a user waits for their own
+next call, as every user did before.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streams.core.traits import stored_size
+
 VERSION = 1
-WAITERS_MAX = 2000  # users per group row (about 100 KB at most)
+WAITERS_MAX = 2000  # users per group row
+WAITERS_MAX_BYTES = 128 * 1024  # the row as JSON
 
 
 @dataclass(frozen=True)
@@ -43,10 +47,22 @@ def tell_now(current_updated_at: str | None, seen: str | None) -> bool:
     return current_updated_at is not None and (seen is None or current_updated_at > seen)
 
 
-def add(waiters: Waiters, user: str, seen: str | None, limit: int = WAITERS_MAX) -> tuple[Waiters, bool]:
-    """The row with `user` waiting; False (the row unchanged) when it is full."""
+def add(
+    waiters: Waiters, user: str, seen: str | None, limit: int = WAITERS_MAX, max_bytes: int = WAITERS_MAX_BYTES
+) -> tuple[Waiters, bool]:
+    """The row with `user` waiting; False (the row unchanged) when it is full: `limit`
+    users, or more than `max_bytes` of JSON with this one."""
     if user in waiters.users:
-        return (waiters, True) if waiters.users[user] == seen else (Waiters({**waiters.users, user: seen}), True)
+        if waiters.users[user] == seen:
+            return waiters, True
+        after = Waiters({**waiters.users, user: seen})  # `seen` is a time: as long as before, or None
+        return (after, True) if size(after) <= max_bytes else (waiters, False)
     if len(waiters.users) >= limit:
         return waiters, False
-    return Waiters({**waiters.users, user: seen}), True
+    after = Waiters({**waiters.users, user: seen})
+    return (after, True) if size(after) <= max_bytes else (waiters, False)
+
+
+def size(waiters: Waiters) -> int:
+    """The row's size as the table stores it (JSON, UTF-8)."""
+    return stored_size(waiters.to_dict())

@@ -29,7 +29,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import Any
 
-from streams.core.aggregate import Fold, Windows, describe, due, fold, next_close, remove
+from streams.core.aggregate import Fold, Windows, describe, due, fold_within, next_close, remove
 from streams.core.control import WindowClose, WindowDone
 from streams.core.step import Dispatch
 from streams.destinations import REGISTRY
@@ -61,17 +61,19 @@ def closing(rt: Runtime, key: str) -> Callable[[str], bool]:
     return lambda wid: (key, wid) in rt.closing
 
 
-def fold_call(rt: Runtime, key: str, offset: int, folds: Sequence[Fold], now: float) -> None:
-    """In the user's partition: count the call's aggregated requests in their windows."""
+def fold_call(rt: Runtime, key: str, offset: int, folds: Sequence[Fold], now: float) -> list[Fold]:
+    """In the user's partition: count the call's aggregated requests in their windows;
+    returns those that would pass the row's bound (WINDOWS_MAX_BYTES), to send alone."""
     if not folds:
-        return
+        return []
     before = windows_of(rt, key)
     sizes = {d.key: d.window for d in rt.destinations if d.window}
-    after = fold(before, folds, at=now, sizes=sizes, offset=offset)
+    after, rest = fold_within(before, folds, at=now, sizes=sizes, offset=offset)
     if after is not before:
         for f in folds:
-            rt.counters[f"aggregated.{f.destination}"] += 1
+            rt.counters[f"aggregated.{f.destination}" if f not in rest else f"not_aggregated.{f.destination}"] += 1
     store_windows(rt, key, before, after)
+    return rest
 
 
 async def tick(rt: Runtime) -> None:

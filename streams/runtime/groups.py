@@ -91,7 +91,7 @@ def group_known(rt: Runtime, record: Incoming, known: GroupKnown) -> list[Awaita
     for dest in rt.destinations:
         if rt.marks.parking[(key, dest.key)] > 0:
             continue  # a park record in transit: its user's events wait behind it
-        pending, released = release_ready(pending, dest, user, groups)
+        pending, released = release_ready(pending, dest, user, groups, rt.settings.pending_max_events)
         dispatches += released
     rt.counters["released_by_group"] += len(dispatches)
     work = effects.apply_step(rt, key, before, Step(user, None, pending, dispatches))

@@ -34,7 +34,7 @@ from streams.core.control import (
 )
 from streams.core.pending import confirm, first_seq
 from streams.core.segment import Message, parse
-from streams.core.step import step
+from streams.core.step import Dispatch, release_ready, step
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import aggregation, effects, groups, merge, retries, sweep
 from streams.runtime.runtime import Incoming, Runtime
@@ -46,14 +46,22 @@ Handler = Callable[[Runtime, Incoming, Any], Work]
 
 
 def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
-    """A released event's delivery finished: it leaves `releasing`."""
+    """A released event's delivery finished: it leaves `releasing`, and held events
+    that waited for room there (streams.core.step.release_ready's limit) follow."""
     assert record.key is not None  # control records to a user are keyed by the user
     key = record.key.decode("utf-8")
-    rt.store_pending(key, confirm(rt.pending(key), done.destination, done.seq))
+    pending = confirm(rt.pending(key), done.destination, done.seq)
+    work: Work = []
+    user, destination = rt.user(key) if pending.queue(done.destination).held else None, rt.destination(done.destination)
+    if user is not None and destination is not None and rt.marks.parking[(key, done.destination)] == 0:
+        limit = rt.settings.pending_max_events
+        pending, released = release_ready(pending, destination, user, rt.groups_of(user), limit)
+        work = [effects.dispatch(rt, key, d) for d in released]
+    rt.store_pending(key, pending)
     # Only now is the event out of `releasing`; until this record is applied, a later
     # event of the user must not send it again.
     rt.in_flight.discard((key, done.destination, done.seq))
-    return []
+    return work
 
 
 def caught_up(rt: Runtime, record: Incoming, marker: CaughtUp) -> Work:
@@ -151,7 +159,10 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     for dest in result.denied:
         rt.counters[f"consent.{dest}"] += 1
     work = effects.apply_step(rt, key, pending, result)
-    aggregation.fold_call(rt, key, position, result.folds, now)  # aggregate = ... in the mapping file
+    # aggregate = ... in the mapping file; a request past the windows row's bound goes alone
+    for f in aggregation.fold_call(rt, key, position, result.folds, now):
+        alone = Dispatch(f.destination, f.request, raw_bytes.decode("utf-8"), record.original_source(), msg.message_id)
+        work.append(effects.dispatch(rt, key, alone))
     if result.merge_from is not None:
         work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
     if result.group is not None:  # written by the group's own partition (streams.runtime.groups)

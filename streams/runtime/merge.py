@@ -123,6 +123,7 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
         rt.destinations,
         first_seq(record.position),
         record.position,
+        rt.settings.pending_max_events,
     )
     work = effects.apply_step(rt, key, pending, result)
     # merge-done only once Kafka has the user's new rows (this event's changelog writes).

@@ -260,7 +260,9 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
     user = rt.user(key)
     destination = rt.destination(dest)
     if user is not None and destination is not None:
-        pending, released = release_ready(pending, destination, user, rt.groups_of(user))
+        pending, released = release_ready(
+            pending, destination, user, rt.groups_of(user), rt.settings.pending_max_events
+        )
         work += [effects.dispatch(rt, key, d) for d in released]
     rt.store_pending(key, pending)
     if outcome is Outcome.DONE:
