@@ -42,6 +42,7 @@ BARS = (
     ("b", "cs_relay_vs_plain_http", "(b) tracks: cs-relay / bare client", 0.70),
     ("b", "naive_vs_plain_http", "(b) tracks: naive / bare client", None),
     ("b", "cs_relay_vs_naive", "(b) tracks: cs-relay / naive", 3.0),
+    ("b", "cs_relay_vs_naive_uvloop", "(b) tracks: cs-relay / naive on uvloop", None),
     ("c", "cs_relay_share_of_bound", "(c) 50 ms: cs-relay / in-flight bound", 0.80),
     ("c", "plain_http_share_of_bound", "(c) 50 ms: bare client / bound", None),
     ("d", "heavy_vs_light_rate", "(d) heavy / light users rate", 0.90),

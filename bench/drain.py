@@ -1,5 +1,6 @@
 """One drain of the benchmark's scenarios b to f (`Drains.drain`): a relay (cs-relay,
-`python -m streams.cli worker`, or the naive relay, `python -m bench.naive worker`) with
+`python -m streams.cli worker`, or the naive relay, `python -m bench.naive worker`, on
+asyncio's default loop as a team writes it, or on uvloop through Faust's FAUST_LOOP) with
 its own app id, topics and data dir, started once on an empty input so that its
 changelog topics exist, then a warm-up (every user's group call, delivered or tabled,
 then the worker stops), then a backlog produced while no worker runs and drained by a
@@ -47,11 +48,15 @@ from streams.settings import Settings
 from streams.testing.mocks import MockServers
 from streams.testing.recorder import FAULTS_KEY
 
-CS_RELAY, NAIVE = "cs-relay", "naive"
+CS_RELAY, NAIVE, NAIVE_UVLOOP = "cs-relay", "naive", "naive-uvloop"
 COMMANDS = {
     CS_RELAY: [sys.executable, "-m", "streams.cli", "worker"],
     NAIVE: [sys.executable, "-m", "bench.naive", "worker", "-l", "info"],
+    NAIVE_UVLOOP: [sys.executable, "-m", "bench.naive", "worker", "-l", "info"],
 }
+# Faust's loop for the naive relay (read when it imports faust); cs-relay's is its own
+# setting, CS_RELAY_EVENT_LOOP (uvloop unless the caller's environment says otherwise).
+FAUST_LOOP = {NAIVE: "aio", NAIVE_UVLOOP: "uvloop"}
 
 
 @dataclass
@@ -79,21 +84,8 @@ class Drains:
         keep_jobs: bool = False,
         trim: bool = False,
     ) -> dict[str, Any]:
-        work = self.work / label
-        work.mkdir(parents=True, exist_ok=True)
-        bench = Driver(self.args, self.bootstrap, self.stamp, work, self.security)
-        name = f"bench-{self.stamp.lower()}-{label}-{uuid.uuid4().hex[:4]}"
-        bench.settings = Settings(
-            kafka_bootstrap_servers=self.bootstrap,
-            kafka_security=self.security,
-            input_topic=f"{name}-in",
-            dlq_topic=f"{name}-dlq",
-            app_id=name,
-            data_dir=work / "worker-1",
-            topic_partitions=self.args.partitions,
-            input_keyed_by_user=not self.args.by_user_hop,
-        )
-        settings = bench.settings
+        bench = self.driver(label)
+        settings, work = bench.settings, bench.work
         reset_mocks(self.mocks)
         receipts = (TrimmedReceipts if trim else Receipts)(self.mocks)
         warm, backlog = Phase("warm-up", plan.warm_up()), Phase("backlog", plan.backlog())
@@ -101,23 +93,7 @@ class Drains:
         producer = AIOKafkaProducer(**settings.kafka_options(), acks="all", linger_ms=5)
         await producer.start()
         try:
-            print(f"  {label}: first start (topics), warm-up of {len(warm.calls):,} group calls", flush=True)
-            first = self._start(kind, settings, work, 0)
-            try:
-                await first.until_logged(READY_LINE, self.args.timeout)
-            finally:
-                await first.stop()
-            await bench._produce(producer, warm)
-            worker = self._start(kind, settings, work, 1)
-            try:
-                if kind == CS_RELAY:
-                    done = await bench._until_delivered(receipts, warm, worker)
-                else:
-                    done = await self._until_tabled(settings, len(warm.calls), worker)
-                if not done:
-                    raise RuntimeError(f"{label}: the warm-up was not done; see {worker.log}")
-            finally:
-                await worker.stop()
+            await (await self.warmed_up(label, kind, bench, producer, receipts, warm)).stop()
             print(f"  {label}: backlog of {len(backlog.calls):,} tracks, {workers} worker(s)", flush=True)
             await bench._produce(producer, backlog)
         finally:
@@ -130,10 +106,12 @@ class Drains:
         samplers = [asyncio.create_task(w.sample_cpu(s)) for w, s in zip(running, samples, strict=True)]
         spy = self._profile(running[0], work / f"profile-{label}.txt") if profile_it else None
         memory: list[dict[str, int]] = []
+        loop = "unknown"
         try:
             complete = await bench._until_delivered(receipts, backlog, running[0])
             now_us = time.time_ns() // 1000
             memory = [w.memory_kb() for w in running]
+            loop = loop_of(running[0].log.read_text(errors="replace"))
         finally:
             profiled = await self._stop_profile(spy)
             for task in samplers:
@@ -145,6 +123,7 @@ class Drains:
         seconds = figures["window_s"] or math_nan()
         figures.update(
             relay=kind,
+            event_loop=loop,
             workers=workers,
             complete=complete,
             requests_per_second_by_partner={p: round(figures["requests"][p] / seconds, 1) for p in MEASURED},
@@ -177,10 +156,56 @@ class Drains:
         self.drains[label] = figures
         return figures
 
+    def driver(self, label: str) -> Driver:
+        """The driver of one measurement: its own app id, topics and data dir."""
+        work = self.work / label
+        work.mkdir(parents=True, exist_ok=True)
+        bench = Driver(self.args, self.bootstrap, self.stamp, work, self.security)
+        name = f"bench-{self.stamp.lower()}-{label}-{uuid.uuid4().hex[:4]}"
+        bench.settings = Settings(
+            kafka_bootstrap_servers=self.bootstrap,
+            kafka_security=self.security,
+            input_topic=f"{name}-in",
+            dlq_topic=f"{name}-dlq",
+            app_id=name,
+            data_dir=work / "worker-1",
+            topic_partitions=self.args.partitions,
+            input_keyed_by_user=not self.args.by_user_hop,
+        )
+        return bench
+
+    async def warmed_up(
+        self, label: str, kind: str, bench: Driver, producer: AIOKafkaProducer, receipts: Receipts, warm: Phase
+    ) -> Worker:
+        """A first start on the empty input (the changelog topics), then the warm-up's
+        calls, delivered (or tabled) by a second worker: returned running."""
+        settings, work = bench.settings, bench.work
+        print(f"  {label}: first start (topics), warm-up of {len(warm.calls):,} group calls", flush=True)
+        first = self._start(kind, settings, work, 0)
+        try:
+            await first.until_logged(READY_LINE, self.args.timeout)
+        finally:
+            await first.stop()
+        await bench._produce(producer, warm)
+        worker = self._start(kind, settings, work, 1)
+        try:
+            if kind == CS_RELAY:
+                done = await bench._until_delivered(receipts, warm, worker)
+            else:
+                done = await self._until_tabled(settings, len(warm.calls), worker)
+            if not done:
+                raise RuntimeError(f"{label}: the warm-up was not done; see {worker.log}")
+        except BaseException:
+            await worker.stop()
+            raise
+        return worker
+
     def _start(self, kind: str, settings: Settings, work: Path, n: int, data_dir: Path | None = None) -> Worker:
         env = worker_env(settings, self.mocks)
         if data_dir is not None:
             env["CS_RELAY_DATA_DIR"] = str(data_dir)
+        if kind in FAUST_LOOP:
+            env["FAUST_LOOP"] = FAUST_LOOP[kind]
         return Worker.start(env, work / f"{kind}-{n}.log", command=COMMANDS[kind])
 
     async def _until_tabled(self, settings: Settings, expected: int, worker: Worker) -> bool:
@@ -236,6 +261,15 @@ class Drains:
             return {"error": f"py-spy wrote nothing; see {out.parent / 'py-spy.log'}"}
         folded = profile.read_folded(out.read_text())
         return {"file": str(out), **profile.top(folded, 15)}
+
+
+def loop_of(log: str) -> str:
+    """The event loop a relay's worker ran on, from its log: cs-relay's `event loop:`
+    line, else Faust's banner (its transport line ends in "+uvloop" on uvloop)."""
+    for name in ("uvloop", "asyncio"):
+        if f"event loop: {name}" in log:
+            return name
+    return "uvloop" if "+uvloop" in log else "asyncio"
 
 
 def math_nan() -> float:

@@ -61,10 +61,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--scenarios",
         default=",".join(scenarios.DEFAULT),
         help="which scenarios to run, comma-separated: a default mix, b attributable track backlog (cs-relay, "
-        "naive relay, bare client), c 50 ms partner latency, d heavy vs light users, e one worker vs two, "
-        "f state after --million-users users (not in the default); see bench/scenarios.py",
+        "naive relay on asyncio and on uvloop, bare client), c 50 ms partner latency, d heavy vs light users, "
+        "e one worker vs two, f state after --million-users users (not in the default), g one user's burst "
+        "of 6,000 and 12,000 tracks before 200 other users' (50 ms); see bench/scenarios.py",
     )
-    add("--scale", type=float, default=1.0, help="multiplies the users and tracks of scenarios b to e")
+    add("--scale", type=float, default=1.0, help="multiplies the users and tracks of scenarios b to e and g's bursts")
     add("--million-users", type=int, default=1_000_000, help="distinct users of scenario f")
     add("--profile", action="store_true", help="py-spy each relay's worker while it drains scenario b")
     add("--events", type=int, default=25_000, help="scenario a: calls in the backlog phase, after the warm-up")

@@ -16,10 +16,15 @@ same mock partners, and reported as ratios of figures taken in that run:
   rate ratio, state bytes per user and the largest changelog record;
 * **e** one worker against two on the same topic (the track backlog of b);
 * **f** worker memory and state size after `--million-users` distinct users, one
-  track each (not in the default run: it takes about half an hour today).
+  track each (not in the default run: it takes about half an hour today);
+* **g** one user's burst (6,000 tracks, then 12,000) followed by one track from each of
+  200 other users, 50 ms of latency at both mocks, produced while the worker runs: the
+  time from the last produce until the last other user's track is delivered, for both
+  burst sizes, and how it grows with the burst (issue 23).
 
 `--scale` multiplies the sizes of b to e (users and tracks; d's heavy users keep their
-number and scale their tracks, light users scale their number). Nothing here does I/O.
+number and scale their tracks, light users scale their number) and g's bursts (its 200
+other users stay). Nothing here does I/O.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from dataclasses import dataclass
 
 from bench.mix import Call
 
-ALL = ("a", "b", "c", "d", "e", "f")
-DEFAULT = ("a", "b", "c", "d", "e")
+ALL = ("a", "b", "c", "d", "e", "f", "g")
+DEFAULT = ("a", "b", "c", "d", "e", "g")
 TITLES = {
     "a": "default mix",
     "b": "attributable track backlog",
@@ -40,6 +45,7 @@ TITLES = {
     "d": "heavy vs light users",
     "e": "one worker vs two",
     "f": "state after many users",
+    "g": "one user's burst",
 }
 # Issue 13's targets, quoted next to each figure (one worker, this 2-core machine).
 TARGETS = {
@@ -50,9 +56,13 @@ TARGETS = {
     "d": "heavy users at least 90 % of light users' rate; no record above the configured bound",
     "e": "report as measured; on 2 cores with the mocks on the same machine a second worker may not add much",
     "f": "RSS under 300 MB with 1,000,000 users of state",
+    "g": "every other user's track delivered within 10 s of the last produce (today 56 s behind 6,000 tracks, "
+    "growing with the burst)",
 }
 LATENCY_MS = 50.0  # scenario c, at both mocks
 NAIVE_TRACKS_UNDER_LATENCY = 200  # the naive relay does ~10 tracks/s at 50 ms: c gives it fewer
+BURSTS = (6_000, 12_000)  # scenario g: one user's tracks, at scale 1.0
+OTHER_USERS = 200  # scenario g: one track each, after the burst
 
 
 def parse_choice(text: str) -> tuple[str, ...]:
@@ -115,13 +125,59 @@ class ManyUsersPlan:
         return [Call("track", u, u % self.groups, rng.randrange(1_000)) for u in range(self.users)]
 
 
+@dataclass(frozen=True)
+class BurstPlan:
+    """Scenario g: a warm-up of one group call per user (the bursting user
+    `first_user`, then `others` more), then `burst` tracks of the bursting user
+    followed by one track of each other user, in that order, none with
+    `context.groupId`. User `u` is in group `u % groups`."""
+
+    burst: int
+    others: int = OTHER_USERS
+    groups: int = 50
+    seed: int = 1
+    first_user: int = 0
+
+    @property
+    def users(self) -> int:
+        return 1 + self.others
+
+    @property
+    def tracks(self) -> int:
+        return self.burst + self.others
+
+    def warm_up(self) -> list[Call]:
+        rng = random.Random(self.seed)
+        return [Call("group", u, u % self.groups, rng.randrange(1_000)) for u in self._users()]
+
+    def backlog(self) -> list[Call]:
+        """The burst, then the others' tracks: `backlog()[burst:]` are the others'."""
+        rng = random.Random(self.seed + 1)
+        users = [self.first_user] * self.burst + list(self._users())[1:]
+        return [Call("track", u, u % self.groups, rng.randrange(1_000), context_group=False) for u in users]
+
+    def _users(self) -> range:
+        return range(self.first_user, self.first_user + self.users)
+
+
+def growth_per_thousand(points: Sequence[tuple[int, float]]) -> float:
+    """Seconds added per 1,000 more burst events between the smallest and the largest
+    of `points` ((burst, seconds)); NaN with fewer than two burst sizes."""
+    if len({burst for burst, _ in points}) < 2:
+        return math.nan
+    (small, t_small), (large, t_large) = min(points), max(points)
+    return (t_large - t_small) / (large - small) * 1_000
+
+
 def _scaled(value: int, scale: float, at_least: int = 1) -> int:
     return max(at_least, round(value * scale))
 
 
-def plans(scale: float = 1.0, million_users: int = 1_000_000) -> dict[str, Mapping[str, TrackPlan | ManyUsersPlan]]:
-    """The plans of scenarios b to f at `scale` (1.0: the sizes of issue 13), each
-    with its own users so that one run's relays never share a user id."""
+def plans(
+    scale: float = 1.0, million_users: int = 1_000_000
+) -> dict[str, Mapping[str, TrackPlan | ManyUsersPlan | BurstPlan]]:
+    """The plans of scenarios b to g at `scale` (1.0: the sizes of issues 13 and 23),
+    each with its own users so that one run's relays never share a user id."""
     if scale <= 0 or not math.isfinite(scale):
         raise ValueError("--scale must be a positive number")
     b_users = _scaled(2_000, scale, 10)
@@ -139,6 +195,10 @@ def plans(scale: float = 1.0, million_users: int = 1_000_000) -> dict[str, Mappi
         "d": {"heavy": heavy, "light": light},
         "e": {"tracks": TrackPlan(b_users, 10, groups=min(500, b_users), first_user=60_000)},
         "f": {"users": ManyUsersPlan(million_users)},
+        "g": {
+            f"burst_{i + 1}": BurstPlan(_scaled(burst, scale, 2), first_user=300_000 + 1_000 * i)
+            for i, burst in enumerate(BURSTS)
+        },
     }
 
 

@@ -1,8 +1,9 @@
-"""Scenarios b to f of the benchmark (`bench.scenarios`), run on the broker and mocks of
+"""Scenarios b to g of the benchmark (`bench.scenarios`), run on the broker and mocks of
 the run (scenario a is `bench.scenario_a.Bench`). Each measurement is a drain
 (`bench.drain`); the rate is the tracks delivered (both partners have them) over the
 time from the first partner request of the backlog to the last; the worker's CPU, peak
-memory and data dir are read as in scenario a.
+memory and data dir are read as in scenario a. Scenario g is measured on a running
+worker instead (`bench.burst`).
 """
 
 from __future__ import annotations
@@ -12,20 +13,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench import scenarios
-from bench.drain import CS_RELAY, NAIVE, Drains
+from bench import burst, scenarios
+from bench.drain import CS_RELAY, NAIVE, NAIVE_UVLOOP, Drains
 from bench.harness import (
     MEASURED,
     add_latency,
     reset_mocks,
 )
-from bench.scenarios import TrackPlan
+from bench.scenarios import BurstPlan, TrackPlan
 from streams.runtime.topics import RECORD_LIMIT
 
 
 @dataclass
 class Suite(Drains):
-    """Scenarios b to f on the run's broker (`bootstrap`) and `mocks`; files under `work`."""
+    """Scenarios b to g on the run's broker (`bootstrap`) and `mocks`; files under `work`."""
 
     def __post_init__(self) -> None:
         self.plans = scenarios.plans(self.args.scale, self.args.million_users)
@@ -50,28 +51,38 @@ class Suite(Drains):
     async def scenario_b(self) -> dict[str, Any]:
         plan = self.plans["b"]["tracks"]
         relay = await self.drain("b-cs-relay", CS_RELAY, plan, profile_it=self.args.profile, keep_jobs=True)
+        # The naive relay as a team writes it (asyncio's default loop: the baseline), and on uvloop.
         naive = await self.drain("b-naive", NAIVE, plan, profile_it=self.args.profile)
+        naive_uvloop = await self.drain("b-naive-uvloop", NAIVE_UVLOOP, plan)
         http = await self.http_ceiling(relay.pop("_jobs"))
         vs_http = scenarios.ratio(relay["requests_per_second"], http["requests_per_second"])
         vs_naive = scenarios.ratio(relay["events_per_second"], naive["events_per_second"])
+        vs_naive_uvloop = scenarios.ratio(relay["events_per_second"], naive_uvloop["events_per_second"])
         naive_vs_http = scenarios.ratio(naive["requests_per_second"], http["requests_per_second"])
         return {
             "plan": _plan(plan),
             "cs_relay": relay,
             "naive": naive,
+            "naive_uvloop": naive_uvloop,
             "plain_http": http,
             "ratios": {
                 "cs_relay_vs_plain_http": _round(vs_http),
                 "cs_relay_vs_naive": _round(vs_naive),
+                "cs_relay_vs_naive_uvloop": _round(vs_naive_uvloop),
                 "naive_vs_plain_http": _round(naive_vs_http),
                 "cs_relay_vs_naive_cpu_per_event": _round(
                     scenarios.ratio(relay["cpu_ms_per_event"], naive["cpu_ms_per_event"])
                 ),
+                "naive_uvloop_vs_naive": _round(
+                    scenarios.ratio(naive_uvloop["events_per_second"], naive["events_per_second"])
+                ),
             },
             "headline": f"cs-relay {relay['events_per_second']:,.0f} tracks/s = {scenarios.percent(vs_http)} of the "
             f"bare aiohttp client ({http['requests_per_second']:,.0f} requests/s), {vs_naive:.2f}x the naive relay "
-            f"({naive['events_per_second']:,.0f} tracks/s); CPU per track {relay['cpu_ms_per_event']:.2f} ms vs "
-            f"{naive['cpu_ms_per_event']:.2f} ms",
+            f"on asyncio ({naive['events_per_second']:,.0f} tracks/s), {vs_naive_uvloop:.2f}x it on uvloop "
+            f"({naive_uvloop['events_per_second']:,.0f}); CPU per track {relay['cpu_ms_per_event']:.2f} ms vs "
+            f"{naive['cpu_ms_per_event']:.2f} ms and {naive_uvloop['cpu_ms_per_event']:.2f} ms; cs-relay on "
+            f"{relay['event_loop']}",
         }
 
     async def scenario_c(self) -> dict[str, Any]:
@@ -159,6 +170,23 @@ class Suite(Drains):
             f"{relay['worker_peak_rss_mb']:,.0f} MB), table data {relay['state']['data'] / 2**20:,.1f} MB "
             f"({scenarios.per_user(relay['state']['data'], plan.users):,.0f} bytes per user)",
         }
+
+    async def scenario_g(self) -> dict[str, Any]:
+        latency = scenarios.LATENCY_MS
+        out: dict[str, Any] = {"latency_ms": latency}
+        points = []
+        for key, plan in self.plans["g"].items():
+            if isinstance(plan, BurstPlan):
+                out[key] = await burst.measure(self, f"g-burst-{plan.burst}", plan, latency)
+                points.append((plan.burst, out[key]["last_other_after_last_produce_s"]))
+        growth = scenarios.growth_per_thousand(points)
+        out["seconds_per_1000_more_burst_tracks"] = _round(growth)
+        waits = ", ".join(f"{seconds:,.1f} s behind {size:,} tracks" for size, seconds in points)
+        out["headline"] = (
+            f"the last of {scenarios.OTHER_USERS} other users' tracks delivered {waits} of one user "
+            f"(+{growth:,.1f} s per 1,000 more), {latency:g} ms at both partners"
+        )
+        return out
 
 
 def _plan(plan: TrackPlan) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from streams.core.pendingrows import INDEX_MAX_BYTES, MAX_EVENTS_BOUND, max_even
 from streams.destinations import REGISTRY
 from streams.destinations.base import DestinationSettings
 from streams.envreader import ADMIN_TOKEN_MIN_CHARS, EnvReader, Secret, SettingsError
+from streams.eventloop import CHOICES as EVENT_LOOPS
 from streams.kafkaconn import KafkaSecurity
 
 T = TypeVar("T")
@@ -97,6 +98,8 @@ class Settings:
     pending_max_events: int = 1000
     pending_max_age_seconds: float = 7 * 24 * 3600.0
     log_level: str = "info"
+    # `cs-relay worker`'s event loop (streams/eventloop.py): uvloop, or asyncio's own.
+    event_loop: str = "uvloop"
     shutdown_timeout: float = 20.0
     session_timeout: float = 30.0
     standby_replicas: int = 1
@@ -213,6 +216,7 @@ class Settings:
                 "CS_RELAY_PENDING_MAX_AGE_SECONDS", d.pending_max_age_seconds, low=1, high=365 * 24 * 3600
             ),
             log_level=read.text("CS_RELAY_LOG_LEVEL", d.log_level, check=_log_level),
+            event_loop=read.text("CS_RELAY_EVENT_LOOP", d.event_loop, check=_event_loop).lower(),
             shutdown_timeout=read.number("CS_RELAY_SHUTDOWN_TIMEOUT", d.shutdown_timeout, low=0, high=3600),
             session_timeout=read.number("CS_RELAY_SESSION_TIMEOUT", d.session_timeout, low=6, high=300),
             standby_replicas=read.integer("CS_RELAY_STANDBY_REPLICAS", d.standby_replicas, low=0, high=10),
@@ -373,6 +377,12 @@ def _topic_name(value: str) -> str | None:
 def _log_format(value: str) -> str | None:
     if value.lower() not in {"text", "json"}:
         return "expected text or json"
+    return None
+
+
+def _event_loop(value: str) -> str | None:
+    if value.lower() not in EVENT_LOOPS:
+        return f"expected {' or '.join(EVENT_LOOPS)}"
     return None
 
 

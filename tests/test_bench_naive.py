@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bench import mix, naive
+from bench import drain, mix, naive
 from streams.core.decision import Send
 from streams.core.segment import parse
 from streams.core.state import apply_to_group, apply_to_user
@@ -86,3 +86,12 @@ def test_naive_credentials_are_the_ones_the_plugins_attach():
     csb_creds = CSB_PLUGIN.credentials(CSB, posts[1], b"")
     assert dict(posts[0].params) == dict(cs_creds.query) and not posts[0].headers
     assert dict(posts[1].headers) == dict(csb_creds.headers) and not posts[1].params
+
+
+def test_the_naive_relay_runs_on_asyncio_as_written_and_on_uvloop_when_faust_is_told():
+    assert drain.COMMANDS[drain.NAIVE] == drain.COMMANDS[drain.NAIVE_UVLOOP]  # the same relay
+    assert drain.FAUST_LOOP == {drain.NAIVE: "aio", drain.NAIVE_UVLOOP: "uvloop"}
+    banner = "│ transport      │ [URL('kafka://127.0.0.1:29092')] +uvloop │"
+    assert drain.loop_of(banner) == "uvloop"
+    assert drain.loop_of(banner.replace(" +uvloop", "")) == "asyncio"
+    assert drain.loop_of("[INFO] event loop: asyncio\n" + banner) == "asyncio"  # cs-relay's own line first

@@ -1,6 +1,6 @@
-"""The benchmark's scenario plans and ratios (bench/scenarios.py), its profile tables
-(bench/profile.py) and its scenarios chart's data (bench/charts.py). Pure, no broker,
-nothing timed."""
+"""The benchmark's scenario plans and ratios (bench/scenarios.py), scenario g's figures
+(bench/burst.py), its profile tables (bench/profile.py) and its scenarios chart's data
+(bench/charts.py). Pure, no broker, nothing timed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections import Counter
 
 import pytest
 
-from bench import charts, mix, profile, scenarios
+from bench import burst, charts, mix, profile, scenarios
+from bench.stats import Receipt
 
 
 def test_parse_choice_keeps_the_canonical_order_and_refuses_unknown_names():
@@ -21,7 +22,7 @@ def test_parse_choice_keeps_the_canonical_order_and_refuses_unknown_names():
 
 
 def test_default_scenarios_leave_out_the_million_users():
-    assert scenarios.DEFAULT == ("a", "b", "c", "d", "e")
+    assert scenarios.DEFAULT == ("a", "b", "c", "d", "e", "g")
     assert set(scenarios.TARGETS) == set(scenarios.TITLES) == set(scenarios.ALL)
 
 
@@ -34,6 +35,8 @@ def test_plans_at_scale_one_are_the_sizes_of_issue_13():
     assert heavy.tracks == light.tracks  # the same work, spread differently
     assert plans["f"]["users"].users == 1_000_000
     assert plans["e"]["tracks"].tracks == b.tracks
+    g = list(plans["g"].values())
+    assert [(p.burst, p.others) for p in g] == [(6_000, 200), (12_000, 200)]  # issue 23's sizes
 
 
 def test_plans_scale_and_use_disjoint_users():
@@ -41,12 +44,14 @@ def test_plans_scale_and_use_disjoint_users():
     assert plans["b"]["tracks"].tracks == 2_000
     assert plans["d"]["heavy"].users == 20 and plans["d"]["heavy"].per_user == 100
     assert plans["d"]["light"].users == 1_000
+    assert [p.burst for p in plans["g"].values()] == [600, 1_200]  # the others stay 200
     ranges = [
         range(p.first_user, p.first_user + p.users)
-        for name in "bcde"
+        for name in "bcdeg"
         for p in plans[name].values()
-        if isinstance(p, scenarios.TrackPlan)
+        if isinstance(p, (scenarios.TrackPlan, scenarios.BurstPlan))
     ]
+    assert len(ranges) == 8
     for i, one in enumerate(ranges):
         for other in ranges[i + 1 :]:
             assert not set(one) & set(other)
@@ -66,6 +71,56 @@ def test_track_plan_warms_up_every_user_then_tracks_them_evenly_without_context_
     body = mix.message(backlog[0], seq=0, run="t", produced_us=1_000_000)
     assert "groupId" not in body["context"]  # attributable only through the user's group call
     assert plan.backlog() == backlog  # reproducible
+
+
+def test_burst_plan_sends_one_users_tracks_then_one_track_of_each_other_user():
+    plan = scenarios.BurstPlan(burst=30, others=5, groups=3, first_user=500)
+    warm, backlog = plan.warm_up(), plan.backlog()
+    assert [(c.type, c.user) for c in warm] == [("group", u) for u in range(500, 506)]
+    assert [c.user for c in backlog] == [500] * 30 + [501, 502, 503, 504, 505]
+    assert all(c.type == "track" and c.group == c.user % 3 for c in backlog)
+    assert (plan.users, plan.tracks) == (6, 35)
+    body = mix.message(backlog[-1], seq=0, run="t", produced_us=1_000_000)
+    assert "groupId" not in body["context"]  # attributable only through the user's group call
+    assert plan.backlog() == backlog
+
+
+def test_growth_per_thousand_burst_tracks():
+    assert scenarios.growth_per_thousand([(12_000, 356.0), (6_000, 56.0)]) == pytest.approx(50.0)
+    assert math.isnan(scenarios.growth_per_thousand([(6_000, 56.0)]))
+    assert math.isnan(scenarios.growth_per_thousand([(300, 1.0), (300, 2.0)]))
+
+
+def _receipts(partners: tuple[str, ...], event_us: int, received_us: int, status: int = 200) -> list[Receipt]:
+    return [Receipt(p, event_us, received_us, status) for p in partners]
+
+
+def test_burst_figures_time_the_last_other_track_from_the_last_produce():
+    both = ("clientsuccess", "customersuccessbox")
+    s = 1_000_000
+    produced = [10 * s, 10 * s + 1, 10 * s + 2, 11 * s, 12 * s]  # three burst tracks, then two others
+    receipts = [
+        *_receipts(both, 10 * s, 13 * s),
+        *_receipts(both, 10 * s + 1, 15 * s),  # after the last other: not "by then"
+        *_receipts(both[:1], 10 * s + 2, 13 * s),  # one partner only: not delivered
+        *_receipts(both, 11 * s, 12 * s),
+        *_receipts(both, 12 * s, 14 * s + 500_000),
+        *_receipts(both, 12 * s, 20 * s, status=500),  # a failed request does not count
+    ]
+    figures = burst.burst_figures(receipts, produced, burst=3, complete=True)
+    assert figures["complete"] and figures["others_delivered"] == 2
+    assert figures["last_other_after_last_produce_s"] == pytest.approx(2.5)
+    assert figures["produce_s"] == pytest.approx(2.0)
+    assert figures["burst_delivered_by_then"] == 1
+    assert figures["other_track_produce_to_delivery_s"]["max"] == 2.5
+
+
+def test_burst_figures_are_incomplete_while_an_other_track_is_missing():
+    both = ("clientsuccess", "customersuccessbox")
+    receipts = [*_receipts(both, 1, 5), *_receipts(both[1:], 3, 9)]  # the second other reached one partner
+    figures = burst.burst_figures(receipts, [1, 2, 3], burst=1, complete=True)
+    assert not figures["complete"] and figures["others_delivered"] == 0
+    assert math.isnan(figures["last_other_after_last_produce_s"])
 
 
 def test_many_users_plan_introduces_the_groups_and_names_them_in_each_track():

@@ -293,6 +293,7 @@ async def test_endpoints_need_the_token_and_no_secret_leaks(pipeline: Pipeline):
         "version": streams.__version__,
         "python": platform.python_version(),
         "faust": importlib.metadata.version("faust-streaming"),
+        "event_loop": "uvloop",
     }
     bodies = []
     for path in ("/users/u-sec", "/groups/acme", "/pending/u-sec", "/status", "/metrics"):

@@ -175,6 +175,7 @@ async def test_metrics_need_the_admin_token_when_set_version_and_ready_do_not():
             "version": streams.__version__,
             "python": platform.python_version(),
             "faust": importlib.metadata.version("faust-streaming"),
+            "event_loop": "asyncio",
         }
         assert (await client.get("/ready"))[0] == 503
     finally:

@@ -33,7 +33,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from streams import __version__
+from streams import __version__, eventloop
 from streams.cli.failures import CommandFailed, run_with_kafka
 from streams.destinations import REGISTRY
 from streams.settings import Settings, SettingsError
@@ -228,6 +228,8 @@ def _worker(args: argparse.Namespace) -> int:
         raise CommandFailed(str(exc)) from None
     from streams.runtime.app import app
 
+    # After `faust` is imported (it applies FAUST_LOOP), before Faust's worker makes its loop.
+    eventloop.select(settings.event_loop)
     sys.argv = [
         "cs-relay",
         *(["--quiet"] if settings.log_format == "json" else []),  # no banner between JSON lines

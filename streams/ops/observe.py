@@ -44,6 +44,7 @@ from prometheus_client.core import (
 )
 
 import streams
+from streams import eventloop
 from streams.core.breaker import GAUGE
 from streams.ops.logs import bind_event_id, bind_event_raw
 
@@ -292,12 +293,17 @@ def metric_families(snapshot: Snapshot) -> list[Metric]:
 
 
 def versions() -> dict[str, str]:
-    """`GET /version` of the worker and of `cs-relay ingest`."""
+    """`GET /version` of the worker and of `cs-relay ingest`, with the event loop it runs on."""
     try:
         faust_version = package_version("faust-streaming")
     except PackageNotFoundError:  # pragma: no cover - a dependency of the project
         faust_version = "unknown"
-    return {"version": streams.__version__, "python": platform.python_version(), "faust": faust_version}
+    return {
+        "version": streams.__version__,
+        "python": platform.python_version(),
+        "faust": faust_version,
+        "event_loop": eventloop.running(),
+    }
 
 
 def build_info() -> Metric:

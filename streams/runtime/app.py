@@ -33,6 +33,7 @@ from typing import Any
 
 import faust
 
+from streams import eventloop
 from streams.core.redact import RedactingFilter
 from streams.ops import (
     admin,  # HTTP endpoints, metrics and event ids in logs (issue 6)
@@ -152,6 +153,7 @@ def _redact_logs(app: faust.App, conf: Any, **kwargs: Any) -> None:  # pragma: n
 
 @app.task
 async def _start_up() -> None:
+    logging.getLogger("cs_relay").info("event loop: %s", eventloop.running())  # CS_RELAY_EVENT_LOOP
     await runtime.start()
 
 
