@@ -11,7 +11,7 @@ sample's messageIds with its own tag, so a second run is new traffic rather than
 the workers' state in var/dev/ carry over between runs).
 
 Every port is checked before anything starts: one in use is one line naming it and the
-option that moves it (`devtools.ports`), exit 2. SIGHUP stops like Ctrl-C, and a second
+option that moves it (`streams.ports`), exit 2. SIGHUP stops like Ctrl-C, and a second
 Ctrl-C during the stop kills the children at once; killed outright, `dev` takes its
 children along (`streams.childproc`).
 """
@@ -29,9 +29,9 @@ from pathlib import Path
 import aiohttp
 
 from devtools.demo_report import DEV_ADMIN_TOKEN, demo_report
-from devtools.ports import Wanted, port_problem
 from streams import childproc
 from streams.destinations import REGISTRY
+from streams.ports import Wanted, port_problem
 from streams.testing.mocks import credentials_from_env, worker_partner_env
 
 SAMPLE = Path(__file__).resolve().parent.parent / "streams" / "samples" / "segment-sample.jsonl"
@@ -162,7 +162,7 @@ def demo_run_tag(now: float | None = None) -> str:
 def planned_ports(
     specs: list[WorkerSpec], web_host: str, mock_ports: dict[str, int] | None, kafka_port: int | None
 ) -> list[Wanted]:
-    """Every port `dev` will listen on, with what changes it (`devtools.ports`): Kafka's
+    """Every port `dev` will listen on, with what changes it (`streams.ports`): Kafka's
     (None: an existing broker), each mock's, and each worker's web port."""
     ports = {key: int(url.rsplit(":", 1)[1]) for key, url in mock_urls(mock_ports).items()}
     wanted = [Wanted(kafka_port, "127.0.0.1", "Kafka", "--kafka-port")] if kafka_port is not None else []

@@ -22,10 +22,10 @@ from pathlib import Path
 import pytest
 
 from devtools.dev import planned_ports, worker_specs
-from devtools.ports import Wanted, port_problem
 from streams import childproc
 from streams.destinations import REGISTRY
 from streams.ops.webserve import free_port
+from streams.ports import Wanted, port_problem
 
 REPO = Path(__file__).resolve().parent.parent
 

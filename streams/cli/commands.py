@@ -36,6 +36,7 @@ from pathlib import Path
 from streams import __version__, eventloop
 from streams.cli.failures import CommandFailed, run_with_kafka
 from streams.destinations import REGISTRY
+from streams.ports import Wanted, port_problem
 from streams.settings import Settings, SettingsError
 
 
@@ -213,12 +214,26 @@ def _kafka(args: argparse.Namespace) -> int:
 def _mocks(args: argparse.Namespace) -> int:
     from streams.testing.mocks import run_mocks
 
-    run_mocks(args.host, _mock_ports(args))
+    ports = _mock_ports(args)
+    _free(*(Wanted(port, args.host, f"the {key} mock", f"--{_option(key)}-port") for key, port in ports.items()))
+    run_mocks(args.host, ports)
     return 0
+
+
+def _option(key: str) -> str:
+    return next(p.mock.option for p in REGISTRY if p.key == key)
+
+
+def _free(*wanted: Wanted) -> None:
+    """One line and exit 2 when a port to listen on is taken, before anything waits."""
+    problem = port_problem(wanted)
+    if problem:
+        raise CommandFailed(problem)
 
 
 def _worker(args: argparse.Namespace) -> int:
     settings = Settings.from_env()  # fail fast, with the variable's name, before Faust starts
+    _free(Wanted(settings.web_port, settings.web_host, "the worker's web server", "CS_RELAY_WEB_PORT"))
     from streams.runtime.topiclist import WORKER
     from streams.runtime.topics import TopicProblem, ensure_topics
 
