@@ -354,27 +354,6 @@ def apply_to_group(
     )
 
 
-def user_seen_by(user: UserState, destination: str) -> UserState:
-    """The user as `destination` may see it: the traits and group of calls consent kept
-    from it are what they were before (streams.core.consent)."""
-    view = user.withheld.get(destination)
-    if not view:
-        return user
-    group_id = consent.group_seen(view, user.group_id)
-    copy = user.group_copy if user.group_copy is not None and user.group_copy.group_id == group_id else None
-    return replace(user, traits=consent.view_traits(user.traits, view), group_id=group_id, group_copy=copy, withheld={})
-
-
-def group_seen_by(group: GroupState | None, destination: str) -> GroupState | None:
-    """The group as `destination` may see it (streams.core.consent)."""
-    view = group.withheld.get(destination) if group is not None else None
-    if group is None or not view:
-        return group
-    traits = consent.view_traits(group.traits, view)
-    name = _text(traits.get("name")) or (None if consent.hidden(view, "name") else group.name)
-    return replace(group, traits=traits, name=name, withheld={})
-
-
 def anonymous_to_merge(msg: Message, user: UserState) -> str | None:
     """The anonymous profile that `msg` links to this user and that is not merged yet:
     an alias call's `previousId`, or an identify carrying both ids."""

@@ -23,6 +23,7 @@ from typing import Any
 from streams.core import consent
 from streams.core import pending as pending_mod
 from streams.core.aggregate import Aggregation, Fold
+from streams.core.consentview import group_seen_by, user_seen_by
 from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip
 from streams.core.pending import Item, Pending
 from streams.core.reasons import Reason
@@ -35,9 +36,7 @@ from streams.core.state import (
     anonymous_to_merge,
     apply_to_group,
     apply_to_user,
-    group_seen_by,
     merge_users,
-    user_seen_by,
     with_copy,
 )
 from streams.core.traits import latest_ids

@@ -36,7 +36,7 @@ import faust
 from streams import eventloop
 from streams.core.redact import RedactingFilter
 from streams.ops import (
-    admin,  # HTTP endpoints, metrics and event ids in logs (issue 6)
+    adminsetup,  # HTTP endpoints, metrics and event ids in logs (issue 6)
     preview_api,
 )
 from streams.ops.console import web as console
@@ -179,7 +179,7 @@ async def _request_sweeps() -> None:
     await timers.guarded(runtime, "sweep", lambda: sweep.request_sweeps(runtime), attempts=5)
 
 
-ADMIN = admin.install(
+ADMIN = adminsetup.install(
     app,
     settings=settings,
     users=users,
