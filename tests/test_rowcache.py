@@ -71,3 +71,29 @@ def test_a_row_is_decoded_once_per_version():
     assert len(made) == 1
     rows["u1"] = {"n": 2}  # a new version
     assert rows.decoded("u1", read) == ("record", 2) and len(made) == 2
+
+
+def test_the_rows_kept_are_bounded_by_bytes_as_well_as_by_count():
+    big = {"traits": {"bio": "x" * 100_000}}  # a user with large traits: ~200 KB counted
+    table = CountingTable({f"u{i}": big for i in range(100)})
+    rows = CachedRows(table, size=4096, max_bytes=1_000_000)
+    for i in range(100):
+        rows.get(f"u{i}")
+        assert rows.bytes <= rows.max_bytes
+    assert 1 <= len(rows._rows) <= 5  # by bytes, far below the count
+    assert rows.bytes == sum(entry[2] for entry in rows._rows.values())
+    reads = table.reads
+    rows.get("u99")  # the newest is kept
+    assert table.reads == reads
+
+
+def test_a_row_larger_than_the_whole_bound_is_read_and_written_but_not_kept():
+    table = CountingTable()
+    rows = CachedRows(table, max_bytes=10_000)
+    rows.put("huge", {"bio": "y" * 20_000}, decoded="record")
+    assert table["huge"] == {"bio": "y" * 20_000} and rows.bytes == 0 and not rows._rows
+    assert rows.decoded("huge", lambda row: len(row["bio"])) == 20_000
+    rows["small"] = {"v": 1}
+    assert rows.bytes > 0
+    del rows["small"]
+    assert rows.bytes == 0

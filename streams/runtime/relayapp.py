@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import faust
 
-from streams.runtime import faust_fixes
+from streams.runtime import faust_fixes, tablestore
 from streams.runtime.stopping import FINAL_COMMIT_TIMEOUT, STOP_GRACE, StopDeadline, Unflushed
+from streams.runtime.tablestore import TableMemory
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -28,18 +29,22 @@ log = logging.getLogger("cs_relay")
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 PRODUCER_LINGER = 0.005  # seconds
 
-# RocksDB's memory per table partition (one database each: seven tables x the partitions a
-# worker holds). Faust's defaults are 64 MB write buffers, up to three of them, and a 2 GB
-# block cache per database: a worker kept nearly every row it wrote in memory until a
-# buffer filled (355 MB of RSS at 370,000 users in `make bench` scenario f). Small
-# buffers flush to disk early; reads past the row caches (streams.runtime.rowcache) come
-# from a small block cache and the bloom filters.
+# RocksDB's memory. Faust opens one database per table partition (seven tables x the
+# partitions a worker holds), and its defaults are 64 MB write buffers, up to three of
+# them, and a 2 GB block cache per database: a worker kept nearly every row it wrote in
+# memory until a buffer filled (355 MB of RSS at 370,000 users in `make bench` scenario
+# f). Small buffers flush to disk early, and every database of a worker shares one cache
+# (streams.runtime.tablestore): blocks, index and filter blocks and the memtables of all
+# of them together within TABLE_MEMORY_BYTES, the memtables within TABLE_WRITE_BUFFER_BYTES
+# of it. Reads past the row caches (streams.runtime.rowcache) come from that cache and
+# the bloom filters.
 TABLE_OPTIONS: dict[str, int] = {
     "write_buffer_size": 2 * 1024 * 1024,
     "max_write_buffer_number": 2,
     "target_file_size_base": 8 * 1024 * 1024,
-    "block_cache_size": 4 * 1024 * 1024,
 }
+TABLE_MEMORY_BYTES = 48 * 1024 * 1024
+TABLE_WRITE_BUFFER_BYTES = 24 * 1024 * 1024
 
 
 class RelayApp(faust.App):
@@ -53,6 +58,7 @@ class RelayApp(faust.App):
     runtime: Runtime | None = None  # set by streams.runtime.app once it is built
     _final_commit = False  # whether the stop's commit was made
     _left: Unflushed | None = None  # what the stop's drain and commit left
+    table_memory: TableMemory | None = None  # set by create_app: what its tables' databases share
 
     def _new_producer(self) -> Any:
         return faust_fixes.with_bounded_flush(super()._new_producer())
@@ -103,12 +109,13 @@ class RelayApp(faust.App):
 
 
 def create_app(settings: Settings) -> RelayApp:
-    return RelayApp(
+    tablestore.register()
+    app = RelayApp(
         settings.app_id,
         broker=[f"kafka://{server.strip()}" for server in settings.kafka_bootstrap_servers.split(",")],
         # TLS and SASL (KAFKA_SECURITY_PROTOCOL ...): Faust gives them to each of its clients.
         broker_credentials=settings.kafka_security.faust_credentials(),
-        store="rocksdb://",
+        store=f"{tablestore.SCHEME}://",
         datadir=str(settings.data_dir),
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
@@ -138,3 +145,5 @@ def create_app(settings: Settings) -> RelayApp:
         # A rebalance must not wait for partner deliveries (see agents.fetched_before_a_rebalance).
         stream_wait_empty=False,
     )
+    app.table_memory = TableMemory(TABLE_MEMORY_BYTES, TABLE_WRITE_BUFFER_BYTES)
+    return app

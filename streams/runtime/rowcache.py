@@ -14,6 +14,14 @@ its `Pending` took another 4 %), and anything else (`keys()`, the store behind `
 scans read) is the table's own. Rows must be treated as read-only (the state readers
 copy what they keep). The worker clears the rows on every assignment (`clear()`):
 recovery may then have replaced rows behind the cache's back.
+
+The LRU is bounded twice: at most `size` rows, and at most `max_bytes` of them by
+`streams.core.memsize.approx_bytes` (the key, the LRU's own ENTRY_BYTES, and the row
+counted twice: once for itself, once for what `decoded` made of it, of about its size).
+A user row with large traits takes its share of the bytes rather than one of `size`
+slots, so 4,096 rows of 1 MB each cannot add up to 4 GB; a row above `max_bytes` alone
+is read and written but not kept. The estimate costs about 2 us per row kept (a miss or
+a write; a hit costs nothing more).
 """
 
 from __future__ import annotations
@@ -22,15 +30,22 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, TypeVar
 
+from streams.core.memsize import approx_bytes
+
 _ABSENT = object()
+ROWS = 4096
+MAX_BYTES = 16 * 1024 * 1024  # per table (users, pending, seen: 48 MB); 4,096 user rows of ~4 KB fit
+ENTRY_BYTES = 200  # the LRU's node and the entry's list
 T = TypeVar("T")
 
 
 class CachedRows(MutableMapping[Any, Any]):
-    def __init__(self, table: Any, size: int = 4096) -> None:
+    def __init__(self, table: Any, size: int = ROWS, max_bytes: int = MAX_BYTES) -> None:
         self.table = table
         self.size = size
-        # key -> [row, what `decoded` made of it]
+        self.max_bytes = max_bytes
+        self.bytes = 0  # the estimate of what the rows kept take
+        # key -> [row, what `decoded` made of it, the entry's estimated bytes]
         self._rows: OrderedDict[Any, list[Any]] = OrderedDict()
 
     def get(self, key: Any, default: Any = None) -> Any:
@@ -71,10 +86,12 @@ class CachedRows(MutableMapping[Any, Any]):
         """Write `row`, keeping `decoded` as what `decoded()` makes of it (the writer has
         the state record already: no need to read it back)."""
         self[key] = row
-        self._rows[key][1] = decoded
+        entry = self._rows.get(key)
+        if entry is not None:
+            entry[1] = decoded
 
     def __delitem__(self, key: Any) -> None:
-        self._rows.pop(key, None)
+        self._drop(key)
         del self.table[key]
 
     def __iter__(self) -> Iterator[Any]:
@@ -86,13 +103,23 @@ class CachedRows(MutableMapping[Any, Any]):
     def clear(self) -> None:
         """Forget every row kept (the table keeps them)."""
         self._rows.clear()
+        self.bytes = 0
 
     def _keep(self, key: Any, row: Any) -> list[Any]:
-        entry = self._rows[key] = [row, _ABSENT]
-        self._rows.move_to_end(key)
-        if len(self._rows) > self.size:
-            self._rows.popitem(last=False)
+        self._drop(key)
+        entry = [row, _ABSENT, ENTRY_BYTES + approx_bytes(key) + 2 * approx_bytes(row)]
+        if entry[2] > self.max_bytes:
+            return entry  # too large to keep: read from the table each time
+        self._rows[key] = entry
+        self.bytes += entry[2]
+        while len(self._rows) > self.size or self.bytes > self.max_bytes:
+            self.bytes -= self._rows.popitem(last=False)[1][2]
         return entry
+
+    def _drop(self, key: Any) -> None:
+        entry = self._rows.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[2]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.table, name)  # keys(), data, send_changelog, ...

@@ -21,7 +21,12 @@ happens:
 The console itself notes `replayed()`: which dead letters (by identity) were replayed
 from this worker's console, and when, for the page to say so.
 
-Everything is bounded by count; the oldest goes first.
+Everything is bounded by count and, where what is kept grows with the users, by bytes
+as well (an estimate: the strings' lengths plus CPython's overhead per entry, measured
+with `sys.getsizeof`): the deliveries within DELIVERIES_MAX_BYTES, the group index
+within GROUPS_MAX_BYTES, the account index within ACCOUNTS_MAX_BYTES, 20 MB together.
+The oldest goes first. (The replays and the samples hold fixed-size entries: their
+counts bound their bytes, about 4 MB and 100 KB.)
 Counts are this process's: a restart starts empty. Nothing here does I/O.
 """
 
@@ -44,26 +49,52 @@ GROUPS = 5000
 USERS_PER_GROUP = 200
 ACCOUNTS = 5000
 MEMBERS_PER_ACCOUNT = 50
+# Bytes: by count alone the group index could hold 5,000 x 200 members (about 200 MB).
+DELIVERIES_MAX_BYTES = 8 * 1024 * 1024
+GROUPS_MAX_BYTES = 8 * 1024 * 1024
+ACCOUNTS_MAX_BYTES = 4 * 1024 * 1024
+STR_BYTES = 49  # a str object, before its characters
+ENTRY_BYTES = 120  # an OrderedDict entry (its node, its slot) and the value's tuple
+RING_BYTES = 730  # an empty deque and its first block (tracemalloc: 724)
+DELIVERY_BYTES = 130  # a Delivery and its __dict__ (tracemalloc: 122), before its messageId
+MEMBERS_BYTES = 400  # an empty member LRU (object, OrderedDict)
 
 # What a delivery's outcome (streams.core.retry.Outcome values) means to a person.
 OUTCOME_WORDS = {"done": "delivered", "retry": "failed, will retry", "fail": "refused"}
 
 
 class LRU:
-    """A bounded mapping: `touch` moves a key to the newest end, the oldest leave first."""
+    """A bounded mapping: `touch` moves a key to the newest end, the oldest leave first
+    once there are more than `limit` keys or their sizes (as `touch` is told them) add
+    up to more than `max_bytes` (the newest stays, whatever its size)."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_bytes: int | None = None) -> None:
         self.limit = limit
-        self._items: OrderedDict[str, Any] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.bytes = 0  # the sizes of what is kept, key included
+        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
 
-    def touch(self, key: str, value: Any) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self.limit:
-            self._items.popitem(last=False)
+    def touch(self, key: str, value: Any, size: int = 0) -> None:
+        """Keep `value` under `key`, newest; `size`: its bytes (the key's are added)."""
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old[1]
+        size += STR_BYTES + ENTRY_BYTES + len(key)
+        self._items[key] = (value, size)
+        self.bytes += size
+        while len(self._items) > self.limit or (
+            self.max_bytes is not None and self.bytes > self.max_bytes and len(self._items) > 1
+        ):
+            self.bytes -= self._items.popitem(last=False)[1][1]
 
     def get(self, key: str, default: Any = None) -> Any:
-        return self._items.get(key, default)
+        item = self._items.get(key)
+        return default if item is None else item[0]
+
+    def size(self, key: str) -> int:
+        """The size `touch` was last told for `key` (0 if it is not kept)."""
+        item = self._items.get(key)
+        return 0 if item is None else item[1] - (STR_BYTES + ENTRY_BYTES + len(key))
 
     def __len__(self) -> int:
         return len(self._items)
@@ -72,29 +103,37 @@ class LRU:
         return key in self._items
 
     def newest_first(self) -> list[tuple[str, Any]]:
-        return list(reversed(self._items.items()))
+        return [(key, item[0]) for key, item in reversed(self._items.items())]
 
 
 class Index:
-    """name -> members, each with when it was last seen; bounded in names and in
-    members per name (least recently seen leave first)."""
+    """name -> members, each with when it was last seen; bounded in names, in members
+    per name (least recently seen leave first), and in bytes over all of them (the
+    least recently touched names leave first)."""
 
-    def __init__(self, names: int, members: int) -> None:
-        self._names = LRU(names)
+    def __init__(self, names: int, members: int, max_bytes: int | None = None) -> None:
+        self._names = LRU(names, max_bytes)
         self.members_limit = members
 
     def add(self, name: str, member: str, now: float) -> None:
         members = self._names.get(name) or LRU(self.members_limit)
-        members.touch(member, now)
-        self._names.touch(name, members)
+        members.touch(member, now, NUMBER_BYTES)
+        self._names.touch(name, members, MEMBERS_BYTES + members.bytes)
 
     def members(self, name: str) -> list[tuple[str, float]]:
         """(member, last seen), most recent first."""
         members = self._names.get(name)
         return members.newest_first() if members else []
 
+    @property
+    def bytes(self) -> int:
+        return self._names.bytes
+
     def __len__(self) -> int:
         return len(self._names)
+
+
+NUMBER_BYTES = 24  # a float
 
 
 @dataclass(frozen=True)
@@ -148,11 +187,11 @@ class Journal:
         samples: int = SAMPLES,
     ) -> None:
         self.per_user = per_user
-        self._deliveries = LRU(users)
+        self._deliveries = LRU(users, DELIVERIES_MAX_BYTES)
         self.last_dead_letter_at = 0.0  # when this worker last sent one (0: not since it started)
         self._replays = LRU(replays)  # dead-letter identity -> deque of replay times
-        self.groups = Index(groups, per_group)  # groupId -> user keys
-        self.accounts = Index(accounts, per_account)  # account id -> "user:KEY" / "group:ID"
+        self.groups = Index(groups, per_group, GROUPS_MAX_BYTES)  # groupId -> user keys
+        self.accounts = Index(accounts, per_account, ACCOUNTS_MAX_BYTES)  # account id -> "user:KEY" / "group:ID"
         self.samples: deque[Sample] = deque(maxlen=samples)
 
     # ------------------------------------------------------------------ deliveries
@@ -168,9 +207,14 @@ class Journal:
         *,
         retry: bool = False,
     ) -> None:
-        ring = self._deliveries.get(key) or deque(maxlen=self.per_user)
+        ring = self._deliveries.get(key)
+        size = self._deliveries.size(key)
+        if ring is None:
+            ring, size = deque(maxlen=self.per_user), RING_BYTES
+        if len(ring) == ring.maxlen:
+            size -= _delivery_bytes(ring[-1])  # about to leave the ring
         ring.appendleft(Delivery(now, destination, message_id, getattr(outcome, "value", outcome), status, retry))
-        self._deliveries.touch(key, ring)
+        self._deliveries.touch(key, ring, size + _delivery_bytes(ring[0]))
 
     def deliveries(self, key: str) -> list[Delivery]:
         """The user's recent deliveries, newest first."""
@@ -249,6 +293,10 @@ class Journal:
                     )
                 )
         return out
+
+
+def _delivery_bytes(delivery: Delivery) -> int:
+    return DELIVERY_BYTES + STR_BYTES + len(delivery.message_id)
 
 
 def _pairs(items: list[Sample]) -> Iterator[tuple[Sample, Sample]]:
