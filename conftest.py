@@ -25,6 +25,23 @@ async def pipeline(kafka_bootstrap, partner_mocks, tmp_path):
         await pipe.close()
 
 
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory):
+    """A local broker with security="sasl_ssl" (TLS and a SASL login), for the tests of
+    secured clients (tests/test_e2e_security.py, tests/test_e2e_check.py): one per session."""
+    from streams.localkafka import KafkaLaunchError, LocalKafka
+
+    kafka = LocalKafka(port=0, data_dir=tmp_path_factory.mktemp("kafka-sasl-ssl"), security="sasl_ssl")
+    try:
+        kafka.start(timeout=60)
+    except KafkaLaunchError as exc:
+        pytest.fail(f"cannot start the SASL_SSL broker: {exc}", pytrace=False)
+    try:
+        yield kafka
+    finally:
+        kafka.stop()
+
+
 def pytest_terminal_summary(terminalreporter):
     """The figures the end-to-end tests measured (tests/figures.py), at the end of the run."""
     from tests.figures import FIGURES

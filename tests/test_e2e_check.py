@@ -11,7 +11,7 @@ import uuid
 
 import pytest
 
-from streams.localkafka import KafkaLaunchError, LocalKafka
+from streams.localkafka import LocalKafka
 from streams.ops.webserve import free_port
 from tests.pipeline import REPO, Pipeline
 
@@ -31,19 +31,6 @@ def lines(result: subprocess.CompletedProcess) -> dict[str, str]:
         assert line.startswith(("ok    ", "FAIL  ")), line
         out[line[6:].split(":", 1)[0]] = line
     return out
-
-
-@pytest.fixture(scope="module")
-def secure_kafka(tmp_path_factory):
-    kafka = LocalKafka(port=0, data_dir=tmp_path_factory.mktemp("kafka-check"), security="sasl_ssl")
-    try:
-        kafka.start(timeout=40)
-    except KafkaLaunchError as exc:
-        pytest.fail(f"cannot start the SASL_SSL broker: {exc}", pytrace=False)
-    try:
-        yield kafka
-    finally:
-        kafka.stop()
 
 
 def secure_env(kafka: LocalKafka, **override: str) -> dict[str, str]:

@@ -19,26 +19,13 @@ import aiohttp
 import pytest
 
 from streams.envreader import Secret
-from streams.localkafka import KafkaLaunchError, LocalKafka, generate_tls
+from streams.localkafka import LocalKafka, generate_tls
 from streams.ops.ingest import KafkaSink, create_app, serve
 from tests.pipeline import REPO, Pipeline, open_pipeline
 
 pytestmark = pytest.mark.e2e
 
 WRITE_KEY = "e2e-security-write-key"
-
-
-@pytest.fixture(scope="module")
-def secure_kafka(tmp_path_factory):
-    kafka = LocalKafka(port=0, data_dir=tmp_path_factory.mktemp("kafka-sasl-ssl"), security="sasl_ssl")
-    try:
-        kafka.start(timeout=40)
-    except KafkaLaunchError as exc:
-        pytest.fail(f"cannot start the SASL_SSL broker: {exc}", pytrace=False)
-    try:
-        yield kafka
-    finally:
-        kafka.stop()
 
 
 @pytest.fixture
