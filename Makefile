@@ -44,7 +44,8 @@ run: $(STAMP)
 test: $(STAMP) promtool browser
 	PROMTOOL="$$(devtools/promtool.sh)" CHROMEDRIVER="$$(devtools/browser.sh)" $(BIN)/python -m pytest -m 'not faults'
 
-# The fault suite (tests/test_faults_*.py, marked faults): partners made sick under a
+# The fault suite (tests/test_faults_*.py, and the few long lifecycle tests elsewhere
+# marked faults: a worker killed, the broker restarted or gone): partners made sick under a
 # steady load against the real broker, workers killed, joining and leaving, the broker
 # stalled; figures printed at the end; about 17 minutes (.ci/run runs it after make test).
 # FAULTS selects scenarios, e.g. make faults FAULTS='faults and not isolation'.

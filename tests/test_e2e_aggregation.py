@@ -1,5 +1,6 @@
 """End to end through Kafka, worker processes and the mocks: windowed aggregation
-(`aggregate` in the mapping file) over 30-second windows, with the worker restarted in
+(`aggregate` in the mapping file) over 15-second windows (the shortest that leaves a
+worker's restart room inside one), with the worker restarted in
 the middle of a window. The counts survive the restart (the `windows` table's
 changelog), the window is sent once when it closes, and the totals are exact: the sum of
 ClientSuccess's `value`s and of CustomerSuccessBox's feature `total`s."""
@@ -18,7 +19,7 @@ from tests.pipeline import Pipeline
 
 pytestmark = pytest.mark.e2e
 
-WINDOW = 30
+WINDOW = 15
 MAPPINGS = f"""\
 [clientsuccess]
 aggregate = "{WINDOW}s"

@@ -169,6 +169,7 @@ async def test_a_slow_partner_does_not_slow_the_other(pipeline: Pipeline):
     check_delivery(csb_events(state), sent)
 
 
+@pytest.mark.faults  # a worker killed mid-stream, about 25 s: make faults
 async def test_a_killed_worker_loses_nothing(pipeline: Pipeline):
     sent = traffic(users=50, per_user=60, prefix="k")  # 3,000 tracks
     total = sum(m["type"] == "track" for m in sent)
@@ -207,6 +208,7 @@ async def test_a_killed_worker_loses_nothing(pipeline: Pipeline):
     assert duplicates(cs_counts) <= 5000 and duplicates(csb_counts) <= 5000
 
 
+@pytest.mark.faults  # the broker stopped and started again, about 25 s: make faults
 async def test_a_broker_restart_loses_nothing(tmp_path):
     kafka = LocalKafka(port=0, data_dir=tmp_path / "kafka")
     kafka.start(timeout=120)

@@ -108,6 +108,7 @@ async def _private_broker(tmp_path: Path) -> AsyncIterator[tuple[LocalKafka, Pip
 
 
 @pytest.mark.e2e
+@pytest.mark.faults  # half a minute each, a broker of its own killed: make faults
 async def test_a_worker_whose_broker_is_gone_stops_in_time(tmp_path):
     async with _private_broker(tmp_path) as (kafka, pipe):
         worker = pipe.start_worker(CS_RELAY_SHUTDOWN_TIMEOUT=str(SHUTDOWN_TIMEOUT))
@@ -130,6 +131,7 @@ async def test_a_worker_whose_broker_is_gone_stops_in_time(tmp_path):
 
 
 @pytest.mark.e2e
+@pytest.mark.faults  # half a minute each, a broker of its own killed: make faults
 async def test_a_worker_whose_broker_dies_while_it_stops_says_what_it_left(tmp_path):
     """Deliveries hang at the partner; SIGTERM, then the broker is killed during the drain."""
     async with _private_broker(tmp_path) as (kafka, pipe):
