@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any, Generic, TypeVar
 
 from streams.core import consent
-from streams.core.segment import Message
+from streams.core.message import Message
 from streams.core.traits import ADOPTED_KEPT, SLOT_MAX_BYTES, latest_entries, latest_ids, merge_traits, stored_size
 
 STATE_VERSION = 1  # pending and dedupe records

@@ -25,9 +25,10 @@ from streams.core import pending as pending_mod
 from streams.core.aggregate import Aggregation, Fold
 from streams.core.consentview import group_seen_by, user_seen_by
 from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip
+from streams.core.message import InvalidMessage, Message, destination_enabled
 from streams.core.pending import Item, Pending
 from streams.core.reasons import Reason
-from streams.core.segment import InvalidMessage, Message, destination_enabled, parse
+from streams.core.segment import parse
 from streams.core.state import (
     GroupLookup,
     GroupState,

@@ -32,8 +32,9 @@ from streams.core.control import (
     WindowClose,
     WindowDone,
 )
+from streams.core.message import Message
 from streams.core.pending import confirm, first_seq
-from streams.core.segment import Message, parse
+from streams.core.segment import parse
 from streams.core.step import Dispatch, release_ready, step
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import aggregation, effects, groups, merge, retries, sweep

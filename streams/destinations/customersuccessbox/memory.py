@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from streams.core.segment import Message
+from streams.core.message import Message
 from streams.core.state import GroupState, Memory, UserState, _text
 
 KEY = "customersuccessbox"

@@ -214,7 +214,7 @@ def test_through_the_step_nothing_waits_by_default():
 
 
 def test_integrations_name_is_segments_webhooks():
-    from streams.core.segment import destination_enabled
+    from streams.core.message import destination_enabled
 
     assert mapping.NAME == "Webhooks" and mapping.KEY == "webhook"
     assert not destination_enabled({"Webhooks": False}, mapping.NAME)
