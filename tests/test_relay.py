@@ -192,7 +192,8 @@ def test_identify_with_both_ids_asks_for_a_merge_until_the_profile_came():
 
 
 def test_merge_keeps_the_users_newer_traits_and_fills_gaps():
-    from streams.core.state import UserState, merge_users
+    from streams.core.reducers import merge_users
+    from streams.core.state import UserState
 
     user = UserState("u1", user_id="u1", traits={"email": "new@x"})
     anon = UserState("anon", traits={"email": "old@x", "firstName": "Al"}, group_id="acme", groups=("acme",))

@@ -25,21 +25,14 @@ from streams.core import pending as pending_mod
 from streams.core.aggregate import Aggregation, Fold
 from streams.core.consentview import group_seen_by, user_seen_by
 from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip
+from streams.core.grouplookup import with_copy
+from streams.core.memory import Memory
 from streams.core.message import InvalidMessage, Message, destination_enabled
 from streams.core.pending import Item, Pending
 from streams.core.reasons import Reason
+from streams.core.reducers import anonymous_to_merge, apply_to_group, apply_to_user, merge_users
 from streams.core.segment import parse
-from streams.core.state import (
-    GroupLookup,
-    GroupState,
-    Memory,
-    UserState,
-    anonymous_to_merge,
-    apply_to_group,
-    apply_to_user,
-    merge_users,
-    with_copy,
-)
+from streams.core.state import GroupLookup, GroupState, UserState
 from streams.core.traits import latest_ids
 
 # How long a user who logged in waits for the visitor's profile (the merge-profile

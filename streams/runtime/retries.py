@@ -26,8 +26,8 @@ from streams.core.decision import PartnerRequest
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
 from streams.core.retry import Outcome
-from streams.core.state import Readable
 from streams.core.step import DeadLetter, release_ready
+from streams.core.versions import Readable
 from streams.runtime import effects
 from streams.runtime.runtime import Incoming, Runtime
 from streams.runtime.tablescan import chunks_of_partition

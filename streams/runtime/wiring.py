@@ -15,7 +15,7 @@ from urllib.parse import quote
 from streams.core.consent import Rule
 from streams.core.decision import PartnerRequest
 from streams.core.mappings import Controls, bind
-from streams.core.state import Memory
+from streams.core.memory import Memory
 from streams.core.step import Destination
 from streams.destinations import REGISTRY
 from streams.destinations.base import DestinationSettings, Plugin

@@ -10,7 +10,8 @@ import pytest
 
 from streams.core.decision import Decision, Hold, Send
 from streams.core.pending import Pending
-from streams.core.state import GroupState, UserState, apply_to_group, apply_to_user
+from streams.core.reducers import apply_to_group, apply_to_user
+from streams.core.state import GroupState, UserState
 from streams.core.step import Destination, step
 from streams.destinations.webhook import mapping
 from streams.destinations.webhook.settings import WebhookSettings
