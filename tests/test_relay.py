@@ -3,9 +3,11 @@
 from functools import partial
 
 from streams.core.decision import Hold, Reject, Skip
+from streams.core.destination import Destination
 from streams.core.pending import Item, Pending, Queue, confirm
+from streams.core.releasing import resend_releasing, resolve_releasing
 from streams.core.state import GroupState
-from streams.core.step import Destination, merge_step, resend_releasing, resolve_releasing, step
+from streams.core.step import merge_step, step
 from streams.destinations.clientsuccess import mapping as cs
 from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 from streams.destinations.customersuccessbox import mapping as csb

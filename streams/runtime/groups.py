@@ -26,10 +26,11 @@ from streams.core import consent
 from streams.core.control import GroupKnown, GroupUpdate, GroupWait
 from streams.core.grouplookup import overlay_newer
 from streams.core.message import InvalidMessage
+from streams.core.outcome import Step
 from streams.core.reducers import apply_to_group
+from streams.core.releasing import release_ready
 from streams.core.segment import parse
 from streams.core.state import GroupState
-from streams.core.step import Step, release_ready
 from streams.core.waiters import Waiters, add, tell_now
 from streams.runtime import effects
 from streams.runtime.runtime import Incoming, Runtime

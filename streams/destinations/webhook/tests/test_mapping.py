@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from streams.core.decision import Decision, Hold, Send
+from streams.core.destination import Destination
 from streams.core.pending import Pending
 from streams.core.reducers import apply_to_group, apply_to_user
 from streams.core.state import GroupState, UserState
-from streams.core.step import Destination, step
+from streams.core.step import step
 from streams.destinations.webhook import mapping
 from streams.destinations.webhook.settings import WebhookSettings
 from tests.factories import msg, raw
