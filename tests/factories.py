@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from streams.core.segment import Message, parse
+from streams.core.message import Message
+from streams.core.segment import parse
 
 _counter = 0
 

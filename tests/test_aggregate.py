@@ -8,12 +8,13 @@ from datetime import datetime
 
 from streams.core.aggregate import CloseIndex, Fold, Windows, due, fold, next_close, remove, window_id, window_start
 from streams.core.decision import PartnerRequest, Send
+from streams.core.destination import Destination
 from streams.core.mappings import DestinationControls
 from streams.core.pending import Pending
 from streams.core.positions import position
 from streams.core.segment import parse
 from streams.core.state import GroupState
-from streams.core.step import Destination, step
+from streams.core.step import step
 from streams.destinations import REGISTRY
 from streams.destinations.clientsuccess import mapping as cs
 from streams.destinations.customersuccessbox import mapping as csb

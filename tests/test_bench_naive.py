@@ -11,8 +11,8 @@ import pytest
 
 from bench import drain, mix, naive
 from streams.core.decision import Send
+from streams.core.reducers import apply_to_group, apply_to_user
 from streams.core.segment import parse
-from streams.core.state import apply_to_group, apply_to_user
 from streams.destinations.clientsuccess import PLUGIN as CS_PLUGIN
 from streams.destinations.clientsuccess import mapping as cs_mapping
 from streams.destinations.clientsuccess.settings import ClientSuccessSettings

@@ -1,4 +1,4 @@
-"""Consent through the step (streams.core.step, streams.core.state): a destination that
+"""Consent through the step (streams.core.step, streams.core.reducers): a destination that
 names categories gets only the calls that grant them, judged at arrival before the
 integrations object, and never the traits or group that calls kept from it brought."""
 

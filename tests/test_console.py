@@ -21,7 +21,8 @@ from streams.core.deadletter import DeadLetterRecord, dead_letter_headers, read_
 from streams.ops import dlq
 from streams.ops.console import html
 from streams.ops.console.deadletters import Recent, RecentDeadLetters, _Reading, newest_first
-from streams.ops.console.journal import Journal, destination_counts
+from streams.ops.console.journal import Journal
+from streams.ops.console.rates import destination_counts
 from streams.ops.console.session import (
     COOKIE,
     LOGIN_FORGET_AFTER,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from streams.core.state import GroupState, UserState, newer, with_copy
+from streams.core.grouplookup import newer, with_copy
+from streams.core.state import GroupState, UserState
 from streams.core.waiters import Waiters, add, tell_now
 
 

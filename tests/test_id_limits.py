@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from streams.core.idlimits import MAX_ID_BYTES, MAX_NAME_BYTES
+from streams.core.message import InvalidMessage
 from streams.core.reasons import INTAKE, Reason
-from streams.core.segment import InvalidMessage, parse, validate
+from streams.core.segment import parse, validate
 
 
 def call(type_: str, **fields: Any) -> dict[str, Any]:

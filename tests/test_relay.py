@@ -3,9 +3,11 @@
 from functools import partial
 
 from streams.core.decision import Hold, Reject, Skip
+from streams.core.destination import Destination
 from streams.core.pending import Item, Pending, Queue, confirm
+from streams.core.releasing import resend_releasing, resolve_releasing
 from streams.core.state import GroupState
-from streams.core.step import Destination, merge_step, resend_releasing, resolve_releasing, step
+from streams.core.step import merge_step, step
 from streams.destinations.clientsuccess import mapping as cs
 from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 from streams.destinations.customersuccessbox import mapping as csb
@@ -192,7 +194,8 @@ def test_identify_with_both_ids_asks_for_a_merge_until_the_profile_came():
 
 
 def test_merge_keeps_the_users_newer_traits_and_fills_gaps():
-    from streams.core.state import UserState, merge_users
+    from streams.core.reducers import merge_users
+    from streams.core.state import UserState
 
     user = UserState("u1", user_id="u1", traits={"email": "new@x"})
     anon = UserState("anon", traits={"email": "old@x", "firstName": "Al"}, group_id="acme", groups=("acme",))

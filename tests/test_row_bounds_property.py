@@ -23,12 +23,17 @@ from hypothesis import strategies as st
 from streams.core import dedupe, pendingrows
 from streams.core.aggregate import WINDOWS_MAX_BYTES, Windows, fold_within
 from streams.core.control import MergeProfile
+from streams.core.grouplookup import with_copy
 from streams.core.idlimits import MAX_ID_BYTES, MAX_NAME_BYTES
+from streams.core.message import InvalidMessage, Message
+from streams.core.outcome import Dispatch
 from streams.core.pending import Parked, Pending, confirm, first_seq, park, parked_full
 from streams.core.pendingrows import INDEX_MAX_BYTES, index_row, payload_key
-from streams.core.segment import MAX_MESSAGE_BYTES, InvalidMessage, Message, parse
-from streams.core.state import GroupState, UserState, apply_to_group, with_copy
-from streams.core.step import Dispatch, merge_step, release_ready, step
+from streams.core.reducers import apply_to_group
+from streams.core.releasing import release_ready
+from streams.core.segment import MAX_MESSAGE_BYTES, parse
+from streams.core.state import GroupState, UserState
+from streams.core.step import merge_step, step
 from streams.core.traits import stored_size
 from streams.core.waiters import WAITERS_MAX_BYTES, Waiters, add
 from streams.destinations import REGISTRY

@@ -7,8 +7,10 @@ import json
 from typing import Any
 
 from streams.core.idlimits import MAX_ID_BYTES
+from streams.core.memory import Memory
+from streams.core.reducers import apply_to_user, merge_users
 from streams.core.segment import parse
-from streams.core.state import Memory, UserState, apply_to_user, merge_users
+from streams.core.state import UserState
 from streams.core.traits import ADOPTED_KEPT, IDS_MAX_BYTES, SLOT_MAX_BYTES, stored_size
 from streams.core.waiters import WAITERS_MAX, WAITERS_MAX_BYTES, Waiters, add
 

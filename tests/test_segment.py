@@ -14,20 +14,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streams.core.message import InvalidMessage, Message, destination_enabled
 from streams.core.reasons import INTAKE as Reason  # the intake stage's reasons
-from streams.core.segment import (
-    MAX_DEPTH,
-    MAX_MESSAGE_BYTES,
-    MAX_MESSAGE_ID_LENGTH,
-    MESSAGE_TYPES,
-    InvalidMessage,
-    Message,
-    derive_message_id,
-    destination_enabled,
-    parse,
-    parse_timestamp,
-    validate,
-)
+from streams.core.segment import MAX_DEPTH, MAX_MESSAGE_BYTES, parse, validate
+from streams.core.timestamps import parse_timestamp
+from streams.core.validation import MAX_MESSAGE_ID_LENGTH, MESSAGE_TYPES, derive_message_id
 from tests.factories import json_bytes
 
 PROPERTY_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -144,7 +144,7 @@ async def test_a_worker_takes_over_state_an_older_worker_left_in_the_changelogs(
 
 
 def test_a_scan_over_records_leaves_out_and_counts_those_from_a_newer_worker():
-    from streams.core.state import Readable
+    from streams.core.versions import Readable
 
     newer = {**json.loads(USER_V1), "v": 99}
     users = Readable(UserState.from_dict)

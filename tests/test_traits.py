@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from streams.core.state import apply_to_group, apply_to_user
+from streams.core.reducers import apply_to_group, apply_to_user
 from streams.core.traits import IDS_KEPT, TRAITS_MAX_BYTES, merge_traits
 from tests.factories import msg
 

@@ -22,12 +22,14 @@ from urllib.parse import unquote
 
 from streams.core.aggregate import Fold, amount_of, window_start
 from streams.core.decision import PartnerRequest
+from streams.core.destination import Destination
 from streams.core.mappingfile import MappingError, load_file
 from streams.core.mappings import Controls, DestinationControls
+from streams.core.outcome import Step
 from streams.core.pending import Pending
 from streams.core.segment import validate
 from streams.core.state import GroupState, UserState
-from streams.core.step import Destination, Step, step
+from streams.core.step import step
 from streams.destinations import REGISTRY
 from streams.envreader import EnvReader
 

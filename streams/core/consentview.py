@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from streams.core import consent
-from streams.core.state import GroupState, UserState, _text
+from streams.core.state import GroupState, UserState, trait_text
 
 
 def user_seen_by(user: UserState, destination: str) -> UserState:
@@ -27,5 +27,5 @@ def group_seen_by(group: GroupState | None, destination: str) -> GroupState | No
     if group is None or not view:
         return group
     traits = consent.view_traits(group.traits, view)
-    name = _text(traits.get("name")) or (None if consent.hidden(view, "name") else group.name)
+    name = trait_text(traits.get("name")) or (None if consent.hidden(view, "name") else group.name)
     return replace(group, traits=traits, name=name, withheld={})

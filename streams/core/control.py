@@ -187,7 +187,7 @@ class Park:
     """A delivery failed in a retryable way after the quick retries: keep it in the
     user's parked queue for `destination`. `released_seq` is set when the event came
     out of `releasing` (it leaves that queue); `seq`, the number of a call sent at once
-    (`streams.core.step.Dispatch.seq`), so that the same delivery parked twice (its
+    (`streams.core.outcome.Dispatch.seq`), so that the same delivery parked twice (its
     call redone after a crash) is parked once. Without either (a window's request, a
     record of an earlier version) it is numbered from the park record's position."""
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from streams.core.state import STATE_VERSION, check_version
+from streams.core.versions import STATE_VERSION, check_version
 
 
 class Verdict(StrEnum):

@@ -12,7 +12,7 @@ numeric id as its decimal text), and every row's bound is computed from them.
 | field | limit |
 | --- | --- |
 | `userId`, `anonymousId`, `previousId`, `groupId`, `context.groupId` | `MAX_ID_BYTES` (256) |
-| `messageId` | 100 characters (`segment.MAX_MESSAGE_ID_LENGTH`), so at most 400 bytes |
+| `messageId` | 100 characters (`validation.MAX_MESSAGE_ID_LENGTH`), so at most 400 bytes |
 | `event` (track), `name` and `category` (page, screen) | `MAX_NAME_BYTES` (512) |
 
 256 bytes hold an email address (at most 254) or any UUID, hash or database key with

@@ -10,8 +10,8 @@ import tomllib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from streams.core.detail import json_kind
 from streams.core.mappings import COMMON, PAGES, SCREENS, Controls, DestinationControls
-from streams.core.segment import _json_kind
 
 DAY = 24 * 3600
 _DURATION = re.compile(r"([1-9][0-9]*)([smh])")
@@ -292,5 +292,5 @@ def _kind(value: Any) -> str:
     """A TOML value's kind in TOML's words (lists and tables; dates and times by type)."""
     if isinstance(value, (list, dict)):
         return "a list" if isinstance(value, list) else "a table"
-    kind = _json_kind(value)
+    kind = json_kind(value)
     return kind if kind.startswith("a") else f"a {kind}"

@@ -23,7 +23,7 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from streams.core.decision import Decision, Skip
-from streams.core.segment import Message
+from streams.core.message import Message
 
 PAGES = ("per_page", "single", "off")
 SCREENS = ("as_page", "as_event", "off")

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from streams.core.state import STATE_VERSION, check_version
+from streams.core.versions import STATE_VERSION, check_version
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from streams.core.pending import Item, Parked, Pending, Queue
-from streams.core.state import check_version
+from streams.core.versions import check_version
 
 INDEX_VERSION = 2
 INDEX_MAX_BYTES = 900 * 1024  # below the 1 MiB max.message.bytes of the changelog topics

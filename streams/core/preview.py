@@ -19,10 +19,14 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from streams.core.decision import PartnerRequest
+from streams.core.destination import Destination
+from streams.core.memory import Memory
+from streams.core.message import InvalidMessage, Message
+from streams.core.outcome import Step
 from streams.core.pending import Pending
-from streams.core.segment import InvalidMessage, Message, parse
-from streams.core.state import GroupState, Memory, UserState
-from streams.core.step import Destination, Step, step
+from streams.core.segment import parse
+from streams.core.state import GroupState, UserState
+from streams.core.step import step
 
 SEND, AGGREGATE, HOLD, SKIP, REFUSE, RELEASE = "send", "aggregate", "hold", "skip", "refuse", "release"
 NOT_DELIVERED = frozenset({HOLD, REFUSE})

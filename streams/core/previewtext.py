@@ -9,8 +9,9 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from streams.core.message import InvalidMessage
 from streams.core.preview import Preview
-from streams.core.segment import InvalidMessage, parse
+from streams.core.segment import parse
 
 
 class PreviewInputError(ValueError):

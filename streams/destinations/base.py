@@ -20,9 +20,10 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from streams.core.aggregate import Aggregation
 from streams.core.decision import Decision, PartnerRequest
+from streams.core.memory import Memory
+from streams.core.message import Message
 from streams.core.retry import Outcome, classify
-from streams.core.segment import Message
-from streams.core.state import GroupLookup, Memory, UserState
+from streams.core.state import GroupLookup, UserState
 from streams.envreader import EnvReader
 
 

@@ -37,11 +37,12 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from streams.core import backfilled
 from streams.core.deadletter import dead_letter_headers
 from streams.core.decision import Hold, Reject, Send
+from streams.core.destination import Destination
+from streams.core.message import InvalidMessage, Message
 from streams.core.reasons import Reason
 from streams.core.retry import Outcome
-from streams.core.segment import InvalidMessage, Message, parse
+from streams.core.segment import parse
 from streams.core.state import UserState
-from streams.core.step import Destination
 from streams.ops.backfillspan import Span, open_span, read_records, record_topic
 from streams.ops.backfillstate import StateUnavailable, TodaysState
 from streams.ops.progress import Progress

@@ -12,7 +12,7 @@ from typing import Any
 
 from streams.core.pending import Pending
 from streams.core.pendingrows import index_only
-from streams.core.state import Readable
+from streams.core.versions import Readable
 
 PENDING_STATES = ("held", "releasing", "parked")
 

@@ -23,8 +23,9 @@ import aiohttp.web
 from faust import web
 from yarl import URL
 
+from streams.core.message import InvalidMessage
 from streams.core.previewtext import request_body
-from streams.core.segment import InvalidMessage, parse
+from streams.core.segment import parse
 from streams.ops.admin import FORWARD_TIMEOUT, ROUTED_HEADER, Admin, error
 
 MAX_MESSAGES = 100

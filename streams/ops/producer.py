@@ -12,7 +12,8 @@ from typing import BinaryIO, TextIO
 
 from aiokafka import AIOKafkaProducer
 
-from streams.core.segment import InvalidMessage, parse
+from streams.core.message import InvalidMessage
+from streams.core.segment import parse
 from streams.kafkaconn import KafkaSecurity, start_client
 from streams.ops.progress import Progress
 

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from streams.core.segment import MAX_MESSAGE_BYTES, MESSAGE_TYPES, InvalidMessage, parse
+from streams.core.message import InvalidMessage
+from streams.core.segment import MAX_MESSAGE_BYTES, parse
+from streams.core.validation import MESSAGE_TYPES
 from streams.ops.producer import user_key
 from streams.settings import Secret
 

@@ -17,9 +17,10 @@ from typing import Any, cast
 
 import faust
 
+from streams.core.message import InvalidMessage, Message
+from streams.core.outcome import DeadLetter
 from streams.core.reasons import Reason
-from streams.core.segment import InvalidMessage, Message, parse
-from streams.core.step import DeadLetter
+from streams.core.segment import parse
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import effects, handlers
 from streams.runtime.outbox import BY_USER

@@ -31,7 +31,7 @@ from typing import Any
 
 from streams.core.aggregate import Fold, Windows, describe, due, fold_within, next_close, remove
 from streams.core.control import WindowClose, WindowDone
-from streams.core.step import Dispatch
+from streams.core.outcome import Dispatch
 from streams.destinations import REGISTRY
 from streams.runtime import effects
 from streams.runtime.runtime import Incoming, Runtime

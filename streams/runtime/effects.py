@@ -20,10 +20,11 @@ from streams.core.breaker import AUTH_STATUSES
 from streams.core.control import Control, Park, PendingDone
 from streams.core.deadletter import dead_letter_headers, identity_of
 from streams.core.decision import PartnerRequest
+from streams.core.outcome import DeadLetter, Dispatch, Step
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
+from streams.core.releasing import resolve_releasing
 from streams.core.retry import Outcome
-from streams.core.step import DeadLetter, Dispatch, Step, resolve_releasing
 from streams.ops import observe
 from streams.runtime.delivery import PartnerClient, Result
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS, produce

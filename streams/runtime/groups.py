@@ -24,9 +24,13 @@ from typing import Any
 
 from streams.core import consent
 from streams.core.control import GroupKnown, GroupUpdate, GroupWait
-from streams.core.segment import InvalidMessage, parse
-from streams.core.state import GroupState, apply_to_group, overlay_newer
-from streams.core.step import Step, release_ready
+from streams.core.grouplookup import overlay_newer
+from streams.core.message import InvalidMessage
+from streams.core.outcome import Step
+from streams.core.reducers import apply_to_group
+from streams.core.releasing import release_ready
+from streams.core.segment import parse
+from streams.core.state import GroupState
 from streams.core.waiters import Waiters, add, tell_now
 from streams.runtime import effects
 from streams.runtime.runtime import Incoming, Runtime

@@ -32,9 +32,12 @@ from streams.core.control import (
     WindowClose,
     WindowDone,
 )
+from streams.core.message import Message
+from streams.core.outcome import Dispatch
 from streams.core.pending import confirm, first_seq
-from streams.core.segment import Message, parse
-from streams.core.step import Dispatch, release_ready, step
+from streams.core.releasing import release_ready
+from streams.core.segment import parse
+from streams.core.step import step
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import aggregation, effects, groups, merge, retries, sweep
 from streams.runtime.runtime import Incoming, Runtime
@@ -47,7 +50,7 @@ Handler = Callable[[Runtime, Incoming, Any], Work]
 
 def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
     """A released event's delivery finished: it leaves `releasing`, and held events
-    that waited for room there (streams.core.step.release_ready's limit) follow."""
+    that waited for room there (streams.core.releasing.release_ready's limit) follow."""
     assert record.key is not None  # control records to a user are keyed by the user
     key = record.key.decode("utf-8")
     pending = confirm(rt.pending(key), done.destination, done.seq)

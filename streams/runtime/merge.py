@@ -27,10 +27,11 @@ from typing import Any
 
 from streams.core import pendingrows
 from streams.core.control import MergeDone, MergeProfile, MergeRequest
+from streams.core.outcome import DeadLetter
 from streams.core.pending import Pending, first_seq
 from streams.core.reasons import Reason
 from streams.core.state import UserState
-from streams.core.step import DeadLetter, merge_step
+from streams.core.step import merge_step
 from streams.runtime import effects
 from streams.runtime.runtime import Incoming, Runtime
 

@@ -23,11 +23,12 @@ from streams.core import pendingrows
 from streams.core.breaker import AUTH_STATUSES, State
 from streams.core.control import Park, Retried, RetryDue, retry_due_records
 from streams.core.decision import PartnerRequest
+from streams.core.outcome import DeadLetter
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
+from streams.core.releasing import release_ready
 from streams.core.retry import Outcome
-from streams.core.state import Readable
-from streams.core.step import DeadLetter, release_ready
+from streams.core.versions import Readable
 from streams.runtime import effects
 from streams.runtime.runtime import Incoming, Runtime
 from streams.runtime.tablescan import chunks_of_partition

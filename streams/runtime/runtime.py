@@ -31,11 +31,13 @@ from streams.core import pending as pending_mod
 from streams.core.aggregate import CloseIndex
 from streams.core.breaker import Breakers, Policy, State, signal_of
 from streams.core.dedupe import Seen
+from streams.core.destination import Destination
+from streams.core.grouplookup import newer, with_copy
+from streams.core.memory import Memory
 from streams.core.pending import Pending
 from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff
-from streams.core.state import GroupLookup, GroupState, Memory, UserState, newer, with_copy
-from streams.core.step import Destination
+from streams.core.state import GroupLookup, GroupState, UserState
 from streams.ops.admin import owner_partition
 from streams.ops.console.journal import Journal
 from streams.ops.observe import Stats

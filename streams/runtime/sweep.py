@@ -22,10 +22,11 @@ from typing import Any
 from streams.core import dedupe, pendingrows
 from streams.core import pending as pending_mod
 from streams.core.control import Sweep
+from streams.core.outcome import DeadLetter
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
-from streams.core.state import Readable
-from streams.core.step import DeadLetter, expire_held
+from streams.core.releasing import expire_held
+from streams.core.versions import Readable
 from streams.runtime import effects
 from streams.runtime.runtime import Incoming, Runtime
 from streams.runtime.tablescan import items_of_partition

@@ -1,5 +1,5 @@
 """The registered destinations, built from settings: what the core decides with
-(`streams.core.step.Destination`), what every destination remembers (`Memory`), and
+(`streams.core.destination.Destination`), what every destination remembers (`Memory`), and
 what the runtime delivers with (`PartnerClient`). The only place that turns plugins
 into running parts; it names no destination."""
 
@@ -14,9 +14,9 @@ from urllib.parse import quote
 
 from streams.core.consent import Rule
 from streams.core.decision import PartnerRequest
+from streams.core.destination import Destination
 from streams.core.mappings import Controls, bind
-from streams.core.state import Memory
-from streams.core.step import Destination
+from streams.core.memory import Memory
 from streams.destinations import REGISTRY
 from streams.destinations.base import DestinationSettings, Plugin
 from streams.runtime.delivery import PartnerClient

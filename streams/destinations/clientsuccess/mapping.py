@@ -31,7 +31,7 @@ from typing import Any
 from urllib.parse import quote
 
 from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip
-from streams.core.segment import Message
+from streams.core.message import Message
 from streams.core.state import GroupLookup, GroupState, UserState
 from streams.core.timestamps import format_utc, utc_iso
 from streams.destinations.clientsuccess.settings import ClientSuccessSettings

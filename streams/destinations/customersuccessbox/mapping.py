@@ -45,8 +45,9 @@ from typing import Any
 
 from streams.core.decision import Decision, Hold, PartnerRequest, Send, Skip
 from streams.core.mappings import rename_traits
-from streams.core.segment import Message
-from streams.core.state import GroupLookup, UserState, _text
+from streams.core.message import Message
+from streams.core.state import GroupLookup, UserState
+from streams.core.state import trait_text as _text
 from streams.core.timestamps import format_utc, utc_date, utc_iso
 from streams.destinations.customersuccessbox import memory
 from streams.destinations.customersuccessbox.settings import CustomerSuccessBoxSettings

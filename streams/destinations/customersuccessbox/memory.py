@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from streams.core.segment import Message
-from streams.core.state import GroupState, Memory, UserState, _text
+from streams.core.memory import Memory
+from streams.core.message import Message
+from streams.core.state import GroupState, UserState
+from streams.core.state import trait_text as _text
 
 KEY = "customersuccessbox"
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from streams.core.decision import Decision, Hold, PartnerRequest, Send
 from streams.core.mappings import rename_traits
-from streams.core.segment import Message
+from streams.core.message import Message
 from streams.core.state import GroupLookup, GroupState, UserState
 from streams.destinations.webhook.settings import WebhookSettings
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from streams.core.detail import json_kind as _json_kind
 from streams.core.mappingfile import string_table
-from streams.core.segment import _json_kind
 from streams.destinations.base import Variable
 from streams.destinations.webhook import signature
 from streams.envreader import EnvReader, Secret, SettingsError

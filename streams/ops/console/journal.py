@@ -16,14 +16,14 @@ happens:
   remembers (CustomerSuccessBox's `account_id`), so the group page and the search need
   no scan of a table;
 * `sample()` every SAMPLE_INTERVAL seconds (a timer): the per-destination counters, for
-  the rate chart over the last hour.
+  the rate chart over the last hour (`rates.py`).
 
 The console itself notes `replayed()`: which dead letters (by identity) were replayed
 from this worker's console, and when, for the page to say so.
 
 Everything is bounded by count and, where what is kept grows with the users, by bytes
 as well (an estimate: the strings' lengths plus CPython's overhead per entry, measured
-with `sys.getsizeof`): the deliveries within DELIVERIES_MAX_BYTES, the group index
+with `sys.getsizeof`; the containers: `bounded.py`): the deliveries within DELIVERIES_MAX_BYTES, the group index
 within GROUPS_MAX_BYTES, the account index within ACCOUNTS_MAX_BYTES, 20 MB together.
 The oldest goes first. (The replays and the samples hold fixed-size entries: their
 counts bound their bytes, about 4 MB and 100 KB.)
@@ -32,14 +32,13 @@ Counts are this process's: a restart starts empty. Nothing here does I/O.
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SAMPLE_INTERVAL = 15.0  # seconds between counter samples
-CHART_SECONDS = 3600.0  # the rate chart's span
-SAMPLES = int(CHART_SECONDS // SAMPLE_INTERVAL) + 1
+from streams.ops.console.bounded import LRU, STR_BYTES, Index
+from streams.ops.console.rates import CHART_SECONDS, SAMPLES, Sample, rates
 
 USERS_WITH_DELIVERIES = 5000
 DELIVERIES_PER_USER = 20
@@ -53,87 +52,11 @@ MEMBERS_PER_ACCOUNT = 50
 DELIVERIES_MAX_BYTES = 8 * 1024 * 1024
 GROUPS_MAX_BYTES = 8 * 1024 * 1024
 ACCOUNTS_MAX_BYTES = 4 * 1024 * 1024
-STR_BYTES = 49  # a str object, before its characters
-ENTRY_BYTES = 120  # an OrderedDict entry (its node, its slot) and the value's tuple
 RING_BYTES = 730  # an empty deque and its first block (tracemalloc: 724)
 DELIVERY_BYTES = 130  # a Delivery and its __dict__ (tracemalloc: 122), before its messageId
-MEMBERS_BYTES = 400  # an empty member LRU (object, OrderedDict)
 
 # What a delivery's outcome (streams.core.retry.Outcome values) means to a person.
 OUTCOME_WORDS = {"done": "delivered", "retry": "failed, will retry", "fail": "refused"}
-
-
-class LRU:
-    """A bounded mapping: `touch` moves a key to the newest end, the oldest leave first
-    once there are more than `limit` keys or their sizes (as `touch` is told them) add
-    up to more than `max_bytes` (the newest stays, whatever its size)."""
-
-    def __init__(self, limit: int, max_bytes: int | None = None) -> None:
-        self.limit = limit
-        self.max_bytes = max_bytes
-        self.bytes = 0  # the sizes of what is kept, key included
-        self._items: OrderedDict[str, tuple[Any, int]] = OrderedDict()
-
-    def touch(self, key: str, value: Any, size: int = 0) -> None:
-        """Keep `value` under `key`, newest; `size`: its bytes (the key's are added)."""
-        old = self._items.pop(key, None)
-        if old is not None:
-            self.bytes -= old[1]
-        size += STR_BYTES + ENTRY_BYTES + len(key)
-        self._items[key] = (value, size)
-        self.bytes += size
-        while len(self._items) > self.limit or (
-            self.max_bytes is not None and self.bytes > self.max_bytes and len(self._items) > 1
-        ):
-            self.bytes -= self._items.popitem(last=False)[1][1]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        item = self._items.get(key)
-        return default if item is None else item[0]
-
-    def size(self, key: str) -> int:
-        """The size `touch` was last told for `key` (0 if it is not kept)."""
-        item = self._items.get(key)
-        return 0 if item is None else item[1] - (STR_BYTES + ENTRY_BYTES + len(key))
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._items
-
-    def newest_first(self) -> list[tuple[str, Any]]:
-        return [(key, item[0]) for key, item in reversed(self._items.items())]
-
-
-class Index:
-    """name -> members, each with when it was last seen; bounded in names, in members
-    per name (least recently seen leave first), and in bytes over all of them (the
-    least recently touched names leave first)."""
-
-    def __init__(self, names: int, members: int, max_bytes: int | None = None) -> None:
-        self._names = LRU(names, max_bytes)
-        self.members_limit = members
-
-    def add(self, name: str, member: str, now: float) -> None:
-        members = self._names.get(name) or LRU(self.members_limit)
-        members.touch(member, now, NUMBER_BYTES)
-        self._names.touch(name, members, MEMBERS_BYTES + members.bytes)
-
-    def members(self, name: str) -> list[tuple[str, float]]:
-        """(member, last seen), most recent first."""
-        members = self._names.get(name)
-        return members.newest_first() if members else []
-
-    @property
-    def bytes(self) -> int:
-        return self._names.bytes
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-
-NUMBER_BYTES = 24  # a float
 
 
 @dataclass(frozen=True)
@@ -148,29 +71,6 @@ class Delivery:
     @property
     def words(self) -> str:
         return OUTCOME_WORDS.get(self.outcome, self.outcome)
-
-
-@dataclass(frozen=True)
-class Sample:
-    at: float
-    counts: Mapping[str, Mapping[str, int]]  # destination -> kind -> cumulative count
-
-
-RATE_KINDS = ("delivered", "retried", "refused", "dead_lettered")
-
-
-def destination_counts(stats: Any, destinations: Iterable[str]) -> dict[str, dict[str, int]]:
-    """Cumulative per-destination counts from the runtime's `Stats`
-    (streams.ops.observe): answers by outcome, and dead letters."""
-    out = {d: dict.fromkeys(RATE_KINDS, 0) for d in destinations}
-    kinds = {"done": "delivered", "retry": "retried", "fail": "refused"}
-    for (dest, _status, outcome), n in stats.responses.items():
-        if dest in out and outcome in kinds:
-            out[dest][kinds[outcome]] += n
-    for (_stage, _reason, dest), n in stats.dead_letters.items():
-        if dest in out:
-            out[dest]["dead_lettered"] += n
-    return out
 
 
 class Journal:
@@ -273,34 +173,12 @@ class Journal:
     def rates(
         self, now: float, current: Mapping[str, Mapping[str, int]] | None = None, span: float = CHART_SECONDS
     ) -> dict[str, list[tuple[float, dict[str, float]]]]:
-        """Per destination, per interval between samples within `span` of `now` (the
-        current counts as the last point, when given): (interval end, per-minute rate
-        of each kind). A counter that went down (it cannot, but) counts as 0."""
-        points = [s for s in self.samples if s.at >= now - span]
-        if current is not None:
-            points.append(Sample(now, current))
-        out: dict[str, list[tuple[float, dict[str, float]]]] = {}
-        for before, after in _pairs(points):
-            seconds = after.at - before.at
-            if seconds <= 0:
-                continue
-            for dest, counts in after.counts.items():
-                prior = before.counts.get(dest, {})
-                out.setdefault(dest, []).append(
-                    (
-                        after.at,
-                        {k: max(0, counts.get(k, 0) - prior.get(k, 0)) * 60.0 / seconds for k in RATE_KINDS},
-                    )
-                )
-        return out
+        """The rate chart's points (streams.ops.console.rates.rates) from this journal's samples."""
+        return rates(self.samples, now, current, span)
 
 
 def _delivery_bytes(delivery: Delivery) -> int:
     return DELIVERY_BYTES + STR_BYTES + len(delivery.message_id)
-
-
-def _pairs(items: list[Sample]) -> Iterator[tuple[Sample, Sample]]:
-    return zip(items, items[1:], strict=False)
 
 
 def _accounts(slots: Mapping[str, Mapping[str, Any]]) -> set[str]:

@@ -46,9 +46,10 @@ from aiohttp import web
 
 from streams.core.deadletter import DeadLetterRecord
 from streams.ops.console.deadletters import Recent, RecentDeadLetters, read_recent
-from streams.ops.console.journal import SAMPLE_INTERVAL, Journal, destination_counts
+from streams.ops.console.journal import Journal
 from streams.ops.console.layout import login_page, message_page
 from streams.ops.console.pages import deadletters, destinations, group, login, replay, search, trymessage, user
+from streams.ops.console.rates import SAMPLE_INTERVAL, destination_counts
 from streams.ops.console.responses import ROUTED_HEADER, SECURITY_HEADERS, page, text
 from streams.ops.console.session import COOKIE, SESSION_HEADER, LoginThrottle, Session, Sessions
 from streams.ops.console.sources import Located, Sources

@@ -3,7 +3,8 @@
 import pytest
 
 from streams.core.decision import Hold, Reject, Send, Skip
-from streams.core.state import GroupState, UserState, apply_to_group, apply_to_user
+from streams.core.reducers import apply_to_group, apply_to_user
+from streams.core.state import GroupState, UserState
 from streams.destinations.clientsuccess import mapping as cs
 from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 from tests.factories import msg

@@ -5,7 +5,8 @@ from datetime import UTC, datetime
 import pytest
 
 from streams.core.decision import Hold, Send, Skip
-from streams.core.state import GroupState, UserState, apply_to_group, apply_to_user
+from streams.core.reducers import apply_to_group, apply_to_user
+from streams.core.state import GroupState, UserState
 from streams.destinations.customersuccessbox import mapping as csb
 from streams.destinations.customersuccessbox.memory import MEMORY
 from streams.destinations.customersuccessbox.settings import CustomerSuccessBoxSettings

@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from streams.core.decision import PartnerRequest
-from streams.core.state import GroupState, UserState, apply_to_group, apply_to_user, merge_users
+from streams.core.reducers import apply_to_group, apply_to_user, merge_users
+from streams.core.state import GroupState, UserState
 from streams.destinations.customersuccessbox import PLUGIN, memory
 from streams.destinations.customersuccessbox.mock import presented_key
 from streams.destinations.customersuccessbox.settings import CustomerSuccessBoxSettings

@@ -9,9 +9,11 @@ from typing import Any
 import pytest
 
 from streams.core.decision import Decision, Hold, Send
+from streams.core.destination import Destination
 from streams.core.pending import Pending
-from streams.core.state import GroupState, UserState, apply_to_group, apply_to_user
-from streams.core.step import Destination, step
+from streams.core.reducers import apply_to_group, apply_to_user
+from streams.core.state import GroupState, UserState
+from streams.core.step import step
 from streams.destinations.webhook import mapping
 from streams.destinations.webhook.settings import WebhookSettings
 from tests.factories import msg, raw
@@ -214,7 +216,7 @@ def test_through_the_step_nothing_waits_by_default():
 
 
 def test_integrations_name_is_segments_webhooks():
-    from streams.core.segment import destination_enabled
+    from streams.core.message import destination_enabled
 
     assert mapping.NAME == "Webhooks" and mapping.KEY == "webhook"
     assert not destination_enabled({"Webhooks": False}, mapping.NAME)

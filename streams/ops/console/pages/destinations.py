@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from streams.ops.console.html import Html, fmt, join, table
-from streams.ops.console.journal import CHART_SECONDS, RATE_KINDS
 from streams.ops.console.layout import layout
+from streams.ops.console.rates import CHART_SECONDS, RATE_KINDS
 from streams.ops.console.responses import page
 from streams.ops.console.session import Session
 
