@@ -30,7 +30,10 @@ class AckTracker:
     Work that failed or was cancelled did not happen: its event is never acknowledged
     (nor is any later one of its partition), and whoever reads the partition next from
     its committed offset does it again. `forget(tps)` drops the events of revoked
-    partitions the same way. `wait_below(n)` applies back-pressure on the reading loop.
+    partitions the same way. `wait_below(n, max_bytes)` applies back-pressure on the
+    reading loop: each event is registered with `size`, about the bytes it keeps alive
+    until acknowledged (its record: `streams.runtime.agents.held_bytes`), and the loop
+    waits while there are `n` events or more, or their sizes add up to `max_bytes`.
     """
 
     def __init__(self, on_failure: Callable[[Hashable, BaseException], Any] | None = None) -> None:
@@ -39,6 +42,7 @@ class AckTracker:
         self.on_failure = on_failure
         self._queues: dict[Hashable, deque[list]] = {}
         self._count = 0
+        self._bytes = 0
         self._changed = asyncio.Event()
         self.pressed = asyncio.Event()  # set while a reading loop waits in `wait_below`
 
@@ -46,11 +50,17 @@ class AckTracker:
     def in_flight(self) -> int:
         return self._count
 
-    def add(self, tp: Hashable, ack: Callable[[], Any], work: Iterable[Awaitable[Any]] = ()) -> None:
-        # [finished, ack, still wanted (False once forgotten), pieces of work not done yet]
-        entry = [False, ack, True, 0]
+    @property
+    def in_bytes(self) -> int:
+        """The sizes of the events registered and not yet acknowledged (nor forgotten)."""
+        return self._bytes
+
+    def add(self, tp: Hashable, ack: Callable[[], Any], work: Iterable[Awaitable[Any]] = (), size: int = 0) -> None:
+        # [finished, ack, still wanted (False once forgotten), pieces of work not done yet, size]
+        entry = [False, ack, True, 0, size]
         self._queues.setdefault(tp, deque()).append(entry)
         self._count += 1
+        self._bytes += size
         futures = [asyncio.ensure_future(w) for w in work]
         if not futures:
             self._finish(tp, entry)
@@ -86,6 +96,7 @@ class AckTracker:
             if queue:
                 for entry in queue:
                     entry[2] = False
+                    self._bytes -= entry[4]
                 self._count -= len(queue)
                 self._changed.set()
 
@@ -95,15 +106,19 @@ class AckTracker:
         entry[0] = True
         queue = self._queues[tp]
         while queue and queue[0][0]:
-            ack = queue.popleft()[1]
+            head = queue.popleft()
             self._count -= 1
-            ack()
+            self._bytes -= head[4]
+            head[1]()
         if not queue:
             del self._queues[tp]
         self._changed.set()
 
-    async def wait_below(self, limit: int) -> None:
-        while self._count >= limit:
+    async def wait_below(self, limit: int, max_bytes: int | None = None) -> None:
+        """Return once fewer than `limit` events are unacknowledged and, given
+        `max_bytes`, their sizes add up to less (one event larger than `max_bytes` alone
+        still goes: the loop waits until it is acknowledged before reading the next)."""
+        while self._count >= limit or (max_bytes is not None and self._count and self._bytes >= max_bytes):
             self.pressed.set()
             self._changed.clear()
             await self._changed.wait()
