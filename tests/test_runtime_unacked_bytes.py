@@ -114,7 +114,9 @@ async def test_a_few_large_events_make_the_reading_loop_wait_and_it_resumes_once
     events = [
         Event(
             b"u1",
-            json.dumps({"type": "track", "userId": "u1", "event": f"E{n}", "messageId": f"m{n}", "properties": {"b": blob}}).encode(),
+            json.dumps(
+                {"type": "track", "userId": "u1", "event": f"E{n}", "messageId": f"m{n}", "properties": {"b": blob}}
+            ).encode(),
             Message(BY_USER_TOPIC, partition, n),
         )
         for n in range(8)
