@@ -47,6 +47,7 @@ from streams.runtime.delivery import PartnerClient
 from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
 from streams.runtime.outbox import BY_USER, Outbox, produce
 from streams.runtime.pendingstore import PendingStore
+from streams.runtime.recentgroups import RecentGroups
 from streams.runtime.rowcache import CachedRows, decoded
 from streams.runtime.topiclist import by_user_topic_name
 from streams.settings import Settings
@@ -58,7 +59,6 @@ def _read_user(data: Any) -> UserState | None:
     return UserState.from_dict(data) if data else None
 
 
-RECENT_GROUPS = 10_000  # groups made here whose global copy has not caught up, at most
 REVOKE_TIMEOUT = 10.0  # seconds for a revoked partition's cancelled work to stop
 
 Table = MutableMapping[str, Any]
@@ -150,7 +150,7 @@ class Runtime:
         self.rng = rng or random.Random()
         self.by_user_topic = by_user_topic_name(settings.app_id)
         self.acks = AckTracker(on_failure=self.failed_for_good)
-        self.recent_groups: dict[str, GroupState] = {}  # see note_group
+        self.recent_groups = RecentGroups()  # see note_group
         self.changelog = ChangelogWrites()  # each event's table writes, awaited before its ack
         # Set when work failed for good (`failed_for_good`): /ready answers 503 saying
         # so, and `stop` (given by the app) stops the worker so that it is redone.
@@ -231,7 +231,7 @@ class Runtime:
         if recent is None:
             return found
         if found is not None and (found.updated_at or "") >= (recent.updated_at or ""):
-            del self.recent_groups[group_id]  # the global copy has caught up
+            self.recent_groups.drop(group_id)  # the global copy has caught up
             return found
         return newer(found, recent)
 
@@ -243,11 +243,8 @@ class Runtime:
     def note_group(self, group: GroupState) -> None:
         """A group call routed here made `group`; its partition writes it a moment later
         (streams.runtime.groups). Meanwhile this worker's other users see it as before
-        that change: at once."""
-        self.recent_groups.pop(group.group_id, None)
-        self.recent_groups[group.group_id] = group
-        while len(self.recent_groups) > RECENT_GROUPS:
-            del self.recent_groups[next(iter(self.recent_groups))]
+        that change: at once (streams.runtime.recentgroups)."""
+        self.recent_groups.note(group)
 
     def groups_of(self, user: UserState | None) -> GroupLookup:
         """The groups as `user` sees them: with its own copy of its group where newer."""
