@@ -111,13 +111,17 @@ async def rescan(rt: Runtime) -> None:
     cannot read is its owner's to retry: an exception here would stop the timer, and
     with it every retry."""
     pendings = Readable(pendingrows.index_only, errors=(ValueError, KeyError, TypeError))
+    counts = rt.pending_counts
     for partition in sorted(rt.owned):
+        counts.scan_begins(partition)
         for chunk in chunks_of_partition(rt.tables.pending, partition, rt.partition_of, RESCAN_CHUNK):
             for key, pending in pendings.each(chunk):
                 rt.index_retry(key, pending)
+                counts.scanned(partition, key, pending)
             await asyncio.sleep(0)
             if rt.retry_rescan.is_set():
                 return
+        counts.scan_ends(partition)
     if pendings.skipped:
         log.warning("retry rescan: %d pending records unreadable by this version were skipped", pendings.skipped)
 

@@ -252,11 +252,14 @@ class Runtime:
 
     def store_pending(self, key: str, pending: Pending) -> None:
         self.index_retry(key, pending)
-        self.pendings.write(key, self.pendings.read(key), pending)
+        before = self.pendings.read(key)
+        self.pending_counts.written(self.partition_of(key), key, before, pending)
+        self.pendings.write(key, before, pending)
 
     def index_retry(self, key: str, pending: Pending) -> None:
         """Note when the user's next retry is due, and since when its oldest parked
-        delivery per destination has waited (the age gauge of /metrics)."""
+        delivery per destination has waited (the age gauge of /metrics); the counts of
+        /status are told of writes (`store_pending`) and of the rescan's reads."""
         due_at = pending_mod.next_retry_at(pending)
         if due_at is None:
             self.marks.retry_due_at.pop(key, None)
@@ -265,7 +268,6 @@ class Runtime:
         self.marks.parked_since.update(
             key, {dest: min(p.first_failed_at for p in q.parked) for dest, q in pending.queues.items() if q.parked}
         )
-        self.pending_counts.update(key, pending)
 
     def destination(self, key: str) -> Destination | None:
         return next((d for d in self.destinations if d.key == key), None)
@@ -328,7 +330,7 @@ class Runtime:
         for table in (self.tables.users, self.tables.pending, self.tables.seen):
             if isinstance(table, CachedRows):
                 table.clear()  # recovery may have replaced rows behind the cache
-        self.pending_counts.forget(lambda key: self.partition_of(key) not in by_user_partitions)
+        self.pending_counts.assigned(by_user_partitions)  # the new ones counted by the rescan
         self.retry_rescan.set()
         # Open windows likewise: the index is rebuilt from the table of what is ours now.
         self.window_index.clear()
