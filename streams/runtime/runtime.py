@@ -44,8 +44,9 @@ from streams.runtime import catchup, wiring
 from streams.runtime.catchup import CatchUp
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
-from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
+from streams.runtime.inflight import AckTracker, Chains, Redeliveries
 from streams.runtime.outbox import BY_USER, Outbox, produce
+from streams.runtime.parking import ParkingMarks
 from streams.runtime.pendingstore import PendingStore
 from streams.runtime.recentgroups import RecentGroups
 from streams.runtime.rowcache import CachedRows, decoded
@@ -159,7 +160,7 @@ class Runtime:
         self.redeliveries = Redeliveries()
         self.chains = Chains()
         self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
-        # Parking, in this process (streams.runtime.inflight.ParkingMarks): park records
+        # Parking, in this process (streams.runtime.parking.ParkingMarks): park records
         # in transit, parked heads being retried, and when each user's next retry is due.
         self.marks = ParkingMarks()
         self.owned: frozenset[int] = frozenset()  # the by-user partitions assigned here (not standbys)
@@ -260,13 +261,10 @@ class Runtime:
         """Note when the user's next retry is due, and since when its oldest parked
         delivery per destination has waited (the age gauge of /metrics); the counts of
         /status are told of writes (`store_pending`) and of the rescan's reads."""
-        due_at = pending_mod.next_retry_at(pending)
-        if due_at is None:
-            self.marks.retry_due_at.pop(key, None)
-        else:
-            self.marks.retry_due_at[key] = due_at
-        self.marks.parked_since.update(
-            key, {dest: min(p.first_failed_at for p in q.parked) for dest, q in pending.queues.items() if q.parked}
+        self.marks.index(
+            key,
+            pending_mod.next_retry_at(pending),
+            {dest: min(p.first_failed_at for p in q.parked) for dest, q in pending.queues.items() if q.parked},
         )
 
     def destination(self, key: str) -> Destination | None:
