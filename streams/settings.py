@@ -83,6 +83,9 @@ class Settings:
     mappings: Controls = field(default_factory=Controls)
     http_timeout: float = 5.0
     max_in_flight: int = 64
+    # The reading loops wait while the events read and not yet acknowledged hold this
+    # many bytes of records (streams.runtime.agents.held_bytes), as well as at 5,000 events.
+    max_unacked_bytes: int = 64 * 1024 * 1024
     quick_retries: int = 2
     retry_base_delay: float = 10.0
     retry_max_delay: float = 300.0
@@ -194,6 +197,9 @@ class Settings:
             mappings=mappings,
             http_timeout=read.number("CS_RELAY_HTTP_TIMEOUT", d.http_timeout, low=0.1, high=300),
             max_in_flight=read.integer("CS_RELAY_MAX_IN_FLIGHT", d.max_in_flight, low=1, high=10_000),
+            max_unacked_bytes=read.integer(
+                "CS_RELAY_MAX_UNACKED_BYTES", d.max_unacked_bytes, low=64 * 1024, high=16 * 1024**3
+            ),
             quick_retries=read.integer("CS_RELAY_QUICK_RETRIES", d.quick_retries, low=0, high=20),
             retry_base_delay=read.number("CS_RELAY_RETRY_BASE_DELAY", d.retry_base_delay, low=0.01, high=3600),
             retry_max_delay=read.number("CS_RELAY_RETRY_MAX_DELAY", d.retry_max_delay, low=0.01, high=24 * 3600),

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from streams.core.control import KIND_HEADER
 from streams.runtime import retries
-from streams.runtime.inflight import OldestParked
+from streams.runtime.parking import OldestParked
 from tests.runtime_world import PARTITIONS, FakeClient, World
 
 

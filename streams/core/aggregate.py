@@ -240,13 +240,24 @@ def describe(window: Window, wid: str) -> str:
     )
 
 
+INDEX_KEY_BYTES = 250  # a key in the CloseIndex: its string, its entry, its heap item
+INDEX_MAX_BYTES = 32 * 1024 * 1024  # about 134,000 users with open windows indexed per worker
+
+
 class CloseIndex:
     """User keys by when their next window closes: a heap with lazy deletion, so the
-    tick finds the due users without looking at the others."""
+    tick finds the due users without looking at the others.
 
-    def __init__(self) -> None:
+    At most `max_keys` keys: past it a key not indexed yet is left out (`overflowed`);
+    its windows stay in the table, and once the index has drained to half its bound
+    (`wants_rescan`) the worker rescans the table for them (streams.runtime.aggregation),
+    so every window is sent, possibly after its close time."""
+
+    def __init__(self, max_keys: int = INDEX_MAX_BYTES // INDEX_KEY_BYTES) -> None:
         self.at: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
+        self.max_keys = max_keys
+        self.overflowed = False
 
     def __len__(self) -> int:
         return len(self.at)
@@ -254,6 +265,9 @@ class CloseIndex:
     def set(self, key: str, close_at: float | None) -> None:
         if close_at is None:
             self.at.pop(key, None)
+            return
+        if key not in self.at and len(self.at) >= self.max_keys:
+            self.overflowed = True
             return
         if self.at.get(key) != close_at:
             self.at[key] = close_at
@@ -273,6 +287,13 @@ class CloseIndex:
             heapq.heapify(self._heap)
         return out
 
+    def wants_rescan(self) -> bool:
+        return self.overflowed and len(self.at) <= self.max_keys // 2
+
+    def rescan_begins(self) -> None:
+        self.overflowed = False
+
     def clear(self) -> None:
         self.at.clear()
         self._heap.clear()
+        self.overflowed = False

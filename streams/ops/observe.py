@@ -11,7 +11,7 @@ Three sources, all read at scrape time by `streams.ops.admin`:
 * a `Snapshot` of gauges the admin module reads from Faust: events waiting per
   destination (the `pending` table: held, releasing, and parked for a later retry),
   the age of each destination's oldest parked delivery (kept up to date by the
-  runtime as it writes pending records: `streams.runtime.inflight.OldestParked`),
+  runtime as it writes pending records: `streams.runtime.parking.OldestParked`),
   consumer lag per partition, readiness.
 
 `metric_families(snapshot)` and `status_document(snapshot)` are pure. `worker_registry`

@@ -78,6 +78,8 @@ def fold_call(rt: Runtime, key: str, offset: int, folds: Sequence[Fold], now: fl
 
 async def tick(rt: Runtime) -> None:
     """Send a `window-close` record to each partition with users whose window closed."""
+    if rt.window_index.wants_rescan():  # users with open windows were left out of the index
+        rt.window_rescan.set()
     if rt.window_rescan.is_set() and rt.recovered():
         rt.window_rescan.clear()
         await rescan(rt)
@@ -95,7 +97,8 @@ async def rescan(rt: Runtime) -> None:
     """Rebuild the index of open windows from the table (the partitions assigned to
     this worker: its standbys' databases are open too, but their windows are the active
     owner's to close), in chunks. A new assignment during the scan stops it: the next
-    tick scans again."""
+    tick scans again. It indexes users the bounded index left out, too (CloseIndex)."""
+    rt.window_index.rescan_begins()
     for partition in sorted(rt.owned):
         for chunk in chunks_of_partition(rt.tables.windows, partition, rt.partition_of, RESCAN_CHUNK):
             for key, data in chunk:

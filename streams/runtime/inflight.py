@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
 from typing import Any
 
@@ -30,7 +29,10 @@ class AckTracker:
     Work that failed or was cancelled did not happen: its event is never acknowledged
     (nor is any later one of its partition), and whoever reads the partition next from
     its committed offset does it again. `forget(tps)` drops the events of revoked
-    partitions the same way. `wait_below(n)` applies back-pressure on the reading loop.
+    partitions the same way. `wait_below(n, max_bytes)` applies back-pressure on the
+    reading loop: each event is registered with `size`, about the bytes it keeps alive
+    until acknowledged (its record: `streams.runtime.agents.held_bytes`), and the loop
+    waits while there are `n` events or more, or their sizes add up to `max_bytes`.
     """
 
     def __init__(self, on_failure: Callable[[Hashable, BaseException], Any] | None = None) -> None:
@@ -39,6 +41,7 @@ class AckTracker:
         self.on_failure = on_failure
         self._queues: dict[Hashable, deque[list]] = {}
         self._count = 0
+        self._bytes = 0
         self._changed = asyncio.Event()
         self.pressed = asyncio.Event()  # set while a reading loop waits in `wait_below`
 
@@ -46,11 +49,17 @@ class AckTracker:
     def in_flight(self) -> int:
         return self._count
 
-    def add(self, tp: Hashable, ack: Callable[[], Any], work: Iterable[Awaitable[Any]] = ()) -> None:
-        # [finished, ack, still wanted (False once forgotten), pieces of work not done yet]
-        entry = [False, ack, True, 0]
+    @property
+    def in_bytes(self) -> int:
+        """The sizes of the events registered and not yet acknowledged (nor forgotten)."""
+        return self._bytes
+
+    def add(self, tp: Hashable, ack: Callable[[], Any], work: Iterable[Awaitable[Any]] = (), size: int = 0) -> None:
+        # [finished, ack, still wanted (False once forgotten), pieces of work not done yet, size]
+        entry = [False, ack, True, 0, size]
         self._queues.setdefault(tp, deque()).append(entry)
         self._count += 1
+        self._bytes += size
         futures = [asyncio.ensure_future(w) for w in work]
         if not futures:
             self._finish(tp, entry)
@@ -86,6 +95,7 @@ class AckTracker:
             if queue:
                 for entry in queue:
                     entry[2] = False
+                    self._bytes -= entry[4]
                 self._count -= len(queue)
                 self._changed.set()
 
@@ -95,15 +105,19 @@ class AckTracker:
         entry[0] = True
         queue = self._queues[tp]
         while queue and queue[0][0]:
-            ack = queue.popleft()[1]
+            head = queue.popleft()
             self._count -= 1
-            ack()
+            self._bytes -= head[4]
+            head[1]()
         if not queue:
             del self._queues[tp]
         self._changed.set()
 
-    async def wait_below(self, limit: int) -> None:
-        while self._count >= limit:
+    async def wait_below(self, limit: int, max_bytes: int | None = None) -> None:
+        """Return once fewer than `limit` events are unacknowledged and, given
+        `max_bytes`, their sizes add up to less (one event larger than `max_bytes` alone
+        still goes: the loop waits until it is acknowledged before reading the next)."""
+        while self._count >= limit or (max_bytes is not None and self._count and self._bytes >= max_bytes):
             self.pressed.set()
             self._changed.clear()
             await self._changed.wait()
@@ -198,106 +212,3 @@ class Redeliveries:
     def forget(self, tps: Iterable[Hashable]) -> None:
         for tp in tps:
             self._high.pop(tp, None)
-
-
-class ParkingMarks:
-    """What this process knows, outside the tables, about its users' parked deliveries.
-
-    * `parking[(user, destination)]`: park records produced but not applied yet; while
-      one is on its way, the user's later events for that destination wait.
-    * `retrying`: (user, destination, seq) of parked heads being retried, from the start
-      of a retry until its `retried` record is applied, so a head is not retried twice.
-    * `retry_due_at[user]`: when the user's next retry is due.
-    * `parked_since`: when each user's oldest parked delivery per destination first
-      failed (`OldestParked`), for the age gauge of `/metrics`.
-
-    The records that clear a mark are applied by whoever owns the user's partition at
-    the time. When a partition is revoked, its users' marks go (`Runtime.revoked`,
-    once their deliveries and retries are cancelled): the next owner may apply those
-    records instead, a park cancelled before its record was produced never clears its
-    mark, and a mark left behind would, if the partition came back, block that user's
-    destination (parking) or skip its parked head forever (retrying). Whoever reads
-    the partition next, this worker included, rebuilds what it needs from Kafka.
-    `reassigned`, at the end of each rebalance, forgets as well the partitions this
-    worker had and lost without a revocation (a lost member).
-    """
-
-    def __init__(self) -> None:
-        self.parking: Counter[tuple[str, str]] = Counter()
-        self.retrying: set[tuple[str, str, int]] = set()
-        self.retry_due_at: dict[str, float] = {}
-        self.parked_since = OldestParked()
-        self._owned: set[int] = set()
-
-    def reassigned(self, partitions: Iterable[int], partition_of: Callable[[str], int]) -> None:
-        """A rebalance gave this worker `partitions` (by-user): forget the users of the
-        partitions it had before and does not have now."""
-        owned = set(partitions)
-        self.forget(self._owned - owned, partition_of)
-        self._owned = owned
-
-    def forget(self, partitions: Iterable[int], partition_of: Callable[[str], int]) -> None:
-        """Drop every mark of the users in `partitions` (by-user partitions)."""
-        lost = set(partitions)
-        if not lost:
-            return
-        for key in [k for k in self.retry_due_at if partition_of(k) in lost]:
-            del self.retry_due_at[key]
-        self.parked_since.forget(lambda key: partition_of(key) in lost)
-        for pair in [p for p in self.parking if partition_of(p[0]) in lost]:
-            del self.parking[pair]
-        self.retrying.difference_update([r for r in self.retrying if partition_of(r[0]) in lost])
-
-
-class OldestParked:
-    """When the oldest parked delivery of each destination first failed, over the users
-    of this worker's partitions, kept up to date as pending records are written
-    (`Runtime.store_pending`, and the retry rescan after an assignment) so that a scrape
-    reads it without scanning the pending table.
-
-    Per destination: `user -> first_failed_at` of the user's oldest parked delivery, and
-    a min-heap of (first_failed_at, user) whose stale entries (the user's time changed or
-    went) are dropped when they reach the top; the heap is rebuilt when stale entries
-    outnumber live ones, so it stays within twice the users with parked deliveries.
-    """
-
-    def __init__(self) -> None:
-        self._since: dict[str, dict[str, float]] = {}
-        self._heaps: dict[str, list[tuple[float, str]]] = {}
-
-    def update(self, user: str, oldest: dict[str, float]) -> None:
-        """`oldest`: destination -> first_failed_at of the user's oldest parked delivery
-        there (destinations without parked deliveries left out)."""
-        for dest in set(self._since) | set(oldest):
-            since = self._since.setdefault(dest, {})
-            value = oldest.get(dest)
-            if value is None:
-                since.pop(user, None)
-            elif since.get(user) != value:
-                since[user] = value
-                heap = self._heaps.setdefault(dest, [])
-                heapq.heappush(heap, (value, user))
-                if len(heap) > 2 * len(since) + 64:
-                    self._heaps[dest] = [(t, u) for u, t in since.items()]
-                    heapq.heapify(self._heaps[dest])
-
-    def forget(self, lost: Callable[[str], bool]) -> None:
-        """Drop the users for which `lost(user)` (their partition went elsewhere)."""
-        for since in self._since.values():
-            for user in [u for u in since if lost(u)]:
-                del since[user]
-
-    def oldest(self) -> dict[str, float]:
-        """destination -> the earliest first_failed_at, for destinations with parked deliveries."""
-        out = {}
-        for dest, since in self._since.items():
-            heap = self._heaps.get(dest, [])
-            while heap and since.get(heap[0][1]) != heap[0][0]:
-                heapq.heappop(heap)
-            if heap:
-                out[dest] = heap[0][0]
-        return out
-
-    def ages(self, now: float) -> dict[str, float]:
-        """destination -> seconds since its oldest parked delivery first failed."""
-        return {dest: max(0.0, now - since) for dest, since in self.oldest().items()}

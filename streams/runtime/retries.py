@@ -79,6 +79,8 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
 
 async def tick(rt: Runtime) -> None:
     """Send a `retry-due` record to each partition with users whose parked head is due."""
+    if rt.marks.wants_rescan():  # users with parked deliveries were left out of the index
+        rt.retry_rescan.set()
     if rt.retry_rescan.is_set() and rt.recovered():
         rt.retry_rescan.clear()
         await rescan(rt)
@@ -112,13 +114,18 @@ async def rescan(rt: Runtime) -> None:
     cannot read is its owner's to retry: an exception here would stop the timer, and
     with it every retry."""
     pendings = Readable(pendingrows.index_only, errors=(ValueError, KeyError, TypeError))
+    counts = rt.pending_counts
+    rt.marks.rescan_begins()
     for partition in sorted(rt.owned):
+        counts.scan_begins(partition)
         for chunk in chunks_of_partition(rt.tables.pending, partition, rt.partition_of, RESCAN_CHUNK):
             for key, pending in pendings.each(chunk):
                 rt.index_retry(key, pending)
+                counts.scanned(partition, key, pending)
             await asyncio.sleep(0)
             if rt.retry_rescan.is_set():
                 return
+        counts.scan_ends(partition)
     if pendings.skipped:
         log.warning("retry rescan: %d pending records unreadable by this version were skipped", pendings.skipped)
 
@@ -163,7 +170,7 @@ def retry_due(rt: Runtime, keys: Any) -> list[Awaitable[Any]]:
             rt.chains.submit((key, dest), functools.partial(retry, rt, key, dest, head))
         rt.index_retry(key, pending)
         if waits:
-            rt.marks.retry_due_at[key] = now + max(RETRY_TICK, min(waits))
+            rt.marks.postpone(key, now + max(RETRY_TICK, min(waits)))
     return []
 
 
@@ -201,7 +208,7 @@ async def retry(rt: Runtime, key: str, dest: str, head: Parked) -> None:
         for item in batch:
             if not rt.breakers[dest].allow(rt.clock()):
                 if item is head:  # another probe went first: ask again when this one may go
-                    rt.marks.retry_due_at[key] = rt.clock() + max(RETRY_TICK, rt.breakers[dest].wait(rt.clock()))
+                    rt.marks.postpone(key, rt.clock() + max(RETRY_TICK, rt.breakers[dest].wait(rt.clock())))
                 break
             outcome = await retry_one(rt, key, dest, item)
             answered.add(item.seq)

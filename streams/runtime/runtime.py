@@ -46,9 +46,11 @@ from streams.runtime import catchup, wiring
 from streams.runtime.catchup import CatchUp
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
-from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliveries
+from streams.runtime.inflight import AckTracker, Chains, Redeliveries
 from streams.runtime.outbox import BY_USER, Outbox, produce
+from streams.runtime.parking import ParkingMarks
 from streams.runtime.pendingstore import PendingStore
+from streams.runtime.recentgroups import RecentGroups
 from streams.runtime.rowcache import CachedRows, decoded
 from streams.runtime.topiclist import by_user_topic_name
 from streams.settings import Settings
@@ -60,7 +62,6 @@ def _read_user(data: Any) -> UserState | None:
     return UserState.from_dict(data) if data else None
 
 
-RECENT_GROUPS = 10_000  # groups made here whose global copy has not caught up, at most
 REVOKE_TIMEOUT = 10.0  # seconds for a revoked partition's cancelled work to stop
 
 Table = MutableMapping[str, Any]
@@ -152,7 +153,7 @@ class Runtime:
         self.rng = rng or random.Random()
         self.by_user_topic = by_user_topic_name(settings.app_id)
         self.acks = AckTracker(on_failure=self.failed_for_good)
-        self.recent_groups: dict[str, GroupState] = {}  # see note_group
+        self.recent_groups = RecentGroups()  # see note_group
         self.changelog = ChangelogWrites()  # each event's table writes, awaited before its ack
         # Set when work failed for good (`failed_for_good`): /ready answers 503 saying
         # so, and `stop` (given by the app) stops the worker so that it is redone.
@@ -161,7 +162,7 @@ class Runtime:
         self.redeliveries = Redeliveries()
         self.chains = Chains()
         self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
-        # Parking, in this process (streams.runtime.inflight.ParkingMarks): park records
+        # Parking, in this process (streams.runtime.parking.ParkingMarks): park records
         # in transit, parked heads being retried, and when each user's next retry is due.
         self.marks = ParkingMarks()
         self.owned: frozenset[int] = frozenset()  # the by-user partitions assigned here (not standbys)
@@ -233,7 +234,7 @@ class Runtime:
         if recent is None:
             return found
         if found is not None and (found.updated_at or "") >= (recent.updated_at or ""):
-            del self.recent_groups[group_id]  # the global copy has caught up
+            self.recent_groups.drop(group_id)  # the global copy has caught up
             return found
         return newer(found, recent)
 
@@ -245,11 +246,8 @@ class Runtime:
     def note_group(self, group: GroupState) -> None:
         """A group call routed here made `group`; its partition writes it a moment later
         (streams.runtime.groups). Meanwhile this worker's other users see it as before
-        that change: at once."""
-        self.recent_groups.pop(group.group_id, None)
-        self.recent_groups[group.group_id] = group
-        while len(self.recent_groups) > RECENT_GROUPS:
-            del self.recent_groups[next(iter(self.recent_groups))]
+        that change: at once (streams.runtime.recentgroups)."""
+        self.recent_groups.note(group)
 
     def groups_of(self, user: UserState | None) -> GroupLookup:
         """The groups as `user` sees them: with its own copy of its group where newer."""
@@ -257,20 +255,19 @@ class Runtime:
 
     def store_pending(self, key: str, pending: Pending) -> None:
         self.index_retry(key, pending)
-        self.pendings.write(key, self.pendings.read(key), pending)
+        before = self.pendings.read(key)
+        self.pending_counts.written(self.partition_of(key), key, before, pending)
+        self.pendings.write(key, before, pending)
 
     def index_retry(self, key: str, pending: Pending) -> None:
         """Note when the user's next retry is due, and since when its oldest parked
-        delivery per destination has waited (the age gauge of /metrics)."""
-        due_at = pending_mod.next_retry_at(pending)
-        if due_at is None:
-            self.marks.retry_due_at.pop(key, None)
-        else:
-            self.marks.retry_due_at[key] = due_at
-        self.marks.parked_since.update(
-            key, {dest: min(p.first_failed_at for p in q.parked) for dest, q in pending.queues.items() if q.parked}
+        delivery per destination has waited (the age gauge of /metrics); the counts of
+        /status are told of writes (`store_pending`) and of the rescan's reads."""
+        self.marks.index(
+            key,
+            pending_mod.next_retry_at(pending),
+            {dest: min(p.first_failed_at for p in q.parked) for dest, q in pending.queues.items() if q.parked},
         )
-        self.pending_counts.update(key, pending)
 
     def destination(self, key: str) -> Destination | None:
         return next((d for d in self.destinations if d.key == key), None)
@@ -333,7 +330,7 @@ class Runtime:
         for table in (self.tables.users, self.tables.pending, self.tables.seen):
             if isinstance(table, CachedRows):
                 table.clear()  # recovery may have replaced rows behind the cache
-        self.pending_counts.forget(lambda key: self.partition_of(key) not in by_user_partitions)
+        self.pending_counts.assigned(by_user_partitions)  # the new ones counted by the rescan
         self.retry_rescan.set()
         # Open windows likewise: the index is rebuilt from the table of what is ours now.
         self.window_index.clear()
