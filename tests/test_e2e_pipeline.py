@@ -185,7 +185,9 @@ async def test_state_survives_a_worker_restart(pipeline: Pipeline):
     # the first track (its messageId remembered in a packed dedupe row) is dropped.
     pipeline.start_worker()
     await pipeline.send(
-        seg("track", "u8", 3, event="First"), seg("track", "u8", 4, event="After Restart"), seg("page", "u8", 5, name="Home")
+        seg("track", "u8", 3, event="First"),
+        seg("track", "u8", 4, event="After Restart"),
+        seg("page", "u8", 5, name="Home"),
     )
     requests = await pipeline.eventually(pipeline.cs_requests, lambda r: len(r) == 3, what="events after restart")
     after = requests[1:]

@@ -34,7 +34,7 @@ log = logging.getLogger("cs_relay")
 class SeenTable(faust.Table):
     def put_local(self, partition: int, key: str, value: Any) -> None:
         """Write a row to the store of `partition` only: no changelog record."""
-        store = self.data
+        store: Any = self.data
         db_for = getattr(store, "_db_for_partition", None)
         if db_for is not None:  # RocksDB: one database per partition, rows as bytes
             raw = store._encode_key(key)
@@ -45,7 +45,7 @@ class SeenTable(faust.Table):
             store._key_partition[key] = partition
 
     def delete_local(self, partition: int, key: str) -> None:
-        store = self.data
+        store: Any = self.data
         db_for = getattr(store, "_db_for_partition", None)
         if db_for is not None:
             raw = store._encode_key(key)
