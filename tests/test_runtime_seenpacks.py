@@ -295,6 +295,19 @@ async def test_the_sweep_tombstones_a_packed_row_once_all_its_entries_expired():
     assert not any(seenpack.is_pack_key(k) for k in rows)
 
 
+async def test_a_restored_worker_sweeps_the_packed_rows_it_read_from_the_changelog():
+    before = seen_world()
+    users = users_in(before, 0, 2) + users_in(before, 3, 2)
+    await publish_together(before, tracks(users))
+    pack_keys = {k for _, k, _ in before.tables.seen.in_kafka()}
+    after = await restarted(before, restored(before.tables.seen.in_kafka()))
+    after.now += 601
+    await sweep.request_sweeps(after.rt)
+    assert await after.settle()
+    assert {k for _, k, v in after.tables.seen.records if v is None} == pack_keys and len(pack_keys) == 2
+    assert after.tables.seen == {}  # the index rows too, from the store alone
+
+
 @pytest.mark.parametrize("partition", range(PARTITIONS))
 async def test_the_sweep_reads_the_packed_rows_of_its_own_partition_only(partition):
     world = seen_world()

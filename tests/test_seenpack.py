@@ -53,12 +53,28 @@ def test_a_packed_row_is_expired_once_its_newest_entry_is():
     assert seenpack.pack_expired(value, 105.0 + DAY + 1, DAY)
 
 
+def test_the_summary_a_store_keeps_expires_with_the_row():
+    packer = Packer()
+    packer.add(dedupe.row_key("u1", "m1"), 1, 100.0)
+    packer.add(dedupe.row_key("u1", "m2"), 2, 105.0)
+    summary = seenpack.summary_of(packer.value())
+    assert summary == packer.summary() == {"v": seenpack.PACK_VERSION, "newest": 105.0, "n": 2}
+    assert not seenpack.pack_expired(summary, 105.0 + DAY, DAY)
+    assert seenpack.pack_expired(summary, 105.0 + DAY + 1, DAY)
+
+
 def test_a_packer_is_full_at_its_entry_count():
     packer = Packer(max_entries=3)
     for n in range(3):
         assert not packer.full
         packer.add(dedupe.row_key("u", f"m{n}"), n, 1.0)
     assert packer.full and len(packer) == 3
+
+
+def test_try_add_takes_no_entry_past_the_bytes_but_an_empty_packer_takes_any():
+    packer = Packer(max_bytes=100)
+    assert packer.try_add(dedupe.row_key("u" * 200, "m"), 1, 1.0)  # alone in its row
+    assert not packer.try_add(dedupe.row_key("u", "m"), 2, 1.0) and len(packer) == 1
 
 
 def test_a_packer_refuses_an_entry_that_would_take_it_past_its_bytes():

@@ -96,13 +96,25 @@ class Packer:
         return not self.entries or self.size + _SEPARATOR + _entry_size(_entry(row_key, offset, now)) <= self.max_bytes
 
     def add(self, row_key: str, offset: int, now: float) -> None:
+        self.try_add(row_key, offset, now, force=True)
+
+    def try_add(self, row_key: str, offset: int, now: float, *, force: bool = False) -> bool:
+        """Add the entry unless it would take a row that has entries past its bytes."""
         entry = _entry(row_key, offset, now)
-        self.size += _entry_size(entry) + (_SEPARATOR if self.entries else 0)
+        size = _entry_size(entry) + (_SEPARATOR if self.entries else 0)
+        if self.entries and self.size + size > self.max_bytes and not force:
+            return False
+        self.size += size
         self.entries.append(entry)
         self.newest = max(self.newest, now)
+        return True
 
     def value(self) -> dict[str, Any]:
         return {"v": PACK_VERSION, "e": self.entries}
+
+    def summary(self) -> dict[str, Any]:
+        """What the worker's own store keeps of the row (`summary_of`)."""
+        return {"v": PACK_VERSION, "newest": self.newest, "n": len(self.entries)}
 
 
 def _entry(row_key: str, offset: int, now: float) -> list[Any]:
@@ -122,6 +134,17 @@ def expand(value: Mapping[str, Any]) -> list[tuple[str, list[float | int]]]:
     ]
 
 
+def summary_of(value: Mapping[str, Any]) -> dict[str, Any]:
+    """What the store keeps of a packed row: not its entries (each is an index row of
+    its own there), only what the sweep needs to write its tombstone in time."""
+    check_version(value, "packed dedupe", PACK_VERSION)
+    entries = value.get("e") or ()
+    return {"v": PACK_VERSION, "newest": max((float(e[4]) for e in entries), default=0.0), "n": len(entries)}
+
+
 def pack_expired(value: Mapping[str, Any], now: float, window: float) -> bool:
-    """Whether every entry of a packed row is past the dedupe window."""
+    """Whether every entry of a packed row (or of the row a summary stands for) is past
+    the dedupe window."""
+    if "newest" in value:
+        return now - float(value["newest"]) > window
     return all(now - float(entry[4]) > window for entry in value.get("e") or ())

@@ -9,8 +9,8 @@ it waits for any table write (`ChangelogWrites.collected`): the row's `written` 
 is among the event's work, completed once Kafka has the packed row (or failed with
 it: the worker then stops, `Runtime.failed_for_good`).
 
-A partition's open row is written when `linger` seconds have passed since its first
-entry, or when it is full (`MAX_PACK_ENTRIES`, or the next entry would take it past
+A partition's open row is written when `linger` seconds (PACK_LINGER) have passed
+since its first entry, or when it is full (`MAX_PACK_ENTRIES`, or the next entry would take it past
 `MAX_PACK_BYTES`), whichever comes first. A rebalance that takes the partition drops
 its open row: its events are never acknowledged here, and whoever reads the partition
 next handles them again.
@@ -36,7 +36,14 @@ from streams.core import seenpack
 from streams.core.seenpack import MAX_PACK_BYTES, MAX_PACK_ENTRIES, Packer
 from streams.runtime.changelog import ChangelogWrites
 
-PACK_LINGER = 0.005  # seconds an open packed row waits for more entries (the producer's linger)
+# Seconds an open packed row waits for more entries. A packed row costs about as much
+# CPU as the record per event it replaces (Faust's producer path, ~150-300 us), so it
+# pays by its entries: measured with `python -m bench.faustcost --modes packed` (8
+# partitions, one worker draining), 5 ms packed 3 entries per row (226 us per event),
+# 20 ms 14 (144 us), 50 ms 34 (132 us); at the rates of `make bench` b (about 90
+# tracks/s per partition) 50 ms packs 4-5. Events wait that much longer for their
+# acknowledgement (their commit), not for their deliveries.
+PACK_LINGER = 0.05
 
 
 @dataclass
@@ -70,12 +77,12 @@ class SeenPacks:
         `partition`); the event's acknowledgement waits for its packed row."""
         put_local(self.table, partition, row_key, seenpack.index_row(offset, now))
         pack = self._open.get(partition)
-        if pack is not None and not pack.packer.fits(row_key, offset, now):
-            self.flush(partition)
+        if pack is not None and not pack.packer.try_add(row_key, offset, now):
+            self.flush(partition)  # full by its bytes: the entry opens the next row
             pack = None
         if pack is None:
             pack = self._opened(partition, position)
-        pack.packer.add(row_key, offset, now)
+            pack.packer.add(row_key, offset, now)
         self.changelog.collected().append(pack.written)
         if pack.packer.full:
             self.flush(partition)

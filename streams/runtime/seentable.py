@@ -6,11 +6,12 @@ two apart, as Faust's own SetTable keeps a set's changelog operations apart from
 stored sets:
 
 * live, the worker writes each index row to the local store alone (`put_local`: the
-  store of the partition, no changelog record) and the packed row through the
-  changelog as well (`write_packed`, whose changelog write the events wait for);
-* on recovery and on standbys, `apply_changelog_batch` stores every record as itself
-  (the packed rows, and the rows of older workers: one row per id, or per user) and
-  adds the index rows each packed row expands into, so a lookup after a restore or a
+  store of the partition, no changelog record) and the packed row to the changelog
+  (`write_packed`, whose changelog write the events wait for), keeping in the store
+  only its summary (`seenpack.summary_of`: when its newest entry expires);
+* on recovery and on standbys, `apply_changelog_batch` stores every other record as
+  itself (the rows of older workers: one row per id, or per user), and a packed row
+  as its summary and the index rows it expands into, so a lookup after a restore or a
   take-over is a point read, as before it.
 
 The partition is explicit: a packed row may be written between events (its linger ran
@@ -56,9 +57,10 @@ class SeenTable(faust.Table):
             store._key_partition.pop(key, None)
 
     def write_packed(self, partition: int, key: str, value: Any) -> Any:
-        """Write a packed row to the store and to the changelog partition `partition`;
-        returns the changelog write (a future Kafka's acknowledgement completes)."""
-        self.put_local(partition, key, value)
+        """Write a packed row to the changelog partition `partition`, and its summary to
+        the store; returns the changelog write (a future Kafka's acknowledgement
+        completes)."""
+        self.put_local(partition, key, seenpack.summary_of(value))
         return self.send_changelog(partition, key, value)
 
     def apply_changelog_batch(self, batch: Iterable[Any]) -> None:
@@ -66,30 +68,36 @@ class SeenTable(faust.Table):
 
 
 def _with_index_rows(store: Any, batch: Iterable[Any]) -> Iterable[Any]:
-    """The batch's records, each packed row followed by its index rows as records of the
-    same changelog offset (a store writes both the raw and the decoded form: the
-    RocksDB store the raw bytes, the in-memory one the decoded values)."""
+    """The batch's records; a packed row as its summary followed by its index rows, as
+    records of the same changelog offset (a store writes the raw or the decoded form:
+    the RocksDB store the raw bytes, the in-memory one the decoded values)."""
     encode_key = getattr(store, "_encode_key", None)
     encode_value = getattr(store, "_encode_value", None)
+
+    def record(event: Any, key: str, value: Any) -> Any:
+        message = SimpleNamespace(
+            tp=event.message.tp,
+            partition=event.message.partition,
+            offset=event.message.offset,
+            key=encode_key(key) if encode_key else key,
+            value=encode_value(value) if encode_value else value,
+        )
+        return SimpleNamespace(key=key, value=value, message=message)
+
     for event in batch:
-        yield event
         key = event.key
         if event.message.value is None or not isinstance(key, str) or not seenpack.is_pack_key(key):
+            yield event
             continue
         try:
-            rows = seenpack.expand(event.value)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            summary, rows = seenpack.summary_of(event.value), seenpack.expand(event.value)
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as exc:
             log.warning("a packed dedupe row at %s could not be read: %s", event.message.tp, exc)
+            yield event  # kept as it is: a newer worker's, perhaps
             continue
+        yield record(event, key, summary)
         for index_key, index_value in rows:
-            message = SimpleNamespace(
-                tp=event.message.tp,
-                partition=event.message.partition,
-                offset=event.message.offset,
-                key=encode_key(index_key) if encode_key else index_key,
-                value=encode_value(index_value) if encode_value else index_value,
-            )
-            yield SimpleNamespace(key=index_key, value=index_value, message=message)
+            yield record(event, index_key, index_value)
 
 
 def seen_table(app: faust.App, name: str, options: dict[str, Any]) -> SeenTable:

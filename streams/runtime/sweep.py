@@ -155,7 +155,9 @@ def _sweep_pack(rt: Runtime, partition: int, key: str, value: Any) -> None:
     try:
         if not seenpack.pack_expired(value, now, window):
             return
-        entries = seenpack.expand(value)
+        # The store keeps a summary (its index rows are deleted as they expire, above,
+        # in key order before it); a store that keeps the whole row, its entries.
+        entries = seenpack.expand(value) if "e" in value else []
     except (ValueError, IndexError, TypeError, KeyError, AttributeError):
         return  # unreadable by this version: left alone
     del seen[key]  # the tombstone, in the changelog of the sweep record's partition
