@@ -207,6 +207,30 @@ async def test_after_a_restart_a_duplicate_is_dropped_and_a_redone_record_handle
     assert after.rt.counters["duplicates"] == len(users)
 
 
+async def test_a_standby_that_takes_over_drops_a_duplicate_sent_after_the_take_over():
+    """A standby reads the changelog as it comes, a batch at a time (Faust's standby
+    buffer), into one table; the worker it stands by for goes on meanwhile."""
+    active = seen_world()
+    app = faust.App(f"seen-standby-{next(_apps)}", store="memory://")
+    standby = seentable.seen_table(app, "seen", {})
+    tp, applied = TP("seen-changelog", 2), 0
+    users = users_in(active, 2, 6)
+    for part in (users[:3], users[3:]):
+        await publish_together(active, tracks(part))
+        batch = active.tables.seen.in_kafka()[applied:]
+        standby.apply_changelog_batch(
+            [
+                SimpleNamespace(key=k, value=v, message=SimpleNamespace(tp=tp, partition=2, offset=applied + n, value=v))
+                for n, (_, k, v) in enumerate(batch)
+            ]
+        )
+        applied += len(batch)
+    assert applied == 2
+    after = await restarted(active, dict(standby.data.data))
+    await publish_together(after, tracks(users))
+    assert after.rt.counters["duplicates"] == len(users) and after.client.requests == []
+
+
 async def test_an_event_whose_packed_row_never_reached_kafka_is_handled_again():
     seen = StoreTable(held=True)
     before = seen_world(seen)
