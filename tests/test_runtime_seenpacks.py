@@ -84,13 +84,19 @@ def restored(records: list[tuple[int | None, str, Any]]) -> dict[str, Any]:
     changelog (Faust's in-memory store, recovery's own call)."""
     app = faust.App(f"seen-restore-{next(_apps)}", store="memory://")
     table = seentable.seen_table(app, "seen", {})
-    tp = TP("seen-changelog", 0)
-    events = [
-        SimpleNamespace(key=k, value=v, message=SimpleNamespace(tp=tp, partition=p or 0, offset=n, key=k, value=v))
-        for n, (p, k, v) in enumerate(records)
-    ]
-    table.apply_changelog_batch(events)
+    table.apply_changelog_batch(changelog_events(records))
     return dict(table.data.data)
+
+
+def changelog_events(records: list[tuple[int | None, str, Any]], first_offset: int = 0) -> list[Any]:
+    """Changelog records as recovery hands them to a table (the in-memory store reads
+    the decoded key and value)."""
+    return [
+        SimpleNamespace(
+            key=k, value=v, message=SimpleNamespace(tp=TP("seen-changelog", p or 0), partition=p or 0, offset=n, value=v)
+        )
+        for n, (p, k, v) in enumerate(records, start=first_offset)
+    ]
 
 
 async def publish_together(world: World, messages: list[dict[str, Any]]) -> None:
@@ -213,17 +219,12 @@ async def test_a_standby_that_takes_over_drops_a_duplicate_sent_after_the_take_o
     active = seen_world()
     app = faust.App(f"seen-standby-{next(_apps)}", store="memory://")
     standby = seentable.seen_table(app, "seen", {})
-    tp, applied = TP("seen-changelog", 2), 0
+    applied = 0
     users = users_in(active, 2, 6)
     for part in (users[:3], users[3:]):
         await publish_together(active, tracks(part))
         batch = active.tables.seen.in_kafka()[applied:]
-        standby.apply_changelog_batch(
-            [
-                SimpleNamespace(key=k, value=v, message=SimpleNamespace(tp=tp, partition=2, offset=applied + n, value=v))
-                for n, (_, k, v) in enumerate(batch)
-            ]
-        )
+        standby.apply_changelog_batch(changelog_events(batch, applied))
         applied += len(batch)
     assert applied == 2
     after = await restarted(active, dict(standby.data.data))
