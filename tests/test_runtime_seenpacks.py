@@ -91,12 +91,11 @@ def restored(records: list[tuple[int | None, str, Any]]) -> dict[str, Any]:
 def changelog_events(records: list[tuple[int | None, str, Any]], first_offset: int = 0) -> list[Any]:
     """Changelog records as recovery hands them to a table (the in-memory store reads
     the decoded key and value)."""
-    return [
-        SimpleNamespace(
-            key=k, value=v, message=SimpleNamespace(tp=TP("seen-changelog", p or 0), partition=p or 0, offset=n, value=v)
-        )
-        for n, (p, k, v) in enumerate(records, start=first_offset)
-    ]
+    events = []
+    for n, (p, k, v) in enumerate(records, start=first_offset):
+        message = SimpleNamespace(tp=TP("seen-changelog", p or 0), partition=p or 0, offset=n, value=v)
+        events.append(SimpleNamespace(key=k, value=v, message=message))
+    return events
 
 
 async def publish_together(world: World, messages: list[dict[str, Any]]) -> None:
