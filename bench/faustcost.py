@@ -96,7 +96,7 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
                     seen[f"{message.partition}:{message.offset}"] = [message.offset, 1.0]
                 elif mode == "packed":
                     key = dedupe.row_key(str(message.partition), str(message.offset))
-                    packs.remember(message.partition, message.offset, key, message.offset, 1.0)
+                    packs.remember(message.partition, key, message.offset, 1.0)
                 event.ack()
                 one()
 

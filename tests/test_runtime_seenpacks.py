@@ -137,11 +137,9 @@ async def test_the_sweep_reads_the_packed_rows_of_its_own_partition_only(partiti
     world.outbox.records.append(_sweep_record(partition))
     assert await world.settle()
     gone = {k for _, k, v in world.tables.seen.records if v is None}
-    assert gone == {seenpack.pack_key(partition, _position(world, partition))}
-
-
-def _position(world: World, partition: int) -> int:
-    return next(r.position for r in world.taken if r.partition == partition)
+    assert len(gone) == 1 and {seenpack.partition_of_pack(k) for k in gone} == {partition}
+    written = {k for p, k, v in packed(world.tables.seen.records) if v is not None and p == partition}
+    assert gone == written
 
 
 def _sweep_record(partition: int) -> Produced:

@@ -6,6 +6,8 @@ Kafka is handled again (at least once) and written then."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from streams.core import dedupe, seenpack
 from tests.runtime_world import BY_USER_TOPIC
 from tests.seenworld import (
@@ -111,3 +113,24 @@ async def test_a_worker_upgraded_over_an_older_changelog_keeps_its_entries():
         ],
     )
     assert after.rt.counters["duplicates"] == 2
+
+
+def compacted(records: list[tuple[int | None, str, Any]]) -> list[tuple[int | None, str, Any]]:
+    """What Kafka's compaction leaves of a changelog: the last record of each key."""
+    last = {key: (partition, key, value) for partition, key, value in records}
+    return [r for r in last.values() if r[2] is not None]
+
+
+async def test_a_redone_record_never_takes_the_key_of_a_packed_row_in_kafka():
+    """The changelog is compacted by key: a packed row written for a redone record under
+    the key of one already in Kafka would, once compacted, lose that row's other entries
+    (of events committed since)."""
+    before = seen_world()
+    first, other = users_in(before, 1, 2)
+    await publish_together(before, tracks([first, other]))  # one packed row, both entries
+    after = await restarted(before, restored(before.tables.seen.in_kafka()))
+    assert await after.redo(before.taken[0])  # the first record again: its entry written again
+    log = before.tables.seen.in_kafka() + after.tables.seen.in_kafka()
+    assert len(packed(log)) == 2
+    rows = restored(compacted(log))
+    assert dedupe.row_key(other, f"t-{other}") in rows and dedupe.row_key(first, f"t-{first}") in rows

@@ -41,7 +41,7 @@ def test_recovery_expands_packed_rows_into_index_rows_in_the_partitions_database
     older = dedupe.row_key("u3", "m3")  # written by an older worker: a record of its own
     table.apply_changelog_batch(
         [
-            changelog_event(table, 2, 10, seenpack.pack_key(2, 4), packer.value()),
+            changelog_event(table, 2, 10, seenpack.pack_key(2, "w.4"), packer.value()),
             changelog_event(table, 2, 11, older, dedupe.row(6, 102.0)),
         ]
     )
@@ -50,12 +50,12 @@ def test_recovery_expands_packed_rows_into_index_rows_in_the_partitions_database
     assert rows[dedupe.row_key("u1", "m1")] == seenpack.index_row(4, 100.0)
     assert rows[dedupe.row_key("u2", "dlq/0/9", replay=True)] == seenpack.index_row(5, 101.0)
     assert rows[older] == dedupe.row(6, 102.0)
-    assert rows[seenpack.pack_key(2, 4)] == {"v": 1, "newest": 101.0, "n": 2}  # what the sweep needs of it
+    assert rows[seenpack.pack_key(2, "w.4")] == {"v": 1, "newest": 101.0, "n": 2}  # what the sweep needs of it
     assert table.get(dedupe.row_key("u1", "m1")) == seenpack.index_row(4, 100.0)
     assert store.persisted_offset(TP(CHANGELOG, 2)) == 11
 
-    table.apply_changelog_batch([changelog_event(table, 2, 12, seenpack.pack_key(2, 4), None)])
-    assert table.get(seenpack.pack_key(2, 4)) is None
+    table.apply_changelog_batch([changelog_event(table, 2, 12, seenpack.pack_key(2, "w.4"), None)])
+    assert table.get(seenpack.pack_key(2, "w.4")) is None
 
 
 def test_a_worker_writes_index_rows_to_its_store_alone(tmp_path):
@@ -65,8 +65,8 @@ def test_a_worker_writes_index_rows_to_its_store_alone(tmp_path):
     key = dedupe.row_key("u1", "m1")
     table.put_local(3, key, seenpack.index_row(1, 2.0))
     assert table.get(key) == seenpack.index_row(1, 2.0) and sent == []
-    table.write_packed(3, seenpack.pack_key(3, 1), {"v": 1, "e": [["u1", "m", "m1", 1, 2.0]]})
-    assert sent == [(3, seenpack.pack_key(3, 1), {"v": 1, "e": [["u1", "m", "m1", 1, 2.0]]})]
-    assert 3 in table.data._dbs and table.get(seenpack.pack_key(3, 1)) == {"v": 1, "newest": 2.0, "n": 1}
+    table.write_packed(3, seenpack.pack_key(3, "w.1"), {"v": 1, "e": [["u1", "m", "m1", 1, 2.0]]})
+    assert sent == [(3, seenpack.pack_key(3, "w.1"), {"v": 1, "e": [["u1", "m", "m1", 1, 2.0]]})]
+    assert 3 in table.data._dbs and table.get(seenpack.pack_key(3, "w.1")) == {"v": 1, "newest": 2.0, "n": 1}
     table.delete_local(3, key)
     assert table.get(key) is None and len(sent) == 1

@@ -38,7 +38,7 @@ def test_index_rows_say_they_live_in_a_packed_row_and_older_rows_do_not():
 
 
 def test_pack_keys_name_their_partition_and_sort_after_every_index_row():
-    key = seenpack.pack_key(5, 1234)
+    key = seenpack.pack_key(5, "a1b2c3.1234")
     assert seenpack.is_pack_key(key) and not dedupe.is_row_key(key)
     assert seenpack.partition_of_pack(key) == 5
     assert key > dedupe.row_key("\U0010ffff" * 10, "\U0010ffff")  # the sweep reads index rows first

@@ -10,8 +10,7 @@ table mode: about 270 us of the 1.36 ms of CPU a track took). Now:
   saying that the row lives in a packed row);
 * the entries of the events a partition handled in the last few milliseconds (up to
   `MAX_PACK_ENTRIES`, and below `MAX_PACK_BYTES` encoded) go to the changelog as one
-  *packed row*, keyed `pack_key(partition, position)` by the position of the event
-  that opened it. Recovery and standbys expand each packed row back into its index
+  *packed row*, keyed `pack_key(partition, serial)`, never the key of another row. Recovery and standbys expand each packed row back into its index
   rows (`expand`; streams.runtime.seentable), so after a restore a lookup is again one
   point read.
 
@@ -45,9 +44,12 @@ _EMPTY = len(json.dumps({"v": PACK_VERSION, "e": []}))
 _SEPARATOR = len(", ")
 
 
-def pack_key(partition: int, position: int) -> str:
-    """The packed row opened by the event at `position` in `partition`."""
-    return PACK_PREFIX + json.dumps([partition, position], separators=(",", ":"))
+def pack_key(partition: int, serial: str) -> str:
+    """A packed row of `partition`. `serial` names it apart from every other row ever
+    written (a worker's token and its count): the changelog is compacted by key, and a
+    row written again under the key of one in Kafka (a redone event opening it) would
+    take that row's other entries with it."""
+    return PACK_PREFIX + json.dumps([partition, serial], separators=(",", ":"))
 
 
 def is_pack_key(key: str) -> bool:

@@ -232,7 +232,7 @@ def first_routing(
             log.info("duplicate messageId %s for a user: dropped", message_id)
         return False
     if verdict is dedupe.Verdict.NEW:
-        rt.seen_packs.remember(partition, offset, row_key, offset, now)
+        rt.seen_packs.remember(partition, row_key, offset, now)
     elif seenpack.is_packed_index(known):  # redone: its packed row may not have reached Kafka
-        rt.seen_packs.remember(partition, offset, row_key, offset, float(known[1]))
+        rt.seen_packs.remember(partition, row_key, offset, float(known[1]))
     return True

@@ -1,7 +1,7 @@
 """New dedupe entries, written as packed rows: one changelog record per partition per few
 milliseconds instead of one per event (streams.core.seenpack).
 
-`SeenPacks.remember(partition, position, row_key, offset, now)` is called by the
+`SeenPacks.remember(partition, row_key, offset, now)` is called by the
 handler of an event whose messageId is new: the entry's index row goes to the local
 store at once (the next event's lookup finds it), and the entry joins the partition's
 open packed row. The event's acknowledgement waits for that row's changelog write, as
@@ -28,6 +28,7 @@ Tables without `put_local` (plain dicts in unit tests) take every row as an item
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,27 +71,30 @@ class SeenPacks:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._open: dict[int, _Open] = {}
+        self._token = uuid.uuid4().hex[:12]  # with the count, each packed row's key is its own
+        self._count = 0
         self.written = 0  # packed rows written, for tests and the profile
 
-    def remember(self, partition: int, position: int, row_key: str, offset: int, now: float) -> None:
-        """Remember a dedupe entry of the event being handled (at `position` in
-        `partition`); the event's acknowledgement waits for its packed row."""
+    def remember(self, partition: int, row_key: str, offset: int, now: float) -> None:
+        """Remember a dedupe entry of the event being handled (in `partition`); the
+        event's acknowledgement waits for its packed row."""
         put_local(self.table, partition, row_key, seenpack.index_row(offset, now))
         pack = self._open.get(partition)
         if pack is not None and not pack.packer.try_add(row_key, offset, now):
             self.flush(partition)  # full by its bytes: the entry opens the next row
             pack = None
         if pack is None:
-            pack = self._opened(partition, position)
+            pack = self._opened(partition)
             pack.packer.add(row_key, offset, now)
         self.changelog.collected().append(pack.written)
         if pack.packer.full:
             self.flush(partition)
 
-    def _opened(self, partition: int, position: int) -> _Open:
+    def _opened(self, partition: int) -> _Open:
         loop = asyncio.get_running_loop()
         packer = Packer(max_bytes=self.max_bytes, max_entries=self.max_entries)
-        pack = _Open(seenpack.pack_key(partition, position), packer, loop.create_future())
+        self._count += 1
+        pack = _Open(seenpack.pack_key(partition, f"{self._token}.{self._count}"), packer, loop.create_future())
         if self.linger > 0:
             pack.timer = loop.call_later(self.linger, self.flush, partition)
         else:
