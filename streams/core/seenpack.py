@@ -10,9 +10,10 @@ table mode: about 270 us of the 1.36 ms of CPU a track took). Now:
   saying that the row lives in a packed row);
 * the entries of the events a partition handled in the last few milliseconds (up to
   `MAX_PACK_ENTRIES`, and below `MAX_PACK_BYTES` encoded) go to the changelog as one
-  *packed row*, keyed `pack_key(partition, serial)`, never the key of another row. Recovery and standbys expand each packed row back into its index
-  rows (`expand`; streams.runtime.seentable), so after a restore a lookup is again one
-  point read.
+  *packed row*, keyed `pack_key(partition, serial)`, never the key of another row.
+  Recovery and standbys expand each packed row back into its index rows (`expand`;
+  streams.runtime.seentable), so after a restore a lookup is again one point read;
+  the store keeps only a summary of the packed row itself (`summary_of`).
 
 Index rows written by older workers (`dedupe.row`, two fields: each has its own
 changelog record) and their per-user records (`dedupe.Seen`) are read as before.
