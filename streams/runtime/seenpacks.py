@@ -1,17 +1,17 @@
-"""New dedupe entries, written as packed rows: one changelog record per partition per few
-milliseconds instead of one per event (streams.core.seenpack).
+"""New dedupe entries, written as packed rows: one changelog record per partition per
+PACK_LINGER instead of one per event (streams.core.seenpack).
 
-`SeenPacks.remember(partition, row_key, offset, now)` is called by the
-handler of an event whose messageId is new: the entry's index row goes to the local
-store at once (the next event's lookup finds it), and the entry joins the partition's
-open packed row. The event's acknowledgement waits for that row's changelog write, as
+`SeenPacks.remember(partition, row_key, offset, now)` is called by the handler of an
+event whose messageId is new: the entry's index row goes to the local store at once
+(the next event's lookup finds it), and the entry joins the partition's open packed
+row. The event's acknowledgement waits for that row's changelog write, as
 it waits for any table write (`ChangelogWrites.collected`): the row's `written` future
 is among the event's work, completed once Kafka has the packed row (or failed with
 it: the worker then stops, `Runtime.failed_for_good`).
 
 A partition's open row is written when `linger` seconds (PACK_LINGER) have passed
-since its first entry, or when it is full (`MAX_PACK_ENTRIES`, or the next entry would take it past
-`MAX_PACK_BYTES`), whichever comes first. A rebalance that takes the partition drops
+since its first entry, or when it is full (`MAX_PACK_ENTRIES`, or the next entry would
+take it past `MAX_PACK_BYTES`), whichever comes first. A rebalance that takes the partition drops
 its open row: its events are never acknowledged here, and whoever reads the partition
 next handles them again.
 
