@@ -8,8 +8,11 @@ partitions) in each of these modes, one fresh worker process per mode:
 * `auto`: `async for value in stream` (what the naive relay does per event);
 * `events`: `stream.noack().events()`, acknowledging each event (what cs-relay does);
 * `take`: `stream.take(500, within=0.01)`, the batched form Faust offers;
-* `table`: `events`, plus one table write per event (cs-relay writes the `seen` row of
-  every call): RocksDB, and a changelog record through Faust's producer buffer.
+* `table`: `events`, plus one table write per event (cs-relay wrote the `seen` row of
+  every call so): RocksDB, and a changelog record through Faust's producer buffer;
+* `packed`: `events`, plus one dedupe entry per event as cs-relay writes it now
+  (streams.runtime.seenpacks): its index row to RocksDB alone, and per partition one
+  packed changelog record for the entries of the last few milliseconds.
 
 Reported: the worker's CPU per event (process time from its first event to its last),
 nothing else is timed. Uses a local broker (`LocalKafka`) unless
@@ -29,7 +32,9 @@ import time
 import uuid
 from pathlib import Path
 
-MODES = ("auto", "events", "take", "table")
+from streams.runtime.seenpacks import PACK_LINGER
+
+MODES = ("auto", "events", "take", "table", "packed")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -53,7 +58,16 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
         stream_wait_empty=False,
     )
     topic = app.topic(os.environ["FC_TOPIC"], key_serializer="raw", value_serializer="raw")
-    seen = app.Table("seen", default=None)
+    if mode == "packed":
+        from streams.core import dedupe
+        from streams.runtime.changelog import ChangelogWrites
+        from streams.runtime.seenpacks import SeenPacks
+        from streams.runtime.seentable import seen_table
+
+        seen = seen_table(app, "seen", {})
+        packs = SeenPacks(seen, ChangelogWrites(), linger=float(os.environ["FC_LINGER"]))
+    else:
+        seen = app.Table("seen", default=None)
     taken = {"n": 0, "t0": 0.0}
 
     def one() -> None:
@@ -62,7 +76,8 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
             taken["t0"] = time.process_time()
         elif taken["n"] == count:
             per_event_us = (time.process_time() - taken["t0"]) / (count - 1) * 1e6
-            out.write_text(json.dumps({"mode": mode, "cpu_us": per_event_us}))
+            rows = packs.written if mode == "packed" else 0
+            out.write_text(json.dumps({"mode": mode, "cpu_us": per_event_us, "rows": rows}))
             os._exit(0)
 
     @app.agent(topic)
@@ -76,8 +91,12 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
                     one()
         else:
             async for event in stream.noack().events():  # type: ignore[attr-defined]
+                message = event.message
                 if mode == "table":
-                    seen[f"{event.message.partition}:{event.message.offset}"] = [event.message.offset, 1.0]
+                    seen[f"{message.partition}:{message.offset}"] = [message.offset, 1.0]
+                elif mode == "packed":
+                    key = dedupe.row_key(str(message.partition), str(message.offset))
+                    packs.remember(message.partition, key, message.offset, 1.0)
                 event.ack()
                 one()
 
@@ -108,7 +127,7 @@ async def _produce(bootstrap: str, topic: str, count: int) -> None:
         await producer.stop()
 
 
-def measure(bootstrap: str, mode: str, count: int) -> float:
+def measure(bootstrap: str, mode: str, count: int, linger: float = 0.0) -> dict[str, float]:
     from streams.ops.webserve import free_port
 
     topic = f"faustcost-{uuid.uuid4().hex[:8]}"
@@ -125,12 +144,13 @@ def measure(bootstrap: str, mode: str, count: int) -> float:
             "FC_BOOTSTRAP": bootstrap,
             "FC_DIR": str(Path(work) / "data"),
             "FC_WEB_PORT": str(free_port()),
+            "FC_LINGER": str(linger),
         }
         command = [sys.executable, "-m", "bench.faustcost", "--worker"]
         done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
         if not out.exists():
             raise RuntimeError(f"the {mode} worker exited with {done.returncode}: {done.stderr[-2000:]}")
-        return float(json.loads(out.read_text())["cpu_us"])
+        return dict(json.loads(out.read_text()))
 
 
 def main() -> None:
@@ -138,6 +158,9 @@ def main() -> None:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated, of: " + ", ".join(MODES))
     parser.add_argument("--count", type=int, default=20_000, help="records per mode")
+    parser.add_argument(
+        "--linger", type=float, default=PACK_LINGER, help="mode packed: seconds a packed row waits for more entries"
+    )
     args = parser.parse_args()
     if args.worker:
         worker_main()
@@ -154,7 +177,9 @@ def main() -> None:
     try:
         bootstrap = external or kafka.bootstrap_servers  # type: ignore[union-attr]
         for mode in modes:
-            print(f"{mode:7} {measure(bootstrap, mode, args.count):7.1f} µs of worker CPU per event", flush=True)
+            got = measure(bootstrap, mode, args.count, args.linger)
+            rows = f" ({args.count / got['rows']:.1f} entries per packed row)" if got.get("rows") else ""
+            print(f"{mode:7} {got['cpu_us']:7.1f} µs of worker CPU per event{rows}", flush=True)
     finally:
         if kafka is not None:
             kafka.stop()

@@ -119,6 +119,9 @@ class World:
             self.settings, tables=self.tables, outbox=self.outbox, clients={"clientsuccess": self.client}
         )
         self.rt.clock = lambda: self.now
+        # The world moves by turns of the loop, not by time: a partition's packed dedupe
+        # row is written on the turn after its first entry (streams.runtime.seenpacks).
+        self.rt.seen_packs.linger = 0.0
         self.offsets: Counter[tuple[str, int]] = Counter()
         self.routed = 0  # how many produced records were read back
         self.acked: list[tuple[str, int, int]] = []

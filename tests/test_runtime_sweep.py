@@ -4,7 +4,7 @@ pruned, for users who went quiet; other partitions' users are not touched."""
 
 from __future__ import annotations
 
-from streams.core import control, dedupe
+from streams.core import control, dedupe, seenpack
 from streams.core.control import Sweep
 from streams.runtime import sweep
 from streams.runtime.outbox import BY_USER
@@ -21,8 +21,9 @@ async def quiet_users(world: World) -> None:
 
 
 def seen_users(world: World) -> set[str]:
-    """The users with dedupe rows (one row per routed messageId)."""
-    return {dedupe.user_of(key) for key in world.tables.seen}
+    """The users with dedupe rows (one index row per routed messageId; the packed rows
+    that carry them to the changelog belong to no user)."""
+    return {dedupe.user_of(key) for key in world.tables.seen if not seenpack.is_pack_key(key)}
 
 
 async def test_the_sweep_dead_letters_expired_held_events_and_prunes_dedupe_rows():

@@ -40,7 +40,7 @@ from streams.ops import (
     preview_api,
 )
 from streams.ops.console import web as console
-from streams.runtime import agents, aggregation, faust_fixes, previewing, retries, sweep, timers
+from streams.runtime import agents, aggregation, faust_fixes, previewing, retries, seentable, sweep, timers
 from streams.runtime.outbox import FaustOutbox
 from streams.runtime.relayapp import TABLE_OPTIONS, create_app
 from streams.runtime.rowcache import CachedRows
@@ -74,8 +74,9 @@ pending_table = app.Table(PENDING, default=None, options=dict(TABLE_OPTIONS))
 # copy per worker is cheap, and it avoids a second re-keyed hop (and its ordering
 # questions) between a group call and the events that depend on it.
 groups_table = app.GlobalTable(GROUPS, default=None, options=dict(TABLE_OPTIONS))
-# Recently routed messageIds per user (streams.core.dedupe), in the user's partition.
-seen_table = app.Table(SEEN, default=None, options=dict(TABLE_OPTIONS))
+# Recently routed messageIds per user (streams.core.dedupe), in the user's partition;
+# new ones reach the changelog packed, many to a record (streams.runtime.seentable).
+seen_table = seentable.seen_table(app, SEEN, dict(TABLE_OPTIONS))
 # Each user's open aggregation windows (streams.core.aggregate.Windows), in the user's
 # partition: a plain table, closed by window-close records rather than by Faust's
 # windowed-table expiry (docs/architecture.md, Tables).

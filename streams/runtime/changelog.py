@@ -47,10 +47,12 @@ class ChangelogWrites:
     @contextmanager
     def during(self) -> Iterator[list[Awaitable[Any]]]:
         """The writes made until the block ends (handling is synchronous: no other
-        event's writes can come in between)."""
+        event's writes can come in between). A block inside another (a packed dedupe
+        row written while an event is handled: streams.runtime.seenpacks) collects its
+        own writes, and the outer block goes on collecting after it."""
         collected: list[Awaitable[Any]] = []
-        self._collecting = collected
+        outer, self._collecting = self._collecting, collected
         try:
             yield collected
         finally:
-            self._collecting = None
+            self._collecting = outer

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any
 
-from streams.core import control, dedupe, positions
+from streams.core import control, dedupe, positions, seenpack
 from streams.core.control import (
     CaughtUp,
     GroupKnown,
@@ -119,7 +119,9 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     position = first_position(rt, key, msg.message_id, record, replay_of)
     # Before any forwarding: a copy of an anonymous message that arrives after the
     # visitor logged in must meet the first copy's record, which is on this key.
-    if not first_routing(rt, key, msg.message_id, position, replay=replay, replay_of=replay_of):
+    if not first_routing(
+        rt, key, msg.message_id, position, partition=record.partition, replay=replay, replay_of=replay_of
+    ):
         rt.counters["duplicates"] += 1
         return []
     user = rt.user(key)
@@ -199,21 +201,31 @@ def first_position(rt: Runtime, key: str, message_id: str, record: Incoming, rep
 
 
 def first_routing(
-    rt: Runtime, key: str, message_id: str, offset: int, *, replay: bool = False, replay_of: str | None = None
+    rt: Runtime,
+    key: str,
+    message_id: str,
+    offset: int,
+    *,
+    partition: int,
+    replay: bool = False,
+    replay_of: str | None = None,
 ) -> bool:
     """False for a duplicate messageId within the window (streams.core.dedupe); a replayed
     dead letter is routed again on purpose, once per dead letter (`replay_of`). One row
-    per id: one small read and, for a new id, one small write, however many ids the user
+    per id: one small read and, for a new id, an index row in the store and an entry of
+    the partition's packed row (streams.runtime.seenpacks), however many ids the user
     has routed."""
     window, now = rt.settings.dedupe_window_seconds, rt.clock()
     by_identity = replay_of is not None
     ident = replay_of if replay_of is not None else message_id
     row_key = dedupe.row_key(key, ident, replay=by_identity)
-    verdict = dedupe.classify_row(rt.tables.seen.get(row_key), offset, now, window)
+    known: Any = rt.tables.seen.get(row_key)
+    verdict = dedupe.classify_row(known, offset, now, window)
     if verdict is dedupe.Verdict.NEW:  # perhaps routed by an older version: the user's record
         legacy = rt.seen(key)
         if not legacy.empty:
-            verdict = dedupe.classify_row(dedupe.legacy_entry(legacy, ident, replay=by_identity), offset, now, window)
+            known = dedupe.legacy_entry(legacy, ident, replay=by_identity)
+            verdict = dedupe.classify_row(known, offset, now, window)
     if verdict is dedupe.Verdict.DUPLICATE and replay and not by_identity:
         verdict = dedupe.Verdict.NEW  # a replay of an older version, without its identity: routed again
     if verdict is dedupe.Verdict.DUPLICATE:
@@ -223,5 +235,7 @@ def first_routing(
             log.info("duplicate messageId %s for a user: dropped", message_id)
         return False
     if verdict is dedupe.Verdict.NEW:
-        rt.tables.seen[row_key] = dedupe.row(offset, now)
+        rt.seen_packs.remember(partition, row_key, offset, now)
+    elif seenpack.is_packed_index(known):  # redone: its packed row may not have reached Kafka
+        rt.seen_packs.remember(partition, row_key, offset, float(known[1]))
     return True

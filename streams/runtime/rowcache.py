@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any, TypeVar
 
 from streams.core.memsize import approx_bytes
+from streams.runtime import seenpacks
 
 _ABSENT = object()
 ROWS = 4096
@@ -93,6 +94,19 @@ class CachedRows(MutableMapping[Any, Any]):
     def __delitem__(self, key: Any) -> None:
         self._drop(key)
         del self.table[key]
+
+    def put_local(self, partition: int, key: Any, value: Any) -> None:
+        """A row written to the store alone, no changelog record (streams.runtime.seenpacks)."""
+        seenpacks.put_local(self.table, partition, key, value)
+        self._keep(key, value)
+
+    def delete_local(self, partition: int, key: Any) -> None:
+        self._drop(key)
+        seenpacks.delete_local(self.table, partition, key)
+
+    def write_packed(self, partition: int, key: Any, value: Any) -> None:
+        self._drop(key)  # read by the sweep alone: not kept
+        seenpacks.write_packed(self.table, partition, key, value)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.table)

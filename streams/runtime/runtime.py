@@ -52,6 +52,7 @@ from streams.runtime.parking import ParkingMarks
 from streams.runtime.pendingstore import PendingStore
 from streams.runtime.recentgroups import RecentGroups
 from streams.runtime.rowcache import CachedRows, decoded
+from streams.runtime.seenpacks import SeenPacks
 from streams.runtime.topiclist import by_user_topic_name
 from streams.settings import Settings
 
@@ -155,6 +156,7 @@ class Runtime:
         self.acks = AckTracker(on_failure=self.failed_for_good)
         self.recent_groups = RecentGroups()  # see note_group
         self.changelog = ChangelogWrites()  # each event's table writes, awaited before its ack
+        self.seen_packs = SeenPacks(tables.seen, self.changelog)  # new dedupe entries, packed per partition
         # Set when work failed for good (`failed_for_good`): /ready answers 503 saying
         # so, and `stop` (given by the app) stops the worker so that it is redone.
         self.failure: str | None = None
@@ -383,6 +385,7 @@ class Runtime:
         # Whoever reads the partition next knows only what is in Kafka, this worker too.
         self.marks.forget(lost, self.partition_of)
         self.catchup.forget(lost)
+        self.seen_packs.forget(lost)  # its events are not acknowledged here: their entries neither
         if not stopped:
             log.warning("some work of revoked partitions did not stop within %.0f s", REVOKE_TIMEOUT)
         return stopped

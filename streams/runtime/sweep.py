@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from itertools import islice
 from typing import Any
 
-from streams.core import dedupe, pendingrows
+from streams.core import dedupe, pendingrows, seenpack
 from streams.core import pending as pending_mod
 from streams.core.control import Sweep
 from streams.core.outcome import DeadLetter
@@ -27,7 +27,7 @@ from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
 from streams.core.releasing import expire_held
 from streams.core.versions import Readable
-from streams.runtime import effects
+from streams.runtime import effects, seenpacks
 from streams.runtime.runtime import Incoming, Runtime
 from streams.runtime.tablescan import items_of_partition
 from streams.settings import Settings
@@ -107,6 +107,8 @@ def _exhausted(dest: str, parked: Parked, window: float) -> DeadLetter:
 def _seen_owner(rt: Runtime) -> Any:
     def owner(key: str) -> int:
         try:
+            if seenpack.is_pack_key(key):
+                return seenpack.partition_of_pack(key)
             return rt.partition_of(dedupe.user_of(key))
         except (ValueError, IndexError, TypeError):
             return -1  # unreadable by this version: left alone
@@ -115,12 +117,18 @@ def _seen_owner(rt: Runtime) -> Any:
 
 
 def _sweep_seen(rt: Runtime, partition: int, rows: list[tuple[str, Any]]) -> list[Awaitable[Any]]:
-    """Dedupe rows past the window deleted; a user's record of an older version pruned
-    to the window, deleted once empty."""
+    """Dedupe rows past the window deleted: an index row of a packed row from the store
+    alone (it has no changelog record), a packed row whose entries have all expired with
+    a tombstone (and its index rows that are still its own), a row of an older version
+    with a tombstone; a user's record of an older version pruned to the window, deleted
+    once empty."""
     now, s = rt.clock(), rt.settings
     seen = rt.tables.seen
     legacy_rows = []
     for key, value in rows:
+        if seenpack.is_pack_key(key):
+            _sweep_pack(rt, partition, key, value)
+            continue
         if not dedupe.is_row_key(key):
             legacy_rows.append((key, value))
             continue
@@ -128,7 +136,9 @@ def _sweep_seen(rt: Runtime, partition: int, rows: list[tuple[str, Any]]) -> lis
             expired = dedupe.row_expired(value, now, s.dedupe_window_seconds)
         except (ValueError, IndexError, TypeError):
             continue
-        if expired:
+        if expired and seenpack.is_packed_index(value):
+            seenpacks.delete_local(seen, partition, key)
+        elif expired:
             del seen[key]
     seens = Readable(dedupe.Seen.from_dict)
     for key, seen_before in seens.each(legacy_rows):
@@ -139,6 +149,23 @@ def _sweep_seen(rt: Runtime, partition: int, rows: list[tuple[str, Any]]) -> lis
             seen[key] = seen_after.to_dict()
     _skipped(partition, "seen", seens.skipped)
     return []
+
+
+def _sweep_pack(rt: Runtime, partition: int, key: str, value: Any) -> None:
+    now, window, seen = rt.clock(), rt.settings.dedupe_window_seconds, rt.tables.seen
+    try:
+        if not seenpack.pack_expired(value, now, window):
+            return
+        # The store keeps a summary (its index rows are deleted as they expire, above,
+        # in key order before it); a store that keeps the whole row, its entries.
+        entries = seenpack.expand(value) if "e" in value else []
+    except (ValueError, IndexError, TypeError, KeyError, AttributeError):
+        return  # unreadable by this version: left alone
+    del seen[key]  # the tombstone, in the changelog of the sweep record's partition
+    for index_key, _ in entries:
+        row = seen.get(index_key)  # a newer entry of the same id has a row of its own
+        if row is not None and seenpack.is_packed_index(row) and dedupe.row_expired(row, now, window):
+            seenpacks.delete_local(seen, partition, index_key)
 
 
 def _skipped(partition: int, table: str, skipped: int) -> None:

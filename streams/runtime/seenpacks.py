@@ -1,0 +1,181 @@
+"""New dedupe entries, written as packed rows: one changelog record per partition per
+PACK_LINGER instead of one per event (streams.core.seenpack).
+
+`SeenPacks.remember(partition, row_key, offset, now)` is called by the handler of an
+event whose messageId is new: the entry's index row goes to the local store at once
+(the next event's lookup finds it), and the entry joins the partition's open packed
+row. The event's acknowledgement waits for that row's changelog write, as
+it waits for any table write (`ChangelogWrites.collected`): the row's `written` future
+is among the event's work, completed once Kafka has the packed row (or failed with
+it: the worker then stops, `Runtime.failed_for_good`).
+
+A partition's open row is written when `linger` seconds (PACK_LINGER) have passed
+since its first entry, or when it is full (`MAX_PACK_ENTRIES`, or the next entry would
+take it past `MAX_PACK_BYTES`), whichever comes first. A rebalance that takes the partition drops
+its open row: its events are never acknowledged here, and whoever reads the partition
+next handles them again.
+
+Redo: an event handled again after a crash finds its index row if the row is in the
+store (restored from a packed row that reached Kafka, or left by this worker's store):
+the same record again (REDELIVERED) is handled again, and its entry joins the open row
+again (with its first time, so it expires as it would have), so that an entry whose
+packed row never reached Kafka becomes durable now. Another record with the messageId
+is a duplicate. Without the index row the event is new, handled again: at least once.
+
+Tables without `put_local` (plain dicts in unit tests) take every row as an item.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.core import seenpack
+from streams.core.seenpack import MAX_PACK_BYTES, MAX_PACK_ENTRIES, Packer
+from streams.runtime.changelog import ChangelogWrites
+
+# Seconds an open packed row waits for more entries. A packed row costs about as much
+# CPU as the record per event it replaces (Faust's producer path, ~150-300 us), so it
+# pays by its entries: measured with `python -m bench.faustcost --modes packed` (8
+# partitions, one worker draining), 5 ms packed 3 entries per row (226 us per event),
+# 20 ms 14 (144 us), 50 ms 34 (132 us); at the rates of `make bench` b (about 90
+# tracks/s per partition) 50 ms packs 4-5. Events wait that much longer for their
+# acknowledgement (their commit), not for their deliveries.
+PACK_LINGER = 0.05
+
+
+@dataclass
+class _Open:
+    key: str
+    packer: Packer
+    written: asyncio.Future[Any]
+    timer: asyncio.Handle | None = field(default=None)
+
+
+class SeenPacks:
+    def __init__(
+        self,
+        table: Any,
+        changelog: ChangelogWrites,
+        *,
+        linger: float = PACK_LINGER,
+        max_entries: int = MAX_PACK_ENTRIES,
+        max_bytes: int = MAX_PACK_BYTES,
+    ) -> None:
+        self.table = table
+        self.changelog = changelog
+        self.linger = linger
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self._open: dict[int, _Open] = {}
+        self._token = uuid.uuid4().hex[:12]  # with the count, each packed row's key is its own
+        self._count = 0
+        self.written = 0  # packed rows written, for tests and the profile
+
+    def remember(self, partition: int, row_key: str, offset: int, now: float) -> None:
+        """Remember a dedupe entry of the event being handled (in `partition`); the
+        event's acknowledgement waits for its packed row."""
+        put_local(self.table, partition, row_key, seenpack.index_row(offset, now))
+        pack = self._open.get(partition)
+        if pack is not None and not pack.packer.try_add(row_key, offset, now):
+            self.flush(partition)  # full by its bytes: the entry opens the next row
+            pack = None
+        if pack is None:
+            pack = self._opened(partition)
+            pack.packer.add(row_key, offset, now)
+        self.changelog.collected().append(pack.written)
+        if pack.packer.full:
+            self.flush(partition)
+
+    def _opened(self, partition: int) -> _Open:
+        loop = asyncio.get_running_loop()
+        packer = Packer(max_bytes=self.max_bytes, max_entries=self.max_entries)
+        self._count += 1
+        pack = _Open(seenpack.pack_key(partition, f"{self._token}.{self._count}"), packer, loop.create_future())
+        if self.linger > 0:
+            pack.timer = loop.call_later(self.linger, self.flush, partition)
+        else:
+            pack.timer = loop.call_soon(self.flush, partition)
+        self._open[partition] = pack
+        return pack
+
+    def flush(self, partition: int) -> None:
+        """Write the partition's open packed row, if any."""
+        pack = self._open.pop(partition, None)
+        if pack is None:
+            return
+        if pack.timer is not None:
+            pack.timer.cancel()
+        try:
+            with self.changelog.during() as writes:
+                write_packed(self.table, partition, pack.key, pack.packer.value())
+        except Exception as exc:  # noqa: BLE001 - the producer refused it: the events' work failed
+            pack.written.set_exception(exc)
+            return
+        self.written += 1
+        _complete_with(pack.written, writes)
+
+    def flush_all(self) -> None:
+        for partition in list(self._open):
+            self.flush(partition)
+
+    def forget(self, partitions: Iterable[int]) -> None:
+        """Drop the open rows of revoked partitions (their events are redone elsewhere)."""
+        for partition in partitions:
+            pack = self._open.pop(partition, None)
+            if pack is not None:
+                if pack.timer is not None:
+                    pack.timer.cancel()
+                pack.written.cancel()
+
+    def open_entries(self, partition: int) -> int:
+        pack = self._open.get(partition)
+        return len(pack.packer) if pack is not None else 0
+
+
+def _complete_with(written: asyncio.Future[Any], writes: list[Any]) -> None:
+    if not writes:
+        written.set_result(None)
+        return
+    gathered = asyncio.gather(*writes)
+
+    def done(f: asyncio.Future[Any]) -> None:
+        if written.done():
+            return
+        if f.cancelled():
+            written.cancel()
+        elif f.exception() is not None:
+            written.set_exception(f.exception())  # type: ignore[arg-type]
+        else:
+            written.set_result(None)
+
+    gathered.add_done_callback(done)
+
+
+def put_local(table: Any, partition: int, key: str, value: Any) -> None:
+    """A row to the store of `partition` alone (no changelog record)."""
+    put = getattr(table, "put_local", None)
+    if put is None:
+        table[key] = value
+    else:
+        put(partition, key, value)
+
+
+def delete_local(table: Any, partition: int, key: str) -> None:
+    delete = getattr(table, "delete_local", None)
+    if delete is None:
+        table.pop(key, None)
+    else:
+        delete(partition, key)
+
+
+def write_packed(table: Any, partition: int, key: str, value: Any) -> None:
+    """A packed row to the store and the changelog of `partition`."""
+    write = getattr(table, "write_packed", None)
+    if write is None:
+        table[key] = value
+    else:
+        write(partition, key, value)

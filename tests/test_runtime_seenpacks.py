@@ -1,0 +1,147 @@
+"""Packed dedupe rows through the real runtime without a broker (streams.runtime.seenpacks):
+the new entries of a partition's events reach the changelog as one record, written when
+its linger passes or it is full, the events are acknowledged once it is in Kafka, and
+the sweep writes its tombstone once all its entries have expired. Restores:
+tests/test_runtime_seenrestore.py."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from streams.core import control, dedupe, seenpack
+from streams.core.control import Sweep
+from streams.runtime import sweep
+from streams.runtime.outbox import BY_USER
+from tests.runtime_world import BY_USER_TOPIC, PARTITIONS, Produced, World
+from tests.seenworld import StoreTable, packed, publish_together, restarted, restored, seen_world, tracks, users_in
+
+
+async def test_the_new_entries_of_a_partitions_events_are_one_changelog_record():
+    world = seen_world()
+    users = users_in(world, 1, 12) + users_in(world, 2, 5)
+    await publish_together(world, tracks(users))
+    records = world.tables.seen.records
+    assert len(records) == 2 and packed(records) == records  # no record of its own per entry
+    assert sorted(p for p, _, _ in records) == [1, 2]
+    entries = {k for _, _, v in records for k, _ in seenpack.expand(v)}
+    assert entries == {dedupe.row_key(u, f"t-{u}") for u in users}
+    # ... and each entry's index row is in the store, read as any dedupe row.
+    assert all(seenpack.is_packed_index(world.tables.seen[k]) for k in entries)
+
+
+async def test_the_events_wait_for_their_packed_row_to_be_in_kafka():
+    seen = StoreTable(held=True)
+    world = seen_world(seen)
+    await publish_together(world, tracks(users_in(world, 1, 4)))
+    assert len(seen.futures) == 1 and not any(topic == BY_USER_TOPIC for topic, _, _ in world.acked)
+    seen.futures[0].set_result(None)
+    assert await world.settle()
+    assert sorted(o for topic, _, o in world.acked if topic == BY_USER_TOPIC) == [0, 1, 2, 3]
+
+
+async def test_a_packed_row_kafka_refuses_stops_the_worker_and_acknowledges_nothing():
+    seen = StoreTable(held=True)
+    world = seen_world(seen)
+    stopped: list[BaseException] = []
+    world.rt.stop = stopped.append
+    await publish_together(world, tracks(users_in(world, 1, 3)))
+    seen.futures[0].set_exception(RuntimeError("MessageSizeTooLargeError"))
+    await world.settle()
+    assert not any(topic == BY_USER_TOPIC for topic, _, _ in world.acked)
+    assert len(stopped) == 1 and "MessageSizeTooLarge" in (world.rt.failure or "")
+
+
+async def test_a_packed_row_is_written_when_its_linger_passes_or_when_it_is_full():
+    world = seen_world()
+    world.rt.seen_packs.linger = 0.05
+    world.rt.seen_packs.max_entries = 3
+    users = users_in(world, 1, 7)
+    for user in users[:2]:  # handled in turns of their own, within the linger
+        await world.publish(**tracks([user])[0])
+    assert world.tables.seen.records == [] and world.rt.seen_packs.open_entries(1) == 2
+    await publish_together(world, tracks(users[2:]))  # fills the row: written at once, and the next opened
+    assert [len(v["e"]) for _, _, v in world.tables.seen.records] == [3, 3]
+    assert world.rt.seen_packs.open_entries(1) == 1
+    await asyncio.wait_for(_written(world, 3), timeout=5)  # the linger ran out
+    assert sorted(k for _, _, v in world.tables.seen.records for k, _ in seenpack.expand(v)) == sorted(
+        dedupe.row_key(u, f"t-{u}") for u in users
+    )
+
+
+async def _written(world: World, n: int) -> None:
+    while len(world.tables.seen.records) < n:
+        await asyncio.sleep(0.01)
+
+
+async def test_a_revoked_partition_drops_its_open_row():
+    world = seen_world()
+    world.rt.seen_packs.linger = 60.0
+    await publish_together(world, tracks(users_in(world, 1, 2)))
+    assert world.rt.seen_packs.open_entries(1) == 2
+    await world.rt.revoked([(BY_USER_TOPIC, 1)])
+    assert world.rt.seen_packs.open_entries(1) == 0 and world.tables.seen.records == []
+
+
+async def test_the_sweep_tombstones_a_packed_row_once_all_its_entries_expired():
+    world = seen_world()
+    first, second = users_in(world, 1, 2)
+    await world.publish(**tracks([first])[0])
+    await world.publish(**tracks([second])[0])
+    world.rt.seen_packs.linger = 60.0
+    world.now += 300
+    late = users_in(world, 1, 3)[2]
+    await publish_together(world, tracks([late]))
+    world.rt.seen_packs.flush_all()
+    assert await world.settle()
+    pack_keys = [k for _, k, _ in packed(world.tables.seen.records)]
+    assert len(pack_keys) == 3
+    del world.tables.seen.records[:]
+
+    world.now += 301  # past the window for the first two rows, not for the third
+    await sweep.request_sweeps(world.rt)
+    assert await world.settle()
+    tombstones = [k for _, k, v in world.tables.seen.records if v is None]
+    assert sorted(tombstones) == sorted(pack_keys[:2]) and len(world.tables.seen.records) == 2
+    assert set(world.tables.seen) == {pack_keys[2], dedupe.row_key(late, f"t-{late}")}
+
+    world.now += 300
+    await sweep.request_sweeps(world.rt)
+    assert await world.settle()
+    assert world.tables.seen == {} and [k for _, k, _ in world.tables.seen.records] == pack_keys
+    # A fresh table reading the changelog, tombstones included, keeps no packed row.
+    rows = restored([(1, k, None) for k in pack_keys])
+    assert not any(seenpack.is_pack_key(k) for k in rows)
+
+
+async def test_a_restored_worker_sweeps_the_packed_rows_it_read_from_the_changelog():
+    before = seen_world()
+    users = users_in(before, 0, 2) + users_in(before, 3, 2)
+    await publish_together(before, tracks(users))
+    pack_keys = {k for _, k, _ in before.tables.seen.in_kafka()}
+    after = await restarted(before, restored(before.tables.seen.in_kafka()))
+    after.now += 601
+    await sweep.request_sweeps(after.rt)
+    assert await after.settle()
+    assert {k for _, k, v in after.tables.seen.records if v is None} == pack_keys and len(pack_keys) == 2
+    assert after.tables.seen == {}  # the index rows too, from the store alone
+
+
+@pytest.mark.parametrize("partition", range(PARTITIONS))
+async def test_the_sweep_reads_the_packed_rows_of_its_own_partition_only(partition):
+    world = seen_world()
+    users = [users_in(world, p, 1)[0] for p in range(PARTITIONS)]
+    await publish_together(world, tracks(users))
+    world.now += 601
+    world.outbox.records.append(_sweep_record(partition))
+    assert await world.settle()
+    gone = {k for _, k, v in world.tables.seen.records if v is None}
+    assert len(gone) == 1 and {seenpack.partition_of_pack(k) for k in gone} == {partition}
+    written = {k for p, k, v in packed(world.tables.seen.records) if v is not None and p == partition}
+    assert gone == written
+
+
+def _sweep_record(partition: int) -> Produced:
+    value, headers = control.encode(Sweep())
+    return Produced(BY_USER, b"", value, headers, partition)

@@ -1,0 +1,72 @@
+"""streams.runtime.seentable on Faust's RocksDB store (real databases, no broker): the
+rows recovery and standbys read from the changelog as raw bytes, packed rows expanded
+into index rows a lookup reads with one point read, and the rows a worker writes to
+its store alone."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import faust
+from faust.types import TP
+
+from streams.core import dedupe, seenpack
+from streams.runtime import seentable
+
+CHANGELOG = "app-seen-changelog"
+
+
+def rocksdb_table(tmp_path: Any) -> seentable.SeenTable:
+    app = faust.App("seen-rocksdb-test", store="rocksdb://", datadir=str(tmp_path))
+    return seentable.seen_table(app, "seen", {})
+
+
+def changelog_event(table: seentable.SeenTable, partition: int, offset: int, key: str, value: Any) -> Any:
+    """A changelog record as recovery hands it to the table: decoded, and its raw bytes
+    as Kafka has them (the table's own serializers)."""
+    store = table.data
+    raw_value = None if value is None else store._encode_value(value)
+    message = SimpleNamespace(
+        tp=TP(CHANGELOG, partition), partition=partition, offset=offset, key=store._encode_key(key), value=raw_value
+    )
+    return SimpleNamespace(key=key, value=value, message=message)
+
+
+def test_recovery_expands_packed_rows_into_index_rows_in_the_partitions_database(tmp_path):
+    table = rocksdb_table(tmp_path)
+    packer = seenpack.Packer()
+    packer.add(dedupe.row_key("u1", "m1"), 4, 100.0)
+    packer.add(dedupe.row_key("u2", "dlq/0/9", replay=True), 5, 101.0)
+    older = dedupe.row_key("u3", "m3")  # written by an older worker: a record of its own
+    table.apply_changelog_batch(
+        [
+            changelog_event(table, 2, 10, seenpack.pack_key(2, "w.4"), packer.value()),
+            changelog_event(table, 2, 11, older, dedupe.row(6, 102.0)),
+        ]
+    )
+    store = table.data
+    rows = dict((store._decode_key(k), store._decode_value(v)) for k, v in store._visible_items(store._dbs[2]))
+    assert rows[dedupe.row_key("u1", "m1")] == seenpack.index_row(4, 100.0)
+    assert rows[dedupe.row_key("u2", "dlq/0/9", replay=True)] == seenpack.index_row(5, 101.0)
+    assert rows[older] == dedupe.row(6, 102.0)
+    assert rows[seenpack.pack_key(2, "w.4")] == {"v": 1, "newest": 101.0, "n": 2}  # what the sweep needs of it
+    assert table.get(dedupe.row_key("u1", "m1")) == seenpack.index_row(4, 100.0)
+    assert store.persisted_offset(TP(CHANGELOG, 2)) == 11
+
+    table.apply_changelog_batch([changelog_event(table, 2, 12, seenpack.pack_key(2, "w.4"), None)])
+    assert table.get(seenpack.pack_key(2, "w.4")) is None
+
+
+def test_a_worker_writes_index_rows_to_its_store_alone(tmp_path):
+    table = rocksdb_table(tmp_path)
+    sent: list[tuple[int, str, Any]] = []
+    table.send_changelog = lambda partition, key, value: sent.append((partition, key, value))  # type: ignore[method-assign]
+    key = dedupe.row_key("u1", "m1")
+    table.put_local(3, key, seenpack.index_row(1, 2.0))
+    assert table.get(key) == seenpack.index_row(1, 2.0) and sent == []
+    table.write_packed(3, seenpack.pack_key(3, "w.1"), {"v": 1, "e": [["u1", "m", "m1", 1, 2.0]]})
+    assert sent == [(3, seenpack.pack_key(3, "w.1"), {"v": 1, "e": [["u1", "m", "m1", 1, 2.0]]})]
+    assert 3 in table.data._dbs and table.get(seenpack.pack_key(3, "w.1")) == {"v": 1, "newest": 2.0, "n": 1}
+    table.delete_local(3, key)
+    assert table.get(key) is None and len(sent) == 1
