@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from streams.core import dedupe, seenpack
 from streams.core.idlimits import MAX_ID_BYTES
 from streams.core.seenpack import Packer
-from streams.core.segment import MAX_MESSAGE_ID_LENGTH
+from streams.core.validation import MAX_MESSAGE_ID_LENGTH
 
 DAY = 24 * 3600.0
 

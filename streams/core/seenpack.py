@@ -34,7 +34,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from streams.core.dedupe import ROW_PREFIX
-from streams.core.state import check_version
+from streams.core.versions import check_version
 
 PACK_PREFIX = "\x01"  # after ROW_PREFIX: a partition's sweep reads the index rows first
 PACK_VERSION = 1
