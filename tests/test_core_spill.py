@@ -72,7 +72,7 @@ def test_spill_done_records_are_bounded_and_keep_the_order():
 
 
 def test_keys_name_their_user_and_only_index_rows_name_a_queue():
-    assert spill.queue_of(spill.index_key("u\"1", "webhooks")) == ('u"1', "webhooks")
+    assert spill.queue_of(spill.index_key('u"1', "webhooks")) == ('u"1', "webhooks")
     assert spill.queue_of(spill.order_key("u1", "webhooks", 4)) is None
     assert spill.queue_of("not json") is None
     assert spill.user_of(spill.order_key("u1", "webhooks", 4)) == "u1"

@@ -144,7 +144,9 @@ def body_fits(row: Mapping[str, Any], max_bytes: int = BODY_MAX_BYTES) -> bool:
 def dispatch_of(row: Mapping[str, Any], destination: str, seq: int) -> Dispatch:
     """The delivery a body row holds, numbered `seq` (it parks under that number)."""
     request = PartnerRequest.from_dict(row["request"])
-    return Dispatch(destination, request, row.get("raw", ""), row.get("source") or {}, row.get("message_id", ""), seq=seq)
+    return Dispatch(
+        destination, request, row.get("raw", ""), row.get("source") or {}, row.get("message_id", ""), seq=seq
+    )
 
 
 def confirm(

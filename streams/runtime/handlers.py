@@ -34,9 +34,10 @@ from streams.core.control import (
 )
 from streams.core.pending import confirm, first_seq
 from streams.core.segment import Message, parse
+from streams.core.spill import SpillDone
 from streams.core.step import Dispatch, release_ready, step
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
-from streams.runtime import aggregation, effects, groups, merge, retries, sweep
+from streams.runtime import aggregation, effects, groups, merge, retries, spilling, sweep
 from streams.runtime.runtime import Incoming, Runtime
 
 log = logging.getLogger("cs_relay")
@@ -89,6 +90,7 @@ HANDLERS: Mapping[type, Handler] = MappingProxyType(
         WindowClose: aggregation.window_close,
         WindowDone: aggregation.window_done,
         CaughtUp: caught_up,
+        SpillDone: spilling.spill_done,
     }
 )
 

@@ -48,6 +48,7 @@ from streams.runtime.inflight import AckTracker, Chains, ParkingMarks, Redeliver
 from streams.runtime.outbox import BY_USER, Outbox, produce
 from streams.runtime.pendingstore import PendingStore
 from streams.runtime.rowcache import CachedRows, decoded
+from streams.runtime.spillstore import SpillStore
 from streams.runtime.topiclist import by_user_topic_name
 from streams.settings import Settings
 
@@ -67,9 +68,8 @@ Table = MutableMapping[str, Any]
 @dataclass(frozen=True)
 class Tables:
     """The worker's state. Users, pending and seen rows live in the partition of their
-    user key: every read and write in `route` is local to the worker that owns the
-    key. Groups are global (every worker has all of them). `windows`: each user's open
-    aggregation windows (streams.core.aggregate.Windows; empty when nothing aggregates)."""
+    user key: every read and write in `route` is local to the worker that owns the key.
+    Groups are global (every worker has all of them). `windows`: open aggregation windows (streams.core.aggregate)."""
 
     users: Table
     pending: Table
@@ -77,9 +77,9 @@ class Tables:
     seen: Table
     windows: Table = field(default_factory=dict)
     waiters: Table = field(default_factory=dict)  # groupId -> its waiting users (streams.core.waiters)
-    # A body row per waiting event, next to its user's `pending` index row
-    # (streams.core.pendingrows, streams.runtime.pendingstore).
-    payloads: Table = field(default_factory=dict)
+    payloads: Table = field(default_factory=dict)  # a body row per waiting event (streams.core.pendingrows)
+    spill: Table = field(default_factory=dict)  # spilled deliveries' index and order rows (streams.core.spill)
+    spillrows: Table = field(default_factory=dict)  # and their bodies
 
 
 # Where a routed record first came from (its input topic, partition and offset): set
@@ -158,6 +158,7 @@ class Runtime:
         self.stop: Callable[[BaseException], Any] = lambda exc: None
         self.redeliveries = Redeliveries()
         self.chains = Chains()
+        self.spills = SpillStore(tables.spill, tables.spillrows, self.partition_of)  # streams.runtime.spilling
         self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
         # Parking, in this process (streams.runtime.inflight.ParkingMarks): park records
         # in transit, parked heads being retried, and when each user's next retry is due.
@@ -323,6 +324,7 @@ class Runtime:
         users may have parked deliveries: the next retry tick looks for them."""
         self.owned = frozenset(by_user_partitions)
         self.marks.reassigned(by_user_partitions, self.partition_of)
+        self.spills.assigned(by_user_partitions)
         for partition, token in self.catchup.begin(by_user_partitions).items():
             write = self._caught_up(partition, token)
             task = asyncio.ensure_future(catchup.announce(self.catchup, partition, token, write))
@@ -369,6 +371,7 @@ class Runtime:
         self.redeliveries.forget(revoked)
         self.acks.forget(revoked)
         lost = {p for topic, p in revoked if topic == self.by_user_topic}
+        self.spills.revoked(lost)  # before the chains stop: none of theirs is handed over again
         if not lost:
             return True
 

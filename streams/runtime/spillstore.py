@@ -1,0 +1,169 @@
+"""The spill queues' rows (streams.core.spill) and what this process knows beside them.
+
+`SpillStore` reads and writes a (user, destination)'s index, order and body rows; every
+write is made while an event of the user's partition is handled, so it is among that
+event's changelog writes (streams.runtime.changelog) and the event is acknowledged once
+Kafka has it. Beside the rows, in memory:
+
+* `active[(user, destination)]`: deliveries of the chain in memory (the share counts them);
+* `cursor[(user, destination)]`: the ordinal of the next spilled delivery to hand to the
+  chain (those before it are on their way, waiting for their spill-done);
+* `known`: the (user, destination)s with spilled deliveries, so that a delivery of
+  anybody else costs no read of the `spill` table. Complete for a partition once the
+  rescan after its assignment has read it (`scanned`); until then the table is asked;
+* `confirming`: the numbers delivered and not yet in a spill-done record.
+
+`assigned`/`revoked` keep these to the partitions this worker owns; `owned` None (no
+assignment seen: unit tests) means every partition, read from the table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
+
+from streams.core import spill
+from streams.core.spill import SpillQueue
+from streams.core.step import Dispatch
+
+Table = MutableMapping[str, Any]
+Pair = tuple[str, str]  # (user key, destination)
+
+
+class SpillStore:
+    def __init__(self, index: Table, bodies: Table, partition_of: Callable[[str], int]) -> None:
+        self.index = index  # index and order rows
+        self.bodies = bodies
+        self.partition_of = partition_of
+        self.active: Counter[Pair] = Counter()
+        self.cursor: dict[Pair, int] = {}
+        self.known: set[Pair] = set()
+        self.confirming: dict[Pair, list[int]] = {}
+        self.flushing: dict[Pair, asyncio.Future] = {}
+        self.waiting: set[Pair] = set()  # not drained while their partition catches up
+        self.owned: set[int] | None = None
+        self.scanned: set[int] | None = None
+        self._complete = False  # every owned partition scanned
+        self.rescan = asyncio.Event()
+
+    # ------------------------------------------------------------------ rows
+
+    def may_have(self, pair: Pair) -> bool:
+        """Whether the pair may have spilled deliveries: known to, or its partition not
+        read yet. Once every owned partition is read, a pair not known costs nothing."""
+        if pair in self.known or self.scanned is None:
+            return True
+        if self._complete:
+            return False
+        return self.partition_of(pair[0]) not in self.scanned
+
+    def scanned_partition(self, partition: int) -> None:
+        if self.scanned is not None:
+            self.scanned.add(partition)
+            self._complete = self.owned is not None and self.owned <= self.scanned
+
+    def queue(self, pair: Pair) -> SpillQueue:
+        """The pair's queue; read from the table only when it may have one."""
+        if not self.may_have(pair):
+            return SpillQueue()
+        queue = SpillQueue.from_row(self.index.get(spill.index_key(*pair)))
+        if queue.size > 0:
+            self.known.add(pair)
+        return queue
+
+    def seq_at(self, pair: Pair, ordinal: int) -> int | None:
+        seq = self.index.get(spill.order_key(*pair, ordinal))
+        return None if seq is None else int(seq)
+
+    def body(self, pair: Pair, seq: int) -> Any:
+        return self.bodies.get(spill.body_key(*pair, seq))
+
+    def append(self, pair: Pair, item: Dispatch) -> bool:
+        """Spill `item` (numbered `item.seq`) at the end of the pair's queue; False when
+        its body is too large for a row (it goes to the chain instead). A delivery
+        spilled already (its call processed again) keeps its place: its order row and
+        the index are written again only if missing."""
+        assert item.seq is not None
+        queue = self.queue(pair)
+        found = self.body(pair, item.seq)
+        if found is not None:
+            ordinal = int(found["n"])
+            if self.seq_at(pair, ordinal) is None:
+                self.index[spill.order_key(*pair, ordinal)] = item.seq
+            if not queue.first <= ordinal < queue.next:
+                grown = SpillQueue(min(queue.first, ordinal) if queue.size else ordinal, max(queue.next, ordinal + 1))
+                self.index[spill.index_key(*pair)] = grown.row()
+            self.known.add(pair)
+            return True
+        row = spill.body_row(item, queue.next)
+        if not spill.body_fits(row):
+            return False
+        self.bodies[spill.body_key(*pair, item.seq)] = row
+        self.index[spill.order_key(*pair, queue.next)] = item.seq
+        self.index[spill.index_key(*pair)] = queue.appended().row()
+        self.known.add(pair)
+        return True
+
+    def confirm(self, pair: Pair, seqs: Iterable[int]) -> int:
+        """Drop the delivered head of the pair's queue (`spill.confirm`), its rows with
+        it; how many went."""
+        queue = SpillQueue.from_row(self.index.get(spill.index_key(*pair)))
+        after, dropped = spill.confirm(queue, lambda n: self.seq_at(pair, n), seqs)
+        for ordinal, seq in dropped:
+            _delete(self.index, spill.order_key(*pair, ordinal))
+            if seq is not None:
+                _delete(self.bodies, spill.body_key(*pair, seq))
+        if not dropped:
+            return 0
+        if after.size > 0:
+            self.index[spill.index_key(*pair)] = after.row()
+        else:
+            # Empty: the row goes, and the next spill numbers from 0 again (nothing of
+            # this queue is on its way: all of it is confirmed).
+            _delete(self.index, spill.index_key(*pair))
+            self.known.discard(pair)
+            self.cursor.pop(pair, None)
+        return len(dropped)
+
+    # ------------------------------------------------------------------ ownership
+
+    def mine(self, user: str) -> bool:
+        return self.owned is None or self.partition_of(user) in self.owned
+
+    def assigned(self, partitions: Iterable[int]) -> None:
+        """A rebalance gave this worker `partitions`: what it knew of others goes, and
+        every owned partition is read again (recovery may have changed its rows)."""
+        self.owned = set(partitions)
+        self.scanned = set()
+        self._complete = not self.owned
+        self._forget(lambda user: self.partition_of(user) not in (self.owned or ()))
+        self.known.clear()
+        self.rescan.set()
+
+    def revoked(self, partitions: Iterable[int]) -> None:
+        """Before the chains of `partitions` are cancelled: nothing of theirs is handed
+        to a chain again (their next owner drains them)."""
+        lost = set(partitions)
+        if not lost:
+            return
+        if self.owned is None:
+            self.owned = set()  # from now on only what an assignment gives
+        self.owned -= lost
+        if self.scanned is not None:
+            self.scanned -= lost
+            self._complete = self.owned <= self.scanned
+        self._forget(lambda user: self.partition_of(user) in lost)
+
+    def _forget(self, lost: Callable[[str], bool]) -> None:
+        for pair in [p for p in self.cursor if lost(p[0])]:
+            del self.cursor[pair]
+        self.known = {p for p in self.known if not lost(p[0])}
+        self.waiting = {p for p in self.waiting if not lost(p[0])}
+        # `confirming` stays: a delivery made is confirmed to whoever owns the user now.
+
+
+def _delete(table: Table, key: str) -> None:
+    if table.get(key) is not None:
+        del table[key]

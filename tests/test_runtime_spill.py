@@ -1,0 +1,153 @@
+"""Fairness (issue 23): one user's burst cannot stall the others. Past its share of
+deliveries in memory (CS_RELAY_USER_SHARE), a user's further deliveries to a partner are
+spilled to durable rows in the handling of their event (acknowledged once those are
+written), then drained in order through the user's chain. Through the real runtime
+without a broker (tests/runtime_world.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from streams.core import spill
+from streams.core.decision import PartnerRequest
+from streams.runtime import agents, spilling
+from streams.runtime.delivery import Result
+from streams.runtime.runtime import Tables
+from tests.runtime_world import PARTITIONS, FakeClient, World
+
+CS = "clientsuccess"
+
+
+class SlowUserClient(FakeClient):
+    """A partner that answers `slow`'s requests only as `release` lets them through
+    (everybody else's at once)."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.slow = slow
+        self.release = asyncio.Semaphore(0)
+        self.asked: list[PartnerRequest] = []
+
+    async def send(self, request: PartnerRequest, **kwargs: Any) -> Result:
+        self.asked.append(request)
+        if request.json.get("identity", {}).get("user", {}).get("id") == self.slow:
+            await self.release.acquire()
+        return await super().send(request, **kwargs)
+
+    def of(self, user: str) -> list[str]:
+        return [r.path.rsplit("/", 1)[-1] for r in self.asked if r.json["identity"]["user"]["id"] == user]
+
+
+def tables() -> Tables:
+    return Tables(users={}, pending={}, groups={}, seen={})
+
+
+def queue(world: World, user: str) -> spill.SpillQueue:
+    return spill.SpillQueue.from_row(world.tables.spill.get(spill.index_key(user, CS)))
+
+
+async def group(world: World, user: str) -> None:
+    await world.publish(type="group", userId=user, groupId="g1", traits={"name": "Acme"}, messageId=f"{user}-g")
+
+
+async def burst(world: World, user: str, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        await world.publish(type="track", userId=user, event=f"E{i}", messageId=f"{user}-{i}")
+
+
+async def until(condition: Callable[[], bool], world: World, timeout: float = 5.0) -> None:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, "timed out"
+        await world.settle(spins=5)
+
+
+async def test_a_burst_spills_past_the_share_and_nobody_else_waits_behind_it():
+    client = SlowUserClient("burst")
+    world = World({"CS_RELAY_USER_SHARE": "4"}, client=client, tables=tables())
+    await group(world, "burst")
+    await group(world, "other")
+    await burst(world, "burst", 20)
+    # Four in memory (one asked, three behind it in the chain), sixteen spilled.
+    assert client.of("burst") == ["E0"]
+    assert queue(world, "burst").size == 16 and len(world.tables.spillrows) == 16
+    assert world.rt.counters["spilled.clientsuccess"] == 16
+    # Another user's call goes at once, however many of burst's wait.
+    await world.publish(type="track", userId="other", event="Hello", messageId="o-1")
+    assert client.of("other") == ["Hello"]
+    # Once the share's four are answered, every event of the burst is acknowledged: the
+    # spilled ones needed only their rows; nothing holds the window.
+    for _ in range(4):
+        client.release.release()
+    await until(lambda: world.rt.acks.in_flight == 0, world)
+    assert client.of("burst")[:5] == ["E0", "E1", "E2", "E3", "E4"]
+    # The rest drains in order, a share at a time, each confirmed by a spill-done record.
+    for _ in range(16):
+        client.release.release()
+    await until(lambda: queue(world, "burst").size == 0, world)
+    assert client.of("burst") == [f"E{i}" for i in range(20)]
+    assert world.tables.spill == {} and world.tables.spillrows == {}
+    assert world.controls(b"spill-done") and world.dead_letters() == []
+
+
+async def test_order_is_kept_across_spill_park_and_drain():
+    world = World({"CS_RELAY_USER_SHARE": "2"}, tables=tables())
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    world.client.answers = [200, 200, 200, 200, 503]  # E4, a spilled one, parks
+    await burst(world, "u1", 10)
+    assert queue(world, "u1").size == 8
+    world.client.gate.set()
+    await until(lambda: queue(world, "u1").size == 0, world)
+    # E4 parked; those after it waited behind it (parked too), in order.
+    assert [p["message_id"] for p in world.pending("u1")["parked"]] == [f"u1-{i}" for i in range(4, 10)]
+    await world.drain_retries("u1")
+    sent = world.client.events()
+    assert sent == ["E0", "E1", "E2", "E3", "E4", *[f"E{i}" for i in range(4, 10)]]
+    assert world.rt.pending("u1").is_empty() and world.tables.spillrows == {}
+    assert world.dead_letters() == []
+
+
+async def test_a_redo_of_a_spilling_event_writes_no_second_copy():
+    world = World({"CS_RELAY_USER_SHARE": "1"}, tables=tables())
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    await burst(world, "u1", 3)
+    assert queue(world, "u1").size == 2
+    rows = dict(world.tables.spillrows)
+    for record in [r for r in world.taken if b"u1-2" in r.value or b"u1-1" in r.value]:
+        await world.redo(record)  # Kafka hands them again (a crash before their commit)
+    assert queue(world, "u1").size == 2 and world.tables.spillrows == rows
+    world.client.gate.set()
+    await until(lambda: queue(world, "u1").size == 0, world)
+    assert world.client.events() == ["E0", "E1", "E2"]
+
+
+async def test_a_new_worker_delivers_what_a_stopped_one_spilled_in_order():
+    shared = tables()
+    first = World({"CS_RELAY_USER_SHARE": "2"}, tables=shared)
+    await group(first, "u1")
+    first.client.gate = asyncio.Event()  # the worker stops before any answer
+    await burst(first, "u1", 8)
+    assert queue(first, "u1").size == 6
+    taken = [r for r in first.taken if b'"track"' in r.value]
+    assert await first.rt.chains.cancel(lambda key: True, 1.0)
+
+    # The next worker: the same tables (restored from the changelogs), every partition
+    # assigned. It reads again what was not committed (all eight: the first two were
+    # never answered, and the spilled ones come after them in the partition).
+    second = World({"CS_RELAY_USER_SHARE": "2"}, tables=shared)
+    second.offsets = first.offsets.copy()
+    second.rt.assigned(set(range(PARTITIONS)))
+    for record in taken:
+        second._register(record, agents.route_one(second.rt, record))
+    started = time.monotonic()
+    while queue(second, "u1").size or second.rt.acks.in_flight:
+        assert time.monotonic() - started < 5, "timed out"
+        await spilling.tick(second.rt)  # the timer: finds the spilled queues, drains once caught up
+        await second.settle(spins=5)
+    assert second.client.events() == [f"E{i}" for i in range(8)]
+    assert shared.spillrows == {}
