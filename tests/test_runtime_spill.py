@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from streams.core import spill
@@ -16,6 +17,7 @@ from streams.core.decision import PartnerRequest
 from streams.runtime import agents, spilling
 from streams.runtime.delivery import Result
 from streams.runtime.runtime import Tables
+from streams.settings import Settings
 from tests.runtime_world import PARTITIONS, FakeClient, World
 
 CS = "clientsuccess"
@@ -151,3 +153,11 @@ async def test_a_new_worker_delivers_what_a_stopped_one_spilled_in_order():
         await second.settle(spins=5)
     assert second.client.events() == [f"E{i}" for i in range(8)]
     assert shared.spillrows == {}
+
+
+def test_the_configuration_reference_states_the_share_and_the_spill_bound_as_the_settings_have_them():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    d = Settings()
+    assert f"| `CS_RELAY_USER_SHARE` | `{d.user_share}` | 1 – {spill.MAX_SHARE:,} |" in doc
+    assert f"| `CS_RELAY_SPILL_MAX_EVENTS` | `{d.spill_max_events}` | 0 – {spill.MAX_EVENTS_BOUND:,} |" in doc
+    assert f"window of {agents.MAX_UNACKED_EVENTS:,} unacknowledged events" in doc
