@@ -54,15 +54,16 @@ def admit(rt: Runtime, key: str, item: Dispatch) -> bool:
     if active < s.user_share and not store.may_have(pair):
         return False  # the common case: no read
     queue = store.queue(pair)
-    if queue.size and store.body(pair, item.seq) is None:
+    found = store.body(pair, item.seq) if queue.size else None
+    if queue.size and found is None:
         head = store.seq_at(pair, queue.first)
         if head is not None and item.seq < head:
             return False  # read again, older than what spilled after it: it goes first
-    if not spill.should_spill(active, queue.size, share=s.user_share, max_events=s.spill_max_events):
+    if found is None and not spill.should_spill(active, queue.size, share=s.user_share, max_events=s.spill_max_events):
         if queue.size:
             rt.counters[f"spill_full.{item.destination}"] += 1
         return False
-    if not store.append(pair, item):
+    if not store.append(pair, item, queue, found):
         rt.counters[f"spill_too_large.{item.destination}"] += 1
         return False
     rt.counters[f"spilled.{item.destination}"] += 1

@@ -80,14 +80,12 @@ class SpillStore:
     def body(self, pair: Pair, seq: int) -> Any:
         return self.bodies.get(spill.body_key(*pair, seq))
 
-    def append(self, pair: Pair, item: Dispatch) -> bool:
-        """Spill `item` (numbered `item.seq`) at the end of the pair's queue; False when
+    def append(self, pair: Pair, item: Dispatch, queue: SpillQueue, found: Any) -> bool:
+        """Spill `item` (numbered `item.seq`) at the end of the pair's `queue`; False when
         its body is too large for a row (it goes to the chain instead). A delivery
-        spilled already (its call processed again) keeps its place: its order row and
-        the index are written again only if missing."""
+        spilled already (`found`: its body row; its call processed again) keeps its
+        place: its order row and the index are written again only if missing."""
         assert item.seq is not None
-        queue = self.queue(pair)
-        found = self.body(pair, item.seq)
         if found is not None:
             ordinal = int(found["n"])
             if self.seq_at(pair, ordinal) is None:
