@@ -26,10 +26,23 @@ def test_a_user_spills_past_its_share_and_keeps_spilling_while_it_has_spilled_on
 def test_the_queue_counts_from_first_to_next_and_its_row_reads_back():
     q = SpillQueue().appended().appended().appended()
     assert q.size == 3 and q.popped() == SpillQueue(1, 3)
-    assert SpillQueue.from_row(q.row()) == q and SpillQueue.from_row(None) == SpillQueue()
+    assert spill.first_of(q.popped().row()) == 1 and spill.first_of(None) == 0
     assert SpillQueue().popped() == SpillQueue()
     with pytest.raises(ValueError):
-        SpillQueue.from_row({"v": 99, "first": 0, "next": 1})
+        spill.first_of({"v": 99, "first": 0})
+
+
+@pytest.mark.parametrize("first, length", [(0, 0), (0, 1), (5, 2), (3, 17), (0, 1000), (7, 20_000)])
+def test_the_queue_ends_where_its_order_rows_end_found_in_a_few_reads(first, length):
+    rows = set(range(first, first + length))
+    reads: list[int] = []
+
+    def exists(ordinal: int) -> bool:
+        reads.append(ordinal)
+        return ordinal in rows
+
+    assert spill.probe_next(first, exists) == first + length
+    assert len(reads) <= 2 * max(1, length).bit_length() + 2
 
 
 def test_the_index_row_is_small_whatever_the_queue_s_length():
@@ -71,9 +84,10 @@ def test_spill_done_records_are_bounded_and_keep_the_order():
     assert len(value) < 64 * 1024 and control.decode(headers, value) == longest
 
 
-def test_keys_name_their_user_and_only_index_rows_name_a_queue():
+def test_keys_name_their_user_and_index_and_order_rows_their_queue():
     assert spill.queue_of(spill.index_key('u"1', "webhooks")) == ('u"1', "webhooks")
-    assert spill.queue_of(spill.order_key("u1", "webhooks", 4)) is None
+    assert spill.queue_of(spill.order_key("u1", "webhooks", 4)) == ("u1", "webhooks")
+    assert spill.queue_of('[1, "webhooks"]') is None
     assert spill.queue_of("not json") is None
     assert spill.user_of(spill.order_key("u1", "webhooks", 4)) == "u1"
     assert spill.user_of(spill.body_key("u1", "webhooks", 4)) == "u1"

@@ -48,7 +48,11 @@ def tables() -> Tables:
 
 
 def queue(world: World, user: str) -> spill.SpillQueue:
-    return spill.SpillQueue.from_row(world.tables.spill.get(spill.index_key(user, CS)))
+    """The user's ClientSuccess spill queue, as its rows say (not the worker's memory)."""
+    first = spill.first_of(world.tables.spill.get(spill.index_key(user, CS)))
+    return spill.SpillQueue(
+        first, spill.probe_next(first, lambda n: spill.order_key(user, CS, n) in world.tables.spill)
+    )
 
 
 async def group(world: World, user: str) -> None:

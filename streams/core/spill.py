@@ -14,17 +14,22 @@ deliveries, its later ones spill too (order). At most `max_events`
 delivery goes to the chain as before (its event waits, and so, once the window is full,
 does the partition).
 
-The rows (keys in `index_key`, `order_key`, `body_key`):
+The rows (keys in `index_key`, `order_key`, `body_key`), two changelog writes per
+spilled delivery (each costs the event loop a few hundred microseconds in Faust, so
+the queue's length is not written at each spill):
 
-* the queue's index row (table `spill`, keyed by user and destination): the ordinals of
-  its first and next delivery (`SpillQueue`), a few tens of bytes whatever its length
-  (`worst_index_bytes`), so that a spill writes a small row, not the whole queue;
 * an order row per delivery (table `spill`, keyed by user, destination and ordinal):
-  the delivery's number, `seq` (`streams.core.pending.first_seq` of its call's record);
+  the delivery's number, `seq` (`streams.core.pending.first_seq` of its call's record).
+  Ordinals go up from 0 without a gap: a queue holds the ordinals from its first to
+  the first without a row (`probe_next` finds it in a few reads; the worker keeps it);
 * a body row per delivery (table `spillrows`, keyed by user, destination and `seq`):
   what to send and what a dead letter would need (`body_row`), with its ordinal, so
   that a call processed again (a redo after a crash) finds its row and writes no
-  second copy.
+  second copy;
+* the queue's index row (table `spill`, keyed by user and destination): the ordinal of
+  its first delivery not yet confirmed, written by confirmations only; absent while it
+  is 0, and once the queue is empty (ordinals start again from 0). A few tens of bytes
+  whatever the queue's length (`worst_index_bytes`).
 
 A delivered (or parked, or dead-lettered) spilled delivery is confirmed by a
 `spill-done` record (`SpillDone`) to the user's partition, which drops the queue's
@@ -65,12 +70,12 @@ def body_key(user: str, destination: str, seq: int) -> str:
 
 
 def queue_of(key: str) -> tuple[str, str] | None:
-    """(user, destination) of an index row's key; None for an order row's (or garbage)."""
+    """(user, destination) of an index or order row's key; None for anything else."""
     try:
         parts = json.loads(key)
     except (TypeError, ValueError):
         return None
-    if isinstance(parts, list) and len(parts) == 2 and all(isinstance(p, str) for p in parts):
+    if isinstance(parts, list) and len(parts) in (2, 3) and all(isinstance(p, str) for p in parts[:2]):
         return parts[0], parts[1]
     return None
 
@@ -102,15 +107,35 @@ class SpillQueue:
         return SpillQueue(self.first + 1, self.next) if self.size > 0 else self
 
     def row(self) -> dict[str, int]:
-        return {"v": SPILL_VERSION, "first": self.first, "next": self.next}
+        """The index row: the first ordinal (the next is where the order rows end)."""
+        return {"v": SPILL_VERSION, "first": self.first}
 
-    @classmethod
-    def from_row(cls, row: Mapping[str, Any] | None) -> SpillQueue:
-        if not row:
-            return cls()
-        if int(row.get("v", 1)) > SPILL_VERSION:
-            raise ValueError(f"spill row of version {row.get('v')}, newer than this worker's {SPILL_VERSION}")
-        return cls(int(row["first"]), int(row["next"]))
+
+def first_of(row: Mapping[str, Any] | None) -> int:
+    """The first ordinal an index row holds (0 without one)."""
+    if not row:
+        return 0
+    if int(row.get("v", 1)) > SPILL_VERSION:
+        raise ValueError(f"spill row of version {row.get('v')}, newer than this worker's {SPILL_VERSION}")
+    return int(row["first"])
+
+
+def probe_next(first: int, exists: Callable[[int], bool]) -> int:
+    """The first ordinal from `first` on without an order row (`exists(ordinal)`), in
+    about 2 log2(length) reads: the rows from `first` to it have no gap."""
+    if not exists(first):
+        return first
+    low, step = first, 1  # `low` exists
+    while exists(low + step):
+        low, step = low + step, step * 2
+    high = low + step  # missing
+    while high - low > 1:
+        middle = (low + high) // 2
+        if exists(middle):
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def worst_index_bytes() -> int:

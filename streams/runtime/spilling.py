@@ -183,10 +183,12 @@ async def rescan(rt: Runtime) -> None:
         return rt.partition_of(spill.user_of(key))
 
     for partition in sorted(store.owned or ()):
+        found: set[Pair] = set()
         for chunk in chunks_of_partition(rt.tables.spill, partition, owner, RESCAN_CHUNK):
-            for key, row in chunk:
-                pair = spill.queue_of(key)
-                if pair is not None and row:
+            for key, _row in chunk:
+                pair = spill.queue_of(key)  # an index row, or an order row (a queue starting at 0 has no index row)
+                if pair is not None and pair not in found:
+                    found.add(pair)
                     store.known.add(pair)
                     refill(rt, *pair)
             await asyncio.sleep(0)

@@ -8,6 +8,8 @@ Kafka has it. Beside the rows, in memory:
 * `active[(user, destination)]`: deliveries of the chain in memory (the share counts them);
 * `cursor[(user, destination)]`: the ordinal of the next spilled delivery to hand to the
   chain (those before it are on their way, waiting for their spill-done);
+* `tails[(user, destination)]`: the ordinal the next spill takes (found by
+  `spill.probe_next` after a start or an assignment, then kept);
 * `known`: the (user, destination)s with spilled deliveries, so that a delivery of
   anybody else costs no read of the `spill` table. Complete for a partition once the
   rescan after its assignment has read it (`scanned`); until then the table is asked;
@@ -39,6 +41,7 @@ class SpillStore:
         self.partition_of = partition_of
         self.active: Counter[Pair] = Counter()
         self.cursor: dict[Pair, int] = {}
+        self.tails: dict[Pair, int] = {}  # the ordinal the next spill takes (where the order rows end)
         self.known: set[Pair] = set()
         self.confirming: dict[Pair, list[int]] = {}
         self.flushing: dict[Pair, asyncio.Future] = {}
@@ -68,7 +71,12 @@ class SpillStore:
         """The pair's queue; read from the table only when it may have one."""
         if not self.may_have(pair):
             return SpillQueue()
-        queue = SpillQueue.from_row(self.index.get(spill.index_key(*pair)))
+        first = spill.first_of(self.index.get(spill.index_key(*pair)))
+        next_ = self.tails.get(pair)
+        if next_ is None or next_ < first:
+            next_ = spill.probe_next(first, lambda n: self.seq_at(pair, n) is not None)
+            self.tails[pair] = next_
+        queue = SpillQueue(first, next_)
         if queue.size > 0:
             self.known.add(pair)
         return queue
@@ -81,18 +89,16 @@ class SpillStore:
         return self.bodies.get(spill.body_key(*pair, seq))
 
     def append(self, pair: Pair, item: Dispatch, queue: SpillQueue, found: Any) -> bool:
-        """Spill `item` (numbered `item.seq`) at the end of the pair's `queue`; False when
-        its body is too large for a row (it goes to the chain instead). A delivery
-        spilled already (`found`: its body row; its call processed again) keeps its
-        place: its order row and the index are written again only if missing."""
+        """Spill `item` (numbered `item.seq`) at the end of the pair's `queue`: its body
+        and order rows; False when its body is too large for a row (it goes to the chain
+        instead). A delivery spilled already (`found`: its body row; its call processed
+        again) keeps its place: its order row is written again only if missing."""
         assert item.seq is not None
         if found is not None:
             ordinal = int(found["n"])
             if self.seq_at(pair, ordinal) is None:
                 self.index[spill.order_key(*pair, ordinal)] = item.seq
-            if not queue.first <= ordinal < queue.next:
-                grown = SpillQueue(min(queue.first, ordinal) if queue.size else ordinal, max(queue.next, ordinal + 1))
-                self.index[spill.index_key(*pair)] = grown.row()
+                self.tails[pair] = max(queue.next, ordinal + 1)
             self.known.add(pair)
             return True
         row = spill.body_row(item, queue.next)
@@ -100,29 +106,29 @@ class SpillStore:
             return False
         self.bodies[spill.body_key(*pair, item.seq)] = row
         self.index[spill.order_key(*pair, queue.next)] = item.seq
-        self.index[spill.index_key(*pair)] = queue.appended().row()
+        self.tails[pair] = queue.next + 1
         self.known.add(pair)
         return True
 
     def confirm(self, pair: Pair, seqs: Iterable[int]) -> int:
         """Drop the delivered head of the pair's queue (`spill.confirm`), its rows with
-        it; how many went."""
-        queue = SpillQueue.from_row(self.index.get(spill.index_key(*pair)))
-        after, dropped = spill.confirm(queue, lambda n: self.seq_at(pair, n), seqs)
+        it, and write where it starts now; how many went."""
+        self.known.add(pair)  # so that `queue` reads it
+        after, dropped = spill.confirm(self.queue(pair), lambda n: self.seq_at(pair, n), seqs)
         for ordinal, seq in dropped:
             _delete(self.index, spill.order_key(*pair, ordinal))
             if seq is not None:
                 _delete(self.bodies, spill.body_key(*pair, seq))
-        if not dropped:
-            return 0
         if after.size > 0:
-            self.index[spill.index_key(*pair)] = after.row()
-        else:
-            # Empty: the row goes, and the next spill numbers from 0 again (nothing of
-            # this queue is on its way: all of it is confirmed).
-            _delete(self.index, spill.index_key(*pair))
-            self.known.discard(pair)
-            self.cursor.pop(pair, None)
+            if dropped:
+                self.index[spill.index_key(*pair)] = after.row()
+            return len(dropped)
+        # Empty: the index row goes, and the next spill numbers from 0 again (nothing of
+        # this queue is on its way: all of it is confirmed).
+        _delete(self.index, spill.index_key(*pair))
+        self.known.discard(pair)
+        self.cursor.pop(pair, None)
+        self.tails.pop(pair, None)
         return len(dropped)
 
     # ------------------------------------------------------------------ ownership
@@ -138,6 +144,7 @@ class SpillStore:
         self._complete = not self.owned
         self._forget(lambda user: self.partition_of(user) not in (self.owned or ()))
         self.known.clear()
+        self.tails.clear()
         self.rescan.set()
 
     def revoked(self, partitions: Iterable[int]) -> None:
@@ -155,8 +162,9 @@ class SpillStore:
         self._forget(lambda user: self.partition_of(user) in lost)
 
     def _forget(self, lost: Callable[[str], bool]) -> None:
-        for pair in [p for p in self.cursor if lost(p[0])]:
-            del self.cursor[pair]
+        for pairs in (self.cursor, self.tails):
+            for pair in [p for p in pairs if lost(p[0])]:
+                del pairs[pair]
         self.known = {p for p in self.known if not lost(p[0])}
         self.waiting = {p for p in self.waiting if not lost(p[0])}
         # `confirming` stays: a delivery made is confirmed to whoever owns the user now.
