@@ -197,6 +197,30 @@ async def test_one_user_s_burst_is_spilled_and_holds_nobody_back(pipeline: Pipel
     report("burst", burst=60, others=10, burst_delivered_when_others_done=burst_so_far, spill_rows=len(spilled))
 
 
+async def test_a_worker_stopped_with_spilled_deliveries_leaves_them_to_the_next_in_order(pipeline: Pipeline):
+    """A worker stopped while a burst's spilled deliveries drain: the next worker (its
+    own data dir: the tables restored from their changelogs) finds them and delivers
+    them, in order, at least once; nothing is lost."""
+    burst = traffic(users=1, per_user=40, prefix="stop")
+    for partner in ("cs", "csb"):
+        await pipeline.fault(partner, latency_ms=100)  # 4 s per partner, one at a time
+    worker = pipeline.start_worker(CS_RELAY_USER_SHARE="4")
+    await pipeline.send(*burst)
+    await pipeline.eventually(pipeline.cs_state, lambda s: len(cs_events(s)) >= 8, what="a fifth of the burst")
+    assert worker.terminate() == 0
+    at_stop = len(cs_events(await pipeline.cs_state()))
+    assert at_stop < 40, "the burst was over before the stop: nothing to resume"
+    pipeline.start_worker(1, CS_RELAY_USER_SHARE="4")
+    cs = await pipeline.eventually(
+        pipeline.cs_state, lambda s: len({e for _, e in cs_events(s)}) == 40, what="every CS event after the restart"
+    )
+    csb = await pipeline.eventually(
+        pipeline.csb_state, lambda s: len({e for _, e in csb_events(s)}) == 40, what="every CSB event after the restart"
+    )
+    counts = [check_delivery(received, burst) for received in (cs_events(cs), csb_events(csb))]
+    report("stopped while spilled", burst=40, cs_at_stop=at_stop, duplicates=sum(duplicates(c) for c in counts))
+
+
 async def test_a_killed_worker_loses_nothing(pipeline: Pipeline):
     sent = traffic(users=50, per_user=60, prefix="k")  # 3,000 tracks
     total = sum(m["type"] == "track" for m in sent)

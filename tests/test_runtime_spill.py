@@ -17,6 +17,7 @@ from streams.core.decision import PartnerRequest
 from streams.runtime import agents, spilling
 from streams.runtime.delivery import Result
 from streams.runtime.runtime import Tables
+from streams.runtime.spillstore import SpillStore
 from streams.settings import Settings
 from tests.runtime_world import PARTITIONS, FakeClient, World
 
@@ -165,3 +166,49 @@ def test_the_configuration_reference_states_the_share_and_the_spill_bound_as_the
     assert f"| `CS_RELAY_USER_SHARE` | `{d.user_share}` | 1 – {spill.MAX_SHARE:,} |" in doc
     assert f"| `CS_RELAY_SPILL_MAX_EVENTS` | `{d.spill_max_events}` | 0 – {spill.MAX_EVENTS_BOUND:,} |" in doc
     assert f"window of {agents.MAX_UNACKED_EVENTS:,} unacknowledged events" in doc
+
+
+async def test_a_spilled_delivery_that_cannot_be_read_waits_and_is_never_confirmed_unsent():
+    world = World({"CS_RELAY_USER_SHARE": "1"}, tables=tables())
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    await burst(world, "u1", 3)
+    key = spill.body_key("u1", CS, world.tables.spill[spill.order_key("u1", CS, 0)])
+    body = world.tables.spillrows.pop(key)  # E1's row unreadable (as when the tables close)
+    world.client.gate.set()
+    await world.settle()
+    assert world.client.events() == ["E0"] and queue(world, "u1").size == 2
+    assert world.controls(b"spill-done") == [] and world.rt.counters["spill_rows_unreadable"] == 1
+    world.tables.spillrows[key] = body  # readable again: the next look sends it, then E2
+    spilling.refill(world.rt, "u1", CS)
+    await until(lambda: queue(world, "u1").size == 0, world)
+    assert world.client.events() == ["E0", "E1", "E2"]
+
+
+async def test_a_stopping_worker_hands_no_more_spilled_deliveries_to_its_chains():
+    world = World({"CS_RELAY_USER_SHARE": "1"}, tables=tables())
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    await burst(world, "u1", 3)
+    world.rt.spills.stop()  # streams.runtime.relayapp.RelayApp.on_stop, before the tables close
+    world.client.gate.set()
+    await world.settle()
+    assert world.client.events() == ["E0"] and queue(world, "u1").size == 2  # the next worker's
+
+
+def test_a_body_named_by_a_later_order_row_stays_until_that_one_is_confirmed():
+    """A redo whose first body write was lost spills the call again at the end: its
+    first order row is confirmed first and must not take the body the second names."""
+    store = SpillStore({}, {}, lambda user: 0)
+    pair = ("u1", CS)
+
+    def call(seq: int) -> Any:
+        row = {"request": {"method": "POST", "path": f"/e{seq}", "json": {}}, "raw": "{}", "message_id": f"m{seq}"}
+        return spill.dispatch_of(row, CS, seq)
+
+    store.index[spill.order_key("u1", CS, 0)] = 7  # durable; its body write was not
+    assert store.append(pair, call(8), store.queue(pair), None)  # ordinal 1
+    assert store.append(pair, call(7), store.queue(pair), None)  # the redo of 7: ordinal 2
+    assert store.confirm(pair, [7]) == 1  # ordinal 0 goes; 7's body names ordinal 2: it stays
+    assert store.body(pair, 7)["n"] == 2 and store.queue(pair) == spill.SpillQueue(1, 3)
+    assert store.confirm(pair, [8, 7]) == 2 and store.bodies == {} and store.index == {}

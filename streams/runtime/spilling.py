@@ -109,15 +109,15 @@ def refill(rt: Runtime, key: str, destination: str) -> None:
         ordinal = max(store.cursor.get(pair, queue.first), queue.first)
         if ordinal >= queue.next:
             return
-        store.cursor[pair] = ordinal + 1
         seq = store.seq_at(pair, ordinal)
         row = None if seq is None else store.body(pair, seq)
         if seq is None or row is None:
-            rt.counters["spill_rows_missing"] += 1
-            log.error("a spilled delivery of a user to %s has no row (#%s); skipped", destination, ordinal)
-            if seq is not None:
-                confirm(rt, pair, seq)
-            continue
+            # Not readable now (the worker stopping closes its tables): left where it is,
+            # for the next refill or the next owner. Never confirmed unsent.
+            rt.counters["spill_rows_unreadable"] += 1
+            log.error("a spilled delivery of a user to %s (#%s) could not be read; it waits", destination, ordinal)
+            return
+        store.cursor[pair] = ordinal + 1
         item = spill.dispatch_of(row, destination, seq)
         track(rt, key, destination, rt.chains.submit(pair, functools.partial(drained, rt, key, item)))
 

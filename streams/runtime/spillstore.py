@@ -117,7 +117,10 @@ class SpillStore:
         after, dropped = spill.confirm(self.queue(pair), lambda n: self.seq_at(pair, n), seqs)
         for ordinal, seq in dropped:
             _delete(self.index, spill.order_key(*pair, ordinal))
-            if seq is not None:
+            body = None if seq is None else self.body(pair, seq)
+            if seq is not None and body is not None and int(body.get("n", ordinal)) == ordinal:
+                # (A call spilled again by a redo whose first body write was lost has a
+                # second order row: its body goes with the order row it names.)
                 _delete(self.bodies, spill.body_key(*pair, seq))
         if after.size > 0:
             if dropped:
@@ -146,6 +149,12 @@ class SpillStore:
         self.known.clear()
         self.tails.clear()
         self.rescan.set()
+
+    def stop(self) -> None:
+        """The worker stops (its tables close next): nothing more is handed to a chain;
+        what was not confirmed is sent again by the next worker."""
+        self.owned = set()
+        self.rescan.clear()
 
     def revoked(self, partitions: Iterable[int]) -> None:
         """Before the chains of `partitions` are cancelled: nothing of theirs is handed
