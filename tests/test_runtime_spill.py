@@ -212,3 +212,27 @@ def test_a_body_named_by_a_later_order_row_stays_until_that_one_is_confirmed():
     assert store.confirm(pair, [7]) == 1  # ordinal 0 goes; 7's body names ordinal 2: it stays
     assert store.body(pair, 7)["n"] == 2 and store.queue(pair) == spill.SpillQueue(1, 3)
     assert store.confirm(pair, [8, 7]) == 2 and store.bodies == {} and store.index == {}
+
+
+async def test_a_revoked_partition_s_spilled_deliveries_stop_and_resume_when_it_comes_back():
+    world = World({"CS_RELAY_USER_SHARE": "1"}, tables=tables())
+    partitions = set(range(PARTITIONS))
+    world.rt.assigned(partitions)
+    await world.settle()  # the caught-up records read back
+    await spilling.tick(world.rt)
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    await burst(world, "u1", 4)
+    assert queue(world, "u1").size == 3
+    mine = world.rt.partition_of("u1")
+    assert await world.rt.revoked([(world.rt.by_user_topic, mine)])
+    world.client.gate.set()
+    await world.settle()
+    assert world.client.events() == ["E0"] and queue(world, "u1").size == 3  # the next owner's
+    world.rt.assigned(partitions)  # it comes back: found by the rescan, drained in order
+    started = time.monotonic()
+    while queue(world, "u1").size:
+        assert time.monotonic() - started < 5, "timed out"
+        await spilling.tick(world.rt)
+        await world.settle(spins=5)
+    assert world.client.events() == ["E0", "E1", "E2", "E3"]
