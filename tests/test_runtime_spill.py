@@ -236,3 +236,27 @@ async def test_a_revoked_partition_s_spilled_deliveries_stop_and_resume_when_it_
         await spilling.tick(world.rt)
         await world.settle(spins=5)
     assert world.client.events() == ["E0", "E1", "E2", "E3"]
+
+
+class BrokenClient(FakeClient):
+    """A partner client that fails outright on E1 (a bug, a refused record): not an answer."""
+
+    async def send(self, request: PartnerRequest, **kwargs: Any) -> Result:
+        if request.path.endswith("/E1"):
+            raise RuntimeError("broken")
+        return await super().send(request, **kwargs)
+
+
+async def test_a_spilled_delivery_whose_work_fails_for_good_stops_the_worker_unconfirmed():
+    world = World({"CS_RELAY_USER_SHARE": "1"}, client=BrokenClient(), tables=tables())
+    stopped: list[BaseException] = []
+    world.rt.stop = stopped.append
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    await burst(world, "u1", 2)
+    assert queue(world, "u1").size == 1
+    world.client.gate.set()
+    await world.settle()
+    assert world.client.events() == ["E0"]  # E0's event acknowledged, E1 spilled and failed
+    assert stopped and "spill" in (world.rt.failure or "")
+    assert queue(world, "u1").size == 1 and world.controls(b"spill-done") == []  # sent again by the next worker

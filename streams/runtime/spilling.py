@@ -97,8 +97,8 @@ def _ended(rt: Runtime, pair: Pair, _task: asyncio.Future) -> None:
 def refill(rt: Runtime, key: str, destination: str) -> None:
     """Hand the pair's next spilled deliveries to its chain, up to the share."""
     store, pair = rt.spills, (key, destination)
-    if not store.mine(key):
-        return  # revoked: the next owner drains it
+    if not store.mine(key) or destination not in rt.clients:
+        return  # revoked (the next owner drains it), or the partner no longer enabled (they wait)
     if rt.catchup.behind(rt.partition_of(key)):
         store.waiting.add(pair)  # calls read again go first: `tick` comes back
         return
@@ -119,7 +119,18 @@ def refill(rt: Runtime, key: str, destination: str) -> None:
             return
         store.cursor[pair] = ordinal + 1
         item = spill.dispatch_of(row, destination, seq)
-        track(rt, key, destination, rt.chains.submit(pair, functools.partial(drained, rt, key, item)))
+        task = rt.chains.submit(pair, functools.partial(drained, rt, key, item))
+        track(rt, key, destination, task)
+        task.add_done_callback(functools.partial(_failed, rt, pair))
+
+
+def _failed(rt: Runtime, pair: Pair, task: asyncio.Future) -> None:
+    """A spilled delivery whose work failed for good (a park or dead-letter record Kafka
+    keeps refusing): as for an event's work, the worker stops and the next one sends it
+    again, rather than leave the user's queue stuck behind it."""
+    exc = None if task.cancelled() else task.exception()
+    if exc is not None:
+        rt.failed_for_good(("spill", *pair), exc)
 
 
 async def drained(rt: Runtime, key: str, item: Dispatch) -> Any:
