@@ -260,3 +260,38 @@ async def test_a_spilled_delivery_whose_work_fails_for_good_stops_the_worker_unc
     assert world.client.events() == ["E0"]  # E0's event acknowledged, E1 spilled and failed
     assert stopped and "spill" in (world.rt.failure or "")
     assert queue(world, "u1").size == 1 and world.controls(b"spill-done") == []  # sent again by the next worker
+
+
+class ClosedAtStopClient(FakeClient):
+    """E1 waits for `hold`, then fails as a closed client does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = asyncio.Event()
+
+    async def send(self, request: PartnerRequest, **kwargs: Any) -> Result:
+        if request.path.endswith("/E1"):
+            await self.hold.wait()
+            raise RuntimeError("Session is closed")
+        return await super().send(request, **kwargs)
+
+
+async def test_a_spilled_delivery_ended_by_the_stop_does_not_crash_the_stopping_worker():
+    """A stopping worker closes its partner clients while spilled deliveries still run
+    (the stop waits for events' work only): their failure is the stop's, not a crash
+    (seen in the e2e stop test as exit status 1)."""
+    client = ClosedAtStopClient()
+    world = World({"CS_RELAY_USER_SHARE": "1"}, client=client, tables=tables())
+    stopped: list[BaseException] = []
+    world.rt.stop = stopped.append
+    await group(world, "u1")
+    client.gate = asyncio.Event()
+    await burst(world, "u1", 2)  # E0 on the chain, E1 spilled
+    client.gate.set()
+    await world.settle()  # E0 delivered; E1 handed to the chain, waiting
+    assert world.client.events() == ["E0"] and world.rt.acks.in_flight == 0
+    world.rt.spills.stop()
+    client.hold.set()  # the clients close: E1 fails
+    await world.settle()
+    assert stopped == [] and world.rt.failure is None
+    assert queue(world, "u1").size == 1  # the next worker sends it

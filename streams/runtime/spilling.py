@@ -129,7 +129,7 @@ def _failed(rt: Runtime, pair: Pair, task: asyncio.Future) -> None:
     keeps refusing): as for an event's work, the worker stops and the next one sends it
     again, rather than leave the user's queue stuck behind it."""
     exc = None if task.cancelled() else task.exception()
-    if exc is not None:
+    if exc is not None and rt.spills.mine(pair[0]):  # not once revoked, nor when the worker stops (clients closed)
         rt.failed_for_good(("spill", *pair), exc)
 
 
