@@ -197,6 +197,7 @@ async def test_one_user_s_burst_is_spilled_and_holds_nobody_back(pipeline: Pipel
     report("burst", burst=60, others=10, burst_delivered_when_others_done=burst_so_far, spill_rows=len(spilled))
 
 
+@pytest.mark.faults  # two worker starts and a stop: about 40 s, so `make faults`, not `make test`
 async def test_a_worker_stopped_with_spilled_deliveries_leaves_them_to_the_next_in_order(pipeline: Pipeline):
     """A worker stopped while a burst's spilled deliveries drain: the next worker (its
     own data dir: the tables restored from their changelogs) finds them and delivers
