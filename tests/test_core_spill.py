@@ -91,3 +91,13 @@ def test_keys_name_their_user_and_index_and_order_rows_their_queue():
     assert spill.queue_of("not json") is None
     assert spill.user_of(spill.order_key("u1", "webhooks", 4)) == "u1"
     assert spill.user_of(spill.body_key("u1", "webhooks", 4)) == "u1"
+
+
+def test_a_released_event_is_spilled_under_its_number_in_releasing_and_comes_back_released():
+    request = PartnerRequest("POST", "/e", {"n": 1})
+    released = Dispatch("clientsuccess", request, "{}", {}, "m", released_seq=5 << 20)
+    call = Dispatch("clientsuccess", request, "{}", {}, "m", seq=6 << 20)
+    assert spill.number_of(released) == 5 << 20 and spill.number_of(call) == 6 << 20
+    assert spill.number_of(Dispatch("clientsuccess", request, "{}", {}, "m")) is None
+    assert spill.dispatch_of(spill.body_row(released, 0), "clientsuccess", 5 << 20) == released
+    assert spill.dispatch_of(spill.body_row(call, 1), "clientsuccess", 6 << 20) == call

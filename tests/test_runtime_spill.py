@@ -295,3 +295,20 @@ async def test_a_spilled_delivery_ended_by_the_stop_does_not_crash_the_stopping_
     await world.settle()
     assert stopped == [] and world.rt.failure is None
     assert queue(world, "u1").size == 1  # the next worker sends it
+
+
+async def test_a_held_call_released_while_spilled_ones_wait_goes_after_them():
+    world = World({"CS_RELAY_USER_SHARE": "1"}, tables=tables())
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    await burst(world, "u1", 3)  # E0 on the chain, E1 and E2 spilled
+    # A call naming a group nobody has introduced yet: held for ClientSuccess ...
+    await world.publish(type="track", userId="u1", event="Held", context={"groupId": "g2"}, messageId="h")
+    assert [i["raw"] for i in world.pending("u1")["held"]] and queue(world, "u1").size == 2
+    # ... until the group's call comes: released, behind the spilled ones.
+    await world.publish(type="group", userId="u2", groupId="g2", traits={"name": "Beta"}, messageId="u2-g")
+    assert queue(world, "u1").size == 3
+    world.client.gate.set()
+    await until(lambda: queue(world, "u1").size == 0 and world.rt.pending("u1").is_empty(), world)
+    assert world.client.events() == ["E0", "E1", "E2", "Held"]
+    assert world.dead_letters() == []

@@ -151,8 +151,14 @@ def should_spill(active: int, queued: int, *, share: int, max_events: int) -> bo
     return queued < max_events and (queued > 0 or active >= share)
 
 
+def number_of(item: Dispatch) -> int | None:
+    """The number a delivery is spilled under: a released event's (it stays in the
+    user's `releasing` until delivered), else its call's; None: not spillable."""
+    return item.released_seq if item.released_seq is not None else item.seq
+
+
 def body_row(item: Dispatch, ordinal: int) -> dict[str, Any]:
-    return {
+    row = {
         "v": SPILL_VERSION,
         "n": ordinal,
         "request": item.request.to_dict(),
@@ -160,6 +166,9 @@ def body_row(item: Dispatch, ordinal: int) -> dict[str, Any]:
         "source": dict(item.source),
         "message_id": item.message_id,
     }
+    if item.released_seq is not None:
+        row["released"] = True
+    return row
 
 
 def body_fits(row: Mapping[str, Any], max_bytes: int = BODY_MAX_BYTES) -> bool:
@@ -167,8 +176,13 @@ def body_fits(row: Mapping[str, Any], max_bytes: int = BODY_MAX_BYTES) -> bool:
 
 
 def dispatch_of(row: Mapping[str, Any], destination: str, seq: int) -> Dispatch:
-    """The delivery a body row holds, numbered `seq` (it parks under that number)."""
+    """The delivery a body row holds, numbered `seq` (it parks under that number; a
+    released event's is its number in `releasing`)."""
     request = PartnerRequest.from_dict(row["request"])
+    if row.get("released"):
+        return Dispatch(
+            destination, request, row.get("raw", ""), row.get("source") or {}, row.get("message_id", ""), seq
+        )
     return Dispatch(
         destination, request, row.get("raw", ""), row.get("source") or {}, row.get("message_id", ""), seq=seq
     )

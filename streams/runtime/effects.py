@@ -149,10 +149,10 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
 def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
     """Deliver `item` after the user's earlier deliveries to the same partner; past the
     user's share, a call's delivery is spilled instead (streams.runtime.spilling)."""
-    if item.released_seq is None and item.seq is not None and spilling.admit(rt, key, item):
-        return spilling.written()
     if item.released_seq is not None:
         rt.in_flight.add((key, item.destination, item.released_seq))
+    if spilling.admit(rt, key, item):
+        return spilling.written()
     task = rt.chains.submit((key, item.destination), lambda: deliver(rt, key, item))
     spilling.track(rt, key, item.destination, task)
     return task

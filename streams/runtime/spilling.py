@@ -46,18 +46,24 @@ CONFIRM_RETRY_MAX = 30.0  # seconds, at most, before a spill-done the producer r
 
 
 def admit(rt: Runtime, key: str, item: Dispatch) -> bool:
-    """Whether the call's delivery `item` (numbered `item.seq`) is spilled (its rows
-    written) rather than handed to the chain."""
-    assert item.seq is not None
+    """Whether the delivery `item` is spilled (its rows written) rather than handed to
+    the chain: a call's past the share, or behind spilled ones; a released event's
+    (held until its user's group was known, say) only behind spilled ones, so that it
+    does not overtake them."""
+    number = spill.number_of(item)
+    if number is None:
+        return False  # an aggregation window's request sent alone: not numbered
     store, pair, s = rt.spills, (key, item.destination), rt.settings
     active = store.active[pair]
     if active < s.user_share and not store.may_have(pair):
         return False  # the common case: no read
     queue = store.queue(pair)
-    found = store.body(pair, item.seq) if queue.size else None
-    if queue.size and found is None:
+    found = store.body(pair, number) if queue.size else None
+    if item.released_seq is not None and not queue.size:
+        return False
+    if queue.size and found is None and item.released_seq is None:
         head = store.seq_at(pair, queue.first)
-        if head is not None and item.seq < head:
+        if head is not None and number < head:
             return False  # read again, older than what spilled after it: it goes first
     if found is None and not spill.should_spill(active, queue.size, share=s.user_share, max_events=s.spill_max_events):
         if queue.size:
@@ -135,8 +141,9 @@ def _failed(rt: Runtime, pair: Pair, task: asyncio.Future) -> None:
 
 async def drained(rt: Runtime, key: str, item: Dispatch) -> Any:
     result = await effects.deliver(rt, key, item)  # delivered, dead-lettered or parked
-    assert item.seq is not None
-    confirm(rt, (key, item.destination), item.seq)
+    number = spill.number_of(item)
+    assert number is not None
+    confirm(rt, (key, item.destination), number)
     return result
 
 

@@ -89,23 +89,24 @@ class SpillStore:
         return self.bodies.get(spill.body_key(*pair, seq))
 
     def append(self, pair: Pair, item: Dispatch, queue: SpillQueue, found: Any) -> bool:
-        """Spill `item` (numbered `item.seq`) at the end of the pair's `queue`: its body
+        """Spill `item` (numbered `spill.number_of(item)`) at the end of the pair's `queue`: its body
         and order rows; False when its body is too large for a row (it goes to the chain
         instead). A delivery spilled already (`found`: its body row; its call processed
         again) keeps its place: its order row is written again only if missing."""
-        assert item.seq is not None
+        number = spill.number_of(item)
+        assert number is not None
         if found is not None:
             ordinal = int(found["n"])
             if self.seq_at(pair, ordinal) is None:
-                self.index[spill.order_key(*pair, ordinal)] = item.seq
+                self.index[spill.order_key(*pair, ordinal)] = number
                 self.tails[pair] = max(queue.next, ordinal + 1)
             self.known.add(pair)
             return True
         row = spill.body_row(item, queue.next)
         if not spill.body_fits(row):
             return False
-        self.bodies[spill.body_key(*pair, item.seq)] = row
-        self.index[spill.order_key(*pair, queue.next)] = item.seq
+        self.bodies[spill.body_key(*pair, number)] = row
+        self.index[spill.order_key(*pair, queue.next)] = number
         self.tails[pair] = queue.next + 1
         self.known.add(pair)
         return True
