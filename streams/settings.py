@@ -26,6 +26,7 @@ from typing import Any, TypeVar, cast
 
 from yarl import URL
 
+from streams.core import spill
 from streams.core.mappingfile import MappingError, load_file
 from streams.core.mappings import Controls
 from streams.core.pendingrows import INDEX_MAX_BYTES, MAX_EVENTS_BOUND, max_events_within, worst_index_bytes
@@ -99,6 +100,9 @@ class Settings:
     breaker_failures: int = 5
     breaker_open_seconds: float = 5.0
     pending_max_events: int = 1000
+    # Fairness (streams/core/spill.py): deliveries in memory per user and destination, and spilled
+    user_share: int = 32
+    spill_max_events: int = 20_000
     pending_max_age_seconds: float = 7 * 24 * 3600.0
     log_level: str = "info"
     # `cs-relay worker`'s event loop (streams/eventloop.py): uvloop, or asyncio's own.
@@ -217,6 +221,10 @@ class Settings:
             ),
             pending_max_events=read.integer(
                 "CS_RELAY_PENDING_MAX_EVENTS", d.pending_max_events, low=1, high=MAX_EVENTS_BOUND
+            ),
+            user_share=read.integer("CS_RELAY_USER_SHARE", d.user_share, low=1, high=spill.MAX_SHARE),
+            spill_max_events=read.integer(
+                "CS_RELAY_SPILL_MAX_EVENTS", d.spill_max_events, low=0, high=spill.MAX_EVENTS_BOUND
             ),
             pending_max_age_seconds=read.number(
                 "CS_RELAY_PENDING_MAX_AGE_SECONDS", d.pending_max_age_seconds, low=1, high=365 * 24 * 3600

@@ -21,8 +21,9 @@ from streams.core.decision import PartnerRequest
 from streams.core.retry import Outcome, classify
 from streams.runtime import agents, retries
 from streams.runtime.delivery import Result
+from streams.runtime.incoming import Incoming
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS
-from streams.runtime.runtime import Incoming, Runtime, Tables
+from streams.runtime.runtime import Runtime, Tables
 from streams.settings import Settings
 
 INPUT, BY_USER_TOPIC = "segment-events", "cs-relay-by-user"

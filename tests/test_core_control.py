@@ -28,6 +28,7 @@ from streams.core.control import (
 )
 from streams.core.pending import Parked, Pending
 from streams.core.retry import Outcome
+from streams.core.spill import SpillDone
 from streams.core.state import UserState
 
 PARKED = Parked(
@@ -128,6 +129,12 @@ FROZEN = [
     ),
     # a worker's assignment read back in its partition (issue 22, finding 3)
     (b"caught-up", b'{"token": "0a1b2c3d4e5f/2/3"}', CaughtUp("0a1b2c3d4e5f/2/3")),
+    # a spilled delivery's confirmation (issue 23, fairness)
+    (
+        b"spill-done",
+        b'{"destination": "clientsuccess", "seqs": [7340032, 8388608]}',
+        SpillDone("clientsuccess", (7 << 20, 8 << 20)),
+    ),
 ]
 
 

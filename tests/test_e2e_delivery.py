@@ -169,6 +169,59 @@ async def test_a_slow_partner_does_not_slow_the_other(pipeline: Pipeline):
     check_delivery(csb_events(state), sent)
 
 
+async def test_one_user_s_burst_is_spilled_and_holds_nobody_back(pipeline: Pipeline):
+    """Fairness (issue 23): past its share of deliveries in memory (4 here), a user's
+    further deliveries are spilled to the spill tables and drained in order. The other
+    users' tracks arrive while the burst still drains, and every burst event arrives
+    once, in order, at both partners."""
+    burst = traffic(users=1, per_user=60, prefix="burst")
+    others = traffic(users=10, per_user=1, prefix="calm")
+    total = len(burst) - 1 + 10
+    for partner in ("cs", "csb"):
+        await pipeline.fault(partner, latency_ms=50)  # the burst needs 3 s per partner, one at a time
+    pipeline.start_worker(CS_RELAY_USER_SHARE="4")
+    await pipeline.send(*burst, *others)
+
+    def calm(state) -> int:
+        return len({user for user, _ in cs_events(state) if user.startswith("calm")})
+
+    state = await pipeline.eventually(pipeline.cs_state, lambda s: calm(s) == 10, what="the other users' tracks")
+    burst_so_far = sum(user == "burst0" for user, _ in cs_events(state))
+    assert burst_so_far < 60, "the burst was over before the others arrived: nothing to compare"
+    spilled = await pipeline.records(f"{pipeline.name}-spillrows-changelog")
+    assert spilled, "nothing was spilled"
+    cs = await pipeline.eventually(pipeline.cs_state, lambda s: len(cs_events(s)) >= total, what="all CS events")
+    csb = await pipeline.eventually(pipeline.csb_state, lambda s: len(s["events"]) >= total, what="all CSB events")
+    for received in (cs_events(cs), csb_events(csb)):
+        assert duplicates(check_delivery(received, [*burst, *others])) == 0
+    report("burst", burst=60, others=10, burst_delivered_when_others_done=burst_so_far, spill_rows=len(spilled))
+
+
+@pytest.mark.faults  # two worker starts and a stop: about 40 s, so `make faults`, not `make test`
+async def test_a_worker_stopped_with_spilled_deliveries_leaves_them_to_the_next_in_order(pipeline: Pipeline):
+    """A worker stopped while a burst's spilled deliveries drain: the next worker (its
+    own data dir: the tables restored from their changelogs) finds them and delivers
+    them, in order, at least once; nothing is lost."""
+    burst = traffic(users=1, per_user=40, prefix="stop")
+    for partner in ("cs", "csb"):
+        await pipeline.fault(partner, latency_ms=100)  # 4 s per partner, one at a time
+    worker = pipeline.start_worker(CS_RELAY_USER_SHARE="4")
+    await pipeline.send(*burst)
+    await pipeline.eventually(pipeline.cs_state, lambda s: len(cs_events(s)) >= 8, what="a fifth of the burst")
+    assert worker.terminate() == 0
+    at_stop = len(cs_events(await pipeline.cs_state()))
+    assert at_stop < 40, "the burst was over before the stop: nothing to resume"
+    pipeline.start_worker(1, CS_RELAY_USER_SHARE="4")
+    cs = await pipeline.eventually(
+        pipeline.cs_state, lambda s: len({e for _, e in cs_events(s)}) == 40, what="every CS event after the restart"
+    )
+    csb = await pipeline.eventually(
+        pipeline.csb_state, lambda s: len({e for _, e in csb_events(s)}) == 40, what="every CSB event after the restart"
+    )
+    counts = [check_delivery(received, burst) for received in (cs_events(cs), csb_events(csb))]
+    report("stopped while spilled", burst=40, cs_at_stop=at_stop, duplicates=sum(duplicates(c) for c in counts))
+
+
 @pytest.mark.faults  # a worker killed mid-stream, about 25 s: make faults
 async def test_a_killed_worker_loses_nothing(pipeline: Pipeline):
     sent = traffic(users=50, per_user=60, prefix="k")  # 3,000 tracks

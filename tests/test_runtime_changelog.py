@@ -132,19 +132,27 @@ async def test_no_event_is_acknowledged_before_its_writes_to_any_table_are_durab
     """Every table, a user's waiting events' payload rows and a group's waiters included:
     a call held while its group is unknown (users, pending, payloads, seen; the group's
     waiters), the group call (groups) that releases it, a call counted in an
-    aggregation window (windows). While Kafka has not acknowledged the writes to `table`, the events that
-    made them, and every later one of their partitions, stay unacknowledged."""
+    aggregation window (windows), a call past its user's share (spill, spillrows). While
+    Kafka has not acknowledged the writes to `table`, the events that made them, and
+    every later one of their partitions, stay unacknowledged."""
     mappings = tmp_path / "mappings.toml"
     mappings.write_text('[clientsuccess]\naggregate = "1h"\n')
     writes: list[asyncio.Future] = []
     tables = Tables(**{name: HeldTable(writes, held=name == table) for name in TABLE_NAMES})
-    world = World({"CS_RELAY_MAPPINGS": str(mappings)}, tables=tables)
+    # Spilling needs calls sent one by one: the aggregating mapping only where it writes.
+    env = {"CS_RELAY_USER_SHARE": "1"} if table.startswith("spill") else {"CS_RELAY_MAPPINGS": str(mappings)}
+    world = World(env, tables=tables)
     for name in TABLE_NAMES:
         world.rt.changelog.watch(getattr(tables, name))
 
     await world.publish(type="track", userId="u1", event="Early", context={"groupId": "g1"}, messageId="t1")
     await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
     await world.publish(type="track", userId="u1", event="Counted", messageId="t2")
+    world.client.gate = asyncio.Event()  # the first page waits: the second is spilled
+    await world.publish(type="page", userId="u1", name="One", messageId="p1")
+    await world.publish(type="page", userId="u1", name="Two", messageId="p2")
+    world.client.gate.set()
+    await world.settle()
     assert writes, f"the calls wrote nothing to {table}"
     assert world.rt.acks.in_flight > 0  # the events that wrote to it, and those after them
     for written in writes:

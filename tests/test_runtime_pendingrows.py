@@ -12,7 +12,8 @@ from streams.core import pendingrows
 from streams.core.control import Park
 from streams.core.pending import Parked, Pending, hold, park, release
 from streams.runtime import retries
-from streams.runtime.runtime import Incoming, Tables
+from streams.runtime.incoming import Incoming
+from streams.runtime.runtime import Tables
 from tests.runtime_world import BY_USER_TOPIC, FakeClient, World
 
 

@@ -152,7 +152,7 @@ def test_the_byte_bound_is_a_validated_setting():
 
 
 def test_an_event_held_counts_its_value_key_and_headers():
-    from streams.runtime.runtime import Incoming
+    from streams.runtime.incoming import Incoming
 
     small = Incoming(b"u1", b"{}", {}, BY_USER_TOPIC, 0, 0)
     large = Incoming(b"u1", b"x" * 30_000, {"h": b"y" * 2_000}, BY_USER_TOPIC, 0, 1)

@@ -98,7 +98,7 @@ async def test_missing_topics_are_created_with_the_configured_partitions(kafka_b
     leader = leader_topic_name(app_id)
     # input, by-user, the changelogs of users, pending, groups, seen, windows, waiters,
     # payloads, dead letters, backfill's record, and Faust's assignor topic
-    assert len(names) == 12 and names[-1] == leader
+    assert len(names) == 14 and names[-1] == leader
     topics = await describe(kafka_bootstrap, names)
     partitions = {name: len(t["partitions"]) for name, t in topics.items()}
     assert partitions == {name: 1 if name in (leader, backfill_topic_name(app_id)) else 3 for name in names}

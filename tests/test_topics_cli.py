@@ -42,9 +42,9 @@ def test_the_command_prints_the_list_for_the_current_settings():
     lines = shown.stdout.splitlines()
     assert (
         lines[0]
-        == "12 topics for CS_RELAY_APP_ID=acme (CS_RELAY_TOPIC_PARTITIONS=12, CS_RELAY_TOPIC_REPLICATION_FACTOR=1):"
+        == "14 topics for CS_RELAY_APP_ID=acme (CS_RELAY_TOPIC_PARTITIONS=12, CS_RELAY_TOPIC_REPLICATION_FACTOR=1):"
     )
-    row = {line.split()[0]: line.split() for line in lines[3:15]}
+    row = {line.split()[0]: line.split() for line in lines[3:17]}
     # keyed by user: the input topic must have the by-user count, no longer "any"
     assert row["segment-events"][1:5] == ["12", "delete", "1048576", "broker"]
     assert row["acme-pending-changelog"][1:5] == ["12", "compact", "1048576", "latest"]
@@ -149,7 +149,7 @@ async def test_create_makes_the_missing_topics_and_checks_the_others(kafka_boots
     assert first.returncode == 0, first.stderr
     lines = first.stdout.splitlines()
     assert lines[:-1] == [f"{'exists' if n == f'{name}-in' else 'created':<8} {n}" for n in names]
-    assert lines[-1] == f"12 topics ready at {kafka_bootstrap}: 11 created, 1 found"
+    assert lines[-1] == f"14 topics ready at {kafka_bootstrap}: 13 created, 1 found"
     assert await broker_topics(kafka_bootstrap, name) == set(names)
     again = cs_relay("topics", "--create", "--json", env=env)
     assert json.loads(again.stdout) == dict.fromkeys(names, "exists")

@@ -24,6 +24,7 @@ tests/test_core_control.py holds frozen examples of each kind as version 0.1 wro
     window-close   a timer, to a partition      sends the closed windows of these users
     window-done    a closed window's delivery   removes the window from the user's row
     caught-up      a worker, on assignment       its reading of the partition has caught up
+    spill-done     a spilled delivery, sent      drops it from the user's spill queue (streams.core.spill)
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Any, ClassVar
 
 from streams.core.pending import Parked
 from streams.core.retry import Outcome
+from streams.core.spill import SpillDone
 
 KIND_HEADER = "cs-relay-kind"
 
@@ -342,6 +344,7 @@ Control = (
     | WindowClose
     | WindowDone
     | CaughtUp
+    | SpillDone
 )
 _ALL = (
     PendingDone,
@@ -358,6 +361,7 @@ _ALL = (
     WindowClose,
     WindowDone,
     CaughtUp,
+    SpillDone,
 )
 KINDS: Mapping[bytes, type[Control]] = MappingProxyType({kind.KIND: kind for kind in _ALL})
 TO_PARTITION = (Sweep, RetryDue, WindowClose, CaughtUp)  # sent to one partition with an empty key, not to a user

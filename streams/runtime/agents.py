@@ -23,8 +23,9 @@ from streams.core.reasons import Reason
 from streams.core.segment import parse
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import effects, handlers
+from streams.runtime.incoming import SOURCE_HEADER, Incoming
 from streams.runtime.outbox import BY_USER
-from streams.runtime.runtime import SOURCE_HEADER, Incoming, Runtime
+from streams.runtime.runtime import Runtime
 
 log = logging.getLogger("cs_relay")
 

@@ -34,7 +34,8 @@ from streams.core.control import WindowClose, WindowDone
 from streams.core.outcome import Dispatch
 from streams.destinations import REGISTRY
 from streams.runtime import effects
-from streams.runtime.runtime import Incoming, Runtime
+from streams.runtime.incoming import Incoming
+from streams.runtime.runtime import Runtime
 from streams.runtime.tablescan import chunks_of_partition
 
 log = logging.getLogger("cs_relay")

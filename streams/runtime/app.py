@@ -40,12 +40,23 @@ from streams.ops import (
     preview_api,
 )
 from streams.ops.console import web as console
-from streams.runtime import agents, aggregation, faust_fixes, previewing, retries, seentable, sweep, timers
+from streams.runtime import agents, aggregation, faust_fixes, previewing, retries, seentable, spilling, sweep, timers
 from streams.runtime.outbox import FaustOutbox
 from streams.runtime.relayapp import TABLE_OPTIONS, create_app
 from streams.runtime.rowcache import CachedRows
 from streams.runtime.runtime import Runtime, Tables
-from streams.runtime.topiclist import GROUPS, PAYLOADS, PENDING, SEEN, USERS, WAITERS, WINDOWS, by_user_topic_name
+from streams.runtime.topiclist import (
+    GROUPS,
+    PAYLOADS,
+    PENDING,
+    SEEN,
+    SPILL,
+    SPILLROWS,
+    USERS,
+    WAITERS,
+    WINDOWS,
+    by_user_topic_name,
+)
 from streams.settings import Settings
 
 settings = Settings.from_env()
@@ -86,6 +97,9 @@ windows_table = app.Table(WINDOWS, default=None, options=dict(TABLE_OPTIONS))
 waiters_table = app.Table(WAITERS, default=None, options=dict(TABLE_OPTIONS))
 # A row per waiting event of a user's `pending` record (streams.core.pendingrows).
 payloads_table = app.Table(PAYLOADS, default=None, options=dict(TABLE_OPTIONS))
+# A user's deliveries spilled past its share, in the user's partition (streams.core.spill).
+spill_table = app.Table(SPILL, default=None, options=dict(TABLE_OPTIONS))
+spillrows_table = app.Table(SPILLROWS, default=None, options=dict(TABLE_OPTIONS))
 
 
 def _partitions() -> int:
@@ -113,13 +127,16 @@ runtime = Runtime.from_settings(
         windows=windows_table,
         waiters=waiters_table,
         payloads=payloads_table,
+        spill=spill_table,
+        spillrows=spillrows_table,
     ),
     outbox=FaustOutbox(by_user_topic, dlq_topic),
     partitions=_partitions,
     recovered=_recovered,
 )
 app.runtime = runtime
-for _table in (users, pending_table, groups_table, seen_table, windows_table, waiters_table, payloads_table):
+_TABLES = (users, pending_table, groups_table, seen_table, windows_table, waiters_table, payloads_table)
+for _table in (*_TABLES, spill_table, spillrows_table):
     runtime.changelog.watch(_table)
 # Work that failed for good stops the worker (exit status 1) rather than wedging it.
 runtime.stop = lambda exc: asyncio.ensure_future(app.crash(exc))
@@ -167,6 +184,11 @@ async def _report() -> None:
 async def _retry_tick() -> None:
     # A round that fails is logged and the next one (a second later) tries again.
     await timers.guarded(runtime, "retry tick", lambda: retries.tick(runtime))
+
+
+@app.timer(interval=spilling.SPILL_TICK)
+async def _spill_tick() -> None:
+    await timers.guarded(runtime, "spill tick", lambda: spilling.tick(runtime))
 
 
 @app.timer(interval=aggregation.WINDOW_TICK)

@@ -26,6 +26,7 @@ from streams.core.reasons import Reason
 from streams.core.releasing import resolve_releasing
 from streams.core.retry import Outcome
 from streams.ops import observe
+from streams.runtime import spilling
 from streams.runtime.delivery import PartnerClient, Result
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS, produce
 from streams.runtime.runtime import Runtime
@@ -147,10 +148,15 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
 
 
 def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
-    """Deliver `item` after the user's earlier deliveries to the same partner."""
+    """Deliver `item` after the user's earlier deliveries to the same partner; past the
+    user's share, a call's delivery is spilled instead (streams.runtime.spilling)."""
     if item.released_seq is not None:
         rt.in_flight.add((key, item.destination, item.released_seq))
-    return rt.chains.submit((key, item.destination), lambda: deliver(rt, key, item))
+    if spilling.admit(rt, key, item):
+        return spilling.written()
+    task = rt.chains.submit((key, item.destination), lambda: deliver(rt, key, item))
+    spilling.track(rt, key, item.destination, task)
+    return task
 
 
 async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:

@@ -33,7 +33,8 @@ from streams.core.segment import parse
 from streams.core.state import GroupState
 from streams.core.waiters import Waiters, add, tell_now
 from streams.runtime import effects
-from streams.runtime.runtime import Incoming, Runtime
+from streams.runtime.incoming import Incoming
+from streams.runtime.runtime import Runtime
 
 log = logging.getLogger("cs_relay")
 

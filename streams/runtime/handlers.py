@@ -37,10 +37,12 @@ from streams.core.outcome import Dispatch
 from streams.core.pending import confirm, first_seq
 from streams.core.releasing import release_ready
 from streams.core.segment import parse
+from streams.core.spill import SpillDone
 from streams.core.step import step
 from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
-from streams.runtime import aggregation, effects, groups, merge, retries, sweep
-from streams.runtime.runtime import Incoming, Runtime
+from streams.runtime import aggregation, effects, groups, merge, retries, spilling, sweep
+from streams.runtime.incoming import Incoming
+from streams.runtime.runtime import Runtime
 
 log = logging.getLogger("cs_relay")
 
@@ -92,6 +94,7 @@ HANDLERS: Mapping[type, Handler] = MappingProxyType(
         WindowClose: aggregation.window_close,
         WindowDone: aggregation.window_done,
         CaughtUp: caught_up,
+        SpillDone: spilling.spill_done,
     }
 )
 

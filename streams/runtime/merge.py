@@ -33,7 +33,8 @@ from streams.core.reasons import Reason
 from streams.core.state import UserState
 from streams.core.step import merge_step
 from streams.runtime import effects
-from streams.runtime.runtime import Incoming, Runtime
+from streams.runtime.incoming import Incoming
+from streams.runtime.runtime import Runtime
 
 # A hand-over (the merge-profile record, and its copy on the visitor's row until
 # merge-done) is at most this many bytes: well below the topics' 1 MiB record limit.

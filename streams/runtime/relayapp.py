@@ -67,6 +67,7 @@ class RelayApp(faust.App):
         runtime = self.runtime
         consumer = self._consumer
         if runtime is not None:
+            runtime.spills.stop()  # no spilled delivery is started now: the tables close soon
             # However the broker is (gone, or killed meanwhile) and wherever Faust's stop
             # then waits, the process ends in time, saying what was left; never disarmed:
             # the process ends after the app stops.

@@ -30,7 +30,8 @@ from streams.core.releasing import release_ready
 from streams.core.retry import Outcome
 from streams.core.versions import Readable
 from streams.runtime import effects
-from streams.runtime.runtime import Incoming, Runtime
+from streams.runtime.incoming import Incoming
+from streams.runtime.runtime import Runtime
 from streams.runtime.tablescan import chunks_of_partition
 
 log = logging.getLogger("cs_relay")

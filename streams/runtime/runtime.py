@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any
 
-from streams.core import control, positions
+from streams.core import control
 from streams.core import pending as pending_mod
 from streams.core.aggregate import CloseIndex
 from streams.core.breaker import Breakers, Policy, State, signal_of
@@ -53,6 +53,7 @@ from streams.runtime.pendingstore import PendingStore
 from streams.runtime.recentgroups import RecentGroups
 from streams.runtime.rowcache import CachedRows, decoded
 from streams.runtime.seenpacks import SeenPacks
+from streams.runtime.spillstore import SpillStore
 from streams.runtime.topiclist import by_user_topic_name
 from streams.settings import Settings
 
@@ -71,9 +72,8 @@ Table = MutableMapping[str, Any]
 @dataclass(frozen=True)
 class Tables:
     """The worker's state. Users, pending and seen rows live in the partition of their
-    user key: every read and write in `route` is local to the worker that owns the
-    key. Groups are global (every worker has all of them). `windows`: each user's open
-    aggregation windows (streams.core.aggregate.Windows; empty when nothing aggregates)."""
+    user key: every read and write in `route` is local to the worker that owns the key.
+    Groups are global (every worker has all of them). `windows`: open aggregation windows (streams.core.aggregate)."""
 
     users: Table
     pending: Table
@@ -81,48 +81,9 @@ class Tables:
     seen: Table
     windows: Table = field(default_factory=dict)
     waiters: Table = field(default_factory=dict)  # groupId -> its waiting users (streams.core.waiters)
-    # A body row per waiting event, next to its user's `pending` index row
-    # (streams.core.pendingrows, streams.runtime.pendingstore).
-    payloads: Table = field(default_factory=dict)
-
-
-# Where a routed record first came from (its input topic, partition and offset): set
-# by intake on what it routes or re-keys, never taken from an input record.
-SOURCE_HEADER = "cs-relay-source"
-
-
-@dataclass(frozen=True)
-class Incoming:
-    """A record taken from a topic, as the handlers see it."""
-
-    key: bytes | None
-    value: bytes
-    headers: Mapping[str, bytes]
-    topic: str
-    partition: int
-    offset: int
-    # An input record routed where it is (CS_RELAY_INPUT_KEYED_BY_USER): numbered apart
-    # from the by-user topic's records in the state (streams.core.positions).
-    from_input: bool = False
-
-    @property
-    def position(self) -> int:
-        return positions.position(self.offset, from_input=self.from_input)
-
-    @property
-    def tp(self) -> tuple[str, int]:
-        return (self.topic, self.partition)
-
-    @property
-    def source(self) -> dict[str, Any]:
-        return {"topic": self.topic, "partition": self.partition, "offset": self.offset}
-
-    def original_source(self) -> dict[str, Any]:
-        """Where the event first came from (the input topic), as intake recorded it."""
-        try:
-            return json.loads(self.headers[SOURCE_HEADER])
-        except (KeyError, ValueError):
-            return self.source
+    payloads: Table = field(default_factory=dict)  # a body row per waiting event (streams.core.pendingrows)
+    spill: Table = field(default_factory=dict)  # spilled deliveries' index and order rows (streams.core.spill)
+    spillrows: Table = field(default_factory=dict)  # and their bodies
 
 
 class Runtime:
@@ -163,6 +124,7 @@ class Runtime:
         self.stop: Callable[[BaseException], Any] = lambda exc: None
         self.redeliveries = Redeliveries()
         self.chains = Chains()
+        self.spills = SpillStore(tables.spill, tables.spillrows, self.partition_of)  # streams.runtime.spilling
         self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
         # Parking, in this process (streams.runtime.parking.ParkingMarks): park records
         # in transit, parked heads being retried, and when each user's next retry is due.
@@ -324,6 +286,7 @@ class Runtime:
         users may have parked deliveries: the next retry tick looks for them."""
         self.owned = frozenset(by_user_partitions)
         self.marks.reassigned(by_user_partitions, self.partition_of)
+        self.spills.assigned(by_user_partitions)
         for partition, token in self.catchup.begin(by_user_partitions).items():
             write = self._caught_up(partition, token)
             task = asyncio.ensure_future(catchup.announce(self.catchup, partition, token, write))
@@ -370,6 +333,7 @@ class Runtime:
         self.redeliveries.forget(revoked)
         self.acks.forget(revoked)
         lost = {p for topic, p in revoked if topic == self.by_user_topic}
+        self.spills.revoked(lost)  # before the chains stop: none of theirs is handed over again
         if not lost:
             return True
 

@@ -28,7 +28,8 @@ from streams.core.reasons import Reason
 from streams.core.releasing import expire_held
 from streams.core.versions import Readable
 from streams.runtime import effects, seenpacks
-from streams.runtime.runtime import Incoming, Runtime
+from streams.runtime.incoming import Incoming
+from streams.runtime.runtime import Runtime
 from streams.runtime.tablescan import items_of_partition
 from streams.settings import Settings
 

@@ -1,7 +1,7 @@
 """RocksDB under the worker's tables, in one memory budget for all its databases.
 
-Faust opens one RocksDB database per table partition: seven tables x the partitions a
-worker holds (56 with 8 partitions). Faust's `RocksDBOptions` gives each its own block
+Faust opens one RocksDB database per table partition: nine tables x the partitions a
+worker holds (72 with 8 partitions). Faust's `RocksDBOptions` gives each its own block
 cache, its own write buffers, and keeps index and filter blocks outside any cache
 (RocksDB's default: they live with the open table files and grow with the data). So a
 worker's RocksDB memory was the sum of 56 separate bounds plus what the data's index and

@@ -22,8 +22,8 @@ from streams.settings import Settings
 
 # The Faust tables, in the order streams.runtime.app declares them; each has a changelog
 # `{app_id}-{table}-changelog`. `groups` is a GlobalTable (every worker reads all of it).
-TABLES = ("users", "pending", "groups", "seen", "windows", "waiters", "payloads")
-USERS, PENDING, GROUPS, SEEN, WINDOWS, WAITERS, PAYLOADS = TABLES
+TABLES = ("users", "pending", "groups", "seen", "windows", "waiters", "payloads", "spill", "spillrows")
+USERS, PENDING, GROUPS, SEEN, WINDOWS, WAITERS, PAYLOADS, SPILL, SPILLROWS = TABLES
 GLOBAL_TABLES = frozenset({GROUPS})
 
 BY_USER = "by-user"

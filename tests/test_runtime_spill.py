@@ -1,0 +1,314 @@
+"""Fairness (issue 23): one user's burst cannot stall the others. Past its share of
+deliveries in memory (CS_RELAY_USER_SHARE), a user's further deliveries to a partner are
+spilled to durable rows in the handling of their event (acknowledged once those are
+written), then drained in order through the user's chain. Through the real runtime
+without a broker (tests/runtime_world.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from streams.core import spill
+from streams.core.decision import PartnerRequest
+from streams.runtime import agents, spilling
+from streams.runtime.delivery import Result
+from streams.runtime.runtime import Tables
+from streams.runtime.spillstore import SpillStore
+from streams.settings import Settings
+from tests.runtime_world import PARTITIONS, FakeClient, World
+
+CS = "clientsuccess"
+
+
+class SlowUserClient(FakeClient):
+    """A partner that answers `slow`'s requests only as `release` lets them through
+    (everybody else's at once)."""
+
+    def __init__(self, slow: str) -> None:
+        super().__init__()
+        self.slow = slow
+        self.release = asyncio.Semaphore(0)
+        self.asked: list[PartnerRequest] = []
+
+    async def send(self, request: PartnerRequest, **kwargs: Any) -> Result:
+        self.asked.append(request)
+        if request.json.get("identity", {}).get("user", {}).get("id") == self.slow:
+            await self.release.acquire()
+        return await super().send(request, **kwargs)
+
+    def of(self, user: str) -> list[str]:
+        return [r.path.rsplit("/", 1)[-1] for r in self.asked if r.json["identity"]["user"]["id"] == user]
+
+
+def tables() -> Tables:
+    return Tables(users={}, pending={}, groups={}, seen={})
+
+
+def queue(world: World, user: str) -> spill.SpillQueue:
+    """The user's ClientSuccess spill queue, as its rows say (not the worker's memory)."""
+    first = spill.first_of(world.tables.spill.get(spill.index_key(user, CS)))
+    return spill.SpillQueue(
+        first, spill.probe_next(first, lambda n: spill.order_key(user, CS, n) in world.tables.spill)
+    )
+
+
+async def group(world: World, user: str) -> None:
+    await world.publish(type="group", userId=user, groupId="g1", traits={"name": "Acme"}, messageId=f"{user}-g")
+
+
+async def burst(world: World, user: str, n: int, start: int = 0) -> None:
+    for i in range(start, start + n):
+        await world.publish(type="track", userId=user, event=f"E{i}", messageId=f"{user}-{i}")
+
+
+async def until(condition: Callable[[], bool], world: World, timeout: float = 5.0) -> None:
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, "timed out"
+        await world.settle(spins=5)
+
+
+async def test_a_burst_spills_past_the_share_and_nobody_else_waits_behind_it():
+    client = SlowUserClient("burst")
+    world = World({"CS_RELAY_USER_SHARE": "4"}, client=client, tables=tables())
+    await group(world, "burst")
+    await group(world, "other")
+    await burst(world, "burst", 20)
+    # Four in memory (one asked, three behind it in the chain), sixteen spilled.
+    assert client.of("burst") == ["E0"]
+    assert queue(world, "burst").size == 16 and len(world.tables.spillrows) == 16
+    assert world.rt.counters["spilled.clientsuccess"] == 16
+    # Another user's call goes at once, however many of burst's wait.
+    await world.publish(type="track", userId="other", event="Hello", messageId="o-1")
+    assert client.of("other") == ["Hello"]
+    # Once the share's four are answered, every event of the burst is acknowledged: the
+    # spilled ones needed only their rows; nothing holds the window.
+    for _ in range(4):
+        client.release.release()
+    await until(lambda: world.rt.acks.in_flight == 0, world)
+    assert client.of("burst")[:5] == ["E0", "E1", "E2", "E3", "E4"]
+    # The rest drains in order, a share at a time, each confirmed by a spill-done record.
+    for _ in range(16):
+        client.release.release()
+    await until(lambda: queue(world, "burst").size == 0, world)
+    assert client.of("burst") == [f"E{i}" for i in range(20)]
+    assert world.tables.spill == {} and world.tables.spillrows == {}
+    assert world.controls(b"spill-done") and world.dead_letters() == []
+
+
+async def test_order_is_kept_across_spill_park_and_drain():
+    world = World({"CS_RELAY_USER_SHARE": "2"}, tables=tables())
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    world.client.answers = [200, 200, 200, 200, 503]  # E4, a spilled one, parks
+    await burst(world, "u1", 10)
+    assert queue(world, "u1").size == 8
+    world.client.gate.set()
+    await until(lambda: queue(world, "u1").size == 0, world)
+    # E4 parked; those after it waited behind it (parked too), in order.
+    assert [p["message_id"] for p in world.pending("u1")["parked"]] == [f"u1-{i}" for i in range(4, 10)]
+    await world.drain_retries("u1")
+    sent = world.client.events()
+    assert sent == ["E0", "E1", "E2", "E3", "E4", *[f"E{i}" for i in range(4, 10)]]
+    assert world.rt.pending("u1").is_empty() and world.tables.spillrows == {}
+    assert world.dead_letters() == []
+
+
+async def test_a_redo_of_a_spilling_event_writes_no_second_copy():
+    world = World({"CS_RELAY_USER_SHARE": "1"}, tables=tables())
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    await burst(world, "u1", 3)
+    assert queue(world, "u1").size == 2
+    rows = dict(world.tables.spillrows)
+    for record in [r for r in world.taken if b"u1-2" in r.value or b"u1-1" in r.value]:
+        await world.redo(record)  # Kafka hands them again (a crash before their commit)
+    assert queue(world, "u1").size == 2 and world.tables.spillrows == rows
+    world.client.gate.set()
+    await until(lambda: queue(world, "u1").size == 0, world)
+    assert world.client.events() == ["E0", "E1", "E2"]
+
+
+async def test_a_new_worker_delivers_what_a_stopped_one_spilled_in_order():
+    shared = tables()
+    first = World({"CS_RELAY_USER_SHARE": "2"}, tables=shared)
+    await group(first, "u1")
+    first.client.gate = asyncio.Event()  # the worker stops before any answer
+    await burst(first, "u1", 8)
+    assert queue(first, "u1").size == 6
+    taken = [r for r in first.taken if b'"track"' in r.value]
+    assert await first.rt.chains.cancel(lambda key: True, 1.0)
+
+    # The next worker: the same tables (restored from the changelogs), every partition
+    # assigned. It reads again what was not committed (all eight: the first two were
+    # never answered, and the spilled ones come after them in the partition).
+    second = World({"CS_RELAY_USER_SHARE": "2"}, tables=shared)
+    second.offsets = first.offsets.copy()
+    second.rt.assigned(set(range(PARTITIONS)))
+    for record in taken:
+        second._register(record, agents.route_one(second.rt, record))
+    started = time.monotonic()
+    while queue(second, "u1").size or second.rt.acks.in_flight:
+        assert time.monotonic() - started < 5, "timed out"
+        await spilling.tick(second.rt)  # the timer: finds the spilled queues, drains once caught up
+        await second.settle(spins=5)
+    assert second.client.events() == [f"E{i}" for i in range(8)]
+    assert shared.spillrows == {}
+
+
+def test_the_configuration_reference_states_the_share_and_the_spill_bound_as_the_settings_have_them():
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
+    d = Settings()
+    assert f"| `CS_RELAY_USER_SHARE` | `{d.user_share}` | 1 – {spill.MAX_SHARE:,} |" in doc
+    assert f"| `CS_RELAY_SPILL_MAX_EVENTS` | `{d.spill_max_events}` | 0 – {spill.MAX_EVENTS_BOUND:,} |" in doc
+    assert f"window of {agents.MAX_UNACKED_EVENTS:,} unacknowledged events" in doc
+
+
+async def test_a_spilled_delivery_that_cannot_be_read_waits_and_is_never_confirmed_unsent():
+    world = World({"CS_RELAY_USER_SHARE": "1"}, tables=tables())
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    await burst(world, "u1", 3)
+    key = spill.body_key("u1", CS, world.tables.spill[spill.order_key("u1", CS, 0)])
+    body = world.tables.spillrows.pop(key)  # E1's row unreadable (as when the tables close)
+    world.client.gate.set()
+    await world.settle()
+    assert world.client.events() == ["E0"] and queue(world, "u1").size == 2
+    assert world.controls(b"spill-done") == [] and world.rt.counters["spill_rows_unreadable"] == 1
+    world.tables.spillrows[key] = body  # readable again: the next look sends it, then E2
+    spilling.refill(world.rt, "u1", CS)
+    await until(lambda: queue(world, "u1").size == 0, world)
+    assert world.client.events() == ["E0", "E1", "E2"]
+
+
+async def test_a_stopping_worker_hands_no_more_spilled_deliveries_to_its_chains():
+    world = World({"CS_RELAY_USER_SHARE": "1"}, tables=tables())
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    await burst(world, "u1", 3)
+    world.rt.spills.stop()  # streams.runtime.relayapp.RelayApp.on_stop, before the tables close
+    world.client.gate.set()
+    await world.settle()
+    assert world.client.events() == ["E0"] and queue(world, "u1").size == 2  # the next worker's
+
+
+def test_a_body_named_by_a_later_order_row_stays_until_that_one_is_confirmed():
+    """A redo whose first body write was lost spills the call again at the end: its
+    first order row is confirmed first and must not take the body the second names."""
+    store = SpillStore({}, {}, lambda user: 0)
+    pair = ("u1", CS)
+
+    def call(seq: int) -> Any:
+        row = {"request": {"method": "POST", "path": f"/e{seq}", "json": {}}, "raw": "{}", "message_id": f"m{seq}"}
+        return spill.dispatch_of(row, CS, seq)
+
+    store.index[spill.order_key("u1", CS, 0)] = 7  # durable; its body write was not
+    assert store.append(pair, call(8), store.queue(pair), None)  # ordinal 1
+    assert store.append(pair, call(7), store.queue(pair), None)  # the redo of 7: ordinal 2
+    assert store.confirm(pair, [7]) == 1  # ordinal 0 goes; 7's body names ordinal 2: it stays
+    assert store.body(pair, 7)["n"] == 2 and store.queue(pair) == spill.SpillQueue(1, 3)
+    assert store.confirm(pair, [8, 7]) == 2 and store.bodies == {} and store.index == {}
+
+
+async def test_a_revoked_partition_s_spilled_deliveries_stop_and_resume_when_it_comes_back():
+    world = World({"CS_RELAY_USER_SHARE": "1"}, tables=tables())
+    partitions = set(range(PARTITIONS))
+    world.rt.assigned(partitions)
+    await world.settle()  # the caught-up records read back
+    await spilling.tick(world.rt)
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    await burst(world, "u1", 4)
+    assert queue(world, "u1").size == 3
+    mine = world.rt.partition_of("u1")
+    assert await world.rt.revoked([(world.rt.by_user_topic, mine)])
+    world.client.gate.set()
+    await world.settle()
+    assert world.client.events() == ["E0"] and queue(world, "u1").size == 3  # the next owner's
+    world.rt.assigned(partitions)  # it comes back: found by the rescan, drained in order
+    started = time.monotonic()
+    while queue(world, "u1").size:
+        assert time.monotonic() - started < 5, "timed out"
+        await spilling.tick(world.rt)
+        await world.settle(spins=5)
+    assert world.client.events() == ["E0", "E1", "E2", "E3"]
+
+
+class BrokenClient(FakeClient):
+    """A partner client that fails outright on E1 (a bug, a refused record): not an answer."""
+
+    async def send(self, request: PartnerRequest, **kwargs: Any) -> Result:
+        if request.path.endswith("/E1"):
+            raise RuntimeError("broken")
+        return await super().send(request, **kwargs)
+
+
+async def test_a_spilled_delivery_whose_work_fails_for_good_stops_the_worker_unconfirmed():
+    world = World({"CS_RELAY_USER_SHARE": "1"}, client=BrokenClient(), tables=tables())
+    stopped: list[BaseException] = []
+    world.rt.stop = stopped.append
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    await burst(world, "u1", 2)
+    assert queue(world, "u1").size == 1
+    world.client.gate.set()
+    await world.settle()
+    assert world.client.events() == ["E0"]  # E0's event acknowledged, E1 spilled and failed
+    assert stopped and "spill" in (world.rt.failure or "")
+    assert queue(world, "u1").size == 1 and world.controls(b"spill-done") == []  # sent again by the next worker
+
+
+class ClosedAtStopClient(FakeClient):
+    """E1 waits for `hold`, then fails as a closed client does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hold = asyncio.Event()
+
+    async def send(self, request: PartnerRequest, **kwargs: Any) -> Result:
+        if request.path.endswith("/E1"):
+            await self.hold.wait()
+            raise RuntimeError("Session is closed")
+        return await super().send(request, **kwargs)
+
+
+async def test_a_spilled_delivery_ended_by_the_stop_does_not_crash_the_stopping_worker():
+    """A stopping worker closes its partner clients while spilled deliveries still run
+    (the stop waits for events' work only): their failure is the stop's, not a crash
+    (seen in the e2e stop test as exit status 1)."""
+    client = ClosedAtStopClient()
+    world = World({"CS_RELAY_USER_SHARE": "1"}, client=client, tables=tables())
+    stopped: list[BaseException] = []
+    world.rt.stop = stopped.append
+    await group(world, "u1")
+    client.gate = asyncio.Event()
+    await burst(world, "u1", 2)  # E0 on the chain, E1 spilled
+    client.gate.set()
+    await world.settle()  # E0 delivered; E1 handed to the chain, waiting
+    assert world.client.events() == ["E0"] and world.rt.acks.in_flight == 0
+    world.rt.spills.stop()
+    client.hold.set()  # the clients close: E1 fails
+    await world.settle()
+    assert stopped == [] and world.rt.failure is None
+    assert queue(world, "u1").size == 1  # the next worker sends it
+
+
+async def test_a_held_call_released_while_spilled_ones_wait_goes_after_them():
+    world = World({"CS_RELAY_USER_SHARE": "1"}, tables=tables())
+    await group(world, "u1")
+    world.client.gate = asyncio.Event()
+    await burst(world, "u1", 3)  # E0 on the chain, E1 and E2 spilled
+    # A call naming a group nobody has introduced yet: held for ClientSuccess ...
+    await world.publish(type="track", userId="u1", event="Held", context={"groupId": "g2"}, messageId="h")
+    assert [i["raw"] for i in world.pending("u1")["held"]] and queue(world, "u1").size == 2
+    # ... until the group's call comes: released, behind the spilled ones.
+    await world.publish(type="group", userId="u2", groupId="g2", traits={"name": "Beta"}, messageId="u2-g")
+    assert queue(world, "u1").size == 3
+    world.client.gate.set()
+    await until(lambda: queue(world, "u1").size == 0 and world.rt.pending("u1").is_empty(), world)
+    assert world.client.events() == ["E0", "E1", "E2", "Held"]
+    assert world.dead_letters() == []
