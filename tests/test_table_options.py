@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from streams.runtime.relayapp import TABLE_MEMORY_BYTES, TABLE_OPTIONS, TABLE_WRITE_BUFFER_BYTES
+from streams.runtime.topiclist import TABLES
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,7 +42,7 @@ def test_every_table_opens_its_rocksdb_with_the_bounded_shared_options(tmp_path)
     )
     assert done.returncode == 0, done.stderr[-2000:]
     stores = json.loads(done.stdout.strip().splitlines()[-1])
-    assert sorted(stores) == ["groups", "payloads", "pending", "seen", "users", "waiters", "windows"]
+    assert sorted(stores) == sorted(TABLES)  # every table the topic list declares
     assert all(s["store"] == "streams.runtime.tablestore.Store" for s in stores.values()), stores
     assert all(s["shared"] for s in stores.values()), stores
     assert all(s["options"] == TABLE_OPTIONS for s in stores.values()), stores
