@@ -34,36 +34,13 @@ PER_EVENT_HOOKS = (
 )
 
 
+def _record_nothing(self: Monitor, *args: Any, **kwargs: Any) -> None:
+    """What each of PER_EVENT_HOOKS records: nothing (module docstring)."""
+
+
 class SlimMonitor(Monitor):
-    """Faust's Monitor, minus the work it does per event (module docstring): each of
-    PER_EVENT_HOOKS records nothing."""
+    """Faust's Monitor, minus the work it does per event (module docstring)."""
 
-    def on_message_in(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_stream_event_in(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_stream_event_out(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_message_out(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_topic_buffer_full(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_table_get(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_table_set(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_table_del(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_send_initiated(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-    def on_send_completed(self, *args: Any, **kwargs: Any) -> None:
-        return None
+    on_message_in = on_stream_event_in = on_stream_event_out = on_message_out = _record_nothing
+    on_topic_buffer_full = on_table_get = on_table_set = on_table_del = _record_nothing
+    on_send_initiated = on_send_completed = _record_nothing
