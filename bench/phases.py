@@ -13,7 +13,6 @@ from typing import Any
 from bench import mix, stats
 from bench.baselines import PartnerJobs
 from bench.harness import MEASURED, Phase, Receipts
-from streams.core.decision import PartnerRequest
 from streams.destinations import plugin
 from streams.settings import Settings
 from streams.testing.mocks import MockServers
@@ -119,7 +118,7 @@ def replay_jobs(receipts: Receipts, phase: Phase, mocks: MockServers) -> list[Pa
     settings = Settings.from_env(mocks.worker_env())
     jobs = []
     for key in MEASURED:
-        attached = plugin(key).credentials(settings.destinations[key], PartnerRequest("POST", "", {}), b"")
+        attached = plugin(key).credentials(settings.destinations[key])
         jobs.append(
             PartnerJobs(mocks.urls[key], requests(key), params=dict(attached.query), headers=dict(attached.headers))
         )

@@ -254,7 +254,7 @@ async def test_partner_client_reports_every_attempt_to_the_hook(partner_mocks):
         partner_mocks.url("clientsuccess"),
         max_retries=2,
         backoff_base=0.001,
-        credentials=lambda request, body: Credentials(query={"api_key": DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"]}),
+        credentials=Credentials(query={"api_key": DEMO_CREDENTIALS["CLIENTSUCCESS_API_KEY"]}),
     )
     seen = []
     client.on_attempt = lambda status, seconds, outcome, attempt: seen.append((status, outcome, attempt, seconds >= 0))

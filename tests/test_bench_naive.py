@@ -82,8 +82,8 @@ def test_naive_credentials_are_the_ones_the_plugins_attach():
         PARTNERS,
         datetime.now(UTC),
     )
-    cs_creds = CS_PLUGIN.credentials(CS, posts[0], b"")
-    csb_creds = CSB_PLUGIN.credentials(CSB, posts[1], b"")
+    cs_creds = CS_PLUGIN.credentials(CS)
+    csb_creds = CSB_PLUGIN.credentials(CSB)
     assert dict(posts[0].params) == dict(cs_creds.query) and not posts[0].headers
     assert dict(posts[1].headers) == dict(csb_creds.headers) and not posts[1].params
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 from streams.core.aggregate import Aggregation
-from streams.core.decision import Decision, PartnerRequest
+from streams.core.decision import Decision
 from streams.core.memory import Memory
 from streams.core.message import Message
 from streams.core.retry import Outcome, classify
@@ -58,11 +58,19 @@ class Variable:
 
 @dataclass(frozen=True)
 class Credentials:
-    """What a request carries beyond its body: added by the delivery client at the last
-    moment, so no request in state, a log or a dead letter ever holds a key."""
+    """What a destination's requests carry beyond their bodies, read from its settings
+    once per delivery client: the headers and query parameters every request carries
+    and, for a destination that signs, `sign(body)`: the headers computed over each
+    exact body sent. The client attaches them as a request goes out, so no request in
+    state, a log or a dead letter ever holds a key; their values never show in a repr."""
 
-    headers: Mapping[str, str] = field(default_factory=dict)
-    query: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    query: Mapping[str, str] = field(default_factory=dict, repr=False)
+    sign: Callable[[bytes], Mapping[str, str]] | None = field(default=None, repr=False)
+
+    def headers_for(self, body: bytes) -> dict[str, str]:
+        """Every header a request with `body` carries: the fixed ones and the signed ones."""
+        return {**self.headers, **(self.sign(body) if self.sign is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -97,7 +105,7 @@ class Plugin(Generic[S]):
     variables: tuple[Variable, ...]
     read_settings: Callable[[EnvReader], S]
     decide: Callable[[S, Message, UserState, GroupLookup], Decision]
-    credentials: Callable[[S, PartnerRequest, bytes], Credentials]  # bytes: the exact body sent
+    credentials: Callable[[S], Credentials]  # read once per delivery client
     mock: Mock
     enable_hint: str  # what a disabled destination's start-up line tells the operator
     memory: Memory | None = None  # what it remembers of users and groups, in its own slot

@@ -4,6 +4,11 @@ What an answer means (../shared/partner-contracts.md section 4) is decided by th
 `streams.core.retry.classify()`; how long to wait before the next try by `backoff()`. The
 `PartnerClient` adds the credentials to a `PartnerRequest` at the last moment, so no
 other part of cs-relay ever holds a key in a request, a log line or a dead letter.
+
+What is the same for every request of a destination is built once, when its client is:
+the fixed headers (credentials included) are the session's own, and each path's URL,
+with the credentials' query, is kept (`RequestURLs`). A request then costs its body,
+its URL's lookup and, for a destination that signs, its signature.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 import aiohttp
+from yarl import URL
 
 from streams import __version__
 from streams.core.decision import PartnerRequest
@@ -29,6 +35,7 @@ log = logging.getLogger(__name__)
 
 EXCERPT_CHARS = 300
 USER_AGENT = f"cs-relay/{__version__}"
+MAX_URLS = 1024  # distinct request paths whose URL a client keeps (ClientSuccess: one per event name)
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,37 @@ class Result:
     retry_after: float | None = None  # the partner's Retry-After, in seconds
 
 
+class RequestURLs:
+    """Each request path's URL under one base URL, with the credentials' query parameters,
+    built on first use and kept: a request's URL is then a lookup, not a parse. At most
+    MAX_URLS of them (all dropped when full: paths are few, event names aside)."""
+
+    def __init__(self, base_url: str, query: Mapping[str, str]) -> None:
+        self._base = base_url.rstrip("/")
+        self._query = dict(query)
+        self._urls: dict[str, URL] = {}
+
+    def __repr__(self) -> str:  # never the query: it may hold a key
+        return f"RequestURLs({self._base!r}, {len(self._urls)} kept)"
+
+    def url(self, path: str, query: Mapping[str, str]) -> URL:
+        """The URL of a request to `path` with its own `query` (the credentials' win over it)."""
+        url = self._urls.get(path)
+        if url is None:
+            try:
+                url = URL(self._base + path)
+            except ValueError as exc:  # as aiohttp says it of a URL it cannot parse
+                raise aiohttp.InvalidUrlClientError(self._base + path) from exc
+            if self._query:
+                url = url.update_query(self._query)
+            if len(self._urls) >= MAX_URLS:
+                self._urls.clear()
+            self._urls[path] = url
+        if query:
+            url = url.update_query({**query, **self._query})
+        return url
+
+
 class PartnerClient:
     """Sends requests to one partner with pooled keep-alive connections and retries."""
 
@@ -52,7 +90,7 @@ class PartnerClient:
         name: str,
         base_url: str,
         *,
-        credentials: Callable[[PartnerRequest, bytes], Credentials] | None = None,
+        credentials: Credentials | None = None,
         classify: Callable[[int | None], Outcome] = classify,
         timeout: float = 5.0,
         max_in_flight: int = 64,
@@ -64,10 +102,13 @@ class PartnerClient:
         max_inline_retry_after: float = 5.0,
     ) -> None:
         self.name = name
-        self._base = base_url.rstrip("/")
-        self._credentials = credentials or (lambda request, body: Credentials())
+        credentials = credentials or Credentials()
+        self._urls = RequestURLs(base_url, credentials.query)
+        self._sign = credentials.sign  # the headers over each exact body sent, if it signs
         self.classify = classify  # what this destination's answers mean (its plugin's rule)
-        self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
+        # Every request's headers, credentials included: the session's defaults, which
+        # aiohttp copies into each request as they are.
+        self._headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **credentials.headers}
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._timeout_seconds = timeout
         # A longer Retry-After is handed back to the caller, who parks the delivery with
@@ -157,8 +198,6 @@ class PartnerClient:
         """One request's (status, excerpt, Retry-After); None if it was not sent."""
         # The exact bytes sent: a destination may sign them (credentials see the body).
         body = json.dumps(request.json, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        attached = self._credentials(request, body)
-        params = {**request.query, **attached.query}
         # One of `max_in_flight` slots (as many as the pool has connections) first: the
         # request timeout then counts from when the request goes out, not while it
         # waits for a connection behind slower ones. Then its turn under the rate
@@ -175,7 +214,7 @@ class PartnerClient:
                     within = max(left - self._timeout_seconds, left / 2)
                 if not await self._rate.acquire(within):
                     return None
-            return await self._request(request, body, params, attached.headers, deadline)
+            return await self._request(request, body, deadline)
 
     def _unsent(self) -> str:
         rate = self._rate.rate if self._rate is not None else 0.0
@@ -185,8 +224,6 @@ class PartnerClient:
         self,
         request: PartnerRequest,
         body: bytes,
-        params: Mapping[str, str],
-        headers: Mapping[str, str],
         deadline: float | None,
     ) -> tuple[int | None, str, float | None]:
         assert self._session is not None
@@ -197,10 +234,9 @@ class PartnerClient:
         try:
             async with self._session.request(
                 request.method,
-                self._base + request.path,
+                self._urls.url(request.path, request.query),
                 data=body,
-                params=params or None,
-                headers={"Content-Type": "application/json", **headers},
+                headers=self._sign(body) if self._sign is not None else None,
                 timeout=timeout,
             ) as response:
                 # Bytes, decoded as UTF-8 (partners answer JSON: RFC 8259), whole: cut

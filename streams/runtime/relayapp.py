@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import faust
 
 from streams.runtime import faust_fixes, tablestore
+from streams.runtime.monitor import SlimMonitor
 from streams.runtime.stopping import FINAL_COMMIT_TIMEOUT, STOP_GRACE, StopDeadline, Unflushed
 from streams.runtime.tablestore import TableMemory
 from streams.settings import Settings
@@ -145,6 +146,8 @@ def create_app(settings: Settings) -> RelayApp:
         web_bind=settings.web_host,
         # A rebalance must not wait for partner deliveries (see agents.fetched_before_a_rebalance).
         stream_wait_empty=False,
+        # Faust's Monitor without its per-event bookkeeping, which nothing reads.
+        Monitor=SlimMonitor,
     )
     app.table_memory = TableMemory(TABLE_MEMORY_BYTES, TABLE_WRITE_BUFFER_BYTES)
     return app

@@ -64,7 +64,7 @@ def clients(s: Settings) -> dict[str, PartnerClient]:
             clients[p.key] = PartnerClient(
                 p.name,
                 own.base_url,
-                credentials=partial(p.credentials, own),
+                credentials=p.credentials(own),
                 classify=p.classify,
                 rate_limit=own.rate_limit or None,
                 timeout=s.http_timeout,
@@ -92,14 +92,14 @@ def request_view(s: Settings) -> Callable[[str, PartnerRequest], dict[str, Any]]
     def view(key: str, request: PartnerRequest) -> dict[str, Any]:
         p, settings = own[key]
         body = json.dumps(request.json, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        attached = p.credentials(settings, request, body)
+        attached = p.credentials(settings)
         query = {**request.query, **{name: "***" for name in attached.query}}
         url = settings.base_url.rstrip("/") + request.path
         if query:
             url += "?" + "&".join(
                 f"{quote(k, safe='')}={v if v == '***' else quote(v, safe='')}" for k, v in query.items()
             )
-        headers = {"Content-Type": "application/json", **{name: "***" for name in attached.headers}}
+        headers = {"Content-Type": "application/json", **{name: "***" for name in attached.headers_for(body)}}
         return {"method": request.method, "url": url, "headers": headers, "json": dict(request.json)}
 
     return view

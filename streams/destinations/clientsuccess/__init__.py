@@ -4,13 +4,12 @@ organization (CONTRACT.md)."""
 from __future__ import annotations
 
 from streams.core.aggregate import Aggregation
-from streams.core.decision import PartnerRequest
 from streams.destinations.base import Credentials, Mock, Plugin
 from streams.destinations.clientsuccess import mapping
 from streams.destinations.clientsuccess.settings import OPTIONS, VARIABLES, ClientSuccessSettings
 
 
-def credentials(settings: ClientSuccessSettings, request: PartnerRequest, body: bytes) -> Credentials:
+def credentials(settings: ClientSuccessSettings) -> Credentials:
     """The Usage API takes its key as the `api_key` query parameter."""
     return Credentials(query={"api_key": settings.api_key.reveal()})
 

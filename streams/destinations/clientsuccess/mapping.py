@@ -82,13 +82,14 @@ def decide(settings: ClientSuccessSettings, msg: Message, user: UserState, group
     org = organization(msg, user, groups)
     if org is None:
         return Hold("no group with a name is known for this user yet")
-    return Send(build_event(msg, user, org, settings.source_id, settings.value_property))
+    return Send(build_event(msg, user, org, settings.events_path, settings.value_property))
 
 
 def build_event(
-    msg: Message, user: UserState, org: GroupState, source_id: str, value_property: str = "value"
+    msg: Message, user: UserState, org: GroupState, events_path: str, value_property: str = "value"
 ) -> PartnerRequest:
-    """The Usage API request for a track or page call attributed to `org`."""
+    """The Usage API request for a track or page call attributed to `org`, posted under
+    `events_path` (`ClientSuccessSettings.events_path`)."""
     user_identity: dict[str, Any] = {"id": msg.user_id or user.user_id or msg.key}
     if user.display_name:
         user_identity["name"] = user.display_name
@@ -103,8 +104,7 @@ def build_event(
     }
     if msg.timestamp:
         body["timestamp"] = utc_iso(msg.timestamp)
-    path = f"/collector/1.0.0/projects/{quote(source_id, safe='')}/events/{quote(event_name(msg), safe='')}"
-    return PartnerRequest("POST", path, body)
+    return PartnerRequest("POST", f"{events_path}/{quote(event_name(msg), safe='')}", body)
 
 
 def aggregate_field(request: PartnerRequest) -> str | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
+from urllib.parse import quote
 
 from streams.core.mappingfile import non_empty_string
 from streams.destinations.base import Variable
@@ -52,6 +54,11 @@ class ClientSuccessSettings:
 
     def secrets(self) -> list[str]:
         return [self.api_key.reveal()] if self.api_key else []
+
+    @cached_property
+    def events_path(self) -> str:
+        """The Usage API path its events go under (`{events_path}/{eventId}`), built once."""
+        return f"/collector/1.0.0/projects/{quote(self.source_id, safe='')}/events"
 
     @classmethod
     def from_env(cls, read: EnvReader) -> ClientSuccessSettings:

@@ -4,13 +4,12 @@ calls to its JavaScript API, each with the account it belongs to (CONTRACT.md)."
 from __future__ import annotations
 
 from streams.core.aggregate import Aggregation
-from streams.core.decision import PartnerRequest
 from streams.destinations.base import Credentials, Mock, Plugin
 from streams.destinations.customersuccessbox import mapping, memory
 from streams.destinations.customersuccessbox.settings import OPTIONS, VARIABLES, CustomerSuccessBoxSettings
 
 
-def credentials(settings: CustomerSuccessBoxSettings, request: PartnerRequest, body: bytes) -> Credentials:
+def credentials(settings: CustomerSuccessBoxSettings) -> Credentials:
     """A bearer token, as the vendor's SDKs send it."""
     return Credentials(headers={"Authorization": f"Bearer {settings.api_key.reveal()}"})
 

@@ -3,7 +3,6 @@ Webhooks destination signs (CONTRACT.md)."""
 
 from __future__ import annotations
 
-from streams.core.decision import PartnerRequest
 from streams.destinations.base import Credentials, Mock, Plugin
 from streams.destinations.webhook import mapping, signature
 from streams.destinations.webhook.settings import OPTIONS, VARIABLES, WebhookSettings
@@ -11,13 +10,14 @@ from streams.destinations.webhook.settings import OPTIONS, VARIABLES, WebhookSet
 MOCK_PATH = "/webhook"
 
 
-def credentials(settings: WebhookSettings, request: PartnerRequest, body: bytes) -> Credentials:
+def credentials(settings: WebhookSettings) -> Credentials:
     """The operator's extra headers and, with a shared secret, `X-Signature` over the
-    exact bytes sent (the delivery client passes them in)."""
+    exact bytes sent (the delivery client signs each body it sends)."""
     headers = {name: value.reveal() for name, value in settings.headers}
-    if settings.shared_secret:
-        headers[signature.HEADER] = signature.sign(settings.shared_secret.reveal(), body)
-    return Credentials(headers=headers)
+    if not settings.shared_secret:
+        return Credentials(headers=headers)
+    secret = settings.shared_secret.reveal()
+    return Credentials(headers=headers, sign=lambda body: {signature.HEADER: signature.sign(secret, body)})
 
 
 PLUGIN = Plugin(

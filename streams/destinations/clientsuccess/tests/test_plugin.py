@@ -74,7 +74,9 @@ def test_repr_and_str_hide_the_api_key():
 def test_credentials_are_the_api_key_query_parameter_and_no_header():
     settings = read(FULL)
     request = PartnerRequest("POST", "/collector/1.0.0/projects/src-1/events/E", {"value": 1})
-    attached = PLUGIN.credentials(settings, request, b'{"value":1}')
+    attached = PLUGIN.credentials(settings)
     assert dict(attached.query) == {"api_key": KEY}
-    assert dict(attached.headers) == {}
+    assert dict(attached.headers) == {} and attached.sign is None
+    assert attached.headers_for(b'{"value":1}') == {}
+    assert KEY not in repr(attached)
     assert "api_key" not in request.query  # the request itself never holds the key

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from streams.core.decision import PartnerRequest
 from streams.core.reducers import apply_to_group, apply_to_user, merge_users
 from streams.core.state import GroupState, UserState
 from streams.destinations.customersuccessbox import PLUGIN, memory
@@ -77,10 +76,11 @@ def test_repr_and_str_hide_the_api_key():
 
 def test_credentials_are_a_bearer_header_that_the_mock_accepts():
     settings = read(FULL)
-    request = PartnerRequest("POST", "/api_js/v1_1/track", {"accountId": "A"})
-    attached = PLUGIN.credentials(settings, request, b'{"accountId":"A"}')
-    assert dict(attached.headers) == {"Authorization": f"Bearer {KEY}"}
+    attached = PLUGIN.credentials(settings)
+    assert dict(attached.headers) == {"Authorization": f"Bearer {KEY}"} and attached.sign is None
+    assert attached.headers_for(b'{"accountId":"A"}') == {"Authorization": f"Bearer {KEY}"}
     assert dict(attached.query) == {}
+    assert KEY not in repr(attached)
     assert presented_key(attached.headers["Authorization"]) == KEY
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp.test_utils import TestServer
 
 from streams import __version__
-from streams.core.decision import PartnerRequest, Send
+from streams.core.decision import Send
 from streams.core.retry import Outcome
 from streams.core.state import UserState
 from streams.destinations.webhook import PLUGIN, credentials, mapping, signature
@@ -52,24 +52,25 @@ def read(env: dict[str, str]) -> WebhookSettings:
 
 def test_credentials_sign_the_exact_bytes_given_and_add_the_extra_headers():
     own = read({"WEBHOOK_SHARED_SECRET": SECRET, "WEBHOOK_HEADERS": '{"Authorization": "Bearer t", "X-Tenant": "t1"}'})
-    request = PartnerRequest("POST", "", {"type": "track"})
     body = b'{"type":"track"}'
-    attached = credentials(own, request, body)
-    assert dict(attached.headers) == {
+    attached = credentials(own)
+    assert attached.headers_for(body) == {
         "Authorization": "Bearer t",
         "X-Tenant": "t1",
         "X-Signature": hmac.new(SECRET.encode(), body, hashlib.sha1).hexdigest(),
     }
+    assert dict(attached.headers) == {"Authorization": "Bearer t", "X-Tenant": "t1"}  # the same for every body
     assert dict(attached.query) == {}
-    # the signature follows the bytes, not the request object
-    assert credentials(own, request, body + b"\n").headers["X-Signature"] != attached.headers["X-Signature"]
+    # the signature follows the bytes
+    assert attached.headers_for(body + b"\n")["X-Signature"] != attached.headers_for(body)["X-Signature"]
     assert PLUGIN.credentials is credentials
+    assert SECRET not in repr(attached) and "Bearer t" not in repr(attached)
 
 
 def test_without_a_shared_secret_there_is_no_signature():
-    attached = credentials(read({"WEBHOOK_HEADERS": '{"X-Tenant": "t1"}'}), PartnerRequest("POST", "", {}), b"{}")
-    assert dict(attached.headers) == {"X-Tenant": "t1"}
-    assert dict(credentials(read({}), PartnerRequest("POST", "", {}), b"{}").headers) == {}
+    attached = credentials(read({"WEBHOOK_HEADERS": '{"X-Tenant": "t1"}'}))
+    assert attached.headers_for(b"{}") == {"X-Tenant": "t1"} and attached.sign is None
+    assert credentials(read({})).headers_for(b"{}") == {}
 
 
 async def _deliver(own: WebhookSettings, mock_secret: str, message) -> tuple[Result, list[dict[str, Any]]]:
@@ -79,7 +80,7 @@ async def _deliver(own: WebhookSettings, mock_secret: str, message) -> tuple[Res
     client = PartnerClient(
         "Webhooks",
         str(server.make_url("/webhook")),
-        credentials=lambda request, body: credentials(own, request, body),
+        credentials=credentials(own),
         max_retries=0,
     )
     try:
