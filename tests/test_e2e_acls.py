@@ -21,6 +21,8 @@ from aiokafka.protocol.admin import CreateAclsRequest
 
 from streams.kafkaconn import KafkaSecurity
 from streams.localkafka import SASL_USER, KafkaLaunchError, LocalKafka
+from streams.runtime.topiclist import topic_list
+from streams.settings import Settings
 from tests.pipeline import REPO, open_pipeline
 
 pytestmark = pytest.mark.e2e
@@ -166,6 +168,8 @@ async def test_each_program_works_with_the_acls_printed_and_nothing_more(kafka, 
         [topics] = [line for line in described.stdout.splitlines() if line.startswith("FAIL  topics: ")]
         assert "(TopicAuthorizationFailedError): this login needs DescribeConfigs on them" in topics, topics
         hidden = cs_relay("check", env=as_program("ingest"))
-        assert "FAIL  topics: 10 of 12 missing, or hidden from this login without Describe" in hidden.stdout
+        every = len(topic_list(Settings()))  # the ingest service may see two of them: input and dead letters
+        hidden_line = f"FAIL  topics: {every - 2} of {every} missing, or hidden from this login without Describe"
+        assert hidden_line in hidden.stdout, hidden.stdout
     finally:
         await pipe.close()
