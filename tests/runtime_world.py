@@ -19,6 +19,7 @@ from typing import Any
 from streams.core import control
 from streams.core.decision import PartnerRequest
 from streams.core.retry import Outcome, classify
+from streams.ops.observer import OpsObserver
 from streams.runtime import agents, retries
 from streams.runtime.delivery import Result
 from streams.runtime.incoming import Incoming
@@ -116,8 +117,13 @@ class World:
         self.client = client or FakeClient()
         self.outbox = CapturingOutbox()
         self.tables = tables or Tables(users={}, pending={}, groups={}, seen={})
+        self.ops = OpsObserver()  # connected as the app's wiring does: its stats and journal
         self.rt = Runtime.from_settings(
-            self.settings, tables=self.tables, outbox=self.outbox, clients={"clientsuccess": self.client}
+            self.settings,
+            tables=self.tables,
+            outbox=self.outbox,
+            clients={"clientsuccess": self.client},
+            observer=self.ops,
         )
         self.rt.clock = lambda: self.now
         # The world moves by turns of the loop, not by time: a partition's packed dedupe

@@ -18,8 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 import streams
 from streams.cli import inspection as admincli
 from streams.core.decision import PartnerRequest
+from streams.core.pendingcounts import pending_counts
 from streams.destinations.base import Credentials
-from streams.ops.admin import authorized, changelog_remaining, owner_partition, owner_url, same_worker
+from streams.ops.admin import authorized, changelog_remaining, owner_url, same_worker
 from streams.ops.logs import (
     JsonFormatter,
     RedactingStreamHandler,
@@ -29,8 +30,8 @@ from streams.ops.logs import (
     message_id_of,
 )
 from streams.ops.observe import Snapshot, Stats, consumer_lag, render_metrics, status_document
-from streams.ops.pendingcounts import pending_counts
 from streams.ops.webserve import client_url, serve
+from streams.partitioner import owner_partition
 from streams.runtime.delivery import Outcome, PartnerClient
 from streams.settings import Settings, SettingsError
 from streams.testing.mocks import DEMO_CREDENTIALS

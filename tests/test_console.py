@@ -17,7 +17,14 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from streams.core.deadletter import DeadLetterRecord, dead_letter_headers, read_headers
+from streams.core.deadletter import (
+    REPLAY_DESTINATION_HEADER,
+    REPLAY_HEADER,
+    REPLAY_OF_HEADER,
+    DeadLetterRecord,
+    dead_letter_headers,
+    read_headers,
+)
 from streams.ops import dlq
 from streams.ops.console import html
 from streams.ops.console.deadletters import Recent, RecentDeadLetters, _Reading, newest_first
@@ -33,7 +40,7 @@ from streams.ops.console.session import (
     client_of,
 )
 from streams.ops.console.web import ROUTED_HEADER, SESSION_HEADER, Console, Located, Sources
-from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER, replay_headers
+from streams.ops.dlq import replay_headers
 from streams.ops.observe import Stats
 from streams.runtime import retries
 from tests.runtime_world import FakeClient, World
@@ -599,7 +606,7 @@ def test_group_and_account_indexes_and_samples_are_bounded():
 
 async def test_the_runtime_feeds_deliveries_retries_dead_letters_and_groups_to_the_journal():
     world = World(client=FakeClient(answers=[503, 400]))
-    journal = world.rt.journal
+    journal = world.ops.journal
     await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
     await world.publish(type="track", userId="u1", event="First", messageId="t1")
     assert [(d.message_id, d.outcome, d.status) for d in journal.deliveries("u1")] == [("t1", "retry", 503)]

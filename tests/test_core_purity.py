@@ -4,13 +4,11 @@ imported does not hide a dependency."""
 
 from __future__ import annotations
 
-import json
 import pkgutil
-import subprocess
-import sys
 from pathlib import Path
 
 import streams.core
+from tests.freshimports import loaded_after_importing
 
 FORBIDDEN = ("faust", "aiohttp", "aiokafka", "mode", "rocksdict", "yarl")
 CORE = Path(streams.core.__file__).parent
@@ -26,16 +24,7 @@ def test_the_core_has_the_modules_this_test_imports():
 
 
 def test_importing_every_core_module_loads_no_io_library():
-    script = (
-        "import importlib, json, sys\n"
-        f"for name in {core_modules()!r}:\n"
-        "    importlib.import_module(name)\n"
-        "print(json.dumps(sorted(sys.modules)))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=CORE.parents[1]
-    )
-    loaded = json.loads(out.stdout)
+    loaded = loaded_after_importing(core_modules(), CORE.parents[1])
     assert set(core_modules()) <= set(loaded)
     offending = sorted(m for m in loaded if m.split(".")[0] in FORBIDDEN)
     assert offending == [], f"streams.core imports {offending}"

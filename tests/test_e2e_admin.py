@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import streams
 from streams.cli.commands import main as cli_main
 from streams.cli.inspection import readable
-from streams.ops.admin import owner_partition
+from streams.partitioner import owner_partition
 from streams.testing.mocks import DEMO_CREDENTIALS
 from tests.pipeline import Pipeline, Worker
 

@@ -10,7 +10,7 @@ import json
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from streams.ops.admin import owner_partition
+from streams.partitioner import owner_partition
 from streams.runtime.topics import by_user_topic_name
 from tests.pipeline import Pipeline
 

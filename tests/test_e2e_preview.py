@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 
 from streams.cli.commands import main as cli_main
-from streams.ops.admin import owner_partition
+from streams.partitioner import owner_partition
 from tests.pipeline import Pipeline, Worker
 from tests.test_e2e_admin import ADMIN_TOKEN, get_json, seg, url, users_in_each_partition, wait_ready
 

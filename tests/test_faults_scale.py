@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from streams.ops.admin import owner_partition
+from streams.partitioner import owner_partition
 from streams.runtime import topiclist
 from tests.figures import report
 from tests.pipeline import Pipeline, Worker

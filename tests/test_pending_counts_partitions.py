@@ -1,4 +1,4 @@
-"""The counts of waiting events for /status and /metrics (streams.ops.pendingcounts) keep
+"""The counts of waiting events for /status and /metrics (streams.core.pendingcounts) keep
 a few numbers per partition, not an entry per waiting user: their memory does not grow
 with the users (an outage parks every active user's deliveries: a million users were a
 few hundred MB). A newly assigned partition is counted by the retry rescan, in chunks,
@@ -12,7 +12,7 @@ import asyncio
 import sys
 
 from streams.core.pending import Item, Pending, Queue
-from streams.ops.pendingcounts import PendingCounts, pending_counts
+from streams.core.pendingcounts import PendingCounts, pending_counts
 from streams.runtime import retries
 from tests.runtime_world import PARTITIONS, World
 

@@ -22,7 +22,7 @@ async def test_a_valid_call_is_re_keyed_by_user_with_its_source_and_an_invalid_o
     [dead] = world.dead_letters()
     assert (dead.value, dead.key, dead.reason) == (bad, b"k", "missing_field")
     assert dead.headers["cs-relay-stage"] == b"intake"
-    assert world.rt.stats.dead_letters[("intake", "missing_field", "")] == 1
+    assert world.ops.stats.dead_letters[("intake", "missing_field", "")] == 1
 
 
 async def test_a_record_that_cannot_be_routed_is_dead_lettered_and_acknowledged():

@@ -15,9 +15,9 @@ import pytest
 
 from streams.core import control
 from streams.core.control import RetryDue, Sweep
+from streams.core.pendingcounts import pending_counts
 from streams.ops.admin import Admin
 from streams.ops.observe import Stats
-from streams.ops.pendingcounts import pending_counts
 from streams.runtime import retries, sweep, timers
 from streams.runtime.outbox import BY_USER
 from streams.runtime.runtime import Tables

@@ -92,7 +92,7 @@ async def test_a_worker_takes_over_state_an_older_worker_left_in_the_changelogs(
     an empty data dir, restores them and carries on from them."""
     from aiokafka import AIOKafkaProducer
 
-    from streams.ops.admin import owner_partition
+    from streams.partitioner import owner_partition
     from streams.runtime.topics import ensure_topics
     from streams.settings import Settings
     from tests.test_e2e_admin import get_json, wait_ready

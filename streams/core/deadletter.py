@@ -25,6 +25,14 @@ from streams.core.redact import redact
 PREFIX = "cs-relay-"
 DETAIL_MAX = 500
 
+# A dead letter sent back to the input topic (`cs-relay dlq replay`, the console:
+# streams.ops.dlq.replay_headers) carries these; the runtime routes it by them
+# (streams.runtime.handlers): past dedupe, to the one destination that refused it,
+# remembered by the dead letter's identity.
+REPLAY_HEADER = "cs-relay-replay"
+REPLAY_DESTINATION_HEADER = "cs-relay-replay-destination"
+REPLAY_OF_HEADER = "cs-relay-replay-of"
+
 
 def dead_letter_headers(
     *,

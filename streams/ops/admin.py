@@ -23,7 +23,7 @@ canonical URL) and the partition (`X-CS-Relay-Partition`). Faust's own
 `@app.table_route` cannot be used as it is: it hashes the key serialized with the
 table's key serializer (JSON, `"u1"` with the quotes), while the by-user topic, whose
 partitions the tables follow, is keyed by the raw UTF-8 bytes (`u1`): for many keys
-the two land in different partitions. `owner_partition` hashes the raw bytes with
+the two land in different partitions. `owner_partition` (streams.partitioner) hashes the raw bytes with
 Kafka's default partitioner, as the producer of the by-user topic does, and the owner
 comes from Faust's own assignment metadata (`app.router.table_metadata`).
 Groups are a GlobalTable, in every worker: served locally.
@@ -50,6 +50,7 @@ from faust.tables.manager import TableManager
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from yarl import URL
 
+from streams.core.pendingcounts import pending_counts
 from streams.core.redact import redact
 from streams.ops.observe import (
     Snapshot,
@@ -59,9 +60,9 @@ from streams.ops.observe import (
     versions,
     worker_registry,
 )
-from streams.ops.ownership import changelog_remaining, owner_partition, owner_url, same_worker
-from streams.ops.pendingcounts import pending_counts
+from streams.ops.ownership import changelog_remaining, owner_url, same_worker
 from streams.ops.webserve import authorized  # shared with `cs-relay ingest`'s /metrics
+from streams.partitioner import owner_partition
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class Admin:
     # destination -> its circuit breaker's status (streams.core.breaker, the runtime keeps them)
     circuits: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
     # destination -> state -> events waiting, kept by the runtime as it writes pending
-    # records (streams.ops.pendingcounts.PendingCounts); None: counted from the table (tests)
+    # records (streams.core.pendingcounts.PendingCounts); None: counted from the table (tests)
     pending_counts: Callable[[], Mapping[str, Mapping[str, int]]] | None = None
     # why the worker is stopping after work failed for good (Runtime.failure), or None
     failure: Callable[[], str | None] = lambda: None

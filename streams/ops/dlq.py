@@ -11,7 +11,13 @@ from typing import Any, TextIO
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.core.deadletter import DeadLetterRecord, read_headers
+from streams.core.deadletter import (
+    REPLAY_DESTINATION_HEADER,
+    REPLAY_HEADER,
+    REPLAY_OF_HEADER,
+    DeadLetterRecord,
+    read_headers,
+)
 from streams.core.redact import MASK, redact
 from streams.kafkaconn import start_client
 from streams.ops.progress import Progress
@@ -133,11 +139,6 @@ async def list_dead_letters(settings: Settings, *, limit: int, as_json: bool = F
     if not as_json:
         print(f"{shown} dead letter(s) shown from {settings.dlq_topic}", file=out)
     return 0
-
-
-REPLAY_HEADER = "cs-relay-replay"
-REPLAY_DESTINATION_HEADER = "cs-relay-replay-destination"
-REPLAY_OF_HEADER = "cs-relay-replay-of"
 
 
 def replay_headers(dl: DeadLetterRecord) -> list[tuple[str, bytes]]:

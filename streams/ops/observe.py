@@ -5,9 +5,10 @@ Three sources, all read at scrape time by `streams.ops.admin`:
 * the runtime's `counters` (`streams.runtime.runtime.Runtime`: `in.track`,
   `held.clientsuccess`, `skipped.<dest>`, `duplicates`, ...), turned into metric
   families by `metric_families()` so the runtime only keeps counting as it does;
-* the runtime's `Stats`, fed by two small hooks: every partner request's round trip
-  (`PartnerClient.on_attempt`: destination, HTTP status, seconds, outcome) and every
-  dead letter (`on_dead_letter`, with its stage, reason and destination);
+* the `Stats` of the worker's observer (`streams.ops.observer.OpsObserver`), fed
+  with every partner request's round trip (`PartnerClient.on_attempt`: destination,
+  HTTP status, seconds, outcome) and every dead letter the runtime reports (with its
+  stage, reason and destination);
 * a `Snapshot` of gauges the admin module reads from Faust: events waiting per
   destination (the `pending` table: held, releasing, and parked for a later retry),
   the age of each destination's oldest parked delivery (kept up to date by the
@@ -46,7 +47,6 @@ from prometheus_client.core import (
 import streams
 from streams import eventloop
 from streams.core.breaker import GAUGE
-from streams.ops.logs import bind_event_id, bind_event_raw
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 NO_STATUS = "error"  # a timeout or transport error: no HTTP answer
@@ -97,18 +97,6 @@ class Stats:
 
     def dead_letter(self, stage: str, reason: str, destination: str | None) -> None:
         self.dead_letters[(stage, reason, destination or "")] += 1
-
-
-def on_dead_letter(stats: Stats, dead: Any) -> None:
-    """Hook at the start of `streams.runtime.effects.dead_letter`: count it, and let the
-    log lines about it carry its messageId."""
-    stats.dead_letter(dead.stage, dead.reason, dead.destination)
-    bind_event_raw(dead.raw)
-
-
-def on_delivery(dispatch: Any) -> None:
-    """Hook at the start of a delivery task: its log lines carry the event's messageId."""
-    bind_event_id(dispatch.message_id)
 
 
 def consumer_lag(

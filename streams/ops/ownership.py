@@ -1,20 +1,14 @@
-"""Which worker serves a user's state: the by-user partition of its key, the worker
-whose active partitions include it (`streams.ops.admin`'s forwarding, the console), and
-what a worker's recovery still has to read before it serves its partitions."""
+"""Which worker serves a user's state: the worker whose active partitions include the
+user's by-user partition (`streams.partitioner`), for `streams.ops.admin`'s forwarding
+and the console; and what a worker's recovery still has to read before it serves its
+partitions."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from aiokafka.partitioner import murmur2
 from yarl import URL
-
-
-def owner_partition(key: str, partitions: int) -> int:
-    """The by-user partition of a user key: Kafka's default partitioner (murmur2 of
-    the key's UTF-8 bytes), as `by_user_topic.send(key=key.encode())` picks it."""
-    return (murmur2(key.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 
 def owner_url(metadata: Mapping[str, Mapping[str, Iterable[int]]], partition: int) -> str | None:

@@ -17,11 +17,11 @@ from typing import Any, cast
 
 import faust
 
+from streams.core.deadletter import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.core.message import InvalidMessage, Message
 from streams.core.outcome import DeadLetter
 from streams.core.reasons import Reason
 from streams.core.segment import parse
-from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import effects, handlers
 from streams.runtime.incoming import SOURCE_HEADER, Incoming
 from streams.runtime.outbox import BY_USER

@@ -40,6 +40,7 @@ from streams.ops import (
     preview_api,
 )
 from streams.ops.console import web as console
+from streams.ops.observer import OpsObserver
 from streams.runtime import agents, aggregation, faust_fixes, previewing, retries, seentable, spilling, sweep, timers
 from streams.runtime.outbox import FaustOutbox
 from streams.runtime.relayapp import TABLE_OPTIONS, create_app
@@ -133,6 +134,7 @@ runtime = Runtime.from_settings(
     outbox=FaustOutbox(by_user_topic, dlq_topic),
     partitions=_partitions,
     recovered=_recovered,
+    observer=(observer := OpsObserver()),  # what /metrics, /status and the console show of its work
 )
 app.runtime = runtime
 _TABLES = (users, pending_table, groups_table, seen_table, windows_table, waiters_table, payloads_table)
@@ -213,7 +215,7 @@ ADMIN = adminsetup.install(
     counters=runtime.counters,
     unacknowledged=lambda: runtime.acks.in_flight,
     clients=runtime.clients,
-    stats=runtime.stats,
+    stats=observer.stats,
     parked_oldest_age=lambda: runtime.marks.parked_since.ages(runtime.clock()),
     circuits=lambda: {dest: b.status(runtime.clock()) for dest, b in runtime.breakers.items()},
     pending_counts=runtime.pending_counts.counts,
@@ -222,5 +224,5 @@ ADMIN = adminsetup.install(
 # The operator console at /console (issue 17; off without CS_RELAY_ADMIN_TOKEN).
 # Previews (issue 24): `POST /preview/{userId}` and the console's "Try a message" page.
 PREVIEW = functools.partial(previewing.run, runtime)
-CONSOLE = console.install(app, ADMIN, runtime.journal, PREVIEW)
+CONSOLE = console.install(app, ADMIN, observer.journal, PREVIEW)
 preview_api.install(app, ADMIN, PREVIEW)

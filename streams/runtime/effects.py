@@ -25,7 +25,6 @@ from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
 from streams.core.releasing import resolve_releasing
 from streams.core.retry import Outcome
-from streams.ops import observe
 from streams.runtime import spilling
 from streams.runtime.delivery import PartnerClient, Result
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS, produce
@@ -61,7 +60,7 @@ async def forward(rt: Runtime, key: str, raw: bytes, headers: Mapping[str, bytes
 
 async def dead_letter(rt: Runtime, dead: DeadLetter, key: bytes | None = None, *, status: int | None = None) -> None:
     rt.counters[f"dead_lettered.{dead.stage}.{dead.reason}"] += 1
-    observe.on_dead_letter(rt.stats, dead)
+    rt.observer.dead_lettering(dead)
     log.warning(
         "dead letter (%s, %s%s): %s",
         dead.stage,
@@ -83,7 +82,7 @@ async def dead_letter(rt: Runtime, dead: DeadLetter, key: bytes | None = None, *
     for attempt in range(1, DLQ_SEND_ATTEMPTS + 1):
         try:
             await produce(rt.outbox, DEAD_LETTERS, key=key, value=value, headers=headers)
-            rt.journal.dead_letter(rt.clock())  # the console's dead-letters page reads the topic again
+            rt.observer.dead_lettered(rt.clock())
             return
         except Exception as exc:  # noqa: BLE001 - Faust wraps the aiokafka error
             if too_large(exc) and len(value) > DLQ_TRUNCATED_BYTES:
@@ -160,7 +159,7 @@ def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
 
 
 async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
-    observe.on_delivery(item)
+    rt.observer.delivering(item.message_id)
     client = rt.clients[item.destination]
     partition = rt.partition_of(key)
     if rt.catchup.behind(partition):
@@ -190,7 +189,7 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
         return None
     result = await send_bounded(rt, item.destination, item.request)
     rt.counters[f"{result.outcome.value}.{item.destination}"] += 1
-    rt.journal.delivery(key, item.destination, item.message_id, result.outcome, result.status, rt.clock())
+    rt.observer.delivery(key, item.destination, item.message_id, result.outcome, result.status, rt.clock())
     if result.outcome is Outcome.RETRY or result.status in AUTH_STATUSES:
         # A 401/403 parks too: most likely the destination refuses the key for every
         # request (its breaker pauses it); a retry refused again after other requests

@@ -32,6 +32,7 @@ from streams.core.control import (
     WindowClose,
     WindowDone,
 )
+from streams.core.deadletter import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.core.message import Message
 from streams.core.outcome import Dispatch
 from streams.core.pending import confirm, first_seq
@@ -39,7 +40,6 @@ from streams.core.releasing import release_ready
 from streams.core.segment import parse
 from streams.core.spill import SpillDone
 from streams.core.step import step
-from streams.ops.dlq import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.runtime import aggregation, effects, groups, merge, retries, spilling, sweep
 from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
@@ -159,7 +159,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         seq=first_seq(position),
         watch=rt.consent,
     )
-    rt.journal.routed(key, msg, result.user, result.group, now)  # the console's group and account index
+    rt.observer.routed(key, msg, result.user, result.group, now)  # the console's group and account index
     for dest, _reason in result.skipped:
         rt.counters[f"skipped.{dest}"] += 1
     for dest, _reason in result.held:

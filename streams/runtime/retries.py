@@ -231,7 +231,7 @@ async def retry_one(rt: Runtime, key: str, dest: str, item: Parked) -> Outcome:
         else:
             outcome, retry_after = Outcome.RETRY, max(retry_after or 0.0, breaker.wait(rt.clock())) or None
     rt.counters[f"retried.{dest}"] += 1
-    rt.journal.delivery(key, dest, item.message_id, outcome, result.status, rt.clock(), retry=True)
+    rt.observer.delivery(key, dest, item.message_id, outcome, result.status, rt.clock(), retry=True)
     record = Retried(
         dest, item.seq, outcome, result.attempts, result.status, effects.error_text(client, result), retry_after
     )

@@ -35,18 +35,17 @@ from streams.core.destination import Destination
 from streams.core.grouplookup import newer, with_copy
 from streams.core.memory import Memory
 from streams.core.pending import Pending
+from streams.core.pendingcounts import PendingCounts
 from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff
 from streams.core.state import GroupLookup, GroupState, UserState
-from streams.ops.admin import owner_partition
-from streams.ops.console.journal import Journal
-from streams.ops.observe import Stats
-from streams.ops.pendingcounts import PendingCounts
+from streams.partitioner import owner_partition
 from streams.runtime import catchup, wiring
 from streams.runtime.catchup import CatchUp
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.inflight import AckTracker, Chains, Redeliveries
+from streams.runtime.observing import Observer, Unobserved
 from streams.runtime.outbox import BY_USER, Outbox, produce
 from streams.runtime.parking import ParkingMarks
 from streams.runtime.pendingstore import PendingStore
@@ -100,6 +99,7 @@ class Runtime:
         memories: Sequence[Memory] = (),
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.settings = settings
         self.destinations = list(destinations)
@@ -141,8 +141,7 @@ class Runtime:
         self.closing: set[tuple[str, str]] = set()  # (user key, window id)
         self.window_rescan = asyncio.Event()
         self.counters: Counter[str] = Counter()
-        self.stats = Stats()  # partner answers and dead letters, for /metrics and /status
-        self.pending_counts = PendingCounts()  # events waiting, per destination and state, for the same
+        self.pending_counts = PendingCounts()  # events waiting, per destination and state, for /status
         # Each destination's circuit breaker (streams.core.breaker): told every answer,
         # asked before every request, so one sick destination is backed off as a whole.
         self.breakers = Breakers(
@@ -153,7 +152,9 @@ class Runtime:
                 max_retry_after=settings.max_retry_after,
             )
         )
-        self.journal = Journal()  # recent work, bounded, for the operator console (streams.ops.console)
+        # Told of dead letters, deliveries and routed calls: /metrics, /status and the
+        # console, as the app's wiring connects them (streams.runtime.observing).
+        self.observer: Observer = observer or Unobserved()
 
     @classmethod
     def from_settings(
@@ -165,9 +166,11 @@ class Runtime:
         partitions: Callable[[], int] | None = None,
         recovered: Callable[[], bool] = lambda: True,
         clients: Mapping[str, PartnerClient] | None = None,
+        observer: Observer | None = None,
     ) -> Runtime:
         """The runtime of a worker configured by `settings` (the one place that builds
-        it); `clients` replaces the HTTP clients (unit tests)."""
+        it); `clients` replaces the HTTP clients (unit tests); `observer` is told what
+        it does (streams.runtime.observing)."""
         return cls(
             settings,
             destinations=wiring.destinations(settings),
@@ -177,6 +180,7 @@ class Runtime:
             outbox=outbox,
             partitions=partitions or (lambda: settings.topic_partitions),
             recovered=recovered,
+            observer=observer,
         )
 
     # ------------------------------------------------------------------ state

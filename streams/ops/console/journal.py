@@ -1,8 +1,8 @@
 """What the console shows that the tables do not keep: a worker's recent work, in
 bounded memory.
 
-The runtime feeds one `Journal` (`Runtime.journal`) with one-line calls where the work
-happens:
+The runtime feeds one `Journal` (through its observer, `streams.ops.observer.OpsObserver`)
+with one-line calls where the work happens:
 
 * `delivery()` when a partner answered a delivery or a retry (`effects.deliver`,
   `retries.retry`): the user's recent deliveries, newest first, a few per user for the

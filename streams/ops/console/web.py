@@ -162,8 +162,9 @@ def install(app: Any, admin: Any, journal: Journal, run: Callable[[Sequence[byte
     `admin.install`): its pages, and the timer that samples the counters for the chart.
     A replay is sent as the CLI sends it, with its own producer, to `settings.input_topic`;
     `run` previews messages of a user this worker owns (`streams.runtime.previewing`)."""
-    from streams.ops.admin import owner_partition, owner_url, same_worker
     from streams.ops.observe import status_document
+    from streams.ops.ownership import owner_url, same_worker
+    from streams.partitioner import owner_partition
 
     settings = admin.settings
     canonical = str(app.conf.canonical_url)
