@@ -1,9 +1,10 @@
 """Everything configurable in cs-relay, read once from the environment.
 
 `Settings.from_env()` is the only place that reads `os.environ` for the worker. Every
-value is typed and validated at start-up; a bad value raises `SettingsError` naming the
-variable, so a misconfigured deployment stops with one clear line instead of failing
-later on the first event.
+value is typed and validated at start-up (its form, and the checks across settings:
+`streams.settingchecks`); a bad value raises `SettingsError` naming the variable, so a
+misconfigured deployment stops with one clear line instead of failing later on the
+first event.
 
 Each destination's variables are read by its own settings class
 (`streams/destinations/<key>/settings.py`), found through `streams.destinations.REGISTRY`.
@@ -16,7 +17,6 @@ in `Secret`, whose `repr` and `str` never show the value; errors about them neve
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import os
 import socket
 from collections.abc import Mapping
@@ -24,16 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-from yarl import URL
-
+from streams import settingchecks as checks
 from streams.core import spill
 from streams.core.mappingfile import MappingError, load_file
 from streams.core.mappings import Controls
-from streams.core.pendingrows import INDEX_MAX_BYTES, MAX_EVENTS_BOUND, max_events_within, worst_index_bytes
+from streams.core.pendingrows import MAX_EVENTS_BOUND
 from streams.destinations import REGISTRY
 from streams.destinations.base import DestinationSettings
-from streams.envreader import ADMIN_TOKEN_MIN_CHARS, EnvReader, Secret, SettingsError
-from streams.eventloop import CHOICES as EVENT_LOOPS
+from streams.envreader import EnvReader, Secret, SettingsError
 from streams.kafkaconn import KafkaSecurity
 
 T = TypeVar("T")
@@ -147,52 +145,30 @@ class Settings:
     @classmethod
     def _read(cls, read: EnvReader, d: Settings) -> Settings:
         settings = cls._read_each(read, d)
-        problem = settings.exposure_problem() or settings.pending_problem()
+        problem = checks.first_problem(settings)
         if problem:
             return read.fail(problem, settings)
         return settings
-
-    def exposure_problem(self) -> str | None:
-        """Secure by default: a web server reachable beyond this machine (the image binds
-        0.0.0.0) serves users' state and metrics, so it needs CS_RELAY_ADMIN_TOKEN."""
-        if self.admin_token or is_loopback(self.web_host):
-            return None
-        return (
-            f"CS_RELAY_ADMIN_TOKEN: required when the web server binds beyond loopback "
-            f"(CS_RELAY_WEB_HOST={self.web_host or '(all)'}): set a token of at least "
-            f"{ADMIN_TOKEN_MIN_CHARS} characters, or bind CS_RELAY_WEB_HOST=127.0.0.1"
-        )
-
-    def pending_problem(self) -> str | None:
-        """A user's pending index row must fit under its bound at the worst, with every
-        registered destination (streams.core.pendingrows.worst_index_bytes)."""
-        keys = [p.key for p in REGISTRY]
-        if worst_index_bytes(keys, self.pending_max_events) <= INDEX_MAX_BYTES:
-            return None
-        return (
-            f"CS_RELAY_PENDING_MAX_EVENTS: {self.pending_max_events} is too many for {len(keys)} registered "
-            f"destinations: a user's pending index row could reach "
-            f"{worst_index_bytes(keys, self.pending_max_events)} bytes, more than its bound of {INDEX_MAX_BYTES} "
-            f"(under the changelog topics' 1 MiB record limit); set at most {max_events_within(keys)}"
-        )
 
     @classmethod
     def _read_each(cls, read: EnvReader, d: Settings) -> Settings:
         mappings = _mappings(read)
         return cls(
-            kafka_bootstrap_servers=read.text("KAFKA_BOOTSTRAP_SERVERS", d.kafka_bootstrap_servers, check=_bootstrap),
+            kafka_bootstrap_servers=read.text(
+                "KAFKA_BOOTSTRAP_SERVERS", d.kafka_bootstrap_servers, check=checks.bootstrap
+            ),
             kafka_security=KafkaSecurity.from_env(read),
-            input_topic=read.text("CS_RELAY_INPUT_TOPIC", d.input_topic, check=_topic_name),
+            input_topic=read.text("CS_RELAY_INPUT_TOPIC", d.input_topic, check=checks.topic_name),
             input_keyed_by_user=read.flag("CS_RELAY_INPUT_KEYED_BY_USER", d.input_keyed_by_user),
-            dlq_topic=read.text("CS_RELAY_DLQ_TOPIC", d.dlq_topic, check=_topic_name),
-            app_id=read.text("CS_RELAY_APP_ID", d.app_id, check=_topic_name),
+            dlq_topic=read.text("CS_RELAY_DLQ_TOPIC", d.dlq_topic, check=checks.topic_name),
+            app_id=read.text("CS_RELAY_APP_ID", d.app_id, check=checks.topic_name),
             data_dir=Path(read.text("CS_RELAY_DATA_DIR", str(d.data_dir))),
             web_host=read.text("CS_RELAY_WEB_HOST", d.web_host),
             web_port=read.integer("CS_RELAY_WEB_PORT", d.web_port, low=0, high=65535),
             web_advertised_host=read.text(
-                "CS_RELAY_WEB_ADVERTISED_HOST", d.web_advertised_host, check=_advertised_host
+                "CS_RELAY_WEB_ADVERTISED_HOST", d.web_advertised_host, check=checks.advertised_host
             ),
-            web_allowed_hosts=_host_list(read.text("CS_RELAY_WEB_ALLOWED_HOSTS", "", check=_allowed_hosts)),
+            web_allowed_hosts=_host_list(read.text("CS_RELAY_WEB_ALLOWED_HOSTS", "", check=checks.allowed_hosts)),
             topic_partitions=read.integer("CS_RELAY_TOPIC_PARTITIONS", d.topic_partitions, low=1, high=1024),
             topic_replication_factor=read.integer(
                 "CS_RELAY_TOPIC_REPLICATION_FACTOR", d.topic_replication_factor, low=1, high=32
@@ -229,8 +205,8 @@ class Settings:
             pending_max_age_seconds=read.number(
                 "CS_RELAY_PENDING_MAX_AGE_SECONDS", d.pending_max_age_seconds, low=1, high=365 * 24 * 3600
             ),
-            log_level=read.text("CS_RELAY_LOG_LEVEL", d.log_level, check=_log_level),
-            event_loop=read.text("CS_RELAY_EVENT_LOOP", d.event_loop, check=_event_loop).lower(),
+            log_level=read.text("CS_RELAY_LOG_LEVEL", d.log_level, check=checks.log_level),
+            event_loop=read.text("CS_RELAY_EVENT_LOOP", d.event_loop, check=checks.event_loop).lower(),
             shutdown_timeout=read.number("CS_RELAY_SHUTDOWN_TIMEOUT", d.shutdown_timeout, low=0, high=3600),
             session_timeout=read.number("CS_RELAY_SESSION_TIMEOUT", d.session_timeout, low=6, high=300),
             standby_replicas=read.integer("CS_RELAY_STANDBY_REPLICAS", d.standby_replicas, low=0, high=10),
@@ -248,17 +224,17 @@ class Settings:
             ingest_timeout=read.number("CS_RELAY_INGEST_TIMEOUT", d.ingest_timeout, low=0.1, high=300),
             ingest_rate_limit=read.number("CS_RELAY_INGEST_RATE_LIMIT", d.ingest_rate_limit, low=0, high=1_000_000),
             admin_token=read.token("CS_RELAY_ADMIN_TOKEN"),
-            log_format=read.text("CS_RELAY_LOG_FORMAT", d.log_format, check=_log_format).lower(),
+            log_format=read.text("CS_RELAY_LOG_FORMAT", d.log_format, check=checks.log_format).lower(),
         )
 
     @property
     def advertised_web_host(self) -> str:
         """What this worker tells the others to call it (Faust's canonical URL host)."""
         if self.web_advertised_host:
-            return url_host(self.web_advertised_host)
-        if self.web_host in WILDCARD_HOSTS:
+            return checks.url_host(self.web_advertised_host)
+        if self.web_host in checks.WILDCARD_HOSTS:
             return socket.gethostname()
-        return url_host(self.web_host)
+        return checks.url_host(self.web_host)
 
     def kafka_options(self) -> dict:
         """`bootstrap_servers` and the TLS / SASL options, for any aiokafka client."""
@@ -323,84 +299,6 @@ def _redact(obj: object) -> object:
     return obj
 
 
-def _bootstrap(value: str) -> str | None:
-    for server in value.split(","):
-        host, sep, port = server.strip().rpartition(":")
-        if not sep or not host or not port.isdigit():
-            return "expected host:port[,host:port...]"
-    return None
-
-
-WILDCARD_HOSTS = ("0.0.0.0", "::", "")
-
-
-def is_loopback(host: str) -> bool:
-    """Whether a bind address reaches this machine only (127.0.0.0/8, ::1, localhost)."""
-    host = host.strip().strip("[]").lower()
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a wildcard, another address or a host name: reachable from elsewhere
-
-
-def url_host(host: str) -> str:
-    """`host` as it goes in a URL: an IPv6 address in brackets, anything else as is."""
-    try:
-        return f"[{host}]" if ipaddress.ip_address(host).version == 6 else host
-    except ValueError:
-        return host
-
-
-def _advertised_host(value: str) -> str | None:
-    if value.strip("[]") in WILDCARD_HOSTS:
-        return "expected a host name or address other workers can reach, not a wildcard"
-    try:
-        url = URL(f"http://{url_host(value)}:1/")
-    except ValueError:
-        url = None
-    if url is None or url.port != 1 or not url.host or url.user or url.path != "/" or any(c.isspace() for c in value):
-        return "expected a host name or address, without scheme or port"
-    return None
-
-
 def _host_list(value: str) -> tuple[str, ...]:
     names = (name.strip().strip("[]").rstrip(".").lower() for name in value.split(","))
     return tuple(dict.fromkeys(name for name in names if name))
-
-
-def _allowed_hosts(value: str) -> str | None:
-    items = [item.strip() for item in value.split(",")]
-    for number, item in enumerate(items, 1):
-        if not item or _advertised_host(item):
-            return (
-                f"item {number} of {len(items)}: expected host names or addresses, "
-                "without scheme or port, comma-separated"
-            )
-    return None
-
-
-def _topic_name(value: str) -> str | None:
-    allowed = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-    if len(value) > 200 or not set(value) <= allowed:
-        return "expected letters, digits, '.', '_' or '-' (at most 200)"
-    return None
-
-
-def _log_format(value: str) -> str | None:
-    if value.lower() not in {"text", "json"}:
-        return "expected text or json"
-    return None
-
-
-def _event_loop(value: str) -> str | None:
-    if value.lower() not in EVENT_LOOPS:
-        return f"expected {' or '.join(EVENT_LOOPS)}"
-    return None
-
-
-def _log_level(value: str) -> str | None:
-    if value.lower() not in {"debug", "info", "warning", "error", "critical"}:
-        return "expected one of debug, info, warning, error, critical"
-    return None

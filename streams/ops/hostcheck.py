@@ -24,7 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
-from streams.settings import WILDCARD_HOSTS, Settings
+from streams.settingchecks import WILDCARD_HOSTS
+from streams.settings import Settings
 
 REFUSED = (
     "this worker does not answer to that Host: it answers to localhost, its own addresses "
