@@ -75,16 +75,21 @@ def _listening(port: int = 0) -> Iterator[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_child_dies_with_its_parent_even_killed(tmp_path):
     """A parent starts a child with `dies_with_parent()` and is SIGKILLed: the child goes too;
-    one started without it stays (what `dev`'s children did)."""
+    one started without it stays (what `dev`'s children did). All three wait on a pipe the
+    test holds (the children inherit the parent's stdin): none ends before the test says,
+    the parent's death closes nothing they read, and none outlives the test."""
     script = (
-        "import subprocess, sys, time\n"
+        "import subprocess, sys\n"
         "from streams import childproc\n"
-        "bound = subprocess.Popen(['sleep', '300'], preexec_fn=childproc.dies_with_parent())\n"
-        "free = subprocess.Popen(['sleep', '300'])\n"
+        "quiet = subprocess.DEVNULL\n"
+        "bound = subprocess.Popen(['cat'], stdout=quiet, preexec_fn=childproc.dies_with_parent())\n"
+        "free = subprocess.Popen(['cat'], stdout=quiet)\n"
         "print(bound.pid, free.pid, flush=True)\n"
-        "time.sleep(300)\n"
+        "sys.stdin.read()\n"
     )
-    parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", script], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     bound, free = (int(pid) for pid in parent.stdout.readline().split())  # type: ignore[union-attr]
     try:
         assert _alive(bound) and _alive(free)
@@ -93,6 +98,7 @@ def test_a_child_dies_with_its_parent_even_killed(tmp_path):
         _wait_for(lambda: not _alive(bound), 5, "the bound child to die with its parent")
         assert _alive(free)
     finally:
+        parent.stdin.close()  # type: ignore[union-attr]  # the children's end of input: they finish
         for pid in (bound, free):
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
