@@ -157,25 +157,27 @@ def _complete_with(written: asyncio.Future[Any], writes: list[Any]) -> None:
 
 def put_local(table: Any, partition: int, key: str, value: Any) -> None:
     """A row to the store of `partition` alone (no changelog record)."""
-    put = getattr(table, "put_local", None)
-    if put is None:
-        table[key] = value
-    else:
-        put(partition, key, value)
+    _by_partition(table, "put_local", partition, key, value)
 
 
 def delete_local(table: Any, partition: int, key: str) -> None:
-    delete = getattr(table, "delete_local", None)
-    if delete is None:
-        table.pop(key, None)
-    else:
-        delete(partition, key)
+    """A row out of the store of `partition` alone (no changelog record)."""
+    _by_partition(table, "delete_local", partition, key)
 
 
 def write_packed(table: Any, partition: int, key: str, value: Any) -> None:
     """A packed row to the store and the changelog of `partition`."""
-    write = getattr(table, "write_packed", None)
-    if write is None:
-        table[key] = value
+    _by_partition(table, "write_packed", partition, key, value)
+
+
+def _by_partition(table: Any, method: str, partition: int, key: str, *value: Any) -> None:
+    """`table.<method>(partition, key, *value)` where the table has it (`SeenTable`, the
+    row cache over one); a plain dict (unit tests) has the row set, or without a value
+    deleted."""
+    call = getattr(table, method, None)
+    if call is not None:
+        call(partition, key, *value)
+    elif value:
+        table[key] = value[0]
     else:
-        write(partition, key, value)
+        table.pop(key, None)
