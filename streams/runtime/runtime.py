@@ -4,7 +4,8 @@
 destinations and their delivery clients (`streams.runtime.wiring`), the tables it reads
 and writes, where its records go (`streams.runtime.outbox`), and the process-local
 bookkeeping that is not in the tables: acknowledgements in offset order, per-user
-chains, redelivery guard, deliveries in flight, parking marks, counters and metrics.
+chains, redelivery guard, deliveries in flight, parking marks, counters, and the
+`observer` the app's wiring connects (the metrics and the console: streams.runtime.observing).
 
 The Faust app (`streams.runtime.app`) creates one and hands it to the agents, control
 record handlers and timers (`agents`, `handlers`, `effects`, `retries`, `merge`,
