@@ -11,6 +11,7 @@ from typing import Any
 
 from streams.core.control import MergeProfile, Park
 from streams.core.decision import PartnerRequest
+from streams.runtime import retries
 from streams.runtime.delivery import Result
 from tests.runtime_world import BY_USER_TOPIC, PARTITIONS, FakeClient, Incoming, World
 
@@ -92,4 +93,34 @@ async def test_a_pending_done_handled_again_sends_what_it_released_when_a_revoke
         if record.offset >= committed:
             assert await world.redo(record)
     assert world.client.events() == ["First", "Second", "Third"]
+    assert world.rt.pending("u1").is_empty()
+
+
+async def test_a_retried_record_handled_again_sends_what_it_released_when_a_revoke_stopped_that():
+    """Held events wait behind a parked delivery; the retry that delivers it releases
+    them (its pending row reaches Kafka). A revoke stops their delivery and the retried
+    record is not acknowledged: whoever handles it again must send them."""
+    second = asyncio.Event()
+    world = World(client=Gated(answers=[503], gates={"Second": second}))
+    await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+    await world.publish(type="track", userId="u1", event="First", messageId="t1")  # parked
+    await world.publish(type="group", userId="u1", groupId="g2", messageId="g2")  # a group without a name yet
+    await world.publish(type="track", userId="u1", event="Second", messageId="t2")  # held for it
+    await world.publish(type="group", userId="u2", groupId="g2", traits={"name": "Beta"}, messageId="g3")
+    assert world.pending("u1")["held"] and world.pending("u1")["parked"]  # behind First
+    world.now = world.rt.pending("u1").queue("clientsuccess").parked[0].next_at + 0.1
+    await retries.tick(world.rt)
+    await world.settle()
+    assert world.client.events() == ["First", "First"] and world.pending("u1")["releasing"]
+    partition = world.rt.partition_of("u1")
+    records = [r for r in world.taken if r.partition == partition]
+    committed = min(r.offset for r in records if (BY_USER_TOPIC, partition, r.offset) not in world.acked)
+
+    assert await world.rt.revoked([(BY_USER_TOPIC, partition)])
+    world.rt.assigned(set(range(PARTITIONS)))
+    second.set()
+    for record in records:  # read again from the committed offset
+        if record.offset >= committed:
+            assert await world.redo(record)
+    assert world.client.events() == ["First", "First", "Second"]
     assert world.rt.pending("u1").is_empty()
