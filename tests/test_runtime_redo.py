@@ -64,6 +64,21 @@ class Gated(FakeClient):
         return await super().send(request, **kwargs)
 
 
+async def revoked_and_read_again(world: World, user: str, gate: asyncio.Event) -> None:
+    """A rebalance takes the user's partition (stopping its deliveries) and gives it
+    back; `gate` opens; the partition's records from the committed offset are handled
+    again."""
+    partition = world.rt.partition_of(user)
+    records = [r for r in world.taken if r.partition == partition]
+    committed = min(r.offset for r in records if (BY_USER_TOPIC, partition, r.offset) not in world.acked)
+    assert await world.rt.revoked([(BY_USER_TOPIC, partition)])
+    world.rt.assigned(set(range(PARTITIONS)))
+    gate.set()
+    for record in records:
+        if record.offset >= committed:
+            assert await world.redo(record)
+
+
 async def test_a_pending_done_handled_again_sends_what_it_released_when_a_revoke_stopped_that():
     """At most CS_RELAY_PENDING_MAX_EVENTS events are releasing at once; a pending-done
     releases the next held one. Its pending row (Third releasing) reaches Kafka, a
@@ -82,16 +97,7 @@ async def test_a_pending_done_handled_again_sends_what_it_released_when_a_revoke
     await world.settle()
     assert world.client.events() == ["First", "Second"]
     assert ['"Third"' in i["raw"] for i in world.pending("u1")["releasing"]] == [True]  # on its way, held up
-    partition = world.rt.partition_of("u1")
-    records = [r for r in world.taken if r.partition == partition]
-    committed = min(r.offset for r in records if (BY_USER_TOPIC, partition, r.offset) not in world.acked)
-
-    assert await world.rt.revoked([(BY_USER_TOPIC, partition)])
-    world.rt.assigned(set(range(PARTITIONS)))
-    third.set()
-    for record in records:  # read again from the committed offset
-        if record.offset >= committed:
-            assert await world.redo(record)
+    await revoked_and_read_again(world, "u1", third)
     assert world.client.events() == ["First", "Second", "Third"]
     assert world.rt.pending("u1").is_empty()
 
@@ -112,15 +118,6 @@ async def test_a_retried_record_handled_again_sends_what_it_released_when_a_revo
     await retries.tick(world.rt)
     await world.settle()
     assert world.client.events() == ["First", "First"] and world.pending("u1")["releasing"]
-    partition = world.rt.partition_of("u1")
-    records = [r for r in world.taken if r.partition == partition]
-    committed = min(r.offset for r in records if (BY_USER_TOPIC, partition, r.offset) not in world.acked)
-
-    assert await world.rt.revoked([(BY_USER_TOPIC, partition)])
-    world.rt.assigned(set(range(PARTITIONS)))
-    second.set()
-    for record in records:  # read again from the committed offset
-        if record.offset >= committed:
-            assert await world.redo(record)
+    await revoked_and_read_again(world, "u1", second)
     assert world.client.events() == ["First", "First", "Second"]
     assert world.rt.pending("u1").is_empty()
