@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from streams.partitioner import owner_partition
 from streams.runtime import topiclist
 from tests.figures import report
+from tests.lossreport import loss_report
 from tests.pipeline import Pipeline, Worker
 from tests.test_e2e_admin import get_json
 from tests.test_e2e_delivery import check_delivery, cs_events, csb_events, duplicates
@@ -205,7 +206,10 @@ async def test_workers_join_and_leave_mid_run_and_nothing_is_lost_or_reordered(p
         await feeder
     finally:
         feeder.cancel()
-    cs, csb = await all_delivered(pipeline, total)
+    try:
+        cs, csb = await all_delivered(pipeline, total)
+    except AssertionError as exc:  # and where each missing track went
+        raise AssertionError(f"{exc}\n{await loss_report(pipeline, sent)}") from None
     elapsed = time.monotonic() - started
 
     cs_counts = check_delivery(cs_events(cs), sent)

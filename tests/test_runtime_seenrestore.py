@@ -134,3 +134,31 @@ async def test_a_redone_record_never_takes_the_key_of_a_packed_row_in_kafka():
     assert len(packed(log)) == 2
     rows = restored(compacted(log))
     assert dedupe.row_key(other, f"t-{other}") in rows and dedupe.row_key(first, f"t-{first}") in rows
+
+
+async def test_a_partition_assigned_back_redoes_the_events_of_its_dropped_open_row():
+    """Every rebalance revokes all partitions (aiokafka's eager protocol) and Faust keeps
+    a partition's RocksDB store while it stays here: the index rows of the open row the
+    revoke dropped (never in Kafka) are still in the store. They record the by-user
+    offset, so the records read again from the committed offset are the same records
+    (handled again, their entries written now), while the calls produced again by a
+    redone intake (other offsets) are duplicates of them."""
+    world = seen_world()
+    world.rt.seen_packs.linger = 60.0  # the row stays open until the rebalance
+    users = users_in(world, 1, 3)
+    await publish_together(world, tracks(users))
+    assert world.rt.seen_packs.open_entries(1) == 3
+    assert not [a for a in world.acked if a[0] == BY_USER_TOPIC]  # they wait for the row
+    await world.rt.revoked([(BY_USER_TOPIC, 1)])
+    world.rt.assigned({1})
+    assert all(dedupe.row_key(u, f"t-{u}") in world.tables.seen for u in users)  # left in the store
+
+    world.rt.seen_packs.linger = 0.0
+    for record in world.taken:
+        assert await world.redo(record)
+    assert world.rt.counters["duplicates"] == 0
+    assert {(BY_USER_TOPIC, 1, r.offset) for r in world.taken} <= set(world.acked)
+    written = {k for _, _, v in packed(world.tables.seen.records) for k, _ in seenpack.expand(v)}
+    assert written == {dedupe.row_key(u, f"t-{u}") for u in users}
+    await publish_together(world, tracks(users))  # intake redone: the same calls at new offsets
+    assert world.rt.counters["duplicates"] == len(users)

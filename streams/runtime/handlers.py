@@ -34,7 +34,7 @@ from streams.core.control import (
 )
 from streams.core.deadletter import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
 from streams.core.message import Message
-from streams.core.outcome import Dispatch
+from streams.core.outcome import Dispatch, Step
 from streams.core.pending import confirm, first_seq
 from streams.core.releasing import release_ready
 from streams.core.segment import parse
@@ -55,14 +55,22 @@ def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
     that waited for room there (streams.core.releasing.release_ready's limit) follow."""
     assert record.key is not None  # control records to a user are keyed by the user
     key = record.key.decode("utf-8")
-    pending = confirm(rt.pending(key), done.destination, done.seq)
-    work: Work = []
-    user, destination = rt.user(key) if pending.queue(done.destination).held else None, rt.destination(done.destination)
-    if user is not None and destination is not None and rt.marks.parking[(key, done.destination)] == 0:
+    pending = confirmed = confirm(rt.pending(key), done.destination, done.seq)
+    released: list[Dispatch] = []
+    user, destination = rt.user(key), rt.destination(done.destination)
+    held = pending.queue(done.destination).held
+    if user is not None and destination is not None and held and rt.marks.parking[(key, done.destination)] == 0:
         limit = rt.settings.pending_max_events
         pending, released = release_ready(pending, destination, user, rt.groups_of(user), limit)
-        work = [effects.dispatch(rt, key, d) for d in released]
-    rt.store_pending(key, pending)
+    work: Work = []
+    if user is None or pending == confirmed:
+        rt.store_pending(key, pending)  # (apply_step writes only what differs from `confirmed`)
+    if user is not None:
+        # As after a call, the released events no delivery in this process carries are
+        # sent again: this record handled again (a revoke or a crash stopped its first
+        # handling's deliveries) finds in `releasing` what that one released, and
+        # nothing else would send it if the user sends nothing more.
+        work = effects.apply_step(rt, key, confirmed, Step(user, None, pending, released))
     # Only now is the event out of `releasing`; until this record is applied, a later
     # event of the user must not send it again.
     rt.in_flight.discard((key, done.destination, done.seq))

@@ -23,7 +23,7 @@ from streams.core import pendingrows
 from streams.core.breaker import AUTH_STATUSES, State
 from streams.core.control import Park, Retried, RetryDue, retry_due_records
 from streams.core.decision import PartnerRequest
-from streams.core.outcome import DeadLetter
+from streams.core.outcome import DeadLetter, Step
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
 from streams.core.releasing import release_ready
@@ -268,12 +268,19 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
         work.append(effects.dead_letter(rt, dead, key.encode("utf-8"), status=retried.status))
     user = rt.user(key)
     destination = rt.destination(dest)
-    if user is not None and destination is not None:
+    if user is None or destination is None:
+        rt.store_pending(key, pending)
+    else:
+        retried_pending = pending
         pending, released = release_ready(
             pending, destination, user, rt.groups_of(user), rt.settings.pending_max_events
         )
-        work += [effects.dispatch(rt, key, d) for d in released]
-    rt.store_pending(key, pending)
+        if pending == retried_pending:
+            rt.store_pending(key, pending)  # (apply_step writes only what differs from `retried_pending`)
+        # As after a call, the released events no delivery in this process carries are
+        # sent again: this record handled again (a revoke or a crash stopped its first
+        # handling's deliveries) finds in `releasing` what that one released.
+        work += effects.apply_step(rt, key, retried_pending, Step(user, None, pending, released))
     if outcome is Outcome.DONE:
         retry_due(rt, [key])  # the partner answers again: the next parked one goes now
     return work
