@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streams.ops.ownership import owner_partition
+from streams.partitioner import owner_partition
 from tests.pipeline import Pipeline
 from tests.test_e2e_admin import get_json
 from tests.test_e2e_delivery import cs_events, csb_events
