@@ -40,7 +40,18 @@ from streams.ops import (
     preview_api,
 )
 from streams.ops.console import web as console
-from streams.runtime import agents, aggregation, faust_fixes, previewing, retries, seentable, spilling, sweep, timers
+from streams.runtime import (
+    agents,
+    aggregation,
+    faust_fixes,
+    previewing,
+    readahead,
+    retries,
+    seentable,
+    spilling,
+    sweep,
+    timers,
+)
 from streams.runtime.outbox import FaustOutbox
 from streams.runtime.relayapp import TABLE_OPTIONS, create_app
 from streams.runtime.rowcache import CachedRows
@@ -135,6 +146,9 @@ runtime = Runtime.from_settings(
     recovered=_recovered,
 )
 app.runtime = runtime
+# After an assignment, a reader of its own looks ahead in the by-user partitions for an
+# earlier owner's park records (streams.runtime.catchup).
+runtime.scan_ahead = readahead.reader(settings, app.conf.id, by_user_topic.get_topic_name())
 _TABLES = (users, pending_table, groups_table, seen_table, windows_table, waiters_table, payloads_table)
 for _table in (*_TABLES, spill_table, spillrows_table):
     runtime.changelog.watch(_table)

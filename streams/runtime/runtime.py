@@ -133,6 +133,7 @@ class Runtime:
         # Assigned partitions whose reading has not caught up with what an earlier owner
         # left there: their deliveries wait for it (streams.runtime.catchup).
         self.catchup = CatchUp(uuid.uuid4().hex[:12])
+        self.scan_ahead: catchup.Reader | None = None  # reads them ahead (the app wires Kafka's)
         self._announcing: set[asyncio.Future] = set()
         self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
         # Aggregation windows (streams.runtime.aggregation): users by next close time, the
@@ -275,6 +276,7 @@ class Runtime:
             await client.start()
 
     async def close_clients(self) -> None:
+        await self.catchup.close()
         for client in self.clients.values():
             await client.close()
 
@@ -287,11 +289,14 @@ class Runtime:
         self.owned = frozenset(by_user_partitions)
         self.marks.reassigned(by_user_partitions, self.partition_of)
         self.spills.assigned(by_user_partitions)
-        for partition, token in self.catchup.begin(by_user_partitions).items():
+        tokens = self.catchup.begin(by_user_partitions)
+        for partition, token in tokens.items():
             write = self._caught_up(partition, token)
             task = asyncio.ensure_future(catchup.announce(self.catchup, partition, token, write))
             self._announcing.add(task)
             task.add_done_callback(self._announcing.discard)
+        if tokens and self.scan_ahead is not None:
+            self.catchup.scan_ahead(tokens, self.scan_ahead)
         for table in (self.tables.users, self.tables.pending, self.tables.seen):
             if isinstance(table, CachedRows):
                 table.clear()  # recovery may have replaced rows behind the cache
