@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from streams.core import control
 from streams.core.control import CaughtUp, Park, PendingDone
@@ -16,20 +16,15 @@ from streams.core.pending import Parked
 from streams.runtime import readahead
 from streams.runtime.catchup import CatchUp
 from streams.settings import Settings
+from tests.test_faust_fixes import two_partitions  # noqa: F401 - the fixture: a new two-partition topic
 
 
 def park(destination: str) -> tuple[bytes, dict[str, bytes]]:
     return control.encode(Park(destination, None, Parked(0, "{}", {}, {}, "m", 1.0, 1, 2.0), 1))
 
 
-async def test_the_scan_reads_from_the_committed_offset_to_this_assignment_s_token(kafka_bootstrap):
-    topic, group = f"readahead-{uuid.uuid4().hex[:10]}", f"group-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(topic, num_partitions=2, replication_factor=1)])
-    finally:
-        await admin.close()
+async def test_the_scan_reads_from_the_committed_offset_to_this_assignment_s_token(kafka_bootstrap, two_partitions):  # noqa: F811
+    (topic, producer), group = two_partitions, f"group-{uuid.uuid4().hex[:10]}"
     catchup = CatchUp("w1")
     tokens = catchup.begin({0, 1})
     log = {
@@ -44,14 +39,9 @@ async def test_the_scan_reads_from_the_committed_offset_to_this_assignment_s_tok
         ],
         1: [(b"u3", *park("cs")), (b"", *control.encode(CaughtUp(tokens[1])))],
     }
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        for partition, records in log.items():
-            for key, value, headers in records:
-                await producer.send_and_wait(topic, value, key=key, partition=partition, headers=list(headers.items()))
-    finally:
-        await producer.stop()
+    for partition, records in log.items():
+        for key, value, headers in records:
+            await producer.send_and_wait(topic, value, key=key, partition=partition, headers=list(headers.items()))
     committer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
     await committer.start()
     try:
