@@ -102,7 +102,7 @@ async def test_a_scan_that_cannot_read_ahead_falls_back_to_waiting_for_the_caugh
         yield []  # an async generator
 
     world = World()
-    world.rt.scan_ahead = refused
+    world.rt.catchup.reader = refused
     await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
     await enqueue(world, type="track", userId="u1", event="First", messageId="t1")
     world.rt.assigned(set(range(PARTITIONS)))

@@ -148,7 +148,7 @@ runtime = Runtime.from_settings(
 app.runtime = runtime
 # After an assignment, a reader of its own looks ahead in the by-user partitions for an
 # earlier owner's park records (streams.runtime.catchup).
-runtime.scan_ahead = readahead.reader(settings, app.conf.id, by_user_topic.get_topic_name())
+runtime.catchup.reader = readahead.reader(settings, app.conf.id, by_user_topic.get_topic_name())
 _TABLES = (users, pending_table, groups_table, seen_table, windows_table, waiters_table, payloads_table)
 for _table in (*_TABLES, spill_table, spillrows_table):
     runtime.changelog.watch(_table)

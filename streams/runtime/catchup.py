@@ -56,6 +56,7 @@ Scanned = tuple[int, bytes | None, Mapping[str, bytes], bytes]
 # Reads the by-user partitions in `partitions` from their committed offsets on, a batch
 # at a time, until closed; a partition taken out of the (live) set is no longer wanted.
 Reader = Callable[[set[int]], AsyncGenerator[Sequence[Scanned], None]]
+Write = Callable[[], Awaitable[object]]  # writes a caught-up record
 _AHEAD_KINDS = frozenset({Park.KIND, PendingDone.KIND})
 
 
@@ -76,6 +77,7 @@ class CatchUp:
 
     def __init__(self, instance: str, max_bytes: int = MAX_BYTES) -> None:
         self._instance = instance  # tokens are this worker's own: another's are not read as ours
+        self.reader: Reader | None = None  # None: no scan, every delivery while behind waits (the app wires Kafka's)
         self._round = 0
         self._tokens: dict[int, str] = {}
         self._reached: dict[int, asyncio.Event] = {}
@@ -84,6 +86,18 @@ class CatchUp:
         self.max_bytes = max_bytes
         self._scanning: set[int] = set()  # the current scan's partitions not read to their token yet
         self._scans: set[asyncio.Future] = set()
+        self._announcing: set[asyncio.Future] = set()
+
+    def assign(self, partitions: Iterable[int], write_for: Callable[[int, str], Write]) -> None:
+        """Assigned `partitions`: write each one's caught-up record (`write_for(partition,
+        token)` writes it), and read them ahead with `reader`, if there is one."""
+        tokens = self.begin(partitions)
+        for partition, token in tokens.items():
+            task = asyncio.ensure_future(announce(self, partition, token, write_for(partition, token)))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+        if tokens and self.reader is not None:
+            self.scan_ahead(tokens, self.reader)
 
     def begin(self, partitions: Iterable[int]) -> dict[int, str]:
         """Assigned `partitions`: each is behind until its returned token is read back."""
@@ -248,7 +262,7 @@ async def _first(timeout: float, *events: asyncio.Event) -> None:
             waiting.cancel()
 
 
-async def announce(catchup: CatchUp, partition: int, token: str, write: Callable[[], Awaitable[object]]) -> None:
+async def announce(catchup: CatchUp, partition: int, token: str, write: Write) -> None:
     """Write a partition's caught-up record (`write`), again while Kafka refuses it and the
     token is still awaited: until it is read back, the partition's deliveries park."""
     while catchup.current(partition, token):

@@ -42,7 +42,7 @@ from streams.ops.admin import owner_partition
 from streams.ops.console.journal import Journal
 from streams.ops.observe import Stats
 from streams.ops.pendingcounts import PendingCounts
-from streams.runtime import catchup, wiring
+from streams.runtime import wiring
 from streams.runtime.catchup import CatchUp
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
@@ -132,9 +132,7 @@ class Runtime:
         self.owned: frozenset[int] = frozenset()  # the by-user partitions assigned here (not standbys)
         # Assigned partitions whose reading has not caught up with what an earlier owner
         # left there: their deliveries wait for it (streams.runtime.catchup).
-        self.catchup = CatchUp(uuid.uuid4().hex[:12])
-        self.scan_ahead: catchup.Reader | None = None  # reads them ahead (the app wires Kafka's)
-        self._announcing: set[asyncio.Future] = set()
+        self.catchup = CatchUp(uuid.uuid4().hex[:12])  # its reader of the partitions, wired by the app
         self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
         # Aggregation windows (streams.runtime.aggregation): users by next close time, the
         # windows whose request is on its way (until its window-done), and the rescan flag.
@@ -289,14 +287,7 @@ class Runtime:
         self.owned = frozenset(by_user_partitions)
         self.marks.reassigned(by_user_partitions, self.partition_of)
         self.spills.assigned(by_user_partitions)
-        tokens = self.catchup.begin(by_user_partitions)
-        for partition, token in tokens.items():
-            write = self._caught_up(partition, token)
-            task = asyncio.ensure_future(catchup.announce(self.catchup, partition, token, write))
-            self._announcing.add(task)
-            task.add_done_callback(self._announcing.discard)
-        if tokens and self.scan_ahead is not None:
-            self.catchup.scan_ahead(tokens, self.scan_ahead)
+        self.catchup.assign(by_user_partitions, self._caught_up)
         for table in (self.tables.users, self.tables.pending, self.tables.seen):
             if isinstance(table, CachedRows):
                 table.clear()  # recovery may have replaced rows behind the cache
