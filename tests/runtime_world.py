@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ from streams.core.decision import PartnerRequest
 from streams.core.retry import Outcome, classify
 from streams.ops.observer import OpsObserver
 from streams.runtime import agents, retries
+from streams.runtime.catchup import Scanned
 from streams.runtime.delivery import Result
 from streams.runtime.incoming import Incoming
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS
@@ -129,6 +130,7 @@ class World:
         # The world moves by turns of the loop, not by time: a partition's packed dedupe
         # row is written on the turn after its first entry (streams.runtime.seenpacks).
         self.rt.seen_packs.linger = 0.0
+        self.rt.catchup.reader = self.read_ahead
         self.offsets: Counter[tuple[str, int]] = Counter()
         self.routed = 0  # how many produced records were read back
         self.acked: list[tuple[str, int, int]] = []
@@ -194,6 +196,22 @@ class World:
             if idle:
                 return True
         return False
+
+    async def read_ahead(self, partitions: set[int]) -> AsyncGenerator[list[Scanned], None]:
+        """The by-user partitions as the catch-up's scan reads them from Kafka
+        (streams.runtime.catchup.Reader): from the start of the log (no later than any
+        committed offset), a batch per turn of the loop, until closed."""
+        at = 0
+        while True:
+            batch: list[Scanned] = []
+            for produced in self.outbox.records[at:]:
+                key = produced.key or b""
+                partition = self.rt.partition_of(key.decode()) if produced.partition is None else produced.partition
+                if produced.to == BY_USER and partition in partitions:
+                    batch.append((partition, produced.key, produced.headers, produced.value))
+                at += 1
+            yield batch
+            await asyncio.sleep(0)
 
     async def redo(self, record: Incoming) -> bool:
         """Route a by-user record again, at its offset: what Kafka does after a crash

@@ -41,7 +41,18 @@ from streams.ops import (
 )
 from streams.ops.console import web as console
 from streams.ops.observer import OpsObserver
-from streams.runtime import agents, aggregation, faust_fixes, previewing, retries, seentable, spilling, sweep, timers
+from streams.runtime import (
+    agents,
+    aggregation,
+    faust_fixes,
+    previewing,
+    readahead,
+    retries,
+    seentable,
+    spilling,
+    sweep,
+    timers,
+)
 from streams.runtime.outbox import FaustOutbox
 from streams.runtime.relayapp import TABLE_OPTIONS, create_app
 from streams.runtime.rowcache import CachedRows
@@ -137,6 +148,9 @@ runtime = Runtime.from_settings(
     observer=(observer := OpsObserver()),  # what /metrics, /status and the console show of its work
 )
 app.runtime = runtime
+# After an assignment, a reader of its own looks ahead in the by-user partitions for an
+# earlier owner's park records (streams.runtime.catchup).
+runtime.catchup.reader = readahead.reader(settings, app.conf.id, by_user_topic.get_topic_name())
 _TABLES = (users, pending_table, groups_table, seen_table, windows_table, waiters_table, payloads_table)
 for _table in (*_TABLES, spill_table, spillrows_table):
     runtime.changelog.watch(_table)

@@ -1,5 +1,5 @@
 """Whether this worker has read, in a by-user partition it was just given, everything an
-earlier owner left there.
+earlier owner left there that a delivery must wait for.
 
 A delivery that parks carries itself to its user's partition in a `park` record, and
 its event is acknowledged once Kafka has that record: the record lies later in the log
@@ -10,39 +10,98 @@ parked one, and, if the call had parked as well, twice (issue 22, finding 3). No
 the tables can say so beforehand: the park was not applied yet.
 
 So on each assignment the worker writes a `caught-up` record (`CaughtUp`, with a token
-of its own) at the end of each by-user partition it was given. Until it reads its token
-back, what it handles was in Kafka before the assignment: a delivery of the partition's
-users that starts meanwhile (`streams.runtime.effects.deliver`) waits until the token is
-read, when every park record an earlier owner produced has been applied, and then goes,
-or parks behind what it finds (its park record has the call's own number, so a park of
-the same call found there makes it one: `streams.core.pending.park`). One that starts
-later finds those applied already.
+of its own) at the end of each by-user partition it was given: until it reads its token
+back, what it handles was in Kafka before the assignment. Meanwhile it reads the
+partitions ahead (`scan_ahead`: a reader of its own, from the committed offset up to
+each token, not through the reading loops) and notes each (user, destination) with a
+`park` or `pending-done` record there (`Ahead`). A delivery that starts while the
+partition is behind (`clear`, from `streams.runtime.effects.deliver`) waits for that
+scan, then goes at once unless its (user, destination) has such a record ahead. One
+that has (or any, when the scan could not read to the token within SCAN_SECONDS, or its
+pairs would pass MAX_BYTES: then its partition is left to the token) waits until the
+token is read, when every park record an earlier owner produced has been applied, and
+then goes, or parks behind what it finds (its park record has the call's own number, so
+a park of the same call found there makes it one: `streams.core.pending.park`); a
+pending-done ahead likewise keeps a released event from being sent again.
 It waits at most the delivery deadline, and not while the reading loops wait for
 acknowledgements (a backlog longer than the unacknowledged window: the caught-up record
 cannot be read before some of these events are done): then it parks at once, its record
-behind every earlier one in the log all the same.
+behind every earlier one in the log all the same. Before the scan, every delivery of
+such a backlog did so (issue 23: 10,010 of 20,000 in a half-size scenario b started
+behind a by-user backlog; none with the scan). The wait for the scan itself is bounded
+by the same deadline, and goes on under back-pressure: the scan does not need the
+reading loops.
+
+A record of the partition that the scan starts past has been applied here already (the
+committed offset only moves past handled records), and one an earlier owner writes
+after the token is not waited for, with or without the scan.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+
+from streams.core import control
+from streams.core.control import CaughtUp, Park, PendingDone
 
 log = logging.getLogger("cs_relay")
 
 RESEND_DELAY = 1.0  # seconds before a caught-up record Kafka refused is written again
+SCAN_SECONDS = 30.0  # the scan of an assignment's partitions gives up on those not read to their token by then
+CLOSE_SECONDS = 5.0  # for the scan's reader to close when the worker stops
+MAX_BYTES = 4 * 1024 * 1024  # the pairs noted by the scan, over all partitions (about 20,000)
+PAIR_BYTES = 200  # per (user, destination) noted, besides the key's length, erring high
+
+# (partition, key, headers, value) of a by-user record, as the scan reads it.
+Scanned = tuple[int, bytes | None, Mapping[str, bytes], bytes]
+# Reads the by-user partitions in `partitions` from their committed offsets on, a batch
+# at a time, until closed; a partition taken out of the (live) set is no longer wanted.
+Reader = Callable[[set[int]], AsyncGenerator[Sequence[Scanned], None]]
+Write = Callable[[], Awaitable[object]]  # writes a caught-up record
+_AHEAD_KINDS = frozenset({Park.KIND, PendingDone.KIND})
+
+
+class Ahead:
+    """What the scan found in one partition between the committed offset and the token."""
+
+    def __init__(self) -> None:
+        self.pairs: set[tuple[str, str]] = set()  # (user key, destination) with a record ahead
+        self.bytes = 0
+        self.complete = False  # read up to the token: no other pair has a record ahead
+        self.ended = asyncio.Event()  # complete, or given up (its deliveries wait for the token)
 
 
 class CatchUp:
     """Per by-user partition: the token this worker wrote at its last assignment and has
-    not read back yet (the partition is *behind* until it does)."""
+    not read back yet (the partition is *behind* until it does), and what the scan found
+    ahead of it."""
 
-    def __init__(self, instance: str) -> None:
+    def __init__(self, instance: str, max_bytes: int = MAX_BYTES) -> None:
         self._instance = instance  # tokens are this worker's own: another's are not read as ours
+        self.reader: Reader | None = None  # None: no scan, every delivery while behind waits (the app wires Kafka's)
         self._round = 0
         self._tokens: dict[int, str] = {}
         self._reached: dict[int, asyncio.Event] = {}
+        self._ahead: dict[int, Ahead] = {}
+        self._bytes = 0  # the pairs of every Ahead
+        self.max_bytes = max_bytes
+        self._scanning: set[int] = set()  # the current scan's partitions not read to their token yet
+        self._scans: set[asyncio.Future] = set()
+        self._announcing: set[asyncio.Future] = set()
+
+    def assign(self, partitions: Iterable[int], write_for: Callable[[int, str], Write]) -> None:
+        """Assigned `partitions`: write each one's caught-up record (`write_for(partition,
+        token)` writes it), and read them ahead with `reader`, if there is one."""
+        tokens = self.begin(partitions)
+        for partition, token in tokens.items():
+            task = asyncio.ensure_future(announce(self, partition, token, write_for(partition, token)))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+        if tokens and self.reader is not None:
+            self.scan_ahead(tokens, self.reader)
 
     def begin(self, partitions: Iterable[int]) -> dict[int, str]:
         """Assigned `partitions`: each is behind until its returned token is read back."""
@@ -50,10 +109,97 @@ class CatchUp:
         tokens = {p: f"{self._instance}/{self._round}/{p}" for p in partitions}
         for partition in set(self._tokens) - set(tokens):
             self.forget([partition])
+        self._stop_scans()  # its tokens are the last round's
         for partition, token in tokens.items():
             self._tokens[partition] = token
             self._reached.setdefault(partition, asyncio.Event()).clear()
+            self._drop_ahead(partition)
         return tokens
+
+    def scan_ahead(self, tokens: Mapping[int, str], reader: Reader) -> None:
+        """Read the partitions of `tokens` (this round's) ahead, up to each token."""
+        aheads = {p: self._ahead.setdefault(p, Ahead()) for p in tokens}
+        self._scanning = set(tokens)
+        task = asyncio.ensure_future(self._scan(dict(tokens), aheads, self._scanning, reader))
+        self._scans.add(task)
+        task.add_done_callback(self._scans.discard)
+
+    async def _scan(self, tokens: dict[int, str], aheads: dict[int, Ahead], scanning: set[int], read: Reader) -> None:
+        try:
+            async with asyncio.timeout(SCAN_SECONDS), contextlib.aclosing(read(scanning)) as batches:
+                async for batch in batches:
+                    for partition, key, headers, value in batch:
+                        if partition in scanning:
+                            self._note(partition, tokens[partition], aheads[partition], scanning, key, headers, value)
+                    if not scanning:
+                        return
+        except Exception as exc:  # noqa: BLE001 - any failure of the reader: the tokens are waited for
+            log.warning("reading by-user partitions %s ahead failed (%r); their deliveries wait", sorted(scanning), exc)
+        finally:
+            for partition in scanning:
+                self._give_up(aheads[partition])
+            scanning.clear()
+
+    def _note(
+        self,
+        partition: int,
+        token: str,
+        ahead: Ahead,
+        scanning: set[int],
+        key: bytes | None,
+        headers: Mapping[str, bytes],
+        value: bytes,
+    ) -> None:
+        kind = headers.get(control.KIND_HEADER)
+        if kind is None or (kind not in _AHEAD_KINDS and kind != CaughtUp.KIND):
+            return
+        try:
+            record = control.decode(headers, value)
+            user = key.decode("utf-8") if key else ""
+        except (ValueError, KeyError, TypeError):  # the reading loop dead-letters it; here, we cannot tell
+            record = None
+        if isinstance(record, CaughtUp):
+            if not user and record.token == token:
+                scanning.discard(partition)
+                ahead.complete = True
+                ahead.ended.set()
+            return
+        size = PAIR_BYTES + len(user)
+        if not isinstance(record, Park | PendingDone) or not user or self._bytes + size > self.max_bytes:
+            scanning.discard(partition)  # left to the token
+            self._give_up(ahead)
+            return
+        pair = (user, record.destination)
+        if pair not in ahead.pairs:
+            ahead.pairs.add(pair)
+            ahead.bytes += size
+            self._bytes += size
+
+    def _give_up(self, ahead: Ahead) -> None:
+        if not ahead.complete:
+            self._release(ahead)
+        ahead.ended.set()
+
+    def _drop_ahead(self, partition: int) -> None:
+        ahead = self._ahead.pop(partition, None)
+        if ahead is not None:
+            self._release(ahead)
+            ahead.ended.set()
+
+    def _release(self, ahead: Ahead) -> None:
+        self._bytes -= ahead.bytes
+        ahead.pairs, ahead.bytes = set(), 0
+
+    def _stop_scans(self) -> None:
+        self._scanning.clear()
+        for task in self._scans:
+            task.cancel()
+
+    async def close(self) -> None:
+        """The worker stops: the scan's reader with it (given CLOSE_SECONDS to close)."""
+        self._stop_scans()
+        if self._scans:
+            await asyncio.wait(list(self._scans), timeout=CLOSE_SECONDS)
 
     def current(self, partition: int, token: str) -> bool:
         return self._tokens.get(partition) == token
@@ -64,18 +210,41 @@ class CatchUp:
             return False  # an earlier assignment's, or another worker's
         del self._tokens[partition]
         self._reached[partition].set()
+        self._drop_ahead(partition)
         return True
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Revoked: nothing of these partitions waits any more (their work is cancelled)."""
         for partition in partitions:
             self._tokens.pop(partition, None)
+            self._scanning.discard(partition)
+            self._drop_ahead(partition)
             event = self._reached.pop(partition, None)
             if event is not None:
                 event.set()
 
     def behind(self, partition: int) -> bool:
         return partition in self._tokens
+
+    async def clear(
+        self, partition: int, key: str, destination: str, timeout: float, give_up: asyncio.Event | None = None
+    ) -> bool:
+        """Whether a delivery of `key` to `destination` that starts while `partition` is
+        behind may go (True): once the scan has read the partition to its token without
+        a record of the pair, at once; else as `wait`. The scan is waited for at most
+        `timeout` seconds, whatever the reading loops do (it does not need them)."""
+        ahead = self._ahead.get(partition)
+        if ahead is not None and not ahead.ended.is_set():
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            await _first(timeout, ahead.ended, self._reached[partition])
+            timeout = max(0.0, timeout - (loop.time() - started))
+        if not self.behind(partition):
+            return True
+        ahead = self._ahead.get(partition)  # this round's (a rebalance may have begun another)
+        if ahead is not None and ahead.complete and (key, destination) not in ahead.pairs:
+            return True
+        return await self.wait(partition, timeout, give_up)
 
     async def wait(self, partition: int, timeout: float, give_up: asyncio.Event | None = None) -> bool:
         """Until `partition` has caught up (True), at most `timeout` seconds, and not once
@@ -84,18 +253,21 @@ class CatchUp:
         event = self._reached.get(partition)
         if event is None or not self.behind(partition):
             return True
-        waits = [asyncio.ensure_future(event.wait())]
-        if give_up is not None:
-            waits.append(asyncio.ensure_future(give_up.wait()))
-        try:
-            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiting in waits:
-                waiting.cancel()
+        await _first(timeout, event, *([give_up] if give_up is not None else []))
         return not self.behind(partition)
 
 
-async def announce(catchup: CatchUp, partition: int, token: str, write: Callable[[], Awaitable[object]]) -> None:
+async def _first(timeout: float, *events: asyncio.Event) -> None:
+    """Until one of `events` is set, at most `timeout` seconds."""
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiting in waits:
+            waiting.cancel()
+
+
+async def announce(catchup: CatchUp, partition: int, token: str, write: Write) -> None:
     """Write a partition's caught-up record (`write`), again while Kafka refuses it and the
     token is still awaited: until it is read back, the partition's deliveries park."""
     while catchup.current(partition, token):

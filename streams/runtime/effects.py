@@ -165,7 +165,8 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
     if rt.catchup.behind(partition):
         # This worker has not yet read all that an earlier owner left in the partition: a
         # park record of an earlier delivery of this user may lie ahead (streams.runtime.catchup).
-        if not await rt.catchup.wait(partition, rt.settings.delivery_deadline, give_up=rt.acks.pressed):
+        deadline = rt.settings.delivery_deadline
+        if not await rt.catchup.clear(partition, key, item.destination, deadline, give_up=rt.acks.pressed):
             rt.counters[f"parked_catching_up.{item.destination}"] += 1
             error = "read before its partition caught up with an earlier owner's records; not called"
             await park(rt, key, item, attempts=0, error=error, retry_after=None)

@@ -41,7 +41,7 @@ from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff
 from streams.core.state import GroupLookup, GroupState, UserState
 from streams.partitioner import owner_partition
-from streams.runtime import catchup, wiring
+from streams.runtime import wiring
 from streams.runtime.catchup import CatchUp
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
@@ -133,8 +133,7 @@ class Runtime:
         self.owned: frozenset[int] = frozenset()  # the by-user partitions assigned here (not standbys)
         # Assigned partitions whose reading has not caught up with what an earlier owner
         # left there: their deliveries wait for it (streams.runtime.catchup).
-        self.catchup = CatchUp(uuid.uuid4().hex[:12])
-        self._announcing: set[asyncio.Future] = set()
+        self.catchup = CatchUp(uuid.uuid4().hex[:12])  # its reader of the partitions, wired by the app
         self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
         # Aggregation windows (streams.runtime.aggregation): users by next close time, the
         # windows whose request is on its way (until its window-done), and the rescan flag.
@@ -280,6 +279,7 @@ class Runtime:
             await client.start()
 
     async def close_clients(self) -> None:
+        await self.catchup.close()
         for client in self.clients.values():
             await client.close()
 
@@ -292,11 +292,7 @@ class Runtime:
         self.owned = frozenset(by_user_partitions)
         self.marks.reassigned(by_user_partitions, self.partition_of)
         self.spills.assigned(by_user_partitions)
-        for partition, token in self.catchup.begin(by_user_partitions).items():
-            write = self._caught_up(partition, token)
-            task = asyncio.ensure_future(catchup.announce(self.catchup, partition, token, write))
-            self._announcing.add(task)
-            task.add_done_callback(self._announcing.discard)
+        self.catchup.assign(by_user_partitions, self._caught_up)
         for table in (self.tables.users, self.tables.pending, self.tables.seen):
             if isinstance(table, CachedRows):
                 table.clear()  # recovery may have replaced rows behind the cache

@@ -1,0 +1,54 @@
+"""The catch-up's reader on Kafka (`streams.runtime.catchup.Reader`): the by-user
+partitions of an assignment, from the committed offsets of the worker's own consumer
+group on, for the scan that looks ahead of the reading loops.
+
+A consumer of its own, in the worker's group but assigned the partitions by hand: it
+neither joins the group (no rebalance, no member) nor commits (auto-commit off), so
+Faust's consumer and its offsets are untouched; it only fetches the committed offsets
+to start from (the earliest, for a partition never committed). Its fetches are bounded
+by FETCH_BYTES, the records passed on a batch of at most BATCH at a time, and the scan
+(`streams.runtime.catchup`) keeps only what it needs of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from streams.kafkaconn import start_client
+from streams.runtime.catchup import Reader, Scanned
+from streams.settings import Settings
+
+FETCH_BYTES = 4 * 1024 * 1024  # per fetch, over the partitions
+PARTITION_FETCH_BYTES = 1024 * 1024  # per partition and fetch (the topic's records are smaller)
+BATCH = 1000  # records per batch handed to the scan
+POLL_MS = 500
+
+
+def reader(settings: Settings, group_id: str, topic: str) -> Reader:
+    """Reads `topic`'s partitions from `group_id`'s committed offsets."""
+
+    async def read(partitions: set[int]) -> AsyncGenerator[list[Scanned], None]:
+        consumer = AIOKafkaConsumer(
+            **settings.kafka_options(),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_bytes=FETCH_BYTES,
+            max_partition_fetch_bytes=PARTITION_FETCH_BYTES,
+            client_id=f"{group_id}-read-ahead",
+        )
+        await start_client(consumer, settings.kafka_security, settings.kafka_bootstrap_servers)
+        try:
+            consumer.assign([TopicPartition(topic, p) for p in sorted(partitions)])
+            while partitions:
+                done = [tp for tp in consumer.assignment() if tp.partition not in partitions]
+                if done:
+                    consumer.pause(*done)  # read to its token, or revoked
+                got = await consumer.getmany(timeout_ms=POLL_MS, max_records=BATCH)
+                yield [(tp.partition, r.key, dict(r.headers), r.value or b"") for tp, rs in got.items() for r in rs]
+        finally:
+            await consumer.stop()
+
+    return read
