@@ -1,6 +1,6 @@
 """The unacknowledged window is bounded by bytes as well as by events: each unacknowledged
 event keeps its record (value, key, headers) alive until it is acknowledged, so 5,000
-events of 32 KB would hold 160 MB. The reading loop (`streams.runtime.agents.fresh_events`)
+events of 32 KB would hold 160 MB. The reading loop (`streams.runtime.batching.batches`)
 waits while the unacknowledged events' bytes pass CS_RELAY_MAX_UNACKED_BYTES, and goes on
 once enough of them are acknowledged."""
 
@@ -72,7 +72,7 @@ class Event:
 
 
 class Stream:
-    """What `fresh_events` reads of a Faust stream: `noack().events()`; counts what was taken."""
+    """What `batching.batches` reads of a Faust stream: `noack().events()`; counts what was taken."""
 
     def __init__(self, events: list[Event]) -> None:
         self._events = events
