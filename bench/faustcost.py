@@ -12,7 +12,14 @@ partitions) in each of these modes, one fresh worker process per mode:
   every call so): RocksDB, and a changelog record through Faust's producer buffer;
 * `packed`: `events`, plus one dedupe entry per event as cs-relay writes it now
   (streams.runtime.seenpacks): its index row to RocksDB alone, and per partition one
-  packed changelog record for the entries of the last few milliseconds.
+  packed changelog record for the entries of the last few milliseconds;
+* `batched`: `events` as cs-relay's agents take them since issue 23's micro-batches
+  (streams.runtime.batching.batches: what the stream has buffered, a batch at a time,
+  with its back-pressure and rebalance checks), acknowledging each event; also
+  reports the events per batch.
+
+Every mode runs with cs-relay's Faust fixes, patch 4 (one `wait_first` per fetched
+batch, streams.runtime.faust_drain) included unless FC_FAUST_DRAIN=faust.
 
 Reported: the worker's CPU per event (process time from its first event to its last),
 nothing else is timed. Uses a local broker (`LocalKafka`) unless
@@ -31,10 +38,11 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any, cast
 
 from streams.runtime.seenpacks import PACK_LINGER
 
-MODES = ("auto", "events", "take", "table", "packed")
+MODES = ("auto", "events", "take", "table", "packed", "batched")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -45,6 +53,12 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
     from streams.runtime.relayapp import PRODUCER_LINGER
 
     faust_fixes.install()
+    if os.environ.get("FC_FAUST_DRAIN") == "faust":  # Faust's own fetch loop, to compare
+        from faust.transport.consumer import Consumer
+
+        from streams.runtime import faust_drain
+
+        Consumer._drain_messages = faust_drain.FAUST_DRAIN_MESSAGES  # type: ignore[method-assign]
     mode, count, out = os.environ["FC_MODE"], int(os.environ["FC_COUNT"]), Path(os.environ["FC_OUT"])
     app = faust.App(
         os.environ["FC_APP"],
@@ -68,7 +82,22 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
         packs = SeenPacks(seen, ChangelogWrites(), linger=float(os.environ["FC_LINGER"]))
     else:
         seen = app.Table("seen", default=None)
-    taken = {"n": 0, "t0": 0.0}
+    if mode == "batched":
+        from collections import Counter
+        from types import SimpleNamespace
+
+        from streams.runtime import batching
+        from streams.runtime.inflight import AckTracker, Redeliveries
+
+        # What `batches` reads of the runtime.
+        runtime = SimpleNamespace(
+            acks=AckTracker(),
+            settings=SimpleNamespace(max_unacked_bytes=64 * 1024 * 1024),
+            counters=Counter(),
+            redeliveries=Redeliveries(),
+        )
+        rt = cast(Any, runtime)
+    taken = {"n": 0, "t0": 0.0, "batches": 0}
 
     def one() -> None:
         taken["n"] += 1
@@ -77,7 +106,8 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
         elif taken["n"] == count:
             per_event_us = (time.process_time() - taken["t0"]) / (count - 1) * 1e6
             rows = packs.written if mode == "packed" else 0
-            out.write_text(json.dumps({"mode": mode, "cpu_us": per_event_us, "rows": rows}))
+            result = {"mode": mode, "cpu_us": per_event_us, "rows": rows, "batches": taken["batches"]}
+            out.write_text(json.dumps(result))
             os._exit(0)
 
     @app.agent(topic)
@@ -85,6 +115,12 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
         if mode == "auto":
             async for _ in stream:
                 one()
+        elif mode == "batched":
+            async for batch in batching.batches(rt, app, stream):
+                taken["batches"] += 1
+                for event, _record in batch:
+                    event.ack()
+                    one()
         elif mode == "take":
             async for batch in stream.take(500, within=0.01):
                 for _ in batch:
@@ -179,6 +215,8 @@ def main() -> None:
         for mode in modes:
             got = measure(bootstrap, mode, args.count, args.linger)
             rows = f" ({args.count / got['rows']:.1f} entries per packed row)" if got.get("rows") else ""
+            if got.get("batches"):
+                rows += f" ({args.count / got['batches']:.1f} events per batch)"
             print(f"{mode:7} {got['cpu_us']:7.1f} µs of worker CPU per event{rows}", flush=True)
     finally:
         if kafka is not None:

@@ -33,7 +33,7 @@ import faust
 from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 
-MAX_BATCH = 256  # events per batch at most (the buffer holds Faust's stream_buffer_maxsize)
+MAX_BATCH = 64  # events per batch at most: a batch is handled without a turn of the event loop (about 20 ms at 300 us an event)
 MAX_UNACKED_EVENTS = 5000  # beyond this, the reading loops wait (back-pressure); and
 # beyond CS_RELAY_MAX_UNACKED_BYTES of records held by unacknowledged events (`held_bytes`)
 EVENT_BYTES = 2048  # what an unacknowledged event keeps besides its record's bytes (measured: bench/memusers.py)
