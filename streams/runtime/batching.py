@@ -3,7 +3,8 @@
 `batches(rt, app, stream)` waits for the stream's next event, then takes the events
 already in the stream's buffer behind it (Faust's channel queue: fetched, not yet
 handed out), up to MAX_BATCH, without waiting for more: a batch is what is there, so
-an idle topic adds no latency. Per batch, not per event: the back-pressure wait
+an idle topic adds no latency. The buffer fills because Faust's fetch loop hands a
+fetched batch over at once (streams.runtime.faust_drain). Per batch, not per event: the back-pressure wait
 (`AckTracker.wait_below`), and then, once the wait is over, each event is checked
 against a rebalance begun since it was fetched (`fetched_before_a_rebalance`) and
 against this assignment's redeliveries, and left out if either says so.
@@ -33,7 +34,9 @@ import faust
 from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 
-MAX_BATCH = 64  # events per batch at most: a batch is handled without a turn of the event loop (about 20 ms at 300 us an event)
+MAX_BATCH = (
+    64  # events per batch at most: a batch is handled without a turn of the event loop (about 20 ms at 300 us an event)
+)
 MAX_UNACKED_EVENTS = 5000  # beyond this, the reading loops wait (back-pressure); and
 # beyond CS_RELAY_MAX_UNACKED_BYTES of records held by unacknowledged events (`held_bytes`)
 EVENT_BYTES = 2048  # what an unacknowledged event keeps besides its record's bytes (measured: bench/memusers.py)
@@ -47,38 +50,42 @@ async def batches(rt: Runtime, app: faust.App, stream: faust.StreamT) -> AsyncIt
     without those a rebalance took away or this assignment has taken already."""
     # An agent's stream is a faust.Stream; StreamT, the type agents declare, lacks noack().
     events = cast(faust.Stream, stream).noack()
-    buffered = _buffered(events)
     it = events.events().__aiter__()
+    ready: Callable[[], bool] | None = None
     while True:
         try:
             taken = [await it.__anext__()]
         except StopAsyncIteration:
             return
-        ended = False
-        # Only while the stream is not being rebalanced: Faust clears the buffer when it
-        # resumes, so what is in it then was fetched in this generation.
-        while len(taken) < MAX_BATCH and buffered() and app.flow_control.is_active():
-            try:
-                taken.append(await it.__anext__())
-            except StopAsyncIteration:
-                ended = True
-                break
+        ready = ready or _next_ready(events, app)
+        while len(taken) < MAX_BATCH and ready():
+            taken.append(await it.__anext__())  # in the buffer, and the stream hands it out at once
         rt.counters["batches"] += 1
         await rt.acks.wait_below(MAX_UNACKED_EVENTS, rt.settings.max_unacked_bytes)
         fresh = [(event, record) for event in taken if (record := fresh_record(rt, app, event)) is not None]
         if fresh:
             yield fresh
-        if ended:
-            return
 
 
-def _buffered(stream: Any) -> Callable[[], bool]:
-    """Whether the stream's buffer holds more events (False for a stream without one)."""
-    channel = getattr(stream, "channel", None)
-    empty = getattr(channel, "empty", None)
-    if empty is None:
+def _next_ready(stream: Any, app: faust.App) -> Callable[[], bool]:
+    """Whether the stream's buffer (Faust's channel queue) holds an event that the
+    stream hands out without waiting: one fetched in this generation, while the flow
+    is on. Any other (a record fetched before a rebalance, which the stream skips) ends
+    the batch: taking it would wait for the next record, and with the batch unhandled,
+    on an idle partition, for ever. False for a stream without a buffer."""
+    buffer = getattr(getattr(getattr(stream, "channel", None), "queue", None), "_queue", None)
+    if buffer is None:
         return lambda: False
-    return lambda: not empty()
+
+    def ready() -> bool:
+        if not buffer:
+            return False
+        message = getattr(buffer[0], "message", None)
+        return (
+            message is not None and message.generation_id == app.consumer_generation_id and app.flow_control.is_active()
+        )
+
+    return ready
 
 
 def fresh_record(rt: Runtime, app: faust.App, event: Any) -> Incoming | None:

@@ -9,13 +9,18 @@ can abandon a delivery blocked on a full stream buffer. It also hands control to
 event loop after every record, so an agent wakes for each one and finds its buffer
 empty: the micro-batches of streams.runtime.batching stayed at one event.
 
-The patched copy delivers the records of one `getmany` under one `wait_first` with
-the same three rivals: a rebalance, a stop or a crash abandons the rest of the fetched
-batch as the per-record form abandoned each of its records (those were never set as
-read; Faust seeks every partition to its committed offset after a rebalance, and
-forgets the read offsets of revoked ones). Everything else is as in Faust: the read
-offsets and gaps, the commit every `commit_every` acknowledgements, a turn of the loop
-every 100 records. Measured with `python -m bench.faustcost` (docs/benchmarks.md).
+The patched copy fetches as Faust does, in the fetch loop's task (`getmany`, whose
+waits, for records and for the flow to resume after a rebalance, must not race the
+suspended flow: a first version of this patch let them, and the fetch loop spun
+while a rebalance stopped the flow; tests/test_faults_rebalance.py then never got
+the second worker's partitions flowing again), and delivers the records of one
+`getmany` under one `wait_first` with the same three rivals: a rebalance, a stop or
+a crash abandons the rest of the fetched batch as the per-record form abandoned each
+of its records (those are not set as read; Faust seeks every partition to its
+committed offset after a rebalance, and forgets the read offsets of revoked ones).
+Everything else is as in Faust: the read offsets and gaps, the commit every
+`commit_every` acknowledgements, a turn of the loop every 100 records. Measured with
+`python -m bench.faustcost` (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -41,7 +46,12 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
             # Sleeping because sometimes getmany is called in a loop never releasing to the event loop
             await self.sleep(0)
             if not self.should_stop:
-                await self.wait_first(_deliver(self, ait), self.suspend_flow.wait())
+                # Fetched here, in the fetch loop's own task, as Faust does (`getmany`
+                # waits for records, and for the flow to resume after a rebalance: that
+                # wait must not race the suspended flow); only the deliveries race it.
+                records = [pair async for pair in ait]
+                if records:
+                    await self.wait_first(_deliver(self, records), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
@@ -60,15 +70,15 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
         self.diag.unset_flag(CONSUMER_FETCHING)
 
 
-async def _deliver(self: Any, ait: AsyncIterator[Any]) -> None:  # pragma: no cover - runs in a worker
-    """The body of Faust's per-record loop, the delivery awaited directly."""
+async def _deliver(self: Any, records: list[Any]) -> None:  # pragma: no cover - runs in a worker
+    """The body of Faust's per-record loop, each delivery awaited directly."""
     callback = self.callback
     get_read_offset = self._read_offset.__getitem__
     set_read_offset = self._read_offset.__setitem__
     commit_every = self._commit_every
     acks_enabled_for = self.app.topics.acks_enabled_for
     since_yield = 0
-    async for tp, message in ait:
+    for tp, message in records:
         since_yield += 1
         if since_yield > YIELD_EVERY:
             await asyncio.sleep(0)
