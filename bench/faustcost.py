@@ -18,8 +18,9 @@ partitions) in each of these modes, one fresh worker process per mode:
   with its back-pressure and rebalance checks), acknowledging each event; also
   reports the events per batch.
 
-Every mode runs with cs-relay's Faust fixes, patch 4 (one `wait_first` per fetched
-batch, streams.runtime.faust_drain) included unless FC_FAUST_DRAIN=faust.
+Every mode runs with cs-relay's Faust fixes; `--drain batched` adds the fetch loop of
+streams.runtime.faust_drain (one `wait_first` per fetched batch; not installed in the
+worker, see that module), to compare with Faust's own (`--drain faust`, the default).
 
 Reported: the worker's CPU per event (process time from its first event to its last),
 nothing else is timed. Uses a local broker (`LocalKafka`) unless
@@ -53,12 +54,10 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
     from streams.runtime.relayapp import PRODUCER_LINGER
 
     faust_fixes.install()
-    if os.environ.get("FC_FAUST_DRAIN") == "faust":  # Faust's own fetch loop, to compare
-        from faust.transport.consumer import Consumer
-
+    if os.environ.get("FC_DRAIN") == "batched":
         from streams.runtime import faust_drain
 
-        Consumer._drain_messages = faust_drain.FAUST_DRAIN_MESSAGES  # type: ignore[method-assign]
+        faust_drain.install()
     mode, count, out = os.environ["FC_MODE"], int(os.environ["FC_COUNT"]), Path(os.environ["FC_OUT"])
     app = faust.App(
         os.environ["FC_APP"],
@@ -163,7 +162,7 @@ async def _produce(bootstrap: str, topic: str, count: int) -> None:
         await producer.stop()
 
 
-def measure(bootstrap: str, mode: str, count: int, linger: float = 0.0) -> dict[str, float]:
+def measure(bootstrap: str, mode: str, count: int, linger: float = 0.0, drain: str = "faust") -> dict[str, float]:
     from streams.ops.webserve import free_port
 
     topic = f"faustcost-{uuid.uuid4().hex[:8]}"
@@ -181,6 +180,7 @@ def measure(bootstrap: str, mode: str, count: int, linger: float = 0.0) -> dict[
             "FC_DIR": str(Path(work) / "data"),
             "FC_WEB_PORT": str(free_port()),
             "FC_LINGER": str(linger),
+            "FC_DRAIN": drain,
         }
         command = [sys.executable, "-m", "bench.faustcost", "--worker"]
         done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -196,6 +196,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20_000, help="records per mode")
     parser.add_argument(
         "--linger", type=float, default=PACK_LINGER, help="mode packed: seconds a packed row waits for more entries"
+    )
+    parser.add_argument(
+        "--drain",
+        choices=("faust", "batched"),
+        default="faust",
+        help="Faust's fetch loop, or streams.runtime.faust_drain's (one wait_first per fetched batch)",
     )
     args = parser.parse_args()
     if args.worker:
@@ -213,7 +219,7 @@ def main() -> None:
     try:
         bootstrap = external or kafka.bootstrap_servers  # type: ignore[union-attr]
         for mode in modes:
-            got = measure(bootstrap, mode, args.count, args.linger)
+            got = measure(bootstrap, mode, args.count, args.linger, args.drain)
             rows = f" ({args.count / got['rows']:.1f} entries per packed row)" if got.get("rows") else ""
             if got.get("batches"):
                 rows += f" ({args.count / got['batches']:.1f} events per batch)"

@@ -1,7 +1,7 @@
 """Work-arounds for faust-streaming 0.15 behaviour that would lose or stall events.
 
 Each patch is small, applied once by `install()` (from `streams.runtime.app`), and says what
-it fixes and how to see that it is still needed. Patches 1, 3 and 4 replace Faust methods
+it fixes and how to see that it is still needed. Patches 1 and 3 replace Faust methods
 with edited copies of faust-streaming 0.15.3's, so pyproject.toml pins that version
 and `install()` refuses another: after an upgrade, compare each patched method with
 the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION.
@@ -35,10 +35,8 @@ the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION
    and answers membership from the live set at the moment records are drained, so only
    partitions that are active then give up their records.
 
-4. Faust's fetch loop (`Consumer._drain_messages`) delivers each fetched record under
-   a `wait_first` of its own (four tasks per record) and hands the event loop over
-   after each: the patched copy (streams.runtime.faust_drain) delivers a fetched batch
-   under one, so the agents find the batch in their buffer (streams.runtime.batching).
+Not installed: streams.runtime.faust_drain (Faust's fetch loop delivering a fetched
+batch under one `wait_first`), measured in bench.faustcost only; see that module.
 """
 
 from __future__ import annotations
@@ -52,9 +50,7 @@ from aiokafka.errors import ConsumerStoppedError
 from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-from streams.runtime import faust_drain
-
-FAUST_VERSION = "0.15.3"  # the version whose methods patches 1, 3 and 4 copy
+FAUST_VERSION = "0.15.3"  # the version whose methods patches 1 and 3 copy
 
 
 def check_version(version: str) -> None:
@@ -155,4 +151,3 @@ def install() -> None:
     check_version(faust.__version__)
     Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
     AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
-    faust_drain.install()
