@@ -10,7 +10,6 @@ import asyncio
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -21,26 +20,7 @@ from streams.runtime.delivery import Result
 from streams.runtime.outbox import BY_USER
 from streams.runtime.runtime import Tables
 from tests.runtime_world import BY_USER_TOPIC, INPUT, FakeClient, World
-
-
-@dataclass
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    generation_id: int = 1
-
-
-@dataclass
-class Event:
-    key: bytes
-    value: bytes
-    message: Message
-    headers: dict[str, bytes] = field(default_factory=dict)
-    acked: list[int] = field(default_factory=list)
-
-    def ack(self) -> None:
-        self.acked.append(self.message.offset)
+from tests.test_runtime_unacked_bytes import Event, Message  # a Faust event and message, as the agents read them
 
 
 class App:
