@@ -12,7 +12,15 @@ partitions) in each of these modes, one fresh worker process per mode:
   every call so): RocksDB, and a changelog record through Faust's producer buffer;
 * `packed`: `events`, plus one dedupe entry per event as cs-relay writes it now
   (streams.runtime.seenpacks): its index row to RocksDB alone, and per partition one
-  packed changelog record for the entries of the last few milliseconds.
+  packed changelog record for the entries of the last few milliseconds;
+* `batched`: `events` as cs-relay's agents take them since issue 23's micro-batches
+  (streams.runtime.batching.batches: what the stream has buffered, a batch at a time,
+  with its back-pressure and rebalance checks), acknowledging each event; also
+  reports the events per batch.
+
+Every mode runs with cs-relay's Faust fixes; `--drain batched` adds the fetch loop of
+streams.runtime.faust_drain (one `wait_first` per fetched batch; not installed in the
+worker, see that module), to compare with Faust's own (`--drain faust`, the default).
 
 Reported: the worker's CPU per event (process time from its first event to its last),
 nothing else is timed. Uses a local broker (`LocalKafka`) unless
@@ -31,10 +39,11 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any, cast
 
 from streams.runtime.seenpacks import PACK_LINGER
 
-MODES = ("auto", "events", "take", "table", "packed")
+MODES = ("auto", "events", "take", "table", "packed", "batched")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -45,6 +54,10 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
     from streams.runtime.relayapp import PRODUCER_LINGER
 
     faust_fixes.install()
+    if os.environ.get("FC_DRAIN") == "batched":
+        from streams.runtime import faust_drain
+
+        faust_drain.install()
     mode, count, out = os.environ["FC_MODE"], int(os.environ["FC_COUNT"]), Path(os.environ["FC_OUT"])
     app = faust.App(
         os.environ["FC_APP"],
@@ -68,7 +81,22 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
         packs = SeenPacks(seen, ChangelogWrites(), linger=float(os.environ["FC_LINGER"]))
     else:
         seen = app.Table("seen", default=None)
-    taken = {"n": 0, "t0": 0.0}
+    if mode == "batched":
+        from collections import Counter
+        from types import SimpleNamespace
+
+        from streams.runtime import batching
+        from streams.runtime.inflight import AckTracker, Redeliveries
+
+        # What `batches` reads of the runtime.
+        runtime = SimpleNamespace(
+            acks=AckTracker(),
+            settings=SimpleNamespace(max_unacked_bytes=64 * 1024 * 1024),
+            counters=Counter(),
+            redeliveries=Redeliveries(),
+        )
+        rt = cast(Any, runtime)
+    taken = {"n": 0, "t0": 0.0, "batches": 0}
 
     def one() -> None:
         taken["n"] += 1
@@ -77,7 +105,8 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
         elif taken["n"] == count:
             per_event_us = (time.process_time() - taken["t0"]) / (count - 1) * 1e6
             rows = packs.written if mode == "packed" else 0
-            out.write_text(json.dumps({"mode": mode, "cpu_us": per_event_us, "rows": rows}))
+            result = {"mode": mode, "cpu_us": per_event_us, "rows": rows, "batches": taken["batches"]}
+            out.write_text(json.dumps(result))
             os._exit(0)
 
     @app.agent(topic)
@@ -85,6 +114,12 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
         if mode == "auto":
             async for _ in stream:
                 one()
+        elif mode == "batched":
+            async for batch in batching.batches(rt, app, stream):
+                taken["batches"] += 1
+                for event, _record in batch:
+                    event.ack()
+                    one()
         elif mode == "take":
             async for batch in stream.take(500, within=0.01):
                 for _ in batch:
@@ -127,7 +162,7 @@ async def _produce(bootstrap: str, topic: str, count: int) -> None:
         await producer.stop()
 
 
-def measure(bootstrap: str, mode: str, count: int, linger: float = 0.0) -> dict[str, float]:
+def measure(bootstrap: str, mode: str, count: int, linger: float = 0.0, drain: str = "faust") -> dict[str, float]:
     from streams.ops.webserve import free_port
 
     topic = f"faustcost-{uuid.uuid4().hex[:8]}"
@@ -145,6 +180,7 @@ def measure(bootstrap: str, mode: str, count: int, linger: float = 0.0) -> dict[
             "FC_DIR": str(Path(work) / "data"),
             "FC_WEB_PORT": str(free_port()),
             "FC_LINGER": str(linger),
+            "FC_DRAIN": drain,
         }
         command = [sys.executable, "-m", "bench.faustcost", "--worker"]
         done = subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -160,6 +196,12 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20_000, help="records per mode")
     parser.add_argument(
         "--linger", type=float, default=PACK_LINGER, help="mode packed: seconds a packed row waits for more entries"
+    )
+    parser.add_argument(
+        "--drain",
+        choices=("faust", "batched"),
+        default="faust",
+        help="Faust's fetch loop, or streams.runtime.faust_drain's (one wait_first per fetched batch)",
     )
     args = parser.parse_args()
     if args.worker:
@@ -177,8 +219,10 @@ def main() -> None:
     try:
         bootstrap = external or kafka.bootstrap_servers  # type: ignore[union-attr]
         for mode in modes:
-            got = measure(bootstrap, mode, args.count, args.linger)
+            got = measure(bootstrap, mode, args.count, args.linger, args.drain)
             rows = f" ({args.count / got['rows']:.1f} entries per packed row)" if got.get("rows") else ""
+            if got.get("batches"):
+                rows += f" ({args.count / got['batches']:.1f} events per batch)"
             print(f"{mode:7} {got['cpu_us']:7.1f} µs of worker CPU per event{rows}", flush=True)
     finally:
         if kafka is not None:

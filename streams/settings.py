@@ -83,7 +83,7 @@ class Settings:
     http_timeout: float = 5.0
     max_in_flight: int = 64
     # The reading loops wait while the events read and not yet acknowledged hold this
-    # many bytes of records (streams.runtime.agents.held_bytes), as well as at 5,000 events.
+    # many bytes of records (streams.runtime.batching.held_bytes), as well as at 5,000 events.
     max_unacked_bytes: int = 64 * 1024 * 1024
     quick_retries: int = 2
     retry_base_delay: float = 10.0

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from streams.runtime import agents, effects
+from streams.runtime import agents, batching, effects
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS
 from tests.runtime_world import BY_USER_TOPIC, INPUT, CapturingOutbox, World
 
@@ -49,9 +49,9 @@ async def test_an_intake_produce_that_raises_is_never_acknowledged_and_stops_the
             world.acked.append((INPUT, 0, 0))
 
     async def the_record(rt, app, stream):  # the reading loop's own filters are not under test here
-        yield Event(), record
+        yield [(Event(), record)]
 
-    monkeypatch.setattr(agents, "fresh_events", the_record)
+    monkeypatch.setattr(batching, "batches", the_record)
     await agents.intake(world.rt, app=None, stream=None)  # type: ignore[arg-type]
     await wait_for(lambda: stopped)
     assert world.acked == []

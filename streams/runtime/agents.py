@@ -3,7 +3,10 @@
 Both read without automatic acknowledgement (`stream.noack()`) and register each event
 with the work it started (`Runtime.acks`): an event is acknowledged once that work has
 finished and every earlier event of its partition has been, so a commit never passes
-unfinished work. Faust agents with concurrency > 1 could (faust issue 606).
+unfinished work. Faust agents with concurrency > 1 could (faust issue 606). They read
+a batch at a time (what the stream has buffered, streams.runtime.batching): one
+back-pressure wait and one changelog scope per batch, each event still registered and
+acknowledged on its own.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping
+from collections.abc import Awaitable
 from dataclasses import replace
-from typing import Any, cast
+from typing import Any
 
 import faust
 
@@ -22,16 +25,14 @@ from streams.core.message import InvalidMessage, Message
 from streams.core.outcome import DeadLetter
 from streams.core.reasons import Reason
 from streams.core.segment import parse
-from streams.runtime import effects, handlers
+from streams.runtime import batching, effects, handlers
+from streams.runtime.batching import held_bytes
 from streams.runtime.incoming import SOURCE_HEADER, Incoming
 from streams.runtime.outbox import BY_USER
 from streams.runtime.runtime import Runtime
 
 log = logging.getLogger("cs_relay")
 
-MAX_UNACKED_EVENTS = 5000  # beyond this, the reading loops wait (back-pressure); and
-# beyond CS_RELAY_MAX_UNACKED_BYTES of records held by unacknowledged events (`held_bytes`)
-EVENT_BYTES = 2048  # what an unacknowledged event keeps besides its record's bytes (measured: bench/memusers.py)
 REPLAY_HEADERS = (REPLAY_HEADER, REPLAY_DESTINATION_HEADER, REPLAY_OF_HEADER)
 
 
@@ -41,47 +42,26 @@ async def intake(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
     CS_RELAY_INPUT_KEYED_BY_USER a record already in its user's partition is routed
     where it is (`take_keyed`), and acknowledged as a by-user record would be."""
     keyed = rt.settings.input_keyed_by_user
-    async for event, record in fresh_events(rt, app, stream):
-        try:
-            work = await take_keyed(rt, record) if keyed else [await admit(rt, record)]
-        except Exception as exc:  # noqa: BLE001 - the producer refused the record
-            # Registered all the same, as work that failed: never acknowledged (no commit
-            # passes it) and the worker stops (Runtime.failed_for_good).
-            work = [failed(exc)]
-        rt.acks.add(record.tp, event.ack, work, held_bytes(record))
-
-
-def held_bytes(record: Incoming) -> int:
-    """About what an unacknowledged event keeps alive until it is acknowledged: its
-    record's value twice (the bytes, in Faust's event and in `record` alike, and the text
-    its work decodes from them and keeps), key and headers, and EVENT_BYTES of objects
-    around them (the event, its message, the work's futures). Measured with tracemalloc
-    (bench/memusers.py): 21.6 KB besides the value per event of 20 KB, 1.6 KB per event
-    of 100 bytes."""
-    size = EVENT_BYTES + 2 * len(record.value) + len(record.key or b"")
-    for name, value in record.headers.items():
-        size += len(name) + len(value)
-    return size
+    async for batch in batching.batches(rt, app, stream):
+        if keyed:
+            await take_keyed_batch(rt, app, batch)
+            continue
+        for n, (event, record) in enumerate(batch):
+            if n and batching.fetched_before_a_rebalance(rt, app, event):
+                continue  # a rebalance began while the one before was handed to the producer
+            try:
+                work = [await admit(rt, record)]
+            except Exception as exc:  # noqa: BLE001 - the producer refused the record
+                # Registered all the same, as work that failed: never acknowledged (no commit
+                # passes it) and the worker stops (Runtime.failed_for_good).
+                work = [failed(exc)]
+            rt.acks.add(record.tp, event.ack, work, held_bytes(record))
 
 
 def failed(exc: BaseException) -> asyncio.Future[Any]:
     future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
     future.set_exception(exc)
     return future
-
-
-async def fresh_events(rt: Runtime, app: faust.App, stream: faust.StreamT) -> AsyncIterator[tuple[Any, Incoming]]:
-    """The stream's events, unacknowledged, past back-pressure, and without those a
-    rebalance took away or this assignment has taken already."""
-    # An agent's stream is a faust.Stream; StreamT, the type agents declare, lacks noack().
-    async for event in cast(faust.Stream, stream).noack().events():
-        await rt.acks.wait_below(MAX_UNACKED_EVENTS, rt.settings.max_unacked_bytes)
-        if fetched_before_a_rebalance(rt, app, event):
-            continue
-        record = incoming(event)
-        if not rt.redeliveries.first_time(record.tp, record.offset):
-            continue  # taken already in this assignment (see Redeliveries)
-        yield event, record
 
 
 async def admit(rt: Runtime, record: Incoming) -> Awaitable[Any]:
@@ -100,18 +80,65 @@ def invalid(rt: Runtime, record: Incoming, exc: InvalidMessage) -> Awaitable[Any
 
 
 async def take_keyed(rt: Runtime, record: Incoming) -> list[Awaitable[Any]]:
-    """CS_RELAY_INPUT_KEYED_BY_USER: an input record in its user's partition is routed
-    there, from the input topic (no hop through the by-user topic: the partition
-    counts match, checked at start-up by streams.runtime.topics, so the worker that
-    reads it owns the user's rows). One that is not (a producer that keyed it
-    otherwise) is re-keyed as without the setting: its user's state is elsewhere."""
+    """CS_RELAY_INPUT_KEYED_BY_USER, one record (`take_keyed_batch` takes a batch): an
+    input record in its user's partition is routed there, from the input topic (no hop
+    through the by-user topic: the partition counts match, checked at start-up by
+    streams.runtime.topics, so the worker that reads it owns the user's rows). One that
+    is not (a producer that keyed it otherwise) is re-keyed as without the setting: its
+    user's state is elsewhere."""
     try:
-        msg = parse(record.value)
+        msg: Message | InvalidMessage = parse(record.value)
     except InvalidMessage as exc:
-        return [invalid(rt, record, exc)]
-    if rt.partition_of(msg.key) != record.partition:
+        msg = exc
+    if isinstance(msg, Message) and rt.partition_of(msg.key) != record.partition:
         rt.counters["rekeyed"] += 1
         return [await rekey(rt, record, msg)]
+    with rt.changelog.during() as writes:
+        work = keyed_step(rt, record, msg)
+    return [*work, *writes]
+
+
+async def take_keyed_batch(rt: Runtime, app: faust.App, batch: batching.Taken) -> None:
+    """`take_keyed` for a batch: the records routed here in runs, a run in one changelog
+    scope (`batching.handle`); a record re-keyed in between is handed to the producer
+    in input order, and the records after it, taken before that wait, are checked for a
+    rebalance again."""
+    run: batching.Taken = []
+    parsed: list[Message | InvalidMessage] = []
+    recheck = False
+    for event, record in batch:
+        if recheck and batching.fetched_before_a_rebalance(rt, app, event):
+            continue
+        try:
+            msg: Message | InvalidMessage = parse(record.value)
+        except InvalidMessage as exc:
+            msg = exc
+        if isinstance(msg, InvalidMessage) or rt.partition_of(msg.key) == record.partition:
+            run.append((event, record))
+            parsed.append(msg)
+            continue
+        _route_run(rt, run, parsed)
+        run, parsed = [], []
+        rt.counters["rekeyed"] += 1
+        try:
+            work = [await rekey(rt, record, msg)]
+        except Exception as exc:  # noqa: BLE001 - the producer refused the record (see intake)
+            work = [failed(exc)]
+        rt.acks.add(record.tp, event.ack, work, held_bytes(record))
+        recheck = True
+    _route_run(rt, run, parsed)
+
+
+def _route_run(rt: Runtime, run: batching.Taken, parsed: list[Message | InvalidMessage]) -> None:
+    if run:
+        each = iter(parsed)
+        batching.handle(rt, run, lambda record: keyed_step(rt, record, next(each)))
+
+
+def keyed_step(rt: Runtime, record: Incoming, msg: Message | InvalidMessage) -> list[Awaitable[Any]]:
+    """An input record in its user's partition (or its dead letter, if invalid)."""
+    if isinstance(msg, InvalidMessage):
+        return [invalid(rt, record, msg)]
     rt.counters[f"in.{msg.type}"] += 1
     # The state numbers it apart from by-user records (streams.core.positions); only the
     # headers intake would carry are kept: an input record's own cannot pose as a
@@ -119,7 +146,7 @@ async def take_keyed(rt: Runtime, record: Incoming) -> list[Awaitable[Any]]:
     headers = {k: v for k, v in record.headers.items() if k in REPLAY_HEADERS}
     headers[SOURCE_HEADER] = json.dumps(record.source).encode()  # kept by what it becomes (forwards)
     here = replace(record, key=msg.key.encode("utf-8"), headers=headers, from_input=True)
-    return route_one(rt, here, msg)
+    return handle_safely(rt, here, msg)
 
 
 async def rekey(rt: Runtime, record: Incoming, msg: Message) -> Awaitable[Any]:
@@ -134,15 +161,16 @@ async def rekey(rt: Runtime, record: Incoming, msg: Message) -> Awaitable[Any]:
 
 
 async def route(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
-    """Apply each user's messages to their state, in order; deliver concurrently."""
-    async for event, record in fresh_events(rt, app, stream):
-        rt.acks.add(record.tp, event.ack, route_one(rt, record), held_bytes(record))
+    """Apply each user's messages to their state, in order, a batch at a time
+    (streams.runtime.batching); deliver concurrently."""
+    async for batch in batching.batches(rt, app, stream):
+        batching.handle(rt, batch, lambda record: handle_safely(rt, record))
 
 
 def route_one(rt: Runtime, record: Incoming, msg: Message | None = None) -> list[Awaitable[Any]]:
     """Handle one by-user record (or, given its parsed `msg`, a Segment call from the
-    input topic): its work, and the changelog writes it made (the event is
-    acknowledged only once Kafka has them: `streams.runtime.changelog`)."""
+    input topic) on its own, outside a batch: its work, and the changelog writes it made
+    (the event is acknowledged only once Kafka has them: `streams.runtime.changelog`)."""
     with rt.changelog.during() as writes:
         work = handle_safely(rt, record, msg)
     return [*work, *writes]
@@ -161,40 +189,3 @@ def handle_safely(rt: Runtime, record: Incoming, msg: Message | None = None) -> 
             "routing",
         )
         return [effects.dead_letter(rt, dead)]
-
-
-def fetched_before_a_rebalance(rt: Runtime, app: faust.App, event: faust.EventT) -> bool:
-    """Whether a rebalance has begun since `event` was fetched; if so it is left alone
-    (not handled, not acknowledged) and whoever owns its partition now reads it again
-    from the committed offset.
-
-    Faust checks this when a stream hands out an event, but the agents may then wait
-    (back-pressure) before handling it, and `stream_wait_empty` is off so that a
-    rebalance does not wait for partner deliveries. An event handled after its partition
-    was revoked would write the user's state to the changelog after the new owner had
-    restored it: a stale record that a later take-over restores (seen in
-    tests/test_faults_scale.py as users whose group move was missing from their state)."""
-    if app.flow_control.is_active() and event.message.generation_id == app.consumer_generation_id:
-        return False
-    rt.counters["left_after_rebalance"] += 1
-    return True
-
-
-def incoming(event: faust.EventT) -> Incoming:
-    message = event.message
-    value = event.value if isinstance(event.value, bytes) else bytes(event.value or b"")
-    return Incoming(
-        key=event.key if isinstance(event.key, bytes) else None,
-        value=value,
-        headers=_headers(event.headers),
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
-    )
-
-
-def _headers(headers: Any) -> dict[str, bytes]:
-    headers = headers or {}
-    if isinstance(headers, Mapping):
-        return {k: v for k, v in headers.items()}
-    return {k: v for k, v in headers}

@@ -34,6 +34,9 @@ the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION
    past them. The patched `_fetch_records` gives aiokafka a view that is never "all"
    and answers membership from the live set at the moment records are drained, so only
    partitions that are active then give up their records.
+
+Not installed: streams.runtime.faust_drain (Faust's fetch loop delivering a fetched
+batch under one `wait_first`), measured in bench.faustcost only; see that module.
 """
 
 from __future__ import annotations

@@ -144,7 +144,7 @@ def create_app(settings: Settings) -> RelayApp:
         web_host=settings.advertised_web_host,  # the canonical URL other workers call
         web_port=settings.web_port,
         web_bind=settings.web_host,
-        # A rebalance must not wait for partner deliveries (see agents.fetched_before_a_rebalance).
+        # A rebalance must not wait for partner deliveries (see batching.fetched_before_a_rebalance).
         stream_wait_empty=False,
         # Faust's Monitor without its per-event bookkeeping, which nothing reads.
         Monitor=SlimMonitor,

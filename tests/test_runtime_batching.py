@@ -1,0 +1,297 @@
+"""Micro-batches in the agents (streams.runtime.batching): what the stream has buffered
+is handled as one batch, and each event is still acknowledged on its own, in offset
+order per partition, once its work is done and Kafka has its batch's changelog writes;
+a rebalance while a batch waits leaves its events alone; a failing event is
+dead-lettered and the rest of its batch goes on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from streams.core.decision import PartnerRequest
+from streams.runtime import agents, batching, handlers
+from streams.runtime.delivery import Result
+from streams.runtime.outbox import BY_USER
+from streams.runtime.runtime import Tables
+from tests.runtime_world import BY_USER_TOPIC, INPUT, FakeClient, World
+from tests.test_runtime_unacked_bytes import Event, Message  # a Faust event and message, as the agents read them
+
+
+class App:
+    def __init__(self) -> None:
+        self.consumer_generation_id = 1
+        self.flow_control = self
+
+    def is_active(self) -> bool:
+        return True
+
+
+class Queue:
+    def __init__(self) -> None:
+        self._queue: deque[Event] = deque()
+
+
+class Stream:
+    """What `batching.batches` reads of a Faust stream: `noack().events()` and the
+    buffer behind it (the channel's queue). The events come in bursts: a burst is in
+    the buffer at once. As Faust's, the stream skips an event fetched before a
+    rebalance (another generation) and waits for the next: after the last burst, for
+    ever, as on an idle partition."""
+
+    def __init__(self, app: App, *bursts: list[Event]) -> None:
+        self._bursts = bursts
+        self.app = app
+        self.queue = Queue()
+        self.channel = self
+        self.done = asyncio.Event()  # set once every burst is taken
+
+    def noack(self) -> Stream:
+        return self
+
+    def empty(self) -> bool:  # the channel's
+        return not self.queue._queue
+
+    async def events(self) -> AsyncIterator[Event]:
+        for burst in self._bursts:
+            self.queue._queue.extend(burst)
+            while self.queue._queue:
+                event = self.queue._queue.popleft()
+                if event.message.generation_id == self.app.consumer_generation_id:
+                    yield event
+        self.done.set()
+        await asyncio.Event().wait()
+
+
+@pytest.fixture
+async def reading() -> AsyncIterator[Callable[..., Any]]:
+    """`reading(agent, world, *bursts, app=...)`: the agent (agents.route or
+    agents.intake) reading `bursts`, until the test ends."""
+    readers: list[asyncio.Future[None]] = []
+
+    def start(agent: Any, world: World, *bursts: list[Event], app: App | None = None) -> None:
+        app = app or App()
+        readers.append(asyncio.ensure_future(agent(world.rt, app, Stream(app, *bursts))))
+
+    yield start
+    for reader in readers:
+        reader.cancel()
+
+
+class SlowClient(FakeClient):
+    """ClientSuccess, whose requests for an event named "Slow..." wait for `slow`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = asyncio.Event()
+
+    async def send(self, request: PartnerRequest, **kwargs: Any) -> Result:
+        if request.path.rsplit("/", 1)[-1].startswith("Slow"):
+            await self.slow.wait()
+        return await super().send(request, **kwargs)
+
+
+class Changelog(dict):
+    """A table whose writes go to a changelog that Kafka acknowledges when told."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[asyncio.Future[Any]] = []
+
+    def send_changelog(self, *args: Any) -> asyncio.Future[Any]:
+        self.sent.append(asyncio.get_running_loop().create_future())
+        return self.sent[-1]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        self.send_changelog(key, value)
+
+    def acknowledge(self) -> None:
+        for written in self.sent:
+            if not written.done():
+                written.set_result(None)
+
+
+def users_in(world: World, partition: int, count: int) -> list[str]:
+    found = [f"u{n}" for n in range(200) if world.rt.partition_of(f"u{n}") == partition]
+    return found[:count]
+
+
+async def grouped(world: World, *users: str) -> None:
+    for user in users:
+        await world.publish(type="group", userId=user, groupId="g1", traits={"name": "Acme"}, messageId=f"g-{user}")
+
+
+def track(user: str, name: str, offset: int, partition: int, message_id: str | None = None) -> Event:
+    body = {"type": "track", "userId": user, "event": name, "messageId": message_id or f"{user}-{name}"}
+    return Event(user.encode(), json.dumps(body).encode(), Message(BY_USER_TOPIC, partition, offset))
+
+
+async def until(condition: Any, seconds: float = 5.0) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), seconds)
+
+
+async def test_what_the_stream_has_buffered_is_one_batch_and_each_event_is_acknowledged_in_order(reading):
+    world = World()
+    a, b = users_in(world, 1, 2)
+    await grouped(world, a, b)
+    events = [track(u, f"E{n}", n, 1) for n, u in enumerate([a, b, a, b, a])]
+    reading(agents.route, world, events)
+    await until(lambda: world.rt.acks.in_flight == 0)
+    assert world.rt.counters["batches"] == 1
+    assert [e.acked for e in events] == [[n] for n in range(5)]
+    assert sorted(world.client.events()[-5:]) == [f"E{n}" for n in range(5)]
+
+
+async def test_a_batch_is_at_most_max_batch_events(monkeypatch, reading):
+    monkeypatch.setattr(batching, "MAX_BATCH", 2)
+    world = World()
+    (a,) = users_in(world, 0, 1)
+    await grouped(world, a)
+    events = [track(a, f"E{n}", n, 0) for n in range(5)]
+    reading(agents.route, world, events)
+    await until(lambda: world.rt.acks.in_flight == 0)
+    assert world.rt.counters["batches"] == 3
+    assert world.client.events()[-5:] == [f"E{n}" for n in range(5)]  # one user: in order
+
+
+async def test_a_later_event_that_finishes_first_waits_for_the_earlier_and_another_partition_does_not(reading):
+    world = World(client=SlowClient())
+    slow_user, quick_user = users_in(world, 1, 2)
+    (other,) = users_in(world, 2, 1)
+    await grouped(world, slow_user, quick_user, other)
+    events = [track(slow_user, "Slow", 0, 1), track(quick_user, "Quick", 1, 1), track(other, "Other", 0, 2)]
+    reading(agents.route, world, events)
+    await until(lambda: events[2].acked == [0])  # the other partition's event: on its own
+    assert (
+        world.rt.counters["batches"] == 1
+    )  # one batch, over two partitions  # the other partition's event: on its own
+    await until(lambda: "Quick" in world.client.events())
+    await asyncio.sleep(0.02)
+    assert events[0].acked == [] and events[1].acked == []  # delivered, but behind the slow one
+    world.client.slow.set()  # type: ignore[attr-defined]
+    await until(lambda: world.rt.acks.in_flight == 0)
+    assert events[0].acked == [0] and events[1].acked == [1]
+
+
+async def test_an_event_waits_for_every_changelog_write_of_its_batch(reading):
+    users = Changelog()
+    world = World(tables=Tables(users=users, pending={}, groups={}, seen={}))
+    world.rt.changelog.watch(users)
+    a, b = users_in(world, 3, 2)
+    await grouped(world, a, b)
+    users.acknowledge()
+    await world.settle()
+    written_before = len(users.sent)
+    # a's track writes no user row; b's first identify does: a waits for it all the same.
+    ident = json.dumps({"type": "identify", "userId": b, "traits": {"plan": "pro"}, "messageId": "i"}).encode()
+    events = [track(a, "E", 0, 3), Event(b.encode(), ident, Message(BY_USER_TOPIC, 3, 1))]
+    reading(agents.route, world, events)
+    await until(lambda: "E" in world.client.events())
+    assert len(users.sent) > written_before  # b's row, on its way to Kafka
+    await asyncio.sleep(0.02)
+    assert events[0].acked == [] and events[1].acked == []
+    users.acknowledge()
+    await until(lambda: world.rt.acks.in_flight == 0)
+    assert events[0].acked == [0] and events[1].acked == [1]
+
+
+async def test_a_batch_waiting_while_a_rebalance_begins_is_left_alone(reading):
+    world = World({"CS_RELAY_MAX_UNACKED_BYTES": str(64 * 1024)}, client=SlowClient())
+    a, b = users_in(world, 0, 2)
+    await grouped(world, a, b)
+    big = track(a, "Slow", 0, 0)
+    body = json.loads(big.value)
+    big.value = json.dumps({**body, "properties": {"blob": "x" * 40_000}}).encode()  # past the byte bound
+    later = [track(b, f"E{n}", n + 1, 0) for n in range(3)]
+    app = App()
+    reading(agents.route, world, [big], later, app=app)
+    await until(world.rt.acks.pressed.is_set)  # the second batch taken, waiting for room
+    app.consumer_generation_id = 2  # a rebalance: those events may no longer be ours
+    world.client.slow.set()  # type: ignore[attr-defined]
+    await until(lambda: world.rt.counters["left_after_rebalance"] == 3)
+    await until(lambda: world.rt.acks.in_flight == 0)
+    assert big.acked == [0]
+    assert [e.acked for e in later] == [[], [], []]  # not handled, not acknowledged
+    assert not any(name.startswith("E") for name in world.client.events())
+    assert world.rt.counters["left_after_rebalance"] == 3
+
+
+async def test_a_failing_event_goes_to_the_dead_letters_and_the_rest_of_its_batch_goes_on(monkeypatch, reading):
+    world = World()
+    (a,) = users_in(world, 2, 1)
+    await grouped(world, a)
+    route_call = handlers.route_call
+
+    def buggy(rt: Any, record: Any, msg: Any = None) -> Any:
+        if b"Bad" in record.value:
+            raise RuntimeError("a bug")
+        return route_call(rt, record, msg)
+
+    monkeypatch.setattr(handlers, "route_call", buggy)
+    events = [track(a, name, n, 2) for n, name in enumerate(["E0", "Bad", "E2"])]
+    reading(agents.route, world, events)
+    await until(lambda: world.rt.acks.in_flight == 0)
+    assert world.client.events()[-2:] == ["E0", "E2"]
+    assert [d.reason for d in world.dead_letters()] == ["routing_error"]
+    assert [e.acked for e in events] == [[0], [1], [2]]
+
+
+async def test_an_event_fetched_before_a_rebalance_at_the_head_of_the_buffer_ends_the_batch(reading):
+    # The stream would skip it and wait for the next record, holding the batch unhandled
+    # (seen in tests/test_faults_rebalance.py: an idle partition's catch-up record waited).
+    world = World()
+    (a,) = users_in(world, 1, 1)
+    await grouped(world, a)
+    first, stale = track(a, "E0", 0, 1), track(a, "E1", 1, 1)
+    stale.message.generation_id = 0
+    reading(agents.route, world, [first, stale])
+    await until(lambda: first.acked == [0])
+    assert "E0" in world.client.events() and "E1" not in world.client.events()
+
+
+class GatedOutbox:
+    """The world's outbox, whose by-user sends (a re-keyed record) wait for `gate`."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.gate = inner, asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def send(self, to: str, **kwargs: Any) -> Any:
+        if to == BY_USER:
+            self.waiting.set()
+            await self.gate.wait()
+        return await self.inner.send(to, **kwargs)
+
+
+async def test_a_keyed_batch_rechecks_for_a_rebalance_after_handing_a_re_keyed_record_over(reading):
+    world = World({"CS_RELAY_INPUT_KEYED_BY_USER": "true"})
+    here, elsewhere = users_in(world, 1, 1)[0], users_in(world, 2, 1)[0]
+    await grouped(world, here, elsewhere)
+    outbox = GatedOutbox(world.outbox)
+    world.rt.outbox = outbox  # type: ignore[assignment]
+
+    def call(user: str, name: str, offset: int) -> Event:
+        body = {"type": "track", "userId": user, "event": name, "messageId": name}
+        return Event(user.encode(), json.dumps(body).encode(), Message(INPUT, 1, offset))
+
+    first, moved, last = call(here, "A", 0), call(elsewhere, "B", 1), call(here, "C", 2)
+    app = App()
+    reading(agents.intake, world, [first, moved, last], app=app)
+    await asyncio.wait_for(outbox.waiting.wait(), 5.0)  # B handed to the producer, A routed already
+    app.consumer_generation_id = 2
+    outbox.gate.set()
+    await until(lambda: world.rt.counters["left_after_rebalance"] == 1)  # C: taken before the wait, left after it
+    assert world.rt.counters["rekeyed"] == 1
+    await until(lambda: "A" in world.client.events())
+    assert "C" not in world.client.events()
+    assert last.acked == []
