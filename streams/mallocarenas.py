@@ -4,7 +4,7 @@ glibc gives a thread that finds the arenas busy an arena of its own, up to 8 per
 each a heap of up to 64 MiB that keeps what was freed in it for reuse rather than
 returning it. A worker has about nine threads (Faust's consumer thread, RocksDB's flush
 and compaction threads, the event loop's): in scenario f (`make bench`) the arenas of
-the threads other than the main one held 46 MB at about 195,000 users. Two arenas
+the threads other than the main one held 46 MB at about 140,000 users. Two arenas
 kept 10 MB less RSS at 20,000 users (140-142 MB against 150-152 MB in four runs
 without, docs/benchmarks.md) at no measurable CPU per track.
 
