@@ -105,12 +105,20 @@ class Drains:
         samples: list[list[tuple[int, float]]] = [[] for _ in running]
         samplers = [asyncio.create_task(w.sample_cpu(s)) for w, s in zip(running, samples, strict=True)]
         spy = self._profile(running[0], work / f"profile-{label}.txt") if profile_it else None
+        by_users: list[tuple[int, int, int]] = []  # the first worker's memory as it drains
+        warm_requests = len(receipts.delivered)
+
+        def delivered() -> int:
+            return len(receipts.delivered) - warm_requests
+
+        samplers.append(asyncio.create_task(running[0].sample_memory(by_users, delivered)))
         memory: list[dict[str, int]] = []
         loop = "unknown"
         try:
             complete = await bench._until_delivered(receipts, backlog, running[0])
             now_us = time.time_ns() // 1000
             memory = [w.memory_kb() for w in running]
+            running[0].memory_sample(by_users, delivered)  # at the end of the drain
             loop = loop_of(running[0].log.read_text(errors="replace"))
         finally:
             profiled = await self._stop_profile(spy)
@@ -135,6 +143,7 @@ class Drains:
             worker_peak_rss_mb=round(max(m.get("VmHWM", 0) for m in memory) / 1024, 1) if memory else None,
             worker_rss_at_end_mb=round(max(m.get("VmRSS", 0) for m in memory) / 1024, 1) if memory else None,
             state=merged_usage([work / f"worker-{i + 1}" for i in range(workers)]),
+            worker_memory_by_users=stats.memory_by_users(by_users, len(MEASURED)),
             app_id=settings.app_id,
         )
         # CPU per delivered event: what the load of a shared machine moves least.

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,23 @@ class Worker:
 
     def memory_kb(self) -> dict[str, int]:
         return stats.proc_status_kb(Path(f"/proc/{self.process.pid}/status").read_text())
+
+    async def sample_memory(
+        self, samples: list[tuple[int, int, int]], delivered: Callable[[], int], every: float = 5.0
+    ) -> None:
+        """Append (`delivered()`, RSS kB, anonymous kB) every `every` seconds while the
+        process runs (`stats.memory_by_users` makes them a curve)."""
+        while self.process.poll() is None and self.memory_sample(samples, delivered):
+            await asyncio.sleep(every)
+
+    def memory_sample(self, samples: list[tuple[int, int, int]], delivered: Callable[[], int]) -> bool:
+        """Append one sample of `sample_memory`; False once the process is gone."""
+        try:
+            rollup = stats.proc_status_kb(Path(f"/proc/{self.process.pid}/smaps_rollup").read_text())
+        except OSError:
+            return False
+        samples.append((delivered(), rollup.get("Rss", 0), rollup.get("Anonymous", 0)))
+        return True
 
     async def stop(self, timeout: float = 60.0) -> None:
         """SIGTERM, a graceful stop (the loop keeps serving the mocks meanwhile: the

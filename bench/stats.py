@@ -166,3 +166,35 @@ def table_of(relative_path: str) -> str:
             head, _, partition = name.rpartition("-")
             return head if head and partition.isdigit() else name
     return parts[0] if len(parts) > 1 else "(files)"
+
+
+def memory_by_users(samples: Sequence[tuple[int, int, int]], per_event: int, points: int = 25) -> list[list[float]]:
+    """The worker's memory as the drain went: `samples` of (partner requests delivered,
+    RSS kB, anonymous kB), read every few seconds, as [users delivered, RSS MB,
+    anonymous MB] (a user's track takes `per_event` requests), at most `points` of them
+    evenly spread over the users (the last sample always kept)."""
+    if per_event <= 0:
+        raise ValueError("per_event must be positive")
+    curve = [[requests // per_event, round(rss / 1024, 1), round(anon / 1024, 1)] for requests, rss, anon in samples]
+    if len(curve) <= points:
+        return curve
+    step = max(1.0, curve[-1][0] / (points - 1))
+    kept, next_at = [], 0.0
+    for point in curve[:-1]:
+        if point[0] >= next_at:
+            kept.append(point)
+            next_at = point[0] + step
+    return [*kept, curve[-1]]
+
+
+def growth_per_100k_users(curve: Sequence[Sequence[float]]) -> float:
+    """RSS MB added per 100,000 more users over the second half of `curve`
+    (`memory_by_users`): from the first point at half the last point's users to the
+    last (the first half is the caches filling); NaN with too few users."""
+    if not curve or curve[-1][0] <= 0:
+        return math.nan
+    last = curve[-1]
+    mid = next(p for p in curve if p[0] >= last[0] / 2)
+    if last[0] == mid[0]:
+        return math.nan
+    return (last[1] - mid[1]) / (last[0] - mid[0]) * 100_000

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bench import burst, scenarios
+from bench import burst, scenarios, stats
 from bench.drain import CS_RELAY, NAIVE, NAIVE_UVLOOP, Drains
 from bench.harness import (
     MEASURED,
@@ -162,13 +162,19 @@ class Suite(Drains):
         plan = self.plans["f"]["users"]
         relay = await self.drain("f-many-users", CS_RELAY, plan, trim=True)
         rss = relay["worker_rss_at_end_mb"]
+        curve = relay["worker_memory_by_users"]
+        growth = stats.growth_per_100k_users(curve)
+        users = relay["events_delivered"] or plan.users  # a drain that gave up: the users it has state for
+        per_user = scenarios.per_user(relay["state"]["data"], users)
         return {
             "plan": {"users": plan.users, "groups": plan.groups},
             "cs_relay": relay,
-            "state_bytes_per_user": round(scenarios.per_user(relay["state"]["data"], plan.users)),
-            "headline": f"{plan.users:,} users: worker RSS {rss:,.0f} MB at the end (peak "
-            f"{relay['worker_peak_rss_mb']:,.0f} MB), table data {relay['state']['data'] / 2**20:,.1f} MB "
-            f"({scenarios.per_user(relay['state']['data'], plan.users):,.0f} bytes per user)",
+            "state_bytes_per_user": round(per_user),
+            "rss_mb_per_100k_more_users": _round(growth),
+            "headline": f"{users:,} of {plan.users:,} users delivered: worker RSS {rss:,.0f} MB at the end (peak "
+            f"{relay['worker_peak_rss_mb']:,.0f} MB; +{growth:,.1f} MB per 100,000 users over the second half), "
+            f"table data {relay['state']['data'] / 2**20:,.1f} MB ({per_user:,.0f} bytes per user); "
+            f"{relay['events_per_second']:,.0f} users/s at {relay['worker_cpu_cores']:.2f} cores",
         }
 
     async def scenario_g(self) -> dict[str, Any]:

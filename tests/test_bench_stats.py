@@ -138,3 +138,22 @@ def test_cpu_from_proc_stat_samples():
     samples = [(0, 1.0), (1_000_000, 1.5), (2_000_000, 2.5), (3_000_000, 2.6)]
     assert stats.cpu_cores(samples, 0, 2_000_000) == 0.75
     assert math.isnan(stats.cpu_cores(samples, 5_000_000, 6_000_000))
+
+
+def test_memory_by_users_gives_users_and_megabytes_evenly_spread_with_the_last_sample():
+    samples = [(2 * u, 100 * 1024 + u, 80 * 1024) for u in range(0, 100_001, 100)]  # 1,001 samples
+    curve = stats.memory_by_users(samples, per_event=2, points=11)
+    assert curve[0] == [0, 100.0, 80.0] and curve[-1] == [100_000, round((100 * 1024 + 100_000) / 1024, 1), 80.0]
+    assert len(curve) <= 12 and [p[0] for p in curve] == sorted(p[0] for p in curve)
+    assert all(b[0] - a[0] >= 9_000 for a, b in zip(curve[:-2], curve[1:-1], strict=True))
+    assert stats.memory_by_users(samples[:3], per_event=2) == [[0, 100.0, 80.0], [100, 100.1, 80.0], [200, 100.2, 80.0]]
+    with pytest.raises(ValueError):
+        stats.memory_by_users(samples, per_event=0)
+
+
+def test_growth_per_100k_users_reads_the_second_half_of_the_curve():
+    # caches filling in the first half (+50 MB), then 10 MB per 100,000 users
+    curve = [[0, 100.0, 0.0], [250_000, 150.0, 0.0], [500_000, 150.0, 0.0], [1_000_000, 200.0, 0.0]]
+    assert stats.growth_per_100k_users(curve) == pytest.approx(10.0)
+    assert stats.growth_per_100k_users([[100, 150.0, 0.0], [200, 150.0, 0.0]]) == 0.0
+    assert math.isnan(stats.growth_per_100k_users([])) and math.isnan(stats.growth_per_100k_users([[0, 1.0, 1.0]]))

@@ -312,3 +312,16 @@ async def test_a_held_call_released_while_spilled_ones_wait_goes_after_them():
     await until(lambda: queue(world, "u1").size == 0 and world.rt.pending("u1").is_empty(), world)
     assert world.client.events() == ["E0", "E1", "E2", "Held"]
     assert world.dead_letters() == []
+
+
+def test_a_partition_not_scanned_yet_keeps_nothing_in_memory_for_users_without_spilled_deliveries():
+    """Until the rescan after an assignment has read a partition, every delivery of its
+    users asks the table for a spill queue; the empty ones must not stay in memory (a
+    million users' first calls, read while the scan runs, kept an entry each)."""
+    store = SpillStore({}, {}, lambda user: 0)
+    store.assigned([0])  # owned, not scanned yet: the table is asked
+    for u in range(1_000):
+        assert store.queue((f"u{u}", CS)).size == 0
+    assert (store.tails, store.cursor, store.known) == ({}, {}, set())
+    store.index[spill.order_key("u1", CS, 0)] = 7  # one that did spill is found, and its tail kept
+    assert store.queue(("u1", CS)) == spill.SpillQueue(0, 1) and store.tails == {("u1", CS): 1}

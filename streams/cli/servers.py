@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from streams import eventloop
+from streams import eventloop, mallocarenas
 from streams.cli.failures import CommandFailed, run_with_kafka
 from streams.cli.options import mock_port_options, mock_ports, positive
 from streams.destinations import REGISTRY
@@ -94,6 +94,7 @@ def _free(*wanted: Wanted) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    mallocarenas.cap()  # before any thread allocates (streams/mallocarenas.py)
     settings = Settings.from_env()  # fail fast, with the variable's name, before Faust starts
     _free(Wanted(settings.web_port, settings.web_host, "the worker's web server", "CS_RELAY_WEB_PORT"))
     from streams.runtime.topiclist import WORKER

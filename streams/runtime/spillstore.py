@@ -8,7 +8,7 @@ Kafka has it. Beside the rows, in memory:
 * `active[(user, destination)]`: deliveries of the chain in memory (the share counts them);
 * `cursor[(user, destination)]`: the ordinal of the next spilled delivery to hand to the
   chain (those before it are on their way, waiting for their spill-done);
-* `tails[(user, destination)]`: the ordinal the next spill takes (found by
+* `tails[(user, destination)]`: the ordinal the next spill takes, for queues with rows (found by
   `spill.probe_next` after a start or an assignment, then kept);
 * `known`: the (user, destination)s with spilled deliveries, so that a delivery of
   anybody else costs no read of the `spill` table. Complete for a partition once the
@@ -75,7 +75,8 @@ class SpillStore:
         next_ = self.tails.get(pair)
         if next_ is None or next_ < first:
             next_ = spill.probe_next(first, lambda n: self.seq_at(pair, n) is not None)
-            self.tails[pair] = next_
+            if next_ > first:  # kept for queues with rows only: not one entry per user asked
+                self.tails[pair] = next_
         queue = SpillQueue(first, next_)
         if queue.size > 0:
             self.known.add(pair)
