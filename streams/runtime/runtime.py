@@ -4,7 +4,7 @@
 destinations and their delivery clients (`streams.runtime.wiring`), the tables it reads
 and writes, where its records go (`streams.runtime.outbox`), and the process-local
 bookkeeping that is not in the tables: acknowledgements in offset order, per-user
-chains, redelivery guard, deliveries in flight, parking marks, counters and metrics.
+chains served by the senders, redelivery guard, deliveries in flight, parking marks, counters and metrics.
 
 The Faust app (`streams.runtime.app`) creates one and hands it to the agents, control
 record handlers and timers (`agents`, `handlers`, `effects`, `retries`, `merge`,
@@ -46,13 +46,14 @@ from streams.runtime import catchup, wiring
 from streams.runtime.catchup import CatchUp
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
-from streams.runtime.inflight import AckTracker, Chains, Redeliveries
+from streams.runtime.inflight import AckTracker, Redeliveries
 from streams.runtime.outbox import BY_USER, Outbox, produce
 from streams.runtime.parking import ParkingMarks
 from streams.runtime.pendingstore import PendingStore
 from streams.runtime.recentgroups import RecentGroups
 from streams.runtime.rowcache import CachedRows, decoded
 from streams.runtime.seenpacks import SeenPacks
+from streams.runtime.senders import Senders
 from streams.runtime.spillstore import SpillStore
 from streams.runtime.topiclist import by_user_topic_name
 from streams.settings import Settings
@@ -123,7 +124,10 @@ class Runtime:
         self.failure: str | None = None
         self.stop: Callable[[BaseException], Any] = lambda exc: None
         self.redeliveries = Redeliveries()
-        self.chains = Chains()
+        # Each user's work per destination, one piece after another, served by a fixed
+        # pool of senders per destination (streams.runtime.senders; keyed (user,
+        # destination or "forward"), hence the name).
+        self.chains = Senders(settings.max_in_flight)
         self.spills = SpillStore(tables.spill, tables.spillrows, self.partition_of)  # streams.runtime.spilling
         self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
         # Parking, in this process (streams.runtime.parking.ParkingMarks): park records
