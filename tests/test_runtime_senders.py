@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from streams.runtime.senders import Senders
+from tests.runtime_world import PARTITIONS, World
 
 
 async def test_work_runs_in_order_per_key_and_concurrently_across_keys():
@@ -206,3 +207,84 @@ async def test_stop_cancels_everything_and_ends_the_senders():
     assert await senders.stop(2)
     assert running.cancelled() and queued.cancelled()
     assert senders.senders() == 0 and len(senders) == 0
+
+
+async def test_a_held_key_waits_without_a_sender_and_then_runs_in_order():
+    """A partition that has not caught up holds its users' work (the hook `hold`): with
+    one sender, the others' work goes on meanwhile; the held user's runs in order after."""
+    caught_up = asyncio.Event()
+    behind = {"held"}
+
+    def hold(key):
+        return caught_up.wait() if key[0] in behind else None
+
+    senders = Senders(1, hold=hold)
+    order = []
+
+    async def job(name):
+        order.append(name)
+
+    held = [senders.submit(("held", "cs"), lambda i=i: job(f"held{i}")) for i in range(3)]
+    other = [senders.submit((f"u{i}", "cs"), lambda i=i: job(f"u{i}")) for i in range(3)]
+    await asyncio.wait_for(asyncio.gather(*other), 2)
+    assert order == ["u0", "u1", "u2"] and not any(w.done() for w in held)
+    behind.clear()
+    caught_up.set()
+    await asyncio.wait_for(asyncio.gather(*held), 2)
+    assert order == ["u0", "u1", "u2", "held0", "held1", "held2"]
+
+
+async def test_a_held_piece_runs_once_its_hold_ends_whatever_the_outcome():
+    """The hold timed out (the partition still behind): the piece runs, and decides (it parks)."""
+
+    async def gives_up():
+        await asyncio.sleep(0)
+        return False
+
+    senders = Senders(1, hold=lambda key: gives_up())
+    assert await asyncio.wait_for(senders.submit(("k", "cs"), lambda: asyncio.sleep(0, "ran")), 2) == "ran"
+
+
+async def test_cancel_drops_a_held_keys_work_and_its_hold():
+    never = asyncio.Event()
+    senders = Senders(1, hold=lambda key: never.wait() if key[0] == "held" else None)
+    ran = []
+
+    async def job(name):
+        ran.append(name)
+
+    held = senders.submit(("held", "cs"), lambda: job("held"))
+    await asyncio.wait_for(senders.submit(("other", "cs"), lambda: job("other")), 2)
+    assert await senders.cancel(lambda key: key[0] == "held", timeout=2)
+    assert held.cancelled() and len(senders) == 0
+    never.set()
+    await asyncio.sleep(0)
+    assert ran == ["other"]
+    assert await senders.stop(2)
+
+
+def users_asked(world: World) -> list[str]:
+    return [r.json["identity"]["user"]["id"] for r in world.client.requests if "/events/" in r.path]
+
+
+async def test_a_partition_behind_an_earlier_owner_holds_its_deliveries_but_no_sender():
+    """One sender (CS_RELAY_MAX_IN_FLIGHT=1): a user of a partition that has not read back
+    its caught-up record waits for it, while a user of another partition is delivered."""
+    world = World({"CS_RELAY_MAX_IN_FLIGHT": "1"})
+    rt = world.rt
+    late = "late-user"
+    other = next(f"user-{i}" for i in range(100) if rt.partition_of(f"user-{i}") != rt.partition_of(late))
+    for user in (late, other):
+        await world.publish(type="group", userId=user, groupId="g1", traits={"name": "Acme"}, messageId=f"{user}-g")
+    assert await world.settle()
+    rt.assigned(set(range(PARTITIONS)))
+    assert await world.settle()  # every partition's caught-up record read back
+    token = rt.catchup.begin([rt.partition_of(late)])[rt.partition_of(late)]  # then the late one reassigned
+    await world.publish(type="track", userId=late, event="Late", messageId="late-1")
+    await world.publish(type="track", userId=other, event="Other", messageId="other-1")
+    await world.settle(spins=20)
+    assert users_asked(world) == [other]  # the late user's delivery did not take the only sender
+    assert rt.catchup.reached(rt.partition_of(late), token)
+    assert await world.settle()
+    assert users_asked(world) == [other, late]
+    assert not rt.counters["parked_catching_up.clientsuccess"]

@@ -162,15 +162,15 @@ def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
 async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
     observe.on_delivery(item)
     client = rt.clients[item.destination]
-    partition = rt.partition_of(key)
-    if rt.catchup.behind(partition):
+    if rt.behind(key):
         # This worker has not yet read all that an earlier owner left in the partition: a
         # park record of an earlier delivery of this user may lie ahead (streams.runtime.catchup).
-        if not await rt.catchup.wait(partition, rt.settings.delivery_deadline, give_up=rt.acks.pressed):
-            rt.counters[f"parked_catching_up.{item.destination}"] += 1
-            error = "read before its partition caught up with an earlier owner's records; not called"
-            await park(rt, key, item, attempts=0, error=error, retry_after=None)
-            return None
+        # The senders held this delivery until it caught up, at most the delivery deadline
+        # (`Runtime._catching_up`): it has not, so it parks.
+        rt.counters[f"parked_catching_up.{item.destination}"] += 1
+        error = "read before its partition caught up with an earlier owner's records; not called"
+        await park(rt, key, item, attempts=0, error=error, retry_after=None)
+        return None
     if item.released_seq is not None and not _releasing(rt, key, item):
         # Confirmed, parked or handed over meanwhile (an earlier owner's record, a merge).
         rt.in_flight.discard((key, item.destination, item.released_seq))

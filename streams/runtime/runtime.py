@@ -22,7 +22,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +127,7 @@ class Runtime:
         # Each user's work per destination, one piece after another, served by a fixed
         # pool of senders per destination (streams.runtime.senders; keyed (user,
         # destination or "forward"), hence the name).
-        self.chains = Senders(settings.max_in_flight)
+        self.chains = Senders(settings.max_in_flight, hold=self._catching_up)
         self.spills = SpillStore(tables.spill, tables.spillrows, self.partition_of)  # streams.runtime.spilling
         self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
         # Parking, in this process (streams.runtime.parking.ParkingMarks): park records
@@ -137,6 +137,7 @@ class Runtime:
         # Assigned partitions whose reading has not caught up with what an earlier owner
         # left there: their deliveries wait for it (streams.runtime.catchup).
         self.catchup = CatchUp(uuid.uuid4().hex[:12])
+        self._maybe_behind: set[int] = set()  # the partitions of the last assignment not seen caught up
         self._announcing: set[asyncio.Future] = set()
         self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
         # Aggregation windows (streams.runtime.aggregation): users by next close time, the
@@ -243,6 +244,22 @@ class Runtime:
     def partition_of(self, key: str) -> int:
         return owner_partition(key, self.partitions())
 
+    def behind(self, key: str) -> bool:
+        """Whether the user's partition has not caught up with an earlier owner's records
+        (streams.runtime.catchup); no hashing of the key once every partition has."""
+        if self._maybe_behind:
+            self._maybe_behind = {p for p in self._maybe_behind if self.catchup.behind(p)}
+        return bool(self._maybe_behind) and self.catchup.behind(self.partition_of(key))
+
+    def _catching_up(self, chain: tuple[str, str]) -> Awaitable[bool] | None:
+        """The senders' hold (streams.runtime.senders): a delivery of a partition that has
+        not caught up waits for it (at most the delivery deadline, and not while the reading
+        loops wait for acknowledgements), set aside rather than on a sender."""
+        key, destination = chain
+        if not self._maybe_behind or destination not in self.clients or not self.behind(key):
+            return None
+        return self.catchup.wait(self.partition_of(key), self.settings.delivery_deadline, give_up=self.acks.pressed)
+
     def retry_delay(self, attempts: int, retry_after: float | None) -> float:
         s = self.settings
         if retry_after is not None:
@@ -291,6 +308,7 @@ class Runtime:
         self.owned = frozenset(by_user_partitions)
         self.marks.reassigned(by_user_partitions, self.partition_of)
         self.spills.assigned(by_user_partitions)
+        self._maybe_behind = set(by_user_partitions)
         for partition, token in self.catchup.begin(by_user_partitions).items():
             write = self._caught_up(partition, token)
             task = asyncio.ensure_future(catchup.announce(self.catchup, partition, token, write))

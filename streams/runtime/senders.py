@@ -20,17 +20,24 @@ time, in its own task: no task is created per request.
   and running alike, is cancelled, and waited for until the running pieces have stopped.
   Cancelling a returned future cancels that piece alone (the key's next one then runs).
   A piece that raises, or swallows its cancellation, leaves its sender serving the others.
+* `hold(key)`, given, is asked before each piece: an awaitable sets the key aside (its
+  work waits, in order) until it ends, without a sender: the senders serve the others
+  meanwhile (a partition that has not caught up with an earlier owner's records,
+  `streams.runtime.catchup`, holds its users' deliveries; it cannot take the senders).
+  The piece then runs whatever the awaitable's outcome.
 * `stop(timeout)`: the worker stops; everything is cancelled and the senders end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 Make = Callable[[], Awaitable[Any]]
+Hold = Callable[[Any], Awaitable[Any] | None]
 
 
 class Work(asyncio.Future):
@@ -51,8 +58,11 @@ class Work(asyncio.Future):
 class Lane:
     """One destination's senders, the queues of its keys and the ready queue of keys."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, hold: Hold | None = None) -> None:
         self.size = size
+        self.hold = hold
+        self.held: dict[Hashable, asyncio.Future] = {}  # keys set aside by `hold`, until it ends
+        self.released: set[Hashable] = set()  # keys whose next piece was held already: it runs
         self.queues: dict[Hashable, deque[tuple[Work, Make]]] = {}  # a key with queued or running work
         self.ready: deque[Hashable] = deque()  # keys with queued work and none running
         self.running: dict[Hashable, Work] = {}
@@ -82,6 +92,29 @@ class Lane:
             self.senders.add(sender)
             sender.add_done_callback(self.senders.discard)
 
+    def _held(self, key: Hashable) -> bool:
+        """Whether `hold` sets the key aside now (its next piece was held already: no)."""
+        if key in self.released:
+            self.released.discard(key)
+            return False
+        assert self.hold is not None
+        waiting = self.hold(key)
+        if waiting is None:
+            return False
+        held = self.held[key] = asyncio.ensure_future(waiting)
+        held.add_done_callback(functools.partial(self._unheld, key))
+        return True
+
+    def _unheld(self, key: Hashable, held: asyncio.Future) -> None:
+        if self.held.get(key) is not held:
+            return  # cancelled (`cancel`)
+        del self.held[key]
+        if not held.cancelled():
+            held.exception()  # the hold's own trouble, if any: the piece runs all the same
+        self.released.add(key)
+        self.ready.append(key)
+        self._wake()
+
     def interrupt(self, sender: asyncio.Task) -> None:
         self.interrupted.add(sender)
         sender.cancel()
@@ -99,6 +132,8 @@ class Lane:
                 continue
             key = ready.popleft()
             queue = queues[key]
+            if self.hold is not None and self._held(key):
+                continue
             work, make = queue.popleft()
             if not work.done():  # not cancelled while queued
                 running[key] = work
@@ -154,7 +189,12 @@ class Lane:
             running = self.running.get(key)
             if running is None:
                 del self.queues[key]
-                self.ready.remove(key)
+                self.released.discard(key)
+                held = self.held.pop(key, None)
+                if held is not None:
+                    held.cancel()
+                else:
+                    self.ready.remove(key)
                 continue
             ending.append(self.ending.setdefault(key, loop.create_future()))
             running.cancel()
@@ -164,16 +204,17 @@ class Lane:
 class Senders:
     """The pool: a `Lane` of at most `size` senders per destination."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, hold: Hold | None = None) -> None:
         if size < 1:
             raise ValueError("a lane needs at least one sender")
         self.size = size
+        self.hold = hold
         self._lanes: dict[Hashable, Lane] = {}
 
     def submit(self, key: tuple[str, str], make: Make) -> Work:
         lane = self._lanes.get(key[1])
         if lane is None:
-            self._lanes[key[1]] = lane = Lane(self.size)
+            self._lanes[key[1]] = lane = Lane(self.size, self.hold)
         return lane.submit(key, make)
 
     async def cancel(self, where: Callable[[Any], bool], timeout: float) -> bool:
@@ -188,7 +229,7 @@ class Senders:
     async def stop(self, timeout: float) -> bool:
         """Cancel all work and end the senders; False if some did not end within `timeout`."""
         stopped = await self.cancel(lambda key: True, timeout)
-        senders = []
+        senders: list[asyncio.Task] = []
         for lane in self._lanes.values():
             lane.interrupted.clear()  # a piece still running now is stopped with its sender
             senders += lane.senders
