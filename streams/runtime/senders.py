@@ -44,11 +44,13 @@ class Work(asyncio.Future):
     """The future of one submitted piece of work. Cancelling it while its piece runs
     interrupts the sender running it (which goes on with other work)."""
 
-    _lane: Lane | None = None  # set while the piece runs
-    _sender: asyncio.Task | None = None
+    __slots__ = ("_lane", "_sender")  # set while the piece runs
+
+    _lane: Lane | None
+    _sender: asyncio.Task | None
 
     def cancel(self, msg: Any = None) -> bool:
-        lane, sender = self._lane, self._sender
+        lane, sender = getattr(self, "_lane", None), getattr(self, "_sender", None)
         cancelled = super().cancel(msg)
         if cancelled and lane is not None and sender is not None:
             lane.interrupt(sender)
