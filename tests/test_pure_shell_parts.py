@@ -10,7 +10,7 @@ from streams.core.deadletter import dead_letter_headers, read_headers
 from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff, classify, retry_after_seconds
 from streams.runtime.catchup import CatchUp
-from streams.runtime.inflight import AckTracker, Chains
+from streams.runtime.inflight import AckTracker
 from streams.runtime.parking import ParkingMarks
 from streams.runtime.topics import creation_errors
 from streams.settings import Settings, SettingsError
@@ -160,26 +160,6 @@ async def test_failed_work_is_never_acknowledged():
     assert acked == []
 
 
-async def test_chains_run_in_order_per_key_and_concurrently_across_keys():
-    order = []
-    chains = Chains()
-    release_a = asyncio.Event()
-
-    async def job(name, gate=None):
-        if gate:
-            await gate.wait()
-        order.append(name)
-
-    a1 = chains.submit("a", lambda: job("a1", release_a))
-    a2 = chains.submit("a", lambda: job("a2"))
-    b1 = chains.submit("b", lambda: job("b1"))
-    await b1
-    assert order == ["b1"]
-    release_a.set()
-    await asyncio.gather(a1, a2)
-    assert order == ["b1", "a1", "a2"]
-
-
 def test_parking_marks_of_revoked_partitions_are_forgotten():
     """A retry mark left behind when a partition moves away would, if the partition came
     back, skip that user's parked head forever: the next owner applied the `retried`
@@ -300,77 +280,6 @@ async def test_forgotten_partitions_are_never_acknowledged_and_free_their_place(
     gates[1].set()
     assert await tracker.drain(timeout=2)
     assert acked == ["new", "kept"]  # the forgotten event's late completion acknowledges nothing
-
-
-async def test_a_chains_next_work_runs_after_the_one_before_failed_or_was_cancelled_alone():
-    chains = Chains()
-    gate = asyncio.Event()
-    order = []
-
-    async def fail():
-        await gate.wait()
-        raise RuntimeError("refused")
-
-    async def job(name):
-        order.append(name)
-        return name
-
-    failing = chains.submit("k", fail)
-    after_failure = chains.submit("k", lambda: job("after failure"))
-    gate.set()
-    assert await after_failure == "after failure"
-    with pytest.raises(RuntimeError):
-        await failing
-
-    stuck = chains.submit("k", asyncio.Event().wait)  # never set: runs until cancelled
-    after_cancel = chains.submit("k", lambda: job("after cancel"))
-    await asyncio.sleep(0)
-    stuck.cancel()  # that one alone, as a revoked partition's delivery would be
-    assert await asyncio.wait_for(after_cancel, 2) == "after cancel"
-    assert order == ["after failure", "after cancel"]
-
-
-async def test_cancelling_a_chain_stops_its_queued_work_even_when_the_running_one_ignores_it():
-    chains = Chains()
-    started = asyncio.Event()
-    ran = []
-
-    async def stubborn():
-        started.set()
-        try:
-            await asyncio.Event().wait()  # never set: until cancelled
-        except asyncio.CancelledError:
-            return "finished anyway"  # swallows the cancellation
-
-    async def job():
-        ran.append("queued work")
-
-    chains.submit("k", stubborn)
-    queued = chains.submit("k", job)
-    await started.wait()
-    assert await chains.cancel(lambda key: key == "k", timeout=2)
-    assert queued.cancelled() and ran == []
-
-
-async def test_chains_cancel_stops_running_and_queued_work_of_matching_keys_only():
-    order = []
-    chains = Chains()
-    never, later = asyncio.Event(), asyncio.Event()
-
-    async def job(name, gate):
-        await gate.wait()
-        order.append(name)
-
-    a1 = chains.submit(("a", "cs"), lambda: job("a1", never))
-    a2 = chains.submit(("a", "cs"), lambda: job("a2", later))
-    b1 = chains.submit(("b", "cs"), lambda: job("b1", later))
-    await asyncio.sleep(0)
-    assert await chains.cancel(lambda key: key[0] == "a", timeout=2)
-    assert a1.cancelled() and a2.cancelled() and not b1.done()
-    later.set()
-    await b1
-    assert order == ["b1"]  # a2 never ran, though its gate opened
-    assert len(chains) == 0
 
 
 async def test_a_partition_is_behind_until_this_assignment_s_own_token_is_read_back():

@@ -32,6 +32,10 @@ behind a by-user backlog; none with the scan). The wait for the scan itself is b
 by the same deadline, and goes on under back-pressure: the scan does not need the
 reading loops.
 
+The deliveries run on the senders (`streams.runtime.senders`), whose hold asks `hold`
+first: a delivery that must wait (for the scan, then for the token) waits set aside,
+never on a sender, and `streams.runtime.effects.deliver` then goes if `cleared`, or parks.
+
 A record of the partition that the scan starts past has been applied here already (the
 committed offset only moves past handled records), and one an earlier owner writes
 after the token is not waited for, with or without the scan.
@@ -239,12 +243,35 @@ class CatchUp:
             started = loop.time()
             await _first(timeout, ahead.ended, self._reached[partition])
             timeout = max(0.0, timeout - (loop.time() - started))
-        if not self.behind(partition):
-            return True
-        ahead = self._ahead.get(partition)  # this round's (a rebalance may have begun another)
-        if ahead is not None and ahead.complete and (key, destination) not in ahead.pairs:
+        if self.cleared(partition, key, destination):  # this round's (a rebalance may have begun another)
             return True
         return await self.wait(partition, timeout, give_up)
+
+    def lagging(self) -> bool:
+        """Whether some partition is behind (while none is, no key need be hashed)."""
+        return bool(self._tokens)
+
+    def cleared(self, partition: int, key: str, destination: str) -> bool:
+        """Whether a delivery of `key` to `destination` may go now: `partition` is not
+        behind, or the scan read it to its token without a record of the pair."""
+        if not self.behind(partition):
+            return True
+        ahead = self._ahead.get(partition)
+        return ahead is not None and ahead.complete and (key, destination) not in ahead.pairs
+
+    def hold(
+        self, partition: int, key: str, destination: str, timeout: float, give_up: asyncio.Event | None = None
+    ) -> Awaitable[bool] | None:
+        """The senders' hold of a delivery (`streams.runtime.senders`): None when it may
+        go at once (`cleared`); else `clear`'s wait, which the senders await aside, not
+        on a sender; the delivery then goes if `cleared`, or parks. None too when `clear`
+        would answer False at once (the scan answered, the reading loops at the window)."""
+        if self.cleared(partition, key, destination):
+            return None
+        ahead = self._ahead.get(partition)
+        if give_up is not None and give_up.is_set() and (ahead is None or ahead.ended.is_set()):
+            return None
+        return self.clear(partition, key, destination, timeout, give_up)
 
     async def wait(self, partition: int, timeout: float, give_up: asyncio.Event | None = None) -> bool:
         """Until `partition` has caught up (True), at most `timeout` seconds, and not once

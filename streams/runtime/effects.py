@@ -161,16 +161,16 @@ def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
 async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
     rt.observer.delivering(item.message_id)
     client = rt.clients[item.destination]
-    partition = rt.partition_of(key)
-    if rt.catchup.behind(partition):
-        # This worker has not yet read all that an earlier owner left in the partition: a
-        # park record of an earlier delivery of this user may lie ahead (streams.runtime.catchup).
-        deadline = rt.settings.delivery_deadline
-        if not await rt.catchup.clear(partition, key, item.destination, deadline, give_up=rt.acks.pressed):
-            rt.counters[f"parked_catching_up.{item.destination}"] += 1
-            error = "read before its partition caught up with an earlier owner's records; not called"
-            await park(rt, key, item, attempts=0, error=error, retry_after=None)
-            return None
+    if rt.catching_up(key, item.destination):
+        # This worker has not yet read all that an earlier owner left in the partition, and
+        # a park or pending-done record of this user and partner may lie ahead of it
+        # (streams.runtime.catchup). The senders held this delivery aside for it, at most
+        # the delivery deadline and not under back-pressure (`Runtime._hold`): it still
+        # may, so it parks (its record behind every earlier one in the log).
+        rt.counters[f"parked_catching_up.{item.destination}"] += 1
+        error = "read before its partition caught up with an earlier owner's records; not called"
+        await park(rt, key, item, attempts=0, error=error, retry_after=None)
+        return None
     if item.released_seq is not None and not _releasing(rt, key, item):
         # Confirmed, parked or handed over meanwhile (an earlier owner's record, a merge).
         rt.in_flight.discard((key, item.destination, item.released_seq))

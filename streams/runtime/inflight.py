@@ -6,7 +6,7 @@ commits past one unacknowledged offset at the head of a partition. So cs-relay r
 agent instance, reads events without automatic acks, lets their deliveries run
 concurrently, and acknowledges each partition's events strictly in offset order once
 their work is finished (`AckTracker`). A user's requests to one partner still go out one
-after another, in order (`Chains`).
+after another, in order (`streams.runtime.senders`).
 """
 
 from __future__ import annotations
@@ -130,61 +130,6 @@ class AckTracker:
             return True
         except TimeoutError:
             return False
-
-
-class Chains:
-    """Runs coroutines one after another per key, concurrently across keys."""
-
-    def __init__(self) -> None:
-        self._tails: dict[Hashable, asyncio.Future] = {}
-
-    def submit(self, key: Hashable, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
-        previous = self._tails.get(key)
-        task = asyncio.ensure_future(self._run(previous, make))
-        self._tails[key] = task
-        task.add_done_callback(lambda t: self._forget(key, t))  # `key` is this call's own
-        return task
-
-    @staticmethod
-    async def _run(previous: asyncio.Future | None, make: Callable[[], Awaitable[Any]]) -> Any:
-        if previous is not None and not previous.done():
-            # The work before this one, whatever its outcome (not a gather per item: this
-            # runs for most deliveries). Cancelling this task cancels `previous` too, as
-            # `cancel` relies on; `previous` cancelled on its own is only its outcome.
-            try:
-                await previous
-            except asyncio.CancelledError:
-                if _cancelling():
-                    raise
-            except Exception:  # noqa: BLE001, S110 - its own awaiter hears of it
-                pass
-            if _cancelling():  # `previous` took the cancellation and ended all the same
-                raise asyncio.CancelledError
-        return await make()
-
-    async def cancel(self, where: Callable[[Hashable], bool], timeout: float) -> bool:
-        """Cancel the chains whose key matches `where`, their running and queued work
-        alike (a chain's tail awaits the work before it, so cancelling the tail reaches
-        all of it), and wait until they have stopped; False if some did not within `timeout`."""
-        tails = [task for key, task in self._tails.items() if where(key)]
-        for task in tails:
-            task.cancel()
-        if not tails:
-            return True
-        _, running = await asyncio.wait(tails, timeout=timeout)
-        return not running
-
-    def _forget(self, key: Hashable, task: asyncio.Future) -> None:
-        if self._tails.get(key) is task:
-            del self._tails[key]
-
-    def __len__(self) -> int:
-        return len(self._tails)
-
-
-def _cancelling() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
 
 
 class Redeliveries:

@@ -29,6 +29,7 @@ log = logging.getLogger("cs_relay")
 # broker allows (1 MB by default): the producer and the dead-letter topic take more.
 MAX_RECORD_BYTES = 4 * 1024 * 1024
 PRODUCER_LINGER = 0.005  # seconds
+SENDERS_STOP_TIMEOUT = 5.0  # seconds for the senders to end once the clients are closed
 
 # RocksDB's memory. Faust opens one database per table partition (seven tables x the
 # partitions a worker holds), and its defaults are 64 MB write buffers, up to three of
@@ -91,6 +92,9 @@ class RelayApp(faust.App):
             self._left = unflushed = self._unflushed()
             (log.info if unflushed.nothing else log.warning)("stopping: %s", unflushed.line())
             await runtime.close_clients()
+            # Then the senders (streams.runtime.senders) end, with whatever was left to them.
+            if not await runtime.chains.stop(SENDERS_STOP_TIMEOUT):
+                log.warning("stopping: some deliveries did not stop within %.0f s", SENDERS_STOP_TIMEOUT)
         await super().on_stop()
 
     def _unflushed(self) -> Unflushed:

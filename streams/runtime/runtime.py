@@ -4,8 +4,9 @@
 destinations and their delivery clients (`streams.runtime.wiring`), the tables it reads
 and writes, where its records go (`streams.runtime.outbox`), and the process-local
 bookkeeping that is not in the tables: acknowledgements in offset order, per-user
-chains, redelivery guard, deliveries in flight, parking marks, counters, and the
-`observer` the app's wiring connects (the metrics and the console: streams.runtime.observing).
+chains served by the senders, redelivery guard, deliveries in flight, parking marks,
+counters, and the `observer` the app's wiring connects (the metrics and the console:
+streams.runtime.observing).
 
 The Faust app (`streams.runtime.app`) creates one and hands it to the agents, control
 record handlers and timers (`agents`, `handlers`, `effects`, `retries`, `merge`,
@@ -23,7 +24,7 @@ import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,7 @@ from streams.runtime import wiring
 from streams.runtime.catchup import CatchUp
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
-from streams.runtime.inflight import AckTracker, Chains, Redeliveries
+from streams.runtime.inflight import AckTracker, Redeliveries
 from streams.runtime.observing import Observer, Unobserved
 from streams.runtime.outbox import BY_USER, Outbox, produce
 from streams.runtime.parking import ParkingMarks
@@ -53,6 +54,7 @@ from streams.runtime.pendingstore import PendingStore
 from streams.runtime.recentgroups import RecentGroups
 from streams.runtime.rowcache import CachedRows, decoded
 from streams.runtime.seenpacks import SeenPacks
+from streams.runtime.senders import Senders
 from streams.runtime.spillstore import SpillStore
 from streams.runtime.topiclist import by_user_topic_name
 from streams.settings import Settings
@@ -124,7 +126,10 @@ class Runtime:
         self.failure: str | None = None
         self.stop: Callable[[BaseException], Any] = lambda exc: None
         self.redeliveries = Redeliveries()
-        self.chains = Chains()
+        # Each user's work per destination, one piece after another, served by a fixed
+        # pool of senders per destination (streams.runtime.senders; keyed (user,
+        # destination or "forward"), hence the name).
+        self.chains = Senders(settings.max_in_flight, hold=self._hold)
         self.spills = SpillStore(tables.spill, tables.spillrows, self.partition_of)  # streams.runtime.spilling
         self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
         # Parking, in this process (streams.runtime.parking.ParkingMarks): park records
@@ -242,6 +247,22 @@ class Runtime:
 
     def partition_of(self, key: str) -> int:
         return owner_partition(key, self.partitions())
+
+    def catching_up(self, key: str, destination: str) -> bool:
+        """Whether a delivery of `key` to `destination` must not go yet: its partition has
+        not caught up with an earlier owner's records, and the read-ahead did not clear
+        the pair (streams.runtime.catchup); no hashing of the key while none is behind."""
+        return self.catchup.lagging() and not self.catchup.cleared(self.partition_of(key), key, destination)
+
+    def _hold(self, chain: tuple[str, str]) -> Awaitable[bool] | None:
+        """The senders' hold (streams.runtime.senders): a delivery the read-ahead has not
+        cleared waits for it, then for the caught-up record if it must (`CatchUp.hold`),
+        set aside rather than on a sender."""
+        key, destination = chain
+        if not self.catchup.lagging() or destination not in self.clients:
+            return None
+        partition, deadline = self.partition_of(key), self.settings.delivery_deadline
+        return self.catchup.hold(partition, key, destination, deadline, give_up=self.acks.pressed)
 
     def retry_delay(self, attempts: int, retry_after: float | None) -> float:
         s = self.settings
