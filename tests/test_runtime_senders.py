@@ -9,6 +9,8 @@ import pytest
 
 from streams.runtime.senders import Senders
 from tests.runtime_world import PARTITIONS, World
+from tests.test_runtime_catchup import listed, parked
+from tests.test_runtime_catchup import token as caught_up
 
 
 async def test_work_runs_in_order_per_key_and_concurrently_across_keys():
@@ -269,7 +271,8 @@ def users_asked(world: World) -> list[str]:
 
 async def test_a_partition_behind_an_earlier_owner_holds_its_deliveries_but_no_sender():
     """One sender (CS_RELAY_MAX_IN_FLIGHT=1): a user of a partition that has not read back
-    its caught-up record waits for it, while a user of another partition is delivered."""
+    its caught-up record, and that the read-ahead did not answer for (no scan here: as
+    when it fell back), waits for the record, while a user of another partition is delivered."""
     world = World({"CS_RELAY_MAX_IN_FLIGHT": "1"})
     rt = world.rt
     late = "late-user"
@@ -288,3 +291,33 @@ async def test_a_partition_behind_an_earlier_owner_holds_its_deliveries_but_no_s
     assert await world.settle()
     assert users_asked(world) == [other, late]
     assert not rt.counters["parked_catching_up.clientsuccess"]
+
+
+async def test_only_a_pair_the_read_ahead_noted_is_held_aside_the_others_of_its_partition_go():
+    """One sender, a partition behind its caught-up record whose read-ahead found a park
+    record of one user (streams.runtime.catchup): that user's delivery is held aside until
+    the record is read, without the sender; another user of the same partition is
+    delivered at once, before the partition has caught up."""
+    world = World({"CS_RELAY_MAX_IN_FLIGHT": "1"})
+    rt = world.rt
+    late = "late-user"
+    partition = rt.partition_of(late)
+    neighbour = next(f"user-{i}" for i in range(1000) if rt.partition_of(f"user-{i}") == partition)
+    for user in (late, neighbour):
+        await world.publish(type="group", userId=user, groupId="g1", traits={"name": "Acme"}, messageId=f"{user}-g")
+    assert await world.settle()
+    rt.assigned(set(range(PARTITIONS)))
+    assert await world.settle()  # every partition's caught-up record read back
+    token = rt.catchup.begin([partition])[partition]  # then the partition reassigned, read ahead:
+    ahead = [parked(partition, late, "clientsuccess"), caught_up(partition, token)]
+    rt.catchup.scan_ahead({partition: token}, listed([ahead]))
+    await world.publish(type="track", userId=late, event="Late", messageId="late-1")
+    await world.publish(type="track", userId=neighbour, event="Neighbour", messageId="neighbour-1")
+    await world.settle(spins=20)
+    assert users_asked(world) == [neighbour]  # at once, its partition still behind
+    assert rt.catchup.behind(partition) and len(rt.chains) == 1  # the late user's, held aside
+    assert rt.catchup.reached(partition, token)
+    assert await world.settle()
+    assert users_asked(world) == [neighbour, late]
+    assert not rt.counters["parked_catching_up.clientsuccess"]
+    await rt.catchup.close()
