@@ -15,26 +15,24 @@ back, what it handles was in Kafka before the assignment. Meanwhile it reads the
 partitions ahead (`scan_ahead`: a reader of its own, from the committed offset up to
 each token, not through the reading loops) and notes each (user, destination) with a
 `park` or `pending-done` record there (`Ahead`). A delivery that starts while the
-partition is behind (`clear`, from `streams.runtime.effects.deliver`) waits for that
-scan, then goes at once unless its (user, destination) has such a record ahead. One
-that has (or any, when the scan could not read to the token within SCAN_SECONDS, or its
-pairs would pass MAX_BYTES: then its partition is left to the token) waits until the
-token is read, when every park record an earlier owner produced has been applied, and
-then goes, or parks behind what it finds (its park record has the call's own number, so
-a park of the same call found there makes it one: `streams.core.pending.park`); a
-pending-done ahead likewise keeps a released event from being sent again.
+partition is behind (`hold`, asked by the senders: `streams.runtime.senders`) waits for
+that scan, set aside and not on a sender, then goes at once unless its (user,
+destination) has such a record ahead. One that has (or any, when the scan could not
+read to the token within SCAN_SECONDS, or its pairs would pass MAX_BYTES: then its
+partition is left to the token) waits, set aside too, until the token is read, when
+every park record an earlier owner produced has been applied, and then goes, or parks
+behind what it finds (its park record has the call's own number, so a park of the same
+call found there makes it one: `streams.core.pending.park`); a pending-done ahead
+likewise keeps a released event from being sent again.
 It waits at most the delivery deadline, and not while the reading loops wait for
 acknowledgements (a backlog longer than the unacknowledged window: the caught-up record
-cannot be read before some of these events are done): then it parks at once, its record
+cannot be read before some of these events are done): then it parks at once
+(`streams.runtime.effects.deliver` goes if `cleared`, else parks), its record
 behind every earlier one in the log all the same. Before the scan, every delivery of
 such a backlog did so (issue 23: 10,010 of 20,000 in a half-size scenario b started
 behind a by-user backlog; none with the scan). The wait for the scan itself is bounded
 by the same deadline, and goes on under back-pressure: the scan does not need the
 reading loops.
-
-The deliveries run on the senders (`streams.runtime.senders`), whose hold asks `hold`
-first: a delivery that must wait (for the scan, then for the token) waits set aside,
-never on a sender, and `streams.runtime.effects.deliver` then goes if `cleared`, or parks.
 
 A record of the partition that the scan starts past has been applied here already (the
 committed offset only moves past handled records), and one an earlier owner writes
@@ -262,10 +260,8 @@ class CatchUp:
     def hold(
         self, partition: int, key: str, destination: str, timeout: float, give_up: asyncio.Event | None = None
     ) -> Awaitable[bool] | None:
-        """The senders' hold of a delivery (`streams.runtime.senders`): None when it may
-        go at once (`cleared`); else `clear`'s wait, which the senders await aside, not
-        on a sender; the delivery then goes if `cleared`, or parks. None too when `clear`
-        would answer False at once (the scan answered, the reading loops at the window)."""
+        """The senders' hold of a delivery: None if it may go (`cleared`), or parks at once
+        (the scan answered, the reading loops at the window); else `clear`'s wait."""
         if self.cleared(partition, key, destination):
             return None
         ahead = self._ahead.get(partition)
