@@ -31,6 +31,7 @@ from typing import Any
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from streams import childproc
 from streams.ops.producer import send_file
 from streams.ops.webserve import free_port
 from streams.settings import Settings
@@ -106,7 +107,11 @@ class Worker:
         started = time.monotonic()
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=childproc.dies_with_parent(),  # a bench killed outright takes its worker along
             )
         await until(lambda: get(self.url + "/ready"), lambda a: a[0] == 200, timeout, "the worker ready")
         return time.monotonic() - started

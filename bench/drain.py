@@ -42,7 +42,7 @@ from bench.harness import (
 from bench.phases import phase_figures, replay_jobs
 from bench.scenarios import ManyUsersPlan, TrackPlan
 from bench.topics import end_offsets_total, max_changelog_records
-from streams import kafkaconn
+from streams import childproc, kafkaconn
 from streams.runtime.topics import ensure_topics
 from streams.settings import Settings
 from streams.testing.mocks import MockServers
@@ -253,7 +253,9 @@ class Drains:
         command = [spy, "record", "--pid", str(worker.process.pid), "--rate", "100", "--nonblocking"]
         command += ["--format", "raw", "--output", str(out)]
         with (out.parent / "py-spy.log").open("ab") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=childproc.dies_with_parent()
+            )
         process.output = out  # type: ignore[attr-defined]
         return process
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import mix, stats
-from streams import kafkaconn
+from streams import childproc, kafkaconn
 from streams.ops.dlq import read_dead_letters
 from streams.ops.webserve import free_port
 from streams.settings import Settings
@@ -45,7 +45,14 @@ class Worker:
         """Start `command` (a cs-relay worker unless given: the naive relay's, say)."""
         command = list(command or [sys.executable, "-m", "streams.cli", "worker"])
         with log.open("wb") as out:
-            process = subprocess.Popen(command, env=env, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                command,
+                env=env,
+                cwd=REPO,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=childproc.dies_with_parent(),  # a bench killed outright takes its workers along
+            )
         return cls(process, log)
 
     def check_alive(self) -> None:

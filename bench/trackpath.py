@@ -34,6 +34,7 @@ from typing import Any
 
 import aiohttp
 
+from streams import childproc
 from streams.ops.webserve import free_port
 from streams.testing.partners import PartnerMocks
 from streams.testing.pipeline import Pipeline, Worker
@@ -95,7 +96,12 @@ async def trace(bootstrap: str, root: Path) -> dict[str, Any]:
         log = root / "worker.log"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                [sys.executable, "-m", "bench.tracehook"], env=env, cwd=root, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "bench.tracehook"],
+                env=env,
+                cwd=root,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=childproc.dies_with_parent(),
             )
         worker = Worker(process, log, port)
         pipeline.workers.append(worker)

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from streams import childproc
 from streams.destinations import REGISTRY
 from streams.envreader import EnvReader
 from streams.kafkaconn import VARIABLES as KAFKA_SECURITY_VARIABLES
@@ -147,6 +148,7 @@ class Pipeline:
                 cwd=self.cwd or self.root,
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                preexec_fn=childproc.dies_with_parent(),  # a test run killed outright takes its workers along
             )
         worker = Worker(process, log, web_port)
         self.workers.append(worker)
