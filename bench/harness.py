@@ -160,7 +160,10 @@ class Receipts:
         self.all: list[stats.Receipt] = []
         self.delivered: set[tuple[str, int]] = set()  # (partner, event) answered 2xx
 
-    def collect(self) -> None:
+    def collect(self) -> list[tuple[str, int]]:
+        """Read what the mocks recorded since the last call; return the (partner, event)
+        pairs answered 2xx for the first time (a redelivery is not fresh)."""
+        fresh: list[tuple[str, int]] = []
         for partner, records in self._records.items():
             new = records[self._read[partner] :]
             self._read[partner] += len(new)
@@ -168,8 +171,11 @@ class Receipts:
                 r = stats.receipt(partner, record)
                 if r is not None:
                     self.all.append(r)
-                    if r.ok:
-                        self.delivered.add((partner, r.event_us))
+                    key = (partner, r.event_us)
+                    if r.ok and key not in self.delivered:
+                        self.delivered.add(key)
+                        fresh.append(key)
+        return fresh
 
     def records(self, partner: str) -> list[dict[str, Any]]:
         return list(self._records[partner])
@@ -191,11 +197,12 @@ class TrimmedReceipts(Receipts):
     """Receipts that drop the mocks' records once read (scenario f: a million users'
     requests would otherwise stay in the mocks' memory)."""
 
-    def collect(self) -> None:
-        super().collect()
+    def collect(self) -> list[tuple[str, int]]:
+        fresh = super().collect()
         for partner, records in self._records.items():
             del records[: self._read[partner]]
             self._read[partner] = 0
+        return fresh
 
 
 def reset_mocks(mocks: MockServers) -> None:

@@ -157,3 +157,32 @@ def test_growth_per_100k_users_reads_the_second_half_of_the_curve():
     assert stats.growth_per_100k_users(curve) == pytest.approx(10.0)
     assert stats.growth_per_100k_users([[100, 150.0, 0.0], [200, 150.0, 0.0]]) == 0.0
     assert math.isnan(stats.growth_per_100k_users([])) and math.isnan(stats.growth_per_100k_users([[0, 1.0, 1.0]]))
+
+
+def test_receipts_return_each_first_delivery_once_and_trimmed_ones_free_the_mocks():
+    from types import SimpleNamespace
+
+    from bench.harness import CLIENTSUCCESS, CSB, Receipts, TrimmedReceipts
+    from streams.testing.recorder import RECORDS_KEY
+
+    def record(stamp: str, status: int) -> dict:
+        return {"json": {"timestamp": stamp}, "received_at": "2026-12-07T00:00:01Z", "status": status}
+
+    for kind in (Receipts, TrimmedReceipts):
+        lists: dict[str, list] = {CLIENTSUCCESS: [], CSB: []}
+        receipts = kind(SimpleNamespace(apps={key: {RECORDS_KEY: lists[key]} for key in lists}))
+        lists[CLIENTSUCCESS] += [record("2026-12-07T00:00:00.000001Z", 500), record("2026-12-07T00:00:00.000002Z", 200)]
+        first = receipts.collect()
+        assert first == [(CLIENTSUCCESS, stats.us_from_iso("2026-12-07T00:00:00.000002Z"))]
+        # the failed one answered now, the delivered one redelivered: only the first is fresh
+        lists[CLIENTSUCCESS] += [record("2026-12-07T00:00:00.000001Z", 200), record("2026-12-07T00:00:00.000002Z", 200)]
+        lists[CSB].append(record("2026-12-07T00:00:00.000002Z", 200))
+        second = receipts.collect()
+        assert sorted(second) == sorted(
+            [
+                (CLIENTSUCCESS, stats.us_from_iso("2026-12-07T00:00:00.000001Z")),
+                (CSB, stats.us_from_iso("2026-12-07T00:00:00.000002Z")),
+            ]
+        )
+        assert receipts.collect() == [] and len(receipts.all) == 5 and len(receipts.delivered) == 3
+        assert (lists[CLIENTSUCCESS] == []) == (kind is TrimmedReceipts)
