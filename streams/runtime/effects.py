@@ -129,7 +129,7 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
         result.pending,
         rt.destinations,
         result.user,
-        rt.groups_of(result.user),
+        rt.groups.of(result.user),
         lambda d, seq: (key, d, seq) in rt.in_flight,
     )
     if resend.pending != before:

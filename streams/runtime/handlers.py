@@ -61,7 +61,7 @@ def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
     held = pending.queue(done.destination).held
     if user is not None and destination is not None and held and rt.marks.parking[(key, done.destination)] == 0:
         limit = rt.settings.pending_max_events
-        pending, released = release_ready(pending, destination, user, rt.groups_of(user), limit)
+        pending, released = release_ready(pending, destination, user, rt.groups.of(user), limit)
     work: Work = []
     if user is None or pending == confirmed:
         rt.store_pending(key, pending)  # (apply_step writes only what differs from `confirmed`)
@@ -156,7 +156,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         record.original_source(),
         user,
         pending,
-        rt.group,
+        rt.groups.get,
         destinations,
         now=now,
         now_iso=now_iso,
@@ -182,7 +182,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     if result.merge_from is not None:
         work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
     if result.group is not None:  # written by the group's own partition (streams.runtime.groups)
-        rt.note_group(result.group)
+        rt.groups.note(result.group)
         update = GroupUpdate(raw_bytes.decode("utf-8"), now_iso)
         work.append(effects.control_to_user(rt, result.group.group_id, update))
     if result.wait_for is not None:

@@ -121,7 +121,7 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
         anonymous,
         Pending.from_dict(profile.pending),
         profile.anonymous_id,
-        rt.groups_of(user),
+        rt.groups.of(user),
         rt.destinations,
         first_seq(record.position),
         record.position,

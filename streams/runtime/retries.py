@@ -273,7 +273,7 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
     else:
         retried_pending = pending
         pending, released = release_ready(
-            pending, destination, user, rt.groups_of(user), rt.settings.pending_max_events
+            pending, destination, user, rt.groups.of(user), rt.settings.pending_max_events
         )
         if pending == retried_pending:
             rt.store_pending(key, pending)  # (apply_step writes only what differs from `retried_pending`)

@@ -34,24 +34,23 @@ from streams.core.aggregate import CloseIndex
 from streams.core.breaker import Breakers, Policy, State, signal_of
 from streams.core.dedupe import Seen
 from streams.core.destination import Destination
-from streams.core.grouplookup import newer, with_copy
 from streams.core.memory import Memory
 from streams.core.pending import Pending
 from streams.core.pendingcounts import PendingCounts
 from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff
-from streams.core.state import GroupLookup, GroupState, UserState
+from streams.core.state import UserState
 from streams.partitioner import owner_partition
 from streams.runtime import wiring
 from streams.runtime.catchup import CatchUp
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
+from streams.runtime.groupview import GroupView
 from streams.runtime.inflight import AckTracker, Redeliveries
 from streams.runtime.observing import Observer, Unobserved
 from streams.runtime.outbox import BY_USER, Outbox, produce
 from streams.runtime.parking import ParkingMarks
 from streams.runtime.pendingstore import PendingStore
-from streams.runtime.recentgroups import RecentGroups
 from streams.runtime.rowcache import CachedRows, decoded
 from streams.runtime.seenpacks import SeenPacks
 from streams.runtime.senders import Senders
@@ -118,7 +117,7 @@ class Runtime:
         self.rng = rng or random.Random()
         self.by_user_topic = by_user_topic_name(settings.app_id)
         self.acks = AckTracker(on_failure=self.failed_for_good)
-        self.recent_groups = RecentGroups()  # see note_group
+        self.groups = GroupView(tables.groups)  # the groups as this worker sees them
         self.changelog = ChangelogWrites()  # each event's table writes, awaited before its ack
         self.seen_packs = SeenPacks(tables.seen, self.changelog)  # new dedupe entries, packed per partition
         # Set when work failed for good (`failed_for_good`): /ready answers 503 saying
@@ -198,33 +197,6 @@ class Runtime:
 
     def seen(self, key: str) -> Seen:
         return decoded(self.tables.seen, key, Seen.from_dict)
-
-    def group(self, group_id: str) -> GroupState | None:
-        """The group as this worker knows it: the global copy, or the record a group call
-        routed here made, until the group's partition has written it (`recent_groups`)."""
-        found = self.stored_group(group_id)
-        recent = self.recent_groups.get(group_id)
-        if recent is None:
-            return found
-        if found is not None and (found.updated_at or "") >= (recent.updated_at or ""):
-            self.recent_groups.drop(group_id)  # the global copy has caught up
-            return found
-        return newer(found, recent)
-
-    def stored_group(self, group_id: str) -> GroupState | None:
-        """The group's record in the global copy (what its partition wrote)."""
-        data = self.tables.groups.get(group_id)
-        return GroupState.from_dict(data) if data else None
-
-    def note_group(self, group: GroupState) -> None:
-        """A group call routed here made `group`; its partition writes it a moment later
-        (streams.runtime.groups). Meanwhile this worker's other users see it as before
-        that change: at once (streams.runtime.recentgroups)."""
-        self.recent_groups.note(group)
-
-    def groups_of(self, user: UserState | None) -> GroupLookup:
-        """The groups as `user` sees them: with its own copy of its group where newer."""
-        return with_copy(self.group, user)
 
     def store_pending(self, key: str, pending: Pending) -> None:
         self.index_retry(key, pending)
