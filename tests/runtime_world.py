@@ -125,8 +125,8 @@ class World:
             outbox=self.outbox,
             clients={"clientsuccess": self.client},
             observer=self.ops,
+            clock=lambda: self.now,
         )
-        self.rt.clock = lambda: self.now
         # The world moves by turns of the loop, not by time: a partition's packed dedupe
         # row is written on the turn after its first entry (streams.runtime.seenpacks).
         self.rt.seen_packs.linger = 0.0
@@ -217,7 +217,9 @@ class World:
             await asyncio.sleep(0)
 
     def _idle(self) -> bool:
-        return self.routed == len(self.outbox.records) and not self.rt.acks.in_flight and not len(self.rt.chains)
+        return (
+            self.routed == len(self.outbox.records) and not self.rt.acks.in_flight and not len(self.rt.sending.senders)
+        )
 
     async def redo(self, record: Incoming) -> bool:
         """Route a by-user record again, at its offset: what Kafka does after a crash

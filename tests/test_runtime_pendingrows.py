@@ -132,7 +132,7 @@ async def test_a_version_1_pending_row_left_by_an_older_worker_is_read_and_split
     assert held and all(i.raw for i in held)
     # Its released event is being delivered by this process (a fresh one would decide it
     # again: its raw text here is no call, so it would be skipped).
-    world.rt.in_flight.update(("u1", "clientsuccess", i.seq) for i in before.queue("clientsuccess").releasing)
+    world.rt.sending.in_flight.update(("u1", "clientsuccess", i.seq) for i in before.queue("clientsuccess").releasing)
     # A later event for the user (held too: no group yet) writes the record the new way.
     await world.publish(type="track", userId="u1", event="Later", messageId="later")
     row = world.tables.pending["u1"]

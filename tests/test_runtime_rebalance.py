@@ -40,7 +40,7 @@ async def test_a_revoked_partition_sends_nothing_more_and_acknowledges_nothing()
     new_acks = [a for a in world.acked if a not in acked_before]
     assert all(p != partition for topic, p, _ in new_acks if topic == BY_USER_TOPIC)
     assert world.rt.acks.in_flight == 0
-    assert not [k for k in world.rt.in_flight if k[0] == "u1"]
+    assert not [k for k in world.rt.sending.in_flight if k[0] == "u1"]
 
 
 class ParksHeldBack(CapturingOutbox):

@@ -315,7 +315,7 @@ async def test_only_a_pair_the_read_ahead_noted_is_held_aside_the_others_of_its_
     await world.publish(type="track", userId=neighbour, event="Neighbour", messageId="neighbour-1")
     await world.settle(spins=20)
     assert users_asked(world) == [neighbour]  # at once, its partition still behind
-    assert rt.catchup.behind(partition) and len(rt.chains) == 1  # the late user's, held aside
+    assert rt.catchup.behind(partition) and len(rt.sending.senders) == 1  # the late user's, held aside
     assert rt.catchup.reached(partition, token)
     assert await world.settle()
     assert users_asked(world) == [neighbour, late]

@@ -141,7 +141,7 @@ async def test_a_new_worker_delivers_what_a_stopped_one_spilled_in_order():
     await burst(first, "u1", 8)
     assert queue(first, "u1").size == 6
     taken = [r for r in first.taken if b'"track"' in r.value]
-    assert await first.rt.chains.cancel(lambda key: True, 1.0)
+    assert await first.rt.sending.senders.cancel(lambda key: True, 1.0)
 
     # The next worker: the same tables (restored from the changelogs), every partition
     # assigned. It reads again what was not committed (all eight: the first two were

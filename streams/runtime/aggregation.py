@@ -135,7 +135,9 @@ def window_close(rt: Runtime, record: Incoming, close: WindowClose) -> list[Awai
             item = Dispatch(window.destination, request, describe(window, wid), record.source, f"aggregate:{wid}")
             rt.closing.add((key, wid))
             rt.counters[f"windows_closed.{window.destination}"] += 1
-            work.append(rt.chains.submit((key, window.destination), partial(deliver_window, rt, key, item, wid)))
+            work.append(
+                rt.sending.senders.submit((key, window.destination), partial(deliver_window, rt, key, item, wid))
+            )
         store_windows(rt, key, before, after)
     return work
 

@@ -231,7 +231,7 @@ ADMIN = adminsetup.install(
     clients=runtime.clients,
     stats=observer.stats,
     parked_oldest_age=lambda: runtime.marks.parked_since.ages(runtime.clock()),
-    circuits=lambda: {dest: b.status(runtime.clock()) for dest, b in runtime.breakers.items()},
+    circuits=lambda: {dest: b.status(runtime.clock()) for dest, b in runtime.sending.breakers.items()},
     pending_counts=runtime.pending_counts.counts,
     failure=lambda: runtime.failure,
 )

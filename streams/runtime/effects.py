@@ -130,7 +130,7 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
         rt.destinations,
         result.user,
         rt.groups.of(result.user),
-        lambda d, seq: (key, d, seq) in rt.in_flight,
+        lambda d, seq: (key, d, seq) in rt.sending.in_flight,
     )
     if resend.pending != before:
         rt.store_pending(key, resend.pending)
@@ -150,10 +150,10 @@ def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
     """Deliver `item` after the user's earlier deliveries to the same partner; past the
     user's share, a call's delivery is spilled instead (streams.runtime.spilling)."""
     if item.released_seq is not None:
-        rt.in_flight.add((key, item.destination, item.released_seq))
+        rt.sending.in_flight.add((key, item.destination, item.released_seq))
     if spilling.admit(rt, key, item):
         return spilling.written()
-    task = rt.chains.submit((key, item.destination), lambda: deliver(rt, key, item))
+    task = rt.sending.senders.submit((key, item.destination), lambda: deliver(rt, key, item))
     spilling.track(rt, key, item.destination, task)
     return task
 
@@ -173,14 +173,14 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
         return None
     if item.released_seq is not None and not _releasing(rt, key, item):
         # Confirmed, parked or handed over meanwhile (an earlier owner's record, a merge).
-        rt.in_flight.discard((key, item.destination, item.released_seq))
+        rt.sending.in_flight.discard((key, item.destination, item.released_seq))
         return None
     if rt.marks.parking[(key, item.destination)] > 0 or rt.pending(key).queue(item.destination).parked:
         # An earlier delivery of this user to this partner is parked, or on its way to
         # be: park this one behind it rather than overtake it.
         await park(rt, key, item, attempts=0, error="waiting behind a parked delivery", retry_after=None)
         return None
-    breaker = rt.breakers[item.destination]
+    breaker = rt.sending.breakers[item.destination]
     if not breaker.allow(rt.clock()):
         # The destination is backed off as a whole (streams.core.breaker): park at once,
         # due when the breaker lets a request through again, without asking it.
@@ -235,14 +235,14 @@ async def send_bounded(rt: Runtime, destination: str, request: PartnerRequest) -
     deadline = rt.settings.delivery_deadline
 
     def on_answer(outcome: Outcome, status: int | None, retry_after: float | None) -> bool:
-        return rt.answered(destination, outcome, status, retry_after)
+        return rt.sending.answered(destination, outcome, status, retry_after)
 
     try:
         # asyncio.timeout, not wait_for: no task of its own per request (Python 3.11).
         async with asyncio.timeout(deadline + 1.0):
             return await rt.clients[destination].send(request, budget=deadline, on_answer=on_answer)
     except TimeoutError:
-        rt.answered(destination, Outcome.RETRY, None, None)
+        rt.sending.answered(destination, Outcome.RETRY, None, None)
         return Result(Outcome.RETRY, None, 1, f"no answer within {deadline:g} s", deadline)
 
 
@@ -266,7 +266,7 @@ async def park(rt: Runtime, key: str, item: Dispatch, *, attempts: int, error: s
         item.message_id,
         first_failed_at=now,
         attempts=attempts,
-        next_at=now + rt.retry_delay(attempts, retry_after),
+        next_at=now + rt.sending.retry_delay(attempts, retry_after),
         last_error=error,
     )
     log.warning("parked a delivery to %s for retry (message %s): %s", item.destination, item.message_id, error)

@@ -73,7 +73,7 @@ def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
         work = effects.apply_step(rt, key, confirmed, Step(user, None, pending, released))
     # Only now is the event out of `releasing`; until this record is applied, a later
     # event of the user must not send it again.
-    rt.in_flight.discard((key, done.destination, done.seq))
+    rt.sending.in_flight.discard((key, done.destination, done.seq))
     return work
 
 
@@ -140,7 +140,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         # An anonymous visitor who has logged in: their state lives with the user now.
         # One after another per user, so forwarded events keep their order.
         into = user.merged_into
-        return [rt.chains.submit((into, "forward"), lambda: effects.forward(rt, into, raw_bytes, headers))]
+        return [rt.sending.senders.submit((into, "forward"), lambda: effects.forward(rt, into, raw_bytes, headers))]
     destinations = rt.destinations
     if replay and REPLAY_DESTINATION_HEADER in headers:
         only = headers[REPLAY_DESTINATION_HEADER].decode("utf-8", "replace")

@@ -54,7 +54,7 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
     if parking[(key, dest)] <= 0:
         del parking[(key, dest)]
     if park.released_seq is not None:
-        rt.in_flight.discard((key, dest, park.released_seq))
+        rt.sending.in_flight.discard((key, dest, park.released_seq))
     before = rt.pending(key)
     limit = rt.settings.pending_max_events
     seq = park.seq if park.seq is not None else pending_mod.first_seq(record.position)  # the call's own, when known
@@ -134,7 +134,7 @@ async def rescan(rt: Runtime) -> None:
 def watch_breakers(rt: Runtime, now: float) -> None:
     """An error line a minute for each paused destination; and when a destination's
     breaker has closed, its parked deliveries are due now, not at their backoff."""
-    for dest, breaker in rt.breakers.items():
+    for dest, breaker in rt.sending.breakers.items():
         if breaker.pause_report_due(now):
             log.error(
                 "%s refuses cs-relay's credentials (%s): paused since %.0f s, its deliveries are parked; "
@@ -144,7 +144,7 @@ def watch_breakers(rt: Runtime, now: float) -> None:
                 now - (breaker.since or now),
                 breaker.policy.pause_seconds,
             )
-    if rt.breakers.closed_since_last_look():
+    if rt.sending.breakers.closed_since_last_look():
         for key in rt.marks.retry_due_at:
             rt.marks.retry_due_at[key] = min(rt.marks.retry_due_at[key], now)
 
@@ -163,12 +163,12 @@ def retry_due(rt: Runtime, keys: Any) -> list[Awaitable[Any]]:
         for dest, head in due(rt, pending, now):
             if (key, dest, head.seq) in rt.marks.retrying or dest not in rt.clients:
                 continue
-            breaker = rt.breakers[dest]
+            breaker = rt.sending.breakers[dest]
             if not breaker.may_probe(now):  # backed off as a whole: not before it lets one through
                 waits.append(breaker.wait(now))
                 continue
             rt.marks.retrying.add((key, dest, head.seq))
-            rt.chains.submit((key, dest), functools.partial(retry, rt, key, dest, head))
+            rt.sending.senders.submit((key, dest), functools.partial(retry, rt, key, dest, head))
         rt.index_retry(key, pending)
         if waits:
             rt.marks.postpone(key, now + max(RETRY_TICK, min(waits)))
@@ -183,7 +183,7 @@ def due(rt: Runtime, pending: Pending, now: float) -> list[tuple[str, Parked]]:
     for dest, queue in pending.queues.items():
         if not queue.parked:
             continue
-        head, breaker = queue.parked[0], rt.breakers[dest]
+        head, breaker = queue.parked[0], rt.sending.breakers[dest]
         recovered = breaker.state is State.CLOSED and breaker.since is not None and head.first_failed_at < breaker.since
         if head.next_at <= now or recovered:
             out.append((dest, head))
@@ -207,9 +207,9 @@ async def retry(rt: Runtime, key: str, dest: str, head: Parked) -> None:
     answered: set[int] = set()
     try:
         for item in batch:
-            if not rt.breakers[dest].allow(rt.clock()):
+            if not rt.sending.breakers[dest].allow(rt.clock()):
                 if item is head:  # another probe went first: ask again when this one may go
-                    rt.marks.postpone(key, rt.clock() + max(RETRY_TICK, rt.breakers[dest].wait(rt.clock())))
+                    rt.marks.postpone(key, rt.clock() + max(RETRY_TICK, rt.sending.breakers[dest].wait(rt.clock())))
                 break
             outcome = await retry_one(rt, key, dest, item)
             answered.add(item.seq)
@@ -225,7 +225,7 @@ async def retry_one(rt: Runtime, key: str, dest: str, item: Parked) -> Outcome:
     result = await effects.send_bounded(rt, dest, PartnerRequest.from_dict(item.request))
     outcome, retry_after = result.outcome, result.retry_after
     if result.status in AUTH_STATUSES:
-        breaker = rt.breakers[dest]
+        breaker = rt.sending.breakers[dest]
         if breaker.refused_alone(item.first_failed_at):
             outcome = Outcome.FAIL  # others get through: this call's own refusal
         else:
@@ -254,7 +254,7 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
         outcome=outcome.value,
         error=retried.error,
         now=rt.clock(),
-        delay=rt.retry_delay(attempts, retried.retry_after),
+        delay=rt.sending.retry_delay(attempts, retried.retry_after),
         window=rt.settings.retry_window_seconds,
         attempts=retried.attempts,
     )

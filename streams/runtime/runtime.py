@@ -31,29 +31,27 @@ from typing import Any
 from streams.core import control
 from streams.core import pending as pending_mod
 from streams.core.aggregate import CloseIndex
-from streams.core.breaker import Breakers, Policy, State, signal_of
 from streams.core.dedupe import Seen
 from streams.core.destination import Destination
 from streams.core.memory import Memory
 from streams.core.pending import Pending
 from streams.core.pendingcounts import PendingCounts
 from streams.core.redact import redact
-from streams.core.retry import Outcome, backoff
 from streams.core.state import UserState
 from streams.partitioner import owner_partition
 from streams.runtime import wiring
+from streams.runtime.acks import Acks
 from streams.runtime.catchup import CatchUp
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.groupview import GroupView
-from streams.runtime.inflight import AckTracker, Redeliveries
 from streams.runtime.observing import Observer, Unobserved
 from streams.runtime.outbox import BY_USER, Outbox, produce
 from streams.runtime.parking import ParkingMarks
 from streams.runtime.pendingstore import PendingStore
 from streams.runtime.rowcache import CachedRows, decoded
 from streams.runtime.seenpacks import SeenPacks
-from streams.runtime.senders import Senders
+from streams.runtime.sending import Sending
 from streams.runtime.spillstore import SpillStore
 from streams.runtime.topiclist import by_user_topic_name
 from streams.settings import Settings
@@ -116,7 +114,7 @@ class Runtime:
         self.clock = clock
         self.rng = rng or random.Random()
         self.by_user_topic = by_user_topic_name(settings.app_id)
-        self.acks = AckTracker(on_failure=self.failed_for_good)
+        self.acks = Acks(on_failure=self.failed_for_good)  # acknowledgements in offset order, the redelivery guard
         self.groups = GroupView(tables.groups)  # the groups as this worker sees them
         self.changelog = ChangelogWrites()  # each event's table writes, awaited before its ack
         self.seen_packs = SeenPacks(tables.seen, self.changelog)  # new dedupe entries, packed per partition
@@ -124,13 +122,7 @@ class Runtime:
         # so, and `stop` (given by the app) stops the worker so that it is redone.
         self.failure: str | None = None
         self.stop: Callable[[BaseException], Any] = lambda exc: None
-        self.redeliveries = Redeliveries()
-        # Each user's work per destination, one piece after another, served by a fixed
-        # pool of senders per destination (streams.runtime.senders; keyed (user,
-        # destination or "forward"), hence the name).
-        self.chains = Senders(settings.max_in_flight, hold=self._hold)
         self.spills = SpillStore(tables.spill, tables.spillrows, self.partition_of)  # streams.runtime.spilling
-        self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
         # Parking, in this process (streams.runtime.parking.ParkingMarks): park records
         # in transit, parked heads being retried, and when each user's next retry is due.
         self.marks = ParkingMarks()
@@ -145,17 +137,11 @@ class Runtime:
         self.closing: set[tuple[str, str]] = set()  # (user key, window id)
         self.window_rescan = asyncio.Event()
         self.counters: Counter[str] = Counter()
-        self.pending_counts = PendingCounts()  # events waiting, per destination and state, for /status
-        # Each destination's circuit breaker (streams.core.breaker): told every answer,
-        # asked before every request, so one sick destination is backed off as a whole.
-        self.breakers = Breakers(
-            Policy(
-                failures=settings.breaker_failures,
-                open_seconds=settings.breaker_open_seconds,
-                max_open_seconds=max(60.0, settings.breaker_open_seconds),
-                max_retry_after=settings.max_retry_after,
-            )
+        # The senders, the circuit breakers, the releases under way (streams.runtime.sending).
+        self.sending = Sending(
+            settings, partition_of=self.partition_of, counters=self.counters, clock=clock, rng=self.rng, hold=self._hold
         )
+        self.pending_counts = PendingCounts()  # events waiting, per destination and state, for /status
         # Told of dead letters, deliveries and routed calls: /metrics, /status and the
         # console, as the app's wiring connects them (streams.runtime.observing).
         self.observer: Observer = observer or Unobserved()
@@ -171,10 +157,11 @@ class Runtime:
         recovered: Callable[[], bool] = lambda: True,
         clients: Mapping[str, PartnerClient] | None = None,
         observer: Observer | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> Runtime:
         """The runtime of a worker configured by `settings` (the one place that builds
-        it); `clients` replaces the HTTP clients (unit tests); `observer` is told what
-        it does (streams.runtime.observing)."""
+        it); `clients` replaces the HTTP clients and `clock` the time (unit tests);
+        `observer` is told what it does (streams.runtime.observing)."""
         return cls(
             settings,
             destinations=wiring.destinations(settings),
@@ -185,6 +172,7 @@ class Runtime:
             partitions=partitions or (lambda: settings.topic_partitions),
             recovered=recovered,
             observer=observer,
+            clock=clock,
         )
 
     # ------------------------------------------------------------------ state
@@ -235,33 +223,6 @@ class Runtime:
             return None
         partition, deadline = self.partition_of(key), self.settings.delivery_deadline
         return self.catchup.hold(partition, key, destination, deadline, give_up=self.acks.pressed)
-
-    def retry_delay(self, attempts: int, retry_after: float | None) -> float:
-        s = self.settings
-        if retry_after is not None:
-            retry_after = min(retry_after, s.max_retry_after)
-        return backoff(max(1, attempts), retry_after, base=s.retry_base_delay, cap=s.retry_max_delay, rng=self.rng)
-
-    def answered(self, destination: str, outcome: Outcome, status: int | None, retry_after: float | None) -> bool:
-        """Tell the destination's breaker one answer (status None: none came); True
-        while it stays closed (the caller's quick retries may go on)."""
-        breaker = self.breakers[destination]
-        before = breaker.state
-        reason = f"answered {status}" if status is not None else "no answer"
-        breaker.record(signal_of(outcome.value, status), self.clock(), retry_after, reason)
-        if breaker.state is not before:
-            self.counters[f"circuit_{breaker.state}.{destination}"] += 1
-            wait = breaker.wait(self.clock())
-            if breaker.state is State.CLOSED:
-                log.warning("%s answers again: its circuit breaker is closed", destination)
-            elif breaker.state is State.OPEN:
-                log.warning(
-                    "%s %s: its circuit breaker is open, deliveries park for %.0f s before a probe",
-                    destination,
-                    reason,
-                    wait,
-                )
-        return breaker.state is State.CLOSED
 
     # ------------------------------------------------------------------ life cycle
 
@@ -324,19 +285,13 @@ class Runtime:
         owner's requests for the same user (a user's older traits arriving last). False
         if some work did not stop within REVOKE_TIMEOUT."""
         revoked = list(tps)
-        self.redeliveries.forget(revoked)
-        self.acks.forget(revoked)
+        self.acks.revoked(revoked)
         lost = {p for topic, p in revoked if topic == self.by_user_topic}
-        self.spills.revoked(lost)  # before the chains stop: none of theirs is handed over again
+        self.spills.revoked(lost)  # before the senders stop: none of theirs is handed over again
         if not lost:
             return True
 
-        def of_lost_user(chain: Any) -> bool:  # chains are keyed (user, destination or "forward")
-            return self.partition_of(chain[0]) in lost
-
-        stopped = await self.chains.cancel(of_lost_user, REVOKE_TIMEOUT)
-        # Their releases are nobody's in this process now: the next owner sends them again.
-        self.in_flight = {k for k in self.in_flight if self.partition_of(k[0]) not in lost}
+        stopped = await self.sending.revoked(lost, REVOKE_TIMEOUT)
         # So are their parking marks: a park cancelled above before the producer had its
         # record would leave a mark that nothing clears, holding the user's later calls
         # to that partner for good if the partition comes back (issue 22, finding 2).

@@ -126,7 +126,7 @@ def refill(rt: Runtime, key: str, destination: str) -> None:
             return
         store.cursor[pair] = ordinal + 1
         item = spill.dispatch_of(row, destination, seq)
-        task = rt.chains.submit(pair, functools.partial(drained, rt, key, item))
+        task = rt.sending.senders.submit(pair, functools.partial(drained, rt, key, item))
         track(rt, key, destination, task)
         task.add_done_callback(functools.partial(_failed, rt, pair))
 
