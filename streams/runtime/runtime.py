@@ -30,7 +30,6 @@ from typing import Any
 
 from streams.core import control
 from streams.core import pending as pending_mod
-from streams.core.aggregate import CloseIndex
 from streams.core.dedupe import Seen
 from streams.core.destination import Destination
 from streams.core.memory import Memory
@@ -54,6 +53,7 @@ from streams.runtime.seenpacks import SeenPacks
 from streams.runtime.sending import Sending
 from streams.runtime.spillstore import SpillStore
 from streams.runtime.topiclist import by_user_topic_name
+from streams.runtime.windows import Windows
 from streams.settings import Settings
 
 log = logging.getLogger("cs_relay")
@@ -131,11 +131,7 @@ class Runtime:
         # left there: their deliveries wait for it (streams.runtime.catchup).
         self.catchup = CatchUp(uuid.uuid4().hex[:12])  # its reader of the partitions, wired by the app
         self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
-        # Aggregation windows (streams.runtime.aggregation): users by next close time, the
-        # windows whose request is on its way (until its window-done), and the rescan flag.
-        self.window_index = CloseIndex()
-        self.closing: set[tuple[str, str]] = set()  # (user key, window id)
-        self.window_rescan = asyncio.Event()
+        self.windows = Windows(self.partition_of)  # aggregation windows in this process
         self.counters: Counter[str] = Counter()
         # The senders, the circuit breakers, the releases under way (streams.runtime.sending).
         self.sending = Sending(
@@ -252,10 +248,7 @@ class Runtime:
                 table.clear()  # recovery may have replaced rows behind the cache
         self.pending_counts.assigned(by_user_partitions)  # the new ones counted by the rescan
         self.retry_rescan.set()
-        # Open windows likewise: the index is rebuilt from the table of what is ours now.
-        self.window_index.clear()
-        self.closing = {(k, w) for k, w in self.closing if self.partition_of(k) in by_user_partitions}
-        self.window_rescan.set()
+        self.windows.assigned(by_user_partitions)  # open windows likewise: the index rebuilt
 
     def _caught_up(self, partition: int, token: str) -> Callable[[], Any]:
         value, headers = control.encode(control.CaughtUp(token))
