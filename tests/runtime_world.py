@@ -130,7 +130,7 @@ class World:
         # The world moves by turns of the loop, not by time: a partition's packed dedupe
         # row is written on the turn after its first entry (streams.runtime.seenpacks).
         self.rt.seen_packs.linger = 0.0
-        self.rt.catchup.reader = self.read_ahead
+        self.rt.parking.catchup.reader = self.read_ahead
         self.offsets: Counter[tuple[str, int]] = Counter()
         self.routed = 0  # how many produced records were read back
         self.acked: list[tuple[str, int, int]] = []

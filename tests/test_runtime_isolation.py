@@ -59,7 +59,7 @@ async def test_an_open_breaker_parks_deliveries_without_calling_the_partner_then
     # Due but the breaker still open: nobody is retried.
     world.now += 4
     for user in users:
-        world.rt.marks.retry_due_at[user] = world.now
+        world.rt.parking.marks.retry_due_at[user] = world.now
     await retries.tick(world.rt)
     assert await world.settle()
     assert len(world.client.requests) == called
@@ -107,13 +107,13 @@ async def test_401_on_every_request_pauses_the_destination_instead_of_dead_lette
     world.client.answers = [401]
     world.now = max(p["next_at"] for u in users for p in world.pending(u)["parked"]) + 31
     for user in users:
-        world.rt.marks.retry_due_at[user] = world.now
+        world.rt.parking.marks.retry_due_at[user] = world.now
     await retries.tick(world.rt)
     assert await world.settle()
     assert breaker.state is State.PAUSED and world.dead_letters() == []
     world.now += 31
     for user in users:
-        world.rt.marks.retry_due_at[user] = world.now
+        world.rt.parking.marks.retry_due_at[user] = world.now
     await retries.tick(world.rt)
     assert await world.settle()
     await retries.tick(world.rt)
@@ -156,7 +156,7 @@ async def test_a_recovered_destination_drains_a_users_parked_deliveries_several_
     await retries.tick(world.rt)
     assert not await world.settle(spins=20)
     # The retry of the head has begun; the four behind it are its batch, not retried apart.
-    assert len(world.rt.marks.retrying) == 5 and len(world.client.requests) == 2
+    assert len(world.rt.parking.marks.retrying) == 5 and len(world.client.requests) == 2
     world.client.gate.set()
     assert await world.settle()
     assert world.client.events()[-5:] == ["E1", "E2", "E3", "E4", "E5"]

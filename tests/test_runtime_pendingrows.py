@@ -38,7 +38,7 @@ def world_with_counters(env: dict[str, str] | None = None, answers: list[int] | 
 
 async def drain(world: World) -> None:
     for _ in range(100):
-        due = world.rt.marks.retry_due_at
+        due = world.rt.parking.marks.retry_due_at
         if not due:
             return
         world.now = max(world.now, min(due.values())) + 0.1

@@ -161,11 +161,11 @@ def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
 async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
     rt.observer.delivering(item.message_id)
     client = rt.clients[item.destination]
-    if rt.catching_up(key, item.destination):
+    if rt.parking.catching_up(key, item.destination):
         # This worker has not yet read all that an earlier owner left in the partition, and
         # a park or pending-done record of this user and partner may lie ahead of it
         # (streams.runtime.catchup). The senders held this delivery aside for it, at most
-        # the delivery deadline and not under back-pressure (`Runtime._hold`): it still
+        # the delivery deadline and not under back-pressure (`Parking.hold`): it still
         # may, so it parks (its record behind every earlier one in the log).
         rt.counters[f"parked_catching_up.{item.destination}"] += 1
         error = "read before its partition caught up with an earlier owner's records; not called"
@@ -175,7 +175,7 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
         # Confirmed, parked or handed over meanwhile (an earlier owner's record, a merge).
         rt.sending.in_flight.discard((key, item.destination, item.released_seq))
         return None
-    if rt.marks.parking[(key, item.destination)] > 0 or rt.pending(key).queue(item.destination).parked:
+    if rt.parking.marks.parking[(key, item.destination)] > 0 or rt.pending(key).queue(item.destination).parked:
         # An earlier delivery of this user to this partner is parked, or on its way to
         # be: park this one behind it rather than overtake it.
         await park(rt, key, item, attempts=0, error="waiting behind a parked delivery", retry_after=None)
@@ -255,7 +255,7 @@ def error_text(client: PartnerClient, result: Result) -> str:
 async def park(rt: Runtime, key: str, item: Dispatch, *, attempts: int, error: str, retry_after: float | None) -> None:
     """Carry a delivery that failed in a retryable way to the user's parked queue
     (`streams.runtime.retries`), with a `park` record to the user's partition."""
-    rt.marks.parking[(key, item.destination)] += 1  # before any await: the chain's next item sees it
+    rt.parking.marks.parking[(key, item.destination)] += 1  # before any await: the chain's next item sees it
     rt.counters[f"parked.{item.destination}"] += 1
     now = rt.clock()
     parked = Parked(

@@ -94,7 +94,7 @@ def group_known(rt: Runtime, record: Incoming, known: GroupKnown) -> list[Awaita
     before = rt.pending(key)
     pending, dispatches = before, []
     for dest in rt.destinations:
-        if rt.marks.parking[(key, dest.key)] > 0:
+        if rt.parking.marks.parking[(key, dest.key)] > 0:
             continue  # a park record in transit: its user's events wait behind it
         pending, released = release_ready(pending, dest, user, groups, rt.settings.pending_max_events)
         dispatches += released

@@ -59,7 +59,7 @@ def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
     released: list[Dispatch] = []
     user, destination = rt.user(key), rt.destination(done.destination)
     held = pending.queue(done.destination).held
-    if user is not None and destination is not None and held and rt.marks.parking[(key, done.destination)] == 0:
+    if user is not None and destination is not None and held and rt.parking.marks.parking[(key, done.destination)] == 0:
         limit = rt.settings.pending_max_events
         pending, released = release_ready(pending, destination, user, rt.groups.of(user), limit)
     work: Work = []
@@ -80,7 +80,7 @@ def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
 def caught_up(rt: Runtime, record: Incoming, marker: CaughtUp) -> Work:
     """This worker's caught-up record, read back: the partition's deliveries no longer
     wait (streams.runtime.catchup). Another worker's, or an earlier one's, is ignored."""
-    if rt.catchup.reached(record.partition, marker.token):
+    if rt.parking.catchup.reached(record.partition, marker.token):
         rt.counters["caught_up"] += 1
     return []
 
@@ -162,7 +162,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         now_iso=now_iso,
         max_pending=s.pending_max_events,
         max_pending_age=s.pending_max_age_seconds,
-        blocked=frozenset(d.key for d in destinations if rt.marks.parking[(key, d.key)] > 0),
+        blocked=frozenset(d.key for d in destinations if rt.parking.marks.parking[(key, d.key)] > 0),
         memories=rt.memories,
         seq=first_seq(position),
         watch=rt.consent,

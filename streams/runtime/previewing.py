@@ -24,7 +24,7 @@ def run(rt: Runtime, raws: Sequence[bytes]) -> list[dict[str, Any]]:
         max_pending=rt.settings.pending_max_events,
         max_pending_age=rt.settings.pending_max_age_seconds,
         memories=rt.memories,
-        blocked=lambda key: frozenset(d.key for d in rt.destinations if rt.marks.parking[(key, d.key)] > 0),
+        blocked=lambda key: frozenset(d.key for d in rt.destinations if rt.parking.marks.parking[(key, d.key)] > 0),
     )
     render = request_view(rt.settings)
     return [r.to_dict(render) for r in results]

@@ -48,7 +48,7 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
     """In the user's partition: the delivery joins the user's parked queue."""
     assert record.key is not None  # control records to a user are keyed by the user
     key, dest = record.key.decode("utf-8"), park.destination
-    parking = rt.marks.parking
+    parking = rt.parking.marks.parking
     if parking[(key, dest)] > 0:
         parking[(key, dest)] -= 1
     if parking[(key, dest)] <= 0:
@@ -80,18 +80,18 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
 
 async def tick(rt: Runtime) -> None:
     """Send a `retry-due` record to each partition with users whose parked head is due."""
-    if rt.marks.wants_rescan():  # users with parked deliveries were left out of the index
-        rt.retry_rescan.set()
-    if rt.retry_rescan.is_set() and rt.recovered():
-        rt.retry_rescan.clear()
+    if rt.parking.marks.wants_rescan():  # users with parked deliveries were left out of the index
+        rt.parking.rescan.set()
+    if rt.parking.rescan.is_set() and rt.recovered():
+        rt.parking.rescan.clear()
         await rescan(rt)
     now = rt.clock()
     watch_breakers(rt, now)
     by_partition: dict[int, list[str]] = {}
-    for key, due_at in list(rt.marks.retry_due_at.items()):
+    for key, due_at in list(rt.parking.marks.retry_due_at.items()):
         if due_at <= now:
             by_partition.setdefault(rt.partition_of(key), []).append(key)
-            rt.marks.retry_due_at[key] = now + ANSWER_WAIT  # until the partition answers (it resets this)
+            rt.parking.marks.retry_due_at[key] = now + ANSWER_WAIT  # until the partition answers (it resets this)
     for partition, keys in by_partition.items():
         for record in retry_due_records(keys, max_keys=RETRY_DUE_MAX_KEYS, max_bytes=RETRY_DUE_MAX_BYTES):
             try:
@@ -100,8 +100,8 @@ async def tick(rt: Runtime) -> None:
                 # Not asked: due again at the next tick, not after ANSWER_WAIT (the timer
                 # logs the failure: streams.runtime.timers).
                 for key in record.keys:
-                    if key in rt.marks.retry_due_at:
-                        rt.marks.retry_due_at[key] = now
+                    if key in rt.parking.marks.retry_due_at:
+                        rt.parking.marks.retry_due_at[key] = now
                 raise
 
 
@@ -116,15 +116,15 @@ async def rescan(rt: Runtime) -> None:
     with it every retry."""
     pendings = Readable(pendingrows.index_only, errors=(ValueError, KeyError, TypeError))
     counts = rt.pending_counts
-    rt.marks.rescan_begins()
+    rt.parking.marks.rescan_begins()
     for partition in sorted(rt.owned):
         counts.scan_begins(partition)
         for chunk in chunks_of_partition(rt.tables.pending, partition, rt.partition_of, RESCAN_CHUNK):
             for key, pending in pendings.each(chunk):
-                rt.index_retry(key, pending)
+                rt.parking.index_retry(key, pending)
                 counts.scanned(partition, key, pending)
             await asyncio.sleep(0)
-            if rt.retry_rescan.is_set():
+            if rt.parking.rescan.is_set():
                 return
         counts.scan_ends(partition)
     if pendings.skipped:
@@ -145,8 +145,8 @@ def watch_breakers(rt: Runtime, now: float) -> None:
                 breaker.policy.pause_seconds,
             )
     if rt.sending.breakers.closed_since_last_look():
-        for key in rt.marks.retry_due_at:
-            rt.marks.retry_due_at[key] = min(rt.marks.retry_due_at[key], now)
+        for key in rt.parking.marks.retry_due_at:
+            rt.parking.marks.retry_due_at[key] = min(rt.parking.marks.retry_due_at[key], now)
 
 
 def start_retries(rt: Runtime, record: Incoming, due: RetryDue) -> list[Awaitable[Any]]:
@@ -161,17 +161,17 @@ def retry_due(rt: Runtime, keys: Any) -> list[Awaitable[Any]]:
         pending = rt.pending(key)
         waits = []
         for dest, head in due(rt, pending, now):
-            if (key, dest, head.seq) in rt.marks.retrying or dest not in rt.clients:
+            if (key, dest, head.seq) in rt.parking.marks.retrying or dest not in rt.clients:
                 continue
             breaker = rt.sending.breakers[dest]
             if not breaker.may_probe(now):  # backed off as a whole: not before it lets one through
                 waits.append(breaker.wait(now))
                 continue
-            rt.marks.retrying.add((key, dest, head.seq))
+            rt.parking.marks.retrying.add((key, dest, head.seq))
             rt.sending.senders.submit((key, dest), functools.partial(retry, rt, key, dest, head))
-        rt.index_retry(key, pending)
+        rt.parking.index_retry(key, pending)
         if waits:
-            rt.marks.postpone(key, now + max(RETRY_TICK, min(waits)))
+            rt.parking.marks.postpone(key, now + max(RETRY_TICK, min(waits)))
     return []
 
 
@@ -200,16 +200,18 @@ async def retry(rt: Runtime, key: str, dest: str, head: Parked) -> None:
     start = next((i for i, p in enumerate(parked) if p.seq == head.seq), None)
     batch = [head] if start is None else list(parked[start : start + RETRY_BATCH])
     for item in batch[1:]:
-        if (key, dest, item.seq) in rt.marks.retrying:
+        if (key, dest, item.seq) in rt.parking.marks.retrying:
             batch = batch[: batch.index(item)]
             break
-    rt.marks.retrying.update((key, dest, item.seq) for item in batch)
+    rt.parking.marks.retrying.update((key, dest, item.seq) for item in batch)
     answered: set[int] = set()
     try:
         for item in batch:
             if not rt.sending.breakers[dest].allow(rt.clock()):
                 if item is head:  # another probe went first: ask again when this one may go
-                    rt.marks.postpone(key, rt.clock() + max(RETRY_TICK, rt.sending.breakers[dest].wait(rt.clock())))
+                    rt.parking.marks.postpone(
+                        key, rt.clock() + max(RETRY_TICK, rt.sending.breakers[dest].wait(rt.clock()))
+                    )
                 break
             outcome = await retry_one(rt, key, dest, item)
             answered.add(item.seq)
@@ -217,7 +219,7 @@ async def retry(rt: Runtime, key: str, dest: str, head: Parked) -> None:
                 break
     finally:
         # No `retried` record will clear these marks: let a later tick try them.
-        rt.marks.retrying.difference_update((key, dest, item.seq) for item in batch if item.seq not in answered)
+        rt.parking.marks.retrying.difference_update((key, dest, item.seq) for item in batch if item.seq not in answered)
 
 
 async def retry_one(rt: Runtime, key: str, dest: str, item: Parked) -> Outcome:
@@ -243,7 +245,7 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
     """In the user's partition: apply a retry's outcome to the parked head."""
     assert record.key is not None  # control records to a user are keyed by the user
     key, dest, seq, outcome = record.key.decode("utf-8"), retried.destination, retried.seq, retried.outcome
-    rt.marks.retrying.discard((key, dest, seq))
+    rt.parking.marks.retrying.discard((key, dest, seq))
     before = rt.pending(key)
     head = next((p for p in before.queue(dest).parked if p.seq == seq), None)
     attempts = (head.attempts if head else 0) + retried.attempts

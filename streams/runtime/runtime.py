@@ -17,19 +17,17 @@ unit tests), so those functions run without a broker.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core import control
-from streams.core import pending as pending_mod
 from streams.core.dedupe import Seen
 from streams.core.destination import Destination
 from streams.core.memory import Memory
@@ -40,13 +38,12 @@ from streams.core.state import UserState
 from streams.partitioner import owner_partition
 from streams.runtime import wiring
 from streams.runtime.acks import Acks
-from streams.runtime.catchup import CatchUp
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.groupview import GroupView
 from streams.runtime.observing import Observer, Unobserved
 from streams.runtime.outbox import BY_USER, Outbox, produce
-from streams.runtime.parking import ParkingMarks
+from streams.runtime.parking import Parking
 from streams.runtime.pendingstore import PendingStore
 from streams.runtime.rowcache import CachedRows, decoded
 from streams.runtime.seenpacks import SeenPacks
@@ -123,19 +120,26 @@ class Runtime:
         self.failure: str | None = None
         self.stop: Callable[[BaseException], Any] = lambda exc: None
         self.spills = SpillStore(tables.spill, tables.spillrows, self.partition_of)  # streams.runtime.spilling
-        # Parking, in this process (streams.runtime.parking.ParkingMarks): park records
-        # in transit, parked heads being retried, and when each user's next retry is due.
-        self.marks = ParkingMarks()
         self.owned: frozenset[int] = frozenset()  # the by-user partitions assigned here (not standbys)
-        # Assigned partitions whose reading has not caught up with what an earlier owner
-        # left there: their deliveries wait for it (streams.runtime.catchup).
-        self.catchup = CatchUp(uuid.uuid4().hex[:12])  # its reader of the partitions, wired by the app
-        self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
         self.windows = Windows(self.partition_of)  # aggregation windows in this process
         self.counters: Counter[str] = Counter()
         # The senders, the circuit breakers, the releases under way (streams.runtime.sending).
+        # Parking marks, the catch-up of new partitions, the retry rescan (streams.runtime.parking).
+        self.parking = Parking(
+            instance=uuid.uuid4().hex[:12],
+            partition_of=self.partition_of,
+            destinations=frozenset(self.clients),
+            deadline=settings.delivery_deadline,
+            pressed=self.acks.pressed,
+            caught_up=self._caught_up,
+        )
         self.sending = Sending(
-            settings, partition_of=self.partition_of, counters=self.counters, clock=clock, rng=self.rng, hold=self._hold
+            settings,
+            partition_of=self.partition_of,
+            counters=self.counters,
+            clock=clock,
+            rng=self.rng,
+            hold=self.parking.hold,
         )
         self.pending_counts = PendingCounts()  # events waiting, per destination and state, for /status
         # Told of dead letters, deliveries and routed calls: /metrics, /status and the
@@ -183,42 +187,16 @@ class Runtime:
         return decoded(self.tables.seen, key, Seen.from_dict)
 
     def store_pending(self, key: str, pending: Pending) -> None:
-        self.index_retry(key, pending)
+        self.parking.index_retry(key, pending)
         before = self.pendings.read(key)
         self.pending_counts.written(self.partition_of(key), key, before, pending)
         self.pendings.write(key, before, pending)
-
-    def index_retry(self, key: str, pending: Pending) -> None:
-        """Note when the user's next retry is due, and since when its oldest parked
-        delivery per destination has waited (the age gauge of /metrics); the counts of
-        /status are told of writes (`store_pending`) and of the rescan's reads."""
-        self.marks.index(
-            key,
-            pending_mod.next_retry_at(pending),
-            {dest: min(p.first_failed_at for p in q.parked) for dest, q in pending.queues.items() if q.parked},
-        )
 
     def destination(self, key: str) -> Destination | None:
         return next((d for d in self.destinations if d.key == key), None)
 
     def partition_of(self, key: str) -> int:
         return owner_partition(key, self.partitions())
-
-    def catching_up(self, key: str, destination: str) -> bool:
-        """Whether a delivery of `key` to `destination` must not go yet: its partition has
-        not caught up with an earlier owner's records, and the read-ahead did not clear
-        the pair (streams.runtime.catchup); no hashing of the key while none is behind."""
-        return self.catchup.lagging() and not self.catchup.cleared(self.partition_of(key), key, destination)
-
-    def _hold(self, chain: tuple[str, str]) -> Awaitable[bool] | None:
-        """The senders' hold (streams.runtime.senders): a delivery the read-ahead has not
-        cleared waits for it, then for the caught-up record if it must (`CatchUp.hold`),
-        set aside rather than on a sender."""
-        key, destination = chain
-        if not self.catchup.lagging() or destination not in self.clients:
-            return None
-        partition, deadline = self.partition_of(key), self.settings.delivery_deadline
-        return self.catchup.hold(partition, key, destination, deadline, give_up=self.acks.pressed)
 
     # ------------------------------------------------------------------ life cycle
 
@@ -229,7 +207,7 @@ class Runtime:
             await client.start()
 
     async def close_clients(self) -> None:
-        await self.catchup.close()
+        await self.parking.catchup.close()
         for client in self.clients.values():
             await client.close()
 
@@ -240,14 +218,12 @@ class Runtime:
         stale if the partitions returned. Those that stayed keep theirs. Newly owned
         users may have parked deliveries: the next retry tick looks for them."""
         self.owned = frozenset(by_user_partitions)
-        self.marks.reassigned(by_user_partitions, self.partition_of)
+        self.parking.assigned(by_user_partitions)
         self.spills.assigned(by_user_partitions)
-        self.catchup.assign(by_user_partitions, self._caught_up)
         for table in (self.tables.users, self.tables.pending, self.tables.seen):
             if isinstance(table, CachedRows):
                 table.clear()  # recovery may have replaced rows behind the cache
         self.pending_counts.assigned(by_user_partitions)  # the new ones counted by the rescan
-        self.retry_rescan.set()
         self.windows.assigned(by_user_partitions)  # open windows likewise: the index rebuilt
 
     def _caught_up(self, partition: int, token: str) -> Callable[[], Any]:
@@ -285,12 +261,7 @@ class Runtime:
             return True
 
         stopped = await self.sending.revoked(lost, REVOKE_TIMEOUT)
-        # So are their parking marks: a park cancelled above before the producer had its
-        # record would leave a mark that nothing clears, holding the user's later calls
-        # to that partner for good if the partition comes back (issue 22, finding 2).
-        # Whoever reads the partition next knows only what is in Kafka, this worker too.
-        self.marks.forget(lost, self.partition_of)
-        self.catchup.forget(lost)
+        self.parking.revoked(lost)  # their marks and catch-up
         self.seen_packs.forget(lost)  # its events are not acknowledged here: their entries neither
         if not stopped:
             log.warning("some work of revoked partitions did not stop within %.0f s", REVOKE_TIMEOUT)

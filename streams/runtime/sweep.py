@@ -74,7 +74,7 @@ def _sweep_pending(rt: Runtime, partition: int, rows: list[tuple[str, Any]]) -> 
     for key, index in pendings.each(rows):
 
         def busy(dest: str, seq: int, key: str = key) -> bool:
-            return (key, dest, seq) in rt.marks.retrying
+            return (key, dest, seq) in rt.parking.marks.retrying
 
         if not _expires(index, now, s, busy):
             continue  # the common case, decided on the index row alone
