@@ -231,7 +231,7 @@ class World:
         """Let the retry tick bring every parked delivery of `user` out, the clock moved
         to each head's retry time (the partner answers as scripted)."""
         for _ in range(rounds):
-            pending = self.rt.pending(user)
+            pending = self.rt.rows.pending(user)
             if pending.is_empty():
                 return
             self.now = max(p.next_at for q in pending.queues.values() for p in q.parked) + 0.1
@@ -249,4 +249,4 @@ class World:
 
     def pending(self, key: str) -> dict[str, Any]:
         """The user's ClientSuccess queues, whole (index and payload rows joined)."""
-        return self.rt.pending(key).to_dict()["queues"].get("clientsuccess", {})
+        return self.rt.rows.pending(key).to_dict()["queues"].get("clientsuccess", {})

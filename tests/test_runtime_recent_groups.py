@@ -60,7 +60,7 @@ async def test_a_group_dropped_at_the_bound_is_read_from_the_global_copy_and_its
     assert "acme" not in rt.groups.noted()
     assert rt.groups.get("acme") == older  # what the group's partition wrote: read as another worker would
     # The caller's own view keeps its newer copy (UserState.group_copy), so its events see it.
-    user = rt.user("u1")
+    user = rt.rows.user("u1")
     assert user is not None and rt.groups.of(user)("acme").traits.get("plan") == "pro"
     # Once the group's partition writes the new record, everyone sees it.
     world.tables.groups["acme"] = user.group_copy.to_dict()

@@ -49,7 +49,7 @@ async def test_pending_counts_follow_every_write_and_the_assignment():
     a, b = users_of(world, 0, 1)[0], users_of(world, 1, 1)[0]
     await hold(world, a, 2)
     await hold(world, b, 1)
-    counts = world.rt.pending_counts.counts
+    counts = world.rt.rows.pending_counts.counts
     assert counts() == pending_counts(world.tables.pending.values())
     assert counts()["clientsuccess"]["held"] == 3
     await world.publish(type="group", userId=a, groupId="g1", traits={"name": "Acme"}, messageId=f"{a}-g")

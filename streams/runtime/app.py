@@ -222,7 +222,7 @@ ADMIN = adminsetup.install(
     app,
     settings=settings,
     users=users,
-    pending=runtime.pendings,
+    pending=runtime.rows.pendings,
     groups=groups_table,
     source_topics=(input_topic.get_topic_name(), by_user_topic.get_topic_name()),
     partitions=_partitions(),
@@ -232,7 +232,7 @@ ADMIN = adminsetup.install(
     stats=observer.stats,
     parked_oldest_age=lambda: runtime.parking.marks.parked_since.ages(runtime.clock()),
     circuits=lambda: {dest: b.status(runtime.clock()) for dest, b in runtime.sending.breakers.items()},
-    pending_counts=runtime.pending_counts.counts,
+    pending_counts=runtime.rows.pending_counts.counts,
     failure=lambda: runtime.failure,
 )
 # The operator console at /console (issue 17; off without CS_RELAY_ADMIN_TOKEN).

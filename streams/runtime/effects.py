@@ -122,7 +122,7 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
     dead letters, deliveries, and the released events that no delivery in this process
     is carrying (after a restart, `releasing` may hold events whose delivery died with
     the previous process: they are sent again rather than lost)."""
-    if result.user != rt.user(key):  # written only when it changed (last_seen moves once a minute)
+    if result.user != rt.rows.user(key):  # written only when it changed (last_seen moves once a minute)
         rt.tables.users[key] = result.user.to_dict()
     resend = resolve_releasing(
         before,
@@ -133,7 +133,7 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
         lambda d, seq: (key, d, seq) in rt.sending.in_flight,
     )
     if resend.pending != before:
-        rt.store_pending(key, resend.pending)
+        rt.rows.store_pending(key, resend.pending)
     for dest, why in resend.skipped:  # released, and the destination's rules changed since
         rt.counters[f"skipped.{dest}"] += 1
         log.info("a released event is no longer taken by %s: %s", dest, why)
@@ -175,7 +175,7 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
         # Confirmed, parked or handed over meanwhile (an earlier owner's record, a merge).
         rt.sending.in_flight.discard((key, item.destination, item.released_seq))
         return None
-    if rt.parking.marks.parking[(key, item.destination)] > 0 or rt.pending(key).queue(item.destination).parked:
+    if rt.parking.marks.parking[(key, item.destination)] > 0 or rt.rows.pending(key).queue(item.destination).parked:
         # An earlier delivery of this user to this partner is parked, or on its way to
         # be: park this one behind it rather than overtake it.
         await park(rt, key, item, attempts=0, error="waiting behind a parked delivery", retry_after=None)
@@ -225,7 +225,7 @@ def _numbered(item: Dispatch) -> str | None:
 
 
 def _releasing(rt: Runtime, key: str, item: Dispatch) -> bool:
-    return any(i.seq == item.released_seq for i in rt.pending(key).queue(item.destination).releasing)
+    return any(i.seq == item.released_seq for i in rt.rows.pending(key).queue(item.destination).releasing)
 
 
 async def send_bounded(rt: Runtime, destination: str, request: PartnerRequest) -> Result:

@@ -85,13 +85,13 @@ def group_known(rt: Runtime, record: Incoming, known: GroupKnown) -> list[Awaita
     if some events still need more of it."""
     assert record.key is not None
     key = record.key.decode("utf-8")
-    user = rt.user(key)
+    user = rt.rows.user(key)
     if user is None or user.merged_into:
         return []
     group = GroupState.from_dict(known.group)
     groups = overlay_newer(rt.groups.of(user), group)
 
-    before = rt.pending(key)
+    before = rt.rows.pending(key)
     pending, dispatches = before, []
     for dest in rt.destinations:
         if rt.parking.marks.parking[(key, dest.key)] > 0:

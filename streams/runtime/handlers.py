@@ -55,16 +55,16 @@ def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
     that waited for room there (streams.core.releasing.release_ready's limit) follow."""
     assert record.key is not None  # control records to a user are keyed by the user
     key = record.key.decode("utf-8")
-    pending = confirmed = confirm(rt.pending(key), done.destination, done.seq)
+    pending = confirmed = confirm(rt.rows.pending(key), done.destination, done.seq)
     released: list[Dispatch] = []
-    user, destination = rt.user(key), rt.destination(done.destination)
+    user, destination = rt.rows.user(key), rt.destination(done.destination)
     held = pending.queue(done.destination).held
     if user is not None and destination is not None and held and rt.parking.marks.parking[(key, done.destination)] == 0:
         limit = rt.settings.pending_max_events
         pending, released = release_ready(pending, destination, user, rt.groups.of(user), limit)
     work: Work = []
     if user is None or pending == confirmed:
-        rt.store_pending(key, pending)  # (apply_step writes only what differs from `confirmed`)
+        rt.rows.store_pending(key, pending)  # (apply_step writes only what differs from `confirmed`)
     if user is not None:
         # As after a call, the released events no delivery in this process carries are
         # sent again: this record handled again (a revoke or a crash stopped its first
@@ -135,7 +135,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     ):
         rt.counters["duplicates"] += 1
         return []
-    user = rt.user(key)
+    user = rt.rows.user(key)
     if user is not None and user.merged_into:
         # An anonymous visitor who has logged in: their state lives with the user now.
         # One after another per user, so forwarded events keep their order.
@@ -145,7 +145,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     if replay and REPLAY_DESTINATION_HEADER in headers:
         only = headers[REPLAY_DESTINATION_HEADER].decode("utf-8", "replace")
         destinations = [d for d in rt.destinations if d.key == only]
-    pending = rt.pending(key)
+    pending = rt.rows.pending(key)
     now = rt.clock()
     now_iso = datetime.fromtimestamp(now, UTC).isoformat()
     s = rt.settings
@@ -233,7 +233,7 @@ def first_routing(
     known: Any = rt.tables.seen.get(row_key)
     verdict = dedupe.classify_row(known, offset, now, window)
     if verdict is dedupe.Verdict.NEW:  # perhaps routed by an older version: the user's record
-        legacy = rt.seen(key)
+        legacy = rt.rows.seen(key)
         if not legacy.empty:
             known = dedupe.legacy_entry(legacy, ident, replay=by_identity)
             verdict = dedupe.classify_row(known, offset, now, window)

@@ -22,10 +22,10 @@ class _Source:
         self.rt = rt
 
     def user(self, key: str) -> UserState | None:
-        return self.rt.user(key)
+        return self.rt.rows.user(key)
 
     def pending(self, key: str) -> Pending:
-        return self.rt.pending(key)
+        return self.rt.rows.pending(key)
 
     def group(self, group_id: str) -> GroupState | None:
         return self.rt.groups.get(group_id)

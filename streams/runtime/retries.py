@@ -55,7 +55,7 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
         del parking[(key, dest)]
     if park.released_seq is not None:
         rt.sending.in_flight.discard((key, dest, park.released_seq))
-    before = rt.pending(key)
+    before = rt.rows.pending(key)
     limit = rt.settings.pending_max_events
     seq = park.seq if park.seq is not None else pending_mod.first_seq(record.position)  # the call's own, when known
     if pending_mod.parked_full(before, dest, limit, park.released_seq, seq):
@@ -63,7 +63,7 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
         # cannot wait behind it (the index row would grow without end during a long
         # outage of a busy user). It goes to the dead-letter topic, to replay later.
         if park.released_seq is not None:
-            rt.store_pending(key, pendingrows.without(before, [(dest, park.released_seq)]))
+            rt.rows.store_pending(key, pendingrows.without(before, [(dest, park.released_seq)]))
         detail = (
             f"more than {limit} deliveries to {dest} parked for this user (CS_RELAY_PENDING_MAX_EVENTS); "
             f"last error: {park.parked.last_error or 'none'}"
@@ -74,7 +74,7 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
         )
         return [effects.dead_letter(rt, letter, record.key)]
     parked = pending_mod.park(before, dest, park.parked, park.released_seq, seq)
-    rt.store_pending(key, parked)
+    rt.rows.store_pending(key, parked)
     return []
 
 
@@ -115,7 +115,7 @@ async def rescan(rt: Runtime) -> None:
     cannot read is its owner's to retry: an exception here would stop the timer, and
     with it every retry."""
     pendings = Readable(pendingrows.index_only, errors=(ValueError, KeyError, TypeError))
-    counts = rt.pending_counts
+    counts = rt.rows.pending_counts
     rt.parking.marks.rescan_begins()
     for partition in sorted(rt.owned):
         counts.scan_begins(partition)
@@ -158,7 +158,7 @@ def retry_due(rt: Runtime, keys: Any) -> list[Awaitable[Any]]:
     the acknowledgement: the parked record is durable whatever happens)."""
     now = rt.clock()
     for key in keys:
-        pending = rt.pending(key)
+        pending = rt.rows.pending(key)
         waits = []
         for dest, head in due(rt, pending, now):
             if (key, dest, head.seq) in rt.parking.marks.retrying or dest not in rt.clients:
@@ -196,7 +196,7 @@ async def retry(rt: Runtime, key: str, dest: str, head: Parked) -> None:
     record: a recovered partner's backlog drains at its speed, not one Kafka round trip
     per delivery. They are marked as being retried first, so that applying an outcome
     does not start another retry of the next one."""
-    parked = rt.pending(key).queue(dest).parked
+    parked = rt.rows.pending(key).queue(dest).parked
     start = next((i for i, p in enumerate(parked) if p.seq == head.seq), None)
     batch = [head] if start is None else list(parked[start : start + RETRY_BATCH])
     for item in batch[1:]:
@@ -246,7 +246,7 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
     assert record.key is not None  # control records to a user are keyed by the user
     key, dest, seq, outcome = record.key.decode("utf-8"), retried.destination, retried.seq, retried.outcome
     rt.parking.marks.retrying.discard((key, dest, seq))
-    before = rt.pending(key)
+    before = rt.rows.pending(key)
     head = next((p for p in before.queue(dest).parked if p.seq == seq), None)
     attempts = (head.attempts if head else 0) + retried.attempts
     pending, given_up = pending_mod.retried(
@@ -268,17 +268,17 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
         detail = f"{given_up.last_error} (after {given_up.attempts} attempts)"
         dead = DeadLetter(reason, detail, given_up.raw, given_up.source, "delivery", dest, f"{dest}#{given_up.seq}")
         work.append(effects.dead_letter(rt, dead, key.encode("utf-8"), status=retried.status))
-    user = rt.user(key)
+    user = rt.rows.user(key)
     destination = rt.destination(dest)
     if user is None or destination is None:
-        rt.store_pending(key, pending)
+        rt.rows.store_pending(key, pending)
     else:
         retried_pending = pending
         pending, released = release_ready(
             pending, destination, user, rt.groups.of(user), rt.settings.pending_max_events
         )
         if pending == retried_pending:
-            rt.store_pending(key, pending)  # (apply_step writes only what differs from `retried_pending`)
+            rt.rows.store_pending(key, pending)  # (apply_step writes only what differs from `retried_pending`)
         # As after a call, the released events no delivery in this process carries are
         # sent again: this record handled again (a revoke or a crash stopped its first
         # handling's deliveries) finds in `releasing` what that one released.

@@ -28,13 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core import control
-from streams.core.dedupe import Seen
 from streams.core.destination import Destination
 from streams.core.memory import Memory
-from streams.core.pending import Pending
-from streams.core.pendingcounts import PendingCounts
 from streams.core.redact import redact
-from streams.core.state import UserState
 from streams.partitioner import owner_partition
 from streams.runtime import wiring
 from streams.runtime.acks import Acks
@@ -44,8 +40,7 @@ from streams.runtime.groupview import GroupView
 from streams.runtime.observing import Observer, Unobserved
 from streams.runtime.outbox import BY_USER, Outbox, produce
 from streams.runtime.parking import Parking
-from streams.runtime.pendingstore import PendingStore
-from streams.runtime.rowcache import CachedRows, decoded
+from streams.runtime.rows import Rows
 from streams.runtime.seenpacks import SeenPacks
 from streams.runtime.sending import Sending
 from streams.runtime.spillstore import SpillStore
@@ -54,10 +49,6 @@ from streams.runtime.windows import Windows
 from streams.settings import Settings
 
 log = logging.getLogger("cs_relay")
-
-
-def _read_user(data: Any) -> UserState | None:
-    return UserState.from_dict(data) if data else None
 
 
 REVOKE_TIMEOUT = 10.0  # seconds for a revoked partition's cancelled work to stop
@@ -104,7 +95,6 @@ class Runtime:
         self.memories = list(memories)  # what every registered destination remembers
         self.consent = wiring.consent_rules(settings)  # every destination's, enabled or not
         self.tables = tables
-        self.pendings = PendingStore(tables.pending, tables.payloads)
         self.outbox = outbox
         self.partitions = partitions  # by-user partitions (the topic's, once known)
         self.recovered = recovered  # tables recovered and no rebalance under way
@@ -123,7 +113,6 @@ class Runtime:
         self.owned: frozenset[int] = frozenset()  # the by-user partitions assigned here (not standbys)
         self.windows = Windows(self.partition_of)  # aggregation windows in this process
         self.counters: Counter[str] = Counter()
-        # The senders, the circuit breakers, the releases under way (streams.runtime.sending).
         # Parking marks, the catch-up of new partitions, the retry rescan (streams.runtime.parking).
         self.parking = Parking(
             instance=uuid.uuid4().hex[:12],
@@ -133,6 +122,16 @@ class Runtime:
             pressed=self.acks.pressed,
             caught_up=self._caught_up,
         )
+        # The users' rows, read decoded, and the counts of what waits (streams.runtime.rows).
+        self.rows = Rows(
+            users=tables.users,
+            pending=tables.pending,
+            payloads=tables.payloads,
+            seen=tables.seen,
+            partition_of=self.partition_of,
+            index_retry=self.parking.index_retry,
+        )
+        # The senders, the circuit breakers, the releases under way (streams.runtime.sending).
         self.sending = Sending(
             settings,
             partition_of=self.partition_of,
@@ -141,7 +140,6 @@ class Runtime:
             rng=self.rng,
             hold=self.parking.hold,
         )
-        self.pending_counts = PendingCounts()  # events waiting, per destination and state, for /status
         # Told of dead letters, deliveries and routed calls: /metrics, /status and the
         # console, as the app's wiring connects them (streams.runtime.observing).
         self.observer: Observer = observer or Unobserved()
@@ -175,23 +173,6 @@ class Runtime:
             clock=clock,
         )
 
-    # ------------------------------------------------------------------ state
-
-    def user(self, key: str) -> UserState | None:
-        return decoded(self.tables.users, key, _read_user)
-
-    def pending(self, key: str) -> Pending:
-        return self.pendings.read(key)
-
-    def seen(self, key: str) -> Seen:
-        return decoded(self.tables.seen, key, Seen.from_dict)
-
-    def store_pending(self, key: str, pending: Pending) -> None:
-        self.parking.index_retry(key, pending)
-        before = self.pendings.read(key)
-        self.pending_counts.written(self.partition_of(key), key, before, pending)
-        self.pendings.write(key, before, pending)
-
     def destination(self, key: str) -> Destination | None:
         return next((d for d in self.destinations if d.key == key), None)
 
@@ -220,10 +201,7 @@ class Runtime:
         self.owned = frozenset(by_user_partitions)
         self.parking.assigned(by_user_partitions)
         self.spills.assigned(by_user_partitions)
-        for table in (self.tables.users, self.tables.pending, self.tables.seen):
-            if isinstance(table, CachedRows):
-                table.clear()  # recovery may have replaced rows behind the cache
-        self.pending_counts.assigned(by_user_partitions)  # the new ones counted by the rescan
+        self.rows.assigned(by_user_partitions)
         self.windows.assigned(by_user_partitions)  # open windows likewise: the index rebuilt
 
     def _caught_up(self, partition: int, token: str) -> Callable[[], Any]:

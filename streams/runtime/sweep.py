@@ -78,12 +78,12 @@ def _sweep_pending(rt: Runtime, partition: int, rows: list[tuple[str, Any]]) -> 
 
         if not _expires(index, now, s, busy):
             continue  # the common case, decided on the index row alone
-        before = rt.pending(key)  # with the events' bodies, for their dead letters
+        before = rt.rows.pending(key)  # with the events' bodies, for their dead letters
         after, dead = expire_held(before, now, s.pending_max_age_seconds)
         after, exhausted = pending_mod.expire_parked(after, now, s.retry_window_seconds, busy)
         dead += [_exhausted(dest, parked, s.retry_window_seconds) for dest, parked in exhausted]
         if dead:
-            rt.store_pending(key, after)
+            rt.rows.store_pending(key, after)
             work += [effects.dead_letter(rt, d, key.encode("utf-8")) for d in dead]
     _skipped(partition, "pending", pendings.skipped)
     return work
