@@ -47,13 +47,13 @@ class Parking:
         destinations: Collection[str],
         deadline: float,
         pressed: asyncio.Event,
-        caught_up: Callable[[int, str], Write],
+        caught_up: Callable[[int, str], Write] | None = None,
     ) -> None:
         self.partition_of = partition_of
         self.destinations = destinations  # those with a client: the deliveries a catch-up holds
         self.deadline = deadline  # the longest a delivery is held for the catch-up
         self.pressed = pressed  # set under back-pressure: a held delivery stops waiting
-        self.caught_up = caught_up  # the write of a partition's caught-up record
+        self.caught_up = caught_up  # the write of a partition's caught-up record (the runtime's)
         # Park records in transit, parked heads being retried, when each user's next retry is due.
         self.marks = ParkingMarks()
         # Assigned partitions whose reading has not caught up with what an earlier owner
@@ -92,6 +92,7 @@ class Parking:
         ours would be stale if the partitions returned. Those that stayed keep theirs.
         Newly owned users may have parked deliveries: the next retry tick looks for them."""
         self.marks.reassigned(partitions, self.partition_of)
+        assert self.caught_up is not None, "wired by the runtime"
         self.catchup.assign(partitions, self.caught_up)
         self.rescan.set()
 

@@ -1,12 +1,26 @@
-"""The runtime object: everything a worker keeps while it runs, in one place.
+"""The runtime object: a worker's parts, held together (wiring only).
 
 `Runtime.from_settings(settings, tables=..., outbox=..., ...)` builds it: the enabled
 destinations and their delivery clients (`streams.runtime.wiring`), the tables it reads
-and writes, where its records go (`streams.runtime.outbox`), and the process-local
-bookkeeping that is not in the tables: acknowledgements in offset order, per-user
-chains served by the senders, redelivery guard, deliveries in flight, parking marks,
-counters, and the `observer` the app's wiring connects (the metrics and the console:
-streams.runtime.observing).
+and writes, where its records go (`streams.runtime.outbox`), and the parts that keep
+what is not in the tables, each a class of its own module with its own assignment
+hooks, which the runtime's `assigned` and `revoked` call in turn:
+
+* `acks` (streams.runtime.acks): acknowledgements in offset order, the redelivery
+  guard; `revoked(tps)`.
+* `groups` (streams.runtime.groupview): the groups as this worker sees them (the
+  global copy, those made here until it catches up, a user's own copy).
+* `rows` (streams.runtime.rows): the users' rows, read decoded, and the counts of what
+  waits; `assigned(partitions)`.
+* `parking` (streams.runtime.parking): parking marks, the catch-up of new partitions,
+  the retry rescan, the senders' hold; `assigned(partitions)`, `revoked(lost)`.
+* `sending` (streams.runtime.sending): the senders, the circuit breakers, the backoff,
+  the releases under way; `revoked(lost)`.
+* `windows` (streams.runtime.windows): the aggregation windows' close index and those
+  closing; `assigned(partitions)`.
+* `spills` (streams.runtime.spillstore) and `seen_packs` (streams.runtime.seenpacks),
+  and the `observer` the app's wiring connects (the metrics and the console:
+  streams.runtime.observing).
 
 The Faust app (`streams.runtime.app`) creates one and hands it to the agents, control
 record handlers and timers (`agents`, `handlers`, `effects`, `retries`, `merge`,
@@ -31,7 +45,7 @@ from streams.core import control
 from streams.core.destination import Destination
 from streams.core.memory import Memory
 from streams.core.redact import redact
-from streams.partitioner import owner_partition
+from streams.partitioner import Partitioner
 from streams.runtime import wiring
 from streams.runtime.acks import Acks
 from streams.runtime.changelog import ChangelogWrites
@@ -80,14 +94,22 @@ class Runtime:
         *,
         destinations: Sequence[Destination],
         clients: Mapping[str, PartnerClient],
+        memories: Sequence[Memory],
         tables: Tables,
         outbox: Outbox,
-        partitions: Callable[[], int],
-        recovered: Callable[[], bool] = lambda: True,
-        memories: Sequence[Memory] = (),
-        clock: Callable[[], float] = time.time,
-        rng: random.Random | None = None,
-        observer: Observer | None = None,
+        partition_of: Partitioner,
+        recovered: Callable[[], bool],
+        clock: Callable[[], float],
+        counters: Counter[str],
+        acks: Acks,
+        groups: GroupView,
+        rows: Rows,
+        parking: Parking,
+        sending: Sending,
+        windows: Windows,
+        spills: SpillStore,
+        seen_packs: SeenPacks,
+        observer: Observer,
     ) -> None:
         self.settings = settings
         self.destinations = list(destinations)
@@ -96,53 +118,31 @@ class Runtime:
         self.consent = wiring.consent_rules(settings)  # every destination's, enabled or not
         self.tables = tables
         self.outbox = outbox
-        self.partitions = partitions  # by-user partitions (the topic's, once known)
+        self.partition_of = partition_of  # a user key's by-user partition
+        self.partitions = partition_of.partitions  # by-user partitions (the topic's, once known)
         self.recovered = recovered  # tables recovered and no rebalance under way
         self.clock = clock
-        self.rng = rng or random.Random()
         self.by_user_topic = by_user_topic_name(settings.app_id)
-        self.acks = Acks(on_failure=self.failed_for_good)  # acknowledgements in offset order, the redelivery guard
-        self.groups = GroupView(tables.groups)  # the groups as this worker sees them
-        self.changelog = ChangelogWrites()  # each event's table writes, awaited before its ack
-        self.seen_packs = SeenPacks(tables.seen, self.changelog)  # new dedupe entries, packed per partition
+        self.owned: frozenset[int] = frozenset()  # the by-user partitions assigned here (not standbys)
+        self.counters = counters
+        self.acks = acks
+        self.groups = groups
+        self.rows = rows
+        self.parking = parking
+        self.sending = sending
+        self.windows = windows
+        self.spills = spills  # streams.runtime.spilling
+        self.seen_packs = seen_packs
+        self.changelog = seen_packs.changelog  # each event's table writes, awaited before its ack
+        # Told of dead letters, deliveries and routed calls: /metrics, /status and the
+        # console, as the app's wiring connects them (streams.runtime.observing).
+        self.observer = observer
         # Set when work failed for good (`failed_for_good`): /ready answers 503 saying
         # so, and `stop` (given by the app) stops the worker so that it is redone.
         self.failure: str | None = None
         self.stop: Callable[[BaseException], Any] = lambda exc: None
-        self.spills = SpillStore(tables.spill, tables.spillrows, self.partition_of)  # streams.runtime.spilling
-        self.owned: frozenset[int] = frozenset()  # the by-user partitions assigned here (not standbys)
-        self.windows = Windows(self.partition_of)  # aggregation windows in this process
-        self.counters: Counter[str] = Counter()
-        # Parking marks, the catch-up of new partitions, the retry rescan (streams.runtime.parking).
-        self.parking = Parking(
-            instance=uuid.uuid4().hex[:12],
-            partition_of=self.partition_of,
-            destinations=frozenset(self.clients),
-            deadline=settings.delivery_deadline,
-            pressed=self.acks.pressed,
-            caught_up=self._caught_up,
-        )
-        # The users' rows, read decoded, and the counts of what waits (streams.runtime.rows).
-        self.rows = Rows(
-            users=tables.users,
-            pending=tables.pending,
-            payloads=tables.payloads,
-            seen=tables.seen,
-            partition_of=self.partition_of,
-            index_retry=self.parking.index_retry,
-        )
-        # The senders, the circuit breakers, the releases under way (streams.runtime.sending).
-        self.sending = Sending(
-            settings,
-            partition_of=self.partition_of,
-            counters=self.counters,
-            clock=clock,
-            rng=self.rng,
-            hold=self.parking.hold,
-        )
-        # Told of dead letters, deliveries and routed calls: /metrics, /status and the
-        # console, as the app's wiring connects them (streams.runtime.observing).
-        self.observer: Observer = observer or Unobserved()
+        acks.on_failure = self.failed_for_good
+        parking.caught_up = self._caught_up
 
     @classmethod
     def from_settings(
@@ -156,28 +156,63 @@ class Runtime:
         clients: Mapping[str, PartnerClient] | None = None,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> Runtime:
         """The runtime of a worker configured by `settings` (the one place that builds
-        it); `clients` replaces the HTTP clients and `clock` the time (unit tests);
-        `observer` is told what it does (streams.runtime.observing)."""
+        it and its parts); `clients` replaces the HTTP clients, `clock` the time and
+        `rng` the backoff's randomness (unit tests); `observer` is told what it does
+        (streams.runtime.observing)."""
+        clients = wiring.clients(settings) if clients is None else clients
+        partition_of = Partitioner(partitions or (lambda: settings.topic_partitions))
+        counters: Counter[str] = Counter()
+        acks = Acks()
+        parking = Parking(
+            instance=uuid.uuid4().hex[:12],
+            partition_of=partition_of,
+            destinations=frozenset(clients),
+            deadline=settings.delivery_deadline,
+            pressed=acks.pressed,
+        )
+        rows = Rows(
+            users=tables.users,
+            pending=tables.pending,
+            payloads=tables.payloads,
+            seen=tables.seen,
+            partition_of=partition_of,
+            index_retry=parking.index_retry,
+        )
+        sending = Sending(
+            settings,
+            partition_of=partition_of,
+            counters=counters,
+            clock=clock,
+            rng=rng or random.Random(),
+            hold=parking.hold,
+        )
         return cls(
             settings,
             destinations=wiring.destinations(settings),
-            clients=wiring.clients(settings) if clients is None else clients,
+            clients=clients,
             memories=wiring.memories(),
             tables=tables,
             outbox=outbox,
-            partitions=partitions or (lambda: settings.topic_partitions),
+            partition_of=partition_of,
             recovered=recovered,
-            observer=observer,
             clock=clock,
+            counters=counters,
+            acks=acks,
+            groups=GroupView(tables.groups),
+            rows=rows,
+            parking=parking,
+            sending=sending,
+            windows=Windows(partition_of),
+            spills=SpillStore(tables.spill, tables.spillrows, partition_of),
+            seen_packs=SeenPacks(tables.seen, ChangelogWrites()),
+            observer=observer or Unobserved(),
         )
 
     def destination(self, key: str) -> Destination | None:
         return next((d for d in self.destinations if d.key == key), None)
-
-    def partition_of(self, key: str) -> int:
-        return owner_partition(key, self.partitions())
 
     # ------------------------------------------------------------------ life cycle
 
@@ -193,18 +228,17 @@ class Runtime:
             await client.close()
 
     def assigned(self, by_user_partitions: set[int]) -> None:
-        """A rebalance ended and gave this worker `by_user_partitions`. The parked
-        deliveries of users in partitions that went elsewhere, and their park records in
-        transit, are the next owner's now (it finds them in the table); ours would be
-        stale if the partitions returned. Those that stayed keep theirs. Newly owned
-        users may have parked deliveries: the next retry tick looks for them."""
+        """A rebalance ended and gave this worker `by_user_partitions`: each part forgets
+        what it kept of the users of partitions that went elsewhere (the next owner
+        finds it in the tables and in Kafka), and looks for what the new ones hold."""
         self.owned = frozenset(by_user_partitions)
         self.parking.assigned(by_user_partitions)
         self.spills.assigned(by_user_partitions)
         self.rows.assigned(by_user_partitions)
-        self.windows.assigned(by_user_partitions)  # open windows likewise: the index rebuilt
+        self.windows.assigned(by_user_partitions)
 
     def _caught_up(self, partition: int, token: str) -> Callable[[], Any]:
+        """The write of a partition's caught-up record (streams.runtime.catchup)."""
         value, headers = control.encode(control.CaughtUp(token))
         return lambda: produce(self.outbox, BY_USER, key=b"", value=value, headers=headers, partition=partition)
 
