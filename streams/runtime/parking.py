@@ -64,7 +64,7 @@ class Parking:
     def index_retry(self, key: str, pending: Pending) -> None:
         """Note when the user's next retry is due, and since when its oldest parked
         delivery per destination has waited (the age gauge of /metrics); the counts of
-        /status are told of writes (`Runtime.store_pending`) and of the rescan's reads."""
+        /status are told of writes (`Rows.store_pending`) and of the rescan's reads."""
         self.marks.index(
             key,
             pending_mod.next_retry_at(pending),
@@ -198,7 +198,7 @@ class ParkingMarks:
 class OldestParked:
     """When the oldest parked delivery of each destination first failed, over the users
     of this worker's partitions, kept up to date as pending records are written
-    (`Runtime.store_pending`, and the retry rescan after an assignment) so that a scrape
+    (`Rows.store_pending`, and the retry rescan after an assignment) so that a scrape
     reads it without scanning the pending table.
 
     Per destination: `user -> first_failed_at` of the user's oldest parked delivery, and
