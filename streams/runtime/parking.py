@@ -75,14 +75,14 @@ class Parking:
         """Whether a delivery of `key` to `destination` must not go yet: its partition has
         not caught up with an earlier owner's records, and the read-ahead did not clear
         the pair (streams.runtime.catchup); no hashing of the key while none is behind."""
-        return self.catchup.lagging() and not self.catchup.cleared(self.partition_of(key), key, destination)
+        return bool(self.catchup.awaited) and not self.catchup.cleared(self.partition_of(key), key, destination)
 
     def hold(self, chain: tuple[str, str]) -> Awaitable[bool] | None:
         """The senders' hold (streams.runtime.senders): a delivery the read-ahead has not
         cleared waits for it, then for the caught-up record if it must (`CatchUp.hold`),
         set aside rather than on a sender."""
         key, destination = chain
-        if not self.catchup.lagging() or destination not in self.destinations:
+        if not self.catchup.awaited or destination not in self.destinations:
             return None
         return self.catchup.hold(self.partition_of(key), key, destination, self.deadline, give_up=self.pressed)
 
