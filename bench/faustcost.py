@@ -86,14 +86,13 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
         from types import SimpleNamespace
 
         from streams.runtime import batching
-        from streams.runtime.inflight import AckTracker, Redeliveries
+        from streams.runtime.acks import Acks
 
         # What `batches` reads of the runtime.
         runtime = SimpleNamespace(
-            acks=AckTracker(),
+            acks=Acks(),
             settings=SimpleNamespace(max_unacked_bytes=64 * 1024 * 1024),
             counters=Counter(),
-            redeliveries=Redeliveries(),
         )
         rt = cast(Any, runtime)
     taken = {"n": 0, "t0": 0.0, "batches": 0}

@@ -62,7 +62,7 @@ async def run(users: int, groups: int, outage: bool) -> dict[str, Any]:
     return {
         "users": users,
         "outage": outage,
-        "parked_users": len(world.rt.marks.retry_due_at),
+        "parked_users": len(world.rt.parking.marks.retry_due_at),
         "bytes_per_user_with_tables": round((with_tables - start) / users, 1),
         "bytes_per_user_outside_tables": round((without_tables - start) / users, 1),
         "load_average": os.getloadavg()[0],

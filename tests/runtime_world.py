@@ -125,12 +125,12 @@ class World:
             outbox=self.outbox,
             clients={"clientsuccess": self.client},
             observer=self.ops,
+            clock=lambda: self.now,
         )
-        self.rt.clock = lambda: self.now
         # The world moves by turns of the loop, not by time: a partition's packed dedupe
         # row is written on the turn after its first entry (streams.runtime.seenpacks).
         self.rt.seen_packs.linger = 0.0
-        self.rt.catchup.reader = self.read_ahead
+        self.rt.parking.catchup.reader = self.read_ahead
         self.offsets: Counter[tuple[str, int]] = Counter()
         self.routed = 0  # how many produced records were read back
         self.acked: list[tuple[str, int, int]] = []
@@ -217,7 +217,9 @@ class World:
             await asyncio.sleep(0)
 
     def _idle(self) -> bool:
-        return self.routed == len(self.outbox.records) and not self.rt.acks.in_flight and not len(self.rt.chains)
+        return (
+            self.routed == len(self.outbox.records) and not self.rt.acks.in_flight and not len(self.rt.sending.senders)
+        )
 
     async def redo(self, record: Incoming) -> bool:
         """Route a by-user record again, at its offset: what Kafka does after a crash
@@ -229,7 +231,7 @@ class World:
         """Let the retry tick bring every parked delivery of `user` out, the clock moved
         to each head's retry time (the partner answers as scripted)."""
         for _ in range(rounds):
-            pending = self.rt.pending(user)
+            pending = self.rt.rows.pending(user)
             if pending.is_empty():
                 return
             self.now = max(p.next_at for q in pending.queues.values() for p in q.parked) + 0.1
@@ -247,4 +249,4 @@ class World:
 
     def pending(self, key: str) -> dict[str, Any]:
         """The user's ClientSuccess queues, whole (index and payload rows joined)."""
-        return self.rt.pending(key).to_dict()["queues"].get("clientsuccess", {})
+        return self.rt.rows.pending(key).to_dict()["queues"].get("clientsuccess", {})

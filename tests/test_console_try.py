@@ -150,7 +150,7 @@ async def test_a_preview_is_the_workers_step_against_the_users_state_and_writes_
     assert CS_KEY not in body
     # Nothing sent, nothing written: the held track still held, no record produced.
     assert here.client.requests == [] and here.pending("u1") == held and len(here.outbox.records) == records
-    assert here.rt.user("u1").group_id is None
+    assert here.rt.rows.user("u1").group_id is None
 
 
 async def test_each_user_is_previewed_by_the_worker_that_owns_it_in_input_order(tried):

@@ -37,7 +37,7 @@ def test_past_its_bound_the_index_leaves_users_out_and_asks_for_a_rescan_once_dr
 
 async def test_every_parked_user_is_retried_though_the_index_holds_only_some_of_them():
     world = World(client=FakeClient())
-    world.rt.marks = ParkingMarks(max_bytes=3 * USER_BYTES)
+    world.rt.parking.marks = ParkingMarks(max_bytes=3 * USER_BYTES)
     world.rt.assigned(set(range(PARTITIONS)))
     users = [f"u{n}" for n in range(8)]
     for user in users:
@@ -46,7 +46,7 @@ async def test_every_parked_user_is_retried_though_the_index_holds_only_some_of_
     for user in users:
         await world.publish(type="track", userId=user, event="Parked", messageId=f"t-{user}")
     assert all(world.pending(user)["parked"] for user in users)
-    assert len(world.rt.marks.retry_due_at) == 3 and world.rt.marks.overflowed
+    assert len(world.rt.parking.marks.retry_due_at) == 3 and world.rt.parking.marks.overflowed
     # The partner is back: ticks retry the indexed users, then the rescan finds the others.
     for _ in range(20):
         world.now += 400  # past any retry's backoff (CS_RELAY_RETRY_MAX_DELAY, 300 s)
@@ -57,5 +57,5 @@ async def test_every_parked_user_is_retried_though_the_index_holds_only_some_of_
     assert not any(world.pending(user) for user in users)
     delivered = [e for e in world.client.events() if e == "Parked"]
     assert len(delivered) == 2 * len(users)  # each: the failed request, then its retry
-    assert not world.rt.marks.retry_due_at and not world.rt.marks.overflowed
+    assert not world.rt.parking.marks.retry_due_at and not world.rt.parking.marks.overflowed
     assert not world.dead_letters()

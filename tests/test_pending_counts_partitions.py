@@ -100,5 +100,5 @@ async def test_the_worker_s_counts_match_the_table_after_a_rescan_with_writes_in
     for n in range(0, 40, 3):  # more calls while the rescan reads the rows
         await world.publish(type="track", userId=f"u{n}", event="F", messageId=f"n{n}")
     await asyncio.wait_for(scan, 5.0)
-    assert world.rt.pending_counts.counts() == pending_counts(world.tables.pending.values())
-    assert world.rt.pending_counts.counts()["clientsuccess"]["held"] == 40 + 14
+    assert world.rt.rows.pending_counts.counts() == pending_counts(world.tables.pending.values())
+    assert world.rt.rows.pending_counts.counts()["clientsuccess"]["held"] == 40 + 14

@@ -52,7 +52,7 @@ async def test_a_backlog_past_the_window_without_park_records_is_delivered_at_on
 
     assert world.client.events() == ["First"]
     assert not [k for k in world.rt.counters if k.startswith("parked")], world.rt.counters
-    assert world.rt.catchup.behind(world.rt.partition_of("u1"))  # its record not read yet
+    assert world.rt.parking.catchup.behind(world.rt.partition_of("u1"))  # its record not read yet
     hold.set_result(None)
 
 
@@ -102,7 +102,7 @@ async def test_a_scan_that_cannot_read_ahead_falls_back_to_waiting_for_the_caugh
         yield []  # an async generator
 
     world = World()
-    world.rt.catchup.reader = refused
+    world.rt.parking.catchup.reader = refused
     await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
     await enqueue(world, type="track", userId="u1", event="First", messageId="t1")
     world.rt.assigned(set(range(PARTITIONS)))

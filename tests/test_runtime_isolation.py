@@ -47,7 +47,7 @@ async def test_an_open_breaker_parks_deliveries_without_calling_the_partner_then
     world.client.answers = [503] * 3  # one answer per delivery from the fake client
     for user in users[:3]:
         await track(world, user, 1)
-    breaker = world.rt.breakers["clientsuccess"]
+    breaker = world.rt.sending.breakers["clientsuccess"]
     assert breaker.state is State.OPEN
     called = len(world.client.requests)
     for user in users[3:]:
@@ -59,7 +59,7 @@ async def test_an_open_breaker_parks_deliveries_without_calling_the_partner_then
     # Due but the breaker still open: nobody is retried.
     world.now += 4
     for user in users:
-        world.rt.marks.retry_due_at[user] = world.now
+        world.rt.parking.marks.retry_due_at[user] = world.now
     await retries.tick(world.rt)
     assert await world.settle()
     assert len(world.client.requests) == called
@@ -82,7 +82,7 @@ async def test_a_429_with_a_long_retry_after_opens_the_breaker_for_that_long_cap
     world = World({"CS_RELAY_MAX_RETRY_AFTER": "120"}, client=FakeClient(answers=[(429, 600.0)]))
     await groups(world, "u1", "u2")
     await track(world, "u1", 1)
-    breaker = world.rt.breakers["clientsuccess"]
+    breaker = world.rt.sending.breakers["clientsuccess"]
     assert breaker.state is State.OPEN and breaker.wait(world.now) == 120
     [parked] = world.pending("u1")["parked"]
     assert parked["next_at"] >= world.now + 120
@@ -97,7 +97,7 @@ async def test_401_on_every_request_pauses_the_destination_instead_of_dead_lette
     world.client.answers = [401] * 3
     for user in users:
         await track(world, user, 1)
-    breaker = world.rt.breakers["clientsuccess"]
+    breaker = world.rt.sending.breakers["clientsuccess"]
     assert breaker.state is State.PAUSED
     assert len(world.client.requests) == 3  # the last two were parked without a request
     assert world.dead_letters() == []
@@ -107,13 +107,13 @@ async def test_401_on_every_request_pauses_the_destination_instead_of_dead_lette
     world.client.answers = [401]
     world.now = max(p["next_at"] for u in users for p in world.pending(u)["parked"]) + 31
     for user in users:
-        world.rt.marks.retry_due_at[user] = world.now
+        world.rt.parking.marks.retry_due_at[user] = world.now
     await retries.tick(world.rt)
     assert await world.settle()
     assert breaker.state is State.PAUSED and world.dead_letters() == []
     world.now += 31
     for user in users:
-        world.rt.marks.retry_due_at[user] = world.now
+        world.rt.parking.marks.retry_due_at[user] = world.now
     await retries.tick(world.rt)
     assert await world.settle()
     await retries.tick(world.rt)
@@ -139,7 +139,7 @@ async def test_a_single_400_is_still_a_final_refusal_and_a_lone_401_after_others
     await retries.tick(world.rt)
     assert await world.settle()
     assert [d.reason for d in world.dead_letters()] == ["partner_refused", "partner_refused"]
-    assert world.rt.breakers["clientsuccess"].state is State.CLOSED
+    assert world.rt.sending.breakers["clientsuccess"].state is State.CLOSED
 
 
 async def test_a_recovered_destination_drains_a_users_parked_deliveries_several_per_retry():
@@ -156,7 +156,7 @@ async def test_a_recovered_destination_drains_a_users_parked_deliveries_several_
     await retries.tick(world.rt)
     assert not await world.settle(spins=20)
     # The retry of the head has begun; the four behind it are its batch, not retried apart.
-    assert len(world.rt.marks.retrying) == 5 and len(world.client.requests) == 2
+    assert len(world.rt.parking.marks.retrying) == 5 and len(world.client.requests) == 2
     world.client.gate.set()
     assert await world.settle()
     assert world.client.events()[-5:] == ["E1", "E2", "E3", "E4", "E5"]

@@ -24,7 +24,7 @@ async def test_a_503_is_parked_later_events_wait_and_a_200_retry_releases_them_i
     assert [r.key for r in world.controls(b"park")] == [b"u1"]
     parked = world.pending("u1")["parked"]
     assert [p["message_id"] for p in parked] == ["t1"]
-    assert world.acked and not world.rt.marks.parking  # the event is acknowledged, the mark cleared
+    assert world.acked and not world.rt.parking.marks.parking  # the event is acknowledged, the mark cleared
 
     await world.publish(type="track", userId="u1", event="Second", messageId="t2")
     assert world.client.events() == ["First"]  # the second waits behind the parked one
@@ -45,7 +45,7 @@ async def test_a_503_is_parked_later_events_wait_and_a_200_retry_releases_them_i
     assert len(retried) == 1 and b'"outcome": "done"' in retried[0].value
     assert world.tables.pending.get("u1") is None and world.tables.payloads == {}  # nothing parked, held or releasing
     assert world.dead_letters() == []
-    assert "u1" not in world.rt.marks.retry_due_at and not world.rt.marks.retrying
+    assert "u1" not in world.rt.parking.marks.retry_due_at and not world.rt.parking.marks.retrying
     # done: the retried head and the released second event; parked: the first only.
     assert world.rt.counters["done.clientsuccess"] == 2 and world.rt.counters["parked.clientsuccess"] == 1
 
@@ -108,7 +108,7 @@ async def test_after_a_rebalance_the_tick_finds_parked_deliveries_of_newly_owned
     world = World(client=FakeClient(answers=[503]))
     await group_then(world)
     await world.publish(type="track", userId="u1", event="First", messageId="t1")
-    world.rt.marks.retry_due_at.clear()  # a new owner knows nothing of u1 in memory
+    world.rt.parking.marks.retry_due_at.clear()  # a new owner knows nothing of u1 in memory
     world.now += 3600
     await retries.tick(world.rt)
     assert world.controls(b"retry-due") == []
@@ -125,7 +125,7 @@ async def test_the_oldest_parked_age_follows_parking_retries_and_lost_partitions
     retry answered 503 again (same first failure), and goes when the retry succeeds or
     the user's partition goes to another worker."""
     world = World(client=FakeClient(answers=[503, 503, 200]))
-    marks = world.rt.marks
+    marks = world.rt.parking.marks
     assert marks.parked_since.ages(world.now) == {}
     await group_then(world)
     await world.publish(type="track", userId="u1", event="First", messageId="t1")

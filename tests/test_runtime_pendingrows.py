@@ -38,7 +38,7 @@ def world_with_counters(env: dict[str, str] | None = None, answers: list[int] | 
 
 async def drain(world: World) -> None:
     for _ in range(100):
-        due = world.rt.marks.retry_due_at
+        due = world.rt.parking.marks.retry_due_at
         if not due:
             return
         world.now = max(world.now, min(due.values())) + 0.1
@@ -87,7 +87,7 @@ async def test_a_delivery_parked_beyond_the_bound_goes_to_the_dead_letter_topic_
     p = park(p, "clientsuccess", parked_delivery("m2"), seq=2)
     p, _ = hold(p, "clientsuccess", parked_delivery("m3").raw, {}, now=1.0, max_events=2, seq=3)
     p, _ = release(p, "clientsuccess", 1)
-    world.rt.store_pending("u1", p)
+    world.rt.rows.store_pending("u1", p)
 
     # A new delivery, then the released m3, ask to park behind a full queue.
     for offset, released, message_id in ((10, None, "m4"), (11, 3, "m3")):
@@ -96,7 +96,7 @@ async def test_a_delivery_parked_beyond_the_bound_goes_to_the_dead_letter_topic_
         )
         for w in work:
             await w
-    queue = world.rt.pending("u1").queue("clientsuccess")
+    queue = world.rt.rows.pending("u1").queue("clientsuccess")
     assert [p.message_id for p in queue.parked] == ["m1", "m2"] and queue.releasing == () and queue.held == ()
     dead = world.dead_letters()
     assert [d.reason for d in dead] == ["pending_overflow", "pending_overflow"]
@@ -109,10 +109,10 @@ async def test_a_delivery_parked_beyond_the_bound_goes_to_the_dead_letter_topic_
 
     # The same park record processed again (a redo) parks what fits once, not twice.
     world2 = World({"CS_RELAY_PENDING_MAX_EVENTS": "3"})
-    world2.rt.store_pending("u1", park(Pending(), "clientsuccess", parked_delivery("m1"), seq=1))
+    world2.rt.rows.store_pending("u1", park(Pending(), "clientsuccess", parked_delivery("m1"), seq=1))
     for _ in range(2):
         retries.apply_park(world2.rt, incoming(12), Park("clientsuccess", None, parked_delivery("m5")))
-    assert [p.message_id for p in world2.rt.pending("u1").queue("clientsuccess").parked] == ["m1", "m5"]
+    assert [p.message_id for p in world2.rt.rows.pending("u1").queue("clientsuccess").parked] == ["m1", "m5"]
 
 
 async def test_a_version_1_pending_row_left_by_an_older_worker_is_read_and_split_at_its_next_write():
@@ -127,17 +127,17 @@ async def test_a_version_1_pending_row_left_by_an_older_worker_is_read_and_split
         for item in (*queue["held"], *queue["releasing"]):
             item["held_at"] = world.now - 60  # recent: not expired by the next event
     world.tables.pending["u1"] = row
-    before = world.rt.pending("u1")
+    before = world.rt.rows.pending("u1")
     held = before.queue("clientsuccess").held
     assert held and all(i.raw for i in held)
     # Its released event is being delivered by this process (a fresh one would decide it
     # again: its raw text here is no call, so it would be skipped).
-    world.rt.in_flight.update(("u1", "clientsuccess", i.seq) for i in before.queue("clientsuccess").releasing)
+    world.rt.sending.in_flight.update(("u1", "clientsuccess", i.seq) for i in before.queue("clientsuccess").releasing)
     # A later event for the user (held too: no group yet) writes the record the new way.
     await world.publish(type="track", userId="u1", event="Later", messageId="later")
     row = world.tables.pending["u1"]
     assert row["v"] == pendingrows.INDEX_VERSION and "raw" not in json.dumps(row)
-    queue = world.rt.pending("u1").queue("clientsuccess")
+    queue = world.rt.rows.pending("u1").queue("clientsuccess")
     assert [i.raw for i in queue.held[: len(held)]] == [i.raw for i in held]
     assert queue.releasing == before.queue("clientsuccess").releasing  # still to be confirmed
     assert len(world.tables.payloads) == len(queue.held) + len(queue.releasing)  # a row for each

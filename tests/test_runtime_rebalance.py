@@ -40,7 +40,7 @@ async def test_a_revoked_partition_sends_nothing_more_and_acknowledges_nothing()
     new_acks = [a for a in world.acked if a not in acked_before]
     assert all(p != partition for topic, p, _ in new_acks if topic == BY_USER_TOPIC)
     assert world.rt.acks.in_flight == 0
-    assert not [k for k in world.rt.in_flight if k[0] == "u1"]
+    assert not [k for k in world.rt.sending.in_flight if k[0] == "u1"]
 
 
 class ParksHeldBack(CapturingOutbox):
@@ -68,7 +68,7 @@ async def test_a_park_cut_short_by_a_revocation_leaves_no_mark_when_the_partitio
     await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
     world.client.answers = [503]
     await world.publish(type="track", userId="u1", event="First", messageId="t1")
-    assert world.rt.marks.parking[("u1", "clientsuccess")] == 1  # the park record waits for the producer
+    assert world.rt.parking.marks.parking[("u1", "clientsuccess")] == 1  # the park record waits for the producer
     first = next(r for r in world.taken if b'"t1"' in r.value)
 
     partition = world.rt.partition_of("u1")
@@ -82,5 +82,5 @@ async def test_a_park_cut_short_by_a_revocation_leaves_no_mark_when_the_partitio
     assert await world.redo(first)
     await world.publish(type="track", userId="u1", event="Second", messageId="t2")
     assert world.client.events()[-2:] == ["First", "Second"]
-    assert not world.rt.marks.parking
+    assert not world.rt.parking.marks.parking
     assert world.tables.pending.get("u1") is None  # nothing held, parked or releasing

@@ -99,7 +99,7 @@ async def test_a_pending_done_handled_again_sends_what_it_released_when_a_revoke
     assert ['"Third"' in i["raw"] for i in world.pending("u1")["releasing"]] == [True]  # on its way, held up
     await revoked_and_read_again(world, "u1", third)
     assert world.client.events() == ["First", "Second", "Third"]
-    assert world.rt.pending("u1").is_empty()
+    assert world.rt.rows.pending("u1").is_empty()
 
 
 async def test_a_retried_record_handled_again_sends_what_it_released_when_a_revoke_stopped_that():
@@ -114,10 +114,10 @@ async def test_a_retried_record_handled_again_sends_what_it_released_when_a_revo
     await world.publish(type="track", userId="u1", event="Second", messageId="t2")  # held for it
     await world.publish(type="group", userId="u2", groupId="g2", traits={"name": "Beta"}, messageId="g3")
     assert world.pending("u1")["held"] and world.pending("u1")["parked"]  # behind First
-    world.now = world.rt.pending("u1").queue("clientsuccess").parked[0].next_at + 0.1
+    world.now = world.rt.rows.pending("u1").queue("clientsuccess").parked[0].next_at + 0.1
     await retries.tick(world.rt)
     await world.settle()
     assert world.client.events() == ["First", "First"] and world.pending("u1")["releasing"]
     await revoked_and_read_again(world, "u1", second)
     assert world.client.events() == ["First", "First", "Second"]
-    assert world.rt.pending("u1").is_empty()
+    assert world.rt.rows.pending("u1").is_empty()

@@ -49,7 +49,7 @@ async def test_the_worker_still_delivering_it_does_not_send_it_twice():
 
 
 def world_is_stuck(world: World) -> bool:
-    return world.rt.acks.in_flight > 0 and ("u1", "clientsuccess", 1) in world.rt.in_flight
+    return world.rt.acks.in_flight > 0 and ("u1", "clientsuccess", 1) in world.rt.sending.in_flight
 
 
 async def test_a_late_pending_done_never_confirms_a_later_event_of_the_user():

@@ -49,7 +49,7 @@ async def test_pending_counts_follow_every_write_and_the_assignment():
     a, b = users_of(world, 0, 1)[0], users_of(world, 1, 1)[0]
     await hold(world, a, 2)
     await hold(world, b, 1)
-    counts = world.rt.pending_counts.counts
+    counts = world.rt.rows.pending_counts.counts
     assert counts() == pending_counts(world.tables.pending.values())
     assert counts()["clientsuccess"]["held"] == 3
     await world.publish(type="group", userId=a, groupId="g1", traits={"name": "Acme"}, messageId=f"{a}-g")
@@ -138,7 +138,7 @@ async def test_a_tick_after_downtime_sends_several_bounded_retry_due_records():
     world = World()
     keys = users_of(world, 2, 3000)
     for key in keys:
-        world.rt.marks.retry_due_at[key] = world.now - 1
+        world.rt.parking.marks.retry_due_at[key] = world.now - 1
     await retries.tick(world.rt)
     due = world.controls(RetryDue.KIND)
     assert len(due) > 1 and all(r.partition == 2 for r in due)
@@ -172,8 +172,8 @@ async def test_the_retry_rescan_yields_to_the_loop_between_chunks(monkeypatch):
         world.tables.pending[f"u{n}"] = {"v": 1, "next_seq": 1, "queues": {}}
     turns = Turns()
     seen_beats: list[int] = []
-    index = world.rt.index_retry
-    monkeypatch.setattr(world.rt, "index_retry", lambda k, p: (seen_beats.append(turns.count), index(k, p)))
+    index = world.rt.parking.index_retry
+    monkeypatch.setattr(world.rt.parking, "index_retry", lambda k, p: (seen_beats.append(turns.count), index(k, p)))
     world.rt.assigned(set(range(PARTITIONS)))  # the rescan reads the partitions assigned here
     await turns.run(retries.tick(world.rt))
     assert len(seen_beats) == 10 * retries.RESCAN_CHUNK
@@ -209,7 +209,7 @@ async def test_the_sweep_dead_letters_parked_deliveries_past_the_retry_window():
     dead = world.dead_letters()
     assert [d.reason for d in dead] == ["retries_exhausted"] and dead[0].key == b"u1"
     assert dead[0].headers["cs-relay-destination"] == b"clientsuccess"
-    assert world.tables.pending.get("u1") is None and "u1" not in world.rt.marks.retry_due_at
+    assert world.tables.pending.get("u1") is None and "u1" not in world.rt.parking.marks.retry_due_at
 
 
 def test_a_sweep_continuation_survives_encoding_and_the_first_is_as_before():
@@ -308,7 +308,7 @@ async def test_the_retry_rescan_reads_a_large_rocksdb_table_a_chunk_per_turn_of_
         for db in store._dbs.values():
             db.close()
     ours = set(rows[0]) | set(rows[1])
-    assert set(world.rt.marks.retry_due_at) == ours  # the standby's users are not indexed
+    assert set(world.rt.parking.marks.retry_due_at) == ours  # the standby's users are not indexed
     assert sum(reads.values()) <= len(ours) + 2 * 8  # each key read once (a chunk's cursor again)
     assert max(reads.values()) <= retries.RESCAN_CHUNK + 1  # never more than a chunk per turn
     assert len(reads) >= len(ours) // retries.RESCAN_CHUNK

@@ -282,12 +282,12 @@ async def test_a_partition_behind_an_earlier_owner_holds_its_deliveries_but_no_s
     assert await world.settle()
     rt.assigned(set(range(PARTITIONS)))
     assert await world.settle()  # every partition's caught-up record read back
-    token = rt.catchup.begin([rt.partition_of(late)])[rt.partition_of(late)]  # then the late one reassigned
+    token = rt.parking.catchup.begin([rt.partition_of(late)])[rt.partition_of(late)]  # then the late one reassigned
     await world.publish(type="track", userId=late, event="Late", messageId="late-1")
     await world.publish(type="track", userId=other, event="Other", messageId="other-1")
     await world.settle(spins=20)
     assert users_asked(world) == [other]  # the late user's delivery did not take the only sender
-    assert rt.catchup.reached(rt.partition_of(late), token)
+    assert rt.parking.catchup.reached(rt.partition_of(late), token)
     assert await world.settle()
     assert users_asked(world) == [other, late]
     assert not rt.counters["parked_catching_up.clientsuccess"]
@@ -308,16 +308,16 @@ async def test_only_a_pair_the_read_ahead_noted_is_held_aside_the_others_of_its_
     assert await world.settle()
     rt.assigned(set(range(PARTITIONS)))
     assert await world.settle()  # every partition's caught-up record read back
-    token = rt.catchup.begin([partition])[partition]  # then the partition reassigned, read ahead:
+    token = rt.parking.catchup.begin([partition])[partition]  # then the partition reassigned, read ahead:
     ahead = [parked(partition, late, "clientsuccess"), caught_up(partition, token)]
-    rt.catchup.scan_ahead({partition: token}, listed([ahead]))
+    rt.parking.catchup.scan_ahead({partition: token}, listed([ahead]))
     await world.publish(type="track", userId=late, event="Late", messageId="late-1")
     await world.publish(type="track", userId=neighbour, event="Neighbour", messageId="neighbour-1")
     await world.settle(spins=20)
     assert users_asked(world) == [neighbour]  # at once, its partition still behind
-    assert rt.catchup.behind(partition) and len(rt.chains) == 1  # the late user's, held aside
-    assert rt.catchup.reached(partition, token)
+    assert rt.parking.catchup.behind(partition) and len(rt.sending.senders) == 1  # the late user's, held aside
+    assert rt.parking.catchup.reached(partition, token)
     assert await world.settle()
     assert users_asked(world) == [neighbour, late]
     assert not rt.counters["parked_catching_up.clientsuccess"]
-    await rt.catchup.close()
+    await rt.parking.catchup.close()

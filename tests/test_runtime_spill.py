@@ -114,7 +114,7 @@ async def test_order_is_kept_across_spill_park_and_drain():
     await world.drain_retries("u1")
     sent = world.client.events()
     assert sent == ["E0", "E1", "E2", "E3", "E4", *[f"E{i}" for i in range(4, 10)]]
-    assert world.rt.pending("u1").is_empty() and world.tables.spillrows == {}
+    assert world.rt.rows.pending("u1").is_empty() and world.tables.spillrows == {}
     assert world.dead_letters() == []
 
 
@@ -141,7 +141,7 @@ async def test_a_new_worker_delivers_what_a_stopped_one_spilled_in_order():
     await burst(first, "u1", 8)
     assert queue(first, "u1").size == 6
     taken = [r for r in first.taken if b'"track"' in r.value]
-    assert await first.rt.chains.cancel(lambda key: True, 1.0)
+    assert await first.rt.sending.senders.cancel(lambda key: True, 1.0)
 
     # The next worker: the same tables (restored from the changelogs), every partition
     # assigned. It reads again what was not committed (all eight: the first two were
@@ -309,7 +309,7 @@ async def test_a_held_call_released_while_spilled_ones_wait_goes_after_them():
     await world.publish(type="group", userId="u2", groupId="g2", traits={"name": "Beta"}, messageId="u2-g")
     assert queue(world, "u1").size == 3
     world.client.gate.set()
-    await until(lambda: queue(world, "u1").size == 0 and world.rt.pending("u1").is_empty(), world)
+    await until(lambda: queue(world, "u1").size == 0 and world.rt.rows.pending("u1").is_empty(), world)
     assert world.client.events() == ["E0", "E1", "E2", "Held"]
     assert world.dead_letters() == []
 

@@ -33,14 +33,14 @@ async def test_every_window_is_sent_though_the_index_holds_only_some_users(tmp_p
     path = tmp_path / "mappings.toml"
     path.write_text('[clientsuccess]\naggregate = "1h"\n')
     w = World({"CS_RELAY_MAPPINGS": str(path)})
-    w.rt.window_index = CloseIndex(max_keys=3)
+    w.rt.windows.index = CloseIndex(max_keys=3)
     w.rt.assigned(set(range(PARTITIONS)))
     w.now = datetime(2026, 11, 30, 10, 15, tzinfo=UTC).timestamp()
     users = [f"u{n}" for n in range(8)]
     for user in users:
         await w.publish(type="group", userId=user, groupId="g1", traits={"name": "Acme"}, messageId=f"{user}-g")
         await w.publish(type="track", userId=user, event="Export", properties={"value": 2}, messageId=f"{user}-e")
-    assert len(w.rt.window_index) == 3 and w.rt.window_index.overflowed
+    assert len(w.rt.windows.index) == 3 and w.rt.windows.index.overflowed
     w.now = datetime(2026, 11, 30, 11, 0, 5, tzinfo=UTC).timestamp()
     for _ in range(10):
         await aggregation.tick(w.rt)

@@ -54,12 +54,12 @@ def store_windows(rt: Runtime, key: str, before: Windows, after: Windows) -> Non
     """Write the user's row when it changed, and note when its next window closes."""
     if after != before:
         rt.tables.windows[key] = after.to_dict()
-    rt.window_index.set(key, next_close(after, skip=closing(rt, key)))
+    rt.windows.index.set(key, next_close(after, skip=closing(rt, key)))
 
 
 def closing(rt: Runtime, key: str) -> Callable[[str], bool]:
     """Whether a window of the user is on its way (sent, its window-done not applied)."""
-    return lambda wid: (key, wid) in rt.closing
+    return lambda wid: (key, wid) in rt.windows.closing
 
 
 def fold_call(rt: Runtime, key: str, offset: int, folds: Sequence[Fold], now: float) -> list[Fold]:
@@ -79,16 +79,16 @@ def fold_call(rt: Runtime, key: str, offset: int, folds: Sequence[Fold], now: fl
 
 async def tick(rt: Runtime) -> None:
     """Send a `window-close` record to each partition with users whose window closed."""
-    if rt.window_index.wants_rescan():  # users with open windows were left out of the index
-        rt.window_rescan.set()
-    if rt.window_rescan.is_set() and rt.recovered():
-        rt.window_rescan.clear()
+    if rt.windows.index.wants_rescan():  # users with open windows were left out of the index
+        rt.windows.rescan.set()
+    if rt.windows.rescan.is_set() and rt.recovered():
+        rt.windows.rescan.clear()
         await rescan(rt)
     now = rt.clock()
     by_partition: dict[int, list[str]] = {}
-    for key in rt.window_index.pop_due(now):
+    for key in rt.windows.index.pop_due(now):
         by_partition.setdefault(rt.partition_of(key), []).append(key)
-        rt.window_index.set(key, now + ANSWER_WAIT)  # until the partition answers (it resets this)
+        rt.windows.index.set(key, now + ANSWER_WAIT)  # until the partition answers (it resets this)
     for partition, keys in by_partition.items():
         for i in range(0, len(keys), CLOSE_BATCH):
             await effects.control_to_partition(rt, partition, WindowClose(tuple(keys[i : i + CLOSE_BATCH])))
@@ -99,7 +99,7 @@ async def rescan(rt: Runtime) -> None:
     this worker: its standbys' databases are open too, but their windows are the active
     owner's to close), in chunks. A new assignment during the scan stops it: the next
     tick scans again. It indexes users the bounded index left out, too (CloseIndex)."""
-    rt.window_index.rescan_begins()
+    rt.windows.index.rescan_begins()
     for partition in sorted(rt.owned):
         for chunk in chunks_of_partition(rt.tables.windows, partition, rt.partition_of, RESCAN_CHUNK):
             for key, data in chunk:
@@ -108,9 +108,9 @@ async def rescan(rt: Runtime) -> None:
                 except (ValueError, KeyError, TypeError):
                     log.warning("aggregation rescan: a windows row unreadable by this version was skipped")
                     continue
-                rt.window_index.set(key, next_close(windows, skip=closing(rt, key)))
+                rt.windows.index.set(key, next_close(windows, skip=closing(rt, key)))
             await asyncio.sleep(0)
-            if rt.window_rescan.is_set():
+            if rt.windows.rescan.is_set():
                 return
 
 
@@ -123,7 +123,7 @@ def window_close(rt: Runtime, record: Incoming, close: WindowClose) -> list[Awai
         before = windows_of(rt, key)
         after = before
         for wid, window in due(before, now):
-            if (key, wid) in rt.closing:
+            if (key, wid) in rt.windows.closing:
                 continue  # on its way already
             plugin = next((p for p in REGISTRY if p.key == window.destination), None)
             if plugin is None or plugin.aggregation is None or window.destination not in rt.clients:
@@ -133,9 +133,11 @@ def window_close(rt: Runtime, record: Incoming, close: WindowClose) -> list[Awai
                 continue
             request = plugin.aggregation.close(window.request, window.amount, window.start, now)
             item = Dispatch(window.destination, request, describe(window, wid), record.source, f"aggregate:{wid}")
-            rt.closing.add((key, wid))
+            rt.windows.closing.add((key, wid))
             rt.counters[f"windows_closed.{window.destination}"] += 1
-            work.append(rt.chains.submit((key, window.destination), partial(deliver_window, rt, key, item, wid)))
+            work.append(
+                rt.sending.senders.submit((key, window.destination), partial(deliver_window, rt, key, item, wid))
+            )
         store_windows(rt, key, before, after)
     return work
 
@@ -146,15 +148,15 @@ async def deliver_window(rt: Runtime, key: str, item: Dispatch, wid: str) -> Non
         await effects.control_to_user(rt, key, WindowDone(wid))
     except BaseException:
         # No window-done will clear the mark: let a later tick send the window again.
-        rt.closing.discard((key, wid))
-        rt.window_index.set(key, rt.clock() + ANSWER_WAIT)
+        rt.windows.closing.discard((key, wid))
+        rt.windows.index.set(key, rt.clock() + ANSWER_WAIT)
         raise
 
 
 def window_done(rt: Runtime, record: Incoming, done: WindowDone) -> list[Awaitable[Any]]:
     """In the user's partition: the window's request is out of its hands; remove it."""
     key = record.key.decode("utf-8") if record.key else ""
-    rt.closing.discard((key, done.window))
+    rt.windows.closing.discard((key, done.window))
     before = windows_of(rt, key)
     store_windows(rt, key, before, remove(before, [done.window]))
     return []

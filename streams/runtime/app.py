@@ -150,7 +150,7 @@ runtime = Runtime.from_settings(
 app.runtime = runtime
 # After an assignment, a reader of its own looks ahead in the by-user partitions for an
 # earlier owner's park records (streams.runtime.catchup).
-runtime.catchup.reader = readahead.reader(settings, app.conf.id, by_user_topic.get_topic_name())
+runtime.parking.catchup.reader = readahead.reader(settings, app.conf.id, by_user_topic.get_topic_name())
 _TABLES = (users, pending_table, groups_table, seen_table, windows_table, waiters_table, payloads_table)
 for _table in (*_TABLES, spill_table, spillrows_table):
     runtime.changelog.watch(_table)
@@ -222,7 +222,7 @@ ADMIN = adminsetup.install(
     app,
     settings=settings,
     users=users,
-    pending=runtime.pendings,
+    pending=runtime.rows.pendings,
     groups=groups_table,
     source_topics=(input_topic.get_topic_name(), by_user_topic.get_topic_name()),
     partitions=_partitions(),
@@ -230,9 +230,9 @@ ADMIN = adminsetup.install(
     unacknowledged=lambda: runtime.acks.in_flight,
     clients=runtime.clients,
     stats=observer.stats,
-    parked_oldest_age=lambda: runtime.marks.parked_since.ages(runtime.clock()),
-    circuits=lambda: {dest: b.status(runtime.clock()) for dest, b in runtime.breakers.items()},
-    pending_counts=runtime.pending_counts.counts,
+    parked_oldest_age=lambda: runtime.parking.marks.parked_since.ages(runtime.clock()),
+    circuits=lambda: {dest: b.status(runtime.clock()) for dest, b in runtime.sending.breakers.items()},
+    pending_counts=runtime.rows.pending_counts.counts,
     failure=lambda: runtime.failure,
 )
 # The operator console at /console (issue 17; off without CS_RELAY_ADMIN_TOKEN).

@@ -93,7 +93,7 @@ def fresh_record(rt: Runtime, app: faust.App, event: Any) -> Incoming | None:
     if fetched_before_a_rebalance(rt, app, event):
         return None
     record = incoming(event)
-    if not rt.redeliveries.first_time(record.tp, record.offset):
+    if not rt.acks.redeliveries.first_time(record.tp, record.offset):
         return None  # taken already in this assignment (see Redeliveries)
     return record
 

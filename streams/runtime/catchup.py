@@ -85,7 +85,9 @@ class CatchUp:
         self._instance = instance  # tokens are this worker's own: another's are not read as ours
         self.reader: Reader | None = None  # None: no scan, every delivery while behind waits (the app wires Kafka's)
         self._round = 0
-        self._tokens: dict[int, str] = {}
+        # The partitions behind, each with the token it awaits (empty while none is: then
+        # no key need be hashed, and a delivery asks nothing more here).
+        self.awaited: dict[int, str] = {}
         self._reached: dict[int, asyncio.Event] = {}
         self._ahead: dict[int, Ahead] = {}
         self._bytes = 0  # the pairs of every Ahead
@@ -109,11 +111,11 @@ class CatchUp:
         """Assigned `partitions`: each is behind until its returned token is read back."""
         self._round += 1
         tokens = {p: f"{self._instance}/{self._round}/{p}" for p in partitions}
-        for partition in set(self._tokens) - set(tokens):
+        for partition in set(self.awaited) - set(tokens):
             self.forget([partition])
         self._stop_scans()  # its tokens are the last round's
         for partition, token in tokens.items():
-            self._tokens[partition] = token
+            self.awaited[partition] = token
             self._reached.setdefault(partition, asyncio.Event()).clear()
             self._drop_ahead(partition)
         return tokens
@@ -204,13 +206,13 @@ class CatchUp:
             await asyncio.wait(list(self._scans), timeout=CLOSE_SECONDS)
 
     def current(self, partition: int, token: str) -> bool:
-        return self._tokens.get(partition) == token
+        return self.awaited.get(partition) == token
 
     def reached(self, partition: int, token: str) -> bool:
         """A caught-up record read back in `partition`; True if it was the one awaited."""
         if not self.current(partition, token):
             return False  # an earlier assignment's, or another worker's
-        del self._tokens[partition]
+        del self.awaited[partition]
         self._reached[partition].set()
         self._drop_ahead(partition)
         return True
@@ -218,7 +220,7 @@ class CatchUp:
     def forget(self, partitions: Iterable[int]) -> None:
         """Revoked: nothing of these partitions waits any more (their work is cancelled)."""
         for partition in partitions:
-            self._tokens.pop(partition, None)
+            self.awaited.pop(partition, None)
             self._scanning.discard(partition)
             self._drop_ahead(partition)
             event = self._reached.pop(partition, None)
@@ -226,7 +228,7 @@ class CatchUp:
                 event.set()
 
     def behind(self, partition: int) -> bool:
-        return partition in self._tokens
+        return partition in self.awaited
 
     async def clear(
         self, partition: int, key: str, destination: str, timeout: float, give_up: asyncio.Event | None = None
@@ -244,10 +246,6 @@ class CatchUp:
         if self.cleared(partition, key, destination):  # this round's (a rebalance may have begun another)
             return True
         return await self.wait(partition, timeout, give_up)
-
-    def lagging(self) -> bool:
-        """Whether some partition is behind (while none is, no key need be hashed)."""
-        return bool(self._tokens)
 
     def cleared(self, partition: int, key: str, destination: str) -> bool:
         """Whether a delivery of `key` to `destination` may go now: `partition` is not

@@ -122,18 +122,18 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
     dead letters, deliveries, and the released events that no delivery in this process
     is carrying (after a restart, `releasing` may hold events whose delivery died with
     the previous process: they are sent again rather than lost)."""
-    if result.user != rt.user(key):  # written only when it changed (last_seen moves once a minute)
+    if result.user != rt.rows.user(key):  # written only when it changed (last_seen moves once a minute)
         rt.tables.users[key] = result.user.to_dict()
     resend = resolve_releasing(
         before,
         result.pending,
         rt.destinations,
         result.user,
-        rt.groups_of(result.user),
-        lambda d, seq: (key, d, seq) in rt.in_flight,
+        rt.groups.of(result.user),
+        lambda d, seq: (key, d, seq) in rt.sending.in_flight,
     )
     if resend.pending != before:
-        rt.store_pending(key, resend.pending)
+        rt.rows.store_pending(key, resend.pending)
     for dest, why in resend.skipped:  # released, and the destination's rules changed since
         rt.counters[f"skipped.{dest}"] += 1
         log.info("a released event is no longer taken by %s: %s", dest, why)
@@ -150,10 +150,10 @@ def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
     """Deliver `item` after the user's earlier deliveries to the same partner; past the
     user's share, a call's delivery is spilled instead (streams.runtime.spilling)."""
     if item.released_seq is not None:
-        rt.in_flight.add((key, item.destination, item.released_seq))
+        rt.sending.in_flight.add((key, item.destination, item.released_seq))
     if spilling.admit(rt, key, item):
         return spilling.written()
-    task = rt.chains.submit((key, item.destination), lambda: deliver(rt, key, item))
+    task = rt.sending.senders.submit((key, item.destination), lambda: deliver(rt, key, item))
     spilling.track(rt, key, item.destination, task)
     return task
 
@@ -161,11 +161,11 @@ def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
 async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
     rt.observer.delivering(item.message_id)
     client = rt.clients[item.destination]
-    if rt.catching_up(key, item.destination):
+    if rt.parking.catching_up(key, item.destination):
         # This worker has not yet read all that an earlier owner left in the partition, and
         # a park or pending-done record of this user and partner may lie ahead of it
         # (streams.runtime.catchup). The senders held this delivery aside for it, at most
-        # the delivery deadline and not under back-pressure (`Runtime._hold`): it still
+        # the delivery deadline and not under back-pressure (`Parking.hold`): it still
         # may, so it parks (its record behind every earlier one in the log).
         rt.counters[f"parked_catching_up.{item.destination}"] += 1
         error = "read before its partition caught up with an earlier owner's records; not called"
@@ -173,14 +173,14 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
         return None
     if item.released_seq is not None and not _releasing(rt, key, item):
         # Confirmed, parked or handed over meanwhile (an earlier owner's record, a merge).
-        rt.in_flight.discard((key, item.destination, item.released_seq))
+        rt.sending.in_flight.discard((key, item.destination, item.released_seq))
         return None
-    if rt.marks.parking[(key, item.destination)] > 0 or rt.pending(key).queue(item.destination).parked:
+    if rt.parking.marks.parking[(key, item.destination)] > 0 or rt.rows.pending(key).queue(item.destination).parked:
         # An earlier delivery of this user to this partner is parked, or on its way to
         # be: park this one behind it rather than overtake it.
         await park(rt, key, item, attempts=0, error="waiting behind a parked delivery", retry_after=None)
         return None
-    breaker = rt.breakers[item.destination]
+    breaker = rt.sending.breakers[item.destination]
     if not breaker.allow(rt.clock()):
         # The destination is backed off as a whole (streams.core.breaker): park at once,
         # due when the breaker lets a request through again, without asking it.
@@ -225,7 +225,7 @@ def _numbered(item: Dispatch) -> str | None:
 
 
 def _releasing(rt: Runtime, key: str, item: Dispatch) -> bool:
-    return any(i.seq == item.released_seq for i in rt.pending(key).queue(item.destination).releasing)
+    return any(i.seq == item.released_seq for i in rt.rows.pending(key).queue(item.destination).releasing)
 
 
 async def send_bounded(rt: Runtime, destination: str, request: PartnerRequest) -> Result:
@@ -235,14 +235,14 @@ async def send_bounded(rt: Runtime, destination: str, request: PartnerRequest) -
     deadline = rt.settings.delivery_deadline
 
     def on_answer(outcome: Outcome, status: int | None, retry_after: float | None) -> bool:
-        return rt.answered(destination, outcome, status, retry_after)
+        return rt.sending.answered(destination, outcome, status, retry_after)
 
     try:
         # asyncio.timeout, not wait_for: no task of its own per request (Python 3.11).
         async with asyncio.timeout(deadline + 1.0):
             return await rt.clients[destination].send(request, budget=deadline, on_answer=on_answer)
     except TimeoutError:
-        rt.answered(destination, Outcome.RETRY, None, None)
+        rt.sending.answered(destination, Outcome.RETRY, None, None)
         return Result(Outcome.RETRY, None, 1, f"no answer within {deadline:g} s", deadline)
 
 
@@ -255,7 +255,7 @@ def error_text(client: PartnerClient, result: Result) -> str:
 async def park(rt: Runtime, key: str, item: Dispatch, *, attempts: int, error: str, retry_after: float | None) -> None:
     """Carry a delivery that failed in a retryable way to the user's parked queue
     (`streams.runtime.retries`), with a `park` record to the user's partition."""
-    rt.marks.parking[(key, item.destination)] += 1  # before any await: the chain's next item sees it
+    rt.parking.marks.parking[(key, item.destination)] += 1  # before any await: the chain's next item sees it
     rt.counters[f"parked.{item.destination}"] += 1
     now = rt.clock()
     parked = Parked(
@@ -266,7 +266,7 @@ async def park(rt: Runtime, key: str, item: Dispatch, *, attempts: int, error: s
         item.message_id,
         first_failed_at=now,
         attempts=attempts,
-        next_at=now + rt.retry_delay(attempts, retry_after),
+        next_at=now + rt.sending.retry_delay(attempts, retry_after),
         last_error=error,
     )
     log.warning("parked a delivery to %s for retry (message %s): %s", item.destination, item.message_id, error)

@@ -50,7 +50,7 @@ def update_group(rt: Runtime, record: Incoming, update: GroupUpdate) -> list[Awa
         log.warning("group-update for a group could not be read; skipped")
         return []
     denied, watching = consent.denied(msg.context, rt.consent), consent.watched(rt.consent)
-    group = apply_to_group(rt.stored_group(group_id), msg, update.at, rt.memories, denied, watching)
+    group = apply_to_group(rt.groups.stored(group_id), msg, update.at, rt.memories, denied, watching)
     rt.tables.groups[group_id] = group.to_dict()
     waiting = Waiters.from_dict(rt.tables.waiters.get(group_id))
     if not waiting.users:
@@ -66,7 +66,7 @@ def add_waiter(rt: Runtime, record: Incoming, wait: GroupWait) -> list[Awaitable
     group's record is newer than the one it saw."""
     assert record.key is not None
     group_id = record.key.decode("utf-8")
-    current = rt.stored_group(group_id)
+    current = rt.groups.stored(group_id)
     if tell_now(current.updated_at if current else None, wait.seen):
         assert current is not None
         return [effects.control_to_user(rt, wait.user, GroupKnown(current.to_dict()))]
@@ -85,16 +85,16 @@ def group_known(rt: Runtime, record: Incoming, known: GroupKnown) -> list[Awaita
     if some events still need more of it."""
     assert record.key is not None
     key = record.key.decode("utf-8")
-    user = rt.user(key)
+    user = rt.rows.user(key)
     if user is None or user.merged_into:
         return []
     group = GroupState.from_dict(known.group)
-    groups = overlay_newer(rt.groups_of(user), group)
+    groups = overlay_newer(rt.groups.of(user), group)
 
-    before = rt.pending(key)
+    before = rt.rows.pending(key)
     pending, dispatches = before, []
     for dest in rt.destinations:
-        if rt.marks.parking[(key, dest.key)] > 0:
+        if rt.parking.marks.parking[(key, dest.key)] > 0:
             continue  # a park record in transit: its user's events wait behind it
         pending, released = release_ready(pending, dest, user, groups, rt.settings.pending_max_events)
         dispatches += released

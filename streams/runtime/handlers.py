@@ -55,16 +55,16 @@ def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
     that waited for room there (streams.core.releasing.release_ready's limit) follow."""
     assert record.key is not None  # control records to a user are keyed by the user
     key = record.key.decode("utf-8")
-    pending = confirmed = confirm(rt.pending(key), done.destination, done.seq)
+    pending = confirmed = confirm(rt.rows.pending(key), done.destination, done.seq)
     released: list[Dispatch] = []
-    user, destination = rt.user(key), rt.destination(done.destination)
+    user, destination = rt.rows.user(key), rt.destination(done.destination)
     held = pending.queue(done.destination).held
-    if user is not None and destination is not None and held and rt.marks.parking[(key, done.destination)] == 0:
+    if user is not None and destination is not None and held and rt.parking.marks.parking[(key, done.destination)] == 0:
         limit = rt.settings.pending_max_events
-        pending, released = release_ready(pending, destination, user, rt.groups_of(user), limit)
+        pending, released = release_ready(pending, destination, user, rt.groups.of(user), limit)
     work: Work = []
     if user is None or pending == confirmed:
-        rt.store_pending(key, pending)  # (apply_step writes only what differs from `confirmed`)
+        rt.rows.store_pending(key, pending)  # (apply_step writes only what differs from `confirmed`)
     if user is not None:
         # As after a call, the released events no delivery in this process carries are
         # sent again: this record handled again (a revoke or a crash stopped its first
@@ -73,14 +73,14 @@ def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
         work = effects.apply_step(rt, key, confirmed, Step(user, None, pending, released))
     # Only now is the event out of `releasing`; until this record is applied, a later
     # event of the user must not send it again.
-    rt.in_flight.discard((key, done.destination, done.seq))
+    rt.sending.in_flight.discard((key, done.destination, done.seq))
     return work
 
 
 def caught_up(rt: Runtime, record: Incoming, marker: CaughtUp) -> Work:
     """This worker's caught-up record, read back: the partition's deliveries no longer
     wait (streams.runtime.catchup). Another worker's, or an earlier one's, is ignored."""
-    if rt.catchup.reached(record.partition, marker.token):
+    if rt.parking.catchup.reached(record.partition, marker.token):
         rt.counters["caught_up"] += 1
     return []
 
@@ -135,17 +135,17 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     ):
         rt.counters["duplicates"] += 1
         return []
-    user = rt.user(key)
+    user = rt.rows.user(key)
     if user is not None and user.merged_into:
         # An anonymous visitor who has logged in: their state lives with the user now.
         # One after another per user, so forwarded events keep their order.
         into = user.merged_into
-        return [rt.chains.submit((into, "forward"), lambda: effects.forward(rt, into, raw_bytes, headers))]
+        return [rt.sending.senders.submit((into, "forward"), lambda: effects.forward(rt, into, raw_bytes, headers))]
     destinations = rt.destinations
     if replay and REPLAY_DESTINATION_HEADER in headers:
         only = headers[REPLAY_DESTINATION_HEADER].decode("utf-8", "replace")
         destinations = [d for d in rt.destinations if d.key == only]
-    pending = rt.pending(key)
+    pending = rt.rows.pending(key)
     now = rt.clock()
     now_iso = datetime.fromtimestamp(now, UTC).isoformat()
     s = rt.settings
@@ -156,13 +156,13 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         record.original_source(),
         user,
         pending,
-        rt.group,
+        rt.groups.get,
         destinations,
         now=now,
         now_iso=now_iso,
         max_pending=s.pending_max_events,
         max_pending_age=s.pending_max_age_seconds,
-        blocked=frozenset(d.key for d in destinations if rt.marks.parking[(key, d.key)] > 0),
+        blocked=frozenset(d.key for d in destinations if rt.parking.marks.parking[(key, d.key)] > 0),
         memories=rt.memories,
         seq=first_seq(position),
         watch=rt.consent,
@@ -182,7 +182,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     if result.merge_from is not None:
         work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
     if result.group is not None:  # written by the group's own partition (streams.runtime.groups)
-        rt.note_group(result.group)
+        rt.groups.note(result.group)
         update = GroupUpdate(raw_bytes.decode("utf-8"), now_iso)
         work.append(effects.control_to_user(rt, result.group.group_id, update))
     if result.wait_for is not None:
@@ -233,7 +233,7 @@ def first_routing(
     known: Any = rt.tables.seen.get(row_key)
     verdict = dedupe.classify_row(known, offset, now, window)
     if verdict is dedupe.Verdict.NEW:  # perhaps routed by an older version: the user's record
-        legacy = rt.seen(key)
+        legacy = rt.rows.seen(key)
         if not legacy.empty:
             known = dedupe.legacy_entry(legacy, ident, replay=by_identity)
             verdict = dedupe.classify_row(known, offset, now, window)

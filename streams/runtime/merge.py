@@ -46,7 +46,7 @@ def give_profile(rt: Runtime, record: Incoming, request: MergeRequest) -> list[A
     the user it logged in as, and forward this key's later events there."""
     assert record.key is not None  # control records to a user are keyed by the user
     anonymous_id = record.key.decode("utf-8")
-    anonymous = rt.user(anonymous_id)
+    anonymous = rt.rows.user(anonymous_id)
     if anonymous is not None and anonymous.merged_into:
         if anonymous.merged_into != request.into:
             # Merged into another user before: nothing to hand over, but the asking user
@@ -58,7 +58,7 @@ def give_profile(rt: Runtime, record: Incoming, request: MergeRequest) -> list[A
         # before Kafka had it). Again; the user folds it in once.
         return [effects.control_to_user(rt, request.into, MergeProfile.from_body(anonymous.handing))]
     user = anonymous.to_dict() if anonymous else None
-    waiting = pendingrows.without(rt.pending(anonymous_id), request.cut)
+    waiting = pendingrows.without(rt.rows.pending(anonymous_id), request.cut)
     waiting, cut = pendingrows.fit(waiting, HANDOVER_MAX_BYTES - len(json.dumps(user)) - 256)
     if cut:
         # Too large for one record: the newest events go to the dead-letter topic first,
@@ -70,7 +70,7 @@ def give_profile(rt: Runtime, record: Incoming, request: MergeRequest) -> list[A
     rt.tables.users[anonymous_id] = UserState(
         key=anonymous_id, merged_into=request.into, handing=profile.body()
     ).to_dict()
-    rt.store_pending(anonymous_id, Pending())
+    rt.rows.store_pending(anonymous_id, Pending())
     rt.counters["merged.anonymous"] += 1
     return [effects.control_to_user(rt, request.into, profile)]
 
@@ -105,7 +105,7 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
     """In the user's partition: fold the anonymous profile in and release what it allows."""
     assert record.key is not None  # control records to a user are keyed by the user
     key = record.key.decode("utf-8")
-    known = rt.user(key)
+    known = rt.rows.user(key)
     if profile.user is None and profile.pending is None and (known is None or known.merging != profile.anonymous_id):
         return []  # "merged into another user" for a user not waiting for it: nothing to do
     user = known or UserState(key=key, user_id=key)
@@ -114,14 +114,14 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
         # A hand-over sent again: the first one, earlier in this partition, was folded in.
         return [confirm(rt, key, profile.anonymous_id, [])]
     anonymous = UserState.from_dict(profile.user) if profile.user else None
-    pending = rt.pending(key)
+    pending = rt.rows.pending(key)
     result = merge_step(
         user,
         pending,
         anonymous,
         Pending.from_dict(profile.pending),
         profile.anonymous_id,
-        rt.groups_of(user),
+        rt.groups.of(user),
         rt.destinations,
         first_seq(record.position),
         record.position,
@@ -142,7 +142,7 @@ def handed(rt: Runtime, record: Incoming, done: MergeDone) -> list[Awaitable[Any
     """In the anonymous partition: the user folded the profile in; forget the copy."""
     assert record.key is not None
     anonymous_id = record.key.decode("utf-8")
-    anonymous = rt.user(anonymous_id)
+    anonymous = rt.rows.user(anonymous_id)
     if anonymous is not None and anonymous.merged_into == done.into and anonymous.handing is not None:
         rt.tables.users[anonymous_id] = replace(anonymous, handing=None).to_dict()
     return []

@@ -1,5 +1,13 @@
-"""What this process knows, outside the tables, about its users' parked deliveries
-(`ParkingMarks`), and the age of the oldest parked delivery per destination (`OldestParked`).
+"""Parking in this process (`Parking`, the runtime's `parking`): what it knows, outside the
+tables, about its users' parked deliveries (`ParkingMarks`), the age of the oldest parked
+delivery per destination (`OldestParked`), the catch-up of newly assigned partitions
+(`streams.runtime.catchup.CatchUp`: deliveries wait for an earlier owner's park records),
+and the flag that asks the retry tick to rescan the pending table (`rescan`).
+
+`Parking.assigned(partitions)`: the marks of partitions that went elsewhere go, the new
+ones are caught up with (a `caught-up` record each), and the retry tick looks for
+parked deliveries. `Parking.revoked(lost)`, once the users' work is cancelled: their
+marks go, and their catch-up.
 
 The index of users with parked deliveries (when each one's next retry is due, since when
 its oldest parked delivery waits) is bounded by bytes: an outage parks every active
@@ -17,12 +25,85 @@ if that delivery went meanwhile).
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
+
+from streams.core import pending as pending_mod
+from streams.core.pending import Pending
+from streams.runtime.catchup import CatchUp, Write
 
 USER_BYTES = 400  # per user indexed, erring high: measured 220 with one destination parked (devtools/memusers.py)
 MAX_BYTES = 32 * 1024 * 1024  # about 84,000 users with parked deliveries indexed per worker
+
+
+class Parking:
+    def __init__(
+        self,
+        *,
+        instance: str,
+        partition_of: Callable[[str], int],
+        destinations: Collection[str],
+        deadline: float,
+        pressed: asyncio.Event,
+        caught_up: Callable[[int, str], Write] | None = None,
+    ) -> None:
+        self.partition_of = partition_of
+        self.destinations = destinations  # those with a client: the deliveries a catch-up holds
+        self.deadline = deadline  # the longest a delivery is held for the catch-up
+        self.pressed = pressed  # set under back-pressure: a held delivery stops waiting
+        self.caught_up = caught_up  # the write of a partition's caught-up record (the runtime's)
+        # Park records in transit, parked heads being retried, when each user's next retry is due.
+        self.marks = ParkingMarks()
+        # Assigned partitions whose reading has not caught up with what an earlier owner
+        # left there: their deliveries wait for it (streams.runtime.catchup).
+        self.catchup = CatchUp(instance)  # its reader of the partitions, wired by the app
+        self.rescan = asyncio.Event()  # set on assignment: look for parked deliveries
+
+    def index_retry(self, key: str, pending: Pending) -> None:
+        """Note when the user's next retry is due, and since when its oldest parked
+        delivery per destination has waited (the age gauge of /metrics); the counts of
+        /status are told of writes (`Rows.store_pending`) and of the rescan's reads."""
+        self.marks.index(
+            key,
+            pending_mod.next_retry_at(pending),
+            {dest: min(p.first_failed_at for p in q.parked) for dest, q in pending.queues.items() if q.parked},
+        )
+
+    def catching_up(self, key: str, destination: str) -> bool:
+        """Whether a delivery of `key` to `destination` must not go yet: its partition has
+        not caught up with an earlier owner's records, and the read-ahead did not clear
+        the pair (streams.runtime.catchup); no hashing of the key while none is behind."""
+        return bool(self.catchup.awaited) and not self.catchup.cleared(self.partition_of(key), key, destination)
+
+    def hold(self, chain: tuple[str, str]) -> Awaitable[bool] | None:
+        """The senders' hold (streams.runtime.senders): a delivery the read-ahead has not
+        cleared waits for it, then for the caught-up record if it must (`CatchUp.hold`),
+        set aside rather than on a sender."""
+        key, destination = chain
+        if not self.catchup.awaited or destination not in self.destinations:
+            return None
+        return self.catchup.hold(self.partition_of(key), key, destination, self.deadline, give_up=self.pressed)
+
+    def assigned(self, partitions: set[int]) -> None:
+        """The parked deliveries of users in partitions that went elsewhere, and their
+        park records in transit, are the next owner's now (it finds them in the table);
+        ours would be stale if the partitions returned. Those that stayed keep theirs.
+        Newly owned users may have parked deliveries: the next retry tick looks for them."""
+        self.marks.reassigned(partitions, self.partition_of)
+        assert self.caught_up is not None, "wired by the runtime"
+        self.catchup.assign(partitions, self.caught_up)
+        self.rescan.set()
+
+    def revoked(self, lost: set[int]) -> None:
+        """The users of `lost` (by-user partitions) are nobody's here now, their work
+        cancelled: a park cancelled before the producer had its record would leave a mark
+        that nothing clears, holding the user's later calls to that partner for good if
+        the partition comes back (issue 22, finding 2). Whoever reads the partition next
+        knows only what is in Kafka, this worker too."""
+        self.marks.forget(lost, self.partition_of)
+        self.catchup.forget(lost)
 
 
 class ParkingMarks:
@@ -37,7 +118,7 @@ class ParkingMarks:
       failed (`OldestParked`), for the age gauge of `/metrics`.
 
     The records that clear a mark are applied by whoever owns the user's partition at
-    the time. When a partition is revoked, its users' marks go (`Runtime.revoked`,
+    the time. When a partition is revoked, its users' marks go (`Parking.revoked`,
     once their deliveries and retries are cancelled): the next owner may apply those
     records instead, a park cancelled before its record was produced never clears its
     mark, and a mark left behind would, if the partition came back, block that user's
@@ -117,7 +198,7 @@ class ParkingMarks:
 class OldestParked:
     """When the oldest parked delivery of each destination first failed, over the users
     of this worker's partitions, kept up to date as pending records are written
-    (`Runtime.store_pending`, and the retry rescan after an assignment) so that a scrape
+    (`Rows.store_pending`, and the retry rescan after an assignment) so that a scrape
     reads it without scanning the pending table.
 
     Per destination: `user -> first_failed_at` of the user's oldest parked delivery, and

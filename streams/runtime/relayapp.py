@@ -93,7 +93,7 @@ class RelayApp(faust.App):
             (log.info if unflushed.nothing else log.warning)("stopping: %s", unflushed.line())
             await runtime.close_clients()
             # Then the senders (streams.runtime.senders) end, with whatever was left to them.
-            if not await runtime.chains.stop(SENDERS_STOP_TIMEOUT):
+            if not await runtime.sending.senders.stop(SENDERS_STOP_TIMEOUT):
                 log.warning("stopping: some deliveries did not stop within %.0f s", SENDERS_STOP_TIMEOUT)
         await super().on_stop()
 
@@ -108,7 +108,7 @@ class RelayApp(faust.App):
             return dataclasses.replace(self._left, unsent=unsent)
         return Unflushed(
             unacknowledged=runtime.acks.in_flight if runtime is not None else 0,
-            deliveries=len(runtime.chains) if runtime is not None else 0,
+            deliveries=len(runtime.sending.senders) if runtime is not None else 0,
             unsent=unsent,
             committed=self._final_commit,
         )

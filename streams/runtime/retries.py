@@ -48,14 +48,14 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
     """In the user's partition: the delivery joins the user's parked queue."""
     assert record.key is not None  # control records to a user are keyed by the user
     key, dest = record.key.decode("utf-8"), park.destination
-    parking = rt.marks.parking
+    parking = rt.parking.marks.parking
     if parking[(key, dest)] > 0:
         parking[(key, dest)] -= 1
     if parking[(key, dest)] <= 0:
         del parking[(key, dest)]
     if park.released_seq is not None:
-        rt.in_flight.discard((key, dest, park.released_seq))
-    before = rt.pending(key)
+        rt.sending.in_flight.discard((key, dest, park.released_seq))
+    before = rt.rows.pending(key)
     limit = rt.settings.pending_max_events
     seq = park.seq if park.seq is not None else pending_mod.first_seq(record.position)  # the call's own, when known
     if pending_mod.parked_full(before, dest, limit, park.released_seq, seq):
@@ -63,7 +63,7 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
         # cannot wait behind it (the index row would grow without end during a long
         # outage of a busy user). It goes to the dead-letter topic, to replay later.
         if park.released_seq is not None:
-            rt.store_pending(key, pendingrows.without(before, [(dest, park.released_seq)]))
+            rt.rows.store_pending(key, pendingrows.without(before, [(dest, park.released_seq)]))
         detail = (
             f"more than {limit} deliveries to {dest} parked for this user (CS_RELAY_PENDING_MAX_EVENTS); "
             f"last error: {park.parked.last_error or 'none'}"
@@ -74,24 +74,24 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
         )
         return [effects.dead_letter(rt, letter, record.key)]
     parked = pending_mod.park(before, dest, park.parked, park.released_seq, seq)
-    rt.store_pending(key, parked)
+    rt.rows.store_pending(key, parked)
     return []
 
 
 async def tick(rt: Runtime) -> None:
     """Send a `retry-due` record to each partition with users whose parked head is due."""
-    if rt.marks.wants_rescan():  # users with parked deliveries were left out of the index
-        rt.retry_rescan.set()
-    if rt.retry_rescan.is_set() and rt.recovered():
-        rt.retry_rescan.clear()
+    if rt.parking.marks.wants_rescan():  # users with parked deliveries were left out of the index
+        rt.parking.rescan.set()
+    if rt.parking.rescan.is_set() and rt.recovered():
+        rt.parking.rescan.clear()
         await rescan(rt)
     now = rt.clock()
     watch_breakers(rt, now)
     by_partition: dict[int, list[str]] = {}
-    for key, due_at in list(rt.marks.retry_due_at.items()):
+    for key, due_at in list(rt.parking.marks.retry_due_at.items()):
         if due_at <= now:
             by_partition.setdefault(rt.partition_of(key), []).append(key)
-            rt.marks.retry_due_at[key] = now + ANSWER_WAIT  # until the partition answers (it resets this)
+            rt.parking.marks.retry_due_at[key] = now + ANSWER_WAIT  # until the partition answers (it resets this)
     for partition, keys in by_partition.items():
         for record in retry_due_records(keys, max_keys=RETRY_DUE_MAX_KEYS, max_bytes=RETRY_DUE_MAX_BYTES):
             try:
@@ -100,8 +100,8 @@ async def tick(rt: Runtime) -> None:
                 # Not asked: due again at the next tick, not after ANSWER_WAIT (the timer
                 # logs the failure: streams.runtime.timers).
                 for key in record.keys:
-                    if key in rt.marks.retry_due_at:
-                        rt.marks.retry_due_at[key] = now
+                    if key in rt.parking.marks.retry_due_at:
+                        rt.parking.marks.retry_due_at[key] = now
                 raise
 
 
@@ -115,16 +115,16 @@ async def rescan(rt: Runtime) -> None:
     cannot read is its owner's to retry: an exception here would stop the timer, and
     with it every retry."""
     pendings = Readable(pendingrows.index_only, errors=(ValueError, KeyError, TypeError))
-    counts = rt.pending_counts
-    rt.marks.rescan_begins()
+    counts = rt.rows.pending_counts
+    rt.parking.marks.rescan_begins()
     for partition in sorted(rt.owned):
         counts.scan_begins(partition)
         for chunk in chunks_of_partition(rt.tables.pending, partition, rt.partition_of, RESCAN_CHUNK):
             for key, pending in pendings.each(chunk):
-                rt.index_retry(key, pending)
+                rt.parking.index_retry(key, pending)
                 counts.scanned(partition, key, pending)
             await asyncio.sleep(0)
-            if rt.retry_rescan.is_set():
+            if rt.parking.rescan.is_set():
                 return
         counts.scan_ends(partition)
     if pendings.skipped:
@@ -134,7 +134,7 @@ async def rescan(rt: Runtime) -> None:
 def watch_breakers(rt: Runtime, now: float) -> None:
     """An error line a minute for each paused destination; and when a destination's
     breaker has closed, its parked deliveries are due now, not at their backoff."""
-    for dest, breaker in rt.breakers.items():
+    for dest, breaker in rt.sending.breakers.items():
         if breaker.pause_report_due(now):
             log.error(
                 "%s refuses cs-relay's credentials (%s): paused since %.0f s, its deliveries are parked; "
@@ -144,9 +144,9 @@ def watch_breakers(rt: Runtime, now: float) -> None:
                 now - (breaker.since or now),
                 breaker.policy.pause_seconds,
             )
-    if rt.breakers.closed_since_last_look():
-        for key in rt.marks.retry_due_at:
-            rt.marks.retry_due_at[key] = min(rt.marks.retry_due_at[key], now)
+    if rt.sending.breakers.closed_since_last_look():
+        for key in rt.parking.marks.retry_due_at:
+            rt.parking.marks.retry_due_at[key] = min(rt.parking.marks.retry_due_at[key], now)
 
 
 def start_retries(rt: Runtime, record: Incoming, due: RetryDue) -> list[Awaitable[Any]]:
@@ -158,20 +158,20 @@ def retry_due(rt: Runtime, keys: Any) -> list[Awaitable[Any]]:
     the acknowledgement: the parked record is durable whatever happens)."""
     now = rt.clock()
     for key in keys:
-        pending = rt.pending(key)
+        pending = rt.rows.pending(key)
         waits = []
         for dest, head in due(rt, pending, now):
-            if (key, dest, head.seq) in rt.marks.retrying or dest not in rt.clients:
+            if (key, dest, head.seq) in rt.parking.marks.retrying or dest not in rt.clients:
                 continue
-            breaker = rt.breakers[dest]
+            breaker = rt.sending.breakers[dest]
             if not breaker.may_probe(now):  # backed off as a whole: not before it lets one through
                 waits.append(breaker.wait(now))
                 continue
-            rt.marks.retrying.add((key, dest, head.seq))
-            rt.chains.submit((key, dest), functools.partial(retry, rt, key, dest, head))
-        rt.index_retry(key, pending)
+            rt.parking.marks.retrying.add((key, dest, head.seq))
+            rt.sending.senders.submit((key, dest), functools.partial(retry, rt, key, dest, head))
+        rt.parking.index_retry(key, pending)
         if waits:
-            rt.marks.postpone(key, now + max(RETRY_TICK, min(waits)))
+            rt.parking.marks.postpone(key, now + max(RETRY_TICK, min(waits)))
     return []
 
 
@@ -183,7 +183,7 @@ def due(rt: Runtime, pending: Pending, now: float) -> list[tuple[str, Parked]]:
     for dest, queue in pending.queues.items():
         if not queue.parked:
             continue
-        head, breaker = queue.parked[0], rt.breakers[dest]
+        head, breaker = queue.parked[0], rt.sending.breakers[dest]
         recovered = breaker.state is State.CLOSED and breaker.since is not None and head.first_failed_at < breaker.since
         if head.next_at <= now or recovered:
             out.append((dest, head))
@@ -196,20 +196,22 @@ async def retry(rt: Runtime, key: str, dest: str, head: Parked) -> None:
     record: a recovered partner's backlog drains at its speed, not one Kafka round trip
     per delivery. They are marked as being retried first, so that applying an outcome
     does not start another retry of the next one."""
-    parked = rt.pending(key).queue(dest).parked
+    parked = rt.rows.pending(key).queue(dest).parked
     start = next((i for i, p in enumerate(parked) if p.seq == head.seq), None)
     batch = [head] if start is None else list(parked[start : start + RETRY_BATCH])
     for item in batch[1:]:
-        if (key, dest, item.seq) in rt.marks.retrying:
+        if (key, dest, item.seq) in rt.parking.marks.retrying:
             batch = batch[: batch.index(item)]
             break
-    rt.marks.retrying.update((key, dest, item.seq) for item in batch)
+    rt.parking.marks.retrying.update((key, dest, item.seq) for item in batch)
     answered: set[int] = set()
     try:
         for item in batch:
-            if not rt.breakers[dest].allow(rt.clock()):
+            if not rt.sending.breakers[dest].allow(rt.clock()):
                 if item is head:  # another probe went first: ask again when this one may go
-                    rt.marks.postpone(key, rt.clock() + max(RETRY_TICK, rt.breakers[dest].wait(rt.clock())))
+                    rt.parking.marks.postpone(
+                        key, rt.clock() + max(RETRY_TICK, rt.sending.breakers[dest].wait(rt.clock()))
+                    )
                 break
             outcome = await retry_one(rt, key, dest, item)
             answered.add(item.seq)
@@ -217,7 +219,7 @@ async def retry(rt: Runtime, key: str, dest: str, head: Parked) -> None:
                 break
     finally:
         # No `retried` record will clear these marks: let a later tick try them.
-        rt.marks.retrying.difference_update((key, dest, item.seq) for item in batch if item.seq not in answered)
+        rt.parking.marks.retrying.difference_update((key, dest, item.seq) for item in batch if item.seq not in answered)
 
 
 async def retry_one(rt: Runtime, key: str, dest: str, item: Parked) -> Outcome:
@@ -225,7 +227,7 @@ async def retry_one(rt: Runtime, key: str, dest: str, item: Parked) -> Outcome:
     result = await effects.send_bounded(rt, dest, PartnerRequest.from_dict(item.request))
     outcome, retry_after = result.outcome, result.retry_after
     if result.status in AUTH_STATUSES:
-        breaker = rt.breakers[dest]
+        breaker = rt.sending.breakers[dest]
         if breaker.refused_alone(item.first_failed_at):
             outcome = Outcome.FAIL  # others get through: this call's own refusal
         else:
@@ -243,8 +245,8 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
     """In the user's partition: apply a retry's outcome to the parked head."""
     assert record.key is not None  # control records to a user are keyed by the user
     key, dest, seq, outcome = record.key.decode("utf-8"), retried.destination, retried.seq, retried.outcome
-    rt.marks.retrying.discard((key, dest, seq))
-    before = rt.pending(key)
+    rt.parking.marks.retrying.discard((key, dest, seq))
+    before = rt.rows.pending(key)
     head = next((p for p in before.queue(dest).parked if p.seq == seq), None)
     attempts = (head.attempts if head else 0) + retried.attempts
     pending, given_up = pending_mod.retried(
@@ -254,7 +256,7 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
         outcome=outcome.value,
         error=retried.error,
         now=rt.clock(),
-        delay=rt.retry_delay(attempts, retried.retry_after),
+        delay=rt.sending.retry_delay(attempts, retried.retry_after),
         window=rt.settings.retry_window_seconds,
         attempts=retried.attempts,
     )
@@ -266,17 +268,17 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
         detail = f"{given_up.last_error} (after {given_up.attempts} attempts)"
         dead = DeadLetter(reason, detail, given_up.raw, given_up.source, "delivery", dest, f"{dest}#{given_up.seq}")
         work.append(effects.dead_letter(rt, dead, key.encode("utf-8"), status=retried.status))
-    user = rt.user(key)
+    user = rt.rows.user(key)
     destination = rt.destination(dest)
     if user is None or destination is None:
-        rt.store_pending(key, pending)
+        rt.rows.store_pending(key, pending)
     else:
         retried_pending = pending
         pending, released = release_ready(
-            pending, destination, user, rt.groups_of(user), rt.settings.pending_max_events
+            pending, destination, user, rt.groups.of(user), rt.settings.pending_max_events
         )
         if pending == retried_pending:
-            rt.store_pending(key, pending)  # (apply_step writes only what differs from `retried_pending`)
+            rt.rows.store_pending(key, pending)  # (apply_step writes only what differs from `retried_pending`)
         # As after a call, the released events no delivery in this process carries are
         # sent again: this record handled again (a revoke or a crash stopped its first
         # handling's deliveries) finds in `releasing` what that one released.

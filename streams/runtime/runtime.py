@@ -1,12 +1,26 @@
-"""The runtime object: everything a worker keeps while it runs, in one place.
+"""The runtime object: a worker's parts, held together (wiring only).
 
 `Runtime.from_settings(settings, tables=..., outbox=..., ...)` builds it: the enabled
 destinations and their delivery clients (`streams.runtime.wiring`), the tables it reads
-and writes, where its records go (`streams.runtime.outbox`), and the process-local
-bookkeeping that is not in the tables: acknowledgements in offset order, per-user
-chains served by the senders, redelivery guard, deliveries in flight, parking marks,
-counters, and the `observer` the app's wiring connects (the metrics and the console:
-streams.runtime.observing).
+and writes, where its records go (`streams.runtime.outbox`), and the parts that keep
+what is not in the tables, each a class of its own module with its own assignment
+hooks, which the runtime's `assigned` and `revoked` call in turn:
+
+* `acks` (streams.runtime.acks): acknowledgements in offset order, the redelivery
+  guard; `revoked(tps)`.
+* `groups` (streams.runtime.groupview): the groups as this worker sees them (the
+  global copy, those made here until it catches up, a user's own copy).
+* `rows` (streams.runtime.rows): the users' rows, read decoded, and the counts of what
+  waits; `assigned(partitions)`.
+* `parking` (streams.runtime.parking): parking marks, the catch-up of new partitions,
+  the retry rescan, the senders' hold; `assigned(partitions)`, `revoked(lost)`.
+* `sending` (streams.runtime.sending): the senders, the circuit breakers, the backoff,
+  the releases under way; `revoked(lost)`.
+* `windows` (streams.runtime.windows): the aggregation windows' close index and those
+  closing; `assigned(partitions)`.
+* `spills` (streams.runtime.spillstore) and `seen_packs` (streams.runtime.seenpacks),
+  and the `observer` the app's wiring connects (the metrics and the console:
+  streams.runtime.observing).
 
 The Faust app (`streams.runtime.app`) creates one and hands it to the agents, control
 record handlers and timers (`agents`, `handlers`, `effects`, `retries`, `merge`,
@@ -17,53 +31,38 @@ unit tests), so those functions run without a broker.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import random
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core import control
-from streams.core import pending as pending_mod
-from streams.core.aggregate import CloseIndex
-from streams.core.breaker import Breakers, Policy, State, signal_of
-from streams.core.dedupe import Seen
 from streams.core.destination import Destination
-from streams.core.grouplookup import newer, with_copy
 from streams.core.memory import Memory
-from streams.core.pending import Pending
-from streams.core.pendingcounts import PendingCounts
 from streams.core.redact import redact
-from streams.core.retry import Outcome, backoff
-from streams.core.state import GroupLookup, GroupState, UserState
-from streams.partitioner import owner_partition
+from streams.partitioner import Partitioner
 from streams.runtime import wiring
-from streams.runtime.catchup import CatchUp
+from streams.runtime.acks import Acks
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
-from streams.runtime.inflight import AckTracker, Redeliveries
+from streams.runtime.groupview import GroupView
 from streams.runtime.observing import Observer, Unobserved
 from streams.runtime.outbox import BY_USER, Outbox, produce
-from streams.runtime.parking import ParkingMarks
-from streams.runtime.pendingstore import PendingStore
-from streams.runtime.recentgroups import RecentGroups
-from streams.runtime.rowcache import CachedRows, decoded
+from streams.runtime.parking import Parking
+from streams.runtime.rows import Rows
 from streams.runtime.seenpacks import SeenPacks
-from streams.runtime.senders import Senders
+from streams.runtime.sending import Sending
 from streams.runtime.spillstore import SpillStore
 from streams.runtime.topiclist import by_user_topic_name
+from streams.runtime.windows import Windows
 from streams.settings import Settings
 
 log = logging.getLogger("cs_relay")
-
-
-def _read_user(data: Any) -> UserState | None:
-    return UserState.from_dict(data) if data else None
 
 
 REVOKE_TIMEOUT = 10.0  # seconds for a revoked partition's cancelled work to stop
@@ -95,14 +94,22 @@ class Runtime:
         *,
         destinations: Sequence[Destination],
         clients: Mapping[str, PartnerClient],
+        memories: Sequence[Memory],
         tables: Tables,
         outbox: Outbox,
-        partitions: Callable[[], int],
-        recovered: Callable[[], bool] = lambda: True,
-        memories: Sequence[Memory] = (),
-        clock: Callable[[], float] = time.time,
-        rng: random.Random | None = None,
-        observer: Observer | None = None,
+        partition_of: Partitioner,
+        recovered: Callable[[], bool],
+        clock: Callable[[], float],
+        counters: Counter[str],
+        acks: Acks,
+        groups: GroupView,
+        rows: Rows,
+        parking: Parking,
+        sending: Sending,
+        windows: Windows,
+        spills: SpillStore,
+        seen_packs: SeenPacks,
+        observer: Observer,
     ) -> None:
         self.settings = settings
         self.destinations = list(destinations)
@@ -110,56 +117,32 @@ class Runtime:
         self.memories = list(memories)  # what every registered destination remembers
         self.consent = wiring.consent_rules(settings)  # every destination's, enabled or not
         self.tables = tables
-        self.pendings = PendingStore(tables.pending, tables.payloads)
         self.outbox = outbox
-        self.partitions = partitions  # by-user partitions (the topic's, once known)
+        self.partition_of = partition_of  # a user key's by-user partition
+        self.partitions = partition_of.partitions  # by-user partitions (the topic's, once known)
         self.recovered = recovered  # tables recovered and no rebalance under way
         self.clock = clock
-        self.rng = rng or random.Random()
         self.by_user_topic = by_user_topic_name(settings.app_id)
-        self.acks = AckTracker(on_failure=self.failed_for_good)
-        self.recent_groups = RecentGroups()  # see note_group
-        self.changelog = ChangelogWrites()  # each event's table writes, awaited before its ack
-        self.seen_packs = SeenPacks(tables.seen, self.changelog)  # new dedupe entries, packed per partition
+        self.owned: frozenset[int] = frozenset()  # the by-user partitions assigned here (not standbys)
+        self.counters = counters
+        self.acks = acks
+        self.groups = groups
+        self.rows = rows
+        self.parking = parking
+        self.sending = sending
+        self.windows = windows
+        self.spills = spills  # streams.runtime.spilling
+        self.seen_packs = seen_packs
+        self.changelog = seen_packs.changelog  # each event's table writes, awaited before its ack
+        # Told of dead letters, deliveries and routed calls: /metrics, /status and the
+        # console, as the app's wiring connects them (streams.runtime.observing).
+        self.observer = observer
         # Set when work failed for good (`failed_for_good`): /ready answers 503 saying
         # so, and `stop` (given by the app) stops the worker so that it is redone.
         self.failure: str | None = None
         self.stop: Callable[[BaseException], Any] = lambda exc: None
-        self.redeliveries = Redeliveries()
-        # Each user's work per destination, one piece after another, served by a fixed
-        # pool of senders per destination (streams.runtime.senders; keyed (user,
-        # destination or "forward"), hence the name).
-        self.chains = Senders(settings.max_in_flight, hold=self._hold)
-        self.spills = SpillStore(tables.spill, tables.spillrows, self.partition_of)  # streams.runtime.spilling
-        self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
-        # Parking, in this process (streams.runtime.parking.ParkingMarks): park records
-        # in transit, parked heads being retried, and when each user's next retry is due.
-        self.marks = ParkingMarks()
-        self.owned: frozenset[int] = frozenset()  # the by-user partitions assigned here (not standbys)
-        # Assigned partitions whose reading has not caught up with what an earlier owner
-        # left there: their deliveries wait for it (streams.runtime.catchup).
-        self.catchup = CatchUp(uuid.uuid4().hex[:12])  # its reader of the partitions, wired by the app
-        self.retry_rescan = asyncio.Event()  # set on assignment: look for parked deliveries
-        # Aggregation windows (streams.runtime.aggregation): users by next close time, the
-        # windows whose request is on its way (until its window-done), and the rescan flag.
-        self.window_index = CloseIndex()
-        self.closing: set[tuple[str, str]] = set()  # (user key, window id)
-        self.window_rescan = asyncio.Event()
-        self.counters: Counter[str] = Counter()
-        self.pending_counts = PendingCounts()  # events waiting, per destination and state, for /status
-        # Each destination's circuit breaker (streams.core.breaker): told every answer,
-        # asked before every request, so one sick destination is backed off as a whole.
-        self.breakers = Breakers(
-            Policy(
-                failures=settings.breaker_failures,
-                open_seconds=settings.breaker_open_seconds,
-                max_open_seconds=max(60.0, settings.breaker_open_seconds),
-                max_retry_after=settings.max_retry_after,
-            )
-        )
-        # Told of dead letters, deliveries and routed calls: /metrics, /status and the
-        # console, as the app's wiring connects them (streams.runtime.observing).
-        self.observer: Observer = observer or Unobserved()
+        acks.on_failure = self.failed_for_good
+        parking.caught_up = self._caught_up
 
     @classmethod
     def from_settings(
@@ -172,124 +155,64 @@ class Runtime:
         recovered: Callable[[], bool] = lambda: True,
         clients: Mapping[str, PartnerClient] | None = None,
         observer: Observer | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
     ) -> Runtime:
         """The runtime of a worker configured by `settings` (the one place that builds
-        it); `clients` replaces the HTTP clients (unit tests); `observer` is told what
-        it does (streams.runtime.observing)."""
+        it and its parts); `clients` replaces the HTTP clients, `clock` the time and
+        `rng` the backoff's randomness (unit tests); `observer` is told what it does
+        (streams.runtime.observing)."""
+        clients = wiring.clients(settings) if clients is None else clients
+        partition_of = Partitioner(partitions or (lambda: settings.topic_partitions))
+        counters: Counter[str] = Counter()
+        acks = Acks()
+        parking = Parking(
+            instance=uuid.uuid4().hex[:12],
+            partition_of=partition_of,
+            destinations=frozenset(clients),
+            deadline=settings.delivery_deadline,
+            pressed=acks.pressed,
+        )
+        rows = Rows(
+            users=tables.users,
+            pending=tables.pending,
+            payloads=tables.payloads,
+            seen=tables.seen,
+            partition_of=partition_of,
+            index_retry=parking.index_retry,
+        )
+        sending = Sending(
+            settings,
+            partition_of=partition_of,
+            counters=counters,
+            clock=clock,
+            rng=rng or random.Random(),
+            hold=parking.hold,
+        )
         return cls(
             settings,
             destinations=wiring.destinations(settings),
-            clients=wiring.clients(settings) if clients is None else clients,
+            clients=clients,
             memories=wiring.memories(),
             tables=tables,
             outbox=outbox,
-            partitions=partitions or (lambda: settings.topic_partitions),
+            partition_of=partition_of,
             recovered=recovered,
-            observer=observer,
-        )
-
-    # ------------------------------------------------------------------ state
-
-    def user(self, key: str) -> UserState | None:
-        return decoded(self.tables.users, key, _read_user)
-
-    def pending(self, key: str) -> Pending:
-        return self.pendings.read(key)
-
-    def seen(self, key: str) -> Seen:
-        return decoded(self.tables.seen, key, Seen.from_dict)
-
-    def group(self, group_id: str) -> GroupState | None:
-        """The group as this worker knows it: the global copy, or the record a group call
-        routed here made, until the group's partition has written it (`recent_groups`)."""
-        found = self.stored_group(group_id)
-        recent = self.recent_groups.get(group_id)
-        if recent is None:
-            return found
-        if found is not None and (found.updated_at or "") >= (recent.updated_at or ""):
-            self.recent_groups.drop(group_id)  # the global copy has caught up
-            return found
-        return newer(found, recent)
-
-    def stored_group(self, group_id: str) -> GroupState | None:
-        """The group's record in the global copy (what its partition wrote)."""
-        data = self.tables.groups.get(group_id)
-        return GroupState.from_dict(data) if data else None
-
-    def note_group(self, group: GroupState) -> None:
-        """A group call routed here made `group`; its partition writes it a moment later
-        (streams.runtime.groups). Meanwhile this worker's other users see it as before
-        that change: at once (streams.runtime.recentgroups)."""
-        self.recent_groups.note(group)
-
-    def groups_of(self, user: UserState | None) -> GroupLookup:
-        """The groups as `user` sees them: with its own copy of its group where newer."""
-        return with_copy(self.group, user)
-
-    def store_pending(self, key: str, pending: Pending) -> None:
-        self.index_retry(key, pending)
-        before = self.pendings.read(key)
-        self.pending_counts.written(self.partition_of(key), key, before, pending)
-        self.pendings.write(key, before, pending)
-
-    def index_retry(self, key: str, pending: Pending) -> None:
-        """Note when the user's next retry is due, and since when its oldest parked
-        delivery per destination has waited (the age gauge of /metrics); the counts of
-        /status are told of writes (`store_pending`) and of the rescan's reads."""
-        self.marks.index(
-            key,
-            pending_mod.next_retry_at(pending),
-            {dest: min(p.first_failed_at for p in q.parked) for dest, q in pending.queues.items() if q.parked},
+            clock=clock,
+            counters=counters,
+            acks=acks,
+            groups=GroupView(tables.groups),
+            rows=rows,
+            parking=parking,
+            sending=sending,
+            windows=Windows(partition_of),
+            spills=SpillStore(tables.spill, tables.spillrows, partition_of),
+            seen_packs=SeenPacks(tables.seen, ChangelogWrites()),
+            observer=observer or Unobserved(),
         )
 
     def destination(self, key: str) -> Destination | None:
         return next((d for d in self.destinations if d.key == key), None)
-
-    def partition_of(self, key: str) -> int:
-        return owner_partition(key, self.partitions())
-
-    def catching_up(self, key: str, destination: str) -> bool:
-        """Whether a delivery of `key` to `destination` must not go yet: its partition has
-        not caught up with an earlier owner's records, and the read-ahead did not clear
-        the pair (streams.runtime.catchup); no hashing of the key while none is behind."""
-        return self.catchup.lagging() and not self.catchup.cleared(self.partition_of(key), key, destination)
-
-    def _hold(self, chain: tuple[str, str]) -> Awaitable[bool] | None:
-        """The senders' hold (streams.runtime.senders): a delivery the read-ahead has not
-        cleared waits for it, then for the caught-up record if it must (`CatchUp.hold`),
-        set aside rather than on a sender."""
-        key, destination = chain
-        if not self.catchup.lagging() or destination not in self.clients:
-            return None
-        partition, deadline = self.partition_of(key), self.settings.delivery_deadline
-        return self.catchup.hold(partition, key, destination, deadline, give_up=self.acks.pressed)
-
-    def retry_delay(self, attempts: int, retry_after: float | None) -> float:
-        s = self.settings
-        if retry_after is not None:
-            retry_after = min(retry_after, s.max_retry_after)
-        return backoff(max(1, attempts), retry_after, base=s.retry_base_delay, cap=s.retry_max_delay, rng=self.rng)
-
-    def answered(self, destination: str, outcome: Outcome, status: int | None, retry_after: float | None) -> bool:
-        """Tell the destination's breaker one answer (status None: none came); True
-        while it stays closed (the caller's quick retries may go on)."""
-        breaker = self.breakers[destination]
-        before = breaker.state
-        reason = f"answered {status}" if status is not None else "no answer"
-        breaker.record(signal_of(outcome.value, status), self.clock(), retry_after, reason)
-        if breaker.state is not before:
-            self.counters[f"circuit_{breaker.state}.{destination}"] += 1
-            wait = breaker.wait(self.clock())
-            if breaker.state is State.CLOSED:
-                log.warning("%s answers again: its circuit breaker is closed", destination)
-            elif breaker.state is State.OPEN:
-                log.warning(
-                    "%s %s: its circuit breaker is open, deliveries park for %.0f s before a probe",
-                    destination,
-                    reason,
-                    wait,
-                )
-        return breaker.state is State.CLOSED
 
     # ------------------------------------------------------------------ life cycle
 
@@ -300,31 +223,22 @@ class Runtime:
             await client.start()
 
     async def close_clients(self) -> None:
-        await self.catchup.close()
+        await self.parking.catchup.close()
         for client in self.clients.values():
             await client.close()
 
     def assigned(self, by_user_partitions: set[int]) -> None:
-        """A rebalance ended and gave this worker `by_user_partitions`. The parked
-        deliveries of users in partitions that went elsewhere, and their park records in
-        transit, are the next owner's now (it finds them in the table); ours would be
-        stale if the partitions returned. Those that stayed keep theirs. Newly owned
-        users may have parked deliveries: the next retry tick looks for them."""
+        """A rebalance ended and gave this worker `by_user_partitions`: each part forgets
+        what it kept of the users of partitions that went elsewhere (the next owner
+        finds it in the tables and in Kafka), and looks for what the new ones hold."""
         self.owned = frozenset(by_user_partitions)
-        self.marks.reassigned(by_user_partitions, self.partition_of)
+        self.parking.assigned(by_user_partitions)
         self.spills.assigned(by_user_partitions)
-        self.catchup.assign(by_user_partitions, self._caught_up)
-        for table in (self.tables.users, self.tables.pending, self.tables.seen):
-            if isinstance(table, CachedRows):
-                table.clear()  # recovery may have replaced rows behind the cache
-        self.pending_counts.assigned(by_user_partitions)  # the new ones counted by the rescan
-        self.retry_rescan.set()
-        # Open windows likewise: the index is rebuilt from the table of what is ours now.
-        self.window_index.clear()
-        self.closing = {(k, w) for k, w in self.closing if self.partition_of(k) in by_user_partitions}
-        self.window_rescan.set()
+        self.rows.assigned(by_user_partitions)
+        self.windows.assigned(by_user_partitions)
 
     def _caught_up(self, partition: int, token: str) -> Callable[[], Any]:
+        """The write of a partition's caught-up record (streams.runtime.catchup)."""
         value, headers = control.encode(control.CaughtUp(token))
         return lambda: produce(self.outbox, BY_USER, key=b"", value=value, headers=headers, partition=partition)
 
@@ -352,25 +266,14 @@ class Runtime:
         owner's requests for the same user (a user's older traits arriving last). False
         if some work did not stop within REVOKE_TIMEOUT."""
         revoked = list(tps)
-        self.redeliveries.forget(revoked)
-        self.acks.forget(revoked)
+        self.acks.revoked(revoked)
         lost = {p for topic, p in revoked if topic == self.by_user_topic}
-        self.spills.revoked(lost)  # before the chains stop: none of theirs is handed over again
+        self.spills.revoked(lost)  # before the senders stop: none of theirs is handed over again
         if not lost:
             return True
 
-        def of_lost_user(chain: Any) -> bool:  # chains are keyed (user, destination or "forward")
-            return self.partition_of(chain[0]) in lost
-
-        stopped = await self.chains.cancel(of_lost_user, REVOKE_TIMEOUT)
-        # Their releases are nobody's in this process now: the next owner sends them again.
-        self.in_flight = {k for k in self.in_flight if self.partition_of(k[0]) not in lost}
-        # So are their parking marks: a park cancelled above before the producer had its
-        # record would leave a mark that nothing clears, holding the user's later calls
-        # to that partner for good if the partition comes back (issue 22, finding 2).
-        # Whoever reads the partition next knows only what is in Kafka, this worker too.
-        self.marks.forget(lost, self.partition_of)
-        self.catchup.forget(lost)
+        stopped = await self.sending.revoked(lost, REVOKE_TIMEOUT)
+        self.parking.revoked(lost)  # their marks and catch-up
         self.seen_packs.forget(lost)  # its events are not acknowledged here: their entries neither
         if not stopped:
             log.warning("some work of revoked partitions did not stop within %.0f s", REVOKE_TIMEOUT)

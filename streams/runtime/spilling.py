@@ -106,7 +106,7 @@ def refill(rt: Runtime, key: str, destination: str) -> None:
     store, pair = rt.spills, (key, destination)
     if not store.mine(key) or destination not in rt.clients:
         return  # revoked (the next owner drains it), or the partner no longer enabled (they wait)
-    if rt.catchup.behind(rt.partition_of(key)):
+    if rt.parking.catchup.behind(rt.partition_of(key)):
         store.waiting.add(pair)  # calls read again go first: `tick` comes back
         return
     share = rt.settings.user_share
@@ -126,7 +126,7 @@ def refill(rt: Runtime, key: str, destination: str) -> None:
             return
         store.cursor[pair] = ordinal + 1
         item = spill.dispatch_of(row, destination, seq)
-        task = rt.chains.submit(pair, functools.partial(drained, rt, key, item))
+        task = rt.sending.senders.submit(pair, functools.partial(drained, rt, key, item))
         track(rt, key, destination, task)
         task.add_done_callback(functools.partial(_failed, rt, pair))
 
@@ -187,7 +187,7 @@ async def tick(rt: Runtime) -> None:
         store.rescan.clear()
         await rescan(rt)
     for pair in list(store.waiting):
-        if not rt.catchup.behind(rt.partition_of(pair[0])):
+        if not rt.parking.catchup.behind(rt.partition_of(pair[0])):
             store.waiting.discard(pair)
             refill(rt, *pair)
 

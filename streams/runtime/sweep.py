@@ -74,16 +74,16 @@ def _sweep_pending(rt: Runtime, partition: int, rows: list[tuple[str, Any]]) -> 
     for key, index in pendings.each(rows):
 
         def busy(dest: str, seq: int, key: str = key) -> bool:
-            return (key, dest, seq) in rt.marks.retrying
+            return (key, dest, seq) in rt.parking.marks.retrying
 
         if not _expires(index, now, s, busy):
             continue  # the common case, decided on the index row alone
-        before = rt.pending(key)  # with the events' bodies, for their dead letters
+        before = rt.rows.pending(key)  # with the events' bodies, for their dead letters
         after, dead = expire_held(before, now, s.pending_max_age_seconds)
         after, exhausted = pending_mod.expire_parked(after, now, s.retry_window_seconds, busy)
         dead += [_exhausted(dest, parked, s.retry_window_seconds) for dest, parked in exhausted]
         if dead:
-            rt.store_pending(key, after)
+            rt.rows.store_pending(key, after)
             work += [effects.dead_letter(rt, d, key.encode("utf-8")) for d in dead]
     _skipped(partition, "pending", pendings.skipped)
     return work

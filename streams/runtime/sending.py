@@ -1,0 +1,98 @@
+"""The runtime's sending (`Sending`, the runtime's `sending`): the senders that run each
+user's deliveries per partner in order (`senders`, streams.runtime.senders), each
+destination's circuit breaker (`breakers`, streams.core.breaker) and what it is told of
+each answer (`answered`), the backoff of a failed delivery (`retry_delay`), and the
+releases whose delivery is under way in this process (`in_flight`).
+
+`revoked(lost)`: the work of the users of by-user partitions taken from this worker
+(deliveries, retries, forwards; queued and running) is cancelled and waited for, and
+their releases are nobody's here any more: whoever reads the partitions next sends them
+again. An assignment adds nothing: work is submitted as events come.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from streams.core.breaker import Breakers, Policy, State, signal_of
+from streams.core.retry import Outcome, backoff
+from streams.runtime.senders import Hold, Senders
+from streams.settings import Settings
+
+log = logging.getLogger("cs_relay")
+
+
+class Sending:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        partition_of: Callable[[str], int],
+        counters: Counter[str],
+        clock: Callable[[], float],
+        rng: random.Random,
+        hold: Hold | None = None,
+    ) -> None:
+        self.settings = settings
+        self.partition_of = partition_of
+        self.counters = counters
+        self.clock = clock
+        self.rng = rng
+        # Each user's work per destination, one piece after another, served by a fixed
+        # pool of senders per destination (keyed (user, destination or "forward")).
+        self.senders = Senders(settings.max_in_flight, hold=hold)
+        self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
+        # Each destination's circuit breaker (streams.core.breaker): told every answer,
+        # asked before every request, so one sick destination is backed off as a whole.
+        self.breakers = Breakers(
+            Policy(
+                failures=settings.breaker_failures,
+                open_seconds=settings.breaker_open_seconds,
+                max_open_seconds=max(60.0, settings.breaker_open_seconds),
+                max_retry_after=settings.max_retry_after,
+            )
+        )
+
+    def retry_delay(self, attempts: int, retry_after: float | None) -> float:
+        s = self.settings
+        if retry_after is not None:
+            retry_after = min(retry_after, s.max_retry_after)
+        return backoff(max(1, attempts), retry_after, base=s.retry_base_delay, cap=s.retry_max_delay, rng=self.rng)
+
+    def answered(self, destination: str, outcome: Outcome, status: int | None, retry_after: float | None) -> bool:
+        """Tell the destination's breaker one answer (status None: none came); True
+        while it stays closed (the caller's quick retries may go on)."""
+        breaker = self.breakers[destination]
+        before = breaker.state
+        reason = f"answered {status}" if status is not None else "no answer"
+        breaker.record(signal_of(outcome.value, status), self.clock(), retry_after, reason)
+        if breaker.state is not before:
+            self.counters[f"circuit_{breaker.state}.{destination}"] += 1
+            wait = breaker.wait(self.clock())
+            if breaker.state is State.CLOSED:
+                log.warning("%s answers again: its circuit breaker is closed", destination)
+            elif breaker.state is State.OPEN:
+                log.warning(
+                    "%s %s: its circuit breaker is open, deliveries park for %.0f s before a probe",
+                    destination,
+                    reason,
+                    wait,
+                )
+        return breaker.state is State.CLOSED
+
+    async def revoked(self, lost: Iterable[int], timeout: float) -> bool:
+        """Cancel the work of the users of the by-user partitions `lost` and wait for it;
+        False if some did not stop within `timeout`."""
+        lost = set(lost)
+
+        def of_lost_user(chain: Any) -> bool:  # keyed (user, destination or "forward")
+            return self.partition_of(chain[0]) in lost
+
+        stopped = await self.senders.cancel(of_lost_user, timeout)
+        # Their releases are nobody's in this process now: the next owner sends them again.
+        self.in_flight = {k for k in self.in_flight if self.partition_of(k[0]) not in lost}
+        return stopped
