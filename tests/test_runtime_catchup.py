@@ -13,7 +13,6 @@ from collections.abc import AsyncGenerator, Sequence
 from streams.core import control
 from streams.core.control import CaughtUp, Park
 from streams.core.pending import Parked
-from streams.runtime import agents
 from streams.runtime import catchup as catchup_mod
 from streams.runtime.catchup import PAIR_BYTES, CatchUp, Reader, Scanned
 from tests.runtime_world import PARTITIONS, FakeClient, World
@@ -47,8 +46,7 @@ async def test_a_backlog_past_the_window_without_park_records_is_delivered_at_on
     world.rt.assigned(set(range(PARTITIONS)))  # a caught-up record behind the backlog in each partition
     hold = await press(world)
 
-    work = agents.route_one(world.rt, take(world))
-    await asyncio.wait_for(asyncio.gather(*work), 5.0)
+    await asyncio.wait_for(world.route(take(world)), 5.0)
 
     assert world.client.events() == ["First"]
     assert not [k for k in world.rt.counters if k.startswith("parked")], world.rt.counters
@@ -68,7 +66,7 @@ async def test_only_the_user_with_an_earlier_owner_s_park_record_ahead_waits_beh
     await enqueue(old, type="track", userId="u1", event="First", messageId="t1")
     await enqueue(old, type="track", userId="u1", event="Second", messageId="t2")
     old.client.answers = [503]
-    await asyncio.gather(*agents.route_one(old.rt, take(old)))  # E1 parked: P1 produced, E1 done
+    await old.route(take(old))  # E1 parked: P1 produced, E1 done
     backlog = left_in_log(old)  # E2, P1
 
     new = World(client=FakeClient(), tables=old.tables)
@@ -79,9 +77,9 @@ async def test_only_the_user_with_an_earlier_owner_s_park_record_ahead_waits_beh
     new.rt.assigned(set(range(PARTITIONS)))
     hold = await press(new)
 
-    await asyncio.wait_for(asyncio.gather(*agents.route_one(new.rt, take(new))), 5.0)
+    await asyncio.wait_for(new.route(take(new)), 5.0)
     assert new.client.events() == ["Other"]  # went at once: nothing of u2's lies ahead
-    await asyncio.wait_for(asyncio.gather(*agents.route_one(new.rt, take(new))), 5.0)
+    await asyncio.wait_for(new.route(take(new)), 5.0)
     assert new.client.events() == ["Other"]  # E2 not sent before E1
     assert new.rt.counters["parked_catching_up.clientsuccess"] == 1, new.rt.counters
 
@@ -108,7 +106,7 @@ async def test_a_scan_that_cannot_read_ahead_falls_back_to_waiting_for_the_caugh
     world.rt.assigned(set(range(PARTITIONS)))
     hold = await press(world)
 
-    await asyncio.wait_for(asyncio.gather(*agents.route_one(world.rt, take(world))), 5.0)
+    await asyncio.wait_for(world.route(take(world)), 5.0)
 
     assert world.client.events() == []
     assert world.rt.counters["parked_catching_up.clientsuccess"] == 1

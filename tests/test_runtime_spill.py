@@ -14,7 +14,7 @@ from typing import Any
 
 from streams.core import spill
 from streams.core.decision import PartnerRequest
-from streams.runtime import agents, batching, spilling
+from streams.runtime import batching, spilling
 from streams.runtime.delivery import Result
 from streams.runtime.runtime import Tables
 from streams.runtime.spillstore import SpillStore
@@ -150,7 +150,7 @@ async def test_a_new_worker_delivers_what_a_stopped_one_spilled_in_order():
     second.offsets = first.offsets.copy()
     second.rt.assigned(set(range(PARTITIONS)))
     for record in taken:
-        second._register(record, agents.route_one(second.rt, record))
+        second.route(record)
     started = time.monotonic()
     while queue(second, "u1").size or second.rt.acks.in_flight:
         assert time.monotonic() - started < 5, "timed out"
