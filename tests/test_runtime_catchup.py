@@ -125,8 +125,8 @@ def listed(batches: list[list[Scanned]], then_wait: bool = True) -> Reader:
     async def read(partitions: set[int]) -> AsyncGenerator[Sequence[Scanned], None]:
         for batch in batches:
             yield batch
-        while then_wait:
-            await asyncio.sleep(3600)
+        if then_wait:
+            await asyncio.Event().wait()  # only cancellation (the scan closed) ends it
 
     return read
 
