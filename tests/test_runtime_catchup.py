@@ -162,6 +162,29 @@ async def test_past_its_byte_bound_the_scan_leaves_a_partition_to_its_token():
     assert catchup._bytes == PAIR_BYTES + 2  # only b1's pair is kept
 
 
+def call(partition: int, user: str) -> Scanned:
+    return (partition, user.encode(), {}, b'{"type": "track", "event": "E"}')
+
+
+async def test_the_scan_notes_each_user_with_a_record_ahead_up_to_its_byte_bound():
+    """A user's spilled deliveries go before the token is read unless a record of the
+    user's lies ahead (a call read again goes first: streams.runtime.spilling). The users
+    are kept up to max_bytes over all partitions, apart from the pairs; past it, every
+    user of the partition waits for the token, and its pairs still clear deliveries."""
+    catchup = CatchUp("w1", max_bytes=2 * (PAIR_BYTES + 2))
+    tokens = catchup.begin({0, 1})
+    batch = [call(1, "b1"), token(1, tokens[1])]
+    batch += [call(0, "a1"), parked(0, "a2"), call(0, "a3"), token(0, tokens[0])]
+    catchup.scan_ahead(tokens, listed([batch]))
+    assert await clears(catchup, 1, "b1")  # a call ahead is no park: its deliveries go
+    assert catchup.nothing_ahead(1, "zz") and not catchup.nothing_ahead(1, "b1")
+    assert not catchup.nothing_ahead(0, "zz")  # partition 0 passed the bound at a2
+    assert await clears(catchup, 0, "zz") and not await clears(catchup, 0, "a2")
+    assert catchup._user_bytes == PAIR_BYTES + 2  # only b1 is kept
+    assert catchup.reached(0, tokens[0])
+    assert catchup.nothing_ahead(0, "a1") and catchup.nothing_ahead(0, "a2")
+
+
 async def test_a_scan_that_does_not_reach_the_token_in_time_leaves_the_partition_to_it(monkeypatch):
     monkeypatch.setattr(catchup_mod, "SCAN_SECONDS", 0.05)
     catchup = CatchUp("w1")
