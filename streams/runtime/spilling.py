@@ -11,9 +11,9 @@
   for. Past CS_RELAY_SPILL_MAX_EVENTS a delivery goes to the chain as before.
 * `track` counts a chain's deliveries; as one ends, `refill` hands the next spilled
   ones to the same chain, up to the share (not while an earlier owner's records of the
-  user may still be read in its partition: calls read again go first; `caught_up`). A spilled delivery
-  goes through `effects.deliver` like any: a retryable failure parks it under its
-  number, and those after it park behind it.
+  user may still be read in its partition: calls read again go first, `caught_up`).
+  A spilled delivery goes through `effects.deliver` like any: a retryable failure
+  parks it under its number, and those after it park behind it.
 * Each spilled delivery that ended (delivered, parked or dead-lettered) is confirmed
   by a `spill-done` record to the user's partition (`spill_done` drops it and its
   rows); the numbers that end while one is on its way go together in the next.
