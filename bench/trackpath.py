@@ -46,7 +46,7 @@ NOT_THE_TRACKS = ("task mode.services:", "task aiohttp.")
 
 
 def on_the_path(record: Sequence[Any]) -> bool:
-    """Work of the track: of the agents' tasks, the delivery chains' tasks, or a
+    """Work of the track: of the agents' tasks, the senders' tasks, or a
     callback (a packed row's flush, an acknowledgement, a produce's completion)."""
     return not record[5].startswith(NOT_THE_TRACKS)
 

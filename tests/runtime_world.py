@@ -2,8 +2,9 @@
 
 `World` builds the real `Runtime` from settings, with plain dicts for tables, a fake
 partner client whose answers the test scripts, and an outbox that keeps what was
-produced. Records produced to the by-user topic are routed back through the real
-handlers (`streams.runtime.agents.route_one`) in the order they were produced, per
+produced. Records are taken as the worker's agents take them, each a batch of one
+(`streams.runtime.agents.rekey_batch`, `take_keyed_batch`, `route_batch`): those
+produced to the by-user topic are routed back in the order they were produced, per
 partition, as the topic would deliver them; dead letters are kept for inspection.
 """
 
@@ -14,6 +15,7 @@ import json
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from streams.core import control
@@ -109,6 +111,29 @@ class FakeClient:
         return [r.path.rsplit("/", 1)[-1] for r in self.requests]
 
 
+class Event:
+    """A Faust event, as the agents take it with its record: its acknowledgement goes
+    to `acked`, and `done` is done then."""
+
+    def __init__(self, record: Incoming, acked: list[tuple[str, int, int]]) -> None:
+        self.message = SimpleNamespace(generation_id=App.consumer_generation_id)
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._record, self._acked = record, acked
+
+    def ack(self) -> None:
+        self._acked.append((self._record.topic, self._record.partition, self._record.offset))
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class App:
+    """What the agents read of the Faust app: one consumer generation, the flow on (the
+    world's rebalances are the tests' calls of `Runtime.assigned` and `revoked`)."""
+
+    consumer_generation_id = 1
+    flow_control = SimpleNamespace(is_active=lambda: True)
+
+
 class World:
     def __init__(
         self, env: Mapping[str, str] | None = None, *, client: FakeClient | None = None, tables: Tables | None = None
@@ -148,9 +173,7 @@ class World:
     async def publish(self, **body: Any) -> None:
         """A Segment call on the input topic, taken by intake, then routed until idle."""
         value = json.dumps(body).encode()
-        record = self._incoming(INPUT, None, value, {}, 0)
-        work = await agents.admit(self.rt, record)
-        self._register(record, [work])
+        await self.intake(self._incoming(INPUT, None, value, {}, 0))
         await self.settle()
 
     async def publish_keyed(
@@ -163,17 +186,29 @@ class World:
         user = str(body.get("userId") or body.get("anonymousId") or "")
         where = self.rt.partition_of(user) if partition is None else partition
         record = self._incoming(INPUT, user.encode(), value, dict(headers or {}), where)
-        self._register(record, await agents.take_keyed(self.rt, record))
+        await self.intake(record, keyed=True)
         await self.settle()
         return record
+
+    async def intake(self, record: Incoming, *, keyed: bool = False) -> asyncio.Future[None]:
+        """`record`, of the input topic, taken by intake (with CS_RELAY_INPUT_KEYED_BY_USER
+        if `keyed`) as a batch of one; the future is done once it is acknowledged."""
+        event = Event(record, self.acked)
+        take = agents.take_keyed_batch if keyed else agents.rekey_batch
+        await take(self.rt, App(), [(event, record)])  # type: ignore[arg-type]
+        return event.done
 
     # ------------------------------------------------------------------ the by-user topic
 
     def unrouted(self) -> list[Produced]:
         return [r for r in self.outbox.records[self.routed :]]
 
-    def _register(self, record: Incoming, work: list) -> None:
-        self.rt.acks.add(record.tp, lambda r=record: self.acked.append((r.topic, r.partition, r.offset)), work)
+    def route(self, record: Incoming) -> asyncio.Future[None]:
+        """`record`, of the by-user topic, taken by route as a batch of one; the future
+        is done once it is acknowledged."""
+        event = Event(record, self.acked)
+        agents.route_batch(self.rt, [(event, record)])
+        return event.done
 
     async def settle(self, spins: int = 200) -> bool:
         """Route what was produced to the by-user topic, and let deliveries run, until
@@ -190,7 +225,7 @@ class World:
                     partition = self.rt.partition_of(key.decode("utf-8"))
                 record = self._incoming(BY_USER_TOPIC, produced.key, produced.value, produced.headers, partition)
                 self.taken.append(record)
-                self._register(record, agents.route_one(self.rt, record))
+                self.route(record)
             await asyncio.sleep(0)
             if self._idle():
                 # The senders drop a user's queue as its last piece ends, before the
@@ -224,7 +259,7 @@ class World:
     async def redo(self, record: Incoming) -> bool:
         """Route a by-user record again, at its offset: what Kafka does after a crash
         or a rebalance before its offset was committed."""
-        self._register(record, agents.route_one(self.rt, record))
+        self.route(record)
         return await self.settle()
 
     async def drain_retries(self, user: str = "u1", rounds: int = 10) -> None:

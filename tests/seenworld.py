@@ -15,7 +15,7 @@ import faust
 from faust.types import TP
 
 from streams.core import seenpack
-from streams.runtime import agents, seentable
+from streams.runtime import seentable
 from streams.runtime.runtime import Tables
 from tests.runtime_world import INPUT, World
 
@@ -103,7 +103,7 @@ async def publish_together(world: World, messages: list[dict[str, Any]]) -> None
     loop (as a worker takes what its stream has buffered)."""
     for body in messages:
         record = world._incoming(INPUT, None, json.dumps(body).encode(), {}, 0)
-        world._register(record, [await agents.admit(world.rt, record)])
+        await world.intake(record)
     await world.settle()
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from streams.core import control
 from streams.core.control import WindowClose
-from streams.runtime import agents, aggregation, retries
+from streams.runtime import aggregation, retries
 from streams.runtime.runtime import Tables
 from tests.runtime_world import FakeClient, World
 
@@ -80,7 +80,7 @@ async def test_a_call_processed_again_after_a_crash_is_not_counted_twice(tmp_pat
     redo.offsets.update({k: 0 for k in offsets})
     for record in by_user:  # the same records at the same offsets
         incoming = redo._incoming("cs-relay-by-user", record.key, record.value, record.headers, w.rt.partition_of("u1"))
-        redo._register(incoming, agents.route_one(redo.rt, incoming))
+        redo.route(incoming)
     assert await redo.settle()
     redo.now = datetime(2026, 11, 30, 11, 0, 0, tzinfo=UTC).timestamp()
     await aggregation.tick(redo.rt)  # the rescan after the assignment finds the windows

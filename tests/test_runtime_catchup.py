@@ -13,7 +13,6 @@ from collections.abc import AsyncGenerator, Sequence
 from streams.core import control
 from streams.core.control import CaughtUp, Park
 from streams.core.pending import Parked
-from streams.runtime import agents
 from streams.runtime import catchup as catchup_mod
 from streams.runtime.catchup import PAIR_BYTES, CatchUp, Reader, Scanned
 from tests.runtime_world import PARTITIONS, FakeClient, World
@@ -47,8 +46,7 @@ async def test_a_backlog_past_the_window_without_park_records_is_delivered_at_on
     world.rt.assigned(set(range(PARTITIONS)))  # a caught-up record behind the backlog in each partition
     hold = await press(world)
 
-    work = agents.route_one(world.rt, take(world))
-    await asyncio.wait_for(asyncio.gather(*work), 5.0)
+    await asyncio.wait_for(world.route(take(world)), 5.0)
 
     assert world.client.events() == ["First"]
     assert not [k for k in world.rt.counters if k.startswith("parked")], world.rt.counters
@@ -68,7 +66,7 @@ async def test_only_the_user_with_an_earlier_owner_s_park_record_ahead_waits_beh
     await enqueue(old, type="track", userId="u1", event="First", messageId="t1")
     await enqueue(old, type="track", userId="u1", event="Second", messageId="t2")
     old.client.answers = [503]
-    await asyncio.gather(*agents.route_one(old.rt, take(old)))  # E1 parked: P1 produced, E1 done
+    await old.route(take(old))  # E1 parked: P1 produced, E1 done
     backlog = left_in_log(old)  # E2, P1
 
     new = World(client=FakeClient(), tables=old.tables)
@@ -79,9 +77,9 @@ async def test_only_the_user_with_an_earlier_owner_s_park_record_ahead_waits_beh
     new.rt.assigned(set(range(PARTITIONS)))
     hold = await press(new)
 
-    await asyncio.wait_for(asyncio.gather(*agents.route_one(new.rt, take(new))), 5.0)
+    await asyncio.wait_for(new.route(take(new)), 5.0)
     assert new.client.events() == ["Other"]  # went at once: nothing of u2's lies ahead
-    await asyncio.wait_for(asyncio.gather(*agents.route_one(new.rt, take(new))), 5.0)
+    await asyncio.wait_for(new.route(take(new)), 5.0)
     assert new.client.events() == ["Other"]  # E2 not sent before E1
     assert new.rt.counters["parked_catching_up.clientsuccess"] == 1, new.rt.counters
 
@@ -108,7 +106,7 @@ async def test_a_scan_that_cannot_read_ahead_falls_back_to_waiting_for_the_caugh
     world.rt.assigned(set(range(PARTITIONS)))
     hold = await press(world)
 
-    await asyncio.wait_for(asyncio.gather(*agents.route_one(world.rt, take(world))), 5.0)
+    await asyncio.wait_for(world.route(take(world)), 5.0)
 
     assert world.client.events() == []
     assert world.rt.counters["parked_catching_up.clientsuccess"] == 1
@@ -127,8 +125,8 @@ def listed(batches: list[list[Scanned]], then_wait: bool = True) -> Reader:
     async def read(partitions: set[int]) -> AsyncGenerator[Sequence[Scanned], None]:
         for batch in batches:
             yield batch
-        while then_wait:
-            await asyncio.sleep(3600)
+        if then_wait:
+            await asyncio.Event().wait()  # only cancellation (the scan closed) ends it
 
     return read
 
@@ -162,6 +160,29 @@ async def test_past_its_byte_bound_the_scan_leaves_a_partition_to_its_token():
     assert not await clears(catchup, 0, "zz")  # partition 0 gave up at a3: nobody of it is cleared
     assert await clears(catchup, 1, "zz") and not await clears(catchup, 1, "b1")
     assert catchup._bytes == PAIR_BYTES + 2  # only b1's pair is kept
+
+
+def call(partition: int, user: str) -> Scanned:
+    return (partition, user.encode(), {}, b'{"type": "track", "event": "E"}')
+
+
+async def test_the_scan_notes_each_user_with_a_record_ahead_up_to_its_byte_bound():
+    """A user's spilled deliveries go before the token is read unless a record of the
+    user's lies ahead (a call read again goes first: streams.runtime.spilling). The users
+    are kept up to max_bytes over all partitions, apart from the pairs; past it, every
+    user of the partition waits for the token, and its pairs still clear deliveries."""
+    catchup = CatchUp("w1", max_bytes=2 * (PAIR_BYTES + 2))
+    tokens = catchup.begin({0, 1})
+    batch = [call(1, "b1"), token(1, tokens[1])]
+    batch += [call(0, "a1"), parked(0, "a2"), call(0, "a3"), token(0, tokens[0])]
+    catchup.scan_ahead(tokens, listed([batch]))
+    assert await clears(catchup, 1, "b1")  # a call ahead is no park: its deliveries go
+    assert catchup.nothing_ahead(1, "zz") and not catchup.nothing_ahead(1, "b1")
+    assert not catchup.nothing_ahead(0, "zz")  # partition 0 passed the bound at a2
+    assert await clears(catchup, 0, "zz") and not await clears(catchup, 0, "a2")
+    assert catchup._user_bytes == PAIR_BYTES + 2  # only b1 is kept
+    assert catchup.reached(0, tokens[0])
+    assert catchup.nothing_ahead(0, "a1") and catchup.nothing_ahead(0, "a2")
 
 
 async def test_a_scan_that_does_not_reach_the_token_in_time_leaves_the_partition_to_it(monkeypatch):

@@ -55,10 +55,10 @@ async def test_a_park_in_flight_at_a_crash_keeps_the_order_and_delivers_once(sec
     await enqueue(old, type="track", userId="u1", event="Second", messageId="t2")
     old.client.answers = [503]
     first, second = take(old), take(old)
-    first_work = agents.route_one(old.rt, first)
-    second_work = agents.route_one(old.rt, second)  # sent behind E1's delivery, still under way
-    await asyncio.gather(*first_work)  # parked: P1 produced, E1 done
-    await asyncio.gather(*second_work)  # behind E1: P2 produced
+    first_done = old.route(first)
+    second_done = old.route(second)  # sent behind E1's delivery, still under way
+    await first_done  # parked: P1 produced, E1 done
+    await second_done  # behind E1: P2 produced
     assert [p.kind for p in left_in_log(old)] == [Park.KIND, Park.KIND]
     assert old.client.events() == ["First"]
     log = left_in_log(old) if second_park_in_kafka else left_in_log(old)[:1]
@@ -69,7 +69,7 @@ async def test_a_park_in_flight_at_a_crash_keeps_the_order_and_delivers_once(sec
     new.offsets = Counter(old.offsets)  # the log goes on where it was
     new.outbox.records, new.routed = list(log), len(log)  # in Kafka, not fetched yet
     new.rt.assigned(set(range(PARTITIONS)))
-    new._register(second, agents.route_one(new.rt, second))  # the first record past the committed offset
+    new.route(second)  # the first record past the committed offset
     for _ in range(50):  # its delivery may run before the next fetch
         await asyncio.sleep(0)
     new.routed = 0

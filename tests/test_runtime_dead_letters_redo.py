@@ -13,7 +13,7 @@ import pytest
 from streams.core.control import MergeRequest, Park
 from streams.core.deadletter import DeadLetterRecord, read_headers
 from streams.ops.dlq import replay_headers
-from streams.runtime import agents, effects, merge
+from streams.runtime import effects, merge
 from tests.runtime_world import INPUT, FakeClient, Produced, World
 
 ID = "cs-relay-dead-letter-id"
@@ -25,7 +25,7 @@ async def replay(world: World, letters: list[Produced]) -> None:
         at = world.outbox.records.index(letter)  # its offset in the dead-letter topic
         dl = DeadLetterRecord(at, 0, letter.key, letter.value, read_headers(letter.headers.items()), "dlq")
         record = world._incoming(INPUT, letter.key, letter.value, dict(replay_headers(dl)), 0)
-        world._register(record, [await agents.admit(world.rt, record)])
+        await world.intake(record)
     assert await world.settle()
 
 
@@ -79,8 +79,7 @@ async def test_the_cut_of_a_hand_over_redone_is_replayed_once(monkeypatch: pytes
     await effects.control_to_user(world.rt, "anon-1", MergeRequest("u1"))
     request = world._incoming("cs-relay-by-user", *_last(world), world.rt.partition_of("anon-1"))
     world.routed = len(world.outbox.records)
-    work = agents.route_one(world.rt, request)
-    await asyncio.gather(*work, *agents.route_one(world.rt, request))  # processed again before its answer came
+    await asyncio.gather(world.route(request), world.route(request))  # processed again before its answer came
     letters = world.dead_letters()
     cut = len(letters) // 2
     assert cut and [d.value for d in letters[:cut]] == [d.value for d in letters[cut:]]

@@ -28,7 +28,7 @@ async def test_a_valid_call_is_re_keyed_by_user_with_its_source_and_an_invalid_o
 async def test_a_record_that_cannot_be_routed_is_dead_lettered_and_acknowledged():
     world = World()
     record = world._incoming("cs-relay-by-user", b"u1", b'{"type": "track"', {}, 0)  # not even JSON
-    world._register(record, agents.route_one(world.rt, record))
+    world.route(record)
     assert await world.settle()
     [dead] = world.dead_letters()
     assert dead.reason == "routing_error" and dead.headers["cs-relay-stage"] == b"routing"

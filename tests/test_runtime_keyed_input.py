@@ -8,7 +8,6 @@ import json
 
 from streams.core import control
 from streams.core.positions import INPUT_BASE
-from streams.runtime import agents
 from streams.runtime.outbox import BY_USER
 from tests.runtime_world import BY_USER_TOPIC, INPUT, PARTITIONS, World
 
@@ -73,7 +72,7 @@ async def test_an_input_record_processed_again_is_not_delivered_twice_and_a_dupl
 async def test_invalid_input_is_dead_lettered_and_an_input_record_cannot_claim_another_source():
     world = World(KEYED)
     bad = world._incoming(INPUT, b"u1", b'{"type": "track", "userId": "u1"}', {}, 0)
-    world._register(bad, await agents.take_keyed(world.rt, bad))
+    await world.intake(bad, keyed=True)
     assert await world.settle()
     [dead] = world.dead_letters()
     assert dead.reason == "missing_field" and dead.headers["cs-relay-stage"] == b"intake"
@@ -101,7 +100,7 @@ async def test_an_input_record_routed_in_place_and_redone_through_the_hop_is_not
     after = World(tables=before.tables)  # the setting off, the same state
     after.offsets = before.offsets.copy()
     for record in (delivered, held):
-        after._register(record, [await agents.admit(after.rt, record)])
+        await after.intake(record)
     assert await after.settle()
     assert after.client.events() == ["Sent"]  # redone, not dropped
     assert after.rt.counters["duplicates"] == 0

@@ -9,7 +9,6 @@ from typing import Any
 
 from streams.core.deadletter import DeadLetterRecord
 from streams.ops.dlq import replay_headers
-from streams.runtime import agents
 from tests.runtime_world import INPUT, World
 
 GROUP = {"type": "group", "userId": "u1", "groupId": "g1", "traits": {"name": "Acme"}, "messageId": "g-1"}
@@ -19,7 +18,7 @@ TRACK = {"type": "track", "userId": "u1", "event": "SignedUp", "messageId": "t-1
 async def replay(world: World, dl: DeadLetterRecord) -> None:
     """What `cs-relay dlq replay` produces, taken by intake and routed."""
     record = world._incoming(INPUT, dl.key, dl.value, dict(replay_headers(dl)), 0)
-    world._register(record, [await agents.admit(world.rt, record)])
+    await world.intake(record)
     assert await world.settle()
 
 

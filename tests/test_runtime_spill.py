@@ -14,12 +14,13 @@ from typing import Any
 
 from streams.core import spill
 from streams.core.decision import PartnerRequest
-from streams.runtime import agents, batching, spilling
+from streams.runtime import batching, spilling
 from streams.runtime.delivery import Result
+from streams.runtime.outbox import BY_USER
 from streams.runtime.runtime import Tables
 from streams.runtime.spillstore import SpillStore
 from streams.settings import Settings
-from tests.runtime_world import PARTITIONS, FakeClient, World
+from tests.runtime_world import BY_USER_TOPIC, PARTITIONS, FakeClient, World
 
 CS = "clientsuccess"
 
@@ -150,7 +151,7 @@ async def test_a_new_worker_delivers_what_a_stopped_one_spilled_in_order():
     second.offsets = first.offsets.copy()
     second.rt.assigned(set(range(PARTITIONS)))
     for record in taken:
-        second._register(record, agents.route_one(second.rt, record))
+        second.route(record)
     started = time.monotonic()
     while queue(second, "u1").size or second.rt.acks.in_flight:
         assert time.monotonic() - started < 5, "timed out"
@@ -325,3 +326,83 @@ def test_a_partition_not_scanned_yet_keeps_nothing_in_memory_for_users_without_s
     assert (store.tails, store.cursor, store.known) == ({}, {}, set())
     store.index[spill.order_key("u1", CS, 0)] = 7  # one that did spill is found, and its tail kept
     assert store.queue(("u1", CS)) == spill.SpillQueue(0, 1) and store.tails == {("u1", CS): 1}
+
+
+class HeldClient(FakeClient):
+    """A partner that answers the requests of `users` only as `release[user]` lets them
+    through (everybody else's at once); `asked` names every request, answered or not."""
+
+    def __init__(self, *users: str) -> None:
+        super().__init__()
+        self.release = {user: asyncio.Semaphore(0) for user in users}
+        self.asked: list[str] = []
+
+    async def send(self, request: PartnerRequest, **kwargs: Any) -> Result:
+        self.asked.append(request.path.rsplit("/", 1)[-1])
+        user = request.json.get("identity", {}).get("user", {}).get("id")
+        if user in self.release:
+            await self.release[user].acquire()
+        return await super().send(request, **kwargs)
+
+
+async def turns_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Turns of the loop until `condition` (no routing of what was produced: the
+    world's caught-up records stay unread)."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < timeout, "timed out"
+        await asyncio.sleep(0)
+
+
+async def test_a_spilled_queue_with_nothing_of_its_user_ahead_drains_before_its_partition_catches_up():
+    """After a take-over, a spilled queue waits for the calls of its user read again
+    (they go first), not for the whole partition: u1's events were all committed, so
+    nothing of u1's is ahead and its queue drains while the partition is still behind;
+    u2's calls are read again (no park record among them), so its queue waits, and its
+    calls keep their order."""
+    probe = World()
+    u1, u2 = [u for u in (f"u{i}" for i in range(1000)) if probe.rt.partition_of(u) == probe.rt.partition_of("u1")][:2]
+    client = HeldClient(u1, u2)
+    first = World({"CS_RELAY_USER_SHARE": "1"}, client=client, tables=tables())
+    partition = first.rt.partition_of(u1)
+    await group(first, u1)
+    await group(first, u2)
+    for i in range(3):
+        await first.publish(type="track", userId=u1, event=f"A{i}", messageId=f"a{i}")
+    client.release[u1].release()  # A0 answered: u1's events acknowledged, A1 on its way
+    await until(lambda: first.rt.acks.in_flight == 0, first)
+    for i in range(3):
+        await first.publish(type="track", userId=u2, event=f"B{i}", messageId=f"b{i}")
+    assert queue(first, u1).size == 2 and queue(first, u2).size == 2  # A1 (on its way), A2; B1, B2
+    assert client.asked == ["A0", "A1", "B0"]
+    assert await first.rt.chains.cancel(lambda key: True, 1.0)  # the worker stops
+    u2_calls = [r for r in first.taken if f'"userId": "{u2}"'.encode() in r.value and b'"track"' in r.value]
+    committed = max(o for t, p, o in first.acked if (t, p) == (BY_USER_TOPIC, partition))
+    assert committed == max(r.offset for r in first.taken if r.key == u1.encode())  # every call of u1's
+    assert len(u2_calls) == 3 and min(r.offset for r in u2_calls) > committed  # none of u2's
+
+    # The next worker: the partition from the committed offset holds u2's calls (and
+    # nothing of u1's); its read-ahead reads them up to its caught-up record.
+    second = World({"CS_RELAY_USER_SHARE": "1"}, tables=first.tables)
+    second.offsets = first.offsets.copy()
+    second.outbox.records = [
+        r for r in first.outbox.records if r.to == BY_USER and r.key == u2.encode() and r.kind is None
+    ]
+    second.routed = len(second.outbox.records)  # in Kafka, not fetched yet
+    second.rt.assigned(set(range(PARTITIONS)))
+    await turns_until(lambda: second.rt.catchup.cleared(partition, u1, CS))  # read ahead to the token
+    await spilling.tick(second.rt)  # finds both queues
+    await turns_until(lambda: len(second.client.events()) >= 2)  # u1's queue drains
+    assert second.rt.catchup.behind(partition)  # its caught-up record not read yet
+    assert (u2, CS) in second.rt.spills.waiting  # u2's waits for its calls read again
+    assert second.client.events() == ["A1", "A2"]
+
+    for record in u2_calls:  # the reading loop reaches them, then the caught-up record
+        second.route(record)
+    started = time.monotonic()
+    while queue(second, u2).size or second.rt.acks.in_flight:
+        assert time.monotonic() - started < 5, "timed out"
+        await spilling.tick(second.rt)
+        await second.settle(spins=5)
+    assert second.client.events() == ["A1", "A2", "B0", "B1", "B2"]
+    assert second.tables.spillrows == {}

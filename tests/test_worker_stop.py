@@ -68,13 +68,6 @@ def test_the_stop_deadline_ends_the_process_after_its_line(caplog):
     )
 
 
-def test_a_disarmed_stop_deadline_does_nothing():
-    ended = threading.Event()
-    deadline = StopDeadline(0.2, lambda: "x", end=lambda status: ended.set()).start()
-    deadline.disarm()
-    assert not ended.wait(0.6)
-
-
 def test_the_deadline_falls_within_the_promise():
     assert STOP_GRACE < 10.0
 

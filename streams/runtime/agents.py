@@ -37,31 +37,34 @@ REPLAY_HEADERS = (REPLAY_HEADER, REPLAY_DESTINATION_HEADER, REPLAY_OF_HEADER)
 
 
 async def intake(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
-    """Validate each raw record; re-key the good ones by user, dead-letter the rest.
-    An input record is acknowledged once Kafka has taken what it became. With
-    CS_RELAY_INPUT_KEYED_BY_USER a record already in its user's partition is routed
-    where it is (`take_keyed`), and acknowledged as a by-user record would be."""
-    keyed = rt.settings.input_keyed_by_user
+    """The input topic, a batch at a time: each record re-keyed by user (`rekey_batch`),
+    or with CS_RELAY_INPUT_KEYED_BY_USER routed where it is (`take_keyed_batch`)."""
+    take = take_keyed_batch if rt.settings.input_keyed_by_user else rekey_batch
     async for batch in batching.batches(rt, app, stream):
-        if keyed:
-            await take_keyed_batch(rt, app, batch)
-            continue
-        for n, (event, record) in enumerate(batch):
-            if n and batching.fetched_before_a_rebalance(rt, app, event):
-                continue  # a rebalance began while the one before was handed to the producer
-            try:
-                work = [await admit(rt, record)]
-            except Exception as exc:  # noqa: BLE001 - the producer refused the record
-                # Registered all the same, as work that failed: never acknowledged (no commit
-                # passes it) and the worker stops (Runtime.failed_for_good).
-                work = [failed(exc)]
-            rt.acks.add(record.tp, event.ack, work, held_bytes(record))
+        await take(rt, app, batch)
 
 
-def failed(exc: BaseException) -> asyncio.Future[Any]:
-    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    future.set_exception(exc)
-    return future
+async def rekey_batch(rt: Runtime, app: faust.App, batch: batching.Taken) -> None:
+    """Validate each raw record; re-key the good ones by user, dead-letter the rest.
+    An input record is acknowledged once Kafka has taken what it became."""
+    for n, (event, record) in enumerate(batch):
+        if n and batching.fetched_before_a_rebalance(rt, app, event):
+            continue  # a rebalance began while the one before was handed to the producer
+        await _handed_over(rt, event, record, admit(rt, record))
+
+
+async def _handed_over(rt: Runtime, event: Any, record: Incoming, produced: Awaitable[Awaitable[Any]]) -> None:
+    """Register `event` with what its record became once handed to the producer
+    (`produced`: Kafka's acknowledgement, to be awaited in the background). If the
+    producer refused it, registered all the same, as work that failed: never
+    acknowledged (no commit passes it) and the worker stops (Runtime.failed_for_good)."""
+    try:
+        work = await produced
+    except Exception as exc:  # noqa: BLE001 - the producer refused the record
+        refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        refused.set_exception(exc)
+        work = refused
+    rt.acks.add(record.tp, event.ack, [work], held_bytes(record))
 
 
 async def admit(rt: Runtime, record: Incoming) -> Awaitable[Any]:
@@ -79,30 +82,16 @@ def invalid(rt: Runtime, record: Incoming, exc: InvalidMessage) -> Awaitable[Any
     )
 
 
-async def take_keyed(rt: Runtime, record: Incoming) -> list[Awaitable[Any]]:
-    """CS_RELAY_INPUT_KEYED_BY_USER, one record (`take_keyed_batch` takes a batch): an
-    input record in its user's partition is routed there, from the input topic (no hop
-    through the by-user topic: the partition counts match, checked at start-up by
-    streams.runtime.topics, so the worker that reads it owns the user's rows). One that
-    is not (a producer that keyed it otherwise) is re-keyed as without the setting: its
-    user's state is elsewhere."""
-    try:
-        msg: Message | InvalidMessage = parse(record.value)
-    except InvalidMessage as exc:
-        msg = exc
-    if isinstance(msg, Message) and rt.partition_of(msg.key) != record.partition:
-        rt.counters["rekeyed"] += 1
-        return [await rekey(rt, record, msg)]
-    with rt.changelog.during() as writes:
-        work = keyed_step(rt, record, msg)
-    return [*work, *writes]
-
-
 async def take_keyed_batch(rt: Runtime, app: faust.App, batch: batching.Taken) -> None:
-    """`take_keyed` for a batch: the records routed here in runs, a run in one changelog
-    scope (`batching.handle`); a record re-keyed in between is handed to the producer
-    in input order, and the records after it, taken before that wait, are checked for a
-    rebalance again."""
+    """CS_RELAY_INPUT_KEYED_BY_USER: an input record in its user's partition is routed
+    there, from the input topic (no hop through the by-user topic: the partition counts
+    match, checked at start-up by streams.runtime.topics, so the worker that reads it
+    owns the user's rows), and acknowledged as a by-user record would be. One that is
+    not (a producer that keyed it otherwise) is re-keyed as without the setting: its
+    user's state is elsewhere. The records routed here go in runs, a run in one
+    changelog scope (`batching.handle`); a record re-keyed in between is handed to the
+    producer in input order, and the records after it, taken before that wait, are
+    checked for a rebalance again."""
     run: batching.Taken = []
     parsed: list[Message | InvalidMessage] = []
     recheck = False
@@ -120,11 +109,7 @@ async def take_keyed_batch(rt: Runtime, app: faust.App, batch: batching.Taken) -
         _route_run(rt, run, parsed)
         run, parsed = [], []
         rt.counters["rekeyed"] += 1
-        try:
-            work = [await rekey(rt, record, msg)]
-        except Exception as exc:  # noqa: BLE001 - the producer refused the record (see intake)
-            work = [failed(exc)]
-        rt.acks.add(record.tp, event.ack, work, held_bytes(record))
+        await _handed_over(rt, event, record, rekey(rt, record, msg))
         recheck = True
     _route_run(rt, run, parsed)
 
@@ -140,40 +125,41 @@ def keyed_step(rt: Runtime, record: Incoming, msg: Message | InvalidMessage) -> 
     if isinstance(msg, InvalidMessage):
         return [invalid(rt, record, msg)]
     rt.counters[f"in.{msg.type}"] += 1
-    # The state numbers it apart from by-user records (streams.core.positions); only the
-    # headers intake would carry are kept: an input record's own cannot pose as a
-    # control record or claim another source.
-    headers = {k: v for k, v in record.headers.items() if k in REPLAY_HEADERS}
-    headers[SOURCE_HEADER] = json.dumps(record.source).encode()  # kept by what it becomes (forwards)
-    here = replace(record, key=msg.key.encode("utf-8"), headers=headers, from_input=True)
+    # The state numbers it apart from by-user records (streams.core.positions).
+    here = replace(record, key=msg.key.encode("utf-8"), headers=input_headers(record), from_input=True)
     return handle_safely(rt, here, msg)
+
+
+def input_headers(record: Incoming) -> dict[str, bytes]:
+    """The headers an input record carries on, re-keyed or routed in place: where it
+    was read (kept by what it becomes) and those of a replay. Only those: an input
+    record's own cannot pose as a control record or claim another source."""
+    headers = {k: v for k, v in record.headers.items() if k in REPLAY_HEADERS}
+    headers[SOURCE_HEADER] = json.dumps(record.source).encode()
+    return headers
 
 
 async def rekey(rt: Runtime, record: Incoming, msg: Message) -> Awaitable[Any]:
     """`record` to the by-user topic, keyed by its user."""
     rt.counters[f"in.{msg.type}"] += 1
-    headers = {k: v for k, v in record.headers.items() if k in REPLAY_HEADERS}
-    headers[SOURCE_HEADER] = json.dumps(record.source).encode()
     # Hand the record to the producer here, in input order (a user's records must reach
     # the by-user topic in the order they came); only Kafka's acknowledgement is
     # awaited in the background.
-    return await rt.outbox.send(BY_USER, key=msg.key.encode("utf-8"), value=record.value, headers=headers)
+    return await rt.outbox.send(BY_USER, key=msg.key.encode("utf-8"), value=record.value, headers=input_headers(record))
 
 
 async def route(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
     """Apply each user's messages to their state, in order, a batch at a time
     (streams.runtime.batching); deliver concurrently."""
     async for batch in batching.batches(rt, app, stream):
-        batching.handle(rt, batch, lambda record: handle_safely(rt, record))
+        route_batch(rt, batch)
 
 
-def route_one(rt: Runtime, record: Incoming, msg: Message | None = None) -> list[Awaitable[Any]]:
-    """Handle one by-user record (or, given its parsed `msg`, a Segment call from the
-    input topic) on its own, outside a batch: its work, and the changelog writes it made
-    (the event is acknowledged only once Kafka has them: `streams.runtime.changelog`)."""
-    with rt.changelog.during() as writes:
-        work = handle_safely(rt, record, msg)
-    return [*work, *writes]
+def route_batch(rt: Runtime, batch: batching.Taken) -> None:
+    """By-user records, each handled and registered with its work and its batch's
+    changelog writes (the event is acknowledged only once Kafka has them:
+    `streams.runtime.changelog`)."""
+    batching.handle(rt, batch, lambda record: handle_safely(rt, record))
 
 
 def handle_safely(rt: Runtime, record: Incoming, msg: Message | None = None) -> list[Awaitable[Any]]:

@@ -34,6 +34,10 @@ behind a by-user backlog; none with the scan). The wait for the scan itself is b
 by the same deadline, and goes on under back-pressure: the scan does not need the
 reading loops.
 
+The scan also notes each user with any record ahead (`nothing_ahead`): a user's spilled
+deliveries drain before the token is read unless the user has some (a call read again
+goes before what spilled after it: streams.runtime.spilling).
+
 A record of the partition that the scan starts past has been applied here already (the
 committed offset only moves past handled records), and one an earlier owner writes
 after the token is not waited for, with or without the scan.
@@ -54,7 +58,7 @@ log = logging.getLogger("cs_relay")
 RESEND_DELAY = 1.0  # seconds before a caught-up record Kafka refused is written again
 SCAN_SECONDS = 30.0  # the scan of an assignment's partitions gives up on those not read to their token by then
 CLOSE_SECONDS = 5.0  # for the scan's reader to close when the worker stops
-MAX_BYTES = 4 * 1024 * 1024  # the pairs noted by the scan, over all partitions (about 20,000)
+MAX_BYTES = 4 * 1024 * 1024  # the pairs noted by the scan, over all partitions (about 20,000); the users as much
 PAIR_BYTES = 200  # per (user, destination) noted, besides the key's length, erring high
 
 # (partition, key, headers, value) of a by-user record, as the scan reads it.
@@ -72,6 +76,8 @@ class Ahead:
     def __init__(self) -> None:
         self.pairs: set[tuple[str, str]] = set()  # (user key, destination) with a record ahead
         self.bytes = 0
+        self.users: set[bytes] | None = set()  # user keys with any record ahead; None: too many to note
+        self.user_bytes = 0
         self.complete = False  # read up to the token: no other pair has a record ahead
         self.ended = asyncio.Event()  # complete, or given up (its deliveries wait for the token)
 
@@ -91,6 +97,7 @@ class CatchUp:
         self._reached: dict[int, asyncio.Event] = {}
         self._ahead: dict[int, Ahead] = {}
         self._bytes = 0  # the pairs of every Ahead
+        self._user_bytes = 0  # the users of every Ahead
         self.max_bytes = max_bytes
         self._scanning: set[int] = set()  # the current scan's partitions not read to their token yet
         self._scans: set[asyncio.Future] = set()
@@ -155,6 +162,8 @@ class CatchUp:
         value: bytes,
     ) -> None:
         kind = headers.get(control.KIND_HEADER)
+        if key and kind != CaughtUp.KIND:
+            self._note_user(ahead, key)
         if kind is None or (kind not in _AHEAD_KINDS and kind != CaughtUp.KIND):
             return
         try:
@@ -179,6 +188,19 @@ class CatchUp:
             ahead.bytes += size
             self._bytes += size
 
+    def _note_user(self, ahead: Ahead, key: bytes) -> None:
+        users = ahead.users
+        if users is None or key in users:
+            return
+        size = PAIR_BYTES + len(key)
+        if self._user_bytes + size > self.max_bytes:  # too many: the partition's spills wait for the token
+            self._user_bytes -= ahead.user_bytes
+            ahead.users, ahead.user_bytes = None, 0
+            return
+        users.add(key)
+        ahead.user_bytes += size
+        self._user_bytes += size
+
     def _give_up(self, ahead: Ahead) -> None:
         if not ahead.complete:
             self._release(ahead)
@@ -192,7 +214,9 @@ class CatchUp:
 
     def _release(self, ahead: Ahead) -> None:
         self._bytes -= ahead.bytes
+        self._user_bytes -= ahead.user_bytes
         ahead.pairs, ahead.bytes = set(), 0
+        ahead.users, ahead.user_bytes = set(), 0
 
     def _stop_scans(self) -> None:
         self._scanning.clear()
@@ -254,6 +278,17 @@ class CatchUp:
             return True
         ahead = self._ahead.get(partition)
         return ahead is not None and ahead.complete and (key, destination) not in ahead.pairs
+
+    def nothing_ahead(self, partition: int, key: str) -> bool:
+        """Whether no record of `key`'s that an earlier owner left in `partition` is still
+        to be read: the partition is not behind, or the scan read it to its token and
+        found none (a call read again, a park, any other)."""
+        if not self.behind(partition):
+            return True
+        ahead = self._ahead.get(partition)
+        return (
+            ahead is not None and ahead.complete and ahead.users is not None and key.encode("utf-8") not in ahead.users
+        )
 
     def hold(
         self, partition: int, key: str, destination: str, timeout: float, give_up: asyncio.Event | None = None

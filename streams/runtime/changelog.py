@@ -9,11 +9,12 @@ hold, a park record applied, a pending-done) could be committed before its write
 durable, and a crash then lose it.
 
 `ChangelogWrites.watch(table)` wraps the table's `send_changelog` (through which every
-`__setitem__` and `del` of a Faust table goes) so that, while an event is handled
-(`during()`), the futures of its writes are collected. The agent adds them to the
-event's work (`streams.runtime.agents.route_one`): the event is acknowledged once Kafka
-has acknowledged every write it made, and a write Kafka refuses is work that failed
-for good (the worker stops: `Runtime.failed_for_good`), never a commit past it.
+`__setitem__` and `del` of a Faust table goes) so that, while a batch of events is
+handled (`during()`), the futures of its writes are collected. The agents add them to
+the work of each event of the batch (`streams.runtime.batching.handle`): an event is
+acknowledged once Kafka has acknowledged every write of its batch, and a write Kafka
+refuses is work that failed for good (the worker stops: `Runtime.failed_for_good`),
+never a commit past it.
 """
 
 from __future__ import annotations

@@ -118,10 +118,6 @@ class SeenPacks:
         self.written += 1
         _complete_with(pack.written, writes)
 
-    def flush_all(self) -> None:
-        for partition in list(self._open):
-            self.flush(partition)
-
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the open rows of revoked partitions (their events are redone elsewhere)."""
         for partition in partitions:

@@ -10,10 +10,10 @@
   ahead of spilled ones that came after it) goes to the chain, which the queue waits
   for. Past CS_RELAY_SPILL_MAX_EVENTS a delivery goes to the chain as before.
 * `track` counts a chain's deliveries; as one ends, `refill` hands the next spilled
-  ones to the same chain, up to the share (not while the partition has not caught up
-  with an earlier owner's records: calls read again go first). A spilled delivery
-  goes through `effects.deliver` like any: a retryable failure parks it under its
-  number, and those after it park behind it.
+  ones to the same chain, up to the share (not while an earlier owner's records of the
+  user may still be read in its partition: calls read again go first, `caught_up`).
+  A spilled delivery goes through `effects.deliver` like any: a retryable failure
+  parks it under its number, and those after it park behind it.
 * Each spilled delivery that ended (delivered, parked or dead-lettered) is confirmed
   by a `spill-done` record to the user's partition (`spill_done` drops it and its
   rows); the numbers that end while one is on its way go together in the next.
@@ -106,7 +106,7 @@ def refill(rt: Runtime, key: str, destination: str) -> None:
     store, pair = rt.spills, (key, destination)
     if not store.mine(key) or destination not in rt.clients:
         return  # revoked (the next owner drains it), or the partner no longer enabled (they wait)
-    if rt.parking.catchup.behind(rt.partition_of(key)):
+    if not caught_up(rt, key):
         store.waiting.add(pair)  # calls read again go first: `tick` comes back
         return
     share = rt.settings.user_share
@@ -129,6 +129,17 @@ def refill(rt: Runtime, key: str, destination: str) -> None:
         task = rt.sending.senders.submit(pair, functools.partial(drained, rt, key, item))
         track(rt, key, destination, task)
         task.add_done_callback(functools.partial(_failed, rt, pair))
+
+
+def caught_up(rt: Runtime, key: str) -> bool:
+    """Whether no call of `key`'s can be read again in its partition (the read-ahead
+    found none of its records up to the caught-up record, or that was read: `CatchUp.
+    nothing_ahead`); with CS_RELAY_INPUT_KEYED_BY_USER, whether the partition caught up
+    (calls are read again from the input topic, which the read-ahead does not read)."""
+    partition = rt.partition_of(key)
+    if rt.settings.input_keyed_by_user:
+        return not rt.parking.catchup.behind(partition)
+    return rt.parking.catchup.nothing_ahead(partition, key)
 
 
 def _failed(rt: Runtime, pair: Pair, task: asyncio.Future) -> None:
@@ -187,7 +198,7 @@ async def tick(rt: Runtime) -> None:
         store.rescan.clear()
         await rescan(rt)
     for pair in list(store.waiting):
-        if not rt.parking.catchup.behind(rt.partition_of(pair[0])):
+        if caught_up(rt, pair[0]):
             store.waiting.discard(pair)
             refill(rt, *pair)
 

@@ -17,6 +17,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -60,8 +61,9 @@ class Unflushed:
 
 
 class StopDeadline:
-    """A daemon thread that, unless `disarm()`ed first, logs `report()`'s line and ends the
-    process `after` seconds from `start()`, however stuck the event loop is."""
+    """A daemon thread that logs `report()`'s line and ends the process `after` seconds
+    from `start()`, however stuck the event loop is (a stop that finishes first ends
+    the process, and the thread with it)."""
 
     def __init__(
         self,
@@ -75,7 +77,6 @@ class StopDeadline:
         self._report = report
         self._end = end
         self._status = status
-        self._disarmed = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> StopDeadline:
@@ -84,12 +85,8 @@ class StopDeadline:
             self._thread.start()
         return self
 
-    def disarm(self) -> None:
-        self._disarmed.set()
-
     def _run(self) -> None:
-        if self._disarmed.wait(self.after):
-            return
+        time.sleep(self.after)
         try:
             line = f"stop did not finish within {self.after:.0f} s, exiting now; {self._report()}"
         except Exception as exc:  # noqa: BLE001 - the exit matters more than the details
