@@ -119,6 +119,13 @@ class CachedRows(MutableMapping[Any, Any]):
         self._rows.clear()
         self.bytes = 0
 
+    def forget(self, key: Any = None) -> None:
+        """Forget the row of `key` (None: every row): it changed in the table."""
+        if key is None:
+            self.clear()
+        else:
+            self._drop(key)
+
     def _keep(self, key: Any, row: Any) -> list[Any]:
         self._drop(key)
         entry = [row, _ABSENT, ENTRY_BYTES + approx_bytes(key) + 2 * approx_bytes(row)]
