@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable
-from dataclasses import replace
 from typing import Any
 
 import faust
@@ -144,8 +143,10 @@ def keyed_step(rt: Runtime, record: Incoming, msg: Message | InvalidMessage) -> 
     # headers intake would carry are kept: an input record's own cannot pose as a
     # control record or claim another source.
     headers = {k: v for k, v in record.headers.items() if k in REPLAY_HEADERS}
-    headers[SOURCE_HEADER] = json.dumps(record.source).encode()  # kept by what it becomes (forwards)
-    here = replace(record, key=msg.key.encode("utf-8"), headers=headers, from_input=True)
+    source = record.source
+    headers[SOURCE_HEADER] = json.dumps(source).encode()  # kept by what it becomes (forwards)
+    key = msg.key.encode("utf-8")
+    here = Incoming(key, record.value, headers, record.topic, record.partition, record.offset, True, source)
     return handle_safely(rt, here, msg)
 
 
