@@ -41,7 +41,7 @@ from streams.core.releasing import release_ready
 from streams.core.segment import parse
 from streams.core.spill import SpillDone
 from streams.core.step import step
-from streams.runtime import aggregation, effects, groups, merge, retries, spilling, sweep
+from streams.runtime import aggregation, effects, groups, merge, retries, seenpacks, spilling, sweep
 from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 
@@ -231,7 +231,7 @@ def first_routing(
     by_identity = replay_of is not None
     ident = replay_of if replay_of is not None else message_id
     row_key = dedupe.row_key(key, ident, replay=by_identity)
-    known: Any = rt.tables.seen.get(row_key)
+    known: Any = seenpacks.get_local(rt.tables.seen, partition, row_key)
     verdict = dedupe.classify_row(known, offset, now, window)
     if verdict is dedupe.Verdict.NEW:  # perhaps routed by an older version: the user's record
         legacy = rt.seen(key)

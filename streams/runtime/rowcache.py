@@ -100,6 +100,15 @@ class CachedRows(MutableMapping[Any, Any]):
         seenpacks.put_local(self.table, partition, key, value)
         self._keep(key, value)
 
+    def get_local(self, partition: int, key: Any) -> Any:
+        """A row kept, else the store of `partition`'s (streams.runtime.seenpacks), not
+        kept: a dedupe lookup of a new id, which `put_local` writes next."""
+        entry = self._rows.get(key)
+        if entry is None:
+            return seenpacks.get_local(self.table, partition, key)
+        self._rows.move_to_end(key)
+        return entry[0]
+
     def delete_local(self, partition: int, key: Any) -> None:
         self._drop(key)
         seenpacks.delete_local(self.table, partition, key)

@@ -160,6 +160,12 @@ def put_local(table: Any, partition: int, key: str, value: Any) -> None:
     _by_partition(table, "put_local", partition, key, value)
 
 
+def get_local(table: Any, partition: int, key: str) -> Any:
+    """A row of the store of `partition` (the table's `get` where it has no `get_local`)."""
+    call = getattr(table, "get_local", None)
+    return call(partition, key) if call is not None else table.get(key)
+
+
 def delete_local(table: Any, partition: int, key: str) -> None:
     """A row out of the store of `partition` alone (no changelog record)."""
     _by_partition(table, "delete_local", partition, key)

@@ -45,6 +45,16 @@ class SeenTable(faust.Table):
             store.data[key] = value
             store._key_partition[key] = partition
 
+    def get_local(self, partition: int, key: str) -> Any:
+        """A row of the store of `partition`, or None: one point read (a Faust read is
+        two, `in` then the read, of the current event's partition)."""
+        store: Any = self.data
+        db_for = getattr(store, "_db_for_partition", None)
+        if db_for is None:  # Faust's in-memory store
+            return store.data.get(key)
+        raw = db_for(partition).get(store._encode_key(key))
+        return None if raw is None else store._decode_value(raw)
+
     def delete_local(self, partition: int, key: str) -> None:
         store: Any = self.data
         db_for = getattr(store, "_db_for_partition", None)
