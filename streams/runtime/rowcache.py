@@ -96,9 +96,11 @@ class CachedRows(MutableMapping[Any, Any]):
         del self.table[key]
 
     def put_local(self, partition: int, key: Any, value: Any) -> None:
-        """A row written to the store alone, no changelog record (streams.runtime.seenpacks)."""
+        """A row written to the store alone, no changelog record (streams.runtime.seenpacks):
+        a new id's dedupe row, read again only if the id comes again, so not kept (one
+        a track would push the users' rows out of the cache)."""
+        self._drop(key)
         seenpacks.put_local(self.table, partition, key, value)
-        self._keep(key, value)
 
     def get_local(self, partition: int, key: Any) -> Any:
         """A row kept, else the store of `partition`'s (streams.runtime.seenpacks), not
