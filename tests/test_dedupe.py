@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streams.core import dedupe
 from streams.core.dedupe import Seen, Verdict, prune
 from streams.runtime.inflight import Redeliveries
 from tests.coretools import dedupe_check as check
@@ -116,3 +119,12 @@ def test_replay_identities_survive_encoding_and_are_pruned_like_ids():
     assert Seen.from_dict({"v": 1, "ids": {"m1": [1, 0.0]}}).replays == {}  # records written before replays
     pruned = prune(seen, DAY + 1, window=DAY, max_ids=10)
     assert pruned.replays == {} and pruned.empty
+
+
+@given(st.text(), st.text(), st.booleans())
+def test_a_row_key_is_the_json_it_always_was(user, ident, replay):
+    """Row keys are in every store and changelog: their bytes never change (the encoder
+    is built once, the text is `json.dumps`'s with compact separators)."""
+    expected = dedupe.ROW_PREFIX + json.dumps([user, "r" if replay else "m", ident], separators=(",", ":"))
+    assert dedupe.row_key(user, ident, replay=replay) == expected
+    assert dedupe.user_of(expected) == user

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from hypothesis import given
+from hypothesis import strategies as st
 
 from streams.core.decision import PartnerRequest
 from streams.core.retry import Outcome
 from streams.destinations.base import Credentials
-from streams.runtime.delivery import MAX_URLS, PartnerClient, RequestURLs
+from streams.runtime.delivery import BODY_JSON, MAX_URLS, PartnerClient, RequestURLs
 
 KEY = "k-3f9a-secret"
 
@@ -97,3 +100,18 @@ async def test_an_unparsable_url_is_an_answerless_retry_not_an_exception():
         await client.close()
     assert (result.outcome, result.status) == (Outcome.RETRY, None)
     assert "InvalidUrl" in result.excerpt
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text(), JSON_VALUES, max_size=6))
+def test_a_request_body_is_the_compact_utf8_json_it_always_was(body):
+    """The bytes a partner gets (and a signing destination signs) are `json.dumps`'s,
+    compact and not ASCII-escaped, from the encoder built once."""
+    expected = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    assert BODY_JSON.encode(body) == expected

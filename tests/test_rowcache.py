@@ -97,3 +97,19 @@ def test_a_row_larger_than_the_whole_bound_is_read_and_written_but_not_kept():
     assert rows.bytes > 0
     del rows["small"]
     assert rows.bytes == 0
+
+
+def test_a_dedupe_row_written_to_the_store_alone_is_not_kept_and_pushes_no_row_out():
+    """`put_local` (a new id's dedupe row, one an event) goes to the table, not to the
+    LRU: the users' rows kept stay kept; `get_local` finds it in the table."""
+    table = CountingTable(u1=None)
+    rows = CachedRows(table, size=2)
+    assert rows.get("u1") is None and table.reads == 1  # a user with no row of an older version
+    for n in range(5):
+        rows.put_local(0, f"id{n}", [n, 1.0])
+        assert rows.get_local(0, f"id{n}") == [n, 1.0]
+    assert table["id4"] == [4, 1.0] and len(rows._rows) == 1
+    assert rows.get("u1") is None and table.reads == 6  # still kept: read once
+    rows.get("u1")
+    rows.put_local(0, "u1", [9, 2.0])  # a row written over one kept: the kept one goes
+    assert rows.get("u1") == [9, 2.0]

@@ -7,13 +7,16 @@ tests/test_runtime_seenrestore.py."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
 from streams.core import control, dedupe, seenpack
 from streams.core.control import Sweep
 from streams.runtime import sweep
+from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.outbox import BY_USER
+from streams.runtime.seenpacks import SeenPacks
 from tests.runtime_world import BY_USER_TOPIC, PARTITIONS, Produced, World
 from tests.seenworld import StoreTable, packed, publish_together, restarted, restored, seen_world, tracks, users_in
 
@@ -145,3 +148,33 @@ async def test_the_sweep_reads_the_packed_rows_of_its_own_partition_only(partiti
 def _sweep_record(partition: int) -> Produced:
     value, headers = control.encode(Sweep())
     return Produced(BY_USER, b"", value, headers, partition)
+
+
+async def test_the_open_rows_of_all_partitions_are_written_together_when_the_first_ones_linger_passes():
+    """One timer for every open row: the partitions' packed rows reach the producer at
+    the same moment (one produce request), none later than its linger."""
+    loop = asyncio.get_running_loop()
+    timers: list[tuple[float, Any]] = []
+    later = loop.call_later
+
+    def call_later(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
+        timers.append((delay, callback))
+        return later(3600, lambda: None)
+
+    table = StoreTable()
+    packs = SeenPacks(table, ChangelogWrites(), linger=0.05)
+    loop.call_later = call_later  # type: ignore[method-assign]
+    try:
+        for n, partition in enumerate((1, 2, 1, 3)):
+            with packs.changelog.during():
+                packs.remember(partition, dedupe.row_key(f"u{n}", "m"), n, 100.0)
+        assert [delay for delay, _ in timers] == [0.05] and table.records == []
+        timers[0][1]()  # the first row's linger passed
+        assert sorted((p, len(v["e"])) for p, _, v in table.records) == [(1, 2), (2, 1), (3, 1)]
+        with packs.changelog.during():
+            packs.remember(2, dedupe.row_key("u9", "m"), 9, 101.0)
+        assert len(timers) == 2  # the next open row, a timer of its own
+        packs.forget([2])
+        assert table.records[3:] == []
+    finally:
+        loop.call_later = later  # type: ignore[method-assign]

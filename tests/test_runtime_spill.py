@@ -390,10 +390,10 @@ async def test_a_spilled_queue_with_nothing_of_its_user_ahead_drains_before_its_
     ]
     second.routed = len(second.outbox.records)  # in Kafka, not fetched yet
     second.rt.assigned(set(range(PARTITIONS)))
-    await turns_until(lambda: second.rt.catchup.cleared(partition, u1, CS))  # read ahead to the token
+    await turns_until(lambda: second.rt.parking.catchup.cleared(partition, u1, CS))  # read ahead to the token
     await spilling.tick(second.rt)  # finds both queues
     await turns_until(lambda: len(second.client.events()) >= 2)  # u1's queue drains
-    assert second.rt.catchup.behind(partition)  # its caught-up record not read yet
+    assert second.rt.parking.catchup.behind(partition)  # its caught-up record not read yet
     assert (u2, CS) in second.rt.spills.waiting  # u2's waits for its calls read again
     assert second.client.events() == ["A1", "A2"]
 

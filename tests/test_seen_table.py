@@ -70,3 +70,33 @@ def test_a_worker_writes_index_rows_to_its_store_alone(tmp_path):
     assert 3 in table.data._dbs and table.get(seenpack.pack_key(3, "w.1")) == {"v": 1, "newest": 2.0, "n": 1}
     table.delete_local(3, key)
     assert table.get(key) is None and len(sent) == 1
+
+
+def test_a_lookup_reads_the_partitions_database_once(tmp_path):
+    """`get_local`: what `put_local` and recovery left in a partition's database, with
+    one point read of that database (a Faust read is two, in the current event's)."""
+    table = rocksdb_table(tmp_path)
+    key, restored = dedupe.row_key("u1", "m1"), dedupe.row_key("u2", "m2")
+    table.put_local(3, key, seenpack.index_row(1, 2.0))
+    table.apply_changelog_batch([changelog_event(table, 2, 7, restored, dedupe.row(6, 102.0))])
+    store: Any = table.data
+    reads: list[bytes] = []
+    for partition in (2, 3):
+        db = store._db_for_partition(partition)
+        store._dbs[partition] = counted(db, reads)
+    assert table.get_local(3, key) == seenpack.index_row(1, 2.0)
+    assert table.get_local(2, restored) == dedupe.row(6, 102.0)
+    assert table.get_local(2, key) is None and table.get_local(3, dedupe.row_key("u1", "m9")) is None
+    assert len(reads) == 4
+
+
+def counted(db: Any, reads: list[bytes]) -> Any:
+    class Counted:
+        def get(self, raw: bytes) -> Any:
+            reads.append(raw)
+            return db.get(raw)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(db, name)
+
+    return Counted()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
+from streams.core import timestamps
 from streams.core.timestamps import format_utc, utc_date, utc_iso
 
 
@@ -52,3 +55,37 @@ def test_format_utc_converts_aware_and_reads_naive_as_utc():
 )
 def test_utc_date_is_the_gmt_calendar_date(value, day):
     assert utc_date(value) == day
+
+
+# The form `format_utc` writes, and strings near it: the fast reading of that form
+# (`datetime.fromisoformat`) gives what the general parser gives, or the same error.
+NEAR_UTC_FORM = st.from_regex(
+    r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,7})?(Z|\+00:00)?\Z", fullmatch=True
+)
+
+
+def _general(value: str) -> tuple[str, object]:
+    try:
+        return "ok", timestamps._parse(value)
+    except ValueError as exc:
+        return "error", str(exc)
+
+
+def _fast(value: str) -> tuple[str, object]:
+    try:
+        return "ok", timestamps.parse_timestamp(value)
+    except ValueError as exc:
+        return "error", str(exc)
+
+
+@given(st.one_of(NEAR_UTC_FORM, st.datetimes(timezones=st.just(UTC)).map(format_utc)))
+@example("2026-02-30T10:20:30Z")  # a day February has not
+@example("0000-01-01T00:00:00.000Z")
+@example("2026-11-30T24:00:00Z")
+@example("2026-11-30T10:20:30.123000Z")
+@example("2026-11-30T10:20:30.000Z")
+def test_the_utc_form_is_read_as_the_general_parser_reads_it(value):
+    assert _fast(value) == _general(value)
+    if _general(value)[0] == "ok":
+        assert utc_iso(value) == format_utc(timestamps._parse(value))
+        assert utc_date(value) == timestamps._parse(value).date()

@@ -104,12 +104,14 @@ def _live(entries: Entries, now: float, window: float, limit: int) -> dict[str, 
 # ------------------------------------------------------------------ one row per id
 
 ROW_PREFIX = "\x00"  # row keys start with it; a user's record of older versions is keyed by the user
+# `json.dumps(..., separators=(",", ":"))` without building an encoder per key (one per event).
+_KEY_JSON = json.JSONEncoder(separators=(",", ":"))
 
 
 def row_key(user: str, ident: str, *, replay: bool = False) -> str:
     """The `seen` row of messageId `ident` routed to `user` (or, `replay`, of the dead
     letter with identity `ident` replayed to it)."""
-    return ROW_PREFIX + json.dumps([user, "r" if replay else "m", ident], separators=(",", ":"))
+    return ROW_PREFIX + _KEY_JSON.encode([user, "r" if replay else "m", ident])
 
 
 def is_row_key(key: str) -> bool:

@@ -94,6 +94,9 @@ class Queue:
         return bool(self.held or self.releasing or self.parked)
 
 
+_NO_QUEUE = Queue()  # a destination with nothing waiting (frozen: shared)
+
+
 @dataclass(frozen=True)
 class Pending:
     """A user's waiting events for every destination."""
@@ -102,7 +105,8 @@ class Pending:
     queues: Mapping[str, Queue] = field(default_factory=dict)
 
     def queue(self, destination: str) -> Queue:
-        return self.queues.get(destination, Queue())
+        found = self.queues.get(destination)
+        return _NO_QUEUE if found is None else found  # asked ~18 times a track: no new Queue each
 
     def with_queue(self, destination: str, queue: Queue) -> Pending:
         queues = dict(self.queues)

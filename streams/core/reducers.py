@@ -78,7 +78,7 @@ def apply_to_user(
         )
         if withheld != user.withheld:
             changes["withheld"] = withheld
-    return replace(user, **changes)
+    return replace(user, **changes) if changes else user  # most calls change nothing (a frozen record)
 
 
 def apply_to_group(

@@ -112,9 +112,15 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# json.loads with these hooks, without building a decoder (and its scanner) per message.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def _loads(text: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        if text.startswith("\ufeff"):  # json.loads's own refusal of a BOM, in its words
+            return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        return _DECODER.decode(text)
     except RecursionError:
         raise InvalidMessage(Reason.TOO_DEEP, f"message nests deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:  # JSONDecodeError, our hooks, int digit limit

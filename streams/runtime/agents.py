@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable
-from dataclasses import replace
 from typing import Any
 
 import faust
@@ -125,8 +124,11 @@ def keyed_step(rt: Runtime, record: Incoming, msg: Message | InvalidMessage) -> 
     if isinstance(msg, InvalidMessage):
         return [invalid(rt, record, msg)]
     rt.counters[f"in.{msg.type}"] += 1
-    # The state numbers it apart from by-user records (streams.core.positions).
-    here = replace(record, key=msg.key.encode("utf-8"), headers=input_headers(record), from_input=True)
+    # The state numbers it apart from by-user records (streams.core.positions); it
+    # carries the source it was given, so that route_call need not decode the header.
+    headers = input_headers(record)
+    key = msg.key.encode("utf-8")
+    here = Incoming(key, record.value, headers, record.topic, record.partition, record.offset, True, record.source)
     return handle_safely(rt, here, msg)
 
 

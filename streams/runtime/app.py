@@ -45,6 +45,7 @@ from streams.runtime import (
     agents,
     aggregation,
     faust_fixes,
+    grouptable,
     previewing,
     readahead,
     retries,
@@ -96,7 +97,9 @@ pending_table = app.Table(PENDING, default=None, options=dict(TABLE_OPTIONS))
 # every worker needs every group. Groups are few and small next to users, so a full
 # copy per worker is cheap, and it avoids a second re-keyed hop (and its ordering
 # questions) between a group call and the events that depend on it.
-groups_table = app.GlobalTable(GROUPS, default=None, options=dict(TABLE_OPTIONS))
+# Every call reads its user's group: the rows read are kept until the table says they
+# changed (streams.runtime.grouptable).
+groups_table = grouptable.groups_table(app, GROUPS, dict(TABLE_OPTIONS))
 # Recently routed messageIds per user (streams.core.dedupe), in the user's partition;
 # new ones reach the changelog packed, many to a record (streams.runtime.seentable).
 seen_table = seentable.seen_table(app, SEEN, dict(TABLE_OPTIONS))
@@ -134,7 +137,7 @@ runtime = Runtime.from_settings(
         # The rows every event reads, decoded once (streams.runtime.rowcache).
         users=CachedRows(users),
         pending=CachedRows(pending_table),
-        groups=groups_table,
+        groups=grouptable.cached(groups_table),
         seen=CachedRows(seen_table),
         windows=windows_table,
         waiters=waiters_table,

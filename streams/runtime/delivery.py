@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 EXCERPT_CHARS = 300
 USER_AGENT = f"cs-relay/{__version__}"
 MAX_URLS = 1024  # distinct request paths whose URL a client keeps (ClientSuccess: one per event name)
+# A request's body: `json.dumps(..., separators=(",", ":"), ensure_ascii=False)` without
+# building an encoder per request.
+BODY_JSON = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True)
@@ -197,7 +200,7 @@ class PartnerClient:
     ) -> tuple[int | None, str, float | None] | None:
         """One request's (status, excerpt, Retry-After); None if it was not sent."""
         # The exact bytes sent: a destination may sign them (credentials see the body).
-        body = json.dumps(request.json, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        body = BODY_JSON.encode(request.json).encode("utf-8")
         # One of `max_in_flight` slots (as many as the pool has connections) first: the
         # request timeout then counts from when the request goes out, not while it
         # waits for a connection behind slower ones. Then its turn under the rate

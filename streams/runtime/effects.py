@@ -122,7 +122,8 @@ def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awa
     dead letters, deliveries, and the released events that no delivery in this process
     is carrying (after a restart, `releasing` may hold events whose delivery died with
     the previous process: they are sent again rather than lost)."""
-    if result.user != rt.rows.user(key):  # written only when it changed (last_seen moves once a minute)
+    stored = rt.rows.user(key)  # written only when it changed (last_seen moves once a minute)
+    if result.user is not stored and result.user != stored:
         rt.tables.users[key] = result.user.to_dict()
     resend = resolve_releasing(
         before,

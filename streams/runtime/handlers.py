@@ -33,6 +33,7 @@ from streams.core.control import (
     WindowDone,
 )
 from streams.core.deadletter import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
+from streams.core.grouplookup import read_once
 from streams.core.message import Message
 from streams.core.outcome import Dispatch, Step
 from streams.core.pending import confirm, first_seq
@@ -40,7 +41,7 @@ from streams.core.releasing import release_ready
 from streams.core.segment import parse
 from streams.core.spill import SpillDone
 from streams.core.step import step
-from streams.runtime import aggregation, effects, groups, merge, retries, spilling, sweep
+from streams.runtime import aggregation, effects, groups, merge, retries, seenpacks, spilling, sweep
 from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 
@@ -156,7 +157,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         record.original_source(),
         user,
         pending,
-        rt.groups.get,
+        read_once(rt.groups.get),  # CustomerSuccessBox and ClientSuccess each look the user's group up
         destinations,
         now=now,
         now_iso=now_iso,
@@ -230,7 +231,7 @@ def first_routing(
     by_identity = replay_of is not None
     ident = replay_of if replay_of is not None else message_id
     row_key = dedupe.row_key(key, ident, replay=by_identity)
-    known: Any = rt.tables.seen.get(row_key)
+    known: Any = seenpacks.get_local(rt.tables.seen, partition, row_key)
     verdict = dedupe.classify_row(known, offset, now, window)
     if verdict is dedupe.Verdict.NEW:  # perhaps routed by an older version: the user's record
         legacy = rt.rows.seen(key)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core import positions
@@ -28,6 +28,9 @@ class Incoming:
     # An input record routed where it is (CS_RELAY_INPUT_KEYED_BY_USER): numbered apart
     # from the by-user topic's records in the state (streams.core.positions).
     from_input: bool = False
+    # What SOURCE_HEADER says, when the record was made here with it (an input record
+    # routed in place): `original_source` need not decode the header again.
+    origin: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
     @property
     def position(self) -> int:
@@ -43,6 +46,8 @@ class Incoming:
 
     def original_source(self) -> dict[str, Any]:
         """Where the event first came from (the input topic), as intake recorded it."""
+        if self.origin is not None:
+            return dict(self.origin)
         try:
             return json.loads(self.headers[SOURCE_HEADER])
         except (KeyError, ValueError):

@@ -96,9 +96,20 @@ class CachedRows(MutableMapping[Any, Any]):
         del self.table[key]
 
     def put_local(self, partition: int, key: Any, value: Any) -> None:
-        """A row written to the store alone, no changelog record (streams.runtime.seenpacks)."""
+        """A row written to the store alone, no changelog record (streams.runtime.seenpacks):
+        a new id's dedupe row, read again only if the id comes again, so not kept (one
+        a track would push the users' rows out of the cache)."""
+        self._drop(key)
         seenpacks.put_local(self.table, partition, key, value)
-        self._keep(key, value)
+
+    def get_local(self, partition: int, key: Any) -> Any:
+        """A row kept, else the store of `partition`'s (streams.runtime.seenpacks), not
+        kept: a dedupe lookup of a new id, which `put_local` writes next."""
+        entry = self._rows.get(key)
+        if entry is None:
+            return seenpacks.get_local(self.table, partition, key)
+        self._rows.move_to_end(key)
+        return entry[0]
 
     def delete_local(self, partition: int, key: Any) -> None:
         self._drop(key)
@@ -118,6 +129,13 @@ class CachedRows(MutableMapping[Any, Any]):
         """Forget every row kept (the table keeps them)."""
         self._rows.clear()
         self.bytes = 0
+
+    def forget(self, key: Any = None) -> None:
+        """Forget the row of `key` (None: every row): it changed in the table."""
+        if key is None:
+            self.clear()
+        else:
+            self._drop(key)
 
     def _keep(self, key: Any, row: Any) -> list[Any]:
         self._drop(key)

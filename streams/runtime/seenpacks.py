@@ -9,11 +9,14 @@ it waits for any table write (`ChangelogWrites.collected`): the row's `written` 
 is among the event's work, completed once Kafka has the packed row (or failed with
 it: the worker then stops, `Runtime.failed_for_good`).
 
-A partition's open row is written when `linger` seconds (PACK_LINGER) have passed
-since its first entry, or when it is full (`MAX_PACK_ENTRIES`, or the next entry would
-take it past `MAX_PACK_BYTES`), whichever comes first. A rebalance that takes the partition drops
-its open row: its events are never acknowledged here, and whoever reads the partition
-next handles them again.
+The open rows are written together when `linger` seconds (PACK_LINGER) have passed
+since the first entry of any of them (one timer for all partitions: their records
+reach the producer at once and go out in one produce request, rather than one request
+per partition at times of their own), and a row on its own when it is full
+(`MAX_PACK_ENTRIES`, or the next entry would take it past `MAX_PACK_BYTES`). No row
+waits longer than `linger` after its first entry. A rebalance that takes the partition
+drops its open row: its events are never acknowledged here, and whoever reads the
+partition next handles them again.
 
 Redo: an event handled again after a crash finds its index row if the row is in the
 store (restored from a packed row that reached Kafka, or left by this worker's store):
@@ -30,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from streams.core import seenpack
@@ -52,7 +55,6 @@ class _Open:
     key: str
     packer: Packer
     written: asyncio.Future[Any]
-    timer: asyncio.Handle | None = field(default=None)
 
 
 class SeenPacks:
@@ -71,6 +73,7 @@ class SeenPacks:
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._open: dict[int, _Open] = {}
+        self._timer: asyncio.Handle | None = None  # writes every open row (`flush_all`)
         self._token = uuid.uuid4().hex[:12]  # with the count, each packed row's key is its own
         self._count = 0
         self.written = 0  # packed rows written, for tests and the profile
@@ -95,20 +98,29 @@ class SeenPacks:
         packer = Packer(max_bytes=self.max_bytes, max_entries=self.max_entries)
         self._count += 1
         pack = _Open(seenpack.pack_key(partition, f"{self._token}.{self._count}"), packer, loop.create_future())
-        if self.linger > 0:
-            pack.timer = loop.call_later(self.linger, self.flush, partition)
-        else:
-            pack.timer = loop.call_soon(self.flush, partition)
+        if self._timer is None:
+            if self.linger > 0:
+                self._timer = loop.call_later(self.linger, self._lingered)
+            else:
+                self._timer = loop.call_soon(self._lingered)
         self._open[partition] = pack
         return pack
+
+    def _lingered(self) -> None:
+        self._timer = None
+        self.flush_all()
+
+    def _none_open(self) -> None:
+        if not self._open and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def flush(self, partition: int) -> None:
         """Write the partition's open packed row, if any."""
         pack = self._open.pop(partition, None)
         if pack is None:
             return
-        if pack.timer is not None:
-            pack.timer.cancel()
+        self._none_open()
         try:
             with self.changelog.during() as writes:
                 write_packed(self.table, partition, pack.key, pack.packer.value())
@@ -123,9 +135,8 @@ class SeenPacks:
         for partition in partitions:
             pack = self._open.pop(partition, None)
             if pack is not None:
-                if pack.timer is not None:
-                    pack.timer.cancel()
                 pack.written.cancel()
+        self._none_open()
 
     def open_entries(self, partition: int) -> int:
         pack = self._open.get(partition)
@@ -154,6 +165,12 @@ def _complete_with(written: asyncio.Future[Any], writes: list[Any]) -> None:
 def put_local(table: Any, partition: int, key: str, value: Any) -> None:
     """A row to the store of `partition` alone (no changelog record)."""
     _by_partition(table, "put_local", partition, key, value)
+
+
+def get_local(table: Any, partition: int, key: str) -> Any:
+    """A row of the store of `partition` (the table's `get` where it has no `get_local`)."""
+    call = getattr(table, "get_local", None)
+    return call(partition, key) if call is not None else table.get(key)
 
 
 def delete_local(table: Any, partition: int, key: str) -> None:

@@ -44,6 +44,11 @@ class LRU:
         item = self._items.get(key)
         return default if item is None else item[0]
 
+    def entry(self, key: str) -> tuple[Any, int] | None:
+        """(value, the size `touch` was last told) of `key`, or None if it is not kept."""
+        item = self._items.get(key)
+        return None if item is None else (item[0], item[1] - (STR_BYTES + ENTRY_BYTES + len(key)))
+
     def size(self, key: str) -> int:
         """The size `touch` was last told for `key` (0 if it is not kept)."""
         item = self._items.get(key)

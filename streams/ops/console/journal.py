@@ -34,8 +34,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from streams.ops.console.bounded import LRU, STR_BYTES, Index
 from streams.ops.console.rates import CHART_SECONDS, SAMPLES, Sample, rates
@@ -53,14 +52,16 @@ DELIVERIES_MAX_BYTES = 8 * 1024 * 1024
 GROUPS_MAX_BYTES = 8 * 1024 * 1024
 ACCOUNTS_MAX_BYTES = 4 * 1024 * 1024
 RING_BYTES = 730  # an empty deque and its first block (tracemalloc: 724)
-DELIVERY_BYTES = 130  # a Delivery and its __dict__ (tracemalloc: 122), before its messageId
+DELIVERY_BYTES = 130  # a Delivery before its messageId (a 6-tuple: 88 bytes; 122 as the dataclass it was)
 
 # What a delivery's outcome (streams.core.retry.Outcome values) means to a person.
 OUTCOME_WORDS = {"done": "delivered", "retry": "failed, will retry", "fail": "refused"}
 
 
-@dataclass(frozen=True)
-class Delivery:
+class Delivery(NamedTuple):
+    """One delivery as the user's page lists it (a tuple: one is made per delivery, and
+    a frozen dataclass took 1.6 us to build, a tuple 0.4)."""
+
     at: float
     destination: str
     message_id: str
@@ -107,10 +108,11 @@ class Journal:
         *,
         retry: bool = False,
     ) -> None:
-        ring = self._deliveries.get(key)
-        size = self._deliveries.size(key)
-        if ring is None:
+        kept = self._deliveries.entry(key)
+        if kept is None:
             ring, size = deque(maxlen=self.per_user), RING_BYTES
+        else:
+            ring, size = kept
         if len(ring) == ring.maxlen:
             size -= _delivery_bytes(ring[-1])  # about to leave the ring
         ring.appendleft(Delivery(now, destination, message_id, getattr(outcome, "value", outcome), status, retry))

@@ -1,0 +1,82 @@
+"""The common path of a track, through the real runtime without a broker: a user whose
+group is known sends a track, routed in place (CS_RELAY_INPUT_KEYED_BY_USER) to
+ClientSuccess and CustomerSuccessBox. What it does and, as much, what it leaves
+undone: the table reads and writes it needs and no more."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from streams.runtime.runtime import Tables
+from tests.runtime_world import FakeClient, World
+
+BOTH = {
+    "CS_RELAY_INPUT_KEYED_BY_USER": "true",
+    "CSB_API_KEY": "csb-key-0123456789",
+    "CSB_BASE_URL": "http://csb.example",
+}
+
+
+class Counted(dict):
+    """A table that counts its reads (`get`) and writes per key."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: Counter[str] = Counter()
+        self.writes: Counter[str] = Counter()
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self.reads[key] += 1
+        return super().get(key, default)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.writes[key] += 1
+        super().__setitem__(key, value)
+
+
+def both_partners(tables: Tables | None = None) -> tuple[World, FakeClient]:
+    world = World(BOTH, tables=tables or Tables(users=Counted(), pending={}, groups=Counted(), seen={}))
+    csb = FakeClient("CustomerSuccessBox")
+    world.rt.clients["customersuccessbox"] = csb
+    return world, csb
+
+
+async def joined(world: World) -> None:
+    await world.publish_keyed(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+
+
+async def test_a_track_reads_the_users_group_once_for_both_partners():
+    world, csb = both_partners()
+    await joined(world)
+    groups = world.tables.groups
+    assert isinstance(groups, Counted) and "g1" in groups
+    groups.reads.clear()
+    await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")
+    assert world.client.events() == ["Report%20Built"]
+    assert [r.json["accountId"] for r in csb.requests if r.path.endswith("/track")] == ["g1"]
+    assert groups.reads == {"g1": 1}
+
+
+async def test_a_track_that_changes_nothing_writes_no_users_row_reaches_both_partners_and_survives_a_restart():
+    world, csb = both_partners()
+    await joined(world)
+    users = world.tables.users
+    assert isinstance(users, Counted)
+    row = dict(users["u1"])
+    users.writes.clear()
+    world.now += 30  # within the minute: last_seen stays
+    await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")
+    assert users.writes == {} and users["u1"] == row
+    assert world.client.events() == ["Report%20Built"]
+    assert [r.path.rsplit("/", 1)[-1] for r in csb.requests] == ["account", "track"]
+
+    # The restart: the same tables (restored from the changelogs), a new process.
+    after, csb_after = both_partners(world.tables)
+    after.now = world.now + 1
+    await after.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")  # read again
+    assert after.client.events() == [] and csb_after.requests == []  # a duplicate: delivered before
+    await after.publish_keyed(type="track", userId="u1", event="Export Created", messageId="t2")
+    assert after.client.events() == ["Export%20Created"]
+    assert [r.json["accountId"] for r in csb_after.requests] == ["g1"]
+    assert after.rt.counters["duplicates"] == 1 and after.dead_letters() == []
