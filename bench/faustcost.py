@@ -18,9 +18,10 @@ partitions) in each of these modes, one fresh worker process per mode:
   with its back-pressure and rebalance checks), acknowledging each event; also
   reports the events per batch.
 
-Every mode runs with cs-relay's Faust fixes; `--drain batched` adds the fetch loop of
-streams.runtime.faust_drain (one `wait_first` per fetched batch; not installed in the
-worker, see that module), to compare with Faust's own (`--drain faust`, the default).
+Every mode runs with cs-relay's Faust fixes 1-3; `--drain batched` adds patch 4, the
+fetch loop of streams.runtime.faust_drain (one `wait_first` per fetched batch, as the
+worker runs), to compare with Faust's own (`--drain faust`, the default: as the naive
+relay runs).
 
 Reported: the worker's CPU per event (process time from its first event to its last),
 nothing else is timed. Uses a local broker (`LocalKafka`) unless
@@ -53,11 +54,7 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
     from streams.runtime import faust_fixes
     from streams.runtime.relayapp import PRODUCER_LINGER
 
-    faust_fixes.install()
-    if os.environ.get("FC_DRAIN") == "batched":
-        from streams.runtime import faust_drain
-
-        faust_drain.install()
+    faust_fixes.install(fetch_loop=os.environ.get("FC_DRAIN") == "batched")
     mode, count, out = os.environ["FC_MODE"], int(os.environ["FC_COUNT"]), Path(os.environ["FC_OUT"])
     app = faust.App(
         os.environ["FC_APP"],

@@ -8,10 +8,11 @@ track of a user without a known group is dropped), no retries (an error answer i
 ignored), no deduplication, no dead letters, no re-keying hop (the input must be keyed
 by user, as the benchmark and `cs-relay ingest` produce it), no other call types.
 
-It does carry cs-relay's fixes to Faust 0.15.3 (`streams.runtime.faust_fixes`): they
-are bug fixes, not features, and without patch 1 a worker started on a backlog drops
-the records it fetched before its post-recovery seek and sits idle on them (seen in
-the first runs of this baseline).
+It does carry cs-relay's fixes to Faust 0.15.3 (`streams.runtime.faust_fixes`, patches
+1-3): they are bug fixes, not features, and without patch 1 a worker started on a
+backlog drops the records it fetched before its post-recovery seek and sits idle on them
+(seen in the first runs of this baseline). Not patch 4, cs-relay's fetch loop (a fetched
+batch handed over at once): a speed-up of cs-relay's, not what a team writes first.
 
 Run as its own worker process, with its own app id and data dir, configured by the
 variables a cs-relay worker reads (`bench.harness.worker_env` writes them):
@@ -137,7 +138,7 @@ def create_app(env: Mapping[str, str]) -> Any:
         def _new_producer(self) -> Any:
             return faust_fixes.with_bounded_flush(super()._new_producer())  # patch 2
 
-    faust_fixes.install()  # patches 1 and 3
+    faust_fixes.install(fetch_loop=False)  # patches 1 and 3; Faust's own fetch loop
     partners = Partners.from_env(env)
     app = App(
         env["CS_RELAY_APP_ID"],

@@ -1,25 +1,110 @@
-"""The Faust work-arounds in streams/faust_fixes.py, against the real broker.
+"""The Faust work-arounds in streams/faust_fixes.py.
 
 Patch 3 exists because aiokafka's fetcher reads an empty partition set as "every
 partition" while Faust hands it a live set that empties during a rebalance. The first
-test pins that aiokafka behaviour (if it fails after an upgrade, the patch may no longer
-be needed); the others show the patched fetch drains only partitions active when their
-records are taken.
+test on the broker pins that aiokafka behaviour (if it fails after an upgrade, the patch
+may no longer be needed); the others show the patched fetch drains only partitions
+active when their records are taken.
+
+Without a broker: the Faust internals that patch 4 (streams.runtime.faust_drain, the
+fetch loop) and the agents' micro-batches (streams.runtime.batching) read are pinned,
+so that a Faust upgrade fails here rather than in a worker: the fetch loop it copies,
+the consumer's read offsets and callback, the stream's buffer (its channel's queue)
+and Faust's current event, whose partition Faust's tables read and write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import inspect
 import uuid
+from collections import deque
 from types import SimpleNamespace
+from typing import Any
 
+import faust
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faust.events import Event
+from faust.types import TP, Message
 
+from streams.runtime import batching, faust_drain
 from streams.runtime.faust_fixes import _fetch_records
 
-pytestmark = pytest.mark.e2e
+# The source of Faust 0.15.3's Consumer._drain_messages, which faust_drain copies: after
+# an upgrade, compare the new one with the copy, port what changed, and update this.
+FAUST_DRAIN_MESSAGES_SHA256 = "44a2500309e83c630493f6828af50166ec8d96a0b3e4fb2bab735f704ae93417"
+
+
+def unstarted_app(**options: Any) -> faust.App:
+    """A Faust app that is never started (no broker is reached)."""
+    return faust.App(f"pin-{uuid.uuid4().hex[:8]}", broker="kafka://127.0.0.1:1", **options)
+
+
+def event(app: faust.App, partition: int, offset: int, topic: str = "pin") -> Event:
+    message = Message(topic, partition, offset, 0.0, 0, {}, b"k", b"v", None, generation_id=app.consumer_generation_id)
+    return Event(app, b"k", b"v", {}, message)
+
+
+def test_fausts_fetch_loop_is_the_one_patch_4_copies():
+    source = inspect.getsource(faust_drain.FAUSTS_OWN)
+    assert hashlib.sha256(source.encode()).hexdigest() == FAUST_DRAIN_MESSAGES_SHA256
+
+
+async def test_the_patched_fetch_loop_delivers_in_order_and_keeps_fausts_read_offsets():
+    consumer = unstarted_app(store="memory://").consumer
+    for name in ("getmany", "wait_first", "commit", "sleep", "_add_gap"):
+        assert callable(getattr(consumer, name)), name  # what the loop calls besides
+    assert not consumer._stopped.is_set() and not consumer.should_stop
+    assert isinstance(consumer.consumer_stopped_errors, tuple)
+    assert not consumer.suspend_flow.is_set()  # set while a rebalance stops the flow
+    delivered: list[tuple[int, int]] = []
+
+    async def callback(message: Message) -> None:
+        delivered.append((message.partition, message.offset))
+
+    consumer.callback = callback
+    tp0, tp1 = TP("pin", 0), TP("pin", 1)
+    records = [(tp0, event(consumer.app, 0, n).message) for n in (0, 1)] + [(tp1, event(consumer.app, 1, 0).message)]
+    await faust_drain._deliver(consumer, records)
+    assert delivered == [(0, 0), (0, 1), (1, 0)]
+    assert consumer._read_offset[tp0] == 1 and consumer._read_offset[tp1] == 0
+    await faust_drain._deliver(consumer, [(tp0, event(consumer.app, 0, 0).message)])  # read already: dropped
+    assert delivered == [(0, 0), (0, 1), (1, 0)]
+
+
+async def test_the_stream_buffer_and_the_current_event_that_batching_reads():
+    app = unstarted_app(store="memory://")
+    app.flow_control.resume()
+    stream = app.channel().stream().noack()
+    first, second = event(app, 3, 0), event(app, 4, 0)
+    stream.channel.queue.put_nowait(first)
+    stream.channel.queue.put_nowait(second)
+    assert isinstance(stream.channel.queue._queue, deque) and isinstance(app.topic("pin").queue._queue, deque)
+    ready = batching._next_ready(stream, app)
+    events = stream.events().__aiter__()
+    assert ready() and await events.__anext__() is first and faust.current_event() is first
+    assert ready() and await events.__anext__() is second and faust.current_event() is second
+    assert not ready()  # the buffer is empty
+    batching.as_current(first)
+    assert faust.current_event() is first
+    stream.channel.queue.put_nowait(event(app, 3, 1))
+    app.consumer_generation_id += 1  # a rebalance: that record is skipped, not handed out
+    assert not ready()
+
+
+def test_fausts_tables_read_and_write_the_current_events_partition(tmp_path):
+    app = unstarted_app(store="rocksdb://", datadir=str(tmp_path))
+    table = app.Table("pin", default=None, partitions=8)
+    in_5, in_2 = event(app, 5, 0), event(app, 2, 0)  # Faust's current event is a weak reference
+    batching.as_current(in_5)
+    assert table.partition_for_key("u1") == 5  # its changelog record's partition
+    table.data["u1"] = "row"  # the store alone
+    assert sorted(table.data._dbs) == [5] and table.data.get("u1") == "row"
+    batching.as_current(in_2)
+    assert table.data.get("u1") is None and table.partition_for_key("u1") == 2
 
 
 @pytest.fixture
@@ -81,6 +166,7 @@ def flowing() -> SimpleNamespace:
     return SimpleNamespace(consumer=SimpleNamespace(flow_active=True))
 
 
+@pytest.mark.e2e
 async def test_aiokafka_reads_an_empty_partition_set_as_all_partitions(kafka_bootstrap, two_partitions):
     consumer, tp0, tp1 = await three_records_buffered_in_each(kafka_bootstrap, *two_partitions)
     try:
@@ -90,6 +176,7 @@ async def test_aiokafka_reads_an_empty_partition_set_as_all_partitions(kafka_boo
         await consumer.stop()
 
 
+@pytest.mark.e2e
 async def test_the_patched_fetch_drains_nothing_while_no_partition_is_active(kafka_bootstrap, two_partitions):
     consumer, tp0, tp1 = await three_records_buffered_in_each(kafka_bootstrap, *two_partitions)
     try:
@@ -102,6 +189,7 @@ async def test_the_patched_fetch_drains_nothing_while_no_partition_is_active(kaf
         await consumer.stop()
 
 
+@pytest.mark.e2e
 async def test_a_partition_paused_while_the_fetch_waits_keeps_its_records(kafka_bootstrap, two_partitions):
     topic, producer = two_partitions
     tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import faust
 import pytest
+from faust.streams import _current_event
 
 from streams.core.decision import PartnerRequest
 from streams.runtime import agents, batching, handlers
@@ -42,7 +45,8 @@ class Stream:
     buffer behind it (the channel's queue). The events come in bursts: a burst is in
     the buffer at once. As Faust's, the stream skips an event fetched before a
     rebalance (another generation) and waits for the next: after the last burst, for
-    ever, as on an idle partition."""
+    ever, as on an idle partition; and the event it hands out becomes Faust's current
+    event (`faust.current_event()`, which Faust's tables read)."""
 
     def __init__(self, app: App, *bursts: list[Event]) -> None:
         self._bursts = bursts
@@ -63,6 +67,7 @@ class Stream:
             while self.queue._queue:
                 event = self.queue._queue.popleft()
                 if event.message.generation_id == self.app.consumer_generation_id:
+                    _current_event.set(weakref.ref(event))  # as Faust's Stream._py_aiter does
                     yield event
         self.done.set()
         await asyncio.Event().wait()
@@ -117,6 +122,44 @@ class Changelog(dict):
                 written.set_result(None)
 
 
+class PartitionedRows(dict):
+    """A Faust table's rows as its RocksDB store keeps them: one database per partition,
+    the partition of a read or a write (and of its changelog record) being that of
+    Faust's current event (`Store._get`, `Store._set`, `Table.partition_for_key`);
+    without one, a read looks in every partition (`Store._get_bucket_for_key`) and a
+    write (only the world's own routing makes one) goes to the row's user's partition."""
+
+    def __init__(self, partition_of: Callable[[str], int]) -> None:
+        super().__init__()
+        self.partition_of = partition_of
+        self.stores: dict[int, dict[str, Any]] = {}
+
+    def owner(self, key: str) -> int:
+        """The partition of the row's user (a payload row's key names its user first)."""
+        return self.partition_of(json.loads(key)[0] if key.startswith("[") else key)
+
+    def _partition(self, key: str) -> int | None:
+        event = faust.current_event()
+        return None if event is None else event.message.partition
+
+    def get(self, key: str, default: Any = None) -> Any:
+        partition = self._partition(key)
+        stores = self.stores.values() if partition is None else [self.stores.get(partition, {})]
+        return next((rows[key] for rows in stores if key in rows), default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        partition = self._partition(key)
+        self.stores.setdefault(self.owner(key) if partition is None else partition, {})[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        partition = self._partition(key)
+        del self.stores[self.owner(key) if partition is None else partition][key]
+
+    def misplaced(self) -> list[tuple[str, int]]:
+        """(key, partition) of every row in another partition than its user's."""
+        return [(k, p) for p, rows in self.stores.items() for k in rows if self.owner(k) != p]
+
+
 def users_in(world: World, partition: int, count: int) -> list[str]:
     found = [f"u{n}" for n in range(200) if world.rt.partition_of(f"u{n}") == partition]
     return found[:count]
@@ -125,6 +168,11 @@ def users_in(world: World, partition: int, count: int) -> list[str]:
 async def grouped(world: World, *users: str) -> None:
     for user in users:
         await world.publish(type="group", userId=user, groupId="g1", traits={"name": "Acme"}, messageId=f"g-{user}")
+
+
+def call(user: str, offset: int, partition: int, **body: Any) -> Event:
+    value = json.dumps({"userId": user, "messageId": f"{user}-{offset}", **body}).encode()
+    return Event(user.encode(), value, Message(BY_USER_TOPIC, partition, offset))
 
 
 def track(user: str, name: str, offset: int, partition: int, message_id: str | None = None) -> Event:
@@ -150,6 +198,47 @@ async def test_what_the_stream_has_buffered_is_one_batch_and_each_event_is_ackno
     assert world.rt.counters["batches"] == 1
     assert [e.acked for e in events] == [[n] for n in range(5)]
     assert sorted(world.client.events()[-5:]) == [f"E{n}" for n in range(5)]
+
+
+async def test_each_event_of_a_batch_over_two_partitions_reads_and_writes_its_own_partitions_rows(reading):
+    # Faust's tables read and write the partition of Faust's current event; once the
+    # stream has handed out the batch, that is its last event's. Seen with batches of
+    # more than one event (streams.runtime.faust_drain installed): tests/test_faults_rebalance.py
+    # found taken-over users' waiting events without their payload rows, and scenario b
+    # held every track (the users' group calls written to another partition's rows).
+    partition_of = World().rt.partition_of
+    users, pending = PartitionedRows(partition_of), PartitionedRows(partition_of)
+    world = World(tables=Tables(users=users, pending=pending, groups={}, seen={}))
+    (a,), (b,) = users_in(world, 1, 1), users_in(world, 2, 1)
+    await grouped(world, b)
+    group_call = call(a, 0, 1, type="group", groupId="g1", traits={"name": "Acme"})
+    first = [group_call, call(b, 0, 2, type="track", event="B0")]  # one batch over partitions 1 and 2
+    then = [call(a, 1, 1, type="track", event="A1")]  # a's next, in a batch of its own
+    reading(agents.route, world, first, then)
+    await until(lambda: world.rt.acks.in_flight == 0 and then[0].acked == [1])
+    assert users.misplaced() == [] and pending.misplaced() == []
+    assert world.rt.counters["held.clientsuccess"] == 0
+    assert "A1" in world.client.events()
+    assert (world.rt.user(a) or pytest.fail("no user row")).group_id == "g1"
+
+
+async def test_an_event_held_in_a_batch_over_two_partitions_is_released_from_its_own_partitions_rows(reading):
+    # ClientSuccess holds a user's track until the user's group is known; the held event
+    # waits in the user's pending index row and a payload row of its own.
+    partition_of = World().rt.partition_of
+    pending, payloads = PartitionedRows(partition_of), PartitionedRows(partition_of)
+    world = World(tables=Tables(users={}, pending=pending, groups={}, seen={}, payloads=payloads))
+    (a,), (b,) = users_in(world, 1, 1), users_in(world, 2, 1)
+    await grouped(world, b)
+    held = track(a, "A0", 0, 1)
+    group_call = call(a, 1, 1, type="group", groupId="g1", traits={"name": "Acme"})
+    reading(agents.route, world, [held, track(b, "B0", 0, 2)], [group_call])
+    await until(lambda: world.rt.acks.in_flight == 0 and group_call.acked == [1])
+    assert world.rt.counters["held.clientsuccess"] == 1
+    await world.settle()  # the group's records, routed as the by-user topic would
+    assert "A0" in world.client.events()  # released, from a's rows
+    assert world.rt.pendings.missing == 0
+    assert pending.misplaced() == [] and payloads.misplaced() == []
 
 
 async def test_a_batch_is_at_most_max_batch_events(monkeypatch, reading):

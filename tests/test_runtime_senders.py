@@ -4,8 +4,11 @@ a fixed number of senders per destination, cancellation of a revoked partition's
 from __future__ import annotations
 
 import asyncio
+import weakref
 
+import faust
 import pytest
+from faust.streams import _current_event
 
 from streams.runtime.senders import Senders
 from tests.runtime_world import PARTITIONS, World
@@ -33,6 +36,24 @@ async def test_work_runs_in_order_per_key_and_concurrently_across_keys():
     assert await asyncio.wait_for(asyncio.gather(a1, a2), 2) == ["a1", "a2"]
     assert order == ["b1", "a1", "a2"]
     assert len(senders) == 0
+
+
+async def test_a_sender_does_not_run_with_the_current_event_of_the_handling_that_started_it():
+    # Faust's tables read and write the partition of the current event (a context
+    # variable): a sender that kept the one being handled when it started would read
+    # every later user's rows from that event's partition.
+    class Event:
+        pass
+
+    handled = Event()
+    _current_event.set(weakref.ref(handled))  # as Faust's stream does when it hands it out
+    senders = Senders(2)
+
+    async def current() -> object:
+        return faust.current_event()
+
+    assert await asyncio.wait_for(senders.submit(("a", "cs"), current), 2) is None
+    assert faust.current_event() is handled  # the handling's own context keeps it
 
 
 async def test_one_users_deep_queue_does_not_hold_the_others_round_robin():

@@ -10,7 +10,9 @@ against a rebalance begun since it was fetched (`fetched_before_a_rebalance`) an
 against this assignment's redeliveries, and left out if either says so.
 
 `handle(rt, batch, step)` runs `step(record)` (synchronous: the pure step and its state
-reads and writes, per event as before) for each event inside one changelog scope
+reads and writes, per event as before) for each event, that event made Faust's current
+event first (`as_current`: Faust's tables read and write the partition of the current
+event, which the stream leaves at the batch's last), inside one changelog scope
 (`ChangelogWrites.during`), and registers every event with its own work and the
 batch's changelog writes (`written`): an event is acknowledged, in offset order per
 partition (`AckTracker`), once its work has finished and Kafka has every changelog
@@ -26,10 +28,12 @@ goes on (streams.runtime.agents).
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import faust
+from faust.streams import _current_event
 
 from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
@@ -101,13 +105,26 @@ def fresh_record(rt: Runtime, app: faust.App, event: Any) -> Incoming | None:
 def handle(rt: Runtime, batch: Taken, step: Callable[[Incoming], Work]) -> None:
     """Each event's `step` in one changelog scope; every event registered with its work
     and its batch's changelog writes."""
+    works: list[Work] = []
     with rt.changelog.during() as writes:
-        works = [step(record) for _, record in batch]
+        for event, record in batch:
+            as_current(event)
+            works.append(step(record))
     register(rt, batch, works, written(writes))
+
+
+def as_current(event: Any) -> None:
+    """Make `event` Faust's current event (`faust.current_event()`), as the stream does
+    when it hands one out. Faust's tables read and write the rows, and send the
+    changelog records, of the current event's partition (`Table.partition_for_key`, the
+    RocksDB store's `_get` and `_set`): once a batch is taken that is its last event's,
+    and an earlier event of another partition would read and write that partition's."""
+    _current_event.set(weakref.ref(event))
 
 
 def register(rt: Runtime, batch: Taken, works: Sequence[Work], also: Awaitable[Any] | None) -> None:
     for (event, record), work in zip(batch, works, strict=True):
+        as_current(event)  # its work's tasks start in its context, as they did from its step
         rt.acks.add(record.tp, event.ack, work if also is None else [*work, also], held_bytes(record))
 
 

@@ -1,14 +1,6 @@
 """Faust's fetch loop handing a fetched batch of records to the streams under one
-`wait_first`, not one per record. NOT INSTALLED in the worker: only
-`python -m bench.faustcost --drain batched` uses it.
-
-Why not: with it, tests/test_faults_rebalance.py failed in 2 runs of 2 (issue 23, h26):
-after the second worker left, the first one found 32 waiting events of taken-over
-users without their payload rows ("no payload row ... left out until their record is
-processed again") and their deliveries never finished; without it (the micro-batches
-of streams.runtime.batching alone) and on main the test passed, with no such error.
-Not explained yet: read `Recovery` and the standby changelog path with this loop
-before installing it.
+`wait_first`, not one per record: patch 4 of streams.runtime.faust_fixes, installed
+with the others (the worker's loop; the benchmark's naive relay keeps Faust's).
 
 Faust 0.15.3's `Consumer._drain_messages` delivers each record it fetched with
 `await self.wait_first(callback(message), self.suspend_flow.wait())`: four tasks (the
@@ -28,7 +20,22 @@ of its records (those are not set as read; Faust seeks every partition to its
 committed offset after a rebalance, and forgets the read offsets of revoked ones).
 Everything else is as in Faust: the read offsets and gaps, the commit every
 `commit_every` acknowledgements, a turn of the loop every 100 records. Measured with
-`python -m bench.faustcost` (docs/benchmarks.md).
+`python -m bench.faustcost --drain faust|batched` (docs/benchmarks.md).
+
+What batches of more than one event exposed (issue 23): Faust's tables read and write
+the rows, and send the changelog records, of the partition of Faust's current event
+(a context variable the stream sets as it hands an event out). The agents take a batch
+first and handle it after, so every event of a batch over several partitions was
+handled as if it were of the last one's partition: its user's rows read from and
+written to another partition's store and changelog. tests/test_faults_rebalance.py
+then failed (a taken-over user's waiting events had no payload rows: they were in
+another partition's changelog) and scenario b held every track (users' group calls
+written where their next batch did not look). streams.runtime.batching now makes each
+event current before it is handled, and the senders run outside any event's context
+(streams.runtime.senders). Faust's changelog reading (`Recovery`, standbys) was not
+at fault: its records come through the same callback, one after another, and what a
+rebalance abandons is read again from the committed (or, for a changelog, the
+restored) offset. tests/test_faust_fixes.py pins the Faust internals this loop reads.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from typing import Any, cast
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 
 YIELD_EVERY = 100  # records between turns of the event loop, as in Faust
+FAUSTS_OWN = Consumer._drain_messages  # the loop copied (tests/test_faust_fixes.py pins its source)
 
 
 async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover - runs in a worker
@@ -106,5 +114,5 @@ async def _deliver(self: Any, records: list[Any]) -> None:  # pragma: no cover -
 
 
 def install() -> None:
-    """Replace Faust's fetch loop (bench.faustcost only, see above)."""
+    """Replace Faust's fetch loop (from `faust_fixes.install`)."""
     Consumer._drain_messages = _drain_messages  # type: ignore[method-assign]

@@ -1,7 +1,8 @@
-"""Work-arounds for faust-streaming 0.15 behaviour that would lose or stall events.
+"""Work-arounds for faust-streaming 0.15 behaviour that would lose or stall events (1-3),
+and its fetch loop replaced by one that hands over a fetched batch at once (4).
 
 Each patch is small, applied once by `install()` (from `streams.runtime.app`), and says what
-it fixes and how to see that it is still needed. Patches 1 and 3 replace Faust methods
+it fixes and how to see that it is still needed. Patches 1, 3 and 4 replace Faust methods
 with edited copies of faust-streaming 0.15.3's, so pyproject.toml pins that version
 and `install()` refuses another: after an upgrade, compare each patched method with
 the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION.
@@ -35,8 +36,14 @@ the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION
    and answers membership from the live set at the moment records are drained, so only
    partitions that are active then give up their records.
 
-Not installed: streams.runtime.faust_drain (Faust's fetch loop delivering a fetched
-batch under one `wait_first`), measured in bench.faustcost only; see that module.
+4. Faust's fetch loop (`Consumer._drain_messages`) delivers each fetched record under a
+   `wait_first` of its own (four tasks and an `asyncio.wait` per record) and hands the
+   event loop over after each, so the agents' micro-batches (streams.runtime.batching)
+   found one event in the stream's buffer. `streams.runtime.faust_drain` delivers a
+   fetched batch under one `wait_first` (see that module, and docs/benchmarks.md for
+   what it saves). A performance patch, not a bug fix: `install(fetch_loop=False)`
+   leaves Faust's loop (the naive relay of the benchmark, `bench.naive`).
+   tests/test_faust_fixes.py pins the Faust internals it and batching read.
 """
 
 from __future__ import annotations
@@ -50,7 +57,9 @@ from aiokafka.errors import ConsumerStoppedError
 from faust.tables.recovery import Recovery
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
-FAUST_VERSION = "0.15.3"  # the version whose methods patches 1 and 3 copy
+from streams.runtime import faust_drain
+
+FAUST_VERSION = "0.15.3"  # the version whose methods patches 1, 3 and 4 copy
 
 
 def check_version(version: str) -> None:
@@ -144,10 +153,12 @@ async def _fetch_records(
         return await fetcher.fetched_records(partitions, timeout=timeout, max_records=max_records)
 
 
-def install() -> None:
-    """Patch Faust's classes (once: the patched methods are how to tell)."""
-    if Recovery.on_recovery_completed is _on_recovery_completed:
-        return
-    check_version(faust.__version__)
-    Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
-    AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
+def install(*, fetch_loop: bool = True) -> None:
+    """Patch Faust's classes (once: the patched methods are how to tell); with
+    `fetch_loop`, Faust's fetch loop too (patch 4)."""
+    if Recovery.on_recovery_completed is not _on_recovery_completed:
+        check_version(faust.__version__)
+        Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
+        AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
+    if fetch_loop:
+        faust_drain.install()

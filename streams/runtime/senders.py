@@ -26,12 +26,19 @@ time, in its own task: no task is created per request.
   catchup`, waits for it, then for the caught-up record if its user and partner have an
   earlier owner's record ahead: it cannot take the senders).
   The piece then runs whatever the awaitable's outcome.
+* A sender runs in an empty context (`contextvars`), not in a copy of the context of
+  the task whose `submit` started it: that is an agent handling an event, and Faust's
+  tables read the partition of Faust's current event (`faust.current_event()`, a
+  context variable), which would then be that one event's for every user the sender
+  serves (their pending rows read from another partition's store: a released delivery
+  taken for one confirmed meanwhile, and dropped).
 * `stop(timeout)`: the worker stops; everything is cancelled and the senders end.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
@@ -91,7 +98,7 @@ class Lane:
                 waiter.set_result(None)
                 return
         if len(self.senders) < self.size:
-            sender = asyncio.ensure_future(self._serve())
+            sender = asyncio.get_running_loop().create_task(self._serve(), context=contextvars.Context())
             self.senders.add(sender)
             sender.add_done_callback(self.senders.discard)
 
