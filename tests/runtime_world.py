@@ -116,7 +116,12 @@ class Event:
     to `acked`, and `done` is done then."""
 
     def __init__(self, record: Incoming, acked: list[tuple[str, int, int]]) -> None:
-        self.message = SimpleNamespace(generation_id=App.consumer_generation_id)
+        self.message = SimpleNamespace(  # what Faust's tables read of the current event, too
+            generation_id=App.consumer_generation_id,
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+        )
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._record, self._acked = record, acked
 

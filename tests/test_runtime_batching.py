@@ -219,7 +219,7 @@ async def test_each_event_of_a_batch_over_two_partitions_reads_and_writes_its_ow
     assert users.misplaced() == [] and pending.misplaced() == []
     assert world.rt.counters["held.clientsuccess"] == 0
     assert "A1" in world.client.events()
-    assert (world.rt.user(a) or pytest.fail("no user row")).group_id == "g1"
+    assert (world.rt.rows.user(a) or pytest.fail("no user row")).group_id == "g1"
 
 
 async def test_an_event_held_in_a_batch_over_two_partitions_is_released_from_its_own_partitions_rows(reading):
@@ -237,7 +237,7 @@ async def test_an_event_held_in_a_batch_over_two_partitions_is_released_from_its
     assert world.rt.counters["held.clientsuccess"] == 1
     await world.settle()  # the group's records, routed as the by-user topic would
     assert "A0" in world.client.events()  # released, from a's rows
-    assert world.rt.pendings.missing == 0
+    assert world.rt.rows.pendings.missing == 0
     assert pending.misplaced() == [] and payloads.misplaced() == []
 
 

@@ -375,7 +375,7 @@ async def test_a_spilled_queue_with_nothing_of_its_user_ahead_drains_before_its_
         await first.publish(type="track", userId=u2, event=f"B{i}", messageId=f"b{i}")
     assert queue(first, u1).size == 2 and queue(first, u2).size == 2  # A1 (on its way), A2; B1, B2
     assert client.asked == ["A0", "A1", "B0"]
-    assert await first.rt.chains.cancel(lambda key: True, 1.0)  # the worker stops
+    assert await first.rt.sending.senders.cancel(lambda key: True, 1.0)  # the worker stops
     u2_calls = [r for r in first.taken if f'"userId": "{u2}"'.encode() in r.value and b'"track"' in r.value]
     committed = max(o for t, p, o in first.acked if (t, p) == (BY_USER_TOPIC, partition))
     assert committed == max(r.offset for r in first.taken if r.key == u1.encode())  # every call of u1's

@@ -130,6 +130,11 @@ class SeenPacks:
         self.written += 1
         _complete_with(pack.written, writes)
 
+    def flush_all(self) -> None:
+        """Write every partition's open packed row (the shared linger timer's work)."""
+        for partition in list(self._open):
+            self.flush(partition)
+
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the open rows of revoked partitions (their events are redone elsewhere)."""
         for partition in partitions:
