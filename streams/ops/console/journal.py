@@ -109,6 +109,7 @@ class Journal:
         retry: bool = False,
     ) -> None:
         kept = self._deliveries.entry(key)
+        ring: deque[Delivery]
         if kept is None:
             ring, size = deque(maxlen=self.per_user), RING_BYTES
         else:
