@@ -3,11 +3,11 @@
 `batches(rt, app, stream)` waits for the stream's next event, then takes the events
 already in the stream's buffer behind it (Faust's channel queue: fetched, not yet
 handed out), up to MAX_BATCH, without waiting for more: a batch is what is there, so
-an idle topic adds no latency. The buffer holds more than one event because the
-worker's fetch loop hands a fetched batch over at once (streams.runtime.faust_drain,
-patch 4 of streams.runtime.faust_fixes: about 64 events a batch under a backlog); with
-Faust's own loop, which hands the event loop to the agent after each record, a batch is
-about one event. Per batch, not per event: the back-pressure wait
+an idle topic adds no latency. With Faust's own fetch loop, the worker's, which hands
+the event loop to the agent after each record, a batch is about one event; the loop of
+streams.runtime.faust_drain (patch 4 of streams.runtime.faust_fixes, not installed: a
+two-worker benchmark stalled with it) hands a fetched batch over at once, about 64
+events a batch under a backlog. Per batch, not per event: the back-pressure wait
 (`AckTracker.wait_below`), and then, once the wait is over, each event is checked
 against a rebalance begun since it was fetched (`fetched_before_a_rebalance`) and
 against this assignment's redeliveries, and left out if either says so.

@@ -41,9 +41,13 @@ the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION
    event loop over after each, so the agents' micro-batches (streams.runtime.batching)
    found one event in the stream's buffer. `streams.runtime.faust_drain` delivers a
    fetched batch under one `wait_first` (see that module, and docs/benchmarks.md for
-   what it saves). A performance patch, not a bug fix: `install(fetch_loop=False)`
-   leaves Faust's loop (the naive relay of the benchmark, `bench.naive`).
-   tests/test_faust_fixes.py pins the Faust internals it and batching read.
+   what it saves). A performance patch, not a bug fix, and NOT INSTALLED in the worker
+   (`install(fetch_loop=True)` installs it: `bench.faustcost --drain batched` does).
+   With it installed, scenario e of `make bench` (2026-12-07, two workers) stalled
+   after the second worker joined: both workers idle with nothing unacknowledged and
+   8,000 of the backlog's 20,000 tracks never read (the kind of loss patch 3 closes for
+   Faust's own loop). Not explained yet; tests/test_faust_fixes.py pins the Faust
+   internals it and batching read.
 """
 
 from __future__ import annotations
@@ -153,9 +157,9 @@ async def _fetch_records(
         return await fetcher.fetched_records(partitions, timeout=timeout, max_records=max_records)
 
 
-def install(*, fetch_loop: bool = True) -> None:
+def install(*, fetch_loop: bool = False) -> None:
     """Patch Faust's classes (once: the patched methods are how to tell); with
-    `fetch_loop`, Faust's fetch loop too (patch 4)."""
+    `fetch_loop`, Faust's fetch loop too (patch 4: not the worker's, see above)."""
     if Recovery.on_recovery_completed is not _on_recovery_completed:
         check_version(faust.__version__)
         Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
