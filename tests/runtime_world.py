@@ -23,11 +23,11 @@ from streams.core.decision import PartnerRequest
 from streams.core.retry import Outcome, classify
 from streams.ops.observer import OpsObserver
 from streams.runtime import agents, retries
-from streams.runtime.catchup import Scanned
 from streams.runtime.delivery import Result
 from streams.runtime.incoming import Incoming
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS
 from streams.runtime.runtime import Runtime, Tables
+from streams.runtime.scanahead import Scanned
 from streams.settings import Settings
 
 INPUT, BY_USER_TOPIC = "segment-events", "cs-relay-by-user"
@@ -161,6 +161,8 @@ class World:
         # row is written on the turn after its first entry (streams.runtime.seenpacks).
         self.rt.seen_packs.linger = 0.0
         self.rt.parking.catchup.reader = self.read_ahead
+        if self.settings.input_keyed_by_user:
+            self.rt.parking.catchup.input.bounds = self.input_bounds
         self.offsets: Counter[tuple[str, int]] = Counter()
         self.routed = 0  # how many produced records were read back
         self.acked: list[tuple[str, int, int]] = []
@@ -255,6 +257,12 @@ class World:
                 at += 1
             yield batch
             await asyncio.sleep(0)
+
+    async def input_bounds(self, partitions: set[int]) -> dict[int, tuple[int, int]]:
+        """The input partitions' committed offsets (past the last acknowledged record)
+        and ends, as Kafka gives them (streams.runtime.inputcatchup.Bounds)."""
+        committed = Counter({p: o + 1 for t, p, o in sorted(self.acked) if t == INPUT})
+        return {p: (committed[p], self.offsets[(INPUT, p)]) for p in partitions}
 
     def _idle(self) -> bool:
         return (

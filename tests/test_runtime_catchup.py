@@ -13,8 +13,9 @@ from collections.abc import AsyncGenerator, Sequence
 from streams.core import control
 from streams.core.control import CaughtUp, Park
 from streams.core.pending import Parked
-from streams.runtime import catchup as catchup_mod
-from streams.runtime.catchup import PAIR_BYTES, CatchUp, Reader, Scanned
+from streams.runtime import scanahead
+from streams.runtime.catchup import CatchUp
+from streams.runtime.scanahead import PAIR_BYTES, Reader, Scanned
 from tests.runtime_world import PARTITIONS, FakeClient, World
 from tests.test_runtime_crash import enqueue, left_in_log, take
 
@@ -159,7 +160,7 @@ async def test_past_its_byte_bound_the_scan_leaves_a_partition_to_its_token():
     catchup.scan_ahead(tokens, listed([batch]))
     assert not await clears(catchup, 0, "zz")  # partition 0 gave up at a3: nobody of it is cleared
     assert await clears(catchup, 1, "zz") and not await clears(catchup, 1, "b1")
-    assert catchup._bytes == PAIR_BYTES + 2  # only b1's pair is kept
+    assert catchup.scans.bytes == PAIR_BYTES + 2  # only b1's pair is kept
 
 
 def call(partition: int, user: str) -> Scanned:
@@ -180,13 +181,13 @@ async def test_the_scan_notes_each_user_with_a_record_ahead_up_to_its_byte_bound
     assert catchup.nothing_ahead(1, "zz") and not catchup.nothing_ahead(1, "b1")
     assert not catchup.nothing_ahead(0, "zz")  # partition 0 passed the bound at a2
     assert await clears(catchup, 0, "zz") and not await clears(catchup, 0, "a2")
-    assert catchup._user_bytes == PAIR_BYTES + 2  # only b1 is kept
+    assert catchup.scans.user_bytes == PAIR_BYTES + 2  # only b1 is kept
     assert catchup.reached(0, tokens[0])
     assert catchup.nothing_ahead(0, "a1") and catchup.nothing_ahead(0, "a2")
 
 
 async def test_a_scan_that_does_not_reach_the_token_in_time_leaves_the_partition_to_it(monkeypatch):
-    monkeypatch.setattr(catchup_mod, "SCAN_SECONDS", 0.05)
+    monkeypatch.setattr(scanahead, "SCAN_SECONDS", 0.05)
     catchup = CatchUp("w1")
     tokens = catchup.begin({0})
     catchup.scan_ahead(tokens, listed([[parked(0, "a1"), token(0, "w1/0/0")]]))  # an earlier round's token

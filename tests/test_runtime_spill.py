@@ -406,3 +406,38 @@ async def test_a_spilled_queue_with_nothing_of_its_user_ahead_drains_before_its_
         await second.settle(spins=5)
     assert second.client.events() == ["A1", "A2", "B0", "B1", "B2"]
     assert second.tables.spillrows == {}
+
+
+async def test_with_keyed_input_a_spilled_queue_waits_for_the_older_calls_read_again_from_the_input_topic():
+    """CS_RELAY_INPUT_KEYED_BY_USER: calls are read again from the input topic, not the
+    by-user one, so the by-user partition catching up says nothing of them. u1's A0 was
+    on its way (unanswered, so not acknowledged) when the worker stopped; A1 and A2 had
+    spilled. The next worker's by-user partition catches up at once, yet its spilled
+    queue must wait until the input partition is read again past A2: A0 goes first."""
+    keyed = {"CS_RELAY_USER_SHARE": "1", "CS_RELAY_INPUT_KEYED_BY_USER": "true"}
+    client = HeldClient("u1")
+    first = World(keyed, client=client, tables=tables())
+    await first.publish_keyed(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="u1-g")
+    calls = [await first.publish_keyed(type="track", userId="u1", event=f"A{i}", messageId=f"a{i}") for i in range(3)]
+    assert queue(first, "u1").size == 2 and client.asked == ["A0"]  # A1, A2 spilled
+    assert await first.rt.sending.senders.cancel(lambda key: True, 1.0)  # the worker stops
+    assert all(o < calls[0].offset for t, _p, o in first.acked if t == calls[0].topic)  # A0 not acknowledged
+
+    second = World(keyed, tables=first.tables)
+    second.offsets = first.offsets.copy()
+    second.acked.extend(first.acked)  # what was committed
+    second.rt.assigned(set(range(PARTITIONS)))
+    await second.settle()  # its caught-up records read back: the by-user partitions caught up
+    assert not second.rt.parking.catchup.behind(calls[0].partition)
+    for _ in range(3):
+        await spilling.tick(second.rt)  # the timer: finds the spilled queue
+        await second.settle()
+    for record in calls:  # the input partition read again from the committed offset
+        await second.intake(record, keyed=True)
+    started = time.monotonic()
+    while queue(second, "u1").size or second.rt.acks.in_flight:
+        assert time.monotonic() - started < 5, "timed out"
+        await spilling.tick(second.rt)
+        await second.settle(spins=5)
+    assert second.client.events() == ["A0", "A1", "A2"]
+    assert second.tables.spillrows == {}

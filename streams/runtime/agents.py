@@ -109,6 +109,7 @@ async def take_keyed_batch(rt: Runtime, app: faust.App, batch: batching.Taken) -
         run, parsed = [], []
         rt.counters["rekeyed"] += 1
         await _handed_over(rt, event, record, rekey(rt, record, msg))
+        rt.acks.redeliveries.handled([(event, record)])
         recheck = True
     _route_run(rt, run, parsed)
 
@@ -117,6 +118,7 @@ def _route_run(rt: Runtime, run: batching.Taken, parsed: list[Message | InvalidM
     if run:
         each = iter(parsed)
         batching.handle(rt, run, lambda record: keyed_step(rt, record, next(each)))
+        rt.acks.redeliveries.handled(run)  # read to here: streams.runtime.inputcatchup
 
 
 def keyed_step(rt: Runtime, record: Incoming, msg: Message | InvalidMessage) -> list[Awaitable[Any]]:

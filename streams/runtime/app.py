@@ -154,6 +154,8 @@ app.runtime = runtime
 # After an assignment, a reader of its own looks ahead in the by-user partitions for an
 # earlier owner's park records (streams.runtime.catchup).
 runtime.parking.catchup.reader = readahead.reader(settings, app.conf.id, by_user_topic.get_topic_name())
+if settings.input_keyed_by_user:  # calls are read again from the input topic (streams.runtime.inputcatchup)
+    runtime.parking.catchup.input.bounds = readahead.bounds(settings, app.conf.id, settings.input_topic)
 _TABLES = (users, pending_table, groups_table, seen_table, windows_table, waiters_table, payloads_table)
 for _table in (*_TABLES, spill_table, spillrows_table):
     runtime.changelog.watch(_table)

@@ -12,13 +12,13 @@ the tables can say so beforehand: the park was not applied yet.
 So on each assignment the worker writes a `caught-up` record (`CaughtUp`, with a token
 of its own) at the end of each by-user partition it was given: until it reads its token
 back, what it handles was in Kafka before the assignment. Meanwhile it reads the
-partitions ahead (`scan_ahead`: a reader of its own, from the committed offset up to
-each token, not through the reading loops) and notes each (user, destination) with a
-`park` or `pending-done` record there (`Ahead`). A delivery that starts while the
+partitions ahead (`scan_ahead`, streams.runtime.scanahead: up to each token, not through
+the reading loops) and notes each (user, destination) with a `park` or `pending-done`
+record there. A delivery that starts while the
 partition is behind (`hold`, asked by the senders: `streams.runtime.senders`) waits for
 that scan, set aside and not on a sender, then goes at once unless its (user,
 destination) has such a record ahead. One that has (or any, when the scan could not
-read to the token within SCAN_SECONDS, or its pairs would pass MAX_BYTES: then its
+read to the token in time, or its pairs would pass the scan's byte bound: then its
 partition is left to the token) waits, set aside too, until the token is read, when
 every park record an earlier owner produced has been applied, and then goes, or parks
 behind what it finds (its park record has the call's own number, so a park of the same
@@ -36,7 +36,9 @@ reading loops.
 
 The scan also notes each user with any record ahead (`nothing_ahead`): a user's spilled
 deliveries drain before the token is read unless the user has some (a call read again
-goes before what spilled after it: streams.runtime.spilling).
+goes before what spilled after it: streams.runtime.spilling). With the input keyed in
+place, calls are read again from the input topic instead: `input`
+(streams.runtime.inputcatchup) says when that has caught up.
 
 A record of the partition that the scan starts past has been applied here already (the
 committed offset only moves past handled records), and one an earlier owner writes
@@ -46,66 +48,50 @@ after the token is not waited for, with or without the scan.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 
-from streams.core import control
-from streams.core.control import CaughtUp, Park, PendingDone
+from streams.runtime.inputcatchup import InputCatchUp
+from streams.runtime.scanahead import MAX_BYTES, Reader, Scans
 
 log = logging.getLogger("cs_relay")
 
 RESEND_DELAY = 1.0  # seconds before a caught-up record Kafka refused is written again
-SCAN_SECONDS = 30.0  # the scan of an assignment's partitions gives up on those not read to their token by then
-CLOSE_SECONDS = 5.0  # for the scan's reader to close when the worker stops
-MAX_BYTES = 4 * 1024 * 1024  # the pairs noted by the scan, over all partitions (about 20,000); the users as much
-PAIR_BYTES = 200  # per (user, destination) noted, besides the key's length, erring high
 
-# (partition, key, headers, value) of a by-user record, as the scan reads it.
-Scanned = tuple[int, bytes | None, Mapping[str, bytes], bytes]
-# Reads the by-user partitions in `partitions` from their committed offsets on, a batch
-# at a time, until closed; a partition taken out of the (live) set is no longer wanted.
-Reader = Callable[[set[int]], AsyncGenerator[Sequence[Scanned], None]]
 Write = Callable[[], Awaitable[object]]  # writes a caught-up record
-_AHEAD_KINDS = frozenset({Park.KIND, PendingDone.KIND})
-
-
-class Ahead:
-    """What the scan found in one partition between the committed offset and the token."""
-
-    def __init__(self) -> None:
-        self.pairs: set[tuple[str, str]] = set()  # (user key, destination) with a record ahead
-        self.bytes = 0
-        self.users: set[bytes] | None = set()  # user keys with any record ahead; None: too many to note
-        self.user_bytes = 0
-        self.complete = False  # read up to the token: no other pair has a record ahead
-        self.ended = asyncio.Event()  # complete, or given up (its deliveries wait for the token)
 
 
 class CatchUp:
     """Per by-user partition: the token this worker wrote at its last assignment and has
     not read back yet (the partition is *behind* until it does), and what the scan found
-    ahead of it."""
+    ahead of it (`scans`); per input partition read in place, whether it was read again
+    to its end (`input`)."""
 
     def __init__(self, instance: str, max_bytes: int = MAX_BYTES) -> None:
         self._instance = instance  # tokens are this worker's own: another's are not read as ours
-        self.reader: Reader | None = None  # None: no scan, every delivery while behind waits (the app wires Kafka's)
+        self.scans = Scans(max_bytes)
+        self.input = InputCatchUp()
         self._round = 0
         # The partitions behind, each with the token it awaits (empty while none is: then
         # no key need be hashed, and a delivery asks nothing more here).
         self.awaited: dict[int, str] = {}
         self._reached: dict[int, asyncio.Event] = {}
-        self._ahead: dict[int, Ahead] = {}
-        self._bytes = 0  # the pairs of every Ahead
-        self._user_bytes = 0  # the users of every Ahead
-        self.max_bytes = max_bytes
-        self._scanning: set[int] = set()  # the current scan's partitions not read to their token yet
-        self._scans: set[asyncio.Future] = set()
         self._announcing: set[asyncio.Future] = set()
+
+    @property
+    def reader(self) -> Reader | None:
+        """The scan's reader of the by-user partitions (None: no scan; the app wires Kafka's)."""
+        return self.scans.reader
+
+    @reader.setter
+    def reader(self, reader: Reader | None) -> None:
+        self.scans.reader = reader
 
     def assign(self, partitions: Iterable[int], write_for: Callable[[int, str], Write]) -> None:
         """Assigned `partitions`: write each one's caught-up record (`write_for(partition,
-        token)` writes it), and read them ahead with `reader`, if there is one."""
+        token)` writes it), read them ahead with `reader`, if there is one, and ask for
+        the input partitions' bounds, if read in place."""
+        partitions = list(partitions)
         tokens = self.begin(partitions)
         for partition, token in tokens.items():
             task = asyncio.ensure_future(announce(self, partition, token, write_for(partition, token)))
@@ -113,6 +99,7 @@ class CatchUp:
             task.add_done_callback(self._announcing.discard)
         if tokens and self.reader is not None:
             self.scan_ahead(tokens, self.reader)
+        self.input.assign(partitions)
 
     def begin(self, partitions: Iterable[int]) -> dict[int, str]:
         """Assigned `partitions`: each is behind until its returned token is read back."""
@@ -120,114 +107,21 @@ class CatchUp:
         tokens = {p: f"{self._instance}/{self._round}/{p}" for p in partitions}
         for partition in set(self.awaited) - set(tokens):
             self.forget([partition])
-        self._stop_scans()  # its tokens are the last round's
+        self.scans.stop()  # its tokens are the last round's
         for partition, token in tokens.items():
             self.awaited[partition] = token
             self._reached.setdefault(partition, asyncio.Event()).clear()
-            self._drop_ahead(partition)
+            self.scans.drop(partition)
         return tokens
 
     def scan_ahead(self, tokens: Mapping[int, str], reader: Reader) -> None:
         """Read the partitions of `tokens` (this round's) ahead, up to each token."""
-        aheads = {p: self._ahead.setdefault(p, Ahead()) for p in tokens}
-        self._scanning = set(tokens)
-        task = asyncio.ensure_future(self._scan(dict(tokens), aheads, self._scanning, reader))
-        self._scans.add(task)
-        task.add_done_callback(self._scans.discard)
-
-    async def _scan(self, tokens: dict[int, str], aheads: dict[int, Ahead], scanning: set[int], read: Reader) -> None:
-        try:
-            async with asyncio.timeout(SCAN_SECONDS), contextlib.aclosing(read(scanning)) as batches:
-                async for batch in batches:
-                    for partition, key, headers, value in batch:
-                        if partition in scanning:
-                            self._note(partition, tokens[partition], aheads[partition], scanning, key, headers, value)
-                    if not scanning:
-                        return
-        except Exception as exc:  # noqa: BLE001 - any failure of the reader: the tokens are waited for
-            log.warning("reading by-user partitions %s ahead failed (%r); their deliveries wait", sorted(scanning), exc)
-        finally:
-            for partition in scanning:
-                self._give_up(aheads[partition])
-            scanning.clear()
-
-    def _note(
-        self,
-        partition: int,
-        token: str,
-        ahead: Ahead,
-        scanning: set[int],
-        key: bytes | None,
-        headers: Mapping[str, bytes],
-        value: bytes,
-    ) -> None:
-        kind = headers.get(control.KIND_HEADER)
-        if key and kind != CaughtUp.KIND:
-            self._note_user(ahead, key)
-        if kind is None or (kind not in _AHEAD_KINDS and kind != CaughtUp.KIND):
-            return
-        try:
-            record = control.decode(headers, value)
-            user = key.decode("utf-8") if key else ""
-        except (ValueError, KeyError, TypeError):  # the reading loop dead-letters it; here, we cannot tell
-            record = None
-        if isinstance(record, CaughtUp):
-            if not user and record.token == token:
-                scanning.discard(partition)
-                ahead.complete = True
-                ahead.ended.set()
-            return
-        size = PAIR_BYTES + len(user)
-        if not isinstance(record, Park | PendingDone) or not user or self._bytes + size > self.max_bytes:
-            scanning.discard(partition)  # left to the token
-            self._give_up(ahead)
-            return
-        pair = (user, record.destination)
-        if pair not in ahead.pairs:
-            ahead.pairs.add(pair)
-            ahead.bytes += size
-            self._bytes += size
-
-    def _note_user(self, ahead: Ahead, key: bytes) -> None:
-        users = ahead.users
-        if users is None or key in users:
-            return
-        size = PAIR_BYTES + len(key)
-        if self._user_bytes + size > self.max_bytes:  # too many: the partition's spills wait for the token
-            self._user_bytes -= ahead.user_bytes
-            ahead.users, ahead.user_bytes = None, 0
-            return
-        users.add(key)
-        ahead.user_bytes += size
-        self._user_bytes += size
-
-    def _give_up(self, ahead: Ahead) -> None:
-        if not ahead.complete:
-            self._release(ahead)
-        ahead.ended.set()
-
-    def _drop_ahead(self, partition: int) -> None:
-        ahead = self._ahead.pop(partition, None)
-        if ahead is not None:
-            self._release(ahead)
-            ahead.ended.set()
-
-    def _release(self, ahead: Ahead) -> None:
-        self._bytes -= ahead.bytes
-        self._user_bytes -= ahead.user_bytes
-        ahead.pairs, ahead.bytes = set(), 0
-        ahead.users, ahead.user_bytes = set(), 0
-
-    def _stop_scans(self) -> None:
-        self._scanning.clear()
-        for task in self._scans:
-            task.cancel()
+        self.scans.start(tokens, reader)
 
     async def close(self) -> None:
-        """The worker stops: the scan's reader with it (given CLOSE_SECONDS to close)."""
-        self._stop_scans()
-        if self._scans:
-            await asyncio.wait(list(self._scans), timeout=CLOSE_SECONDS)
+        """The worker stops: the scan's reader with it, and the question of the input's bounds."""
+        await self.scans.close()
+        await self.input.close()
 
     def current(self, partition: int, token: str) -> bool:
         return self.awaited.get(partition) == token
@@ -238,18 +132,19 @@ class CatchUp:
             return False  # an earlier assignment's, or another worker's
         del self.awaited[partition]
         self._reached[partition].set()
-        self._drop_ahead(partition)
+        self.scans.drop(partition)
         return True
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Revoked: nothing of these partitions waits any more (their work is cancelled)."""
+        partitions = list(partitions)
         for partition in partitions:
             self.awaited.pop(partition, None)
-            self._scanning.discard(partition)
-            self._drop_ahead(partition)
+            self.scans.drop(partition)
             event = self._reached.pop(partition, None)
             if event is not None:
                 event.set()
+        self.input.forget(partitions)
 
     def behind(self, partition: int) -> bool:
         return partition in self.awaited
@@ -261,7 +156,7 @@ class CatchUp:
         behind may go (True): once the scan has read the partition to its token without
         a record of the pair, at once; else as `wait`. The scan is waited for at most
         `timeout` seconds, whatever the reading loops do (it does not need them)."""
-        ahead = self._ahead.get(partition)
+        ahead = self.scans.ahead.get(partition)
         if ahead is not None and not ahead.ended.is_set():
             loop = asyncio.get_running_loop()
             started = loop.time()
@@ -276,7 +171,7 @@ class CatchUp:
         behind, or the scan read it to its token without a record of the pair."""
         if not self.behind(partition):
             return True
-        ahead = self._ahead.get(partition)
+        ahead = self.scans.ahead.get(partition)
         return ahead is not None and ahead.complete and (key, destination) not in ahead.pairs
 
     def nothing_ahead(self, partition: int, key: str) -> bool:
@@ -285,7 +180,7 @@ class CatchUp:
         found none (a call read again, a park, any other)."""
         if not self.behind(partition):
             return True
-        ahead = self._ahead.get(partition)
+        ahead = self.scans.ahead.get(partition)
         return (
             ahead is not None and ahead.complete and ahead.users is not None and key.encode("utf-8") not in ahead.users
         )
@@ -297,7 +192,7 @@ class CatchUp:
         (the scan answered, the reading loops at the window); else `clear`'s wait."""
         if self.cleared(partition, key, destination):
             return None
-        ahead = self._ahead.get(partition)
+        ahead = self.scans.ahead.get(partition)
         if give_up is not None and give_up.is_set() and (ahead is None or ahead.ended.is_set()):
             return None
         return self.clear(partition, key, destination, timeout, give_up)

@@ -146,6 +146,19 @@ class Redeliveries:
 
     def __init__(self) -> None:
         self._high: dict[Hashable, int] = {}
+        self._read: dict[Hashable, int] = {}  # per partition, the offset after the last record handled
+
+    def handled(self, taken: Iterable[tuple[Any, Any]]) -> None:
+        """The records of `taken` ((event, record) pairs; a record has `tp` and `offset`)
+        have been handled: each one's partition has been read up to past it (`read_to`:
+        streams.runtime.inputcatchup)."""
+        read = self._read
+        for _event, record in taken:
+            read[record.tp] = record.offset + 1
+
+    def read_to(self, tp: Hashable) -> int | None:
+        """The offset after the last record of `tp` handled since its assignment, if any."""
+        return self._read.get(tp)
 
     def first_time(self, tp: Hashable, offset: int) -> bool:
         high = self._high.get(tp)
@@ -157,3 +170,4 @@ class Redeliveries:
     def forget(self, tps: Iterable[Hashable]) -> None:
         for tp in tps:
             self._high.pop(tp, None)
+            self._read.pop(tp, None)

@@ -1,23 +1,26 @@
-"""The catch-up's reader on Kafka (`streams.runtime.catchup.Reader`): the by-user
-partitions of an assignment, from the committed offsets of the worker's own consumer
-group on, for the scan that looks ahead of the reading loops.
+"""The catch-up's readers on Kafka: the by-user partitions of an assignment, from the
+committed offsets of the worker's own consumer group on, for the scan that looks ahead
+of the reading loops (`reader`: streams.runtime.scanahead.Reader); and, for the input
+read in place, its partitions' committed and end offsets (`bounds`:
+streams.runtime.inputcatchup.Bounds).
 
 A consumer of its own, in the worker's group but assigned the partitions by hand: it
 neither joins the group (no rebalance, no member) nor commits (auto-commit off), so
 Faust's consumer and its offsets are untouched; it only fetches the committed offsets
 to start from (the earliest, for a partition never committed). Its fetches are bounded
 by FETCH_BYTES, the records passed on a batch of at most BATCH at a time, and the scan
-(`streams.runtime.catchup`) keeps only what it needs of them.
+(`streams.runtime.scanahead`) keeps only what it needs of them.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from streams.kafkaconn import start_client
-from streams.runtime.catchup import Reader, Scanned
+from streams.runtime.inputcatchup import Bounds
+from streams.runtime.scanahead import Reader, Scanned
 from streams.settings import Settings
 
 FETCH_BYTES = 4 * 1024 * 1024  # per fetch, over the partitions
@@ -52,3 +55,27 @@ def reader(settings: Settings, group_id: str, topic: str) -> Reader:
             await consumer.stop()
 
     return read
+
+
+def bounds(settings: Settings, group_id: str, topic: str) -> Bounds:
+    """`topic`'s partitions: `group_id`'s committed offset (the earliest, for a partition
+    never committed, as the worker's consumer starts there) and the end."""
+
+    async def ask(partitions: set[int]) -> Mapping[int, tuple[int, int]]:
+        consumer = AIOKafkaConsumer(
+            **settings.kafka_options(), group_id=group_id, enable_auto_commit=False, client_id=f"{group_id}-bounds"
+        )
+        await start_client(consumer, settings.kafka_security, settings.kafka_bootstrap_servers)
+        try:
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            ends = await consumer.end_offsets(tps)
+            starts = await consumer.beginning_offsets(tps)
+            found = {}
+            for tp in tps:
+                committed = await consumer.committed(tp)
+                found[tp.partition] = (starts[tp] if committed is None else committed, ends[tp])
+            return found
+        finally:
+            await consumer.stop()
+
+    return ask

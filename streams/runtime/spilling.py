@@ -11,7 +11,8 @@
   for. Past CS_RELAY_SPILL_MAX_EVENTS a delivery goes to the chain as before.
 * `track` counts a chain's deliveries; as one ends, `refill` hands the next spilled
   ones to the same chain, up to the share (not while an earlier owner's records of the
-  user may still be read in its partition: calls read again go first, `caught_up`).
+  user may still be read in its partition, by-user or input: calls read again go
+  first, `caught_up`).
   A spilled delivery goes through `effects.deliver` like any: a retryable failure
   parks it under its number, and those after it park behind it.
 * Each spilled delivery that ended (delivered, parked or dead-lettered) is confirmed
@@ -132,14 +133,16 @@ def refill(rt: Runtime, key: str, destination: str) -> None:
 
 
 def caught_up(rt: Runtime, key: str) -> bool:
-    """Whether no call of `key`'s can be read again in its partition (the read-ahead
-    found none of its records up to the caught-up record, or that was read: `CatchUp.
-    nothing_ahead`); with CS_RELAY_INPUT_KEYED_BY_USER, whether the partition caught up
-    (calls are read again from the input topic, which the read-ahead does not read)."""
+    """Whether no call of `key`'s older than its spilled deliveries can still be read
+    again in its partition: the read-ahead found none of its records up to the by-user
+    caught-up record, or that was read (`CatchUp.nothing_ahead`); and, with
+    CS_RELAY_INPUT_KEYED_BY_USER, the input partition (where calls are read again from)
+    was read to where it ended at the assignment (`InputCatchUp.caught_up`)."""
     partition = rt.partition_of(key)
-    if rt.settings.input_keyed_by_user:
-        return not rt.parking.catchup.behind(partition)
-    return rt.parking.catchup.nothing_ahead(partition, key)
+    catchup = rt.parking.catchup
+    if not catchup.nothing_ahead(partition, key):
+        return False
+    return catchup.input.caught_up(partition, rt.acks.redeliveries.read_to((rt.settings.input_topic, partition)))
 
 
 def _failed(rt: Runtime, pair: Pair, task: asyncio.Future) -> None:
