@@ -69,3 +69,22 @@ async def test_the_scan_reads_from_the_committed_offset_to_this_assignment_s_tok
     finally:
         await admin.close()
     assert {tp.partition: o.offset for tp, o in offsets.items()} == {0: 1}  # nothing committed by the scan
+
+
+async def test_the_input_s_bounds_are_the_group_s_committed_offsets_and_the_ends(kafka_bootstrap, two_partitions):  # noqa: F811
+    """For the input read in place (streams.runtime.inputcatchup): a partition never
+    committed starts at its earliest offset, as the worker's consumer does."""
+    (topic, producer), group = two_partitions, f"group-{uuid.uuid4().hex[:10]}"
+    for partition, n in ((0, 3), (1, 2)):
+        for i in range(n):
+            await producer.send_and_wait(topic, b"{}", key=f"u{i}".encode(), partition=partition)
+    committer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False)
+    await committer.start()
+    try:
+        committer.assign([TopicPartition(topic, 0)])
+        await committer.commit({TopicPartition(topic, 0): 2})
+    finally:
+        await committer.stop()
+    settings = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap})
+    bounds = readahead.bounds(settings, group, topic)
+    assert await asyncio.wait_for(bounds({0, 1}), 30.0) == {0: (2, 3), 1: (0, 2)}
