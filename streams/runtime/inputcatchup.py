@@ -9,12 +9,13 @@ that spilled after them wait in their rows (streams.runtime.spilling). Those mus
 drain first: a later event would reach the partner before an earlier one.
 
 So on each assignment the worker asks Kafka (`Bounds`, streams.runtime.readahead) for
-each input partition's committed offset and end. A partition is *behind* until the
-intake has handled the record before that end (the reading position it reports:
-`Redeliveries.read_to`), or at once if the committed offset is at the end already; and
-while Kafka has not answered. Every call older than a spilled delivery lies before
-that end (the earlier owner read both from this partition, in order), and a record
-written after the assignment is newer than every spilled one.
+each input partition's committed offset and end (the offset after its last record: a
+transaction marker after it is never handed to the intake). A partition is *behind*
+until the intake has handled the record before that end (the reading position it
+reports: `Redeliveries.read_to`), or at once if the committed offset is at the end
+already; and while Kafka has not answered. Every call older than a spilled delivery
+lies before that end (the earlier owner read both from this partition, in order), and a
+record written after the assignment is newer than every spilled one.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ log = logging.getLogger("cs_relay")
 RETRY_DELAY = 1.0  # seconds before Kafka is asked again for the bounds it did not give
 CLOSE_SECONDS = 5.0  # for the question to Kafka to end when the worker stops
 
-# The input partitions' (committed offset, end offset), for the partitions asked.
+# The input partitions' (committed offset, offset after the last record), for the partitions asked.
 Bounds = Callable[[set[int]], Awaitable[Mapping[int, tuple[int, int]]]]
 
 

@@ -14,6 +14,7 @@ by FETCH_BYTES, the records passed on a batch of at most BATCH at a time, and th
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Mapping
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -27,6 +28,8 @@ FETCH_BYTES = 4 * 1024 * 1024  # per fetch, over the partitions
 PARTITION_FETCH_BYTES = 1024 * 1024  # per partition and fetch (the topic's records are smaller)
 BATCH = 1000  # records per batch handed to the scan
 POLL_MS = 500
+TAIL = 64  # the offsets read back from an input partition's end for its last record
+TAIL_SECONDS = 10.0  # for reading them (then Kafka is asked again)
 
 
 def reader(settings: Settings, group_id: str, topic: str) -> Reader:
@@ -59,7 +62,9 @@ def reader(settings: Settings, group_id: str, topic: str) -> Reader:
 
 def bounds(settings: Settings, group_id: str, topic: str) -> Bounds:
     """`topic`'s partitions: `group_id`'s committed offset (the earliest, for a partition
-    never committed, as the worker's consumer starts there) and the end."""
+    never committed, as the worker's consumer starts there) and the offset after its
+    last record. That is the end unless the log ends with transaction markers, which
+    take offsets no reader is handed: the last TAIL offsets are read to find it."""
 
     async def ask(partitions: set[int]) -> Mapping[int, tuple[int, int]]:
         consumer = AIOKafkaConsumer(
@@ -73,9 +78,28 @@ def bounds(settings: Settings, group_id: str, topic: str) -> Bounds:
             found = {}
             for tp in tps:
                 committed = await consumer.committed(tp)
-                found[tp.partition] = (starts[tp] if committed is None else committed, ends[tp])
-            return found
+                found[tp] = (starts[tp] if committed is None else committed, ends[tp])
+            last = await _last_records(consumer, {tp: (max(c, e - TAIL), e) for tp, (c, e) in found.items() if c < e})
+            return {tp.partition: (c, last.get(tp, e)) for tp, (c, e) in found.items()}
         finally:
             await consumer.stop()
 
     return ask
+
+
+async def _last_records(consumer: AIOKafkaConsumer, spans: dict[TopicPartition, tuple[int, int]]) -> dict:
+    """Per partition, the offset after its last record in [start, end) (`start` if none)."""
+    if not spans:
+        return {}
+    consumer.assign(list(spans))
+    for tp, (start, _end) in spans.items():
+        consumer.seek(tp, start)
+    last = {tp: start for tp, (start, _end) in spans.items()}
+    async with asyncio.timeout(TAIL_SECONDS):
+        while left := [tp for tp, (_start, end) in spans.items() if await consumer.position(tp) < end]:
+            got = await consumer.getmany(*left, timeout_ms=POLL_MS, max_records=TAIL)
+            for tp, records in got.items():
+                for record in records:
+                    if record.offset < spans[tp][1]:
+                        last[tp] = record.offset + 1
+    return last
