@@ -115,3 +115,28 @@ def test_a_request_body_is_the_compact_utf8_json_it_always_was(body):
     compact and not ASCII-escaped, from the encoder built once."""
     expected = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     assert BODY_JSON.encode(body) == expected
+
+
+async def test_an_answer_that_means_done_has_no_excerpt_and_a_refusal_keeps_its_redacted_one():
+    answers = iter([(200, {"created": True, "echo": KEY}), (422, {"error": f"bad key {KEY}", "detail": "x" * 500})])
+
+    async def handler(request: web.Request) -> web.Response:
+        await request.read()
+        status, body = next(answers)
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    server = TestServer(app)
+    await server.start_server()
+    client = PartnerClient("Partner", str(server.make_url("/")), max_retries=0, secrets=[KEY])
+    try:
+        done = await client.send(PartnerRequest("POST", "/e", {"n": 1}))
+        refused = await client.send(PartnerRequest("POST", "/e", {"n": 2}))
+    finally:
+        await client.close()
+        await server.close()
+    assert (done.outcome, done.status, done.excerpt) == (Outcome.DONE, 200, "")
+    assert (refused.outcome, refused.status) == (Outcome.FAIL, 422)
+    assert refused.excerpt.startswith('{"error": "bad key ***"') and KEY not in refused.excerpt
+    assert len(refused.excerpt) == 300
