@@ -128,7 +128,8 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         msg = parse(raw_bytes)  # validated by intake already
     replay = REPLAY_HEADER in headers
     replay_of = headers[REPLAY_OF_HEADER].decode("utf-8", "replace") if REPLAY_OF_HEADER in headers else None
-    position = first_position(rt, key, msg.message_id, record, replay_of)
+    source = record.original_source()  # read once: the step's, an aggregate's request's, the position's
+    position = first_position(rt, key, msg.message_id, record, replay_of, source)
     # Before any forwarding: a copy of an anonymous message that arrives after the
     # visitor logged in must meet the first copy's record, which is on this key.
     if not first_routing(
@@ -154,7 +155,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         key,
         msg,
         raw_bytes.decode("utf-8"),
-        record.original_source(),
+        source,
         user,
         pending,
         read_once(rt.groups.get),  # CustomerSuccessBox and ClientSuccess each look the user's group up
@@ -178,7 +179,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     work = effects.apply_step(rt, key, pending, result)
     # aggregate = ... in the mapping file; a request past the windows row's bound goes alone
     for f in aggregation.fold_call(rt, key, position, result.folds, now):
-        alone = Dispatch(f.destination, f.request, raw_bytes.decode("utf-8"), record.original_source(), msg.message_id)
+        alone = Dispatch(f.destination, f.request, raw_bytes.decode("utf-8"), dict(source), msg.message_id)
         work.append(effects.dispatch(rt, key, alone))
     if result.merge_from is not None:
         work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
@@ -192,7 +193,9 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     return work
 
 
-def first_position(rt: Runtime, key: str, message_id: str, record: Incoming, replay_of: str | None) -> int:
+def first_position(
+    rt: Runtime, key: str, message_id: str, record: Incoming, replay_of: str | None, source: dict[str, Any]
+) -> int:
     """The position `record` had when it was first routed: its own, except for a by-user
     copy of an input record that was routed in place before (CS_RELAY_INPUT_KEYED_BY_USER
     turned off, or an older worker, while its work was unfinished): that one finds its
@@ -201,7 +204,6 @@ def first_position(rt: Runtime, key: str, message_id: str, record: Incoming, rep
     (same partition and offset, as intake recorded it) can have left that row."""
     if record.from_input or replay_of is not None:
         return record.position
-    source = record.original_source()
     if source.get("topic") != rt.settings.input_topic or source.get("partition") != record.partition:
         return record.position
     try:
