@@ -179,7 +179,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         rt.counters[f"consent.{dest}"] += 1
     work = effects.apply_step(rt, key, pending, result, stored=user)
     # aggregate = ... in the mapping file; a request past the windows row's bound goes alone
-    for f in aggregation.fold_call(rt, key, position, result.folds, now):
+    for f in aggregation.fold_call(rt, key, position, result.folds, now) if result.folds else ():
         alone = Dispatch(f.destination, f.request, raw_bytes.decode("utf-8"), dict(source), msg.message_id)
         work.append(effects.dispatch(rt, key, alone))
     if result.merge_from is not None:
