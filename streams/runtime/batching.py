@@ -39,6 +39,7 @@ import faust
 from faust.streams import _current_event
 
 from streams.runtime.incoming import Incoming
+from streams.runtime.inflight import Event
 from streams.runtime.runtime import Runtime
 
 MAX_BATCH = (
@@ -125,10 +126,14 @@ def as_current(event: Any) -> None:
     _current_event.set(weakref.ref(event))
 
 
-def register(rt: Runtime, batch: Taken, works: Sequence[Work], also: Awaitable[Any] | None) -> None:
+def register(rt: Runtime, batch: Taken, works: Sequence[Work], also: asyncio.Future[Any] | None) -> None:
+    """Every event of the batch registered at once (`AckTracker.add_batch`): its own
+    work, and the batch's changelog writes (`also`), watched once for the batch."""
+    events: list[Event] = []
     for (event, record), work in zip(batch, works, strict=True):
         as_current(event)  # its work's tasks start in its context, as they did from its step
-        rt.acks.add(record.tp, event.ack, work if also is None else [*work, also], held_bytes(record))
+        events.append((record.tp, event.ack, [asyncio.ensure_future(w) for w in work], held_bytes(record)))
+    rt.acks.add_batch(events, also)
 
 
 def written(writes: Sequence[Awaitable[Any]]) -> asyncio.Future[Any] | None:
