@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streams.runtime.inflight import AckTracker
+from streams.runtime.inflight import AckTracker, Redeliveries
 
 
 def _futures(n: int) -> list[asyncio.Future[None]]:
@@ -69,3 +69,12 @@ async def test_a_batch_without_shared_work_is_acknowledged_as_its_own_work_ends(
     acked: list[int] = []
     acks.add_batch([("a", lambda: acked.append(0), [], 0), ("b", lambda: acked.append(1), [], 0)])
     assert acked == [0, 1] and acks.in_flight == 0
+
+
+def test_a_batch_s_redeliveries_are_found_in_one_call_as_one_by_one():
+    guard = Redeliveries()
+    assert guard.first_times([(("t", 0), 0), (("t", 0), 1), (("t", 1), 0)]) == [True, True, True]
+    # fetched again before Faust's seek, beside new ones and another partition's
+    again = [(("t", 0), 1), (("t", 0), 2), (("t", 0), 2), (("t", 1), 0)]
+    assert guard.first_times(again) == [False, True, False, False]
+    assert guard.first_time(("t", 0), 3) is True and guard.first_time(("t", 0), 3) is False

@@ -175,11 +175,20 @@ class Redeliveries:
         self._high: dict[Hashable, int] = {}
 
     def first_time(self, tp: Hashable, offset: int) -> bool:
-        high = self._high.get(tp)
-        if high is not None and offset <= high:
-            return False
-        self._high[tp] = offset
-        return True
+        return self.first_times([(tp, offset)])[0]
+
+    def first_times(self, taken: Sequence[tuple[Hashable, int]]) -> list[bool]:
+        """`first_time` of each (tp, offset) of a batch, in order: one call per batch."""
+        high = self._high
+        fresh = []
+        for tp, offset in taken:
+            last = high.get(tp)
+            if last is not None and offset <= last:
+                fresh.append(False)
+            else:
+                high[tp] = offset
+                fresh.append(True)
+        return fresh
 
     def forget(self, tps: Iterable[Hashable]) -> None:
         for tp in tps:
