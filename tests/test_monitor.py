@@ -1,9 +1,9 @@
-"""The worker's Faust Monitor (issue 23): Faust calls its sensor hooks several times per
+"""The worker's Faust Monitor (issue 23): Faust calls its sensors' hooks several times per
 event (message in and out, stream event in and out, every table get and set, every
-record sent), and its default Monitor counts, times and keys each of them for figures
-nothing in cs-relay reads. The app's monitor keeps what is read (the partition end
-offsets the admin's lag falls back on, committed offsets, rebalance bookkeeping) and does
-nothing per event."""
+record sent), and its Monitor, a sensor by default, counts, times and keys each of them
+for figures nothing in cs-relay reads. The app keeps its monitor off the sensors, so
+Faust calls nothing of it per event, and keeps what is read (the partition end offsets
+the admin's lag falls back on, the committed offsets, cleared by a rebalance)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import pytest
 from faust.sensors import Monitor
 from faust.types import TP
 
-from streams.runtime.monitor import PER_EVENT_HOOKS, SlimMonitor
 from streams.runtime.relayapp import create_app
 from streams.settings import Settings
 
@@ -25,13 +24,15 @@ def app(tmp_path):
     return create_app(Settings.from_env({"CS_RELAY_DATA_DIR": str(tmp_path)}))
 
 
-def test_the_app_runs_the_slim_monitor(app):
-    assert type(app.monitor) is SlimMonitor
-    assert isinstance(app.monitor, Monitor)  # what Faust and its sensors expect
+def test_the_monitor_is_faust_s_and_not_a_sensor_once_the_app_is_set_up(app):
+    assert isinstance(app.monitor, Monitor)  # what Faust's consumer and the admin expect
+    app.on_init_dependencies()  # where Faust adds the monitor to the sensors
+    assert app.monitor not in set(app.sensors)
+    assert list(app.sensors) == []  # nothing for Faust to call per event
 
 
-def test_per_event_hooks_through_faust_s_sensor_delegate_record_nothing(app):
-    app.sensors.add(app.monitor)
+def test_per_event_hooks_through_faust_s_sensor_delegate_reach_no_monitor(app):
+    app.on_init_dependencies()
     monitor = app.monitor
     table = SimpleNamespace(name="users")
     stream = SimpleNamespace(task_owner=None)
@@ -53,16 +54,11 @@ def test_per_event_hooks_through_faust_s_sensor_delegate_record_nothing(app):
     assert message.time_in is None
 
 
-def test_every_hook_faust_calls_per_event_is_a_no_op_of_the_slim_monitor():
-    for name in PER_EVENT_HOOKS:
-        assert getattr(SlimMonitor, name) is not getattr(Monitor, name), name
-    assert {"on_message_in", "on_stream_event_in", "on_table_get", "on_send_initiated"} <= set(PER_EVENT_HOOKS)
-
-
-def test_what_the_admin_reads_is_kept(app):
+def test_what_the_admin_reads_is_kept_and_a_rebalance_clears_it(app):
+    app.on_init_dependencies()
     monitor = app.monitor
     monitor.track_tp_end_offset(TP0, 42)
     monitor.on_tp_commit({TP0: 40})
     assert monitor.tp_end_offsets[TP0] == 42 and monitor.tp_committed_offsets[TP0] == 40
-    monitor.on_rebalance_start(SimpleNamespace(rebalancing_count=1))  # a rebalance forgets them, as Faust's does
+    app.on_rebalance_start()  # a rebalance forgets them, as Faust's sensor hook did
     assert not monitor.tp_end_offsets and not monitor.tp_committed_offsets

@@ -80,3 +80,16 @@ async def test_a_track_that_changes_nothing_writes_no_users_row_reaches_both_par
     assert after.client.events() == ["Export%20Created"]
     assert [r.json["accountId"] for r in csb_after.requests] == ["g1"]
     assert after.rt.counters["duplicates"] == 1 and after.dead_letters() == []
+
+
+async def test_a_track_reads_the_users_row_once():
+    """The step and the writing of its result share one read of the user's row
+    (`effects.apply_step(..., stored=user)`)."""
+    world, _csb = both_partners()
+    await joined(world)
+    users = world.tables.users
+    assert isinstance(users, Counted)
+    users.reads.clear()
+    await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")
+    assert world.client.events() == ["Report%20Built"]
+    assert users.reads == {"u1": 1}

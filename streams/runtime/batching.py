@@ -39,6 +39,7 @@ import faust
 from faust.streams import _current_event
 
 from streams.runtime.incoming import Incoming
+from streams.runtime.inflight import Event
 from streams.runtime.runtime import Runtime
 
 MAX_BATCH = (
@@ -69,7 +70,7 @@ async def batches(rt: Runtime, app: faust.App, stream: faust.StreamT) -> AsyncIt
             taken.append(await it.__anext__())  # in the buffer, and the stream hands it out at once
         rt.counters["batches"] += 1
         await rt.acks.wait_below(MAX_UNACKED_EVENTS, rt.settings.max_unacked_bytes)
-        fresh = [(event, record) for event in taken if (record := fresh_record(rt, app, event)) is not None]
+        fresh = fresh_records(rt, app, taken)
         if fresh:
             yield fresh
 
@@ -95,14 +96,14 @@ def _next_ready(stream: Any, app: faust.App) -> Callable[[], bool]:
     return ready
 
 
-def fresh_record(rt: Runtime, app: faust.App, event: Any) -> Incoming | None:
-    """`event`'s record, or None if a rebalance took it away or it was taken already."""
-    if fetched_before_a_rebalance(rt, app, event):
-        return None
-    record = incoming(event)
-    if not rt.acks.redeliveries.first_time(record.tp, record.offset):
-        return None  # taken already in this assignment (see Redeliveries)
-    return record
+def fresh_records(rt: Runtime, app: faust.App, taken: list[Any]) -> Taken:
+    """The events of `taken` with their records, but those a rebalance took away and
+    those taken already in this assignment (see Redeliveries: asked once per batch)."""
+    kept = [(event, incoming(event)) for event in taken if not fetched_before_a_rebalance(rt, app, event)]
+    if not kept:
+        return kept
+    first = rt.acks.redeliveries.first_times([(record.tp, record.offset) for _, record in kept])
+    return [pair for pair, new in zip(kept, first, strict=True) if new]
 
 
 def handle(rt: Runtime, batch: Taken, step: Callable[[Incoming], Work]) -> None:
@@ -125,10 +126,14 @@ def as_current(event: Any) -> None:
     _current_event.set(weakref.ref(event))
 
 
-def register(rt: Runtime, batch: Taken, works: Sequence[Work], also: Awaitable[Any] | None) -> None:
+def register(rt: Runtime, batch: Taken, works: Sequence[Work], also: asyncio.Future[Any] | None) -> None:
+    """Every event of the batch registered at once (`AckTracker.add_batch`): its own
+    work, and the batch's changelog writes (`also`), watched once for the batch."""
+    events: list[Event] = []
     for (event, record), work in zip(batch, works, strict=True):
         as_current(event)  # its work's tasks start in its context, as they did from its step
-        rt.acks.add(record.tp, event.ack, work if also is None else [*work, also], held_bytes(record))
+        events.append((record.tp, event.ack, [asyncio.ensure_future(w) for w in work], held_bytes(record)))
+    rt.acks.add_batch(events, also)
 
 
 def written(writes: Sequence[Awaitable[Any]]) -> asyncio.Future[Any] | None:

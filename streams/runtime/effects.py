@@ -9,6 +9,7 @@ unacknowledged, and a restart processes it again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Mapping
 from typing import Any
@@ -25,6 +26,7 @@ from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
 from streams.core.releasing import resolve_releasing
 from streams.core.retry import Outcome
+from streams.core.state import UserState
 from streams.runtime import spilling
 from streams.runtime.delivery import PartnerClient, Result
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS, produce
@@ -36,6 +38,7 @@ log = logging.getLogger("cs_relay")
 # their size, their head is kept instead (and the record says so).
 DLQ_TRUNCATED_BYTES = 64 * 1024
 DLQ_SEND_ATTEMPTS = 8
+_UNREAD = object()  # apply_step: the user's row not read by the caller
 
 
 # ---------------------------------------------------------------- records
@@ -117,12 +120,16 @@ def too_large(exc: BaseException | None) -> bool:
 # ---------------------------------------------------------------- a step's state and work
 
 
-def apply_step(rt: Runtime, key: str, before: Pending, result: Step) -> list[Awaitable[Any]]:
+def apply_step(
+    rt: Runtime, key: str, before: Pending, result: Step, stored: UserState | None | object = _UNREAD
+) -> list[Awaitable[Any]]:
     """Write a step's state (assigned back, so the changelog has it) and start its work:
     dead letters, deliveries, and the released events that no delivery in this process
     is carrying (after a restart, `releasing` may hold events whose delivery died with
-    the previous process: they are sent again rather than lost)."""
-    stored = rt.rows.user(key)  # written only when it changed (last_seen moves once a minute)
+    the previous process: they are sent again rather than lost). `stored`: the user's
+    row as the caller read it for the step, if it did (not read again)."""
+    if stored is _UNREAD:
+        stored = rt.rows.user(key)  # written only when it changed (last_seen moves once a minute)
     if result.user is not stored and result.user != stored:
         rt.tables.users[key] = result.user.to_dict()
     resend = resolve_releasing(
@@ -152,11 +159,7 @@ def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
     user's share, a call's delivery is spilled instead (streams.runtime.spilling)."""
     if item.released_seq is not None:
         rt.sending.in_flight.add((key, item.destination, item.released_seq))
-    if spilling.admit(rt, key, item):
-        return spilling.written()
-    task = rt.sending.senders.submit((key, item.destination), lambda: deliver(rt, key, item))
-    spilling.track(rt, key, item.destination, task)
-    return task
+    return spilling.dispatched(rt, key, item, functools.partial(deliver, rt, key, item))
 
 
 async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:

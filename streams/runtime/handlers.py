@@ -48,6 +48,7 @@ from streams.runtime.runtime import Runtime
 log = logging.getLogger("cs_relay")
 
 Work = list[Awaitable[Any]]
+UNREAD = object()  # a dedupe row not read yet (first_position, first_routing)
 Handler = Callable[[Runtime, Incoming, Any], Work]
 
 
@@ -71,7 +72,7 @@ def pending_done(rt: Runtime, record: Incoming, done: PendingDone) -> Work:
         # sent again: this record handled again (a revoke or a crash stopped its first
         # handling's deliveries) finds in `releasing` what that one released, and
         # nothing else would send it if the user sends nothing more.
-        work = effects.apply_step(rt, key, confirmed, Step(user, None, pending, released))
+        work = effects.apply_step(rt, key, confirmed, Step(user, None, pending, released), stored=user)
     # Only now is the event out of `releasing`; until this record is applied, a later
     # event of the user must not send it again.
     rt.sending.in_flight.discard((key, done.destination, done.seq))
@@ -128,11 +129,12 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         msg = parse(raw_bytes)  # validated by intake already
     replay = REPLAY_HEADER in headers
     replay_of = headers[REPLAY_OF_HEADER].decode("utf-8", "replace") if REPLAY_OF_HEADER in headers else None
-    position = first_position(rt, key, msg.message_id, record, replay_of)
+    source = record.original_source()  # read once: the step's, an aggregate's request's, the position's
+    position, known = first_position(rt, key, msg.message_id, record, replay_of, source)
     # Before any forwarding: a copy of an anonymous message that arrives after the
     # visitor logged in must meet the first copy's record, which is on this key.
     if not first_routing(
-        rt, key, msg.message_id, position, partition=record.partition, replay=replay, replay_of=replay_of
+        rt, key, msg.message_id, position, partition=record.partition, replay=replay, replay_of=replay_of, known=known
     ):
         rt.counters["duplicates"] += 1
         return []
@@ -154,7 +156,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         key,
         msg,
         raw_bytes.decode("utf-8"),
-        record.original_source(),
+        source,
         user,
         pending,
         read_once(rt.groups.get),  # CustomerSuccessBox and ClientSuccess each look the user's group up
@@ -175,10 +177,10 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         rt.counters[f"held.{dest}"] += 1
     for dest in result.denied:
         rt.counters[f"consent.{dest}"] += 1
-    work = effects.apply_step(rt, key, pending, result)
+    work = effects.apply_step(rt, key, pending, result, stored=user)
     # aggregate = ... in the mapping file; a request past the windows row's bound goes alone
-    for f in aggregation.fold_call(rt, key, position, result.folds, now):
-        alone = Dispatch(f.destination, f.request, raw_bytes.decode("utf-8"), record.original_source(), msg.message_id)
+    for f in aggregation.fold_call(rt, key, position, result.folds, now) if result.folds else ():
+        alone = Dispatch(f.destination, f.request, raw_bytes.decode("utf-8"), dict(source), msg.message_id)
         work.append(effects.dispatch(rt, key, alone))
     if result.merge_from is not None:
         work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
@@ -192,24 +194,27 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     return work
 
 
-def first_position(rt: Runtime, key: str, message_id: str, record: Incoming, replay_of: str | None) -> int:
+def first_position(
+    rt: Runtime, key: str, message_id: str, record: Incoming, replay_of: str | None, source: dict[str, Any]
+) -> tuple[int, Any]:
     """The position `record` had when it was first routed: its own, except for a by-user
     copy of an input record that was routed in place before (CS_RELAY_INPUT_KEYED_BY_USER
     turned off, or an older worker, while its work was unfinished): that one finds its
     dedupe row at the input record's position, and must number what it holds as it did
     then, or the redo would be dropped as a duplicate. Only that exact input record
-    (same partition and offset, as intake recorded it) can have left that row."""
+    (same partition and offset, as intake recorded it) can have left that row. With it,
+    the dedupe row of `message_id` if it was read (`first_routing` reads it no more),
+    else UNREAD."""
     if record.from_input or replay_of is not None:
-        return record.position
-    source = record.original_source()
+        return record.position, UNREAD
     if source.get("topic") != rt.settings.input_topic or source.get("partition") != record.partition:
-        return record.position
+        return record.position, UNREAD
     try:
         in_place = positions.position(int(source["offset"]), from_input=True)
     except (KeyError, TypeError, ValueError):
-        return record.position
-    row = rt.tables.seen.get(dedupe.row_key(key, message_id))
-    return in_place if row and int(row[0]) == in_place else record.position
+        return record.position, UNREAD
+    row = seenpacks.get_local(rt.tables.seen, record.partition, dedupe.row_key(key, message_id))
+    return (in_place if row and int(row[0]) == in_place else record.position), row
 
 
 def first_routing(
@@ -221,17 +226,20 @@ def first_routing(
     partition: int,
     replay: bool = False,
     replay_of: str | None = None,
+    known: Any = UNREAD,
 ) -> bool:
     """False for a duplicate messageId within the window (streams.core.dedupe); a replayed
     dead letter is routed again on purpose, once per dead letter (`replay_of`). One row
     per id: one small read and, for a new id, an index row in the store and an entry of
     the partition's packed row (streams.runtime.seenpacks), however many ids the user
-    has routed."""
+    has routed. `known`: the row, if the caller read it (for `message_id`, not a replay's
+    identity)."""
     window, now = rt.settings.dedupe_window_seconds, rt.clock()
     by_identity = replay_of is not None
     ident = replay_of if replay_of is not None else message_id
     row_key = dedupe.row_key(key, ident, replay=by_identity)
-    known: Any = seenpacks.get_local(rt.tables.seen, partition, row_key)
+    if known is UNREAD or by_identity:
+        known = seenpacks.get_local(rt.tables.seen, partition, row_key)
     verdict = dedupe.classify_row(known, offset, now, window)
     if verdict is dedupe.Verdict.NEW:  # perhaps routed by an older version: the user's record
         legacy = rt.rows.seen(key)

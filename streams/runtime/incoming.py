@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from streams.core import positions
@@ -15,30 +14,46 @@ from streams.core import positions
 SOURCE_HEADER = "cs-relay-source"
 
 
-@dataclass(frozen=True)
 class Incoming:
-    """A record taken from a topic, as the handlers see it."""
+    """A record taken from a topic, as the handlers see it (read-only by convention).
 
-    key: bytes | None
-    value: bytes
-    headers: Mapping[str, bytes]
-    topic: str
-    partition: int
-    offset: int
-    # An input record routed where it is (CS_RELAY_INPUT_KEYED_BY_USER): numbered apart
-    # from the by-user topic's records in the state (streams.core.positions).
-    from_input: bool = False
-    # What SOURCE_HEADER says, when the record was made here with it (an input record
-    # routed in place): `original_source` need not decode the header again.
-    origin: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    Made once per event: a plain class with slots, its fields set by one `__init__` (a
+    frozen dataclass set each through `object.__setattr__`), and its partition's `tp`
+    kept as a field, read twice per event by the acknowledgements."""
+
+    __slots__ = ("key", "value", "headers", "topic", "partition", "offset", "from_input", "origin", "tp")
+
+    def __init__(
+        self,
+        key: bytes | None,
+        value: bytes,
+        headers: Mapping[str, bytes],
+        topic: str,
+        partition: int,
+        offset: int,
+        from_input: bool = False,
+        origin: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.key = key
+        self.value = value
+        self.headers = headers
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        # An input record routed where it is (CS_RELAY_INPUT_KEYED_BY_USER): numbered
+        # apart from the by-user topic's records in the state (streams.core.positions).
+        self.from_input = from_input
+        # What SOURCE_HEADER says, when the record was made here with it (an input
+        # record routed in place): `original_source` need not decode the header again.
+        self.origin = origin
+        self.tp = (topic, partition)
+
+    def __repr__(self) -> str:
+        return f"Incoming({self.topic}:{self.partition}@{self.offset}, key={self.key!r})"
 
     @property
     def position(self) -> int:
         return positions.position(self.offset, from_input=self.from_input)
-
-    @property
-    def tp(self) -> tuple[str, int]:
-        return (self.topic, self.partition)
 
     @property
     def source(self) -> dict[str, Any]:

@@ -15,10 +15,13 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterable
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+# An event as `AckTracker.add_batch` takes it: its partition, its ack, its work, its size.
+Event = tuple[Hashable, Callable[[], Any], list[asyncio.Future[Any]], int]
 
 
 class AckTracker:
@@ -70,6 +73,30 @@ class AckTracker:
         entry[3] = len(futures)
         for future in futures:
             future.add_done_callback(functools.partial(self._done, tp, entry))
+
+    def add_batch(self, events: Sequence[Event], shared: asyncio.Future[Any] | None = None) -> None:
+        """Register a batch's events, in order, as `add` would each: (tp, ack, its own
+        work as futures, size), and `shared`, work of every one of them (the batch's
+        changelog writes), watched once for the batch rather than once per event."""
+        entries: list[tuple[Hashable, list]] = []
+        extra = 0 if shared is None else 1
+        for tp, ack, futures, size in events:
+            entry = [False, ack, True, len(futures) + extra, size]
+            self._queues.setdefault(tp, deque()).append(entry)
+            self._count += 1
+            self._bytes += size
+            for future in futures:
+                future.add_done_callback(functools.partial(self._done, tp, entry))
+            entries.append((tp, entry))
+        if shared is not None:
+            shared.add_done_callback(functools.partial(self._all_done, entries))
+        for tp, entry in entries:
+            if entry[3] == 0:
+                self._finish(tp, entry)
+
+    def _all_done(self, entries: list[tuple[Hashable, list]], future: asyncio.Future[Any]) -> None:
+        for tp, entry in entries:
+            self._done(tp, entry, future)
 
     def _done(self, tp: Hashable, entry: list, future: asyncio.Future[Any]) -> None:
         if entry[3] < 0:
@@ -161,11 +188,20 @@ class Redeliveries:
         return self._read.get(tp)
 
     def first_time(self, tp: Hashable, offset: int) -> bool:
-        high = self._high.get(tp)
-        if high is not None and offset <= high:
-            return False
-        self._high[tp] = offset
-        return True
+        return self.first_times([(tp, offset)])[0]
+
+    def first_times(self, taken: Sequence[tuple[Hashable, int]]) -> list[bool]:
+        """`first_time` of each (tp, offset) of a batch, in order: one call per batch."""
+        high = self._high
+        fresh = []
+        for tp, offset in taken:
+            last = high.get(tp)
+            if last is not None and offset <= last:
+                fresh.append(False)
+            else:
+                high[tp] = offset
+                fresh.append(True)
+        return fresh
 
     def forget(self, tps: Iterable[Hashable]) -> None:
         for tp in tps:

@@ -1,46 +1,40 @@
-"""The worker's Faust Monitor: Faust's, without its per-event bookkeeping.
+"""The worker's Faust Monitor: Faust's, kept off the per-event sensor hooks.
 
-Faust calls its sensors' hooks several times for every event: a message in and out, a
-stream event in and out, every table get, set and delete, every record sent and its
-acknowledgement. Its default Monitor counts each (per topic, per stream, per task, per
+Faust calls every sensor in `app.sensors` several times for every event: a message in
+and out, a stream event in and out, every table get, set and delete, every record sent
+and its acknowledgement. Its Monitor is one of them (added at start-up, in
+`App.on_init_dependencies`): it counts each (per topic, per stream, per task, per
 table), reads the clock and keeps latency deques, for figures shown by Faust's web pages
 (all switched off on a worker: `streams.ops.admin.FAUST_PAGES_OFF`) and its metrics
 sensors (not installed). Nothing in cs-relay reads them: `/status`, `/metrics` and the
-console take their figures from the runtime (`streams.ops.observe`), and the admin's lag
-reads only `tp_end_offsets` from the monitor. So those hooks do nothing here; what is
-not per event (end and committed offsets, commits, rebalances, assignments, web
-requests) is Faust's as it is. The app takes it through Faust's `Monitor` setting
-(`streams.runtime.relayapp.create_app`).
+console take their figures from the runtime (`streams.ops.observe`).
+
+So the monitor is not a sensor here (`MonitorOffTheSensors`, mixed into the app class):
+with no sensor, Faust's delegate has nothing to call per event. What is read of it
+stays, as Faust keeps it: Faust's consumer writes the partition end offsets and the
+committed offsets to `app.monitor` directly (`track_tp_end_offset`, `on_tp_commit`;
+the admin's lag falls back on the end offsets), and a rebalance clears them
+(`on_rebalance_start`, called here as the sensor delegate did). The Monitor is not
+started either: its sampler computes rates nothing reads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-from faust.sensors import Monitor
-
-# The hooks Faust calls per event or per record: SlimMonitor's do nothing.
-PER_EVENT_HOOKS = (
-    "on_message_in",
-    "on_stream_event_in",
-    "on_stream_event_out",
-    "on_message_out",
-    "on_topic_buffer_full",
-    "on_table_get",
-    "on_table_set",
-    "on_table_del",
-    "on_send_initiated",
-    "on_send_completed",
-)
+import faust
 
 
-def _record_nothing(self: Monitor, *args: Any, **kwargs: Any) -> None:
-    """What each of PER_EVENT_HOOKS records: nothing (module docstring)."""
+class MonitorOffTheSensors(faust.App):
+    """A Faust app whose monitor is not among its sensors (module docstring)."""
 
+    def on_init_dependencies(self) -> Iterable[Any]:
+        services = super().on_init_dependencies()
+        if self.monitor in set(self.sensors):
+            self.sensors.remove(self.monitor)
+        return services
 
-class SlimMonitor(Monitor):
-    """Faust's Monitor, minus the work it does per event (module docstring)."""
-
-    on_message_in = on_stream_event_in = on_stream_event_out = on_message_out = _record_nothing
-    on_topic_buffer_full = on_table_get = on_table_set = on_table_del = _record_nothing
-    on_send_initiated = on_send_completed = _record_nothing
+    def on_rebalance_start(self) -> None:
+        super().on_rebalance_start()
+        self.monitor.on_rebalance_start(self)  # forgets the end and committed offsets

@@ -12,10 +12,8 @@ import dataclasses
 import logging
 from typing import TYPE_CHECKING, Any
 
-import faust
-
 from streams.runtime import faust_fixes, tablestore
-from streams.runtime.monitor import SlimMonitor
+from streams.runtime.monitor import MonitorOffTheSensors
 from streams.runtime.stopping import FINAL_COMMIT_TIMEOUT, STOP_GRACE, StopDeadline, Unflushed
 from streams.runtime.tablestore import TableMemory
 from streams.settings import Settings
@@ -49,7 +47,7 @@ TABLE_MEMORY_BYTES = 48 * 1024 * 1024
 TABLE_WRITE_BUFFER_BYTES = 24 * 1024 * 1024
 
 
-class RelayApp(faust.App):
+class RelayApp(MonitorOffTheSensors):
     """A Faust app that stops gracefully: on SIGTERM it stops fetching, lets in-flight
     deliveries finish (bounded by CS_RELAY_SHUTDOWN_TIMEOUT), commits what they
     acknowledged, and only then lets Faust stop the consumer. Faust's own stop commits
@@ -150,8 +148,6 @@ def create_app(settings: Settings) -> RelayApp:
         web_bind=settings.web_host,
         # A rebalance must not wait for partner deliveries (see batching.fetched_before_a_rebalance).
         stream_wait_empty=False,
-        # Faust's Monitor without its per-event bookkeeping, which nothing reads.
-        Monitor=SlimMonitor,
     )
     app.table_memory = TableMemory(TABLE_MEMORY_BYTES, TABLE_WRITE_BUFFER_BYTES)
     return app

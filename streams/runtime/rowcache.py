@@ -48,6 +48,7 @@ class CachedRows(MutableMapping[Any, Any]):
         self.bytes = 0  # the estimate of what the rows kept take
         # key -> [row, what `decoded` made of it, the entry's estimated bytes]
         self._rows: OrderedDict[Any, list[Any]] = OrderedDict()
+        self._local = seenpacks.local_of(table)  # the rows by partition (`get_local` ...)
 
     def get(self, key: Any, default: Any = None) -> Any:
         row = self._entry(key)[0]
@@ -100,24 +101,24 @@ class CachedRows(MutableMapping[Any, Any]):
         a new id's dedupe row, read again only if the id comes again, so not kept (one
         a track would push the users' rows out of the cache)."""
         self._drop(key)
-        seenpacks.put_local(self.table, partition, key, value)
+        self._local.put_local(partition, key, value)
 
     def get_local(self, partition: int, key: Any) -> Any:
         """A row kept, else the store of `partition`'s (streams.runtime.seenpacks), not
         kept: a dedupe lookup of a new id, which `put_local` writes next."""
         entry = self._rows.get(key)
         if entry is None:
-            return seenpacks.get_local(self.table, partition, key)
+            return self._local.get_local(partition, key)
         self._rows.move_to_end(key)
         return entry[0]
 
     def delete_local(self, partition: int, key: Any) -> None:
         self._drop(key)
-        seenpacks.delete_local(self.table, partition, key)
+        self._local.delete_local(partition, key)
 
     def write_packed(self, partition: int, key: Any, value: Any) -> None:
         self._drop(key)  # read by the sweep alone: not kept
-        seenpacks.write_packed(self.table, partition, key, value)
+        self._local.write_packed(partition, key, value)
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.table)

@@ -169,33 +169,54 @@ def _complete_with(written: asyncio.Future[Any], writes: list[Any]) -> None:
 
 def put_local(table: Any, partition: int, key: str, value: Any) -> None:
     """A row to the store of `partition` alone (no changelog record)."""
-    _by_partition(table, "put_local", partition, key, value)
+    local_of(table).put_local(partition, key, value)
 
 
 def get_local(table: Any, partition: int, key: str) -> Any:
     """A row of the store of `partition` (the table's `get` where it has no `get_local`)."""
-    call = getattr(table, "get_local", None)
-    return call(partition, key) if call is not None else table.get(key)
+    return local_of(table).get_local(partition, key)
 
 
 def delete_local(table: Any, partition: int, key: str) -> None:
     """A row out of the store of `partition` alone (no changelog record)."""
-    _by_partition(table, "delete_local", partition, key)
+    local_of(table).delete_local(partition, key)
 
 
 def write_packed(table: Any, partition: int, key: str, value: Any) -> None:
     """A packed row to the store and the changelog of `partition`."""
-    _by_partition(table, "write_packed", partition, key, value)
+    local_of(table).write_packed(partition, key, value)
 
 
-def _by_partition(table: Any, method: str, partition: int, key: str, *value: Any) -> None:
-    """`table.<method>(partition, key, *value)` where the table has it (`SeenTable`, the
-    row cache over one); a plain dict (unit tests) has the row set, or without a value
-    deleted."""
-    call = getattr(table, method, None)
-    if call is not None:
-        call(partition, key, *value)
-    elif value:
-        table[key] = value[0]
-    else:
-        table.pop(key, None)
+def local_of(table: Any) -> Any:
+    """What reads and writes `table`'s rows by partition: the table itself where it
+    can (`SeenTable`, the row cache over one), else `ByItem` over it (made per call:
+    unit tests' tables). The row cache
+    takes it once, at its start, and calls it directly."""
+    return table if all(hasattr(table, name) for name in _LOCAL) else ByItem(table)
+
+
+_LOCAL = ("get_local", "put_local", "delete_local", "write_packed")
+
+
+class ByItem:
+    """A table without partitions of its own (a plain dict in unit tests, a Faust table
+    other than the seen table): every row an item, whatever the partition, except
+    through those of the four methods the table has."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        for name in _LOCAL:
+            if hasattr(table, name):
+                setattr(self, name, getattr(table, name))
+
+    def get_local(self, partition: int, key: str) -> Any:
+        return self.table.get(key)
+
+    def put_local(self, partition: int, key: str, value: Any) -> None:
+        self.table[key] = value
+
+    def delete_local(self, partition: int, key: str) -> None:
+        self.table.pop(key, None)
+
+    def write_packed(self, partition: int, key: str, value: Any) -> None:
+        self.table[key] = value

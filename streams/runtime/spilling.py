@@ -1,7 +1,8 @@
 """Fairness: a user's deliveries past its share are spilled, then drained in order
 (streams.core.spill says why and what the rows hold; streams.runtime.spillstore keeps them).
 
-* `admit`, in the handling of a call's event (`effects.dispatch`): a delivery of a
+* `admit`, in the handling of a call's event (`effects.dispatch`, through `dispatched`,
+  which also starts and `track`s what is not spilled): a delivery of a
   (user, destination) at its share (CS_RELAY_USER_SHARE deliveries in memory), or with
   spilled ones already, is written to the spill rows instead of handed to the chain.
   Those are changelog writes of the event: it is acknowledged once Kafka has them, not
@@ -28,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streams.core import spill
@@ -77,6 +78,17 @@ def admit(rt: Runtime, key: str, item: Dispatch) -> bool:
     rt.counters[f"spilled.{item.destination}"] += 1
     refill(rt, key, item.destination)
     return True
+
+
+def dispatched(rt: Runtime, key: str, item: Dispatch, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
+    """The delivery `item` (`make()` starts it): spilled (`admit`; its work is its rows'
+    writes), or handed to the chain of `key` and its destination and counted against
+    the share (`track`). One call per delivery from `effects.dispatch`."""
+    if admit(rt, key, item):
+        return written()
+    task = rt.sending.senders.submit((key, item.destination), make)
+    track(rt, key, item.destination, task)
+    return task
 
 
 def written() -> asyncio.Future:

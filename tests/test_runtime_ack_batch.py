@@ -1,0 +1,80 @@
+"""A batch's events registered at once (`AckTracker.add_batch`, what
+`streams.runtime.batching.register` does): each is acknowledged in offset order once its
+own work and the batch's shared work (its changelog writes) are done; the shared work is
+watched once for the batch; if it fails, no event of the batch is acknowledged."""
+
+from __future__ import annotations
+
+import asyncio
+
+from streams.runtime.inflight import AckTracker, Redeliveries
+
+
+def _futures(n: int) -> list[asyncio.Future[None]]:
+    loop = asyncio.get_running_loop()
+    return [loop.create_future() for _ in range(n)]
+
+
+async def test_a_batch_is_acknowledged_in_order_once_its_own_and_its_shared_work_are_done():
+    acks = AckTracker()
+    acked: list[int] = []
+    own = _futures(3)
+    shared = asyncio.get_running_loop().create_future()
+    events = [("tp", (lambda n=n: acked.append(n)), [own[n]], 10) for n in range(3)]
+    events.append(("tp", lambda: acked.append(3), [], 10))  # no work of its own: the shared only
+    acks.add_batch(events, shared)
+    assert acks.in_flight == 4 and acks.in_bytes == 40
+    assert len(shared._callbacks) == 1  # type: ignore[attr-defined]  # watched once for the batch
+    for future in reversed(own):
+        future.set_result(None)
+    await asyncio.sleep(0)
+    assert acked == []  # their own work is done, the batch's changelog writes are not
+    shared.set_result(None)
+    await asyncio.sleep(0)
+    assert acked == [0, 1, 2, 3] and acks.in_flight == 0 and acks.in_bytes == 0
+
+
+async def test_an_event_waits_for_its_own_work_after_the_shared_work():
+    acks = AckTracker()
+    acked: list[int] = []
+    own = _futures(2)
+    shared = asyncio.get_running_loop().create_future()
+    acks.add_batch([("tp", (lambda n=n: acked.append(n)), [own[n]], 0) for n in range(2)], shared)
+    shared.set_result(None)
+    own[1].set_result(None)
+    await asyncio.sleep(0)
+    assert acked == []  # the second is done, but behind the first
+    own[0].set_result(None)
+    await asyncio.sleep(0)
+    assert acked == [0, 1]
+
+
+async def test_a_failed_shared_write_leaves_every_event_of_the_batch_unacknowledged():
+    failures: list[object] = []
+    acks = AckTracker(on_failure=lambda tp, exc: failures.append(tp))
+    acked: list[int] = []
+    shared = asyncio.get_running_loop().create_future()
+    acks.add_batch([("tp", (lambda n=n: acked.append(n)), [], 0) for n in range(2)], shared)
+    later = asyncio.get_running_loop().create_future()
+    acks.add("tp", lambda: acked.append(9), [later])
+    shared.set_exception(RuntimeError("the producer refused it"))
+    later.set_result(None)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert acked == [] and failures == ["tp", "tp"] and acks.in_flight == 3
+
+
+async def test_a_batch_without_shared_work_is_acknowledged_as_its_own_work_ends():
+    acks = AckTracker()
+    acked: list[int] = []
+    acks.add_batch([("a", lambda: acked.append(0), [], 0), ("b", lambda: acked.append(1), [], 0)])
+    assert acked == [0, 1] and acks.in_flight == 0
+
+
+def test_a_batch_s_redeliveries_are_found_in_one_call_as_one_by_one():
+    guard = Redeliveries()
+    assert guard.first_times([(("t", 0), 0), (("t", 0), 1), (("t", 1), 0)]) == [True, True, True]
+    # fetched again before Faust's seek, beside new ones and another partition's
+    again = [(("t", 0), 1), (("t", 0), 2), (("t", 0), 2), (("t", 1), 0)]
+    assert guard.first_times(again) == [False, True, False, False]
+    assert guard.first_time(("t", 0), 3) is True and guard.first_time(("t", 0), 3) is False
