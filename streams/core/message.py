@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from streams.core.reasons import Reason  # intake's reasons: streams.core.reasons.INTAKE
@@ -38,7 +39,9 @@ class InvalidMessage(Exception):
 @dataclass(frozen=True, slots=True)
 class Message:
     """A valid Segment message. Ids are normalised to strings; `raw` is the decoded
-    object as received (plus a derived `messageId` when it had none)."""
+    object as received (plus a derived `messageId` when it had none). Its `timestamp`
+    is read once, by intake (`streams.core.timestamps.read_timestamp`): `moment` is
+    that time, `utc_timestamp` the text every partner receives (UTC, with a `Z`)."""
 
     type: str
     message_id: str
@@ -48,6 +51,8 @@ class Message:
     context: Mapping[str, Any]
     integrations: Mapping[str, Any]
     raw: Mapping[str, Any]
+    moment: datetime | None
+    utc_timestamp: str | None
 
     @property
     def key(self) -> str:

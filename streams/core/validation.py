@@ -27,13 +27,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from streams.core import idlimits
 from streams.core.detail import json_kind, preview
 from streams.core.message import InvalidMessage, Message, id_text
 from streams.core.reasons import Reason
-from streams.core.timestamps import parse_timestamp
+from streams.core.timestamps import parse_timestamp, read_timestamp
 
 __all__ = [
     "MAX_MESSAGE_ID_LENGTH",
@@ -99,7 +100,8 @@ def check_fields(obj: dict[str, Any]) -> Message:
             "messageId",
         )
 
-    # timestamps
+    # timestamps (`timestamp` read once for every later stage: Message.moment)
+    stamp: tuple[datetime, str] | None = None
     for field in TIMESTAMP_FIELDS:
         value = obj.get(field)
         if value is None:
@@ -111,7 +113,10 @@ def check_fields(obj: dict[str, Any]) -> Message:
                 field,
             )
         try:
-            parse_timestamp(value)
+            if field == "timestamp":
+                stamp = read_timestamp(value)
+            else:
+                parse_timestamp(value)
         except ValueError:
             raise InvalidMessage(
                 Reason.INVALID_TIMESTAMP, f"'{field}' is not an ISO-8601 date-time: {preview(value)}", field
@@ -164,6 +169,8 @@ def check_fields(obj: dict[str, Any]) -> Message:
         context=context if context is not None else {},
         integrations=integrations if integrations is not None else {},
         raw=obj,
+        moment=stamp[0] if stamp is not None else None,
+        utc_timestamp=stamp[1] if stamp is not None else None,
     )
 
 
