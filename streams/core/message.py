@@ -16,7 +16,7 @@ from typing import Any
 
 from streams.core.reasons import Reason  # intake's reasons: streams.core.reasons.INTAKE
 
-__all__ = ["InvalidMessage", "Message", "destination_enabled", "id_text"]
+__all__ = ["InvalidMessage", "Message", "context_group_id", "destination_enabled", "id_text"]
 
 
 class InvalidMessage(Exception):
@@ -53,6 +53,9 @@ class Message:
     raw: Mapping[str, Any]
     moment: datetime | None
     utc_timestamp: str | None
+    # `context.groupId` as text: the group/account the call was made for, if given
+    # (`context_group_id`; read by the step and each destination).
+    context_group_id: str | None
 
     @property
     def key(self) -> str:
@@ -95,10 +98,11 @@ class Message:
         """The alias call's previousId, as a string."""
         return _loose_id(self.raw.get("previousId"))
 
-    @property
-    def context_group_id(self) -> str | None:
-        """`context.groupId`: the group/account the call was made for, if given."""
-        return _loose_id(self.context.get("groupId"))
+
+
+def context_group_id(context: Mapping[str, Any]) -> str | None:
+    """`context.groupId` as text (`Message.context_group_id`), None when absent or empty."""
+    return _loose_id(context.get("groupId"))
 
 
 def destination_enabled(integrations: Mapping[str, Any] | None, name: str) -> bool:

@@ -32,7 +32,7 @@ from typing import Any
 
 from streams.core import idlimits
 from streams.core.detail import json_kind, preview
-from streams.core.message import InvalidMessage, Message, id_text
+from streams.core.message import InvalidMessage, Message, context_group_id, id_text
 from streams.core.reasons import Reason
 from streams.core.timestamps import parse_timestamp, read_timestamp
 
@@ -158,6 +158,8 @@ def check_fields(obj: dict[str, Any]) -> Message:
         message_id = derive_message_id(obj)
         obj["messageId"] = message_id
     context = obj.get("context")
+    if context is None:
+        context = {}
     integrations = obj.get("integrations")
     timestamp = obj.get("timestamp")
     return Message(
@@ -166,11 +168,12 @@ def check_fields(obj: dict[str, Any]) -> Message:
         user_id=user_id,
         anonymous_id=anonymous_id,
         timestamp=timestamp,
-        context=context if context is not None else {},
+        context=context,
         integrations=integrations if integrations is not None else {},
         raw=obj,
         moment=stamp[0] if stamp is not None else None,
         utc_timestamp=stamp[1] if stamp is not None else None,
+        context_group_id=context_group_id(context),
     )
 
 

@@ -95,10 +95,13 @@ def feature_total(properties: Mapping[str, Any]) -> int:
 
 def feature_ids(msg: Message) -> tuple[str, str, str] | None:
     """(productId, moduleId, featureId) of a track that is product usage, else None."""
-    product = _feature_id(msg.properties.get("product_id"))
-    module = _feature_id(msg.properties.get("module_id"))
+    properties = msg.properties
+    product = _feature_id(properties.get("product_id"))
+    if not product:
+        return None  # most tracks: not product usage
+    module = _feature_id(properties.get("module_id"))
     feature = _feature_id(msg.event)
-    return (product, module, feature) if product and module and feature else None
+    return (product, module, feature) if module and feature else None
 
 
 def feature_timestamp(timestamp: str | None, now: datetime) -> str:
