@@ -99,7 +99,6 @@ class Message:
         return _loose_id(self.raw.get("previousId"))
 
 
-
 def context_group_id(context: Mapping[str, Any]) -> str | None:
     """`context.groupId` as text (`Message.context_group_id`), None when absent or empty."""
     return _loose_id(context.get("groupId"))
