@@ -1,7 +1,8 @@
 """streams.runtime.grouptable on Faust's RocksDB store (real databases, no broker): the
 groups' rows read through `cached` are read from the store once, and read again once
 the table says they changed: a changelog batch applied (another worker's write, a
-recovery), a tombstone, a rebalance."""
+recovery), a tombstone, a rebalance; and the `GroupState` decoded from a row is kept
+with it (`GroupView.stored`) as long."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ from typing import Any
 import faust
 from faust.types import TP
 
+from streams.core.state import GroupState
 from streams.runtime import grouptable
+from streams.runtime.groupview import GroupView
 
 CHANGELOG = "app-groups-changelog"
 
@@ -107,3 +110,28 @@ def test_a_row_written_through_the_cache_is_the_one_read(tmp_path):
     patched.data._set = lambda key, value: None  # the store of an event's partition (no event in this test)
     rows["g1"] = ACME
     assert written == [("g1", ACME)] and rows.get("g1") == ACME
+
+
+def test_the_group_a_read_decodes_is_kept_with_its_row_until_the_row_changes(tmp_path, monkeypatch):
+    table = rocksdb_table(tmp_path)
+    view = GroupView(grouptable.cached(table))
+    table.apply_changelog_batch([changelog_event(table, 0, 1, "g1", ACME)])
+    decoded: list[str] = []
+    from_dict = GroupState.from_dict.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[GroupState], data: Any) -> GroupState:
+        decoded.append(data["group_id"])
+        return from_dict(cls, data)
+
+    monkeypatch.setattr(GroupState, "from_dict", classmethod(counted))
+    first = view.get("g1")
+    assert first is not None and first.name == "Acme" and decoded == ["g1"]
+    assert view.get("g1") is first and view.of(None)("g1") is first and decoded == ["g1"]  # not decoded again
+
+    # Another worker's write of the group: decoded once more, then kept again.
+    table.apply_changelog_batch([changelog_event(table, 0, 2, "g1", {**ACME, "name": "Acme Inc"})])
+    second = view.get("g1")
+    assert second is not None and second.name == "Acme Inc" and decoded == ["g1", "g1"]
+    assert view.get("g1") is second and decoded == ["g1", "g1"]
+    table.apply_changelog_batch([changelog_event(table, 0, 3, "g1", None)])
+    assert view.get("g1") is None

@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from streams.core.state import GroupState
+from streams.runtime.rowcache import CachedRows
 from streams.runtime.runtime import Tables
 from tests.runtime_world import FakeClient, World
 
@@ -36,7 +38,10 @@ class Counted(dict):
 
 
 def both_partners(tables: Tables | None = None) -> tuple[World, FakeClient]:
-    world = World(BOTH, tables=tables or Tables(users=Counted(), pending={}, groups=Counted(), seen={}))
+    # The groups' rows kept until the table says they changed, as the worker keeps them
+    # (streams.runtime.grouptable.cached).
+    groups = CachedRows(Counted())
+    world = World(BOTH, tables=tables or Tables(users=Counted(), pending={}, groups=groups, seen={}))
     csb = FakeClient("CustomerSuccessBox")
     world.rt.clients["customersuccessbox"] = csb
     return world, csb
@@ -46,16 +51,29 @@ async def joined(world: World) -> None:
     await world.publish_keyed(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
 
 
-async def test_a_track_reads_the_users_group_once_for_both_partners():
+async def test_a_track_reads_the_users_group_once_for_both_partners_and_the_next_not_at_all(monkeypatch):
     world, csb = both_partners()
     await joined(world)
     groups = world.tables.groups
-    assert isinstance(groups, Counted) and "g1" in groups
-    groups.reads.clear()
+    assert isinstance(groups, CachedRows) and isinstance(groups.table, Counted) and "g1" in groups
+    groups.clear()  # as after an assignment
+    groups.table.reads.clear()
+    decoded: list[str] = []
+    from_dict = GroupState.from_dict.__func__  # type: ignore[attr-defined]
+
+    def counted(cls: type[GroupState], data: Any) -> GroupState:
+        if data is dict.get(groups.table, data["group_id"]):  # the group's row (not the user's copy)
+            decoded.append(data["group_id"])
+        return from_dict(cls, data)
+
+    monkeypatch.setattr(GroupState, "from_dict", classmethod(counted))
     await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")
     assert world.client.events() == ["Report%20Built"]
     assert [r.json["accountId"] for r in csb.requests if r.path.endswith("/track")] == ["g1"]
-    assert groups.reads == {"g1": 1}
+    assert groups.table.reads == {"g1": 1} and decoded == ["g1"]
+    await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t2")
+    assert world.client.events() == ["Report%20Built"] * 2
+    assert groups.table.reads == {"g1": 1} and decoded == ["g1"]  # the group kept, decoded
 
 
 async def test_a_track_that_changes_nothing_writes_no_users_row_reaches_both_partners_and_survives_a_restart():

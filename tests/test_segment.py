@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from streams.core.message import InvalidMessage, Message, destination_enabled
 from streams.core.reasons import INTAKE as Reason  # the intake stage's reasons
 from streams.core.segment import MAX_DEPTH, MAX_MESSAGE_BYTES, parse, validate
-from streams.core.timestamps import parse_timestamp
+from streams.core.timestamps import parse_timestamp, utc_iso
 from streams.core.validation import MAX_MESSAGE_ID_LENGTH, MESSAGE_TYPES, derive_message_id
 from tests.factories import json_bytes
 
@@ -531,6 +531,14 @@ def test_null_timestamp_counts_as_absent(field):
 def test_message_timestamp_is_kept_as_given():
     msg = parse(encode(base("track", timestamp="2026-11-18T11:07:17.123456789-05:00")))
     assert msg.timestamp == "2026-11-18T11:07:17.123456789-05:00"
+
+
+def test_message_timestamp_is_read_once_for_every_later_stage():
+    msg = parse(encode(base("track", timestamp="2026-11-18T11:07:17.123456789-05:00")))
+    assert msg.moment == parse_timestamp("2026-11-18T11:07:17.123456789-05:00")
+    assert msg.utc_timestamp == "2026-11-18T16:07:17.123456Z" == utc_iso(msg.timestamp)
+    untimed = parse(encode(base("track", sentAt="2026-11-18T11:07:17Z")))
+    assert untimed.moment is None and untimed.utc_timestamp is None
 
 
 def test_timestamp_detail_truncates_huge_value():

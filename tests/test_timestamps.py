@@ -88,4 +88,5 @@ def test_the_utc_form_is_read_as_the_general_parser_reads_it(value):
     assert _fast(value) == _general(value)
     if _general(value)[0] == "ok":
         assert utc_iso(value) == format_utc(timestamps._parse(value))
+        assert timestamps.read_timestamp(value) == (timestamps._parse(value), utc_iso(value))
         assert utc_date(value) == timestamps._parse(value).date()

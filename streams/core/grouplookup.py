@@ -24,23 +24,6 @@ def with_copy(groups: GroupLookup, user: UserState | None) -> GroupLookup:
     return groups if copy is None else overlay_newer(groups, copy)
 
 
-def read_once(groups: GroupLookup) -> GroupLookup:
-    """`groups`, each group read once: for one call the step asks for the user's group
-    once per destination (and again for releases and waits), and each read of the
-    global table fetches and decodes the row. Only for as long as nothing writes a
-    group: one call's step."""
-    found: dict[str, GroupState | None] = {}
-
-    def lookup(group_id: str) -> GroupState | None:
-        try:
-            return found[group_id]
-        except KeyError:
-            group = found[group_id] = groups(group_id)
-            return group
-
-    return lookup
-
-
 def overlay_newer(groups: GroupLookup, group: GroupState) -> GroupLookup:
     """`groups`, with `group` where it is newer than the record found."""
 

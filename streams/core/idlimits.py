@@ -50,14 +50,18 @@ def too_long(obj: Mapping[str, Any], text: Callable[[Any], str | None]) -> tuple
 def id_too_long(obj: Mapping[str, Any], text: Callable[[Any], str | None]) -> tuple[str, int] | None:
     """The first id field of `obj` longer than MAX_ID_BYTES, with its size in bytes
     (`text`: how the worker reads an id: a string, or a number as its text)."""
+    for name in ID_FIELDS:
+        value = obj.get(name)
+        if value is not None:
+            size = _size(text(value), MAX_ID_BYTES)
+            if size > MAX_ID_BYTES:
+                return name, size
     context = obj.get("context")
-    values = [(name, obj.get(name)) for name in ID_FIELDS]
-    if isinstance(context, Mapping):
-        values.append(("context.groupId", context.get("groupId")))
-    for name, value in values:
-        size = _size(text(value) if value is not None else None)
+    value = context.get("groupId") if isinstance(context, Mapping) else None
+    if value is not None:
+        size = _size(text(value), MAX_ID_BYTES)
         if size > MAX_ID_BYTES:
-            return name, size
+            return "context.groupId", size
     return None
 
 
@@ -65,13 +69,17 @@ def name_too_long(obj: Mapping[str, Any]) -> tuple[str, int] | None:
     """The first name field (a string) of `obj` longer than MAX_NAME_BYTES, with its size."""
     for name in NAME_FIELDS:
         value = obj.get(name)
-        size = _size(value if isinstance(value, str) else None)
+        size = _size(value if isinstance(value, str) else None, MAX_NAME_BYTES)
         if size > MAX_NAME_BYTES:
             return name, size
     return None
 
 
-def _size(text: str | None) -> int:
+def _size(text: str | None, limit: int) -> int:
+    """The size of `text` in UTF-8 bytes where it may be over `limit`; else at most
+    `limit` (a character is at most 4 bytes: a short text is not encoded)."""
     if not text:
         return 0
+    if 4 * len(text) <= limit:
+        return len(text)
     return len(text.encode("utf-8", "surrogatepass"))

@@ -29,18 +29,20 @@ def remembered(slots: Slots, msg: Message, memories: Iterable[Memory], group: bo
     """`slots` after each memory saw `msg`, or None when nothing changed. A slot that
     would pass SLOT_MAX_BYTES keeps what it had (an id of a partner is a few bytes; a
     megabyte of them would stop the worker: the changelog refuses the row)."""
-    changed = False
-    out = dict(slots)
+    out: dict[str, Mapping[str, Any]] | None = None
     for memory in memories:
         update = memory.group if group else memory.user
         if update is None:
             continue
         before = slots.get(memory.key) or {}
         after = update(before, msg)
+        if after is before:  # learnt nothing (most calls): no copies to compare
+            continue
         if dict(after) != dict(before) and stored_size(dict(after)) <= SLOT_MAX_BYTES:
+            if out is None:
+                out = dict(slots)
             out[memory.key] = dict(after)
-            changed = True
-    return out if changed else None
+    return out
 
 
 def merge_slots(user: Slots, anonymous: Slots) -> Slots:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from streams.core.reasons import Reason  # intake's reasons: streams.core.reasons.INTAKE
 
-__all__ = ["InvalidMessage", "Message", "destination_enabled", "id_text"]
+__all__ = ["InvalidMessage", "Message", "context_group_id", "destination_enabled", "id_text"]
 
 
 class InvalidMessage(Exception):
@@ -38,7 +39,9 @@ class InvalidMessage(Exception):
 @dataclass(frozen=True, slots=True)
 class Message:
     """A valid Segment message. Ids are normalised to strings; `raw` is the decoded
-    object as received (plus a derived `messageId` when it had none)."""
+    object as received (plus a derived `messageId` when it had none). Its `timestamp`
+    is read once, by intake (`streams.core.timestamps.read_timestamp`): `moment` is
+    that time, `utc_timestamp` the text every partner receives (UTC, with a `Z`)."""
 
     type: str
     message_id: str
@@ -48,6 +51,11 @@ class Message:
     context: Mapping[str, Any]
     integrations: Mapping[str, Any]
     raw: Mapping[str, Any]
+    moment: datetime | None
+    utc_timestamp: str | None
+    # `context.groupId` as text: the group/account the call was made for, if given
+    # (`context_group_id`; read by the step and each destination).
+    context_group_id: str | None
 
     @property
     def key(self) -> str:
@@ -90,10 +98,10 @@ class Message:
         """The alias call's previousId, as a string."""
         return _loose_id(self.raw.get("previousId"))
 
-    @property
-    def context_group_id(self) -> str | None:
-        """`context.groupId`: the group/account the call was made for, if given."""
-        return _loose_id(self.context.get("groupId"))
+
+def context_group_id(context: Mapping[str, Any]) -> str | None:
+    """`context.groupId` as text (`Message.context_group_id`), None when absent or empty."""
+    return _loose_id(context.get("groupId"))
 
 
 def destination_enabled(integrations: Mapping[str, Any] | None, name: str) -> bool:

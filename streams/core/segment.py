@@ -66,7 +66,9 @@ def parse(data: bytes | bytearray | memoryview | str) -> Message:
         raise InvalidMessage(
             Reason.NOT_UTF8, f"message is not UTF-8: byte 0x{data[exc.start]:02x} at position {exc.start}"
         ) from None
-    return _validate_decoded(_loads(text), surrogates_possible=_SURROGATE_ESCAPE.search(text) is not None)
+    surrogates_possible = _SURROGATE_ESCAPE.search(text) is not None
+    brackets = text.count("{") + text.count("[")
+    return _validate_decoded(_loads(text), surrogates_possible=surrogates_possible, brackets=brackets)
 
 
 def validate(obj: object) -> Message:
@@ -91,7 +93,7 @@ def validate(obj: object) -> Message:
         raise InvalidMessage(
             Reason.OVERSIZED, f"message is {size} bytes as JSON, more than the limit of {MAX_MESSAGE_BYTES}"
         )
-    return _validate_decoded(_loads(text), surrogates_possible=False)
+    return _validate_decoded(_loads(text), surrogates_possible=False, brackets=text.count("{") + text.count("["))
 
 
 # --------------------------------------------------------------------------- internals
@@ -153,8 +155,12 @@ def _check_structure(obj: Any, surrogates_possible: bool) -> None:
                 raise InvalidMessage(Reason.INVALID_JSON, "a string holds an unpaired UTF-16 surrogate escape")
 
 
-def _validate_decoded(obj: Any, *, surrogates_possible: bool) -> Message:
-    if isinstance(obj, (dict, list)):
+def _validate_decoded(obj: Any, *, surrogates_possible: bool, brackets: int | None = None) -> Message:
+    """`brackets`: how many `{` and `[` the JSON text holds, where known. Containers
+    cannot nest deeper than that (each opens with one; a bracket in a string only adds
+    to the count), so with no surrogate escape to look for and no more than MAX_DEPTH
+    of them the walk of every container finds nothing (most calls: a few objects)."""
+    if isinstance(obj, (dict, list)) and (surrogates_possible or brackets is None or brackets > MAX_DEPTH):
         _check_structure(obj, surrogates_possible)
     elif surrogates_possible and isinstance(obj, str) and _SURROGATE.search(obj):
         raise InvalidMessage(Reason.INVALID_JSON, "a string holds an unpaired UTF-16 surrogate escape")

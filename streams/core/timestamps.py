@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime, timedelta, timezone
 
 from streams.core.detail import preview
 
-__all__ = ["format_utc", "parse_timestamp", "utc_date", "utc_iso"]
+__all__ = ["format_utc", "parse_timestamp", "read_timestamp", "utc_date", "utc_iso"]
 
 
 _TIMESTAMP = re.compile(
@@ -99,12 +99,26 @@ def format_utc(moment: datetime) -> str:
     return moment.replace(tzinfo=None).isoformat(timespec=spec) + "Z"
 
 
+def read_timestamp(value: str) -> tuple[datetime, str]:
+    """`parse_timestamp(value)` and `utc_iso(value)` at once: the moment, and the text
+    every partner receives (read once per message: `streams.core.message.Message`).
+    Raises ValueError."""
+    if type(value) is str and _UTC_FORM.fullmatch(value):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            pass  # a day the month does not have, year 0: said below as for any other form
+        else:
+            # In that form already format_utc writes it as it is, but for a fraction
+            # ending in 000 (`.000Z` and `.120000Z` are written shorter).
+            return moment, (format_utc(moment) if value.endswith("000Z") else value)
+    moment = _parse(value)
+    return moment, format_utc(moment)
+
+
 def utc_iso(value: str) -> str:
     """An ISO-8601 date-time (as intake accepts it) in UTC with a `Z`. Raises ValueError."""
-    moment = parse_timestamp(value)
-    if not value.endswith("000Z") and _UTC_FORM.fullmatch(value):
-        return value  # in that form already: format_utc writes it as it is
-    return format_utc(moment)
+    return read_timestamp(value)[1]
 
 
 def utc_date(value: str) -> date:

@@ -27,13 +27,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from streams.core import idlimits
 from streams.core.detail import json_kind, preview
-from streams.core.message import InvalidMessage, Message, id_text
+from streams.core.message import InvalidMessage, Message, context_group_id, id_text
 from streams.core.reasons import Reason
-from streams.core.timestamps import parse_timestamp
+from streams.core.timestamps import parse_timestamp, read_timestamp
 
 __all__ = [
     "MAX_MESSAGE_ID_LENGTH",
@@ -99,7 +100,8 @@ def check_fields(obj: dict[str, Any]) -> Message:
             "messageId",
         )
 
-    # timestamps
+    # timestamps (`timestamp` read once for every later stage: Message.moment)
+    stamp: tuple[datetime, str] | None = None
     for field in TIMESTAMP_FIELDS:
         value = obj.get(field)
         if value is None:
@@ -111,7 +113,10 @@ def check_fields(obj: dict[str, Any]) -> Message:
                 field,
             )
         try:
-            parse_timestamp(value)
+            if field == "timestamp":
+                stamp = read_timestamp(value)
+            else:
+                parse_timestamp(value)
         except ValueError:
             raise InvalidMessage(
                 Reason.INVALID_TIMESTAMP, f"'{field}' is not an ISO-8601 date-time: {preview(value)}", field
@@ -153,6 +158,8 @@ def check_fields(obj: dict[str, Any]) -> Message:
         message_id = derive_message_id(obj)
         obj["messageId"] = message_id
     context = obj.get("context")
+    if context is None:
+        context = {}
     integrations = obj.get("integrations")
     timestamp = obj.get("timestamp")
     return Message(
@@ -161,9 +168,12 @@ def check_fields(obj: dict[str, Any]) -> Message:
         user_id=user_id,
         anonymous_id=anonymous_id,
         timestamp=timestamp,
-        context=context if context is not None else {},
+        context=context,
         integrations=integrations if integrations is not None else {},
         raw=obj,
+        moment=stamp[0] if stamp is not None else None,
+        utc_timestamp=stamp[1] if stamp is not None else None,
+        context_group_id=context_group_id(context),
     )
 
 

@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
 import faust
@@ -128,19 +129,30 @@ def keyed_step(rt: Runtime, record: Incoming, msg: Message | InvalidMessage) -> 
     rt.counters[f"in.{msg.type}"] += 1
     # The state numbers it apart from by-user records (streams.core.positions); it
     # carries the source it was given, so that route_call need not decode the header.
-    headers = input_headers(record)
+    source = record.source
     key = msg.key.encode("utf-8")
-    here = Incoming(key, record.value, headers, record.topic, record.partition, record.offset, True, record.source)
+    headers = input_headers(record, source)
+    here = Incoming(key, record.value, headers, record.topic, record.partition, record.offset, True, source)
     return handle_safely(rt, here, msg)
 
 
-def input_headers(record: Incoming) -> dict[str, bytes]:
+def input_headers(record: Incoming, source: dict[str, Any]) -> dict[str, bytes]:
     """The headers an input record carries on, re-keyed or routed in place: where it
-    was read (kept by what it becomes) and those of a replay. Only those: an input
-    record's own cannot pose as a control record or claim another source."""
+    was read (`source`: `record.source`, kept by what it becomes) and those of a
+    replay. Only those: an input record's own cannot pose as a control record or claim
+    another source."""
     headers = {k: v for k, v in record.headers.items() if k in REPLAY_HEADERS}
-    headers[SOURCE_HEADER] = json.dumps(record.source).encode()
+    headers[SOURCE_HEADER] = source_header(source)
     return headers
+
+
+def source_header(source: dict[str, Any]) -> bytes:
+    """`json.dumps(source).encode()`, written directly (a quarter of the time): a topic
+    name is a JSON string as `json.dumps` writes it, partition and offset are ints."""
+    topic, partition, offset = source["topic"], source["partition"], source["offset"]
+    if type(topic) is not str or type(partition) is not int or type(offset) is not int:
+        return json.dumps(source).encode()
+    return f'{{"topic": {encode_basestring_ascii(topic)}, "partition": {partition}, "offset": {offset}}}'.encode()
 
 
 async def rekey(rt: Runtime, record: Incoming, msg: Message) -> Awaitable[Any]:
@@ -149,7 +161,8 @@ async def rekey(rt: Runtime, record: Incoming, msg: Message) -> Awaitable[Any]:
     # Hand the record to the producer here, in input order (a user's records must reach
     # the by-user topic in the order they came); only Kafka's acknowledgement is
     # awaited in the background.
-    return await rt.outbox.send(BY_USER, key=msg.key.encode("utf-8"), value=record.value, headers=input_headers(record))
+    headers = input_headers(record, record.source)
+    return await rt.outbox.send(BY_USER, key=msg.key.encode("utf-8"), value=record.value, headers=headers)
 
 
 async def route(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:

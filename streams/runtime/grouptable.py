@@ -14,7 +14,9 @@ written or deleted here (`on_key_set`, `on_key_del`), each row of a changelog ba
 applied (recovery, and the groups' changelog read on), and, with the key None (all
 rows), a rebalance, a completed recovery and a reset. `cached(table)` is a
 `CachedRows` over it that forgets what the table says changed: a read is then a
-lookup in memory until the group's row changes.
+lookup in memory until the group's row changes, and so is the `GroupState` decoded
+from it (`CachedRows.decoded`, read by `streams.runtime.groupview.GroupView.stored`):
+a track does not decode its group.
 """
 
 from __future__ import annotations

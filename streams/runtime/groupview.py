@@ -28,6 +28,7 @@ from typing import Any
 from streams.core.grouplookup import newer, with_copy
 from streams.core.memsize import approx_bytes
 from streams.core.state import GroupLookup, GroupState, UserState
+from streams.runtime import rowcache
 
 MAX_GROUPS = 10_000
 MAX_BYTES = 8 * 1024 * 1024
@@ -56,9 +57,10 @@ class GroupView:
         return newer(found, recent)
 
     def stored(self, group_id: str) -> GroupState | None:
-        """The group's record in the global copy (what its partition wrote)."""
-        data = self.table.get(group_id)
-        return GroupState.from_dict(data) if data else None
+        """The group's record in the global copy (what its partition wrote), decoded once
+        per version of its row where the table keeps them (`grouptable.cached`: until
+        the global table says the row changed)."""
+        return rowcache.decoded(self.table, group_id, _group)
 
     def of(self, user: UserState | None) -> GroupLookup:
         """The groups as `user` sees them: with its own copy of its group where newer."""
@@ -85,3 +87,7 @@ class GroupView:
     def noted(self) -> list[str]:
         """The ids of the groups noted here, oldest first."""
         return list(self._recent)
+
+
+def _group(data: Mapping[str, Any] | None) -> GroupState | None:
+    return GroupState.from_dict(data) if data else None

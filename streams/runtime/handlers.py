@@ -33,7 +33,6 @@ from streams.core.control import (
     WindowDone,
 )
 from streams.core.deadletter import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
-from streams.core.grouplookup import read_once
 from streams.core.message import Message
 from streams.core.outcome import Dispatch, Step
 from streams.core.pending import confirm, first_seq
@@ -159,7 +158,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         source,
         user,
         pending,
-        read_once(rt.groups.get),  # CustomerSuccessBox and ClientSuccess each look the user's group up
+        rt.groups.get,
         destinations,
         now=now,
         now_iso=now_iso,

@@ -33,7 +33,7 @@ from urllib.parse import quote
 from streams.core.decision import Decision, Hold, PartnerRequest, Reject, Send, Skip
 from streams.core.message import Message
 from streams.core.state import GroupLookup, GroupState, UserState
-from streams.core.timestamps import format_utc, utc_iso
+from streams.core.timestamps import format_utc
 from streams.destinations.clientsuccess.settings import ClientSuccessSettings
 
 NAME = "ClientSuccess"
@@ -102,8 +102,8 @@ def build_event(
         },
         "value": event_value(msg, value_property),
     }
-    if msg.timestamp:
-        body["timestamp"] = utc_iso(msg.timestamp)
+    if msg.utc_timestamp:
+        body["timestamp"] = msg.utc_timestamp
     return PartnerRequest("POST", f"{events_path}/{quote(event_name(msg), safe='')}", body)
 
 

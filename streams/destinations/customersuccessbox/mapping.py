@@ -48,7 +48,7 @@ from streams.core.mappings import rename_traits
 from streams.core.message import Message
 from streams.core.state import GroupLookup, UserState
 from streams.core.state import trait_text as _text
-from streams.core.timestamps import format_utc, utc_date, utc_iso
+from streams.core.timestamps import format_utc, read_timestamp
 from streams.destinations.customersuccessbox import memory
 from streams.destinations.customersuccessbox.settings import CustomerSuccessBoxSettings
 
@@ -95,16 +95,24 @@ def feature_total(properties: Mapping[str, Any]) -> int:
 
 def feature_ids(msg: Message) -> tuple[str, str, str] | None:
     """(productId, moduleId, featureId) of a track that is product usage, else None."""
-    product = _feature_id(msg.properties.get("product_id"))
-    module = _feature_id(msg.properties.get("module_id"))
+    properties = msg.properties
+    product = _feature_id(properties.get("product_id"))
+    if not product:
+        return None  # most tracks: not product usage
+    module = _feature_id(properties.get("module_id"))
     feature = _feature_id(msg.event)
-    return (product, module, feature) if product and module and feature else None
+    return (product, module, feature) if module and feature else None
 
 
 def feature_timestamp(timestamp: str | None, now: datetime) -> str:
     """The event's own time when its GMT date is `now`'s, else `now` (CSB's same-day rule)."""
-    if timestamp and utc_date(timestamp) == now.astimezone(UTC).date():
-        return utc_iso(timestamp)
+    return _same_day(read_timestamp(timestamp) if timestamp else None, now)
+
+
+def _same_day(stamp: tuple[datetime, str] | None, now: datetime) -> str:
+    """`feature_timestamp` of a time read already: (the moment, its UTC text)."""
+    if stamp is not None and stamp[0].astimezone(UTC).date() == now.astimezone(UTC).date():
+        return stamp[1]
     return format_utc(now)
 
 
@@ -125,7 +133,7 @@ def decide_at(
             "accountId": group_account(msg.group_id, groups),
             "traits": rename_traits(msg.traits, settings.trait_renames),
         }
-        return Send(_request("account", body, msg.timestamp))
+        return Send(_request("account", body, msg.utc_timestamp))
     if msg.type not in ("identify", "track", "page"):
         return Skip(f"CustomerSuccessBox does not take {msg.type} calls")
     own = msg.traits if msg.type == "identify" else msg.properties
@@ -143,19 +151,20 @@ def decide_at(
     elif ids:
         body["productId"], body["moduleId"], body["featureId"] = ids
         body["total"] = feature_total(msg.properties)
-        body["timestamp"] = feature_timestamp(msg.timestamp, now)
+        stamp = (msg.moment, msg.utc_timestamp) if msg.moment and msg.utc_timestamp else None
+        body["timestamp"] = _same_day(stamp, now)
     elif msg.type == "track":
         body["event"] = msg.event
         body["properties"] = dict(msg.properties)
     else:
         body["name"] = msg.name or msg.properties.get("title") or ""
         body["properties"] = dict(msg.properties)
-    return Send(_request(endpoint, body, msg.timestamp))
+    return Send(_request(endpoint, body, msg.utc_timestamp))
 
 
-def _request(endpoint: str, body: dict[str, Any], timestamp: str | None) -> PartnerRequest:
-    if timestamp and "timestamp" not in body:
-        body["timestamp"] = utc_iso(timestamp)
+def _request(endpoint: str, body: dict[str, Any], utc_timestamp: str | None) -> PartnerRequest:
+    if utc_timestamp and "timestamp" not in body:
+        body["timestamp"] = utc_timestamp
     return PartnerRequest("POST", f"{API}/{endpoint}", body)
 
 
