@@ -121,8 +121,8 @@ def test_a_partition_paused_for_recovery_stays_paused_when_its_stream_buffer_dra
     while a rebalance's recovery kept it paused; the fetch loop then read it before
     recovery sought it to its committed offset, and what it handed over then was lost
     when recovery resumed the flow (Faust clears the stream buffers then)."""
-    faust_fixes.install()
     consumer = unstarted_app(store="memory://").consumer
+    consumer.on_buffer_drop = faust_fixes._on_buffer_drop.__get__(consumer)  # what install(fetch_loop=True) patches
     tp = TP("pin", 0)
     consumer._set_active_tps({tp})
     consumer.on_buffer_full(tp)  # its stream's buffer past the high mark

@@ -1,6 +1,8 @@
 """Faust's fetch loop handing a fetched batch of records to the streams under one
-`wait_first`, not one per record: patch 4 of streams.runtime.faust_fixes (installed
-with `faust_fixes.install(fetch_loop=True)`; the benchmark's naive relay keeps Faust's).
+`wait_first`, not one per record: patch 4 of streams.runtime.faust_fixes, NOT
+INSTALLED in the worker (only `faust_fixes.install(fetch_loop=True)`, which
+`bench.faustcost --drain batched` uses): see faust_fixes' docstring, patch 4, for the
+stall it caused, its cause, and why the check below is not enough to install it.
 
 Faust 0.15.3's `Consumer._drain_messages` delivers each record it fetched with
 `await self.wait_first(callback(message), self.suspend_flow.wait())`: four tasks (the
