@@ -29,8 +29,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.events import Event
 from faust.types import TP, Message
+from mode.utils.queues import FlowControlQueue
 
-from streams.runtime import batching, faust_drain
+from streams.runtime import batching, faust_drain, faust_fixes
 from streams.runtime.faust_fixes import _fetch_records
 
 # The source of Faust 0.15.3's Consumer._drain_messages, which faust_drain copies: after
@@ -68,10 +69,11 @@ async def test_the_patched_fetch_loop_delivers_in_order_and_keeps_fausts_read_of
     consumer.callback = callback
     tp0, tp1 = TP("pin", 0), TP("pin", 1)
     records = [(tp0, event(consumer.app, 0, n).message) for n in (0, 1)] + [(tp1, event(consumer.app, 1, 0).message)]
-    await faust_drain._deliver(consumer, records)
+    await faust_drain._deliver(consumer, records, faust_drain.NOTHING_NOTED)
     assert delivered == [(0, 0), (0, 1), (1, 0)]
     assert consumer._read_offset[tp0] == 1 and consumer._read_offset[tp1] == 0
-    await faust_drain._deliver(consumer, [(tp0, event(consumer.app, 0, 0).message)])  # read already: dropped
+    read_already = [(tp0, event(consumer.app, 0, 0).message)]
+    await faust_drain._deliver(consumer, read_already, faust_drain.NOTHING_NOTED)  # dropped
     assert delivered == [(0, 0), (0, 1), (1, 0)]
 
 
@@ -93,6 +95,47 @@ async def test_the_stream_buffer_and_the_current_event_that_batching_reads():
     stream.channel.queue.put_nowait(event(app, 3, 1))
     app.consumer_generation_id += 1  # a rebalance: that record is skipped, not handed out
     assert not ready()
+
+
+def test_a_cleared_stream_buffer_keeps_its_pressure_drop_callbacks():
+    """Faust's behaviour behind patch 5: a stream buffer filled past its high mark (the
+    batched loop hands over hundreds of records at once) takes its partition out of the
+    fetch until it drains; a rebalance clears the buffer but keeps the callbacks, which
+    the next read of the empty buffer runs, then, during recovery."""
+    app = unstarted_app(store="memory://")
+    queue = FlowControlQueue(maxsize=5, flow_control=app.flow_control, clear_on_resume=True)
+    high, dropped = [], []
+    for n in range(5):
+        queue.put_nowait_enhanced(
+            n, on_pressure_high=lambda: high.append(1), on_pressure_drop=lambda: dropped.append(1)
+        )
+    assert high and not dropped
+    queue.clear()  # Faust's flow_control.clear() at a revocation
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+    assert dropped
+
+
+def test_a_partition_paused_for_recovery_stays_paused_when_its_stream_buffer_drains():
+    """Patch 5: Faust's `on_buffer_drop` put a partition back among the active ones even
+    while a rebalance's recovery kept it paused; the fetch loop then read it before
+    recovery sought it to its committed offset, and what it handed over then was lost
+    when recovery resumed the flow (Faust clears the stream buffers then)."""
+    consumer = unstarted_app(store="memory://").consumer
+    consumer.on_buffer_drop = faust_fixes._on_buffer_drop.__get__(consumer)  # what install(fetch_loop=True) patches
+    tp = TP("pin", 0)
+    consumer._set_active_tps({tp})
+    consumer.on_buffer_full(tp)  # its stream's buffer past the high mark
+    assert tp not in consumer._get_active_partitions()
+    consumer._set_active_tps({tp})  # a rebalance assigns it again (Consumer.on_partitions_assigned)
+    consumer.pause_partitions({tp})  # and pauses it until recovery has sought it
+    consumer.on_buffer_drop(tp)  # a callback left from before the rebalance
+    assert tp not in consumer._get_active_partitions()
+    consumer.resume_partitions({tp})  # recovery done (faust_fixes patch 1)
+    assert tp in consumer._get_active_partitions()
+    consumer.on_buffer_full(tp)
+    consumer.on_buffer_drop(tp)  # not paused: back in the fetch, as in Faust
+    assert tp in consumer._get_active_partitions()
 
 
 def test_fausts_tables_read_and_write_the_current_events_partition(tmp_path):
@@ -213,3 +256,63 @@ async def test_a_partition_paused_while_the_fetch_waits_keeps_its_records(kafka_
         assert await consumer.position(tp0) == 0
     finally:
         await consumer.stop()
+
+
+@pytest.mark.e2e
+async def test_the_batched_loop_hands_over_nothing_of_a_partition_sought_meanwhile(kafka_bootstrap, two_partitions):
+    """The stall of scenario e (2026-12-07, two workers, the batched loop installed).
+    Recovery seeks each partition back to its committed offset (Consumer.perform_seek:
+    aiokafka's position, and Faust's read offset) while the fetch loop may still be
+    handing over records it drained before, waiting on a full stream buffer. Those
+    records must not be handed over after the seek: they moved Faust's read offset past
+    the committed one (and added a false gap, counted as acknowledged), so the records
+    read again from there were dropped as read already, while Faust cleared the ones in
+    the stream buffers when it resumed the flow. The partition then sat idle with
+    nothing unacknowledged and its records never handled."""
+    topic, producer = two_partitions
+    tp0, tp1 = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    await produce(producer, topic, 0, 6)
+    await produce(producer, topic, 1, 2)
+    kafka = await assigned_consumer(kafka_bootstrap, tp0, tp1)
+    try:
+        await buffered(kafka, tp0, tp1)
+        consumer = unstarted_app(store="memory://").consumer
+        thread = flowing()
+        delivered: list[tuple[int, int]] = []
+        buffer_full, sought = asyncio.Event(), asyncio.Event()
+
+        async def callback(message: Message) -> None:
+            delivered.append((message.partition, message.offset))
+            if (message.partition, message.offset) == (0, 2):
+                buffer_full.set()  # the stream's buffer is full: the loop waits here
+                await sought.wait()
+
+        consumer.callback = callback
+
+        async def fetched() -> list[tuple[TP, Message]]:
+            records = await _fetch_records(thread, kafka, {tp0, tp1}, timeout=5)
+            return [
+                (TP(tp.topic, tp.partition), event(consumer.app, r.partition, r.offset, topic).message)
+                for tp, rs in records.items()
+                for r in rs
+            ]
+
+        first = await fetched()
+        assert len(first) == 8
+        delivering = asyncio.ensure_future(
+            faust_drain._deliver(consumer, first, getattr(thread.consumer, faust_drain.DRAINED))
+        )
+        await asyncio.wait_for(buffer_full.wait(), 10)
+        kafka.seek(tp0, 1)  # what Consumer.perform_seek does, the committed offset being 1
+        consumer._read_offset[TP(topic, 0)] = 1
+        sought.set()
+        await asyncio.wait_for(delivering, 10)
+        assert delivered == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]  # tp1 was not sought
+        assert consumer._read_offset[TP(topic, 0)] == 1 and not consumer._gap.get(TP(topic, 0))
+
+        delivered.clear()
+        again = await fetched()
+        await faust_drain._deliver(consumer, again, getattr(thread.consumer, faust_drain.DRAINED))
+        assert delivered == [(0, n) for n in range(1, 6)]  # read again from the committed offset, all
+    finally:
+        await kafka.stop()

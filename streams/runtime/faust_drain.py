@@ -1,8 +1,8 @@
 """Faust's fetch loop handing a fetched batch of records to the streams under one
 `wait_first`, not one per record: patch 4 of streams.runtime.faust_fixes, NOT
 INSTALLED in the worker (only `faust_fixes.install(fetch_loop=True)`, which
-`bench.faustcost --drain batched` uses): with it, two workers of `make bench` scenario e
-stalled after a rebalance with records never read (faust_fixes' docstring, patch 4).
+`bench.faustcost --drain batched` uses): see faust_fixes' docstring, patch 4, for the
+stall it caused, its cause, and why the check below is not enough to install it.
 
 Faust 0.15.3's `Consumer._drain_messages` delivers each record it fetched with
 `await self.wait_first(callback(message), self.suspend_flow.wait())`: four tasks (the
@@ -24,6 +24,20 @@ Everything else is as in Faust: the read offsets and gaps, the commit every
 `commit_every` acknowledgements, a turn of the loop every 100 records. Measured with
 `python -m bench.faustcost --drain faust|batched` (docs/benchmarks.md).
 
+A seek invalidates what was drained before it (aiokafka drops its own buffered records
+of a partition it seeks). Handing a batch over takes a while (a full stream buffer makes
+it wait), and recovery seeks every partition to its committed offset meanwhile (and
+seeks changelog partitions where their reading starts). A record drained before the seek
+and handed over after it moved Faust's read offset past records then read again from
+the committed offset, which were dropped as read, or were cleared from the stream
+buffers when recovery resumed the flow, and it made a false gap (offsets counted as
+acknowledged) between the committed offset and itself: the stall of scenario e
+(faust_fixes, patch 4). So patch 3 notes, as aiokafka drains a fetch's records, where
+its fetcher then stands for each partition (`Drained`); a partition repositioned since
+(sought, reset, or assigned anew) hands over nothing more of that batch, and a record
+in hand when it moved does not set the read offset: the seek's read offset stays, and
+those records are read again from there.
+
 What batches of more than one event exposed (issue 23): Faust's tables read and write
 the rows, and send the changelog records, of the partition of Faust's current event
 (a context variable the stream sets as it hands an event out). The agents take a batch
@@ -43,12 +57,13 @@ restored) offset. tests/test_faust_fixes.py pins the Faust internals this loop r
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, cast
 
 from faust.transport.consumer import CONSUMER_FETCHING, Consumer
 
 YIELD_EVERY = 100  # records between turns of the event loop, as in Faust
+DRAINED = "_cs_relay_drained"  # the Faust consumer's attribute that holds the last fetch's `Drained`
 FAUSTS_OWN = Consumer._drain_messages  # the loop copied (tests/test_faust_fixes.py pins its source)
 
 
@@ -68,7 +83,8 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
                 # wait must not race the suspended flow); only the deliveries race it.
                 records = [pair async for pair in ait]
                 if records:
-                    await self.wait_first(_deliver(self, records), self.suspend_flow.wait())
+                    drained = getattr(self, DRAINED, NOTHING_NOTED)  # noted by patch 3 as it drained them
+                    await self.wait_first(_deliver(self, records, drained), self.suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
     except self.consumer_stopped_errors:
         if self.transport.app.should_stop:
@@ -87,30 +103,75 @@ async def _drain_messages(self: Any, fetcher: Any) -> None:  # pragma: no cover 
         self.diag.unset_flag(CONSUMER_FETCHING)
 
 
-async def _deliver(self: Any, records: list[Any]) -> None:  # pragma: no cover - runs in a worker
-    """The body of Faust's per-record loop, each delivery awaited directly."""
+class Drained:
+    """Where aiokafka's fetcher stood, for each partition of a fetch's records, right
+    after it drained them: its assignment, the partition's state and its position then.
+    Noted in the consumer's thread by patch 3 (`faust_fixes._fetch_records`) before
+    anything else runs there; `unmoved(tp)` says whether the partition is still there
+    (a seek, a reset or a new assignment since: it is not)."""
+
+    __slots__ = ("_at",)
+
+    def __init__(self, at: dict[Any, tuple[Any, Any, int | None]]) -> None:
+        self._at = at
+
+    @classmethod
+    def of(cls, fetcher: Any, records: Iterable[Any]) -> Drained:
+        subscription = fetcher._subscriptions.subscription
+        assignment = None if subscription is None else subscription.assignment
+        at = {}
+        if assignment is not None:
+            for tp in records:
+                state = assignment.state_value(tp)
+                if state is not None:
+                    at[tp] = (assignment, state, state._position)
+        return cls(at)
+
+    def unmoved(self, tp: Any) -> bool:
+        at = self._at.get(tp)
+        if at is None:
+            return True  # not noted (patch 3 not installed): as Faust's loop
+        assignment, state, position = at
+        return state._position == position and assignment.active
+
+
+NOTHING_NOTED = Drained({})
+
+
+async def _deliver(self: Any, records: list[Any], drained: Drained) -> None:  # pragma: no cover - runs in a worker
+    """The body of Faust's per-record loop, each delivery awaited directly, and none of
+    a partition repositioned since its records were drained (see `Drained`)."""
     callback = self.callback
     get_read_offset = self._read_offset.__getitem__
     set_read_offset = self._read_offset.__setitem__
     commit_every = self._commit_every
     acks_enabled_for = self.app.topics.acks_enabled_for
+    unmoved = drained.unmoved
     since_yield = 0
     for tp, message in records:
         since_yield += 1
         if since_yield > YIELD_EVERY:
             await asyncio.sleep(0)
             since_yield = 0
+        if not unmoved(tp):
+            continue  # sought since: read again from where the seek put it
         offset = message.offset
         r_offset = get_read_offset(tp)
         if r_offset is None or offset >= r_offset:
             gap = offset - (r_offset or 0)
+            waited = False
             if gap > 1 and r_offset and acks_enabled_for(message.topic):
                 await self._add_gap(tp, r_offset + 1, offset)  # a gap in the incoming messages
+                waited = True
             if commit_every is not None and self._n_acked >= commit_every:
                 self._n_acked = 0
                 await self.commit()
+                waited = True
+            if waited and not unmoved(tp):
+                continue
             await callback(message)
-            set_read_offset(tp, offset)
+            if unmoved(tp):  # else the seek that came meanwhile set the read offset: keep it
+                set_read_offset(tp, offset)
         else:
             self.log.dev("DROPPED MESSAGE ROFF %r: k=%r v=%r", offset, message.key, message.value)
 

@@ -1,8 +1,8 @@
-"""Work-arounds for faust-streaming 0.15 behaviour that would lose or stall events (1-3),
-and its fetch loop replaced by one that hands over a fetched batch at once (4).
+"""Work-arounds for faust-streaming 0.15 behaviour that would lose or stall events (1-3,
+5), and its fetch loop replaced by one that hands over a fetched batch at once (4).
 
 Each patch is small, applied once by `install()` (from `streams.runtime.app`), and says what
-it fixes and how to see that it is still needed. Patches 1, 3 and 4 replace Faust methods
+it fixes and how to see that it is still needed. Patches 1, 3, 4 and 5 replace Faust methods
 with edited copies of faust-streaming 0.15.3's, so pyproject.toml pins that version
 and `install()` refuses another: after an upgrade, compare each patched method with
 the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION.
@@ -41,13 +41,36 @@ the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION
    event loop over after each, so the agents' micro-batches (streams.runtime.batching)
    found one event in the stream's buffer. `streams.runtime.faust_drain` delivers a
    fetched batch under one `wait_first` (see that module, and docs/benchmarks.md for
-   what it saves). A performance patch, not a bug fix, and NOT INSTALLED in the worker
-   (`install(fetch_loop=True)` installs it: `bench.faustcost --drain batched` does).
-   With it installed, scenario e of `make bench` (2026-12-07, two workers) stalled
-   after the second worker joined: both workers idle with nothing unacknowledged and
-   8,000 of the backlog's 20,000 tracks never read (the kind of loss patch 3 closes for
-   Faust's own loop). Not explained yet; tests/test_faust_fixes.py pins the Faust
-   internals it and batching read.
+   what it saves). A performance patch, NOT INSTALLED in the worker
+   (`install(fetch_loop=True)` installs it, with patch 5: `bench.faustcost --drain
+   batched` does). Its first version stalled scenario e of `make bench` (2026-12-07,
+   two workers: after the second joined, both idle with nothing unacknowledged and
+   8,000 of 20,000 tracks never read). Cause found (tests/test_faust_fixes.py, on the
+   broker): a batch drained before recovery sought a partition to its committed offset
+   went on being handed over after the seek, moving Faust's read offset past records
+   then read again (dropped as read) or cleared from the stream buffers, with a false
+   gap counted as acknowledged. The loop now stops a partition's records at such a
+   seek: patch 3 notes where aiokafka's fetcher stood when it drained them
+   (`faust_drain.Drained`). Still not installed: with that check,
+   tests/test_faults_scale.py's failover with a standby replica failed 2 of 2 runs
+   (20-44 copies of tracks committed before the kill delivered again: presumably the
+   standby's dedupe copy incomplete), and passed without it (1 run) and with Faust's
+   loop (1 run). Not explained yet: a position change that is not a rewind (of a
+   standby changelog partition?) would make the check skip records no seek reads
+   again.
+
+5. A stream buffer filled past its high mark takes its partition out of the fetch
+   (`Consumer.on_buffer_full`) until the buffer drains (`on_buffer_drop`, from the
+   buffer's pressure-drop callbacks). A rebalance clears the buffers but keeps those
+   callbacks, which the next read of the empty buffer runs, then, during recovery; and
+   `on_buffer_drop` made the partition active even though recovery kept it paused. Its
+   records were then fetched and handed over before recovery sought the partition to
+   its committed offset, and the ones still in the stream buffer were dropped when
+   recovery resumed the flow (Faust clears the buffers then). Faust's own loop, one
+   record at a time, hardly ever fills a buffer; the batched loop (4) does under any
+   backlog. The patched `on_buffer_drop` leaves a paused partition paused (recovery
+   resumes it after the seek); installed with patch 4 only. tests/test_faust_fixes.py
+   pins the Faust internals that patches 4 and 5 and batching read.
 """
 
 from __future__ import annotations
@@ -59,6 +82,7 @@ from typing import Any
 import faust
 from aiokafka.errors import ConsumerStoppedError
 from faust.tables.recovery import Recovery
+from faust.transport.consumer import Consumer
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 
 from streams.runtime import faust_drain
@@ -122,6 +146,15 @@ def with_bounded_flush(producer: Any) -> Any:
     return producer
 
 
+def _on_buffer_drop(self: Any, tp: Any) -> None:
+    """Faust 0.15.3's `Consumer.on_buffer_drop`, leaving a paused partition paused (patch 5)."""
+    buffered_partitions = self._buffered_partitions
+    if tp in buffered_partitions:
+        buffered_partitions.discard(tp)
+        if tp not in self._paused_partitions:
+            self._get_active_partitions().add(tp)
+
+
 class ActiveNow:
     """The partitions to drain, as aiokafka's fetcher asks about them (patch 3): never
     empty-meaning-all, and a partition counts if it is active when its records are taken."""
@@ -154,15 +187,20 @@ async def _fetch_records(
         raise ConsumerStoppedError()
     partitions = None if active_partitions is None else ActiveNow(active_partitions)
     with fetcher._subscriptions.fetch_context():
-        return await fetcher.fetched_records(partitions, timeout=timeout, max_records=max_records)
+        records = await fetcher.fetched_records(partitions, timeout=timeout, max_records=max_records)
+    # where the fetcher stands now, for the batched loop's deliveries (patch 4's `Drained`)
+    setattr(self.consumer, faust_drain.DRAINED, faust_drain.Drained.of(fetcher, records))
+    return records
 
 
 def install(*, fetch_loop: bool = False) -> None:
     """Patch Faust's classes (once: the patched methods are how to tell); with
-    `fetch_loop`, Faust's fetch loop too (patch 4: not the worker's, see above)."""
+    `fetch_loop`, Faust's fetch loop too (patch 4, not the worker's: see above) and
+    patch 5, which only that loop needs."""
     if Recovery.on_recovery_completed is not _on_recovery_completed:
         check_version(faust.__version__)
         Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
         AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
     if fetch_loop:
+        Consumer.on_buffer_drop = _on_buffer_drop  # type: ignore[method-assign]
         faust_drain.install()
