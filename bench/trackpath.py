@@ -14,7 +14,7 @@ the timers and web requests started (`NOT_THE_TRACKS`). A coroutine resumed afte
 await is listed apart (`resumed`): it continues a call, it does not enter anew. Faust
 calls the Monitor's hooks (`streams.runtime.monitor`) for every event: they count.
 
-    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:29092 python -m bench.trackpath [--json]
+    KAFKA_BOOTSTRAP_SERVERS=127.0.0.1:29092 python -m bench.trackpath [--json | --markdown]
 """
 
 from __future__ import annotations
@@ -142,15 +142,38 @@ async def _exists(path: Path) -> bool:
     return path.exists()
 
 
+def _short(name: str) -> str:
+    """`streams.runtime.rows` as `rows.py`, another module as itself, in backticks."""
+    prefix = "streams.runtime."
+    return f"`{name[len(prefix) :]}.py`" if name.startswith(prefix) else f"`{name}`"
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The per-module table docs/architecture.md shows ("One track's path"), made from
+    a result of `trace` (tests/test_trackpath.py checks the doc against the newest
+    `bench/results/*-trackpath.json`)."""
+    lines = ["| module | entered | resumed | first entered |", "| --- | ---: | ---: | --- |"]
+    for module, row in result["by_module"].items():
+        qualname, _, rest = row["first"].partition(" (")
+        how, _, caller = rest.rstrip(")").partition(" from ")
+        first = f"`{qualname}` ({how} from {_short(caller)})"
+        lines.append(f"| {_short(module)} | {row['entered']} | {row['resumed']} | {first} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="the whole result as JSON")
+    parser.add_argument("--markdown", action="store_true", help="the table docs/architecture.md shows")
     args = parser.parse_args(argv)
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     with tempfile.TemporaryDirectory(prefix="trackpath-") as tmp:
         result = asyncio.run(trace(bootstrap, Path(tmp)))
     if args.json:
         print(json.dumps(result, indent=2))
+        return 0
+    if args.markdown:
+        print(markdown_table(result))
         return 0
     print(f"one track: {result['modules']} runtime modules, entered {result['entries']} times")
     for module, row in result["by_module"].items():

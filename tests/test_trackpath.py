@@ -83,3 +83,22 @@ def test_timers_and_web_requests_are_not_the_tracks_work():
     assert on_the_path(record("task faust.agents.agent:Agent._execute_actor"))
     assert on_the_path(record("callback streams.runtime.seenpacks:SeenPacks.flush"))
     assert on_the_path(record("task streams.runtime.senders:Lane._serve"))
+
+
+def test_the_docs_table_of_one_tracks_path_is_the_newest_measured_one():
+    """docs/architecture.md's table ("One track's path") is `bench.trackpath`'s, as
+    measured in the newest committed run (`--json` into bench/results), so the doc and
+    the measurement cannot drift apart."""
+    import json
+    from pathlib import Path
+
+    from bench.trackpath import markdown_table
+
+    repo = Path(__file__).resolve().parents[1]
+    newest = max((repo / "bench" / "results").glob("*-trackpath.json"))
+    result = json.loads(newest.read_text())
+    assert result["modules"] == len(result["by_module"])
+    assert result["entries"] == sum(row["entered"] for row in result["by_module"].values())
+    doc = (repo / "docs" / "architecture.md").read_text()
+    assert markdown_table(result) in doc
+    assert f"**{result['modules']} modules, {result['entries']} entries**" in doc
