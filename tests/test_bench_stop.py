@@ -16,53 +16,26 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
+from streams import childproc
+from tests.test_dev_stop import _alive, _wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 EXIT_WITHIN = 15.0  # seconds from the signal to the bench's exit (its workers get a few to stop)
 
 
-def _alive(pid: int) -> bool:
-    """Running (a zombie, killed and waiting for its reaper, is not)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def _descendants(pid: int) -> dict[int, str]:
     """Every process under `pid`, with its command line."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, its_parent in parents.items():
-            if its_parent == parent and child not in found:
-                try:
-                    found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-                except OSError:
-                    found[child] = "?"
-                frontier.append(child)
+    found = {}
+    for child in childproc.descendants(pid):
+        try:
+            found[child] = Path(f"/proc/{child}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            found[child] = "?"  # gone meanwhile
     return found
-
-
-def _wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
 
 
 def _ignore_sigint() -> None:
