@@ -42,7 +42,7 @@ run: $(STAMP)
 # (tests/test_e2e_console.py) need chromium and chromedriver: devtools/browser.sh does
 # the same with Debian's chromium and chromium-driver packages.
 test: $(STAMP) promtool browser
-	PROMTOOL="$$(devtools/promtool.sh)" CHROMEDRIVER="$$(devtools/browser.sh)" $(BIN)/python -m pytest -m 'not faults'
+	PROMTOOL="$$(devtools/promtool.sh)" CHROMEDRIVER="$$(devtools/browser.sh)" $(BIN)/python -m pytest -m 'not faults' --durations=30
 
 # The fault suite (tests/test_faults_*.py, and the few long lifecycle tests elsewhere
 # marked faults: a worker killed, the broker restarted or gone): partners made sick under a

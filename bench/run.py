@@ -27,7 +27,6 @@ Results go to `bench/results/<stamp>.json` with two charts beside it; work files
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import os
@@ -41,6 +40,7 @@ from typing import Any
 from bench import aggregation, scenarios
 from bench.charts import draw
 from bench.harness import REPO, reset_mocks, shown
+from bench.interrupt import INTERRUPTED, Interrupt
 from bench.phases import phases
 from bench.report import machine_info, report, summary_a
 from bench.scenario_a import Bench
@@ -162,6 +162,17 @@ async def run_all(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    interrupt = Interrupt()
+    try:
+        return _main(args, interrupt)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
+    finally:
+        interrupt.restore()
+
+
+def _main(args: argparse.Namespace, interrupt: Interrupt) -> int:
     # A topic just created has no leader for a moment; aiokafka retries and says so.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
     started = time.monotonic()
@@ -185,10 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kafka.start(timeout=180)
         bootstrap, kafka_version = kafka.bootstrap_servers, kafka.version
     try:
-        results, latencies = asyncio.run(run_all(args, bootstrap, stamp, work, security))
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        results, latencies = interrupt.run(run_all(args, bootstrap, stamp, work, security))
     finally:
         if kafka is not None:
             kafka.stop()

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 CANNOT_BIND = 127  # the child's exit status when the kernel refuses: no immortal child
@@ -71,6 +72,35 @@ def stop(procs: list[subprocess.Popen], timeout: float) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def descendants(pid: int | None = None) -> list[int]:
+    """The processes under `pid` (this process by default), at any depth: what a process
+    that must stop at once kills, its children's own children (Kafka's JVM under a
+    launcher, a pool's workers) included. Read from Linux's /proc; none elsewhere."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir() if sys.platform.startswith("linux") else ():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # gone meanwhile
+            parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: list[int] = []
+    frontier = [os.getpid() if pid is None else pid]
+    while frontier:
+        for child in parents.get(frontier.pop(), ()):
+            if child not in found:
+                found.append(child)
+                frontier.append(child)
+    return found
+
+
+def kill(pids: list[int]) -> None:
+    """SIGKILL each of them that still runs."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)

@@ -15,7 +15,7 @@ import uvloop
 
 from streams import eventloop
 from streams.settings import Settings, SettingsError
-from tests.pipeline import Pipeline
+from tests.pipeline import REPO, Pipeline, Worker
 from tests.test_cli import cs_relay, one_error_line
 
 
@@ -82,24 +82,38 @@ def test_a_worker_with_a_bad_event_loop_stops_with_one_line_naming_the_variable(
     assert "CS_RELAY_EVENT_LOOP" in line and "expected uvloop or asyncio" in line
 
 
+LOOPS = [
+    ({}, "uvloop"),  # the default
+    ({"CS_RELAY_EVENT_LOOP": "asyncio", "FAUST_LOOP": "uvloop"}, "asyncio"),  # the setting decides, not Faust's
+    ({"CS_RELAY_EVENT_LOOP": "uvloop", "FAUST_LOOP": "aio"}, "uvloop"),
+]
+
+
 @pytest.mark.e2e
-@pytest.mark.parametrize(
-    ("env", "expected"),
-    [
-        ({}, "uvloop"),  # the default
-        ({"CS_RELAY_EVENT_LOOP": "asyncio", "FAUST_LOOP": "uvloop"}, "asyncio"),  # the setting decides, not Faust's
-        ({"CS_RELAY_EVENT_LOOP": "uvloop", "FAUST_LOOP": "aio"}, "uvloop"),
-    ],
-)
-async def test_a_worker_runs_on_the_loop_it_is_given(pipeline: Pipeline, env, expected):
-    worker = pipeline.start_worker(**env)
-    await pipeline.wait_ready(worker)
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{worker.web_port}/version") as response:
-            assert response.status == 200
-            assert (await response.json())["event_loop"] == expected
-    await pipeline.eventually(
-        lambda: asyncio.sleep(0, worker.log.read_text(errors="replace")),
-        lambda text: f"event loop: {expected}" in text,
-        what=f"the worker's 'event loop: {expected}' line",
-    )
+async def test_a_worker_runs_on_the_loop_it_is_given(kafka_bootstrap, partner_mocks, tmp_path):
+    """Each case's worker on a pipeline of its own, the three started at once (their
+    starts side by side, not one after another)."""
+    pipelines: list[Pipeline] = []
+    workers: list[Worker] = []
+    for n in range(len(LOOPS)):
+        (tmp_path / f"case-{n}").mkdir()
+        pipelines.append(Pipeline(kafka_bootstrap, partner_mocks, tmp_path / f"case-{n}", cwd=REPO))
+    try:
+        workers.extend(pipe.start_worker(**env) for pipe, (env, _) in zip(pipelines, LOOPS, strict=True))
+        await asyncio.gather(*(pipe.wait_ready(worker) for pipe, worker in zip(pipelines, workers, strict=True)))
+        for pipe, worker, (_, expected) in zip(pipelines, workers, LOOPS, strict=True):
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"http://127.0.0.1:{worker.web_port}/version") as response:
+                    assert response.status == 200
+                    assert (await response.json())["event_loop"] == expected
+            await pipe.eventually(
+                lambda worker=worker: asyncio.sleep(0, worker.log.read_text(errors="replace")),
+                lambda text, expected=expected: f"event loop: {expected}" in text,
+                what=f"the worker's 'event loop: {expected}' line",
+            )
+    finally:
+        for worker in workers:  # told at once: they stop side by side
+            if worker.alive:
+                worker.process.terminate()
+        for pipe in pipelines:
+            await pipe.close()

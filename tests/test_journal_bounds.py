@@ -3,6 +3,8 @@ within its byte bounds, whatever the lengths of the keys and ids it is told."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from streams.ops.console import journal as jm
 from streams.ops.console.journal import Journal
 
@@ -18,10 +20,10 @@ def test_the_journal_is_bounded_by_bytes_as_well_as_by_count():
     assert len(journal._deliveries) < jm.USERS_WITH_DELIVERIES  # bytes, not the count, bound it
     assert journal.deliveries("user-5999")[0].message_id == f"{long_id}5999"  # the newest stay
     assert journal.deliveries("user-0") == []
-    group = type("M", (), {"type": "group", "group_id": None})()
+    group = SimpleNamespace(type="group", group_id=None)
     for n in range(200_000):  # 5,000 groups x 200 members by count: about 200 MB
-        msg = type("M", (), {"type": "group", "group_id": f"g{n % 5000}"})() if n % 2 else group
-        journal.routed(f"user-with-a-long-key-{n:012d}", msg, type("U", (), {"group_id": f"g{n % 5000}"})(), None, NOW)
+        msg = SimpleNamespace(type="group", group_id=f"g{n % 5000}") if n % 2 else group
+        journal.routed(f"user-with-a-long-key-{n:012d}", msg, SimpleNamespace(group_id=f"g{n % 5000}"), None, NOW)
     assert 0 < journal.groups.bytes <= jm.GROUPS_MAX_BYTES
     assert journal.users_in_group("g4999")  # the most recent groups stay
 

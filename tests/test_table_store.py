@@ -16,6 +16,9 @@ from streams.runtime.relayapp import TABLE_OPTIONS
 from streams.runtime.tablestore import SharedOptions, TableMemory
 
 MB = 1024 * 1024
+# Rows written to each of 8 databases: about 19 MB in all, the 2 MB share of the
+# memtables passed and flushed some 9 times (was 40,000: twice the time, the same peaks).
+ROWS = 20_000
 
 
 def _open(tmp_path: Path, n: int, memory: TableMemory | None) -> list:
@@ -67,13 +70,13 @@ def _until_flushed(dbs: list, timeout: float = 60.0) -> None:
 
 
 def _peak_memtables(tmp_path: Path, memory: TableMemory | None) -> int:
-    """Rows written to 8 databases in rounds (500 rows of ~120 bytes to each), each round
+    """`ROWS` rows written to 8 databases in rounds (500 rows of ~120 bytes to each), each round
     once the flushes asked for have run (a worker writes a few hundred KB a second at
     most; flushes keep up): the most memory all memtables held after a round."""
     dbs = _open(tmp_path, 8, memory)
     peak = 0
     value = b"v" * 100
-    for n in range(40_000):  # about 38 MB in all
+    for n in range(ROWS):
         for db in dbs:
             db[f"user-{n:09d}".encode()] = value
         if n % 500 == 499:

@@ -279,6 +279,9 @@ class Pipeline:
             self._producer = None
 
     async def close(self) -> None:
+        for worker in self.workers:  # told at once: they stop side by side
+            if worker.alive:
+                worker.process.send_signal(signal.SIGTERM)
         for worker in self.workers:
             worker.terminate()
         await self.close_producer()
