@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from streams import eventloop, mallocarenas
+from streams import eventloop, gcpolicy, mallocarenas
 from streams.cli.failures import CommandFailed, run_with_kafka
 from streams.cli.options import mock_port_options, mock_ports, positive
 from streams.destinations import REGISTRY
@@ -118,6 +118,7 @@ def _worker(args: argparse.Namespace) -> int:
         # (streams.runtime.relayapp): given again here, Faust would set its canonical URL
         # a second time, with an AlreadyConfiguredWarning at every start.
     ]
+    gcpolicy.settle()  # the start-up's objects out of every collection (streams/gcpolicy.py)
     app.main()
     return 0
 
