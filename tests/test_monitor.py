@@ -62,3 +62,17 @@ def test_what_the_admin_reads_is_kept_and_a_rebalance_clears_it(app):
     assert monitor.tp_end_offsets[TP0] == 42 and monitor.tp_committed_offsets[TP0] == 40
     app.on_rebalance_start()  # a rebalance forgets them, as Faust's sensor hook did
     assert not monitor.tp_end_offsets and not monitor.tp_committed_offsets
+
+
+def test_a_rebalance_logs_no_missing_sensor_state(app, caplog):
+    """Faust warns "Missing sensor state for rebalance" when its sensors' rebalance
+    state is empty, as it is with no sensor: the app keeps the monitor's, once per
+    rebalance, so the worker's log has no such warning at every rebalance."""
+    app.on_init_dependencies()
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            app.on_rebalance_start()
+            app.on_rebalance_return()
+            app.on_rebalance_end()
+    assert not [r for r in caplog.records if "sensor state" in r.getMessage()]
+    assert app.monitor.rebalances == 2  # the monitor still counts them

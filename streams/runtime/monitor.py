@@ -37,4 +37,18 @@ class MonitorOffTheSensors(faust.App):
 
     def on_rebalance_start(self) -> None:
         super().on_rebalance_start()
-        self.monitor.on_rebalance_start(self)  # forgets the end and committed offsets
+        # Forgets the end and committed offsets. Its state stands in for the sensors'
+        # (none here): Faust warns "Missing sensor state for rebalance" when that is empty.
+        self._rebalancing_sensor_state = {self.monitor: self.monitor.on_rebalance_start(self)}
+
+    def on_rebalance_return(self) -> None:
+        state = self._rebalancing_sensor_state
+        super().on_rebalance_return()
+        if state:
+            self.monitor.on_rebalance_return(self, state[self.monitor])
+
+    def on_rebalance_end(self) -> None:
+        state = self._rebalancing_sensor_state
+        super().on_rebalance_end()
+        if state:
+            self.monitor.on_rebalance_end(self, state[self.monitor])
