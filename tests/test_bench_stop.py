@@ -103,7 +103,7 @@ async def stubborn():
     print(child.pid, flush=True)
     while True:  # a wait that swallows its cancellation (a stuck stop, a client that retries)
         try:
-            await asyncio.sleep(60)
+            await asyncio.Event().wait()  # never set: only a cancellation ends it
         except asyncio.CancelledError:
             pass
 
