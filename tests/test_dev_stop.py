@@ -141,6 +141,43 @@ def test_a_signal_ignored_before_stays_ignored():
         signal.signal(signal.SIGHUP, previous)
 
 
+def test_sigint_ignored_by_a_script_still_stops_it_and_its_children():
+    """A script's background job (`cs-relay dev &` in a shell without job control)
+    starts with SIGINT ignored; Ctrl-C reaches it all the same (the script's process
+    group) and must stop it and its children, not leave them running after the script.
+    Only SIGHUP's being ignored (nohup) is kept."""
+    script = (
+        "import subprocess, sys, time\n"
+        "from streams import childproc\n"
+        "children = childproc.Children()\n"
+        "child = children.add(subprocess.Popen(['sleep', '300']))\n"
+        "print(child.pid, flush=True)\n"
+        "try:\n"
+        "    time.sleep(300)\n"
+        "except KeyboardInterrupt:\n"
+        "    child.terminate()\n"
+        "    child.wait(10)\n"
+        "    print('stopped', flush=True)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),  # as `cmd &` in a script
+    )
+    child = int(proc.stdout.readline())  # type: ignore[union-attr]
+    try:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        assert proc.stdout.read().strip() == "stopped"  # type: ignore[union-attr]
+        assert not _alive(child)
+    finally:
+        proc.kill()
+        if _alive(child):
+            os.kill(child, signal.SIGKILL)
+
+
 def test_dies_with_parent_is_a_preexec_function_here():
     fn = childproc.dies_with_parent()
     assert (fn is not None) == sys.platform.startswith("linux")
