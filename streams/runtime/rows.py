@@ -1,23 +1,20 @@
 """The state door: the rows the routing step reads and the dedupe rows it writes, in one
-module, so that a track enters it once to read (`Rows.read`) and once to remember its
-messageId (`OpenPacks.remember`) (docs/architecture.md, "One track's path").
+module, so that a track's routing enters it once to read (`Rows.read`) and once to
+remember its messageId (`OpenPacks.remember`) (docs/architecture.md, "One track's path").
 
-* `KeptRows`: a table's rows kept decoded in memory, an LRU bounded by count and bytes
-  (`streams.runtime.rowcache.CachedRows`, the write-through table the worker wraps its
-  users, pending, seen and groups tables in, says why and how), and the seen table's
-  partition-local rows (`get_local`, `put_local`, `write_packed`: streams.runtime.
-  seentable) read and written in the partition's RocksDB database directly.
-* `Rows` (the runtime's `rows`): a user's record, its pending record (an index row and a
-  payload row per waiting event: streams.runtime.pendingstore) and its legacy dedupe
-  row; `read()` is all a call's routing reads, groups included; `store_pending` keeps
-  the counts of `/status` and the index of parked users (streams.runtime.parking).
-  `assigned(partitions)` empties the row caches (recovery may have replaced rows behind
-  them) and drops the counts of partitions gone (the retry rescan counts the new ones);
-  a revocation changes nothing here.
-* `GroupReads`: the reads of the group view (`streams.runtime.groupview.GroupView`, the
-  runtime's `groups`, which keeps the bookkeeping of the groups noted here).
-* `OpenPacks`: a new dedupe entry joins its partition's open packed row
-  (`streams.runtime.seenpacks.SeenPacks` writes the rows, by their linger timer).
+* `KeptRows`: the LRU of a table's decoded rows, bounded by count and bytes (its table
+  is `streams.runtime.rowcache.CachedRows`, which says why and how), and the seen
+  table's partition-local rows read and written in the partition's RocksDB database
+  directly (the same rows as `streams.runtime.seentable.SeenTable.get_local` ...).
+* `Rows` (the runtime's `rows`): a user's record, its pending record (index and payload
+  rows: streams.runtime.pendingstore) and its legacy dedupe row; `read()` is all that a
+  call's routing reads, groups included; `store_pending` keeps the counts of `/status`
+  and the index of parked users (streams.runtime.parking). `assigned(partitions)`
+  empties the row caches (recovery may have replaced rows behind them) and drops the
+  counts of partitions gone (the retry rescan counts the new ones).
+* `GroupReads`: the reads of the group view (`streams.runtime.groupview.GroupView`).
+* `OpenPacks`: a new dedupe entry joins its partition's open packed row; its subclass
+  `streams.runtime.seenpacks.SeenPacks` writes the rows when their linger ends.
 """
 
 from __future__ import annotations
@@ -47,8 +44,7 @@ MAX_BYTES = 16 * 1024 * 1024  # per table (users, pending, seen: 48 MB); 4,096 u
 ENTRY_BYTES = 200  # the LRU's node and the entry's list
 T = TypeVar("T")
 Table = MutableMapping[str, Any]
-# What `Rows.read` returns: the dedupe row, the legacy dedupe row, the user's record,
-# its pending record, and the groups as the step looks them up.
+# `Rows.read`: the dedupe row, the legacy one, the user's record, its pending record, its groups
 Read = tuple[Any, Seen, UserState | None, Pending, GroupLookup]
 
 
@@ -105,8 +101,7 @@ class KeptRows:
         return store, None if db_for is None else db_for(partition)
 
     def _raw_key(self, store: Any, key: Any) -> bytes:
-        """The key as the store has it (Faust's serializer: ~3 us), encoded once for an
-        event's lookup and the write that follows."""
+        """The key as the store has it (~3 us), once for a lookup and the write after it."""
         last, raw = self._raw
         if last != key or not raw:
             raw = store._encode_key(key)
@@ -297,6 +292,8 @@ class OpenPacks:
     _timer: asyncio.Handle | None
     _token: str
     _count: int
+    flush: Callable[[int], None]  # SeenPacks's: write the partition's open row
+    _lingered: Callable[[], None]  # SeenPacks's: write every open row
 
     def remember(self, partition: int, row_key: str, offset: int, now: float) -> None:
         """Remember a dedupe entry of the event being handled (in `partition`): its index
@@ -326,9 +323,3 @@ class OpenPacks:
                 self._timer = loop.call_soon(self._lingered)
         self._open[partition] = pack
         return pack
-
-    def flush(self, partition: int) -> None:
-        raise NotImplementedError  # SeenPacks
-
-    def _lingered(self) -> None:
-        raise NotImplementedError  # SeenPacks
