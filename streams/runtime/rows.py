@@ -1,20 +1,15 @@
 """The state door: the rows the routing step reads and the dedupe rows it writes, in one
-module, so that a track's routing enters it once to read (`Rows.read`) and once to
+module, so that a call's routing enters it once to read (`Rows.read`) and once to
 remember its messageId (`OpenPacks.remember`) (docs/architecture.md, "One track's path").
 
-* `KeptRows`: the LRU of a table's decoded rows, bounded by count and bytes (its table
-  is `streams.runtime.rowcache.CachedRows`, which says why and how), and the seen
-  table's partition-local rows read and written in the partition's RocksDB database
-  directly (the same rows as `streams.runtime.seentable.SeenTable.get_local` ...).
-* `Rows` (the runtime's `rows`): a user's record, its pending record (index and payload
-  rows: streams.runtime.pendingstore) and its legacy dedupe row; `read()` is all that a
-  call's routing reads, groups included; `store_pending` keeps the counts of `/status`
-  and the index of parked users (streams.runtime.parking). `assigned(partitions)`
-  empties the row caches (recovery may have replaced rows behind them) and drops the
-  counts of partitions gone (the retry rescan counts the new ones).
-* `GroupReads`: the reads of the group view (`streams.runtime.groupview.GroupView`).
-* `OpenPacks`: a new dedupe entry joins its partition's open packed row; its subclass
-  `streams.runtime.seenpacks.SeenPacks` writes the rows when their linger ends.
+`KeptRows` is the LRU of a table's decoded rows (its table, `rowcache.CachedRows`, says
+why and how), and reads and writes the seen table's partition-local rows in the
+partition's RocksDB database itself. `Rows` (the runtime's `rows`) reads a user's
+record, pending record (`streams.runtime.pendingstore`) and legacy dedupe row, and
+writes the pending record keeping `/status`'s counts and the parked users' index;
+`assigned` empties the row caches (recovery may have replaced rows behind them).
+`GroupReads` are the group view's reads (`groupview.GroupView`); `OpenPacks` the open
+packed dedupe rows new entries join (`seenpacks.SeenPacks` writes them).
 """
 
 from __future__ import annotations
