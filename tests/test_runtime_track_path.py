@@ -5,13 +5,20 @@ undone: the table reads and writes it needs and no more."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from collections import Counter
 from typing import Any
 
+import faust
+
+from bench.tracehook import profiler
 from streams.core.state import GroupState
+from streams.runtime import seentable
 from streams.runtime.rowcache import CachedRows
 from streams.runtime.runtime import Tables
-from tests.runtime_world import FakeClient, World
+from tests.runtime_world import BY_USER_TOPIC, FakeClient, World
 
 BOTH = {
     "CS_RELAY_INPUT_KEYED_BY_USER": "true",
@@ -111,3 +118,45 @@ async def test_a_track_reads_the_users_row_once():
     await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")
     assert world.client.events() == ["Report%20Built"]
     assert users.reads == {"u1": 1}
+
+
+STATE = ("rows", "rowcache", "pendingstore", "seentable", "seenpacks", "groupview", "grouptable")
+
+
+async def test_a_tracks_routing_reads_and_remembers_through_the_state_door_alone(tmp_path):
+    """Routing a track of a user in a known group reads its state in one call into the
+    state door (`Rows.read`: dedupe row, legacy row, user, pending record, group) and
+    writes its dedupe entry in one more (`SeenPacks.remember`); the step's group lookups
+    call nothing back; no other state module is entered (docs/architecture.md, "One
+    track's path"). The seen table is the worker's: RocksDB, under the row cache."""
+    app = faust.App("track-path-state-door", store="rocksdb://", datadir=str(tmp_path))
+    seen = seentable.seen_table(app, "seen", {})
+    seen.send_changelog = _in_kafka  # type: ignore[method-assign]
+    tables = Tables(users=CachedRows({}), pending=CachedRows({}), groups=CachedRows({}), seen=CachedRows(seen))
+    world, csb = both_partners(tables)
+    await joined(world)
+    before = len(csb.requests)
+    record = world._incoming(BY_USER_TOPIC, b"u1", json.dumps(TRACK).encode(), {}, world.rt.partition_of("u1"))
+    records: list[Any] = []
+    sys.setprofile(profiler(records, "streams."))
+    try:
+        done = world.route(record)
+    finally:
+        sys.setprofile(None)
+    await world.settle()
+    assert done.done() and world.client.events() == ["Report%20Built"] and len(csb.requests) == before + 1
+    edges = Counter((caller, module) for _t, module, _f, caller, fresh, _r in records if fresh and caller != module)
+    entered = {module for caller, module in edges if module.startswith("streams.runtime.")}
+    assert not entered & {f"streams.runtime.{m}" for m in STATE if m != "rows"}
+    into_rows = {caller: n for (caller, module), n in edges.items() if module == "streams.runtime.rows"}
+    assert into_rows.pop("streams.runtime.handlers") == 2  # Rows.read, SeenPacks.remember
+    assert all(not caller.startswith("streams.core") for caller in into_rows)  # the step calls nothing back
+
+
+TRACK = {"type": "track", "userId": "u1", "event": "Report Built", "messageId": "t-door"}
+
+
+def _in_kafka(partition: int | None, key: str, value: Any) -> asyncio.Future[None]:
+    written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    written.set_result(None)
+    return written

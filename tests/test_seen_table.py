@@ -13,6 +13,7 @@ from faust.types import TP
 
 from streams.core import dedupe, seenpack
 from streams.runtime import seentable
+from streams.runtime.rowcache import CachedRows
 
 CHANGELOG = "app-seen-changelog"
 
@@ -100,3 +101,35 @@ def counted(db: Any, reads: list[bytes]) -> Any:
             return getattr(db, name)
 
     return Counted()
+
+
+def test_the_row_cache_over_it_reads_and_writes_the_partitions_database_itself(tmp_path, monkeypatch):
+    """The worker's row cache over the seen table (the state door, streams.runtime.rows)
+    reads and writes a partition's database directly, as the table's own `get_local`,
+    `put_local` and `write_packed` do, without calling them: what one writes, the other
+    reads."""
+    table = rocksdb_table(tmp_path)
+    sent: list[tuple[int, str, Any]] = []
+    table.send_changelog = lambda partition, key, value: sent.append((partition, key, value))  # type: ignore[method-assign]
+    mine, theirs, restored = dedupe.row_key("u1", "m1"), dedupe.row_key("u2", "m2"), dedupe.row_key("u3", "m3")
+    table.put_local(3, theirs, seenpack.index_row(7, 8.0))
+    table.apply_changelog_batch([changelog_event(table, 2, 7, restored, dedupe.row(6, 102.0))])
+    rows = CachedRows(table)
+    for name in ("get_local", "put_local", "write_packed"):
+        monkeypatch.setattr(seentable.SeenTable, name, _not_called)
+    rows.put_local(3, mine, seenpack.index_row(1, 2.0))
+    assert rows.get_local(3, mine) == seenpack.index_row(1, 2.0)
+    assert rows.get_local(3, theirs) == seenpack.index_row(7, 8.0)
+    assert rows.get_local(2, restored) == dedupe.row(6, 102.0) and rows.get_local(2, mine) is None
+    pack = {"v": 1, "e": [["u1", "m", "m1", 1, 2.0]]}
+    rows.write_packed(3, seenpack.pack_key(3, "w.1"), pack)
+    assert sent == [(3, seenpack.pack_key(3, "w.1"), pack)]
+    monkeypatch.undo()
+    assert table.get_local(3, mine) == seenpack.index_row(1, 2.0)  # in the partition's database
+    assert table.get_local(3, seenpack.pack_key(3, "w.1")) == {"v": 1, "newest": 2.0, "n": 1}
+    rows.delete_local(3, mine)  # the sweep's, through the table
+    assert table.get_local(3, mine) is None and rows.get_local(3, mine) is None and len(sent) == 1
+
+
+def _not_called(*args: Any) -> Any:
+    raise AssertionError("the row cache reads and writes the database itself")

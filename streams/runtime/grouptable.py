@@ -15,7 +15,7 @@ applied (recovery, and the groups' changelog read on), and, with the key None (a
 rows), a rebalance, a completed recovery and a reset. `cached(table)` is a
 `CachedRows` over it that forgets what the table says changed: a read is then a
 lookup in memory until the group's row changes, and so is the `GroupState` decoded
-from it (`CachedRows.decoded`, read by `streams.runtime.groupview.GroupView.stored`):
+from it (`CachedRows.decoded`, read by `streams.runtime.rows.GroupReads.stored`):
 a track does not decode its group.
 """
 
@@ -26,7 +26,8 @@ from typing import Any
 
 import faust
 
-from streams.runtime.rowcache import ROWS, CachedRows
+from streams.runtime.rowcache import CachedRows
+from streams.runtime.rows import ROWS
 
 # Groups are few and small next to users: 4,096 rows, within 4 MB (a row above that is
 # read from the table each time).

@@ -15,6 +15,10 @@ group's traits can be tens of KB: 10,000 of them would be hundreds of MB). A gro
 dropped at the bound, or too large to keep, is read from the global copy instead, as a
 worker that did not route the call reads it; its caller still sees its own copy.
 
+`get`, `stored` and `of` (`streams.runtime.rows.GroupReads`) are in the state door,
+which a call's routing reads through (`Rows.read`); what is here is the bookkeeping of
+the groups noted.
+
 Nothing here is per partition (the global copy is every worker's, what is noted is
 dropped once that copy catches up): it has no assignment hooks.
 """
@@ -25,46 +29,22 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
-from streams.core.grouplookup import newer, with_copy
 from streams.core.memsize import approx_bytes
-from streams.core.state import GroupLookup, GroupState, UserState
-from streams.runtime import rowcache
+from streams.core.state import GroupState
+from streams.runtime.rows import GroupReads
 
 MAX_GROUPS = 10_000
 MAX_BYTES = 8 * 1024 * 1024
 ENTRY_BYTES = 200  # the OrderedDict's node and the entry's tuple
 
 
-class GroupView:
+class GroupView(GroupReads):
     def __init__(self, table: Mapping[str, Any], max_groups: int = MAX_GROUPS, max_bytes: int = MAX_BYTES) -> None:
         self.table = table  # the global copy (a GlobalTable in the worker)
         self.max_groups = max_groups
         self.max_bytes = max_bytes
         self.bytes = 0  # of the groups noted here
         self._recent: OrderedDict[str, tuple[GroupState, int]] = OrderedDict()
-
-    def get(self, group_id: str) -> GroupState | None:
-        """The group as this worker knows it: the global copy, or the record a group call
-        routed here made (`note`), until the global copy has caught up."""
-        found = self.stored(group_id)
-        entry = self._recent.get(group_id)
-        if entry is None:
-            return found
-        recent = entry[0]
-        if found is not None and (found.updated_at or "") >= (recent.updated_at or ""):
-            self.drop(group_id)  # the global copy has caught up
-            return found
-        return newer(found, recent)
-
-    def stored(self, group_id: str) -> GroupState | None:
-        """The group's record in the global copy (what its partition wrote), decoded once
-        per version of its row where the table keeps them (`grouptable.cached`: until
-        the global table says the row changed)."""
-        return rowcache.decoded(self.table, group_id, _group)
-
-    def of(self, user: UserState | None) -> GroupLookup:
-        """The groups as `user` sees them: with its own copy of its group where newer."""
-        return with_copy(self.get, user)
 
     def note(self, group: GroupState) -> None:
         """A group call routed here made `group`; its partition writes it a moment later
@@ -78,16 +58,6 @@ class GroupView:
         while len(self._recent) > self.max_groups or self.bytes > self.max_bytes:
             self.bytes -= self._recent.popitem(last=False)[1][1]
 
-    def drop(self, group_id: str) -> None:
-        """Forget what was noted of the group (its global copy is read from now on)."""
-        entry = self._recent.pop(group_id, None)
-        if entry is not None:
-            self.bytes -= entry[1]
-
     def noted(self) -> list[str]:
         """The ids of the groups noted here, oldest first."""
         return list(self._recent)
-
-
-def _group(data: Mapping[str, Any] | None) -> GroupState | None:
-    return GroupState.from_dict(data) if data else None

@@ -40,14 +40,13 @@ from streams.core.releasing import release_ready
 from streams.core.segment import parse
 from streams.core.spill import SpillDone
 from streams.core.step import step
-from streams.runtime import aggregation, effects, groups, merge, retries, seenpacks, spilling, sweep
+from streams.runtime import aggregation, effects, groups, merge, retries, spilling, sweep
 from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 
 log = logging.getLogger("cs_relay")
 
 Work = list[Awaitable[Any]]
-UNREAD = object()  # a dedupe row not read yet (first_position, first_routing)
 Handler = Callable[[Runtime, Incoming, Any], Work]
 
 
@@ -129,15 +128,15 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     replay = REPLAY_HEADER in headers
     replay_of = headers[REPLAY_OF_HEADER].decode("utf-8", "replace") if REPLAY_OF_HEADER in headers else None
     source = record.original_source()  # read once: the step's, an aggregate's request's, the position's
-    position, known = first_position(rt, key, msg.message_id, record, replay_of, source)
+    # A replayed dead letter's row is its identity's, any other call's its messageId's.
+    row_key = dedupe.row_key(key, msg.message_id if replay_of is None else replay_of, replay=replay_of is not None)
+    known, legacy, user, pending, groups_seen = rt.rows.read(key, record.partition, row_key, msg, rt.groups)
+    position = first_position(rt, record, replay_of, source, known)
     # Before any forwarding: a copy of an anonymous message that arrives after the
     # visitor logged in must meet the first copy's record, which is on this key.
-    if not first_routing(
-        rt, key, msg.message_id, position, partition=record.partition, replay=replay, replay_of=replay_of, known=known
-    ):
+    if not first_routing(rt, msg.message_id, position, record.partition, row_key, known, legacy, replay, replay_of):
         rt.counters["duplicates"] += 1
         return []
-    user = rt.rows.user(key)
     if user is not None and user.merged_into:
         # An anonymous visitor who has logged in: their state lives with the user now.
         # One after another per user, so forwarded events keep their order.
@@ -147,7 +146,6 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     if replay and REPLAY_DESTINATION_HEADER in headers:
         only = headers[REPLAY_DESTINATION_HEADER].decode("utf-8", "replace")
         destinations = [d for d in rt.destinations if d.key == only]
-    pending = rt.rows.pending(key)
     now = rt.clock()
     now_iso = datetime.fromtimestamp(now, UTC).isoformat()
     s = rt.settings
@@ -158,7 +156,7 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         source,
         user,
         pending,
-        rt.groups.get,
+        groups_seen,
         destinations,
         now=now,
         now_iso=now_iso,
@@ -193,58 +191,48 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
     return work
 
 
-def first_position(
-    rt: Runtime, key: str, message_id: str, record: Incoming, replay_of: str | None, source: dict[str, Any]
-) -> tuple[int, Any]:
+def first_position(rt: Runtime, record: Incoming, replay_of: str | None, source: dict[str, Any], known: Any) -> int:
     """The position `record` had when it was first routed: its own, except for a by-user
     copy of an input record that was routed in place before (CS_RELAY_INPUT_KEYED_BY_USER
     turned off, or an older worker, while its work was unfinished): that one finds its
-    dedupe row at the input record's position, and must number what it holds as it did
-    then, or the redo would be dropped as a duplicate. Only that exact input record
-    (same partition and offset, as intake recorded it) can have left that row. With it,
-    the dedupe row of `message_id` if it was read (`first_routing` reads it no more),
-    else UNREAD."""
+    dedupe row (`known`, of its messageId) at the input record's position, and must
+    number what it holds as it did then, or the redo would be dropped as a duplicate.
+    Only that exact input record (same partition and offset, as intake recorded it) can
+    have left that row."""
     if record.from_input or replay_of is not None:
-        return record.position, UNREAD
+        return record.position
     if source.get("topic") != rt.settings.input_topic or source.get("partition") != record.partition:
-        return record.position, UNREAD
+        return record.position
     try:
         in_place = positions.position(int(source["offset"]), from_input=True)
     except (KeyError, TypeError, ValueError):
-        return record.position, UNREAD
-    row = seenpacks.get_local(rt.tables.seen, record.partition, dedupe.row_key(key, message_id))
-    return (in_place if row and int(row[0]) == in_place else record.position), row
+        return record.position
+    return in_place if known and int(known[0]) == in_place else record.position
 
 
 def first_routing(
     rt: Runtime,
-    key: str,
     message_id: str,
     offset: int,
-    *,
     partition: int,
-    replay: bool = False,
-    replay_of: str | None = None,
-    known: Any = UNREAD,
+    row_key: str,
+    known: Any,
+    legacy: dedupe.Seen,
+    replay: bool,
+    replay_of: str | None,
 ) -> bool:
     """False for a duplicate messageId within the window (streams.core.dedupe); a replayed
     dead letter is routed again on purpose, once per dead letter (`replay_of`). One row
-    per id: one small read and, for a new id, an index row in the store and an entry of
-    the partition's packed row (streams.runtime.seenpacks), however many ids the user
-    has routed. `known`: the row, if the caller read it (for `message_id`, not a replay's
-    identity)."""
+    per id (`row_key`, read as `known`): for a new id, an index row in the store and an
+    entry of the partition's packed row (`SeenPacks.remember`, in the state door
+    streams.runtime.rows), however many ids the user has routed. `legacy`: the user's
+    row of an older version, one for all its ids."""
     window, now = rt.settings.dedupe_window_seconds, rt.clock()
     by_identity = replay_of is not None
-    ident = replay_of if replay_of is not None else message_id
-    row_key = dedupe.row_key(key, ident, replay=by_identity)
-    if known is UNREAD or by_identity:
-        known = seenpacks.get_local(rt.tables.seen, partition, row_key)
     verdict = dedupe.classify_row(known, offset, now, window)
-    if verdict is dedupe.Verdict.NEW:  # perhaps routed by an older version: the user's record
-        legacy = rt.rows.seen(key)
-        if not legacy.empty:
-            known = dedupe.legacy_entry(legacy, ident, replay=by_identity)
-            verdict = dedupe.classify_row(known, offset, now, window)
+    if verdict is dedupe.Verdict.NEW and not legacy.empty:  # perhaps routed by an older version
+        known = dedupe.legacy_entry(legacy, message_id if replay_of is None else replay_of, replay=by_identity)
+        verdict = dedupe.classify_row(known, offset, now, window)
     if verdict is dedupe.Verdict.DUPLICATE and replay and not by_identity:
         verdict = dedupe.Verdict.NEW  # a replay of an older version, without its identity: routed again
     if verdict is dedupe.Verdict.DUPLICATE:

@@ -1,36 +1,178 @@
-"""The rows of the users of this worker's partitions (`Rows`, the runtime's `rows`): a
-user's record, its pending record (an index row and a payload row per waiting event,
-`PendingStore`) and its legacy dedupe row, read decoded once per version
-of the row (`streams.runtime.rowcache`); writes of a pending record keep the counts of
-`/status` (`pending_counts`, per partition) and the index of parked users
-(`streams.runtime.parking`) up to date.
+"""The state door: the rows the routing step reads and the dedupe rows it writes, in one
+module, so that a call's routing enters it once to read (`Rows.read`) and once to
+remember its messageId (`OpenPacks.remember`) (docs/architecture.md, "One track's path").
 
-`assigned(partitions)`: recovery may have replaced rows behind the row caches (they are
-emptied), and the counts of partitions no longer ours go (the new ones are counted by
-the retry rescan). A revocation changes nothing here: the assignment that ends the
-rebalance does.
+`KeptRows` is the LRU of a table's decoded rows (its table, `rowcache.CachedRows`, says
+why and how), and reads and writes the seen table's partition-local rows in the
+partition's RocksDB database itself. `Rows` (the runtime's `rows`) reads a user's
+record, pending record (`streams.runtime.pendingstore`) and legacy dedupe row, and
+writes the pending record keeping `/status`'s counts and the parked users' index;
+`assigned` empties the row caches (recovery may have replaced rows behind them).
+`GroupReads` are the group view's reads (`groupview.GroupView`); `OpenPacks` the open
+packed dedupe rows new entries join (`seenpacks.SeenPacks` writes them).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from typing import Any
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from streams.core import pendingrows
+from streams.core import seenpack
 from streams.core.dedupe import Seen
+from streams.core.grouplookup import newer, prefetched, with_copy
+from streams.core.memsize import approx_bytes
+from streams.core.message import Message
 from streams.core.pending import Pending
 from streams.core.pendingcounts import PendingCounts
-from streams.core.state import UserState
-from streams.runtime.rowcache import CachedRows, decoded
+from streams.core.seenpack import Packer
+from streams.core.state import GroupLookup, GroupState, UserState
+from streams.runtime.changelog import ChangelogWrites
+from streams.runtime.pendingstore import PendingStore
+from streams.runtime.seentable import local_of
 
-log = logging.getLogger("cs_relay")
-
+_ABSENT = object()
+ROWS = 4096
+MAX_BYTES = 16 * 1024 * 1024  # per table (users, pending, seen: 48 MB); 4,096 user rows of ~4 KB fit
+ENTRY_BYTES = 200  # the LRU's node and the entry's list
+T = TypeVar("T")
 Table = MutableMapping[str, Any]
+# `Rows.read`: the dedupe row, the legacy one, the user's record, its pending record, its groups
+Read = tuple[Any, Seen, UserState | None, Pending, GroupLookup]
+
+
+class KeptRows:
+    """The LRU of a table's rows (`rowcache.CachedRows` is the table it wraps)."""
+
+    def __init__(self, table: Any, size: int = ROWS, max_bytes: int = MAX_BYTES) -> None:
+        self.table = table
+        self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0  # the estimate of what the rows kept take
+        # key -> [row, what `decoded` made of it, the entry's estimated bytes]
+        self._rows: OrderedDict[Any, list[Any]] = OrderedDict()
+        self._local = local_of(table)  # the rows by partition (`get_local` ...)
+        self._native = self._local is table  # a seen table: its RocksDB databases read here
+        self._raw: tuple[Any, bytes] = (None, b"")  # the last key encoded (a lookup, then its write)
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        row = self._entry(key)[0]
+        return default if row is None else row
+
+    def decoded(self, key: Any, read: Callable[[Any], T]) -> T:
+        """`read(row)` (a frozen record made from the row), made once per version of the
+        row: rows are replaced, never changed, so the same row object is the same version."""
+        entry = self._entry(key)
+        if entry[1] is _ABSENT:
+            entry[1] = read(entry[0])
+        return entry[1]
+
+    def _entry(self, key: Any) -> list[Any]:
+        entry = self._rows.get(key)
+        if entry is None:
+            entry = self._keep(key, self.table.get(key))
+        else:
+            self._rows.move_to_end(key)
+        return entry
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.table[key] = value
+        self._keep(key, value)
+
+    def put(self, key: Any, row: Any, decoded: Any) -> None:
+        """Write `row`, keeping `decoded` as what `decoded()` makes of it."""
+        self[key] = row
+        entry = self._rows.get(key)
+        if entry is not None:
+            entry[1] = decoded
+
+    def _store(self, partition: int) -> tuple[Any, Any]:
+        """The seen table's store and its RocksDB database of `partition`; no database
+        for another store or table (their own `*_local` methods then)."""
+        store = self.table.data if self._native else None
+        db_for = getattr(store, "_db_for_partition", None)
+        return store, None if db_for is None else db_for(partition)
+
+    def _raw_key(self, store: Any, key: Any) -> bytes:
+        """The key as the store has it (~3 us), once for a lookup and the write after it."""
+        last, raw = self._raw
+        if last != key or not raw:
+            raw = store._encode_key(key)
+            self._raw = (key, raw)
+        return raw
+
+    def get_local(self, partition: int, key: Any) -> Any:
+        """A row kept, else the store of `partition`'s, not kept: a dedupe lookup of a new
+        id, which `put_local` writes next."""
+        entry = self._rows.get(key)
+        if entry is not None:
+            self._rows.move_to_end(key)
+            return entry[0]
+        store, db = self._store(partition)
+        if db is None:
+            return self._local.get_local(partition, key)
+        raw = db.get(self._raw_key(store, key))
+        return None if raw is None else store._decode_value(raw)
+
+    def put_local(self, partition: int, key: Any, value: Any) -> None:
+        """A row written to the store alone, no changelog record: a new id's dedupe row,
+        read again only if the id comes again, so not kept."""
+        self._drop(key)
+        store, db = self._store(partition)
+        if db is None:
+            self._local.put_local(partition, key, value)
+            return
+        raw = self._raw_key(store, key)
+        db.put(raw, store._encode_value(value))
+        store._key_index[raw] = partition
+
+    def write_packed(self, partition: int, key: Any, value: Any) -> Any:
+        """A packed row to the changelog of `partition`, its summary to the store (not
+        kept: the sweep alone reads it); returns the changelog write."""
+        if self._store(partition)[1] is None:
+            self._drop(key)
+            return self._local.write_packed(partition, key, value)
+        self.put_local(partition, key, seenpack.summary_of(value))
+        return self.table.send_changelog(partition, key, value)
+
+    def clear(self) -> None:
+        """Forget every row kept (the table keeps them)."""
+        self._rows.clear()
+        self.bytes = 0
+
+    def _keep(self, key: Any, row: Any) -> list[Any]:
+        self._drop(key)
+        entry = [row, _ABSENT, ENTRY_BYTES + approx_bytes(key) + 2 * approx_bytes(row)]
+        if entry[2] > self.max_bytes:
+            return entry  # too large to keep: read from the table each time
+        self._rows[key] = entry
+        self.bytes += entry[2]
+        while len(self._rows) > self.size or self.bytes > self.max_bytes:
+            self.bytes -= self._rows.popitem(last=False)[1][2]
+        return entry
+
+    def _drop(self, key: Any) -> None:
+        entry = self._rows.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[2]
+
+
+def decoded(table: Any, key: Any, read: Callable[[Any], T]) -> T:
+    """`read(table.get(key))`, made once per version of the row where the table keeps
+    them (`KeptRows`); any other table (a dict in unit tests) reads it each time."""
+    if isinstance(table, KeptRows):
+        return table.decoded(key, read)
+    return read(table.get(key))
 
 
 def _read_user(data: Any) -> UserState | None:
     return UserState.from_dict(data) if data else None
+
+
+def _group(data: Mapping[str, Any] | None) -> GroupState | None:
+    return GroupState.from_dict(data) if data else None
 
 
 class Rows:
@@ -46,103 +188,133 @@ class Rows:
     ) -> None:
         self.users = users
         self.seen_rows = seen
+        self._seen_local = local_of(seen)  # the row cache itself in the worker
         self.pendings = PendingStore(pending, payloads)
         self.partition_of = partition_of
         self.index_retry = index_retry  # told of every pending record written (streams.runtime.parking)
         self.pending_counts = PendingCounts()  # events waiting, per destination and state, for /status
 
+    def read(self, key: str, partition: int, row_key: str, msg: Message, groups: GroupReads) -> Read:
+        """All that routing `msg` of user `key` reads, in one call: the dedupe row
+        `row_key` of `partition`'s store, the user's legacy dedupe row (older versions
+        wrote one per user), its record, its pending record, and the groups as the step
+        looks them up: those `msg` and the user name read now, any other when asked."""
+        user = self.user(key)
+        found: dict[str, GroupState | None] = {}
+        for group_id in (msg.group_id, msg.context_group_id, user.group_id if user is not None else None):
+            if group_id and group_id not in found:
+                found[group_id] = groups.get(group_id)
+        known = self._seen_local.get_local(partition, row_key)
+        return known, self.seen(key), user, self.pending(key), prefetched(found, groups.get)
+
     def user(self, key: str) -> UserState | None:
         return decoded(self.users, key, _read_user)
 
     def pending(self, key: str) -> Pending:
-        return self.pendings.read(key)
+        pendings = self.pendings
+        return decoded(pendings.index, key, lambda row: pendings.join(key, row))
 
     def seen(self, key: str) -> Seen:
         return decoded(self.seen_rows, key, Seen.from_dict)
 
     def store_pending(self, key: str, pending: Pending) -> None:
         self.index_retry(key, pending)
-        before = self.pendings.read(key)
+        before = self.pending(key)
         self.pending_counts.written(self.partition_of(key), key, before, pending)
         self.pendings.write(key, before, pending)
 
     def assigned(self, partitions: Iterable[int]) -> None:
         owned = set(partitions)
         for table in (self.users, self.pendings.index, self.seen_rows):
-            if isinstance(table, CachedRows):
+            if isinstance(table, KeptRows):
                 table.clear()  # recovery may have replaced rows behind the cache
         self.pending_counts.assigned(owned)  # the new ones counted by the rescan
 
 
-class PendingStore:
-    """Where a user's pending record lives: its index row and its events' payload rows
-    (`streams.core.pendingrows` says what each holds and why they are apart).
+class GroupReads:
+    """How the group view reads a group: the global copy (`stored`), or the record a
+    group call routed here made, until the global copy has caught up (`get`)."""
 
-    `read(key)` joins them into the `Pending` the step works on, kept decoded with the
-    index row (`CachedRows.decoded`) so that a user's events read it once; `write(key,
-    before, after)` writes the payload rows of new events, deletes those of events gone,
-    then the index row (or deletes it, when nothing waits). Every one of these is a
-    changelog write of the event being processed, so its offset is committed only once
-    all of them are durable (`streams.runtime.changelog`). `get(key)` and `values()`
-    serve the admin API: the joined record whole, and the index rows (enough to count
-    what waits).
-    """
+    table: Mapping[str, Any]  # the global copy (a GlobalTable's row cache in the worker)
+    bytes: int  # of the groups noted here
+    _recent: OrderedDict[str, tuple[GroupState, int]]
 
-    def __init__(self, index: Table, payloads: Table) -> None:
-        self.index = index
-        self.payloads = payloads
-        self.missing = 0  # payload rows found missing (see pendingrows.read)
+    def get(self, group_id: str) -> GroupState | None:
+        found = self.stored(group_id)
+        entry = self._recent.get(group_id)
+        if entry is None:
+            return found
+        recent = entry[0]
+        if found is not None and (found.updated_at or "") >= (recent.updated_at or ""):
+            self.drop(group_id)  # the global copy has caught up
+            return found
+        return newer(found, recent)
 
-    def read(self, key: str) -> Pending:
-        return decoded(self.index, key, lambda row: self._join(key, row))
+    def stored(self, group_id: str) -> GroupState | None:
+        """The group's record in the global copy, decoded once per version of its row
+        (`streams.runtime.grouptable.cached`: until the global table says it changed)."""
+        return decoded(self.table, group_id, _group)
 
-    def _join(self, key: str, row: Any) -> Pending:
-        pending, missing = pendingrows.read(
-            row, lambda dest, seq: self.payloads.get(pendingrows.payload_key(key, dest, seq))
-        )
-        if missing:
-            self.missing += len(missing)
-            log.error(
-                "user %r: %d waiting events have no payload row (%s); left out until their record is processed again",
-                key,
-                len(missing),
-                ", ".join(f"{dest}#{seq}" for dest, seq in missing[:5]),
-            )
-        return pending
+    def of(self, user: UserState | None) -> GroupLookup:
+        """The groups as `user` sees them: with its own copy of its group where newer."""
+        return with_copy(self.get, user)
 
-    def write(self, key: str, before: Pending, after: Pending) -> None:
-        stored = self.index.get(key)
-        if stored is not None and stored.get("v", 1) < pendingrows.INDEX_VERSION:
-            # A whole record of an older worker: none of its events has a row yet.
-            before = Pending()
-        put, gone = pendingrows.changes(before, after)
-        for (dest, seq), row in put.items():
-            self.payloads[pendingrows.payload_key(key, dest, seq)] = row
-        for dest, seq in gone:
-            payload = pendingrows.payload_key(key, dest, seq)
-            if self.payloads.get(payload) is not None:
-                del self.payloads[payload]
-        if after.is_empty():
-            if self.index.get(key) is not None:
-                del self.index[key]
-            return
-        row = pendingrows.index_row(after)
-        if isinstance(self.index, CachedRows):
-            self.index.put(key, row, after)
-        else:
-            self.index[key] = row
+    def drop(self, group_id: str) -> None:
+        """Forget what was noted of the group (its global copy is read from now on)."""
+        entry = self._recent.pop(group_id, None)
+        if entry is not None:
+            self.bytes -= entry[1]
 
-    # ------------------------------------------------------------------ admin API
 
-    @property
-    def name(self) -> str:
-        """The index table's name: the admin API finds a user's worker by its partitions."""
-        return str(getattr(self.index, "name", "pending"))
+@dataclass
+class _Open:
+    key: str
+    packer: Packer
+    written: asyncio.Future[Any]
 
-    def get(self, key: str, default: Any = None) -> dict[str, Any] | None:
-        if self.index.get(key) is None:
-            return default
-        return self.read(key).to_dict()
 
-    def values(self) -> Iterator[Any]:
-        return iter(self.index.values())
+class OpenPacks:
+    """The partitions' open packed dedupe rows, which new entries join (`remember`);
+    `streams.runtime.seenpacks.SeenPacks`, its subclass, writes them."""
+
+    table: Any
+    local: Any  # the table's rows by partition: the state door's `KeptRows` in the worker
+    changelog: ChangelogWrites
+    linger: float
+    max_entries: int
+    max_bytes: int
+    _open: dict[int, _Open]
+    _timer: asyncio.Handle | None
+    _token: str
+    _count: int
+    flush: Callable[[int], None]  # SeenPacks's: write the partition's open row
+    _lingered: Callable[[], None]  # SeenPacks's: write every open row
+
+    def remember(self, partition: int, row_key: str, offset: int, now: float) -> None:
+        """Remember a dedupe entry of the event being handled (in `partition`): its index
+        row to the store at once, the entry to the open packed row, for whose changelog
+        write the event's acknowledgement waits."""
+        self.local.put_local(partition, row_key, seenpack.index_row(offset, now))
+        pack = self._open.get(partition)
+        if pack is not None and not pack.packer.try_add(row_key, offset, now):
+            self.flush(partition)  # full by its bytes: the entry opens the next row
+            pack = None
+        if pack is None:
+            pack = self._opened(partition)
+            pack.packer.add(row_key, offset, now)
+        self.changelog.collected().append(pack.written)
+        if pack.packer.full:
+            self.flush(partition)
+
+    def _opened(self, partition: int) -> _Open:
+        loop = asyncio.get_running_loop()
+        packer = Packer(max_bytes=self.max_bytes, max_entries=self.max_entries)
+        self._count += 1
+        pack = _Open(seenpack.pack_key(partition, f"{self._token}.{self._count}"), packer, loop.create_future())
+        if self._timer is None:
+            if self.linger > 0:
+                self._timer = loop.call_later(self.linger, self._lingered)
+            else:
+                self._timer = loop.call_soon(self._lingered)
+        self._open[partition] = pack
+        return pack

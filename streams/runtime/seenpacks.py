@@ -26,6 +26,11 @@ packed row never reached Kafka becomes durable now. Another record with the mess
 is a duplicate. Without the index row the event is new, handled again: at least once.
 
 Tables without `put_local` (plain dicts in unit tests) take every row as an item.
+
+`remember` and the opening of a partition's row (`OpenPacks`) are in the state door
+(`streams.runtime.rows`), which a track enters anyway: what is here is the linger
+timer's work (`flush`, the rows written, a callback apart from any track), the
+revocation's (`forget`), and the sweep's row deletions (`delete_local`).
 """
 
 from __future__ import annotations
@@ -33,12 +38,12 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from streams.core import seenpack
-from streams.core.seenpack import MAX_PACK_BYTES, MAX_PACK_ENTRIES, Packer
+from streams.core.seenpack import MAX_PACK_BYTES, MAX_PACK_ENTRIES
 from streams.runtime.changelog import ChangelogWrites
+from streams.runtime.rows import OpenPacks
+from streams.runtime.seentable import local_of
 
 # Seconds an open packed row waits for more entries. A packed row costs about as much
 # CPU as the record per event it replaces (Faust's producer path, ~150-300 us), so it
@@ -50,14 +55,7 @@ from streams.runtime.changelog import ChangelogWrites
 PACK_LINGER = 0.05
 
 
-@dataclass
-class _Open:
-    key: str
-    packer: Packer
-    written: asyncio.Future[Any]
-
-
-class SeenPacks:
+class SeenPacks(OpenPacks):
     def __init__(
         self,
         table: Any,
@@ -68,43 +66,16 @@ class SeenPacks:
         max_bytes: int = MAX_PACK_BYTES,
     ) -> None:
         self.table = table
+        self.local = local_of(table)  # the row cache itself in the worker
         self.changelog = changelog
         self.linger = linger
         self.max_entries = max_entries
         self.max_bytes = max_bytes
-        self._open: dict[int, _Open] = {}
-        self._timer: asyncio.Handle | None = None  # writes every open row (`flush_all`)
+        self._open = {}
+        self._timer = None  # writes every open row (`flush_all`)
         self._token = uuid.uuid4().hex[:12]  # with the count, each packed row's key is its own
         self._count = 0
         self.written = 0  # packed rows written, for tests and the profile
-
-    def remember(self, partition: int, row_key: str, offset: int, now: float) -> None:
-        """Remember a dedupe entry of the event being handled (in `partition`); the
-        event's acknowledgement waits for its packed row."""
-        put_local(self.table, partition, row_key, seenpack.index_row(offset, now))
-        pack = self._open.get(partition)
-        if pack is not None and not pack.packer.try_add(row_key, offset, now):
-            self.flush(partition)  # full by its bytes: the entry opens the next row
-            pack = None
-        if pack is None:
-            pack = self._opened(partition)
-            pack.packer.add(row_key, offset, now)
-        self.changelog.collected().append(pack.written)
-        if pack.packer.full:
-            self.flush(partition)
-
-    def _opened(self, partition: int) -> _Open:
-        loop = asyncio.get_running_loop()
-        packer = Packer(max_bytes=self.max_bytes, max_entries=self.max_entries)
-        self._count += 1
-        pack = _Open(seenpack.pack_key(partition, f"{self._token}.{self._count}"), packer, loop.create_future())
-        if self._timer is None:
-            if self.linger > 0:
-                self._timer = loop.call_later(self.linger, self._lingered)
-            else:
-                self._timer = loop.call_soon(self._lingered)
-        self._open[partition] = pack
-        return pack
 
     def _lingered(self) -> None:
         self._timer = None
@@ -123,7 +94,7 @@ class SeenPacks:
         self._none_open()
         try:
             with self.changelog.during() as writes:
-                write_packed(self.table, partition, pack.key, pack.packer.value())
+                self.local.write_packed(partition, pack.key, pack.packer.value())
         except Exception as exc:  # noqa: BLE001 - the producer refused it: the events' work failed
             pack.written.set_exception(exc)
             return
@@ -167,56 +138,6 @@ def _complete_with(written: asyncio.Future[Any], writes: list[Any]) -> None:
     gathered.add_done_callback(done)
 
 
-def put_local(table: Any, partition: int, key: str, value: Any) -> None:
-    """A row to the store of `partition` alone (no changelog record)."""
-    local_of(table).put_local(partition, key, value)
-
-
-def get_local(table: Any, partition: int, key: str) -> Any:
-    """A row of the store of `partition` (the table's `get` where it has no `get_local`)."""
-    return local_of(table).get_local(partition, key)
-
-
 def delete_local(table: Any, partition: int, key: str) -> None:
-    """A row out of the store of `partition` alone (no changelog record)."""
+    """A row out of the store of `partition` alone (no changelog record): the sweep's."""
     local_of(table).delete_local(partition, key)
-
-
-def write_packed(table: Any, partition: int, key: str, value: Any) -> None:
-    """A packed row to the store and the changelog of `partition`."""
-    local_of(table).write_packed(partition, key, value)
-
-
-def local_of(table: Any) -> Any:
-    """What reads and writes `table`'s rows by partition: the table itself where it
-    can (`SeenTable`, the row cache over one), else `ByItem` over it (made per call:
-    unit tests' tables). The row cache
-    takes it once, at its start, and calls it directly."""
-    return table if all(hasattr(table, name) for name in _LOCAL) else ByItem(table)
-
-
-_LOCAL = ("get_local", "put_local", "delete_local", "write_packed")
-
-
-class ByItem:
-    """A table without partitions of its own (a plain dict in unit tests, a Faust table
-    other than the seen table): every row an item, whatever the partition, except
-    through those of the four methods the table has."""
-
-    def __init__(self, table: Any) -> None:
-        self.table = table
-        for name in _LOCAL:
-            if hasattr(table, name):
-                setattr(self, name, getattr(table, name))
-
-    def get_local(self, partition: int, key: str) -> Any:
-        return self.table.get(key)
-
-    def put_local(self, partition: int, key: str, value: Any) -> None:
-        self.table[key] = value
-
-    def delete_local(self, partition: int, key: str) -> None:
-        self.table.pop(key, None)
-
-    def write_packed(self, partition: int, key: str, value: Any) -> None:
-        self.table[key] = value

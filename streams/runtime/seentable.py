@@ -15,7 +15,11 @@ stored sets:
   take-over is a point read, as before it.
 
 The partition is explicit: a packed row may be written between events (its linger ran
-out, streams.runtime.seenpacks), when Faust knows of no current event.
+out, streams.runtime.seenpacks), when Faust knows of no current event. The worker's
+row cache over the table (`streams.runtime.rows.KeptRows`, the state door) reads and
+writes the partition's RocksDB database itself, as `get_local` and `put_local` do here:
+a track's lookup and its index row do not enter this module. `local_of(table)` gives
+any table those four methods (`ByItem`: a row per item, for unit tests' tables).
 """
 
 from __future__ import annotations
@@ -119,6 +123,40 @@ def _with_index_rows(store: Any, batch: Iterable[Any]) -> Iterable[Any]:
         yield record(event, key, summary)
         for index_key, index_value in rows:
             yield record(event, index_key, index_value)
+
+
+def local_of(table: Any) -> Any:
+    """What reads and writes `table`'s rows by partition: the table itself where it can
+    (`SeenTable`; the row cache, `streams.runtime.rows.KeptRows`, over one), else
+    `ByItem` over it (unit tests' tables)."""
+    return table if all(hasattr(table, name) for name in _LOCAL) else ByItem(table)
+
+
+_LOCAL = ("get_local", "put_local", "delete_local", "write_packed")
+
+
+class ByItem:
+    """A table without partitions of its own (a plain dict in unit tests, a Faust table
+    other than the seen table): every row an item, whatever the partition, except
+    through those of the four methods the table has."""
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        for name in _LOCAL:
+            if hasattr(table, name):
+                setattr(self, name, getattr(table, name))
+
+    def get_local(self, partition: int, key: str) -> Any:
+        return self.table.get(key)
+
+    def put_local(self, partition: int, key: str, value: Any) -> None:
+        self.table[key] = value
+
+    def delete_local(self, partition: int, key: str) -> None:
+        self.table.pop(key, None)
+
+    def write_packed(self, partition: int, key: str, value: Any) -> None:
+        self.table[key] = value
 
 
 def seen_table(app: faust.App, name: str, options: dict[str, Any]) -> SeenTable:
