@@ -5,13 +5,16 @@ undone: the table reads and writes it needs and no more."""
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from typing import Any
 
+from bench.tracehook import profiler
+from bench.trackpath import summary
 from streams.core.state import GroupState
 from streams.runtime.rowcache import CachedRows
 from streams.runtime.runtime import Tables
-from tests.runtime_world import FakeClient, World
+from tests.runtime_world import PARTITIONS, FakeClient, World
 
 BOTH = {
     "CS_RELAY_INPUT_KEYED_BY_USER": "true",
@@ -111,3 +114,35 @@ async def test_a_track_reads_the_users_row_once():
     await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")
     assert world.client.events() == ["Report%20Built"]
     assert users.reads == {"u1": 1}
+
+
+async def test_a_tracks_deliveries_enter_the_dispatch_once_and_the_senders_once_each():
+    """The step's effects, the senders and the client are three doors (docs/architecture.md,
+    "One track's path"): `apply_step` is entered once, each delivery enters the senders
+    once (`submit`), and what the way only reads (the senders' hold, the catch-up, the
+    share, the spilled pairs, the breaker) is read, not asked: no call into `parking.py`,
+    `spilling.py`, `spillstore.py` or `sending.py`, no callback of the loop into them."""
+    world, csb = both_partners()
+    await joined(world)
+    await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="warm")  # lanes started
+    spills = world.rt.spills  # as the rescan after an assignment leaves it: every partition read, no spilled queue
+    spills.assigned(range(PARTITIONS))
+    for partition in range(PARTITIONS):
+        spills.scanned_partition(partition)
+    assert spills.complete and not spills.known
+    records: list = []
+    sys.setprofile(profiler(records))
+    try:
+        await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")
+    finally:
+        sys.setprofile(None)
+    assert world.client.events() == ["Report%20Built"] * 2 and len(csb.requests) == 3  # account, two tracks
+    edges = {e: n for e, n in summary(records)["edges"].items() if not e.startswith("tests.")}  # the world's looks
+    assert edges["streams.runtime.handlers -> streams.runtime.effects"] == 1
+    assert edges["streams.runtime.effects -> streams.runtime.senders"] == 2
+    off = ("parking", "spilling", "spillstore", "sending", "senderpool")
+    assert [e for e in edges if e.rsplit(".", 1)[-1] in off] == []
+    assert [e for e in edges if e.startswith(("streams.runtime.effects", "streams.runtime.senders"))] == [
+        "streams.runtime.effects -> streams.runtime.senders",
+        "streams.runtime.senders -> streams.runtime.rows",  # a parked delivery ahead? (the state's door)
+    ]
