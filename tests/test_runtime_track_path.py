@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 from bench.tracehook import profiler
 from bench.trackpath import summary
+from streams.core.outcome import Dispatch
 from streams.core.state import GroupState
+from streams.runtime import effects, senders
 from streams.runtime.rowcache import CachedRows
 from streams.runtime.runtime import Tables
 from tests.runtime_world import PARTITIONS, FakeClient, World
@@ -142,7 +145,37 @@ async def test_a_tracks_deliveries_enter_the_dispatch_once_and_the_senders_once_
     assert edges["streams.runtime.effects -> streams.runtime.senders"] == 2
     off = ("parking", "spilling", "spillstore", "sending", "senderpool")
     assert [e for e in edges if e.rsplit(".", 1)[-1] in off] == []
+    # No park applied since the step, which saw none parked: the pending row is not read again.
     assert [e for e in edges if e.startswith(("streams.runtime.effects", "streams.runtime.senders"))] == [
         "streams.runtime.effects -> streams.runtime.senders",
-        "streams.runtime.senders -> streams.runtime.rows",  # a parked delivery ahead? (the state's door)
     ]
+
+
+async def test_a_delivery_dispatched_before_a_park_was_applied_reads_the_row_and_parks_behind_it():
+    """`senders.deliver` trusts the step's look at the pending row (no parked delivery of
+    the user to the partner) only while no park record has been applied since
+    (`ParkingMarks.parks`, moved by `retries.apply_park`): after one, it reads the row
+    and parks behind the parked delivery rather than overtake it."""
+    world, _csb = both_partners()
+    await joined(world)
+    dispatched: list[tuple[Dispatch, int | None]] = []
+    real = effects.dispatch
+
+    def recorded(rt: Any, key: str, item: Dispatch, parks: int | None = None) -> Any:
+        dispatched.append((item, parks))
+        return real(rt, key, item, parks)
+
+    effects.dispatch = recorded  # type: ignore[assignment]
+    try:
+        world.client.answers = [503]  # ClientSuccess: retryable, so it parks
+        await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")
+    finally:
+        effects.dispatch = real  # type: ignore[assignment]
+    item, parks = next((i, p) for i, p in dispatched if i.destination == "clientsuccess")
+    assert parks == 0 and world.rt.parking.marks.parks == 1  # the step saw none parked; one park applied since
+    assert len(world.rt.rows.pending("u1").queue("clientsuccess").parked) == 1
+    asked = len(world.client.requests)
+    later = replace(item, message_id="t2", seq=item.seq + 1)  # as a call dispatched before the park was applied
+    assert await senders.deliver(world.rt, "u1", later, parks) is None
+    assert len(world.client.requests) == asked  # not sent: parked behind
+    assert world.rt.counters["parked.clientsuccess"] == 2

@@ -152,18 +152,27 @@ def apply_step(
     if result.dead_letters or resend.dead_letters:
         key_bytes = key.encode("utf-8")
         work += [dead_letter(rt, d, key_bytes) for d in (*result.dead_letters, *resend.dead_letters)]
-    work += [dispatch(rt, key, d) for d in (*resend.dispatches, *result.dispatches)]
+    # What parks have been applied in this process so far (`ParkingMarks.parks`): a
+    # delivery of a pair with no parked one now reads the pending row again only if a
+    # park was applied since (`senders.deliver`).
+    parks = rt.parking.marks.parks
+    queues = resend.pending.queues
+    for d in (*resend.dispatches, *result.dispatches):
+        queue = queues.get(d.destination)
+        work.append(dispatch(rt, key, d, parks if queue is None or not queue.parked else None))
     return work
 
 
 # ---------------------------------------------------------------- deliveries
 
 
-def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
+def dispatch(rt: Runtime, key: str, item: Dispatch, parks: int | None = None) -> asyncio.Future:
     """Deliver `item` after the user's earlier deliveries to the same partner (its
     chain, served by `streams.runtime.senders`, which runs `senders.deliver`); past
     the user's share, a call's delivery is spilled instead (`spilling.admit`; its work
-    is then its rows' writes). One call per delivery of a step.
+    is then its rows' writes). One call per delivery of a step. `parks`: the count of
+    parks applied (`ParkingMarks.parks`) when the user had no parked delivery for the
+    partner (None: not known; `senders.deliver` reads the pending row).
 
     Spilling is not asked, a read of what the spill store and the senders keep, while
     the chain is under its share (`counts`, kept by the senders) and the pair has no
@@ -175,7 +184,7 @@ def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
         rt, key, item
     ):
         return spilling.written()
-    return senders.submit(pair, functools.partial(senders_mod.deliver, rt, key, item))
+    return senders.submit(pair, functools.partial(senders_mod.deliver, rt, key, item, parks))
 
 
 async def park(rt: Runtime, key: str, item: Dispatch, *, attempts: int, error: str, retry_after: float | None) -> None:

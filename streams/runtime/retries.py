@@ -48,6 +48,7 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
     """In the user's partition: the delivery joins the user's parked queue."""
     assert record.key is not None  # control records to a user are keyed by the user
     key, dest = record.key.decode("utf-8"), park.destination
+    rt.parking.marks.parks += 1  # the deliveries dispatched before it read their pending row (senders.deliver)
     parking = rt.parking.marks.parking
     if parking[(key, dest)] > 0:
         parking[(key, dest)] -= 1

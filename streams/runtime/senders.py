@@ -164,9 +164,13 @@ class Senders(PoolBase):
 # ---------------------------------------------------------------- one delivery
 
 
-async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
+async def deliver(rt: Runtime, key: str, item: Dispatch, parks: int | None = None) -> Result | None:
     """One delivery, the piece a dispatch submits: parked if it must not go now,
-    else sent; parked, dead-lettered or done as its answer says."""
+    else sent; parked, dead-lettered or done as its answer says. `parks`: the count
+    of parks applied in this process (`ParkingMarks.parks`) when the user had no
+    parked delivery for the partner, at its dispatch; unchanged, none can be parked
+    now (a park record is the only way into a parked queue: `retries.apply_park`),
+    and the pending row is not read again."""
     rt.observer.delivering(item.message_id)
     client = rt.clients[item.destination]
     if rt.parking.catchup.awaited and rt.parking.catching_up(key, item.destination):
@@ -183,7 +187,10 @@ async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
         # Confirmed, parked or handed over meanwhile (an earlier owner's record, a merge).
         rt.sending.in_flight.discard((key, item.destination, item.released_seq))
         return None
-    if rt.parking.marks.parking[(key, item.destination)] > 0 or rt.rows.pending(key).queue(item.destination).parked:
+    marks = rt.parking.marks
+    if marks.parking[(key, item.destination)] > 0 or (
+        parks != marks.parks and rt.rows.pending(key).queue(item.destination).parked
+    ):
         # An earlier delivery of this user to this partner is parked, or on its way to
         # be: park this one behind it rather than overtake it.
         await effects.park(rt, key, item, attempts=0, error="waiting behind a parked delivery", retry_after=None)
