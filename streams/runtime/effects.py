@@ -1,5 +1,7 @@
-"""What the runtime does to the world: deliver to a partner, park a delivery that
-keeps failing, dead-letter, and produce control records and forwarded events.
+"""What the runtime does to the world: a step's state written and its deliveries
+dispatched (`apply_step`, `dispatch`: to the user's chain, run by
+`streams.runtime.senders`, or spilled past its share, `streams.runtime.spilling`), a
+delivery that keeps failing parked, dead letters, control records and forwarded events.
 
 Each returns an awaitable that the event which caused it waits for before it is
 acknowledged (`streams.runtime.inflight.AckTracker`): work that fails leaves the event

@@ -20,7 +20,8 @@ time, in its own task: no task is created per request.
   and running alike, is cancelled, and waited for until the running pieces have stopped.
   Cancelling a returned future cancels that piece alone (the key's next one then runs).
   A piece that raises, or swallows its cancellation, leaves its sender serving the others.
-* `hold(key)`, given, is asked before each piece: an awaitable sets the key aside (its
+* `hold(key)`, given, is asked before each piece while `holding` (in the worker, the
+  catch-up's awaited partitions) is not empty, or always if that is None: an awaitable sets the key aside (its
   work waits, in order) until it ends, without a sender: the senders serve the others
   meanwhile (a delivery the catch-up's read-ahead has not cleared, `streams.runtime.
   catchup`, waits for it, then for the caught-up record if its user and partner have an
