@@ -286,6 +286,55 @@ async def test_cancel_drops_a_held_keys_work_and_its_hold():
     assert await senders.stop(2)
 
 
+async def test_the_hold_is_asked_only_while_its_gate_is_not_empty():
+    """`holding` (the catch-up's awaited partitions in the worker): empty, a piece goes
+    without asking `hold` (a read, not a call); not empty, `hold` is asked again."""
+    asked = []
+    caught_up = asyncio.Event()
+    holding: set[int] = set()
+
+    def hold(key):
+        asked.append(key[0])
+        return caught_up.wait() if key[0] == "late" else None
+
+    senders = Senders(1, hold=hold, holding=holding)
+    assert await asyncio.wait_for(senders.submit(("a", "cs"), lambda: asyncio.sleep(0, "a")), 2) == "a"
+    assert asked == []
+    holding.add(3)
+    late = senders.submit(("late", "cs"), lambda: asyncio.sleep(0, "late"))
+    assert await asyncio.wait_for(senders.submit(("b", "cs"), lambda: asyncio.sleep(0, "b")), 2) == "b"
+    assert asked == ["late", "b"] and not late.done()
+    holding.clear()
+    caught_up.set()
+    assert await asyncio.wait_for(late, 2) == "late"  # released: runs, not asked again
+    assert asked == ["late", "b"]
+    assert await senders.stop(2)
+
+
+async def test_the_lanes_count_each_keys_work_and_tell_when_a_watched_keys_piece_ends():
+    """`counts`: the pieces queued or running per key (the share's measure), down as
+    each ends, is cancelled while queued or is dropped by `cancel`; `ended(key)` told
+    after each piece of a key in `watch`, with the count already down."""
+    senders = Senders(1)
+    gate = asyncio.Event()
+    told: list[tuple[str, int]] = []
+    senders.watch = {("w", "cs")}
+    senders.ended = lambda key: told.append((key[0], senders.counts[key]))
+
+    works = [senders.submit(("w", "cs"), gate.wait) for _ in range(3)]
+    other = senders.submit(("o", "cs"), gate.wait)
+    dropped = senders.submit(("x", "cs"), gate.wait)
+    assert senders.counts == {("w", "cs"): 3, ("o", "cs"): 1, ("x", "cs"): 1}
+    works[1].cancel()  # queued: counted out when the lane reaches it
+    assert await senders.cancel(lambda key: key[0] == "x", timeout=2)
+    assert dropped.cancelled() and ("x", "cs") not in senders.counts
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(works[0], works[2], other), 2)
+    assert senders.counts == {}
+    assert told == [("w", 2), ("w", 1), ("w", 0)]  # not told of ("o", "cs")
+    assert await senders.stop(2)
+
+
 def users_asked(world: World) -> list[str]:
     return [r.json["identity"]["user"]["id"] for r in world.client.requests if "/events/" in r.path]
 

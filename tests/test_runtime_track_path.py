@@ -9,16 +9,19 @@ import asyncio
 import json
 import sys
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import faust
 
 from bench.tracehook import profiler
+from bench.trackpath import summary
+from streams.core.outcome import Dispatch
 from streams.core.state import GroupState
-from streams.runtime import seentable
+from streams.runtime import effects, seentable, senders
 from streams.runtime.rowcache import CachedRows
 from streams.runtime.runtime import Tables
-from tests.runtime_world import BY_USER_TOPIC, FakeClient, World
+from tests.runtime_world import BY_USER_TOPIC, PARTITIONS, FakeClient, World
 
 BOTH = {
     "CS_RELAY_INPUT_KEYED_BY_USER": "true",
@@ -160,3 +163,65 @@ def _in_kafka(partition: int | None, key: str, value: Any) -> asyncio.Future[Non
     written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     written.set_result(None)
     return written
+
+
+async def test_a_tracks_deliveries_enter_the_dispatch_once_and_the_senders_once_each():
+    """The step's effects, the senders and the client are three doors (docs/architecture.md,
+    "One track's path"): `apply_step` is entered once, each delivery enters the senders
+    once (`submit`), and what the way only reads (the senders' hold, the catch-up, the
+    share, the spilled pairs, the breaker) is read, not asked: no call into `parking.py`,
+    `spilling.py`, `spillstore.py` or `sending.py`, no callback of the loop into them."""
+    world, csb = both_partners()
+    await joined(world)
+    await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="warm")  # lanes started
+    spills = world.rt.spills  # as the rescan after an assignment leaves it: every partition read, no spilled queue
+    spills.assigned(range(PARTITIONS))
+    for partition in range(PARTITIONS):
+        spills.scanned_partition(partition)
+    assert spills.complete and not spills.known
+    records: list = []
+    sys.setprofile(profiler(records))
+    try:
+        await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")
+    finally:
+        sys.setprofile(None)
+    assert world.client.events() == ["Report%20Built"] * 2 and len(csb.requests) == 3  # account, two tracks
+    edges = {e: n for e, n in summary(records)["edges"].items() if not e.startswith("tests.")}  # the world's looks
+    assert edges["streams.runtime.handlers -> streams.runtime.effects"] == 1
+    assert edges["streams.runtime.effects -> streams.runtime.senders"] == 2
+    off = ("parking", "spilling", "spillstore", "sending", "senderpool")
+    assert [e for e in edges if e.rsplit(".", 1)[-1] in off] == []
+    # No park applied since the step, which saw none parked: the pending row is not read again.
+    assert [e for e in edges if e.startswith(("streams.runtime.effects", "streams.runtime.senders"))] == [
+        "streams.runtime.effects -> streams.runtime.senders",
+    ]
+
+
+async def test_a_delivery_dispatched_before_a_park_was_applied_reads_the_row_and_parks_behind_it():
+    """`senders.deliver` trusts the step's look at the pending row (no parked delivery of
+    the user to the partner) only while no park record has been applied since
+    (`ParkingMarks.parks`, moved by `retries.apply_park`): after one, it reads the row
+    and parks behind the parked delivery rather than overtake it."""
+    world, _csb = both_partners()
+    await joined(world)
+    dispatched: list[tuple[Dispatch, int | None]] = []
+    real = effects.dispatch
+
+    def recorded(rt: Any, key: str, item: Dispatch, parks: int | None = None) -> Any:
+        dispatched.append((item, parks))
+        return real(rt, key, item, parks)
+
+    effects.dispatch = recorded  # type: ignore[assignment]
+    try:
+        world.client.answers = [503]  # ClientSuccess: retryable, so it parks
+        await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")
+    finally:
+        effects.dispatch = real  # type: ignore[assignment]
+    item, parks = next((i, p) for i, p in dispatched if i.destination == "clientsuccess")
+    assert parks == 0 and world.rt.parking.marks.parks == 1  # the step saw none parked; one park applied since
+    assert len(world.rt.rows.pending("u1").queue("clientsuccess").parked) == 1
+    asked = len(world.client.requests)
+    later = replace(item, message_id="t2", seq=item.seq + 1)  # as a call dispatched before the park was applied
+    assert await senders.deliver(world.rt, "u1", later, parks) is None
+    assert len(world.client.requests) == asked  # not sent: parked behind
+    assert world.rt.counters["parked.clientsuccess"] == 2

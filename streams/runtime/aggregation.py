@@ -33,7 +33,7 @@ from streams.core.aggregate import Fold, Windows, describe, due, fold_within, ne
 from streams.core.control import WindowClose, WindowDone
 from streams.core.outcome import Dispatch
 from streams.destinations import REGISTRY
-from streams.runtime import effects
+from streams.runtime import effects, senders
 from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 from streams.runtime.tablescan import chunks_of_partition
@@ -144,7 +144,7 @@ def window_close(rt: Runtime, record: Incoming, close: WindowClose) -> list[Awai
 
 async def deliver_window(rt: Runtime, key: str, item: Dispatch, wid: str) -> None:
     try:
-        await effects.deliver(rt, key, item)  # delivered, parked or dead-lettered
+        await senders.deliver(rt, key, item)  # delivered, parked or dead-lettered
         await effects.control_to_user(rt, key, WindowDone(wid))
     except BaseException:
         # No window-done will clear the mark: let a later tick send the window again.

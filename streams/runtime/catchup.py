@@ -27,7 +27,7 @@ likewise keeps a released event from being sent again.
 It waits at most the delivery deadline, and not while the reading loops wait for
 acknowledgements (a backlog longer than the unacknowledged window: the caught-up record
 cannot be read before some of these events are done): then it parks at once
-(`streams.runtime.effects.deliver` goes if `cleared`, else parks), its record
+(`streams.runtime.senders.deliver` goes if `cleared`, else parks), its record
 behind every earlier one in the log all the same. Before the scan, every delivery of
 such a backlog did so (issue 23: 10,010 of 20,000 in a half-size scenario b started
 behind a by-user backlog; none with the scan). The wait for the scan itself is bounded

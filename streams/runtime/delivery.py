@@ -18,6 +18,7 @@ import json
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ import aiohttp
 from yarl import URL
 
 from streams import __version__
+from streams.core.breaker import Breakers, State, signal_of
 from streams.core.decision import PartnerRequest
 from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff, classify, retry_after_seconds
@@ -32,6 +34,7 @@ from streams.destinations.base import Credentials
 from streams.runtime.ratelimit import AdaptiveRate
 
 log = logging.getLogger(__name__)
+circuits = logging.getLogger("cs_relay")
 
 EXCERPT_CHARS = 300
 USER_AGENT = f"cs-relay/{__version__}"
@@ -52,6 +55,41 @@ class Result:
     excerpt: str  # a short, redacted excerpt of the last answer or error ("" for one meaning done)
     elapsed: float
     retry_after: float | None = None  # the partner's Retry-After, in seconds
+
+
+class Answers:
+    """`PartnerClient.send`'s `on_answer`: tells the destination's breaker each answer
+    (status None: none came), from this module (no call out on a request's way); True
+    while it stays closed (the caller's quick retries may go on)."""
+
+    __slots__ = ("breakers", "clock", "counters", "destination")
+
+    def __init__(
+        self, destination: str, breakers: Breakers, clock: Callable[[], float], counters: Counter[str]
+    ) -> None:
+        self.destination = destination
+        self.breakers = breakers
+        self.clock = clock
+        self.counters = counters
+
+    def __call__(self, outcome: Outcome, status: int | None, retry_after: float | None) -> bool:
+        destination, breaker = self.destination, self.breakers[self.destination]
+        before = breaker.state
+        reason = f"answered {status}" if status is not None else "no answer"
+        breaker.record(signal_of(outcome.value, status), self.clock(), retry_after, reason)
+        if breaker.state is not before:
+            self.counters[f"circuit_{breaker.state}.{destination}"] += 1
+            if breaker.state is State.CLOSED:
+                circuits.warning("%s answers again: its circuit breaker is closed", destination)
+            elif breaker.state is State.OPEN:
+                wait = breaker.wait(self.clock())
+                circuits.warning(
+                    "%s %s: its circuit breaker is open, deliveries park for %.0f s before a probe",
+                    destination,
+                    reason,
+                    wait,
+                )
+        return breaker.state is State.CLOSED
 
 
 class RequestURLs:

@@ -1,5 +1,7 @@
-"""What the runtime does to the world: deliver to a partner, park a delivery that
-keeps failing, dead-letter, and produce control records and forwarded events.
+"""What the runtime does to the world: a step's state written and its deliveries
+dispatched (`apply_step`, `dispatch`: to the user's chain, run by
+`streams.runtime.senders`, or spilled past its share, `streams.runtime.spilling`), a
+delivery that keeps failing parked, dead letters, control records and forwarded events.
 
 Each returns an awaitable that the event which caused it waits for before it is
 acknowledged (`streams.runtime.inflight.AckTracker`): work that fails leaves the event
@@ -12,25 +14,23 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from streams.core import control
-from streams.core.breaker import AUTH_STATUSES
-from streams.core.control import Control, Park, PendingDone
+from streams.core.control import Control, Park
 from streams.core.deadletter import dead_letter_headers, identity_of
-from streams.core.decision import PartnerRequest
 from streams.core.outcome import DeadLetter, Dispatch, Step
 from streams.core.pending import Parked, Pending
-from streams.core.reasons import Reason
-from streams.core.releasing import resolve_releasing
-from streams.core.retry import Outcome
+from streams.core.releasing import Resend, resolve_releasing
 from streams.core.state import UserState
+from streams.runtime import senders as senders_mod
 from streams.runtime import spilling
-from streams.runtime.delivery import PartnerClient, Result
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS, produce
-from streams.runtime.runtime import Runtime
+
+if TYPE_CHECKING:
+    from streams.runtime.runtime import Runtime
 
 log = logging.getLogger("cs_relay")
 
@@ -132,128 +132,61 @@ def apply_step(
         stored = rt.rows.user(key)  # written only when it changed (last_seen moves once a minute)
     if result.user is not stored and result.user != stored:
         rt.tables.users[key] = result.user.to_dict()
-    resend = resolve_releasing(
-        before,
-        result.pending,
-        rt.destinations,
-        result.user,
-        rt.groups.of(result.user),
-        lambda d, seq: (key, d, seq) in rt.sending.in_flight,
-    )
+    if any(queue.releasing for queue in before.queues.values()):
+        # Released events to decide again: the user's groups (a read of the group view,
+        # streams.runtime.groupview) only then.
+        resend = resolve_releasing(
+            before,
+            result.pending,
+            rt.destinations,
+            result.user,
+            rt.groups.of(result.user),
+            lambda d, seq: (key, d, seq) in rt.sending.in_flight,
+        )
+    else:
+        resend = Resend(result.pending, [], [], [])
     if resend.pending != before:
-        rt.rows.store_pending(key, resend.pending)
+        rt.rows.store_pending(key, resend.pending)  # a write through the state's door
     for dest, why in resend.skipped:  # released, and the destination's rules changed since
         rt.counters[f"skipped.{dest}"] += 1
         log.info("a released event is no longer taken by %s: %s", dest, why)
-    key_bytes = key.encode("utf-8")
-    work: list[Awaitable[Any]] = [dead_letter(rt, d, key_bytes) for d in (*result.dead_letters, *resend.dead_letters)]
-    work += [dispatch(rt, key, d) for d in (*resend.dispatches, *result.dispatches)]
+    work: list[Awaitable[Any]] = []
+    if result.dead_letters or resend.dead_letters:
+        key_bytes = key.encode("utf-8")
+        work += [dead_letter(rt, d, key_bytes) for d in (*result.dead_letters, *resend.dead_letters)]
+    # What parks have been applied in this process so far (`ParkingMarks.parks`): a
+    # delivery of a pair with no parked one now reads the pending row again only if a
+    # park was applied since (`senders.deliver`).
+    parks = rt.parking.marks.parks
+    queues = resend.pending.queues
+    for d in (*resend.dispatches, *result.dispatches):
+        queue = queues.get(d.destination)
+        work.append(dispatch(rt, key, d, parks if queue is None or not queue.parked else None))
     return work
 
 
 # ---------------------------------------------------------------- deliveries
 
 
-def dispatch(rt: Runtime, key: str, item: Dispatch) -> asyncio.Future:
-    """Deliver `item` after the user's earlier deliveries to the same partner; past the
-    user's share, a call's delivery is spilled instead (streams.runtime.spilling)."""
+def dispatch(rt: Runtime, key: str, item: Dispatch, parks: int | None = None) -> asyncio.Future:
+    """Deliver `item` after the user's earlier deliveries to the same partner (its
+    chain, served by `streams.runtime.senders`, which runs `senders.deliver`); past
+    the user's share, a call's delivery is spilled instead (`spilling.admit`; its work
+    is then its rows' writes). One call per delivery of a step. `parks`: the count of
+    parks applied (`ParkingMarks.parks`) when the user had no parked delivery for the
+    partner (None: not known; `senders.deliver` reads the pending row).
+
+    Spilling is not asked, a read of what the spill store and the senders keep, while
+    the chain is under its share (`counts`, kept by the senders) and the pair has no
+    spilled queue (`known`, complete once the store has read every owned partition)."""
     if item.released_seq is not None:
         rt.sending.in_flight.add((key, item.destination, item.released_seq))
-    return spilling.dispatched(rt, key, item, functools.partial(deliver, rt, key, item))
-
-
-async def deliver(rt: Runtime, key: str, item: Dispatch) -> Result | None:
-    rt.observer.delivering(item.message_id)
-    client = rt.clients[item.destination]
-    if rt.parking.catching_up(key, item.destination):
-        # This worker has not yet read all that an earlier owner left in the partition, and
-        # a park or pending-done record of this user and partner may lie ahead of it
-        # (streams.runtime.catchup). The senders held this delivery aside for it, at most
-        # the delivery deadline and not under back-pressure (`Parking.hold`): it still
-        # may, so it parks (its record behind every earlier one in the log).
-        rt.counters[f"parked_catching_up.{item.destination}"] += 1
-        error = "read before its partition caught up with an earlier owner's records; not called"
-        await park(rt, key, item, attempts=0, error=error, retry_after=None)
-        return None
-    if item.released_seq is not None and not _releasing(rt, key, item):
-        # Confirmed, parked or handed over meanwhile (an earlier owner's record, a merge).
-        rt.sending.in_flight.discard((key, item.destination, item.released_seq))
-        return None
-    if rt.parking.marks.parking[(key, item.destination)] > 0 or rt.rows.pending(key).queue(item.destination).parked:
-        # An earlier delivery of this user to this partner is parked, or on its way to
-        # be: park this one behind it rather than overtake it.
-        await park(rt, key, item, attempts=0, error="waiting behind a parked delivery", retry_after=None)
-        return None
-    breaker = rt.sending.breakers[item.destination]
-    if not breaker.allow(rt.clock()):
-        # The destination is backed off as a whole (streams.core.breaker): park at once,
-        # due when the breaker lets a request through again, without asking it.
-        rt.counters[f"held_back.{item.destination}"] += 1
-        error = f"{client.name}: circuit {breaker.state} after {breaker.last_reason}; not called"
-        await park(rt, key, item, attempts=0, error=error, retry_after=breaker.wait(rt.clock()) or None)
-        return None
-    result = await send_bounded(rt, item.destination, item.request)
-    rt.counters[f"{result.outcome.value}.{item.destination}"] += 1
-    rt.observer.delivery(key, item.destination, item.message_id, result.outcome, result.status, rt.clock())
-    if result.outcome is Outcome.RETRY or result.status in AUTH_STATUSES:
-        # A 401/403 parks too: most likely the destination refuses the key for every
-        # request (its breaker pauses it); a retry refused again after other requests
-        # succeeded is this call's own refusal (streams.runtime.retries.retry).
-        retry_after = max(result.retry_after or 0.0, breaker.wait(rt.clock())) or None
-        await park(rt, key, item, attempts=result.attempts, error=error_text(client, result), retry_after=retry_after)
-        return result
-    if result.outcome is Outcome.FAIL:
-        await dead_letter(
-            rt,
-            DeadLetter(
-                Reason.PARTNER_REFUSED if client.classify(result.status) is Outcome.FAIL else Reason.RETRIES_EXHAUSTED,
-                error_text(client, result),
-                item.raw,
-                item.source,
-                "delivery",
-                item.destination,
-                _numbered(item),
-            ),
-            key.encode("utf-8"),
-            status=result.status,
-        )
-    if item.released_seq is not None:
-        # Confirm in the user's own partition, so the changelog write is local to the key.
-        await control_to_user(rt, key, PendingDone(item.destination, item.released_seq))
-    return result
-
-
-def _numbered(item: Dispatch) -> str | None:
-    number = item.released_seq if item.released_seq is not None else item.seq
-    return None if number is None else f"{item.destination}#{number}"
-
-
-def _releasing(rt: Runtime, key: str, item: Dispatch) -> bool:
-    return any(i.seq == item.released_seq for i in rt.rows.pending(key).queue(item.destination).releasing)
-
-
-async def send_bounded(rt: Runtime, destination: str, request: PartnerRequest) -> Result:
-    """`PartnerClient.send` within `CS_RELAY_DELIVERY_DEADLINE`, its answers told to
-    the destination's breaker: a delivery never holds its event longer than that
-    (a second to spare for the client's own budget), whatever the partner does."""
-    deadline = rt.settings.delivery_deadline
-
-    def on_answer(outcome: Outcome, status: int | None, retry_after: float | None) -> bool:
-        return rt.sending.answered(destination, outcome, status, retry_after)
-
-    try:
-        # asyncio.timeout, not wait_for: no task of its own per request (Python 3.11).
-        async with asyncio.timeout(deadline + 1.0):
-            return await rt.clients[destination].send(request, budget=deadline, on_answer=on_answer)
-    except TimeoutError:
-        rt.sending.answered(destination, Outcome.RETRY, None, None)
-        return Result(Outcome.RETRY, None, 1, f"no answer within {deadline:g} s", deadline)
-
-
-def error_text(client: PartnerClient, result: Result) -> str:
-    if result.status is not None:
-        return f"{client.name} answered {result.status}: {result.excerpt}"
-    return f"{client.name}: {result.excerpt}"
+    pair, store, senders = (key, item.destination), rt.spills, rt.sending.senders
+    if (senders.counts[pair] >= rt.settings.user_share or not store.complete or pair in store.known) and spilling.admit(
+        rt, key, item
+    ):
+        return spilling.written()
+    return senders.submit(pair, functools.partial(senders_mod.deliver, rt, key, item, parks))
 
 
 async def park(rt: Runtime, key: str, item: Dispatch, *, attempts: int, error: str, retry_after: float | None) -> None:

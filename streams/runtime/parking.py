@@ -111,6 +111,9 @@ class ParkingMarks:
 
     * `parking[(user, destination)]`: park records produced but not applied yet; while
       one is on its way, the user's later events for that destination wait.
+    * `parks`: how many park records this process has applied, of any user (a delivery
+      dispatched when its user had none parked reads its pending row again only if
+      this moved since: `streams.runtime.senders.deliver`).
     * `retrying`: (user, destination, seq) of parked heads being retried, from the start
       of a retry until its `retried` record is applied, so a head is not retried twice.
     * `retry_due_at[user]`: when the user's next retry is due.
@@ -137,6 +140,7 @@ class ParkingMarks:
 
     def __init__(self, max_bytes: int = MAX_BYTES) -> None:
         self.parking: Counter[tuple[str, str]] = Counter()
+        self.parks = 0
         self.retrying: set[tuple[str, str, int]] = set()
         self.retry_due_at: dict[str, float] = {}
         self.parked_since = OldestParked()

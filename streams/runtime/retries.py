@@ -29,7 +29,7 @@ from streams.core.reasons import Reason
 from streams.core.releasing import release_ready
 from streams.core.retry import Outcome
 from streams.core.versions import Readable
-from streams.runtime import effects
+from streams.runtime import effects, senders
 from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 from streams.runtime.tablescan import chunks_of_partition
@@ -48,6 +48,7 @@ def apply_park(rt: Runtime, record: Incoming, park: Park) -> list[Awaitable[Any]
     """In the user's partition: the delivery joins the user's parked queue."""
     assert record.key is not None  # control records to a user are keyed by the user
     key, dest = record.key.decode("utf-8"), park.destination
+    rt.parking.marks.parks += 1  # the deliveries dispatched before it read their pending row (senders.deliver)
     parking = rt.parking.marks.parking
     if parking[(key, dest)] > 0:
         parking[(key, dest)] -= 1
@@ -224,7 +225,7 @@ async def retry(rt: Runtime, key: str, dest: str, head: Parked) -> None:
 
 async def retry_one(rt: Runtime, key: str, dest: str, item: Parked) -> Outcome:
     client = rt.clients[dest]
-    result = await effects.send_bounded(rt, dest, PartnerRequest.from_dict(item.request))
+    result = await senders.send_bounded(rt, dest, PartnerRequest.from_dict(item.request))
     outcome, retry_after = result.outcome, result.retry_after
     if result.status in AUTH_STATUSES:
         breaker = rt.sending.breakers[dest]
@@ -235,7 +236,7 @@ async def retry_one(rt: Runtime, key: str, dest: str, item: Parked) -> Outcome:
     rt.counters[f"retried.{dest}"] += 1
     rt.observer.delivery(key, dest, item.message_id, outcome, result.status, rt.clock(), retry=True)
     record = Retried(
-        dest, item.seq, outcome, result.attempts, result.status, effects.error_text(client, result), retry_after
+        dest, item.seq, outcome, result.attempts, result.status, senders.error_text(client, result), retry_after
     )
     await effects.control_to_user(rt, key, record)
     return outcome

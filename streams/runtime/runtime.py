@@ -31,6 +31,7 @@ unit tests), so those functions run without a broker.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import random
@@ -46,7 +47,7 @@ from streams.core.destination import Destination
 from streams.core.memory import Memory
 from streams.core.redact import redact
 from streams.partitioner import Partitioner
-from streams.runtime import wiring
+from streams.runtime import spilling, wiring
 from streams.runtime.acks import Acks
 from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
@@ -188,8 +189,10 @@ class Runtime:
             clock=clock,
             rng=rng or random.Random(),
             hold=parking.hold,
+            holding=parking.catchup.awaited,
         )
-        return cls(
+        spills = SpillStore(tables.spill, tables.spillrows, partition_of)
+        runtime = cls(
             settings,
             destinations=wiring.destinations(settings),
             clients=clients,
@@ -206,10 +209,15 @@ class Runtime:
             parking=parking,
             sending=sending,
             windows=Windows(partition_of),
-            spills=SpillStore(tables.spill, tables.spillrows, partition_of),
+            spills=spills,
             seen_packs=SeenPacks(tables.seen, ChangelogWrites()),
             observer=observer or Unobserved(),
         )
+        # The senders count each chain's deliveries (the fairness share) and tell
+        # spilling when one of a pair with spilled deliveries ends.
+        sending.senders.watch = spills.known
+        sending.senders.ended = functools.partial(spilling.ended, runtime)
+        return runtime
 
     def destination(self, key: str) -> Destination | None:
         return next((d for d in self.destinations if d.key == key), None)

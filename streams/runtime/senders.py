@@ -20,7 +20,8 @@ time, in its own task: no task is created per request.
   and running alike, is cancelled, and waited for until the running pieces have stopped.
   Cancelling a returned future cancels that piece alone (the key's next one then runs).
   A piece that raises, or swallows its cancellation, leaves its sender serving the others.
-* `hold(key)`, given, is asked before each piece: an awaitable sets the key aside (its
+* `hold(key)`, given, is asked before each piece while `holding` (in the worker, the
+  catch-up's awaited partitions) is not empty, or always if that is None: an awaitable sets the key aside (its
   work waits, in order) until it ends, without a sender: the senders serve the others
   meanwhile (a delivery the catch-up's read-ahead has not cleared, `streams.runtime.
   catchup`, waits for it, then for the caught-up record if its user and partner have an
@@ -33,53 +34,42 @@ time, in its own task: no task is created per request.
   serves (their pending rows read from another partition's store: a released delivery
   taken for one confirmed meanwhile, and dropped).
 * `stop(timeout)`: the worker stops; everything is cancelled and the senders end.
+* `counts[key]`: the pieces of each key queued or running, kept by the lanes (the
+  fairness share's measure, `streams.runtime.spilling`); as a piece of a key in `watch`
+  leaves, `ended(key)` is told (a spilled queue's next deliveries go to its chain).
+
+One delivery's run is here too (`deliver`, the piece a dispatch submits: the checks
+before it goes, the request through `streams.runtime.delivery`, what its answer
+makes of it), so that a delivery enters this module once, at `submit`; what is off
+that way (cancelling, holding, stopping) is `streams.runtime.senderpool`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Any
+from collections.abc import Hashable
+from typing import TYPE_CHECKING
 
-Make = Callable[[], Awaitable[Any]]
-Hold = Callable[[Any], Awaitable[Any] | None]
+from streams.core.breaker import AUTH_STATUSES
+from streams.core.control import PendingDone
+from streams.core.decision import PartnerRequest
+from streams.core.outcome import DeadLetter, Dispatch
+from streams.core.reasons import Reason
+from streams.core.retry import Outcome
+from streams.runtime import effects
+from streams.runtime.delivery import Answers, PartnerClient, Result
+from streams.runtime.senderpool import Hold, LaneBase, Make, PoolBase, Work
 
+if TYPE_CHECKING:
+    from streams.runtime.runtime import Runtime
 
-class Work(asyncio.Future):
-    """The future of one submitted piece of work. Cancelling it while its piece runs
-    interrupts the sender running it (which goes on with other work)."""
-
-    __slots__ = ("_lane", "_sender")  # set while the piece runs
-
-    _lane: Lane | None
-    _sender: asyncio.Task | None
-
-    def cancel(self, msg: Any = None) -> bool:
-        lane, sender = getattr(self, "_lane", None), getattr(self, "_sender", None)
-        cancelled = super().cancel(msg)
-        if cancelled and lane is not None and sender is not None:
-            lane.interrupt(sender)
-        return cancelled
+__all__ = ["Hold", "Lane", "Senders", "Work", "deliver", "error_text", "send_bounded"]
 
 
-class Lane:
-    """One destination's senders, the queues of its keys and the ready queue of keys."""
-
-    def __init__(self, size: int, hold: Hold | None = None) -> None:
-        self.size = size
-        self.hold = hold
-        self.held: dict[Hashable, asyncio.Future] = {}  # keys set aside by `hold`, until it ends
-        self.released: set[Hashable] = set()  # keys whose next piece was held already: it runs
-        self.queues: dict[Hashable, deque[tuple[Work, Make]]] = {}  # a key with queued or running work
-        self.ready: deque[Hashable] = deque()  # keys with queued work and none running
-        self.running: dict[Hashable, Work] = {}
-        self.ending: dict[Hashable, asyncio.Future] = {}  # keys whose running piece `cancel` waits for
-        self.interrupted: set[asyncio.Task] = set()  # senders whose running piece was cancelled
-        self.idle: deque[asyncio.Future] = deque()  # a waiter per sender with nothing to do
-        self.senders: set[asyncio.Task] = set()
+class Lane(LaneBase):
+    """One destination's senders (what a piece goes through; the rest: `LaneBase`)."""
 
     def submit(self, key: Hashable, make: Make) -> Work:
         work = Work()
@@ -89,6 +79,7 @@ class Lane:
             self.ready.append(key)
             self._wake()
         queue.append((work, make))
+        self.pool.counts[key] += 1
         return work
 
     def _wake(self) -> None:
@@ -102,38 +93,12 @@ class Lane:
             self.senders.add(sender)
             sender.add_done_callback(self.senders.discard)
 
-    def _held(self, key: Hashable) -> bool:
-        """Whether `hold` sets the key aside now (its next piece was held already: no)."""
-        if key in self.released:
-            self.released.discard(key)
-            return False
-        assert self.hold is not None
-        waiting = self.hold(key)
-        if waiting is None:
-            return False
-        held = self.held[key] = asyncio.ensure_future(waiting)
-        held.add_done_callback(functools.partial(self._unheld, key))
-        return True
-
-    def _unheld(self, key: Hashable, held: asyncio.Future) -> None:
-        if self.held.get(key) is not held:
-            return  # cancelled (`cancel`)
-        del self.held[key]
-        if not held.cancelled():
-            held.exception()  # the hold's own trouble, if any: the piece runs all the same
-        self.released.add(key)
-        self.ready.append(key)
-        self._wake()
-
-    def interrupt(self, sender: asyncio.Task) -> None:
-        self.interrupted.add(sender)
-        sender.cancel()
-
     async def _serve(self) -> None:
         sender = asyncio.current_task()
         assert sender is not None
         loop = asyncio.get_running_loop()
-        ready, queues, running = self.ready, self.queues, self.running
+        ready, queues, running, pool = self.ready, self.queues, self.running, self.pool
+        counts = pool.counts
         while True:
             if not ready:
                 waiter = loop.create_future()
@@ -142,7 +107,7 @@ class Lane:
                 continue
             key = ready.popleft()
             queue = queues[key]
-            if self.hold is not None and self._held(key):
+            if self.hold is not None and (self.holding is None or self.holding or self.released) and self._held(key):
                 continue
             work, make = queue.popleft()
             if not work.done():  # not cancelled while queued
@@ -153,10 +118,17 @@ class Lane:
                     ending = self.ending.pop(key, None)
                     if ending is not None:
                         ending.set_result(None)
+            left = counts[key] - 1  # counted out (`counts`)
+            if left > 0:
+                counts[key] = left
+            else:
+                del counts[key]
             if queue:
                 ready.append(key)  # to the tail: round robin across keys
             else:
                 del queues[key]
+            if key in pool.watch and pool.ended is not None:
+                pool.ended(key)
 
     async def _run(self, sender: asyncio.Task, work: Work, make: Make) -> None:
         """Run one piece, its outcome to `work`; raises only when the sender is stopped."""
@@ -174,86 +146,125 @@ class Lane:
                 work.set_exception(exc)
             return
         work._lane = work._sender = None
-        self._resumed(sender)  # if it swallowed its cancellation
+        if self.interrupted:
+            self._resumed(sender)  # if it swallowed its cancellation
         if not work.done():
             work.set_result(result)
 
-    def _resumed(self, sender: asyncio.Task) -> bool:
-        """Whether the sender's cancellation was for the piece it ran: then it serves on."""
-        if sender not in self.interrupted:
-            return False
-        self.interrupted.discard(sender)
-        while sender.cancelling():
-            sender.uncancel()
-        return True
 
-    def cancel(self, where: Callable[[Hashable], bool]) -> list[asyncio.Future]:
-        """Cancel the matching keys' work; the futures that end as their running pieces stop."""
-        loop = asyncio.get_running_loop()
-        ending = []
-        for key in [k for k in self.queues if where(k)]:
-            queue = self.queues[key]
-            for work, _make in queue:
-                work.cancel()
-            queue.clear()
-            running = self.running.get(key)
-            if running is None:
-                del self.queues[key]
-                self.released.discard(key)
-                held = self.held.pop(key, None)
-                if held is not None:
-                    held.cancel()
-                else:
-                    self.ready.remove(key)
-                continue
-            ending.append(self.ending.setdefault(key, loop.create_future()))
-            running.cancel()
-        return ending
-
-
-class Senders:
+class Senders(PoolBase):
     """The pool: a `Lane` of at most `size` senders per destination."""
-
-    def __init__(self, size: int, hold: Hold | None = None) -> None:
-        if size < 1:
-            raise ValueError("a lane needs at least one sender")
-        self.size = size
-        self.hold = hold
-        self._lanes: dict[Hashable, Lane] = {}
 
     def submit(self, key: tuple[str, str], make: Make) -> Work:
         lane = self._lanes.get(key[1])
         if lane is None:
-            self._lanes[key[1]] = lane = Lane(self.size, self.hold)
+            self._lanes[key[1]] = lane = Lane(self)
         return lane.submit(key, make)
 
-    async def cancel(self, where: Callable[[Any], bool], timeout: float) -> bool:
-        """Cancel the work, queued and running, of the keys matching `where`, and wait
-        until their running pieces have stopped; False if some did not within `timeout`."""
-        ending = [future for lane in self._lanes.values() for future in lane.cancel(where)]
-        if not ending:
-            return True
-        _, running = await asyncio.wait(ending, timeout=timeout)
-        return not running
 
-    async def stop(self, timeout: float) -> bool:
-        """Cancel all work and end the senders; False if some did not end within `timeout`."""
-        stopped = await self.cancel(lambda key: True, timeout)
-        senders: list[asyncio.Task] = []
-        for lane in self._lanes.values():
-            lane.interrupted.clear()  # a piece still running now is stopped with its sender
-            senders += lane.senders
-        for sender in senders:
-            sender.cancel()
-        if senders:
-            _, running = await asyncio.wait(senders, timeout=timeout)
-            stopped = stopped and not running
-        return stopped
+# ---------------------------------------------------------------- one delivery
 
-    def senders(self) -> int:
-        """The sender coroutines running now, across lanes."""
-        return sum(len(lane.senders) for lane in self._lanes.values())
 
-    def __len__(self) -> int:
-        """The keys with work queued or running."""
-        return sum(len(lane.queues) for lane in self._lanes.values())
+async def deliver(rt: Runtime, key: str, item: Dispatch, parks: int | None = None) -> Result | None:
+    """One delivery, the piece a dispatch submits: parked if it must not go now,
+    else sent; parked, dead-lettered or done as its answer says. `parks`: the count
+    of parks applied in this process (`ParkingMarks.parks`) when the user had no
+    parked delivery for the partner, at its dispatch; unchanged, none can be parked
+    now (a park record is the only way into a parked queue: `retries.apply_park`),
+    and the pending row is not read again."""
+    rt.observer.delivering(item.message_id)
+    client = rt.clients[item.destination]
+    if rt.parking.catchup.awaited and rt.parking.catching_up(key, item.destination):
+        # This worker has not yet read all that an earlier owner left in the partition, and
+        # a park or pending-done record of this user and partner may lie ahead of it
+        # (streams.runtime.catchup). The senders held this delivery aside for it, at most
+        # the delivery deadline and not under back-pressure (`Parking.hold`): it still
+        # may, so it parks (its record behind every earlier one in the log).
+        rt.counters[f"parked_catching_up.{item.destination}"] += 1
+        error = "read before its partition caught up with an earlier owner's records; not called"
+        await effects.park(rt, key, item, attempts=0, error=error, retry_after=None)
+        return None
+    if item.released_seq is not None and not _releasing(rt, key, item):
+        # Confirmed, parked or handed over meanwhile (an earlier owner's record, a merge).
+        rt.sending.in_flight.discard((key, item.destination, item.released_seq))
+        return None
+    marks = rt.parking.marks
+    if marks.parking[(key, item.destination)] > 0 or (
+        parks != marks.parks and rt.rows.pending(key).queue(item.destination).parked
+    ):
+        # An earlier delivery of this user to this partner is parked, or on its way to
+        # be: park this one behind it rather than overtake it.
+        await effects.park(rt, key, item, attempts=0, error="waiting behind a parked delivery", retry_after=None)
+        return None
+    breaker = rt.sending.breakers[item.destination]
+    if not breaker.allow(rt.clock()):
+        # The destination is backed off as a whole (streams.core.breaker): park at once,
+        # due when the breaker lets a request through again, without asking it.
+        rt.counters[f"held_back.{item.destination}"] += 1
+        error = f"{client.name}: circuit {breaker.state} after {breaker.last_reason}; not called"
+        await effects.park(rt, key, item, attempts=0, error=error, retry_after=breaker.wait(rt.clock()) or None)
+        return None
+    result = await send_bounded(rt, item.destination, item.request)
+    rt.counters[f"{result.outcome.value}.{item.destination}"] += 1
+    rt.observer.delivery(key, item.destination, item.message_id, result.outcome, result.status, rt.clock())
+    if result.outcome is Outcome.RETRY or result.status in AUTH_STATUSES:
+        # A 401/403 parks too: most likely the destination refuses the key for every
+        # request (its breaker pauses it); a retry refused again after other requests
+        # succeeded is this call's own refusal (streams.runtime.retries.retry).
+        retry_after = max(result.retry_after or 0.0, breaker.wait(rt.clock())) or None
+        error = error_text(client, result)
+        await effects.park(rt, key, item, attempts=result.attempts, error=error, retry_after=retry_after)
+        return result
+    if result.outcome is Outcome.FAIL:
+        await effects.dead_letter(
+            rt,
+            DeadLetter(
+                Reason.PARTNER_REFUSED if client.classify(result.status) is Outcome.FAIL else Reason.RETRIES_EXHAUSTED,
+                error_text(client, result),
+                item.raw,
+                item.source,
+                "delivery",
+                item.destination,
+                _numbered(item),
+            ),
+            key.encode("utf-8"),
+            status=result.status,
+        )
+    if item.released_seq is not None:
+        # Confirm in the user's own partition, so the changelog write is local to the key.
+        await effects.control_to_user(rt, key, PendingDone(item.destination, item.released_seq))
+    return result
+
+
+def _numbered(item: Dispatch) -> str | None:
+    number = item.released_seq if item.released_seq is not None else item.seq
+    return None if number is None else f"{item.destination}#{number}"
+
+
+def _releasing(rt: Runtime, key: str, item: Dispatch) -> bool:
+    return any(i.seq == item.released_seq for i in rt.rows.pending(key).queue(item.destination).releasing)
+
+
+async def send_bounded(rt: Runtime, destination: str, request: PartnerRequest) -> Result:
+    """`PartnerClient.send` within `CS_RELAY_DELIVERY_DEADLINE`, its answers told to
+    the destination's breaker: a delivery never holds its event longer than that
+    (a second to spare for the client's own budget), whatever the partner does. The
+    breaker is told by `Answers` (streams.runtime.delivery), which the client calls
+    within its own module."""
+    deadline = rt.settings.delivery_deadline
+    answers = rt.sending.answers.get(destination)
+    if answers is None:
+        answers = rt.sending.answers[destination] = Answers(destination, rt.sending.breakers, rt.clock, rt.counters)
+    try:
+        # asyncio.timeout, not wait_for: no task of its own per request (Python 3.11).
+        async with asyncio.timeout(deadline + 1.0):
+            return await rt.clients[destination].send(request, budget=deadline, on_answer=answers)
+    except TimeoutError:
+        answers(Outcome.RETRY, None, None)
+        return Result(Outcome.RETRY, None, 1, f"no answer within {deadline:g} s", deadline)
+
+
+def error_text(client: PartnerClient, result: Result) -> str:
+    if result.status is not None:
+        return f"{client.name} answered {result.status}: {result.excerpt}"
+    return f"{client.name}: {result.excerpt}"

@@ -1,7 +1,7 @@
 """The runtime's sending (`Sending`, the runtime's `sending`): the senders that run each
 user's deliveries per partner in order (`senders`, streams.runtime.senders), each
-destination's circuit breaker (`breakers`, streams.core.breaker) and what it is told of
-each answer (`answered`), the backoff of a failed delivery (`retry_delay`), and the
+destination's circuit breaker (`breakers`, streams.core.breaker) and what tells it of
+each answer (`answers`, streams.runtime.delivery.Answers), the backoff of a failed delivery (`retry_delay`), and the
 releases whose delivery is under way in this process (`in_flight`).
 
 `revoked(lost)`: the work of the users of by-user partitions taken from this worker
@@ -12,18 +12,16 @@ again. An assignment adds nothing: work is submitted as events come.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
-from streams.core.breaker import Breakers, Policy, State, signal_of
-from streams.core.retry import Outcome, backoff
+from streams.core.breaker import Breakers, Policy
+from streams.core.retry import backoff
+from streams.runtime.delivery import Answers
 from streams.runtime.senders import Hold, Senders
 from streams.settings import Settings
-
-log = logging.getLogger("cs_relay")
 
 
 class Sending:
@@ -36,6 +34,7 @@ class Sending:
         clock: Callable[[], float],
         rng: random.Random,
         hold: Hold | None = None,
+        holding: Collection[Any] | None = None,
     ) -> None:
         self.settings = settings
         self.partition_of = partition_of
@@ -44,7 +43,8 @@ class Sending:
         self.rng = rng
         # Each user's work per destination, one piece after another, served by a fixed
         # pool of senders per destination (keyed (user, destination or "forward")).
-        self.senders = Senders(settings.max_in_flight, hold=hold)
+        # `hold` asked only while `holding` (the catch-up's awaited partitions) is not empty.
+        self.senders = Senders(settings.max_in_flight, hold=hold, holding=holding)
         self.in_flight: set[tuple[str, str, int]] = set()  # (user key, destination, pending seq)
         # Each destination's circuit breaker (streams.core.breaker): told every answer,
         # asked before every request, so one sick destination is backed off as a whole.
@@ -56,33 +56,13 @@ class Sending:
                 max_retry_after=settings.max_retry_after,
             )
         )
+        self.answers: dict[str, Answers] = {}  # per destination, made on its first delivery
 
     def retry_delay(self, attempts: int, retry_after: float | None) -> float:
         s = self.settings
         if retry_after is not None:
             retry_after = min(retry_after, s.max_retry_after)
         return backoff(max(1, attempts), retry_after, base=s.retry_base_delay, cap=s.retry_max_delay, rng=self.rng)
-
-    def answered(self, destination: str, outcome: Outcome, status: int | None, retry_after: float | None) -> bool:
-        """Tell the destination's breaker one answer (status None: none came); True
-        while it stays closed (the caller's quick retries may go on)."""
-        breaker = self.breakers[destination]
-        before = breaker.state
-        reason = f"answered {status}" if status is not None else "no answer"
-        breaker.record(signal_of(outcome.value, status), self.clock(), retry_after, reason)
-        if breaker.state is not before:
-            self.counters[f"circuit_{breaker.state}.{destination}"] += 1
-            wait = breaker.wait(self.clock())
-            if breaker.state is State.CLOSED:
-                log.warning("%s answers again: its circuit breaker is closed", destination)
-            elif breaker.state is State.OPEN:
-                log.warning(
-                    "%s %s: its circuit breaker is open, deliveries park for %.0f s before a probe",
-                    destination,
-                    reason,
-                    wait,
-                )
-        return breaker.state is State.CLOSED
 
     async def revoked(self, lost: Iterable[int], timeout: float) -> bool:
         """Cancel the work of the users of the by-user partitions `lost` and wait for it;

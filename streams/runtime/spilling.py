@@ -1,20 +1,22 @@
 """Fairness: a user's deliveries past its share are spilled, then drained in order
 (streams.core.spill says why and what the rows hold; streams.runtime.spillstore keeps them).
 
-* `admit`, in the handling of a call's event (`effects.dispatch`, through `dispatched`,
-  which also starts and `track`s what is not spilled): a delivery of a
-  (user, destination) at its share (CS_RELAY_USER_SHARE deliveries in memory), or with
-  spilled ones already, is written to the spill rows instead of handed to the chain.
+* `admit`, in the handling of a call's event (`effects.dispatch`, which asks it only
+  for a chain at its share or a pair that may have spilled ones): a delivery of a
+  (user, destination) at its share (CS_RELAY_USER_SHARE deliveries in memory, the
+  senders' `counts`), or with spilled ones already, is written to the spill rows
+  instead of handed to the chain.
   Those are changelog writes of the event: it is acknowledged once Kafka has them, not
   once the partner answers, so the partition's offsets move on and other users' events
   are read. A call older than the queue's head (its event read again after a restart,
   ahead of spilled ones that came after it) goes to the chain, which the queue waits
   for. Past CS_RELAY_SPILL_MAX_EVENTS a delivery goes to the chain as before.
-* `track` counts a chain's deliveries; as one ends, `refill` hands the next spilled
-  ones to the same chain, up to the share (not while an earlier owner's records of the
+* The senders count a chain's deliveries (`Senders.counts`); as one of a pair with
+  spilled ones ends, they tell `ended`, and `refill` hands the next spilled ones to
+  the same chain, up to the share (not while an earlier owner's records of the
   user may still be read in its partition, by-user or input: calls read again go
   first, `caught_up`).
-  A spilled delivery goes through `effects.deliver` like any: a retryable failure
+  A spilled delivery goes through `senders.deliver` like any: a retryable failure
   parks it under its number, and those after it park behind it.
 * Each spilled delivery that ended (delivered, parked or dead-lettered) is confirmed
   by a `spill-done` record to the user's partition (`spill_done` drops it and its
@@ -29,17 +31,19 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
 
 from streams.core import spill
 from streams.core.outcome import Dispatch
 from streams.core.spill import SpillDone
-from streams.runtime import effects
+from streams.runtime import effects, senders
 from streams.runtime.incoming import Incoming
-from streams.runtime.runtime import Runtime
 from streams.runtime.spillstore import Pair
 from streams.runtime.tablescan import chunks_of_partition
+
+if TYPE_CHECKING:
+    from streams.runtime.runtime import Runtime
 
 log = logging.getLogger("cs_relay")
 
@@ -57,7 +61,7 @@ def admit(rt: Runtime, key: str, item: Dispatch) -> bool:
     if number is None:
         return False  # an aggregation window's request sent alone: not numbered
     store, pair, s = rt.spills, (key, item.destination), rt.settings
-    active = store.active[pair]
+    active = rt.sending.senders.counts[pair]
     if active < s.user_share and not store.may_have(pair):
         return False  # the common case: no read
     queue = store.queue(pair)
@@ -80,17 +84,6 @@ def admit(rt: Runtime, key: str, item: Dispatch) -> bool:
     return True
 
 
-def dispatched(rt: Runtime, key: str, item: Dispatch, make: Callable[[], Awaitable[Any]]) -> asyncio.Future:
-    """The delivery `item` (`make()` starts it): spilled (`admit`; its work is its rows'
-    writes), or handed to the chain of `key` and its destination and counted against
-    the share (`track`). One call per delivery from `effects.dispatch`."""
-    if admit(rt, key, item):
-        return written()
-    task = rt.sending.senders.submit((key, item.destination), make)
-    track(rt, key, item.destination, task)
-    return task
-
-
 def written() -> asyncio.Future:
     """The work of a spilled delivery in its event: none beyond the rows' writes."""
     done: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -98,25 +91,15 @@ def written() -> asyncio.Future:
     return done
 
 
-def track(rt: Runtime, key: str, destination: str, task: asyncio.Future) -> None:
-    """Count `task` (a delivery on the chain of `key`, `destination`) against the share."""
-    pair = (key, destination)
-    rt.spills.active[pair] += 1
-    task.add_done_callback(functools.partial(_ended, rt, pair))
-
-
-def _ended(rt: Runtime, pair: Pair, _task: asyncio.Future) -> None:
-    active = rt.spills.active
-    active[pair] -= 1
-    if active[pair] <= 0:
-        del active[pair]
-    if pair in rt.spills.known:
-        refill(rt, *pair)
+def ended(rt: Runtime, pair: Pair) -> None:
+    """A delivery of a pair with spilled ones left its chain (the senders tell it,
+    `Senders.ended`): the next spilled ones may go."""
+    refill(rt, *pair)
 
 
 def refill(rt: Runtime, key: str, destination: str) -> None:
     """Hand the pair's next spilled deliveries to its chain, up to the share."""
-    store, pair = rt.spills, (key, destination)
+    store, pair, counts = rt.spills, (key, destination), rt.sending.senders.counts
     if not store.mine(key) or destination not in rt.clients:
         return  # revoked (the next owner drains it), or the partner no longer enabled (they wait)
     if not caught_up(rt, key):
@@ -124,7 +107,7 @@ def refill(rt: Runtime, key: str, destination: str) -> None:
         return
     share = rt.settings.user_share
     queue = None
-    while store.active[pair] < share:
+    while counts[pair] < share:
         queue = queue or store.queue(pair)
         ordinal = max(store.cursor.get(pair, queue.first), queue.first)
         if ordinal >= queue.next:
@@ -140,7 +123,6 @@ def refill(rt: Runtime, key: str, destination: str) -> None:
         store.cursor[pair] = ordinal + 1
         item = spill.dispatch_of(row, destination, seq)
         task = rt.sending.senders.submit(pair, functools.partial(drained, rt, key, item))
-        track(rt, key, destination, task)
         task.add_done_callback(functools.partial(_failed, rt, pair))
 
 
@@ -167,7 +149,7 @@ def _failed(rt: Runtime, pair: Pair, task: asyncio.Future) -> None:
 
 
 async def drained(rt: Runtime, key: str, item: Dispatch) -> Any:
-    result = await effects.deliver(rt, key, item)  # delivered, dead-lettered or parked
+    result = await senders.deliver(rt, key, item)  # delivered, dead-lettered or parked
     number = spill.number_of(item)
     assert number is not None
     confirm(rt, (key, item.destination), number)

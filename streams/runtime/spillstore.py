@@ -5,14 +5,16 @@ write is made while an event of the user's partition is handled, so it is among 
 event's changelog writes (streams.runtime.changelog) and the event is acknowledged once
 Kafka has it. Beside the rows, in memory:
 
-* `active[(user, destination)]`: deliveries of the chain in memory (the share counts them);
 * `cursor[(user, destination)]`: the ordinal of the next spilled delivery to hand to the
   chain (those before it are on their way, waiting for their spill-done);
 * `tails[(user, destination)]`: the ordinal the next spill takes, for queues with rows (found by
   `spill.probe_next` after a start or an assignment, then kept);
 * `known`: the (user, destination)s with spilled deliveries, so that a delivery of
   anybody else costs no read of the `spill` table. Complete for a partition once the
-  rescan after its assignment has read it (`scanned`); until then the table is asked;
+  rescan after its assignment has read it (`scanned`), for all of them once `complete`
+  (a delivery then reads `known` and `complete`, no call: `effects.dispatch`); until
+  then the table is asked. One set for good (emptied and filled, never replaced: the
+  senders watch its pairs, `streams.runtime.senders`);
 * `confirming`: the numbers delivered and not yet in a spill-done record.
 
 `assigned`/`revoked` keep these to the partitions this worker owns; `owned` None (no
@@ -22,7 +24,6 @@ assignment seen: unit tests) means every partition, read from the table.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -39,7 +40,6 @@ class SpillStore:
         self.index = index  # index and order rows
         self.bodies = bodies
         self.partition_of = partition_of
-        self.active: Counter[Pair] = Counter()
         self.cursor: dict[Pair, int] = {}
         self.tails: dict[Pair, int] = {}  # the ordinal the next spill takes (where the order rows end)
         self.known: set[Pair] = set()
@@ -48,7 +48,7 @@ class SpillStore:
         self.waiting: set[Pair] = set()  # not drained while their partition catches up
         self.owned: set[int] | None = None
         self.scanned: set[int] | None = None
-        self._complete = False  # every owned partition scanned
+        self.complete = False  # every owned partition scanned: `known` is all there is
         self.rescan = asyncio.Event()
 
     # ------------------------------------------------------------------ rows
@@ -58,14 +58,14 @@ class SpillStore:
         read yet. Once every owned partition is read, a pair not known costs nothing."""
         if pair in self.known or self.scanned is None:
             return True
-        if self._complete:
+        if self.complete:
             return False
         return self.partition_of(pair[0]) not in self.scanned
 
     def scanned_partition(self, partition: int) -> None:
         if self.scanned is not None:
             self.scanned.add(partition)
-            self._complete = self.owned is not None and self.owned <= self.scanned
+            self.complete = self.owned is not None and self.owned <= self.scanned
 
     def queue(self, pair: Pair) -> SpillQueue:
         """The pair's queue; read from the table only when it may have one."""
@@ -146,7 +146,7 @@ class SpillStore:
         every owned partition is read again (recovery may have changed its rows)."""
         self.owned = set(partitions)
         self.scanned = set()
-        self._complete = not self.owned
+        self.complete = not self.owned
         self._forget(lambda user: self.partition_of(user) not in (self.owned or ()))
         self.known.clear()
         self.tails.clear()
@@ -169,14 +169,14 @@ class SpillStore:
         self.owned -= lost
         if self.scanned is not None:
             self.scanned -= lost
-            self._complete = self.owned <= self.scanned
+            self.complete = self.owned <= self.scanned
         self._forget(lambda user: self.partition_of(user) in lost)
 
     def _forget(self, lost: Callable[[str], bool]) -> None:
         for pairs in (self.cursor, self.tails):
             for pair in [p for p in pairs if lost(p[0])]:
                 del pairs[pair]
-        self.known = {p for p in self.known if not lost(p[0])}
+        self.known.difference_update([p for p in self.known if lost(p[0])])
         self.waiting = {p for p in self.waiting if not lost(p[0])}
         # `confirming` stays: a delivery made is confirmed to whoever owns the user now.
 

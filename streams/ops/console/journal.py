@@ -4,7 +4,7 @@ bounded memory.
 The runtime feeds one `Journal` (through its observer, `streams.ops.observer.OpsObserver`)
 with one-line calls where the work happens:
 
-* `delivery()` when a partner answered a delivery or a retry (`effects.deliver`,
+* `delivery()` when a partner answered a delivery or a retry (`senders.deliver`,
   `retries.retry`): the user's recent deliveries, newest first, a few per user for the
   most recently active users;
 * `dead_letter()` when this worker sent a dead letter (`effects.dead_letter`): only
