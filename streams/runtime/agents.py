@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from json.encoder import encode_basestring_ascii
 from typing import Any
 
@@ -34,6 +34,24 @@ from streams.runtime.runtime import Runtime
 log = logging.getLogger("cs_relay")
 
 REPLAY_HEADERS = (REPLAY_HEADER, REPLAY_DESTINATION_HEADER, REPLAY_OF_HEADER)
+
+
+def intake_agent(rt: Runtime, app: faust.App) -> Callable[[faust.StreamT], Awaitable[None]]:
+    """The `intake` agent's function, as Faust runs it (streams.runtime.app registers it)."""
+
+    async def intake_(stream: faust.StreamT) -> None:
+        await intake(rt, app, stream)
+
+    return intake_
+
+
+def route_agent(rt: Runtime, app: faust.App) -> Callable[[faust.StreamT], Awaitable[None]]:
+    """The `route` agent's function, as Faust runs it (streams.runtime.app registers it)."""
+
+    async def route_(stream: faust.StreamT) -> None:
+        await route(rt, app, stream)
+
+    return route_
 
 
 async def intake(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:

@@ -163,14 +163,10 @@ for _table in (*_TABLES, spill_table, spillrows_table):
 runtime.stop = lambda exc: asyncio.ensure_future(app.crash(exc))
 
 
-@app.agent(input_topic)
-async def intake(stream: faust.StreamT) -> None:
-    await agents.intake(runtime, app, stream)
-
-
-@app.agent(by_user_topic)
-async def route(stream: faust.StreamT) -> None:
-    await agents.route(runtime, app, stream)
+# The two agents: functions of streams.runtime.agents, which Faust runs (and resumes)
+# there, with the runtime and the app they read for; named as when they were defined here.
+intake = app.agent(input_topic, name=f"{__name__}.intake")(agents.intake_agent(runtime, app))
+route = app.agent(by_user_topic, name=f"{__name__}.route")(agents.route_agent(runtime, app))
 
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args); Faust sends one positional: the TPs
