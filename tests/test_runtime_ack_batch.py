@@ -1,5 +1,5 @@
 """A batch's events registered at once (`AckTracker.add_batch`, what
-`streams.runtime.batching.register` does): each is acknowledged in offset order once its
+`streams.runtime.intake.register` does): each is acknowledged in offset order once its
 own work and the batch's shared work (its changelog writes) are done; the shared work is
 watched once for the batch; if it fails, no event of the batch is acknowledged."""
 

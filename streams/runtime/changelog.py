@@ -11,7 +11,7 @@ durable, and a crash then lose it.
 `ChangelogWrites.watch(table)` wraps the table's `send_changelog` (through which every
 `__setitem__` and `del` of a Faust table goes) so that, while a batch of events is
 handled (`during()`), the futures of its writes are collected. The agents add them to
-the work of each event of the batch (`streams.runtime.batching.handle`): an event is
+the work of each event of the batch (`streams.runtime.intake.handle`): an event is
 acknowledged once Kafka has acknowledged every write of its batch, and a write Kafka
 refuses is work that failed for good (the worker stops: `Runtime.failed_for_good`),
 never a commit past it.
@@ -19,7 +19,8 @@ never a commit past it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Iterator
+import asyncio
+from collections.abc import Awaitable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -57,3 +58,33 @@ class ChangelogWrites:
             yield collected
         finally:
             self._collecting = outer
+
+
+def joined(writes: Sequence[Awaitable[Any]]) -> asyncio.Future[Any] | None:
+    """One future for a batch's changelog writes: done once all are, failed with the
+    first that fails, cancelled if one is cancelled (its partition revoked); None for a
+    batch that wrote nothing. A packed dedupe row is among them once, however many of
+    the batch's events joined it."""
+    futures = list({id(f): f for f in map(asyncio.ensure_future, writes)}.values())
+    if not futures:
+        return None
+    if len(futures) == 1:
+        return futures[0]
+    together: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    left = [len(futures)]
+
+    def one_done(f: asyncio.Future[Any]) -> None:
+        if together.done():
+            return
+        if f.cancelled():
+            together.cancel()
+        elif (exc := f.exception()) is not None:
+            together.set_exception(exc)
+        else:
+            left[0] -= 1
+            if left[0] == 0:
+                together.set_result(None)
+
+    for f in futures:
+        f.add_done_callback(one_done)
+    return together

@@ -33,6 +33,7 @@ from streams.core.control import (
     WindowDone,
 )
 from streams.core.deadletter import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
+from streams.core.incoming import Incoming
 from streams.core.message import Message
 from streams.core.outcome import Dispatch, Step
 from streams.core.pending import confirm, first_seq
@@ -41,7 +42,6 @@ from streams.core.segment import parse
 from streams.core.spill import SpillDone
 from streams.core.step import step
 from streams.runtime import aggregation, effects, groups, merge, retries, seenpacks, spilling, sweep
-from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 
 log = logging.getLogger("cs_relay")

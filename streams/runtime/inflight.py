@@ -34,7 +34,7 @@ class AckTracker:
     its committed offset does it again. `forget(tps)` drops the events of revoked
     partitions the same way. `wait_below(n, max_bytes)` applies back-pressure on the
     reading loop: each event is registered with `size`, about the bytes it keeps alive
-    until acknowledged (its record: `streams.runtime.batching.held_bytes`), and the loop
+    until acknowledged (its record: `streams.runtime.intake.held_bytes`), and the loop
     waits while there are `n` events or more, or their sizes add up to `max_bytes`.
     """
 

@@ -33,10 +33,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from streams.core import spill
+from streams.core.incoming import Incoming
 from streams.core.outcome import Dispatch
 from streams.core.spill import SpillDone
 from streams.runtime import effects
-from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 from streams.runtime.spillstore import Pair
 from streams.runtime.tablescan import chunks_of_partition
