@@ -70,7 +70,7 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
     topic = app.topic(os.environ["FC_TOPIC"], key_serializer="raw", value_serializer="raw")
     if mode == "packed":
         from streams.core import dedupe
-        from streams.runtime.changelog import ChangelogWrites
+        from streams.runtime.acks import ChangelogWrites
         from streams.runtime.seenpacks import SeenPacks
         from streams.runtime.seentable import seen_table
 

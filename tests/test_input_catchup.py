@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from streams.core.incoming import Incoming
 from streams.runtime import inputcatchup
-from streams.runtime.inflight import Redeliveries
+from streams.runtime.acks import Redeliveries
 from streams.runtime.inputcatchup import InputCatchUp
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 
-from streams.runtime.inflight import AckTracker, Redeliveries
+from streams.runtime.acks import AckTracker, Redeliveries
 
 
 def _futures(n: int) -> list[asyncio.Future[None]]:

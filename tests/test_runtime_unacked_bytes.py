@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from streams.runtime import intake
-from streams.runtime.inflight import AckTracker
+from streams.runtime.acks import AckTracker
 from streams.settings import Settings, SettingsError
 from tests.runtime_world import BY_USER_TOPIC, World
 

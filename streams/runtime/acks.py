@@ -1,26 +1,295 @@
-"""The runtime's acknowledgements (`Acks`, the runtime's `acks`): each partition's events
-acknowledged in offset order once their work is done (`streams.runtime.inflight.
-AckTracker`, which it is), and the guard against a record taken twice within one
-assignment (`redeliveries`, `streams.runtime.inflight.Redeliveries`).
+"""The acks door (`Acks`, the runtime's `acks`): an event is acknowledged, in offset
+order per partition, once its work has finished and Kafka has every changelog write
+of its batch.
 
-`revoked(tps)`: the events of revoked partitions are never acknowledged here (whoever
-reads them next does their work again), and a partition assigned again starts over
-from its committed offset. An assignment adds nothing: the partitions' events register
-as they are read.
+Faust commits an offset once the event is acknowledged. Agent `concurrency>1` can
+commit past events still in flight (faust issue 606), and Faust's own gap handling
+commits past one unacknowledged offset at the head of a partition. So cs-relay runs one
+agent instance, reads events without automatic acks, lets their deliveries run
+concurrently, and acknowledges each partition's events strictly in offset order once
+their work is finished (`AckTracker`). A user's requests to one partner still go out
+one after another, in order (`streams.runtime.senders`).
+
+Faust writes a table change to the table's changelog topic through its producer
+buffer, in the background: `table[key] = value` returns before Kafka has the record,
+and a record Kafka refuses is only logged; Faust's commit flushes that buffer first,
+but not to the end (`streams.runtime.faust_fixes`, patch 2). So an event whose only
+effect is a table write could be committed before its write was durable.
+`ChangelogWrites.watch(table)` wraps the table's `send_changelog` (through which every
+`__setitem__` and `del` of a Faust table goes) so that, while a batch is handled
+(`with changelog as writes`), the futures of its writes are collected; the intake
+(`streams.runtime.intake.handle`) registers each event of the batch with them
+(`joined`): a write Kafka refuses is work that failed for good (the worker stops:
+`Runtime.failed_for_good`), never a commit past it.
+
+`Acks.revoked(tps)`: the events of revoked partitions are never acknowledged here
+(whoever reads them next does their work again), and a partition assigned again starts
+over from its committed offset (`redeliveries`). An assignment adds nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable
+import asyncio
+import functools
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Any
 
-from streams.runtime.inflight import AckTracker, Redeliveries
+log = logging.getLogger(__name__)
+
+# An event as `AckTracker.add_batch` takes it: its partition, its ack, its work, its size.
+Event = tuple[Hashable, Callable[[], Any], list[asyncio.Future[Any]], int]
+
+
+class AckTracker:
+    """Acknowledges events per partition in offset order once their work is done.
+
+    `add(tp, ack, work)` registers an event: `ack` is called when `work` (awaitables)
+    has finished and every earlier event of the same partition has been acknowledged.
+    Work that failed or was cancelled did not happen: its event is never acknowledged
+    (nor is any later one of its partition), and whoever reads the partition next from
+    its committed offset does it again. `forget(tps)` drops the events of revoked
+    partitions the same way. `wait_below(n, max_bytes)` applies back-pressure on the
+    reading loop: each event is registered with `size`, about the bytes it keeps alive
+    until acknowledged (its record: `streams.runtime.intake.held_bytes`), and the loop
+    waits while there are `n` events or more, or their sizes add up to `max_bytes`.
+    """
+
+    def __init__(self, on_failure: Callable[[Hashable, BaseException], Any] | None = None) -> None:
+        # Told of work that failed for good: its event, and every later one of its
+        # partition, can no longer be acknowledged in this process.
+        self.on_failure = on_failure
+        self._queues: dict[Hashable, deque[list]] = {}
+        self._count = 0
+        self._bytes = 0
+        self._changed = asyncio.Event()
+        self.pressed = asyncio.Event()  # set while a reading loop waits in `wait_below`
+
+    @property
+    def in_flight(self) -> int:
+        return self._count
+
+    @property
+    def in_bytes(self) -> int:
+        """The sizes of the events registered and not yet acknowledged (nor forgotten)."""
+        return self._bytes
+
+    def add(self, tp: Hashable, ack: Callable[[], Any], work: Iterable[Awaitable[Any]] = (), size: int = 0) -> None:
+        """Register one event: a batch of one (`add_batch`)."""
+        self.add_batch([(tp, ack, [asyncio.ensure_future(w) for w in work], size)])
+
+    def add_batch(self, events: Sequence[Event], shared: asyncio.Future[Any] | None = None) -> None:
+        """Register a batch's events, in order, as `add` would each: (tp, ack, its own
+        work as futures, size), and `shared`, work of every one of them (the batch's
+        changelog writes), watched once for the batch rather than once per event."""
+        entries: list[tuple[Hashable, list]] = []
+        extra = 0 if shared is None else 1
+        for tp, ack, futures, size in events:
+            # [finished, ack, still wanted (False once forgotten), pieces of work not done yet, size]
+            entry = [False, ack, True, len(futures) + extra, size]
+            self._queues.setdefault(tp, deque()).append(entry)
+            self._count += 1
+            self._bytes += size
+            # A done-callback per piece of work rather than a task gathering them: an event
+            # costs no task of its own (measured: the task and its gather were a tenth of
+            # the event loop's callbacks under the benchmark).
+            for future in futures:
+                future.add_done_callback(functools.partial(self._done, tp, entry))
+            entries.append((tp, entry))
+        if shared is not None:
+            shared.add_done_callback(functools.partial(self._all_done, entries))
+        for tp, entry in entries:
+            if entry[3] == 0:
+                self._finish(tp, entry)
+
+    def _all_done(self, entries: list[tuple[Hashable, list]], future: asyncio.Future[Any]) -> None:
+        for tp, entry in entries:
+            self._done(tp, entry, future)
+
+    def _done(self, tp: Hashable, entry: list, future: asyncio.Future[Any]) -> None:
+        if entry[3] < 0:
+            return  # the event failed already: it stays unacknowledged
+        if future.cancelled():
+            entry[3] = -1  # stopped (its partition revoked, or the worker stopping): not done
+            return
+        exc = future.exception()
+        if exc is not None:
+            entry[3] = -1
+            log.error("work for an event failed; it stays unacknowledged", exc_info=exc)
+            if self.on_failure is not None and entry[2]:
+                self.on_failure(tp, exc)
+            return  # never acknowledged: a restart reprocesses it
+        entry[3] -= 1
+        if entry[3] == 0:
+            self._finish(tp, entry)
+
+    def forget(self, tps: Iterable[Hashable]) -> None:
+        """Drop the events of `tps` (revoked): none of them will be acknowledged."""
+        for tp in tps:
+            queue = self._queues.pop(tp, None)
+            if queue:
+                for entry in queue:
+                    entry[2] = False
+                    self._bytes -= entry[4]
+                self._count -= len(queue)
+                self._changed.set()
+
+    def _finish(self, tp: Hashable, entry: list) -> None:
+        if not entry[2]:
+            return  # forgotten: its partition was revoked
+        entry[0] = True
+        queue = self._queues[tp]
+        while queue and queue[0][0]:
+            head = queue.popleft()
+            self._count -= 1
+            self._bytes -= head[4]
+            head[1]()
+        if not queue:
+            del self._queues[tp]
+        self._changed.set()
+
+    async def wait_below(self, limit: int, max_bytes: int | None = None) -> None:
+        """Return once fewer than `limit` events are unacknowledged and, given
+        `max_bytes`, their sizes add up to less (one event larger than `max_bytes` alone
+        still goes: the loop waits until it is acknowledged before reading the next)."""
+        while self._count >= limit or (max_bytes is not None and self._count and self._bytes >= max_bytes):
+            self.pressed.set()
+            self._changed.clear()
+            await self._changed.wait()
+        self.pressed.clear()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until everything registered is acknowledged; False on timeout."""
+        try:
+            await asyncio.wait_for(self.wait_below(1), timeout)
+            return True
+        except TimeoutError:
+            return False
+
+
+class Redeliveries:
+    """Spots a record this process has already taken since its partition was assigned.
+
+    Faust 0.15 could hand a stream the same records twice within one assignment: when
+    recovery completed it resumed the stream partitions before seeking them to the
+    committed offsets, so what the fetcher read in between came again (and worse, see
+    `streams.runtime.faust_fixes`, which now seeks first). This guard stays as a cheap second
+    line: processing a record twice would send partner requests twice. `first_time(tp, offset)`
+    is False for an offset at or below the highest one taken on that partition; `forget(tps)` on revocation, since a
+    partition assigned again starts over from its committed offset.
+    """
+
+    def __init__(self) -> None:
+        self._high: dict[Hashable, int] = {}
+        self._read: dict[Hashable, int] = {}  # per partition, the offset after the last record handled
+
+    def handled(self, taken: Iterable[tuple[Any, Any]]) -> None:
+        """The records of `taken` ((event, record) pairs; a record has `tp` and `offset`)
+        have been handled: each one's partition has been read up to past it (`read_to`:
+        streams.runtime.inputcatchup)."""
+        read = self._read
+        for _event, record in taken:
+            read[record.tp] = record.offset + 1
+
+    def read_to(self, tp: Hashable) -> int | None:
+        """The offset after the last record of `tp` handled since its assignment, if any."""
+        return self._read.get(tp)
+
+    def first_time(self, tp: Hashable, offset: int) -> bool:
+        return self.first_times([(tp, offset)])[0]
+
+    def first_times(self, taken: Sequence[tuple[Hashable, int]]) -> list[bool]:
+        """`first_time` of each (tp, offset) of a batch, in order: one call per batch."""
+        high = self._high
+        fresh = []
+        for tp, offset in taken:
+            last = high.get(tp)
+            if last is not None and offset <= last:
+                fresh.append(False)
+            else:
+                high[tp] = offset
+                fresh.append(True)
+        return fresh
+
+    def forget(self, tps: Iterable[Hashable]) -> None:
+        for tp in tps:
+            self._high.pop(tp, None)
+            self._read.pop(tp, None)
+
+
+class ChangelogWrites:
+    def __init__(self) -> None:
+        self._collecting: list[Awaitable[Any]] | None = None
+        self._outer: list[list[Awaitable[Any]] | None] = []  # the blocks this one is inside
+
+    def watch(self, table: Any) -> None:
+        """Collect the changelog writes of `table` (a Faust table) made during an event."""
+        send = table.send_changelog
+
+        def send_changelog(*args: Any, **kwargs: Any) -> Any:
+            written = send(*args, **kwargs)
+            if self._collecting is not None and written is not None:
+                self._collecting.append(written)
+            return written
+
+        table.send_changelog = send_changelog
+
+    def collected(self) -> list[Awaitable[Any]]:
+        """The list the current event's writes go to (complete once its handler has
+        returned), for work that must wait for them; empty outside an event."""
+        return self._collecting if self._collecting is not None else []
+
+    def __enter__(self) -> list[Awaitable[Any]]:
+        """`with changelog as writes`: the writes made until the block ends (handling is
+        synchronous: no other event's writes can come in between). A block inside
+        another (a packed dedupe row written while an event is handled:
+        streams.runtime.seenpacks) collects its own writes, and the outer block goes on
+        collecting after it."""
+        collected: list[Awaitable[Any]] = []
+        self._outer.append(self._collecting)
+        self._collecting = collected
+        return collected
+
+    def __exit__(self, *exc: object) -> None:
+        self._collecting = self._outer.pop()
+
+
+def joined(writes: Sequence[Awaitable[Any]]) -> asyncio.Future[Any] | None:
+    """One future for a batch's changelog writes: done once all are, failed with the
+    first that fails, cancelled if one is cancelled (its partition revoked); None for a
+    batch that wrote nothing. A packed dedupe row is among them once, however many of
+    the batch's events joined it."""
+    futures = list({id(f): f for f in map(asyncio.ensure_future, writes)}.values())
+    if not futures:
+        return None
+    if len(futures) == 1:
+        return futures[0]
+    together: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    left = [len(futures)]
+
+    def one_done(f: asyncio.Future[Any]) -> None:
+        if together.done():
+            return
+        if f.cancelled():
+            together.cancel()
+        elif (exc := f.exception()) is not None:
+            together.set_exception(exc)
+        else:
+            left[0] -= 1
+            if left[0] == 0:
+                together.set_result(None)
+
+    for f in futures:
+        f.add_done_callback(one_done)
+    return together
 
 
 class Acks(AckTracker):
     def __init__(self, on_failure: Callable[[Hashable, BaseException], Any] | None = None) -> None:
         super().__init__(on_failure)
         self.redeliveries = Redeliveries()
+        self.changelog = ChangelogWrites()  # each batch's table writes, awaited before its events' acks
 
     def revoked(self, tps: Iterable[Hashable]) -> None:
         tps = list(tps)

@@ -15,7 +15,7 @@
   state in the `users`, `groups` and `pending` tables; the new state is written back
   (assigned, so the changelog has it) and the requests go to the partner clients
   (`streams.runtime.effects`). Deliveries run concurrently; each event is acknowledged,
-  in offset order, only when its deliveries are finished (`streams.runtime.inflight`).
+  in offset order, only when its deliveries are finished (`streams.runtime.acks`).
 
 This module only wires: everything that runs lives in the `Runtime` built here
 (`streams.runtime.runtime`), and the functions of it. The app is configured from

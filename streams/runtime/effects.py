@@ -2,7 +2,7 @@
 keeps failing, dead-letter, and produce control records and forwarded events.
 
 Each returns an awaitable that the event which caused it waits for before it is
-acknowledged (`streams.runtime.inflight.AckTracker`): work that fails leaves the event
+acknowledged (`streams.runtime.acks.AckTracker`): work that fails leaves the event
 unacknowledged, and a restart processes it again.
 """
 

@@ -4,7 +4,7 @@ runs the pure step against the user's state.
 
 Every handler is synchronous: state read, state written, and the work still to finish
 (deliveries, dead letters, records) returned as awaitables that the record's
-acknowledgement waits for (`streams.runtime.inflight.AckTracker`).
+acknowledgement waits for (`streams.runtime.acks.AckTracker`).
 """
 
 from __future__ import annotations

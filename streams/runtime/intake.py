@@ -30,11 +30,11 @@ from streams.core.reasons import Reason
 from streams.core.segment import parse
 from streams.core.sourceheader import input_headers
 from streams.runtime import effects, handlers
-from streams.runtime.changelog import joined
+from streams.runtime.acks import joined
 from streams.runtime.outbox import BY_USER
 
 if TYPE_CHECKING:
-    from streams.runtime.inflight import Event
+    from streams.runtime.acks import Event
     from streams.runtime.runtime import Runtime
 
 log = logging.getLogger("cs_relay")
@@ -160,7 +160,7 @@ def handle(rt: Runtime, batch: Taken, step: Callable[[Incoming], Work]) -> None:
     """Each event's `step` in one changelog scope; every event registered with its work
     and its batch's changelog writes."""
     works: list[Work] = []
-    with rt.changelog.during() as writes:
+    with rt.changelog as writes:
         for event, record in batch:
             as_current(event)
             works.append(step(record))

@@ -48,7 +48,6 @@ from streams.core.redact import redact
 from streams.partitioner import Partitioner
 from streams.runtime import wiring
 from streams.runtime.acks import Acks
-from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.groupview import GroupView
 from streams.runtime.observing import Observer, Unobserved
@@ -207,7 +206,7 @@ class Runtime:
             sending=sending,
             windows=Windows(partition_of),
             spills=SpillStore(tables.spill, tables.spillrows, partition_of),
-            seen_packs=SeenPacks(tables.seen, ChangelogWrites()),
+            seen_packs=SeenPacks(tables.seen, acks.changelog),
             observer=observer or Unobserved(),
         )
 

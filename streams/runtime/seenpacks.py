@@ -38,7 +38,7 @@ from typing import Any
 
 from streams.core import seenpack
 from streams.core.seenpack import MAX_PACK_BYTES, MAX_PACK_ENTRIES, Packer
-from streams.runtime.changelog import ChangelogWrites
+from streams.runtime.acks import ChangelogWrites
 
 # Seconds an open packed row waits for more entries. A packed row costs about as much
 # CPU as the record per event it replaces (Faust's producer path, ~150-300 us), so it
@@ -122,7 +122,7 @@ class SeenPacks:
             return
         self._none_open()
         try:
-            with self.changelog.during() as writes:
+            with self.changelog as writes:
                 write_packed(self.table, partition, pack.key, pack.packer.value())
         except Exception as exc:  # noqa: BLE001 - the producer refused it: the events' work failed
             pack.written.set_exception(exc)
