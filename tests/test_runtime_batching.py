@@ -384,3 +384,60 @@ async def test_a_keyed_batch_rechecks_for_a_rebalance_after_handing_a_re_keyed_r
     await until(lambda: "A" in world.client.events())
     assert "C" not in world.client.events()
     assert last.acked == []
+
+
+async def test_a_batch_calls_into_the_acks_once_to_register_and_not_to_wait_while_there_is_room(reading):
+    # The acks door, entered per batch: the redelivery guard asked once, the changelog
+    # scope opened once, and closed with the batch's registration in one call; no wait
+    # (`room`) while the window is not full (bench/trackpath.py counts these entries).
+    world = World()
+    a, b = users_in(world, 1, 2)
+    await grouped(world, a, b)
+    calls: list[str] = []
+    acks = world.rt.acks
+    for name in ("open_batch", "close_batch", "room", "wait_below", "add", "add_batch"):
+        method = getattr(acks, name)
+        setattr(acks, name, lambda *args, _m=method, _n=name, **kw: (calls.append(_n), _m(*args, **kw))[1])
+    first_times = acks.redeliveries.first_times
+    acks.redeliveries.first_times = lambda taken: (calls.append("first_times"), first_times(taken))[1]  # type: ignore[method-assign]
+    events = [track(u, f"E{n}", n, 1) for n, u in enumerate([a, b, a])]
+    reading(intake.route, world, events)
+    await until(lambda: world.rt.acks.in_flight == 0 and events[-1].acked == [2])
+    assert world.rt.counters["batches"] == 1
+    assert calls == ["first_times", "open_batch", "close_batch", "add_batch"]  # add_batch: from within the acks
+
+
+async def test_an_intake_batch_is_registered_in_one_call_and_what_was_handed_over_even_if_the_agent_stops(reading):
+    world = World()
+    gate = asyncio.Event()
+    sent: list[bytes] = []
+    send = world.rt.outbox.send
+
+    async def slow_second(to: str, **record: Any) -> Any:
+        sent.append(record["value"])
+        if len(sent) == 2:
+            await gate.wait()  # the producer takes the second record only when told
+        return await send(to, **record)
+
+    world.rt.outbox.send = slow_second  # type: ignore[method-assign]
+    added: list[int] = []
+    add_batch = world.rt.acks.add_batch
+    world.rt.acks.add_batch = lambda events, shared=None: (added.append(len(events)), add_batch(events, shared))[1]  # type: ignore[method-assign]
+    events = [
+        Event(
+            b"u1",
+            json.dumps({"type": "track", "userId": "u1", "event": f"E{n}", "messageId": f"m{n}"}).encode(),
+            Message(INPUT, 0, n),
+        )
+        for n in range(3)
+    ]
+    app = App()
+    reader = asyncio.ensure_future(intake.intake(world.rt, app, Stream(app, events)))  # type: ignore[arg-type]
+    await until(lambda: len(sent) == 2)
+    assert added == []  # the batch is registered once, when it is handed over
+    reader.cancel()  # the worker stops while the second record waits for the producer
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert added == [1]  # the first, handed over, is registered all the same
+    await until(lambda: events[0].acked == [0])
+    assert events[1].acked == [] and events[2].acked == []

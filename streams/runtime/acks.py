@@ -38,6 +38,9 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+MAX_UNACKED_EVENTS = 5000  # beyond this, the reading loops wait (back-pressure); and beyond
+# CS_RELAY_MAX_UNACKED_BYTES of records held by unacknowledged events (`Acks.full`)
+
 # An event as `AckTracker.add_batch` takes it: its partition, its ack, its work, its size.
 Event = tuple[Hashable, Callable[[], Any], list[asyncio.Future[Any]], int]
 
@@ -50,16 +53,27 @@ class AckTracker:
     Work that failed or was cancelled did not happen: its event is never acknowledged
     (nor is any later one of its partition), and whoever reads the partition next from
     its committed offset does it again. `forget(tps)` drops the events of revoked
-    partitions the same way. `wait_below(n, max_bytes)` applies back-pressure on the
-    reading loop: each event is registered with `size`, about the bytes it keeps alive
-    until acknowledged (its record: `streams.runtime.intake.held_bytes`), and the loop
-    waits while there are `n` events or more, or their sizes add up to `max_bytes`.
+    partitions the same way. Back-pressure on the reading loops: each event is
+    registered with `size`, about the bytes it keeps alive until acknowledged (its
+    record: `streams.runtime.intake.held_bytes`); `full` says there are `max_events` or
+    more, or their sizes add up to `max_bytes`, and `room()` waits until not
+    (`wait_below(n, max_bytes)` with other bounds).
     """
 
-    def __init__(self, on_failure: Callable[[Hashable, BaseException], Any] | None = None) -> None:
+    def __init__(
+        self,
+        on_failure: Callable[[Hashable, BaseException], Any] | None = None,
+        max_events: int = MAX_UNACKED_EVENTS,
+        max_bytes: int | None = None,
+    ) -> None:
         # Told of work that failed for good: its event, and every later one of its
         # partition, can no longer be acknowledged in this process.
         self.on_failure = on_failure
+        self.max_events = max_events
+        self.max_bytes = max_bytes
+        # Whether the reading loops must wait (`room`): kept as events come and go, so
+        # that a loop reads it rather than calls in once per batch.
+        self.full = False
         self._queues: dict[Hashable, deque[list]] = {}
         self._count = 0
         self._bytes = 0
@@ -102,6 +116,7 @@ class AckTracker:
         for tp, entry in entries:
             if entry[3] == 0:
                 self._finish(tp, entry)
+        self.full = self._over()
 
     def _all_done(self, entries: list[tuple[Hashable, list]], future: asyncio.Future[Any]) -> None:
         for tp, entry in entries:
@@ -133,6 +148,7 @@ class AckTracker:
                     entry[2] = False
                     self._bytes -= entry[4]
                 self._count -= len(queue)
+                self.full = self._over()
                 self._changed.set()
 
     def _finish(self, tp: Hashable, entry: list) -> None:
@@ -147,7 +163,20 @@ class AckTracker:
             head[1]()
         if not queue:
             del self._queues[tp]
+        count = self._count  # `_over()`, inline: once per event acknowledged
+        self.full = count >= self.max_events or (
+            self.max_bytes is not None and count > 0 and self._bytes >= self.max_bytes
+        )
         self._changed.set()
+
+    def _over(self) -> bool:
+        count = self._count
+        return count >= self.max_events or (self.max_bytes is not None and count > 0 and self._bytes >= self.max_bytes)
+
+    async def room(self) -> None:
+        """Back-pressure, for a reading loop that found `full` set: `wait_below` the
+        bounds the tracker was made with."""
+        await self.wait_below(self.max_events, self.max_bytes)
 
     async def wait_below(self, limit: int, max_bytes: int | None = None) -> None:
         """Return once fewer than `limit` events are unacknowledged and, given
@@ -286,10 +315,35 @@ def joined(writes: Sequence[Awaitable[Any]]) -> asyncio.Future[Any] | None:
 
 
 class Acks(AckTracker):
-    def __init__(self, on_failure: Callable[[Hashable, BaseException], Any] | None = None) -> None:
-        super().__init__(on_failure)
+    """The runtime's acks: an `AckTracker` bounded by `max_events` and `max_bytes`, the
+    changelog writes its batches wait for (`changelog`), the redelivery guard
+    (`redeliveries`). The intake calls in once per batch to register it:
+    `writes = open_batch()`, the batch's steps, then `close_batch(events, writes)`."""
+
+    def __init__(
+        self,
+        on_failure: Callable[[Hashable, BaseException], Any] | None = None,
+        max_events: int = MAX_UNACKED_EVENTS,
+        max_bytes: int | None = None,
+    ) -> None:
+        super().__init__(on_failure, max_events, max_bytes)
         self.redeliveries = Redeliveries()
         self.changelog = ChangelogWrites()  # each batch's table writes, awaited before its events' acks
+
+    def open_batch(self) -> list[Awaitable[Any]]:
+        """The changelog writes made from now until `close_batch` (a synchronous step
+        per event in between: no other batch's writes come in between)."""
+        return self.changelog.__enter__()
+
+    def close_batch(
+        self, events: Sequence[Event], writes: Sequence[Awaitable[Any]], handled: Iterable[tuple[Any, Any]] = ()
+    ) -> None:
+        """The batch opened by `open_batch` handled: its writes no longer collected, and
+        `events` registered (`add_batch`), each with its own work and the batch's writes;
+        `handled`, (event, record) pairs, read to (`Redeliveries.handled`)."""
+        self.changelog.__exit__()
+        self.add_batch(events, joined(writes))
+        self.redeliveries.handled(handled)
 
     def revoked(self, tps: Iterable[Hashable]) -> None:
         tps = list(tps)

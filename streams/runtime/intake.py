@@ -30,7 +30,6 @@ from streams.core.reasons import Reason
 from streams.core.segment import parse
 from streams.core.sourceheader import input_headers
 from streams.runtime import effects, handlers
-from streams.runtime.acks import joined
 from streams.runtime.outbox import BY_USER
 
 if TYPE_CHECKING:
@@ -40,8 +39,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("cs_relay")
 
 MAX_BATCH = 64  # events a batch at most: handled without a turn of the event loop (about 20 ms at 300 us an event)
-MAX_UNACKED_EVENTS = 5000  # beyond this, the reading loops wait (back-pressure); and
-# beyond CS_RELAY_MAX_UNACKED_BYTES of records held by unacknowledged events (`held_bytes`)
 EVENT_BYTES = 2048  # what an unacknowledged event keeps besides its record's bytes (measured: bench/memusers.py)
 
 
@@ -95,7 +92,8 @@ async def batches(rt: Runtime, app: faust.App, stream: faust.StreamT) -> AsyncIt
         while len(taken) < MAX_BATCH and ready():
             taken.append(await it.__anext__())  # in the buffer, and the stream hands it out at once
         rt.counters["batches"] += 1
-        await rt.acks.wait_below(MAX_UNACKED_EVENTS, rt.settings.max_unacked_bytes)
+        if rt.acks.full:  # back-pressure: streams.runtime.acks.MAX_UNACKED_EVENTS, CS_RELAY_MAX_UNACKED_BYTES
+            await rt.acks.room()
         fresh = fresh_records(rt, app, taken)
         if fresh:
             yield fresh
@@ -156,15 +154,20 @@ def record_of(event: faust.EventT) -> Incoming:
     )
 
 
-def handle(rt: Runtime, batch: Taken, step: Callable[[Incoming], Work]) -> None:
+def handle(rt: Runtime, batch: Taken, step: Callable[[Incoming], Work], handled: bool = False) -> None:
     """Each event's `step` in one changelog scope; every event registered with its work
-    and its batch's changelog writes."""
+    and its batch's changelog writes (and, if `handled`, read to: the input's catch-up),
+    in one call to the acks (`Acks.close_batch`)."""
+    acks = rt.acks
+    writes = acks.open_batch()
     works: list[Work] = []
-    with rt.changelog as writes:
+    try:
         for event, record in batch:
             as_current(event)
             works.append(step(record))
-    register(rt, batch, works, joined(writes))
+    finally:
+        whole = len(works) == len(batch)  # else a step raised past handle_safely: nothing registered
+        acks.close_batch(registered(batch, works) if whole else [], writes, batch if handled and whole else ())
 
 
 def as_current(event: Any) -> None:
@@ -175,14 +178,14 @@ def as_current(event: Any) -> None:
     _current_event.set(weakref.ref(event))
 
 
-def register(rt: Runtime, batch: Taken, works: Sequence[Work], also: asyncio.Future[Any] | None) -> None:
-    """Every event of the batch registered at once (`AckTracker.add_batch`): its own
-    work, and the batch's changelog writes (`also`), watched once for the batch."""
+def registered(batch: Taken, works: Sequence[Work]) -> list[Event]:
+    """Each event of the batch as the acks register it: its partition, its ack, its own
+    work as futures, its size (`held_bytes`)."""
     events: list[Event] = []
     for (event, record), work in zip(batch, works, strict=True):
         as_current(event)  # its work's tasks start in its context, as they did from its step
         events.append((record.tp, event.ack, [asyncio.ensure_future(w) for w in work], held_bytes(record)))
-    rt.acks.add_batch(events, also)
+    return events
 
 
 def held_bytes(record: Incoming) -> int:
@@ -216,24 +219,27 @@ def handle_safely(rt: Runtime, record: Incoming, msg: Message | None = None) -> 
 async def rekey_batch(rt: Runtime, app: faust.App, batch: Taken) -> None:
     """Validate each raw record; re-key the good ones by user, dead-letter the rest.
     An input record is acknowledged once Kafka has taken what it became."""
-    for n, (event, record) in enumerate(batch):
-        if n and fetched_before_a_rebalance(rt, app, event):
-            continue  # a rebalance began while the one before was handed to the producer
-        await _handed_over(rt, event, record, admit(rt, record))
+    events: list[Event] = []
+    try:
+        for n, (event, record) in enumerate(batch):
+            if n and fetched_before_a_rebalance(rt, app, event):
+                continue  # a rebalance began while the one before was handed to the producer
+            events.append(await _handed_over(event, record, admit(rt, record)))
+    finally:  # registered at once, those handed over (all, unless the agent stops)
+        rt.acks.add_batch(events)
 
 
-async def _handed_over(rt: Runtime, event: Any, record: Incoming, produced: Awaitable[Awaitable[Any]]) -> None:
-    """Register `event` with what its record became once handed to the producer
-    (`produced`: Kafka's acknowledgement, awaited in the background). If the producer
+async def _handed_over(event: Any, record: Incoming, produced: Awaitable[Awaitable[Any]]) -> Event:
+    """`event` with what its record became once handed to the producer (`produced`:
+    Kafka's acknowledgement, awaited in the background), to register. If the producer
     refused it, registered all the same, as work that failed: never acknowledged (no
     commit passes it) and the worker stops (Runtime.failed_for_good)."""
     try:
-        work = await produced
+        work: asyncio.Future[Any] = asyncio.ensure_future(await produced)
     except Exception as exc:  # noqa: BLE001 - the producer refused the record
-        refused: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        refused.set_exception(exc)
-        work = refused
-    rt.acks.add(record.tp, event.ack, [work], held_bytes(record))
+        work = asyncio.get_running_loop().create_future()
+        work.set_exception(exc)
+    return (record.tp, event.ack, [work], held_bytes(record))
 
 
 async def admit(rt: Runtime, record: Incoming) -> Awaitable[Any]:
@@ -284,7 +290,7 @@ async def take_keyed_batch(rt: Runtime, app: faust.App, batch: Taken) -> None:
         _route_run(rt, run, parsed)
         run, parsed = [], []
         rt.counters["rekeyed"] += 1
-        await _handed_over(rt, event, record, rekey(rt, record, msg))
+        rt.acks.add_batch([await _handed_over(event, record, rekey(rt, record, msg))])
         rt.acks.redeliveries.handled([(event, record)])
         recheck = True
     _route_run(rt, run, parsed)
@@ -293,8 +299,7 @@ async def take_keyed_batch(rt: Runtime, app: faust.App, batch: Taken) -> None:
 def _route_run(rt: Runtime, run: Taken, parsed: list[Message | InvalidMessage]) -> None:
     if run:
         each = iter(parsed)
-        handle(rt, run, lambda record: keyed_step(rt, record, next(each)))
-        rt.acks.redeliveries.handled(run)  # read to here: streams.runtime.inputcatchup
+        handle(rt, run, lambda record: keyed_step(rt, record, next(each)), handled=True)  # streams.runtime.inputcatchup
 
 
 def keyed_step(rt: Runtime, record: Incoming, msg: Message | InvalidMessage) -> Work:

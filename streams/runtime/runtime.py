@@ -164,7 +164,7 @@ class Runtime:
         clients = wiring.clients(settings) if clients is None else clients
         partition_of = Partitioner(partitions or (lambda: settings.topic_partitions))
         counters: Counter[str] = Counter()
-        acks = Acks()
+        acks = Acks(max_bytes=settings.max_unacked_bytes)
         parking = Parking(
             instance=uuid.uuid4().hex[:12],
             partition_of=partition_of,
