@@ -70,6 +70,9 @@ class CapturingOutbox:
         done.set_result(None)
         return done
 
+    async def by_user(self, **record: Any) -> asyncio.Future:
+        return await self.send(BY_USER, **record)
+
 
 @dataclass
 class FakeClient:

@@ -361,6 +361,9 @@ class GatedOutbox:
             await self.gate.wait()
         return await self.inner.send(to, **kwargs)
 
+    async def by_user(self, **record: Any) -> Any:
+        return await self.send(BY_USER, **record)
+
 
 async def test_a_keyed_batch_rechecks_for_a_rebalance_after_handing_a_re_keyed_record_over(reading):
     world = World({"CS_RELAY_INPUT_KEYED_BY_USER": "true"})

@@ -30,7 +30,6 @@ from streams.core.reasons import Reason
 from streams.core.segment import parse
 from streams.core.sourceheader import input_headers
 from streams.runtime import effects, handlers
-from streams.runtime.outbox import BY_USER
 
 if TYPE_CHECKING:
     from streams.runtime.acks import Event
@@ -262,7 +261,7 @@ async def rekey(rt: Runtime, record: Incoming, msg: Message) -> Awaitable[Any]:
     only Kafka's acknowledgement is awaited in the background."""
     rt.counters[f"in.{msg.type}"] += 1
     headers = input_headers(record.headers, record.source)
-    return await rt.outbox.send(BY_USER, key=msg.key.encode("utf-8"), value=record.value, headers=headers)
+    return await rt.outbox.by_user(key=msg.key.encode("utf-8"), value=record.value, headers=headers)
 
 
 async def take_keyed_batch(rt: Runtime, app: faust.App, batch: Taken) -> None:
