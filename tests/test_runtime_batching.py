@@ -390,8 +390,8 @@ async def test_a_keyed_batch_rechecks_for_a_rebalance_after_handing_a_re_keyed_r
 
 
 async def test_a_batch_calls_into_the_acks_once_to_register_and_not_to_wait_while_there_is_room(reading):
-    # The acks door, entered per batch: the redelivery guard asked once, the changelog
-    # scope opened once, and closed with the batch's registration in one call; no wait
+    # The acks door, entered twice per batch: the changelog scope opened (and the
+    # redelivery guard asked), then closed with the batch's registration; no wait
     # (`room`) while the window is not full (bench/trackpath.py counts these entries).
     world = World()
     a, b = users_in(world, 1, 2)
@@ -407,7 +407,8 @@ async def test_a_batch_calls_into_the_acks_once_to_register_and_not_to_wait_whil
     reading(intake.route, world, events)
     await until(lambda: world.rt.acks.in_flight == 0 and events[-1].acked == [2])
     assert world.rt.counters["batches"] == 1
-    assert calls == ["first_times", "open_batch", "close_batch", "add_batch"]  # add_batch: from within the acks
+    # first_times and add_batch from within the acks: two calls in from the intake
+    assert calls == ["open_batch", "first_times", "close_batch", "add_batch"]
 
 
 async def test_an_intake_batch_is_registered_in_one_call_and_what_was_handed_over_even_if_the_agent_stops(reading):

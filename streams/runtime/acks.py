@@ -317,8 +317,8 @@ def joined(writes: Sequence[Awaitable[Any]]) -> asyncio.Future[Any] | None:
 class Acks(AckTracker):
     """The runtime's acks: an `AckTracker` bounded by `max_events` and `max_bytes`, the
     changelog writes its batches wait for (`changelog`), the redelivery guard
-    (`redeliveries`). The intake calls in once per batch to register it:
-    `writes = open_batch()`, the batch's steps, then `close_batch(events, writes)`."""
+    (`redeliveries`). The intake calls in twice per batch: `open_batch(taken)`, the
+    batch's steps, then `close_batch(events, writes)`."""
 
     def __init__(
         self,
@@ -330,10 +330,11 @@ class Acks(AckTracker):
         self.redeliveries = Redeliveries()
         self.changelog = ChangelogWrites()  # each batch's table writes, awaited before its events' acks
 
-    def open_batch(self) -> list[Awaitable[Any]]:
+    def open_batch(self, taken: Sequence[tuple[Hashable, int]] = ()) -> tuple[list[Awaitable[Any]], list[bool]]:
         """The changelog writes made from now until `close_batch` (a synchronous step
-        per event in between: no other batch's writes come in between)."""
-        return self.changelog.__enter__()
+        per event in between: no other batch's writes come in between), and whether
+        each (tp, offset) of `taken` is new to this assignment (`Redeliveries.first_times`)."""
+        return self.changelog.__enter__(), self.redeliveries.first_times(taken) if taken else []
 
     def close_batch(
         self, events: Sequence[Event], writes: Sequence[Awaitable[Any]], handled: Iterable[tuple[Any, Any]] = ()

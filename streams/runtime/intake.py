@@ -71,13 +71,13 @@ async def intake(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
 
 
 async def route(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
-    async for batch in batches(rt, app, stream):
-        route_batch(rt, batch)
+    async for batch in batches(rt, app, stream, guard=False):
+        route_batch(rt, batch, guard=True)  # the redelivery guard asked as its changelog scope opens
 
 
-async def batches(rt: Runtime, app: faust.App, stream: faust.StreamT) -> AsyncIterator[Taken]:
+async def batches(rt: Runtime, app: faust.App, stream: faust.StreamT, guard: bool = True) -> AsyncIterator[Taken]:
     """The stream's events, unacknowledged, a batch at a time, past back-pressure, and
-    without those a rebalance took away or this assignment has taken already."""
+    without those a rebalance took away or (`guard`) this assignment has taken already."""
     # An agent's stream is a faust.Stream; StreamT, the type agents declare, lacks noack().
     events = cast(faust.Stream, stream).noack()
     it = events.events().__aiter__()
@@ -93,7 +93,7 @@ async def batches(rt: Runtime, app: faust.App, stream: faust.StreamT) -> AsyncIt
         rt.counters["batches"] += 1
         if rt.acks.full:  # back-pressure: streams.runtime.acks.MAX_UNACKED_EVENTS, CS_RELAY_MAX_UNACKED_BYTES
             await rt.acks.room()
-        fresh = fresh_records(rt, app, taken)
+        fresh = fresh_records(rt, app, taken, guard)
         if fresh:
             yield fresh
 
@@ -118,14 +118,17 @@ def _next_ready(stream: Any, app: faust.App) -> Callable[[], bool]:
     return ready
 
 
-def fresh_records(rt: Runtime, app: faust.App, taken: list[Any]) -> Taken:
+def fresh_records(rt: Runtime, app: faust.App, taken: list[Any], guard: bool = True) -> Taken:
     """The events of `taken` with their records, but those a rebalance took away and
-    those taken already in this assignment (see Redeliveries: asked once per batch)."""
+    (`guard`) those taken already in this assignment (Redeliveries: once per batch)."""
     kept = [(event, record_of(event)) for event in taken if not fetched_before_a_rebalance(rt, app, event)]
-    if not kept:
+    if not kept or not guard:
         return kept
-    first = rt.acks.redeliveries.first_times([(record.tp, record.offset) for _, record in kept])
-    return [pair for pair, new in zip(kept, first, strict=True) if new]
+    return _first_times(kept, rt.acks.redeliveries.first_times([(record.tp, record.offset) for _, record in kept]))
+
+
+def _first_times(batch: Taken, first: list[bool]) -> Taken:
+    return [pair for pair, new in zip(batch, first, strict=True) if new]
 
 
 def fetched_before_a_rebalance(rt: Runtime, app: faust.App, event: faust.EventT) -> bool:
@@ -153,12 +156,17 @@ def record_of(event: faust.EventT) -> Incoming:
     )
 
 
-def handle(rt: Runtime, batch: Taken, step: Callable[[Incoming], Work], handled: bool = False) -> None:
+def handle(
+    rt: Runtime, batch: Taken, step: Callable[[Incoming], Work], handled: bool = False, guard: bool = False
+) -> None:
     """Each event's `step` in one changelog scope; every event registered with its work
     and its batch's changelog writes (and, if `handled`, read to: the input's catch-up),
-    in one call to the acks (`Acks.close_batch`)."""
+    in one call to the acks (`Acks.close_batch`). With `guard`, the events this
+    assignment has taken already are left out, as the scope opens (`Acks.open_batch`)."""
     acks = rt.acks
-    writes = acks.open_batch()
+    writes, first = acks.open_batch([(record.tp, record.offset) for _, record in batch] if guard else ())
+    if guard:
+        batch = _first_times(batch, first)
     works: list[Work] = []
     try:
         for event, record in batch:
@@ -198,10 +206,11 @@ def held_bytes(record: Incoming) -> int:
     return size
 
 
-def route_batch(rt: Runtime, batch: Taken) -> None:
+def route_batch(rt: Runtime, batch: Taken, guard: bool = False) -> None:
     """By-user records, each handled and registered with its work and its batch's
-    changelog writes (acknowledged only once Kafka has them)."""
-    handle(rt, batch, lambda record: handle_safely(rt, record))
+    changelog writes (acknowledged only once Kafka has them); with `guard`, but those
+    this assignment has taken already."""
+    handle(rt, batch, lambda record: handle_safely(rt, record), guard=guard)
 
 
 def handle_safely(rt: Runtime, record: Incoming, msg: Message | None = None) -> Work:
