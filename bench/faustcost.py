@@ -14,7 +14,7 @@ partitions) in each of these modes, one fresh worker process per mode:
   (streams.runtime.seenpacks): its index row to RocksDB alone, and per partition one
   packed changelog record for the entries of the last few milliseconds;
 * `batched`: `events` as cs-relay's agents take them since issue 23's micro-batches
-  (streams.runtime.batching.batches: what the stream has buffered, a batch at a time,
+  (streams.runtime.intake.batches: what the stream has buffered, a batch at a time,
   with its back-pressure and rebalance checks), acknowledging each event; also
   reports the events per batch.
 
@@ -70,7 +70,7 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
     topic = app.topic(os.environ["FC_TOPIC"], key_serializer="raw", value_serializer="raw")
     if mode == "packed":
         from streams.core import dedupe
-        from streams.runtime.changelog import ChangelogWrites
+        from streams.runtime.acks import ChangelogWrites
         from streams.runtime.seenpacks import SeenPacks
         from streams.runtime.seentable import seen_table
 
@@ -82,7 +82,7 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
         from collections import Counter
         from types import SimpleNamespace
 
-        from streams.runtime import batching
+        from streams.runtime import intake
         from streams.runtime.acks import Acks
 
         # What `batches` reads of the runtime.
@@ -111,7 +111,7 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
             async for _ in stream:
                 one()
         elif mode == "batched":
-            async for batch in batching.batches(rt, app, stream):
+            async for batch in intake.batches(rt, app, stream):
                 taken["batches"] += 1
                 for event, _record in batch:
                     event.ack()

@@ -54,7 +54,7 @@ class Settings:
     # The input topic is keyed by userId, else anonymousId, with Kafka's default
     # partitioner and has CS_RELAY_TOPIC_PARTITIONS partitions (as `cs-relay ingest` and
     # `cs-relay send` write it): the worker routes its records where they are, without
-    # the re-keying hop through the by-user topic (streams.runtime.agents.intake).
+    # the re-keying hop through the by-user topic (streams.runtime.intake.intake).
     input_keyed_by_user: bool = False
     dlq_topic: str = "segment-events-dlq"
     app_id: str = "cs-relay"
@@ -83,7 +83,7 @@ class Settings:
     http_timeout: float = 5.0
     max_in_flight: int = 64
     # The reading loops wait while the events read and not yet acknowledged hold this
-    # many bytes of records (streams.runtime.batching.held_bytes), as well as at 5,000 events.
+    # many bytes of records (streams.runtime.intake.held_bytes), as well as at 5,000 events.
     max_unacked_bytes: int = 64 * 1024 * 1024
     quick_retries: int = 2
     retry_base_delay: float = 10.0

@@ -3,7 +3,7 @@
 `World` builds the real `Runtime` from settings, with plain dicts for tables, a fake
 partner client whose answers the test scripts, and an outbox that keeps what was
 produced. Records are taken as the worker's agents take them, each a batch of one
-(`streams.runtime.agents.rekey_batch`, `take_keyed_batch`, `route_batch`): those
+(`streams.runtime.intake.rekey_batch`, `take_keyed_batch`, `route_batch`): those
 produced to the by-user topic are routed back in the order they were produced, per
 partition, as the topic would deliver them; dead letters are kept for inspection.
 """
@@ -20,11 +20,11 @@ from typing import Any
 
 from streams.core import control
 from streams.core.decision import PartnerRequest
+from streams.core.incoming import Incoming
 from streams.core.retry import Outcome, classify
 from streams.ops.observer import OpsObserver
-from streams.runtime import agents, retries
+from streams.runtime import intake, retries
 from streams.runtime.delivery import Result
-from streams.runtime.incoming import Incoming
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS
 from streams.runtime.runtime import Runtime, Tables
 from streams.runtime.scanahead import Scanned
@@ -69,6 +69,9 @@ class CapturingOutbox:
         done = asyncio.get_running_loop().create_future()
         done.set_result(None)
         return done
+
+    async def by_user(self, **record: Any) -> asyncio.Future:
+        return await self.send(BY_USER, **record)
 
 
 @dataclass
@@ -201,7 +204,7 @@ class World:
         """`record`, of the input topic, taken by intake (with CS_RELAY_INPUT_KEYED_BY_USER
         if `keyed`) as a batch of one; the future is done once it is acknowledged."""
         event = Event(record, self.acked)
-        take = agents.take_keyed_batch if keyed else agents.rekey_batch
+        take = intake.take_keyed_batch if keyed else intake.rekey_batch
         await take(self.rt, App(), [(event, record)])  # type: ignore[arg-type]
         return event.done
 
@@ -214,7 +217,7 @@ class World:
         """`record`, of the by-user topic, taken by route as a batch of one; the future
         is done once it is acknowledged."""
         event = Event(record, self.acked)
-        agents.route_batch(self.rt, [(event, record)])
+        intake.route_batch(self.rt, [(event, record)])
         return event.done
 
     async def settle(self, spins: int = 200) -> bool:

@@ -162,7 +162,7 @@ def test_scenario_bars_take_the_ratios_present_with_their_targets():
 
 
 _MAIN = "<module> (streams/cli/__main__.py:3);run (asyncio/runners.py:118)"
-_ROUTE = "route (/work/main/streams/runtime/agents.py:{})"
+_ROUTE = "route (/work/main/streams/runtime/intake.py:{})"
 FOLDED = "\n".join(
     [
         f"{_MAIN};{_ROUTE.format(40)};loads (json/__init__.py:346) 30",
@@ -180,10 +180,10 @@ def test_profile_tables_count_self_and_cumulative_samples():
     assert result["samples"] == 100
     assert result["self"][0] == ["step (streams/core/step.py)", 50, 0.5]
     cumulative = dict((name, count) for name, count, _ in result["cumulative"])
-    assert cumulative["route (streams/runtime/agents.py)"] == 80  # two lines of one function, merged
+    assert cumulative["route (streams/runtime/intake.py)"] == 80  # two lines of one function, merged
     assert "<module> (streams/cli/__main__.py)" not in cumulative  # plumbing every sample passes through
     assert "run (asyncio/runners.py)" in cumulative
-    assert result["callers"]["step (streams/core/step.py)"] == [["route (streams/runtime/agents.py)", 50, 0.5]]
+    assert result["callers"]["step (streams/core/step.py)"] == [["route (streams/runtime/intake.py)", 50, 0.5]]
     areas = profile.by_area(stacks, profile.AREAS)
     assert areas == {"cs-relay": 0.5, "json": 0.3, "asyncio": 0.2}
 

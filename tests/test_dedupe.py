@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from streams.core import dedupe
 from streams.core.dedupe import Seen, Verdict, prune
-from streams.runtime.inflight import Redeliveries
+from streams.runtime.acks import Redeliveries
 from tests.coretools import dedupe_check as check
 
 DAY = 24 * 3600.0

@@ -28,7 +28,7 @@ from tests.pipeline import Pipeline, open_pipeline
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
-UNACKNOWLEDGED_WINDOW = 5000  # streams.runtime.batching.MAX_UNACKED_EVENTS
+UNACKNOWLEDGED_WINDOW = 5000  # streams.runtime.acks.MAX_UNACKED_EVENTS
 
 
 def merging_traffic(users: int, pages: int, early: int, tracks: int, prefix: str) -> tuple[list[dict], dict]:

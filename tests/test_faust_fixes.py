@@ -7,7 +7,7 @@ may no longer be needed); the others show the patched fetch drains only partitio
 active when their records are taken.
 
 Without a broker: the Faust internals that patch 4 (streams.runtime.faust_drain, the
-fetch loop) and the agents' micro-batches (streams.runtime.batching) read are pinned,
+fetch loop) and the agents' micro-batches (streams.runtime.intake) read are pinned,
 so that a Faust upgrade fails here rather than in a worker: the fetch loop it copies,
 the consumer's read offsets and callback, the stream's buffer (its channel's queue)
 and Faust's current event, whose partition Faust's tables read and write.
@@ -31,7 +31,7 @@ from faust.events import Event
 from faust.types import TP, Message
 from mode.utils.queues import FlowControlQueue
 
-from streams.runtime import batching, faust_drain, faust_fixes
+from streams.runtime import faust_drain, faust_fixes, intake
 from streams.runtime.faust_fixes import _fetch_records
 
 # The source of Faust 0.15.3's Consumer._drain_messages, which faust_drain copies: after
@@ -85,12 +85,12 @@ async def test_the_stream_buffer_and_the_current_event_that_batching_reads():
     stream.channel.queue.put_nowait(first)
     stream.channel.queue.put_nowait(second)
     assert isinstance(stream.channel.queue._queue, deque) and isinstance(app.topic("pin").queue._queue, deque)
-    ready = batching._next_ready(stream, app)
+    ready = intake._next_ready(stream, app)
     events = stream.events().__aiter__()
     assert ready() and await events.__anext__() is first and faust.current_event() is first
     assert ready() and await events.__anext__() is second and faust.current_event() is second
     assert not ready()  # the buffer is empty
-    batching.as_current(first)
+    intake.as_current(first)
     assert faust.current_event() is first
     stream.channel.queue.put_nowait(event(app, 3, 1))
     app.consumer_generation_id += 1  # a rebalance: that record is skipped, not handed out
@@ -142,11 +142,11 @@ def test_fausts_tables_read_and_write_the_current_events_partition(tmp_path):
     app = unstarted_app(store="rocksdb://", datadir=str(tmp_path))
     table = app.Table("pin", default=None, partitions=8)
     in_5, in_2 = event(app, 5, 0), event(app, 2, 0)  # Faust's current event is a weak reference
-    batching.as_current(in_5)
+    intake.as_current(in_5)
     assert table.partition_for_key("u1") == 5  # its changelog record's partition
     table.data["u1"] = "row"  # the store alone
     assert sorted(table.data._dbs) == [5] and table.data.get("u1") == "row"
-    batching.as_current(in_2)
+    intake.as_current(in_2)
     assert table.data.get("u1") is None and table.partition_for_key("u1") == 2
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
+from streams.core.incoming import Incoming
 from streams.runtime import inputcatchup
-from streams.runtime.incoming import Incoming
-from streams.runtime.inflight import Redeliveries
+from streams.runtime.acks import Redeliveries
 from streams.runtime.inputcatchup import InputCatchUp
 
 

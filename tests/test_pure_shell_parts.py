@@ -9,8 +9,8 @@ import pytest
 from streams.core.deadletter import dead_letter_headers, read_headers
 from streams.core.redact import redact
 from streams.core.retry import Outcome, backoff, classify, retry_after_seconds
+from streams.runtime.acks import AckTracker
 from streams.runtime.catchup import CatchUp
-from streams.runtime.inflight import AckTracker
 from streams.runtime.parking import ParkingMarks
 from streams.runtime.topics import creation_errors
 from streams.settings import Settings, SettingsError

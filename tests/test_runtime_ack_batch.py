@@ -1,13 +1,14 @@
 """A batch's events registered at once (`AckTracker.add_batch`, what
-`streams.runtime.batching.register` does): each is acknowledged in offset order once its
+`Acks.close_batch` does for the intake): each is acknowledged in offset order once its
 own work and the batch's shared work (its changelog writes) are done; the shared work is
 watched once for the batch; if it fails, no event of the batch is acknowledged."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
-from streams.runtime.inflight import AckTracker, Redeliveries
+from streams.runtime.acks import Acks, AckTracker, Redeliveries
 
 
 def _futures(n: int) -> list[asyncio.Future[None]]:
@@ -78,3 +79,62 @@ def test_a_batch_s_redeliveries_are_found_in_one_call_as_one_by_one():
     again = [(("t", 0), 1), (("t", 0), 2), (("t", 0), 2), (("t", 1), 0)]
     assert guard.first_times(again) == [False, True, False, False]
     assert guard.first_time(("t", 0), 3) is True and guard.first_time(("t", 0), 3) is False
+
+
+async def test_full_says_when_the_reading_loops_must_wait_and_room_waits_until_not():
+    acks = Acks(max_events=2, max_bytes=1_000)
+    works = _futures(3)
+    acks.add("tp", lambda: None, [works[0]], size=10)
+    assert not acks.full
+    acks.add("tp", lambda: None, [works[1]], size=10)
+    assert acks.full  # two events: the count bound
+    waiter = asyncio.ensure_future(acks.room())
+    await asyncio.sleep(0)
+    assert not waiter.done() and acks.pressed.is_set()
+    works[0].set_result(None)
+    await asyncio.wait_for(waiter, 5.0)
+    assert not acks.full and not acks.pressed.is_set()
+    acks.add("other", lambda: None, [works[2]], size=2_000)
+    assert acks.full  # the byte bound
+    acks.revoked(["other"])
+    assert not acks.full  # forgotten events hold nothing
+
+
+async def test_a_batch_opened_and_closed_waits_for_the_writes_made_in_between_and_only_those():
+    # What the intake does per batch (streams.runtime.intake.handle): two calls in.
+    acks = Acks()
+    table = Table()
+    acks.changelog.watch(table)
+    acked: list[int] = []
+    table.send_changelog("before")  # outside any batch: not collected
+    writes, first = acks.open_batch([("tp", 40), ("tp", 41), ("tp", 41)])  # the redelivery guard, asked at once
+    assert first == [True, True, False]
+    table.send_changelog("a")
+    with acks.changelog as inner:  # a block inside (a packed dedupe row's flush) collects its own
+        table.send_changelog("packed")
+    table.send_changelog("b")
+    record = SimpleNamespace(tp="tp", offset=41)
+    acks.close_batch([("tp", lambda: acked.append(0), [], 10)], writes, [(object(), record)])
+    table.send_changelog("after")  # the batch closed: not collected
+    assert [w.key for w in writes] == ["a", "b"] and [w.key for w in inner] == ["packed"]  # type: ignore[attr-defined]
+    assert acks.redeliveries.read_to("tp") == 42
+    table.sent["a"].set_result(None)
+    await asyncio.sleep(0)
+    assert acked == []
+    table.sent["b"].set_result(None)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert acked == [0] and acks.in_flight == 0
+
+
+class Table:
+    """A Faust table's `send_changelog`: a future per write, Kafka's acknowledgement."""
+
+    def __init__(self) -> None:
+        self.sent: dict[str, asyncio.Future[None]] = {}
+
+    def send_changelog(self, key: str) -> asyncio.Future[None]:
+        written: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        written.key = key  # type: ignore[attr-defined]
+        self.sent[key] = written
+        return written

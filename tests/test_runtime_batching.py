@@ -1,4 +1,4 @@
-"""Micro-batches in the agents (streams.runtime.batching): what the stream has buffered
+"""Micro-batches in the agents (streams.runtime.intake): what the stream has buffered
 is handled as one batch, and each event is still acknowledged on its own, in offset
 order per partition, once its work is done and Kafka has its batch's changelog writes;
 a rebalance while a batch waits leaves its events alone; a failing event is
@@ -18,7 +18,7 @@ import pytest
 from faust.streams import _current_event
 
 from streams.core.decision import PartnerRequest
-from streams.runtime import agents, batching, handlers
+from streams.runtime import handlers, intake
 from streams.runtime.delivery import Result
 from streams.runtime.outbox import BY_USER
 from streams.runtime.runtime import Tables
@@ -41,7 +41,7 @@ class Queue:
 
 
 class Stream:
-    """What `batching.batches` reads of a Faust stream: `noack().events()` and the
+    """What `intake.batches` reads of a Faust stream: `noack().events()` and the
     buffer behind it (the channel's queue). The events come in bursts: a burst is in
     the buffer at once. As Faust's, the stream skips an event fetched before a
     rebalance (another generation) and waits for the next: after the last burst, for
@@ -75,8 +75,8 @@ class Stream:
 
 @pytest.fixture
 async def reading() -> AsyncIterator[Callable[..., Any]]:
-    """`reading(agent, world, *bursts, app=...)`: the agent (agents.route or
-    agents.intake) reading `bursts`, until the test ends."""
+    """`reading(agent, world, *bursts, app=...)`: the agent (intake.route or
+    intake.intake) reading `bursts`, until the test ends."""
     readers: list[asyncio.Future[None]] = []
 
     def start(agent: Any, world: World, *bursts: list[Event], app: App | None = None) -> None:
@@ -193,7 +193,7 @@ async def test_what_the_stream_has_buffered_is_one_batch_and_each_event_is_ackno
     a, b = users_in(world, 1, 2)
     await grouped(world, a, b)
     events = [track(u, f"E{n}", n, 1) for n, u in enumerate([a, b, a, b, a])]
-    reading(agents.route, world, events)
+    reading(intake.route, world, events)
     await until(lambda: world.rt.acks.in_flight == 0)
     assert world.rt.counters["batches"] == 1
     assert [e.acked for e in events] == [[n] for n in range(5)]
@@ -214,7 +214,7 @@ async def test_each_event_of_a_batch_over_two_partitions_reads_and_writes_its_ow
     group_call = call(a, 0, 1, type="group", groupId="g1", traits={"name": "Acme"})
     first = [group_call, call(b, 0, 2, type="track", event="B0")]  # one batch over partitions 1 and 2
     then = [call(a, 1, 1, type="track", event="A1")]  # a's next, in a batch of its own
-    reading(agents.route, world, first, then)
+    reading(intake.route, world, first, then)
     await until(lambda: world.rt.acks.in_flight == 0 and then[0].acked == [1])
     assert users.misplaced() == [] and pending.misplaced() == []
     assert world.rt.counters["held.clientsuccess"] == 0
@@ -232,7 +232,7 @@ async def test_an_event_held_in_a_batch_over_two_partitions_is_released_from_its
     await grouped(world, b)
     held = track(a, "A0", 0, 1)
     group_call = call(a, 1, 1, type="group", groupId="g1", traits={"name": "Acme"})
-    reading(agents.route, world, [held, track(b, "B0", 0, 2)], [group_call])
+    reading(intake.route, world, [held, track(b, "B0", 0, 2)], [group_call])
     await until(lambda: world.rt.acks.in_flight == 0 and group_call.acked == [1])
     assert world.rt.counters["held.clientsuccess"] == 1
     await world.settle()  # the group's records, routed as the by-user topic would
@@ -242,12 +242,12 @@ async def test_an_event_held_in_a_batch_over_two_partitions_is_released_from_its
 
 
 async def test_a_batch_is_at_most_max_batch_events(monkeypatch, reading):
-    monkeypatch.setattr(batching, "MAX_BATCH", 2)
+    monkeypatch.setattr(intake, "MAX_BATCH", 2)
     world = World()
     (a,) = users_in(world, 0, 1)
     await grouped(world, a)
     events = [track(a, f"E{n}", n, 0) for n in range(5)]
-    reading(agents.route, world, events)
+    reading(intake.route, world, events)
     await until(lambda: world.rt.acks.in_flight == 0)
     assert world.rt.counters["batches"] == 3
     assert world.client.events()[-5:] == [f"E{n}" for n in range(5)]  # one user: in order
@@ -259,7 +259,7 @@ async def test_a_later_event_that_finishes_first_waits_for_the_earlier_and_anoth
     (other,) = users_in(world, 2, 1)
     await grouped(world, slow_user, quick_user, other)
     events = [track(slow_user, "Slow", 0, 1), track(quick_user, "Quick", 1, 1), track(other, "Other", 0, 2)]
-    reading(agents.route, world, events)
+    reading(intake.route, world, events)
     await until(lambda: events[2].acked == [0])  # the other partition's event: on its own
     assert (
         world.rt.counters["batches"] == 1
@@ -284,7 +284,7 @@ async def test_an_event_waits_for_every_changelog_write_of_its_batch(reading):
     # a's track writes no user row; b's first identify does: a waits for it all the same.
     ident = json.dumps({"type": "identify", "userId": b, "traits": {"plan": "pro"}, "messageId": "i"}).encode()
     events = [track(a, "E", 0, 3), Event(b.encode(), ident, Message(BY_USER_TOPIC, 3, 1))]
-    reading(agents.route, world, events)
+    reading(intake.route, world, events)
     await until(lambda: "E" in world.client.events())
     assert len(users.sent) > written_before  # b's row, on its way to Kafka
     await asyncio.sleep(0.02)
@@ -303,7 +303,7 @@ async def test_a_batch_waiting_while_a_rebalance_begins_is_left_alone(reading):
     big.value = json.dumps({**body, "properties": {"blob": "x" * 40_000}}).encode()  # past the byte bound
     later = [track(b, f"E{n}", n + 1, 0) for n in range(3)]
     app = App()
-    reading(agents.route, world, [big], later, app=app)
+    reading(intake.route, world, [big], later, app=app)
     await until(world.rt.acks.pressed.is_set)  # the second batch taken, waiting for room
     app.consumer_generation_id = 2  # a rebalance: those events may no longer be ours
     world.client.slow.set()  # type: ignore[attr-defined]
@@ -328,7 +328,7 @@ async def test_a_failing_event_goes_to_the_dead_letters_and_the_rest_of_its_batc
 
     monkeypatch.setattr(handlers, "route_call", buggy)
     events = [track(a, name, n, 2) for n, name in enumerate(["E0", "Bad", "E2"])]
-    reading(agents.route, world, events)
+    reading(intake.route, world, events)
     await until(lambda: world.rt.acks.in_flight == 0)
     assert world.client.events()[-2:] == ["E0", "E2"]
     assert [d.reason for d in world.dead_letters()] == ["routing_error"]
@@ -343,7 +343,7 @@ async def test_an_event_fetched_before_a_rebalance_at_the_head_of_the_buffer_end
     await grouped(world, a)
     first, stale = track(a, "E0", 0, 1), track(a, "E1", 1, 1)
     stale.message.generation_id = 0
-    reading(agents.route, world, [first, stale])
+    reading(intake.route, world, [first, stale])
     await until(lambda: first.acked == [0])
     assert "E0" in world.client.events() and "E1" not in world.client.events()
 
@@ -361,6 +361,9 @@ class GatedOutbox:
             await self.gate.wait()
         return await self.inner.send(to, **kwargs)
 
+    async def by_user(self, **record: Any) -> Any:
+        return await self.send(BY_USER, **record)
+
 
 async def test_a_keyed_batch_rechecks_for_a_rebalance_after_handing_a_re_keyed_record_over(reading):
     world = World({"CS_RELAY_INPUT_KEYED_BY_USER": "true"})
@@ -375,7 +378,7 @@ async def test_a_keyed_batch_rechecks_for_a_rebalance_after_handing_a_re_keyed_r
 
     first, moved, last = call(here, "A", 0), call(elsewhere, "B", 1), call(here, "C", 2)
     app = App()
-    reading(agents.intake, world, [first, moved, last], app=app)
+    reading(intake.intake, world, [first, moved, last], app=app)
     await asyncio.wait_for(outbox.waiting.wait(), 5.0)  # B handed to the producer, A routed already
     app.consumer_generation_id = 2
     outbox.gate.set()
@@ -384,3 +387,61 @@ async def test_a_keyed_batch_rechecks_for_a_rebalance_after_handing_a_re_keyed_r
     await until(lambda: "A" in world.client.events())
     assert "C" not in world.client.events()
     assert last.acked == []
+
+
+async def test_a_batch_calls_into_the_acks_once_to_register_and_not_to_wait_while_there_is_room(reading):
+    # The acks door, entered twice per batch: the changelog scope opened (and the
+    # redelivery guard asked), then closed with the batch's registration; no wait
+    # (`room`) while the window is not full (bench/trackpath.py counts these entries).
+    world = World()
+    a, b = users_in(world, 1, 2)
+    await grouped(world, a, b)
+    calls: list[str] = []
+    acks = world.rt.acks
+    for name in ("open_batch", "close_batch", "room", "wait_below", "add", "add_batch"):
+        method = getattr(acks, name)
+        setattr(acks, name, lambda *args, _m=method, _n=name, **kw: (calls.append(_n), _m(*args, **kw))[1])
+    first_times = acks.redeliveries.first_times
+    acks.redeliveries.first_times = lambda taken: (calls.append("first_times"), first_times(taken))[1]  # type: ignore[method-assign]
+    events = [track(u, f"E{n}", n, 1) for n, u in enumerate([a, b, a])]
+    reading(intake.route, world, events)
+    await until(lambda: world.rt.acks.in_flight == 0 and events[-1].acked == [2])
+    assert world.rt.counters["batches"] == 1
+    # first_times and add_batch from within the acks: two calls in from the intake
+    assert calls == ["open_batch", "first_times", "close_batch", "add_batch"]
+
+
+async def test_an_intake_batch_is_registered_in_one_call_and_what_was_handed_over_even_if_the_agent_stops(reading):
+    world = World()
+    gate = asyncio.Event()
+    sent: list[bytes] = []
+    send = world.rt.outbox.send
+
+    async def slow_second(to: str, **record: Any) -> Any:
+        sent.append(record["value"])
+        if len(sent) == 2:
+            await gate.wait()  # the producer takes the second record only when told
+        return await send(to, **record)
+
+    world.rt.outbox.send = slow_second  # type: ignore[method-assign]
+    added: list[int] = []
+    add_batch = world.rt.acks.add_batch
+    world.rt.acks.add_batch = lambda events, shared=None: (added.append(len(events)), add_batch(events, shared))[1]  # type: ignore[method-assign]
+    events = [
+        Event(
+            b"u1",
+            json.dumps({"type": "track", "userId": "u1", "event": f"E{n}", "messageId": f"m{n}"}).encode(),
+            Message(INPUT, 0, n),
+        )
+        for n in range(3)
+    ]
+    app = App()
+    reader = asyncio.ensure_future(intake.intake(world.rt, app, Stream(app, events)))  # type: ignore[arg-type]
+    await until(lambda: len(sent) == 2)
+    assert added == []  # the batch is registered once, when it is handed over
+    reader.cancel()  # the worker stops while the second record waits for the producer
+    with pytest.raises(asyncio.CancelledError):
+        await reader
+    assert added == [1]  # the first, handed over, is registered all the same
+    await until(lambda: events[0].acked == [0])
+    assert events[1].acked == [] and events[2].acked == []

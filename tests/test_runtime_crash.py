@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from streams.core.control import Park
-from streams.runtime import agents
+from streams.runtime import intake
 from streams.runtime.outbox import BY_USER
 from tests.runtime_world import BY_USER_TOPIC, INPUT, PARTITIONS, FakeClient, Incoming, Produced, World
 
@@ -22,7 +22,7 @@ from tests.runtime_world import BY_USER_TOPIC, INPUT, PARTITIONS, FakeClient, In
 async def enqueue(world: World, **body: Any) -> None:
     """A call taken by intake onto the by-user topic, not routed yet."""
     record = world._incoming(INPUT, None, json.dumps(body).encode(), {}, 0)
-    await agents.admit(world.rt, record)
+    await intake.admit(world.rt, record)
 
 
 def take(world: World) -> Incoming:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 import pytest
 
-from streams.runtime import agents, batching, effects
+from streams.runtime import effects, intake
 from streams.runtime.outbox import BY_USER, DEAD_LETTERS
 from tests.runtime_world import BY_USER_TOPIC, INPUT, CapturingOutbox, World
 
@@ -51,8 +51,8 @@ async def test_an_intake_produce_that_raises_is_never_acknowledged_and_stops_the
     async def the_record(rt, app, stream):  # the reading loop's own filters are not under test here
         yield [(Event(), record)]
 
-    monkeypatch.setattr(batching, "batches", the_record)
-    await agents.intake(world.rt, app=None, stream=None)  # type: ignore[arg-type]
+    monkeypatch.setattr(intake, "batches", the_record)
+    await intake.intake(world.rt, app=None, stream=None)  # type: ignore[arg-type]
     await wait_for(lambda: stopped)
     assert world.acked == []
     assert len(stopped) == 1 and isinstance(stopped[0], RuntimeError)

@@ -1,4 +1,4 @@
-"""The headers an input record carries on (streams.runtime.agents.input_headers): where it
+"""The headers an input record carries on (streams.core.sourceheader.input_headers): where it
 was read, written as `json.dumps` writes it (and read back by `Incoming.original_source`),
 and a replay's headers; nothing else of the record's own."""
 
@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streams.core.deadletter import REPLAY_HEADER
-from streams.runtime.agents import input_headers, source_header
-from streams.runtime.incoming import SOURCE_HEADER, Incoming
+from streams.core.incoming import Incoming
+from streams.core.sourceheader import SOURCE_HEADER, input_headers, source_header
 
 TOPICS = st.text(st.sampled_from("abcXYZ019._-"), min_size=1, max_size=249) | st.text(max_size=20)
 INTS = st.integers(min_value=0, max_value=2**63 - 1)
@@ -27,5 +27,5 @@ def test_the_source_header_is_what_json_dumps_writes(topic, partition, offset):
 
 def test_an_input_record_keeps_its_source_and_a_replays_headers_only():
     record = Incoming(b"k", b"{}", {REPLAY_HEADER: b"1", SOURCE_HEADER: b"{}", "x": b"y"}, "segment-events", 3, 7)
-    headers = input_headers(record, record.source)
+    headers = input_headers(record.headers, record.source)
     assert headers == {REPLAY_HEADER: b"1", SOURCE_HEADER: json.dumps(record.source).encode()}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from streams.runtime import agents
+from streams.runtime import intake
 from streams.runtime.outbox import BY_USER
 from tests.runtime_world import INPUT, World
 
@@ -18,7 +18,7 @@ async def test_a_valid_call_is_re_keyed_by_user_with_its_source_and_an_invalid_o
 
     bad = b'{"type": "track", "userId": "u1"}'  # no event name
     record = world._incoming(INPUT, b"k", bad, {}, 0)
-    await (await agents.admit(world.rt, record))
+    await (await intake.admit(world.rt, record))
     [dead] = world.dead_letters()
     assert (dead.value, dead.key, dead.reason) == (bad, b"k", "missing_field")
     assert dead.headers["cs-relay-stage"] == b"intake"

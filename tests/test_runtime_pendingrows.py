@@ -10,9 +10,9 @@ from typing import Any
 
 from streams.core import pendingrows
 from streams.core.control import Park
+from streams.core.incoming import Incoming
 from streams.core.pending import Parked, Pending, hold, park, release
 from streams.runtime import retries
-from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Tables
 from tests.runtime_world import BY_USER_TOPIC, FakeClient, World
 

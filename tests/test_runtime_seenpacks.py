@@ -14,7 +14,7 @@ import pytest
 from streams.core import control, dedupe, seenpack
 from streams.core.control import Sweep
 from streams.runtime import sweep
-from streams.runtime.changelog import ChangelogWrites
+from streams.runtime.acks import ChangelogWrites
 from streams.runtime.outbox import BY_USER
 from streams.runtime.seenpacks import SeenPacks
 from tests.runtime_world import BY_USER_TOPIC, PARTITIONS, Produced, World
@@ -166,12 +166,12 @@ async def test_the_open_rows_of_all_partitions_are_written_together_when_the_fir
     loop.call_later = call_later  # type: ignore[method-assign]
     try:
         for n, partition in enumerate((1, 2, 1, 3)):
-            with packs.changelog.during():
+            with packs.changelog:
                 packs.remember(partition, dedupe.row_key(f"u{n}", "m"), n, 100.0)
         assert [delay for delay, _ in timers] == [0.05] and table.records == []
         timers[0][1]()  # the first row's linger passed
         assert sorted((p, len(v["e"])) for p, _, v in table.records) == [(1, 2), (2, 1), (3, 1)]
-        with packs.changelog.during():
+        with packs.changelog:
             packs.remember(2, dedupe.row_key("u9", "m"), 9, 101.0)
         assert len(timers) == 2  # the next open row, a timer of its own
         packs.forget([2])

@@ -14,7 +14,7 @@ from typing import Any
 
 from streams.core import spill
 from streams.core.decision import PartnerRequest
-from streams.runtime import batching, spilling
+from streams.runtime import acks, spilling
 from streams.runtime.delivery import Result
 from streams.runtime.outbox import BY_USER
 from streams.runtime.runtime import Tables
@@ -166,7 +166,7 @@ def test_the_configuration_reference_states_the_share_and_the_spill_bound_as_the
     d = Settings()
     assert f"| `CS_RELAY_USER_SHARE` | `{d.user_share}` | 1 – {spill.MAX_SHARE:,} |" in doc
     assert f"| `CS_RELAY_SPILL_MAX_EVENTS` | `{d.spill_max_events}` | 0 – {spill.MAX_EVENTS_BOUND:,} |" in doc
-    assert f"window of {batching.MAX_UNACKED_EVENTS:,} unacknowledged events" in doc
+    assert f"window of {acks.MAX_UNACKED_EVENTS:,} unacknowledged events" in doc
 
 
 async def test_a_spilled_delivery_that_cannot_be_read_waits_and_is_never_confirmed_unsent():

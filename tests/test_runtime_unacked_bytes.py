@@ -1,6 +1,6 @@
 """The unacknowledged window is bounded by bytes as well as by events: each unacknowledged
 event keeps its record (value, key, headers) alive until it is acknowledged, so 5,000
-events of 32 KB would hold 160 MB. The reading loop (`streams.runtime.batching.batches`)
+events of 32 KB would hold 160 MB. The reading loop (`streams.runtime.intake.batches`)
 waits while the unacknowledged events' bytes pass CS_RELAY_MAX_UNACKED_BYTES, and goes on
 once enough of them are acknowledged."""
 
@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from streams.runtime import agents, batching
-from streams.runtime.inflight import AckTracker
+from streams.runtime import intake
+from streams.runtime.acks import AckTracker
 from streams.settings import Settings, SettingsError
 from tests.runtime_world import BY_USER_TOPIC, World
 
@@ -72,7 +72,7 @@ class Event:
 
 
 class Stream:
-    """What `batching.batches` reads of a Faust stream: `noack().events()`; counts what was taken."""
+    """What `intake.batches` reads of a Faust stream: `noack().events()`; counts what was taken."""
 
     def __init__(self, events: list[Event]) -> None:
         self._events = events
@@ -122,7 +122,7 @@ async def test_a_few_large_events_make_the_reading_loop_wait_and_it_resumes_once
         for n in range(8)
     ]
     stream = Stream(events)
-    reader = asyncio.ensure_future(agents.route(world.rt, App(), stream))  # type: ignore[arg-type]
+    reader = asyncio.ensure_future(intake.route(world.rt, App(), stream))  # type: ignore[arg-type]
     try:
         await until(world.rt.acks.pressed.is_set)
         waiting_at = stream.taken
@@ -152,12 +152,12 @@ def test_the_byte_bound_is_a_validated_setting():
 
 
 def test_an_event_held_counts_its_value_key_and_headers():
-    from streams.runtime.incoming import Incoming
+    from streams.core.incoming import Incoming
 
     small = Incoming(b"u1", b"{}", {}, BY_USER_TOPIC, 0, 0)
     large = Incoming(b"u1", b"x" * 30_000, {"h": b"y" * 2_000}, BY_USER_TOPIC, 0, 1)
-    assert batching.held_bytes(large) - batching.held_bytes(small) >= 31_000
-    assert batching.held_bytes(small) >= batching.EVENT_BYTES
+    assert intake.held_bytes(large) - intake.held_bytes(small) >= 31_000
+    assert intake.held_bytes(small) >= intake.EVENT_BYTES
 
 
 def test_every_variable_the_settings_read_is_in_the_configuration_reference():

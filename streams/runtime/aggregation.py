@@ -31,10 +31,10 @@ from typing import Any
 
 from streams.core.aggregate import Fold, Windows, describe, due, fold_within, next_close, remove
 from streams.core.control import WindowClose, WindowDone
+from streams.core.incoming import Incoming
 from streams.core.outcome import Dispatch
 from streams.destinations import REGISTRY
 from streams.runtime import effects, senders
-from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 from streams.runtime.tablescan import chunks_of_partition
 

@@ -4,7 +4,7 @@
           │ (raw bytes)   (keyed by userId/anonymousId)  │
           └─ bad input ──▶ segment-events-dlq ◀─────────┘ refused or undeliverable
 
-* `intake` (`streams.runtime.agents`) parses and validates each raw record
+* `intake` (`streams.runtime.intake`) parses and validates each raw record
   (`streams.core.segment`), sends what cannot be processed to the dead-letter topic with
   its original bytes, and re-keys the rest by user so that one worker sees all of a
   user's messages, in order. With CS_RELAY_INPUT_KEYED_BY_USER (an input topic keyed
@@ -15,7 +15,7 @@
   state in the `users`, `groups` and `pending` tables; the new state is written back
   (assigned, so the changelog has it) and the requests go to the partner clients
   (`streams.runtime.effects`). Deliveries run concurrently; each event is acknowledged,
-  in offset order, only when its deliveries are finished (`streams.runtime.inflight`).
+  in offset order, only when its deliveries are finished (`streams.runtime.acks`).
 
 This module only wires: everything that runs lives in the `Runtime` built here
 (`streams.runtime.runtime`), and the functions of it. The app is configured from
@@ -42,7 +42,6 @@ from streams.ops import (
 from streams.ops.console import web as console
 from streams.ops.observer import OpsObserver
 from streams.runtime import (
-    agents,
     aggregation,
     faust_fixes,
     grouptable,
@@ -54,6 +53,7 @@ from streams.runtime import (
     sweep,
     timers,
 )
+from streams.runtime.intake import intake_agent, route_agent
 from streams.runtime.outbox import FaustOutbox
 from streams.runtime.relayapp import TABLE_OPTIONS, create_app
 from streams.runtime.rowcache import CachedRows
@@ -163,14 +163,10 @@ for _table in (*_TABLES, spill_table, spillrows_table):
 runtime.stop = lambda exc: asyncio.ensure_future(app.crash(exc))
 
 
-@app.agent(input_topic)
-async def intake(stream: faust.StreamT) -> None:
-    await agents.intake(runtime, app, stream)
-
-
-@app.agent(by_user_topic)
-async def route(stream: faust.StreamT) -> None:
-    await agents.route(runtime, app, stream)
+# The two agents: functions of streams.runtime.intake, which Faust runs (and resumes)
+# there, with the runtime and the app they read for; named as when they were defined here.
+intake = app.agent(input_topic, name=f"{__name__}.intake")(intake_agent(runtime, app))
+route = app.agent(by_user_topic, name=f"{__name__}.route")(route_agent(runtime, app))
 
 
 @app.on_partitions_revoked.connect  # type: ignore[arg-type]  # mode types receivers as (sender, *args); Faust sends one positional: the TPs

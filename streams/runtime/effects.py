@@ -4,7 +4,7 @@ dispatched (`apply_step`, `dispatch`: to the user's chain, run by
 delivery that keeps failing parked, dead letters, control records and forwarded events.
 
 Each returns an awaitable that the event which caused it waits for before it is
-acknowledged (`streams.runtime.inflight.AckTracker`): work that fails leaves the event
+acknowledged (`streams.runtime.acks.AckTracker`): work that fails leaves the event
 unacknowledged, and a restart processes it again.
 """
 

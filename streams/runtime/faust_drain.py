@@ -10,7 +10,7 @@ delivery, the suspend-flow wait, the service's stopped and crashed waits), an
 `asyncio.wait` and their cancellation, per record, so that a rebalance (suspend_flow)
 can abandon a delivery blocked on a full stream buffer. It also hands control to the
 event loop after every record, so an agent wakes for each one and finds its buffer
-empty: the micro-batches of streams.runtime.batching stayed at one event.
+empty: the micro-batches of streams.runtime.intake stayed at one event.
 
 The patched copy fetches as Faust does, in the fetch loop's task (`getmany`, whose
 waits, for records and for the flow to resume after a rebalance, must not race the
@@ -46,7 +46,7 @@ handled as if it were of the last one's partition: its user's rows read from and
 written to another partition's store and changelog. tests/test_faults_rebalance.py
 then failed (a taken-over user's waiting events had no payload rows: they were in
 another partition's changelog) and scenario b held every track (users' group calls
-written where their next batch did not look). streams.runtime.batching now makes each
+written where their next batch did not look). streams.runtime.intake now makes each
 event current before it is handled, and the senders run outside any event's context
 (streams.runtime.senders). Faust's changelog reading (`Recovery`, standbys) was not
 at fault: its records come through the same callback, one after another, and what a

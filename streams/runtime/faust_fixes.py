@@ -38,7 +38,7 @@ the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION
 
 4. Faust's fetch loop (`Consumer._drain_messages`) delivers each fetched record under a
    `wait_first` of its own (four tasks and an `asyncio.wait` per record) and hands the
-   event loop over after each, so the agents' micro-batches (streams.runtime.batching)
+   event loop over after each, so the agents' micro-batches (streams.runtime.intake)
    found one event in the stream's buffer. `streams.runtime.faust_drain` delivers a
    fetched batch under one `wait_first` (see that module, and docs/benchmarks.md for
    what it saves). A performance patch, NOT INSTALLED in the worker
@@ -70,7 +70,7 @@ the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION
    record at a time, hardly ever fills a buffer; the batched loop (4) does under any
    backlog. The patched `on_buffer_drop` leaves a paused partition paused (recovery
    resumes it after the seek); installed with patch 4 only. tests/test_faust_fixes.py
-   pins the Faust internals that patches 4 and 5 and batching read.
+   pins the Faust internals that patches 4 and 5 and the intake read.
 """
 
 from __future__ import annotations

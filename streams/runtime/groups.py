@@ -25,6 +25,7 @@ from typing import Any
 from streams.core import consent
 from streams.core.control import GroupKnown, GroupUpdate, GroupWait
 from streams.core.grouplookup import overlay_newer
+from streams.core.incoming import Incoming
 from streams.core.message import InvalidMessage
 from streams.core.outcome import Step
 from streams.core.reducers import apply_to_group
@@ -33,7 +34,6 @@ from streams.core.segment import parse
 from streams.core.state import GroupState
 from streams.core.waiters import Waiters, add, tell_now
 from streams.runtime import effects
-from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 
 log = logging.getLogger("cs_relay")

@@ -4,7 +4,7 @@ runs the pure step against the user's state.
 
 Every handler is synchronous: state read, state written, and the work still to finish
 (deliveries, dead letters, records) returned as awaitables that the record's
-acknowledgement waits for (`streams.runtime.inflight.AckTracker`).
+acknowledgement waits for (`streams.runtime.acks.AckTracker`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from streams.core.control import (
     WindowDone,
 )
 from streams.core.deadletter import REPLAY_DESTINATION_HEADER, REPLAY_HEADER, REPLAY_OF_HEADER
+from streams.core.incoming import Incoming
 from streams.core.message import Message
 from streams.core.outcome import Dispatch, Step
 from streams.core.pending import confirm, first_seq
@@ -41,7 +42,6 @@ from streams.core.segment import parse
 from streams.core.spill import SpillDone
 from streams.core.step import step
 from streams.runtime import aggregation, effects, groups, merge, retries, spilling, sweep
-from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 
 log = logging.getLogger("cs_relay")

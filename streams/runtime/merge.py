@@ -27,13 +27,13 @@ from typing import Any
 
 from streams.core import pendingrows
 from streams.core.control import MergeDone, MergeProfile, MergeRequest
+from streams.core.incoming import Incoming
 from streams.core.outcome import DeadLetter
 from streams.core.pending import Pending, first_seq
 from streams.core.reasons import Reason
 from streams.core.state import UserState
 from streams.core.step import merge_step
 from streams.runtime import effects
-from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 
 # A hand-over (the merge-profile record, and its copy on the visitor's row until

@@ -4,12 +4,15 @@ events, control records) and the dead-letter topic.
 The runtime sees an `Outbox`; `FaustOutbox` is the one on Kafka, and unit tests give a
 fake that keeps what was produced. `send` hands the record to the producer before it
 returns (so records sent one after another keep that order in the partition) and
-returns what resolves once Kafka has acknowledged it.
+returns what resolves once Kafka has acknowledged it. `by_user(key=, value=, headers=)`
+is `send` to the by-user topic, for the intake's re-keying of each input record:
+`FaustOutbox`'s is the topic's own `send` (Faust's), so that no call of ours is between
+the intake and the producer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import faust
@@ -19,6 +22,11 @@ DEAD_LETTERS = "dead-letters"
 
 
 class Outbox(Protocol):
+    @property
+    def by_user(self) -> Callable[..., Awaitable[Awaitable[Any]]]:
+        """`send(BY_USER, ...)`: keyword arguments only, headers a dict."""
+        ...
+
     async def send(
         self,
         to: str,
@@ -44,6 +52,7 @@ class FaustOutbox:
 
     def __init__(self, by_user: faust.TopicT, dead_letters: faust.TopicT) -> None:
         self._topics = {BY_USER: by_user, DEAD_LETTERS: dead_letters}
+        self.by_user: Callable[..., Awaitable[Awaitable[Any]]] = by_user.send
 
     async def send(
         self,

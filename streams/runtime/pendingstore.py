@@ -8,7 +8,7 @@ a user's events join it once per version of the row. `write(key, before, after)`
 the payload rows of new events, deletes those of events gone, then the index row (or
 deletes it, when nothing waits). Every one of these is a changelog write of the event
 being processed, so its offset is committed only once all of them are durable
-(`streams.runtime.changelog`). `get(key)` and `values()` serve the admin API: the
+(`streams.runtime.acks`). `get(key)` and `values()` serve the admin API: the
 joined record whole, and the index rows (enough to count what waits).
 """
 

@@ -146,7 +146,7 @@ def create_app(settings: Settings) -> RelayApp:
         web_host=settings.advertised_web_host,  # the canonical URL other workers call
         web_port=settings.web_port,
         web_bind=settings.web_host,
-        # A rebalance must not wait for partner deliveries (see batching.fetched_before_a_rebalance).
+        # A rebalance must not wait for partner deliveries (see intake.fetched_before_a_rebalance).
         stream_wait_empty=False,
     )
     app.table_memory = TableMemory(TABLE_MEMORY_BYTES, TABLE_WRITE_BUFFER_BYTES)

@@ -23,6 +23,7 @@ from streams.core import pendingrows
 from streams.core.breaker import AUTH_STATUSES, State
 from streams.core.control import Park, Retried, RetryDue, retry_due_records
 from streams.core.decision import PartnerRequest
+from streams.core.incoming import Incoming
 from streams.core.outcome import DeadLetter, Step
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
@@ -30,7 +31,6 @@ from streams.core.releasing import release_ready
 from streams.core.retry import Outcome
 from streams.core.versions import Readable
 from streams.runtime import effects, senders
-from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 from streams.runtime.tablescan import chunks_of_partition
 

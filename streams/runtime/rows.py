@@ -29,7 +29,7 @@ from streams.core.pending import Pending
 from streams.core.pendingcounts import PendingCounts
 from streams.core.seenpack import Packer
 from streams.core.state import GroupLookup, GroupState, UserState
-from streams.runtime.changelog import ChangelogWrites
+from streams.runtime.acks import ChangelogWrites
 from streams.runtime.pendingstore import PendingStore
 from streams.runtime.seentable import local_of
 

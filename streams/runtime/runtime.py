@@ -49,7 +49,6 @@ from streams.core.redact import redact
 from streams.partitioner import Partitioner
 from streams.runtime import spilling, wiring
 from streams.runtime.acks import Acks
-from streams.runtime.changelog import ChangelogWrites
 from streams.runtime.delivery import PartnerClient
 from streams.runtime.groupview import GroupView
 from streams.runtime.observing import Observer, Unobserved
@@ -166,7 +165,7 @@ class Runtime:
         clients = wiring.clients(settings) if clients is None else clients
         partition_of = Partitioner(partitions or (lambda: settings.topic_partitions))
         counters: Counter[str] = Counter()
-        acks = Acks()
+        acks = Acks(max_bytes=settings.max_unacked_bytes)
         parking = Parking(
             instance=uuid.uuid4().hex[:12],
             partition_of=partition_of,
@@ -210,7 +209,7 @@ class Runtime:
             sending=sending,
             windows=Windows(partition_of),
             spills=spills,
-            seen_packs=SeenPacks(tables.seen, ChangelogWrites()),
+            seen_packs=SeenPacks(tables.seen, acks.changelog),
             observer=observer or Unobserved(),
         )
         # The senders count each chain's deliveries (the fairness share) and tell

@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from streams.core.seenpack import MAX_PACK_BYTES, MAX_PACK_ENTRIES
-from streams.runtime.changelog import ChangelogWrites
+from streams.runtime.acks import ChangelogWrites
 from streams.runtime.rows import OpenPacks
 from streams.runtime.seentable import local_of
 
@@ -93,7 +93,7 @@ class SeenPacks(OpenPacks):
             return
         self._none_open()
         try:
-            with self.changelog.during() as writes:
+            with self.changelog as writes:
                 self.local.write_packed(partition, pack.key, pack.packer.value())
         except Exception as exc:  # noqa: BLE001 - the producer refused it: the events' work failed
             pack.written.set_exception(exc)

@@ -2,7 +2,7 @@
 
 Work is submitted per key, `(user, destination)` (or `(user, "forward")`): `submit(key,
 make)` queues `make` behind the key's earlier work and returns a future of its outcome,
-which the event that caused it waits for (`streams.runtime.inflight.AckTracker`). Each
+which the event that caused it waits for (`streams.runtime.acks.AckTracker`). Each
 destination (the key's second part: a lane) has at most `size` sender coroutines
 (`CS_RELAY_MAX_IN_FLIGHT`, started as work comes), and each runs one piece of work at a
 time, in its own task: no task is created per request.

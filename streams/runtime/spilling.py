@@ -35,10 +35,10 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from streams.core import spill
+from streams.core.incoming import Incoming
 from streams.core.outcome import Dispatch
 from streams.core.spill import SpillDone
 from streams.runtime import effects, senders
-from streams.runtime.incoming import Incoming
 from streams.runtime.spillstore import Pair
 from streams.runtime.tablescan import chunks_of_partition
 

@@ -2,7 +2,7 @@
 
 `SpillStore` reads and writes a (user, destination)'s index, order and body rows; every
 write is made while an event of the user's partition is handled, so it is among that
-event's changelog writes (streams.runtime.changelog) and the event is acknowledged once
+event's changelog writes (streams.runtime.acks) and the event is acknowledged once
 Kafka has it. Beside the rows, in memory:
 
 * `cursor[(user, destination)]`: the ordinal of the next spilled delivery to hand to the

@@ -22,13 +22,13 @@ from typing import Any
 from streams.core import dedupe, pendingrows, seenpack
 from streams.core import pending as pending_mod
 from streams.core.control import Sweep
+from streams.core.incoming import Incoming
 from streams.core.outcome import DeadLetter
 from streams.core.pending import Parked, Pending
 from streams.core.reasons import Reason
 from streams.core.releasing import expire_held
 from streams.core.versions import Readable
 from streams.runtime import effects, seenpacks
-from streams.runtime.incoming import Incoming
 from streams.runtime.runtime import Runtime
 from streams.runtime.tablescan import items_of_partition
 from streams.settings import Settings
