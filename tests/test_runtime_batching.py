@@ -18,7 +18,7 @@ import pytest
 from faust.streams import _current_event
 
 from streams.core.decision import PartnerRequest
-from streams.runtime import handlers, intake
+from streams.runtime import intake, routing
 from streams.runtime.delivery import Result
 from streams.runtime.outbox import BY_USER
 from streams.runtime.runtime import Tables
@@ -319,14 +319,14 @@ async def test_a_failing_event_goes_to_the_dead_letters_and_the_rest_of_its_batc
     world = World()
     (a,) = users_in(world, 2, 1)
     await grouped(world, a)
-    route_call = handlers.route_call
+    route_call = routing.route_call
 
     def buggy(rt: Any, record: Any, msg: Any = None) -> Any:
         if b"Bad" in record.value:
             raise RuntimeError("a bug")
         return route_call(rt, record, msg)
 
-    monkeypatch.setattr(handlers, "route_call", buggy)
+    monkeypatch.setattr(routing, "route_call", buggy)
     events = [track(a, name, n, 2) for n, name in enumerate(["E0", "Bad", "E2"])]
     reading(intake.route, world, events)
     await until(lambda: world.rt.acks.in_flight == 0)

@@ -7,7 +7,7 @@ import asyncio
 
 from streams.core import control
 from streams.core.control import GroupKnown, GroupUpdate, GroupWait
-from streams.runtime import handlers
+from streams.runtime import routing
 from streams.runtime.runtime import Tables
 from tests.runtime_world import BY_USER_TOPIC, CapturingOutbox, Produced, World
 
@@ -29,13 +29,13 @@ def watched_world(monkeypatch) -> tuple[World, PartitionLog]:
     handling: list = []
     groups = PartitionLog(handling)
     world = World(tables=Tables(users={}, pending={}, groups=groups, seen={}))
-    original = handlers.handle
+    original = routing.handle
 
-    def handle(rt, record):
+    def handle(rt, record, kinds):
         handling.append(record)
-        return original(rt, record)
+        return original(rt, record, kinds)
 
-    monkeypatch.setattr(handlers, "handle", handle)
+    monkeypatch.setattr(routing, "handle", handle)
     return world, groups
 
 

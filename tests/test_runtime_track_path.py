@@ -18,7 +18,7 @@ from bench.tracehook import profiler
 from bench.trackpath import summary
 from streams.core.outcome import Dispatch
 from streams.core.state import GroupState
-from streams.runtime import effects, seentable, senders
+from streams.runtime import routing, seentable, senders
 from streams.runtime.rowcache import CachedRows
 from streams.runtime.runtime import Tables
 from tests.runtime_world import BY_USER_TOPIC, PARTITIONS, FakeClient, World
@@ -112,7 +112,7 @@ async def test_a_track_that_changes_nothing_writes_no_users_row_reaches_both_par
 
 async def test_a_track_reads_the_users_row_once():
     """The step and the writing of its result share one read of the user's row
-    (`effects.apply_step(..., stored=user)`)."""
+    (`routing.apply_step(..., stored=user)`)."""
     world, _csb = both_partners()
     await joined(world)
     users = world.tables.users
@@ -152,7 +152,7 @@ async def test_a_tracks_routing_reads_and_remembers_through_the_state_door_alone
     entered = {module for caller, module in edges if module.startswith("streams.runtime.")}
     assert not entered & {f"streams.runtime.{m}" for m in STATE if m != "rows"}
     into_rows = {caller: n for (caller, module), n in edges.items() if module == "streams.runtime.rows"}
-    assert into_rows.pop("streams.runtime.handlers") == 2  # Rows.read, SeenPacks.remember
+    assert into_rows.pop("streams.runtime.routing") == 2  # Rows.read, SeenPacks.remember
     assert all(not caller.startswith("streams.core") for caller in into_rows)  # the step calls nothing back
 
 
@@ -165,12 +165,14 @@ def _in_kafka(partition: int | None, key: str, value: Any) -> asyncio.Future[Non
     return written
 
 
-async def test_a_tracks_deliveries_enter_the_dispatch_once_and_the_senders_once_each():
-    """The step's effects, the senders and the client are three doors (docs/architecture.md,
-    "One track's path"): `apply_step` is entered once, each delivery enters the senders
-    once (`submit`), and what the way only reads (the senders' hold, the catch-up, the
-    share, the spilled pairs, the breaker) is read, not asked: no call into `parking.py`,
-    `spilling.py`, `spillstore.py` or `sending.py`, no callback of the loop into them."""
+async def test_a_tracks_routing_enters_the_routing_door_once_and_the_senders_once_each():
+    """A track's routing, its step's effects, the senders and the client are three doors
+    (docs/architecture.md, "One track's path"): the routing door is entered once, from
+    intake (routing, step, state written, deliveries dispatched: no call into
+    `handlers.py` or `effects.py`), each delivery enters the senders once (`submit`), and
+    what the way only reads (the senders' hold, the catch-up, the share, the spilled
+    pairs, the breaker) is read, not asked: no call into `parking.py`, `spilling.py`,
+    `spillstore.py` or `sending.py`, no callback of the loop into them."""
     world, csb = both_partners()
     await joined(world)
     await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="warm")  # lanes started
@@ -187,14 +189,18 @@ async def test_a_tracks_deliveries_enter_the_dispatch_once_and_the_senders_once_
         sys.setprofile(None)
     assert world.client.events() == ["Report%20Built"] * 2 and len(csb.requests) == 3  # account, two tracks
     edges = {e: n for e, n in summary(records)["edges"].items() if not e.startswith("tests.")}  # the world's looks
-    assert edges["streams.runtime.handlers -> streams.runtime.effects"] == 1
-    assert edges["streams.runtime.effects -> streams.runtime.senders"] == 2
-    off = ("parking", "spilling", "spillstore", "sending", "senderpool")
-    assert [e for e in edges if e.rsplit(".", 1)[-1] in off] == []
-    # No park applied since the step, which saw none parked: the pending row is not read again.
-    assert [e for e in edges if e.startswith(("streams.runtime.effects", "streams.runtime.senders"))] == [
-        "streams.runtime.effects -> streams.runtime.senders",
+    assert [e for e in edges if e.endswith("streams.runtime.routing")] == [
+        "streams.runtime.intake -> streams.runtime.routing"
     ]
+    assert edges["streams.runtime.intake -> streams.runtime.routing"] == 1
+    assert edges["streams.runtime.routing -> streams.runtime.senders"] == 2
+    off = ("handlers", "effects", "parking", "spilling", "spillstore", "sending", "senderpool")
+    assert [e for e in edges if any(m.rsplit(".", 1)[-1] in off for m in e.split(" -> "))] == []
+    # No park applied since the step, which saw none parked: the pending row is not read again.
+    assert {e for e in edges if e.startswith(("streams.runtime.routing", "streams.runtime.senders"))} == {
+        "streams.runtime.routing -> streams.runtime.rows",  # Rows.read, SeenPacks.remember
+        "streams.runtime.routing -> streams.runtime.senders",
+    }
 
 
 async def test_a_delivery_dispatched_before_a_park_was_applied_reads_the_row_and_parks_behind_it():
@@ -205,18 +211,18 @@ async def test_a_delivery_dispatched_before_a_park_was_applied_reads_the_row_and
     world, _csb = both_partners()
     await joined(world)
     dispatched: list[tuple[Dispatch, int | None]] = []
-    real = effects.dispatch
+    real = routing.dispatch
 
     def recorded(rt: Any, key: str, item: Dispatch, parks: int | None = None) -> Any:
         dispatched.append((item, parks))
         return real(rt, key, item, parks)
 
-    effects.dispatch = recorded  # type: ignore[assignment]
+    routing.dispatch = recorded  # type: ignore[assignment]
     try:
         world.client.answers = [503]  # ClientSuccess: retryable, so it parks
         await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")
     finally:
-        effects.dispatch = real  # type: ignore[assignment]
+        routing.dispatch = real  # type: ignore[assignment]
     item, parks = next((i, p) for i, p in dispatched if i.destination == "clientsuccess")
     assert parks == 0 and world.rt.parking.marks.parks == 1  # the step saw none parked; one park applied since
     assert len(world.rt.rows.pending("u1").queue("clientsuccess").parked) == 1

@@ -10,12 +10,13 @@
   user's messages, in order. With CS_RELAY_INPUT_KEYED_BY_USER (an input topic keyed
   by user, with the by-user partition count) it routes each record found in its
   user's partition there, as `route` would, and re-keys only the others.
-* `route` hands each by-user record to `streams.runtime.handlers`: a control record to
-  its handler, a Segment call to the pure `streams.core.step.step` against the user's
-  state in the `users`, `groups` and `pending` tables; the new state is written back
-  (assigned, so the changelog has it) and the requests go to the partner clients
-  (`streams.runtime.effects`). Deliveries run concurrently; each event is acknowledged,
-  in offset order, only when its deliveries are finished (`streams.runtime.acks`).
+* `route` hands each by-user record to `streams.runtime.routing`: a control record to
+  its handler (`streams.runtime.handlers`), a Segment call to the pure
+  `streams.core.step.step` against the user's state in the `users`, `groups` and
+  `pending` tables; the new state is written back (assigned, so the changelog has it)
+  and the requests go to the partner clients (`streams.runtime.senders`). Deliveries
+  run concurrently; each event is acknowledged, in offset order, only when its
+  deliveries are finished (`streams.runtime.acks`).
 
 This module only wires: everything that runs lives in the `Runtime` built here
 (`streams.runtime.runtime`), and the functions of it. The app is configured from

@@ -33,7 +33,7 @@ from streams.core.releasing import release_ready
 from streams.core.segment import parse
 from streams.core.state import GroupState
 from streams.core.waiters import Waiters, add, tell_now
-from streams.runtime import effects
+from streams.runtime import effects, routing
 from streams.runtime.runtime import Runtime
 
 log = logging.getLogger("cs_relay")
@@ -99,7 +99,7 @@ def group_known(rt: Runtime, record: Incoming, known: GroupKnown) -> list[Awaita
         pending, released = release_ready(pending, dest, user, groups, rt.settings.pending_max_events)
         dispatches += released
     rt.counters["released_by_group"] += len(dispatches)
-    work = effects.apply_step(rt, key, before, Step(user, None, pending, dispatches))
+    work = routing.apply_step(rt, key, before, Step(user, None, pending, dispatches))
     still = any(pending.queue(d.key).held for d in rt.destinations)
     if still and (user.group_id == group.group_id):
         work.append(effects.control_to_user(rt, group.group_id, GroupWait(key, group.updated_at)))

@@ -3,10 +3,10 @@ the `Incoming` the handlers see (streams.core.incoming). Faust runs the function
 here (`intake_agent`, `route_agent`; streams.runtime.app registers them): `intake` re-keys
 each input record by user onto the by-user topic (`rekey_batch`), or with
 CS_RELAY_INPUT_KEYED_BY_USER routes it where it is (`take_keyed_batch`); `route`
-handles each by-user record (streams.runtime.handlers). Both read without automatic
-acknowledgement, a batch at a time (`batches`: what the stream has buffered, up to
-MAX_BATCH, past back-pressure, without the events a rebalance took away or this
-assignment took already); `handle` runs each event's synchronous step in one changelog
+hands each by-user record to the routing door (streams.runtime.routing). Both read
+without automatic acknowledgement, a batch at a time (`batches`: what the stream has
+buffered, up to MAX_BATCH, past back-pressure, without the events a rebalance took
+away or this assignment took already); `handle` runs each event's synchronous step in one changelog
 scope and registers every event with its work and its batch's changelog writes: it is
 acknowledged in offset order once they are done (docs/architecture.md, "Acknowledgement
 order"). A step that raises dead-letters its event alone (`handle_safely`).
@@ -29,7 +29,7 @@ from streams.core.outcome import DeadLetter
 from streams.core.reasons import Reason
 from streams.core.segment import parse
 from streams.core.sourceheader import input_headers
-from streams.runtime import effects, handlers
+from streams.runtime import effects, handlers, routing
 
 if TYPE_CHECKING:
     from streams.runtime.acks import Event
@@ -215,7 +215,7 @@ def route_batch(rt: Runtime, batch: Taken, guard: bool = False) -> None:
 
 def handle_safely(rt: Runtime, record: Incoming, msg: Message | None = None) -> Work:
     try:
-        return handlers.handle(rt, record) if msg is None else handlers.route_call(rt, record, msg)
+        return routing.handle(rt, record, handlers.HANDLERS) if msg is None else routing.route_call(rt, record, msg)
     except Exception:  # a bug must not stop every other user's events
         log.exception("routing failed for an event at %s; it goes to the dead-letter topic", record.source)
         detail = "cs-relay could not route this event (see the worker log)"

@@ -33,7 +33,7 @@ from streams.core.pending import Pending, first_seq
 from streams.core.reasons import Reason
 from streams.core.state import UserState
 from streams.core.step import merge_step
-from streams.runtime import effects
+from streams.runtime import effects, routing
 from streams.runtime.runtime import Runtime
 
 # A hand-over (the merge-profile record, and its copy on the visitor's row until
@@ -127,7 +127,7 @@ def take_profile(rt: Runtime, record: Incoming, profile: MergeProfile) -> list[A
         record.position,
         rt.settings.pending_max_events,
     )
-    work = effects.apply_step(rt, key, pending, result)
+    work = routing.apply_step(rt, key, pending, result)
     # merge-done only once Kafka has the user's new rows (this event's changelog writes).
     return [*work, confirm(rt, key, profile.anonymous_id, rt.changelog.collected())]
 

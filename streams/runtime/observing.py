@@ -3,7 +3,7 @@
 The runtime calls an `Observer` at a few points of an event's path: a dead letter
 about to be written and once written (`effects.dead_letter`), a delivery beginning
 and answered (`senders.deliver`, `retries.retry_one`), a Segment call routed
-(`handlers.route_call`). The worker's operator side (`streams.ops.observer`: the
+(`routing.route_call`). The worker's operator side (`streams.ops.observer`: the
 metrics of /metrics and /status, the console's journal, event ids in log lines)
 implements it, and the app's wiring (`streams.runtime.app`) connects the two: no
 other runtime module imports `streams.ops` (tests/test_runtime_imports.py).

@@ -30,7 +30,7 @@ from streams.core.reasons import Reason
 from streams.core.releasing import release_ready
 from streams.core.retry import Outcome
 from streams.core.versions import Readable
-from streams.runtime import effects, senders
+from streams.runtime import effects, routing, senders
 from streams.runtime.runtime import Runtime
 from streams.runtime.tablescan import chunks_of_partition
 
@@ -283,7 +283,7 @@ def apply_retried(rt: Runtime, record: Incoming, retried: Retried) -> list[Await
         # As after a call, the released events no delivery in this process carries are
         # sent again: this record handled again (a revoke or a crash stopped its first
         # handling's deliveries) finds in `releasing` what that one released.
-        work += effects.apply_step(rt, key, retried_pending, Step(user, None, pending, released))
+        work += routing.apply_step(rt, key, retried_pending, Step(user, None, pending, released))
     if outcome is Outcome.DONE:
         retry_due(rt, [key])  # the partner answers again: the next parked one goes now
     return work

@@ -23,10 +23,10 @@ hooks, which the runtime's `assigned` and `revoked` call in turn:
   streams.runtime.observing).
 
 The Faust app (`streams.runtime.app`) creates one and hands it to the agents, control
-record handlers and timers (`agents`, `handlers`, `effects`, `retries`, `merge`,
-`sweep`, `aggregation`), which are functions of it. Tables are anything with a dict's `get`,
-`__setitem__`, `__delitem__` and `items` (Faust tables in the worker, plain dicts in
-unit tests), so those functions run without a broker.
+record handlers and timers (`intake`, `routing`, `handlers`, `effects`, `retries`,
+`merge`, `sweep`, `aggregation`), which are functions of it. Tables are anything with a
+dict's `get`, `__setitem__`, `__delitem__` and `items` (Faust tables in the worker,
+plain dicts in unit tests), so those functions run without a broker.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ with one-line calls where the work happens:
   when, so the dead-letters page reads the dead-letter topic again instead of showing
   a reading from before it (the page lists the topic's, every worker's:
   `deadletters.py`);
-* `routed()` when a Segment call was routed (`handlers.route_call`): which users were
+* `routed()` when a Segment call was routed (`routing.route_call`): which users were
   seen in which group, and which users and groups carry an account id a destination
   remembers (CustomerSuccessBox's `account_id`), so the group page and the search need
   no scan of a table;
