@@ -9,7 +9,7 @@ record, pending record (`streams.runtime.pendingstore`) and legacy dedupe row, a
 writes the pending record keeping `/status`'s counts and the parked users' index;
 `assigned` empties the row caches (recovery may have replaced rows behind them).
 `GroupReads` are the group view's reads (`groupview.GroupView`); `OpenPacks` the open
-packed dedupe rows new entries join (`seenpacks.SeenPacks` writes them).
+packed dedupe rows new entries join, and their writes (`seenpacks.SeenPacks` makes them).
 """
 
 from __future__ import annotations
@@ -274,8 +274,10 @@ class _Open:
 
 
 class OpenPacks:
-    """The partitions' open packed dedupe rows, which new entries join (`remember`);
-    `streams.runtime.seenpacks.SeenPacks`, its subclass, writes them."""
+    """The partitions' open packed dedupe rows: new entries join them (`remember`), and
+    they are written (`flush`) when the shared linger timer runs out (`_lingered`, a
+    callback of the loop) or when full; `seenpacks.SeenPacks`, its subclass, makes,
+    forgets and counts them (its module says the rules)."""
 
     table: Any
     local: Any  # the table's rows by partition: the state door's `KeptRows` in the worker
@@ -283,12 +285,11 @@ class OpenPacks:
     linger: float
     max_entries: int
     max_bytes: int
+    written: int  # packed rows written, for tests and the profile
     _open: dict[int, _Open]
     _timer: asyncio.Handle | None
     _token: str
     _count: int
-    flush: Callable[[int], None]  # SeenPacks's: write the partition's open row
-    _lingered: Callable[[], None]  # SeenPacks's: write every open row
 
     def remember(self, partition: int, row_key: str, offset: int, now: float) -> None:
         """Remember a dedupe entry of the event being handled (in `partition`): its index
@@ -318,3 +319,46 @@ class OpenPacks:
                 self._timer = loop.call_soon(self._lingered)
         self._open[partition] = pack
         return pack
+
+    def _lingered(self) -> None:
+        """Write every partition's open row (one timer for all: their records reach the
+        producer at once, in one produce request)."""
+        self._timer = None
+        for partition in list(self._open):
+            self.flush(partition)
+
+    def flush(self, partition: int) -> None:
+        """Write the partition's open packed row, if any."""
+        pack = self._open.pop(partition, None)
+        if pack is None:
+            return
+        if not self._open and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            with self.changelog as writes:
+                self.local.write_packed(partition, pack.key, pack.packer.value())
+        except Exception as exc:  # noqa: BLE001 - the producer refused it: the events' work failed
+            pack.written.set_exception(exc)
+            return
+        self.written += 1
+        _complete_with(pack.written, writes)
+
+
+def _complete_with(written: asyncio.Future[Any], writes: list[Any]) -> None:
+    if not writes:
+        written.set_result(None)
+        return
+    gathered = asyncio.gather(*writes)
+
+    def done(f: asyncio.Future[Any]) -> None:
+        if written.done():
+            return
+        if f.cancelled():
+            written.cancel()
+        elif f.exception() is not None:
+            written.set_exception(f.exception())  # type: ignore[arg-type]
+        else:
+            written.set_result(None)
+
+    gathered.add_done_callback(done)
