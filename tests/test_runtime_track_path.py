@@ -139,6 +139,7 @@ async def test_a_tracks_routing_reads_and_remembers_through_the_state_door_alone
     seen.send_changelog = _in_kafka  # type: ignore[method-assign]
     tables = Tables(users=CachedRows({}), pending=CachedRows({}), groups=CachedRows({}), seen=CachedRows(seen))
     world, csb = both_partners(tables)
+    world.rt.changelog.watch(seen)  # as the app watches every table
     await joined(world)
     before = len(csb.requests)
     record = world._incoming(BY_USER_TOPIC, b"u1", json.dumps(TRACK).encode(), {}, world.rt.partition_of("u1"))
@@ -158,10 +159,12 @@ async def test_a_tracks_routing_reads_and_remembers_through_the_state_door_alone
     into_rows = {caller: n for (caller, module), n in edges.items() if module == "streams.runtime.rows"}
     assert into_rows.pop("streams.runtime.handlers") == 2  # Rows.read, SeenPacks.remember
     assert all(not caller.startswith("streams.core") for caller in into_rows)  # the step calls nothing back
+    assert ("streams.runtime.rows", "streams.runtime.acks") not in edges  # the batch's writes appended to, not asked
     later = _edges(records[routed:])
     assert not {module for _caller, module in later} & {f"streams.runtime.{m}" for m in STATE if m != "rows"}
     into_rows = {caller: n for (caller, module), n in later.items() if module == "streams.runtime.rows"}
-    assert into_rows == {"the loop": 1}  # OpenPacks._lingered
+    assert into_rows == {"the loop": 2}  # OpenPacks._lingered, the row's write done (_Open.settle)
+    assert not [e for e in later if e[0] == "streams.runtime.rows" and e[1] == "streams.runtime.acks"]
 
 
 def _edges(records: list[Any]) -> Counter[tuple[str, str]]:

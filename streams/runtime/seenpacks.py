@@ -4,10 +4,11 @@ PACK_LINGER instead of one per event (streams.core.seenpack).
 `SeenPacks.remember(partition, row_key, offset, now)` is called by the handler of an
 event whose messageId is new: the entry's index row goes to the local store at once
 (the next event's lookup finds it), and the entry joins the partition's open packed
-row. The event's acknowledgement waits for that row's changelog write, as
-it waits for any table write (`ChangelogWrites.collected`): the row's `written` future
-is among the event's work, completed once Kafka has the packed row (or failed with
-it: the worker then stops, `Runtime.failed_for_good`).
+row. The event's acknowledgement waits for that row's changelog write, as it waits
+for any table write: the row's `written` future joins the batch's changelog writes
+(appended to `ChangelogWrites.collecting`), completed once Kafka has the packed row
+(the future of the table's own send: `KeptRows.write_packed`), or failed with it (the
+worker then stops, `Runtime.failed_for_good`).
 
 The open rows are written together when `linger` seconds (PACK_LINGER) have passed
 since the first entry of any of them (one timer for all partitions: their records
