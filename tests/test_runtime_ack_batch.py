@@ -110,7 +110,7 @@ async def test_a_batch_opened_and_closed_waits_for_the_writes_made_in_between_an
     writes, first = acks.open_batch([("tp", 40), ("tp", 41), ("tp", 41)])  # the redelivery guard, asked at once
     assert first == [True, True, False]
     table.send_changelog("a")
-    with acks.changelog as inner:  # a block inside (a packed dedupe row's flush) collects its own
+    with acks.changelog as inner:  # a block inside another collects its own
         table.send_changelog("packed")
     table.send_changelog("b")
     record = SimpleNamespace(tp="tp", offset=41)

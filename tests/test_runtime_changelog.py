@@ -40,6 +40,12 @@ class ChangelogTable(dict):
         super().__delitem__(key)
         self.send_changelog(key, None)
 
+    def write_packed(self, partition: int, key: Any, value: Any) -> asyncio.Future:
+        """A packed dedupe row, as the seen table writes one: the write's future returned
+        (the events that joined the row wait for it)."""
+        super().__setitem__(key, value)
+        return self.send_changelog(key, value)
+
 
 def changelog_world() -> tuple[World, list[asyncio.Future]]:
     writes: list[asyncio.Future] = []

@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import faust
 import pytest
 
 from streams.core import control, dedupe, seenpack
 from streams.core.control import Sweep
-from streams.runtime import sweep
+from streams.runtime import seentable, sweep
 from streams.runtime.acks import ChangelogWrites
 from streams.runtime.outbox import BY_USER
+from streams.runtime.rowcache import CachedRows
+from streams.runtime.runtime import Tables
 from streams.runtime.seenpacks import SeenPacks
 from tests.runtime_world import BY_USER_TOPIC, PARTITIONS, Produced, World
-from tests.seenworld import StoreTable, packed, publish_together, restarted, restored, seen_world, tracks, users_in
+from tests.seenworld import ENV, StoreTable, packed, publish_together, restarted, restored, seen_world, tracks, users_in
 
 
 async def test_the_new_entries_of_a_partitions_events_are_one_changelog_record():
@@ -42,6 +45,42 @@ async def test_the_events_wait_for_their_packed_row_to_be_in_kafka():
     seen.futures[0].set_result(None)
     assert await world.settle()
     assert sorted(o for topic, _, o in world.acked if topic == BY_USER_TOPIC) == [0, 1, 2, 3]
+
+
+async def test_in_the_worker_the_events_wait_for_the_future_of_their_packed_rows_own_write(tmp_path):
+    """The worker's seen table (Faust's, on RocksDB, under the row cache, its
+    `send_changelog` watched by the acks): the row cache sends the packed row through
+    the table's own send, not the acks' watch (`__wrapped__`), and the row's future is
+    what the events that joined it wait for, whether the row was written full, inside
+    their batch, or by the linger's callback after it."""
+    app = faust.App("seen-packs-worker-table", store="rocksdb://", datadir=str(tmp_path))
+    table = seentable.seen_table(app, "seen", {})
+    sent: list[asyncio.Future] = []
+
+    def send_changelog(partition: int, key: str, value: Any) -> asyncio.Future:
+        sent.append(asyncio.get_running_loop().create_future())
+        return sent[-1]
+
+    table.send_changelog = send_changelog  # type: ignore[method-assign]
+    world = World(ENV, tables=Tables(users={}, pending={}, groups={}, seen=CachedRows(table)))
+    world.rt.changelog.watch(table)
+    own = table.send_changelog.__wrapped__  # type: ignore[attr-defined]
+
+    def through_the_watch(*args: Any) -> Any:
+        raise AssertionError("a packed row is sent by the table's own send, not through the acks' watch")
+
+    through_the_watch.__wrapped__ = own  # type: ignore[attr-defined]
+    table.send_changelog = through_the_watch  # type: ignore[method-assign]
+    world.rt.seen_packs.max_entries = 2
+    await publish_together(world, tracks(users_in(world, 1, 3)))  # a full row in the batch, one by the linger
+    assert len(sent) == 2 and world.rt.seen_packs.open_entries(1) == 0
+    assert not any(topic == BY_USER_TOPIC for topic, _, _ in world.acked)
+    sent[1].set_result(None)
+    await world.settle()
+    assert not any(topic == BY_USER_TOPIC for topic, _, _ in world.acked)  # the first row still in transit
+    sent[0].set_result(None)
+    assert await world.settle()
+    assert sorted(o for topic, _, o in world.acked if topic == BY_USER_TOPIC) == [0, 1, 2]
 
 
 async def test_a_packed_row_kafka_refuses_stops_the_worker_and_acknowledges_nothing():

@@ -130,13 +130,16 @@ async def test_a_tracks_routing_reads_and_remembers_through_the_state_door_alone
     """Routing a track of a user in a known group reads its state in one call into the
     state door (`Rows.read`: dedupe row, legacy row, user, pending record, group) and
     writes its dedupe entry in one more (`SeenPacks.remember`); the step's group lookups
-    call nothing back; no other state module is entered (docs/architecture.md, "One
-    track's path"). The seen table is the worker's: RocksDB, under the row cache."""
+    call nothing back; the packed row that takes the entry to Kafka is written by the
+    loop's callback in the state door too (`OpenPacks._lingered`); no other state module
+    is entered, `seenpacks.py` neither (docs/architecture.md, "One track's path"). The
+    seen table is the worker's: RocksDB, under the row cache."""
     app = faust.App("track-path-state-door", store="rocksdb://", datadir=str(tmp_path))
     seen = seentable.seen_table(app, "seen", {})
     seen.send_changelog = _in_kafka  # type: ignore[method-assign]
     tables = Tables(users=CachedRows({}), pending=CachedRows({}), groups=CachedRows({}), seen=CachedRows(seen))
     world, csb = both_partners(tables)
+    world.rt.changelog.watch(seen)  # as the app watches every table
     await joined(world)
     before = len(csb.requests)
     record = world._incoming(BY_USER_TOPIC, b"u1", json.dumps(TRACK).encode(), {}, world.rt.partition_of("u1"))
@@ -144,16 +147,28 @@ async def test_a_tracks_routing_reads_and_remembers_through_the_state_door_alone
     sys.setprofile(profiler(records, "streams."))
     try:
         done = world.route(record)
+        routed = len(records)
+        await world.settle()  # the packed row written (the linger's callback), the deliveries, the ack
     finally:
         sys.setprofile(None)
-    await world.settle()
     assert done.done() and world.client.events() == ["Report%20Built"] and len(csb.requests) == before + 1
-    edges = Counter((caller, module) for _t, module, _f, caller, fresh, _r in records if fresh and caller != module)
+    assert world.rt.seen_packs.written == 1 + 1  # the group call's row, the track's
+    edges = _edges(records[:routed])
     entered = {module for caller, module in edges if module.startswith("streams.runtime.")}
     assert not entered & {f"streams.runtime.{m}" for m in STATE if m != "rows"}
     into_rows = {caller: n for (caller, module), n in edges.items() if module == "streams.runtime.rows"}
     assert into_rows.pop("streams.runtime.routing") == 2  # Rows.read, SeenPacks.remember
     assert all(not caller.startswith("streams.core") for caller in into_rows)  # the step calls nothing back
+    assert ("streams.runtime.rows", "streams.runtime.acks") not in edges  # the batch's writes appended to, not asked
+    later = _edges(records[routed:])
+    assert not {module for _caller, module in later} & {f"streams.runtime.{m}" for m in STATE if m != "rows"}
+    into_rows = {caller: n for (caller, module), n in later.items() if module == "streams.runtime.rows"}
+    assert into_rows == {"the loop": 2}  # OpenPacks._lingered, the row's write done (_Open.settle)
+    assert not [e for e in later if e[0] == "streams.runtime.rows" and e[1] == "streams.runtime.acks"]
+
+
+def _edges(records: list[Any]) -> Counter[tuple[str, str]]:
+    return Counter((caller, module) for _t, module, _f, caller, fresh, _r in records if fresh and caller != module)
 
 
 TRACK = {"type": "track", "userId": "u1", "event": "Report Built", "messageId": "t-door"}

@@ -81,7 +81,7 @@ def test_timers_and_web_requests_are_not_the_tracks_work():
     assert not on_the_path(record("task mode.services:Service._execute_task"))
     assert not on_the_path(record("task aiohttp.web_protocol:RequestHandler._handle_request"))
     assert on_the_path(record("task faust.agents.agent:Agent._execute_actor"))
-    assert on_the_path(record("callback streams.runtime.seenpacks:SeenPacks.flush"))
+    assert on_the_path(record("callback streams.runtime.rows:OpenPacks._lingered"))
     assert on_the_path(record("task streams.runtime.senders:Lane._serve"))
 
 

@@ -232,39 +232,42 @@ class Redeliveries:
 
 class ChangelogWrites:
     def __init__(self) -> None:
-        self._collecting: list[Awaitable[Any]] | None = None
+        # The list the current batch's writes go to (None outside a batch): the state
+        # door appends a packed dedupe row's future to it (`rows.OpenPacks.remember`).
+        self.collecting: list[Awaitable[Any]] | None = None
         self._outer: list[list[Awaitable[Any]] | None] = []  # the blocks this one is inside
 
     def watch(self, table: Any) -> None:
-        """Collect the changelog writes of `table` (a Faust table) made during an event."""
+        """Collect the changelog writes of `table` (a Faust table) made during an event;
+        the send it wraps is its `__wrapped__` (a packed dedupe row's write, awaited as
+        its own: `rows.KeptRows.write_packed`)."""
         send = table.send_changelog
 
         def send_changelog(*args: Any, **kwargs: Any) -> Any:
             written = send(*args, **kwargs)
-            if self._collecting is not None and written is not None:
-                self._collecting.append(written)
+            if self.collecting is not None and written is not None:
+                self.collecting.append(written)
             return written
 
+        send_changelog.__dict__["__wrapped__"] = send
         table.send_changelog = send_changelog
 
     def collected(self) -> list[Awaitable[Any]]:
         """The list the current event's writes go to (complete once its handler has
         returned), for work that must wait for them; empty outside an event."""
-        return self._collecting if self._collecting is not None else []
+        return self.collecting if self.collecting is not None else []
 
     def __enter__(self) -> list[Awaitable[Any]]:
         """`with changelog as writes`: the writes made until the block ends (handling is
         synchronous: no other event's writes can come in between). A block inside
-        another (a packed dedupe row written while an event is handled:
-        streams.runtime.seenpacks) collects its own writes, and the outer block goes on
-        collecting after it."""
+        another collects its own writes, and the outer block goes on collecting after it."""
         collected: list[Awaitable[Any]] = []
-        self._outer.append(self._collecting)
-        self._collecting = collected
+        self._outer.append(self.collecting)
+        self.collecting = collected
         return collected
 
     def __exit__(self, *exc: object) -> None:
-        self._collecting = self._outer.pop()
+        self.collecting = self._outer.pop()
 
 
 def joined(writes: Sequence[Awaitable[Any]]) -> asyncio.Future[Any] | None:

@@ -1,15 +1,9 @@
 """The state door: the rows the routing step reads and the dedupe rows it writes, in one
 module, so that a call's routing enters it once to read (`Rows.read`) and once to
-remember its messageId (`OpenPacks.remember`) (docs/architecture.md, "One track's path").
-
-`KeptRows` is the LRU of a table's decoded rows (its table, `rowcache.CachedRows`, says
-why and how), and reads and writes the seen table's partition-local rows in the
-partition's RocksDB database itself. `Rows` (the runtime's `rows`) reads a user's
-record, pending record (`streams.runtime.pendingstore`) and legacy dedupe row, and
-writes the pending record keeping `/status`'s counts and the parked users' index;
-`assigned` empties the row caches (recovery may have replaced rows behind them).
-`GroupReads` are the group view's reads (`groupview.GroupView`); `OpenPacks` the open
-packed dedupe rows new entries join (`seenpacks.SeenPacks` writes them).
+remember its messageId (`OpenPacks.remember`), and the packed row that takes the
+entries to Kafka is written here too (`OpenPacks.flush`). docs/architecture.md says
+what each class keeps ("The runtime's parts", the `rows` and `seen_packs` rows) and
+the path ("One track's path").
 """
 
 from __future__ import annotations
@@ -135,7 +129,9 @@ class KeptRows:
             self._drop(key)
             return self._local.write_packed(partition, key, value)
         self.put_local(partition, key, seenpack.summary_of(value))
-        return self.table.send_changelog(partition, key, value)
+        send = self.table.send_changelog  # as the table has it, not as the acks watch it: the
+        # events of the row wait for its own future (`OpenPacks.flush`), not a batch's writes
+        return getattr(send, "__wrapped__", send)(partition, key, value)
 
     def clear(self) -> None:
         """Forget every row kept (the table keeps them)."""
@@ -270,12 +266,26 @@ class GroupReads:
 class _Open:
     key: str
     packer: Packer
-    written: asyncio.Future[Any]
+    written: asyncio.Future[Any]  # the events' work: done once Kafka has the row
+
+    def settle(self, write: asyncio.Future[Any]) -> None:
+        """The row's changelog write finished: so has `written`, the same way."""
+        written = self.written
+        if written.done():
+            return
+        if write.cancelled():
+            written.cancel()
+        elif (exc := write.exception()) is not None:
+            written.set_exception(exc)
+        else:
+            written.set_result(None)
 
 
 class OpenPacks:
-    """The partitions' open packed dedupe rows, which new entries join (`remember`);
-    `streams.runtime.seenpacks.SeenPacks`, its subclass, writes them."""
+    """The partitions' open packed dedupe rows: new entries join them (`remember`), and
+    they are written (`flush`) when the shared linger timer runs out (`_lingered`, a
+    callback of the loop) or when full; `seenpacks.SeenPacks`, its subclass, makes,
+    forgets and counts them (its module says the rules)."""
 
     table: Any
     local: Any  # the table's rows by partition: the state door's `KeptRows` in the worker
@@ -283,12 +293,11 @@ class OpenPacks:
     linger: float
     max_entries: int
     max_bytes: int
+    written: int  # packed rows written, for tests and the profile
     _open: dict[int, _Open]
     _timer: asyncio.Handle | None
     _token: str
     _count: int
-    flush: Callable[[int], None]  # SeenPacks's: write the partition's open row
-    _lingered: Callable[[], None]  # SeenPacks's: write every open row
 
     def remember(self, partition: int, row_key: str, offset: int, now: float) -> None:
         """Remember a dedupe entry of the event being handled (in `partition`): its index
@@ -302,7 +311,9 @@ class OpenPacks:
         if pack is None:
             pack = self._opened(partition)
             pack.packer.add(row_key, offset, now)
-        self.changelog.collected().append(pack.written)
+        writes = self.changelog.collecting  # the batch's writes: read, not asked
+        if writes is not None:
+            writes.append(pack.written)
         if pack.packer.full:
             self.flush(partition)
 
@@ -318,3 +329,29 @@ class OpenPacks:
                 self._timer = loop.call_soon(self._lingered)
         self._open[partition] = pack
         return pack
+
+    def _lingered(self) -> None:
+        """Write every partition's open row (one timer for all: their records reach the
+        producer at once, in one produce request)."""
+        self._timer = None
+        for partition in list(self._open):
+            self.flush(partition)
+
+    def flush(self, partition: int) -> None:
+        """Write the partition's open packed row, if any."""
+        pack = self._open.pop(partition, None)
+        if pack is None:
+            return
+        if not self._open and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        try:
+            write = self.local.write_packed(partition, pack.key, pack.packer.value())
+        except Exception as exc:  # noqa: BLE001 - the producer refused it: the events' work failed
+            pack.written.set_exception(exc)
+            return
+        self.written += 1
+        if write is None:  # a unit test's table, without a changelog write to wait for
+            pack.written.set_result(None)
+        else:
+            asyncio.ensure_future(write).add_done_callback(pack.settle)

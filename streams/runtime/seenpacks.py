@@ -4,10 +4,11 @@ PACK_LINGER instead of one per event (streams.core.seenpack).
 `SeenPacks.remember(partition, row_key, offset, now)` is called by the handler of an
 event whose messageId is new: the entry's index row goes to the local store at once
 (the next event's lookup finds it), and the entry joins the partition's open packed
-row. The event's acknowledgement waits for that row's changelog write, as
-it waits for any table write (`ChangelogWrites.collected`): the row's `written` future
-is among the event's work, completed once Kafka has the packed row (or failed with
-it: the worker then stops, `Runtime.failed_for_good`).
+row. The event's acknowledgement waits for that row's changelog write, as it waits
+for any table write: the row's `written` future joins the batch's changelog writes
+(appended to `ChangelogWrites.collecting`), completed once Kafka has the packed row
+(the future of the table's own send: `KeptRows.write_packed`), or failed with it (the
+worker then stops, `Runtime.failed_for_good`).
 
 The open rows are written together when `linger` seconds (PACK_LINGER) have passed
 since the first entry of any of them (one timer for all partitions: their records
@@ -27,15 +28,16 @@ is a duplicate. Without the index row the event is new, handled again: at least 
 
 Tables without `put_local` (plain dicts in unit tests) take every row as an item.
 
-`remember` and the opening of a partition's row (`OpenPacks`) are in the state door
-(`streams.runtime.rows`), which a track enters anyway: what is here is the linger
-timer's work (`flush`, the rows written, a callback apart from any track), the
-revocation's (`forget`), and the sweep's row deletions (`delete_local`).
+What a track does with them is in the state door (`streams.runtime.rows.OpenPacks`),
+which it enters anyway: `remember`, the opening of a partition's row, and its write
+(`flush`, from the linger timer's callback or when full), the events' `written`
+completed once Kafka has it. What is here is cold: the rows' making (`SeenPacks`), the
+revocation's `forget`, `open_entries` (tests), and the sweep's row deletions
+(`delete_local`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -72,39 +74,10 @@ class SeenPacks(OpenPacks):
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._open = {}
-        self._timer = None  # writes every open row (`flush_all`)
+        self._timer = None  # writes every open row (`_lingered`)
         self._token = uuid.uuid4().hex[:12]  # with the count, each packed row's key is its own
         self._count = 0
         self.written = 0  # packed rows written, for tests and the profile
-
-    def _lingered(self) -> None:
-        self._timer = None
-        self.flush_all()
-
-    def _none_open(self) -> None:
-        if not self._open and self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def flush(self, partition: int) -> None:
-        """Write the partition's open packed row, if any."""
-        pack = self._open.pop(partition, None)
-        if pack is None:
-            return
-        self._none_open()
-        try:
-            with self.changelog as writes:
-                self.local.write_packed(partition, pack.key, pack.packer.value())
-        except Exception as exc:  # noqa: BLE001 - the producer refused it: the events' work failed
-            pack.written.set_exception(exc)
-            return
-        self.written += 1
-        _complete_with(pack.written, writes)
-
-    def flush_all(self) -> None:
-        """Write every partition's open packed row (the shared linger timer's work)."""
-        for partition in list(self._open):
-            self.flush(partition)
 
     def forget(self, partitions: Iterable[int]) -> None:
         """Drop the open rows of revoked partitions (their events are redone elsewhere)."""
@@ -112,30 +85,13 @@ class SeenPacks(OpenPacks):
             pack = self._open.pop(partition, None)
             if pack is not None:
                 pack.written.cancel()
-        self._none_open()
+        if not self._open and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def open_entries(self, partition: int) -> int:
         pack = self._open.get(partition)
         return len(pack.packer) if pack is not None else 0
-
-
-def _complete_with(written: asyncio.Future[Any], writes: list[Any]) -> None:
-    if not writes:
-        written.set_result(None)
-        return
-    gathered = asyncio.gather(*writes)
-
-    def done(f: asyncio.Future[Any]) -> None:
-        if written.done():
-            return
-        if f.cancelled():
-            written.cancel()
-        elif f.exception() is not None:
-            written.set_exception(f.exception())  # type: ignore[arg-type]
-        else:
-            written.set_result(None)
-
-    gathered.add_done_callback(done)
 
 
 def delete_local(table: Any, partition: int, key: str) -> None:

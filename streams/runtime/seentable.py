@@ -156,6 +156,8 @@ class ByItem:
         self.table.pop(key, None)
 
     def write_packed(self, partition: int, key: str, value: Any) -> None:
+        """The row as an item, and no write returned: the row's events wait for nothing
+        (a table that stands for the worker's returns its changelog write's future)."""
         self.table[key] = value
 
 
