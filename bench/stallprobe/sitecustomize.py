@@ -1,5 +1,6 @@
 """Why a bench's worker is slow to handle an event, caught as it happens (docs/benchmarks.md,
-2026-12-07, h46): put this folder on the worker's PYTHONPATH and name a folder for the logs,
+"scenario a's stalls were Kafka fetches held 1.5 s"): put this folder on the worker's
+PYTHONPATH and name a folder for the logs,
 
     STALLPROBE_DIR=/tmp/stalls PYTHONPATH=bench/stallprobe python -m bench --scenarios a
 
