@@ -6,6 +6,9 @@ test on the broker pins that aiokafka behaviour (if it fails after an upgrade, t
 may no longer be needed); the others show the patched fetch drains only partitions
 active when their records are taken.
 
+Patch 6 is shown on the broker too: a busy partition's next record waited for a fetch
+of quiet partitions that the broker held for Faust's whole maximum wait.
+
 Without a broker: the Faust internals that patch 4 (streams.runtime.faust_drain, the
 fetch loop) and the agents' micro-batches (streams.runtime.intake) read are pinned,
 so that a Faust upgrade fails here rather than in a worker: the fetch loop it copies,
@@ -18,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import inspect
+import time
 import uuid
 from collections import deque
 from types import SimpleNamespace
@@ -316,3 +320,43 @@ async def test_the_batched_loop_hands_over_nothing_of_a_partition_sought_meanwhi
         assert delivered == [(0, n) for n in range(1, 6)]  # read again from the committed offset, all
     finally:
         await kafka.stop()
+
+
+@pytest.mark.e2e
+async def test_a_busy_partitions_next_record_does_not_wait_for_a_fetch_of_quiet_ones(kafka_bootstrap, two_partitions):
+    """Patch 6. aiokafka keeps one fetch in flight per broker and leaves out of it the
+    partitions whose fetched records are not consumed yet. With partition 0 busy (its
+    records fetched, not consumed yet, as while the agents handle a batch) the next
+    request asks for the quiet partition 1 alone, and the broker holds it for the
+    consumer's whole maximum wait: partition 0's next record, produced once its first
+    is consumed, is fetched only when that request returns (Faust's 1,500 ms: about
+    1.5 s). The consumer is the one Faust's consumer thread creates for a worker."""
+    topic, producer = two_partitions
+    busy, quiet = TopicPartition(topic, 0), TopicPartition(topic, 1)
+    faust_fixes.install()
+    app = faust.App(f"pin-{uuid.uuid4().hex[:8]}", broker=f"kafka://{kafka_bootstrap}", store="memory://")
+    consumer = app.consumer._thread._create_worker_consumer(app.transport)
+    await consumer.start()
+    try:
+        consumer.assign([busy, quiet])
+        for tp in (busy, quiet):
+            await consumer.seek_to_beginning(tp)
+        fetcher = consumer._fetcher
+        await produce(producer, topic, 0, 1)
+        await buffered(consumer, busy)
+        deadline = asyncio.get_running_loop().time() + 30
+        while fetcher._records[busy].calculate_backoff() or not fetcher._in_flight:  # the request for 1 alone
+            assert asyncio.get_running_loop().time() < deadline, "no fetch request went out"
+            await asyncio.sleep(0.01)
+        assert [r.value for r in (await consumer.getmany(busy, timeout_ms=1000))[busy]] == [b"0-0"]
+
+        produced = time.monotonic()
+        await producer.send_and_wait(topic, b"next", partition=0)
+        got: list[bytes] = []
+        while not got:
+            got = [r.value for r in (await consumer.getmany(busy, timeout_ms=5000)).get(busy, [])]
+        waited = time.monotonic() - produced
+    finally:
+        await consumer.stop()
+    assert got == [b"next"]
+    assert waited < 0.5, f"the next record took {waited:.2f} s"  # patched: FETCH_MAX_WAIT_MS, a few tens of ms

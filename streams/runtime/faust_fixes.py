@@ -1,5 +1,5 @@
 """Work-arounds for faust-streaming 0.15 behaviour that would lose or stall events (1-3,
-5), and its fetch loop replaced by one that hands over a fetched batch at once (4).
+5, 6), and its fetch loop replaced by one that hands over a fetched batch at once (4).
 
 Each patch is small, applied once by `install()` (from `streams.runtime.app`), and says what
 it fixes and how to see that it is still needed. Patches 1, 3, 4 and 5 replace Faust methods
@@ -71,6 +71,20 @@ the new Faust's, drop the patches it makes unnecessary, and update FAUST_VERSION
    backlog. The patched `on_buffer_drop` leaves a paused partition paused (recovery
    resumes it after the seek); installed with patch 4 only. tests/test_faust_fixes.py
    pins the Faust internals that patches 4 and 5 and the intake read.
+
+6. Faust gives the worker's aiokafka consumer `fetch_max_wait_ms=1500`. aiokafka has
+   one fetch request in flight per broker, and leaves out of it every partition whose
+   fetched records are not consumed yet: while the agents work through a fetch, that
+   is every input partition, so the next request holds only quiet partitions (the
+   changelogs of tables nothing writes, by-user when the input is keyed in place, the
+   assignor's), and the broker keeps it the whole 1.5 s. The input partitions, consumed
+   meanwhile, are fetched again only once it returns: the worker sat idle, its event
+   loop and consumer thread asleep, while events waited in Kafka (bench scenario a,
+   2026-12-07: deliveries stopped for 1.1-1.5 s every 2-3 s, p99 1.6-4 s; a log of the
+   fetch requests showed each stop was one held 1.5 s without the input partitions).
+   The patched `_create_worker_consumer` sets FETCH_MAX_WAIT_MS, so such a request
+   returns within that; an idle worker then sends that many more empty fetches.
+   tests/test_faust_fixes.py shows the wait on the broker.
 """
 
 from __future__ import annotations
@@ -88,6 +102,7 @@ from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from streams.runtime import faust_drain
 
 FAUST_VERSION = "0.15.3"  # the version whose methods patches 1, 3 and 4 copy
+FETCH_MAX_WAIT_MS = 50  # patch 6: the longest a fetch waits at the broker (Faust: 1500)
 
 
 def check_version(version: str) -> None:
@@ -193,6 +208,17 @@ async def _fetch_records(
     return records
 
 
+_fausts_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+
+
+def _create_worker_consumer(self: Any, transport: Any) -> Any:
+    """Faust's worker consumer, whose fetches wait at most FETCH_MAX_WAIT_MS at the
+    broker (patch 6; aiokafka's fetcher reads it when the consumer starts)."""
+    consumer = _fausts_worker_consumer(self, transport)
+    consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS
+    return consumer
+
+
 def install(*, fetch_loop: bool = False) -> None:
     """Patch Faust's classes (once: the patched methods are how to tell); with
     `fetch_loop`, Faust's fetch loop too (patch 4, not the worker's: see above) and
@@ -201,6 +227,7 @@ def install(*, fetch_loop: bool = False) -> None:
         check_version(faust.__version__)
         Recovery.on_recovery_completed = _on_recovery_completed  # type: ignore[method-assign]
         AIOKafkaConsumerThread._fetch_records = _fetch_records  # type: ignore[method-assign]
+        AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer  # type: ignore[method-assign]
     if fetch_loop:
         Consumer.on_buffer_drop = _on_buffer_drop  # type: ignore[method-assign]
         faust_drain.install()
