@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from streams.core import dedupe
 from streams.core.dedupe import Seen, Verdict, prune
+from streams.core.incoming import Incoming
+from streams.runtime import intake
 from streams.runtime.acks import Redeliveries
 from tests.coretools import dedupe_check as check
 
@@ -86,11 +88,19 @@ def test_each_offset_is_routed_at_most_once_per_id_within_the_window(records):
 def test_redeliveries_spots_offsets_taken_already_until_the_partition_is_revoked():
     guard = Redeliveries()
     tp = ("by-user", 0)
-    assert [guard.first_time(tp, o) for o in (0, 1, 2)] == [True, True, True]
-    assert guard.first_time(tp, 1) is False  # fetched again before Faust's seek
-    assert guard.first_time(("by-user", 1), 1) is True  # partitions are separate
+
+    def first_time(partition: int, offset: int) -> bool:
+        taken = [(None, Incoming(b"u", b"{}", {}, "by-user", partition, offset))]
+        fresh = bool(intake.first_times(taken, guard.handled_to))
+        if fresh:
+            guard.handled({taken[0][1].tp: offset + 1})  # registered, as the intake's batch is
+        return fresh
+
+    assert [first_time(0, o) for o in (0, 1, 2)] == [True, True, True]
+    assert first_time(0, 1) is False  # fetched again before Faust's seek
+    assert first_time(1, 1) is True  # partitions are separate
     guard.forget([tp])
-    assert guard.first_time(tp, 1) is True  # assigned again: from the committed offset
+    assert first_time(0, 1) is True  # assigned again: from the committed offset
 
 
 # Replays carry the dead letter's identity (its place in the dead-letter topic): the

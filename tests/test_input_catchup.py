@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from streams.core.incoming import Incoming
 from streams.runtime import inputcatchup
 from streams.runtime.acks import Redeliveries
 from streams.runtime.inputcatchup import InputCatchUp
@@ -38,10 +37,6 @@ async def turns(n: int = 10) -> None:
         await asyncio.sleep(0)
 
 
-def record(partition: int, offset: int) -> Incoming:
-    return Incoming(b"u", b"{}", {}, "in", partition, offset)
-
-
 async def test_a_partition_is_behind_until_the_intake_handled_the_record_before_its_end():
     catchup = InputCatchUp()
     kafka = Kafka({0: (3, 6), 1: (4, 4)})
@@ -51,9 +46,9 @@ async def test_a_partition_is_behind_until_the_intake_handled_the_record_before_
     await turns()
     assert catchup.caught_up(1, None)  # committed at its end: nothing to read again
     read = Redeliveries()
-    read.handled([(None, record(0, 3)), (None, record(0, 4))])
+    read.handled({("in", 0): 5})
     assert not catchup.caught_up(0, read.read_to(("in", 0)))
-    read.handled([(None, record(0, 5))])
+    read.handled({("in", 0): 6})
     assert catchup.caught_up(0, read.read_to(("in", 0)))
     assert catchup.caught_up(0, None)  # and stays so for the assignment
     read.forget([("in", 0)])

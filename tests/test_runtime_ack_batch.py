@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 from types import SimpleNamespace
+from typing import Any
 
+from streams.core.incoming import Incoming
+from streams.runtime import intake
 from streams.runtime.acks import Acks, AckTracker, Redeliveries
 
 
@@ -72,13 +75,20 @@ async def test_a_batch_without_shared_work_is_acknowledged_as_its_own_work_ends(
     assert acked == [0, 1] and acks.in_flight == 0
 
 
-def test_a_batch_s_redeliveries_are_found_in_one_call_as_one_by_one():
+def test_a_batch_s_redeliveries_are_found_by_reading_how_far_each_partition_was_handled():
     guard = Redeliveries()
-    assert guard.first_times([(("t", 0), 0), (("t", 0), 1), (("t", 1), 0)]) == [True, True, True]
-    # fetched again before Faust's seek, beside new ones and another partition's
-    again = [(("t", 0), 1), (("t", 0), 2), (("t", 0), 2), (("t", 1), 0)]
-    assert guard.first_times(again) == [False, True, False, False]
-    assert guard.first_time(("t", 0), 3) is True and guard.first_time(("t", 0), 3) is False
+    first = [_taken("t", 0, 0), _taken("t", 0, 1), _taken("t", 1, 0)]
+    assert intake.first_times(first, guard.handled_to) == first
+    guard.handled({("t", 0): 2, ("t", 1): 1})  # registered: read to
+    # fetched again before Faust's seek, beside new ones and another partition's; twice in one batch
+    again = [_taken("t", 0, 1), _taken("t", 0, 2), _taken("t", 0, 2), _taken("t", 1, 0), _taken("t", 1, 1)]
+    assert intake.first_times(again, guard.handled_to) == [again[1], again[4]]
+    guard.forget([("t", 0)])
+    assert intake.first_times(again[:1], guard.handled_to) == again[:1]  # assigned again: from the committed offset
+
+
+def _taken(topic: str, partition: int, offset: int) -> tuple[object, Incoming]:
+    return object(), Incoming(b"u", b"{}", {}, topic, partition, offset)
 
 
 async def test_full_says_when_the_reading_loops_must_wait_and_room_waits_until_not():
@@ -100,21 +110,22 @@ async def test_full_says_when_the_reading_loops_must_wait_and_room_waits_until_n
     assert not acks.full  # forgotten events hold nothing
 
 
-async def test_a_batch_opened_and_closed_waits_for_the_writes_made_in_between_and_only_those():
-    # What the intake does per batch (streams.runtime.intake.handle): two calls in.
+async def test_a_batch_s_events_wait_for_the_writes_made_while_it_was_handled_and_only_those():
+    # What the intake does per batch (streams.runtime.intake.handle): the writes collected
+    # in `changelog.collecting` (set, then set back), and one call in, `close_batch`.
     acks = Acks()
     table = Table()
     acks.changelog.watch(table)
     acked: list[int] = []
     table.send_changelog("before")  # outside any batch: not collected
-    writes, first = acks.open_batch([("tp", 40), ("tp", 41), ("tp", 41)])  # the redelivery guard, asked at once
-    assert first == [True, True, False]
+    writes: list[Any] = []
+    outer, acks.changelog.collecting = acks.changelog.collecting, writes
     table.send_changelog("a")
-    with acks.changelog as inner:  # a block inside another collects its own
+    with acks.changelog as inner:  # a block inside a batch collects its own
         table.send_changelog("packed")
     table.send_changelog("b")
-    record = SimpleNamespace(tp="tp", offset=41)
-    acks.close_batch([("tp", lambda: acked.append(0), [], 10)], writes, [(object(), record)])
+    acks.changelog.collecting = outer
+    acks.close_batch([("tp", lambda: acked.append(0), [], 10)], writes, {"tp": 42})
     table.send_changelog("after")  # the batch closed: not collected
     assert [w.key for w in writes] == ["a", "b"] and [w.key for w in inner] == ["packed"]  # type: ignore[attr-defined]
     assert acks.redeliveries.read_to("tp") == 42
@@ -125,6 +136,41 @@ async def test_a_batch_opened_and_closed_waits_for_the_writes_made_in_between_an
     await asyncio.sleep(0)
     await asyncio.sleep(0)
     assert acked == [0] and acks.in_flight == 0
+
+
+async def test_a_batch_handled_inside_a_changelog_block_waits_for_its_own_writes_and_the_block_goes_on():
+    # Nothing in the worker nests a batch in a block (nor a batch in a batch), but
+    # `intake.handle` sets back what was collecting before it.
+    acks = Acks()
+    table = Table()
+    acks.changelog.watch(table)
+    rt = SimpleNamespace(acks=acks)
+    acked: list[int] = []
+    taken = [(Event(acked), Incoming(b"u", b"{}", {}, "t", 0, 7))]
+    with acks.changelog as outer:
+        table.send_changelog("before")
+        intake.handle(rt, taken, lambda record: (table.send_changelog("in"), [])[1])  # type: ignore[arg-type]
+        table.send_changelog("after")
+    assert [w.key for w in outer] == ["before", "after"]  # type: ignore[attr-defined]
+    assert acks.changelog.collecting is None and acks.redeliveries.read_to(("t", 0)) == 8
+    table.sent["before"].set_result(None)
+    table.sent["after"].set_result(None)
+    await asyncio.sleep(0)
+    assert acked == []  # the batch waits for its own write alone
+    table.sent["in"].set_result(None)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert acked == [7]
+
+
+class Event:
+    """What the intake keeps of a Faust event: its ack (and a weak reference to it)."""
+
+    def __init__(self, acked: list[int]) -> None:
+        self.acked = acked
+
+    def ack(self) -> None:
+        self.acked.append(7)
 
 
 class Table:

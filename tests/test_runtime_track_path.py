@@ -183,7 +183,7 @@ def _in_kafka(partition: int | None, key: str, value: Any) -> asyncio.Future[Non
 async def test_a_tracks_routing_enters_the_routing_door_once_and_the_senders_once_each():
     """A track's routing, its step's effects, the senders and the client are three doors
     (docs/architecture.md, "One track's path"): the routing door is entered once, from
-    intake (routing, step, state written, deliveries dispatched: no call into
+    intake (and the acks once, `close_batch`) (routing, step, state written, deliveries dispatched: no call into
     `handlers.py` or `effects.py`), each delivery enters the senders once (`submit`), and
     what the way only reads (the senders' hold, the catch-up, the share, the spilled
     pairs, the breaker) is read, not asked: no call into `parking.py`, `spilling.py`,
@@ -209,6 +209,12 @@ async def test_a_tracks_routing_enters_the_routing_door_once_and_the_senders_onc
     ]
     assert edges["streams.runtime.intake -> streams.runtime.routing"] == 1
     assert edges["streams.runtime.routing -> streams.runtime.senders"] == 2
+    # The acks entered once per batch, `close_batch`: the redelivery guard's `handled_to`
+    # read and the batch's changelog writes collected in an attribute, neither asked.
+    assert [e for e in edges if e.endswith("streams.runtime.acks") and not e.startswith("the loop")] == [
+        "streams.runtime.intake -> streams.runtime.acks"
+    ]
+    assert edges["streams.runtime.intake -> streams.runtime.acks"] == 1
     off = ("handlers", "effects", "parking", "spilling", "spillstore", "sending", "senderpool")
     assert [e for e in edges if any(m.rsplit(".", 1)[-1] in off for m in e.split(" -> "))] == []
     # No park applied since the step, which saw none parked: the pending row is not read again.

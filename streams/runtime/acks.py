@@ -8,8 +8,8 @@ partition's events strictly in offset order once their work is done. Faust write
 table's changelog in the background and its commit does not flush all of it
 (`streams.runtime.faust_fixes`, patch 2), so `ChangelogWrites.watch(table)` wraps the
 table's `send_changelog`, and the writes made while a batch is handled
-(`open_batch`, `with changelog as writes`) are awaited before its events' acks
-(`joined`): a write Kafka refuses is work that failed for good (the worker stops:
+(`changelog.collecting`, set by the intake) are awaited before its events' acks
+(`close_batch`, `joined`): a write Kafka refuses is work that failed for good (the worker stops:
 `Runtime.failed_for_good`), never a commit past it. `Acks.revoked(tps)`: the events of
 revoked partitions are never acknowledged here, and a partition assigned again starts
 over from its committed offset (`redeliveries`).
@@ -21,7 +21,7 @@ import asyncio
 import functools
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -189,51 +189,39 @@ class Redeliveries:
     """Spots a record this process has already taken since its partition was assigned
     (Faust 0.15 could hand a stream the same records twice: `streams.runtime.faust_fixes`
     now seeks first; this stays as a cheap second line, since a record processed twice
-    sends partner requests twice). `first_times` is False for an offset at or below the
-    highest one taken on its partition; `forget(tps)` on revocation."""
+    sends partner requests twice). `handled_to` is, per partition, the offset after the
+    last record handled since its assignment: the intake reads it (a record below it is
+    taken already: `streams.runtime.intake.fresh_records`) and `handled` moves it on, as
+    the intake's one call per batch registers the batch (`Acks.close_batch`);
+    `forget(tps)` on revocation."""
 
     def __init__(self) -> None:
-        self._high: dict[Hashable, int] = {}
-        self._read: dict[Hashable, int] = {}  # per partition, the offset after the last record handled
+        self.handled_to: dict[Hashable, int] = {}
 
-    def handled(self, taken: Iterable[tuple[Any, Any]]) -> None:
-        """The records of `taken` ((event, record) pairs; a record has `tp` and `offset`)
-        have been handled: each one's partition has been read up to past it (`read_to`:
-        streams.runtime.inputcatchup)."""
-        read = self._read
-        for _event, record in taken:
-            read[record.tp] = record.offset + 1
+    def handled(self, read_to: Mapping[Hashable, int]) -> None:
+        """Each partition of `read_to` has been handled up to the offset given, the one
+        after its last record handled (`read_to`: streams.runtime.inputcatchup; the
+        redelivery guard)."""
+        self.handled_to.update(read_to)
 
     def read_to(self, tp: Hashable) -> int | None:
         """The offset after the last record of `tp` handled since its assignment, if any."""
-        return self._read.get(tp)
-
-    def first_time(self, tp: Hashable, offset: int) -> bool:
-        return self.first_times([(tp, offset)])[0]
-
-    def first_times(self, taken: Sequence[tuple[Hashable, int]]) -> list[bool]:
-        """`first_time` of each (tp, offset) of a batch, in order: one call per batch."""
-        high = self._high
-        fresh = []
-        for tp, offset in taken:
-            last = high.get(tp)
-            if last is not None and offset <= last:
-                fresh.append(False)
-            else:
-                high[tp] = offset
-                fresh.append(True)
-        return fresh
+        return self.handled_to.get(tp)
 
     def forget(self, tps: Iterable[Hashable]) -> None:
         for tp in tps:
-            self._high.pop(tp, None)
-            self._read.pop(tp, None)
+            self.handled_to.pop(tp, None)
 
 
 class ChangelogWrites:
+    """The changelog writes of the batch being handled. `collecting` is the list they go
+    to (None outside a batch): the intake sets it as a batch's steps begin and sets it
+    back as they end (`streams.runtime.intake.handle`: two attribute sets, no call in),
+    the watched tables' sends append to it, and the state door appends a packed dedupe
+    row's future to it (`rows.OpenPacks.remember`). `with changelog as writes` does the
+    same as a block, which may nest."""
+
     def __init__(self) -> None:
-        # The list the current batch's writes go to (None outside a batch): the state
-        # door appends a packed dedupe row's future to it (`rows.OpenPacks.remember`).
         self.collecting: list[Awaitable[Any]] | None = None
         self._outer: list[list[Awaitable[Any]] | None] = []  # the blocks this one is inside
 
@@ -303,8 +291,9 @@ def joined(writes: Sequence[Awaitable[Any]]) -> asyncio.Future[Any] | None:
 class Acks(AckTracker):
     """The runtime's acks: an `AckTracker` bounded by `max_events` and `max_bytes`, the
     changelog writes its batches wait for (`changelog`), the redelivery guard
-    (`redeliveries`). The intake calls in twice per batch: `open_batch(taken)`, the
-    batch's steps, then `close_batch(events, writes)`."""
+    (`redeliveries`). The intake calls in once per batch, `close_batch(events, writes,
+    handled)`, having read `redeliveries.handled_to` and collected the batch's writes in
+    `changelog.collecting` (attributes, read and set, not calls)."""
 
     def __init__(
         self,
@@ -316,21 +305,14 @@ class Acks(AckTracker):
         self.redeliveries = Redeliveries()
         self.changelog = ChangelogWrites()  # each batch's table writes, awaited before its events' acks
 
-    def open_batch(self, taken: Sequence[tuple[Hashable, int]] = ()) -> tuple[list[Awaitable[Any]], list[bool]]:
-        """The changelog writes made from now until `close_batch` (a synchronous step
-        per event in between: no other batch's writes come in between), and whether
-        each (tp, offset) of `taken` is new to this assignment (`Redeliveries.first_times`)."""
-        return self.changelog.__enter__(), self.redeliveries.first_times(taken) if taken else []
-
     def close_batch(
-        self, events: Sequence[Event], writes: Sequence[Awaitable[Any]], handled: Iterable[tuple[Any, Any]] = ()
+        self, events: Sequence[Event], writes: Sequence[Awaitable[Any]] = (), read_to: Mapping[Hashable, int] = {}
     ) -> None:
-        """The batch opened by `open_batch` handled: its writes no longer collected, and
-        `events` registered (`add_batch`), each with its own work and the batch's writes;
-        `handled`, (event, record) pairs, read to (`Redeliveries.handled`)."""
-        self.changelog.__exit__()
+        """A batch handled: `events` registered (`add_batch`), each with its own work and
+        the batch's changelog `writes`; each partition of `read_to` handled up to the
+        offset given (`Redeliveries.handled`: the redelivery guard, the input's catch-up)."""
         self.add_batch(events, joined(writes))
-        self.redeliveries.handled(handled)
+        self.redeliveries.handled_to.update(read_to)
 
     def revoked(self, tps: Iterable[Hashable]) -> None:
         tps = list(tps)

@@ -6,10 +6,12 @@ CS_RELAY_INPUT_KEYED_BY_USER routes it where it is (`take_keyed_batch`); `route`
 hands each by-user record to the routing door (streams.runtime.routing). Both read
 without automatic acknowledgement, a batch at a time (`batches`: what the stream has
 buffered, up to MAX_BATCH, past back-pressure, without the events a rebalance took
-away or this assignment took already); `handle` runs each event's synchronous step in one changelog
-scope and registers every event with its work and its batch's changelog writes: it is
-acknowledged in offset order once they are done (docs/architecture.md, "Acknowledgement
-order"). A step that raises dead-letters its event alone (`handle_safely`).
+away or this assignment took already: `fresh_records` reads the acks' `handled_to`);
+`handle` runs each event's synchronous step while the acks' changelog collects the
+batch's writes, and registers every event with its work and those writes in one call
+to the acks (`Acks.close_batch`): it is acknowledged in offset order once they are done
+(docs/architecture.md, "Acknowledgement order"). A step that raises dead-letters its
+event alone (`handle_safely`).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import faust
@@ -71,13 +73,13 @@ async def intake(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
 
 
 async def route(rt: Runtime, app: faust.App, stream: faust.StreamT) -> None:
-    async for batch in batches(rt, app, stream, guard=False):
-        route_batch(rt, batch, guard=True)  # the redelivery guard asked as its changelog scope opens
+    async for batch in batches(rt, app, stream):
+        route_batch(rt, batch)
 
 
-async def batches(rt: Runtime, app: faust.App, stream: faust.StreamT, guard: bool = True) -> AsyncIterator[Taken]:
+async def batches(rt: Runtime, app: faust.App, stream: faust.StreamT) -> AsyncIterator[Taken]:
     """The stream's events, unacknowledged, a batch at a time, past back-pressure, and
-    without those a rebalance took away or (`guard`) this assignment has taken already."""
+    without those a rebalance took away or this assignment has taken already."""
     # An agent's stream is a faust.Stream; StreamT, the type agents declare, lacks noack().
     events = cast(faust.Stream, stream).noack()
     it = events.events().__aiter__()
@@ -93,7 +95,7 @@ async def batches(rt: Runtime, app: faust.App, stream: faust.StreamT, guard: boo
         rt.counters["batches"] += 1
         if rt.acks.full:  # back-pressure: streams.runtime.acks.MAX_UNACKED_EVENTS, CS_RELAY_MAX_UNACKED_BYTES
             await rt.acks.room()
-        fresh = fresh_records(rt, app, taken, guard)
+        fresh = fresh_records(rt, app, taken)
         if fresh:
             yield fresh
 
@@ -118,17 +120,29 @@ def _next_ready(stream: Any, app: faust.App) -> Callable[[], bool]:
     return ready
 
 
-def fresh_records(rt: Runtime, app: faust.App, taken: list[Any], guard: bool = True) -> Taken:
+def fresh_records(rt: Runtime, app: faust.App, taken: list[Any]) -> Taken:
     """The events of `taken` with their records, but those a rebalance took away and
-    (`guard`) those taken already in this assignment (Redeliveries: once per batch)."""
+    those taken already in this assignment (`first_times`)."""
     kept = [(event, record_of(event)) for event in taken if not fetched_before_a_rebalance(rt, app, event)]
-    if not kept or not guard:
-        return kept
-    return _first_times(kept, rt.acks.redeliveries.first_times([(record.tp, record.offset) for _, record in kept]))
+    return first_times(kept, rt.acks.redeliveries.handled_to) if kept else kept
 
 
-def _first_times(batch: Taken, first: list[bool]) -> Taken:
-    return [pair for pair, new in zip(batch, first, strict=True) if new]
+def first_times(batch: Taken, handled_to: Mapping[Any, int]) -> Taken:
+    """The records of `batch` this assignment has not taken yet: each at or past the
+    offset its partition was handled to (`Redeliveries.handled_to`, read here, moved on
+    as the batch is registered) and past the batch's earlier records of its partition."""
+    kept: Taken = []
+    past: dict[Any, int] = {}
+    for pair in batch:
+        record = pair[1]
+        tp = record.tp
+        to = past.get(tp)
+        if to is None:
+            to = handled_to.get(tp, 0)
+        if record.offset >= to:
+            kept.append(pair)
+            past[tp] = record.offset + 1
+    return kept
 
 
 def fetched_before_a_rebalance(rt: Runtime, app: faust.App, event: faust.EventT) -> bool:
@@ -156,25 +170,27 @@ def record_of(event: faust.EventT) -> Incoming:
     )
 
 
-def handle(
-    rt: Runtime, batch: Taken, step: Callable[[Incoming], Work], handled: bool = False, guard: bool = False
-) -> None:
-    """Each event's `step` in one changelog scope; every event registered with its work
-    and its batch's changelog writes (and, if `handled`, read to: the input's catch-up),
-    in one call to the acks (`Acks.close_batch`). With `guard`, the events this
-    assignment has taken already are left out, as the scope opens (`Acks.open_batch`)."""
+def handle(rt: Runtime, batch: Taken, step: Callable[[Incoming], Work]) -> None:
+    """Each event's `step`, the batch's changelog writes collected meanwhile (the acks'
+    `changelog.collecting`, set here and set back: a batch may run inside another's
+    block); every event registered with its work and those writes, and read to (the
+    redelivery guard, the input's catch-up), in one call to the acks (`Acks.close_batch`)."""
     acks = rt.acks
-    writes, first = acks.open_batch([(record.tp, record.offset) for _, record in batch] if guard else ())
-    if guard:
-        batch = _first_times(batch, first)
+    changelog = acks.changelog
+    writes: list[Awaitable[Any]] = []
+    outer, changelog.collecting = changelog.collecting, writes
     works: list[Work] = []
     try:
         for event, record in batch:
             as_current(event)
             works.append(step(record))
     finally:
-        whole = len(works) == len(batch)  # else a step raised past handle_safely: nothing registered
-        acks.close_batch(registered(batch, works) if whole else [], writes, batch if handled and whole else ())
+        changelog.collecting = outer
+        if len(works) == len(batch):  # else a step raised past handle_safely: nothing registered
+            read_to: dict[Any, int] = {}
+            acks.close_batch(registered(batch, works, read_to), writes, read_to)
+        else:
+            acks.close_batch([], writes)
 
 
 def as_current(event: Any) -> None:
@@ -185,13 +201,15 @@ def as_current(event: Any) -> None:
     _current_event.set(weakref.ref(event))
 
 
-def registered(batch: Taken, works: Sequence[Work]) -> list[Event]:
+def registered(batch: Taken, works: Sequence[Work], read_to: dict[Any, int]) -> list[Event]:
     """Each event of the batch as the acks register it: its partition, its ack, its own
-    work as futures, its size (`held_bytes`)."""
+    work as futures, its size (`held_bytes`); and in `read_to`, each partition's offset
+    after its last record (`Redeliveries.handled`)."""
     events: list[Event] = []
     for (event, record), work in zip(batch, works, strict=True):
         as_current(event)  # its work's tasks start in its context, as they did from its step
         events.append((record.tp, event.ack, [asyncio.ensure_future(w) for w in work], held_bytes(record)))
+        read_to[record.tp] = record.offset + 1
     return events
 
 
@@ -206,11 +224,10 @@ def held_bytes(record: Incoming) -> int:
     return size
 
 
-def route_batch(rt: Runtime, batch: Taken, guard: bool = False) -> None:
+def route_batch(rt: Runtime, batch: Taken) -> None:
     """By-user records, each handled and registered with its work and its batch's
-    changelog writes (acknowledged only once Kafka has them); with `guard`, but those
-    this assignment has taken already."""
-    handle(rt, batch, lambda record: handle_safely(rt, record), guard=guard)
+    changelog writes (acknowledged only once Kafka has them)."""
+    handle(rt, batch, lambda record: handle_safely(rt, record))
 
 
 def handle_safely(rt: Runtime, record: Incoming, msg: Message | None = None) -> Work:
@@ -228,13 +245,15 @@ async def rekey_batch(rt: Runtime, app: faust.App, batch: Taken) -> None:
     """Validate each raw record; re-key the good ones by user, dead-letter the rest.
     An input record is acknowledged once Kafka has taken what it became."""
     events: list[Event] = []
+    read_to: dict[Any, int] = {}
     try:
         for n, (event, record) in enumerate(batch):
             if n and fetched_before_a_rebalance(rt, app, event):
                 continue  # a rebalance began while the one before was handed to the producer
             events.append(await _handed_over(event, record, admit(rt, record)))
-    finally:  # registered at once, those handed over (all, unless the agent stops)
-        rt.acks.add_batch(events)
+            read_to[record.tp] = record.offset + 1
+    finally:  # registered at once, and read to, those handed over (all, unless the agent stops)
+        rt.acks.close_batch(events, (), read_to)
 
 
 async def _handed_over(event: Any, record: Incoming, produced: Awaitable[Awaitable[Any]]) -> Event:
@@ -298,8 +317,8 @@ async def take_keyed_batch(rt: Runtime, app: faust.App, batch: Taken) -> None:
         _route_run(rt, run, parsed)
         run, parsed = [], []
         rt.counters["rekeyed"] += 1
-        rt.acks.add_batch([await _handed_over(event, record, rekey(rt, record, msg))])
-        rt.acks.redeliveries.handled([(event, record)])
+        handed = await _handed_over(event, record, rekey(rt, record, msg))
+        rt.acks.close_batch([handed], (), {record.tp: record.offset + 1})
         recheck = True
     _route_run(rt, run, parsed)
 
@@ -307,7 +326,7 @@ async def take_keyed_batch(rt: Runtime, app: faust.App, batch: Taken) -> None:
 def _route_run(rt: Runtime, run: Taken, parsed: list[Message | InvalidMessage]) -> None:
     if run:
         each = iter(parsed)
-        handle(rt, run, lambda record: keyed_step(rt, record, next(each)), handled=True)  # streams.runtime.inputcatchup
+        handle(rt, run, lambda record: keyed_step(rt, record, next(each)))  # read to: streams.runtime.inputcatchup
 
 
 def keyed_step(rt: Runtime, record: Incoming, msg: Message | InvalidMessage) -> Work:
