@@ -30,3 +30,12 @@ def test_a_record_without_a_readable_source_header_came_from_where_it_was_read()
     for headers in ({}, {SOURCE_HEADER: b"not json"}, {SOURCE_HEADER: b"[1, 2]"}):
         record = Incoming(None, b"{}", headers, "by-user", 0, 1)
         assert record.original_source() == {"topic": "by-user", "partition": 0, "offset": 1}
+
+
+def test_any_bytes_in_the_source_header_are_a_record_from_where_it_was_read_not_an_error():
+    """Intake makes an `Incoming` of every input record, outside any handler's guard: a
+    producer's header of any bytes (nested past the JSON parser's recursion limit, not
+    UTF-8) must not raise there, or the agent stops."""
+    for raw in (b"[" * 100_000, b"\xff\xfe", b'{"a": ' * 50_000):
+        record = Incoming(None, b"{}", {SOURCE_HEADER: raw}, "segment-events", 0, 1)
+        assert record.original_source() == {"topic": "segment-events", "partition": 0, "offset": 1}

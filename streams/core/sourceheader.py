@@ -42,6 +42,6 @@ def original_source(headers: Mapping[str, bytes], source: dict[str, Any]) -> dic
         return source
     try:
         origin = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # any bytes a producer put there (not UTF-8, nested too deep)
         return source
     return origin if isinstance(origin, dict) else source
