@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from streams.core.incoming import Incoming
 from streams.runtime import intake
 from streams.runtime.acks import AckTracker
 from streams.settings import Settings, SettingsError
@@ -153,7 +154,6 @@ def test_the_byte_bound_is_a_validated_setting():
 
 
 def test_an_event_held_counts_its_value_key_and_headers():
-    from streams.core.incoming import Incoming
 
     small = Incoming(b"u1", b"{}", {}, BY_USER_TOPIC, 0, 0)
     large = Incoming(b"u1", b"x" * 30_000, {"h": b"y" * 2_000}, BY_USER_TOPIC, 0, 1)
@@ -168,3 +168,10 @@ def test_every_variable_the_settings_read_is_in_the_configuration_reference():
 
     document = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text()
     assert sorted(v for v in known_variables() if f"`{v}`" not in document) == []
+
+
+def test_a_header_without_a_value_counts_as_empty():
+    """Kafka allows a header with a null value, and a producer of the input topic may
+    send one; registering its event must not fail (it was handed to the producer by then)."""
+    bare = Incoming(b"u1", b"{}", {"x-null": None}, "segment-events", 0, 1)  # type: ignore[dict-item]
+    assert intake.held_bytes(bare) == intake.held_bytes(Incoming(b"u1", b"{}", {"x-null": b""}, "segment-events", 0, 1))

@@ -220,7 +220,7 @@ def held_bytes(record: Incoming) -> int:
     tracemalloc (bench/memusers.py): 21.6 KB besides the value per event of 20 KB."""
     size = EVENT_BYTES + 2 * len(record.value) + len(record.key or b"")
     for name, value in record.headers.items():
-        size += len(name) + len(value)
+        size += len(name) + len(value or b"")  # Kafka allows a header without a value
     return size
 
 
