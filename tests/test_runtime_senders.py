@@ -335,6 +335,22 @@ async def test_the_lanes_count_each_keys_work_and_tell_when_a_watched_keys_piece
     assert await senders.stop(2)
 
 
+async def test_a_failing_ended_callback_is_logged_and_the_sender_serves_on(caplog):
+    """`ended` (the spill's refill, which reads the spill table) may fail; the one sender
+    (CS_RELAY_MAX_IN_FLIGHT=1) must log it and go on serving every other user, not end."""
+    senders = Senders(1)
+    senders.watch = {("w", "cs")}
+
+    def ended(key: object) -> None:
+        raise RuntimeError("the spill table could not be read")
+
+    senders.ended = ended
+    assert await asyncio.wait_for(senders.submit(("w", "cs"), lambda: asyncio.sleep(0, "w")), 2) == "w"
+    assert await asyncio.wait_for(senders.submit(("o", "cs"), lambda: asyncio.sleep(0, "o")), 2) == "o"
+    assert "the spill table could not be read" in caplog.text
+    assert await senders.stop(2)
+
+
 def users_asked(world: World) -> list[str]:
     return [r.json["identity"]["user"]["id"] for r in world.client.requests if "/events/" in r.path]
 

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 from collections import deque
 from collections.abc import Hashable
 from typing import TYPE_CHECKING
@@ -60,12 +61,12 @@ from streams.core.reasons import Reason
 from streams.core.retry import Outcome
 from streams.runtime import effects
 from streams.runtime.delivery import Answers, PartnerClient, Result
-from streams.runtime.senderpool import Hold, LaneBase, Make, PoolBase, Work
+from streams.runtime.senderpool import LaneBase, Make, PoolBase, Work
 
 if TYPE_CHECKING:
     from streams.runtime.runtime import Runtime
 
-__all__ = ["Hold", "Lane", "Senders", "Work", "deliver", "error_text", "send_bounded"]
+log = logging.getLogger("cs_relay")
 
 
 class Lane(LaneBase):
@@ -128,7 +129,10 @@ class Lane(LaneBase):
             else:
                 del queues[key]
             if key in pool.watch and pool.ended is not None:
-                pool.ended(key)
+                try:
+                    pool.ended(key)  # the spill's refill: it reads the spill table
+                except Exception:  # one pair's refill must not end the sender of every user
+                    log.exception("a sender could not refill a user's spilled deliveries; it serves on")
 
     async def _run(self, sender: asyncio.Task, work: Work, make: Make) -> None:
         """Run one piece, its outcome to `work`; raises only when the sender is stopped."""

@@ -20,7 +20,8 @@ from typing import Any
 from streams.core.breaker import Breakers, Policy
 from streams.core.retry import backoff
 from streams.runtime.delivery import Answers
-from streams.runtime.senders import Hold, Senders
+from streams.runtime.senderpool import Hold
+from streams.runtime.senders import Senders
 from streams.settings import Settings
 
 
