@@ -117,9 +117,10 @@ class Children:
         self.procs: list[subprocess.Popen] = []
         self.pids: list[int] = []  # children started by others' code (Kafka's JVM by LocalKafka)
         self.stopping = False
-        # SIGHUP ignored when we started stays ignored (`nohup`). SIGINT ignored does not:
-        # a shell without job control starts `cmd &` so, and a Ctrl-C that reaches it
-        # (the script's process group) must still stop it and its children.
+        # SIGHUP ignored when we started stays ignored (`nohup`); SIGINT and SIGTERM are
+        # handled whatever they were: a shell without job control starts `cmd &` with
+        # SIGINT ignored, and a Ctrl-C that reaches it (the script's process group) must
+        # still stop it and its children.
         previous = {s: signal.getsignal(s) for s in STOP_SIGNALS}
         self._previous = {s: h for s, h in previous.items() if not (s == signal.SIGHUP and h == signal.SIG_IGN)}
         for signum in self._previous:

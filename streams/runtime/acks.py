@@ -241,8 +241,9 @@ class ChangelogWrites:
         table.send_changelog = send_changelog
 
     def collected(self) -> list[Awaitable[Any]]:
-        """The list the current event's writes go to (complete once its handler has
-        returned), for work that must wait for them; empty outside an event."""
+        """The list the writes of the batch being handled go to (`collecting`, set by the
+        intake for the batch: complete once every handler of the batch has returned), for
+        work that must wait for them; empty outside a batch."""
         return self.collecting if self.collecting is not None else []
 
     def __enter__(self) -> list[Awaitable[Any]]:
@@ -306,13 +307,17 @@ class Acks(AckTracker):
         self.changelog = ChangelogWrites()  # each batch's table writes, awaited before its events' acks
 
     def close_batch(
-        self, events: Sequence[Event], writes: Sequence[Awaitable[Any]] = (), read_to: Mapping[Hashable, int] = {}
+        self,
+        events: Sequence[Event],
+        writes: Sequence[Awaitable[Any]] = (),
+        read_to: Mapping[Hashable, int] | None = None,
     ) -> None:
         """A batch handled: `events` registered (`add_batch`), each with its own work and
         the batch's changelog `writes`; each partition of `read_to` handled up to the
         offset given (`Redeliveries.handled`: the redelivery guard, the input's catch-up)."""
         self.add_batch(events, joined(writes))
-        self.redeliveries.handled_to.update(read_to)
+        if read_to:
+            self.redeliveries.handled(read_to)
 
     def revoked(self, tps: Iterable[Hashable]) -> None:
         tps = list(tps)

@@ -38,7 +38,8 @@ Read = tuple[Any, Seen, UserState | None, Pending, GroupLookup]
 
 
 class KeptRows:
-    """The LRU of a table's rows (`rowcache.CachedRows` is the table it wraps)."""
+    """The LRU of a table's rows, the hot half of `rowcache.CachedRows` (which wraps the
+    table and adds the cold mapping methods)."""
 
     def __init__(self, table: Any, size: int = ROWS, max_bytes: int = MAX_BYTES) -> None:
         self.table = table
