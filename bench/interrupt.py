@@ -17,8 +17,10 @@ handles the three signals itself (SIGHUP stays ignored under `nohup`):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Coroutine
@@ -52,10 +54,22 @@ class Interrupt:
 
         async def cancellable() -> T:
             self._loop, self._task = asyncio.get_running_loop(), asyncio.current_task()
+            # A signal whose C handler ran outside the loop's wait (just before it went
+            # back to sleep, or in another thread) is handled only once the main thread
+            # runs Python again: the wakeup fd wakes an idle loop for it.
+            wake, woken = socket.socketpair()
+            wake.setblocking(False)
+            woken.setblocking(False)
+            self._loop.add_reader(woken.fileno(), _drain, woken)
+            previous_fd = signal.set_wakeup_fd(wake.fileno(), warn_on_full_buffer=False)
             try:
                 return await main
             finally:
                 self._task = None
+                signal.set_wakeup_fd(previous_fd)
+                self._loop.remove_reader(woken.fileno())
+                wake.close()
+                woken.close()
 
         try:
             return asyncio.run(cancellable())
@@ -90,3 +104,8 @@ class Interrupt:
     def restore(self) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
+
+
+def _drain(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.recv(4096)

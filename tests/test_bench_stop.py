@@ -115,6 +115,53 @@ finally:
 """
 
 
+ASLEEP = """
+import asyncio, signal, sys, threading, time
+from bench.interrupt import Interrupt
+
+def signal_once_the_loop_sleeps():
+    # The signal lands outside the loop's wait: its C handler runs in this thread, as
+    # when it comes just before the loop goes back to sleep. Nothing else would wake it.
+    stat = f"/proc/self/task/{threading.main_thread().native_id}/stat"
+    deadline = time.monotonic() + 10
+    while open(stat).read().rsplit(")", 1)[1].split()[0] != "S" and time.monotonic() < deadline:
+        time.sleep(0.001)  # until the main thread sleeps in the loop's wait
+    signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+
+async def asleep():
+    threading.Thread(target=signal_once_the_loop_sleeps).start()
+    await asyncio.Event().wait()
+
+interrupt = Interrupt(grace=1.0)
+try:
+    interrupt.run(asleep())
+except KeyboardInterrupt:
+    sys.exit(130)
+finally:
+    interrupt.restore()
+"""
+
+
+def test_a_signal_that_comes_while_the_loop_is_not_waiting_still_stops_the_bench():
+    """An idle event loop (no timer, nothing to read) must still wake for a signal whose
+    handler ran outside its wait: CI saw a bench stuck for ever after its SIGINT."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", ASLEEP],
+        cwd=REPO,
+        env={**env, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.wait(15) == 130
+        assert "SIGINT: stopping" in proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 @pytest.mark.parametrize("signals", [1, 2])
 def test_a_bench_stuck_in_its_stop_still_exits_and_kills_its_children(signals):
     """Whatever holds the run once cancelled, the first signal's watchdog kills what runs
