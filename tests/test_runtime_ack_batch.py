@@ -1,17 +1,34 @@
 """A batch's events registered at once (`AckTracker.add_batch`, what
 `Acks.close_batch` does for the intake): each is acknowledged in offset order once its
-own work and the batch's shared work (its changelog writes) are done; the shared work is
-watched once for the batch; if it fails, no event of the batch is acknowledged."""
+own work and the batch's shared work (its changelog writes) are done, by one coroutine
+per partition that waits for its head event's work (no callback per piece of work); the
+shared work is looked at once for the batch; if it fails, no event of the batch is
+acknowledged."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 from streams.core.incoming import Incoming
 from streams.runtime import intake
 from streams.runtime.acks import Acks, AckTracker, Redeliveries
+
+
+async def until(condition: Callable[[], bool], turns: int = 100) -> bool:
+    """Whether `condition` holds within `turns` turns of the loop (no clock involved)."""
+    for _ in range(turns):
+        if condition():
+            return True
+        await asyncio.sleep(0)
+    return condition()
+
+
+def watchers(future: asyncio.Future[Any]) -> int:
+    """The callbacks waiting on `future` (asyncio's own record of them)."""
+    return len(future._callbacks or ())  # type: ignore[attr-defined]
 
 
 def _futures(n: int) -> list[asyncio.Future[None]]:
@@ -26,16 +43,17 @@ async def test_a_batch_is_acknowledged_in_order_once_its_own_and_its_shared_work
     shared = asyncio.get_running_loop().create_future()
     events = [("tp", (lambda n=n: acked.append(n)), [own[n]], 10) for n in range(3)]
     events.append(("tp", lambda: acked.append(3), [], 10))  # no work of its own: the shared only
-    acks.add_batch(events, shared)
+    acks.add_batch(events, [shared])
     assert acks.in_flight == 4 and acks.in_bytes == 40
-    assert len(shared._callbacks) == 1  # type: ignore[attr-defined]  # watched once for the batch
+    assert await until(lambda: watchers(own[0]) == 1)  # the head's, waited for
+    assert not any(watchers(f) for f in (*own[1:], shared))  # nothing else watched
     for future in reversed(own):
         future.set_result(None)
-    await asyncio.sleep(0)
+    assert await until(lambda: watchers(shared) == 1)
     assert acked == []  # their own work is done, the batch's changelog writes are not
     shared.set_result(None)
-    await asyncio.sleep(0)
-    assert acked == [0, 1, 2, 3] and acks.in_flight == 0 and acks.in_bytes == 0
+    assert await until(lambda: acked == [0, 1, 2, 3])
+    assert acks.in_flight == 0 and acks.in_bytes == 0
 
 
 async def test_an_event_waits_for_its_own_work_after_the_shared_work():
@@ -43,14 +61,13 @@ async def test_an_event_waits_for_its_own_work_after_the_shared_work():
     acked: list[int] = []
     own = _futures(2)
     shared = asyncio.get_running_loop().create_future()
-    acks.add_batch([("tp", (lambda n=n: acked.append(n)), [own[n]], 0) for n in range(2)], shared)
+    acks.add_batch([("tp", (lambda n=n: acked.append(n)), [own[n]], 0) for n in range(2)], [shared])
     shared.set_result(None)
     own[1].set_result(None)
-    await asyncio.sleep(0)
+    assert await until(lambda: watchers(own[0]) == 1)
     assert acked == []  # the second is done, but behind the first
     own[0].set_result(None)
-    await asyncio.sleep(0)
-    assert acked == [0, 1]
+    assert await until(lambda: acked == [0, 1])
 
 
 async def test_a_failed_shared_write_leaves_every_event_of_the_batch_unacknowledged():
@@ -58,14 +75,17 @@ async def test_a_failed_shared_write_leaves_every_event_of_the_batch_unacknowled
     acks = AckTracker(on_failure=lambda tp, exc: failures.append(tp))
     acked: list[int] = []
     shared = asyncio.get_running_loop().create_future()
-    acks.add_batch([("tp", (lambda n=n: acked.append(n)), [], 0) for n in range(2)], shared)
+    acks.add_batch([("tp", (lambda n=n: acked.append(n)), [], 0) for n in range(2)], [shared])
     later = asyncio.get_running_loop().create_future()
     acks.add("tp", lambda: acked.append(9), [later])
     shared.set_exception(RuntimeError("the producer refused it"))
     later.set_result(None)
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert acked == [] and failures == ["tp", "tp"] and acks.in_flight == 3
+    assert await until(lambda: failures == ["tp"])  # told once, as the partition's head failed
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert acked == [] and failures == ["tp"] and acks.in_flight == 3
+    acks.add("tp", lambda: acked.append(10))  # done at once, but behind the failed ones
+    assert acked == [] and acks.in_flight == 4
 
 
 async def test_a_batch_without_shared_work_is_acknowledged_as_its_own_work_ends():
@@ -184,3 +204,56 @@ class Table:
         written.key = key  # type: ignore[attr-defined]
         self.sent[key] = written
         return written
+
+
+async def test_a_revoked_partition_s_coroutine_ends_without_touching_the_work_it_waited_for():
+    # The acknowledging coroutine waits on a future of its own: cancelling it (the
+    # partition forgotten, the worker stopping) never cancels a delivery or a write.
+    acks = AckTracker()
+    work = _futures(2)
+    acked: list[str] = []
+    acks.add("revoked", lambda: acked.append("revoked"), [work[0]])
+    acks.add("kept", lambda: acked.append("kept"), [work[1]])
+    assert await until(lambda: watchers(work[0]) == 1 and watchers(work[1]) == 1)
+    acks.forget(["revoked"])
+    assert await until(lambda: watchers(work[0]) == 0)
+    assert not work[0].done() and acks.in_flight == 1
+    acks.stop()
+    assert await until(lambda: watchers(work[1]) == 0)
+    assert not work[1].done()
+    work[0].set_result(None)
+    work[1].set_result(None)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert acked == []  # forgotten, and stopped: nothing more is acknowledged
+    # Forgotten in the turn its work ended (the work's callback on its way): it ends all the same.
+    done = _futures(1)
+    acks.add("again", lambda: acked.append("again"), done)
+    assert await until(lambda: watchers(done[0]) == 1)
+    done[0].set_result(None)
+    acks.forget(["again"])
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert acked == [] and acks.in_flight == 1
+
+
+async def test_work_whose_result_is_a_future_is_done_once_that_one_is():
+    # A packed dedupe row's: its future is settled with the row's changelog write once
+    # the row is written, after the batches that joined it closed.
+    acks = AckTracker()
+    acked: list[int] = []
+    row, write = _futures(2)
+    acks.add("tp", lambda: acked.append(0), [row])
+    row.set_result(write)
+    assert await until(lambda: watchers(write) == 1)
+    assert acked == []
+    write.set_result(None)
+    assert await until(lambda: acked == [0])
+    failed = _futures(2)
+    failures: list[object] = []
+    acks.on_failure = lambda tp, exc: failures.append(exc)
+    acks.add("tp", lambda: acked.append(1), [failed[0]])
+    failed[0].set_result(failed[1])
+    failed[1].set_exception(RuntimeError("the producer refused the row"))
+    assert await until(lambda: len(failures) == 1)
+    assert acked == [0] and acks.in_flight == 1

@@ -7,6 +7,7 @@ tests/test_runtime_seenrestore.py."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import faust
@@ -197,7 +198,7 @@ async def test_the_open_rows_of_all_partitions_are_written_together_when_the_fir
     later = loop.call_later
 
     def call_later(delay: float, callback: Any, *args: Any) -> asyncio.TimerHandle:
-        timers.append((delay, callback))
+        timers.append((delay, functools.partial(callback, *args)))
         return later(3600, lambda: None)
 
     table = StoreTable()
@@ -208,7 +209,11 @@ async def test_the_open_rows_of_all_partitions_are_written_together_when_the_fir
             with packs.changelog:
                 packs.remember(partition, dedupe.row_key(f"u{n}", "m"), n, 100.0)
         assert [delay for delay, _ in timers] == [0.05] and table.records == []
-        timers[0][1]()  # the first row's linger passed
+        timers[0][1]()  # the first row's linger passed: it wakes the coroutine that writes them
+        for _ in range(100):
+            if table.records:
+                break
+            await asyncio.sleep(0)
         assert sorted((p, len(v["e"])) for p, _, v in table.records) == [(1, 2), (2, 1), (3, 1)]
         with packs.changelog:
             packs.remember(2, dedupe.row_key("u9", "m"), 9, 101.0)

@@ -131,9 +131,10 @@ async def test_a_tracks_routing_reads_and_remembers_through_the_state_door_alone
     state door (`Rows.read`: dedupe row, legacy row, user, pending record, group) and
     writes its dedupe entry in one more (`SeenPacks.remember`); the step's group lookups
     call nothing back; the packed row that takes the entry to Kafka is written by the
-    loop's callback in the state door too (`OpenPacks._lingered`); no other state module
-    is entered, `seenpacks.py` neither (docs/architecture.md, "One track's path"). The
-    seen table is the worker's: RocksDB, under the row cache."""
+    state door's own coroutine, resumed, not entered (`OpenPacks._lingering`, woken by the
+    linger timer), and no callback of the loop enters it when the row's write is done; no
+    other state module is entered, `seenpacks.py` neither (docs/architecture.md, "One
+    track's path"). The seen table is the worker's: RocksDB, under the row cache."""
     app = faust.App("track-path-state-door", store="rocksdb://", datadir=str(tmp_path))
     seen = seentable.seen_table(app, "seen", {})
     seen.send_changelog = _in_kafka  # type: ignore[method-assign]
@@ -148,7 +149,7 @@ async def test_a_tracks_routing_reads_and_remembers_through_the_state_door_alone
     try:
         done = world.route(record)
         routed = len(records)
-        await world.settle()  # the packed row written (the linger's callback), the deliveries, the ack
+        await world.settle()  # the packed row written (by `_lingering`), the deliveries, the ack
     finally:
         sys.setprofile(None)
     assert done.done() and world.client.events() == ["Report%20Built"] and len(csb.requests) == before + 1
@@ -163,7 +164,9 @@ async def test_a_tracks_routing_reads_and_remembers_through_the_state_door_alone
     later = _edges(records[routed:])
     assert not {module for _caller, module in later} & {f"streams.runtime.{m}" for m in STATE if m != "rows"}
     into_rows = {caller: n for (caller, module), n in later.items() if module == "streams.runtime.rows"}
-    assert into_rows == {"the loop": 2}  # OpenPacks._lingered, the row's write done (_Open.settle)
+    assert into_rows == {}  # no callback: the linger timer wakes `_lingering`, the acks follow the row's write
+    resumed = {(caller, f) for _t, m, f, caller, fresh, _r in records[routed:] if m.endswith(".rows") and not fresh}
+    assert resumed == {("the loop", "OpenPacks._lingering")}
     assert not [e for e in later if e[0] == "streams.runtime.rows" and e[1] == "streams.runtime.acks"]
 
 
@@ -210,10 +213,14 @@ async def test_a_tracks_routing_enters_the_routing_door_once_and_the_senders_onc
     assert edges["streams.runtime.intake -> streams.runtime.routing"] == 1
     assert edges["streams.runtime.routing -> streams.runtime.senders"] == 2
     # The acks entered once per batch, `close_batch`: the redelivery guard's `handled_to`
-    # read and the batch's changelog writes collected in an attribute, neither asked.
+    # read and the batch's changelog writes collected in an attribute, neither asked; and
+    # no callback of the loop when a piece of work ends: the partition's acknowledging
+    # coroutine, waiting for it, is resumed.
     assert [e for e in edges if e.endswith("streams.runtime.acks") and not e.startswith("the loop")] == [
         "streams.runtime.intake -> streams.runtime.acks"
     ]
+    acks = summary([r for r in records if not r[3].startswith("tests.")])["by_module"]["streams.runtime.acks"]
+    assert acks["entered"] == 1 and acks["resumed"] >= 1
     assert edges["streams.runtime.intake -> streams.runtime.acks"] == 1
     off = ("handlers", "effects", "parking", "spilling", "spillstore", "sending", "senderpool")
     assert [e for e in edges if any(m.rsplit(".", 1)[-1] in off for m in e.split(" -> "))] == []

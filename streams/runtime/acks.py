@@ -9,7 +9,7 @@ table's changelog in the background and its commit does not flush all of it
 (`streams.runtime.faust_fixes`, patch 2), so `ChangelogWrites.watch(table)` wraps the
 table's `send_changelog`, and the writes made while a batch is handled
 (`changelog.collecting`, set by the intake) are awaited before its events' acks
-(`close_batch`, `joined`): a write Kafka refuses is work that failed for good (the worker stops:
+(`close_batch`): a write Kafka refuses is work that failed for good (the worker stops:
 `Runtime.failed_for_good`), never a commit past it. `Acks.revoked(tps)`: the events of
 revoked partitions are never acknowledged here, and a partition assigned again starts
 over from its committed offset (`redeliveries`).
@@ -18,7 +18,7 @@ over from its committed offset (`redeliveries`).
 from __future__ import annotations
 
 import asyncio
-import functools
+import contextvars
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Mapping, Sequence
@@ -31,6 +31,25 @@ MAX_UNACKED_EVENTS = 5000  # beyond this, the reading loops wait (back-pressure)
 
 # An event as `AckTracker.add_batch` takes it: its partition, its ack, its work, its size.
 Event = tuple[Hashable, Callable[[], Any], list[asyncio.Future[Any]], int]
+
+
+class _Partition:
+    """One partition's events not yet acknowledged, in offset order, and the coroutine
+    that acknowledges them (`AckTracker._acknowledge`)."""
+
+    __slots__ = ("acker", "ended", "failed", "idle", "queue", "waiting", "wanted")
+
+    def __init__(self) -> None:
+        # [ack, its own work, the batch's shared work (emptied once done), size]
+        self.queue: deque[list[Any]] = deque()
+        self.acker: asyncio.Task[None] | None = None
+        self.idle: asyncio.Future[None] | None = None  # what the acker waits on with nothing queued
+        # The piece of work the acker waits for, and the future of its own that the work's
+        # done-callback sets (`AckTracker._end` takes that callback off before it cancels).
+        self.waiting: tuple[asyncio.Future[Any], asyncio.Future[Any]] | None = None
+        self.ended = False  # forgotten or stopped: the acker acknowledges nothing more
+        self.wanted = True  # False once forgotten (revoked)
+        self.failed = False  # work of its head failed: nothing more is acknowledged here
 
 
 class AckTracker:
@@ -46,6 +65,16 @@ class AckTracker:
     record: `streams.runtime.intake.held_bytes`); `full` says there are `max_events` or
     more, or their sizes add up to `max_bytes`, and `room()` waits until not
     (`wait_below(n, max_bytes)` with other bounds).
+
+    One coroutine per partition (`_acknowledge`, started with the partition's first
+    event that cannot be acknowledged at once) waits for its head event's work, in
+    offset order, and acknowledges every event done behind it: a piece of work is not
+    watched by a callback of its own (it is waited for only when it is the head's, and
+    not at all if done by then). A piece of work whose result is a future is done once
+    that future is (a packed dedupe row's: `streams.runtime.rows.OpenPacks`, settled
+    with its changelog write once the row is written). Work that failed is told to
+    `on_failure` once, when it is the partition's head's (the partition's earlier
+    events are acknowledged first). `stop()` ends the coroutines.
     """
 
     def __init__(
@@ -62,7 +91,7 @@ class AckTracker:
         # Whether the reading loops must wait (`room`): kept as events come and go, so
         # that a loop reads it rather than calls in once per batch.
         self.full = False
-        self._queues: dict[Hashable, deque[list]] = {}
+        self._partitions: dict[Hashable, _Partition] = {}
         self._count = 0
         self._bytes = 0
         self._changed = asyncio.Event()
@@ -81,81 +110,110 @@ class AckTracker:
         """Register one event: a batch of one (`add_batch`)."""
         self.add_batch([(tp, ack, [asyncio.ensure_future(w) for w in work], size)])
 
-    def add_batch(self, events: Sequence[Event], shared: asyncio.Future[Any] | None = None) -> None:
+    def add_batch(self, events: Sequence[Event], shared: Sequence[asyncio.Future[Any]] = ()) -> None:
         """Register a batch's events, in order, as `add` would each: (tp, ack, its own
         work as futures, size), and `shared`, work of every one of them (the batch's
-        changelog writes), watched once for the batch rather than once per event."""
-        entries: list[tuple[Hashable, list]] = []
-        extra = 0 if shared is None else 1
+        changelog writes): one list for the batch, emptied by the first of its events
+        found done, so that the others do not look at it again."""
+        common: list[asyncio.Future[Any]] = list(shared)
+        partitions = self._partitions
         for tp, ack, futures, size in events:
-            # [finished, ack, still wanted (False once forgotten), pieces of work not done yet, size]
-            entry = [False, ack, True, len(futures) + extra, size]
-            self._queues.setdefault(tp, deque()).append(entry)
+            part = partitions.get(tp)
+            if part is None:
+                partitions[tp] = part = _Partition()
+            if not part.queue and _succeeded(futures) and _succeeded(common):
+                common.clear()
+                _acked(ack)  # nothing before it, nothing to wait for
+                continue
+            part.queue.append([ack, futures, common, size])
             self._count += 1
             self._bytes += size
-            # A done-callback per piece of work: no task gathering them (a tenth of the event
-            # loop's callbacks under the benchmark), nor one callback over a future joined by
-            # asyncio.gather (measured: 3.2 us more an event of two deliveries, uvloop).
-            for future in futures:
-                future.add_done_callback(functools.partial(self._done, tp, entry))
-            entries.append((tp, entry))
-        if shared is not None:
-            shared.add_done_callback(functools.partial(self._all_done, entries))
-        for tp, entry in entries:
-            if entry[3] == 0:
-                self._finish(tp, entry)
+            if part.acker is None and not (part.failed or part.ended):
+                part.acker = asyncio.get_running_loop().create_task(
+                    self._acknowledge(tp, part), context=contextvars.Context()
+                )
+            elif part.idle is not None:
+                if not part.idle.done():
+                    part.idle.set_result(None)
+                part.idle = None
         self.full = self._over()
 
-    def _all_done(self, entries: list[tuple[Hashable, list]], future: asyncio.Future[Any]) -> None:
-        for tp, entry in entries:
-            self._done(tp, entry, future)
+    async def _acknowledge(self, tp: Hashable, part: _Partition) -> None:
+        """The partition's events, acknowledged in order as their work is done; ends
+        when the head's work failed (nothing more can be acknowledged here) or when
+        forgotten or stopped (cancelled while waiting on a future of its own: never on
+        the work, which others own)."""
+        loop = asyncio.get_running_loop()
+        queue = part.queue
+        while True:
+            if not queue:
+                part.idle = idle = loop.create_future()
+                await idle
+                continue
+            head = queue[0]
+            for work in (head[1], head[2]):
+                for future in work:
+                    while True:
+                        if not future.done():
+                            waiter = loop.create_future()
+                            future.add_done_callback(waiter.set_result)
+                            part.waiting = (future, waiter)
+                            try:
+                                await waiter
+                            finally:
+                                part.waiting = None
+                                if not future.done():  # cancelled by another than `_end`
+                                    future.remove_done_callback(waiter.set_result)
+                            if part.ended:
+                                return
+                        failure = _failure(future)
+                        if failure is not None:
+                            self._failed(tp, part, failure)
+                            return
+                        result = future.result()
+                        if not isinstance(result, asyncio.Future):
+                            break
+                        future = result  # done once this one is (a packed row's write)
+                if work is head[2]:
+                    work.clear()  # the batch's shared work: done for its other events too
+            queue.popleft()
+            self._count -= 1
+            self._bytes -= head[3]
+            _acked(head[0])
+            count = self._count  # `_over()`, inline: once per event acknowledged
+            self.full = count >= self.max_events or (
+                self.max_bytes is not None and count > 0 and self._bytes >= self.max_bytes
+            )
+            self._changed.set()
 
-    def _done(self, tp: Hashable, entry: list, future: asyncio.Future[Any]) -> None:
-        if entry[3] < 0:
-            return  # the event failed already: it stays unacknowledged
-        if future.cancelled():
-            entry[3] = -1  # stopped (its partition revoked, or the worker stopping): not done
-            return
-        exc = future.exception()
-        if exc is not None:
-            entry[3] = -1
-            log.error("work for an event failed; it stays unacknowledged", exc_info=exc)
-            if self.on_failure is not None and entry[2]:
-                self.on_failure(tp, exc)
-            return  # never acknowledged: a restart reprocesses it
-        entry[3] -= 1
-        if entry[3] == 0:
-            self._finish(tp, entry)
+    def _failed(self, tp: Hashable, part: _Partition, failure: BaseException) -> None:
+        part.failed = True
+        part.acker = None
+        if isinstance(failure, asyncio.CancelledError):
+            return  # stopped (its partition revoked, or the worker stopping): not done
+        log.error("work for an event failed; it stays unacknowledged", exc_info=failure)
+        if self.on_failure is not None and part.wanted:
+            self.on_failure(tp, failure)
 
     def forget(self, tps: Iterable[Hashable]) -> None:
         """Drop the events of `tps` (revoked): none of them will be acknowledged."""
         for tp in tps:
-            queue = self._queues.pop(tp, None)
-            if queue:
-                for entry in queue:
-                    entry[2] = False
-                    self._bytes -= entry[4]
-                self._count -= len(queue)
+            part = self._partitions.pop(tp, None)
+            if part is None:
+                continue
+            part.wanted = False
+            _end(part)
+            if part.queue:
+                self._count -= len(part.queue)
+                self._bytes -= sum(entry[3] for entry in part.queue)
+                part.queue.clear()
                 self.full = self._over()
                 self._changed.set()
 
-    def _finish(self, tp: Hashable, entry: list) -> None:
-        if not entry[2]:
-            return  # forgotten: its partition was revoked
-        entry[0] = True
-        queue = self._queues[tp]
-        while queue and queue[0][0]:
-            head = queue.popleft()
-            self._count -= 1
-            self._bytes -= head[4]
-            head[1]()
-        if not queue:
-            del self._queues[tp]
-        count = self._count  # `_over()`, inline: once per event acknowledged
-        self.full = count >= self.max_events or (
-            self.max_bytes is not None and count > 0 and self._bytes >= self.max_bytes
-        )
-        self._changed.set()
+    def stop(self) -> None:
+        """The worker stops: the partitions' coroutines end (nothing more is acknowledged)."""
+        for part in self._partitions.values():
+            _end(part)
 
     def _over(self) -> bool:
         count = self._count
@@ -183,6 +241,47 @@ class AckTracker:
             return True
         except TimeoutError:
             return False
+
+
+def _end(part: _Partition) -> None:
+    """End the partition's acknowledging coroutine, never touching the work it waits for:
+    cancelled where it waits on a future of its own that nothing else will set (idle, or
+    the work's callback taken off first); else the work is done and its callback, on its
+    way, wakes it to find it has ended."""
+    part.ended = True
+    acker, part.acker = part.acker, None
+    if acker is None:
+        return
+    if part.waiting is None:
+        acker.cancel()
+        return
+    work, waiter = part.waiting
+    if work.remove_done_callback(waiter.set_result):
+        acker.cancel()
+
+
+def _succeeded(futures: Sequence[asyncio.Future[Any]]) -> bool:
+    """Whether every one of `futures` is done, none failed or cancelled, and none's
+    result is a future still to wait for."""
+    for future in futures:
+        if not future.done() or future.cancelled() or future.exception() is not None:
+            return False
+        if isinstance(future.result(), asyncio.Future):
+            return False  # the acker follows it
+    return True
+
+
+def _failure(future: asyncio.Future[Any]) -> BaseException | None:
+    if future.cancelled():
+        return asyncio.CancelledError()
+    return future.exception()
+
+
+def _acked(ack: Callable[[], Any]) -> None:
+    try:
+        ack()
+    except Exception:  # one event's ack must not end its partition's acknowledgements
+        log.exception("acknowledging an event failed")
 
 
 class Redeliveries:
@@ -259,34 +358,12 @@ class ChangelogWrites:
         self.collecting = self._outer.pop()
 
 
-def joined(writes: Sequence[Awaitable[Any]]) -> asyncio.Future[Any] | None:
-    """One future for a batch's changelog writes: done once all are, failed with the
-    first that fails, cancelled if one is cancelled (its partition revoked); None for a
-    batch that wrote nothing. A packed dedupe row is among them once, however many of
-    the batch's events joined it."""
-    futures = list({id(f): f for f in map(asyncio.ensure_future, writes)}.values())
-    if not futures:
-        return None
-    if len(futures) == 1:
-        return futures[0]
-    together: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-    left = [len(futures)]
-
-    def one_done(f: asyncio.Future[Any]) -> None:
-        if together.done():
-            return
-        if f.cancelled():
-            together.cancel()
-        elif (exc := f.exception()) is not None:
-            together.set_exception(exc)
-        else:
-            left[0] -= 1
-            if left[0] == 0:
-                together.set_result(None)
-
-    for f in futures:
-        f.add_done_callback(one_done)
-    return together
+def written(writes: Sequence[Awaitable[Any]]) -> list[asyncio.Future[Any]]:
+    """A batch's changelog writes as the futures its events wait for, each once (a
+    packed dedupe row is among them once, however many of the batch's events joined it)."""
+    if not writes:
+        return []
+    return list({id(f): f for f in map(asyncio.ensure_future, writes)}.values())
 
 
 class Acks(AckTracker):
@@ -315,7 +392,7 @@ class Acks(AckTracker):
         """A batch handled: `events` registered (`add_batch`), each with its own work and
         the batch's changelog `writes`; each partition of `read_to` handled up to the
         offset given (`Redeliveries.handled`: the redelivery guard, the input's catch-up)."""
-        self.add_batch(events, joined(writes))
+        self.add_batch(events, written(writes))
         if read_to:
             self.redeliveries.handled(read_to)
 

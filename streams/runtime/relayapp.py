@@ -93,6 +93,8 @@ class RelayApp(MonitorOffTheSensors):
             # Then the senders (streams.runtime.senders) end, with whatever was left to them.
             if not await runtime.sending.senders.stop(SENDERS_STOP_TIMEOUT):
                 log.warning("stopping: some deliveries did not stop within %.0f s", SENDERS_STOP_TIMEOUT)
+            runtime.acks.stop()  # the partitions' acknowledging coroutines, and the packed rows' writer
+            runtime.seen_packs.stop()
         await super().on_stop()
 
     def _unflushed(self) -> Unflushed:

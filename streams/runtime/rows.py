@@ -9,6 +9,7 @@ the path ("One track's path").
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
@@ -267,26 +268,18 @@ class GroupReads:
 class _Open:
     key: str
     packer: Packer
-    written: asyncio.Future[Any]  # the events' work: done once Kafka has the row
-
-    def settle(self, write: asyncio.Future[Any]) -> None:
-        """The row's changelog write finished: so has `written`, the same way."""
-        written = self.written
-        if written.done():
-            return
-        if write.cancelled():
-            written.cancel()
-        elif (exc := write.exception()) is not None:
-            written.set_exception(exc)
-        else:
-            written.set_result(None)
+    # The events' work: once the row is written, its result is the row's changelog write
+    # (the acks wait for that one in turn: `streams.runtime.acks.AckTracker`); failed if
+    # the producer refused it, cancelled if the partition is revoked first.
+    written: asyncio.Future[Any]
 
 
 class OpenPacks:
     """The partitions' open packed dedupe rows: new entries join them (`remember`), and
-    they are written (`flush`) when the shared linger timer runs out (`_lingered`, a
-    callback of the loop) or when full; `seenpacks.SeenPacks`, its subclass, makes,
-    forgets and counts them (its module says the rules)."""
+    they are written (`flush`) when the shared linger timer runs out (it wakes
+    `_lingering`, a coroutine started with the first row, which writes them all) or
+    when full; `seenpacks.SeenPacks`, its subclass, makes, forgets, counts and stops
+    them (its module says the rules)."""
 
     table: Any
     local: Any  # the table's rows by partition: the state door's `KeptRows` in the worker
@@ -296,7 +289,9 @@ class OpenPacks:
     max_bytes: int
     written: int  # packed rows written, for tests and the profile
     _open: dict[int, _Open]
-    _timer: asyncio.Handle | None
+    _timer: asyncio.Handle | None  # sets `_wake` once `linger` has passed
+    _wake: asyncio.Future[None] | None  # what `_lingering` waits on
+    _lingerer: asyncio.Task[None] | None
     _token: str
     _count: int
 
@@ -324,19 +319,29 @@ class OpenPacks:
         self._count += 1
         pack = _Open(seenpack.pack_key(partition, f"{self._token}.{self._count}"), packer, loop.create_future())
         if self._timer is None:
-            if self.linger > 0:
-                self._timer = loop.call_later(self.linger, self._lingered)
-            else:
-                self._timer = loop.call_soon(self._lingered)
+            wake = self._wake
+            if wake is None:  # the first row: the coroutine that writes them
+                self._wake = wake = loop.create_future()
+                self._lingerer = loop.create_task(self._lingering(), context=contextvars.Context())
+            if not wake.done():  # else the rows are written at its next turn, this one too
+                if self.linger > 0:
+                    self._timer = loop.call_later(self.linger, wake.set_result, None)
+                else:
+                    self._timer = loop.call_soon(wake.set_result, None)
         self._open[partition] = pack
         return pack
 
-    def _lingered(self) -> None:
-        """Write every partition's open row (one timer for all: their records reach the
-        producer at once, in one produce request)."""
-        self._timer = None
-        for partition in list(self._open):
-            self.flush(partition)
+    async def _lingering(self) -> None:
+        """Write every partition's open row each time the linger timer runs out (one
+        timer for all: their records reach the producer at once, in one produce request)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            assert self._wake is not None
+            await self._wake
+            self._wake = loop.create_future()
+            self._timer = None
+            for partition in list(self._open):
+                self.flush(partition)
 
     def flush(self, partition: int) -> None:
         """Write the partition's open packed row, if any."""
@@ -352,7 +357,5 @@ class OpenPacks:
             pack.written.set_exception(exc)
             return
         self.written += 1
-        if write is None:  # a unit test's table, without a changelog write to wait for
-            pack.written.set_result(None)
-        else:
-            asyncio.ensure_future(write).add_done_callback(pack.settle)
+        # A unit test's table returns no changelog write to wait for.
+        pack.written.set_result(None if write is None else asyncio.ensure_future(write))

@@ -30,10 +30,10 @@ Tables without `put_local` (plain dicts in unit tests) take every row as an item
 
 What a track does with them is in the state door (`streams.runtime.rows.OpenPacks`),
 which it enters anyway: `remember`, the opening of a partition's row, and its write
-(`flush`, from the linger timer's callback or when full), the events' `written`
-completed once Kafka has it. What is here is cold: the rows' making (`SeenPacks`), the
-revocation's `forget`, `open_entries` (tests), and the sweep's row deletions
-(`delete_local`).
+(`flush`, by `_lingering` when the linger timer wakes it, or when full), the events'
+`written` settled with the row's changelog write. What is here is cold: the rows'
+making (`SeenPacks`), the revocation's `forget`, the worker's `stop`, `open_entries`
+(tests), and the sweep's row deletions (`delete_local`).
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ class SeenPacks(OpenPacks):
         self.max_entries = max_entries
         self.max_bytes = max_bytes
         self._open = {}
-        self._timer = None  # writes every open row (`_lingered`)
+        self._timer = None  # wakes `_lingering`, which writes every open row
+        self._wake = None
+        self._lingerer = None
         self._token = uuid.uuid4().hex[:12]  # with the count, each packed row's key is its own
         self._count = 0
         self.written = 0  # packed rows written, for tests and the profile
@@ -86,6 +88,17 @@ class SeenPacks(OpenPacks):
             if pack is not None:
                 pack.written.cancel()
         if not self._open and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def stop(self) -> None:
+        """The worker stops: no row is written from now on (those open are not: their
+        events are not acknowledged)."""
+        if self._lingerer is not None:
+            self._lingerer.cancel()
+            self._lingerer = None
+        self._wake = None
+        if self._timer is not None:
             self._timer.cancel()
             self._timer = None
 
