@@ -274,7 +274,8 @@ class Deliveries:
     Spilling is not asked, a read of what the spill store and the senders keep, while
     the chain is under its share and the pair has no spilled queue (`known`, complete
     once the store has read every owned partition). The chain's count is the senders'
-    (`counts`) and this step's deliveries of the pair not yet submitted: before asking
+    (`counts`) plus this step's deliveries of the pair not yet submitted (counted only
+    when the senders' plus all of this step's could reach the share): before asking
     spilling about a pair with some, those are submitted (`Senders.submit_all`, then a
     second call in the step), so that it counts them and its refill of the chain goes
     behind them, as when each delivery was submitted before the next was decided."""
@@ -283,8 +284,8 @@ class Deliveries:
 
     def __init__(self, rt: Runtime, key: str) -> None:
         self.rt, self.key = rt, key
-        self.work: list[Any] = []  # each delivery's work, in the order added (None: not submitted yet)
-        self.pieces: list[tuple[tuple[str, str], Make]] = []  # the None ones', to submit, in order
+        self.work: list[Any] = []  # the work of those spilled, or submitted already
+        self.pieces: list[tuple[tuple[str, str], Make]] = []  # those to submit, in the order added
 
     def add(self, item: Dispatch, parks: int | None = None) -> None:
         """Dispatch `item`: to the user's chain, or spilled. `parks`: the count of parks
@@ -293,13 +294,9 @@ class Deliveries:
         rt, key, pieces = self.rt, self.key, self.pieces
         if item.released_seq is not None:
             rt.sending.in_flight.add((key, item.destination, item.released_seq))
-        pair, store, counts, share = (
-            (key, item.destination),
-            rt.spills,
-            rt.sending.senders.counts,
-            rt.settings.user_share,
-        )
-        if counts[pair] + len(pieces) >= share or not store.complete or pair in store.known:
+        pair, store = (key, item.destination), rt.spills
+        counts, share = rt.sending.senders.counts, rt.settings.user_share
+        if counts[pair] + len(pieces) >= share or not store.complete or pair in store.known:  # else under it
             ahead = sum(1 for p, _make in pieces if p == pair)  # this step's of the pair, not submitted yet
             if counts[pair] + ahead >= share or not store.complete or pair in store.known:
                 if ahead:
@@ -307,19 +304,17 @@ class Deliveries:
                 if spilling.admit(rt, key, item):
                     self.work.append(spilling.written())
                     return
-        self.work.append(None)
         pieces.append((pair, functools.partial(senders_mod.deliver, rt, key, item, parks)))
 
     def start(self) -> Sequence[Awaitable[Any]]:
-        """Submit what is left to submit; every delivery's work, in the order added."""
-        pieces = self.pieces
-        if len(pieces) == len(self.work):  # none spilled nor submitted yet: the common case
-            return self.rt.sending.senders.submit_all(pieces) if pieces else []
-        if pieces:
+        """Submit what is left to submit; the work of every delivery added (the event
+        waits for all of it)."""
+        if not self.work:  # none spilled nor submitted yet: the common case
+            return self.rt.sending.senders.submit_all(self.pieces) if self.pieces else []
+        if self.pieces:
             self._submit()
         return self.work
 
     def _submit(self) -> None:
-        submitted = iter(self.rt.sending.senders.submit_all(self.pieces))
-        self.work = [next(submitted) if w is None else w for w in self.work]
-        self.pieces.clear()
+        self.work += self.rt.sending.senders.submit_all(self.pieces)
+        self.pieces.clear()  # (`add` holds it)
