@@ -14,11 +14,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from bench.tracehook import profiler
 from bench.trackpath import summary
 from streams.core.decision import PartnerRequest
 from streams.core.outcome import Dispatch, Step
-from streams.runtime import routing
+from streams.runtime import routing, spilling
 from streams.runtime.runtime import Tables
 from streams.runtime.senders import Senders
 from tests.runtime_world import PARTITIONS, FakeClient, World
@@ -194,6 +196,34 @@ async def test_a_step_whose_pair_reaches_its_share_puts_no_more_on_the_chain_tha
     work += step_of_calls(world, (2, 3, 4))
     assert world.rt.sending.senders.counts[("u1", CS)] == 2 and world.rt.spills.queue(("u1", CS)).size == 2
     assert await answered(world, work) == ["E1", "E2", "E3", "E4"]
+
+
+async def test_deliveries_dispatched_before_one_that_raises_are_started_all_the_same(monkeypatch):
+    """As when each delivery was submitted as it was dispatched: the step's second
+    delivery raises (its spill rows could not be written) after the first was decided;
+    the first still goes, then the step's error reaches the caller."""
+    world = await waiting_partner(32)
+    world.rt.spills.assigned(range(PARTITIONS))  # nothing read yet: spilling is asked for each
+    asked: list[int] = []
+
+    def admit(rt: Any, key: str, item: Dispatch) -> bool:
+        asked.append(item.seq or 0)
+        if item.seq == 2:
+            raise RuntimeError("the spill table refused a write")
+        return False
+
+    monkeypatch.setattr(spilling, "admit", admit)
+    other = Dispatch("customersuccessbox", call("u1", 2).request, "{}", {}, "u1-2", seq=2)
+    world.rt.clients["customersuccessbox"] = FakeClient("CustomerSuccessBox")
+    rt, user, before = world.rt, world.rt.rows.user("u1"), world.rt.rows.pending("u1")
+    assert user is not None
+    with pytest.raises(RuntimeError):
+        routing.apply_step(rt, "u1", before, Step(user, None, before, [call("u1", 1), other]))
+    assert asked == [1, 2] and rt.sending.senders.counts == {("u1", CS): 1}
+    assert world.client.gate is not None
+    world.client.gate.set()
+    await until(lambda: not len(rt.sending.senders), world)
+    assert world.client.events() == ["E1"]
 
 
 async def test_submit_all_queues_each_piece_behind_its_keys_earlier_work_in_the_order_given():
