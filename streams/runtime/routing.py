@@ -215,8 +215,9 @@ def apply_step(
     is carrying (after a restart, `releasing` may hold events whose delivery died with
     the previous process: they are sent again rather than lost). `stored`: the user's
     row as the caller read it for the step, if it did (not read again). The deliveries
-    (those sent again, then the step's) go to the senders in one call; into
-    `deliveries` if given, which the caller then starts (with more of its own)."""
+    (those sent again, then the step's) are added to `deliveries` if given, which the
+    caller then starts with more of its own, else to a `Deliveries` of their own,
+    started here: into the senders in one call (`Deliveries`)."""
     if stored is _UNREAD:
         stored = rt.rows.user(key)  # written only when it changed (last_seen moves once a minute)
     if result.user is not stored and result.user != stored:

@@ -43,8 +43,10 @@ task is created per request.
 One delivery's run is here too (`deliver`, the piece a dispatch submits: the checks
 before it goes, the request through `streams.runtime.delivery`, what its answer
 makes of it), so that a step's deliveries enter this module once, at `submit_all`
-(all of them in one call; each then runs in a sender, not called from outside again);
-what is off that way (cancelling, holding, stopping) is `streams.runtime.senderpool`.
+(all of them in one call, but when spilling is asked about a pair with some of the
+step's ahead: `streams.runtime.routing.Deliveries`), and each then runs in a sender's
+task; what is off that way (cancelling, holding, stopping) is
+`streams.runtime.senderpool`.
 """
 
 from __future__ import annotations
