@@ -100,6 +100,32 @@ async def test_a_track_to_two_partners_enters_the_senders_once():
     ]
 
 
+async def test_a_call_whose_aggregated_request_goes_alone_enters_the_senders_once_with_its_other_delivery(tmp_path):
+    """ClientSuccess aggregated (`aggregate = "1h"`) and the user's windows row at its
+    byte bound: the call's ClientSuccess request is sent alone (`fold_call`), its
+    CustomerSuccessBox one as usual, both in the one call into the senders."""
+    mappings = tmp_path / "mappings.toml"
+    mappings.write_text('[clientsuccess]\naggregate = "1h"\n')
+    env = {"CS_RELAY_MAPPINGS": str(mappings), "CSB_API_KEY": "csb-key-0123456789", "CSB_BASE_URL": "http://csb.x"}
+    world = World(env, tables=Tables(users={}, pending={}, groups={}, seen={}, windows={}))
+    csb = FakeClient("CustomerSuccessBox")
+    world.rt.clients["customersuccessbox"] = csb
+    await world.publish(type="group", userId="u1", groupId="g1", traits={"name": "Acme"}, messageId="g")
+    await world.publish(type="identify", userId="u1", traits={"firstName": "\x01" * 5000}, messageId="i")
+    n = 0
+    while not world.rt.counters["not_aggregated.clientsuccess"]:  # until the row is full
+        n += 1
+        assert n < 40
+        await world.publish(type="track", userId="u1", event=f"E{n}", messageId=f"e{n}")
+    scanned(world)
+    asked = len(world.client.requests), len(csb.requests)
+    edges = await traced(lambda: world.publish(type="track", userId="u1", event="Last", messageId="last"))
+    assert world.rt.counters["not_aggregated.clientsuccess"] == 2
+    assert world.client.events()[asked[0] :] == ["Last"]
+    assert [r.path.rsplit("/", 1)[-1] for r in csb.requests[asked[1] :]] == ["track"]
+    assert edges[INTO_SENDERS] == 1
+
+
 async def test_a_released_event_sent_again_and_the_call_after_it_enter_the_senders_once_in_order():
     world = await released_then_restarted()
     world.client.gate = asyncio.Event()
