@@ -4,9 +4,10 @@ record goes to its kind's handler (`streams.runtime.handlers.HANDLERS`); a Segme
 is routed here (`route_call`): dedupe (`first_position`, `first_routing`), the pure
 step against the user's state (read in one call into the state door,
 streams.runtime.rows), the step's state written and its deliveries dispatched
-(`apply_step`, `dispatch`: to the user's chain, run by streams.runtime.senders, or
-spilled past its share, streams.runtime.spilling). The cold effects (a forwarded event,
-dead letters, control records, a park) are streams.runtime.effects'.
+(`apply_step`, `Deliveries`: each to the user's chain, or spilled past its share,
+streams.runtime.spilling; the chains' ones handed to streams.runtime.senders in one
+call per step). The cold effects (a forwarded event, dead letters, control records, a
+park) are streams.runtime.effects'.
 
 Everything here is synchronous: state read, state written, and the work still to
 finish returned as awaitables that the record's acknowledgement waits for
@@ -16,10 +17,9 @@ and a restart processes it again.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,7 @@ from streams.core.state import UserState
 from streams.core.step import step
 from streams.runtime import aggregation, effects, spilling
 from streams.runtime import senders as senders_mod
+from streams.runtime.senderpool import Make
 
 if TYPE_CHECKING:
     from streams.runtime.runtime import Runtime
@@ -119,11 +120,16 @@ def route_call(rt: Runtime, record: Incoming, msg: Message | None = None) -> Wor
         rt.counters[f"held.{dest}"] += 1
     for dest in result.denied:
         rt.counters[f"consent.{dest}"] += 1
-    work = apply_step(rt, key, pending, result, stored=user)
-    # aggregate = ... in the mapping file; a request past the windows row's bound goes alone
-    for f in aggregation.fold_call(rt, key, position, result.folds, now) if result.folds else ():
-        alone = Dispatch(f.destination, f.request, raw_bytes.decode("utf-8"), dict(source), msg.message_id)
-        work.append(dispatch(rt, key, alone))
+    deliveries = Deliveries(rt, key)  # the step's and the folds' alone: to the senders in one call
+    try:
+        work = apply_step(rt, key, pending, result, stored=user, deliveries=deliveries)
+        # aggregate = ... in the mapping file; a request past the windows row's bound goes alone
+        for f in aggregation.fold_call(rt, key, position, result.folds, now) if result.folds else ():
+            deliveries.add(Dispatch(f.destination, f.request, raw_bytes.decode("utf-8"), dict(source), msg.message_id))
+    except BaseException:
+        deliveries.start()  # what was dispatched before goes, as when each went at once
+        raise
+    work += deliveries.start()
     if result.merge_from is not None:
         work.append(effects.control_to_user(rt, result.merge_from, MergeRequest(into=key)))
     if result.group is not None:  # written by the group's own partition (streams.runtime.groups)
@@ -197,13 +203,21 @@ def first_routing(
 
 
 def apply_step(
-    rt: Runtime, key: str, before: Pending, result: Step, stored: UserState | None | object = _UNREAD
+    rt: Runtime,
+    key: str,
+    before: Pending,
+    result: Step,
+    stored: UserState | None | object = _UNREAD,
+    deliveries: Deliveries | None = None,
 ) -> list[Awaitable[Any]]:
     """Write a step's state (assigned back, so the changelog has it) and start its work:
     dead letters, deliveries, and the released events that no delivery in this process
     is carrying (after a restart, `releasing` may hold events whose delivery died with
     the previous process: they are sent again rather than lost). `stored`: the user's
-    row as the caller read it for the step, if it did (not read again)."""
+    row as the caller read it for the step, if it did (not read again). The deliveries
+    (those sent again, then the step's) are added to `deliveries` if given, which the
+    caller then starts with more of its own, else to a `Deliveries` of their own,
+    started here: into the senders in one call (`Deliveries`)."""
     if stored is _UNREAD:
         stored = rt.rows.user(key)  # written only when it changed (last_seen moves once a minute)
     if result.user is not stored and result.user != stored:
@@ -235,28 +249,73 @@ def apply_step(
     # park was applied since (`senders.deliver`).
     parks = rt.parking.marks.parks
     queues = resend.pending.queues
-    for d in (*resend.dispatches, *result.dispatches):
-        queue = queues.get(d.destination)
-        work.append(dispatch(rt, key, d, parks if queue is None or not queue.parked else None))
+    mine = deliveries is None
+    if deliveries is None:
+        deliveries = Deliveries(rt, key)
+    try:
+        for d in (*resend.dispatches, *result.dispatches):
+            queue = queues.get(d.destination)
+            deliveries.add(d, parks if queue is None or not queue.parked else None)
+    except BaseException:
+        if mine:
+            deliveries.start()  # what was dispatched before goes, as when each went at once
+        raise
+    if mine:
+        work += deliveries.start()
     return work
 
 
-def dispatch(rt: Runtime, key: str, item: Dispatch, parks: int | None = None) -> asyncio.Future:
-    """Deliver `item` after the user's earlier deliveries to the same partner (its
-    chain, served by `streams.runtime.senders`, which runs `senders.deliver`); past
-    the user's share, a call's delivery is spilled instead (`spilling.admit`; its work
-    is then its rows' writes). One call per delivery of a step. `parks`: the count of
-    parks applied (`ParkingMarks.parks`) when the user had no parked delivery for the
-    partner (None: not known; `senders.deliver` reads the pending row).
+class Deliveries:
+    """A step's deliveries of a user, dispatched one at a time (`add`) and handed to
+    the senders together (`start`: one `Senders.submit_all`, `streams.runtime.senders`,
+    which runs `senders.deliver`). Each goes after the user's earlier deliveries to the
+    same partner (its chain), in the order added; past the user's share, a call's
+    delivery is spilled instead (`spilling.admit`; its work is then its rows' writes).
 
     Spilling is not asked, a read of what the spill store and the senders keep, while
-    the chain is under its share (`counts`, kept by the senders) and the pair has no
-    spilled queue (`known`, complete once the store has read every owned partition)."""
-    if item.released_seq is not None:
-        rt.sending.in_flight.add((key, item.destination, item.released_seq))
-    pair, store, senders = (key, item.destination), rt.spills, rt.sending.senders
-    if (senders.counts[pair] >= rt.settings.user_share or not store.complete or pair in store.known) and spilling.admit(
-        rt, key, item
-    ):
-        return spilling.written()
-    return senders.submit(pair, functools.partial(senders_mod.deliver, rt, key, item, parks))
+    the chain is under its share and the pair has no spilled queue (`known`, complete
+    once the store has read every owned partition). The chain's count is the senders'
+    (`counts`) plus this step's deliveries of the pair not yet submitted (counted only
+    when the senders' plus all of this step's could reach the share): before asking
+    spilling about a pair with some, those are submitted (`Senders.submit_all`, then a
+    second call in the step), so that it counts them and its refill of the chain goes
+    behind them, as when each delivery was submitted before the next was decided."""
+
+    __slots__ = ("rt", "key", "work", "pieces")
+
+    def __init__(self, rt: Runtime, key: str) -> None:
+        self.rt, self.key = rt, key
+        self.work: list[Any] = []  # the work of those spilled, or submitted already
+        self.pieces: list[tuple[tuple[str, str], Make]] = []  # those to submit, in the order added
+
+    def add(self, item: Dispatch, parks: int | None = None) -> None:
+        """Dispatch `item`: to the user's chain, or spilled. `parks`: the count of parks
+        applied (`ParkingMarks.parks`) when the user had no parked delivery for the
+        partner (None: not known; `senders.deliver` reads the pending row)."""
+        rt, key, pieces = self.rt, self.key, self.pieces
+        if item.released_seq is not None:
+            rt.sending.in_flight.add((key, item.destination, item.released_seq))
+        pair, store = (key, item.destination), rt.spills
+        counts, share = rt.sending.senders.counts, rt.settings.user_share
+        if counts[pair] + len(pieces) >= share or not store.complete or pair in store.known:  # else under it
+            ahead = sum(1 for p, _make in pieces if p == pair)  # this step's of the pair, not submitted yet
+            if counts[pair] + ahead >= share or not store.complete or pair in store.known:
+                if ahead:
+                    self._submit()
+                if spilling.admit(rt, key, item):
+                    self.work.append(spilling.written())
+                    return
+        pieces.append((pair, functools.partial(senders_mod.deliver, rt, key, item, parks)))
+
+    def start(self) -> Sequence[Awaitable[Any]]:
+        """Submit what is left to submit; the work of every delivery added (the event
+        waits for all of it)."""
+        if not self.work:  # none spilled nor submitted yet: the common case
+            return self.rt.sending.senders.submit_all(self.pieces) if self.pieces else []
+        if self.pieces:
+            self._submit()
+        return self.work
+
+    def _submit(self) -> None:
+        self.work += self.rt.sending.senders.submit_all(self.pieces)
+        self.pieces.clear()  # (`add` holds it)

@@ -2,10 +2,12 @@
 
 Work is submitted per key, `(user, destination)` (or `(user, "forward")`): `submit(key,
 make)` queues `make` behind the key's earlier work and returns a future of its outcome,
-which the event that caused it waits for (`streams.runtime.acks.AckTracker`). Each
-destination (the key's second part: a lane) has at most `size` sender coroutines
-(`CS_RELAY_MAX_IN_FLIGHT`, started as work comes), and each runs one piece of work at a
-time, in its own task: no task is created per request.
+which the event that caused it waits for (`streams.runtime.acks.AckTracker`);
+`submit_all(pieces)` submits several `(key, make)` in one call, in the order given (a
+step's deliveries, `streams.runtime.routing.Deliveries`). Each destination (the key's
+second part: a lane) has at most `size` sender coroutines (`CS_RELAY_MAX_IN_FLIGHT`,
+started as work comes), and each runs one piece of work at a time, in its own task: no
+task is created per request.
 
 * Per key, work runs one piece after another, in submission order, whatever the outcome
   of the one before (failed, cancelled): at most one piece per user per destination at a
@@ -40,8 +42,11 @@ time, in its own task: no task is created per request.
 
 One delivery's run is here too (`deliver`, the piece a dispatch submits: the checks
 before it goes, the request through `streams.runtime.delivery`, what its answer
-makes of it), so that a delivery enters this module once, at `submit`; what is off
-that way (cancelling, holding, stopping) is `streams.runtime.senderpool`.
+makes of it), so that a step's deliveries enter this module once, at `submit_all`
+(all of them in one call, but when spilling is asked about a pair with some of the
+step's ahead: `streams.runtime.routing.Deliveries`), and each then runs in a sender's
+task; what is off that way (cancelling, holding, stopping) is
+`streams.runtime.senderpool`.
 """
 
 from __future__ import annotations
@@ -50,7 +55,7 @@ import asyncio
 import contextvars
 import logging
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import TYPE_CHECKING
 
 from streams.core.breaker import AUTH_STATUSES
@@ -164,6 +169,18 @@ class Senders(PoolBase):
         if lane is None:
             self._lanes[key[1]] = lane = Lane(self)
         return lane.submit(key, make)
+
+    def submit_all(self, pieces: Iterable[tuple[tuple[str, str], Make]]) -> list[Work]:
+        """`submit` each `(key, make)` in the order given (each behind its key's earlier
+        work): the futures, in that order. A step's deliveries come in one call
+        (`streams.runtime.routing.Deliveries`)."""
+        lanes, works = self._lanes, []
+        for key, make in pieces:
+            lane = lanes.get(key[1])
+            if lane is None:
+                lanes[key[1]] = lane = Lane(self)
+            works.append(lane.submit(key, make))
+        return works
 
 
 # ---------------------------------------------------------------- one delivery

@@ -1,7 +1,7 @@
 """Fairness: a user's deliveries past its share are spilled, then drained in order
 (streams.core.spill says why and what the rows hold; streams.runtime.spillstore keeps them).
 
-* `admit`, in the handling of a call's event (`routing.dispatch`, which asks it only
+* `admit`, in the handling of a call's event (`routing.Deliveries.add`, which asks it only
   for a chain at its share or a pair that may have spilled ones): a delivery of a
   (user, destination) at its share (CS_RELAY_USER_SHARE deliveries in memory, the
   senders' `counts`), or with spilled ones already, is written to the spill rows

@@ -12,7 +12,7 @@ Kafka has it. Beside the rows, in memory:
 * `known`: the (user, destination)s with spilled deliveries, so that a delivery of
   anybody else costs no read of the `spill` table. Complete for a partition once the
   rescan after its assignment has read it (`scanned`), for all of them once `complete`
-  (a delivery then reads `known` and `complete`, no call: `routing.dispatch`); until
+  (a delivery then reads `known` and `complete`, no call: `routing.Deliveries.add`); until
   then the table is asked. One set for good (emptied and filled, never replaced: the
   senders watch its pairs, `streams.runtime.senders`);
 * `confirming`: the numbers delivered and not yet in a spill-done record.
