@@ -211,7 +211,7 @@ async def test_a_tracks_routing_enters_the_routing_door_once_and_the_senders_onc
         "streams.runtime.intake -> streams.runtime.routing"
     ]
     assert edges["streams.runtime.intake -> streams.runtime.routing"] == 1
-    assert edges["streams.runtime.routing -> streams.runtime.senders"] == 2
+    assert edges["streams.runtime.routing -> streams.runtime.senders"] == 1  # the step's two deliveries, one submit_all
     # The acks entered once per batch, `close_batch`: the redelivery guard's `handled_to`
     # read and the batch's changelog writes collected in an attribute, neither asked; and
     # no callback of the loop when a piece of work ends: the partition's acknowledging
@@ -239,18 +239,18 @@ async def test_a_delivery_dispatched_before_a_park_was_applied_reads_the_row_and
     world, _csb = both_partners()
     await joined(world)
     dispatched: list[tuple[Dispatch, int | None]] = []
-    real = routing.dispatch
+    real = routing.Deliveries.add
 
-    def recorded(rt: Any, key: str, item: Dispatch, parks: int | None = None) -> Any:
+    def recorded(self: routing.Deliveries, item: Dispatch, parks: int | None = None) -> None:
         dispatched.append((item, parks))
-        return real(rt, key, item, parks)
+        real(self, item, parks)
 
-    routing.dispatch = recorded  # type: ignore[assignment]
+    routing.Deliveries.add = recorded  # type: ignore[method-assign]
     try:
         world.client.answers = [503]  # ClientSuccess: retryable, so it parks
         await world.publish_keyed(type="track", userId="u1", event="Report Built", messageId="t1")
     finally:
-        routing.dispatch = real  # type: ignore[assignment]
+        routing.Deliveries.add = real  # type: ignore[method-assign]
     item, parks = next((i, p) for i, p in dispatched if i.destination == "clientsuccess")
     assert parks == 0 and world.rt.parking.marks.parks == 1  # the step saw none parked; one park applied since
     assert len(world.rt.rows.pending("u1").queue("clientsuccess").parked) == 1
