@@ -257,3 +257,20 @@ async def test_work_whose_result_is_a_future_is_done_once_that_one_is():
     failed[1].set_exception(RuntimeError("the producer refused the row"))
     assert await until(lambda: len(failures) == 1)
     assert acked == [0] and acks.in_flight == 1
+
+
+async def test_a_partition_whose_coroutine_was_cancelled_by_another_gets_a_new_one():
+    # Only `forget` and `stop` end a partition's coroutine on purpose; one cancelled by
+    # anything else (a task sweep) must not leave the partition's events unacknowledged.
+    acks = AckTracker()
+    acked: list[int] = []
+    work = _futures(1)
+    acks.add("tp", lambda: acked.append(0), work)
+    assert await until(lambda: watchers(work[0]) == 1)
+    acks._partitions["tp"].acker.cancel()  # type: ignore[union-attr]
+    assert await until(lambda: watchers(work[0]) == 0)
+    later = _futures(1)
+    acks.add("tp", lambda: acked.append(1), later)
+    work[0].set_result(None)
+    later[0].set_result(None)
+    assert await until(lambda: acked == [0, 1])

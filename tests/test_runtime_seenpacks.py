@@ -222,3 +222,28 @@ async def test_the_open_rows_of_all_partitions_are_written_together_when_the_fir
         assert table.records[3:] == []
     finally:
         loop.call_later = later  # type: ignore[method-assign]
+
+
+async def test_a_row_whose_events_future_was_cancelled_is_written_and_the_writer_goes_on():
+    # A batch's writes awaited together (merge.confirm gathers them) and that wait
+    # cancelled: the open row's future with it. The row is still written when its
+    # linger ends, and the rows opened after it are written at theirs.
+    table = StoreTable()
+    packs = SeenPacks(table, ChangelogWrites(), linger=0.01)
+    with packs.changelog as writes:
+        packs.remember(1, dedupe.row_key("u1", "m"), 1, 100.0)
+    writes[0].cancel()
+    await _until(lambda: len(table.records) == 1)
+    with packs.changelog as later:
+        packs.remember(1, dedupe.row_key("u2", "m"), 2, 100.0)
+    await _until(lambda: len(table.records) == 2)
+    assert later[0].done() and later[0].result() is table.futures[1]  # settled with its write
+    packs.stop()
+
+
+async def _until(condition: Any, seconds: float = 5.0) -> None:
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.005)
+
+    await asyncio.wait_for(poll(), seconds)

@@ -128,7 +128,8 @@ class AckTracker:
             part.queue.append([ack, futures, common, size])
             self._count += 1
             self._bytes += size
-            if part.acker is None and not (part.failed or part.ended):
+            if (part.acker is None or part.acker.done()) and not (part.failed or part.ended):
+                # (a coroutine cancelled by another than `_end`, a sweep of tasks: a new one)
                 part.acker = asyncio.get_running_loop().create_task(
                     self._acknowledge(tp, part), context=contextvars.Context()
                 )
@@ -211,7 +212,9 @@ class AckTracker:
                 self._changed.set()
 
     def stop(self) -> None:
-        """The worker stops: the partitions' coroutines end (nothing more is acknowledged)."""
+        """The worker stops, its last events drained: the partitions' coroutines end, and
+        nothing registered so far is acknowledged after this (an event registered later on
+        a partition with nothing queued would be, at once: the stop registers none)."""
         for part in self._partitions.values():
             _end(part)
 
@@ -272,9 +275,7 @@ def _succeeded(futures: Sequence[asyncio.Future[Any]]) -> bool:
 
 
 def _failure(future: asyncio.Future[Any]) -> BaseException | None:
-    if future.cancelled():
-        return asyncio.CancelledError()
-    return future.exception()
+    return asyncio.CancelledError() if future.cancelled() else future.exception()
 
 
 def _acked(ack: Callable[[], Any]) -> None:
@@ -342,7 +343,9 @@ class ChangelogWrites:
     def collected(self) -> list[Awaitable[Any]]:
         """The list the writes of the batch being handled go to (`collecting`, set by the
         intake for the batch: complete once every handler of the batch has returned), for
-        work that must wait for them; empty outside a batch."""
+        work that must wait for them; empty outside a batch. A packed dedupe row's future
+        among them is done once the row is handed to the producer, with the row's write as
+        its result: a waiter that needs Kafka's answer follows it, as `AckTracker` does."""
         return self.collecting if self.collecting is not None else []
 
     def __enter__(self) -> list[Awaitable[Any]]:
@@ -356,14 +359,6 @@ class ChangelogWrites:
 
     def __exit__(self, *exc: object) -> None:
         self.collecting = self._outer.pop()
-
-
-def written(writes: Sequence[Awaitable[Any]]) -> list[asyncio.Future[Any]]:
-    """A batch's changelog writes as the futures its events wait for, each once (a
-    packed dedupe row is among them once, however many of the batch's events joined it)."""
-    if not writes:
-        return []
-    return list({id(f): f for f in map(asyncio.ensure_future, writes)}.values())
 
 
 class Acks(AckTracker):
@@ -392,7 +387,8 @@ class Acks(AckTracker):
         """A batch handled: `events` registered (`add_batch`), each with its own work and
         the batch's changelog `writes`; each partition of `read_to` handled up to the
         offset given (`Redeliveries.handled`: the redelivery guard, the input's catch-up)."""
-        self.add_batch(events, written(writes))
+        # Each write once (a packed dedupe row is there once per event that joined it).
+        self.add_batch(events, list({id(f): f for f in map(asyncio.ensure_future, writes)}.values()))
         if read_to:
             self.redeliveries.handled(read_to)
 

@@ -92,8 +92,9 @@ class SeenPacks(OpenPacks):
             self._timer = None
 
     def stop(self) -> None:
-        """The worker stops: no row is written from now on (those open are not: their
-        events are not acknowledged)."""
+        """The worker stops: the rows open now are not written (their events are not
+        acknowledged); the writer coroutine ends (a row opened after this would start
+        another: the stop opens none)."""
         if self._lingerer is not None:
             self._lingerer.cancel()
             self._lingerer = None
