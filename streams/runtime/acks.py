@@ -37,7 +37,7 @@ class _Partition:
     """One partition's events not yet acknowledged, in offset order, and the coroutine
     that acknowledges them (`AckTracker._acknowledge`)."""
 
-    __slots__ = ("acker", "ended", "failed", "idle", "queue", "waiting", "wanted")
+    __slots__ = ("acker", "ended", "failed", "idle", "queue", "waiting")
 
     def __init__(self) -> None:
         # [ack, its own work, the batch's shared work (emptied once done), size]
@@ -48,7 +48,6 @@ class _Partition:
         # done-callback sets (`AckTracker._end` takes that callback off before it cancels).
         self.waiting: tuple[asyncio.Future[Any], asyncio.Future[Any]] | None = None
         self.ended = False  # forgotten or stopped: the acker acknowledges nothing more
-        self.wanted = True  # False once forgotten (revoked)
         self.failed = False  # work of its head failed: nothing more is acknowledged here
 
 
@@ -181,10 +180,7 @@ class AckTracker:
             self._count -= 1
             self._bytes -= head[3]
             _acked(head[0])
-            count = self._count  # `_over()`, inline: once per event acknowledged
-            self.full = count >= self.max_events or (
-                self.max_bytes is not None and count > 0 and self._bytes >= self.max_bytes
-            )
+            self.full = self._over()
             self._changed.set()
 
     def _failed(self, tp: Hashable, part: _Partition, failure: BaseException) -> None:
@@ -193,7 +189,7 @@ class AckTracker:
         if isinstance(failure, asyncio.CancelledError):
             return  # stopped (its partition revoked, or the worker stopping): not done
         log.error("work for an event failed; it stays unacknowledged", exc_info=failure)
-        if self.on_failure is not None and part.wanted:
+        if self.on_failure is not None:  # (never reached once forgotten: the acker ends first)
             self.on_failure(tp, failure)
 
     def forget(self, tps: Iterable[Hashable]) -> None:
@@ -202,7 +198,6 @@ class AckTracker:
             part = self._partitions.pop(tp, None)
             if part is None:
                 continue
-            part.wanted = False
             _end(part)
             if part.queue:
                 self._count -= len(part.queue)

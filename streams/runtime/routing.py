@@ -275,8 +275,7 @@ class Deliveries:
     Spilling is not asked, a read of what the spill store and the senders keep, while
     the chain is under its share and the pair has no spilled queue (`known`, complete
     once the store has read every owned partition). The chain's count is the senders'
-    (`counts`) plus this step's deliveries of the pair not yet submitted (counted only
-    when the senders' plus all of this step's could reach the share): before asking
+    (`counts`) plus this step's deliveries of the pair not yet submitted: before asking
     spilling about a pair with some, those are submitted (`Senders.submit_all`, then a
     second call in the step), so that it counts them and its refill of the chain goes
     behind them, as when each delivery was submitted before the next was decided."""
@@ -297,14 +296,13 @@ class Deliveries:
             rt.sending.in_flight.add((key, item.destination, item.released_seq))
         pair, store = (key, item.destination), rt.spills
         counts, share = rt.sending.senders.counts, rt.settings.user_share
-        if counts[pair] + len(pieces) >= share or not store.complete or pair in store.known:  # else under it
-            ahead = sum(1 for p, _make in pieces if p == pair)  # this step's of the pair, not submitted yet
-            if counts[pair] + ahead >= share or not store.complete or pair in store.known:
-                if ahead:
-                    self._submit()
-                if spilling.admit(rt, key, item):
-                    self.work.append(spilling.written())
-                    return
+        ahead = sum(1 for p, _make in pieces if p == pair) if pieces else 0  # this step's, not submitted yet
+        if counts[pair] + ahead >= share or not store.complete or pair in store.known:
+            if ahead:
+                self._submit()
+            if spilling.admit(rt, key, item):
+                self.work.append(spilling.written())
+                return
         pieces.append((pair, functools.partial(senders_mod.deliver, rt, key, item, parks)))
 
     def start(self) -> Sequence[Awaitable[Any]]:

@@ -165,22 +165,19 @@ class Senders(PoolBase):
     """The pool: a `Lane` of at most `size` senders per destination."""
 
     def submit(self, key: tuple[str, str], make: Make) -> Work:
-        lane = self._lanes.get(key[1])
-        if lane is None:
-            self._lanes[key[1]] = lane = Lane(self)
-        return lane.submit(key, make)
+        return self._lane(key[1]).submit(key, make)
 
     def submit_all(self, pieces: Iterable[tuple[tuple[str, str], Make]]) -> list[Work]:
         """`submit` each `(key, make)` in the order given (each behind its key's earlier
         work): the futures, in that order. A step's deliveries come in one call
         (`streams.runtime.routing.Deliveries`)."""
-        lanes, works = self._lanes, []
-        for key, make in pieces:
-            lane = lanes.get(key[1])
-            if lane is None:
-                lanes[key[1]] = lane = Lane(self)
-            works.append(lane.submit(key, make))
-        return works
+        return [self._lane(key[1]).submit(key, make) for key, make in pieces]
+
+    def _lane(self, destination: str) -> Lane:
+        lane = self._lanes.get(destination)
+        if lane is None:
+            self._lanes[destination] = lane = Lane(self)
+        return lane
 
 
 # ---------------------------------------------------------------- one delivery
