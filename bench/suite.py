@@ -50,11 +50,23 @@ class Suite(Drains):
 
     async def scenario_b(self) -> dict[str, Any]:
         plan = self.plans["b"]["tracks"]
-        relay = await self.drain("b-cs-relay", CS_RELAY, plan, profile_it=self.args.profile, keep_jobs=True)
-        # The naive relay as a team writes it (asyncio's default loop: the baseline), and on uvloop.
-        naive = await self.drain("b-naive", NAIVE, plan, profile_it=self.args.profile)
+        # cs-relay against the naive relay as a team writes it (asyncio's default loop: the
+        # baseline), `--repeat` rounds one after the other, each round's order the reverse of
+        # the last's; the round of the median ratio is reported, every round's figures kept.
+        rounds = []
+        for n in range(self.args.repeat):
+            tag = f"-{n + 1}" if n else ""
+            pair = [(f"b-cs-relay{tag}", CS_RELAY), (f"b-naive{tag}", NAIVE)]
+            got = {}
+            for label, kind in pair if n % 2 == 0 else pair[::-1]:
+                profile_it, keep_jobs = self.args.profile and n == 0, n == 0 and kind == CS_RELAY
+                got[kind] = await self.drain(label, kind, plan, profile_it=profile_it, keep_jobs=keep_jobs)
+            rounds.append(got)
+        jobs = rounds[0][CS_RELAY].pop("_jobs")
+        by_round = [scenarios.ratio(r[CS_RELAY]["events_per_second"], r[NAIVE]["events_per_second"]) for r in rounds]
+        relay, naive = (rounds[scenarios.median_index(by_round)][k] for k in (CS_RELAY, NAIVE))
         naive_uvloop = await self.drain("b-naive-uvloop", NAIVE_UVLOOP, plan)
-        http = await self.http_ceiling(relay.pop("_jobs"))
+        http = await self.http_ceiling(jobs)
         vs_http = scenarios.ratio(relay["requests_per_second"], http["requests_per_second"])
         vs_naive = scenarios.ratio(relay["events_per_second"], naive["events_per_second"])
         vs_naive_uvloop = scenarios.ratio(relay["events_per_second"], naive_uvloop["events_per_second"])
@@ -65,6 +77,7 @@ class Suite(Drains):
             "naive": naive,
             "naive_uvloop": naive_uvloop,
             "plain_http": http,
+            "rounds": [_round_figures(r, ratio) for r, ratio in zip(rounds, by_round, strict=True)],
             "ratios": {
                 "cs_relay_vs_plain_http": _round(vs_http),
                 "cs_relay_vs_naive": _round(vs_naive),
@@ -79,23 +92,32 @@ class Suite(Drains):
             },
             "headline": f"cs-relay {relay['events_per_second']:,.0f} tracks/s = {scenarios.percent(vs_http)} of the "
             f"bare aiohttp client ({http['requests_per_second']:,.0f} requests/s), {vs_naive:.2f}x the naive relay "
-            f"on asyncio ({naive['events_per_second']:,.0f} tracks/s), {vs_naive_uvloop:.2f}x it on uvloop "
-            f"({naive_uvloop['events_per_second']:,.0f}); CPU per track {relay['cpu_ms_per_event']:.2f} ms vs "
-            f"{naive['cpu_ms_per_event']:.2f} ms and {naive_uvloop['cpu_ms_per_event']:.2f} ms; cs-relay on "
-            f"{relay['event_loop']}",
+            f"on asyncio ({naive['events_per_second']:,.0f} tracks/s; {_spread(by_round, 'x')}), "
+            f"{vs_naive_uvloop:.2f}x it on uvloop ({naive_uvloop['events_per_second']:,.0f}); CPU per track "
+            f"{relay['cpu_ms_per_event']:.2f} ms vs {naive['cpu_ms_per_event']:.2f} ms and "
+            f"{naive_uvloop['cpu_ms_per_event']:.2f} ms; cs-relay on {relay['event_loop']}",
         }
 
     async def scenario_c(self) -> dict[str, Any]:
         plan, naive_plan = self.plans["c"]["tracks"], self.plans["c"]["naive"]
         latency = scenarios.LATENCY_MS
-        relay = await self.drain("c-cs-relay", CS_RELAY, plan, latency_ms=latency, keep_jobs=True)
+        bound = scenarios.in_flight_bound(self.max_in_flight, latency / 1000)
+        # `--repeat` drains of cs-relay, the one of the median share reported
+        drains = []
+        for n in range(self.args.repeat):
+            label = f"c-cs-relay-{n + 1}" if n else "c-cs-relay"
+            drains.append(await self.drain(label, CS_RELAY, plan, latency_ms=latency, keep_jobs=n == 0))
+        jobs = drains[0].pop("_jobs")
+        shares = [
+            scenarios.bound_share({p: d["requests_per_second_by_partner"][p] for p in MEASURED}, bound) for d in drains
+        ]
+        relay = drains[scenarios.median_index(shares)]
         naive = await self.drain("c-naive", NAIVE, naive_plan, latency_ms=latency)
         add_latency(self.mocks, latency)
         try:
-            http = await self.http_ceiling(relay.pop("_jobs"))
+            http = await self.http_ceiling(jobs)
         finally:
             reset_mocks(self.mocks)
-        bound = scenarios.in_flight_bound(self.max_in_flight, latency / 1000)
         per_partner = {p: relay["requests_per_second_by_partner"][p] for p in MEASURED}
         share = scenarios.bound_share(per_partner, bound)
         http_share = scenarios.ratio(http["requests_per_second"] / len(MEASURED), bound)
@@ -108,6 +130,15 @@ class Suite(Drains):
             "cs_relay": relay,
             "naive": naive,
             "plain_http": http,
+            "rounds": [
+                {
+                    "cs_relay_tracks_per_s": round(d["events_per_second"], 1),
+                    "cs_relay_cpu_ms_per_track": d["cpu_ms_per_event"],
+                    "share_of_bound": _round(share_n),
+                    "complete": d["complete"],
+                }
+                for d, share_n in zip(drains, shares, strict=True)
+            ],
             "ratios": {
                 "cs_relay_share_of_bound": _round(share),
                 "plain_http_share_of_bound": _round(http_share),
@@ -115,8 +146,9 @@ class Suite(Drains):
             },
             "headline": f"cs-relay {relay['events_per_second']:,.0f} tracks/s, "
             f"{sum(per_partner.values()) / len(per_partner):,.0f} requests/s per partner = "
-            f"{scenarios.percent(share)} of the bound ({self.max_in_flight} / {latency / 1000:g} s = {bound:,.0f}/s); "
-            f"bare client {scenarios.percent(http_share)}; naive {naive['events_per_second']:,.1f} tracks/s",
+            f"{scenarios.percent(share)} of the bound ({self.max_in_flight} / {latency / 1000:g} s = {bound:,.0f}/s; "
+            f"{_spread(shares, '%')}); bare client {scenarios.percent(http_share)}; "
+            f"naive {naive['events_per_second']:,.1f} tracks/s",
         }
 
     async def scenario_d(self) -> dict[str, Any]:
@@ -201,3 +233,23 @@ def _plan(plan: TrackPlan) -> dict[str, Any]:
 
 def _round(value: float) -> float:
     return round(value, 4)
+
+
+def _round_figures(drains: dict[str, dict[str, Any]], ratio: float) -> dict[str, Any]:
+    """One round of scenario b: each relay's rate and CPU per track, and their ratio."""
+    relay, naive = drains[CS_RELAY], drains[NAIVE]
+    return {
+        "cs_relay_tracks_per_s": round(relay["events_per_second"], 1),
+        "naive_tracks_per_s": round(naive["events_per_second"], 1),
+        "cs_relay_vs_naive": _round(ratio),
+        "cs_relay_cpu_ms_per_track": relay["cpu_ms_per_event"],
+        "naive_cpu_ms_per_track": naive["cpu_ms_per_event"],
+        "first": CS_RELAY if next(iter(drains)) == CS_RELAY else NAIVE,
+        "complete": relay["complete"] and naive["complete"],
+    }
+
+
+def _spread(values: list[float], unit: str) -> str:
+    """'median of 3 rounds: 0.95x, 1.02x, 1.10x' (or '... %'), in the rounds' order."""
+    shown = [scenarios.percent(v) if unit == "%" else f"{v:.2f}x" for v in values]
+    return f"median of {len(values)} round{'s' if len(values) != 1 else ''}: {', '.join(shown)}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -151,7 +152,7 @@ def test_ratios_and_sizes():
 def test_summary_lines_quote_the_target_of_each_scenario_run():
     lines = scenarios.summary_lines({"c": {"headline": "40 % of the bound"}, "a": {"headline": "18 %"}})
     assert lines[0].startswith("  (a)") and "18 %" in lines[0]
-    assert "70 %" in lines[1] and "(c)" in lines[2] and "80 %" in lines[3]
+    assert "100 ms" in lines[1] and "(c)" in lines[2] and "80 %" in lines[3]
 
 
 def test_scenario_bars_take_the_ratios_present_with_their_targets():
@@ -192,3 +193,23 @@ def test_frame_names_lose_line_numbers_and_site_packages_prefixes():
     name = profile.frame_name("send (/work/main/.venv/lib/python3.11/site-packages/aiokafka/producer.py:312)")
     assert name == "send (aiokafka/producer.py)"
     assert profile.frame_name("<module> (<string>:1)") == "<module> (<string>)"
+
+
+def test_median_index_finds_the_middle_round_and_counts_nan_lowest():
+    assert scenarios.median_index([1.10, 0.90, 1.00]) == 2
+    assert scenarios.median_index([0.8]) == 0
+    assert scenarios.median_index([1.2, 0.7, 0.9, 1.0]) == 2  # of an even count, the lower middle one
+    assert scenarios.median_index([math.nan, 1.0, 0.5]) == 2
+    with pytest.raises(ValueError):
+        scenarios.median_index([])
+
+
+def test_the_docs_scenario_table_quotes_each_target():
+    """docs/benchmarks.md's table of scenarios ends each row with the target the bench prints."""
+    text = (Path(__file__).parent.parent / "docs" / "benchmarks.md").read_text()
+    rows: dict[str, str] = {}
+    for line in text.splitlines():  # the first table's rows: "| **a** | ..."
+        if line.startswith("| **") and line[5:10] == "** | ":
+            rows.setdefault(line[4], line)
+    for name in scenarios.ALL:
+        assert rows[name].endswith(f"| {scenarios.TARGETS[name]} |"), name
