@@ -54,7 +54,8 @@ from streams.testing.mocks import start_mocks
 DEFAULT_MAX_IN_FLIGHT = Settings().max_in_flight
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """`python -m bench`'s options (docs/benchmarks.md's table of flags lists them)."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add(
@@ -75,7 +76,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "c's cs-relay drain; the median round is reported, every round kept (the machine's noise moves one "
         "drain's rate by 10-20 %%)",
     )
-    add("--profile", action="store_true", help="py-spy each relay's worker while it drains scenario b")
+    add(
+        "--profile",
+        action="store_true",
+        help="py-spy each relay's worker while it drains scenario b, and cs-relay's first drain of c",
+    )
     add("--events", type=int, default=25_000, help="scenario a: calls in the backlog phase, after the warm-up")
     add("--paced-events", type=int, default=2_500, help="scenario a: calls in the paced phase (latency)")
     add("--paced-rate", type=float, default=0.0, help="calls/s in the paced phase; 0: half the backlog throughput")
@@ -113,6 +118,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     add("--timeout", type=float, default=900.0, help="seconds each phase may take before the run gives up")
     add("--results-dir", type=Path, default=REPO / "bench" / "results")
     add("--work-dir", type=Path, default=REPO / "var" / "bench", help="broker data, worker data dir and log")
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")

@@ -106,7 +106,12 @@ class Suite(Drains):
         drains = []
         for n in range(self.args.repeat):
             label = f"c-cs-relay-{n + 1}" if n else "c-cs-relay"
-            drains.append(await self.drain(label, CS_RELAY, plan, latency_ms=latency, keep_jobs=n == 0))
+            first = n == 0
+            drains.append(
+                await self.drain(
+                    label, CS_RELAY, plan, latency_ms=latency, profile_it=self.args.profile and first, keep_jobs=first
+                )
+            )
         jobs = drains[0].pop("_jobs")
         shares = [
             scenarios.bound_share({p: d["requests_per_second_by_partner"][p] for p in MEASURED}, bound) for d in drains

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -213,3 +214,21 @@ def test_the_docs_scenario_table_quotes_each_target():
             rows.setdefault(line[4], line)
     for name in scenarios.ALL:
         assert rows[name].endswith(f"| {scenarios.TARGETS[name]} |"), name
+
+
+def test_the_docs_flag_table_names_every_option_of_the_bench():
+    """docs/benchmarks.md's table of flags lists exactly `python -m bench`'s options,
+    with their defaults where the table gives a number."""
+    from bench import run
+
+    text = (Path(__file__).parent.parent / "docs" / "benchmarks.md").read_text()
+    table = text[text.index("| flag | default | meaning |") :].split("\n\n")[0]
+    documented = {flag for row in table.splitlines()[2:] for flag in re.findall(r"`(--[a-z-]+)`", row.split(" | ")[0])}
+    parser_flags = {
+        option
+        for action in run.build_parser()._actions
+        for option in action.option_strings
+        if option.startswith("--") and option != "--help"
+    }
+    assert documented == parser_flags
+    assert "| `--repeat` | 3 |" in table and run.parse_args([]).repeat == 3
