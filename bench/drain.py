@@ -103,7 +103,11 @@ class Drains:
         started_us = time.time_ns() // 1000
         running = [self._start(kind, settings, work, 2 + i, data_dir=work / f"worker-{i + 1}") for i in range(workers)]
         samples: list[list[tuple[int, float]]] = [[] for _ in running]
-        samplers = [asyncio.create_task(w.sample_cpu(s)) for w, s in zip(running, samples, strict=True)]
+        threads: list[tuple[int, dict[str, float]]] = []  # the first worker's CPU by kind of thread
+        samplers = [
+            asyncio.create_task(w.sample_cpu(s, threads=threads if i == 0 else None))
+            for i, (w, s) in enumerate(zip(running, samples, strict=True))
+        ]
         spy = self._profile(running[0], work / f"profile-{label}.txt") if profile_it else None
         by_users: list[tuple[int, int, int]] = []  # the first worker's memory as it drains
         warm_requests = len(receipts.delivered)
@@ -150,6 +154,12 @@ class Drains:
         figures["cpu_ms_per_event"] = round(
             1000 * scenarios.ratio(figures["worker_cpu_cores"], figures["events_per_second"]), 3
         )
+        # ... and the first worker's, split by kind of thread (`stats.thread_kind`)
+        per_worker = figures["events_per_second"] / workers
+        figures["cpu_ms_per_event_by_thread"] = {
+            kind: round(1000 * scenarios.ratio(cores, per_worker), 3)
+            for kind, cores in stats.cores_by_kind(threads, figures["first_receipt_us"], now_us).items()
+        }
         if changelog_records:
             figures["changelog_max_record_bytes"] = await max_changelog_records(settings)
         if profiled is not None:

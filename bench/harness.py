@@ -72,11 +72,33 @@ class Worker:
         text = Path(f"/proc/{self.process.pid}/stat").read_text()
         return stats.proc_stat_cpu_seconds(text, os.sysconf("SC_CLK_TCK"))
 
-    async def sample_cpu(self, samples: list[tuple[int, float]], every: float = 0.5) -> None:
-        """Append (time µs, CPU seconds) every `every` seconds while the process runs."""
+    def thread_cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds of the process's live threads, by `stats.thread_kind`."""
+        pid, tick = self.process.pid, os.sysconf("SC_CLK_TCK")
+        out: dict[str, float] = {}
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            try:
+                seconds = stats.proc_stat_cpu_seconds((task / "stat").read_text(), tick)
+                kind = stats.thread_kind(task.name == str(pid), (task / "comm").read_text().strip())
+            except OSError:  # it ended meanwhile
+                continue
+            out[kind] = out.get(kind, 0.0) + seconds
+        return out
+
+    async def sample_cpu(
+        self,
+        samples: list[tuple[int, float]],
+        every: float = 0.5,
+        threads: list[tuple[int, dict[str, float]]] | None = None,
+    ) -> None:
+        """Append (time µs, CPU seconds) every `every` seconds while the process runs,
+        and to `threads`, if given, (time µs, CPU seconds by kind of thread)."""
         while self.process.poll() is None:
             try:
-                samples.append((time.time_ns() // 1000, self.cpu_seconds()))
+                now = time.time_ns() // 1000
+                samples.append((now, self.cpu_seconds()))
+                if threads is not None:
+                    threads.append((now, self.thread_cpu_seconds()))
             except OSError:
                 return
             await asyncio.sleep(every)

@@ -147,6 +147,21 @@ def proc_stat_cpu_seconds(text: str, ticks_per_second: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks_per_second
 
 
+def thread_kind(main: bool, name: str) -> str:
+    """A worker thread's kind for the CPU split: "main" (the event loop), "rocksdb"
+    (RocksDB's flushes and compactions, threads it names "rocksdb:..."), or "other"
+    (Faust's consumer thread and executors: Python threads are all named "python")."""
+    return "main" if main else "rocksdb" if name.startswith("rocksdb") else "other"
+
+
+def cores_by_kind(samples: Sequence[tuple[int, Mapping[str, float]]], start_us: int, end_us: int) -> dict[str, float]:
+    """`cpu_cores` for each kind of thread in (time µs, CPU seconds by kind) samples."""
+    kinds = sorted({kind for _, by_kind in samples for kind in by_kind})
+    return {
+        kind: cpu_cores([(t, by_kind.get(kind, 0.0)) for t, by_kind in samples], start_us, end_us) for kind in kinds
+    }
+
+
 def cpu_cores(samples: Sequence[tuple[int, float]], start_us: int, end_us: int) -> float:
     """Cores a process used on average between `start_us` and `end_us`, from
     (time µs, CPU seconds) samples: the samples nearest inside the window."""

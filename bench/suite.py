@@ -139,6 +139,7 @@ class Suite(Drains):
                 {
                     "cs_relay_tracks_per_s": round(d["events_per_second"], 1),
                     "cs_relay_cpu_ms_per_track": d["cpu_ms_per_event"],
+                    "cs_relay_cpu_ms_per_track_by_thread": d["cpu_ms_per_event_by_thread"],
                     "share_of_bound": _round(share_n),
                     "complete": d["complete"],
                 }
@@ -249,6 +250,8 @@ def _round_figures(drains: dict[str, dict[str, Any]], ratio: float) -> dict[str,
         "cs_relay_vs_naive": _round(ratio),
         "cs_relay_cpu_ms_per_track": relay["cpu_ms_per_event"],
         "naive_cpu_ms_per_track": naive["cpu_ms_per_event"],
+        "cs_relay_cpu_ms_per_track_by_thread": relay["cpu_ms_per_event_by_thread"],
+        "naive_cpu_ms_per_track_by_thread": naive["cpu_ms_per_event_by_thread"],
         "first": CS_RELAY if next(iter(drains)) == CS_RELAY else NAIVE,
         "complete": relay["complete"] and naive["complete"],
     }

@@ -140,6 +140,18 @@ def test_cpu_from_proc_stat_samples():
     assert math.isnan(stats.cpu_cores(samples, 5_000_000, 6_000_000))
 
 
+def test_cpu_by_kind_of_thread():
+    assert stats.thread_kind(True, "python") == "main"
+    assert stats.thread_kind(False, "rocksdb:low") == "rocksdb"
+    assert stats.thread_kind(False, "python") == "other"
+    samples = [
+        (0, {"main": 1.0, "other": 0.2}),
+        (1_000_000, {"main": 1.8, "other": 0.3, "rocksdb": 0.5}),  # a compaction thread started
+        (2_000_000, {"main": 2.6, "other": 0.4, "rocksdb": 0.5}),
+    ]
+    assert stats.cores_by_kind(samples, 0, 2_000_000) == pytest.approx({"main": 0.8, "other": 0.1, "rocksdb": 0.25})
+
+
 def test_memory_by_users_gives_users_and_megabytes_evenly_spread_with_the_last_sample():
     samples = [(2 * u, 100 * 1024 + u, 80 * 1024) for u in range(0, 100_001, 100)]  # 1,001 samples
     curve = stats.memory_by_users(samples, per_event=2, points=11)
