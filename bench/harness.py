@@ -95,10 +95,13 @@ class Worker:
         and to `threads`, if given, (time µs, CPU seconds by kind of thread)."""
         while self.process.poll() is None:
             try:
-                now = time.time_ns() // 1000
-                samples.append((now, self.cpu_seconds()))
+                now, total = time.time_ns() // 1000, self.cpu_seconds()
+                samples.append((now, total))
                 if threads is not None:
-                    threads.append((now, self.thread_cpu_seconds()))
+                    by_kind = self.thread_cpu_seconds()
+                    # the process's total keeps the CPU of threads that have ended
+                    by_kind["exited"] = total - sum(by_kind.values())
+                    threads.append((now, by_kind))
             except OSError:
                 return
             await asyncio.sleep(every)

@@ -53,7 +53,7 @@ TITLES = {
 TARGETS = {
     "a": "p99 produce-to-partner latency under 100 ms at half the measured capacity",
     "b": "at least 1.0x the naive relay on asyncio with the input keyed in place; at least 0.9x with "
-    "--by-user-hop (the default settings)",
+    "--by-user-hop (cs-relay's default settings)",
     "c": "at least 80 % of the in-flight bound",
     "d": "heavy users at least 90 % of light users' rate; no record above the configured bound",
     "e": "report as measured; on 2 cores with the mocks on the same machine a second worker may not add much",

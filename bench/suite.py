@@ -8,6 +8,7 @@ worker instead (`bench.burst`).
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from streams.runtime.topics import RECORD_LIMIT
 @dataclass
 class Suite(Drains):
     """Scenarios b to g on the run's broker (`bootstrap`) and `mocks`; files under `work`."""
+
+    b_relay: dict[str, Any] | None = None  # b's reported cs-relay drain: e's one worker
 
     def __post_init__(self) -> None:
         self.plans = scenarios.plans(self.args.scale, self.args.million_users)
@@ -65,6 +68,7 @@ class Suite(Drains):
         jobs = rounds[0][CS_RELAY].pop("_jobs")
         by_round = [scenarios.ratio(r[CS_RELAY]["events_per_second"], r[NAIVE]["events_per_second"]) for r in rounds]
         relay, naive = (rounds[scenarios.median_index(by_round)][k] for k in (CS_RELAY, NAIVE))
+        self.b_relay = relay
         naive_uvloop = await self.drain("b-naive-uvloop", NAIVE_UVLOOP, plan)
         http = await self.http_ceiling(jobs)
         vs_http = scenarios.ratio(relay["requests_per_second"], http["requests_per_second"])
@@ -78,6 +82,7 @@ class Suite(Drains):
             "naive_uvloop": naive_uvloop,
             "plain_http": http,
             "rounds": [_round_figures(r, ratio) for r, ratio in zip(rounds, by_round, strict=True)],
+            "profiles": _profiles(rounds[0]),
             "ratios": {
                 "cs_relay_vs_plain_http": _round(vs_http),
                 "cs_relay_vs_naive": _round(vs_naive),
@@ -129,6 +134,7 @@ class Suite(Drains):
         return {
             "plan": _plan(plan),
             "naive_plan": _plan(naive_plan),
+            "profiles": _profiles({CS_RELAY: drains[0]}),
             "latency_ms": latency,
             "max_in_flight": self.max_in_flight,
             "bound_requests_per_second_per_partner": bound,
@@ -181,7 +187,7 @@ class Suite(Drains):
 
     async def scenario_e(self) -> dict[str, Any]:
         plan = self.plans["e"]["tracks"]
-        one = self.drains.get("b-cs-relay")
+        one = self.b_relay
         if one is None or self.args.scale != 1.0 and one["events"] != plan.tracks:
             one = await self.drain("e-one", CS_RELAY, plan)
         two = await self.drain("e-two", CS_RELAY, plan, workers=2)
@@ -257,7 +263,12 @@ def _round_figures(drains: dict[str, dict[str, Any]], ratio: float) -> dict[str,
     }
 
 
+def _profiles(drains: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The py-spy summaries of a scenario's profiled drains (its first round), by relay."""
+    return {kind: figures["profile"] for kind, figures in drains.items() if "profile" in figures}
+
+
 def _spread(values: list[float], unit: str) -> str:
     """'median of 3 rounds: 0.95x, 1.02x, 1.10x' (or '... %'), in the rounds' order."""
-    shown = [scenarios.percent(v) if unit == "%" else f"{v:.2f}x" for v in values]
+    shown = [scenarios.percent(v) if unit == "%" or not math.isfinite(v) else f"{v:.2f}x" for v in values]
     return f"median of {len(values)} round{'s' if len(values) != 1 else ''}: {', '.join(shown)}"

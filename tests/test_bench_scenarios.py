@@ -160,7 +160,22 @@ def test_scenario_bars_take_the_ratios_present_with_their_targets():
     bars = charts.scenario_bars(
         {"b": {"ratios": {"cs_relay_vs_plain_http": 0.2, "cs_relay_vs_naive": math.nan}}, "e": {"ratios": {}}}
     )
-    assert bars == [("(b) tracks: cs-relay / bare client", 0.2, 0.70)]
+    assert bars == [("(b) tracks: cs-relay / bare client", 0.2, None)]
+    ratios = {"b": {"ratios": {"cs_relay_vs_naive": 0.95}}, "c": {"ratios": {"cs_relay_share_of_bound": 0.7}}}
+    assert charts.scenario_bars(ratios) == [
+        ("(b) tracks: cs-relay / naive", 0.95, 1.0),
+        ("(c) 50 ms: cs-relay / in-flight bound", 0.7, 0.80),
+    ]
+    assert charts.scenario_bars(ratios, by_user_hop=True)[0][2] == 0.9
+
+
+def test_the_charts_targets_are_the_printed_targets():
+    """Each target line of the scenarios chart is a figure of its scenario's TARGETS text."""
+    for name, _, _, target in charts.BARS:
+        if target is not None:
+            text = scenarios.TARGETS[name]
+            assert f"{target:.1f}x" in text or f"{target:.0%}".replace("%", " %") in text, (name, target)
+    assert f"{charts.HOP_TARGET:.1f}x with --by-user-hop" in scenarios.TARGETS["b"]
 
 
 _MAIN = "<module> (streams/cli/__main__.py:3);run (asyncio/runners.py:118)"
@@ -231,4 +246,8 @@ def test_the_docs_flag_table_names_every_option_of_the_bench():
         if option.startswith("--") and option != "--help"
     }
     assert documented == parser_flags
-    assert "| `--repeat` | 3 |" in table and run.parse_args([]).repeat == 3
+    defaults = run.parse_args([])
+    for row in table.splitlines()[2:]:
+        flag, default = row.split(" | ")[0].strip("| `"), row.split(" | ")[1].replace(",", "")
+        if re.fullmatch(r"[0-9.]+", default):  # a number in the table: the parser's default
+            assert float(default) == getattr(defaults, flag[2:].replace("-", "_")), flag

@@ -152,6 +152,42 @@ def test_cpu_by_kind_of_thread():
     assert stats.cores_by_kind(samples, 0, 2_000_000) == pytest.approx({"main": 0.8, "other": 0.1, "rocksdb": 0.25})
 
 
+async def test_a_process_cpu_split_by_thread_keeps_the_cpu_of_threads_that_ended():
+    """A real child: a thread that burns CPU and ends; its CPU stays in the split."""
+    import asyncio
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from bench.harness import Worker
+
+    script = (
+        "import threading, time\n"
+        "def burn():\n"
+        "    end = time.process_time() + 0.3\n"
+        "    while time.process_time() < end: pass\n"
+        "t = threading.Thread(target=burn); t.start(); t.join()\n"
+        "print('ended', flush=True); time.sleep(30)\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline() == "ended\n"
+        worker = Worker(process, Path("/dev/null"))
+        samples: list[tuple[int, float]] = []
+        threads: list[tuple[int, dict[str, float]]] = []
+        sampler = asyncio.create_task(worker.sample_cpu(samples, every=0.01, threads=threads))
+        async with asyncio.timeout(10):  # a few samples of a process that has ended its thread
+            while len(threads) < 3:
+                await asyncio.sleep(0.01)
+        sampler.cancel()
+        total, by_kind = samples[-1][1], threads[-1][1]
+        assert set(by_kind) == {"main", "exited"}
+        assert by_kind["exited"] >= 0.25 and sum(by_kind.values()) == pytest.approx(total, abs=0.02)
+    finally:
+        process.kill()
+        process.wait(10)
+
+
 def test_memory_by_users_gives_users_and_megabytes_evenly_spread_with_the_last_sample():
     samples = [(2 * u, 100 * 1024 + u, 80 * 1024) for u in range(0, 100_001, 100)]  # 1,001 samples
     curve = stats.memory_by_users(samples, per_event=2, points=11)
