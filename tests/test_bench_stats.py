@@ -167,9 +167,10 @@ async def test_a_process_cpu_split_by_thread_keeps_the_cpu_of_threads_that_ended
         "    end = time.process_time() + 0.3\n"
         "    while time.process_time() < end: pass\n"
         "t = threading.Thread(target=burn); t.start(); t.join()\n"
-        "print('ended', flush=True); time.sleep(30)\n"
+        "import sys\n"
+        "print('ended', flush=True); sys.stdin.read()  # alive until its stdin closes (the test kills it)\n"
     )
-    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None and process.stdout.readline() == "ended\n"
         worker = Worker(process, Path("/dev/null"))

@@ -147,13 +147,14 @@ def test_sigint_ignored_by_a_script_still_stops_it_and_its_children():
     group) and must stop it and its children, not leave them running after the script.
     Only SIGHUP's being ignored (nohup) is kept."""
     script = (
-        "import subprocess, sys, time\n"
+        "import signal, subprocess, sys\n"
         "from streams import childproc\n"
         "children = childproc.Children()\n"
         "child = children.add(subprocess.Popen(['sleep', '300']))\n"
         "try:\n"
         "    print(child.pid, flush=True)  # in the try: the test's Ctrl-C may come right after it\n"
-        "    time.sleep(300)\n"
+        "    while True:  # running until a signal's handler raises\n"
+        "        signal.pause()\n"
         "except KeyboardInterrupt:\n"
         "    child.terminate()\n"
         "    child.wait(10)\n"
