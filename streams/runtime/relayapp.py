@@ -26,7 +26,13 @@ log = logging.getLogger("cs_relay")
 # A dead letter keeps the original bytes, and an input record may be as large as the
 # broker allows (1 MB by default): the producer and the dead-letter topic take more.
 MAX_RECORD_BYTES = 4 * 1024 * 1024
-PRODUCER_LINGER = 0.005  # seconds
+# How long the producer gathers records (changelog rows, control records) into one
+# produce request. Each request costs a socket write and the broker's work on the same
+# two cores: 5 ms made 100-270 requests a second in scenario c, and its profile had
+# 4.7 % of the worker's samples in those writes. 20 ms drained c faster in 6 of 6
+# interleaved rounds against 5 ms, and 50 ms slower than 20 in 4 of 4 (acknowledgements, which
+# wait for these writes, hold the window longer): docs/benchmarks.md, "producer linger".
+PRODUCER_LINGER = 0.02  # seconds
 SENDERS_STOP_TIMEOUT = 5.0  # seconds for the senders to end once the clients are closed
 
 # RocksDB's memory. Faust opens one database per table partition (seven tables x the
