@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import multiprocessing
+import os
 import shutil
 import signal
 import subprocess
@@ -37,9 +38,10 @@ from bench.harness import (
     add_latency,
     merged_usage,
     reset_mocks,
+    sample_machine,
     worker_env,
 )
-from bench.phases import phase_figures, replay_jobs
+from bench.phases import in_phase, phase_figures, replay_jobs
 from bench.scenarios import ManyUsersPlan, TrackPlan
 from bench.topics import end_offsets_total, max_changelog_records
 from streams import childproc, kafkaconn
@@ -57,6 +59,7 @@ COMMANDS = {
 # Faust's loop for the naive relay (read when it imports faust); cs-relay's is its own
 # setting, CS_RELAY_EVENT_LOOP (uvloop unless the caller's environment says otherwise).
 FAUST_LOOP = {NAIVE: "aio", NAIVE_UVLOOP: "uvloop"}
+QUARTER_US = 250_000  # the drain's timeline: tracks completed per quarter of a second
 
 
 @dataclass
@@ -116,6 +119,8 @@ class Drains:
             return len(receipts.delivered) - warm_requests
 
         samplers.append(asyncio.create_task(running[0].sample_memory(by_users, delivered)))
+        machine: list[tuple[int, float, float]] = []  # what the workers share the cores with
+        samplers.append(asyncio.create_task(sample_machine(machine)))
         memory: list[dict[str, int]] = []
         loop = "unknown"
         try:
@@ -150,6 +155,13 @@ class Drains:
             worker_memory_by_users=stats.memory_by_users(by_users, len(MEASURED)),
             app_id=settings.app_id,
         )
+        figures["machine_cores"] = stats.machine_cores(
+            machine, figures["first_receipt_us"], now_us, figures["worker_cpu_cores"], os.cpu_count() or 0
+        )
+        # Where the drain slowed: its tracks completed in each quarter of a second.
+        done = stats.completions(r for r in receipts.all if in_phase(r, backlog))
+        start = figures["first_receipt_us"]
+        figures["tracks_per_quarter_second"] = stats.per_interval(done.values(), start, QUARTER_US)
         # CPU per delivered event: what the load of a shared machine moves least.
         figures["cpu_ms_per_event"] = round(
             1000 * scenarios.ratio(figures["worker_cpu_cores"], figures["events_per_second"]), 3

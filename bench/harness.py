@@ -149,6 +149,16 @@ async def until_cpu_quiet(samples: list[tuple[int, float]], cores: float = 0.1, 
         await asyncio.sleep(0.25)
 
 
+async def sample_machine(samples: list[tuple[int, float, float]], every: float = 0.5) -> None:
+    """Append (time µs, the machine's busy CPU seconds, this process's CPU seconds) every
+    `every` seconds until cancelled: what a worker shares the cores with (`stats.machine_cores`)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    while True:
+        busy = stats.machine_busy_seconds(Path("/proc/stat").read_text(), tick)
+        samples.append((time.time_ns() // 1000, busy, time.process_time()))
+        await asyncio.sleep(every)
+
+
 def worker_env(settings: Settings, mocks: MockServers) -> dict[str, str]:
     """The environment of the run's worker: the caller's, with the run's topics, data
     dir and mocks (other CS_RELAY_* tuning passes through)."""

@@ -87,12 +87,18 @@ def rate(count: int, start_us: int, end_us: int) -> float:
 def per_second(times_us: Iterable[int], start_us: int, seconds: int | None = None) -> list[int]:
     """How many of `times_us` fall in each whole second from `start_us` (times before
     the start are left out; `seconds` fixes the length of the series)."""
-    bins: list[int] = [0] * (seconds or 0)
+    return per_interval(times_us, start_us, US, seconds)
+
+
+def per_interval(times_us: Iterable[int], start_us: int, interval_us: int, count: int | None = None) -> list[int]:
+    """How many of `times_us` fall in each `interval_us` from `start_us` (times before
+    the start are left out; `count` fixes the length of the series)."""
+    bins: list[int] = [0] * (count or 0)
     for t in times_us:
         if t < start_us:
             continue
-        index = (t - start_us) // US
-        if seconds is not None and index >= seconds:
+        index = (t - start_us) // interval_us
+        if count is not None and index >= count:
             continue
         if index >= len(bins):
             bins.extend([0] * (index + 1 - len(bins)))
@@ -147,6 +153,13 @@ def proc_stat_cpu_seconds(text: str, ticks_per_second: int) -> float:
     return (int(fields[11]) + int(fields[12])) / ticks_per_second
 
 
+def machine_busy_seconds(text: str, ticks_per_second: int) -> float:
+    """CPU seconds the machine's cores spent busy (all but idle and waiting on the disk),
+    from /proc/stat's text: its first line adds up every core."""
+    fields = [int(v) for v in text.split("\n", 1)[0].split()[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(fields) - fields[3] - fields[4]) / ticks_per_second
+
+
 def thread_kind(main: bool, name: str) -> str:
     """A worker thread's kind for the CPU split: "main" (the event loop), "rocksdb"
     (RocksDB's flushes and compactions, threads it names "rocksdb:..."), or "other"
@@ -169,6 +182,19 @@ def cpu_cores(samples: Sequence[tuple[int, float]], start_us: int, end_us: int) 
     if len(inside) < 2 or inside[-1][0] == inside[0][0]:
         return math.nan
     return (inside[-1][1] - inside[0][1]) / ((inside[-1][0] - inside[0][0]) / US)
+
+
+def machine_cores(
+    samples: Sequence[tuple[int, float, float]], start_us: int, end_us: int, worker: float, cores: int
+) -> dict[str, float]:
+    """What the drain's worker shared the machine's `cores` with, from (time µs, the
+    machine's busy CPU seconds, the bench process's CPU seconds) samples: `busy` cores
+    in all, the `worker`'s, the `bench` process's (the mocks, the driver) and the `rest`
+    (the broker and anything else running)."""
+    busy = cpu_cores([(t, b) for t, b, _ in samples], start_us, end_us)
+    bench = cpu_cores([(t, c) for t, _, c in samples], start_us, end_us)
+    figures = {"cores": cores, "busy": busy, "worker": worker, "bench": bench, "rest": busy - worker - bench}
+    return {key: round(value, 2) for key, value in figures.items()}
 
 
 def table_of(relative_path: str) -> str:

@@ -115,6 +115,8 @@ def test_rates_and_series():
     times = [0, 10, 999_999, 1_000_000, 3_500_000, -5]
     assert stats.per_second(times, 0) == [3, 1, 0, 1]
     assert stats.per_second(times, 0, seconds=2) == [3, 1]
+    assert stats.per_interval(times, 0, 250_000) == [2, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    assert stats.per_interval(times, 10, 500_000, count=3) == [1, 2, 0]
     assert stats.ratio(50, 200) == 0.25 and math.isnan(stats.ratio(1, 0))
     assert stats.per_100k_users(3 * 2**20, 10_000) == 30 * 2**20
     assert stats.cdf_points([1.0, 2.0, 3.0], points=3) == [(0.0, 1.0), (50.0, 2.0), (100.0, 3.0)]
@@ -138,6 +140,19 @@ def test_cpu_from_proc_stat_samples():
     samples = [(0, 1.0), (1_000_000, 1.5), (2_000_000, 2.5), (3_000_000, 2.6)]
     assert stats.cpu_cores(samples, 0, 2_000_000) == 0.75
     assert math.isnan(stats.cpu_cores(samples, 5_000_000, 6_000_000))
+
+
+def test_what_the_worker_shares_the_machine_with():
+    stat = "cpu  100 20 30 400 50 5 5 0 0 0\ncpu0 50 10 15 200 25 2 3 0 0 0\n"
+    assert stats.machine_busy_seconds(stat, 100) == 1.6  # all but idle 400 and iowait 50 ticks
+    samples = [(0, 10.0, 1.0), (1_000_000, 11.5, 1.3), (2_000_000, 13.0, 1.6), (9_000_000, 99.0, 9.0)]
+    assert stats.machine_cores(samples, 0, 2_000_000, worker=0.9, cores=2) == {
+        "cores": 2,
+        "busy": 1.5,
+        "worker": 0.9,
+        "bench": 0.3,
+        "rest": 0.3,
+    }
 
 
 def test_cpu_by_kind_of_thread():
