@@ -30,8 +30,9 @@ MAX_RECORD_BYTES = 4 * 1024 * 1024
 # produce request. Each request costs a socket write and the broker's work on the same
 # two cores: 5 ms made 100-270 requests a second in scenario c, and its profile had
 # 4.7 % of the worker's samples in those writes. 20 ms drained c faster in 6 of 6
-# interleaved rounds against 5 ms, and 50 ms slower than 20 in 4 of 4 (acknowledgements, which
-# wait for these writes, hold the window longer): docs/benchmarks.md, "producer linger".
+# interleaved rounds against 5 ms, and 50 ms slower than 20 in 4 of 4 (presumably as the
+# acknowledgements, which wait for these writes, hold the window longer): docs/benchmarks.md,
+# "the producer's linger".
 PRODUCER_LINGER = 0.02  # seconds
 SENDERS_STOP_TIMEOUT = 5.0  # seconds for the senders to end once the clients are closed
 
