@@ -119,8 +119,8 @@ class Drains:
             return len(receipts.delivered) - warm_requests
 
         samplers.append(asyncio.create_task(running[0].sample_memory(by_users, delivered)))
-        machine: list[tuple[int, float, float]] = []  # what the workers share the cores with
-        samplers.append(asyncio.create_task(sample_machine(machine)))
+        machine: list[tuple[int, float, float, float]] = []  # what the workers share the cores with
+        samplers.append(asyncio.create_task(sample_machine(machine, lambda: sum(w.cpu_seconds() for w in running))))
         memory: list[dict[str, int]] = []
         loop = "unknown"
         try:
@@ -156,7 +156,7 @@ class Drains:
             app_id=settings.app_id,
         )
         figures["machine_cores"] = stats.machine_cores(
-            machine, figures["first_receipt_us"], now_us, figures["worker_cpu_cores"], os.cpu_count() or 0
+            machine, figures["first_receipt_us"], now_us, os.cpu_count() or 0
         )
         # Where the drain slowed: its tracks completed in each quarter of a second.
         done = stats.completions(r for r in receipts.all if in_phase(r, backlog))

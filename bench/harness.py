@@ -149,13 +149,20 @@ async def until_cpu_quiet(samples: list[tuple[int, float]], cores: float = 0.1, 
         await asyncio.sleep(0.25)
 
 
-async def sample_machine(samples: list[tuple[int, float, float]], every: float = 0.5) -> None:
-    """Append (time µs, the machine's busy CPU seconds, this process's CPU seconds) every
-    `every` seconds until cancelled: what a worker shares the cores with (`stats.machine_cores`)."""
+async def sample_machine(
+    samples: list[tuple[int, float, float, float]], workers: Callable[[], float], every: float = 0.5
+) -> None:
+    """Append (time µs, the machine's busy CPU seconds, this process's CPU seconds, the
+    `workers`' CPU seconds) every `every` seconds until cancelled or a worker ends, all
+    read at the same moment: what the workers share the cores with (`stats.machine_cores`)."""
     tick = os.sysconf("SC_CLK_TCK")
     while True:
+        try:
+            on_workers = workers()
+        except OSError:  # a worker ended
+            return
         busy = stats.machine_busy_seconds(Path("/proc/stat").read_text(), tick)
-        samples.append((time.time_ns() // 1000, busy, time.process_time()))
+        samples.append((time.time_ns() // 1000, busy, time.process_time(), on_workers))
         await asyncio.sleep(every)
 
 

@@ -185,15 +185,15 @@ def cpu_cores(samples: Sequence[tuple[int, float]], start_us: int, end_us: int) 
 
 
 def machine_cores(
-    samples: Sequence[tuple[int, float, float]], start_us: int, end_us: int, worker: float, cores: int
+    samples: Sequence[tuple[int, float, float, float]], start_us: int, end_us: int, cores: int
 ) -> dict[str, float]:
-    """What the drain's worker shared the machine's `cores` with, from (time µs, the
-    machine's busy CPU seconds, the bench process's CPU seconds) samples: `busy` cores
-    in all, the `worker`'s, the `bench` process's (the mocks, the driver) and the `rest`
-    (the broker and anything else running)."""
-    busy = cpu_cores([(t, b) for t, b, _ in samples], start_us, end_us)
-    bench = cpu_cores([(t, c) for t, _, c in samples], start_us, end_us)
-    figures = {"cores": cores, "busy": busy, "worker": worker, "bench": bench, "rest": busy - worker - bench}
+    """What a drain's workers shared the machine's `cores` with, from (time µs, the
+    machine's busy CPU seconds, the bench process's, the workers') samples taken together
+    (`harness.sample_machine`): `busy` cores in all (steal included: time the host gave
+    this VM's cores to others), the `workers`', the `bench` process's (the mocks, the
+    driver) and the `rest` (the broker, anything else running, and steal)."""
+    busy, bench, workers = (cpu_cores([(s[0], s[i]) for s in samples], start_us, end_us) for i in (1, 2, 3))
+    figures = {"cores": cores, "busy": busy, "workers": workers, "bench": bench, "rest": busy - workers - bench}
     return {key: round(value, 2) for key, value in figures.items()}
 
 

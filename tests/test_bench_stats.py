@@ -145,11 +145,11 @@ def test_cpu_from_proc_stat_samples():
 def test_what_the_worker_shares_the_machine_with():
     stat = "cpu  100 20 30 400 50 5 5 0 0 0\ncpu0 50 10 15 200 25 2 3 0 0 0\n"
     assert stats.machine_busy_seconds(stat, 100) == 1.6  # all but idle 400 and iowait 50 ticks
-    samples = [(0, 10.0, 1.0), (1_000_000, 11.5, 1.3), (2_000_000, 13.0, 1.6), (9_000_000, 99.0, 9.0)]
-    assert stats.machine_cores(samples, 0, 2_000_000, worker=0.9, cores=2) == {
+    samples = [(0, 10.0, 1.0, 5.0), (1_000_000, 11.5, 1.3, 5.9), (2_000_000, 13.0, 1.6, 6.8), (9_000_000, 99.0, 9, 9)]
+    assert stats.machine_cores(samples, 0, 2_000_000, cores=2) == {
         "cores": 2,
         "busy": 1.5,
-        "worker": 0.9,
+        "workers": 0.9,
         "bench": 0.3,
         "rest": 0.3,
     }
