@@ -29,11 +29,14 @@ MAX_RECORD_BYTES = 4 * 1024 * 1024
 # How long the producer gathers records (changelog rows, control records) into one
 # produce request. Each request costs a socket write and the broker's work on the same
 # two cores: 5 ms made 100-270 requests a second in scenario c, and its profile had
-# 4.7 % of the worker's samples in those writes. 20 ms drained c faster in 6 of 6
-# interleaved rounds against 5 ms, and 50 ms slower than 20 in 4 of 4 (presumably as the
-# acknowledgements, which wait for these writes, hold the window longer): docs/benchmarks.md,
+# 4.7 % of the worker's samples in those writes. With the input keyed in place only
+# acknowledgements wait for these writes, and 20 ms drained c faster in 6 of 6 paired
+# rounds against 5 ms, and 50 ms slower than 20 in 4 of 4. Through the by-user hop every
+# event's routing waits for its by-user record's write as well: there 20 ms took scenario
+# a's paced latency to p50 69 / p99 176 ms, so the hop keeps 5 ms. docs/benchmarks.md,
 # "the producer's linger".
-PRODUCER_LINGER = 0.02  # seconds
+PRODUCER_LINGER = 0.005  # seconds, with the by-user hop
+PRODUCER_LINGER_KEYED = 0.02  # seconds, with CS_RELAY_INPUT_KEYED_BY_USER
 SENDERS_STOP_TIMEOUT = 5.0  # seconds for the senders to end once the clients are closed
 
 # RocksDB's memory. Faust opens one database per table partition (seven tables x the
@@ -134,11 +137,12 @@ def create_app(settings: Settings) -> RelayApp:
         topic_replication_factor=settings.topic_replication_factor,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
-        # Let the producer gather records for a few milliseconds: an event's records
-        # (its by-user record, its changelog writes) go out with others' in one produce
-        # request instead of one request each. Measured with `make bench` (scenario b):
-        # CPU per track 2.04 -> 1.79 ms, 471 -> 542 tracks/s; 20 ms gave no more.
-        producer_linger=PRODUCER_LINGER,
+        # Let the producer gather records (PRODUCER_LINGER): an event's records (its
+        # by-user record, its changelog writes) go out with others' in one produce
+        # request instead of one request each. First measured with `make bench`
+        # (scenario b, 2026-11-30): 5 ms took CPU per track from 2.04 to 1.79 ms; 20 ms
+        # gave no more then. With the input keyed in place, 20 ms since: see above.
+        producer_linger=PRODUCER_LINGER_KEYED if settings.input_keyed_by_user else PRODUCER_LINGER,
         producer_max_request_size=MAX_RECORD_BYTES,
         # A worker that dies is noticed after the session timeout; only then are its
         # partitions handed to the others (Faust's default is 60 s).
