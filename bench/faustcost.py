@@ -52,7 +52,7 @@ def worker_main() -> None:  # pragma: no cover - runs in the measured process
     import faust
 
     from streams.runtime import faust_fixes
-    from streams.runtime.relayapp import PRODUCER_LINGER
+    from streams.runtime.relayapp import PRODUCER_LINGER  # the hop's 5 ms, as in its earlier figures
 
     faust_fixes.install(fetch_loop=os.environ.get("FC_DRAIN") == "batched")
     mode, count, out = os.environ["FC_MODE"], int(os.environ["FC_COUNT"]), Path(os.environ["FC_OUT"])

@@ -191,10 +191,14 @@ def machine_cores(
     machine's busy CPU seconds, the bench process's, the workers') samples taken together
     (`harness.sample_machine`): `busy` cores in all (steal included: time the host gave
     this VM's cores to others), the `workers`', the `bench` process's (the mocks, the
-    driver) and the `rest` (the broker, anything else running, and steal)."""
+    driver) and the `rest` (the broker, anything else running, and steal). `span_s`: the
+    seconds of the window the samples cover (short if a worker ended, and the sampler
+    with it)."""
     busy, bench, workers = (cpu_cores([(s[0], s[i]) for s in samples], start_us, end_us) for i in (1, 2, 3))
+    inside = [s[0] for s in samples if start_us <= s[0] <= end_us]
+    span = (inside[-1] - inside[0]) / US if inside else 0.0
     figures = {"cores": cores, "busy": busy, "workers": workers, "bench": bench, "rest": busy - workers - bench}
-    return {key: round(value, 2) for key, value in figures.items()}
+    return {key: round(value, 2) for key, value in figures.items()} | {"span_s": round(span, 1)}
 
 
 def table_of(relative_path: str) -> str:

@@ -152,6 +152,7 @@ def test_what_the_worker_shares_the_machine_with():
         "workers": 0.9,
         "bench": 0.3,
         "rest": 0.3,
+        "span_s": 2.0,
     }
 
 

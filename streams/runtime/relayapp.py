@@ -30,7 +30,8 @@ MAX_RECORD_BYTES = 4 * 1024 * 1024
 # produce request. Each request costs a socket write and the broker's work on the same
 # two cores: 5 ms made 100-270 requests a second in scenario c, and its profile had
 # 4.7 % of the worker's samples in those writes. With the input keyed in place only
-# acknowledgements wait for these writes, and 20 ms drained c faster in 6 of 6 paired
+# acknowledgements wait for these writes (but for records outside their user's partition,
+# which take the hop all the same: docs/configuration.md), and 20 ms drained c faster in 6 of 6 paired
 # rounds against 5 ms, and 50 ms slower than 20 in 4 of 4. Through the by-user hop every
 # event's routing waits for its by-user record's write as well: there 20 ms took scenario
 # a's paced latency to p50 69 / p99 176 ms, so the hop keeps 5 ms. docs/benchmarks.md,
