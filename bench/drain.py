@@ -37,6 +37,7 @@ from bench.harness import (
     Worker,
     add_latency,
     merged_usage,
+    probe_speed,
     reset_mocks,
     sample_machine,
     worker_env,
@@ -73,6 +74,7 @@ class Drains:
     security: kafkaconn.KafkaSecurity
     mocks: MockServers
     drains: dict[str, dict[str, Any]] = field(default_factory=dict)  # every drain's figures, by label
+    fastest_probe_us: int = 0  # the speed probe's fastest sample in this run so far (bench.speedprobe)
 
     async def drain(
         self,
@@ -121,6 +123,8 @@ class Drains:
         samplers.append(asyncio.create_task(running[0].sample_memory(by_users, delivered)))
         machine: list[tuple[int, float, float, float]] = []  # what the workers share the cores with
         samplers.append(asyncio.create_task(sample_machine(machine, lambda: sum(w.cpu_seconds() for w in running))))
+        speed: list[tuple[int, int]] = []  # how fast the cores ran meanwhile
+        samplers.append(asyncio.create_task(probe_speed(speed)))
         memory: list[dict[str, int]] = []
         loop = "unknown"
         try:
@@ -162,6 +166,12 @@ class Drains:
         done = stats.completions(r for r in receipts.all if in_phase(r, backlog))
         start = figures["first_receipt_us"]
         figures["tracks_per_quarter_second"] = stats.per_interval(done.values(), start, QUARTER_US)
+        figures["machine_timeline"] = stats.machine_timeline(machine, start, now_us)
+        # ... and how fast the cores ran: this shared VM's speed varies by up to 2x
+        if speed:
+            fastest = min(cpu for _, cpu in speed)
+            self.fastest_probe_us = min(self.fastest_probe_us or fastest, fastest)
+            figures["machine_speed"] = stats.machine_speed(speed, start, now_us, self.fastest_probe_us)
         # CPU per delivered event: what the load of a shared machine moves least.
         figures["cpu_ms_per_event"] = round(
             1000 * scenarios.ratio(figures["worker_cpu_cores"], figures["events_per_second"]), 3

@@ -166,6 +166,28 @@ async def sample_machine(
         await asyncio.sleep(every)
 
 
+async def probe_speed(samples: list[tuple[int, int]]) -> None:
+    """Append (time µs, CPU µs of the probe's fixed work) from `python -m bench.speedprobe`
+    (its first: the fastest of its calibration) until cancelled; the probe is then stopped."""
+    probe = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench.speedprobe",
+        stdout=asyncio.subprocess.PIPE,
+        cwd=REPO,
+        preexec_fn=childproc.dies_with_parent(),  # a bench killed outright takes it along
+    )
+    assert probe.stdout is not None
+    try:
+        async for line in probe.stdout:
+            at, cpu = line.split()
+            samples.append((int(at), int(cpu)))
+    finally:
+        if probe.returncode is None:
+            probe.kill()
+        await asyncio.shield(probe.wait())
+
+
 def worker_env(settings: Settings, mocks: MockServers) -> dict[str, str]:
     """The environment of the run's worker: the caller's, with the run's topics, data
     dir and mocks (other CS_RELAY_* tuning passes through)."""

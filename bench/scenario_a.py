@@ -17,7 +17,16 @@ from aiokafka import AIOKafkaProducer
 from bench import aggregation, mix, stats
 from bench.baselines import consume_ceiling, run_http_ceiling
 from bench.driver import Driver
-from bench.harness import MEASURED, PARTNERS_OF, Receipts, count_dead_letters, disk_usage, shown, until_cpu_quiet
+from bench.harness import (
+    MEASURED,
+    PARTNERS_OF,
+    Receipts,
+    count_dead_letters,
+    disk_usage,
+    probe_speed,
+    shown,
+    until_cpu_quiet,
+)
 from bench.phases import Measured, Phase, in_phase, phase_figures, phases, replay_jobs, series
 from streams.destinations import REGISTRY
 from streams.runtime.topics import ensure_topics
@@ -61,6 +70,8 @@ class Bench(Driver):
         worker = self._start_worker(mocks)
         cpu_samples: list[tuple[int, float]] = []
         sampler = asyncio.create_task(worker.sample_cpu(cpu_samples))
+        speed: list[tuple[int, int]] = []  # how fast the cores ran meanwhile (bench.speedprobe)
+        prober = asyncio.create_task(probe_speed(speed))
         try:
             complete = await self._until_delivered(receipts, backlog, worker)
             backlog_figures = {**phase_figures(receipts.all, backlog, latency=False), "complete": complete}
@@ -82,7 +93,15 @@ class Bench(Driver):
                     "complete": complete,
                 }
             memory = worker.memory_kb()
+            if speed:  # over each phase's window, against the fastest the probe ran in scenario a
+                fastest = min(cpu for _, cpu in speed)
+                for figures in (backlog_figures, paced_figures):
+                    if figures.get("window_s"):
+                        at = figures["first_receipt_us"]
+                        end = at + int(figures["window_s"] * stats.US)
+                        figures["machine_speed"] = stats.machine_speed(speed, at, end, fastest)
         finally:
+            prober.cancel()
             sampler.cancel()
             await worker.stop()
         return Measured(

@@ -4,7 +4,9 @@ state figures."""
 
 from __future__ import annotations
 
+import itertools
 import math
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -199,6 +201,30 @@ def machine_cores(
     span = (inside[-1] - inside[0]) / US if inside else 0.0
     figures = {"cores": cores, "busy": busy, "workers": workers, "bench": bench, "rest": busy - workers - bench}
     return {key: round(value, 2) for key, value in figures.items()} | {"span_s": round(span, 1)}
+
+
+def machine_timeline(
+    samples: Sequence[tuple[int, float, float, float]], start_us: int, end_us: int
+) -> list[list[float]]:
+    """`machine_cores`'s figures between each two consecutive samples inside the window,
+    as [seconds from `start_us` at the interval's end, busy cores, the workers', the
+    bench process's]: whether a drain's slow stretch was a busy or an idle worker."""
+    inside = [s for s in samples if start_us <= s[0] <= end_us]
+    timeline = []
+    for before, after in itertools.pairwise(inside):
+        seconds = (after[0] - before[0]) / US
+        if seconds > 0:
+            cores = [(after[i] - before[i]) / seconds for i in (1, 3, 2)]
+            timeline.append([round((after[0] - start_us) / US, 2), *(round(c, 2) for c in cores)])
+    return timeline
+
+
+def machine_speed(samples: Sequence[tuple[int, int]], start_us: int, end_us: int, fastest_us: int) -> float:
+    """How fast the cores ran between `start_us` and `end_us`: the median of the speed
+    probe's samples (time µs, CPU µs of its fixed work; `bench.speedprobe`) there, as
+    `fastest_us` (the fastest the probe ran) over each; nan without samples."""
+    inside = [fastest_us / cpu for at, cpu in samples if start_us <= at <= end_us and cpu > 0]
+    return round(statistics.median(inside), 2) if inside else math.nan
 
 
 def table_of(relative_path: str) -> str:

@@ -147,6 +147,7 @@ class Suite(Drains):
                     "cs_relay_cpu_ms_per_track": d["cpu_ms_per_event"],
                     "cs_relay_cpu_ms_per_track_by_thread": d["cpu_ms_per_event_by_thread"],
                     "share_of_bound": _round(share_n),
+                    "machine_speed": d.get("machine_speed"),  # bench.speedprobe: 1.0 the fastest seen
                     "complete": d["complete"],
                 }
                 for d, share_n in zip(drains, shares, strict=True)
@@ -159,7 +160,8 @@ class Suite(Drains):
             "headline": f"cs-relay {relay['events_per_second']:,.0f} tracks/s, "
             f"{sum(per_partner.values()) / len(per_partner):,.0f} requests/s per partner = "
             f"{scenarios.percent(share)} of the bound ({self.max_in_flight} / {latency / 1000:g} s = {bound:,.0f}/s; "
-            f"{_spread(shares, '%')}); bare client {scenarios.percent(http_share)}; "
+            f"{_spread(shares, '%')}; the cores' speed {_speeds(drains)}); "
+            f"bare client {scenarios.percent(http_share)}; "
             f"naive {naive['events_per_second']:,.1f} tracks/s",
         }
 
@@ -258,6 +260,8 @@ def _round_figures(drains: dict[str, dict[str, Any]], ratio: float) -> dict[str,
         "naive_cpu_ms_per_track": naive["cpu_ms_per_event"],
         "cs_relay_cpu_ms_per_track_by_thread": relay["cpu_ms_per_event_by_thread"],
         "naive_cpu_ms_per_track_by_thread": naive["cpu_ms_per_event_by_thread"],
+        "cs_relay_machine_speed": relay.get("machine_speed"),  # bench.speedprobe: 1.0 the fastest seen
+        "naive_machine_speed": naive.get("machine_speed"),
         "first": next(iter(drains)),  # the relay drained first in the round
         "complete": relay["complete"] and naive["complete"],
     }
@@ -266,6 +270,11 @@ def _round_figures(drains: dict[str, dict[str, Any]], ratio: float) -> dict[str,
 def _profiles(drains: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The py-spy summaries of a scenario's profiled drains (its first round), by relay."""
     return {kind: figures["profile"] for kind, figures in drains.items() if "profile" in figures}
+
+
+def _speeds(drains: list[dict[str, Any]]) -> str:
+    """'1.00, 0.62, 0.81': how fast the cores ran in each drain (`stats.machine_speed`)."""
+    return ", ".join(f"{d.get('machine_speed', math.nan):.2f}" for d in drains)
 
 
 def _spread(values: list[float], unit: str) -> str:

@@ -154,6 +154,53 @@ def test_what_the_worker_shares_the_machine_with():
         "rest": 0.3,
         "span_s": 2.0,
     }
+    # interval by interval: [seconds in, busy, workers, bench]; the sample past the window left out
+    assert stats.machine_timeline(samples, 0, 2_000_000) == [[1.0, 1.5, 0.9, 0.3], [2.0, 1.5, 0.9, 0.3]]
+    assert stats.machine_timeline(samples[:1], 0, 2_000_000) == []
+
+
+def test_the_speed_of_the_cores_is_the_median_probe_sample_against_the_fastest():
+    samples = [(0, 2000), (1_000_000, 2500), (2_000_000, 4000), (3_000_000, 2000), (9_000_000, 1000)]
+    # inside the window: 2000/2500, 2000/4000, 2000/2000 -> 0.8, 0.5, 1.0; the median 0.8
+    assert stats.machine_speed(samples, 1_000_000, 3_000_000, fastest_us=2000) == 0.8
+    assert stats.machine_speed(samples, 0, 3_000_000, fastest_us=2000) == 0.9  # 1.0, 0.8, 0.5, 1.0
+    assert math.isnan(stats.machine_speed(samples, 4_000_000, 5_000_000, fastest_us=2000))
+
+
+async def test_the_speed_probe_runs_apart_and_stops_with_its_sampler():
+    """The real probe, `python -m bench.speedprobe`: its calibration, then samples; the
+    sampler cancelled, its process is gone."""
+    import asyncio
+
+    from bench.harness import probe_speed
+
+    samples: list[tuple[int, int]] = []
+    sampler = asyncio.create_task(probe_speed(samples))
+    async with asyncio.timeout(30):
+        while len(samples) < 3:
+            await asyncio.sleep(0.05)
+    sampler.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await sampler
+    assert all(cpu > 0 for _, cpu in samples)
+    assert [at for at, _ in samples] == sorted(at for at, _ in samples)
+    assert _children_running("bench.speedprobe") == []
+
+
+def _children_running(module: str) -> list[int]:
+    """This process's children whose command line names `module`."""
+    import os
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            ppid = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == os.getpid() and module.encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
 
 
 def test_cpu_by_kind_of_thread():
