@@ -137,6 +137,7 @@ class Drains:
             profiled = await self._stop_profile(spy)
             for task in samplers:
                 task.cancel()
+            await asyncio.gather(*samplers, return_exceptions=True)  # each ended (the probe stopped)
             await asyncio.gather(*(w.stop() for w in running))
             for key in MEASURED:  # the latency of scenario c, if any
                 self.mocks.apps[key][FAULTS_KEY].clear()
@@ -172,6 +173,7 @@ class Drains:
             fastest = min(cpu for _, cpu in speed)
             self.fastest_probe_us = min(self.fastest_probe_us or fastest, fastest)
             figures["machine_speed"] = stats.machine_speed(speed, start, now_us, self.fastest_probe_us)
+            figures["speed_probe_us"] = stats.probe_figures(speed, start, now_us, self.fastest_probe_us)
         # CPU per delivered event: what the load of a shared machine moves least.
         figures["cpu_ms_per_event"] = round(
             1000 * scenarios.ratio(figures["worker_cpu_cores"], figures["events_per_second"]), 3

@@ -180,8 +180,13 @@ async def probe_speed(samples: list[tuple[int, int]]) -> None:
     assert probe.stdout is not None
     try:
         async for line in probe.stdout:
-            at, cpu = line.split()
-            samples.append((int(at), int(cpu)))
+            try:
+                at, cpu = (int(field) for field in line.split())
+            except ValueError:
+                print(f"  speed probe: a line it should not write, left out: {line[:80]!r}", flush=True)
+                continue
+            samples.append((at, cpu))
+        print("  speed probe: ended before the drain did; the cores' speed covers its samples only", flush=True)
     finally:
         if probe.returncode is None:
             probe.kill()

@@ -3,7 +3,6 @@ scenario's headline as text."""
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 from importlib import metadata
@@ -102,5 +101,5 @@ def summary_a(results: dict[str, Any]) -> dict[str, Any]:
         "headline": f"cs-relay {burst['events_per_second']:,.0f} calls/s ({burst['requests_per_second']:,.0f} "
         f"requests/s) = {scenarios.percent(ratios['throughput_vs_plain_http'])} of the bare aiohttp client "
         f"({base['plain_http']['requests_per_second']:,} requests/s); p99 latency {p99:.0f} ms at "
-        f"{paced.get('rate') or 0:.0f} calls/s (the cores' speed {paced.get('machine_speed', math.nan):.2f})",
+        f"{paced.get('rate') or 0:.0f} calls/s (the cores' speed {scenarios.speed(paced.get('machine_speed'))})",
     }

@@ -100,9 +100,11 @@ class Bench(Driver):
                         at = figures["first_receipt_us"]
                         end = at + int(figures["window_s"] * stats.US)
                         figures["machine_speed"] = stats.machine_speed(speed, at, end, fastest)
+                        figures["speed_probe_us"] = stats.probe_figures(speed, at, end, fastest)
         finally:
             prober.cancel()
             sampler.cancel()
+            await asyncio.gather(prober, sampler, return_exceptions=True)  # each ended (the probe stopped)
             await worker.stop()
         return Measured(
             backlog=backlog_figures,

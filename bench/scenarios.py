@@ -250,6 +250,12 @@ def percent(value: float) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.1%}"
 
 
+def speed(value: float | None) -> str:
+    """The cores' speed of a drain or phase (`stats.machine_speed`) as shown: n/a without
+    the probe's samples."""
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.2f}"
+
+
 def summary_lines(scenarios: Mapping[str, Mapping[str, object]], order: Sequence[str] = ALL) -> list[str]:
     """One line per scenario: its headline ratio and its target, for the console."""
     lines = []

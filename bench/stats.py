@@ -227,6 +227,15 @@ def machine_speed(samples: Sequence[tuple[int, int]], start_us: int, end_us: int
     return round(statistics.median(inside), 2) if inside else math.nan
 
 
+def probe_figures(samples: Sequence[tuple[int, int]], start_us: int, end_us: int, fastest_us: int) -> dict[str, Any]:
+    """The speed probe's raw figures behind `machine_speed`: the median CPU µs of its
+    samples in the window, how many, and the fastest it was held against (so that a
+    drain's speed can be set against another reference later)."""
+    inside = [cpu for at, cpu in samples if start_us <= at <= end_us]
+    median = round(statistics.median(inside)) if inside else None
+    return {"median": median, "samples": len(inside), "fastest": fastest_us}
+
+
 def table_of(relative_path: str) -> str:
     """The Faust table a file in the worker's data dir belongs to (its RocksDB folder is
     `<table>-<partition>.db`), else the file's top folder: for a size breakdown."""

@@ -274,7 +274,7 @@ def _profiles(drains: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def _speeds(drains: list[dict[str, Any]]) -> str:
     """'1.00, 0.62, 0.81': how fast the cores ran in each drain (`stats.machine_speed`)."""
-    return ", ".join(f"{d.get('machine_speed', math.nan):.2f}" for d in drains)
+    return ", ".join(scenarios.speed(d.get("machine_speed")) for d in drains)
 
 
 def _spread(values: list[float], unit: str) -> str:
