@@ -137,8 +137,12 @@ class Drains:
             profiled = await self._stop_profile(spy)
             for task in samplers:
                 task.cancel()
-            await asyncio.gather(*samplers, return_exceptions=True)  # each ended (the probe stopped)
-            await asyncio.gather(*(w.stop() for w in running))
+            try:
+                ended = await asyncio.gather(*samplers, return_exceptions=True)  # the probe stopped
+                for failed in (e for e in ended if isinstance(e, Exception)):
+                    print(f"  {label}: a sampler failed: {failed!r}", flush=True)
+            finally:
+                await asyncio.gather(*(w.stop() for w in running))
             for key in MEASURED:  # the latency of scenario c, if any
                 self.mocks.apps[key][FAULTS_KEY].clear()
         figures = phase_figures(receipts.all, backlog, latency=False)

@@ -175,7 +175,10 @@ async def probe_speed(samples: list[tuple[int, int]]) -> None:
         "bench.speedprobe",
         stdout=asyncio.subprocess.PIPE,
         cwd=REPO,
-        preexec_fn=childproc.dies_with_parent(),  # a bench killed outright takes it along
+        # Its own session: a Ctrl-C at the terminal is the bench's to handle (the probe
+        # would end and seem to have failed); a bench killed outright takes it along.
+        start_new_session=True,
+        preexec_fn=childproc.dies_with_parent(),
     )
     assert probe.stdout is not None
     try:
@@ -183,10 +186,13 @@ async def probe_speed(samples: list[tuple[int, int]]) -> None:
             try:
                 at, cpu = (int(field) for field in line.split())
             except ValueError:
+                cpu = 0
+            if cpu <= 0:
                 print(f"  speed probe: a line it should not write, left out: {line[:80]!r}", flush=True)
                 continue
             samples.append((at, cpu))
-        print("  speed probe: ended before the drain did; the cores' speed covers its samples only", flush=True)
+        code = await probe.wait()
+        print(f"  speed probe: ended (exit code {code}) before the drain; the speed covers its samples", flush=True)
     finally:
         if probe.returncode is None:
             probe.kill()

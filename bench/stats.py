@@ -228,10 +228,11 @@ def machine_speed(samples: Sequence[tuple[int, int]], start_us: int, end_us: int
 
 
 def probe_figures(samples: Sequence[tuple[int, int]], start_us: int, end_us: int, fastest_us: int) -> dict[str, Any]:
-    """The speed probe's raw figures behind `machine_speed`: the median CPU µs of its
-    samples in the window, how many, and the fastest it was held against (so that a
-    drain's speed can be set against another reference later)."""
-    inside = [cpu for at, cpu in samples if start_us <= at <= end_us]
+    """The speed probe's figures that `machine_speed` comes from: the median CPU µs of
+    its samples in the window, how many, and the fastest it was held against (so that a
+    drain's speed can be set against another reference later; fastest/median is the
+    median speed only for an odd count)."""
+    inside = [cpu for at, cpu in samples if start_us <= at <= end_us and cpu > 0]
     median = round(statistics.median(inside)) if inside else None
     return {"median": median, "samples": len(inside), "fastest": fastest_us}
 

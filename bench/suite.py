@@ -148,6 +148,7 @@ class Suite(Drains):
                     "cs_relay_cpu_ms_per_track_by_thread": d["cpu_ms_per_event_by_thread"],
                     "share_of_bound": _round(share_n),
                     "machine_speed": d.get("machine_speed"),  # bench.speedprobe: 1.0 the fastest seen
+                    "speed_probe_us": d.get("speed_probe_us"),
                     "complete": d["complete"],
                 }
                 for d, share_n in zip(drains, shares, strict=True)
@@ -262,6 +263,8 @@ def _round_figures(drains: dict[str, dict[str, Any]], ratio: float) -> dict[str,
         "naive_cpu_ms_per_track_by_thread": naive["cpu_ms_per_event_by_thread"],
         "cs_relay_machine_speed": relay.get("machine_speed"),  # bench.speedprobe: 1.0 the fastest seen
         "naive_machine_speed": naive.get("machine_speed"),
+        "cs_relay_speed_probe_us": relay.get("speed_probe_us"),
+        "naive_speed_probe_us": naive.get("speed_probe_us"),
         "first": next(iter(drains)),  # the relay drained first in the round
         "complete": relay["complete"] and naive["complete"],
     }
