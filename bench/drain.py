@@ -42,7 +42,7 @@ from bench.harness import (
     sample_machine,
     worker_env,
 )
-from bench.phases import in_phase, phase_figures, replay_jobs
+from bench.phases import phase_figures, replay_jobs
 from bench.scenarios import ManyUsersPlan, TrackPlan
 from bench.topics import end_offsets_total, max_changelog_records
 from streams import childproc, kafkaconn
@@ -60,7 +60,6 @@ COMMANDS = {
 # Faust's loop for the naive relay (read when it imports faust); cs-relay's is its own
 # setting, CS_RELAY_EVENT_LOOP (uvloop unless the caller's environment says otherwise).
 FAUST_LOOP = {NAIVE: "aio", NAIVE_UVLOOP: "uvloop"}
-QUARTER_US = 250_000  # the drain's timeline: tracks completed per quarter of a second
 
 
 @dataclass
@@ -145,7 +144,7 @@ class Drains:
                 await asyncio.gather(*(w.stop() for w in running))
             for key in MEASURED:  # the latency of scenario c, if any
                 self.mocks.apps[key][FAULTS_KEY].clear()
-        figures = phase_figures(receipts.all, backlog, latency=False)
+        figures = phase_figures(receipts.all, backlog, latency=False, quarters=True)
         seconds = figures["window_s"] or math_nan()
         figures.update(
             relay=kind,
@@ -167,17 +166,13 @@ class Drains:
         figures["machine_cores"] = stats.machine_cores(
             machine, figures["first_receipt_us"], now_us, os.cpu_count() or 0
         )
-        # Where the drain slowed: its tracks completed in each quarter of a second.
-        done = stats.completions(r for r in receipts.all if in_phase(r, backlog))
         start = figures["first_receipt_us"]
-        figures["tracks_per_quarter_second"] = stats.per_interval(done.values(), start, QUARTER_US)
         figures["machine_timeline"] = stats.machine_timeline(machine, start, now_us)
         # ... and how fast the cores ran: this shared VM's speed varies by up to 2x
         if speed:
             fastest = min(cpu for _, cpu in speed)
             self.fastest_probe_us = min(self.fastest_probe_us or fastest, fastest)
-            figures["machine_speed"] = stats.machine_speed(speed, start, now_us, self.fastest_probe_us)
-            figures["speed_probe_us"] = stats.probe_figures(speed, start, now_us, self.fastest_probe_us)
+            figures.update(stats.speed_figures(speed, start, now_us, self.fastest_probe_us))
         # CPU per delivered event: what the load of a shared machine moves least.
         figures["cpu_ms_per_event"] = round(
             1000 * scenarios.ratio(figures["worker_cpu_cores"], figures["events_per_second"]), 3

@@ -17,6 +17,8 @@ from streams.destinations import plugin
 from streams.settings import Settings
 from streams.testing.mocks import MockServers
 
+QUARTER_US = 250_000  # a drain's timeline (`phase_figures(quarters=True)`)
+
 
 @dataclass
 class Measured:
@@ -53,9 +55,13 @@ def in_phase(r: stats.Receipt, phase: Phase) -> bool:
     return bool(phase.produced_us) and phase.produced_us[0] <= r.event_us <= phase.produced_us[-1]
 
 
-def phase_figures(receipts: Sequence[stats.Receipt], phase: Phase, *, latency: bool) -> dict[str, Any]:
+def phase_figures(
+    receipts: Sequence[stats.Receipt], phase: Phase, *, latency: bool, quarters: bool = False
+) -> dict[str, Any]:
     """Throughput (and latency) of one phase, from its receipts. The backlog's latency
-    would only measure how long its events waited for the worker to start."""
+    would only measure how long its events waited for the worker to start. `quarters`:
+    also where the phase slowed, its events completed in each quarter of a second from
+    its first request (`tracks_per_quarter_second`)."""
     mine = [r for r in receipts if in_phase(r, phase)]
     ok = [r for r in mine if r.ok]
     done = stats.completions(ok)
@@ -71,6 +77,8 @@ def phase_figures(receipts: Sequence[stats.Receipt], phase: Phase, *, latency: b
         "requests_per_second": round(stats.rate(len(ok), first, last), 1),
         "first_receipt_us": first,
     }
+    if quarters:
+        figures["tracks_per_quarter_second"] = stats.per_interval(done.values(), first, QUARTER_US)
     if latency:
         figures["latency_ms"] = stats.summary([r.latency_ms for r in ok])
         figures["latency_ms_by_partner"] = {

@@ -99,8 +99,7 @@ class Bench(Driver):
                     if figures.get("window_s"):
                         at = figures["first_receipt_us"]
                         end = at + int(figures["window_s"] * stats.US)
-                        figures["machine_speed"] = stats.machine_speed(speed, at, end, fastest)
-                        figures["speed_probe_us"] = stats.probe_figures(speed, at, end, fastest)
+                        figures.update(stats.speed_figures(speed, at, end, fastest))
         finally:
             prober.cancel()
             sampler.cancel()

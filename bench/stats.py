@@ -237,6 +237,15 @@ def probe_figures(samples: Sequence[tuple[int, int]], start_us: int, end_us: int
     return {"median": median, "samples": len(inside), "fastest": fastest_us}
 
 
+def speed_figures(samples: Sequence[tuple[int, int]], start_us: int, end_us: int, fastest_us: int) -> dict[str, Any]:
+    """A window's `machine_speed` and the probe's figures it comes from
+    (`speed_probe_us`), as a drain or a phase of scenario a reports them."""
+    return {
+        "machine_speed": machine_speed(samples, start_us, end_us, fastest_us),
+        "speed_probe_us": probe_figures(samples, start_us, end_us, fastest_us),
+    }
+
+
 def table_of(relative_path: str) -> str:
     """The Faust table a file in the worker's data dir belongs to (its RocksDB folder is
     `<table>-<partition>.db`), else the file's top folder: for a size breakdown."""

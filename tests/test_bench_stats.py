@@ -171,6 +171,10 @@ def test_the_speed_of_the_cores_is_the_median_probe_sample_against_the_fastest()
         "fastest": 2000,
     }
     assert stats.probe_figures(samples, 4_000_000, 5_000_000, fastest_us=2000)["median"] is None
+    assert stats.speed_figures(samples, 1_000_000, 3_000_000, 2000) == {
+        "machine_speed": 0.8,
+        "speed_probe_us": {"median": 2500, "samples": 3, "fastest": 2000},
+    }
 
 
 async def test_the_speed_probe_runs_apart_and_stops_with_its_sampler():
